@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The project's test command: installs missing system packages, starts the real
+# services the integration tests need (Kafka, the MongoDB-wire server) on 127.0.0.1,
+# runs every test, and stops the services it started.
+#   scripts/test.sh            all tests
+#   scripts/test.sh -- ARGS    extra arguments for `cargo test`
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-system-deps.sh
+started=0
+if ! scripts/services.sh status >/dev/null 2>&1; then
+  scripts/services.sh up
+  started=1
+fi
+cleanup() { if [[ $started == 1 ]]; then scripts/services.sh down || true; fi; }
+trap cleanup EXIT
+eval "$(scripts/services.sh env)"
+[[ "${1:-}" == "--" ]] && shift
+cargo test --locked "$@"

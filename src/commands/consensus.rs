@@ -1,0 +1,166 @@
+//! `vex-lens consensus` and `vex-lens normalise`: files in, records or observations out.
+
+use crate::cli::{ConsensusArgs, InputArgs, NormaliseArgs, OutputFormat};
+use anyhow::{bail, Context};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+use vex_lens::domain::consensus::{batch, ConsensusRecord};
+use vex_lens::domain::model::{IngestContext, Observation, Provenance};
+use vex_lens::domain::normalise::normalise_bytes;
+use vex_lens::domain::timestamp::Timestamp;
+use vex_lens::domain::trust::{IssuerDirectory, Knobs, Policy};
+use vex_lens::input;
+
+/// Reads and normalises every input document. Fails on the first bad document unless
+/// `--keep-going`.
+pub fn load_observations(args: &InputArgs) -> anyhow::Result<(Vec<Observation>, usize)> {
+    let files = input::expand(&args.paths)?;
+    if files.is_empty() {
+        bail!(
+            "no *.json documents found in {}",
+            args.paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+        );
+    }
+    let mut observations = Vec::new();
+    let mut failed = 0usize;
+    let mut diag_counts: BTreeMap<String, usize> = BTreeMap::new();
+    for f in &files {
+        let name = f.display().to_string();
+        let res = input::read_limited(f, args.max_document_bytes).map_err(anyhow::Error::from).and_then(|bytes| {
+            let ctx = IngestContext {
+                tenant: Some(args.tenant.clone()),
+                provenance: Provenance { source: Some(name.clone()), ..Default::default() },
+                ..Default::default()
+            };
+            normalise_bytes(&name, &bytes, &ctx, args.max_document_bytes).map_err(anyhow::Error::from)
+        });
+        match res {
+            Ok(doc) => {
+                for d in &doc.diagnostics {
+                    if args.verbose {
+                        eprintln!("warning: {name}: {}: {}", d.code, d.message);
+                    }
+                    *diag_counts.entry(d.code.clone()).or_default() += 1;
+                }
+                observations.extend(doc.observations);
+            }
+            Err(e) if args.keep_going => {
+                eprintln!("error: {e:#} (skipped)");
+                failed += 1;
+            }
+            Err(e) => return Err(e.context("use --keep-going to skip bad documents")),
+        }
+    }
+    if !args.verbose && !diag_counts.is_empty() {
+        let summary: Vec<String> = diag_counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
+        eprintln!("note: diagnostics: {} (use -v to list them)", summary.join(", "));
+    }
+    if failed > 0 {
+        eprintln!("note: {failed} of {} document(s) skipped", files.len());
+    }
+    Ok((observations, files.len() - failed))
+}
+
+/// Loads the consensus knobs from a TOML file's `[consensus.knobs]` table.
+pub fn load_knobs(path: Option<&Path>) -> anyhow::Result<Knobs> {
+    let default = Path::new("config/default.toml");
+    let path = match path {
+        Some(p) => p,
+        None if default.exists() => default,
+        None => return Ok(Knobs::default()),
+    };
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let file: toml::Table = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let knobs: Knobs = match file.get("consensus").and_then(|c| c.get("knobs")) {
+        Some(v) => v.clone().try_into().with_context(|| format!("{}: [consensus.knobs]", path.display()))?,
+        None => Knobs::default(),
+    };
+    knobs.validate()?;
+    Ok(knobs)
+}
+
+/// Loads the issuer directory.
+pub fn load_directory(path: Option<&Path>) -> anyhow::Result<IssuerDirectory> {
+    let default = Path::new("config/issuers.toml");
+    let path = match path {
+        Some(p) => p,
+        None if default.exists() => default,
+        None => return Ok(IssuerDirectory::default()),
+    };
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(IssuerDirectory::from_str(&path.display().to_string(), &text)?)
+}
+
+pub fn run(args: ConsensusArgs) -> anyhow::Result<ExitCode> {
+    let as_of = match &args.as_of {
+        Some(s) => Some(Timestamp::parse(s).context("--as-of")?),
+        None => None,
+    };
+    let policy = Policy::new(args.mode, load_directory(args.issuers.as_deref())?, load_knobs(args.config.as_deref())?)
+        .with_as_of(as_of);
+    let (observations, _) = load_observations(&args.input)?;
+    let (records, errors) = batch(observations, &policy, args.explain);
+    for e in &errors {
+        eprintln!("warning: {e}");
+    }
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    write_records(&mut out, &records, args.format)?;
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn write_records<W: Write>(out: &mut W, records: &[ConsensusRecord], format: OutputFormat) -> anyhow::Result<()> {
+    match format {
+        OutputFormat::Ndjson => {
+            for r in records {
+                writeln!(out, "{}", r.to_canonical_json())?;
+            }
+        }
+        OutputFormat::Json => {
+            serde_json::to_writer_pretty(&mut *out, records)?;
+            writeln!(out)?;
+        }
+        OutputFormat::Table => {
+            writeln!(
+                out,
+                "{:<60} {:<20} {:<20} {:>10} {:>5}  CONFLICTS",
+                "ARTIFACT", "VULNERABILITY", "STATUS", "CONFIDENCE", "STMTS"
+            )?;
+            for r in records {
+                let status = match (r.status.as_str(), r.leading_status) {
+                    (s @ ("disputed" | "inconclusive"), Some(l)) => format!("{s}({})", l.as_str()),
+                    (s, _) => s.to_string(),
+                };
+                let conflicts: Vec<&str> = r.conflicts.iter().map(|c| c.reason.as_str()).collect();
+                writeln!(
+                    out,
+                    "{:<60} {:<20} {:<20} {:>10.3} {:>5}  {}",
+                    r.artifact,
+                    r.vulnerability,
+                    status,
+                    r.confidence,
+                    r.statements.len(),
+                    if conflicts.is_empty() { "-".to_string() } else { conflicts.join(",") }
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn run_normalise(args: NormaliseArgs) -> anyhow::Result<ExitCode> {
+    let (mut observations, _) = load_observations(&args.input)?;
+    observations.sort_by(|a, b| a.id.cmp(&b.id));
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    for o in &observations {
+        let mut o = o.clone();
+        o.provenance = Provenance::default();
+        writeln!(out, "{}", vex_lens::domain::canonical::to_string(&o)?)?;
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,2 @@
+//! One module per CLI command.
+pub mod consensus;

@@ -1,0 +1,801 @@
+//! Per-package consensus state and the evaluation of one (tenant, artifact,
+//! vulnerability) pair (CONSENSUS.md).
+//!
+//! Invariants: the state is a set of observations keyed by their deterministic id, so
+//! applying a duplicate changes nothing and the order of application does not matter;
+//! a record is a pure function of (the observations that apply to its pair, the policy),
+//! so incremental application equals batch recomputation; all arithmetic is in integer
+//! ppm; every list in a record is sorted by a total order.
+
+use super::canonical;
+use super::keys::{self, ArtifactKey};
+use super::model::{Justification, Observation, SignatureStatus, SourceFormat, Status};
+use super::timestamp::Timestamp;
+use super::trust::{to_ppm, Mode, Policy, Tier, PPM, UNKNOWN_ISSUER};
+use super::vers::compare_versions;
+use serde::{Deserialize, Serialize};
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// Identifies one consensus pair.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct PairKey {
+    pub tenant: String,
+    pub artifact: String,
+    pub vulnerability: String,
+}
+
+/// Status of a consensus record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConsensusStatus {
+    Affected,
+    NotAffected,
+    Fixed,
+    UnderInvestigation,
+    Disputed,
+    Inconclusive,
+}
+
+impl From<Status> for ConsensusStatus {
+    fn from(s: Status) -> Self {
+        match s {
+            Status::Affected => ConsensusStatus::Affected,
+            Status::NotAffected => ConsensusStatus::NotAffected,
+            Status::Fixed => ConsensusStatus::Fixed,
+            Status::UnderInvestigation => ConsensusStatus::UnderInvestigation,
+        }
+    }
+}
+
+impl ConsensusStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConsensusStatus::Affected => "affected",
+            ConsensusStatus::NotAffected => "not_affected",
+            ConsensusStatus::Fixed => "fixed",
+            ConsensusStatus::UnderInvestigation => "under_investigation",
+            ConsensusStatus::Disputed => "disputed",
+            ConsensusStatus::Inconclusive => "inconclusive",
+        }
+    }
+}
+
+/// What part a statement played in a record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Counted,
+    Superseded,
+    Excluded,
+}
+
+/// The factors of a statement's weight, each in ppm.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Factors {
+    pub issuer_ppm: u64,
+    pub signature_ppm: u64,
+    pub freshness_ppm: u64,
+    pub justification_ppm: u64,
+}
+
+/// One statement as it contributed to a record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatementEntry {
+    pub observation_id: String,
+    /// Issuer id after directory resolution (`unknown` when none was named).
+    pub issuer: String,
+    /// The name the statement claimed, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issuer_claimed: Option<String>,
+    pub tier: Tier,
+    pub signature: SignatureStatus,
+    pub status: Status,
+    pub status_original: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub justification: Option<Justification>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub justification_original: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub impact_statement: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action_statement: Option<String>,
+    pub timestamp: Timestamp,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub document_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub document_version: Option<String>,
+    pub document_digest: String,
+    pub position: u32,
+    pub format: SourceFormat,
+    /// The statement's own artifact key (broader than the pair's for version-less or
+    /// range statements).
+    pub artifact: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub scope: Vec<String>,
+    pub role: Role,
+    /// Why superseded or excluded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub weight_ppm: u64,
+    pub factors: Factors,
+}
+
+/// A conflict on a record.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Conflict {
+    /// `status_disagreement`, `scope_mismatch` or `missing_provenance`.
+    pub reason: String,
+    pub detail: String,
+    pub issuers: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub statuses: Vec<Status>,
+}
+
+/// The consensus for one (tenant, artifact, vulnerability). Field docs:
+/// schemas/consensus-record.schema.json.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ConsensusRecord {
+    pub tenant: String,
+    pub artifact: String,
+    pub package: String,
+    pub vulnerability: String,
+    pub aliases: Vec<String>,
+    pub status: ConsensusStatus,
+    /// The leading status (equal to `status` unless disputed or inconclusive).
+    pub leading_status: Option<Status>,
+    pub justification: Option<Justification>,
+    /// Share of the total counted weight that supports the leading status, in [0, 1].
+    pub confidence: f64,
+    pub mode: Mode,
+    pub policy_version: String,
+    pub evaluation_time: Timestamp,
+    /// `as_of`, `newest_known_issuer`, `newest_statement` or `none`.
+    pub evaluation_time_source: String,
+    /// Sum of counted weights per status (ppm).
+    pub scores_ppm: BTreeMap<Status, u64>,
+    pub total_weight_ppm: u64,
+    pub statements: Vec<StatementEntry>,
+    pub conflicts: Vec<Conflict>,
+    /// SHA-256 (`sha256:<hex>`) of the canonical JSON of the record without this field
+    /// and without `explain`.
+    pub consensus_digest: String,
+    /// Human-readable trace of the decision (only with `--explain`; not digested).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub explain: Option<Vec<String>>,
+}
+
+impl ConsensusRecord {
+    /// Computes the digest over the canonical JSON without `consensus_digest`/`explain`.
+    pub fn compute_digest(&self) -> String {
+        let mut v = serde_json::to_value(self).unwrap_or_default();
+        if let Some(o) = v.as_object_mut() {
+            o.remove("consensus_digest");
+            o.remove("explain");
+        }
+        canonical::sha256_prefixed(&canonical::to_vec(&v).unwrap_or_default())
+    }
+
+    /// The pair this record is about.
+    pub fn pair(&self) -> PairKey {
+        PairKey {
+            tenant: self.tenant.clone(),
+            artifact: self.artifact.clone(),
+            vulnerability: self.vulnerability.clone(),
+        }
+    }
+
+    /// Canonical JSON of the record (what is digested, plus the digest and explain).
+    pub fn to_canonical_json(&self) -> String {
+        canonical::to_string(self).unwrap_or_default()
+    }
+}
+
+/// Why an observation was not accepted by a package state.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ApplyError {
+    #[error("observation {id}: belongs to package {got}, not {expected}")]
+    WrongPackage { id: String, got: String, expected: String },
+    #[error("observation {id}: artifact key {artifact:?} is invalid: {reason}")]
+    BadArtifact { id: String, artifact: String, reason: String },
+}
+
+/// The in-memory consensus state of one package (what an `ArtifactActor` holds).
+#[derive(Clone, Debug, Default)]
+pub struct PackageState {
+    package: Option<String>,
+    observations: BTreeMap<String, Observation>,
+    /// (tenant, vulnerability) -> observation ids.
+    by_vuln: BTreeMap<(String, String), BTreeSet<String>>,
+    /// tenant -> artifacts seen in any statement.
+    artifacts: BTreeMap<String, BTreeSet<String>>,
+    parsed: HashMap<String, ArtifactKey>,
+}
+
+impl PackageState {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.observations.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.observations.is_empty()
+    }
+
+    pub fn package(&self) -> Option<&str> {
+        self.package.as_deref()
+    }
+
+    pub fn observations(&self) -> impl Iterator<Item = &Observation> {
+        self.observations.values()
+    }
+
+    /// Applies one observation. Returns the pairs whose record may have changed (empty
+    /// when the observation was already known: duplicates change nothing).
+    pub fn apply(&mut self, mut o: Observation) -> Result<Vec<PairKey>, ApplyError> {
+        if o.id.is_empty() {
+            o.id = o.compute_id();
+        }
+        if self.observations.contains_key(&o.id) {
+            return Ok(Vec::new());
+        }
+        let key = keys::parse_key(&o.artifact).map_err(|e| ApplyError::BadArtifact {
+            id: o.id.clone(),
+            artifact: o.artifact.clone(),
+            reason: e.to_string(),
+        })?;
+        match &self.package {
+            Some(p) if *p != o.package => {
+                return Err(ApplyError::WrongPackage { id: o.id.clone(), got: o.package.clone(), expected: p.clone() })
+            }
+            Some(_) => {}
+            None => self.package = Some(o.package.clone()),
+        }
+        let tenant = o.tenant.clone();
+        let mut affected: BTreeSet<PairKey> = BTreeSet::new();
+        let known = self.artifacts.entry(tenant.clone()).or_default();
+        let new_artifact = known.insert(o.artifact.clone());
+        self.parsed.entry(o.artifact.clone()).or_insert_with(|| key.clone());
+        // The statement's own pair, and every known artifact it applies to.
+        for a in known.iter() {
+            if let Some(pk) = self.parsed.get(a) {
+                if key.applies_to(pk) {
+                    affected.insert(PairKey {
+                        tenant: tenant.clone(),
+                        artifact: a.clone(),
+                        vulnerability: o.vulnerability.clone(),
+                    });
+                }
+            }
+        }
+        // A new artifact gains pairs for every vulnerability with a statement applying to it.
+        if new_artifact {
+            for ((t, v), ids) in &self.by_vuln {
+                if *t != tenant {
+                    continue;
+                }
+                let applies = ids.iter().any(|id| {
+                    self.observations
+                        .get(id)
+                        .and_then(|x| self.parsed.get(&x.artifact))
+                        .is_some_and(|k| k.applies_to(&key))
+                });
+                if applies {
+                    affected.insert(PairKey {
+                        tenant: tenant.clone(),
+                        artifact: o.artifact.clone(),
+                        vulnerability: v.clone(),
+                    });
+                }
+            }
+        }
+        self.by_vuln.entry((tenant, o.vulnerability.clone())).or_default().insert(o.id.clone());
+        self.observations.insert(o.id.clone(), o);
+        Ok(affected.into_iter().collect())
+    }
+
+    /// Every pair of this package, sorted.
+    pub fn pairs(&self) -> Vec<PairKey> {
+        let mut out = BTreeSet::new();
+        for ((t, v), ids) in &self.by_vuln {
+            let Some(arts) = self.artifacts.get(t) else {
+                continue;
+            };
+            let stmt_keys: BTreeSet<&str> =
+                ids.iter().filter_map(|id| self.observations.get(id)).map(|o| o.artifact.as_str()).collect();
+            for a in arts {
+                let Some(pk) = self.parsed.get(a) else {
+                    continue;
+                };
+                if stmt_keys.iter().any(|s| self.parsed.get(*s).is_some_and(|k| k.applies_to(pk))) {
+                    out.insert(PairKey { tenant: t.clone(), artifact: a.clone(), vulnerability: v.clone() });
+                }
+            }
+        }
+        out.into_iter().collect()
+    }
+
+    /// The observations that apply to a pair.
+    pub fn applicable(&self, pair: &PairKey) -> Vec<&Observation> {
+        let Some(pk) = self.parsed.get(&pair.artifact) else {
+            return Vec::new();
+        };
+        let Some(ids) = self.by_vuln.get(&(pair.tenant.clone(), pair.vulnerability.clone())) else {
+            return Vec::new();
+        };
+        ids.iter()
+            .filter_map(|id| self.observations.get(id))
+            .filter(|o| self.parsed.get(&o.artifact).is_some_and(|k| k.applies_to(pk)))
+            .collect()
+    }
+
+    /// Evaluates one pair under a policy.
+    pub fn evaluate(&self, pair: &PairKey, policy: &Policy, explain: bool) -> Option<ConsensusRecord> {
+        let obs = self.applicable(pair);
+        if obs.is_empty() {
+            return None;
+        }
+        let package = self.package.clone().unwrap_or_default();
+        Some(evaluate(pair, &package, &obs, policy, explain))
+    }
+
+    /// Evaluates every pair, sorted by pair.
+    pub fn evaluate_all(&self, policy: &Policy, explain: bool) -> Vec<ConsensusRecord> {
+        self.pairs().iter().filter_map(|p| self.evaluate(p, policy, explain)).collect()
+    }
+}
+
+/// The total order deciding which statement of an issuer is its latest: timestamp, then
+/// document version, then position, then document digest, then observation id.
+fn latest_order(a: &Observation, b: &Observation) -> Ordering {
+    a.timestamp
+        .cmp(&b.timestamp)
+        .then_with(|| match (&a.document_version, &b.document_version) {
+            (Some(x), Some(y)) => compare_versions(x, y),
+            (x, y) => x.is_some().cmp(&y.is_some()),
+        })
+        .then_with(|| a.position.cmp(&b.position))
+        .then_with(|| a.document_digest.cmp(&b.document_digest))
+        .then_with(|| a.id.cmp(&b.id))
+}
+
+/// `a * b * c * d` for ppm factors, rounded half up to ppm.
+fn mul_ppm(fs: &[u64]) -> u64 {
+    let mut acc: u128 = PPM as u128;
+    for f in fs {
+        acc = (acc * *f as u128 + (PPM as u128 / 2)) / PPM as u128;
+    }
+    acc as u64
+}
+
+fn freshness_ppm(ts: &Timestamp, at: &Timestamp, policy: &Policy) -> u64 {
+    let age_days = ts.seconds_until(at) / 86_400.0;
+    if age_days <= 0.0 {
+        return PPM;
+    }
+    let f = 0.5f64.powf(age_days / policy.knobs.half_life_days);
+    to_ppm(f.max(policy.knobs.freshness_floor))
+}
+
+struct Work<'a> {
+    o: &'a Observation,
+    issuer: String,
+    tier: Tier,
+    issuer_ppm: u64,
+    role: Role,
+    reason: Option<String>,
+}
+
+/// Evaluates a pair given the observations that apply to it.
+pub fn evaluate(
+    pair: &PairKey,
+    package: &str,
+    obs: &[&Observation],
+    policy: &Policy,
+    explain: bool,
+) -> ConsensusRecord {
+    let knobs = &policy.knobs;
+    let mut trace: Vec<String> = Vec::new();
+    let mut work: Vec<Work> = obs
+        .iter()
+        .map(|o| {
+            let r = policy.directory.resolve(o.issuer.as_deref(), &pair.tenant);
+            Work { o, issuer: r.id, tier: r.tier, issuer_ppm: r.weight_ppm, role: Role::Counted, reason: None }
+        })
+        .collect();
+    // Exclusions.
+    for w in &mut work {
+        if w.o.signature.status == SignatureStatus::Failed {
+            w.role = Role::Excluded;
+            w.reason = Some(format!(
+                "signature_failed{}",
+                w.o.signature.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()
+            ));
+        } else if knobs.require_justification_for_not_affected && unjustified(w.o) {
+            w.role = Role::Excluded;
+            w.reason = Some("not_affected_without_justification".into());
+        }
+    }
+    // Latest statement per issuer counts; the others are superseded.
+    let mut latest: BTreeMap<String, usize> = BTreeMap::new();
+    for (i, w) in work.iter().enumerate() {
+        if w.role == Role::Excluded {
+            continue;
+        }
+        match latest.get(&w.issuer) {
+            Some(&j) if latest_order(work[j].o, w.o) != Ordering::Less => {}
+            _ => {
+                latest.insert(w.issuer.clone(), i);
+            }
+        }
+    }
+    for i in 0..work.len() {
+        if work[i].role == Role::Excluded {
+            continue;
+        }
+        let winner = latest[&work[i].issuer];
+        if winner != i {
+            let by = work[winner].o;
+            work[i].role = Role::Superseded;
+            work[i].reason = Some(format!("superseded by {} ({} at {})", by.id, by.status.as_str(), by.timestamp));
+        }
+    }
+    // Evaluation time.
+    let counted = || work.iter().filter(|w| w.role == Role::Counted);
+    let (evaluation_time, evaluation_time_source) = if let Some(t) = policy.as_of {
+        (t, "as_of")
+    } else if let Some(t) = counted().filter(|w| w.tier >= Tier::Known).map(|w| w.o.timestamp).max() {
+        (t, "newest_known_issuer")
+    } else if let Some(t) = counted().map(|w| w.o.timestamp).max() {
+        (t, "newest_statement")
+    } else {
+        (work.iter().map(|w| w.o.timestamp).max().unwrap_or(Timestamp::EPOCH), "none")
+    };
+    trace.push(format!("evaluation time {evaluation_time} ({evaluation_time_source})"));
+    // Weights.
+    let signature_unsigned = to_ppm(1.0 - knobs.unsigned_penalty);
+    let mut entries: Vec<StatementEntry> = work
+        .iter()
+        .map(|w| {
+            let signature_ppm = match w.o.signature.status {
+                SignatureStatus::Verified => PPM,
+                SignatureStatus::Unsigned => signature_unsigned,
+                SignatureStatus::Failed => 0,
+            };
+            let justification_ppm = if unjustified(w.o) { to_ppm(knobs.unjustified_not_affected_factor) } else { PPM };
+            let factors = Factors {
+                issuer_ppm: w.issuer_ppm,
+                signature_ppm,
+                freshness_ppm: freshness_ppm(&w.o.timestamp, &evaluation_time, policy),
+                justification_ppm,
+            };
+            let weight_ppm = if w.role == Role::Excluded {
+                0
+            } else {
+                mul_ppm(&[factors.issuer_ppm, factors.signature_ppm, factors.freshness_ppm, factors.justification_ppm])
+            };
+            StatementEntry {
+                observation_id: w.o.id.clone(),
+                issuer: w.issuer.clone(),
+                issuer_claimed: w.o.issuer.clone(),
+                tier: w.tier,
+                signature: w.o.signature.status,
+                status: w.o.status,
+                status_original: w.o.status_original.clone(),
+                justification: w.o.justification,
+                justification_original: w.o.justification_original.clone(),
+                impact_statement: w.o.impact_statement.clone(),
+                action_statement: w.o.action_statement.clone(),
+                timestamp: w.o.timestamp,
+                document_id: w.o.document_id.clone(),
+                document_version: w.o.document_version.clone(),
+                document_digest: w.o.document_digest.clone(),
+                position: w.o.position,
+                format: w.o.format,
+                artifact: w.o.artifact.clone(),
+                scope: w.o.scope.clone(),
+                role: w.role,
+                reason: w.reason.clone(),
+                weight_ppm,
+                factors,
+            }
+        })
+        .collect();
+    entries.sort_by(|a, b| {
+        a.issuer
+            .cmp(&b.issuer)
+            .then(a.timestamp.cmp(&b.timestamp))
+            .then(a.document_digest.cmp(&b.document_digest))
+            .then(a.position.cmp(&b.position))
+            .then(a.observation_id.cmp(&b.observation_id))
+    });
+    for e in &entries {
+        trace.push(format!(
+            "{} {} {} {}: weight {} = issuer {} x signature {} x freshness {} x justification {}{}",
+            e.issuer,
+            e.status.as_str(),
+            e.timestamp,
+            match e.role {
+                Role::Counted => "counted",
+                Role::Superseded => "superseded",
+                Role::Excluded => "excluded",
+            },
+            e.weight_ppm,
+            e.factors.issuer_ppm,
+            e.factors.signature_ppm,
+            e.factors.freshness_ppm,
+            e.factors.justification_ppm,
+            e.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default()
+        ));
+    }
+    let counted_entries: Vec<&StatementEntry> = entries.iter().filter(|e| e.role == Role::Counted).collect();
+    let mut scores_ppm: BTreeMap<Status, u64> = BTreeMap::new();
+    for e in &counted_entries {
+        *scores_ppm.entry(e.status).or_default() += e.weight_ppm;
+    }
+    let total_weight_ppm: u64 = scores_ppm.values().sum();
+    trace.push(format!(
+        "scores (ppm): {}; total {total_weight_ppm}",
+        scores_ppm.iter().map(|(s, v)| format!("{}={v}", s.as_str())).collect::<Vec<_>>().join(", ")
+    ));
+    // Decision.
+    let decision = decide(policy, &counted_entries, &scores_ppm, total_weight_ppm, &mut trace);
+    let confidence_ppm = match (decision.leading, decision.score_basis_total) {
+        (Some(l), t) if t > 0 => {
+            let s = *decision.scores.get(&l).unwrap_or(&0);
+            ((s as u128 * PPM as u128 + t as u128 / 2) / t as u128) as u64
+        }
+        _ => 0,
+    };
+    let confidence = confidence_ppm as f64 / PPM as f64;
+    // Justification of the winning side, when its statements agree.
+    let justification = decision.leading.and_then(|l| {
+        let js: BTreeSet<Justification> =
+            counted_entries.iter().filter(|e| e.status == l).filter_map(|e| e.justification).collect();
+        let only = js.first().copied();
+        only.filter(|_| js.len() == 1)
+    });
+    let conflicts = conflicts(pair, &entries);
+    for c in &conflicts {
+        trace.push(format!("conflict {}: {}", c.reason, c.detail));
+    }
+    let mut aliases: BTreeSet<String> = obs.iter().flat_map(|o| o.aliases.iter().cloned()).collect();
+    aliases.insert(pair.vulnerability.clone());
+    let mut record = ConsensusRecord {
+        tenant: pair.tenant.clone(),
+        artifact: pair.artifact.clone(),
+        package: package.to_string(),
+        vulnerability: pair.vulnerability.clone(),
+        aliases: aliases.into_iter().collect(),
+        status: decision.status,
+        leading_status: decision.leading,
+        justification,
+        confidence,
+        mode: policy.mode,
+        policy_version: policy.version().to_string(),
+        evaluation_time,
+        evaluation_time_source: evaluation_time_source.to_string(),
+        scores_ppm,
+        total_weight_ppm,
+        statements: entries,
+        conflicts,
+        consensus_digest: String::new(),
+        explain: None,
+    };
+    record.consensus_digest = record.compute_digest();
+    if explain {
+        trace.push(format!("result {} (confidence {confidence})", record.status.as_str()));
+        record.explain = Some(trace);
+    }
+    record
+}
+
+fn unjustified(o: &Observation) -> bool {
+    o.status == Status::NotAffected
+        && o.justification.is_none()
+        && o.justification_original.is_none()
+        && o.impact_statement.is_none()
+}
+
+struct Decision {
+    status: ConsensusStatus,
+    leading: Option<Status>,
+    /// Scores the confidence is computed from, and their total.
+    scores: BTreeMap<Status, u64>,
+    score_basis_total: u64,
+}
+
+/// Highest score; ties go to the more conservative status.
+fn leader_of(scores: &BTreeMap<Status, u64>) -> Option<(Status, u64)> {
+    scores
+        .iter()
+        .map(|(s, v)| (*s, *v))
+        .max_by(|a, b| a.1.cmp(&b.1).then(a.0.conservative_rank().cmp(&b.0.conservative_rank())))
+}
+
+fn weighted_vote(policy: &Policy, scores: &BTreeMap<Status, u64>, total: u64, trace: &mut Vec<String>) -> Decision {
+    let Some((leader, lead_score)) = leader_of(scores) else {
+        trace.push("no counted statement: inconclusive".into());
+        return Decision {
+            status: ConsensusStatus::Inconclusive,
+            leading: None,
+            scores: scores.clone(),
+            score_basis_total: total,
+        };
+    };
+    let min = to_ppm(policy.knobs.minimum_weight);
+    let runner_up = scores.iter().filter(|(s, _)| **s != leader).map(|(_, v)| *v).max().unwrap_or(0);
+    let threshold = to_ppm(policy.knobs.conflict_threshold);
+    let status = if total < min || total == 0 {
+        trace.push(format!("total weight {total} below minimum {min}: inconclusive"));
+        ConsensusStatus::Inconclusive
+    } else if runner_up > 0 && (runner_up as u128) * (PPM as u128) >= (threshold as u128) * (total as u128) {
+        trace.push(format!("runner-up share {runner_up}/{total} at or above {threshold} ppm: disputed"));
+        ConsensusStatus::Disputed
+    } else {
+        trace.push(format!("leader {} with {lead_score} of {total}", leader.as_str()));
+        leader.into()
+    };
+    Decision { status, leading: Some(leader), scores: scores.clone(), score_basis_total: total }
+}
+
+fn decide(
+    policy: &Policy,
+    counted: &[&StatementEntry],
+    scores: &BTreeMap<Status, u64>,
+    total: u64,
+    trace: &mut Vec<String>,
+) -> Decision {
+    trace.push(format!("mode {}", policy.mode.as_str()));
+    let pick = |s: Option<Status>, trace: &mut Vec<String>| match s {
+        Some(s) => Decision { status: s.into(), leading: Some(s), scores: scores.clone(), score_basis_total: total },
+        None => {
+            trace.push("no counted statement: inconclusive".into());
+            Decision {
+                status: ConsensusStatus::Inconclusive,
+                leading: None,
+                scores: scores.clone(),
+                score_basis_total: total,
+            }
+        }
+    };
+    match policy.mode {
+        Mode::WeightedVote => weighted_vote(policy, scores, total, trace),
+        Mode::Lattice => {
+            let s = counted.iter().map(|e| e.status).max_by_key(|s| s.conservative_rank());
+            pick(s, trace)
+        }
+        Mode::HighestWeight => {
+            let s = counted
+                .iter()
+                .max_by(|a, b| {
+                    a.weight_ppm
+                        .cmp(&b.weight_ppm)
+                        .then(a.timestamp.cmp(&b.timestamp))
+                        .then(a.status.conservative_rank().cmp(&b.status.conservative_rank()))
+                        .then(b.observation_id.cmp(&a.observation_id))
+                })
+                .map(|e| e.status);
+            pick(s, trace)
+        }
+        Mode::MostRecent => {
+            let s = counted
+                .iter()
+                .max_by(|a, b| {
+                    a.timestamp
+                        .cmp(&b.timestamp)
+                        .then(a.weight_ppm.cmp(&b.weight_ppm))
+                        .then(a.status.conservative_rank().cmp(&b.status.conservative_rank()))
+                        .then(b.observation_id.cmp(&a.observation_id))
+                })
+                .map(|e| e.status);
+            pick(s, trace)
+        }
+        Mode::AuthoritativeFirst => {
+            let auth: Vec<&&StatementEntry> = counted.iter().filter(|e| e.tier == Tier::Authoritative).collect();
+            if auth.is_empty() {
+                trace.push("no authoritative statement: vote among all".into());
+                weighted_vote(policy, scores, total, trace)
+            } else {
+                let mut s: BTreeMap<Status, u64> = BTreeMap::new();
+                for e in &auth {
+                    *s.entry(e.status).or_default() += e.weight_ppm;
+                }
+                let t = s.values().sum();
+                trace.push(format!("vote among {} authoritative statement(s)", auth.len()));
+                weighted_vote(policy, &s, t, trace)
+            }
+        }
+    }
+}
+
+fn conflicts(pair: &PairKey, entries: &[StatementEntry]) -> Vec<Conflict> {
+    let mut out = Vec::new();
+    let counted: Vec<&StatementEntry> = entries.iter().filter(|e| e.role == Role::Counted).collect();
+    let statuses: BTreeSet<Status> = counted.iter().map(|e| e.status).collect();
+    if statuses.len() > 1 {
+        let issuers: BTreeSet<String> = counted.iter().map(|e| e.issuer.clone()).collect();
+        let detail = statuses
+            .iter()
+            .map(|s| {
+                let who: BTreeSet<&str> =
+                    counted.iter().filter(|e| e.status == *s).map(|e| e.issuer.as_str()).collect();
+                format!("{} ({})", s.as_str(), who.into_iter().collect::<Vec<_>>().join(", "))
+            })
+            .collect::<Vec<_>>()
+            .join(" vs ");
+        out.push(Conflict {
+            reason: "status_disagreement".into(),
+            detail,
+            issuers: issuers.into_iter().collect(),
+            statuses: statuses.iter().copied().collect(),
+        });
+        // Disagreement between statements of different scope (version-less or range vs
+        // this exact artifact, or different subcomponents).
+        let shapes: BTreeSet<(bool, &Vec<String>)> =
+            counted.iter().map(|e| (e.artifact == pair.artifact, &e.scope)).collect();
+        if shapes.len() > 1 {
+            let mut issuers = BTreeSet::new();
+            let mut sts = BTreeSet::new();
+            let mut parts = BTreeSet::new();
+            for e in &counted {
+                issuers.insert(e.issuer.clone());
+                sts.insert(e.status);
+                let scope = if e.scope.is_empty() { String::new() } else { format!(" within {}", e.scope.join(", ")) };
+                parts.insert(format!("{} says {} about {}{}", e.issuer, e.status.as_str(), e.artifact, scope));
+            }
+            out.push(Conflict {
+                reason: "scope_mismatch".into(),
+                detail: parts.into_iter().collect::<Vec<_>>().join("; "),
+                issuers: issuers.into_iter().collect(),
+                statuses: sts.into_iter().collect(),
+            });
+        }
+    }
+    let missing: Vec<&StatementEntry> = entries
+        .iter()
+        .filter(|e| e.issuer == UNKNOWN_ISSUER && e.issuer_claimed.is_none() || e.signature == SignatureStatus::Failed)
+        .collect();
+    if !missing.is_empty() {
+        let issuers: BTreeSet<String> = missing.iter().map(|e| e.issuer.clone()).collect();
+        let no_id = missing.iter().filter(|e| e.issuer_claimed.is_none()).count();
+        let failed = missing.iter().filter(|e| e.signature == SignatureStatus::Failed).count();
+        out.push(Conflict {
+            reason: "missing_provenance".into(),
+            detail: format!("{no_id} statement(s) name no issuer; {failed} statement(s) failed signature verification"),
+            issuers: issuers.into_iter().collect(),
+            statuses: missing.iter().map(|e| e.status).collect::<BTreeSet<_>>().into_iter().collect(),
+        });
+    }
+    out.sort();
+    out
+}
+
+/// Groups observations by package and evaluates every pair: the batch computation the CLI
+/// runs on files, and the reference the incremental path must equal. Records are sorted
+/// by artifact, then vulnerability, then tenant.
+pub fn batch<I: IntoIterator<Item = Observation>>(
+    observations: I,
+    policy: &Policy,
+    explain: bool,
+) -> (Vec<ConsensusRecord>, Vec<ApplyError>) {
+    let mut states: BTreeMap<String, PackageState> = BTreeMap::new();
+    let mut errors = Vec::new();
+    for o in observations {
+        if let Err(e) = states.entry(o.package.clone()).or_default().apply(o) {
+            errors.push(e);
+        }
+    }
+    let mut records: Vec<ConsensusRecord> = states.values().flat_map(|s| s.evaluate_all(policy, explain)).collect();
+    records.sort_by(|a, b| {
+        a.artifact.cmp(&b.artifact).then(a.vulnerability.cmp(&b.vulnerability)).then(a.tenant.cmp(&b.tenant))
+    });
+    (records, errors)
+}
+
+#[cfg(test)]
+#[path = "consensus_tests.rs"]
+mod tests;

@@ -1,0 +1,378 @@
+//! Unit and property tests of the consensus (CONSENSUS.md "Properties").
+
+use super::*;
+use crate::domain::keys::parse_key;
+use crate::domain::model::{IssuerSource, Provenance, Signature, TimestampSource};
+use crate::domain::trust::{Issuer, IssuerDirectory, Knobs, TenantOverride};
+use proptest::prelude::*;
+
+fn ts(s: &str) -> Timestamp {
+    Timestamp::parse(s).unwrap()
+}
+
+fn obs(issuer: Option<&str>, artifact: &str, vuln: &str, status: Status, t: &str) -> Observation {
+    let k = parse_key(artifact).unwrap();
+    Observation {
+        id: String::new(),
+        tenant: "default".into(),
+        issuer: issuer.map(str::to_string),
+        issuer_source: if issuer.is_some() { IssuerSource::Document } else { IssuerSource::None },
+        artifact: k.key,
+        package: k.package,
+        scope: vec![],
+        vulnerability: vuln.into(),
+        aliases: vec![vuln.into()],
+        status,
+        status_original: status.as_str().into(),
+        justification: (status == Status::NotAffected).then_some(Justification::VulnerableCodeNotPresent),
+        justification_original: None,
+        impact_statement: None,
+        action_statement: None,
+        timestamp: ts(t),
+        timestamp_source: TimestampSource::Statement,
+        document_id: None,
+        document_version: None,
+        document_digest: format!(
+            "sha256:{}",
+            crate::domain::canonical::sha256_hex(format!("{issuer:?}{artifact}{t}").as_bytes())
+        ),
+        position: 0,
+        format: SourceFormat::Openvex,
+        signature: Signature::default(),
+        provenance: Provenance::default(),
+    }
+    .with_id()
+}
+
+fn issuer(id: &str, tier: Tier, weight: Option<f64>) -> Issuer {
+    Issuer {
+        id: id.into(),
+        display_name: String::new(),
+        tier,
+        weight,
+        aliases: vec![],
+        keys: vec![],
+        tenants: Default::default(),
+    }
+}
+
+fn policy(mode: Mode) -> Policy {
+    Policy::new(
+        mode,
+        IssuerDirectory {
+            issuers: vec![
+                issuer("vendor", Tier::Authoritative, None),
+                issuer("distro", Tier::Trusted, None),
+                issuer("scanner", Tier::Known, None),
+                issuer("randomer", Tier::Untrusted, None),
+            ],
+        },
+        Knobs::default(),
+    )
+}
+
+fn one(obs: Vec<Observation>, p: &Policy) -> ConsensusRecord {
+    let (r, e) = batch(obs, p, true);
+    assert!(e.is_empty(), "{e:?}");
+    assert_eq!(r.len(), 1, "{r:#?}");
+    r.into_iter().next().unwrap()
+}
+
+const A: &str = "pkg:npm/left-pad@1.0.0";
+
+#[test]
+fn weights_are_the_product_of_factors_in_ppm() {
+    let r = one(
+        vec![
+            obs(Some("vendor"), A, "CVE-1", Status::NotAffected, "2024-04-01T00:00:00Z"),
+            // 90 days older: freshness 0.5.
+            obs(Some("distro"), A, "CVE-1", Status::NotAffected, "2024-01-02T00:00:00Z"),
+        ],
+        &policy(Mode::WeightedVote),
+    );
+    let v = r.statements.iter().find(|e| e.issuer == "vendor").unwrap();
+    assert_eq!(
+        (v.factors.issuer_ppm, v.factors.signature_ppm, v.factors.freshness_ppm),
+        (1_000_000, 700_000, 1_000_000)
+    );
+    assert_eq!(v.weight_ppm, 700_000);
+    let d = r.statements.iter().find(|e| e.issuer == "distro").unwrap();
+    assert_eq!(d.factors.freshness_ppm, 500_000);
+    assert_eq!(d.weight_ppm, 280_000); // 0.8 x 0.7 x 0.5
+    assert_eq!(r.evaluation_time.to_string(), "2024-04-01T00:00:00Z");
+    assert_eq!(r.status, ConsensusStatus::NotAffected);
+    assert_eq!(r.confidence, 1.0);
+    assert_eq!(r.justification, Some(Justification::VulnerableCodeNotPresent));
+    assert!(r.conflicts.is_empty());
+    assert_eq!(r.consensus_digest, r.compute_digest());
+}
+
+#[test]
+fn freshness_has_a_floor_and_no_bonus_for_the_future() {
+    let p = policy(Mode::WeightedVote);
+    let r = one(
+        vec![
+            obs(Some("vendor"), A, "CVE-1", Status::Fixed, "2024-01-01T00:00:00Z"),
+            obs(Some("scanner"), A, "CVE-1", Status::Fixed, "2020-01-01T00:00:00Z"),
+            // An unknown issuer's future-dated statement does not move the evaluation time.
+            obs(Some("somebody"), A, "CVE-1", Status::Fixed, "2030-01-01T00:00:00Z"),
+        ],
+        &p,
+    );
+    assert_eq!(r.evaluation_time.to_string(), "2024-01-01T00:00:00Z");
+    let f = |i: &str| r.statements.iter().find(|e| e.issuer == i).unwrap().factors.freshness_ppm;
+    assert_eq!(f("scanner"), 300_000);
+    assert_eq!(f("somebody"), 1_000_000);
+    assert_eq!(f("vendor"), 1_000_000);
+}
+
+#[test]
+fn disagreement_is_disputed_with_leading_status() {
+    let r = one(
+        vec![
+            obs(Some("vendor"), A, "CVE-1", Status::NotAffected, "2024-01-01T00:00:00Z"),
+            obs(Some("distro"), A, "CVE-1", Status::Affected, "2024-01-01T00:00:00Z"),
+        ],
+        &policy(Mode::WeightedVote),
+    );
+    // 700000 vs 560000: runner-up share 0.444 >= 0.3.
+    assert_eq!(r.status, ConsensusStatus::Disputed);
+    assert_eq!(r.leading_status, Some(Status::NotAffected));
+    assert_eq!(r.scores_ppm[&Status::NotAffected], 700_000);
+    assert_eq!(r.scores_ppm[&Status::Affected], 560_000);
+    assert_eq!(r.confidence, 0.555556);
+    assert_eq!(r.conflicts.len(), 1);
+    assert_eq!(r.conflicts[0].reason, "status_disagreement");
+    assert_eq!(r.conflicts[0].issuers, vec!["distro", "vendor"]);
+}
+
+#[test]
+fn a_small_minority_does_not_dispute_and_ties_go_conservative() {
+    let r = one(
+        vec![
+            obs(Some("vendor"), A, "CVE-1", Status::NotAffected, "2024-01-01T00:00:00Z"),
+            obs(Some("randomer"), A, "CVE-1", Status::Affected, "2024-01-01T00:00:00Z"),
+        ],
+        &policy(Mode::WeightedVote),
+    );
+    assert_eq!(r.status, ConsensusStatus::NotAffected);
+    assert_eq!(r.conflicts[0].reason, "status_disagreement");
+    let r = one(
+        vec![
+            obs(Some("a"), A, "CVE-1", Status::NotAffected, "2024-01-01T00:00:00Z"),
+            obs(Some("b"), A, "CVE-1", Status::Affected, "2024-01-01T00:00:00Z"),
+        ],
+        &policy(Mode::WeightedVote),
+    );
+    assert_eq!(r.status, ConsensusStatus::Disputed);
+    assert_eq!(r.leading_status, Some(Status::Affected));
+}
+
+#[test]
+fn too_little_weight_is_inconclusive() {
+    let r = one(
+        vec![obs(Some("randomer"), A, "CVE-1", Status::Affected, "2024-01-01T00:00:00Z")],
+        &policy(Mode::WeightedVote),
+    );
+    assert_eq!(r.total_weight_ppm, 70_000);
+    assert_eq!(r.status, ConsensusStatus::Inconclusive);
+    assert_eq!(r.leading_status, Some(Status::Affected));
+}
+
+#[test]
+fn only_the_latest_statement_of_an_issuer_counts() {
+    let r = one(
+        vec![
+            obs(Some("vendor"), A, "CVE-1", Status::UnderInvestigation, "2024-01-01T00:00:00Z"),
+            obs(Some("vendor"), A, "CVE-1", Status::Fixed, "2024-02-01T00:00:00Z"),
+        ],
+        &policy(Mode::WeightedVote),
+    );
+    assert_eq!(r.status, ConsensusStatus::Fixed);
+    let roles: Vec<Role> = r.statements.iter().map(|e| e.role).collect();
+    assert_eq!(roles, vec![Role::Superseded, Role::Counted]);
+    assert!(r.conflicts.is_empty());
+}
+
+#[test]
+fn modes_pick_differently() {
+    let v = || {
+        vec![
+            obs(Some("vendor"), A, "CVE-1", Status::NotAffected, "2024-01-01T00:00:00Z"),
+            obs(Some("scanner"), A, "CVE-1", Status::Affected, "2024-01-03T00:00:00Z"),
+            obs(Some("distro"), A, "CVE-1", Status::Fixed, "2024-01-02T00:00:00Z"),
+        ]
+    };
+    assert_eq!(one(v(), &policy(Mode::Lattice)).status, ConsensusStatus::Affected);
+    assert_eq!(one(v(), &policy(Mode::HighestWeight)).status, ConsensusStatus::NotAffected);
+    assert_eq!(one(v(), &policy(Mode::MostRecent)).status, ConsensusStatus::Affected);
+    let af = one(v(), &policy(Mode::AuthoritativeFirst));
+    assert_eq!(af.status, ConsensusStatus::NotAffected);
+    assert_eq!(af.confidence, 1.0);
+    assert_eq!(one(v(), &policy(Mode::WeightedVote)).status, ConsensusStatus::Disputed);
+}
+
+#[test]
+fn failed_signatures_are_excluded_and_missing_provenance_is_reported() {
+    let mut forged = obs(Some("vendor"), A, "CVE-1", Status::NotAffected, "2024-03-01T00:00:00Z");
+    forged.signature = Signature { status: SignatureStatus::Failed, reason: Some("bad_signature".into()), keyid: None };
+    let forged = forged.with_id();
+    let r = one(
+        vec![
+            forged,
+            obs(Some("vendor"), A, "CVE-1", Status::Affected, "2024-01-01T00:00:00Z"),
+            obs(None, A, "CVE-1", Status::Affected, "2024-01-01T00:00:00Z"),
+        ],
+        &policy(Mode::WeightedVote),
+    );
+    assert_eq!(r.status, ConsensusStatus::Affected);
+    let ex: Vec<&StatementEntry> = r.statements.iter().filter(|e| e.role == Role::Excluded).collect();
+    assert_eq!(ex.len(), 1);
+    assert_eq!(ex[0].weight_ppm, 0);
+    assert!(r.statements.iter().any(|e| e.issuer == "unknown" && e.role == Role::Counted));
+    let mp = r.conflicts.iter().find(|c| c.reason == "missing_provenance").unwrap();
+    assert!(mp.detail.contains("1 statement(s) name no issuer; 1 statement(s) failed"), "{}", mp.detail);
+}
+
+#[test]
+fn versionless_statements_apply_to_known_versions_with_scope_mismatch() {
+    let (records, _) = batch(
+        vec![
+            obs(Some("vendor"), "pkg:golang/x/y", "CVE-1", Status::NotAffected, "2024-01-01T00:00:00Z"),
+            obs(Some("distro"), "pkg:golang/x/y@v1.2.0", "CVE-1", Status::Affected, "2024-01-01T00:00:00Z"),
+            obs(Some("distro"), "pkg:golang/x/y@v1.3.0", "CVE-2", Status::Fixed, "2024-01-01T00:00:00Z"),
+        ],
+        &policy(Mode::WeightedVote),
+        false,
+    );
+    let keys: Vec<(String, String)> = records.iter().map(|r| (r.artifact.clone(), r.vulnerability.clone())).collect();
+    assert_eq!(
+        keys,
+        vec![
+            ("pkg:golang/x/y".into(), "CVE-1".into()),
+            ("pkg:golang/x/y@v1.2.0".into(), "CVE-1".into()),
+            ("pkg:golang/x/y@v1.3.0".into(), "CVE-1".into()),
+            ("pkg:golang/x/y@v1.3.0".into(), "CVE-2".into()),
+        ]
+    );
+    assert_eq!(records[0].status, ConsensusStatus::NotAffected);
+    let reasons: Vec<&str> = records[1].conflicts.iter().map(|c| c.reason.as_str()).collect();
+    assert_eq!(reasons, vec!["scope_mismatch", "status_disagreement"]);
+    assert_eq!(records[2].status, ConsensusStatus::NotAffected);
+}
+
+#[test]
+fn tenant_overrides_change_weights() {
+    let mut dir = policy(Mode::WeightedVote).directory;
+    dir.issuers[2].tenants.insert("acme".into(), TenantOverride { tier: Some(Tier::Authoritative), weight: None });
+    let p = Policy::new(Mode::WeightedVote, dir, Knobs::default());
+    let mut o = obs(Some("scanner"), A, "CVE-1", Status::Affected, "2024-01-01T00:00:00Z");
+    o.tenant = "acme".into();
+    let r = one(vec![o.with_id()], &p);
+    assert_eq!(r.statements[0].factors.issuer_ppm, 1_000_000);
+    assert_eq!(r.tenant, "acme");
+}
+
+#[test]
+fn apply_rejects_other_packages_and_ignores_duplicates() {
+    let mut s = PackageState::new();
+    let o = obs(Some("vendor"), A, "CVE-1", Status::Fixed, "2024-01-01T00:00:00Z");
+    assert_eq!(s.apply(o.clone()).unwrap().len(), 1);
+    assert!(s.apply(o).unwrap().is_empty());
+    let other = obs(Some("vendor"), "pkg:npm/other@1", "CVE-1", Status::Fixed, "2024-01-01T00:00:00Z");
+    assert!(matches!(s.apply(other), Err(ApplyError::WrongPackage { .. })));
+}
+
+// ---- properties -------------------------------------------------------------------
+
+const ISSUERS: [Option<&str>; 6] =
+    [Some("vendor"), Some("distro"), Some("scanner"), Some("randomer"), Some("someone"), None];
+const ARTIFACTS: [&str; 5] = [
+    "pkg:golang/x/y",
+    "pkg:golang/x/y@v1.0.0",
+    "pkg:golang/x/y@v2.0.0",
+    "pkg:golang/x/y@vers:semver/>=1.0.0|<2.0.0",
+    "pkg:golang/x/y@v1.5.0?os=linux",
+];
+
+fn arb_obs() -> impl Strategy<Value = Observation> {
+    (0..ISSUERS.len(), 0..ARTIFACTS.len(), 0..3usize, 0..4usize, 0..400i64, 0..3u8, any::<bool>()).prop_map(
+        |(i, a, v, s, day, sig, justified)| {
+            let t = Timestamp::from_unix_nanos((1_700_000_000 + day * 86_400) as i128 * 1_000_000_000, 0);
+            let mut o =
+                obs(ISSUERS[i], ARTIFACTS[a], ["CVE-1", "CVE-2", "GHSA-x"][v], Status::ALL[s], "2024-01-01T00:00:00Z");
+            o.timestamp = t;
+            o.position = (day % 7) as u32;
+            o.signature.status =
+                [SignatureStatus::Verified, SignatureStatus::Unsigned, SignatureStatus::Failed][sig as usize];
+            if !justified {
+                o.justification = None;
+            }
+            o.with_id()
+        },
+    )
+}
+
+fn canonical(records: &[ConsensusRecord]) -> Vec<String> {
+    records.iter().map(|r| r.to_canonical_json()).collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// Property 1: any order gives byte-identical records.
+    #[test]
+    fn order_independence(v in prop::collection::vec(arb_obs(), 1..25), seed in any::<u64>(), mode in 0..5usize) {
+        let p = policy(Mode::ALL[mode]);
+        let (a, _) = batch(v.clone(), &p, true);
+        let mut shuffled = v.clone();
+        // Deterministic Fisher-Yates from the seed.
+        let mut x = seed | 1;
+        for i in (1..shuffled.len()).rev() {
+            x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+            shuffled.swap(i, (x % (i as u64 + 1)) as usize);
+        }
+        let (b, _) = batch(shuffled, &p, true);
+        prop_assert_eq!(canonical(&a), canonical(&b));
+    }
+
+    /// Properties 2 and 3: applying one by one (keeping only the records of the pairs each
+    /// apply reports) equals the batch result, and duplicates change nothing.
+    #[test]
+    fn incremental_equals_batch_and_duplicates_are_noops(v in prop::collection::vec(arb_obs(), 1..25), dup in any::<prop::sample::Index>()) {
+        let p = policy(Mode::WeightedVote);
+        let mut state = PackageState::new();
+        let mut records: BTreeMap<PairKey, ConsensusRecord> = BTreeMap::new();
+        for o in &v {
+            for pair in state.apply(o.clone()).unwrap() {
+                records.insert(pair.clone(), state.evaluate(&pair, &p, false).unwrap());
+            }
+        }
+        let again = dup.get(&v).clone();
+        prop_assert!(state.apply(again).unwrap().is_empty());
+        let (batch_records, _) = batch(v.clone(), &p, false);
+        let mut inc: Vec<ConsensusRecord> = records.into_values().collect();
+        inc.sort_by(|a, b| a.artifact.cmp(&b.artifact).then(a.vulnerability.cmp(&b.vulnerability)));
+        prop_assert_eq!(canonical(&inc), canonical(&batch_records));
+    }
+
+    /// Property 4: raising one issuer's weight never lowers the score of the status it states.
+    #[test]
+    fn monotone_trust(v in prop::collection::vec(arb_obs(), 1..25), who in 0..4usize, w1 in 0.0f64..1.0, dw in 0.0f64..1.0) {
+        let w2 = (w1 + dw).min(1.0);
+        let with = |w: f64| {
+            let mut p = policy(Mode::WeightedVote);
+            p.directory.issuers[who].weight = Some(w);
+            let p = Policy::new(Mode::WeightedVote, p.directory, Knobs::default());
+            batch(v.clone(), &p, false).0
+        };
+        let (lo, hi) = (with(w1), with(w2));
+        prop_assert_eq!(lo.len(), hi.len());
+        let id = ["vendor", "distro", "scanner", "randomer"][who];
+        for (a, b) in lo.iter().zip(hi.iter()) {
+            for e in a.statements.iter().filter(|e| e.issuer == id && e.role == Role::Counted) {
+                prop_assert!(b.scores_ppm.get(&e.status).copied().unwrap_or(0) >= a.scores_ppm[&e.status]);
+            }
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! The pure domain: keys, observations, normalisation, trust weights and consensus.
+//!
+//! Invariant: nothing here does I/O or imports tokio, actix, rdkafka or mongodb; every
+//! function is deterministic in its inputs.
+
+pub mod canonical;
+pub mod consensus;
+pub mod keys;
+pub mod model;
+pub mod normalise;
+pub mod timestamp;
+pub mod trust;
+pub mod vers;

@@ -1,0 +1,348 @@
+//! The observation model every normaliser produces and the consensus consumes.
+//!
+//! Invariants: an `Observation` is self-contained (it carries its tenant, keys, status,
+//! timestamps and provenance) and its `id` is a deterministic function of what it says
+//! and which document said it, never of where or when it was received, so replays and
+//! duplicates collapse to one.
+
+use super::timestamp::Timestamp;
+use serde::{Deserialize, Serialize};
+
+/// Version of the status/justification crosswalk (docs/crosswalk.md). Part of the policy
+/// version, so a change of mapping changes every digest it affects.
+pub const CROSSWALK_VERSION: &str = "crosswalk/v1";
+
+/// Normalised VEX status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Affected,
+    NotAffected,
+    Fixed,
+    UnderInvestigation,
+}
+
+impl Status {
+    pub const ALL: [Status; 4] = [Status::Affected, Status::UnderInvestigation, Status::NotAffected, Status::Fixed];
+
+    /// Conservativeness rank: higher is more conservative
+    /// (`affected` > `under_investigation` > `not_affected` > `fixed`).
+    pub fn conservative_rank(self) -> u8 {
+        match self {
+            Status::Affected => 3,
+            Status::UnderInvestigation => 2,
+            Status::NotAffected => 1,
+            Status::Fixed => 0,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Affected => "affected",
+            Status::NotAffected => "not_affected",
+            Status::Fixed => "fixed",
+            Status::UnderInvestigation => "under_investigation",
+        }
+    }
+
+    /// OpenVEX status tokens (v0.0.1 and v0.2.0 use the same four).
+    pub fn from_openvex(token: &str) -> Option<Status> {
+        match token.trim().to_ascii_lowercase().as_str() {
+            "affected" => Some(Status::Affected),
+            "not_affected" => Some(Status::NotAffected),
+            "fixed" => Some(Status::Fixed),
+            "under_investigation" => Some(Status::UnderInvestigation),
+            _ => None,
+        }
+    }
+
+    /// CycloneDX `analysis.state`.
+    pub fn from_cyclonedx(token: &str) -> Option<Status> {
+        match token.trim() {
+            "exploitable" => Some(Status::Affected),
+            "in_triage" => Some(Status::UnderInvestigation),
+            "resolved" | "resolved_with_pedigree" => Some(Status::Fixed),
+            "not_affected" | "false_positive" => Some(Status::NotAffected),
+            _ => None,
+        }
+    }
+
+    /// CSAF `product_status` list names (`recommended` is not a status: None).
+    pub fn from_csaf(list: &str) -> Option<Status> {
+        match list {
+            "known_affected" | "first_affected" | "last_affected" => Some(Status::Affected),
+            "fixed" | "first_fixed" => Some(Status::Fixed),
+            "known_not_affected" => Some(Status::NotAffected),
+            "under_investigation" => Some(Status::UnderInvestigation),
+            _ => None,
+        }
+    }
+}
+
+/// Normalised justification (the OpenVEX / CSAF label vocabulary).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Justification {
+    ComponentNotPresent,
+    VulnerableCodeNotPresent,
+    VulnerableCodeNotInExecutePath,
+    VulnerableCodeCannotBeControlledByAdversary,
+    InlineMitigationsAlreadyExist,
+}
+
+impl Justification {
+    /// OpenVEX justifications and CSAF flag labels (same tokens).
+    pub fn from_openvex(token: &str) -> Option<Justification> {
+        match token.trim().to_ascii_lowercase().as_str() {
+            "component_not_present" => Some(Justification::ComponentNotPresent),
+            "vulnerable_code_not_present" => Some(Justification::VulnerableCodeNotPresent),
+            "vulnerable_code_not_in_execute_path" => Some(Justification::VulnerableCodeNotInExecutePath),
+            "vulnerable_code_cannot_be_controlled_by_adversary" => {
+                Some(Justification::VulnerableCodeCannotBeControlledByAdversary)
+            }
+            "inline_mitigations_already_exist" => Some(Justification::InlineMitigationsAlreadyExist),
+            _ => None,
+        }
+    }
+
+    /// CycloneDX `analysis.justification` (docs/crosswalk.md gives the reasoning).
+    pub fn from_cyclonedx(token: &str) -> Option<Justification> {
+        match token.trim() {
+            "code_not_present" => Some(Justification::VulnerableCodeNotPresent),
+            "code_not_reachable" => Some(Justification::VulnerableCodeNotInExecutePath),
+            "requires_configuration" | "requires_environment" => {
+                Some(Justification::VulnerableCodeCannotBeControlledByAdversary)
+            }
+            "requires_dependency" => Some(Justification::ComponentNotPresent),
+            "protected_by_compiler"
+            | "protected_at_runtime"
+            | "protected_at_perimeter"
+            | "protected_by_mitigating_control" => Some(Justification::InlineMitigationsAlreadyExist),
+            _ => None,
+        }
+    }
+}
+
+/// Source format of a document.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceFormat {
+    Openvex,
+    Csaf,
+    Cyclonedx,
+}
+
+/// Result of signature verification for the envelope an observation arrived in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SignatureStatus {
+    Verified,
+    #[default]
+    Unsigned,
+    Failed,
+}
+
+/// Where the claimed issuer identity came from (CONSENSUS.md "Issuer identity").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum IssuerSource {
+    Signature,
+    Header,
+    Document,
+    #[default]
+    None,
+}
+
+/// Where a statement's timestamp came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimestampSource {
+    /// The statement's own timestamp (OpenVEX statement `timestamp`/`last_updated`,
+    /// CycloneDX `analysis.lastUpdated`/`firstIssued`, CSAF vulnerability `release_date`).
+    Statement,
+    /// The document's timestamp (OpenVEX `last_updated`/`timestamp`, CSAF
+    /// `tracking.current_release_date`, CycloneDX `metadata.timestamp`).
+    Document,
+    /// None anywhere: the Unix epoch, with a diagnostic.
+    Epoch,
+}
+
+/// Signature information carried with an observation (filled by the DSSE verifier).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Signature {
+    pub status: SignatureStatus,
+    /// Why it is unsigned/failed (`unknown_key`, `bad_signature`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Key id that verified (or was claimed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keyid: Option<String>,
+}
+
+/// Where an observation was received from. Not part of its identity or of any digest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Provenance {
+    /// e.g. a file path, or `kafka:<topic>/<partition>@<offset>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
+    /// When it was received (ms since epoch), for latency metrics only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub received_at_ms: Option<i64>,
+}
+
+/// One statement about one (artifact, vulnerability), as normalised from a document.
+/// This is also the documented JSON form producers may publish to the observations topic
+/// (schemas/observation.schema.json).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Observation {
+    /// Deterministic id: see [`Observation::compute_id`]. Recomputed on receipt.
+    #[serde(default)]
+    pub id: String,
+    #[serde(default = "default_tenant")]
+    pub tenant: String,
+    /// The claimed issuer name (signature issuer, header, or document author); `None`
+    /// when nothing names one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    #[serde(default)]
+    pub issuer_source: IssuerSource,
+    /// Normalised artifact key (purl > BOM-Link > CPE > hash > name key).
+    pub artifact: String,
+    /// Package key (routing): artifact key without version and qualifiers.
+    pub package: String,
+    /// Subcomponents (OpenVEX) or containing product (CSAF relationships) that narrow
+    /// the statement; sorted, unique.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scope: Vec<String>,
+    /// Vulnerability key (CVE when any id names one, else the smallest id).
+    pub vulnerability: String,
+    /// Every id the statement gave for the vulnerability (sorted, unique, incl. the key).
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    pub status: Status,
+    /// The source's own status token (e.g. CycloneDX `false_positive`, CSAF `first_fixed`).
+    pub status_original: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub justification: Option<Justification>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub justification_original: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub impact_statement: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action_statement: Option<String>,
+    /// Effective timestamp of the statement (inheritance applied).
+    pub timestamp: Timestamp,
+    pub timestamp_source: TimestampSource,
+    /// Document id (`@id`, CSAF tracking id, CycloneDX serialNumber) when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub document_id: Option<String>,
+    /// Document version as written (numbers compared numerically, CSAF segment-wise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub document_version: Option<String>,
+    /// `sha256:<hex>` of the document bytes as received (the payload, for DSSE).
+    pub document_digest: String,
+    /// Position of the statement in the document (0-based, in document order).
+    pub position: u32,
+    pub format: SourceFormat,
+    #[serde(default)]
+    pub signature: Signature,
+    #[serde(default)]
+    pub provenance: Provenance,
+}
+
+pub fn default_tenant() -> String {
+    "default".to_string()
+}
+
+impl Observation {
+    /// The deterministic id: SHA-256 (hex) of the canonical JSON of everything the
+    /// observation says (all fields but `id` and `provenance`), so only an exact repeat of
+    /// a statement from the same document is a duplicate.
+    pub fn compute_id(&self) -> String {
+        let mut v = serde_json::to_value(self).unwrap_or_default();
+        if let Some(o) = v.as_object_mut() {
+            o.remove("id");
+            o.remove("provenance");
+        }
+        super::canonical::sha256_hex(&super::canonical::to_vec(&v).unwrap_or_default())
+    }
+
+    /// Sets `id` from the content.
+    pub fn with_id(mut self) -> Self {
+        self.id = self.compute_id();
+        self
+    }
+}
+
+/// Something worth telling the user about a document that is not an error.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Diagnostic {
+    /// Stable code, e.g. `no_timestamp`, `unmatched_product`, `unknown_status`.
+    pub code: String,
+    pub message: String,
+}
+
+/// The result of normalising one document.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct NormalisedDocument {
+    pub format: SourceFormat,
+    pub document_id: Option<String>,
+    pub document_digest: String,
+    pub observations: Vec<Observation>,
+    /// Unmatched products, unknown tokens, missing timestamps.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// Context a normaliser needs from outside the document.
+#[derive(Clone, Debug, Default)]
+pub struct IngestContext {
+    /// Tenant (header or flag); `default` when `None`.
+    pub tenant: Option<String>,
+    /// Issuer claimed by the transport (e.g. the `issuer` message header).
+    pub issuer_header: Option<String>,
+    /// Issuer proven by a verified signature (overrides everything).
+    pub signed_issuer: Option<String>,
+    pub signature: Signature,
+    pub provenance: Provenance,
+}
+
+/// Picks the vulnerability key: the first CVE id (smallest CVE in byte order), else the
+/// smallest id; returns the key and the sorted, unique alias list (including the key).
+pub fn vulnerability_key<I: IntoIterator<Item = String>>(ids: I) -> Option<(String, Vec<String>)> {
+    let mut all: Vec<String> = ids.into_iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+    all.sort();
+    all.dedup();
+    let key = all.iter().find(|s| s.to_ascii_uppercase().starts_with("CVE-")).or_else(|| all.first())?.clone();
+    let key = if key.to_ascii_uppercase().starts_with("CVE-") { key.to_ascii_uppercase() } else { key };
+    Some((key, all))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vulnerability_key_prefers_cve() {
+        let (k, a) = vulnerability_key(["GO-2024-3321".into(), "GHSA-v778".into(), "CVE-2024-45337".into()]).unwrap();
+        assert_eq!(k, "CVE-2024-45337");
+        assert_eq!(a, vec!["CVE-2024-45337", "GHSA-v778", "GO-2024-3321"]);
+        let (k, _) = vulnerability_key(["GO-2".into(), "GHSA-1".into()]).unwrap();
+        assert_eq!(k, "GHSA-1");
+        assert!(vulnerability_key(Vec::<String>::new()).is_none());
+    }
+
+    #[test]
+    fn crosswalk_anchors() {
+        assert_eq!(Status::from_cyclonedx("exploitable"), Some(Status::Affected));
+        assert_eq!(Status::from_cyclonedx("false_positive"), Some(Status::NotAffected));
+        assert_eq!(Status::from_cyclonedx("resolved_with_pedigree"), Some(Status::Fixed));
+        assert_eq!(Status::from_csaf("last_affected"), Some(Status::Affected));
+        assert_eq!(Status::from_csaf("first_fixed"), Some(Status::Fixed));
+        assert_eq!(Status::from_csaf("recommended"), None);
+    }
+}

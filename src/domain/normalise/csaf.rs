@@ -1,0 +1,836 @@
+//! CSAF 2.0 VEX documents (`csaf_vex`, and `csaf_security_advisory` with product status).
+//!
+//! Invariants: one observation per (vulnerability, status list, product id) in document
+//! order, status lists read in the fixed order known_affected, first_affected,
+//! last_affected, fixed, first_fixed, known_not_affected, under_investigation
+//! (`recommended` is not a status: diagnostic only); a CSAF product id is never a key:
+//! it resolves through the product tree to its identification helper (purl > CPE > hash,
+//! sha256 preferred) or else to a name key built from the branch path (vendor branch >
+//! publisher name, product_name/product_family branch > the product's own name,
+//! product_version branch; a product_version_range branch gives its `vers:` range as the
+//! version, any other range form no version and a diagnostic); a relationship product
+//! without its own helper is its component (`product_reference`) scoped to the containing
+//! product (`relates_to_product_reference`), and is unmatched when either does not
+//! resolve, so a claim is never widened. The timestamp of every statement is the
+//! document's: tracking.current_release_date > tracking.initial_release_date > epoch
+//! (vulnerability `release_date` is the advisory's date, not the statement's, and is not
+//! used). Flags give the justification, `impact` threats the impact statement and
+//! remediations the action statement (`<category>: <details>`) of the products (and
+//! product groups) they name; the first one in document order wins per product.
+
+use super::{resolve_issuer, str_field, tenant_of, version_string, NormaliseError};
+use crate::domain::keys::{self, ArtifactKey};
+use crate::domain::model::*;
+use crate::domain::timestamp::Timestamp;
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// Status lists, in the order observations are emitted.
+const STATUS_LISTS: [&str; 7] = [
+    "known_affected",
+    "first_affected",
+    "last_affected",
+    "fixed",
+    "first_fixed",
+    "known_not_affected",
+    "under_investigation",
+];
+
+/// Deepest branch nesting walked (serde_json already stops at 128 levels of JSON).
+const MAX_BRANCH_DEPTH: usize = 64;
+
+type Bad<'a> = dyn Fn(String, &str) -> NormaliseError + 'a;
+
+/// A product id as defined in the product tree.
+enum Product {
+    /// Defined in `branches` or `full_product_names`, or a relationship with its own
+    /// helper: its key, `None` when nothing resolves (the reason was reported already).
+    Plain(Option<ArtifactKey>),
+    /// A relationship without its own helper.
+    Relationship { component: String, container: String, category: String },
+}
+
+/// The naming context a branch path gives to the products below it.
+#[derive(Clone, Copy, Default)]
+struct BranchPath<'a> {
+    vendor: Option<&'a str>,
+    product: Option<&'a str>,
+    version: Option<&'a str>,
+    /// A product_version_range that is not a `vers:` range (e.g. `<=1.14.0`).
+    loose_range: Option<&'a str>,
+}
+
+pub fn normalise(
+    name: &str,
+    v: &Value,
+    digest: &str,
+    ctx: &IngestContext,
+) -> Result<NormalisedDocument, NormaliseError> {
+    let bad = |field: String, reason: &str| NormaliseError::InvalidField {
+        document: name.to_string(),
+        format: SourceFormat::Csaf,
+        field,
+        reason: reason.to_string(),
+    };
+    let mut diagnostics = Vec::new();
+    let document = match v.get("document") {
+        Some(d @ Value::Object(_)) => d,
+        Some(_) => return Err(bad("document".into(), "must be an object")),
+        None => return Err(bad("document".into(), "is required")),
+    };
+    let publisher = match document.get("publisher") {
+        Some(p @ Value::Object(_)) => Some(p),
+        Some(Value::Null) | None => None,
+        Some(_) => return Err(bad("document.publisher".into(), "must be an object")),
+    };
+    let tracking = match document.get("tracking") {
+        Some(t @ Value::Object(_)) => Some(t),
+        Some(Value::Null) | None => None,
+        Some(_) => return Err(bad("document.tracking".into(), "must be an object")),
+    };
+    let doc_id = tracking.and_then(|t| str_field(t, "id")).map(str::to_string);
+    let doc_version = tracking.and_then(|t| version_string(t.get("version")));
+    let doc_ts = match tracking {
+        Some(t) => read_ts(t, "current_release_date", "document.tracking", &bad)?.or(read_ts(
+            t,
+            "initial_release_date",
+            "document.tracking",
+            &bad,
+        )?),
+        None => None,
+    };
+    let (issuer, issuer_source) = resolve_issuer(ctx, publisher.and_then(|p| str_field(p, "namespace")));
+    let publisher_name = publisher.and_then(|p| str_field(p, "name")).unwrap_or("");
+    let tenant = tenant_of(ctx);
+
+    // Product tree: product id -> definition; group id -> product ids.
+    let mut products: BTreeMap<String, Product> = BTreeMap::new();
+    let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    match v.get("product_tree") {
+        Some(Value::Null) | None => {}
+        Some(pt @ Value::Object(_)) => {
+            read_product_tree(pt, publisher_name, &mut products, &mut groups, &mut diagnostics, &bad)?;
+        }
+        Some(_) => return Err(bad("product_tree".into(), "must be an object")),
+    }
+
+    let vulnerabilities = match v.get("vulnerabilities") {
+        Some(Value::Array(a)) => a,
+        Some(_) => return Err(bad("vulnerabilities".into(), "must be an array")),
+        None => return Err(bad("vulnerabilities".into(), "is required")),
+    };
+    let mut observations = Vec::new();
+    let mut position: u32 = 0;
+    for (vi, vuln) in vulnerabilities.iter().enumerate() {
+        let path = format!("vulnerabilities[{vi}]");
+        if !vuln.is_object() {
+            return Err(bad(path, "must be an object"));
+        }
+        // Vulnerability ids: `cve` plus `ids[].text` (URLs are references, not ids).
+        let mut ids: Vec<String> = Vec::new();
+        match vuln.get("cve") {
+            Some(Value::String(s)) => ids.push(s.clone()),
+            Some(Value::Null) | None => {}
+            Some(_) => return Err(bad(format!("{path}.cve"), "must be a string")),
+        }
+        match vuln.get("ids") {
+            Some(Value::Array(a)) => {
+                for (i, x) in a.iter().enumerate() {
+                    match x.get("text") {
+                        Some(Value::String(s)) => ids.push(s.clone()),
+                        _ => return Err(bad(format!("{path}.ids[{i}].text"), "is required and must be a string")),
+                    }
+                }
+            }
+            Some(Value::Null) | None => {}
+            Some(_) => return Err(bad(format!("{path}.ids"), "must be an array")),
+        }
+        ids.retain(|s| !s.contains("://"));
+        let (vulnerability, aliases) =
+            vulnerability_key(ids).ok_or_else(|| bad(path.clone(), "names no vulnerability id (cve or ids[].text)"))?;
+
+        // Product-specific details, first one in document order wins per product.
+        let mut justifications: BTreeMap<String, String> = BTreeMap::new();
+        for (i, flag) in array_field(vuln, "flags", &path, &bad)?.iter().enumerate() {
+            let fpath = format!("{path}.flags[{i}]");
+            let Some(label) = opt_str(flag, "label", &fpath, &bad)? else {
+                continue;
+            };
+            if Justification::from_openvex(label).is_none() {
+                diagnostics.push(Diagnostic {
+                    code: "unknown_justification".into(),
+                    message: format!("{fpath}: flag label {label:?} is not a VEX justification; kept as original only"),
+                });
+            }
+            for pid in product_refs(flag, &fpath, &groups, &mut diagnostics, &bad)? {
+                justifications.entry(pid).or_insert_with(|| label.to_string());
+            }
+        }
+        let mut impacts: BTreeMap<String, String> = BTreeMap::new();
+        for (i, threat) in array_field(vuln, "threats", &path, &bad)?.iter().enumerate() {
+            let tpath = format!("{path}.threats[{i}]");
+            if opt_str(threat, "category", &tpath, &bad)? != Some("impact") {
+                continue;
+            }
+            let Some(details) = opt_str(threat, "details", &tpath, &bad)? else {
+                continue;
+            };
+            for pid in product_refs(threat, &tpath, &groups, &mut diagnostics, &bad)? {
+                impacts.entry(pid).or_insert_with(|| details.to_string());
+            }
+        }
+        let mut actions: BTreeMap<String, String> = BTreeMap::new();
+        for (i, rem) in array_field(vuln, "remediations", &path, &bad)?.iter().enumerate() {
+            let rpath = format!("{path}.remediations[{i}]");
+            let action = match (opt_str(rem, "category", &rpath, &bad)?, opt_str(rem, "details", &rpath, &bad)?) {
+                (Some(c), Some(d)) => format!("{c}: {d}"),
+                (Some(c), None) => c.to_string(),
+                (None, Some(d)) => d.to_string(),
+                (None, None) => continue,
+            };
+            for pid in product_refs(rem, &rpath, &groups, &mut diagnostics, &bad)? {
+                actions.entry(pid).or_insert_with(|| action.clone());
+            }
+        }
+
+        let (timestamp, timestamp_source) = match doc_ts {
+            Some(t) => (t, TimestampSource::Document),
+            None => {
+                diagnostics.push(Diagnostic {
+                    code: "no_timestamp".into(),
+                    message: format!(
+                        "{path}: no tracking.current_release_date or initial_release_date; the Unix epoch is used"
+                    ),
+                });
+                (Timestamp::EPOCH, TimestampSource::Epoch)
+            }
+        };
+
+        let status_obj = match vuln.get("product_status") {
+            Some(o @ Value::Object(_)) => Some(o),
+            Some(Value::Null) | None => None,
+            Some(_) => return Err(bad(format!("{path}.product_status"), "must be an object")),
+        };
+        let mut named = 0usize;
+        if let Some(Value::Object(so)) = status_obj {
+            for key in so.keys() {
+                if key == "recommended" {
+                    diagnostics.push(Diagnostic {
+                        code: "not_a_status".into(),
+                        message: format!(
+                            "{path}.product_status.recommended: a recommendation, not a status; not counted"
+                        ),
+                    });
+                } else if !STATUS_LISTS.contains(&key.as_str()) {
+                    diagnostics.push(Diagnostic {
+                        code: "unknown_status".into(),
+                        message: format!("{path}.product_status.{key}: not a CSAF status list; ignored"),
+                    });
+                }
+            }
+            for list in STATUS_LISTS {
+                let lpath = format!("{path}.product_status.{list}");
+                let ids = match so.get(list) {
+                    Some(Value::Array(a)) => a.as_slice(),
+                    Some(Value::Null) | None => &[],
+                    Some(_) => return Err(bad(lpath, "must be an array")),
+                };
+                let Some(status) = Status::from_csaf(list) else {
+                    continue;
+                };
+                for (pi, pid) in ids.iter().enumerate() {
+                    let ppath = format!("{lpath}[{pi}]");
+                    let pid = pid.as_str().ok_or_else(|| bad(ppath.clone(), "must be a product id string"))?;
+                    named += 1;
+                    let (key, scope) = match resolve(pid, &products) {
+                        Ok(r) => r,
+                        Err(reason) => {
+                            diagnostics.push(Diagnostic {
+                                code: "unmatched_product".into(),
+                                message: format!("{ppath}: product {pid:?} {reason}"),
+                            });
+                            continue;
+                        }
+                    };
+                    let justification_original = justifications.get(pid).cloned();
+                    observations.push(Observation {
+                        id: String::new(),
+                        tenant: tenant.clone(),
+                        issuer: issuer.clone(),
+                        issuer_source,
+                        artifact: key.key,
+                        package: key.package,
+                        scope,
+                        vulnerability: vulnerability.clone(),
+                        aliases: aliases.clone(),
+                        status,
+                        status_original: list.to_string(),
+                        justification: justification_original.as_deref().and_then(Justification::from_openvex),
+                        justification_original,
+                        impact_statement: impacts.get(pid).cloned(),
+                        action_statement: actions.get(pid).cloned(),
+                        timestamp,
+                        timestamp_source,
+                        document_id: doc_id.clone(),
+                        document_version: doc_version.clone(),
+                        document_digest: digest.to_string(),
+                        position,
+                        format: SourceFormat::Csaf,
+                        signature: ctx.signature.clone(),
+                        provenance: ctx.provenance.clone(),
+                    });
+                    position = position.saturating_add(1);
+                }
+            }
+        }
+        if named == 0 {
+            diagnostics.push(Diagnostic {
+                code: "unmatched_statement".into(),
+                message: format!("{path}: product_status for {vulnerability} names no product; it applies to nothing"),
+            });
+        }
+    }
+    Ok(NormalisedDocument {
+        format: SourceFormat::Csaf,
+        document_id: doc_id,
+        document_digest: digest.to_string(),
+        observations,
+        diagnostics,
+    })
+}
+
+/// Resolves a product id to its artifact key and scope, or says why it does not resolve.
+fn resolve(pid: &str, products: &BTreeMap<String, Product>) -> Result<(ArtifactKey, Vec<String>), String> {
+    let plain = |id: &str| -> Result<ArtifactKey, &'static str> {
+        match products.get(id) {
+            Some(Product::Plain(Some(k))) => Ok(k.clone()),
+            Some(Product::Plain(None)) => Err("has no package URL, CPE, hash or name"),
+            Some(Product::Relationship { .. }) => Err("is itself a relationship without an identification helper"),
+            None => Err("is not defined in the product tree"),
+        }
+    };
+    match products.get(pid) {
+        Some(Product::Relationship { component, container, category }) => {
+            let k = plain(component)
+                .map_err(|e| format!("is a {category} relationship whose product_reference {component:?} {e}"))?;
+            let c = plain(container).map_err(|e| {
+                format!("is a {category} relationship whose relates_to_product_reference {container:?} {e}")
+            })?;
+            Ok((k, vec![c.key]))
+        }
+        _ => plain(pid).map(|k| (k, Vec::new())).map_err(str::to_string),
+    }
+}
+
+fn read_product_tree(
+    pt: &Value,
+    publisher_name: &str,
+    products: &mut BTreeMap<String, Product>,
+    groups: &mut BTreeMap<String, Vec<String>>,
+    diagnostics: &mut Vec<Diagnostic>,
+    bad: &Bad,
+) -> Result<(), NormaliseError> {
+    let branches = array_field(pt, "branches", "product_tree", bad)?;
+    walk_branches(
+        branches,
+        "product_tree.branches",
+        BranchPath::default(),
+        0,
+        publisher_name,
+        products,
+        diagnostics,
+        bad,
+    )?;
+    for (i, fpn) in array_field(pt, "full_product_names", "product_tree", bad)?.iter().enumerate() {
+        let path = format!("product_tree.full_product_names[{i}]");
+        define_product(fpn, &path, BranchPath::default(), publisher_name, products, diagnostics, bad)?;
+    }
+    for (i, rel) in array_field(pt, "relationships", "product_tree", bad)?.iter().enumerate() {
+        let path = format!("product_tree.relationships[{i}]");
+        if !rel.is_object() {
+            return Err(bad(path, "must be an object"));
+        }
+        let fpn = match rel.get("full_product_name") {
+            Some(f @ Value::Object(_)) => f,
+            _ => return Err(bad(format!("{path}.full_product_name"), "is required and must be an object")),
+        };
+        let fpath = format!("{path}.full_product_name");
+        let pid = opt_str(fpn, "product_id", &fpath, bad)?
+            .ok_or_else(|| bad(format!("{fpath}.product_id"), "is required"))?;
+        let def = match helper_key(fpn, &fpath, diagnostics, bad)? {
+            Some(k) => Product::Plain(Some(k)),
+            None => Product::Relationship {
+                component: opt_str(rel, "product_reference", &path, bad)?
+                    .ok_or_else(|| bad(format!("{path}.product_reference"), "is required"))?
+                    .to_string(),
+                container: opt_str(rel, "relates_to_product_reference", &path, bad)?
+                    .ok_or_else(|| bad(format!("{path}.relates_to_product_reference"), "is required"))?
+                    .to_string(),
+                category: opt_str(rel, "category", &path, bad)?.unwrap_or("relationship").to_string(),
+            },
+        };
+        insert_product(pid, def, &fpath, products, diagnostics);
+    }
+    for (i, g) in array_field(pt, "product_groups", "product_tree", bad)?.iter().enumerate() {
+        let path = format!("product_tree.product_groups[{i}]");
+        let gid = opt_str(g, "group_id", &path, bad)?.ok_or_else(|| bad(format!("{path}.group_id"), "is required"))?;
+        let ids = string_list(g, "product_ids", &path, bad)?;
+        groups.entry(gid.to_string()).or_default().extend(ids.into_iter().map(str::to_string));
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn walk_branches<'a>(
+    branches: &'a [Value],
+    path: &str,
+    parent: BranchPath<'a>,
+    depth: usize,
+    publisher_name: &str,
+    products: &mut BTreeMap<String, Product>,
+    diagnostics: &mut Vec<Diagnostic>,
+    bad: &Bad,
+) -> Result<(), NormaliseError> {
+    if depth >= MAX_BRANCH_DEPTH && !branches.is_empty() {
+        return Err(bad(path.to_string(), &format!("branches nested deeper than {MAX_BRANCH_DEPTH} levels")));
+    }
+    for (i, b) in branches.iter().enumerate() {
+        let bpath = format!("{path}[{i}]");
+        if !b.is_object() {
+            return Err(bad(bpath, "must be an object"));
+        }
+        let category = opt_str(b, "category", &bpath, bad)?.unwrap_or("");
+        let bname = opt_str(b, "name", &bpath, bad)?;
+        let mut here = parent;
+        match (category, bname) {
+            ("vendor", Some(n)) => here.vendor = Some(n),
+            ("product_name" | "product_family", Some(n)) => here.product = Some(n),
+            ("product_version", Some(n)) => {
+                here.version = Some(n);
+                here.loose_range = None;
+            }
+            ("product_version_range", Some(n)) if n.starts_with("vers:") => {
+                here.version = Some(n);
+                here.loose_range = None;
+            }
+            ("product_version_range", Some(n)) => {
+                here.version = None;
+                here.loose_range = Some(n);
+            }
+            _ => {}
+        }
+        match b.get("product") {
+            Some(Value::Null) | None => {}
+            Some(p @ Value::Object(_)) => {
+                define_product(p, &format!("{bpath}.product"), here, publisher_name, products, diagnostics, bad)?;
+            }
+            Some(_) => return Err(bad(format!("{bpath}.product"), "must be an object")),
+        }
+        let children = array_field(b, "branches", &bpath, bad)?;
+        walk_branches(
+            children,
+            &format!("{bpath}.branches"),
+            here,
+            depth + 1,
+            publisher_name,
+            products,
+            diagnostics,
+            bad,
+        )?;
+    }
+    Ok(())
+}
+
+/// Defines a full product name found at `path` with the naming context of its branch path.
+fn define_product(
+    p: &Value,
+    path: &str,
+    at: BranchPath,
+    publisher_name: &str,
+    products: &mut BTreeMap<String, Product>,
+    diagnostics: &mut Vec<Diagnostic>,
+    bad: &Bad,
+) -> Result<(), NormaliseError> {
+    if !p.is_object() {
+        return Err(bad(path.to_string(), "must be an object"));
+    }
+    let pid = opt_str(p, "product_id", path, bad)?.ok_or_else(|| bad(format!("{path}.product_id"), "is required"))?;
+    let own_name = opt_str(p, "name", path, bad)?;
+    let key = match helper_key(p, path, diagnostics, bad)? {
+        Some(k) => Some(k),
+        None => match at.product.or(own_name) {
+            Some(product) => {
+                if let Some(r) = at.loose_range {
+                    diagnostics.push(Diagnostic {
+                        code: "unversioned_range".into(),
+                        message: format!(
+                            "{path}: product {pid:?} has the version range {r:?}, which is not a vers: range; its name key carries no version"
+                        ),
+                    });
+                }
+                Some(keys::name_key(at.vendor.unwrap_or(publisher_name), product, at.version))
+            }
+            None => None,
+        },
+    };
+    insert_product(pid, Product::Plain(key), path, products, diagnostics);
+    Ok(())
+}
+
+fn insert_product(
+    pid: &str,
+    def: Product,
+    path: &str,
+    products: &mut BTreeMap<String, Product>,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
+    if products.contains_key(pid) {
+        diagnostics.push(Diagnostic {
+            code: "duplicate_product_id".into(),
+            message: format!("{path}: product id {pid:?} is defined more than once; the first definition is used"),
+        });
+    } else {
+        products.insert(pid.to_string(), def);
+    }
+}
+
+/// The key a `product_identification_helper` gives: purl > CPE > hash (sha256 preferred).
+/// Identifiers that do not parse are reported and skipped.
+fn helper_key(
+    p: &Value,
+    path: &str,
+    diagnostics: &mut Vec<Diagnostic>,
+    bad: &Bad,
+) -> Result<Option<ArtifactKey>, NormaliseError> {
+    let hpath = format!("{path}.product_identification_helper");
+    let h = match p.get("product_identification_helper") {
+        Some(h @ Value::Object(_)) => h,
+        Some(Value::Null) | None => return Ok(None),
+        Some(_) => return Err(bad(hpath, "must be an object")),
+    };
+    let mut invalid = |what: String, e: String| {
+        diagnostics
+            .push(Diagnostic { code: "invalid_identifier".into(), message: format!("{hpath}.{what}: {e}; ignored") });
+    };
+    let mut purls: Vec<&str> = opt_str(h, "purl", &hpath, bad)?.into_iter().collect();
+    // CSAF 2.1 writes a list of purls.
+    purls.extend(string_list(h, "purls", &hpath, bad)?);
+    for s in purls {
+        match keys::normalise_purl(s) {
+            Ok(k) => return Ok(Some(k)),
+            Err(e) => invalid("purl".into(), e.to_string()),
+        }
+    }
+    if let Some(s) = opt_str(h, "cpe", &hpath, bad)? {
+        match keys::normalise_cpe(s) {
+            Ok(k) => return Ok(Some(k)),
+            Err(e) => invalid("cpe".into(), e.to_string()),
+        }
+    }
+    let mut hashes: Vec<(&str, &str)> = Vec::new();
+    for (i, entry) in array_field(h, "hashes", &hpath, bad)?.iter().enumerate() {
+        let epath = format!("{hpath}.hashes[{i}]");
+        for (j, fh) in array_field(entry, "file_hashes", &epath, bad)?.iter().enumerate() {
+            let fpath = format!("{epath}.file_hashes[{j}]");
+            let (Some(alg), Some(value)) = (opt_str(fh, "algorithm", &fpath, bad)?, opt_str(fh, "value", &fpath, bad)?)
+            else {
+                return Err(bad(fpath, "needs algorithm and value strings"));
+            };
+            if value.chars().all(|c| c.is_ascii_hexdigit()) {
+                hashes.push((alg, value));
+            } else {
+                invalid(format!("hashes[{i}].file_hashes[{j}]"), format!("hash value {value:?} is not hexadecimal"));
+            }
+        }
+    }
+    let pick =
+        hashes.iter().find(|(a, _)| a.to_ascii_lowercase().replace(['-', '_'], "") == "sha256").or(hashes.first());
+    Ok(pick.map(|(a, v)| keys::normalise_hash(a, v)))
+}
+
+/// Product ids named by a flag, threat or remediation: `product_ids` plus the members of
+/// its `group_ids`. Unknown groups are reported.
+fn product_refs(
+    item: &Value,
+    path: &str,
+    groups: &BTreeMap<String, Vec<String>>,
+    diagnostics: &mut Vec<Diagnostic>,
+    bad: &Bad,
+) -> Result<Vec<String>, NormaliseError> {
+    if !item.is_object() {
+        return Err(bad(path.to_string(), "must be an object"));
+    }
+    let mut ids: Vec<String> = string_list(item, "product_ids", path, bad)?.into_iter().map(str::to_string).collect();
+    for g in string_list(item, "group_ids", path, bad)? {
+        match groups.get(g) {
+            Some(members) => ids.extend(members.iter().cloned()),
+            None => diagnostics.push(Diagnostic {
+                code: "unknown_group".into(),
+                message: format!("{path}.group_ids: group {g:?} is not defined in product_tree.product_groups"),
+            }),
+        }
+    }
+    Ok(ids)
+}
+
+/// An optional array field (absent or null: empty).
+fn array_field<'a>(v: &'a Value, key: &str, path: &str, bad: &Bad) -> Result<&'a [Value], NormaliseError> {
+    match v.get(key) {
+        Some(Value::Array(a)) => Ok(a.as_slice()),
+        Some(Value::Null) | None => Ok(&[]),
+        Some(_) => Err(bad(format!("{path}.{key}"), "must be an array")),
+    }
+}
+
+/// An optional array of strings.
+fn string_list<'a>(v: &'a Value, key: &str, path: &str, bad: &Bad) -> Result<Vec<&'a str>, NormaliseError> {
+    array_field(v, key, path, bad)?
+        .iter()
+        .enumerate()
+        .map(|(i, x)| x.as_str().ok_or_else(|| bad(format!("{path}.{key}[{i}]"), "must be a string")))
+        .collect()
+}
+
+/// An optional string field: absent, null or blank is `None`, another type an error.
+fn opt_str<'a>(v: &'a Value, key: &str, path: &str, bad: &Bad) -> Result<Option<&'a str>, NormaliseError> {
+    match v.get(key) {
+        Some(Value::String(s)) => Ok(Some(s.trim()).filter(|s| !s.is_empty())),
+        Some(Value::Null) | None => Ok(None),
+        Some(_) => Err(bad(format!("{path}.{key}"), "must be a string")),
+    }
+}
+
+fn read_ts(v: &Value, key: &str, path: &str, bad: &Bad) -> Result<Option<Timestamp>, NormaliseError> {
+    match opt_str(v, key, path, bad)? {
+        None => Ok(None),
+        Some(s) => Timestamp::parse(s).map(Some).map_err(|e| bad(format!("{path}.{key}"), &e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{normalise_bytes, normalise_value};
+    use super::*;
+
+    fn norm(s: &str) -> Result<NormalisedDocument, NormaliseError> {
+        normalise_bytes("t.json", s.as_bytes(), &IngestContext::default(), 1 << 20)
+    }
+
+    const TREE_DOC: &str = r#"{
+      "document": {"category": "csaf_vex", "csaf_version": "2.0",
+        "publisher": {"name": "Acme PSIRT", "namespace": "https://acme.example"},
+        "tracking": {"id": "ACME-1", "version": "2", "initial_release_date": "2024-01-01T00:00:00Z",
+                     "current_release_date": "2024-02-01T00:00:00Z"}},
+      "product_tree": {
+        "branches": [{"category": "vendor", "name": "Acme", "branches": [
+          {"category": "product_name", "name": "Box", "branches": [
+            {"category": "product_version", "name": "1.0", "product": {"name": "Acme Box 1.0", "product_id": "BOX-1"}},
+            {"category": "product_version_range", "name": "vers:semver/<1.0", "product": {"name": "Acme Box old", "product_id": "BOX-OLD"}}]},
+          {"category": "product_name", "name": "libfoo", "product": {"name": "libfoo 2.1", "product_id": "FOO",
+            "product_identification_helper": {"purl": "pkg:npm/foo@2.1.0"}}}]}],
+        "full_product_names": [
+          {"name": "Firmware", "product_id": "FW", "product_identification_helper":
+            {"hashes": [{"filename": "fw.bin", "file_hashes": [
+              {"algorithm": "sha512", "value": "AB"}, {"algorithm": "sha256", "value": "CDEF"}]}]}},
+          {"name": "Nameless gadget", "product_id": "GADGET"}],
+        "relationships": [
+          {"category": "default_component_of", "product_reference": "FOO", "relates_to_product_reference": "BOX-1",
+           "full_product_name": {"name": "libfoo in Box 1.0", "product_id": "BOX-1:FOO"}},
+          {"category": "default_component_of", "product_reference": "FOO", "relates_to_product_reference": "NOPE",
+           "full_product_name": {"name": "libfoo in ?", "product_id": "NOPE:FOO"}},
+          {"category": "installed_on", "product_reference": "FOO", "relates_to_product_reference": "NOPE",
+           "full_product_name": {"name": "libfoo on host", "product_id": "HOST:FOO",
+             "product_identification_helper": {"cpe": "cpe:2.3:a:acme:foo_host:2.1:*:*:*:*:*:*:*"}}}],
+        "product_groups": [{"group_id": "G-ALL", "product_ids": ["BOX-1", "BOX-1:FOO"]}]
+      },
+      "vulnerabilities": [{
+        "cve": "cve-2024-0001", "ids": [{"system_name": "GHSA", "text": "GHSA-xxxx"}, {"system_name": "bz", "text": "https://bugs.example/1"}],
+        "product_status": {"known_not_affected": ["BOX-1", "BOX-1:FOO"], "fixed": ["FW", "HOST:FOO"],
+                           "known_affected": ["BOX-OLD", "NOPE:FOO", "UNDEFINED", "GADGET"], "recommended": ["FW"]},
+        "flags": [{"label": "vulnerable_code_not_in_execute_path", "group_ids": ["G-ALL"]},
+                  {"label": "component_not_present", "product_ids": ["BOX-1"]}],
+        "threats": [{"category": "impact", "details": "Not reachable.", "group_ids": ["G-ALL"]},
+                    {"category": "impact", "details": "Applies to none."},
+                    {"category": "exploit_status", "details": "none", "product_ids": ["FW"]}],
+        "remediations": [{"category": "vendor_fix", "details": "Upgrade to 1.1.", "product_ids": ["BOX-OLD"]},
+                         {"category": "workaround", "details": "Unplug it.", "product_ids": ["BOX-OLD"]}]
+      }]
+    }"#;
+
+    #[test]
+    fn resolves_tree_relationships_groups_flags_threats_and_remediations() {
+        let d = norm(TREE_DOC).unwrap();
+        let by: Vec<(&str, &str, &[String])> = d
+            .observations
+            .iter()
+            .map(|o| (o.artifact.as_str(), o.status_original.as_str(), o.scope.as_slice()))
+            .collect();
+        assert_eq!(
+            by,
+            vec![
+                ("name:acme/box@vers:semver/<1.0", "known_affected", &[][..]),
+                ("name:acme psirt/nameless gadget", "known_affected", &[][..]),
+                ("sha256:cdef", "fixed", &[][..]),
+                ("cpe:2.3:a:acme:foo_host:2.1:*:*:*:*:*:*:*", "fixed", &[][..]),
+                ("name:acme/box@1.0", "known_not_affected", &[][..]),
+                ("pkg:npm/foo@2.1.0", "known_not_affected", &["name:acme/box@1.0".to_string()][..]),
+            ]
+        );
+        let positions: Vec<u32> = d.observations.iter().map(|o| o.position).collect();
+        assert_eq!(positions, vec![0, 1, 2, 3, 4, 5]);
+        let o = &d.observations[4];
+        assert_eq!(o.vulnerability, "CVE-2024-0001");
+        assert_eq!(o.aliases, vec!["GHSA-xxxx", "cve-2024-0001"]);
+        assert_eq!(o.status, Status::NotAffected);
+        // The group flag comes first in document order and wins over the product flag.
+        assert_eq!(o.justification, Some(Justification::VulnerableCodeNotInExecutePath));
+        assert_eq!(o.justification_original.as_deref(), Some("vulnerable_code_not_in_execute_path"));
+        assert_eq!(o.impact_statement.as_deref(), Some("Not reachable."));
+        assert_eq!(o.issuer.as_deref(), Some("https://acme.example"));
+        assert_eq!(o.issuer_source, IssuerSource::Document);
+        assert_eq!(o.timestamp.to_string(), "2024-02-01T00:00:00Z");
+        assert_eq!(o.timestamp_source, TimestampSource::Document);
+        assert_eq!(o.document_id.as_deref(), Some("ACME-1"));
+        assert_eq!(o.document_version.as_deref(), Some("2"));
+        assert_eq!(o.format, SourceFormat::Csaf);
+        assert_eq!(d.observations[5].justification, Some(Justification::VulnerableCodeNotInExecutePath));
+        assert_eq!(d.observations[0].action_statement.as_deref(), Some("vendor_fix: Upgrade to 1.1."));
+        assert_eq!(d.observations[2].impact_statement, None);
+        let codes: Vec<&str> = d.diagnostics.iter().map(|x| x.code.as_str()).collect();
+        assert_eq!(codes, vec!["not_a_status", "unmatched_product", "unmatched_product"]);
+        assert!(d.diagnostics[1].message.contains("known_affected[1]") && d.diagnostics[1].message.contains("NOPE"));
+        assert!(
+            d.diagnostics[2].message.contains("known_affected[2]") && d.diagnostics[2].message.contains("not defined")
+        );
+    }
+
+    #[test]
+    fn timestamps_fall_back_to_initial_then_epoch() {
+        let d = norm(
+            r#"{"document":{"category":"csaf_vex","tracking":{"initial_release_date":"2023-05-01T10:00:00Z"}},
+            "product_tree":{"full_product_names":[{"name":"P","product_id":"P1"}]},
+            "vulnerabilities":[{"cve":"CVE-1","product_status":{"under_investigation":["P1"]}}]}"#,
+        )
+        .unwrap();
+        assert_eq!(d.observations[0].timestamp.to_string(), "2023-05-01T10:00:00Z");
+        assert_eq!(d.observations[0].artifact, "name:/p");
+        assert_eq!(d.observations[0].issuer, None);
+        let d = norm(r#"{"document":{"category":"csaf_vex"},
+            "product_tree":{"full_product_names":[{"name":"P","product_id":"P1","product_identification_helper":{"purl":"pkg:npm/p@1"}}]},
+            "vulnerabilities":[{"cve":"CVE-1","product_status":{"fixed":["P1"]}},{"cve":"CVE-2"}]}"#)
+        .unwrap();
+        assert_eq!(d.observations[0].timestamp_source, TimestampSource::Epoch);
+        assert_eq!(d.observations[0].timestamp, Timestamp::EPOCH);
+        let codes: Vec<&str> = d.diagnostics.iter().map(|x| x.code.as_str()).collect();
+        assert_eq!(codes, vec!["no_timestamp", "no_timestamp", "unmatched_statement"]);
+    }
+
+    #[test]
+    fn typed_errors_name_the_field() {
+        let field = |s: &str| match norm(s) {
+            Err(NormaliseError::InvalidField { field, format: SourceFormat::Csaf, .. }) => field,
+            other => panic!("expected InvalidField, got {other:?}"),
+        };
+        let doc = |vulns: &str| format!(r#"{{"document":{{"category":"csaf_vex"}},"vulnerabilities":{vulns}}}"#);
+        assert_eq!(
+            field(&doc(r#"[{"cve":"CVE-1"},{"cve":"CVE-2"},{"cve":"CVE-3","product_status":{"fixed":[7]}}]"#)),
+            "vulnerabilities[2].product_status.fixed[0]"
+        );
+        assert_eq!(field(&doc(r#"[{"product_status":{"fixed":["A"]}}]"#)), "vulnerabilities[0]");
+        assert_eq!(field(&doc(r#"[{"cve":5}]"#)), "vulnerabilities[0].cve");
+        assert_eq!(field(&doc(r#"[{"cve":"CVE-1","product_status":[]}]"#)), "vulnerabilities[0].product_status");
+        assert_eq!(
+            field(&doc(r#"[{"cve":"CVE-1","flags":[{"label":"x","product_ids":"A"}]}]"#)),
+            "vulnerabilities[0].flags[0].product_ids"
+        );
+        assert_eq!(field(&doc(r#"{}"#)), "vulnerabilities");
+        assert_eq!(field(&doc(r#"[7]"#)), "vulnerabilities[0]");
+        assert_eq!(
+            field(
+                r#"{"document":{"category":"csaf_vex","tracking":{"current_release_date":"yesterday"}},"vulnerabilities":[]}"#
+            ),
+            "document.tracking.current_release_date"
+        );
+        assert_eq!(
+            field(
+                r#"{"document":{"category":"csaf_vex"},"product_tree":{"branches":[{"branches":[{"product":{"name":"x"}}]}]},"vulnerabilities":[]}"#
+            ),
+            "product_tree.branches[0].branches[0].product.product_id"
+        );
+        assert_eq!(
+            field(
+                r#"{"document":{"category":"csaf_vex"},"product_tree":{"relationships":[{"full_product_name":{"product_id":"R"}}]},"vulnerabilities":[]}"#
+            ),
+            "product_tree.relationships[0].product_reference"
+        );
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_crash() {
+        // Built in memory (not parsed), so serde_json's own depth limit does not apply.
+        let mut branch = serde_json::json!({"category": "product_version", "name": "1", "product": {"name": "x", "product_id": "X"}});
+        for _ in 0..200 {
+            branch = serde_json::json!({"category": "vendor", "name": "v", "branches": [branch]});
+        }
+        let doc = serde_json::json!({"document": {"category": "csaf_vex"}, "product_tree": {"branches": [branch]}, "vulnerabilities": []});
+        let e = normalise_value("t.json", &doc, "sha256:00", &IngestContext::default()).unwrap_err();
+        assert!(matches!(e, NormaliseError::InvalidField { .. }), "{e}");
+        // Parsed: serde_json refuses the nesting itself.
+        let deep = format!(
+            r#"{{"document":{{"category":"csaf_vex"}},"vulnerabilities":[{}{}]}}"#,
+            "[".repeat(500),
+            "]".repeat(500)
+        );
+        assert!(matches!(norm(&deep), Err(NormaliseError::NotJson { .. })));
+    }
+
+    /// Replaces every node of a valid document, one at a time, by hostile values: the
+    /// normaliser must answer (a document or a typed error), never panic.
+    #[test]
+    fn hostile_values_anywhere_never_panic() {
+        fn paths(v: &Value, cur: Vec<Value>, out: &mut Vec<Vec<Value>>) {
+            out.push(cur.clone());
+            match v {
+                Value::Object(o) => o.iter().for_each(|(k, x)| {
+                    let mut p = cur.clone();
+                    p.push(Value::String(k.clone()));
+                    paths(x, p, out)
+                }),
+                Value::Array(a) => a.iter().enumerate().for_each(|(i, x)| {
+                    let mut p = cur.clone();
+                    p.push(Value::from(i));
+                    paths(x, p, out)
+                }),
+                _ => {}
+            }
+        }
+        fn at<'a>(v: &'a mut Value, path: &[Value]) -> &'a mut Value {
+            path.iter().fold(v, |v, k| match k {
+                Value::String(s) => &mut v[s.as_str()],
+                _ => &mut v[k.as_u64().unwrap_or(0) as usize],
+            })
+        }
+        let base: Value = serde_json::from_str(TREE_DOC).unwrap();
+        let mut all = Vec::new();
+        paths(&base, Vec::new(), &mut all);
+        let hostile = [
+            Value::Null,
+            serde_json::json!(-1),
+            serde_json::json!("\u{0}💥"),
+            serde_json::json!([]),
+            serde_json::json!({}),
+            serde_json::json!([[[[{}]]]]),
+            serde_json::json!({"product_id": 1, "branches": {}}),
+        ];
+        for p in all.iter().filter(|p| !p.is_empty()) {
+            for h in &hostile {
+                let mut doc = base.clone();
+                *at(&mut doc, p) = h.clone();
+                let _ = normalise_value("t.json", &doc, "sha256:00", &IngestContext::default());
+            }
+        }
+        for garbage in ["", "null", "[]", "{}", "7", r#"{"document":null}"#, r#"{"document":{"csaf_version":"2.0"}}"#] {
+            assert!(norm(garbage).is_err(), "{garbage}");
+        }
+    }
+}

@@ -1,0 +1,789 @@
+//! CycloneDX 1.4–1.6 VEX (a BOM's `vulnerabilities` with `analysis`).
+//!
+//! Invariants: a vulnerability without `analysis.state` is not a VEX statement (diagnostic
+//! `no_analysis_state`, skipped); one observation per (vulnerability, affects entry) in
+//! document order, or one per `affects[].versions[]` entry when it lists versions; a
+//! bom-ref is never a key: it resolves to the referenced component or service of this
+//! BOM (metadata.component, components and services, nested ones included) and from it to
+//! purl > CPE > hash (SHA-256 preferred) > name key (group > supplier > publisher >
+//! provider > the document's author, name, version); a BOM-Link to this BOM's own serial
+//! number resolves locally first, any other BOM-Link is its own key (a purl fragment
+//! gives the purl); a ref that is neither but is a purl is that purl; what resolves to
+//! nothing is reported as `unmatched_product`. A versions entry gives the resolved key
+//! that version or `vers:` range (purl and name keys; other keys cannot carry a version,
+//! are used as they are and reported as `version_not_applied`); its status is
+//! `affected` -> affected, `unaffected` -> the analysis status when that is not_affected
+//! or fixed else not_affected, `unknown` -> under_investigation, absent -> the analysis
+//! status; status_original is `<state>` or `<state>/<entry status>`. Justification and
+//! `analysis.detail` (as impact statement) are kept only on not_affected observations of
+//! a not_affected analysis; the action statement is the responses joined with ", " (plus
+//! ": <detail>" on the other observations, or the detail alone when there is no
+//! response). Timestamp: analysis.lastUpdated > analysis.firstIssued > vulnerability
+//! `updated` > `published` (statement) > metadata.timestamp (document) > epoch.
+
+use super::{resolve_issuer, str_field, tenant_of, version_string, NormaliseError};
+use crate::domain::keys::{self, ArtifactKey, KeyKind};
+use crate::domain::model::*;
+use crate::domain::timestamp::Timestamp;
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// Deepest component/service nesting walked (serde_json already stops at 128 levels).
+const MAX_COMPONENT_DEPTH: usize = 64;
+
+type Bad<'a> = dyn Fn(String, &str) -> NormaliseError + 'a;
+
+pub fn normalise(
+    name: &str,
+    v: &Value,
+    digest: &str,
+    ctx: &IngestContext,
+) -> Result<NormalisedDocument, NormaliseError> {
+    let bad = |field: String, reason: &str| NormaliseError::InvalidField {
+        document: name.to_string(),
+        format: SourceFormat::Cyclonedx,
+        field,
+        reason: reason.to_string(),
+    };
+    let mut diagnostics = Vec::new();
+    let serial = opt_str(v, "serialNumber", "", &bad)?;
+    let doc_id = serial.map(str::to_string);
+    let doc_version = version_string(v.get("version"));
+    let metadata = match v.get("metadata") {
+        Some(m @ Value::Object(_)) => Some(m),
+        Some(Value::Null) | None => None,
+        Some(_) => return Err(bad("metadata".into(), "must be an object")),
+    };
+    let doc_ts = match metadata {
+        Some(m) => read_ts(m, "timestamp", "metadata", &bad)?,
+        None => None,
+    };
+    let author = metadata.and_then(document_author);
+    let (issuer, issuer_source) = resolve_issuer(ctx, author);
+    let tenant = tenant_of(ctx);
+
+    // bom-ref -> (component or service, its path).
+    let mut index: BTreeMap<&str, (&Value, String)> = BTreeMap::new();
+    if let Some(m) = metadata {
+        match m.get("component") {
+            Some(c @ Value::Object(_)) => index_items(
+                std::slice::from_ref(c),
+                "metadata.component",
+                "components",
+                0,
+                &mut index,
+                &mut diagnostics,
+                &bad,
+            )?,
+            Some(Value::Null) | None => {}
+            Some(_) => return Err(bad("metadata.component".into(), "must be an object")),
+        }
+    }
+    index_items(
+        array_field(v, "components", "", &bad)?,
+        "components",
+        "components",
+        0,
+        &mut index,
+        &mut diagnostics,
+        &bad,
+    )?;
+    index_items(array_field(v, "services", "", &bad)?, "services", "services", 0, &mut index, &mut diagnostics, &bad)?;
+    let own_serial = serial.map(|s| {
+        let s = s.to_ascii_lowercase();
+        s.strip_prefix("urn:uuid:").unwrap_or(&s).to_string()
+    });
+    let resolver = Resolver { index: &index, own_serial: own_serial.as_deref(), author: author.unwrap_or("") };
+
+    let vulnerabilities = match v.get("vulnerabilities") {
+        Some(Value::Array(a)) => a,
+        Some(_) => return Err(bad("vulnerabilities".into(), "must be an array")),
+        None => return Err(bad("vulnerabilities".into(), "is required")),
+    };
+    let mut observations = Vec::new();
+    let mut position: u32 = 0;
+    for (vi, vuln) in vulnerabilities.iter().enumerate() {
+        let path = format!("vulnerabilities[{vi}]");
+        if !vuln.is_object() {
+            return Err(bad(path, "must be an object"));
+        }
+        let mut ids: Vec<String> = opt_str(vuln, "id", &path, &bad)?.into_iter().map(str::to_string).collect();
+        for (i, r) in array_field(vuln, "references", &path, &bad)?.iter().enumerate() {
+            let rpath = format!("{path}.references[{i}]");
+            if !r.is_object() {
+                return Err(bad(rpath, "must be an object"));
+            }
+            if let Some(id) = opt_str(r, "id", &rpath, &bad)? {
+                ids.push(id.to_string());
+            }
+        }
+        ids.retain(|s| !s.contains("://"));
+        let (vulnerability, aliases) =
+            vulnerability_key(ids).ok_or_else(|| bad(format!("{path}.id"), "names no vulnerability id"))?;
+
+        let apath = format!("{path}.analysis");
+        let analysis = match vuln.get("analysis") {
+            Some(a @ Value::Object(_)) => Some(a),
+            Some(Value::Null) | None => None,
+            Some(_) => return Err(bad(apath, "must be an object")),
+        };
+        let Some(state) = analysis.map(|a| opt_str(a, "state", &apath, &bad)).transpose()?.flatten() else {
+            diagnostics.push(Diagnostic {
+                code: "no_analysis_state".into(),
+                message: format!("{path}: {vulnerability} has no analysis.state; not a VEX statement, skipped"),
+            });
+            continue;
+        };
+        let analysis = analysis.unwrap_or(&Value::Null);
+        let analysis_status = Status::from_cyclonedx(state)
+            .ok_or_else(|| bad(format!("{apath}.state"), &format!("unknown analysis state {state:?}")))?;
+        let justification_original = opt_str(analysis, "justification", &apath, &bad)?.map(str::to_string);
+        let justification = justification_original.as_deref().and_then(Justification::from_cyclonedx);
+        if let (Some(j), None) = (&justification_original, justification) {
+            diagnostics.push(Diagnostic {
+                code: "unknown_justification".into(),
+                message: format!(
+                    "{apath}.justification: {j:?} is not in the CycloneDX vocabulary; kept as original only"
+                ),
+            });
+        }
+        let responses = string_list(analysis, "response", &apath, &bad)?;
+        let detail = opt_str(analysis, "detail", &apath, &bad)?;
+        let responses = (!responses.is_empty()).then(|| responses.join(", "));
+        let other_action = match (&responses, detail) {
+            (Some(r), Some(d)) => Some(format!("{r}: {d}")),
+            (Some(r), None) => Some(r.clone()),
+            (None, Some(d)) => Some(d.to_string()),
+            (None, None) => None,
+        };
+
+        let st_ts = match read_ts(analysis, "lastUpdated", &apath, &bad)? {
+            Some(t) => Some(t),
+            None => match read_ts(analysis, "firstIssued", &apath, &bad)? {
+                Some(t) => Some(t),
+                None => match read_ts(vuln, "updated", &path, &bad)? {
+                    Some(t) => Some(t),
+                    None => read_ts(vuln, "published", &path, &bad)?,
+                },
+            },
+        };
+        let (timestamp, timestamp_source) = match (st_ts, doc_ts) {
+            (Some(t), _) => (t, TimestampSource::Statement),
+            (None, Some(t)) => (t, TimestampSource::Document),
+            (None, None) => {
+                diagnostics.push(Diagnostic {
+                    code: "no_timestamp".into(),
+                    message: format!(
+                        "{path}: no analysis, vulnerability or metadata timestamp; the Unix epoch is used"
+                    ),
+                });
+                (Timestamp::EPOCH, TimestampSource::Epoch)
+            }
+        };
+
+        let affects = array_field(vuln, "affects", &path, &bad)?;
+        if affects.is_empty() {
+            diagnostics.push(Diagnostic {
+                code: "unmatched_statement".into(),
+                message: format!("{path}: statement for {vulnerability} affects nothing (no affects[])"),
+            });
+        }
+        for (ai, af) in affects.iter().enumerate() {
+            let afpath = format!("{path}.affects[{ai}]");
+            if !af.is_object() {
+                return Err(bad(afpath, "must be an object"));
+            }
+            let r = opt_str(af, "ref", &afpath, &bad)?.ok_or_else(|| bad(format!("{afpath}.ref"), "is required"))?;
+            // Entries are validated before the ref is resolved, so a broken document
+            // fails the same way whether or not its refs resolve.
+            let mut entries: Vec<(Option<&str>, Option<&str>)> = Vec::new();
+            for (ei, e) in array_field(af, "versions", &afpath, &bad)?.iter().enumerate() {
+                let epath = format!("{afpath}.versions[{ei}]");
+                if !e.is_object() {
+                    return Err(bad(epath, "must be an object"));
+                }
+                let ver = opt_str(e, "version", &epath, &bad)?;
+                let range = opt_str(e, "range", &epath, &bad)?;
+                let Some(ver) = ver.or(range) else {
+                    return Err(bad(epath, "needs a version or a range"));
+                };
+                let est = opt_str(e, "status", &epath, &bad)?;
+                if let Some(s) = est {
+                    if !matches!(s, "affected" | "unaffected" | "unknown") {
+                        return Err(bad(format!("{epath}.status"), &format!("unknown version status {s:?}")));
+                    }
+                }
+                entries.push((Some(ver), est));
+            }
+            let Some(key) = resolver.resolve(r, &afpath, &mut diagnostics) else {
+                continue;
+            };
+            if entries.is_empty() {
+                entries.push((None, None));
+            }
+            for (ei, (ver, est)) in entries.into_iter().enumerate() {
+                let artifact = match ver {
+                    Some(ver) => with_version(&key, ver, &format!("{afpath}.versions[{ei}]"), &mut diagnostics),
+                    None => key.clone(),
+                };
+                let status = match est {
+                    Some("affected") => Status::Affected,
+                    Some("unaffected") if matches!(analysis_status, Status::NotAffected | Status::Fixed) => {
+                        analysis_status
+                    }
+                    Some("unaffected") => Status::NotAffected,
+                    Some(_) => Status::UnderInvestigation,
+                    None => analysis_status,
+                };
+                let na = status == Status::NotAffected && analysis_status == Status::NotAffected;
+                observations.push(Observation {
+                    id: String::new(),
+                    tenant: tenant.clone(),
+                    issuer: issuer.clone(),
+                    issuer_source,
+                    artifact: artifact.key,
+                    package: artifact.package,
+                    scope: Vec::new(),
+                    vulnerability: vulnerability.clone(),
+                    aliases: aliases.clone(),
+                    status,
+                    status_original: match est {
+                        Some(e) => format!("{state}/{e}"),
+                        None => state.to_string(),
+                    },
+                    justification: if na { justification } else { None },
+                    justification_original: if na { justification_original.clone() } else { None },
+                    impact_statement: if na { detail.map(str::to_string) } else { None },
+                    action_statement: if na { responses.clone() } else { other_action.clone() },
+                    timestamp,
+                    timestamp_source,
+                    document_id: doc_id.clone(),
+                    document_version: doc_version.clone(),
+                    document_digest: digest.to_string(),
+                    position,
+                    format: SourceFormat::Cyclonedx,
+                    signature: ctx.signature.clone(),
+                    provenance: ctx.provenance.clone(),
+                });
+                position = position.saturating_add(1);
+            }
+        }
+    }
+    Ok(NormalisedDocument {
+        format: SourceFormat::Cyclonedx,
+        document_id: doc_id,
+        document_digest: digest.to_string(),
+        observations,
+        diagnostics,
+    })
+}
+
+/// The document's own author: metadata.supplier > manufacturer (1.6) / manufacture
+/// (1.4–1.5) > authors[0] > metadata.component.supplier (names).
+fn document_author(m: &Value) -> Option<&str> {
+    fn named(v: Option<&Value>) -> Option<&str> {
+        v.and_then(|x| str_field(x, "name"))
+    }
+    named(m.get("supplier"))
+        .or_else(|| named(m.get("manufacturer")))
+        .or_else(|| named(m.get("manufacture")))
+        .or_else(|| named(m.get("authors").and_then(|a| a.get(0))))
+        .or_else(|| named(m.get("component").and_then(|c| c.get("supplier"))))
+}
+
+/// Indexes components (or services) by bom-ref, nested ones included; the first
+/// definition of a bom-ref wins.
+fn index_items<'a>(
+    items: &'a [Value],
+    path: &str,
+    child_key: &str,
+    depth: usize,
+    index: &mut BTreeMap<&'a str, (&'a Value, String)>,
+    diagnostics: &mut Vec<Diagnostic>,
+    bad: &Bad,
+) -> Result<(), NormaliseError> {
+    if depth >= MAX_COMPONENT_DEPTH && !items.is_empty() {
+        return Err(bad(path.to_string(), &format!("{child_key} nested deeper than {MAX_COMPONENT_DEPTH} levels")));
+    }
+    let single = path == "metadata.component";
+    for (i, c) in items.iter().enumerate() {
+        let cpath = if single { path.to_string() } else { format!("{path}[{i}]") };
+        if !c.is_object() {
+            return Err(bad(cpath, "must be an object"));
+        }
+        if let Some(r) = opt_str(c, "bom-ref", &cpath, bad)? {
+            if index.contains_key(r) {
+                diagnostics.push(Diagnostic {
+                    code: "duplicate_bom_ref".into(),
+                    message: format!("{cpath}: bom-ref {r:?} is defined more than once; the first definition is used"),
+                });
+            } else {
+                index.insert(r, (c, cpath.clone()));
+            }
+        }
+        let children = array_field(c, child_key, &cpath, bad)?;
+        index_items(children, &format!("{cpath}.{child_key}"), child_key, depth + 1, index, diagnostics, bad)?;
+    }
+    Ok(())
+}
+
+struct Resolver<'a> {
+    index: &'a BTreeMap<&'a str, (&'a Value, String)>,
+    /// This BOM's serial number, lower-case, without `urn:uuid:`.
+    own_serial: Option<&'a str>,
+    /// The document's author, the vendor of last resort for name keys.
+    author: &'a str,
+}
+
+impl Resolver<'_> {
+    /// Resolves an `affects[].ref`; reports and returns `None` when nothing resolves.
+    fn resolve(&self, r: &str, path: &str, diagnostics: &mut Vec<Diagnostic>) -> Option<ArtifactKey> {
+        let unmatched = |diagnostics: &mut Vec<Diagnostic>, why: String| {
+            diagnostics
+                .push(Diagnostic { code: "unmatched_product".into(), message: format!("{path}.ref: {r:?} {why}") });
+            None
+        };
+        if let Some(rest) = r.strip_prefix("urn:cdx:") {
+            let (doc, fragment) = rest.split_once('#').unwrap_or((rest, ""));
+            let serial = doc.split('/').next().unwrap_or(doc).to_ascii_lowercase();
+            if self.own_serial == Some(serial.as_str()) && !fragment.is_empty() {
+                let fragment = percent_encoding::percent_decode_str(fragment).decode_utf8_lossy();
+                if let Some((c, cpath)) = self.index.get(fragment.as_ref()) {
+                    return self.component_key(c, cpath, path, diagnostics);
+                }
+            }
+            return match keys::normalise_bomlink(r) {
+                Ok(k) => Some(k),
+                Err(e) => unmatched(diagnostics, format!("is not a valid BOM-Link ({e})")),
+            };
+        }
+        if let Some((c, cpath)) = self.index.get(r) {
+            return self.component_key(c, cpath, path, diagnostics);
+        }
+        if r.starts_with("pkg:") {
+            return match keys::normalise_purl(r) {
+                Ok(k) => Some(k),
+                Err(e) => {
+                    unmatched(diagnostics, format!("names no component of this BOM and is not a valid purl ({e})"))
+                }
+            };
+        }
+        unmatched(diagnostics, "names no component or service of this BOM".to_string())
+    }
+
+    /// purl > CPE > hash (SHA-256 preferred) > name key; invalid identifiers are reported.
+    fn component_key(
+        &self,
+        c: &Value,
+        cpath: &str,
+        path: &str,
+        diagnostics: &mut Vec<Diagnostic>,
+    ) -> Option<ArtifactKey> {
+        let mut invalid = |what: &str, e: String| {
+            diagnostics.push(Diagnostic {
+                code: "invalid_identifier".into(),
+                message: format!("{cpath}.{what}: {e}; ignored"),
+            });
+        };
+        if let Some(p) = str_field(c, "purl") {
+            match keys::normalise_purl(p) {
+                Ok(k) => return Some(k),
+                Err(e) => invalid("purl", e.to_string()),
+            }
+        }
+        if let Some(p) = str_field(c, "cpe") {
+            match keys::normalise_cpe(p) {
+                Ok(k) => return Some(k),
+                Err(e) => invalid("cpe", e.to_string()),
+            }
+        }
+        let mut hashes: Vec<(&str, &str)> = Vec::new();
+        if let Some(Value::Array(hs)) = c.get("hashes") {
+            for (i, h) in hs.iter().enumerate() {
+                match (str_field(h, "alg"), str_field(h, "content")) {
+                    (Some(a), Some(v)) if v.chars().all(|ch| ch.is_ascii_hexdigit()) => hashes.push((a, v)),
+                    _ => invalid(&format!("hashes[{i}]"), "needs alg and hexadecimal content".to_string()),
+                }
+            }
+        }
+        let pick =
+            hashes.iter().find(|(a, _)| a.to_ascii_lowercase().replace(['-', '_'], "") == "sha256").or(hashes.first());
+        if let Some((a, v)) = pick {
+            return Some(keys::normalise_hash(a, v));
+        }
+        let named = |k: &str| c.get(k).and_then(|x| str_field(x, "name"));
+        match str_field(c, "name") {
+            Some(n) => {
+                let vendor = str_field(c, "group")
+                    .or_else(|| named("supplier"))
+                    .or_else(|| str_field(c, "publisher"))
+                    .or_else(|| named("provider"))
+                    .unwrap_or(self.author);
+                Some(keys::name_key(vendor, n, str_field(c, "version")))
+            }
+            None => {
+                diagnostics.push(Diagnostic {
+                    code: "unmatched_product".into(),
+                    message: format!("{path}.ref: {cpath} has no purl, CPE, hash or name"),
+                });
+                None
+            }
+        }
+    }
+}
+
+/// The key `key` with `version` (a version or a `vers:` range) in place of its own.
+/// Only purl and name keys carry a version; other keys are returned as they are, reported.
+fn with_version(key: &ArtifactKey, version: &str, path: &str, diagnostics: &mut Vec<Diagnostic>) -> ArtifactKey {
+    match key.kind {
+        KeyKind::Purl => match purl_with_version(key, version) {
+            Ok(k) => return k,
+            Err(e) => diagnostics.push(Diagnostic {
+                code: "version_not_applied".into(),
+                message: format!(
+                    "{path}: version {version:?} cannot be applied to {}: {e}; the key is used without it",
+                    key.key
+                ),
+            }),
+        },
+        KeyKind::Name => {
+            // Same form as keys::name_key (its package is already clean).
+            let v = version.trim().to_lowercase();
+            return ArtifactKey {
+                kind: KeyKind::Name,
+                package: key.package.clone(),
+                version: Some(v.clone()),
+                qualifiers: BTreeMap::new(),
+                key: format!("{}@{v}", key.package),
+            };
+        }
+        _ => diagnostics.push(Diagnostic {
+            code: "version_not_applied".into(),
+            message: format!(
+                "{path}: a {:?} key cannot carry version {version:?}; {} is used as it is",
+                key.kind, key.key
+            ),
+        }),
+    }
+    key.clone()
+}
+
+/// The purl `key` (qualifiers and subpath kept) with `version` in place of its own.
+fn purl_with_version(key: &ArtifactKey, version: &str) -> Result<ArtifactKey, String> {
+    key.with_version(version).map_err(|e| e.to_string())
+}
+
+/// An optional array field (absent or null: empty).
+fn array_field<'a>(v: &'a Value, key: &str, path: &str, bad: &Bad) -> Result<&'a [Value], NormaliseError> {
+    match v.get(key) {
+        Some(Value::Array(a)) => Ok(a.as_slice()),
+        Some(Value::Null) | None => Ok(&[]),
+        Some(_) => Err(bad(join(path, key), "must be an array")),
+    }
+}
+
+/// An optional array of strings.
+fn string_list<'a>(v: &'a Value, key: &str, path: &str, bad: &Bad) -> Result<Vec<&'a str>, NormaliseError> {
+    array_field(v, key, path, bad)?
+        .iter()
+        .enumerate()
+        .map(|(i, x)| x.as_str().ok_or_else(|| bad(format!("{}[{i}]", join(path, key)), "must be a string")))
+        .collect()
+}
+
+/// An optional string field: absent, null or blank is `None`, another type an error.
+fn opt_str<'a>(v: &'a Value, key: &str, path: &str, bad: &Bad) -> Result<Option<&'a str>, NormaliseError> {
+    match v.get(key) {
+        Some(Value::String(s)) => Ok(Some(s.trim()).filter(|s| !s.is_empty())),
+        Some(Value::Null) | None => Ok(None),
+        Some(_) => Err(bad(join(path, key), "must be a string")),
+    }
+}
+
+fn read_ts(v: &Value, key: &str, path: &str, bad: &Bad) -> Result<Option<Timestamp>, NormaliseError> {
+    match opt_str(v, key, path, bad)? {
+        None => Ok(None),
+        Some(s) => Timestamp::parse(s).map(Some).map_err(|e| bad(join(path, key), &e.to_string())),
+    }
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{normalise_bytes, normalise_value};
+    use super::*;
+
+    fn norm(s: &str) -> Result<NormalisedDocument, NormaliseError> {
+        normalise_bytes("t.json", s.as_bytes(), &IngestContext::default(), 1 << 20)
+    }
+
+    const BOM: &str = r#"{
+      "bomFormat": "CycloneDX", "specVersion": "1.6", "version": 3,
+      "serialNumber": "urn:uuid:3E671687-395b-41f5-a30f-a58921a69b79",
+      "metadata": {"timestamp": "2024-03-01T00:00:00Z", "manufacturer": {"name": "Acme"},
+        "component": {"bom-ref": "app", "name": "Acme App", "version": "5.0", "components": [
+          {"bom-ref": "fw", "name": "firmware", "hashes": [{"alg": "SHA-1", "content": "aa"}, {"alg": "SHA-256", "content": "BEEF"}]}]}},
+      "components": [
+        {"bom-ref": "lib", "name": "jackson-databind", "group": "com.fasterxml", "version": "2.10.0",
+         "purl": "pkg:maven/com.fasterxml.jackson.core/jackson-databind@2.10.0?type=jar",
+         "components": [{"bom-ref": "inner", "name": "inner", "cpe": "cpe:2.3:a:acme:inner:1.0:*:*:*:*:*:*:*"}]},
+        {"bom-ref": "nameless"}],
+      "services": [{"bom-ref": "svc", "name": "api", "provider": {"name": "Acme Cloud"}}],
+      "vulnerabilities": [
+        {"id": "GHSA-1", "references": [{"id": "CVE-2024-9"}], "updated": "2024-04-01T00:00:00Z",
+         "analysis": {"state": "not_affected", "justification": "code_not_reachable", "response": ["will_not_fix"],
+                      "detail": "Never called.", "lastUpdated": "2024-05-01T00:00:00.5Z"},
+         "affects": [{"ref": "lib"}, {"ref": "urn:cdx:3e671687-395b-41f5-a30f-a58921a69b79/2#inner"}, {"ref": "fw"},
+                     {"ref": "svc"}, {"ref": "app"}, {"ref": "ghost"}, {"ref": "nameless"},
+                     {"ref": "urn:cdx:0000/1#pkg:npm/left-pad@1.3.0"}, {"ref": "urn:cdx:0000/1#thing"}]},
+        {"id": "CVE-2024-10", "published": "2024-01-15T00:00:00Z",
+         "analysis": {"state": "exploitable", "response": ["update", "workaround_available"], "detail": "Upgrade."},
+         "affects": [{"ref": "lib", "versions": [{"version": "2.9.0", "status": "affected"},
+                                                 {"range": "vers:maven/>=2.10.0|<2.10.5", "status": "unaffected"},
+                                                 {"version": "3.0", "status": "unknown"}, {"version": "3.1"}]},
+                     {"ref": "app", "versions": [{"range": "vers:semver/<5.0.0"}]},
+                     {"ref": "fw", "versions": [{"version": "9"}]}]},
+        {"id": "CVE-2024-11", "affects": [{"ref": "lib"}]},
+        {"id": "CVE-2024-12", "analysis": {"state": "resolved"}},
+        {"id": "CVE-2024-13", "analysis": {"state": "resolved", "firstIssued": "2023-01-01T00:00:00Z"}, "affects": [{"ref": "lib", "versions": [{"version": "2.11", "status": "unaffected"}]}]}
+      ]
+    }"#;
+
+    #[test]
+    fn resolves_refs_bomlinks_and_versions() {
+        let d = norm(BOM).unwrap();
+        let arts: Vec<(&str, &str)> =
+            d.observations.iter().map(|o| (o.artifact.as_str(), o.status_original.as_str())).collect();
+        assert_eq!(
+            arts,
+            vec![
+                ("pkg:maven/com.fasterxml.jackson.core/jackson-databind@2.10.0?type=jar", "not_affected"),
+                ("cpe:2.3:a:acme:inner:1.0:*:*:*:*:*:*:*", "not_affected"),
+                ("sha256:beef", "not_affected"),
+                ("name:acme cloud/api", "not_affected"),
+                ("name:acme/acme app@5.0", "not_affected"),
+                ("pkg:npm/left-pad@1.3.0", "not_affected"),
+                ("urn:cdx:0000/1#thing", "not_affected"),
+                ("pkg:maven/com.fasterxml.jackson.core/jackson-databind@2.9.0?type=jar", "exploitable/affected"),
+                (
+                    "pkg:maven/com.fasterxml.jackson.core/jackson-databind@vers:maven/>=2.10.0|<2.10.5?type=jar",
+                    "exploitable/unaffected"
+                ),
+                ("pkg:maven/com.fasterxml.jackson.core/jackson-databind@3.0?type=jar", "exploitable/unknown"),
+                ("pkg:maven/com.fasterxml.jackson.core/jackson-databind@3.1?type=jar", "exploitable"),
+                ("name:acme/acme app@vers:semver/<5.0.0", "exploitable"),
+                ("sha256:beef", "exploitable"),
+                ("pkg:maven/com.fasterxml.jackson.core/jackson-databind@2.11?type=jar", "resolved/unaffected"),
+            ]
+        );
+        let st: Vec<Status> = d.observations.iter().map(|o| o.status).collect();
+        use Status::*;
+        assert_eq!(
+            st,
+            vec![
+                NotAffected,
+                NotAffected,
+                NotAffected,
+                NotAffected,
+                NotAffected,
+                NotAffected,
+                NotAffected,
+                Affected,
+                NotAffected,
+                UnderInvestigation,
+                Affected,
+                Affected,
+                Affected,
+                Fixed
+            ]
+        );
+        assert_eq!(d.observations.iter().map(|o| o.position).collect::<Vec<_>>(), (0..14).collect::<Vec<u32>>());
+        // The purl range round-trips through the key parser with its vers: version.
+        let k = keys::parse_key(&d.observations[8].artifact).unwrap();
+        assert_eq!(k.version.as_deref(), Some("vers:maven/>=2.10.0|<2.10.5"));
+        assert_eq!(k.package, "pkg:maven/com.fasterxml.jackson.core/jackson-databind");
+        assert!(k.applies_to(
+            &keys::parse_key("pkg:maven/com.fasterxml.jackson.core/jackson-databind@2.10.3?type=jar").unwrap()
+        ));
+
+        let o = &d.observations[0];
+        assert_eq!(o.vulnerability, "CVE-2024-9");
+        assert_eq!(o.aliases, vec!["CVE-2024-9", "GHSA-1"]);
+        assert_eq!(o.justification, Some(Justification::VulnerableCodeNotInExecutePath));
+        assert_eq!(o.justification_original.as_deref(), Some("code_not_reachable"));
+        assert_eq!(o.impact_statement.as_deref(), Some("Never called."));
+        assert_eq!(o.action_statement.as_deref(), Some("will_not_fix"));
+        assert_eq!(o.timestamp.to_string(), "2024-05-01T00:00:00.5Z");
+        assert_eq!(o.timestamp_source, TimestampSource::Statement);
+        assert_eq!(o.issuer.as_deref(), Some("Acme"));
+        assert_eq!(o.document_id.as_deref(), Some("urn:uuid:3E671687-395b-41f5-a30f-a58921a69b79"));
+        assert_eq!(o.document_version.as_deref(), Some("3"));
+        let o = &d.observations[8];
+        assert_eq!(o.justification, None);
+        assert_eq!(o.impact_statement, None);
+        assert_eq!(o.action_statement.as_deref(), Some("update, workaround_available: Upgrade."));
+        assert_eq!(o.timestamp.to_string(), "2024-01-15T00:00:00Z");
+        assert_eq!(d.observations[13].timestamp.to_string(), "2023-01-01T00:00:00Z");
+
+        let codes: Vec<&str> = d.diagnostics.iter().map(|x| x.code.as_str()).collect();
+        assert_eq!(
+            codes,
+            vec![
+                "unmatched_product",
+                "unmatched_product",
+                "version_not_applied",
+                "no_analysis_state",
+                "unmatched_statement"
+            ]
+        );
+        assert!(d.diagnostics[0].message.contains("affects[5]") && d.diagnostics[0].message.contains("ghost"));
+        assert!(d.diagnostics[1].message.contains("affects[6]"));
+    }
+
+    #[test]
+    fn timestamps_fall_back_to_metadata_then_epoch_and_empty_affects_is_reported() {
+        let d = norm(r#"{"bomFormat":"CycloneDX","metadata":{"timestamp":"2022-01-13T00:00:00Z","component":{"bom-ref":"p","name":"P"}},
+            "vulnerabilities":[{"id":"CVE-1","analysis":{"state":"in_triage"},"affects":[{"ref":"p"}]},
+                               {"id":"CVE-2","analysis":{"state":"false_positive"}}]}"#)
+        .unwrap();
+        assert_eq!(d.observations.len(), 1);
+        assert_eq!(d.observations[0].timestamp_source, TimestampSource::Document);
+        assert_eq!(d.observations[0].artifact, "name:/p");
+        assert_eq!(d.observations[0].issuer, None);
+        assert_eq!(d.diagnostics[0].code, "unmatched_statement");
+        let d = norm(r#"{"bomFormat":"CycloneDX","metadata":{"authors":[{"name":"Ann"}]},
+            "vulnerabilities":[{"id":"CVE-1","analysis":{"state":"false_positive"},"affects":[{"ref":"pkg:pypi/x@1"}]}]}"#)
+        .unwrap();
+        let o = &d.observations[0];
+        assert_eq!(
+            (o.artifact.as_str(), o.status, o.timestamp_source),
+            ("pkg:pypi/x@1", Status::NotAffected, TimestampSource::Epoch)
+        );
+        assert_eq!(o.issuer.as_deref(), Some("Ann"));
+        assert_eq!(d.diagnostics[0].code, "no_timestamp");
+    }
+
+    #[test]
+    fn typed_errors_name_the_field() {
+        let field = |s: &str| match norm(s) {
+            Err(NormaliseError::InvalidField { field, format: SourceFormat::Cyclonedx, .. }) => field,
+            other => panic!("expected InvalidField, got {other:?}"),
+        };
+        let doc = |vulns: &str| format!(r#"{{"bomFormat":"CycloneDX","vulnerabilities":{vulns}}}"#);
+        assert_eq!(field(&doc(r#"{}"#)), "vulnerabilities");
+        assert_eq!(field(r#"{"bomFormat":"CycloneDX"}"#), "vulnerabilities");
+        assert_eq!(field(&doc(r#"[{"analysis":{"state":"exploitable"}}]"#)), "vulnerabilities[0].id");
+        assert_eq!(
+            field(&doc(r#"[{"id":"CVE-1","analysis":{"state":"maybe"}}]"#)),
+            "vulnerabilities[0].analysis.state"
+        );
+        assert_eq!(field(&doc(r#"[{"id":"CVE-1","analysis":{"state":7}}]"#)), "vulnerabilities[0].analysis.state");
+        assert_eq!(field(&doc(r#"[{"id":"CVE-1","analysis":[]}]"#)), "vulnerabilities[0].analysis");
+        assert_eq!(
+            field(&doc(
+                r#"[{"id":"CVE-1","analysis":{"state":"resolved"},"affects":[{"ref":"x","versions":[{"status":"affected"}]}]}]"#
+            )),
+            "vulnerabilities[0].affects[0].versions[0]"
+        );
+        assert_eq!(
+            field(&doc(
+                r#"[{"id":"CVE-1","analysis":{"state":"resolved"},"affects":[{"ref":"x","versions":[{"version":"1","status":"bad"}]}]}]"#
+            )),
+            "vulnerabilities[0].affects[0].versions[0].status"
+        );
+        assert_eq!(
+            field(&doc(r#"[{"id":"CVE-1","analysis":{"state":"resolved"},"affects":[{}]}]"#)),
+            "vulnerabilities[0].affects[0].ref"
+        );
+        assert_eq!(
+            field(&doc(r#"[{"id":"CVE-1","analysis":{"state":"resolved","response":[1]}}]"#)),
+            "vulnerabilities[0].analysis.response[0]"
+        );
+        assert_eq!(
+            field(&doc(r#"[{"id":"CVE-1","analysis":{"state":"resolved","lastUpdated":"soon"}}]"#)),
+            "vulnerabilities[0].analysis.lastUpdated"
+        );
+        assert_eq!(
+            field(r#"{"bomFormat":"CycloneDX","components":[{"components":{}}],"vulnerabilities":[]}"#),
+            "components[0].components"
+        );
+        assert_eq!(field(r#"{"bomFormat":"CycloneDX","serialNumber":1,"vulnerabilities":[]}"#), "serialNumber");
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_crash() {
+        let mut c = serde_json::json!({"bom-ref": "x", "name": "x"});
+        for _ in 0..200 {
+            c = serde_json::json!({"name": "n", "components": [c]});
+        }
+        let doc = serde_json::json!({"bomFormat": "CycloneDX", "components": [c], "vulnerabilities": []});
+        let e = normalise_value("t.json", &doc, "sha256:00", &IngestContext::default()).unwrap_err();
+        assert!(matches!(e, NormaliseError::InvalidField { .. }), "{e}");
+        let deep = format!(r#"{{"bomFormat":"CycloneDX","vulnerabilities":[{}{}]}}"#, "[".repeat(500), "]".repeat(500));
+        assert!(matches!(norm(&deep), Err(NormaliseError::NotJson { .. })));
+    }
+
+    /// Replaces every node of a valid document, one at a time, by hostile values: the
+    /// normaliser must answer (a document or a typed error), never panic.
+    #[test]
+    fn hostile_values_anywhere_never_panic() {
+        fn paths(v: &Value, cur: Vec<Value>, out: &mut Vec<Vec<Value>>) {
+            out.push(cur.clone());
+            match v {
+                Value::Object(o) => o.iter().for_each(|(k, x)| {
+                    let mut p = cur.clone();
+                    p.push(Value::String(k.clone()));
+                    paths(x, p, out)
+                }),
+                Value::Array(a) => a.iter().enumerate().for_each(|(i, x)| {
+                    let mut p = cur.clone();
+                    p.push(Value::from(i));
+                    paths(x, p, out)
+                }),
+                _ => {}
+            }
+        }
+        fn at<'a>(v: &'a mut Value, path: &[Value]) -> &'a mut Value {
+            path.iter().fold(v, |v, k| match k {
+                Value::String(s) => &mut v[s.as_str()],
+                _ => &mut v[k.as_u64().unwrap_or(0) as usize],
+            })
+        }
+        let base: Value = serde_json::from_str(BOM).unwrap();
+        let mut all = Vec::new();
+        paths(&base, Vec::new(), &mut all);
+        let hostile = [
+            Value::Null,
+            serde_json::json!(-1.5),
+            serde_json::json!("urn:cdx:#%ZZ"),
+            serde_json::json!("pkg:"),
+            serde_json::json!([]),
+            serde_json::json!({}),
+            serde_json::json!([[[[{}]]]]),
+            serde_json::json!({"bom-ref": "lib", "components": {}}),
+        ];
+        for p in all.iter().filter(|p| p.len() > 1 || p.first() != Some(&Value::from("bomFormat"))) {
+            if p.is_empty() {
+                continue;
+            }
+            for h in &hostile {
+                let mut doc = base.clone();
+                *at(&mut doc, p) = h.clone();
+                let _ = normalise_value("t.json", &doc, "sha256:00", &IngestContext::default());
+            }
+        }
+        for garbage in [
+            r#"{"bomFormat":"CycloneDX","vulnerabilities":null}"#,
+            r#"{"bomFormat":"CycloneDX","metadata":7,"vulnerabilities":[]}"#,
+        ] {
+            assert!(norm(garbage).is_err(), "{garbage}");
+        }
+    }
+}

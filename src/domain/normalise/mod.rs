@@ -1,0 +1,143 @@
+//! Turns VEX documents (OpenVEX, CSAF VEX, CycloneDX VEX) into observations.
+//!
+//! Invariants: pure; never panics on any input (size and nesting are bounded, every
+//! field is read defensively); every failure is a typed [`NormaliseError`] naming the
+//! document and the problem; a product that resolves to no global key is reported as a
+//! diagnostic, never dropped silently.
+
+pub mod csaf;
+pub mod cyclonedx;
+pub mod openvex;
+
+use super::canonical::sha256_prefixed;
+use super::model::{IngestContext, IssuerSource, NormalisedDocument, SourceFormat};
+use serde_json::Value;
+
+/// Largest document accepted by default (bytes); the service and CLI may lower it.
+pub const DEFAULT_MAX_DOCUMENT_BYTES: usize = 64 * 1024 * 1024;
+
+/// Why a document could not be normalised.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum NormaliseError {
+    #[error("{document}: not valid JSON: {reason}")]
+    NotJson { document: String, reason: String },
+    #[error("{document}: document is {size} bytes, over the {limit}-byte limit")]
+    TooLarge { document: String, size: usize, limit: usize },
+    #[error("{document}: not a VEX document (no OpenVEX @context, CSAF document.category csaf_vex/csaf_security_advisory, or CycloneDX bomFormat with vulnerabilities)")]
+    UnknownFormat { document: String },
+    #[error("{document}: {format:?}: field {field}: {reason}")]
+    InvalidField { document: String, format: SourceFormat, field: String, reason: String },
+}
+
+impl NormaliseError {
+    /// Stable reason code (used as the DLQ `vex-lens-error` header).
+    pub fn code(&self) -> &'static str {
+        match self {
+            NormaliseError::NotJson { .. } => "invalid_json",
+            NormaliseError::TooLarge { .. } => "too_large",
+            NormaliseError::UnknownFormat { .. } => "not_vex",
+            NormaliseError::InvalidField { .. } => "invalid_document",
+        }
+    }
+}
+
+/// Detects the format of a parsed document.
+pub fn detect(v: &Value) -> Option<SourceFormat> {
+    let obj = v.as_object()?;
+    if let Some(ctx) = obj.get("@context").and_then(Value::as_str) {
+        if ctx.starts_with("https://openvex.dev/ns") {
+            return Some(SourceFormat::Openvex);
+        }
+    }
+    if obj.get("bomFormat").and_then(Value::as_str) == Some("CycloneDX") {
+        return Some(SourceFormat::Cyclonedx);
+    }
+    if let Some(doc) = obj.get("document").and_then(Value::as_object) {
+        if doc.get("csaf_version").is_some()
+            || doc.get("category").and_then(Value::as_str).is_some_and(|c| c.starts_with("csaf_"))
+        {
+            return Some(SourceFormat::Csaf);
+        }
+    }
+    None
+}
+
+/// Normalises one document given as bytes. `name` names it in errors (a path, or
+/// `topic/partition@offset`).
+pub fn normalise_bytes(
+    name: &str,
+    bytes: &[u8],
+    ctx: &IngestContext,
+    max_bytes: usize,
+) -> Result<NormalisedDocument, NormaliseError> {
+    if bytes.len() > max_bytes {
+        return Err(NormaliseError::TooLarge { document: name.to_string(), size: bytes.len(), limit: max_bytes });
+    }
+    // serde_json limits nesting to 128 levels and reports it as an error.
+    let value: Value = serde_json::from_slice(bytes)
+        .map_err(|e| NormaliseError::NotJson { document: name.to_string(), reason: e.to_string() })?;
+    let digest = sha256_prefixed(bytes);
+    normalise_value(name, &value, &digest, ctx)
+}
+
+/// Normalises an already parsed document whose bytes hashed to `digest`.
+pub fn normalise_value(
+    name: &str,
+    value: &Value,
+    digest: &str,
+    ctx: &IngestContext,
+) -> Result<NormalisedDocument, NormaliseError> {
+    let format = detect(value).ok_or_else(|| NormaliseError::UnknownFormat { document: name.to_string() })?;
+    let mut doc = match format {
+        SourceFormat::Openvex => openvex::normalise(name, value, digest, ctx)?,
+        SourceFormat::Csaf => csaf::normalise(name, value, digest, ctx)?,
+        SourceFormat::Cyclonedx => cyclonedx::normalise(name, value, digest, ctx)?,
+    };
+    for o in &mut doc.observations {
+        o.id = o.compute_id();
+    }
+    Ok(doc)
+}
+
+/// Resolves the claimed issuer (CONSENSUS.md "Issuer identity"): signature, else header,
+/// else the document's own author, else none.
+pub fn resolve_issuer(ctx: &IngestContext, document_author: Option<&str>) -> (Option<String>, IssuerSource) {
+    let clean = |s: &str| {
+        let t = s.trim();
+        (!t.is_empty()).then(|| t.to_string())
+    };
+    if let Some(s) = ctx.signed_issuer.as_deref().and_then(clean) {
+        return (Some(s), IssuerSource::Signature);
+    }
+    if let Some(s) = ctx.issuer_header.as_deref().and_then(clean) {
+        return (Some(s), IssuerSource::Header);
+    }
+    if let Some(s) = document_author.and_then(clean) {
+        return (Some(s), IssuerSource::Document);
+    }
+    (None, IssuerSource::None)
+}
+
+/// Tenant from the context, `default` when absent or blank.
+pub fn tenant_of(ctx: &IngestContext) -> String {
+    ctx.tenant
+        .as_deref()
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_string)
+        .unwrap_or_else(super::model::default_tenant)
+}
+
+/// A document version as a string (numbers and strings both occur).
+pub fn version_string(v: Option<&Value>) -> Option<String> {
+    match v? {
+        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// A non-empty trimmed string field.
+pub fn str_field<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
+    v.get(key).and_then(Value::as_str).map(str::trim).filter(|s| !s.is_empty())
+}

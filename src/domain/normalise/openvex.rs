@@ -1,0 +1,289 @@
+//! OpenVEX v0.2.0 and legacy v0.0.1 documents.
+//!
+//! Invariants: statement timestamps inherit from the document (statement `last_updated`
+//! > statement `timestamp` > document `last_updated` > document `timestamp` > epoch);
+//! one observation per (statement, product) in document order; subcomponents narrow the
+//! scope of the product's pair; products with no global identifier are reported.
+
+use super::{resolve_issuer, str_field, tenant_of, version_string, NormaliseError};
+use crate::domain::keys::{self, ArtifactKey};
+use crate::domain::model::*;
+use crate::domain::timestamp::Timestamp;
+use serde_json::Value;
+
+pub fn normalise(
+    name: &str,
+    v: &Value,
+    digest: &str,
+    ctx: &IngestContext,
+) -> Result<NormalisedDocument, NormaliseError> {
+    let bad = |field: String, reason: &str| NormaliseError::InvalidField {
+        document: name.to_string(),
+        format: SourceFormat::Openvex,
+        field,
+        reason: reason.to_string(),
+    };
+    let mut diagnostics = Vec::new();
+    let doc_id = str_field(v, "@id").map(str::to_string);
+    let doc_version = version_string(v.get("version"));
+    let doc_ts = read_ts(v, "last_updated", name, &bad)?.or(read_ts(v, "timestamp", name, &bad)?);
+    let (issuer, issuer_source) = resolve_issuer(ctx, str_field(v, "author"));
+    let tenant = tenant_of(ctx);
+    let statements = match v.get("statements") {
+        Some(Value::Array(a)) => a,
+        Some(_) => return Err(bad("statements".into(), "must be an array")),
+        None => return Err(bad("statements".into(), "is required")),
+    };
+    let mut observations = Vec::new();
+    let mut position: u32 = 0;
+    for (si, st) in statements.iter().enumerate() {
+        let path = format!("statements[{si}]");
+        if !st.is_object() {
+            return Err(bad(path, "must be an object"));
+        }
+        // Vulnerability: a string (v0.0.1) or an object with name/@id/aliases (v0.2.0).
+        let mut ids: Vec<String> = Vec::new();
+        match st.get("vulnerability") {
+            Some(Value::String(s)) => ids.push(s.clone()),
+            Some(Value::Object(o)) => {
+                for k in ["name", "@id"] {
+                    if let Some(s) = o.get(k).and_then(Value::as_str) {
+                        ids.push(s.to_string());
+                    }
+                }
+                match o.get("aliases") {
+                    Some(Value::Array(a)) => {
+                        for x in a {
+                            match x.as_str() {
+                                Some(s) => ids.push(s.to_string()),
+                                None => return Err(bad(format!("{path}.vulnerability.aliases"), "must be strings")),
+                            }
+                        }
+                    }
+                    Some(Value::Null) | None => {}
+                    Some(_) => return Err(bad(format!("{path}.vulnerability.aliases"), "must be an array")),
+                }
+            }
+            Some(_) => return Err(bad(format!("{path}.vulnerability"), "must be a string or an object")),
+            None => return Err(bad(format!("{path}.vulnerability"), "is required")),
+        }
+        // `@id` of a vulnerability is usually an IRI; keep only id-like values as aliases.
+        ids.retain(|s| !s.contains("://"));
+        let (vulnerability, aliases) =
+            vulnerability_key(ids).ok_or_else(|| bad(format!("{path}.vulnerability"), "names no vulnerability id"))?;
+        let status_token = st
+            .get("status")
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad(format!("{path}.status"), "is required and must be a string"))?;
+        let status = Status::from_openvex(status_token)
+            .ok_or_else(|| bad(format!("{path}.status"), &format!("unknown status {status_token:?}")))?;
+        let justification_original = str_field(st, "justification").map(str::to_string);
+        let justification = justification_original.as_deref().and_then(Justification::from_openvex);
+        if let (Some(j), None) = (&justification_original, justification) {
+            diagnostics.push(Diagnostic {
+                code: "unknown_justification".into(),
+                message: format!("{path}: justification {j:?} is not in the OpenVEX vocabulary; kept as original only"),
+            });
+        }
+        let impact_statement = str_field(st, "impact_statement").map(str::to_string);
+        let action_statement = str_field(st, "action_statement").map(str::to_string);
+        let st_ts = read_ts(st, "last_updated", name, &bad)?.or(read_ts(st, "timestamp", name, &bad)?);
+        let (timestamp, timestamp_source) = match (st_ts, doc_ts) {
+            (Some(t), _) => (t, TimestampSource::Statement),
+            (None, Some(t)) => (t, TimestampSource::Document),
+            (None, None) => {
+                diagnostics.push(Diagnostic {
+                    code: "no_timestamp".into(),
+                    message: format!("{path}: no statement or document timestamp; the Unix epoch is used"),
+                });
+                (Timestamp::EPOCH, TimestampSource::Epoch)
+            }
+        };
+        // Statement-level subcomponents (v0.0.1) apply to every product.
+        let mut stmt_scope = Vec::new();
+        if let Some(Value::Array(subs)) = st.get("subcomponents") {
+            for (i, s) in subs.iter().enumerate() {
+                if let Some(k) = product_key(s, &format!("{path}.subcomponents[{i}]"), &mut diagnostics) {
+                    stmt_scope.push(k.key);
+                }
+            }
+        }
+        let products = match st.get("products") {
+            Some(Value::Array(a)) => a.as_slice(),
+            Some(Value::Null) | None => &[],
+            Some(_) => return Err(bad(format!("{path}.products"), "must be an array")),
+        };
+        if products.is_empty() {
+            diagnostics.push(Diagnostic {
+                code: "unmatched_statement".into(),
+                message: format!("{path}: statement for {vulnerability} names no product; it applies to nothing"),
+            });
+        }
+        for (pi, p) in products.iter().enumerate() {
+            let ppath = format!("{path}.products[{pi}]");
+            let Some(key) = product_key(p, &ppath, &mut diagnostics) else {
+                continue;
+            };
+            let mut scope = stmt_scope.clone();
+            if let Some(Value::Array(subs)) = p.get("subcomponents") {
+                for (i, s) in subs.iter().enumerate() {
+                    if let Some(k) = product_key(s, &format!("{ppath}.subcomponents[{i}]"), &mut diagnostics) {
+                        scope.push(k.key);
+                    }
+                }
+            }
+            scope.sort();
+            scope.dedup();
+            observations.push(Observation {
+                id: String::new(),
+                tenant: tenant.clone(),
+                issuer: issuer.clone(),
+                issuer_source,
+                artifact: key.key,
+                package: key.package,
+                scope,
+                vulnerability: vulnerability.clone(),
+                aliases: aliases.clone(),
+                status,
+                status_original: status_token.to_string(),
+                justification,
+                justification_original: justification_original.clone(),
+                impact_statement: impact_statement.clone(),
+                action_statement: action_statement.clone(),
+                timestamp,
+                timestamp_source,
+                document_id: doc_id.clone(),
+                document_version: doc_version.clone(),
+                document_digest: digest.to_string(),
+                position,
+                format: SourceFormat::Openvex,
+                signature: ctx.signature.clone(),
+                provenance: ctx.provenance.clone(),
+            });
+            position += 1;
+        }
+    }
+    Ok(NormalisedDocument {
+        format: SourceFormat::Openvex,
+        document_id: doc_id,
+        document_digest: digest.to_string(),
+        observations,
+        diagnostics,
+    })
+}
+
+fn read_ts(
+    v: &Value,
+    key: &str,
+    _name: &str,
+    bad: &dyn Fn(String, &str) -> NormaliseError,
+) -> Result<Option<Timestamp>, NormaliseError> {
+    match v.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
+        Some(Value::String(s)) => Timestamp::parse(s).map(Some).map_err(|e| bad(key.to_string(), &e.to_string())),
+        Some(_) => Err(bad(key.to_string(), "must be an RFC 3339 string")),
+    }
+}
+
+/// Resolves an OpenVEX product (a string in v0.0.1, an object in v0.2.0) to its most
+/// global key: purl > BOM-Link > CPE > hash. Reports and skips what resolves to nothing.
+fn product_key(p: &Value, path: &str, diagnostics: &mut Vec<Diagnostic>) -> Option<ArtifactKey> {
+    let mut candidates: Vec<String> = Vec::new();
+    match p {
+        Value::String(s) => candidates.push(s.clone()),
+        Value::Object(o) => {
+            if let Some(id) = o.get("@id").and_then(Value::as_str) {
+                candidates.push(id.to_string());
+            }
+            if let Some(Value::Object(ids)) = o.get("identifiers") {
+                for k in ["purl", "cpe23", "cpe22"] {
+                    if let Some(s) = ids.get(k).and_then(Value::as_str) {
+                        candidates.push(s.to_string());
+                    }
+                }
+            }
+            if let Some(Value::Object(h)) = o.get("hashes") {
+                let mut hs: Vec<(&String, &Value)> = h.iter().collect();
+                hs.sort_by(|a, b| a.0.cmp(b.0));
+                for (alg, val) in hs {
+                    if let Some(val) = val.as_str() {
+                        candidates.push(format!("{alg}:{val}"));
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+    let mut best: Option<ArtifactKey> = None;
+    let mut errors = Vec::new();
+    for c in &candidates {
+        match keys::parse_key(c) {
+            Ok(k) => {
+                if best.as_ref().is_none_or(|b| k.kind < b.kind) {
+                    best = Some(k);
+                }
+            }
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    if best.is_none() {
+        diagnostics.push(Diagnostic {
+            code: "unmatched_product".into(),
+            message: format!(
+                "{path}: product {} has no package URL, BOM-Link, CPE or hash{}",
+                serde_json::to_string(p).unwrap_or_default().chars().take(200).collect::<String>(),
+                if errors.is_empty() { String::new() } else { format!(" ({})", errors.join("; ")) }
+            ),
+        });
+    }
+    best
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::normalise_bytes;
+    use super::*;
+
+    fn norm(s: &str) -> Result<NormalisedDocument, NormaliseError> {
+        normalise_bytes("t.json", s.as_bytes(), &IngestContext::default(), 1 << 20)
+    }
+
+    #[test]
+    fn inherits_document_timestamp_and_reads_subcomponents() {
+        let d = norm(
+            r#"{"@context":"https://openvex.dev/ns/v0.2.0","@id":"x","author":"A","timestamp":"2023-01-01T00:00:00Z","version":2,
+            "statements":[{"vulnerability":{"name":"GO-1","aliases":["CVE-2024-1"]},"products":[{"@id":"pkg:golang/a/b","subcomponents":[{"@id":"pkg:golang/c@v1"}]}],"status":"not_affected","justification":"vulnerable_code_not_present"}]}"#,
+        )
+        .unwrap();
+        let o = &d.observations[0];
+        assert_eq!(o.vulnerability, "CVE-2024-1");
+        assert_eq!(o.aliases, vec!["CVE-2024-1", "GO-1"]);
+        assert_eq!(o.timestamp.to_string(), "2023-01-01T00:00:00Z");
+        assert_eq!(o.timestamp_source, TimestampSource::Document);
+        assert_eq!(o.scope, vec!["pkg:golang/c@v1"]);
+        assert_eq!(o.issuer.as_deref(), Some("A"));
+        assert_eq!(o.document_version.as_deref(), Some("2"));
+        assert!(!o.id.is_empty());
+    }
+
+    #[test]
+    fn typed_errors_name_the_field() {
+        let e = norm(r#"{"@context":"https://openvex.dev/ns/v0.2.0","statements":[{"vulnerability":{"name":"CVE-1"},"products":[],"status":"maybe"}]}"#)
+            .unwrap_err();
+        assert!(e.to_string().contains("statements[0].status"), "{e}");
+        let e = norm(r#"{"@context":"https://openvex.dev/ns/v0.2.0","statements":{}}"#).unwrap_err();
+        assert!(matches!(e, NormaliseError::InvalidField { .. }));
+        let e =
+            norm(r#"{"@context":"https://openvex.dev/ns/v0.2.0","statements":[{"vulnerability":7,"status":"fixed"}]}"#)
+                .unwrap_err();
+        assert!(e.to_string().contains("vulnerability"), "{e}");
+    }
+
+    #[test]
+    fn unmatched_products_are_reported() {
+        let d = norm(r#"{"@context":"https://openvex.dev/ns/v0.2.0","timestamp":"2023-01-01T00:00:00Z","statements":[{"vulnerability":{"name":"CVE-1"},"products":[{"@id":"https://example.com/thing"}],"status":"fixed"}]}"#).unwrap();
+        assert!(d.observations.is_empty());
+        assert_eq!(d.diagnostics[0].code, "unmatched_product");
+    }
+}

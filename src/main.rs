@@ -1,0 +1,23 @@
+//! `vex-lens` entry point: parse arguments, run the command, map errors to exit codes.
+
+#![forbid(unsafe_code)]
+
+mod cli;
+mod commands;
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let cli = cli::Cli::parse();
+    let result = match cli.command {
+        cli::Command::Consensus(a) => commands::consensus::run(a),
+        cli::Command::Normalise(a) => commands::consensus::run_normalise(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}
