@@ -5,3 +5,4 @@
 pub mod crypto;
 pub mod domain;
 pub mod input;
+pub mod ports;
