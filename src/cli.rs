@@ -18,6 +18,16 @@ pub enum Command {
     /// Print the observations VEX documents normalise to (the JSON form the
     /// observations topic accepts), one per line.
     Normalise(NormaliseArgs),
+    /// Generate a signing key pair: writes the private key (PKCS#8 PEM, mode 0600) and
+    /// prints the public key (SPKI PEM) and its key id.
+    Keygen(KeygenArgs),
+    /// Export the consensus as a bundle: a snapshot file, manifest.json (SHA-256 and size
+    /// of every file) and, with --sign-key, manifest.dsse.json (DSSE over the manifest).
+    Export(ExportArgs),
+    /// Verify an export bundle offline: every hash and size, and the manifest's DSSE
+    /// signature when --public-key is given. Exit 0 ok, 3 hash mismatch or missing file,
+    /// 4 bad or missing signature, 5 unexpected error.
+    Verify(VerifyArgs),
 }
 
 /// Output format of records.
@@ -77,4 +87,101 @@ pub struct ConsensusArgs {
 pub struct NormaliseArgs {
     #[command(flatten)]
     pub input: InputArgs,
+}
+
+/// Signature algorithm of a generated key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum KeygenAlg {
+    /// Ed25519 (deterministic signatures).
+    Ed25519,
+    /// ECDSA over NIST P-256 with SHA-256 (DER signatures).
+    EcdsaP256,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct KeygenArgs {
+    #[arg(long, value_enum, default_value_t = KeygenAlg::Ed25519)]
+    pub alg: KeygenAlg,
+    /// Where to write the private key (PKCS#8 PEM, mode 0600).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Also write the public key (SPKI PEM) to this file.
+    #[arg(long)]
+    pub public_out: Option<PathBuf>,
+    /// Replace existing key files.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Snapshot format of an export.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormatArg {
+    /// consensus.json: a JSON array of canonical records.
+    Json,
+    /// consensus.ndjson: one canonical record per line.
+    Ndjson,
+    /// consensus.openvex.json: an OpenVEX v0.2.0 document, one statement per record.
+    Openvex,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ExportArgs {
+    #[arg(long, value_enum, default_value_t = ExportFormatArg::Json)]
+    pub format: ExportFormatArg,
+    /// Path of the manifest to write (e.g. out/manifest.json).
+    #[arg(long)]
+    pub manifest: PathBuf,
+    /// Directory of the snapshot file. Default: the manifest's directory.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Only this tenant's records (store sources); the tenant the documents belong to
+    /// (--from; default `default`).
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// Only records that changed at or after this time (RFC 3339, or milliseconds since the
+    /// epoch). With --from: records whose evaluation time is at or after it.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Sign the manifest with this private key (PKCS#8 PEM, e.g. from `vex-lens keygen`).
+    #[arg(long)]
+    pub sign_key: Option<PathBuf>,
+    /// Compute the consensus straight from VEX documents (files or directories of *.json)
+    /// instead of reading a store.
+    #[arg(long, num_args = 1.., value_name = "PATH")]
+    pub from: Vec<PathBuf>,
+    /// Consensus mode (--from): weighted_vote, lattice, highest_weight, authoritative_first, most_recent.
+    #[arg(long, default_value = "weighted_vote")]
+    pub mode: vex_lens::domain::trust::Mode,
+    /// Issuer directory (--from). Default: config/issuers.toml when it exists.
+    #[arg(long)]
+    pub issuers: Option<PathBuf>,
+    /// Consensus knobs (--from). Default: config/default.toml when it exists.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Measure freshness at this RFC 3339 time (--from).
+    #[arg(long)]
+    pub as_of: Option<String>,
+    /// Skip unreadable or invalid documents (--from).
+    #[arg(long)]
+    pub keep_going: bool,
+    /// Largest document accepted, in bytes (--from).
+    #[arg(long, default_value_t = vex_lens::domain::normalise::DEFAULT_MAX_DOCUMENT_BYTES)]
+    pub max_document_bytes: usize,
+    /// Print every diagnostic (--from).
+    #[arg(short, long)]
+    pub verbose: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct VerifyArgs {
+    /// The bundle directory (its manifest.json is verified). Optional with --manifest.
+    #[arg(required_unless_present = "manifest")]
+    pub dir: Option<PathBuf>,
+    /// The manifest to verify (default: DIR/manifest.json).
+    #[arg(long)]
+    pub manifest: Option<PathBuf>,
+    /// Public key (SPKI PEM, securesystemslib key JSON, or hex) to check manifest.dsse.json
+    /// with. Without it the signature is NOT checked.
+    #[arg(long)]
+    pub public_key: Option<PathBuf>,
 }

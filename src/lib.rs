@@ -4,5 +4,6 @@
 
 pub mod crypto;
 pub mod domain;
+pub mod export;
 pub mod input;
 pub mod ports;

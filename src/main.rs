@@ -12,6 +12,9 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         cli::Command::Consensus(a) => commands::consensus::run(a),
         cli::Command::Normalise(a) => commands::consensus::run_normalise(a),
+        cli::Command::Keygen(a) => commands::keygen::run(a),
+        cli::Command::Export(a) => commands::export::run(a),
+        cli::Command::Verify(a) => Ok(commands::verify::run(a)),
     };
     match result {
         Ok(code) => code,

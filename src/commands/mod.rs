@@ -1,2 +1,5 @@
 //! One module per CLI command.
 pub mod consensus;
+pub mod export;
+pub mod keygen;
+pub mod verify;

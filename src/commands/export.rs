@@ -1,0 +1,87 @@
+//! `vex-lens export`: a consensus bundle from VEX files (`--from`) or a store.
+
+use crate::cli::{ExportArgs, ExportFormatArg, InputArgs};
+use crate::commands::consensus::{load_directory, load_knobs, load_observations};
+use anyhow::{bail, Context};
+use std::process::ExitCode;
+use vex_lens::crypto::SigningKey;
+use vex_lens::domain::consensus::batch;
+use vex_lens::domain::timestamp::Timestamp;
+use vex_lens::domain::trust::Policy;
+use vex_lens::export::{filter_since, write_bundle, ExportFormat, ExportRequest, ExportSummary};
+
+/// `--since`: RFC 3339, or milliseconds since the epoch.
+pub fn parse_since(s: &str) -> anyhow::Result<Timestamp> {
+    let t = s.trim();
+    if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
+        let ms: i64 = t.parse().context("--since: milliseconds out of range")?;
+        return Ok(Timestamp::from_unix_nanos(ms as i128 * 1_000_000, 3));
+    }
+    Timestamp::parse(t).with_context(|| format!("--since {s:?}: expected RFC 3339 or milliseconds since the epoch"))
+}
+
+fn load_signer(args: &ExportArgs) -> anyhow::Result<Option<SigningKey>> {
+    let Some(p) = &args.sign_key else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+    Ok(Some(SigningKey::from_pem(&text).with_context(|| format!("{}: not a usable private key", p.display()))?))
+}
+
+pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
+    let format = match args.format {
+        ExportFormatArg::Json => ExportFormat::Json,
+        ExportFormatArg::Ndjson => ExportFormat::Ndjson,
+        ExportFormatArg::Openvex => ExportFormat::Openvex,
+    };
+    let since = args.since.as_deref().map(parse_since).transpose()?;
+    // Load the key first: a bad key must fail before anything is written.
+    let signer = load_signer(&args)?;
+    let mut req = ExportRequest {
+        format,
+        manifest: args.manifest.clone(),
+        out_dir: args.out.clone(),
+        tenant: args.tenant.clone(),
+        since: since.map(|t| t.to_string()),
+        source: String::new(),
+        created_at: None,
+    };
+    let summary = if !args.from.is_empty() {
+        req.source = "files".into();
+        let tenant = args.tenant.clone().unwrap_or_else(|| "default".into());
+        req.tenant = Some(tenant.clone());
+        let as_of = args.as_of.as_deref().map(Timestamp::parse).transpose().context("--as-of")?;
+        let policy =
+            Policy::new(args.mode, load_directory(args.issuers.as_deref())?, load_knobs(args.config.as_deref())?)
+                .with_as_of(as_of);
+        let input = InputArgs {
+            paths: args.from.clone(),
+            tenant,
+            keep_going: args.keep_going,
+            max_document_bytes: args.max_document_bytes,
+            verbose: args.verbose,
+        };
+        let (observations, _) = load_observations(&input)?;
+        let (records, errors) = batch(observations, &policy, false);
+        for e in &errors {
+            eprintln!("warning: {e}");
+        }
+        let records = filter_since(records, since.as_ref());
+        write_bundle(&records, &req, signer.as_ref())?
+    } else {
+        bail!("no source: give --from PATH... (VEX files or directories)");
+    };
+    report(&summary);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn report(s: &ExportSummary) {
+    for f in &s.files {
+        eprintln!("wrote {} ({} bytes, sha256 {})", f.path, f.bytes, f.sha256);
+    }
+    eprintln!("wrote {} (bundle {}, {} record(s))", s.manifest.display(), s.bundle_id, s.counts.records);
+    match (&s.envelope, &s.keyid) {
+        (Some(e), Some(k)) => eprintln!("wrote {} (signed by key {k})", e.display()),
+        _ => eprintln!("manifest not signed (no --sign-key)"),
+    }
+}
