@@ -42,7 +42,7 @@ pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
         manifest: args.manifest.clone(),
         out_dir: args.out.clone(),
         tenant: args.tenant.clone(),
-        since: since.map(|t| t.to_string()),
+        since,
         source: String::new(),
         created_at: None,
     };

@@ -105,10 +105,12 @@ pub struct ExportRequest {
     pub manifest: PathBuf,
     /// Directory of the data files; default: the manifest's directory.
     pub out_dir: Option<PathBuf>,
-    /// Recorded in the manifest (the records are filtered by the caller / the store).
+    /// Only this tenant's records: recorded in the manifest; [`export_from_store`] asks
+    /// the store for them, [`write_bundle`] writes the records it is given.
     pub tenant: Option<String>,
-    /// Recorded in the manifest (RFC 3339).
-    pub since: Option<String>,
+    /// Only records changed at or after this time: recorded in the manifest;
+    /// [`export_from_store`] passes it to the store as `since_ms`.
+    pub since: Option<Timestamp>,
     /// Where the records came from: `files`, `mongodb`, `embedded`.
     pub source: String,
     /// `created_at` of the manifest; default: `SOURCE_DATE_EPOCH` when set, else the clock.
@@ -207,8 +209,8 @@ pub fn envelope_path(manifest: &Path) -> PathBuf {
     manifest.with_file_name(format!("{stem}.dsse.json"))
 }
 
-/// Serialises the snapshot file of `records` in `format`. `Ok(None)` only for OpenVEX
-/// with no records.
+/// Serialises the snapshot file of `records` in `format` ([`ExportError::Empty`] for
+/// OpenVEX with no records).
 pub fn snapshot_bytes(records: &[ConsensusRecord], format: ExportFormat) -> Result<Vec<u8>, ExportError> {
     let mut out = Vec::new();
     match format {
@@ -330,7 +332,7 @@ pub fn write_bundle(
         format: req.format,
         source: req.source.clone(),
         tenant: req.tenant.clone(),
-        since: req.since.clone(),
+        since: req.since.map(|t| t.to_string()),
         snapshot_time: openvex::newest_evaluation_time(records).map(|t| t.to_string()),
         counts: counts.clone(),
         files: files.clone(),
@@ -367,17 +369,16 @@ pub fn filter_since(records: Vec<ConsensusRecord>, since: Option<&Timestamp>) ->
     }
 }
 
-/// Exports the current records of a store (optionally one tenant's, changed at or after
-/// `since_ms`): what the export actor runs for a job. The file writes are blocking; run
-/// it on a thread that may block (e.g. a `SyncArbiter` or `spawn_blocking`).
+/// Exports the current records of a store (`req.tenant`'s, or all; changed at or after
+/// `req.since`, or all): what the export actor runs for a job. The file writes are
+/// blocking; run it where blocking is allowed (e.g. a `SyncArbiter`, `spawn_blocking`, or
+/// a current-thread runtime of its own).
 pub async fn export_from_store<S: ConsensusStore + ?Sized>(
     store: &S,
-    tenant: Option<&str>,
-    since_ms: Option<i64>,
     req: &ExportRequest,
     signer: Option<&SigningKey>,
 ) -> Result<ExportSummary, ExportError> {
-    let records = store.list_records(tenant, since_ms).await?;
+    let records = store.list_records(req.tenant.as_deref(), req.since.map(|t| t.unix_millis())).await?;
     write_bundle(&records, req, signer)
 }
 

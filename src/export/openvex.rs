@@ -10,7 +10,9 @@
 //! * `affected`, `not_affected`, `fixed`, `under_investigation` are written as they are;
 //!   `disputed` and `inconclusive` are written as `under_investigation` with
 //!   `status_notes` naming the consensus status, the leading status and every conflict.
-//! * `products[0]["@id"]` is the artifact key (a purl for purl artifacts); purls are also
+//! * `products[0]["@id"]` is the artifact key (a purl for purl artifacts) as an IRI
+//!   (characters an IRI cannot hold, e.g. `>` and `|` of a version-range name key, are
+//!   percent-encoded, see [`iri`]); purls are also
 //!   given as `identifiers.purl`, CPE 2.3 names as `identifiers.cpe23`, `sha256:` keys as
 //!   `hashes["sha-256"]`. When every counted statement of the leading status is scoped to
 //!   the same subcomponents, they are listed as `subcomponents`.
@@ -126,9 +128,33 @@ fn status_notes(r: &ConsensusRecord) -> String {
     notes
 }
 
+/// `key` as an IRI: ASCII characters an IRI cannot contain (controls, space, `"`, `<`,
+/// `>`, `\`, `^`, backtick, `{`, `|`, `}`, and a `%` that does not start an escape) are
+/// percent-encoded; anything else, including non-ASCII, is kept. A valid purl is unchanged.
+pub fn iri(key: &str) -> String {
+    let bytes = key.as_bytes();
+    let mut out = String::with_capacity(key.len());
+    for (i, c) in key.char_indices() {
+        let escape = match c {
+            '%' => {
+                !(bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                    && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+            }
+            ' ' | '"' | '<' | '>' | '\\' | '^' | '`' | '{' | '|' | '}' => true,
+            c => c.is_ascii_control(),
+        };
+        if escape {
+            out.push_str(&format!("%{:02X}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn product(artifact: &str) -> Value {
     let mut p = Map::new();
-    p.insert("@id".into(), Value::String(artifact.to_string()));
+    p.insert("@id".into(), Value::String(iri(artifact)));
     if artifact.starts_with("pkg:") {
         p.insert("identifiers".into(), json!({ "purl": artifact }));
     } else if artifact.starts_with("cpe:2.3:") {
@@ -200,4 +226,17 @@ fn statement(r: &ConsensusRecord) -> Value {
 
 fn digest_hex(d: &str) -> &str {
     d.strip_prefix("sha256:").unwrap_or(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::iri;
+
+    #[test]
+    fn iri_escapes_only_what_an_iri_cannot_hold() {
+        assert_eq!(iri("pkg:npm/%40angular/core@1.0.0?arch=x86_64"), "pkg:npm/%40angular/core@1.0.0?arch=x86_64");
+        assert_eq!(iri("name:/abc@vers:generic/>=1.0|<=2.3"), "name:/abc@vers:generic/%3E=1.0%7C%3C=2.3");
+        assert_eq!(iri("name:a b/100%"), "name:a%20b/100%25");
+        assert_eq!(iri("name:é"), "name:é");
+    }
 }
