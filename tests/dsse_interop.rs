@@ -6,6 +6,9 @@
 //!   from securesystemslib's key dict, and our key id equals its key id;
 //! * a private key written by `generate_keypair` loads in pyca/cryptography, and what
 //!   securesystemslib signs with it verifies here under the same key id.
+//! * the `manifest.dsse.json` of a bundle from `vex-lens export --sign-key`, with keys from
+//!   `vex-lens keygen`, verifies with securesystemslib under the key id keygen printed,
+//!   and its payload is the manifest file byte for byte.
 //!
 //! Setup: a venv in `$CARGO_TARGET_TMPDIR/interop-venv` with
 //! `integration-tests/interop/requirements.txt` installed (reused on later runs). If the
@@ -254,4 +257,69 @@ fn ed25519_generated_key_signs_in_securesystemslib() {
 #[test]
 fn ecdsa_p256_generated_key_signs_in_securesystemslib() {
     our_key_signs_in_sslib(KeyAlg::EcdsaP256);
+}
+
+/// A bundle exported with `vex-lens export --sign-key`, with keys from `vex-lens keygen`:
+/// securesystemslib verifies `manifest.dsse.json` with the printed public key, under the
+/// key id `keygen` printed, and the payload it verified is exactly `manifest.json`'s bytes;
+/// a manifest signed by another key is rejected there too.
+fn exported_manifest_verifies_in_sslib(alg: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let vex_lens = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_vex-lens")).current_dir(root).args(args).output().unwrap();
+        assert!(out.status.success(), "vex-lens {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let printed = vex_lens(&["keygen", "--alg", alg, "--out", "key.pem", "--public-out", "key.pub.pem"]);
+    let keyid = printed.lines().find_map(|l| l.strip_prefix("keyid: ")).expect("keyid line").to_string();
+    vex_lens(&["keygen", "--alg", alg, "--out", "other.pem", "--public-out", "other.pub.pem"]);
+    let (_, doc) = payloads().remove(1);
+    std::fs::write(root.join("doc.json"), doc).unwrap();
+    vex_lens(&[
+        "export",
+        "--format",
+        "openvex",
+        "--manifest",
+        "out/manifest.json",
+        "--from",
+        "doc.json",
+        "--sign-key",
+        "key.pem",
+    ]);
+    let env_path = root.join("out/manifest.dsse.json");
+    let (code, out) =
+        sslib(&["verify", "--envelope", path_str(&env_path), "--public-key", path_str(&root.join("key.pub.pem"))]);
+    assert_eq!(code, 0, "{alg}: securesystemslib rejected the export's manifest envelope: {out}");
+    assert_eq!(out["keyids"], serde_json::json!([keyid]), "{alg}");
+    assert_eq!(out["key_keyid"], keyid.as_str(), "{alg}: keygen's key id differs from securesystemslib's");
+    // What securesystemslib parsed as the payload is the manifest file, byte for byte.
+    let check = Command::new(venv_python())
+        .args([
+            "-c",
+            "import json,sys\nfrom securesystemslib.dsse import Envelope\n\
+             env = Envelope.from_dict(json.load(open(sys.argv[1])))\n\
+             ok = env.payload == open(sys.argv[2], 'rb').read() and env.payload_type == sys.argv[3]\n\
+             print(json.dumps({'ok': ok}))\nsys.exit(0 if ok else 1)",
+        ])
+        .arg(&env_path)
+        .arg(root.join("out/manifest.json"))
+        .arg(vex_lens::export::MANIFEST_PAYLOAD_TYPE)
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "{alg}: payload is not the manifest: {}", String::from_utf8_lossy(&check.stderr));
+    // The other key does not verify it.
+    let (code, out) =
+        sslib(&["verify", "--envelope", path_str(&env_path), "--public-key", path_str(&root.join("other.pub.pem"))]);
+    assert_eq!((code, &out["ok"]), (1, &Value::Bool(false)), "{alg}: accepted with the wrong key: {out}");
+}
+
+#[test]
+fn ed25519_exported_manifest_verifies_in_securesystemslib() {
+    exported_manifest_verifies_in_sslib("ed25519");
+}
+
+#[test]
+fn ecdsa_p256_exported_manifest_verifies_in_securesystemslib() {
+    exported_manifest_verifies_in_sslib("ecdsa-p256");
 }

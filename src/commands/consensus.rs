@@ -124,26 +124,46 @@ pub fn write_records<W: Write>(out: &mut W, records: &[ConsensusRecord], format:
             writeln!(out)?;
         }
         OutputFormat::Table => {
-            writeln!(
-                out,
-                "{:<60} {:<20} {:<20} {:>10} {:>5}  CONFLICTS",
-                "ARTIFACT", "VULNERABILITY", "STATUS", "CONFIDENCE", "STMTS"
-            )?;
-            for r in records {
-                let status = match (r.status.as_str(), r.leading_status) {
-                    (s @ ("disputed" | "inconclusive"), Some(l)) => format!("{s}({})", l.as_str()),
-                    (s, _) => s.to_string(),
-                };
-                let conflicts: Vec<&str> = r.conflicts.iter().map(|c| c.reason.as_str()).collect();
+            let rows: Vec<[String; 6]> = records
+                .iter()
+                .map(|r| {
+                    let status = match (r.status.as_str(), r.leading_status) {
+                        (s @ ("disputed" | "inconclusive"), Some(l)) => format!("{s}({})", l.as_str()),
+                        (s, _) => s.to_string(),
+                    };
+                    let conflicts: Vec<&str> = r.conflicts.iter().map(|c| c.reason.as_str()).collect();
+                    [
+                        r.artifact.clone(),
+                        r.vulnerability.clone(),
+                        status,
+                        format!("{:.3}", r.confidence),
+                        r.statements.len().to_string(),
+                        if conflicts.is_empty() { "-".to_string() } else { conflicts.join(",") },
+                    ]
+                })
+                .collect();
+            let header = ["ARTIFACT", "VULNERABILITY", "STATUS", "CONFIDENCE", "STMTS", "CONFLICTS"].map(String::from);
+            let mut w = [0usize; 6];
+            for row in std::iter::once(&header).chain(rows.iter()) {
+                for (i, c) in row.iter().enumerate() {
+                    w[i] = w[i].max(c.chars().count());
+                }
+            }
+            for row in std::iter::once(&header).chain(rows.iter()) {
                 writeln!(
                     out,
-                    "{:<60} {:<20} {:<20} {:>10.3} {:>5}  {}",
-                    r.artifact,
-                    r.vulnerability,
-                    status,
-                    r.confidence,
-                    r.statements.len(),
-                    if conflicts.is_empty() { "-".to_string() } else { conflicts.join(",") }
+                    "{:<w0$}  {:<w1$}  {:<w2$}  {:>w3$}  {:>w4$}  {}",
+                    row[0],
+                    row[1],
+                    row[2],
+                    row[3],
+                    row[4],
+                    row[5],
+                    w0 = w[0],
+                    w1 = w[1],
+                    w2 = w[2],
+                    w3 = w[3],
+                    w4 = w[4]
                 )?;
             }
         }
