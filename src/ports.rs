@@ -70,7 +70,11 @@ pub trait ConsensusStore: Send + Sync + 'static {
     async fn get_record(&self, pair: &PairKey) -> Result<Option<ConsensusRecord>, StoreError>;
     /// Current records, optionally of one tenant and changed at or after `since_ms`,
     /// sorted by artifact, vulnerability, tenant.
-    async fn list_records(&self, tenant: Option<&str>, since_ms: Option<i64>) -> Result<Vec<ConsensusRecord>, StoreError>;
+    async fn list_records(
+        &self,
+        tenant: Option<&str>,
+        since_ms: Option<i64>,
+    ) -> Result<Vec<ConsensusRecord>, StoreError>;
     /// Number of open conflicts (`vex_conflict_queue`).
     async fn conflict_queue_depth(&self) -> Result<u64, StoreError>;
     /// Upserts a verification by `envelope_digest`.

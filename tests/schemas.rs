@@ -28,8 +28,13 @@ fn records_and_observations_validate_against_their_schemas() {
     files.sort();
     let mut obs = Vec::new();
     for f in &files {
-        let doc = normalise_bytes(&f.display().to_string(), &std::fs::read(f).unwrap(), &IngestContext::default(), DEFAULT_MAX_DOCUMENT_BYTES)
-            .unwrap();
+        let doc = normalise_bytes(
+            &f.display().to_string(),
+            &std::fs::read(f).unwrap(),
+            &IngestContext::default(),
+            DEFAULT_MAX_DOCUMENT_BYTES,
+        )
+        .unwrap();
         obs.extend(doc.observations);
     }
     for o in &obs {
