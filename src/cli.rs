@@ -28,6 +28,11 @@ pub enum Command {
     /// signature when --public-key is given. Exit 0 ok, 3 hash mismatch or missing file,
     /// 4 bad or missing signature, 5 unexpected error.
     Verify(VerifyArgs),
+    /// Run the stream processor: Kafka documents topic (or, by default, a watched
+    /// directory / NDJSON on stdin) to consensus records in MongoDB (or the embedded store).
+    Serve(ServeArgs),
+    /// Print the current consensus records of a store (as `consensus` prints them).
+    Records(RecordsArgs),
 }
 
 /// Output format of records.
@@ -184,4 +189,74 @@ pub struct VerifyArgs {
     /// with. Without it the signature is NOT checked.
     #[arg(long)]
     pub public_key: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug, Default)]
+pub struct ServeArgs {
+    /// Configuration file (default: config/default.toml when it exists). Environment
+    /// variables VEXLENS_<SECTION>__<KEY> override it; these flags override both.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Kafka bootstrap servers (Kafka mode); without it documents come from --ingest-dir/--stdin.
+    #[arg(long)]
+    pub kafka_brokers: Option<String>,
+    /// Documents topic.
+    #[arg(long)]
+    pub topic: Option<String>,
+    /// Observations topic (keyed <tenant>/<package>).
+    #[arg(long)]
+    pub observations_topic: Option<String>,
+    /// Dead-letter topic of the documents topic (default <topic>.dlq).
+    #[arg(long)]
+    pub dlq_topic: Option<String>,
+    /// Consumer group id.
+    #[arg(long)]
+    pub group_id: Option<String>,
+    /// MongoDB connection string; without it results go to the embedded store under --data-dir.
+    #[arg(long)]
+    pub mongo_uri: Option<String>,
+    /// MongoDB database.
+    #[arg(long)]
+    pub mongo_db: Option<String>,
+    /// HTTP listen address (health, metrics, status).
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Directory watched for *.json VEX documents (embedded mode).
+    #[arg(long)]
+    pub ingest_dir: Option<PathBuf>,
+    /// Read NDJSON VEX documents from stdin (embedded mode).
+    #[arg(long)]
+    pub stdin: bool,
+    /// Directory of the embedded store.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Largest document/message accepted, in bytes; larger ones are dead-lettered.
+    #[arg(long)]
+    pub max_message_bytes: Option<usize>,
+    /// Tenant of documents without a tenant header (and of embedded inputs).
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// Embedded mode: process the files present (and stdin to EOF), write, exit 0.
+    #[arg(long)]
+    pub once: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RecordsArgs {
+    /// Directory of the embedded store (default: ./data, or [store] data_dir of the config).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Read from MongoDB instead.
+    #[arg(long)]
+    pub mongo_uri: Option<String>,
+    #[arg(long, default_value = "vexlens")]
+    pub mongo_db: String,
+    /// Only this tenant's records.
+    #[arg(long)]
+    pub tenant: Option<String>,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Ndjson)]
+    pub format: OutputFormat,
+    /// Print the dead letters of the embedded store instead (NDJSON).
+    #[arg(long)]
+    pub dead_letters: bool,
 }

@@ -2,8 +2,14 @@
 //!
 //! `domain` and `crypto` are pure libraries; the rest wires them to I/O.
 
+pub mod actors;
+pub mod adapters;
+pub mod app;
+pub mod config;
 pub mod crypto;
 pub mod domain;
 pub mod export;
+pub mod http;
 pub mod input;
 pub mod ports;
+pub mod telemetry;

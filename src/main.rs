@@ -15,6 +15,8 @@ fn main() -> std::process::ExitCode {
         cli::Command::Keygen(a) => commands::keygen::run(a),
         cli::Command::Export(a) => commands::export::run(a),
         cli::Command::Verify(a) => Ok(commands::verify::run(a)),
+        cli::Command::Serve(a) => commands::serve::run(a),
+        cli::Command::Records(a) => commands::serve::run_records(a),
     };
     match result {
         Ok(code) => code,

@@ -2,4 +2,5 @@
 pub mod consensus;
 pub mod export;
 pub mod keygen;
+pub mod serve;
 pub mod verify;

@@ -1,0 +1,187 @@
+//! ExportActor: the single writer. Batches `Persist` messages, writes observations then
+//! records (idempotent upserts), and only then fires their completion signals.
+//!
+//! Invariants: writes happen in the order messages arrived; a store error is retried
+//! with exponential backoff forever (never dropped) while the mailbox fills up and
+//! back-pressures the pipeline; a `LoadPackage` or `Drain` is answered only after every
+//! earlier `Persist` is durable. Runs under an actix `Supervisor`: on restart the
+//! pending batch (kept in the actor) is flushed again.
+
+use super::messages::{Done, Drain, LoadPackage, Persist};
+use crate::domain::consensus::ConsensusRecord;
+use crate::domain::model::Observation;
+use crate::ports::{ConsensusStore, StoreError};
+use crate::telemetry::events::{ConflictQueueDepth, ObservationsDurable, RecordChanged, StoreRetry};
+use actix::prelude::*;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Tuning of the export actor.
+#[derive(Clone, Debug)]
+pub struct ExportSettings {
+    pub batch_max: usize,
+    pub flush_after: Duration,
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+    pub mailbox_capacity: usize,
+}
+
+#[derive(Default)]
+struct Batch {
+    observations: Vec<Observation>,
+    records: Vec<ConsensusRecord>,
+    done: Vec<Done>,
+}
+
+impl Batch {
+    fn is_empty(&self) -> bool {
+        self.observations.is_empty() && self.records.is_empty() && self.done.is_empty()
+    }
+}
+
+pub struct ExportActor {
+    store: Arc<dyn ConsensusStore>,
+    settings: ExportSettings,
+    pending: Batch,
+    flush_scheduled: bool,
+    last_depth: Option<Instant>,
+}
+
+impl ExportActor {
+    pub fn new(store: Arc<dyn ConsensusStore>, settings: ExportSettings) -> Self {
+        ExportActor { store, settings, pending: Batch::default(), flush_scheduled: false, last_depth: None }
+    }
+
+    /// Writes the pending batch; blocks the mailbox until it is durable.
+    fn flush(&mut self, ctx: &mut Context<Self>) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.pending);
+        let store = self.store.clone();
+        let settings = self.settings.clone();
+        let read_depth = self.last_depth.map_or(true, |t| t.elapsed() >= Duration::from_secs(1));
+        if read_depth {
+            self.last_depth = Some(Instant::now());
+        }
+        let fut = async move {
+            let Batch { observations, records, done } = batch;
+            retry(&settings, "put_observations", || store.put_observations(&observations)).await;
+            let now = now_ms();
+            retry(&settings, "put_records", || store.put_records(&records, now)).await;
+            let durable_at = now_ms();
+            let received: Vec<i64> = observations.iter().filter_map(|o| o.provenance.received_at_ms).collect();
+            ObservationsDurable {
+                observations: observations.len(),
+                records: records.len(),
+                received_at_ms: &received,
+                now_ms: durable_at,
+            }
+            .emit();
+            for r in &records {
+                let corr = observations.iter().find_map(|o| o.provenance.correlation_id.as_deref());
+                RecordChanged { record: r, correlation_id: corr }.emit();
+            }
+            for d in done {
+                let _ = d.send(());
+            }
+            if read_depth {
+                if let Ok(depth) = store.conflict_queue_depth().await {
+                    ConflictQueueDepth { depth }.emit();
+                }
+            }
+        };
+        ctx.wait(fut.into_actor(self));
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// Runs `op` until it succeeds, with exponential backoff between attempts.
+pub async fn retry<T, F, Fut>(settings: &ExportSettings, operation: &str, mut op: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, StoreError>>,
+{
+    let mut delay = settings.retry_initial;
+    let mut attempt = 1u32;
+    loop {
+        match op().await {
+            Ok(v) => return v,
+            Err(e) => {
+                StoreRetry { operation, attempt, error: &e.to_string(), delay }.emit();
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(settings.retry_max);
+                attempt = attempt.saturating_add(1);
+            }
+        }
+    }
+}
+
+impl Actor for ExportActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(self.settings.mailbox_capacity);
+    }
+}
+
+impl Supervised for ExportActor {
+    fn restarting(&mut self, ctx: &mut Context<Self>) {
+        tracing::warn!(event = "export_actor_restarting", pending = self.pending.observations.len(), "restarting");
+        self.flush_scheduled = false;
+        let delay = self.settings.retry_initial;
+        ctx.run_later(delay, |act, ctx| act.flush(ctx));
+    }
+}
+
+impl Handler<Persist> for ExportActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Persist, ctx: &mut Context<Self>) {
+        self.pending.observations.extend(msg.observations);
+        self.pending.records.extend(msg.records);
+        self.pending.done.extend(msg.done);
+        if self.pending.observations.len() + self.pending.records.len() >= self.settings.batch_max {
+            self.flush(ctx);
+        } else if !self.flush_scheduled {
+            self.flush_scheduled = true;
+            ctx.run_later(self.settings.flush_after, |act, ctx| {
+                act.flush_scheduled = false;
+                act.flush(ctx);
+            });
+        }
+    }
+}
+
+impl Handler<LoadPackage> for ExportActor {
+    type Result = AtomicResponse<Self, Vec<Observation>>;
+
+    fn handle(&mut self, msg: LoadPackage, ctx: &mut Context<Self>) -> Self::Result {
+        self.flush(ctx);
+        let store = self.store.clone();
+        let settings = self.settings.clone();
+        AtomicResponse::new(Box::pin(
+            async move {
+                retry(&settings, "observations_for_package", || {
+                    store.observations_for_package(&msg.tenant, &msg.package)
+                })
+                .await
+            }
+            .into_actor(self),
+        ))
+    }
+}
+
+impl Handler<Drain> for ExportActor {
+    type Result = AtomicResponse<Self, ()>;
+
+    fn handle(&mut self, _: Drain, ctx: &mut Context<Self>) -> Self::Result {
+        self.flush(ctx);
+        AtomicResponse::new(Box::pin(actix::fut::ready(())))
+    }
+}

@@ -1,0 +1,87 @@
+//! Messages between the actors. Every message that carries work carries the completion
+//! signal(s) fired once that work is durable; dropping one unfired means "not done" (the
+//! source then never acknowledges the input, so it is replayed).
+
+use crate::domain::consensus::ConsensusRecord;
+use crate::domain::model::{IngestContext, Observation};
+use actix::Message;
+use tokio::sync::oneshot;
+
+/// Fired when an observation and the records it changed are durable.
+pub type Done = oneshot::Sender<()>;
+
+/// To the ingest workers: normalise one document (or DSSE envelope around one).
+#[derive(Message)]
+#[rtype(result = "IngestOutcome")]
+pub struct NormaliseDocument {
+    /// Names the document in errors and provenance (path, or `kafka:topic/partition@offset`).
+    pub name: String,
+    pub bytes: Vec<u8>,
+    pub ctx: IngestContext,
+    pub max_bytes: usize,
+}
+
+/// What became of a document.
+#[derive(Debug, actix::MessageResponse)]
+pub enum IngestOutcome {
+    Observations {
+        observations: Vec<Observation>,
+        format: &'static str,
+        diagnostics: usize,
+        /// Whether the document came in a DSSE envelope.
+        enveloped: bool,
+    },
+    /// Bad input: dead-letter it with this reason code and detail.
+    DeadLetter { reason: &'static str, detail: String },
+}
+
+/// To the registry: route an observation to the actor owning its (tenant, package).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Route {
+    pub observation: Observation,
+    pub done: Done,
+}
+
+/// To the registry: drop every artifact actor (partitions were revoked); they rebuild
+/// from the store on their next observation.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ResetActors;
+
+/// To the registry: how many artifact actors are alive.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct LiveActors;
+
+/// To an artifact actor: apply one observation.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Apply {
+    pub observation: Observation,
+    pub done: Done,
+}
+
+/// To the export actor: make observations and the records they changed durable, then
+/// fire `done`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Persist {
+    pub observations: Vec<Observation>,
+    pub records: Vec<ConsensusRecord>,
+    pub done: Vec<Done>,
+}
+
+/// To the export actor: every stored observation of (tenant, package), read after all
+/// earlier `Persist`s are durable (so a rebuilt actor sees everything acknowledged).
+#[derive(Message)]
+#[rtype(result = "Vec<Observation>")]
+pub struct LoadPackage {
+    pub tenant: String,
+    pub package: String,
+}
+
+/// To the export actor: write everything pending; answers when it is durable.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Drain;

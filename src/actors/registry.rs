@@ -1,0 +1,142 @@
+//! ArtifactRegistry: owns the artifact actors, one per (tenant, package), created on
+//! demand and evicted when idle or when the live bound is reached.
+//!
+//! Invariants: an actor with observations in flight is never evicted (its successor
+//! would rebuild without them); after `ResetActors` (partition revocation) no actor from
+//! before the reset receives new work once idle, so states are rebuilt from the store;
+//! the number of live actors stays at `max_live` plus those busy at the moment.
+
+use super::artifact::ArtifactActor;
+use super::exporter::ExportActor;
+use super::messages::{Apply, LiveActors, ResetActors, Route};
+use crate::domain::trust::Policy;
+use actix::prelude::*;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Tuning of the registry.
+#[derive(Clone, Debug)]
+pub struct RegistrySettings {
+    pub max_live: usize,
+    pub idle_evict: Duration,
+    pub mailbox_capacity: usize,
+}
+
+struct Entry {
+    addr: Addr<ArtifactActor>,
+    last_used: Instant,
+    in_flight: usize,
+    generation: u64,
+}
+
+pub struct ArtifactRegistry {
+    policy: Arc<Policy>,
+    export: Addr<ExportActor>,
+    settings: RegistrySettings,
+    actors: HashMap<(String, String), Entry>,
+    generation: u64,
+}
+
+impl ArtifactRegistry {
+    pub fn new(policy: Arc<Policy>, export: Addr<ExportActor>, settings: RegistrySettings) -> Self {
+        ArtifactRegistry { policy, export, settings, actors: HashMap::new(), generation: 0 }
+    }
+
+    fn evict_idle(&mut self, older_than: Duration) {
+        let now = Instant::now();
+        let gen = self.generation;
+        self.actors
+            .retain(|_, e| e.in_flight > 0 || (e.generation == gen && now.duration_since(e.last_used) < older_than));
+    }
+
+    /// Evicts least recently used idle actors until there is room for one more.
+    fn make_room(&mut self) {
+        if self.actors.len() < self.settings.max_live {
+            return;
+        }
+        let mut idle: Vec<(Instant, (String, String))> =
+            self.actors.iter().filter(|(_, e)| e.in_flight == 0).map(|(k, e)| (e.last_used, k.clone())).collect();
+        idle.sort();
+        let excess = self.actors.len() + 1 - self.settings.max_live;
+        for (_, k) in idle.into_iter().take(excess) {
+            self.actors.remove(&k);
+        }
+    }
+
+    fn actor_for(&mut self, key: &(String, String)) -> Addr<ArtifactActor> {
+        let stale = self.actors.get(key).is_some_and(|e| e.generation != self.generation && e.in_flight == 0);
+        if stale {
+            self.actors.remove(key);
+        }
+        if !self.actors.contains_key(key) {
+            self.make_room();
+            let actor = ArtifactActor::new(
+                key.0.clone(),
+                key.1.clone(),
+                self.policy.clone(),
+                self.export.clone(),
+                self.settings.mailbox_capacity,
+            );
+            let entry =
+                Entry { addr: actor.start(), last_used: Instant::now(), in_flight: 0, generation: self.generation };
+            self.actors.insert(key.clone(), entry);
+        }
+        let e = self.actors.get_mut(key).expect("inserted above");
+        e.last_used = Instant::now();
+        e.in_flight += 1;
+        e.addr.clone()
+    }
+}
+
+impl Actor for ArtifactRegistry {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(self.settings.mailbox_capacity);
+        let every = (self.settings.idle_evict / 4).clamp(Duration::from_millis(100), Duration::from_secs(30));
+        ctx.run_interval(every, |act, _| {
+            let idle = act.settings.idle_evict;
+            act.evict_idle(idle);
+        });
+    }
+}
+
+impl Handler<Route> for ArtifactRegistry {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, msg: Route, _: &mut Context<Self>) -> Self::Result {
+        let key = (msg.observation.tenant.clone(), msg.observation.package.clone());
+        let addr = self.actor_for(&key);
+        let sent = addr.send(Apply { observation: msg.observation, done: msg.done });
+        Box::pin(async move { sent.await }.into_actor(self).map(move |res, act, _| {
+            if let Err(e) = res {
+                tracing::error!(event = "artifact_actor_unreachable", error = %e, "observation not applied");
+            }
+            if let Some(e) = act.actors.get_mut(&key) {
+                if e.addr == addr {
+                    e.in_flight = e.in_flight.saturating_sub(1);
+                    e.last_used = Instant::now();
+                }
+            }
+        }))
+    }
+}
+
+impl Handler<ResetActors> for ArtifactRegistry {
+    type Result = ();
+
+    fn handle(&mut self, _: ResetActors, _: &mut Context<Self>) {
+        self.generation += 1;
+        self.evict_idle(Duration::ZERO);
+        tracing::info!(event = "artifact_actors_reset", busy = self.actors.len(), "artifact actors dropped");
+    }
+}
+
+impl Handler<LiveActors> for ArtifactRegistry {
+    type Result = usize;
+
+    fn handle(&mut self, _: LiveActors, _: &mut Context<Self>) -> usize {
+        self.actors.len()
+    }
+}

@@ -1,0 +1,158 @@
+//! The [`ConsensusStore`] contract, written once as a generic async function and run
+//! against every adapter: the embedded store in `cargo test`, MongoDB in the
+//! integration tests.
+//!
+//! Invariants: the suite uses a tenant unique to each run, so it passes on a store that
+//! already holds data (depth checks are relative), and it panics with a message naming
+//! the broken clause.
+
+use crate::domain::consensus::{ConsensusRecord, PackageState, PairKey};
+use crate::domain::keys::parse_key;
+use crate::domain::model::{IssuerSource, Observation, Provenance, Signature, SourceFormat, Status, TimestampSource};
+use crate::domain::timestamp::Timestamp;
+use crate::domain::trust::Policy;
+use crate::ports::{ConsensusStore, VerificationRecord};
+use std::collections::BTreeSet;
+
+/// A test observation (`issuer` says `status` about `artifact`/`vuln` for `tenant`).
+pub fn sample_observation(tenant: &str, issuer: &str, artifact: &str, vuln: &str, status: Status) -> Observation {
+    let k = parse_key(artifact).expect("sample artifact key parses");
+    Observation {
+        id: String::new(),
+        tenant: tenant.into(),
+        issuer: Some(issuer.into()),
+        issuer_source: IssuerSource::Document,
+        artifact: k.key,
+        package: k.package,
+        scope: vec![],
+        vulnerability: vuln.into(),
+        aliases: vec![vuln.into()],
+        status,
+        status_original: status.as_str().into(),
+        justification: None,
+        justification_original: None,
+        impact_statement: (status == Status::NotAffected).then(|| "not reachable".to_string()),
+        action_statement: None,
+        timestamp: Timestamp::parse("2024-05-01T10:00:00Z").expect("valid timestamp"),
+        timestamp_source: TimestampSource::Statement,
+        document_id: Some(format!("doc-{issuer}")),
+        document_version: Some("1".into()),
+        document_digest: format!(
+            "sha256:{}",
+            crate::domain::canonical::sha256_hex(format!("{tenant}{issuer}{artifact}{vuln}").as_bytes())
+        ),
+        position: 0,
+        format: SourceFormat::Openvex,
+        signature: Signature::default(),
+        provenance: Provenance { source: Some("contract".into()), correlation_id: None, received_at_ms: Some(1) },
+    }
+    .with_id()
+}
+
+fn records_of(obs: &[Observation], pair: &PairKey) -> ConsensusRecord {
+    let mut st = PackageState::new();
+    for o in obs {
+        st.apply(o.clone()).expect("sample observation applies");
+    }
+    st.evaluate(pair, &Policy::default(), false).expect("pair has a record")
+}
+
+fn ids(v: &[Observation]) -> BTreeSet<String> {
+    v.iter().map(|o| o.id.clone()).collect()
+}
+
+/// Runs every clause of the [`ConsensusStore`] contract against `store`.
+pub async fn store_contract_suite<S: ConsensusStore>(store: &S) {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let tenant = format!("contract-{nanos}");
+    let other_tenant = format!("{tenant}-other");
+
+    // init is idempotent; ping answers.
+    store.init().await.expect("init");
+    store.init().await.expect("init twice");
+    store.ping().await.expect("ping");
+
+    // Observations: upsert by id, first provenance kept, grouped by (tenant, package).
+    let a = sample_observation(&tenant, "vendor", "pkg:npm/contract-a@1.0.0", "CVE-2024-0001", Status::Affected);
+    let b = sample_observation(&tenant, "scanner", "pkg:npm/contract-a@1.0.0", "CVE-2024-0001", Status::NotAffected);
+    let c = sample_observation(&tenant, "vendor", "pkg:npm/contract-b@2.0.0", "CVE-2024-0001", Status::Fixed);
+    let d = sample_observation(&other_tenant, "vendor", "pkg:npm/contract-a@1.0.0", "CVE-2024-0001", Status::Fixed);
+    store.put_observations(&[a.clone(), c.clone(), d.clone()]).await.expect("put_observations");
+    let mut a_again = a.clone();
+    a_again.provenance.source = Some("replayed".into());
+    store.put_observations(&[a_again, b.clone()]).await.expect("put_observations is an upsert");
+    store.put_observations(&[]).await.expect("empty put_observations");
+    let got = store.observations_for_package(&tenant, &a.package).await.expect("observations_for_package");
+    assert_eq!(ids(&got), ids(&[a.clone(), b.clone()]), "observations_for_package returns exactly that package's");
+    assert_eq!(got.len(), 2, "a replayed observation is stored once");
+    let stored_a = got.iter().find(|o| o.id == a.id).expect("a is stored");
+    assert_eq!(stored_a, &a, "an observation round-trips unchanged, keeping its first provenance");
+    let other = store.observations_for_package(&other_tenant, &a.package).await.expect("other tenant");
+    assert_eq!(ids(&other), ids(&[d.clone()]), "observations are per tenant");
+    let none = store.observations_for_package(&tenant, "pkg:npm/contract-none").await.expect("unknown package");
+    assert!(none.is_empty(), "an unknown package has no observations");
+
+    // Records: upsert by pair, changed_at only moves when the digest changes, conflict queue.
+    let pair = PairKey { tenant: tenant.clone(), artifact: a.artifact.clone(), vulnerability: a.vulnerability.clone() };
+    let agreed = records_of(&[a.clone()], &pair);
+    let disputed = records_of(&[a.clone(), b.clone()], &pair);
+    assert!(agreed.conflicts.is_empty() && !disputed.conflicts.is_empty(), "fixture: one clean, one conflicted");
+    let pair_c =
+        PairKey { tenant: tenant.clone(), artifact: c.artifact.clone(), vulnerability: c.vulnerability.clone() };
+    let rec_c = records_of(&[c.clone()], &pair_c);
+
+    assert_eq!(store.get_record(&pair).await.expect("get_record"), None, "no record before the first write");
+    let depth0 = store.conflict_queue_depth().await.expect("depth");
+    store.put_records(&[agreed.clone()], 1_000).await.expect("put_records");
+    let got = store.get_record(&pair).await.expect("get_record").expect("record stored");
+    assert_eq!(got.consensus_digest, agreed.consensus_digest, "get_record returns the written record");
+    assert_eq!(got, agreed, "a record round-trips unchanged");
+    assert_eq!(got.compute_digest(), got.consensus_digest, "a stored record re-digests to its digest");
+    assert_eq!(store.conflict_queue_depth().await.expect("depth"), depth0, "a clean record opens no conflict");
+
+    store.put_records(&[disputed.clone()], 2_000).await.expect("put_records changed");
+    assert_eq!(store.conflict_queue_depth().await.expect("depth"), depth0 + 1, "a conflicted record is queued");
+    store.put_records(&[disputed.clone()], 3_000).await.expect("put_records replay");
+    assert_eq!(store.conflict_queue_depth().await.expect("depth"), depth0 + 1, "queueing is idempotent");
+    store.put_records(&[rec_c.clone()], 4_000).await.expect("put_records other pair");
+
+    let all = store.list_records(Some(&tenant), None).await.expect("list_records");
+    assert_eq!(all.len(), 2, "one current record per pair");
+    assert_eq!(all[0].artifact, a.artifact, "sorted by artifact");
+    assert_eq!(all[0].consensus_digest, disputed.consensus_digest, "the latest write is current");
+    let since = store.list_records(Some(&tenant), Some(2_500)).await.expect("list_records since");
+    assert_eq!(
+        since.iter().map(|r| r.artifact.clone()).collect::<Vec<_>>(),
+        vec![c.artifact.clone()],
+        "a replay with an unchanged digest does not move changed_at"
+    );
+    let since = store.list_records(Some(&tenant), Some(1_500)).await.expect("list_records since");
+    assert_eq!(since.len(), 2, "changed_at moves when the digest changes");
+    let everyone = store.list_records(None, None).await.expect("list_records all tenants");
+    assert!(everyone.len() >= 2, "list_records without a tenant includes this tenant's");
+    assert!(
+        store.list_records(Some(&other_tenant), None).await.expect("other tenant").is_empty(),
+        "records are per tenant"
+    );
+
+    store.put_records(&[agreed.clone()], 5_000).await.expect("put_records resolves");
+    assert_eq!(store.conflict_queue_depth().await.expect("depth"), depth0, "a resolved conflict leaves the queue");
+    assert_eq!(
+        store.get_record(&pair).await.expect("get_record").map(|r| r.consensus_digest),
+        Some(agreed.consensus_digest.clone())
+    );
+    store.put_records(&[], 6_000).await.expect("empty put_records");
+
+    // Verifications: upsert by envelope digest.
+    let v = VerificationRecord {
+        envelope_digest: format!("sha256:{:064x}", nanos),
+        issuer: Some("vendor".into()),
+        keyid: Some("k1".into()),
+        result: "verified".into(),
+        reason: None,
+        verified_at_ms: 7,
+        source: Some("contract".into()),
+    };
+    store.put_verification(&v).await.expect("put_verification");
+    store.put_verification(&v).await.expect("put_verification is an upsert");
+}

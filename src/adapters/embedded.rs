@@ -1,0 +1,587 @@
+//! The embedded store: a [`ConsensusStore`] on redb under `--data-dir`, plus what the
+//! embedded sources need to remember (processed files, dead letters).
+//!
+//! Invariants: every write is one redb write transaction committed with immediate
+//! durability, so a returned `Ok` means on disk; writes are idempotent upserts keyed
+//! by deterministic ids; redb is blocking, so every call runs on tokio's blocking pool.
+
+use crate::domain::consensus::{ConsensusRecord, PairKey};
+use crate::domain::model::Observation;
+use crate::ports::{pair_id, ConsensusStore, StoreError, VerificationRecord};
+use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+const OBSERVATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("vex_observations");
+const CONSENSUS: TableDefinition<&str, &[u8]> = TableDefinition::new("vex_consensus");
+const HISTORY: TableDefinition<&str, &[u8]> = TableDefinition::new("vex_consensus_history");
+const CONFLICTS: TableDefinition<&str, &[u8]> = TableDefinition::new("vex_conflict_queue");
+const VERIFICATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("vex_dsse_verifications");
+const FILES: TableDefinition<&str, &str> = TableDefinition::new("ingested_files");
+const DEAD_LETTERS: TableDefinition<&str, &[u8]> = TableDefinition::new("dead_letters");
+
+/// File name of the database inside the data directory.
+pub const DB_FILE: &str = "vex-lens.redb";
+
+/// A current record with the time it last changed.
+#[derive(Serialize, Deserialize)]
+struct StoredRecord {
+    changed_at_ms: i64,
+    /// `confidence` as f64 bits: JSON text need not round-trip a float exactly, and the
+    /// record must re-digest to its stored `consensus_digest`.
+    confidence_bits: u64,
+    record: ConsensusRecord,
+}
+
+impl StoredRecord {
+    fn new(changed_at_ms: i64, record: ConsensusRecord) -> Self {
+        StoredRecord { changed_at_ms, confidence_bits: record.confidence.to_bits(), record }
+    }
+
+    fn decode(bytes: &[u8]) -> Result<StoredRecord, StoreError> {
+        let mut s: StoredRecord = serde_json::from_slice(bytes).map_err(json_err)?;
+        s.record.confidence = f64::from_bits(s.confidence_bits);
+        Ok(s)
+    }
+}
+
+/// One dead-lettered input of the embedded mode.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub source: String,
+    pub reason: String,
+    pub detail: String,
+    pub at_ms: i64,
+}
+
+fn err<E: Into<redb::Error>>(e: E) -> StoreError {
+    let e: redb::Error = e.into();
+    match e {
+        redb::Error::Io(_) | redb::Error::DatabaseAlreadyOpen | redb::Error::PreviousIo => {
+            StoreError::Unavailable(e.to_string())
+        }
+        other => StoreError::Rejected(other.to_string()),
+    }
+}
+
+fn json_err(e: serde_json::Error) -> StoreError {
+    StoreError::Rejected(format!("json: {e}"))
+}
+
+fn obs_key(tenant: &str, package: &str, id: &str) -> String {
+    format!("{tenant}\u{0}{package}\u{0}{id}")
+}
+
+/// redb-backed store (one file under the data directory).
+#[derive(Clone)]
+pub struct EmbeddedStore {
+    db: Arc<Database>,
+    path: PathBuf,
+}
+
+impl EmbeddedStore {
+    /// Opens (creating) `<data_dir>/vex-lens.redb`.
+    pub fn open(data_dir: &Path) -> Result<EmbeddedStore, StoreError> {
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| StoreError::Unavailable(format!("creating {}: {e}", data_dir.display())))?;
+        let path = data_dir.join(DB_FILE);
+        let db = Database::create(&path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => {
+                StoreError::Unavailable(format!("{} is in use by another process", path.display()))
+            }
+            e => StoreError::Unavailable(format!("{}: {e}", path.display())),
+        })?;
+        let store = EmbeddedStore { db: Arc::new(db), path };
+        store.create_tables()?;
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn create_tables(&self) -> Result<(), StoreError> {
+        let tx = self.db.begin_write().map_err(err)?;
+        for t in [OBSERVATIONS, CONSENSUS, HISTORY, CONFLICTS, VERIFICATIONS, DEAD_LETTERS] {
+            tx.open_table(t).map_err(err)?;
+        }
+        tx.open_table(FILES).map_err(err)?;
+        tx.commit().map_err(err)
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || f(&db))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?
+    }
+
+    /// Whether a file (by path, size and modification time) was already fully processed.
+    pub async fn file_seen(&self, path: &str, fingerprint: &str) -> Result<bool, StoreError> {
+        let (path, fingerprint) = (path.to_string(), fingerprint.to_string());
+        self.blocking(move |db| {
+            let tx = db.begin_read().map_err(err)?;
+            let t = tx.open_table(FILES).map_err(err)?;
+            Ok(t.get(path.as_str()).map_err(err)?.is_some_and(|v| v.value() == fingerprint))
+        })
+        .await
+    }
+
+    /// Remembers that a file was fully processed.
+    pub async fn mark_file(&self, path: &str, fingerprint: &str) -> Result<(), StoreError> {
+        let (path, fingerprint) = (path.to_string(), fingerprint.to_string());
+        self.blocking(move |db| {
+            let tx = db.begin_write().map_err(err)?;
+            tx.open_table(FILES).map_err(err)?.insert(path.as_str(), fingerprint.as_str()).map_err(err)?;
+            tx.commit().map_err(err)
+        })
+        .await
+    }
+
+    /// Records a dead-lettered input.
+    pub async fn put_dead_letter(&self, d: &DeadLetter) -> Result<(), StoreError> {
+        let key = format!("{:020}:{}:{}", d.at_ms, d.source, d.reason);
+        let value = serde_json::to_vec(d).map_err(json_err)?;
+        self.blocking(move |db| {
+            let tx = db.begin_write().map_err(err)?;
+            tx.open_table(DEAD_LETTERS).map_err(err)?.insert(key.as_str(), value.as_slice()).map_err(err)?;
+            tx.commit().map_err(err)
+        })
+        .await
+    }
+
+    /// Every dead letter, oldest first.
+    pub async fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
+        self.blocking(|db| {
+            let tx = db.begin_read().map_err(err)?;
+            let t = tx.open_table(DEAD_LETTERS).map_err(err)?;
+            let mut out = Vec::new();
+            for r in t.iter().map_err(err)? {
+                let (_, v) = r.map_err(err)?;
+                out.push(serde_json::from_slice(v.value()).map_err(json_err)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Number of history entries (for tests and diagnostics).
+    pub async fn history_len(&self) -> Result<u64, StoreError> {
+        self.blocking(|db| {
+            let tx = db.begin_read().map_err(err)?;
+            let n = tx.open_table(HISTORY).map_err(err)?.len().map_err(err)?;
+            Ok(n)
+        })
+        .await
+    }
+}
+
+#[async_trait::async_trait]
+impl ConsensusStore for EmbeddedStore {
+    async fn init(&self) -> Result<(), StoreError> {
+        let s = self.clone();
+        self.blocking(move |_| s.create_tables()).await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.blocking(|db| db.begin_read().map(|_| ()).map_err(err)).await
+    }
+
+    async fn put_observations(&self, observations: &[Observation]) -> Result<(), StoreError> {
+        if observations.is_empty() {
+            return Ok(());
+        }
+        let mut rows = Vec::with_capacity(observations.len());
+        for o in observations {
+            let id = if o.id.is_empty() { o.compute_id() } else { o.id.clone() };
+            let mut o = o.clone();
+            o.id = id;
+            rows.push((obs_key(&o.tenant, &o.package, &o.id), serde_json::to_vec(&o).map_err(json_err)?));
+        }
+        self.blocking(move |db| {
+            let tx = db.begin_write().map_err(err)?;
+            {
+                let mut t = tx.open_table(OBSERVATIONS).map_err(err)?;
+                for (k, v) in &rows {
+                    // Keep the first provenance: never overwrite.
+                    if t.get(k.as_str()).map_err(err)?.is_none() {
+                        t.insert(k.as_str(), v.as_slice()).map_err(err)?;
+                    }
+                }
+            }
+            tx.commit().map_err(err)
+        })
+        .await
+    }
+
+    async fn observations_for_package(&self, tenant: &str, package: &str) -> Result<Vec<Observation>, StoreError> {
+        let start = format!("{tenant}\u{0}{package}\u{0}");
+        let end = format!("{tenant}\u{0}{package}\u{1}");
+        self.blocking(move |db| {
+            let tx = db.begin_read().map_err(err)?;
+            let t = tx.open_table(OBSERVATIONS).map_err(err)?;
+            let mut out = Vec::new();
+            for r in t.range(start.as_str()..end.as_str()).map_err(err)? {
+                let (_, v) = r.map_err(err)?;
+                out.push(serde_json::from_slice(v.value()).map_err(json_err)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn put_records(&self, records: &[ConsensusRecord], changed_at_ms: i64) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let records = records.to_vec();
+        self.blocking(move |db| {
+            let tx = db.begin_write().map_err(err)?;
+            {
+                let mut cur = tx.open_table(CONSENSUS).map_err(err)?;
+                let mut hist = tx.open_table(HISTORY).map_err(err)?;
+                let mut conf = tx.open_table(CONFLICTS).map_err(err)?;
+                for r in &records {
+                    let id = pair_id(&r.pair());
+                    let unchanged = match cur.get(id.as_str()).map_err(err)? {
+                        Some(v) => {
+                            let old = StoredRecord::decode(v.value())?;
+                            old.record.consensus_digest == r.consensus_digest
+                        }
+                        None => false,
+                    };
+                    if !unchanged {
+                        let stored = StoredRecord::new(changed_at_ms, r.clone());
+                        let bytes = serde_json::to_vec(&stored).map_err(json_err)?;
+                        cur.insert(id.as_str(), bytes.as_slice()).map_err(err)?;
+                        let hid = format!("{id}:{}", r.consensus_digest);
+                        if hist.get(hid.as_str()).map_err(err)?.is_none() {
+                            hist.insert(hid.as_str(), bytes.as_slice()).map_err(err)?;
+                        }
+                    }
+                    if r.conflicts.is_empty() {
+                        conf.remove(id.as_str()).map_err(err)?;
+                    } else if !unchanged || conf.get(id.as_str()).map_err(err)?.is_none() {
+                        let bytes = serde_json::to_vec(r).map_err(json_err)?;
+                        conf.insert(id.as_str(), bytes.as_slice()).map_err(err)?;
+                    }
+                }
+            }
+            tx.commit().map_err(err)
+        })
+        .await
+    }
+
+    async fn get_record(&self, pair: &PairKey) -> Result<Option<ConsensusRecord>, StoreError> {
+        let id = pair_id(pair);
+        self.blocking(move |db| {
+            let tx = db.begin_read().map_err(err)?;
+            let t = tx.open_table(CONSENSUS).map_err(err)?;
+            match t.get(id.as_str()).map_err(err)? {
+                Some(v) => Ok(Some(StoredRecord::decode(v.value())?.record)),
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
+    async fn list_records(
+        &self,
+        tenant: Option<&str>,
+        since_ms: Option<i64>,
+    ) -> Result<Vec<ConsensusRecord>, StoreError> {
+        let tenant = tenant.map(str::to_string);
+        let mut records = self
+            .blocking(move |db| {
+                let tx = db.begin_read().map_err(err)?;
+                let t = tx.open_table(CONSENSUS).map_err(err)?;
+                let mut out = Vec::new();
+                for r in t.iter().map_err(err)? {
+                    let (_, v) = r.map_err(err)?;
+                    let s = StoredRecord::decode(v.value())?;
+                    if tenant.as_deref().is_some_and(|t| t != s.record.tenant) {
+                        continue;
+                    }
+                    if since_ms.is_some_and(|m| s.changed_at_ms < m) {
+                        continue;
+                    }
+                    out.push(s.record);
+                }
+                Ok(out)
+            })
+            .await?;
+        records.sort_by(|a, b| {
+            a.artifact.cmp(&b.artifact).then(a.vulnerability.cmp(&b.vulnerability)).then(a.tenant.cmp(&b.tenant))
+        });
+        Ok(records)
+    }
+
+    async fn conflict_queue_depth(&self) -> Result<u64, StoreError> {
+        self.blocking(|db| {
+            let tx = db.begin_read().map_err(err)?;
+            let n = tx.open_table(CONFLICTS).map_err(err)?.len().map_err(err)?;
+            Ok(n)
+        })
+        .await
+    }
+
+    async fn put_verification(&self, v: &VerificationRecord) -> Result<(), StoreError> {
+        let key = v.envelope_digest.clone();
+        let value = serde_json::to_vec(v).map_err(json_err)?;
+        self.blocking(move |db| {
+            let tx = db.begin_write().map_err(err)?;
+            tx.open_table(VERIFICATIONS).map_err(err)?.insert(key.as_str(), value.as_slice()).map_err(err)?;
+            tx.commit().map_err(err)
+        })
+        .await
+    }
+}
+
+/// The embedded sources: a watched directory of `*.json` documents and NDJSON documents
+/// on stdin, fed to the pipeline (the in-process observation channel is the registry's
+/// mailbox: observations go straight from the ingest step to the artifact actors).
+pub mod sources {
+    use super::{DeadLetter, EmbeddedStore};
+    use crate::actors::messages::IngestOutcome;
+    use crate::actors::Pipeline;
+    use crate::domain::model::{IngestContext, Provenance};
+    use crate::telemetry::events::{DeadLettered, DocumentIngested};
+    use std::collections::HashMap;
+    use std::path::PathBuf;
+    use std::sync::Arc;
+    use std::time::Duration;
+    use tokio::io::AsyncBufReadExt;
+    use tokio::sync::{watch, Semaphore};
+    use tokio::task::JoinSet;
+
+    /// Settings of the embedded sources.
+    #[derive(Clone, Debug)]
+    pub struct SourceSettings {
+        pub dir: Option<PathBuf>,
+        pub stdin: bool,
+        pub poll: Duration,
+        pub tenant: String,
+        pub max_bytes: usize,
+        pub max_in_flight: usize,
+        /// Process what is there (and stdin to EOF), then return.
+        pub once: bool,
+    }
+
+    #[derive(Clone)]
+    struct Ctx {
+        pipeline: Pipeline,
+        seen: Option<EmbeddedStore>,
+        settings: Arc<SourceSettings>,
+    }
+
+    /// `size:mtime_ns` of a file: a changed file is processed again.
+    fn fingerprint(meta: &std::fs::Metadata) -> String {
+        let mtime = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        format!("{}:{mtime}", meta.len())
+    }
+
+    /// Processes one document; `true` when it is fully handled (durable or dead-lettered).
+    async fn process(ctx: &Ctx, name: String, bytes: Result<Vec<u8>, (&'static str, String)>) -> bool {
+        let arrived = crate::actors::exporter::now_ms();
+        let outcome = match bytes {
+            Ok(bytes) => {
+                let ictx = IngestContext {
+                    tenant: Some(ctx.settings.tenant.clone()),
+                    provenance: Provenance {
+                        source: Some(name.clone()),
+                        correlation_id: None,
+                        received_at_ms: Some(arrived),
+                    },
+                    ..Default::default()
+                };
+                match ctx.pipeline.normalise(name.clone(), bytes, ictx, ctx.settings.max_bytes).await {
+                    Ok(o) => o,
+                    Err(e) => {
+                        tracing::error!(event = "pipeline_unavailable", error = %e, "document not processed");
+                        return false;
+                    }
+                }
+            }
+            Err((reason, detail)) => IngestOutcome::DeadLetter { reason, detail },
+        };
+        match outcome {
+            IngestOutcome::DeadLetter { reason, detail } => {
+                DeadLettered { source: &name, correlation_id: None, reason, detail: &detail }.emit();
+                if let Some(s) = &ctx.seen {
+                    let d = DeadLetter { source: name.clone(), reason: reason.into(), detail, at_ms: arrived };
+                    if let Err(e) = s.put_dead_letter(&d).await {
+                        tracing::warn!(event = "dead_letter_not_stored", error = %e, "dead letter not stored");
+                    }
+                }
+                true
+            }
+            IngestOutcome::Observations { observations, format, diagnostics, .. } => {
+                let n = observations.len();
+                match ctx.pipeline.route_all_durable(observations).await {
+                    Ok(true) => {
+                        DocumentIngested { source: &name, correlation_id: None, format, observations: n, diagnostics }
+                            .emit();
+                        true
+                    }
+                    Ok(false) | Err(_) => false,
+                }
+            }
+        }
+    }
+
+    fn scan(dir: &std::path::Path) -> Vec<PathBuf> {
+        match crate::input::expand(&[dir.to_path_buf()]) {
+            Ok(files) => files,
+            Err(e) => {
+                tracing::warn!(event = "ingest_dir_unreadable", error = %e, "ingest directory unreadable");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Runs the sources until shutdown (or, with `once`, until everything is processed).
+    pub async fn run(
+        pipeline: Pipeline,
+        seen: Option<EmbeddedStore>,
+        settings: SourceSettings,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let ctx = Ctx { pipeline, seen, settings: Arc::new(settings) };
+        let sem = Arc::new(Semaphore::new(ctx.settings.max_in_flight));
+        let mut tasks: JoinSet<()> = JoinSet::new();
+        if ctx.settings.stdin {
+            let (ctx, sem, mut shutdown) = (ctx.clone(), sem.clone(), shutdown.clone());
+            tasks.spawn(async move {
+                let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+                let mut inner: JoinSet<()> = JoinSet::new();
+                let mut n = 0u64;
+                loop {
+                    let line = tokio::select! {
+                        _ = shutdown.changed() => break,
+                        l = lines.next_line() => l,
+                    };
+                    let line = match line {
+                        Ok(Some(l)) => l,
+                        Ok(None) => break,
+                        Err(e) => {
+                            tracing::warn!(event = "stdin_error", error = %e, "stdin read failed");
+                            break;
+                        }
+                    };
+                    n += 1;
+                    if line.trim().is_empty() {
+                        continue;
+                    }
+                    let permit = sem.clone().acquire_owned().await.expect("semaphore never closed");
+                    let ctx = ctx.clone();
+                    inner.spawn(async move {
+                        process(&ctx, format!("stdin:{n}"), Ok(line.into_bytes())).await;
+                        drop(permit);
+                    });
+                }
+                while inner.join_next().await.is_some() {}
+            });
+        }
+        if let Some(dir) = ctx.settings.dir.clone() {
+            // path -> fingerprint of files submitted in this run.
+            let submitted: Arc<std::sync::Mutex<HashMap<PathBuf, String>>> = Default::default();
+            loop {
+                for path in scan(&dir) {
+                    let Ok(meta) = std::fs::metadata(&path) else { continue };
+                    let fp = fingerprint(&meta);
+                    if submitted.lock().map(|m| m.get(&path) == Some(&fp)).unwrap_or(false) {
+                        continue;
+                    }
+                    let key = path.display().to_string();
+                    if let Some(s) = &ctx.seen {
+                        if s.file_seen(&key, &fp).await.unwrap_or(false) {
+                            if let Ok(mut m) = submitted.lock() {
+                                m.insert(path.clone(), fp);
+                            }
+                            continue;
+                        }
+                    }
+                    if let Ok(mut m) = submitted.lock() {
+                        m.insert(path.clone(), fp.clone());
+                    }
+                    let permit = sem.clone().acquire_owned().await.expect("semaphore never closed");
+                    let (ctx, submitted) = (ctx.clone(), submitted.clone());
+                    tasks.spawn(async move {
+                        let limit = ctx.settings.max_bytes;
+                        let bytes = crate::input::read_limited(&path, limit).map_err(|e| match e {
+                            crate::input::InputError::TooLarge { .. } => ("too_large", e.to_string()),
+                            crate::input::InputError::Io { .. } => ("unreadable", e.to_string()),
+                        });
+                        if process(&ctx, key.clone(), bytes).await {
+                            if let Some(s) = &ctx.seen {
+                                if let Err(e) = s.mark_file(&key, &fp).await {
+                                    tracing::warn!(event = "file_not_marked", error = %e, "processed file not recorded");
+                                }
+                            }
+                        } else if let Ok(mut m) = submitted.lock() {
+                            // Not done: try again on the next scan.
+                            m.remove(&path);
+                        }
+                        drop(permit);
+                    });
+                }
+                // Reap finished tasks without waiting.
+                while tasks.try_join_next().is_some() {}
+                if ctx.settings.once || *shutdown.borrow() {
+                    break;
+                }
+                tokio::select! {
+                    _ = shutdown.changed() => break,
+                    _ = tokio::time::sleep(ctx.settings.poll) => {}
+                }
+            }
+        }
+        while tasks.join_next().await.is_some() {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn embedded_store_passes_the_contract_suite() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        crate::adapters::contract::store_contract_suite(&store).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn files_and_dead_letters_persist_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = EmbeddedStore::open(dir.path()).unwrap();
+            assert!(!store.file_seen("/a.json", "1:2").await.unwrap());
+            store.mark_file("/a.json", "1:2").await.unwrap();
+            let d =
+                DeadLetter { source: "/b.json".into(), reason: "invalid_json".into(), detail: "x".into(), at_ms: 5 };
+            store.put_dead_letter(&d).await.unwrap();
+        }
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        assert!(store.file_seen("/a.json", "1:2").await.unwrap());
+        assert!(!store.file_seen("/a.json", "1:3").await.unwrap(), "a changed file is processed again");
+        assert_eq!(store.dead_letters().await.unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_second_open_of_the_same_directory_is_refused_cleanly() {
+        let dir = tempfile::tempdir().unwrap();
+        let _a = EmbeddedStore::open(dir.path()).unwrap();
+        let b = EmbeddedStore::open(dir.path());
+        assert!(matches!(b, Err(StoreError::Unavailable(_))));
+    }
+}

@@ -1,0 +1,557 @@
+//! Kafka adapter: the documents consumer (normalise, produce observations keyed
+//! `<tenant>/<package>`, dead-letter bad input), the observations consumer (route to the
+//! artifact actors), topic creation, broker readiness.
+//!
+//! Invariants: `enable.auto.offset.store=false`; an offset is stored only over an
+//! unbroken run of completed offsets per partition ([`OffsetTracker`]): a document when
+//! all its observations (or its dead letter) are acknowledged by the broker (idempotent
+//! producer, acks=all), an observation when it and its records are durable; a bad
+//! message never stops a consumer; a saturated pipeline pauses the assignment instead of
+//! buffering; on revocation the artifact actors are dropped (rebuilt from the store).
+
+use crate::actors::messages::IngestOutcome;
+use crate::actors::Pipeline;
+use crate::config::Config;
+use crate::domain::model::{IngestContext, Provenance};
+use crate::telemetry::events::{DeadLettered, DocumentIngested};
+use futures::future::BoxFuture;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::util::Timeout;
+use rdkafka::ClientContext;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{watch, Semaphore};
+
+/// Reason code of a message on the observations topic that is JSON but not a valid observation.
+pub const INVALID_OBSERVATION: &str = "invalid_observation";
+/// Headers written on dead letters.
+pub const HEADER_ERROR: &str = "vex-lens-error";
+pub const HEADER_ERROR_DETAIL: &str = "vex-lens-error-detail";
+pub const HEADER_SOURCE_TOPIC: &str = "vex-lens-source-topic";
+pub const HEADER_SOURCE_PARTITION: &str = "vex-lens-source-partition";
+pub const HEADER_SOURCE_OFFSET: &str = "vex-lens-source-offset";
+pub const HEADER_VALUE_TRUNCATED: &str = "vex-lens-value-truncated";
+
+/// Per partition, the offsets in flight; yields the offset to store once an unbroken
+/// run from the oldest in-flight offset is complete.
+#[derive(Debug, Default)]
+pub struct OffsetTracker {
+    partitions: HashMap<(String, i32), BTreeMap<i64, bool>>,
+}
+
+impl OffsetTracker {
+    pub fn begin(&mut self, topic: &str, partition: i32, offset: i64) {
+        self.partitions.entry((topic.to_string(), partition)).or_default().insert(offset, false);
+    }
+
+    /// Marks `offset` complete; returns the last offset of the completed prefix when it
+    /// advanced (store it: librdkafka commits it + 1).
+    pub fn complete(&mut self, topic: &str, partition: i32, offset: i64) -> Option<i64> {
+        let p = self.partitions.get_mut(&(topic.to_string(), partition))?;
+        *p.get_mut(&offset)? = true;
+        let mut last = None;
+        while let Some((&o, &done)) = p.iter().next() {
+            if !done {
+                break;
+            }
+            p.remove(&o);
+            last = Some(o);
+        }
+        last
+    }
+
+    /// Forgets a revoked partition.
+    pub fn revoke(&mut self, topic: &str, partition: i32) {
+        self.partitions.remove(&(topic.to_string(), partition));
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.partitions.values().map(|p| p.len()).sum()
+    }
+}
+
+/// Consumer context: logs rebalances, forgets revoked partitions, drops artifact actors.
+pub struct RebalanceContext {
+    name: &'static str,
+    tracker: Arc<Mutex<OffsetTracker>>,
+    on_revoke: Option<Pipeline>,
+}
+
+impl ClientContext for RebalanceContext {}
+
+impl ConsumerContext for RebalanceContext {
+    fn pre_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let parts: Vec<String> =
+                tpl.elements().iter().map(|e| format!("{}/{}", e.topic(), e.partition())).collect();
+            tracing::info!(event = "partitions_revoked", consumer = self.name, partitions = ?parts, "partitions revoked");
+            if let Ok(mut t) = self.tracker.lock() {
+                for e in tpl.elements() {
+                    t.revoke(e.topic(), e.partition());
+                }
+            }
+            if let Some(p) = &self.on_revoke {
+                p.reset_actors();
+            }
+        }
+    }
+
+    fn post_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                let parts: Vec<String> =
+                    tpl.elements().iter().map(|e| format!("{}/{}", e.topic(), e.partition())).collect();
+                tracing::info!(event = "partitions_assigned", consumer = self.name, partitions = ?parts, "partitions assigned");
+            }
+            Rebalance::Error(e) => {
+                tracing::warn!(event = "rebalance_error", consumer = self.name, error = %e, "rebalance error")
+            }
+            Rebalance::Revoke(_) => {}
+        }
+    }
+}
+
+type KConsumer = StreamConsumer<RebalanceContext>;
+
+fn consumer_config(cfg: &Config, client_id: &str) -> ClientConfig {
+    let k = &cfg.kafka;
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", k.brokers.as_deref().unwrap_or_default())
+        .set("group.id", &k.group_id)
+        .set("client.id", client_id)
+        .set("enable.auto.offset.store", "false")
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "1000")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", k.session_timeout_ms.to_string())
+        .set("heartbeat.interval.ms", (k.session_timeout_ms / 3).max(100).to_string())
+        .set("max.partition.fetch.bytes", (cfg.ingest.max_message_bytes * 2 + 1024).to_string());
+    c
+}
+
+fn producer(cfg: &Config) -> Result<FutureProducer, KafkaError> {
+    ClientConfig::new()
+        .set("bootstrap.servers", cfg.kafka.brokers.as_deref().unwrap_or_default())
+        .set("client.id", "vex-lens-producer")
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("message.max.bytes", (cfg.ingest.max_message_bytes * 2 + 65_536).max(1_000_000).to_string())
+        .create()
+}
+
+/// Waits until the broker answers a metadata request, logging each failure.
+pub async fn wait_for_broker(producer: &FutureProducer, retry: Duration, shutdown: &watch::Receiver<bool>) -> bool {
+    let mut attempt = 0u32;
+    loop {
+        if *shutdown.borrow() {
+            return false;
+        }
+        match broker_metadata(producer).await {
+            Ok(n) => {
+                tracing::info!(event = "broker_reachable", brokers = n, "Kafka broker reachable");
+                return true;
+            }
+            Err(e) => {
+                attempt += 1;
+                tracing::warn!(event = "broker_unreachable", attempt, error = %e, retry_ms = retry.as_millis() as u64, "Kafka broker unreachable; retrying");
+                tokio::time::sleep(retry).await;
+            }
+        }
+    }
+}
+
+/// Fetches cluster metadata (readiness); returns the number of brokers.
+pub async fn broker_metadata(producer: &FutureProducer) -> Result<usize, String> {
+    let p = producer.clone();
+    tokio::task::spawn_blocking(move || {
+        p.client().fetch_metadata(None, Duration::from_secs(2)).map(|m| m.brokers().len()).map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
+/// Creates the topics when missing (`kafka.create_partitions` > 0).
+pub async fn ensure_topics(cfg: &Config) -> Result<(), KafkaError> {
+    let k = &cfg.kafka;
+    if k.create_partitions == 0 {
+        return Ok(());
+    }
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", k.brokers.as_deref().unwrap_or_default()).create()?;
+    let names = [k.topic.clone(), k.observations_topic.clone(), k.documents_dlq(), k.observations_dlq()];
+    let topics: Vec<NewTopic> =
+        names.iter().map(|n| NewTopic::new(n, k.create_partitions, TopicReplication::Fixed(1))).collect();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    for r in admin.create_topics(topics.iter(), &opts).await? {
+        match r {
+            Ok(t) => tracing::info!(event = "topic_created", topic = %t, "topic created"),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((t, e)) => tracing::warn!(event = "topic_create_failed", topic = %t, error = %e, "topic not created"),
+        }
+    }
+    Ok(())
+}
+
+fn header_str(m: &OwnedMessage, name: &str) -> Option<String> {
+    let h = m.headers()?;
+    h.iter()
+        .find(|x| x.key.eq_ignore_ascii_case(name))
+        .and_then(|x| x.value)
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+fn source_name(m: &OwnedMessage) -> String {
+    format!("kafka:{}/{}@{}", m.topic(), m.partition(), m.offset())
+}
+
+fn timestamp_ms(m: &OwnedMessage) -> i64 {
+    m.timestamp().to_millis().unwrap_or_else(crate::actors::exporter::now_ms)
+}
+
+/// Produces until the broker acknowledges (or shutdown is requested: `false`).
+async fn produce_acked(
+    producer: &FutureProducer,
+    topic: &str,
+    key: Option<&[u8]>,
+    payload: &[u8],
+    headers: Option<OwnedHeaders>,
+    shutdown: &watch::Receiver<bool>,
+) -> Result<(), KafkaError> {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let mut rec: FutureRecord<[u8], [u8]> = FutureRecord::to(topic).payload(payload);
+        if let Some(k) = key {
+            rec = rec.key(k);
+        }
+        if let Some(h) = &headers {
+            rec = rec.headers(h.clone());
+        }
+        match producer.send(rec, Timeout::After(Duration::from_secs(30))).await {
+            Ok(_) => return Ok(()),
+            Err((e @ KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge), _)) => return Err(e),
+            Err((e, _)) => {
+                tracing::warn!(event = "produce_retry", topic, error = %e, "produce failed; retrying");
+                if *shutdown.borrow() {
+                    return Err(e);
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Sends a message to a dead-letter topic with its original headers plus the reason.
+async fn dead_letter(
+    producer: &FutureProducer,
+    dlq: &str,
+    m: &OwnedMessage,
+    reason: &str,
+    detail: &str,
+    shutdown: &watch::Receiver<bool>,
+) -> bool {
+    let correlation = header_str(m, "correlation-id");
+    let source = source_name(m);
+    DeadLettered { source: &source, correlation_id: correlation.as_deref(), reason, detail }.emit();
+    let detail: String = detail.chars().take(2000).collect();
+    let mut headers = OwnedHeaders::new();
+    if let Some(h) = m.headers() {
+        for x in h.iter() {
+            headers = headers.insert(Header { key: x.key, value: x.value });
+        }
+    }
+    let partition = m.partition().to_string();
+    let offset = m.offset().to_string();
+    headers = headers
+        .insert(Header { key: HEADER_ERROR, value: Some(reason) })
+        .insert(Header { key: HEADER_ERROR_DETAIL, value: Some(detail.as_str()) })
+        .insert(Header { key: HEADER_SOURCE_TOPIC, value: Some(m.topic()) })
+        .insert(Header { key: HEADER_SOURCE_PARTITION, value: Some(partition.as_str()) })
+        .insert(Header { key: HEADER_SOURCE_OFFSET, value: Some(offset.as_str()) });
+    let payload = m.payload().unwrap_or_default();
+    match produce_acked(producer, dlq, m.key(), payload, Some(headers.clone()), shutdown).await {
+        Ok(()) => true,
+        Err(KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge)) => {
+            let headers = headers.insert(Header { key: HEADER_VALUE_TRUNCATED, value: Some("true") });
+            produce_acked(producer, dlq, m.key(), &[], Some(headers), shutdown).await.is_ok()
+        }
+        Err(_) => false,
+    }
+}
+
+/// Handles one documents-topic message; `true` when its offset may be stored.
+async fn handle_document(
+    m: OwnedMessage,
+    pipeline: Pipeline,
+    producer: FutureProducer,
+    cfg: Arc<Config>,
+    shutdown: watch::Receiver<bool>,
+) -> bool {
+    let name = source_name(&m);
+    let dlq = cfg.kafka.documents_dlq();
+    let Some(payload) = m.payload() else {
+        return dead_letter(&producer, &dlq, &m, "invalid_json", "empty message", &shutdown).await;
+    };
+    let correlation = header_str(&m, "correlation-id");
+    let ctx = IngestContext {
+        tenant: Some(header_str(&m, "tenant").unwrap_or_else(|| cfg.ingest.tenant.clone())),
+        issuer_header: header_str(&m, "issuer"),
+        provenance: Provenance {
+            source: Some(name.clone()),
+            correlation_id: correlation.clone(),
+            received_at_ms: Some(timestamp_ms(&m)),
+        },
+        ..Default::default()
+    };
+    let outcome = match pipeline.normalise(name.clone(), payload.to_vec(), ctx, cfg.ingest.max_message_bytes).await {
+        Ok(o) => o,
+        Err(e) => {
+            tracing::error!(event = "pipeline_unavailable", error = %e, "document not processed");
+            return false;
+        }
+    };
+    match outcome {
+        IngestOutcome::DeadLetter { reason, detail } => {
+            dead_letter(&producer, &dlq, &m, reason, &detail, &shutdown).await
+        }
+        IngestOutcome::Observations { observations, format, diagnostics, .. } => {
+            let topic = cfg.kafka.observations_topic.as_str();
+            let mut headers = OwnedHeaders::new();
+            if let Some(c) = &correlation {
+                headers = headers.insert(Header { key: "correlation-id", value: Some(c.as_str()) });
+            }
+            let sends =
+                observations.iter().map(|o| {
+                    let key = format!("{}/{}", o.tenant, o.package);
+                    let value = serde_json::to_vec(o).unwrap_or_default();
+                    let headers = headers.clone();
+                    let producer = &producer;
+                    let shutdown = &shutdown;
+                    async move {
+                        produce_acked(producer, topic, Some(key.as_bytes()), &value, Some(headers), shutdown).await
+                    }
+                });
+            let results = futures::future::join_all(sends).await;
+            let ok = results.iter().all(Result::is_ok);
+            if ok {
+                DocumentIngested {
+                    source: &name,
+                    correlation_id: correlation.as_deref(),
+                    format,
+                    observations: observations.len(),
+                    diagnostics,
+                }
+                .emit();
+            }
+            ok
+        }
+    }
+}
+
+/// Handles one observations-topic message; `true` when its offset may be stored.
+async fn handle_observation(
+    m: OwnedMessage,
+    pipeline: Pipeline,
+    producer: FutureProducer,
+    cfg: Arc<Config>,
+    shutdown: watch::Receiver<bool>,
+) -> bool {
+    let dlq = cfg.kafka.observations_dlq();
+    let payload = m.payload().unwrap_or_default();
+    if payload.len() > cfg.ingest.max_message_bytes {
+        let detail = format!("{} bytes, over the {}-byte limit", payload.len(), cfg.ingest.max_message_bytes);
+        return dead_letter(&producer, &dlq, &m, "too_large", &detail, &shutdown).await;
+    }
+    let mut o = match crate::actors::parse_observation(payload) {
+        Ok(o) => o,
+        Err(detail) => {
+            let reason = if serde_json::from_slice::<serde_json::Value>(payload).is_ok() {
+                INVALID_OBSERVATION
+            } else {
+                "invalid_json"
+            };
+            return dead_letter(&producer, &dlq, &m, reason, &detail, &shutdown).await;
+        }
+    };
+    if o.provenance.received_at_ms.is_none() {
+        o.provenance.received_at_ms = Some(timestamp_ms(&m));
+    }
+    if o.provenance.source.is_none() {
+        o.provenance.source = Some(source_name(&m));
+    }
+    if o.provenance.correlation_id.is_none() {
+        o.provenance.correlation_id = header_str(&m, "correlation-id");
+    }
+    match pipeline.route(o).await {
+        Ok(rx) => rx.await.is_ok(),
+        Err(e) => {
+            tracing::error!(event = "pipeline_unavailable", error = %e, "observation not processed");
+            false
+        }
+    }
+}
+
+type Handle = Arc<dyn Fn(OwnedMessage) -> BoxFuture<'static, bool> + Send + Sync>;
+
+/// Consumes one topic: bounded in-flight work (pausing the assignment when full),
+/// offsets stored over completed runs, drained and committed on shutdown.
+async fn consume_loop(
+    name: &'static str,
+    consumer: Arc<KConsumer>,
+    tracker: Arc<Mutex<OffsetTracker>>,
+    max_in_flight: usize,
+    drain_timeout: Duration,
+    mut shutdown: watch::Receiver<bool>,
+    handle: Handle,
+) {
+    let sem = Arc::new(Semaphore::new(max_in_flight));
+    loop {
+        let msg = tokio::select! {
+            _ = shutdown.changed() => break,
+            m = consumer.recv() => m,
+        };
+        let m = match msg {
+            Ok(m) => m.detach(),
+            Err(e) => {
+                tracing::warn!(event = "consume_error", consumer = name, error = %e, "consumer error");
+                continue;
+            }
+        };
+        let (topic, partition, offset) = (m.topic().to_string(), m.partition(), m.offset());
+        if let Ok(mut t) = tracker.lock() {
+            t.begin(&topic, partition, offset);
+        }
+        let permit = match sem.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                let assignment = consumer.assignment().ok();
+                if let Some(a) = &assignment {
+                    let _ = consumer.pause(a);
+                }
+                tracing::debug!(event = "paused", consumer = name, "pipeline saturated; partitions paused");
+                let p = sem.clone().acquire_owned().await.expect("semaphore never closed");
+                if let Some(a) = &assignment {
+                    let _ = consumer.resume(a);
+                }
+                p
+            }
+        };
+        let (consumer2, tracker2, handle2) = (consumer.clone(), tracker.clone(), handle.clone());
+        tokio::spawn(async move {
+            let ok = handle2(m).await;
+            if ok {
+                let store = tracker2.lock().ok().and_then(|mut t| t.complete(&topic, partition, offset));
+                if let Some(o) = store {
+                    if let Err(e) = consumer2.store_offset(&topic, partition, o) {
+                        tracing::debug!(event = "store_offset_failed", topic, partition, offset = o, error = %e, "offset not stored");
+                    }
+                }
+            }
+            drop(permit);
+        });
+    }
+    // Drain: wait for in-flight work, then commit what is stored.
+    let drained = tokio::time::timeout(drain_timeout, sem.acquire_many(max_in_flight as u32)).await.is_ok();
+    let left = tracker.lock().map(|t| t.in_flight()).unwrap_or(0);
+    match consumer.commit_consumer_state(CommitMode::Sync) {
+        Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+        Err(e) => tracing::warn!(event = "commit_failed", consumer = name, error = %e, "final commit failed"),
+    }
+    tracing::info!(event = "consumer_stopped", consumer = name, drained, in_flight = left, "consumer stopped");
+}
+
+/// Starts both consumers; returns when shutdown is requested and they are drained.
+pub async fn run(
+    cfg: Arc<Config>,
+    pipeline: Pipeline,
+    producer: FutureProducer,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    if let Err(e) = ensure_topics(&cfg).await {
+        tracing::warn!(event = "topic_create_failed", error = %e, "could not create topics");
+    }
+    let drain = Duration::from_millis(cfg.kafka.drain_timeout_ms);
+    let mk = |client: &str,
+              topic: &str,
+              on_revoke: Option<Pipeline>,
+              name: &'static str|
+     -> anyhow::Result<(Arc<KConsumer>, Arc<Mutex<OffsetTracker>>)> {
+        let tracker = Arc::new(Mutex::new(OffsetTracker::default()));
+        let ctx = RebalanceContext { name, tracker: tracker.clone(), on_revoke };
+        let c: KConsumer = consumer_config(&cfg, client).create_with_context(ctx)?;
+        c.subscribe(&[topic])?;
+        Ok((Arc::new(c), tracker))
+    };
+    let (docs, docs_tracker) = mk("vex-lens-documents", &cfg.kafka.topic, None, "documents")?;
+    let (obs, obs_tracker) =
+        mk("vex-lens-observations", &cfg.kafka.observations_topic, Some(pipeline.clone()), "observations")?;
+    let h_docs: Handle = {
+        let (p, pr, c, s) = (pipeline.clone(), producer.clone(), cfg.clone(), shutdown.clone());
+        Arc::new(move |m| Box::pin(handle_document(m, p.clone(), pr.clone(), c.clone(), s.clone())))
+    };
+    let h_obs: Handle = {
+        let (p, pr, c, s) = (pipeline.clone(), producer.clone(), cfg.clone(), shutdown.clone());
+        Arc::new(move |m| Box::pin(handle_observation(m, p.clone(), pr.clone(), c.clone(), s.clone())))
+    };
+    tracing::info!(event = "consuming", topic = %cfg.kafka.topic, observations_topic = %cfg.kafka.observations_topic, group = %cfg.kafka.group_id, "consuming");
+    let a = consume_loop(
+        "documents",
+        docs,
+        docs_tracker,
+        cfg.kafka.max_in_flight_documents,
+        drain,
+        shutdown.clone(),
+        h_docs,
+    );
+    let b = consume_loop(
+        "observations",
+        obs,
+        obs_tracker,
+        cfg.kafka.max_in_flight_observations,
+        drain,
+        shutdown.clone(),
+        h_obs,
+    );
+    futures::future::join(a, b).await;
+    let _ = producer.flush(Duration::from_secs(5));
+    Ok(())
+}
+
+/// Creates the producer shared by both consumers (observations and dead letters).
+pub fn create_producer(cfg: &Config) -> Result<FutureProducer, KafkaError> {
+    producer(cfg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_are_stored_only_over_unbroken_runs() {
+        let mut t = OffsetTracker::default();
+        for o in 10..15 {
+            t.begin("d", 0, o);
+        }
+        t.begin("d", 1, 3);
+        assert_eq!(t.complete("d", 0, 12), None, "a gap before 12");
+        assert_eq!(t.complete("d", 0, 11), None);
+        assert_eq!(t.complete("d", 0, 10), Some(12), "10..=12 complete");
+        assert_eq!(t.complete("d", 1, 3), Some(3), "partitions are independent");
+        assert_eq!(t.complete("d", 0, 14), None);
+        assert_eq!(t.in_flight(), 2);
+        t.revoke("d", 0);
+        assert_eq!(t.complete("d", 0, 13), None, "revoked partitions are forgotten");
+        assert_eq!(t.complete("x", 0, 1), None, "unknown partitions are ignored");
+        assert_eq!(t.in_flight(), 0);
+    }
+}

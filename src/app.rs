@@ -1,0 +1,221 @@
+//! Composition root of `vex-lens serve`: builds the adapters from the configuration,
+//! starts the actors and the HTTP server inside an actix system on a multi-thread tokio
+//! runtime, runs the sources, and shuts down in order (stop sources, drain, commit,
+//! stop HTTP) on SIGTERM/SIGINT or, with `--once`, when the inputs are processed.
+
+use crate::actors::exporter::ExportSettings;
+use crate::actors::registry::RegistrySettings;
+use crate::actors::{Pipeline, PipelineSettings};
+use crate::adapters::embedded::sources::{self, SourceSettings};
+use crate::adapters::embedded::EmbeddedStore;
+use crate::adapters::kafka;
+use crate::config::{Config, SourceMode};
+use crate::domain::trust::{IssuerDirectory, Policy};
+use crate::http::{ReadinessCheck, StatusInfo};
+use crate::ports::ConsensusStore;
+use anyhow::Context as _;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Options of `serve` that are not configuration.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Embedded mode: process the inputs present now, drain, exit.
+    pub once: bool,
+}
+
+/// Loads the issuer directory named by the configuration (none when the file is absent).
+pub fn load_policy(cfg: &Config) -> anyhow::Result<Policy> {
+    let path = &cfg.consensus.issuers_file;
+    let directory = if path.exists() {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        IssuerDirectory::from_str(&path.display().to_string(), &text)?
+    } else {
+        tracing::info!(event = "no_issuer_directory", path = %path.display(), "issuer directory not found; using defaults");
+        IssuerDirectory::default()
+    };
+    Ok(Policy::new(cfg.consensus.mode, directory, cfg.consensus.knobs.clone()))
+}
+
+/// Runs the service until shutdown; blocks the calling thread.
+pub fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
+    cfg.validate()?;
+    let policy = load_policy(&cfg)?;
+    let sys = actix::System::with_tokio_rt(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .thread_name("vex-lens-worker")
+            .build()
+            .expect("tokio runtime")
+    });
+    let result = sys.block_on(serve(Arc::new(cfg), Arc::new(policy), opts));
+    actix::System::current().stop();
+    result
+}
+
+fn settings(cfg: &Config) -> PipelineSettings {
+    let a = &cfg.actors;
+    PipelineSettings {
+        workers: cfg.ingest.workers,
+        export: ExportSettings {
+            batch_max: a.export_batch_max,
+            flush_after: Duration::from_millis(a.export_flush_ms),
+            retry_initial: Duration::from_millis(a.retry_initial_ms),
+            retry_max: Duration::from_millis(a.retry_max_ms),
+            mailbox_capacity: a.mailbox_capacity,
+        },
+        registry: RegistrySettings {
+            max_live: a.max_live_actors,
+            idle_evict: Duration::from_secs(a.idle_evict_secs),
+            mailbox_capacity: a.mailbox_capacity,
+        },
+    }
+}
+
+fn shutdown_signal() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let term = async {
+            #[cfg(unix)]
+            {
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(mut s) => {
+                        s.recv().await;
+                    }
+                    Err(_) => futures::future::pending::<()>().await,
+                }
+            }
+            #[cfg(not(unix))]
+            futures::future::pending::<()>().await
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term => {}
+        }
+        tracing::info!(event = "shutdown_requested", "shutting down: stop consuming, drain, commit");
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+async fn connect_store(
+    cfg: &Config,
+    shutdown: &watch::Receiver<bool>,
+) -> anyhow::Result<(Arc<dyn ConsensusStore>, Option<EmbeddedStore>)> {
+    let retry = Duration::from_millis(cfg.kafka.connect_retry_ms);
+    let (store, embedded): (Arc<dyn ConsensusStore>, Option<EmbeddedStore>) = match &cfg.mongo.uri {
+        Some(uri) => {
+            let mut attempt = 0u32;
+            loop {
+                match crate::adapters::connect_mongo(uri, &cfg.mongo.db).await {
+                    Ok(s) => break (s, None),
+                    Err(e) if e.is_retriable() && !*shutdown.borrow() => {
+                        attempt += 1;
+                        tracing::warn!(event = "store_unreachable", attempt, error = %e, "MongoDB unreachable; retrying");
+                        tokio::time::sleep(retry).await;
+                    }
+                    Err(e) => return Err(e).context("connecting to MongoDB"),
+                }
+            }
+        }
+        None => {
+            let s = EmbeddedStore::open(&cfg.store.data_dir).context("opening the embedded store")?;
+            tracing::info!(event = "store_opened", path = %s.path().display(), "embedded store opened");
+            (Arc::new(s.clone()), Some(s))
+        }
+    };
+    let mut attempt = 0u32;
+    loop {
+        match store.init().await {
+            Ok(()) => break,
+            Err(e) if e.is_retriable() && !*shutdown.borrow() => {
+                attempt += 1;
+                tracing::warn!(event = "store_init_retry", attempt, error = %e, "store init failed; retrying");
+                tokio::time::sleep(retry).await;
+            }
+            Err(e) => return Err(e).context("initialising the store"),
+        }
+    }
+    Ok((store, embedded))
+}
+
+async fn serve(cfg: Arc<Config>, policy: Arc<Policy>, opts: RunOptions) -> anyhow::Result<()> {
+    let shutdown = shutdown_signal();
+    let mode = cfg.source_mode();
+    let (store, embedded) = connect_store(&cfg, &shutdown).await?;
+    let pipeline = Pipeline::start(store.clone(), policy, settings(&cfg));
+
+    let producer = match mode {
+        SourceMode::Kafka => Some(kafka::create_producer(&cfg).context("creating the Kafka producer")?),
+        SourceMode::Embedded => None,
+    };
+    let broker: Option<ReadinessCheck> = producer.clone().map(|p| {
+        let check: ReadinessCheck = Arc::new(move || {
+            let p = p.clone();
+            Box::pin(async move { kafka::broker_metadata(&p).await.map(|_| ()) })
+        });
+        check
+    });
+    let status = StatusInfo {
+        version: env!("CARGO_PKG_VERSION"),
+        commit: option_env!("VEXLENS_GIT_COMMIT"),
+        mode: match mode {
+            SourceMode::Kafka => "kafka",
+            SourceMode::Embedded => "embedded",
+        },
+        store: if embedded.is_some() { "embedded" } else { "mongodb" },
+        feature_flags: [("dsse_verification", false), ("kafka", mode == SourceMode::Kafka), ("once", opts.once)]
+            .into_iter()
+            .collect(),
+    };
+    let (server, addr) = crate::http::serve(&cfg.http.listen, store.clone(), broker, status)
+        .with_context(|| format!("binding {}", cfg.http.listen))?;
+    let server_handle = server.handle();
+    actix::spawn(server);
+    tracing::info!(event = "listening", address = %addr, mode = ?mode, "HTTP listening on {addr}");
+
+    match (mode, producer) {
+        (SourceMode::Kafka, Some(producer)) => {
+            if kafka::wait_for_broker(&producer, Duration::from_millis(cfg.kafka.connect_retry_ms), &shutdown).await {
+                kafka::run(cfg.clone(), pipeline.clone(), producer, shutdown.clone()).await?;
+            }
+        }
+        _ => {
+            let s = SourceSettings {
+                dir: cfg.ingest.dir.clone(),
+                stdin: cfg.ingest.stdin,
+                poll: Duration::from_millis(cfg.ingest.poll_interval_ms),
+                tenant: cfg.ingest.tenant.clone(),
+                max_bytes: cfg.ingest.max_message_bytes,
+                max_in_flight: cfg.ingest.max_in_flight_documents,
+                once: opts.once,
+            };
+            if s.dir.is_none() && !s.stdin {
+                tracing::warn!(event = "no_inputs", "embedded mode without --ingest-dir or --stdin: serving HTTP only");
+            }
+            sources::run(pipeline.clone(), embedded.clone(), s, shutdown.clone()).await;
+            if !opts.once {
+                let mut sd = shutdown.clone();
+                while !*sd.borrow() {
+                    if sd.changed().await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    pipeline.drain().await.context("draining the export actor")?;
+    if let Ok(depth) = store.conflict_queue_depth().await {
+        crate::telemetry::events::ConflictQueueDepth { depth }.emit();
+    }
+    let m = crate::telemetry::metrics();
+    tracing::info!(
+        event = "stopped",
+        documents = m.documents_ingested.get(),
+        observations = m.observations_applied.get(),
+        "drained; exiting"
+    );
+    server_handle.stop(true).await;
+    Ok(())
+}

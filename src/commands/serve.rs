@@ -1,0 +1,90 @@
+//! `vex-lens serve` (the stream processor) and `vex-lens records` (read a store back).
+
+use crate::cli::{RecordsArgs, ServeArgs};
+use anyhow::Context;
+use std::io::Write;
+use std::process::ExitCode;
+use vex_lens::adapters::embedded::EmbeddedStore;
+use vex_lens::app::{self, RunOptions};
+use vex_lens::config::Config;
+use vex_lens::ports::ConsensusStore;
+
+/// Applies the command-line flags over the file and environment configuration.
+pub fn apply_flags(mut cfg: Config, a: &ServeArgs) -> Config {
+    let set = |dst: &mut String, v: &Option<String>| {
+        if let Some(v) = v {
+            *dst = v.clone();
+        }
+    };
+    if a.kafka_brokers.is_some() {
+        cfg.kafka.brokers = a.kafka_brokers.clone();
+    }
+    set(&mut cfg.kafka.topic, &a.topic);
+    set(&mut cfg.kafka.observations_topic, &a.observations_topic);
+    if a.dlq_topic.is_some() {
+        cfg.kafka.dlq_topic = a.dlq_topic.clone();
+    }
+    set(&mut cfg.kafka.group_id, &a.group_id);
+    if a.mongo_uri.is_some() {
+        cfg.mongo.uri = a.mongo_uri.clone();
+    }
+    set(&mut cfg.mongo.db, &a.mongo_db);
+    set(&mut cfg.http.listen, &a.listen);
+    if a.ingest_dir.is_some() {
+        cfg.ingest.dir = a.ingest_dir.clone();
+    }
+    if a.stdin {
+        cfg.ingest.stdin = true;
+    }
+    if let Some(d) = &a.data_dir {
+        cfg.store.data_dir = d.clone();
+    }
+    if let Some(n) = a.max_message_bytes {
+        cfg.ingest.max_message_bytes = n;
+    }
+    set(&mut cfg.ingest.tenant, &a.tenant);
+    cfg
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    vex_lens::telemetry::init_logging();
+    let cfg = apply_flags(Config::load(args.config.as_deref())?, &args);
+    cfg.validate()?;
+    if args.once && cfg.source_mode() == vex_lens::config::SourceMode::Kafka {
+        anyhow::bail!("--once is for the embedded mode (no --kafka-brokers)");
+    }
+    app::run(cfg, RunOptions { once: args.once })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn run_records(args: RecordsArgs) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async {
+        let stdout = std::io::stdout();
+        let mut out = std::io::BufWriter::new(stdout.lock());
+        if let Some(uri) = &args.mongo_uri {
+            let store = vex_lens::adapters::connect_mongo(uri, &args.mongo_db).await?;
+            let records = store.list_records(args.tenant.as_deref(), None).await?;
+            crate::commands::consensus::write_records(&mut out, &records, args.format)?;
+        } else {
+            let dir = match &args.data_dir {
+                Some(d) => d.clone(),
+                None => Config::load(None)?.store.data_dir,
+            };
+            if !dir.join(vex_lens::adapters::embedded::DB_FILE).exists() {
+                anyhow::bail!("no embedded store in {}", dir.display());
+            }
+            let store = EmbeddedStore::open(&dir).with_context(|| format!("opening {}", dir.display()))?;
+            if args.dead_letters {
+                for d in store.dead_letters().await? {
+                    writeln!(out, "{}", serde_json::to_string(&d)?)?;
+                }
+            } else {
+                let records = store.list_records(args.tenant.as_deref(), None).await?;
+                crate::commands::consensus::write_records(&mut out, &records, args.format)?;
+            }
+        }
+        out.flush()?;
+        Ok(ExitCode::SUCCESS)
+    })
+}

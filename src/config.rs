@@ -1,0 +1,413 @@
+//! Typed service configuration: `config/default.toml` (or `--config`), then environment
+//! variables `VEXLENS_<SECTION>__<KEY>`, then command-line flags.
+//!
+//! Invariants: unknown keys are errors (`deny_unknown_fields`); every field has a default
+//! in code, so an empty file is a valid configuration; [`Config::validate`] runs before
+//! anything starts and its errors name the offending key.
+
+use crate::domain::trust::{Knobs, Mode};
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// The configuration could not be loaded or is invalid.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration file {0} does not exist")]
+    Missing(String),
+    #[error("configuration: {0}")]
+    Parse(#[from] Box<figment::Error>),
+    #[error("configuration key {key}: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+/// `[consensus]`: the policy the actors evaluate with.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsensusConfig {
+    /// Consensus mode.
+    pub mode: Mode,
+    /// Issuer directory (trust tiers, weights, keys); not required to exist.
+    pub issuers_file: PathBuf,
+    /// Weight and decision knobs.
+    pub knobs: Knobs,
+}
+
+impl Default for ConsensusConfig {
+    fn default() -> Self {
+        ConsensusConfig {
+            mode: Mode::WeightedVote,
+            issuers_file: "config/issuers.toml".into(),
+            knobs: Knobs::default(),
+        }
+    }
+}
+
+/// `[kafka]`: the documents and observations topics.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// Bootstrap servers; Kafka mode when set.
+    pub brokers: Option<String>,
+    /// Documents topic.
+    pub topic: String,
+    /// Observations topic (keyed `<tenant>/<package>`).
+    pub observations_topic: String,
+    /// Dead-letter topic of the documents topic (default `<topic>.dlq`).
+    pub dlq_topic: Option<String>,
+    /// Dead-letter topic of the observations topic (default `<observations_topic>.dlq`).
+    pub observations_dlq_topic: Option<String>,
+    /// Consumer group of both consumers.
+    pub group_id: String,
+    /// Consumer session timeout.
+    pub session_timeout_ms: u64,
+    /// Longest time shutdown waits for in-flight messages before committing what is done.
+    pub drain_timeout_ms: u64,
+    /// Partitions of topics created at start when missing (0: do not create).
+    pub create_partitions: i32,
+    /// Delay between attempts while the broker is unreachable at start.
+    pub connect_retry_ms: u64,
+    /// Documents in flight (normalised, observations not yet acknowledged) before pausing.
+    pub max_in_flight_documents: usize,
+    /// Observations in flight (not yet durable) before pausing.
+    pub max_in_flight_observations: usize,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: None,
+            topic: "vex.documents".into(),
+            observations_topic: "vex.observations".into(),
+            dlq_topic: None,
+            observations_dlq_topic: None,
+            group_id: "vex-lens".into(),
+            session_timeout_ms: 45_000,
+            drain_timeout_ms: 20_000,
+            create_partitions: 6,
+            connect_retry_ms: 2_000,
+            max_in_flight_documents: 256,
+            max_in_flight_observations: 4096,
+        }
+    }
+}
+
+impl KafkaConfig {
+    pub fn documents_dlq(&self) -> String {
+        self.dlq_topic.clone().unwrap_or_else(|| format!("{}.dlq", self.topic))
+    }
+    pub fn observations_dlq(&self) -> String {
+        self.observations_dlq_topic.clone().unwrap_or_else(|| format!("{}.dlq", self.observations_topic))
+    }
+}
+
+/// `[mongo]`: the MongoDB-wire store.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MongoConfig {
+    /// Connection string; MongoDB store when set.
+    pub uri: Option<String>,
+    /// Database name.
+    pub db: String,
+}
+
+impl Default for MongoConfig {
+    fn default() -> Self {
+        MongoConfig { uri: None, db: "vexlens".into() }
+    }
+}
+
+/// `[http]`: health, metrics and status.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Listen address (`host:port`; port 0 picks a free one).
+    pub listen: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig { listen: "127.0.0.1:8080".into() }
+    }
+}
+
+/// `[ingest]`: inputs of the embedded mode and limits of both modes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// Directory watched for `*.json` documents (embedded mode).
+    pub dir: Option<PathBuf>,
+    /// Poll interval of the directory watcher.
+    pub poll_interval_ms: u64,
+    /// Read NDJSON documents from stdin (embedded mode).
+    pub stdin: bool,
+    /// Tenant of documents without a `tenant` header (and of every embedded input).
+    pub tenant: String,
+    /// Largest message/document accepted (bytes); larger ones are dead-lettered.
+    pub max_message_bytes: usize,
+    /// Normalisation worker threads.
+    pub workers: usize,
+    /// Documents in flight at once in the embedded mode.
+    pub max_in_flight_documents: usize,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            dir: None,
+            poll_interval_ms: 500,
+            stdin: false,
+            tenant: "default".into(),
+            max_message_bytes: 8 * 1024 * 1024,
+            workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(1, 8),
+            max_in_flight_documents: 64,
+        }
+    }
+}
+
+/// `[store]`: the embedded store.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// Directory of the embedded (redb) store.
+    pub data_dir: PathBuf,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig { data_dir: "./data".into() }
+    }
+}
+
+/// `[actors]`: mailbox sizes, batching and memory bounds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ActorsConfig {
+    /// Mailbox capacity of every actor (awaited sends wait when full).
+    pub mailbox_capacity: usize,
+    /// Most artifact actors alive at once; the least recently used idle ones are evicted.
+    pub max_live_actors: usize,
+    /// Artifact actors idle this long are evicted (rebuilt from the store on demand).
+    pub idle_evict_secs: u64,
+    /// Most observations written per store batch.
+    pub export_batch_max: usize,
+    /// Longest wait before a partial batch is written.
+    pub export_flush_ms: u64,
+    /// First and largest delay between store retries.
+    pub retry_initial_ms: u64,
+    pub retry_max_ms: u64,
+}
+
+impl Default for ActorsConfig {
+    fn default() -> Self {
+        ActorsConfig {
+            mailbox_capacity: 256,
+            max_live_actors: 10_000,
+            idle_evict_secs: 300,
+            export_batch_max: 2_000,
+            export_flush_ms: 5,
+            retry_initial_ms: 100,
+            retry_max_ms: 5_000,
+        }
+    }
+}
+
+/// The whole configuration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub consensus: ConsensusConfig,
+    pub kafka: KafkaConfig,
+    pub mongo: MongoConfig,
+    pub http: HttpConfig,
+    pub ingest: IngestConfig,
+    pub store: StoreConfig,
+    pub actors: ActorsConfig,
+}
+
+/// Where documents come from and where results go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceMode {
+    Kafka,
+    Embedded,
+}
+
+impl Config {
+    /// Loads `path` (or `config/default.toml` when it exists), then the environment.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let default = Path::new("config/default.toml");
+        let mut fig = Figment::new();
+        match path {
+            Some(p) if !p.exists() => return Err(ConfigError::Missing(p.display().to_string())),
+            Some(p) => fig = fig.merge(Toml::file(p)),
+            None if default.exists() => fig = fig.merge(Toml::file(default)),
+            None => {}
+        }
+        Self::from_figment(fig.merge(Self::env()))
+    }
+
+    /// `VEXLENS_SECTION__KEY` variables (only those naming a section, so unrelated
+    /// `VEXLENS_*` variables of the scripts are not mistaken for keys).
+    pub fn env() -> Env {
+        Env::prefixed("VEXLENS_").filter(|k| k.as_str().contains("__")).split("__")
+    }
+
+    pub fn from_figment(fig: Figment) -> Result<Config, ConfigError> {
+        fig.extract().map_err(|e| ConfigError::Parse(Box::new(e)))
+    }
+
+    /// Kafka mode when brokers are configured.
+    pub fn source_mode(&self) -> SourceMode {
+        if self.kafka.brokers.as_deref().is_some_and(|b| !b.trim().is_empty()) {
+            SourceMode::Kafka
+        } else {
+            SourceMode::Embedded
+        }
+    }
+
+    /// Checks every value; the error names the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let inv = |key: &'static str, reason: String| Err(ConfigError::Invalid { key, reason });
+        if let Err(e) = self.consensus.knobs.validate() {
+            return inv("consensus.knobs", e.to_string());
+        }
+        let k = &self.kafka;
+        for (key, v) in [
+            ("kafka.topic", &k.topic),
+            ("kafka.observations_topic", &k.observations_topic),
+            ("kafka.group_id", &k.group_id),
+        ] {
+            if v.trim().is_empty() {
+                return inv(key, "must not be empty".into());
+            }
+        }
+        if k.topic == k.observations_topic {
+            return inv("kafka.observations_topic", format!("must differ from kafka.topic ({})", k.topic));
+        }
+        if k.documents_dlq() == k.topic || k.documents_dlq() == k.observations_topic {
+            return inv("kafka.dlq_topic", "must differ from the documents and observations topics".into());
+        }
+        if k.session_timeout_ms < 1_000 {
+            return inv("kafka.session_timeout_ms", format!("{} is below 1000", k.session_timeout_ms));
+        }
+        if k.drain_timeout_ms >= k.session_timeout_ms {
+            return inv(
+                "kafka.drain_timeout_ms",
+                format!("{} must be below kafka.session_timeout_ms ({})", k.drain_timeout_ms, k.session_timeout_ms),
+            );
+        }
+        if k.max_in_flight_documents == 0 {
+            return inv("kafka.max_in_flight_documents", "must be at least 1".into());
+        }
+        if k.max_in_flight_observations == 0 {
+            return inv("kafka.max_in_flight_observations", "must be at least 1".into());
+        }
+        if k.create_partitions < 0 {
+            return inv("kafka.create_partitions", "must not be negative".into());
+        }
+        if let Some(u) = &self.mongo.uri {
+            if !(u.starts_with("mongodb://") || u.starts_with("mongodb+srv://")) {
+                return inv("mongo.uri", format!("{u:?} is not a mongodb:// URI"));
+            }
+        }
+        if self.mongo.db.trim().is_empty() {
+            return inv("mongo.db", "must not be empty".into());
+        }
+        if self.http.listen.parse::<std::net::SocketAddr>().is_err()
+            && !self.http.listen.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        {
+            return inv("http.listen", format!("{:?} is not host:port", self.http.listen));
+        }
+        let i = &self.ingest;
+        if i.max_message_bytes == 0 {
+            return inv("ingest.max_message_bytes", "must be at least 1".into());
+        }
+        if i.poll_interval_ms == 0 {
+            return inv("ingest.poll_interval_ms", "must be at least 1".into());
+        }
+        if i.workers == 0 {
+            return inv("ingest.workers", "must be at least 1".into());
+        }
+        if i.max_in_flight_documents == 0 {
+            return inv("ingest.max_in_flight_documents", "must be at least 1".into());
+        }
+        if i.tenant.trim().is_empty() {
+            return inv("ingest.tenant", "must not be empty".into());
+        }
+        let a = &self.actors;
+        for (key, v) in [
+            ("actors.mailbox_capacity", a.mailbox_capacity as u64),
+            ("actors.max_live_actors", a.max_live_actors as u64),
+            ("actors.idle_evict_secs", a.idle_evict_secs),
+            ("actors.export_batch_max", a.export_batch_max as u64),
+            ("actors.retry_initial_ms", a.retry_initial_ms),
+        ] {
+            if v == 0 {
+                return inv(key, "must be at least 1".into());
+            }
+        }
+        if a.retry_max_ms < a.retry_initial_ms {
+            return inv("actors.retry_max_ms", "must be at least actors.retry_initial_ms".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::providers::Serialized;
+
+    fn parse(toml: &str) -> Result<Config, ConfigError> {
+        Config::from_figment(Figment::new().merge(Toml::string(toml)))
+    }
+
+    #[test]
+    fn repository_default_toml_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/default.toml");
+        let c = Config::from_figment(Figment::new().merge(Toml::file(path))).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.kafka.topic, "vex.documents");
+        assert_eq!(c.source_mode(), SourceMode::Embedded);
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_naming_it() {
+        let e = parse("[kafka]\ntopik = \"x\"\n").unwrap_err().to_string();
+        assert!(e.contains("topik"), "{e}");
+    }
+
+    #[test]
+    fn invalid_value_names_the_key() {
+        let mut c = Config::default();
+        c.kafka.drain_timeout_ms = c.kafka.session_timeout_ms;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("kafka.drain_timeout_ms"), "{e}");
+        let mut c = Config::default();
+        c.http.listen = "nope".into();
+        assert!(c.validate().unwrap_err().to_string().contains("http.listen"));
+        let mut c = Config::default();
+        c.consensus.knobs.conflict_threshold = 2.0;
+        assert!(c.validate().unwrap_err().to_string().contains("consensus.knobs"));
+        let e = parse("[kafka]\nsession_timeout_ms = \"soon\"\n").unwrap_err().to_string();
+        assert!(e.contains("session_timeout_ms"), "{e}");
+    }
+
+    #[test]
+    fn env_overrides_file_and_ignores_unrelated_variables() {
+        // Variable names unique to this test (tests run in parallel threads).
+        std::env::set_var("VEXLENS_KAFKA__OBSERVATIONS_TOPIC", "from-env");
+        std::env::set_var("VEXLENS_SERVICES_DIR_TEST_ONLY", "/tmp/whatever");
+        let fig = Figment::new()
+            .merge(Serialized::defaults(Config::default()))
+            .merge(Toml::string("[kafka]\nobservations_topic = \"from-file\"\n"))
+            .merge(Config::env());
+        let c = Config::from_figment(fig).unwrap();
+        std::env::remove_var("VEXLENS_KAFKA__OBSERVATIONS_TOPIC");
+        std::env::remove_var("VEXLENS_SERVICES_DIR_TEST_ONLY");
+        assert_eq!(c.kafka.observations_topic, "from-env");
+        assert_eq!(c.kafka.observations_dlq(), "from-env.dlq");
+    }
+}
