@@ -4,6 +4,7 @@
 pub mod contract;
 pub mod embedded;
 pub mod kafka;
+pub mod mongo;
 
 use crate::ports::{ConsensusStore, StoreError};
 use std::sync::Arc;

@@ -111,7 +111,7 @@ pub struct StatementEntry {
     /// The statement's own artifact key (broader than the pair's for version-less or
     /// range statements).
     pub artifact: String,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub scope: Vec<String>,
     pub role: Role,
     /// Why superseded or excluded.
@@ -128,7 +128,7 @@ pub struct Conflict {
     pub reason: String,
     pub detail: String,
     pub issuers: Vec<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub statuses: Vec<Status>,
 }
 

@@ -1,0 +1,381 @@
+//! Shared helpers for the integration tests against the real services (Kafka, the
+//! MongoDB-wire server): service discovery from the environment, fresh names, corpus
+//! loading, `kcat`, and the `vex-lens serve` child process.
+//!
+//! Invariants: when `VEXLENS_KAFKA_BROKERS`/`VEXLENS_MONGODB_URI` are unset a test is
+//! skipped (prints "skipped: run scripts/test.sh"), unless `VEXLENS_REQUIRE_SERVICES=1`,
+//! which turns a missing or unreachable service into a failure. Every test uses fresh
+//! topic and database names.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use vex_lens::domain::consensus::{batch, ConsensusRecord};
+use vex_lens::domain::model::{IngestContext, Observation};
+use vex_lens::domain::normalise::{normalise_bytes, DEFAULT_MAX_DOCUMENT_BYTES};
+
+/// Endpoints of the real services.
+#[derive(Clone, Debug)]
+pub struct Services {
+    pub brokers: String,
+    pub mongo_uri: String,
+}
+
+pub fn services_required() -> bool {
+    std::env::var("VEXLENS_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
+}
+
+/// The services from the environment, or `None` (the caller returns: skipped).
+pub fn services() -> Option<Services> {
+    let brokers = std::env::var("VEXLENS_KAFKA_BROKERS").ok().filter(|s| !s.is_empty());
+    let mongo_uri = std::env::var("VEXLENS_MONGODB_URI").ok().filter(|s| !s.is_empty());
+    match (brokers, mongo_uri) {
+        (Some(brokers), Some(mongo_uri)) => Some(Services { brokers, mongo_uri }),
+        _ => {
+            assert!(
+                !services_required(),
+                "VEXLENS_REQUIRE_SERVICES=1 but VEXLENS_KAFKA_BROKERS/VEXLENS_MONGODB_URI are unset"
+            );
+            eprintln!("skipped: run scripts/test.sh (VEXLENS_KAFKA_BROKERS/VEXLENS_MONGODB_URI unset)");
+            None
+        }
+    }
+}
+
+/// `it_<test>_<pid>_<nanos>`: a fresh database/topic name (Mongo-safe, Kafka-safe).
+pub fn fresh_name(test: &str) -> String {
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    // MongoDB database names are limited to 63 bytes.
+    let mut name = format!("it_{test}_{}_{}", std::process::id(), nanos % 1_000_000_000_000);
+    name.truncate(63);
+    name
+}
+
+pub fn repo_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn corpus_dir() -> PathBuf {
+    repo_dir().join("../shared/corpus")
+}
+
+/// Every `*.json` under the given corpus subdirectories, sorted.
+pub fn corpus_files(subdirs: &[&str]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for s in subdirs {
+        collect_json(&corpus_dir().join(s), &mut out);
+    }
+    out.sort();
+    out
+}
+
+fn collect_json(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            collect_json(&p, out);
+        } else if p.extension().is_some_and(|x| x == "json") {
+            out.push(p);
+        }
+    }
+}
+
+/// Normalises files in-process (tenant `tenant`) and returns the observations.
+pub fn observations_of(files: &[PathBuf], tenant: &str) -> Vec<Observation> {
+    let mut out = Vec::new();
+    for f in files {
+        let bytes = std::fs::read(f).expect("read corpus file");
+        let ctx = IngestContext { tenant: Some(tenant.to_string()), ..Default::default() };
+        let doc = normalise_bytes(&f.display().to_string(), &bytes, &ctx, DEFAULT_MAX_DOCUMENT_BYTES)
+            .unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        out.extend(doc.observations);
+    }
+    out
+}
+
+/// Records with the default policy (the same as `vex-lens consensus` with no flags).
+pub fn batch_records(observations: Vec<Observation>) -> Vec<ConsensusRecord> {
+    let policy = vex_lens::domain::trust::Policy::new(
+        vex_lens::domain::trust::Mode::WeightedVote,
+        vex_lens::domain::trust::IssuerDirectory::default(),
+        vex_lens::domain::trust::Knobs::default(),
+    );
+    batch(observations, &policy, false).0
+}
+
+/// The records `vex-lens consensus --tenant T FILES...` prints (run in the repo dir, so
+/// it uses config/default.toml and config/issuers.toml like `serve` does).
+pub fn cli_consensus(files: &[PathBuf], tenant: &str) -> Vec<ConsensusRecord> {
+    let out = Command::new(env!("CARGO_BIN_EXE_vex-lens"))
+        .current_dir(repo_dir())
+        .arg("consensus")
+        .arg("--tenant")
+        .arg(tenant)
+        .args(files)
+        .output()
+        .expect("run vex-lens consensus");
+    assert!(out.status.success(), "vex-lens consensus failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).expect("record"))
+        .collect()
+}
+
+// --- Kafka through kcat (an independent producer/consumer we did not write) -------------
+
+pub fn kcat_available() -> bool {
+    Command::new("kcat").arg("-V").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+}
+
+/// Produces one file as one message with the given key and headers (the broker
+/// auto-creates the topic with num.partitions = 6).
+pub fn kcat_produce_file(brokers: &str, topic: &str, key: &str, headers: &[(&str, &str)], file: &Path) {
+    let mut cmd = Command::new("kcat");
+    cmd.args(["-P", "-b", brokers, "-t", topic, "-k", key, "-X", "message.max.bytes=16000000"]);
+    for (k, v) in headers {
+        cmd.arg("-H").arg(format!("{k}={v}"));
+    }
+    cmd.arg(file);
+    let out = cmd.output().expect("run kcat");
+    assert!(out.status.success(), "kcat produce {} failed: {}", file.display(), String::from_utf8_lossy(&out.stderr));
+}
+
+/// Produces many files, one message each, in a single kcat process (-l would split on
+/// lines, so files are passed as arguments: kcat sends each file as one message).
+pub fn kcat_produce_files(brokers: &str, topic: &str, headers: &[(&str, &str)], files: &[PathBuf]) {
+    for chunk in files.chunks(200) {
+        let mut cmd = Command::new("kcat");
+        cmd.args(["-P", "-b", brokers, "-t", topic, "-X", "message.max.bytes=16000000"]);
+        for (k, v) in headers {
+            cmd.arg("-H").arg(format!("{k}={v}"));
+        }
+        cmd.args(chunk);
+        let out = cmd.output().expect("run kcat");
+        assert!(out.status.success(), "kcat produce failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+/// Consumes a whole topic from the beginning (exits at its end) with a format string.
+pub fn kcat_consume(brokers: &str, topic: &str, format: &str) -> String {
+    let out = Command::new("kcat")
+        .args(["-C", "-b", brokers, "-t", topic, "-o", "beginning", "-e", "-q", "-f", format])
+        .args(["-X", "fetch.message.max.bytes=16000000"])
+        .output()
+        .expect("run kcat");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Number of messages in a topic (consumes it once, offsets only).
+pub fn kcat_count(brokers: &str, topic: &str) -> usize {
+    kcat_consume(brokers, topic, "%o\n").lines().filter(|l| !l.is_empty()).count()
+}
+
+/// Polls `f` every 250 ms until it holds or `timeout` passes.
+pub fn wait_until<F: FnMut() -> bool>(timeout: Duration, mut f: F) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    f()
+}
+
+// --- vex-lens serve ---------------------------------------------------------------------
+
+/// Names and endpoints one serve test uses.
+#[derive(Clone, Debug)]
+pub struct ServeSetup {
+    pub services: Services,
+    pub topic: String,
+    pub observations_topic: String,
+    pub dlq_topic: String,
+    pub group_id: String,
+    pub db: String,
+}
+
+impl ServeSetup {
+    pub fn fresh(services: &Services, test: &str) -> ServeSetup {
+        let base = fresh_name(test);
+        ServeSetup {
+            services: services.clone(),
+            topic: format!("{base}.documents"),
+            observations_topic: format!("{base}.observations"),
+            dlq_topic: format!("{base}.documents.dlq"),
+            group_id: base.clone(),
+            db: base,
+        }
+    }
+}
+
+/// A free 127.0.0.1 port for `--listen`.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+/// A running `vex-lens serve` child; killed (SIGKILL) when dropped.
+pub struct Serve {
+    pub child: Child,
+    pub listen: String,
+    pub log: PathBuf,
+}
+
+impl Serve {
+    /// Starts `vex-lens serve` with the setup's names; `extra_env` e.g. a short session
+    /// timeout. Its output goes to a log file under target/it-logs/.
+    pub fn start(setup: &ServeSetup, name: &str, extra_env: &[(&str, &str)]) -> Serve {
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let log_dir = repo_dir().join("target/it-logs");
+        std::fs::create_dir_all(&log_dir).expect("log dir");
+        let log = log_dir.join(format!("{}-{name}.log", setup.db));
+        let out = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("log file");
+        let err = out.try_clone().expect("log file");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vex-lens"));
+        cmd.current_dir(repo_dir())
+            .arg("serve")
+            .args(["--kafka-brokers", &setup.services.brokers])
+            .args(["--topic", &setup.topic])
+            .args(["--observations-topic", &setup.observations_topic])
+            .args(["--dlq-topic", &setup.dlq_topic])
+            .args(["--group-id", &setup.group_id])
+            .args(["--mongo-uri", &setup.services.mongo_uri])
+            .args(["--mongo-db", &setup.db])
+            .args(["--listen", &listen])
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err);
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn vex-lens serve");
+        Serve { child, listen, log }
+    }
+
+    /// HTTP GET on the serve's listener: (status code, body), or None if unreachable.
+    pub fn get(&self, path: &str) -> Option<(u16, String)> {
+        http_get(&self.listen, path)
+    }
+
+    /// Waits until `/health/readiness` answers 200 (panics with the log otherwise).
+    pub fn wait_ready(&mut self, timeout: Duration) {
+        let ok = wait_until(timeout, || {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("vex-lens serve exited early ({status}); log:\n{}", self.log_tail());
+            }
+            self.get("/health/readiness").is_some_and(|(code, _)| code == 200)
+        });
+        assert!(ok, "vex-lens serve not ready after {timeout:?}; log:\n{}", self.log_tail());
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait for a clean exit; returns whether it exited 0 in time.
+    pub fn terminate(&mut self, timeout: Duration) -> bool {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.kill9();
+        false
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(60)..].join("\n")
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Minimal HTTP/1.0 GET (no client dependency needed for health checks).
+pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).ok()?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let code = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Some((code, body))
+}
+
+// --- MongoDB ------------------------------------------------------------------------------
+
+/// A client on the test server; panics (a failure) if it is unreachable.
+pub async fn mongo_client(uri: &str) -> mongodb::Client {
+    let mut options = mongodb::options::ClientOptions::parse(uri).await.expect("mongo uri");
+    options.server_selection_timeout = Some(Duration::from_secs(5));
+    let client = mongodb::Client::with_options(options).expect("mongo client");
+    client
+        .database("admin")
+        .run_command(mongodb::bson::doc! { "ping": 1 })
+        .await
+        .unwrap_or_else(|e| panic!("MongoDB-wire server at {uri} unreachable: {e} (scripts/services.sh up)"));
+    client
+}
+
+/// The stored records of a database, via the store adapter (checks digests).
+pub async fn stored_records(uri: &str, db: &str) -> Vec<ConsensusRecord> {
+    use vex_lens::ports::ConsensusStore;
+    let store = vex_lens::adapters::mongo::MongoStore::connect(uri, db).await.expect("connect");
+    store.list_records(None, None).await.expect("list records")
+}
+
+/// Number of documents in a collection.
+pub async fn count(uri: &str, db: &str, collection: &str) -> u64 {
+    mongo_client(uri)
+        .await
+        .database(db)
+        .collection::<mongodb::bson::Document>(collection)
+        .count_documents(mongodb::bson::doc! {})
+        .await
+        .expect("count")
+}
+
+pub async fn drop_db(uri: &str, db: &str) {
+    let _ = mongo_client(uri).await.database(db).drop().await;
+}
+
+/// Compares records digest for digest (sorted by pair); panics with the first difference.
+pub fn assert_same_records(got: &[ConsensusRecord], want: &[ConsensusRecord]) {
+    let key = |r: &ConsensusRecord| (r.tenant.clone(), r.artifact.clone(), r.vulnerability.clone());
+    let mut g: Vec<_> = got.iter().map(|r| (key(r), r.consensus_digest.clone())).collect();
+    let mut w: Vec<_> = want.iter().map(|r| (key(r), r.consensus_digest.clone())).collect();
+    g.sort();
+    w.sort();
+    if g != w {
+        let missing: Vec<_> = w.iter().filter(|x| !g.contains(x)).take(5).collect();
+        let extra: Vec<_> = g.iter().filter(|x| !w.contains(x)).take(5).collect();
+        panic!(
+            "records differ: got {}, want {}; first missing/different: {missing:?}; first unexpected: {extra:?}",
+            g.len(),
+            w.len()
+        );
+    }
+}

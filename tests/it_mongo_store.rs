@@ -1,0 +1,211 @@
+//! `MongoStore` against the real MongoDB-wire server (FerretDB v1 in tests): exact
+//! round trips (digest recomputes after storage, big ppm integers, f64 confidence),
+//! idempotent history, the conflict queue, first-provenance-wins observations, and the
+//! mapping of an unreachable server to a retriable error. Each test uses a fresh database
+//! and drops it at the end.
+
+#[path = "../integration-tests/common/mod.rs"]
+mod common;
+
+use std::time::{Duration, Instant};
+use vex_lens::adapters::mongo::{MongoStore, CONFLICT_QUEUE, CONSENSUS, DSSE_VERIFICATIONS, HISTORY, OBSERVATIONS};
+use vex_lens::domain::consensus::{Conflict, ConsensusRecord};
+use vex_lens::domain::model::Status;
+use vex_lens::ports::{ConsensusStore, StoreError, VerificationRecord};
+
+/// A fresh store, or None when the services are not configured (skipped).
+async fn fresh_store(test: &str) -> Option<(MongoStore, String, String)> {
+    let services = common::services()?;
+    let db = common::fresh_name(test);
+    // Unreachable is a failure here (the env says the server is there).
+    common::mongo_client(&services.mongo_uri).await;
+    let store = MongoStore::connect(&services.mongo_uri, &db).await.expect("connect");
+    store.init().await.expect("init");
+    Some((store, services.mongo_uri, db))
+}
+
+fn corpus_records(tenant: &str) -> Vec<ConsensusRecord> {
+    let files = common::corpus_files(&["openvex", "csaf", "cyclonedx"]);
+    common::batch_records(common::observations_of(&files, tenant))
+}
+
+fn with_digest(mut r: ConsensusRecord) -> ConsensusRecord {
+    r.consensus_digest = r.compute_digest();
+    r
+}
+
+#[tokio::test]
+async fn records_round_trip_digest_for_digest() {
+    let Some((store, uri, db)) = fresh_store("roundtrip").await else { return };
+    let records = corpus_records("acme");
+    assert!(records.len() > 20, "corpus gave {} records", records.len());
+    store.put_records(&records, 1_000).await.expect("put");
+    let back = store.list_records(None, None).await.expect("list");
+    assert_eq!(back.len(), records.len());
+    for (got, want) in back.iter().zip(&records) {
+        assert_eq!(got, want, "record differs after a round trip");
+        assert_eq!(got.compute_digest(), want.consensus_digest);
+    }
+    let one = store.get_record(&records[3].pair()).await.expect("get").expect("present");
+    assert_eq!(one, records[3]);
+
+    // Big ppm integers (beyond i64 and beyond f64's exact range) and awkward floats.
+    let mut big = records[0].clone();
+    big.vulnerability = "CVE-2099-0001".into();
+    big.total_weight_ppm = u64::MAX;
+    big.scores_ppm.insert(Status::Affected, u64::MAX - 1);
+    big.scores_ppm.insert(Status::Fixed, (1u64 << 53) + 1);
+    for (i, confidence) in [0.1 + 0.2, 1.0 / 3.0, 2.0 / 3.0, 1e-17, 0.999_999_999_999_999_9, 5e-324].iter().enumerate()
+    {
+        let mut r = big.clone();
+        r.vulnerability = format!("CVE-2099-{i:04}");
+        r.confidence = *confidence;
+        let r = with_digest(r);
+        store.put_records(std::slice::from_ref(&r), 2_000).await.expect("put big");
+        let got = store.get_record(&r.pair()).await.expect("get big").expect("present");
+        assert_eq!(got.confidence.to_bits(), confidence.to_bits());
+        assert_eq!(got.total_weight_ppm, u64::MAX);
+        assert_eq!(got.compute_digest(), r.consensus_digest);
+        assert_eq!(got, r);
+    }
+    common::drop_db(&uri, &db).await;
+}
+
+#[tokio::test]
+async fn history_is_written_once_per_change() {
+    let Some((store, uri, db)) = fresh_store("history").await else { return };
+    let records = corpus_records("default");
+    let n = records.len() as u64;
+    store.put_records(&records, 10).await.expect("put");
+    // A replay changes nothing, not even changed_at_ms.
+    store.put_records(&records, 20).await.expect("replay");
+    assert_eq!(common::count(&uri, &db, HISTORY).await, n);
+    assert_eq!(common::count(&uri, &db, CONSENSUS).await, n);
+    assert_eq!(store.list_records(None, Some(11)).await.expect("since").len(), 0);
+
+    // One record changes: one more history entry, stamped.
+    let mut changed = records[0].clone();
+    changed.status = vex_lens::domain::consensus::ConsensusStatus::Disputed;
+    let changed = with_digest(changed);
+    store.put_records(std::slice::from_ref(&changed), 30).await.expect("change");
+    store.put_records(std::slice::from_ref(&changed), 40).await.expect("change replay");
+    assert_eq!(common::count(&uri, &db, HISTORY).await, n + 1);
+    let since = store.list_records(None, Some(30)).await.expect("since");
+    assert_eq!(since, vec![changed.clone()]);
+    assert_eq!(store.list_records(Some("other"), None).await.expect("tenant").len(), 0);
+    assert_eq!(store.list_records(Some("default"), None).await.expect("tenant").len() as u64, n);
+    common::drop_db(&uri, &db).await;
+}
+
+#[tokio::test]
+async fn conflict_queue_tracks_open_conflicts() {
+    let Some((store, uri, db)) = fresh_store("conflicts").await else { return };
+    let records = corpus_records("default");
+    let with_conflicts = records.iter().filter(|r| !r.conflicts.is_empty()).count() as u64;
+    store.put_records(&records, 1).await.expect("put");
+    assert_eq!(store.conflict_queue_depth().await.expect("depth"), with_conflicts);
+
+    let mut r = records.iter().find(|r| r.conflicts.is_empty()).expect("a record without conflicts").clone();
+    r.conflicts = vec![Conflict {
+        reason: "status_disagreement".into(),
+        detail: "a vs b".into(),
+        issuers: vec!["a".into(), "b".into()],
+        statuses: vec![Status::Affected, Status::NotAffected],
+    }];
+    let opened = with_digest(r.clone());
+    store.put_records(std::slice::from_ref(&opened), 2).await.expect("open");
+    assert_eq!(store.conflict_queue_depth().await.expect("depth"), with_conflicts + 1);
+    r.conflicts.clear();
+    let resolved = with_digest(r);
+    store.put_records(std::slice::from_ref(&resolved), 3).await.expect("resolve");
+    assert_eq!(store.conflict_queue_depth().await.expect("depth"), with_conflicts);
+    assert_eq!(common::count(&uri, &db, CONFLICT_QUEUE).await, with_conflicts);
+    common::drop_db(&uri, &db).await;
+}
+
+#[tokio::test]
+async fn observations_keep_first_provenance_and_rebuild_packages() {
+    let Some((store, uri, db)) = fresh_store("observations").await else { return };
+    let files = common::corpus_files(&["openvex", "csaf", "cyclonedx"]);
+    let mut first = common::observations_of(&files, "t1");
+    for (i, o) in first.iter_mut().enumerate() {
+        o.provenance.source = Some(format!("kafka:docs/{}@{}", i % 6, i));
+    }
+    store.put_observations(&first).await.expect("put");
+    let mut second = first.clone();
+    for o in &mut second {
+        o.provenance.source = Some("kafka:docs/0@999999".into());
+    }
+    store.put_observations(&second).await.expect("replay");
+    let unique: std::collections::BTreeSet<&str> = first.iter().map(|o| o.id.as_str()).collect();
+    assert_eq!(common::count(&uri, &db, OBSERVATIONS).await, unique.len() as u64);
+
+    // FerretDB v1 scans the collection for every non-_id filter, so rebuild a sample of
+    // packages (the busiest ones and a spread of the rest), not all of them.
+    let mut per_package: std::collections::BTreeMap<&str, Vec<&vex_lens::domain::model::Observation>> =
+        Default::default();
+    for o in &first {
+        per_package.entry(o.package.as_str()).or_default().push(o);
+    }
+    let mut sample: Vec<&str> = per_package.keys().copied().step_by(per_package.len() / 10 + 1).collect();
+    let mut busiest: Vec<(&str, usize)> = per_package.iter().map(|(k, v)| (*k, v.len())).collect();
+    busiest.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
+    sample.extend(busiest.iter().take(5).map(|(k, _)| *k));
+    sample.sort();
+    sample.dedup();
+    for p in &sample {
+        let rebuilt = store.observations_for_package("t1", p).await.expect("rebuild");
+        let mut want: Vec<&vex_lens::domain::model::Observation> = per_package[p].clone();
+        want.sort_by(|a, b| a.id.cmp(&b.id));
+        want.dedup_by(|a, b| a.id == b.id);
+        assert_eq!(rebuilt.iter().collect::<Vec<_>>(), want, "package {p}: rebuilt observations differ");
+        // Rebuilt state gives the same records.
+        let want_owned: Vec<_> = want.into_iter().cloned().collect();
+        assert_eq!(common::batch_records(rebuilt), common::batch_records(want_owned));
+    }
+    assert!(store.observations_for_package("t2", sample[0]).await.expect("other tenant").is_empty());
+    common::drop_db(&uri, &db).await;
+}
+
+/// The generic port contract (src/adapters/contract.rs), the same the embedded store passes.
+#[tokio::test]
+async fn store_contract_suite_passes() {
+    let Some((store, uri, db)) = fresh_store("contract").await else { return };
+    vex_lens::adapters::contract::store_contract_suite(&store).await;
+    common::drop_db(&uri, &db).await;
+}
+
+#[tokio::test]
+async fn verifications_upsert_by_digest() {
+    let Some((store, uri, db)) = fresh_store("dsse").await else { return };
+    let mut v = VerificationRecord {
+        envelope_digest: "sha256:00ff".into(),
+        issuer: Some("acme".into()),
+        keyid: None,
+        result: "failed".into(),
+        reason: Some("bad_signature".into()),
+        verified_at_ms: 5,
+        source: Some("kafka:t/0@1".into()),
+    };
+    store.put_verification(&v).await.expect("put");
+    v.result = "verified".into();
+    store.put_verification(&v).await.expect("put again");
+    assert_eq!(common::count(&uri, &db, DSSE_VERIFICATIONS).await, 1);
+    store.ping().await.expect("ping");
+    store.init().await.expect("init is idempotent");
+    common::drop_db(&uri, &db).await;
+}
+
+/// Needs no server: nothing listens on port 1, so operations fail fast and retriably.
+#[tokio::test]
+async fn unreachable_server_is_unavailable_quickly() {
+    let store =
+        MongoStore::connect("mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=1500", "x").await.expect("connect");
+    let start = Instant::now();
+    let err = store.ping().await.expect_err("nothing listens on port 1");
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+    assert!(err.is_retriable());
+    assert!(start.elapsed() < Duration::from_secs(10), "took {:?}", start.elapsed());
+    let err = store.put_records(&corpus_records("x")[..1], 1).await.expect_err("down");
+    assert!(err.is_retriable(), "{err:?}");
+}
