@@ -1,21 +1,24 @@
 //! ArtifactActor: the in-memory consensus state of one (tenant, package), fed in order.
 //!
 //! Invariants: the state is rebuilt from the store (through the export actor, so every
-//! acknowledged observation is included) BEFORE the first new observation applies; each
-//! observation's changed records go to the export actor together with the observation
-//! and its completion signal; after a rebuild that found stored observations the first
+//! acknowledged observation is included) BEFORE the first new observation applies; the
+//! observations applied in one turn are handed to the export actor together with the
+//! records they changed (each changed pair evaluated once) and their completion
+//! signals; after a rebuild that found stored observations the first
 //! write re-evaluates every pair (heals a crash between the observation and record
 //! writes). No business rule lives here: `PackageState` decides.
 
 use super::exporter::ExportActor;
-use super::messages::{Apply, LoadPackage, Persist};
-use crate::domain::consensus::PackageState;
+use super::messages::{Apply, Done, LoadPackage, Persist};
+use crate::domain::consensus::{PackageState, PairKey};
+use crate::domain::model::Observation;
 use crate::domain::trust::Policy;
 use crate::telemetry::events::Recomputed;
 use crate::telemetry::{RECOMPUTE_INGESTION_DELTA, RECOMPUTE_REBUILD};
 use actix::prelude::*;
+use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 pub struct ArtifactActor {
     tenant: String,
@@ -25,7 +28,15 @@ pub struct ArtifactActor {
     state: Option<PackageState>,
     heal: bool,
     mailbox_capacity: usize,
+    /// Applied since the last hand-over to the export actor.
+    dirty: BTreeSet<PairKey>,
+    pending: Vec<Observation>,
+    pending_done: Vec<Done>,
+    flush_scheduled: bool,
 }
+
+/// Most observations applied before their records are handed over regardless.
+const MAX_PENDING: usize = 512;
 
 impl ArtifactActor {
     pub fn new(
@@ -35,10 +46,22 @@ impl ArtifactActor {
         export: Addr<ExportActor>,
         mailbox_capacity: usize,
     ) -> Self {
-        ArtifactActor { tenant, package, policy, export, state: None, heal: false, mailbox_capacity }
+        ArtifactActor {
+            tenant,
+            package,
+            policy,
+            export,
+            state: None,
+            heal: false,
+            mailbox_capacity,
+            dirty: BTreeSet::new(),
+            pending: Vec::new(),
+            pending_done: Vec::new(),
+            flush_scheduled: false,
+        }
     }
 
-    fn install(&mut self, stored: Vec<crate::domain::model::Observation>) {
+    fn install(&mut self, stored: Vec<Observation>) {
         let t0 = Instant::now();
         let mut st = PackageState::new();
         let n = stored.len();
@@ -59,23 +82,49 @@ impl ArtifactActor {
         self.state = Some(st);
     }
 
-    /// Applies one observation and hands the result to the export actor.
-    fn apply(&mut self, msg: Apply) -> ResponseActFuture<Self, ()> {
-        let t0 = Instant::now();
+    /// Applies one observation to the state; its records are evaluated and handed over
+    /// with the other observations applied in the same turn ([`Self::flush`]).
+    fn apply(&mut self, msg: Apply, ctx: &mut Context<Self>) {
         let Some(state) = self.state.as_mut() else {
-            return Box::pin(actix::fut::ready(()));
+            return;
         };
         let Apply { observation, done } = msg;
-        let changed = match state.apply(observation.clone()) {
-            Ok(c) => c,
+        match state.apply(observation.clone()) {
+            Ok(changed) => self.dirty.extend(changed),
             Err(e) => {
                 // Validated before routing; a mismatch here is a bug, not bad input.
                 tracing::error!(event = "apply_rejected", error = %e, "observation not applied");
-                return Box::pin(actix::fut::ready(()));
+                return;
             }
+        }
+        self.pending.push(observation);
+        self.pending_done.push(done);
+        if self.pending.len() >= MAX_PENDING {
+            self.flush(ctx);
+        } else if !self.flush_scheduled {
+            self.flush_scheduled = true;
+            ctx.run_later(Duration::ZERO, |act, ctx| {
+                act.flush_scheduled = false;
+                act.flush(ctx);
+            });
+        }
+    }
+
+    /// Evaluates every pair changed since the last flush once and hands observations,
+    /// records and completion signals to the export actor (blocking this actor's mailbox
+    /// until the export actor accepts them: back-pressure).
+    fn flush(&mut self, ctx: &mut Context<Self>) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let Some(state) = self.state.as_ref() else {
+            return;
         };
-        let pairs = if self.heal { state.pairs() } else { changed };
+        let t0 = Instant::now();
+        let pairs: Vec<PairKey> =
+            if self.heal { state.pairs() } else { std::mem::take(&mut self.dirty).into_iter().collect() };
         self.heal = false;
+        self.dirty.clear();
         let records: Vec<_> = pairs.iter().filter_map(|p| state.evaluate(p, &self.policy, false)).collect();
         Recomputed {
             reason: RECOMPUTE_INGESTION_DELTA,
@@ -85,16 +134,20 @@ impl ArtifactActor {
             duration: t0.elapsed(),
         }
         .emit();
-        let persist = Persist { observations: vec![observation], records, done: vec![done] };
+        let persist = Persist {
+            observations: std::mem::take(&mut self.pending),
+            records,
+            done: std::mem::take(&mut self.pending_done),
+        };
         let export = self.export.clone();
-        Box::pin(
+        ctx.wait(
             async move {
                 if let Err(e) = export.send(persist).await {
                     tracing::error!(event = "export_unreachable", error = %e, "export actor unreachable");
                 }
             }
             .into_actor(self),
-        )
+        );
     }
 }
 
@@ -107,24 +160,20 @@ impl Actor for ArtifactActor {
 }
 
 impl Handler<Apply> for ArtifactActor {
-    type Result = AtomicResponse<Self, ()>;
+    type Result = ();
 
-    fn handle(&mut self, msg: Apply, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: Apply, ctx: &mut Context<Self>) {
         if self.state.is_some() {
-            return AtomicResponse::new(self.apply(msg));
+            return self.apply(msg, ctx);
         }
+        // Rebuild first; the mailbox waits until the state is installed.
         let load = self.export.send(LoadPackage { tenant: self.tenant.clone(), package: self.package.clone() });
-        AtomicResponse::new(Box::pin(async move { load.await }.into_actor(self).then(
-            move |loaded, act, _| match loaded {
-                Ok(stored) => {
-                    act.install(stored);
-                    act.apply(msg)
-                }
-                Err(e) => {
-                    tracing::error!(event = "rebuild_failed", error = %e, "export actor unreachable");
-                    Box::pin(actix::fut::ready(()))
-                }
-            },
-        )))
+        ctx.wait(async move { load.await }.into_actor(self).map(move |loaded, act, ctx| match loaded {
+            Ok(stored) => {
+                act.install(stored);
+                act.apply(msg, ctx);
+            }
+            Err(e) => tracing::error!(event = "rebuild_failed", error = %e, "export actor unreachable"),
+        }));
     }
 }

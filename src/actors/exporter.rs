@@ -67,6 +67,7 @@ impl ExportActor {
         }
         let fut = async move {
             let Batch { observations, records, done } = batch;
+            let records = latest_per_pair(records);
             retry(&settings, "put_observations", || store.put_observations(&observations)).await;
             let now = now_ms();
             retry(&settings, "put_records", || store.put_records(&records, now)).await;
@@ -94,6 +95,16 @@ impl ExportActor {
         };
         ctx.wait(fut.into_actor(self));
     }
+}
+
+/// Keeps the last record of each pair (the batch's earlier ones were never durable, so
+/// they are not changes anyone could observe), in order of last occurrence.
+pub fn latest_per_pair(records: Vec<ConsensusRecord>) -> Vec<ConsensusRecord> {
+    let mut last: std::collections::HashMap<crate::domain::consensus::PairKey, usize> = Default::default();
+    for (i, r) in records.iter().enumerate() {
+        last.insert(r.pair(), i);
+    }
+    records.into_iter().enumerate().filter(|(i, r)| last.get(&r.pair()) == Some(i)).map(|(_, r)| r).collect()
 }
 
 /// Milliseconds since the Unix epoch.

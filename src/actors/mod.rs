@@ -207,4 +207,93 @@ mod tests {
         let want: Vec<&str> = expected.iter().map(|r| r.consensus_digest.as_str()).collect();
         assert_eq!(got, want);
     }
+
+    /// A store whose writes fail (retriably) a few times first.
+    struct FlakyStore {
+        inner: EmbeddedStore,
+        failures_left: std::sync::atomic::AtomicU32,
+    }
+
+    impl FlakyStore {
+        fn fail(&self) -> Result<(), crate::ports::StoreError> {
+            let left = self.failures_left.load(std::sync::atomic::Ordering::SeqCst);
+            if left > 0 {
+                self.failures_left.store(left - 1, std::sync::atomic::Ordering::SeqCst);
+                return Err(crate::ports::StoreError::Unavailable("flaky".into()));
+            }
+            Ok(())
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl ConsensusStore for FlakyStore {
+        async fn init(&self) -> Result<(), crate::ports::StoreError> {
+            self.inner.init().await
+        }
+        async fn ping(&self) -> Result<(), crate::ports::StoreError> {
+            self.inner.ping().await
+        }
+        async fn put_observations(&self, o: &[Observation]) -> Result<(), crate::ports::StoreError> {
+            self.fail()?;
+            self.inner.put_observations(o).await
+        }
+        async fn observations_for_package(
+            &self,
+            t: &str,
+            p: &str,
+        ) -> Result<Vec<Observation>, crate::ports::StoreError> {
+            self.fail()?;
+            self.inner.observations_for_package(t, p).await
+        }
+        async fn put_records(
+            &self,
+            r: &[crate::domain::consensus::ConsensusRecord],
+            at: i64,
+        ) -> Result<(), crate::ports::StoreError> {
+            self.fail()?;
+            self.inner.put_records(r, at).await
+        }
+        async fn get_record(
+            &self,
+            p: &crate::domain::consensus::PairKey,
+        ) -> Result<Option<crate::domain::consensus::ConsensusRecord>, crate::ports::StoreError> {
+            self.inner.get_record(p).await
+        }
+        async fn list_records(
+            &self,
+            t: Option<&str>,
+            s: Option<i64>,
+        ) -> Result<Vec<crate::domain::consensus::ConsensusRecord>, crate::ports::StoreError> {
+            self.inner.list_records(t, s).await
+        }
+        async fn conflict_queue_depth(&self) -> Result<u64, crate::ports::StoreError> {
+            self.inner.conflict_queue_depth().await
+        }
+        async fn put_verification(&self, v: &crate::ports::VerificationRecord) -> Result<(), crate::ports::StoreError> {
+            self.inner.put_verification(v).await
+        }
+    }
+
+    /// Store errors are retried until they succeed: nothing is dropped, and completion
+    /// signals fire only once the writes went through.
+    #[test]
+    fn store_errors_are_retried_never_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        let sys = actix::System::with_tokio_rt(|| {
+            tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+        });
+        let (records, expected) = sys.block_on(async move {
+            let inner = EmbeddedStore::open(&path).unwrap();
+            let store = Arc::new(FlakyStore { inner: inner.clone(), failures_left: 7.into() });
+            let p = Pipeline::start(store, Arc::new(Policy::default()), settings(100));
+            let obs = observations();
+            assert!(p.route_all_durable(obs.clone()).await.unwrap(), "every observation becomes durable");
+            let (expected, _) = batch(obs, &Policy::default(), false);
+            (inner.list_records(None, None).await.unwrap(), expected)
+        });
+        let got: Vec<&str> = records.iter().map(|r| r.consensus_digest.as_str()).collect();
+        let want: Vec<&str> = expected.iter().map(|r| r.consensus_digest.as_str()).collect();
+        assert_eq!(got, want);
+    }
 }

@@ -108,18 +108,34 @@ impl Handler<Route> for ArtifactRegistry {
     fn handle(&mut self, msg: Route, _: &mut Context<Self>) -> Self::Result {
         let key = (msg.observation.tenant.clone(), msg.observation.package.clone());
         let addr = self.actor_for(&key);
-        let sent = addr.send(Apply { observation: msg.observation, done: msg.done });
-        Box::pin(async move { sent.await }.into_actor(self).map(move |res, act, _| {
-            if let Err(e) = res {
-                tracing::error!(event = "artifact_actor_unreachable", error = %e, "observation not applied");
-            }
-            if let Some(e) = act.actors.get_mut(&key) {
-                if e.addr == addr {
-                    e.in_flight = e.in_flight.saturating_sub(1);
-                    e.last_used = Instant::now();
+        // The actor counts as busy until the observation is durable (or failed), so it
+        // is never evicted with work it has not handed over.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let sent = addr.send(Apply { observation: msg.observation, done: tx });
+        let done = msg.done;
+        Box::pin(
+            async move {
+                match sent.await {
+                    Ok(()) => {
+                        if rx.await.is_ok() {
+                            let _ = done.send(());
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(event = "artifact_actor_unreachable", error = %e, "observation not applied")
+                    }
                 }
             }
-        }))
+            .into_actor(self)
+            .map(move |_, act, _| {
+                if let Some(e) = act.actors.get_mut(&key) {
+                    if e.addr == addr {
+                        e.in_flight = e.in_flight.saturating_sub(1);
+                        e.last_used = Instant::now();
+                    }
+                }
+            }),
+        )
     }
 }
 

@@ -21,6 +21,9 @@ const VERIFICATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("vex_ds
 const FILES: TableDefinition<&str, &str> = TableDefinition::new("ingested_files");
 const DEAD_LETTERS: TableDefinition<&str, &[u8]> = TableDefinition::new("dead_letters");
 
+/// Page cache of the embedded database (redb's default is 1 GiB).
+const CACHE_BYTES: usize = 64 * 1024 * 1024;
+
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "vex-lens.redb";
 
@@ -86,7 +89,7 @@ impl EmbeddedStore {
         std::fs::create_dir_all(data_dir)
             .map_err(|e| StoreError::Unavailable(format!("creating {}: {e}", data_dir.display())))?;
         let path = data_dir.join(DB_FILE);
-        let db = Database::create(&path).map_err(|e| match e {
+        let db = Database::builder().set_cache_size(CACHE_BYTES).create(&path).map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => {
                 StoreError::Unavailable(format!("{} is in use by another process", path.display()))
             }

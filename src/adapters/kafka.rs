@@ -131,7 +131,7 @@ fn consumer_config(cfg: &Config, client_id: &str) -> ClientConfig {
         .set("auto.commit.interval.ms", "1000")
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", k.session_timeout_ms.to_string())
-        .set("heartbeat.interval.ms", (k.session_timeout_ms / 3).max(100).to_string())
+        .set("heartbeat.interval.ms", (k.session_timeout_ms / 3).clamp(100, 1_000).to_string())
         .set("max.partition.fetch.bytes", (cfg.ingest.max_message_bytes * 2 + 1024).to_string());
     c
 }

@@ -11,6 +11,5 @@ use std::sync::Arc;
 
 /// Connects the MongoDB store (`vex_*` collections in database `db`).
 pub async fn connect_mongo(uri: &str, db: &str) -> Result<Arc<dyn ConsensusStore>, StoreError> {
-    let _ = (uri, db);
-    Err(StoreError::Rejected("the MongoDB adapter (src/adapters/mongo.rs) has not landed yet".into()))
+    Ok(Arc::new(mongo::MongoStore::connect(uri, db).await?))
 }

@@ -1,0 +1,284 @@
+//! `vex-lens serve` in the embedded default, run as the built binary: the records it
+//! stores equal `vex-lens consensus` on the same files, digest for digest; HTTP health,
+//! readiness, metrics and status answer while serving; files dropped into the ingest
+//! directory are picked up; bad files are dead-lettered without stopping anything;
+//! SIGTERM drains and exits 0; a restart does not reprocess remembered files.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_vex-lens");
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn corpus() -> PathBuf {
+    repo().join("../shared/corpus")
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let p = e.path();
+        if p.is_dir() {
+            copy_dir(&p, &to.join(e.file_name()));
+        } else {
+            std::fs::copy(&p, to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+fn vex_lens(args: &[&str]) -> std::process::Output {
+    Command::new(BIN).args(args).current_dir(repo()).output().expect("run vex-lens")
+}
+
+fn digests(ndjson: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(ndjson)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("record line is JSON");
+            format!(
+                "{} {} {} {}",
+                v["artifact"].as_str().unwrap(),
+                v["vulnerability"].as_str().unwrap(),
+                v["tenant"].as_str().unwrap(),
+                v["consensus_digest"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+fn records(data: &Path) -> Vec<String> {
+    let out = vex_lens(&["records", "--data-dir", data.to_str().unwrap()]);
+    assert!(out.status.success(), "records failed: {}", String::from_utf8_lossy(&out.stderr));
+    digests(&out.stdout)
+}
+
+fn consensus(dir: &Path) -> Vec<String> {
+    let out = vex_lens(&["consensus", "--keep-going", dir.to_str().unwrap()]);
+    assert!(out.status.success(), "consensus failed: {}", String::from_utf8_lossy(&out.stderr));
+    digests(&out.stdout)
+}
+
+/// The `stopped` log line's counters.
+fn stopped_counts(stderr: &[u8]) -> (u64, u64) {
+    let text = String::from_utf8_lossy(stderr);
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.contains("\"event\":\"stopped\""))
+        .unwrap_or_else(|| panic!("no stopped line in:\n{text}"));
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    (v["documents"].as_u64().unwrap(), v["observations"].as_u64().unwrap())
+}
+
+#[test]
+fn serve_once_stores_exactly_what_consensus_computes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    for sub in ["openvex", "csaf", "cyclonedx"] {
+        copy_dir(&corpus().join(sub), &input.join(sub));
+    }
+    let data = tmp.path().join("data");
+    let args = [
+        "serve",
+        "--once",
+        "--ingest-dir",
+        input.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ];
+    let out = vex_lens(&args);
+    assert!(out.status.success(), "serve --once failed: {}", String::from_utf8_lossy(&out.stderr));
+    let (docs, observations) = stopped_counts(&out.stderr);
+    assert!(docs > 40 && observations > 1000, "processed {docs} documents, {observations} observations");
+
+    let expected = consensus(&input);
+    assert!(expected.len() > 1000, "the corpus gives many records ({})", expected.len());
+    let got = records(&data);
+    assert_eq!(got.len(), expected.len(), "same number of records");
+    assert_eq!(got, expected, "the stored records equal `vex-lens consensus`, digest for digest");
+
+    // A restart remembers the processed files: nothing is ingested again, records unchanged.
+    let out = vex_lens(&args);
+    assert!(out.status.success(), "second serve --once failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(stopped_counts(&out.stderr), (0, 0), "a restart does not reprocess remembered files");
+    assert_eq!(records(&data), expected);
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Minimal HTTP/1.0 GET: (status, body).
+fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let status = buf.split_whitespace().nth(1)?.parse().ok()?;
+    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Some((status, body))
+}
+
+fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Value of a sample line `name{labels} value` (or `name value`) in the metrics text.
+fn metric(text: &str, sample: &str) -> Option<f64> {
+    text.lines().find(|l| l.starts_with(sample) && l[sample.len()..].starts_with(' '))?.rsplit(' ').next()?.parse().ok()
+}
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn serving_answers_health_metrics_status_and_picks_up_new_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    let first = repo().join("examples/acme-vendor.openvex.json");
+    std::fs::copy(&first, input.join("a.json")).unwrap();
+    let data = tmp.path().join("data");
+    let port = free_port();
+    let child = Command::new(BIN)
+        .args(["serve", "--ingest-dir", input.to_str().unwrap(), "--data-dir", data.to_str().unwrap()])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .current_dir(repo())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn serve");
+    let mut server = Server(child);
+
+    let (code, _) = wait_for("liveness", Duration::from_secs(30), || get(port, "/health/liveness"));
+    assert_eq!(code, 200);
+    let (code, body) = get(port, "/health/readiness").unwrap();
+    assert_eq!(code, 200, "ready: {body}");
+    let (code, body) = get(port, "/status").unwrap();
+    assert_eq!(code, 200);
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status["mode"], "embedded");
+    assert_eq!(status["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(status["feature_flags"]["dsse_verification"], false);
+
+    let docs = |port| {
+        let (_, m) = get(port, "/metrics")?;
+        metric(&m, "vex_documents_ingested_total")
+    };
+    wait_for("the first document", Duration::from_secs(30), || docs(port).filter(|n| *n >= 1.0));
+    let (_, m) = get(port, "/metrics").unwrap();
+    assert!(m.contains("vex_consensus_latency_seconds_bucket"), "latency histogram exposed:\n{m}");
+    assert!(metric(&m, "vex_consensus_latency_seconds_count").unwrap() >= 1.0, "latency observed:\n{m}");
+    for name in ["vex_conflict_queue_depth", "vex_observations_applied_total", "vex_dsse_verification_failures_total"] {
+        assert!(m.contains(name), "{name} exposed");
+    }
+
+    // A new file and a bad file dropped in while serving.
+    std::fs::copy(repo().join("examples/distro.csaf.json"), input.join("b.json")).unwrap();
+    std::fs::write(input.join("garbage.json"), b"\x00\x01 not json").unwrap();
+    wait_for("the new document", Duration::from_secs(30), || docs(port).filter(|n| *n >= 2.0));
+    let dead = wait_for("the dead letter", Duration::from_secs(30), || {
+        let (_, m) = get(port, "/metrics")?;
+        metric(&m, "vex_dead_letter_total{reason=\"invalid_json\"}")
+    });
+    assert_eq!(dead, 1.0);
+    let (code, _) = get(port, "/health/liveness").unwrap();
+    assert_eq!(code, 200, "still alive after bad input");
+
+    // SIGTERM: drain and exit 0.
+    let pid = server.0.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = server.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "serve did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    server.0.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    assert!(status.success(), "exit status {status:?}; log:\n{stderr}");
+
+    // What was served equals the batch consensus of the two good documents.
+    std::fs::remove_file(input.join("garbage.json")).unwrap();
+    assert_eq!(records(&data), consensus(&input));
+    let out = vex_lens(&["records", "--dead-letters", "--data-dir", data.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("garbage.json") && text.contains("invalid_json"), "dead letter recorded: {text}");
+}
+
+#[test]
+fn serve_reads_ndjson_documents_from_stdin() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    // One line per document (compact JSON); the same bytes go to files for `consensus`.
+    let docs_dir = tmp.path().join("docs");
+    std::fs::create_dir_all(&docs_dir).unwrap();
+    let mut input = String::new();
+    for f in ["acme-vendor.openvex.json", "scanner.cdx.json"] {
+        let v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(repo().join("examples").join(f)).unwrap()).unwrap();
+        let line = serde_json::to_string(&v).unwrap();
+        std::fs::write(docs_dir.join(f), &line).unwrap();
+        input.push_str(&line);
+        input.push('\n');
+    }
+    input.push_str("{\"not\":\"vex\"}\n");
+    let mut child = Command::new(BIN)
+        .args(["serve", "--once", "--stdin", "--data-dir", data.to_str().unwrap(), "--listen", "127.0.0.1:0"])
+        .current_dir(repo())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(stopped_counts(&out.stderr).0, 2);
+    let expected = consensus(&docs_dir);
+    assert_eq!(records(&data), expected);
+}
+
+#[test]
+fn malformed_configuration_is_a_startup_error_naming_the_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("bad.toml");
+    std::fs::write(&cfg, "[kafka]\ntopik = \"x\"\n").unwrap();
+    let out = vex_lens(&["serve", "--once", "--config", cfg.to_str().unwrap(), "--listen", "127.0.0.1:0"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("topik"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(BIN)
+        .args(["serve", "--once", "--listen", "127.0.0.1:0", "--data-dir", tmp.path().join("d").to_str().unwrap()])
+        .env("VEXLENS_ACTORS__EXPORT_BATCH_MAX", "0")
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("actors.export_batch_max"));
+}
