@@ -169,10 +169,11 @@ impl Handler<Apply> for ArtifactActor {
         // Rebuild first; the mailbox waits until the state is installed.
         let load = self.export.send(LoadPackage { tenant: self.tenant.clone(), package: self.package.clone() });
         ctx.wait(async move { load.await }.into_actor(self).map(move |loaded, act, ctx| match loaded {
-            Ok(stored) => {
+            Ok(Some(stored)) => {
                 act.install(stored);
                 act.apply(msg, ctx);
             }
+            Ok(None) => tracing::error!(event = "rebuild_failed", "export actor restarted during the load"),
             Err(e) => tracing::error!(event = "rebuild_failed", error = %e, "export actor unreachable"),
         }));
     }

@@ -3,8 +3,8 @@
 //!
 //! Invariants: writes happen in the order messages arrived; a store error is retried
 //! with exponential backoff forever (never dropped) while the mailbox fills up and
-//! back-pressures the pipeline; a `LoadPackage` or `Drain` is answered only after every
-//! earlier `Persist` is durable. Runs under an actix `Supervisor`: on restart the
+//! back-pressures the pipeline; a `LoadPackage` is answered only after every earlier
+//! `Persist` of its package is durable, a `Drain` after every earlier `Persist`. Runs under an actix `Supervisor`: on restart the
 //! pending batch (kept in the actor) is flushed again.
 
 use super::messages::{Done, Drain, LoadPackage, Persist};
@@ -32,6 +32,8 @@ struct Batch {
     observations: Vec<Observation>,
     records: Vec<ConsensusRecord>,
     done: Vec<Done>,
+    /// (tenant, package) of the pending observations.
+    packages: std::collections::HashSet<(String, String)>,
 }
 
 impl Batch {
@@ -66,7 +68,7 @@ impl ExportActor {
             self.last_depth = Some(Instant::now());
         }
         let fut = async move {
-            let Batch { observations, records, done } = batch;
+            let Batch { observations, records, done, .. } = batch;
             let records = latest_per_pair(records);
             retry(&settings, "put_observations", || store.put_observations(&observations)).await;
             let now = now_ms();
@@ -154,6 +156,11 @@ impl Handler<Persist> for ExportActor {
     type Result = ();
 
     fn handle(&mut self, msg: Persist, ctx: &mut Context<Self>) {
+        for o in &msg.observations {
+            if !self.pending.packages.contains(&(o.tenant.clone(), o.package.clone())) {
+                self.pending.packages.insert((o.tenant.clone(), o.package.clone()));
+            }
+        }
         self.pending.observations.extend(msg.observations);
         self.pending.records.extend(msg.records);
         self.pending.done.extend(msg.done);
@@ -170,21 +177,31 @@ impl Handler<Persist> for ExportActor {
 }
 
 impl Handler<LoadPackage> for ExportActor {
-    type Result = AtomicResponse<Self, Vec<Observation>>;
+    type Result = ResponseFuture<Option<Vec<Observation>>>;
 
+    /// Loads without blocking the writer, unless the package has unwritten observations:
+    /// then the pending batch is written first and the load runs right after it (both
+    /// blocking the mailbox, so nothing overtakes them).
     fn handle(&mut self, msg: LoadPackage, ctx: &mut Context<Self>) -> Self::Result {
-        self.flush(ctx);
         let store = self.store.clone();
         let settings = self.settings.clone();
-        AtomicResponse::new(Box::pin(
-            async move {
-                retry(&settings, "observations_for_package", || {
-                    store.observations_for_package(&msg.tenant, &msg.package)
-                })
+        let must_flush = self.pending.packages.contains(&(msg.tenant.clone(), msg.package.clone()));
+        let load = async move {
+            retry(&settings, "observations_for_package", || store.observations_for_package(&msg.tenant, &msg.package))
                 .await
+        };
+        if !must_flush {
+            return Box::pin(async move { Some(load.await) });
+        }
+        self.flush(ctx);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        ctx.wait(
+            async move {
+                let _ = tx.send(load.await);
             }
             .into_actor(self),
-        ))
+        );
+        Box::pin(async move { rx.await.ok() })
     }
 }
 

@@ -72,10 +72,11 @@ pub struct Persist {
     pub done: Vec<Done>,
 }
 
-/// To the export actor: every stored observation of (tenant, package), read after all
-/// earlier `Persist`s are durable (so a rebuilt actor sees everything acknowledged).
+/// To the export actor: every stored observation of (tenant, package), read after every
+/// earlier `Persist` of that package is durable (so a rebuilt actor sees everything
+/// acknowledged); loads of other packages do not wait for the writer.
 #[derive(Message)]
-#[rtype(result = "Vec<Observation>")]
+#[rtype(result = "Option<Vec<Observation>>")]
 pub struct LoadPackage {
     pub tenant: String,
     pub package: String,
