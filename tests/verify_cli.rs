@@ -82,6 +82,8 @@ fn good_bundle_verifies_with_and_without_key() {
         let o = verify(&b.out, Some(&b.public));
         assert_eq!(o.status.code(), Some(0), "{}", text(&o));
         assert!(text(&o).contains("signature ok"), "{}", text(&o));
+        assert!(text(&o).contains("tool:     vex-lens"), "{}", text(&o));
+        assert!(text(&o).contains("records:  2"), "{}", text(&o));
         let o = verify(&b.out, None);
         assert_eq!(o.status.code(), Some(0), "{}", text(&o));
         assert!(text(&o).contains("signature NOT checked"), "{}", text(&o));
@@ -129,6 +131,15 @@ fn deleted_file_exits_3_and_extra_file_is_reported() {
     let o = verify(&b.out, Some(&b.public));
     assert_eq!(o.status.code(), Some(3), "{}", text(&o));
     assert!(text(&o).contains("MISSING   consensus.openvex.json"), "{}", text(&o));
+    // a manifest whose files[] was edited without its bundle_id (unsigned check)
+    let mp = b.out.join("manifest.json");
+    let m = std::fs::read_to_string(&mp).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&m).unwrap();
+    v["files"][0]["path"] = json!("other.json");
+    std::fs::write(&mp, serde_json::to_vec(&v).unwrap()).unwrap();
+    let o = verify(&b.out, None);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(text(&o).contains("is not the hash of files[]"), "{}", text(&o));
     // and a missing manifest
     std::fs::remove_file(b.out.join("manifest.json")).unwrap();
     let o = verify(&b.out, None);

@@ -32,6 +32,19 @@ fn check(args: VerifyArgs) -> anyhow::Result<u8> {
     };
     let report = verify_bundle(&manifest, key.as_ref())?;
     println!("manifest: {}", manifest.display());
+    let i = &report.info;
+    if let Some(id) = &i.bundle_id {
+        println!("bundle:   {id}");
+    }
+    if let Some(t) = &i.tool {
+        println!("tool:     {} {} (commit {})", t.name, t.version, t.commit);
+    }
+    if let Some(c) = &i.created_at {
+        println!("created:  {c}");
+    }
+    if let Some(n) = i.records {
+        println!("records:  {n}");
+    }
     if let Some(p) = &report.manifest_problem {
         println!("FAILED    {}: {p}", manifest.display());
     }

@@ -71,8 +71,10 @@ pub enum SignatureState {
 pub struct BundleReport {
     pub manifest: PathBuf,
     pub envelope: PathBuf,
-    /// Set when the manifest is missing or cannot be parsed.
+    /// Set when the manifest is missing or cannot be parsed, or its `bundle_id` is not
+    /// the hash of its `files`.
     pub manifest_problem: Option<String>,
+    pub info: BundleInfo,
     pub files: Vec<FileCheck>,
     /// Files beside the listed ones that the manifest does not list (reported, not fatal).
     pub extra: Vec<String>,
@@ -117,6 +119,24 @@ struct ListedFile {
 #[derive(Deserialize)]
 struct ManifestFiles {
     files: Vec<ListedFile>,
+    #[serde(default)]
+    bundle_id: Option<String>,
+    #[serde(default)]
+    created_at: Option<String>,
+    #[serde(default)]
+    tool: Option<super::ToolInfo>,
+    #[serde(default)]
+    counts: Option<super::Counts>,
+}
+
+/// What the manifest says about itself (as claimed; trustworthy only when the signature
+/// verified).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BundleInfo {
+    pub bundle_id: Option<String>,
+    pub created_at: Option<String>,
+    pub tool: Option<super::ToolInfo>,
+    pub records: Option<u64>,
 }
 
 /// Streams a file through SHA-256; returns (hex, size).
@@ -180,6 +200,7 @@ pub fn verify_bundle(manifest: &Path, key: Option<&PublicKey>) -> Result<BundleR
         manifest: manifest.to_path_buf(),
         envelope: env_path.clone(),
         manifest_problem: None,
+        info: BundleInfo::default(),
         files: Vec::new(),
         extra: Vec::new(),
         signature: SignatureState::NotChecked { envelope_present: env_path.exists() },
@@ -208,6 +229,23 @@ pub fn verify_bundle(manifest: &Path, key: Option<&PublicKey>) -> Result<BundleR
             return Ok(report);
         }
     };
+    report.info = BundleInfo {
+        bundle_id: listed.bundle_id.clone(),
+        created_at: listed.created_at.clone(),
+        tool: listed.tool.clone(),
+        records: listed.counts.as_ref().map(|c| c.records),
+    };
+    // bundle_id is derived from files[]: an edited list with a stale id is tampering.
+    let files_value: Vec<super::ManifestFile> = listed
+        .files
+        .iter()
+        .map(|f| super::ManifestFile { path: f.path.clone(), sha256: f.sha256.clone(), bytes: f.bytes })
+        .collect();
+    if let (Some(claimed), Ok(actual)) = (&listed.bundle_id, super::bundle_id(&files_value)) {
+        if *claimed != actual {
+            report.manifest_problem = Some(format!("bundle_id {claimed} is not the hash of files[] ({actual})"));
+        }
+    }
     let base = match manifest.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
