@@ -154,6 +154,16 @@ pub struct ExportArgs {
     /// instead of reading a store.
     #[arg(long, num_args = 1.., value_name = "PATH")]
     pub from: Vec<PathBuf>,
+    /// Read the current records from MongoDB at this URI (instead of --from).
+    #[arg(long, conflicts_with_all = ["from", "data_dir"])]
+    pub mongo_uri: Option<String>,
+    /// MongoDB database (with --mongo-uri).
+    #[arg(long, default_value = "vexlens")]
+    pub mongo_db: String,
+    /// Read the current records from the embedded store in this directory (instead of
+    /// --from; the directory `vex-lens serve --data-dir` uses).
+    #[arg(long, conflicts_with_all = ["from", "mongo_uri"])]
+    pub data_dir: Option<PathBuf>,
     /// Consensus mode (--from): weighted_vote, lattice, highest_weight, authoritative_first, most_recent.
     #[arg(long, default_value = "weighted_vote")]
     pub mode: vex_lens::domain::trust::Mode,

@@ -120,3 +120,134 @@ async fn export_from_store_filters_by_tenant_and_changed_at() {
     let m: serde_json::Value = serde_json::from_slice(&std::fs::read(&recent.manifest).unwrap()).unwrap();
     assert_eq!(m["since"], "1970-01-01T00:00:02.000Z");
 }
+
+/// `vex-lens export --data-dir`: after `vex-lens serve --once` has put the corpus's
+/// consensus into the embedded store, exporting the store gives the same data file as
+/// exporting straight from the files, and the bundle verifies.
+#[test]
+fn export_from_embedded_store_equals_export_from_files() {
+    use std::process::Command;
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let input = root.join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/openvex");
+    for e in std::fs::read_dir(&corpus).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, input.join(p.file_name().unwrap())).unwrap();
+    }
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_vex-lens"))
+            .current_dir(root)
+            .env_remove("SOURCE_DATE_EPOCH")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "vex-lens {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    };
+    run(&["serve", "--once", "--ingest-dir", "in", "--data-dir", "data", "--listen", "127.0.0.1:0"]);
+    // The same knobs as serve used: none of the repository's config (we run outside it).
+    run(&["export", "--format", "ndjson", "--manifest", "files/manifest.json", "--from", "in"]);
+    run(&["keygen", "--out", "k.pem", "--public-out", "k.pub"]);
+    run(&[
+        "export",
+        "--format",
+        "ndjson",
+        "--manifest",
+        "store/manifest.json",
+        "--data-dir",
+        "data",
+        "--sign-key",
+        "k.pem",
+    ]);
+    let a = std::fs::read(root.join("files/consensus.ndjson")).unwrap();
+    let b = std::fs::read(root.join("store/consensus.ndjson")).unwrap();
+    assert!(!a.is_empty());
+    assert_eq!(String::from_utf8_lossy(&a), String::from_utf8_lossy(&b), "store export differs from files export");
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.join("store/manifest.json")).unwrap()).unwrap();
+    assert_eq!(m["source"], "embedded");
+    run(&["verify", "store", "--public-key", "k.pub"]);
+    run(&["export", "--format", "openvex", "--manifest", "ov/manifest.json", "--data-dir", "data"]);
+    // --since is the store's changed_at: everything changed just now, nothing in the future.
+    run(&[
+        "export",
+        "--format",
+        "json",
+        "--manifest",
+        "later/manifest.json",
+        "--data-dir",
+        "data",
+        "--since",
+        "2999-01-01T00:00:00Z",
+    ]);
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.join("later/manifest.json")).unwrap()).unwrap();
+    assert_eq!(m["counts"]["records"], 0);
+    // A directory without a store is an error, not an empty export.
+    let out = Command::new(env!("CARGO_BIN_EXE_vex-lens"))
+        .current_dir(root)
+        .args(["export", "--manifest", "x/manifest.json", "--data-dir", "nothing-here"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no embedded store"));
+}
+
+/// `vex-lens export --mongo-uri`: the same, through MongoDB (FerretDB in scripts/test.sh).
+/// Skipped when `VEXLENS_MONGODB_URI` is unset, unless `VEXLENS_REQUIRE_SERVICES=1`.
+#[test]
+fn export_from_mongodb_equals_export_from_files() {
+    use std::process::Command;
+    let Some(uri) = std::env::var("VEXLENS_MONGODB_URI").ok().filter(|s| !s.is_empty()) else {
+        assert!(
+            std::env::var("VEXLENS_REQUIRE_SERVICES").map_or(true, |v| v != "1"),
+            "VEXLENS_REQUIRE_SERVICES=1 but VEXLENS_MONGODB_URI is unset"
+        );
+        eprintln!("skipped: run scripts/test.sh (VEXLENS_MONGODB_URI unset)");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let input = root.join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/openvex");
+    for e in std::fs::read_dir(&corpus).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, input.join(p.file_name().unwrap())).unwrap();
+    }
+    let db = format!("vexlens_export_test_{}_{}", std::process::id(), root.file_name().unwrap().to_string_lossy());
+    let db: String = db.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect();
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_vex-lens")).current_dir(root).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "vex-lens {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&["serve", "--once", "--ingest-dir", "in", "--mongo-uri", &uri, "--mongo-db", &db, "--listen", "127.0.0.1:0"]);
+    run(&["export", "--format", "ndjson", "--manifest", "files/manifest.json", "--from", "in"]);
+    run(&["export", "--format", "ndjson", "--manifest", "mongo/manifest.json", "--mongo-uri", &uri, "--mongo-db", &db]);
+    let a = std::fs::read_to_string(root.join("files/consensus.ndjson")).unwrap();
+    let b = std::fs::read_to_string(root.join("mongo/consensus.ndjson")).unwrap();
+    assert!(!a.is_empty());
+    assert_eq!(a, b, "MongoDB export differs from files export");
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.join("mongo/manifest.json")).unwrap()).unwrap();
+    assert_eq!(m["source"], "mongodb");
+    run(&["verify", "mongo"]);
+    // Leave nothing behind in the shared server.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let client = mongodb::Client::with_uri_str(&uri).await.unwrap();
+        client.database(&db).drop().await.unwrap();
+    });
+}

@@ -1,14 +1,21 @@
-//! `vex-lens export`: a consensus bundle from VEX files (`--from`) or a store.
+//! `vex-lens export`: a consensus bundle from VEX files (`--from`), MongoDB (`--mongo-uri`)
+//! or the embedded store (`--data-dir`).
 
 use crate::cli::{ExportArgs, ExportFormatArg, InputArgs};
 use crate::commands::consensus::{load_directory, load_knobs, load_observations};
 use anyhow::{bail, Context};
 use std::process::ExitCode;
+use vex_lens::adapters::embedded::EmbeddedStore;
+use vex_lens::adapters::mongo::MongoStore;
 use vex_lens::crypto::SigningKey;
 use vex_lens::domain::consensus::batch;
 use vex_lens::domain::timestamp::Timestamp;
 use vex_lens::domain::trust::Policy;
-use vex_lens::export::{filter_since, write_bundle, ExportFormat, ExportRequest, ExportSummary};
+use vex_lens::export::{export_from_store, filter_since, write_bundle, ExportFormat, ExportRequest, ExportSummary};
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
+}
 
 /// `--since`: RFC 3339, or milliseconds since the epoch.
 pub fn parse_since(s: &str) -> anyhow::Result<Timestamp> {
@@ -68,8 +75,25 @@ pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
         }
         let records = filter_since(records, since.as_ref());
         write_bundle(&records, &req, signer.as_ref())?
+    } else if let Some(uri) = &args.mongo_uri {
+        req.source = "mongodb".into();
+        // One runtime for both: the client's background tasks live on it.
+        runtime()?.block_on(async {
+            let store = MongoStore::connect(uri, &args.mongo_db).await.context("connecting to MongoDB")?;
+            anyhow::Ok(export_from_store(&store, &req, signer.as_ref()).await?)
+        })?
+    } else if let Some(dir) = &args.data_dir {
+        req.source = "embedded".into();
+        let file = dir.join("vex-lens.redb");
+        if !file.exists() {
+            bail!("{}: no embedded store here (vex-lens serve --data-dir creates it)", file.display());
+        }
+        let store = EmbeddedStore::open(dir).context(
+            "opening the embedded store (a running `vex-lens serve` holds it; stop it or export through the service)",
+        )?;
+        runtime()?.block_on(export_from_store(&store, &req, signer.as_ref()))?
     } else {
-        bail!("no source: give --from PATH... (VEX files or directories)");
+        bail!("no source: give --from PATH... (VEX files), --mongo-uri URI or --data-dir DIR");
     };
     report(&summary);
     Ok(ExitCode::SUCCESS)
