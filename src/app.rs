@@ -63,6 +63,7 @@ fn settings(cfg: &Config) -> PipelineSettings {
             flush_after: Duration::from_millis(a.export_flush_ms),
             retry_initial: Duration::from_millis(a.retry_initial_ms),
             retry_max: Duration::from_millis(a.retry_max_ms),
+            store_timeout: Duration::from_millis(a.store_timeout_ms),
             mailbox_capacity: a.mailbox_capacity,
         },
         registry: RegistrySettings {

@@ -197,6 +197,8 @@ pub struct ActorsConfig {
     /// First and largest delay between store retries.
     pub retry_initial_ms: u64,
     pub retry_max_ms: u64,
+    /// Longest a single store call may take before it is abandoned and retried.
+    pub store_timeout_ms: u64,
 }
 
 impl Default for ActorsConfig {
@@ -209,6 +211,7 @@ impl Default for ActorsConfig {
             export_flush_ms: 5,
             retry_initial_ms: 100,
             retry_max_ms: 5_000,
+            store_timeout_ms: 30_000,
         }
     }
 }
@@ -343,6 +346,7 @@ impl Config {
             ("actors.idle_evict_secs", a.idle_evict_secs),
             ("actors.export_batch_max", a.export_batch_max as u64),
             ("actors.retry_initial_ms", a.retry_initial_ms),
+            ("actors.store_timeout_ms", a.store_timeout_ms),
         ] {
             if v == 0 {
                 return inv(key, "must be at least 1".into());

@@ -24,6 +24,8 @@ pub struct ExportSettings {
     pub flush_after: Duration,
     pub retry_initial: Duration,
     pub retry_max: Duration,
+    /// Longest a single store call may take before it counts as failed (and is retried).
+    pub store_timeout: Duration,
     pub mailbox_capacity: usize,
 }
 
@@ -114,7 +116,8 @@ pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
-/// Runs `op` until it succeeds, with exponential backoff between attempts.
+/// Runs `op` until it succeeds, with exponential backoff between attempts; an attempt
+/// that does not answer within `store_timeout` counts as failed.
 pub async fn retry<T, F, Fut>(settings: &ExportSettings, operation: &str, mut op: F) -> T
 where
     F: FnMut() -> Fut,
@@ -123,7 +126,11 @@ where
     let mut delay = settings.retry_initial;
     let mut attempt = 1u32;
     loop {
-        match op().await {
+        let result = match tokio::time::timeout(settings.store_timeout, op()).await {
+            Ok(r) => r,
+            Err(_) => Err(StoreError::Unavailable(format!("no answer within {:?}", settings.store_timeout))),
+        };
+        match result {
             Ok(v) => return v,
             Err(e) => {
                 StoreRetry { operation, attempt, error: &e.to_string(), delay }.emit();

@@ -155,6 +155,7 @@ mod tests {
                 flush_after: std::time::Duration::from_millis(2),
                 retry_initial: std::time::Duration::from_millis(5),
                 retry_max: std::time::Duration::from_millis(20),
+                store_timeout: std::time::Duration::from_secs(10),
                 mailbox_capacity: 4,
             },
             registry: RegistrySettings {
@@ -212,6 +213,8 @@ mod tests {
     struct FlakyStore {
         inner: EmbeddedStore,
         failures_left: std::sync::atomic::AtomicU32,
+        /// The first `put_records` never answers.
+        hang_once: std::sync::atomic::AtomicBool,
     }
 
     impl FlakyStore {
@@ -250,6 +253,9 @@ mod tests {
             r: &[crate::domain::consensus::ConsensusRecord],
             at: i64,
         ) -> Result<(), crate::ports::StoreError> {
+            if self.hang_once.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                futures::future::pending::<()>().await;
+            }
             self.fail()?;
             self.inner.put_records(r, at).await
         }
@@ -278,6 +284,16 @@ mod tests {
     /// signals fire only once the writes went through.
     #[test]
     fn store_errors_are_retried_never_dropped() {
+        retried_until_durable(7, false);
+    }
+
+    /// A store call that never answers is abandoned after the timeout and retried.
+    #[test]
+    fn a_hung_store_call_is_retried() {
+        retried_until_durable(0, true);
+    }
+
+    fn retried_until_durable(failures: u32, hang: bool) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().to_path_buf();
         let sys = actix::System::with_tokio_rt(|| {
@@ -285,12 +301,58 @@ mod tests {
         });
         let (records, expected) = sys.block_on(async move {
             let inner = EmbeddedStore::open(&path).unwrap();
-            let store = Arc::new(FlakyStore { inner: inner.clone(), failures_left: 7.into() });
-            let p = Pipeline::start(store, Arc::new(Policy::default()), settings(100));
+            let store =
+                Arc::new(FlakyStore { inner: inner.clone(), failures_left: failures.into(), hang_once: hang.into() });
+            let mut s = settings(100);
+            s.export.store_timeout = std::time::Duration::from_millis(100);
+            let p = Pipeline::start(store, Arc::new(Policy::default()), s);
             let obs = observations();
-            assert!(p.route_all_durable(obs.clone()).await.unwrap(), "every observation becomes durable");
+            let all = tokio::time::timeout(std::time::Duration::from_secs(30), p.route_all_durable(obs.clone()));
+            assert!(all.await.expect("no hang").unwrap(), "every observation becomes durable");
             let (expected, _) = batch(obs, &Policy::default(), false);
             (inner.list_records(None, None).await.unwrap(), expected)
+        });
+        let got: Vec<&str> = records.iter().map(|r| r.consensus_digest.as_str()).collect();
+        let want: Vec<&str> = expected.iter().map(|r| r.consensus_digest.as_str()).collect();
+        assert_eq!(got, want);
+    }
+
+    /// After a restart (state in the store), a burst of replayed and new observations for
+    /// the same packages, all in flight at once, completes and equals the batch result.
+    #[test]
+    fn restart_with_a_concurrent_burst_completes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        let sys = actix::System::with_tokio_rt(|| {
+            tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+        });
+        let (records, expected) = sys.block_on(async move {
+            let store = Arc::new(EmbeddedStore::open(&path).unwrap());
+            let mut obs = Vec::new();
+            for pkg in ["a", "b", "c"] {
+                for i in 0..300 {
+                    let st = [Status::Affected, Status::NotAffected, Status::Fixed][i % 3];
+                    let artifact = format!("pkg:npm/{pkg}@1.{}.0", i % 7);
+                    obs.push(sample_observation(
+                        "t",
+                        &format!("issuer{}", i % 4),
+                        &artifact,
+                        &format!("CVE-2024-{}", i % 50),
+                        st,
+                    ));
+                }
+            }
+            let mut s = settings(100);
+            s.export.batch_max = 2000;
+            s.export.mailbox_capacity = 16;
+            s.registry.mailbox_capacity = 16;
+            let first = Pipeline::start(store.clone(), Arc::new(Policy::default()), s.clone());
+            assert!(first.route_all_durable(obs[..400].to_vec()).await.unwrap());
+            let second = Pipeline::start(store.clone(), Arc::new(Policy::default()), s);
+            let burst = tokio::time::timeout(std::time::Duration::from_secs(60), second.route_all_durable(obs.clone()));
+            assert!(burst.await.expect("the burst completes").unwrap());
+            let (expected, _) = batch(obs, &Policy::default(), false);
+            (store.list_records(None, None).await.unwrap(), expected)
         });
         let got: Vec<&str> = records.iter().map(|r| r.consensus_digest.as_str()).collect();
         let want: Vec<&str> = expected.iter().map(|r| r.consensus_digest.as_str()).collect();
