@@ -15,7 +15,11 @@
 //!   fields queries use (tenant, package, artifact, vulnerability, status, source
 //!   topic/partition/offset). Strings, not nested documents, also because FerretDB v1
 //!   (SQLite) scans and decodes every document of a collection for any filter but an
-//!   `_id` equality: small documents keep `observations_for_package` cheap there.
+//!   `_id` equality. For the same reason `observations_for_package` reads the package's
+//!   id list from `vex_package_observations` (`_id` = SHA-256 of tenant \0 package,
+//!   `$addToSet`, written after the observations) and then each observation by `_id`,
+//!   instead of scanning `vex_observations` (whose (tenant, package) index MongoDB uses
+//!   but FerretDB v1 does not).
 //! - Connection failures and timeouts are [`StoreError::Unavailable`] (retriable);
 //!   everything else is [`StoreError::Rejected`].
 
@@ -36,6 +40,9 @@ pub const CONSENSUS: &str = "vex_consensus";
 pub const HISTORY: &str = "vex_consensus_history";
 pub const CONFLICT_QUEUE: &str = "vex_conflict_queue";
 pub const DSSE_VERIFICATIONS: &str = "vex_dsse_verifications";
+/// Per (tenant, package): the ids of its observations (`_id` = [`package_id`]). Lets
+/// `observations_for_package` use `_id` lookups only (see the module doc).
+pub const PACKAGE_INDEX: &str = "vex_package_observations";
 
 /// How long the driver waits for a reachable server before an operation fails
 /// (short, so a stopped server is noticed quickly and retried by the caller).
@@ -87,23 +94,25 @@ impl MongoStore {
         self.db.collection::<Document>(name)
     }
 
-    /// Current digests of the given pair ids.
+    /// Current digests of the given pair ids. One `_id` lookup each (concurrently):
+    /// FerretDB v1 pushes only `_id` equality down to SQLite; `$in` scans the collection.
     async fn stored_digests(&self, ids: &[String]) -> Result<HashMap<String, String>, StoreError> {
-        let mut out = HashMap::with_capacity(ids.len());
-        for chunk in ids.chunks(CHUNK) {
-            let mut cursor = self
-                .coll(CONSENSUS)
-                .find(doc! { "_id": { "$in": chunk.to_vec() } })
-                .projection(doc! { "consensus_digest": 1 })
-                .await
-                .map_err(map_err)?;
-            while let Some(d) = cursor.try_next().await.map_err(map_err)? {
-                if let (Ok(id), Ok(digest)) = (d.get_str("_id"), d.get_str("consensus_digest")) {
-                    out.insert(id.to_string(), digest.to_string());
-                }
-            }
+        let mut lookups = Vec::with_capacity(ids.len());
+        for id in ids {
+            let coll = self.coll(CONSENSUS);
+            let id = id.clone();
+            lookups.push(async move {
+                let d = coll
+                    .find_one(doc! { "_id": &id })
+                    .projection(doc! { "consensus_digest": 1 })
+                    .await
+                    .map_err(map_err)?;
+                Ok::<_, StoreError>(d.and_then(|d| d.get_str("consensus_digest").ok().map(|s| (id, s.to_string()))))
+            });
         }
-        Ok(out)
+        let found: Vec<Option<(String, String)>> =
+            futures::stream::iter(lookups).buffer_unordered(WRITE_CONCURRENCY).try_collect().await?;
+        Ok(found.into_iter().flatten().collect())
     }
 
     /// Inserts documents, ignoring those whose `_id` already exists (idempotent; the
@@ -185,6 +194,11 @@ fn observation_doc(o: &Observation) -> Result<Document, StoreError> {
     Ok(d)
 }
 
+/// `_id` of a package in [`PACKAGE_INDEX`]: SHA-256 hex of `tenant \0 package`.
+pub fn package_id(tenant: &str, package: &str) -> String {
+    crate::domain::canonical::sha256_hex(format!("{tenant}\u{0}{package}").as_bytes())
+}
+
 /// Splits `kafka:<topic>/<partition>@<offset>`.
 fn parse_kafka_source(s: &str) -> Option<(String, i32, i64)> {
     let rest = s.strip_prefix("kafka:")?;
@@ -264,7 +278,7 @@ impl ConsensusStore for MongoStore {
         create_indexes(self.coll(HISTORY), vec![(doc! { "pair_id": 1 }, "pair_id")]).await?;
         // Make sure the remaining collections exist (creating an existing one is an error
         // we ignore; FerretDB and MongoDB both report code 48 NamespaceExists).
-        for name in [CONFLICT_QUEUE, DSSE_VERIFICATIONS] {
+        for name in [CONFLICT_QUEUE, DSSE_VERIFICATIONS, PACKAGE_INDEX] {
             match self.db.create_collection(name).await {
                 Ok(()) => {}
                 Err(e) if matches!(e.kind.as_ref(), ErrorKind::Command(c) if c.code == 48) => {}
@@ -284,21 +298,56 @@ impl ConsensusStore for MongoStore {
             return Ok(());
         }
         let docs = observations.iter().map(observation_doc).collect::<Result<Vec<_>, _>>()?;
-        self.insert_ignoring_duplicates(OBSERVATIONS, docs).await
+        self.insert_ignoring_duplicates(OBSERVATIONS, docs).await?;
+        // Then the package index (idempotent: $addToSet).
+        let mut by_package: HashMap<(&str, &str), Vec<&str>> = HashMap::new();
+        for o in observations {
+            by_package.entry((o.tenant.as_str(), o.package.as_str())).or_default().push(o.id.as_str());
+        }
+        let mut updates = Vec::with_capacity(by_package.len());
+        for ((tenant, package), ids) in by_package {
+            let index = self.coll(PACKAGE_INDEX);
+            let id = package_id(tenant, package);
+            let update = doc! {
+                "$setOnInsert": { "tenant": tenant, "package": package },
+                "$addToSet": { "ids": { "$each": ids } },
+            };
+            updates.push(async move {
+                index.update_one(doc! { "_id": id }, update).upsert(true).await.map_err(map_err).map(|_| ())
+            });
+        }
+        futures::stream::iter(updates).buffer_unordered(WRITE_CONCURRENCY).try_collect::<Vec<()>>().await?;
+        Ok(())
     }
 
     async fn observations_for_package(&self, tenant: &str, package: &str) -> Result<Vec<Observation>, StoreError> {
-        let mut cursor = self
-            .coll(OBSERVATIONS)
-            .find(doc! { "tenant": tenant, "package": package })
-            .projection(doc! { "observation_json": 1 })
-            .await
-            .map_err(map_err)?;
-        let mut out: Vec<Observation> = Vec::new();
-        while let Some(d) = cursor.try_next().await.map_err(map_err)? {
-            let json = d.get_str("observation_json").map_err(rejected("stored observation"))?;
-            out.push(serde_json::from_str(json).map_err(rejected("decoding stored observation"))?);
+        let index =
+            self.coll(PACKAGE_INDEX).find_one(doc! { "_id": package_id(tenant, package) }).await.map_err(map_err)?;
+        let ids: Vec<String> = match index {
+            None => return Ok(Vec::new()),
+            Some(d) => d
+                .get_array("ids")
+                .map_err(rejected("stored package index"))?
+                .iter()
+                .filter_map(|b| b.as_str().map(str::to_string))
+                .collect(),
+        };
+        let mut lookups = Vec::with_capacity(ids.len());
+        for id in ids {
+            let coll = self.coll(OBSERVATIONS);
+            lookups.push(async move {
+                let d = coll
+                    .find_one(doc! { "_id": &id })
+                    .projection(doc! { "observation_json": 1 })
+                    .await
+                    .map_err(map_err)?
+                    .ok_or_else(|| StoreError::Rejected(format!("indexed observation {id} is missing")))?;
+                let json = d.get_str("observation_json").map_err(rejected("stored observation"))?;
+                serde_json::from_str::<Observation>(json).map_err(rejected("decoding stored observation"))
+            });
         }
+        let mut out: Vec<Observation> =
+            futures::stream::iter(lookups).buffer_unordered(WRITE_CONCURRENCY).try_collect().await?;
         out.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(out)
     }
@@ -343,9 +392,12 @@ impl ConsensusStore for MongoStore {
         // 2. conflict queue: open conflicts upserted, resolved ones deleted
         let resolved: Vec<String> =
             changed.iter().filter(|(_, r)| r.conflicts.is_empty()).map(|(id, _)| id.clone()).collect();
-        for chunk in resolved.chunks(CHUNK) {
-            self.coll(CONFLICT_QUEUE).delete_many(doc! { "_id": { "$in": chunk.to_vec() } }).await.map_err(map_err)?;
+        let mut deletes = Vec::with_capacity(resolved.len());
+        for id in resolved {
+            let queue = self.coll(CONFLICT_QUEUE);
+            deletes.push(async move { queue.delete_one(doc! { "_id": id }).await.map_err(map_err).map(|_| ()) });
         }
+        futures::stream::iter(deletes).buffer_unordered(WRITE_CONCURRENCY).try_collect::<Vec<()>>().await?;
         let mut open = Vec::new();
         for (id, r) in changed.iter().filter(|(_, r)| !r.conflicts.is_empty()) {
             let conflicts = mongodb::bson::to_bson(&r.conflicts).map_err(rejected("encoding conflicts"))?;

@@ -1,0 +1,242 @@
+//! `vex-lens serve` end to end against the real Kafka and MongoDB-wire server: kcat (an
+//! independent producer) writes VEX documents to a fresh topic, serve runs as a child
+//! process, and the results are read back from MongoDB.
+//!
+//! Scenarios (issue 3): the corpus gives the same records as `vex-lens consensus`, digest
+//! for digest; poison messages go to the DLQ with reason headers while the good ones
+//! around them are processed; kill -9 in the middle of a large produce and a restart give
+//! the state of a clean run; two instances in one consumer group share the partitions and
+//! one takes over when the other stops. (The MongoDB outage is in it_serve_mongo_outage.rs:
+//! it stops the shared server, so it runs on its own.)
+
+#[path = "../integration-tests/common/mod.rs"]
+mod common;
+
+use common::{Serve, ServeSetup};
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use vex_lens::domain::consensus::ConsensusRecord;
+
+const READY: Duration = Duration::from_secs(90);
+const CONVERGE: Duration = Duration::from_secs(240);
+
+/// A short session timeout so a stopped member's partitions move quickly.
+const SHORT_SESSION: &[(&str, &str)] =
+    &[("VEXLENS_KAFKA__SESSION_TIMEOUT_MS", "6000"), ("VEXLENS_KAFKA__DRAIN_TIMEOUT_MS", "3000")];
+
+fn setup(test: &str) -> Option<ServeSetup> {
+    let services = common::services()?;
+    assert!(common::kcat_available(), "kcat not found: run scripts/install-system-deps.sh");
+    Some(ServeSetup::fresh(&services, test))
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime")
+}
+
+/// Waits until the stored records equal `want` digest for digest (and every serve is
+/// still running); returns the time it took.
+fn wait_for_records(setup: &ServeSetup, want: &[ConsensusRecord], serves: &mut [&mut Serve]) -> Duration {
+    let rt = rt();
+    let start = Instant::now();
+    let want_set: BTreeSet<(String, String)> = want
+        .iter()
+        .map(|r| (format!("{}|{}|{}", r.tenant, r.artifact, r.vulnerability), r.consensus_digest.clone()))
+        .collect();
+    let mut last = 0usize;
+    loop {
+        let got = rt.block_on(common::stored_records(&setup.services.mongo_uri, &setup.db));
+        let got_set: BTreeSet<(String, String)> = got
+            .iter()
+            .map(|r| (format!("{}|{}|{}", r.tenant, r.artifact, r.vulnerability), r.consensus_digest.clone()))
+            .collect();
+        if got_set == want_set {
+            return start.elapsed();
+        }
+        last = got_set.intersection(&want_set).count().max(last);
+        for s in serves.iter_mut() {
+            assert!(s.is_running(), "vex-lens serve exited; log:\n{}", s.log_tail());
+        }
+        if start.elapsed() > CONVERGE {
+            let logs: Vec<String> = serves.iter().map(|s| s.log_tail()).collect();
+            common::assert_same_records(&got, want);
+            panic!("records did not converge (best {last}/{}); logs:\n{}", want.len(), logs.join("\n----\n"));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Every observation of the documents is stored exactly once.
+fn assert_observations(setup: &ServeSetup, files: &[PathBuf], tenant: &str) {
+    let unique: BTreeSet<String> = common::observations_of(files, tenant).into_iter().map(|o| o.id).collect();
+    let n = rt().block_on(common::count(&setup.services.mongo_uri, &setup.db, vex_lens::adapters::mongo::OBSERVATIONS));
+    assert_eq!(n, unique.len() as u64, "vex_observations holds {n}, the documents have {} distinct", unique.len());
+}
+
+fn cleanup(setup: &ServeSetup) {
+    rt().block_on(common::drop_db(&setup.services.mongo_uri, &setup.db));
+}
+
+#[test]
+fn corpus_via_kcat_equals_cli_consensus() {
+    let Some(setup) = setup("corpus") else { return };
+    let files = common::corpus_files(&["openvex", "csaf", "cyclonedx"]);
+    let want = common::cli_consensus(&files, "acme");
+    let mut serve = Serve::start(&setup, "a", &[]);
+    serve.wait_ready(READY);
+    let t0 = Instant::now();
+    common::kcat_produce_files(&setup.services.brokers, &setup.topic, &[("tenant", "acme")], &files);
+    let took = wait_for_records(&setup, &want, &mut [&mut serve]);
+    eprintln!("{} documents -> {} records in {:?} (produce + consensus)", files.len(), want.len(), t0.elapsed());
+    let _ = took;
+    assert_observations(&setup, &files, "acme");
+    assert_eq!(common::kcat_count(&setup.services.brokers, &setup.dlq_topic), 0, "no document is dead-lettered");
+    let metrics = serve.get("/metrics").expect("metrics").1;
+    assert!(metrics.contains("vex_consensus_latency_seconds"), "metrics:\n{metrics}");
+    assert!(serve.terminate(Duration::from_secs(30)), "SIGTERM: serve did not exit 0; log:\n{}", serve.log_tail());
+    cleanup(&setup);
+}
+
+#[test]
+fn poison_messages_are_dead_lettered_with_reasons() {
+    let Some(setup) = setup("poison") else { return };
+    let good = common::corpus_files(&["openvex"]);
+    let (first, second) = good.split_at(good.len() / 2);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let invalid = dir.path().join("invalid.json");
+    std::fs::write(&invalid, b"{\"@context\": \"https://openvex.dev/ns\", oops").unwrap();
+    let garbage = dir.path().join("garbage.bin");
+    std::fs::write(&garbage, (0..4096u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect::<Vec<u8>>())
+        .unwrap();
+    let big = dir.path().join("big.json");
+    let mut doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&first[0]).unwrap()).unwrap();
+    doc["padding"] = serde_json::Value::String("x".repeat(10 * 1024 * 1024));
+    std::fs::write(&big, serde_json::to_vec(&doc).unwrap()).unwrap();
+    let wrong = dir.path().join("wrong.json");
+    std::fs::write(&wrong, br#"{"hello": "world", "statements": 5}"#).unwrap();
+
+    let mut serve = Serve::start(&setup, "a", &[]);
+    serve.wait_ready(READY);
+    let b = &setup.services.brokers;
+    common::kcat_produce_files(b, &setup.topic, &[("tenant", "t")], first);
+    for (i, f) in [&invalid, &garbage, &big, &wrong].iter().enumerate() {
+        common::kcat_produce_file(
+            b,
+            &setup.topic,
+            &format!("poison-{i}"),
+            &[("tenant", "t"), ("correlation-id", "c1")],
+            f,
+        );
+    }
+    common::kcat_produce_files(b, &setup.topic, &[("tenant", "t")], second);
+
+    wait_for_records(&setup, &common::cli_consensus(&good, "t"), &mut [&mut serve]);
+    assert_observations(&setup, &good, "t");
+
+    let mut dlq = String::new();
+    let ok = common::wait_until(Duration::from_secs(60), || {
+        dlq = common::kcat_consume(b, &setup.dlq_topic, "%k\t%S\t%h\n");
+        dlq.lines().filter(|l| !l.is_empty()).count() >= 4
+    });
+    assert!(ok, "DLQ holds:\n{dlq}");
+    let mut reasons = std::collections::BTreeMap::new();
+    for line in dlq.lines().filter(|l| !l.is_empty()) {
+        let mut parts = line.splitn(3, '\t');
+        let (key, size, headers) = (parts.next().unwrap(), parts.next().unwrap(), parts.next().unwrap_or(""));
+        let header =
+            |name: &str| headers.split(',').find_map(|h| h.strip_prefix(&format!("{name}="))).map(str::to_string);
+        let reason = header("vex-lens-error").unwrap_or_else(|| panic!("{key}: no vex-lens-error header: {headers}"));
+        assert!(header("vex-lens-error-detail").is_some_and(|d| !d.is_empty()), "{key}: no detail: {headers}");
+        assert_eq!(header("tenant").as_deref(), Some("t"), "{key}: original headers kept: {headers}");
+        reasons.insert(key.to_string(), (reason, size.parse::<usize>().unwrap_or(0)));
+    }
+    eprintln!("DLQ: {reasons:?}");
+    assert_eq!(reasons.len(), 4, "{reasons:?}");
+    assert_eq!(reasons["poison-0"].0, "invalid_json");
+    assert_eq!(reasons["poison-1"].0, "invalid_json");
+    assert_eq!(reasons["poison-2"].0, "too_large");
+    assert!(reasons["poison-2"].1 > 10 * 1024 * 1024, "the original value is kept");
+    assert_eq!(reasons["poison-3"].0, "not_vex");
+    assert!(serve.terminate(Duration::from_secs(30)), "SIGTERM: serve did not exit 0; log:\n{}", serve.log_tail());
+    cleanup(&setup);
+}
+
+#[test]
+fn kill9_mid_produce_then_restart_equals_clean_run() {
+    let Some(setup) = setup("kill9") else { return };
+    // The whole vexhub corpus (56 documents, ~42k records) takes FerretDB v1 (~25
+    // records/s written) too long for CI: the first 6 documents (~2.6k records) by
+    // default; VEXLENS_IT_VEXHUB_FILES=56 runs all of it.
+    let n: usize = std::env::var("VEXLENS_IT_VEXHUB_FILES").ok().and_then(|v| v.parse().ok()).unwrap_or(6);
+    let mut files = common::corpus_files(&["vexhub"]);
+    assert!(files.len() > 20, "vexhub corpus missing");
+    files.truncate(n);
+    let want = common::cli_consensus(&files, "default");
+    let mut serve = Serve::start(&setup, "a", SHORT_SESSION);
+    serve.wait_ready(READY);
+    let (brokers, topic) = (setup.services.brokers.clone(), setup.topic.clone());
+    let producer_files = files.clone();
+    let t0 = Instant::now();
+    let producer = std::thread::spawn(move || {
+        for f in &producer_files {
+            common::kcat_produce_file(&brokers, &topic, &f.display().to_string(), &[], f);
+            std::thread::sleep(Duration::from_millis(400));
+        }
+    });
+    // Kill once results have started to land, while documents are still arriving.
+    let rt = rt();
+    let started = common::wait_until(Duration::from_secs(120), || {
+        rt.block_on(common::count(&setup.services.mongo_uri, &setup.db, vex_lens::adapters::mongo::CONSENSUS)) > 0
+    });
+    assert!(started, "no record was written; log:\n{}", serve.log_tail());
+    let at_kill =
+        rt.block_on(common::count(&setup.services.mongo_uri, &setup.db, vex_lens::adapters::mongo::CONSENSUS));
+    serve.kill9();
+    let producing = !producer.is_finished();
+    eprintln!(
+        "killed -9 after {:?} with {at_kill}/{} records; producer still running: {producing}",
+        t0.elapsed(),
+        want.len()
+    );
+    producer.join().expect("producer");
+    let mut serve = Serve::start(&setup, "b", SHORT_SESSION);
+    serve.wait_ready(READY);
+    let took = wait_for_records(&setup, &want, &mut [&mut serve]);
+    eprintln!("restart converged in {took:?}; total {:?}", t0.elapsed());
+    assert_observations(&setup, &files, "default");
+    assert!(serve.terminate(Duration::from_secs(30)), "SIGTERM: serve did not exit 0; log:\n{}", serve.log_tail());
+    cleanup(&setup);
+}
+
+#[test]
+fn two_instances_share_partitions_and_take_over() {
+    let Some(setup) = setup("group") else { return };
+    let files = common::corpus_files(&["openvex", "csaf", "cyclonedx"]);
+    let (first, second) = files.split_at(files.len() / 2);
+    let want = common::cli_consensus(&files, "default");
+    let mut a = Serve::start(&setup, "a", SHORT_SESSION);
+    let mut b = Serve::start(&setup, "b", SHORT_SESSION);
+    a.wait_ready(READY);
+    b.wait_ready(READY);
+    let assigned = |s: &Serve| {
+        std::fs::read_to_string(&s.log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("partitions assigned") && !l.contains("partitions=[]") && !l.contains("\"[]\""))
+            .count()
+    };
+    let both = common::wait_until(Duration::from_secs(60), || assigned(&a) > 0 && assigned(&b) > 0);
+    assert!(both, "both instances must get partitions; logs:\n{}\n----\n{}", a.log_tail(), b.log_tail());
+    common::kcat_produce_files(&setup.services.brokers, &setup.topic, &[], first);
+    let half = common::cli_consensus(first, "default");
+    wait_for_records(&setup, &half, &mut [&mut a, &mut b]);
+    let before = assigned(&a);
+    assert!(b.terminate(Duration::from_secs(30)), "SIGTERM: b did not exit 0; log:\n{}", b.log_tail());
+    common::kcat_produce_files(&setup.services.brokers, &setup.topic, &[], second);
+    wait_for_records(&setup, &want, &mut [&mut a]);
+    assert!(assigned(&a) > before, "a must be reassigned b's partitions; log:\n{}", a.log_tail());
+    assert_observations(&setup, &files, "default");
+    assert!(a.terminate(Duration::from_secs(30)), "SIGTERM: a did not exit 0; log:\n{}", a.log_tail());
+    cleanup(&setup);
+}
