@@ -1,0 +1,15 @@
+# vex-lens image for docker-compose.yml (rdkafka's bundled librdkafka needs a C toolchain).
+FROM rust:1-bookworm AS build
+RUN apt-get update && apt-get install -y --no-install-recommends cmake libcurl4-openssl-dev zlib1g-dev && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY . .
+RUN cargo build --release --locked --bin vex-lens
+
+FROM debian:bookworm-slim
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl && rm -rf /var/lib/apt/lists/*
+WORKDIR /app
+COPY --from=build /src/target/release/vex-lens /usr/local/bin/vex-lens
+COPY config/ /app/config/
+EXPOSE 8080
+ENTRYPOINT ["vex-lens"]
+CMD ["serve", "--listen", "0.0.0.0:8080"]

@@ -1,0 +1,115 @@
+//! Dashboards and alert rules name only metrics the code registers
+//! (`vex_lens::telemetry::names::ALL`), and `promtool check rules` accepts the rules.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn dashboards_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("dashboards")
+}
+
+/// Every `vex_*` identifier in `text`, without the histogram series suffixes.
+fn metric_names(text: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while let Some(pos) = text[i..].find("vex_") {
+        let start = i + pos;
+        let boundary = start == 0 || !(bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_');
+        let mut end = start;
+        while end < bytes.len()
+            && (bytes[end].is_ascii_lowercase() || bytes[end].is_ascii_digit() || bytes[end] == b'_')
+        {
+            end += 1;
+        }
+        if boundary {
+            let mut name = &text[start..end];
+            for suffix in ["_bucket", "_count", "_sum"] {
+                if let Some(base) = name.strip_suffix(suffix) {
+                    name = base;
+                }
+            }
+            out.insert(name.to_string());
+        }
+        i = end.max(start + 4);
+    }
+    out
+}
+
+/// PromQL expressions of the dashboard (`targets[].expr`) and of the rules (`expr:`).
+fn expressions() -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dashboards_dir()).expect("dashboards/") {
+        let path = entry.expect("entry").path();
+        let name = path.display().to_string();
+        if path.extension().is_some_and(|e| e == "json") {
+            let v: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).expect("dashboard JSON");
+            for p in v["panels"].as_array().expect("panels") {
+                for t in p["targets"].as_array().expect("targets") {
+                    out.push((format!("{name}: {}", p["title"]), t["expr"].as_str().expect("expr").to_string()));
+                }
+            }
+        } else if path.file_name().is_some_and(|f| f == "alerts.yml") {
+            for line in std::fs::read_to_string(&path).unwrap().lines() {
+                let line = line.trim();
+                if let Some(expr) = line.strip_prefix("expr:") {
+                    out.push((name.clone(), expr.to_string()));
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn dashboards_and_rules_name_only_registered_metrics() {
+    let registered: BTreeSet<&str> = vex_lens::telemetry::names::ALL.into_iter().collect();
+    let exprs = expressions();
+    assert!(exprs.len() >= 10, "found only {} expressions", exprs.len());
+    let mut used = BTreeSet::new();
+    for (origin, expr) in &exprs {
+        let names = metric_names(expr);
+        assert!(!names.is_empty(), "{origin}: {expr} names no vex_ metric");
+        for n in names {
+            assert!(registered.contains(n.as_str()), "{origin}: {n} is not registered (telemetry::names::ALL)");
+            used.insert(n);
+        }
+    }
+    for required in [
+        "vex_consensus_latency_seconds",
+        "vex_conflict_queue_depth",
+        "vex_recompute_duration_seconds",
+        "vex_export_duration_seconds",
+        "vex_dsse_verification_failures_total",
+    ] {
+        assert!(used.contains(required), "the runbook's {required} has no panel or rule");
+    }
+}
+
+#[test]
+fn metric_name_extraction() {
+    let n = metric_names("histogram_quantile(0.9, rate(vex_a_seconds_bucket[5m])) / x_vex_b + vex_c_total");
+    assert_eq!(n.into_iter().collect::<Vec<_>>(), vec!["vex_a_seconds", "vex_c_total"]);
+}
+
+#[test]
+fn promtool_accepts_the_rules() {
+    let rules = dashboards_dir().join("alerts.yml");
+    match Command::new("promtool").arg("check").arg("rules").arg(&rules).output() {
+        Ok(out) => assert!(
+            out.status.success(),
+            "promtool check rules failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(e) => {
+            assert!(
+                std::env::var("VEXLENS_REQUIRE_SERVICES").as_deref() != Ok("1"),
+                "promtool not found ({e}): run scripts/install-system-deps.sh"
+            );
+            eprintln!("skipped: promtool not found ({e}); run scripts/install-system-deps.sh");
+        }
+    }
+}
