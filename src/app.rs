@@ -74,30 +74,30 @@ fn settings(cfg: &Config) -> PipelineSettings {
     }
 }
 
-fn shutdown_signal() -> watch::Receiver<bool> {
+/// Installs the SIGTERM/SIGINT handlers now (before anything starts) and returns the
+/// shutdown flag they raise.
+fn shutdown_signal() -> anyhow::Result<watch::Receiver<bool>> {
     let (tx, rx) = watch::channel(false);
+    #[cfg(unix)]
+    let (mut term, mut int) = {
+        use tokio::signal::unix::{signal, SignalKind};
+        (
+            signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+        )
+    };
     tokio::spawn(async move {
-        let term = async {
-            #[cfg(unix)]
-            {
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(mut s) => {
-                        s.recv().await;
-                    }
-                    Err(_) => futures::future::pending::<()>().await,
-                }
-            }
-            #[cfg(not(unix))]
-            futures::future::pending::<()>().await
-        };
+        #[cfg(unix)]
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term => {}
+            _ = term.recv() => {}
+            _ = int.recv() => {}
         }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
         tracing::info!(event = "shutdown_requested", "shutting down: stop consuming, drain, commit");
         let _ = tx.send(true);
     });
-    rx
+    Ok(rx)
 }
 
 async fn connect_store(
@@ -142,7 +142,7 @@ async fn connect_store(
 }
 
 async fn serve(cfg: Arc<Config>, policy: Arc<Policy>, opts: RunOptions) -> anyhow::Result<()> {
-    let shutdown = shutdown_signal();
+    let shutdown = shutdown_signal()?;
     let mode = cfg.source_mode();
     let (store, embedded) = connect_store(&cfg, &shutdown).await?;
     let pipeline = Pipeline::start(store.clone(), policy, settings(&cfg));

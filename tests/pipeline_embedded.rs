@@ -282,3 +282,28 @@ fn malformed_configuration_is_a_startup_error_naming_the_key() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("actors.export_batch_max"));
 }
+
+#[test]
+fn sigterm_exits_zero_also_without_inputs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let child = Command::new(BIN)
+        .args(["serve", "--data-dir", tmp.path().join("d").to_str().unwrap(), "--listen", &format!("127.0.0.1:{port}")])
+        .current_dir(repo())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut server = Server(child);
+    wait_for("liveness", Duration::from_secs(30), || get(port, "/health/liveness").filter(|(c, _)| *c == 200));
+    assert!(Command::new("kill").args(["-TERM", &server.0.id().to_string()]).status().unwrap().success());
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = server.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "serve did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "exit status {status:?}");
+}
