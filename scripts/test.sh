@@ -15,5 +15,11 @@ fi
 cleanup() { if [[ $started == 1 ]]; then scripts/services.sh down || true; fi; }
 trap cleanup EXIT
 eval "$(scripts/services.sh env)"
+# Integration tests (tests/it_*.rs) fail, instead of skipping, when a service is missing.
+export VEXLENS_REQUIRE_SERVICES=1
 [[ "${1:-}" == "--" ]] && shift
 cargo test --locked "$@"
+# The MongoDB outage test stops the shared server: run it alone, after everything else.
+if [[ $# -eq 0 ]]; then
+  VEXLENS_IT_MONGO_OUTAGE=1 cargo test --locked --test it_serve_mongo_outage
+fi
