@@ -269,4 +269,7 @@ pub struct RecordsArgs {
     /// Print the dead letters of the embedded store instead (NDJSON).
     #[arg(long)]
     pub dead_letters: bool,
+    /// Print the DSSE verifications of the embedded store instead (NDJSON).
+    #[arg(long, conflicts_with = "dead_letters")]
+    pub verifications: bool,
 }

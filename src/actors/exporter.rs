@@ -1,5 +1,6 @@
-//! ExportActor: the single writer. Batches `Persist` messages, writes observations then
-//! records (idempotent upserts), and only then fires their completion signals.
+//! ExportActor: the single writer. Batches `Persist` (and `PersistVerification`) messages,
+//! writes DSSE verifications, observations, then records (idempotent upserts), and only
+//! then fires their completion signals.
 //!
 //! Invariants: writes happen in the order messages arrived; a store error is retried
 //! with exponential backoff forever (never dropped) while the mailbox fills up and
@@ -7,10 +8,10 @@
 //! `Persist` of its package is durable, a `Drain` after every earlier `Persist`. Runs under an actix `Supervisor`: on restart the
 //! pending batch (kept in the actor) is flushed again.
 
-use super::messages::{Done, Drain, LoadPackage, Persist};
+use super::messages::{Done, Drain, LoadPackage, Persist, PersistVerification};
 use crate::domain::consensus::ConsensusRecord;
 use crate::domain::model::Observation;
-use crate::ports::{ConsensusStore, StoreError};
+use crate::ports::{ConsensusStore, StoreError, VerificationRecord};
 use crate::telemetry::events::{ConflictQueueDepth, ObservationsDurable, RecordChanged, StoreRetry};
 use actix::prelude::*;
 use std::future::Future;
@@ -33,6 +34,8 @@ pub struct ExportSettings {
 struct Batch {
     observations: Vec<Observation>,
     records: Vec<ConsensusRecord>,
+    /// DSSE verifications (written before the observations).
+    verifications: Vec<VerificationRecord>,
     done: Vec<Done>,
     /// (tenant, package) of the pending observations.
     packages: std::collections::HashSet<(String, String)>,
@@ -40,7 +43,7 @@ struct Batch {
 
 impl Batch {
     fn is_empty(&self) -> bool {
-        self.observations.is_empty() && self.records.is_empty() && self.done.is_empty()
+        self.observations.is_empty() && self.records.is_empty() && self.verifications.is_empty() && self.done.is_empty()
     }
 }
 
@@ -70,8 +73,11 @@ impl ExportActor {
             self.last_depth = Some(Instant::now());
         }
         let fut = async move {
-            let Batch { observations, records, done, .. } = batch;
+            let Batch { observations, records, verifications, done, .. } = batch;
             let records = latest_per_pair(records);
+            for v in &verifications {
+                retry(&settings, "put_verification", || store.put_verification(v)).await;
+            }
             retry(&settings, "put_observations", || store.put_observations(&observations)).await;
             let now = now_ms();
             retry(&settings, "put_records", || store.put_records(&records, now)).await;
@@ -174,6 +180,22 @@ impl Handler<Persist> for ExportActor {
         if self.pending.observations.len() + self.pending.records.len() >= self.settings.batch_max {
             self.flush(ctx);
         } else if !self.flush_scheduled {
+            self.flush_scheduled = true;
+            ctx.run_later(self.settings.flush_after, |act, ctx| {
+                act.flush_scheduled = false;
+                act.flush(ctx);
+            });
+        }
+    }
+}
+
+impl Handler<PersistVerification> for ExportActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: PersistVerification, ctx: &mut Context<Self>) {
+        self.pending.verifications.push(msg.record);
+        self.pending.done.push(msg.done);
+        if !self.flush_scheduled {
             self.flush_scheduled = true;
             ctx.run_later(self.settings.flush_after, |act, ctx| {
                 act.flush_scheduled = false;

@@ -1,13 +1,15 @@
 //! Ingest workers: a pool of sync actors (one thread each) that turn document bytes into
-//! observations with the pure normalisers, unwrapping DSSE envelopes on the way.
+//! observations with the pure normalisers; DSSE envelopes are parsed here and handed to
+//! the verifier pool (`verifier`), which verifies them and normalises their payload.
 //!
 //! Invariants: never panics on any input; every failure becomes a dead-letter outcome
 //! with a stable reason code (`NormaliseError::code`, or `invalid_envelope`); no I/O.
 
-use super::messages::{IngestOutcome, NormaliseDocument};
+use super::messages::{IngestOutcome, IngestStep, NormaliseDocument};
+use super::verifier::VerifyEnvelope;
 use crate::crypto::{vex_payload, Envelope, VexPayload};
 use crate::domain::canonical::sha256_prefixed;
-use crate::domain::model::{IngestContext, Signature, SignatureStatus, SourceFormat};
+use crate::domain::model::{IngestContext, SourceFormat};
 use crate::domain::normalise::{normalise_value, NormaliseError};
 use actix::{Actor, Handler, SyncContext};
 use serde_json::Value;
@@ -24,20 +26,11 @@ impl Actor for IngestActor {
 }
 
 impl Handler<NormaliseDocument> for IngestActor {
-    type Result = IngestOutcome;
+    type Result = IngestStep;
 
-    fn handle(&mut self, msg: NormaliseDocument, _: &mut Self::Context) -> IngestOutcome {
+    fn handle(&mut self, msg: NormaliseDocument, _: &mut Self::Context) -> IngestStep {
         ingest_document(&msg.name, &msg.bytes, msg.ctx, msg.max_bytes)
     }
-}
-
-/// DSSE hook: decides the signature status of an envelope's statements. Until the DSSE
-/// verifier lands every envelope counts as unsigned (CONSENSUS.md: `unsigned`, with the
-/// unsigned penalty). The verifier replaces this body: verify against the issuer
-/// directory's keys and set `ctx.signature` / `ctx.signed_issuer`.
-pub fn verify_envelope_hook(_envelope: &Envelope, ctx: &mut IngestContext) {
-    ctx.signature = Signature { status: SignatureStatus::Unsigned, reason: None, keyid: None };
-    ctx.signed_issuer = None;
 }
 
 fn format_name(f: SourceFormat) -> &'static str {
@@ -53,40 +46,63 @@ fn dead(e: NormaliseError) -> IngestOutcome {
 }
 
 /// The pure ingest step: bytes (a VEX document or a DSSE envelope around one) to
-/// observations, or a dead-letter reason.
-pub fn ingest_document(name: &str, bytes: &[u8], mut ctx: IngestContext, max_bytes: usize) -> IngestOutcome {
+/// observations or a dead-letter reason; an envelope is handed on for verification
+/// ([`IngestStep::Envelope`], see `verifier`).
+pub fn ingest_document(name: &str, bytes: &[u8], ctx: IngestContext, max_bytes: usize) -> IngestStep {
     if bytes.len() > max_bytes {
-        return dead(NormaliseError::TooLarge { document: name.to_string(), size: bytes.len(), limit: max_bytes });
+        return IngestStep::Done(dead(NormaliseError::TooLarge {
+            document: name.to_string(),
+            size: bytes.len(),
+            limit: max_bytes,
+        }));
     }
     let value: Value = match serde_json::from_slice(bytes) {
         Ok(v) => v,
-        Err(e) => return dead(NormaliseError::NotJson { document: name.to_string(), reason: e.to_string() }),
-    };
-    let (value, digest, enveloped) = if Envelope::looks_like_envelope(&value) {
-        let env = match Envelope::from_value(&value) {
-            Ok(e) => e,
-            Err(e) => return IngestOutcome::DeadLetter { reason: INVALID_ENVELOPE, detail: format!("{name}: {e}") },
-        };
-        verify_envelope_hook(&env, &mut ctx);
-        let digest = sha256_prefixed(&env.payload);
-        match vex_payload(&env) {
-            Ok(VexPayload::Bare { document, .. }) => match serde_json::from_slice::<Value>(&document) {
-                Ok(v) => (v, digest, true),
-                Err(e) => {
-                    return dead(NormaliseError::NotJson {
-                        document: format!("{name} (envelope payload)"),
-                        reason: e.to_string(),
-                    })
-                }
-            },
-            Ok(VexPayload::InToto { document, .. }) => (document, digest, true),
-            Err(e) => return IngestOutcome::DeadLetter { reason: INVALID_ENVELOPE, detail: format!("{name}: {e}") },
+        Err(e) => {
+            return IngestStep::Done(dead(NormaliseError::NotJson {
+                document: name.to_string(),
+                reason: e.to_string(),
+            }))
         }
-    } else {
-        let digest = sha256_prefixed(bytes);
-        (value, digest, false)
     };
-    match normalise_value(name, &value, &digest, &ctx) {
+    if Envelope::looks_like_envelope(&value) {
+        return match Envelope::from_value(&value) {
+            Ok(envelope) => IngestStep::Envelope(VerifyEnvelope {
+                name: name.to_string(),
+                envelope,
+                envelope_digest: sha256_prefixed(bytes),
+                ctx,
+            }),
+            Err(e) => {
+                IngestStep::Done(IngestOutcome::DeadLetter { reason: INVALID_ENVELOPE, detail: format!("{name}: {e}") })
+            }
+        };
+    }
+    IngestStep::Done(normalise(name, &value, &sha256_prefixed(bytes), &ctx, false))
+}
+
+/// Normalises the VEX document inside a (verified) envelope; `ctx` carries the
+/// verification's signature and signed issuer. The document digest is the payload's.
+pub fn normalise_envelope(name: &str, env: &Envelope, ctx: IngestContext) -> IngestOutcome {
+    let digest = sha256_prefixed(&env.payload);
+    let value = match vex_payload(env) {
+        Ok(VexPayload::Bare { document, .. }) => match serde_json::from_slice::<Value>(&document) {
+            Ok(v) => v,
+            Err(e) => {
+                return dead(NormaliseError::NotJson {
+                    document: format!("{name} (envelope payload)"),
+                    reason: e.to_string(),
+                })
+            }
+        },
+        Ok(VexPayload::InToto { document, .. }) => document,
+        Err(e) => return IngestOutcome::DeadLetter { reason: INVALID_ENVELOPE, detail: format!("{name}: {e}") },
+    };
+    normalise(name, &value, &digest, &ctx, true)
+}
+
+fn normalise(name: &str, value: &Value, digest: &str, ctx: &IngestContext, enveloped: bool) -> IngestOutcome {
+    match normalise_value(name, value, digest, ctx) {
         Ok(doc) => IngestOutcome::Observations {
             format: format_name(doc.format),
             diagnostics: doc.diagnostics.len(),
@@ -100,6 +116,7 @@ pub fn ingest_document(name: &str, bytes: &[u8], mut ctx: IngestContext, max_byt
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::model::SignatureStatus;
     use crate::domain::normalise::normalise_bytes;
 
     const DOC: &str = r#"{"@context":"https://openvex.dev/ns/v0.2.0","@id":"https://example.com/vex/1","author":"Acme","timestamp":"2024-01-01T00:00:00Z","version":1,"statements":[{"vulnerability":{"name":"CVE-2024-1"},"products":[{"@id":"pkg:npm/a@1.0.0"}],"status":"affected","action_statement":"upgrade"}]}"#;
@@ -110,7 +127,7 @@ mod tests {
 
     #[test]
     fn plain_document_equals_the_cli_normalisation() {
-        let IngestOutcome::Observations { observations, format, enveloped, .. } =
+        let IngestStep::Done(IngestOutcome::Observations { observations, format, enveloped, .. }) =
             ingest_document("d", DOC.as_bytes(), ctx(), 1 << 20)
         else {
             panic!("expected observations")
@@ -122,11 +139,15 @@ mod tests {
     }
 
     #[test]
-    fn envelope_is_unwrapped_and_counts_as_unsigned() {
+    fn envelope_is_handed_to_the_verifier_and_its_payload_normalised() {
         let env = Envelope::new("application/openvex+json", DOC.as_bytes().to_vec());
-        let IngestOutcome::Observations { observations, enveloped, .. } =
-            ingest_document("e", env.to_json().as_bytes(), ctx(), 1 << 20)
-        else {
+        let bytes = env.to_json();
+        let IngestStep::Envelope(v) = ingest_document("e", bytes.as_bytes(), ctx(), 1 << 20) else {
+            panic!("expected an envelope to verify")
+        };
+        assert_eq!((v.name.as_str(), &v.envelope), ("e", &env));
+        assert_eq!(v.envelope_digest, sha256_prefixed(bytes.as_bytes()));
+        let IngestOutcome::Observations { observations, enveloped, .. } = normalise_envelope("e", &env, v.ctx) else {
             panic!("expected observations")
         };
         assert!(enveloped);
@@ -138,7 +159,7 @@ mod tests {
     #[test]
     fn bad_inputs_dead_letter_with_reason_codes() {
         let code = |b: &[u8], max: usize| match ingest_document("x", b, ctx(), max) {
-            IngestOutcome::DeadLetter { reason, .. } => reason,
+            IngestStep::Done(IngestOutcome::DeadLetter { reason, .. }) => reason,
             other => panic!("expected dead letter, got {other:?}"),
         };
         assert_eq!(code(b"\x00\xff garbage", 1 << 20), "invalid_json");

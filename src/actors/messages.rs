@@ -10,15 +10,23 @@ use tokio::sync::oneshot;
 /// Fired when an observation and the records it changed are durable.
 pub type Done = oneshot::Sender<()>;
 
-/// To the ingest workers: normalise one document (or DSSE envelope around one).
+/// To the ingest workers: normalise one document (or parse the DSSE envelope around one).
 #[derive(Message)]
-#[rtype(result = "IngestOutcome")]
+#[rtype(result = "IngestStep")]
 pub struct NormaliseDocument {
     /// Names the document in errors and provenance (path, or `kafka:topic/partition@offset`).
     pub name: String,
     pub bytes: Vec<u8>,
     pub ctx: IngestContext,
     pub max_bytes: usize,
+}
+
+/// What the ingest workers made of a document: its outcome, or an envelope the verifier
+/// pool must check (and whose payload it then normalises).
+#[derive(Debug, actix::MessageResponse)]
+pub enum IngestStep {
+    Done(IngestOutcome),
+    Envelope(super::verifier::VerifyEnvelope),
 }
 
 /// What became of a document.
@@ -70,6 +78,15 @@ pub struct Persist {
     pub observations: Vec<Observation>,
     pub records: Vec<ConsensusRecord>,
     pub done: Vec<Done>,
+}
+
+/// To the export actor: persist a DSSE verification (`put_verification`, retried like
+/// every write), then fire `done`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PersistVerification {
+    pub record: crate::ports::VerificationRecord,
+    pub done: Done,
 }
 
 /// To the export actor: every stored observation of (tenant, package), read after every

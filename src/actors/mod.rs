@@ -10,6 +10,7 @@ pub mod exporter;
 pub mod ingest;
 pub mod messages;
 pub mod registry;
+pub mod verifier;
 
 use crate::domain::keys::parse_key;
 use crate::domain::model::{IngestContext, Observation};
@@ -18,15 +19,19 @@ use crate::ports::ConsensusStore;
 use actix::prelude::*;
 use exporter::{ExportActor, ExportSettings};
 use ingest::IngestActor;
-use messages::{Drain, IngestOutcome, LiveActors, NormaliseDocument, ResetActors, Route};
+use messages::{
+    Drain, IngestOutcome, IngestStep, LiveActors, NormaliseDocument, PersistVerification, ResetActors, Route,
+};
 use registry::{ArtifactRegistry, RegistrySettings};
 use std::sync::Arc;
 use tokio::sync::oneshot;
+use verifier::{DsseVerifierActor, KeyDirectory, VerifiedDocument};
 
 /// Handle to the running actors (cheap to clone, usable from any tokio task).
 #[derive(Clone)]
 pub struct Pipeline {
     ingest: Addr<IngestActor>,
+    verifier: Addr<DsseVerifierActor>,
     registry: Addr<ArtifactRegistry>,
     export: Addr<ExportActor>,
 }
@@ -47,14 +52,26 @@ pub struct PipelineSettings {
 impl Pipeline {
     /// Starts the actors (call inside the actix system).
     pub fn start(store: Arc<dyn ConsensusStore>, policy: Arc<Policy>, settings: PipelineSettings) -> Pipeline {
+        // The directory was validated on load (every key parses), so this cannot fail
+        // for a loaded policy; a hand-built invalid one verifies nothing.
+        let keys = Arc::new(KeyDirectory::from_directory(&policy.directory).unwrap_or_else(|e| {
+            tracing::error!(event = "issuer_keys_unusable", error = %e, "no DSSE keys: envelopes count as unsigned");
+            KeyDirectory::default()
+        }));
         let export_settings = settings.export.clone();
         let export = Supervisor::start(move |_| ExportActor::new(store, export_settings));
         let registry = ArtifactRegistry::new(policy, export.clone(), settings.registry.clone()).start();
         let ingest = SyncArbiter::start(settings.workers.max(1), IngestActor::default);
-        Pipeline { ingest, registry, export }
+        let verifier = SyncArbiter::start(settings.workers.max(1), move || {
+            DsseVerifierActor::new(keys.clone(), crate::crypto::DEFAULT_THRESHOLD)
+        });
+        Pipeline { ingest, verifier, registry, export }
     }
 
-    /// Normalises a document on a worker thread.
+    /// Normalises a document on a worker thread. A DSSE envelope is verified on the
+    /// verifier pool, which then normalises its payload; its verification is durable
+    /// (`put_verification`) before this returns, so before the source can acknowledge the
+    /// document (store its offset, remember the file).
     pub async fn normalise(
         &self,
         name: String,
@@ -62,7 +79,16 @@ impl Pipeline {
         ctx: IngestContext,
         max_bytes: usize,
     ) -> Result<IngestOutcome, PipelineError> {
-        Ok(self.ingest.send(NormaliseDocument { name, bytes, ctx, max_bytes }).await?)
+        match self.ingest.send(NormaliseDocument { name, bytes, ctx, max_bytes }).await? {
+            IngestStep::Done(outcome) => Ok(outcome),
+            IngestStep::Envelope(v) => {
+                let VerifiedDocument { outcome, record } = self.verifier.send(v).await?;
+                let (done, rx) = oneshot::channel();
+                self.export.send(PersistVerification { record, done }).await?;
+                rx.await.map_err(|_| PipelineError(MailboxError::Closed))?;
+                Ok(outcome)
+            }
+        }
     }
 
     /// Routes an observation to its artifact actor; returns once the actor has applied it

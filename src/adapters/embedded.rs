@@ -172,6 +172,21 @@ impl EmbeddedStore {
         .await
     }
 
+    /// Every DSSE verification (`vex_dsse_verifications`), by envelope digest.
+    pub async fn verifications(&self) -> Result<Vec<VerificationRecord>, StoreError> {
+        self.blocking(|db| {
+            let tx = db.begin_read().map_err(err)?;
+            let t = tx.open_table(VERIFICATIONS).map_err(err)?;
+            let mut out = Vec::new();
+            for r in t.iter().map_err(err)? {
+                let (_, v) = r.map_err(err)?;
+                out.push(serde_json::from_slice(v.value()).map_err(json_err)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     /// Number of history entries (for tests and diagnostics).
     pub async fn history_len(&self) -> Result<u64, StoreError> {
         self.blocking(|db| {

@@ -75,7 +75,11 @@ pub fn run_records(args: RecordsArgs) -> anyhow::Result<ExitCode> {
                 anyhow::bail!("no embedded store in {}", dir.display());
             }
             let store = EmbeddedStore::open(&dir).with_context(|| format!("opening {}", dir.display()))?;
-            if args.dead_letters {
+            if args.verifications {
+                for v in store.verifications().await? {
+                    writeln!(out, "{}", serde_json::to_string(&v)?)?;
+                }
+            } else if args.dead_letters {
                 for d in store.dead_letters().await? {
                     writeln!(out, "{}", serde_json::to_string(&d)?)?;
                 }

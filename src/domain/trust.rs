@@ -126,9 +126,11 @@ impl IssuerDirectory {
         Ok(dir)
     }
 
-    /// Ids unique and non-empty, weights in [0, 1], no alias shared by two issuers.
+    /// Ids unique and non-empty, weights in [0, 1], no alias shared by two issuers, every
+    /// key parses (`crypto::PublicKey::parse`) and no keyid belongs to two issuers.
     pub fn validate(&self) -> Result<(), DirectoryError> {
         let mut names: BTreeMap<String, &str> = BTreeMap::new();
+        let mut keyids: BTreeMap<String, &str> = BTreeMap::new();
         for i in &self.issuers {
             if i.id.trim().is_empty() {
                 return Err(DirectoryError::Invalid("an issuer has an empty id".into()));
@@ -137,6 +139,22 @@ impl IssuerDirectory {
             for w in ws.flatten() {
                 if !(0.0..=1.0).contains(&w) || w.is_nan() {
                     return Err(DirectoryError::Invalid(format!("issuer {}: weight {w} is outside [0, 1]", i.id)));
+                }
+            }
+            for (index, k) in i.keys.iter().enumerate() {
+                let key = crate::crypto::PublicKey::parse(&k.public_key).map_err(|e| {
+                    DirectoryError::Invalid(format!("issuer {}: key {index} does not parse: {e}", i.id))
+                })?;
+                let configured = k.keyid.as_deref().map(str::trim).filter(|s| !s.is_empty());
+                for id in std::iter::once(key.keyid()).chain(configured) {
+                    if let Some(other) = keyids.insert(id.to_ascii_lowercase(), &i.id) {
+                        if other != i.id {
+                            return Err(DirectoryError::Invalid(format!(
+                                "keyid {id} belongs to both issuer {other} and issuer {}",
+                                i.id
+                            )));
+                        }
+                    }
                 }
             }
             for n in std::iter::once(&i.id).chain(std::iter::once(&i.display_name)).chain(i.aliases.iter()) {

@@ -164,3 +164,28 @@ impl StoreRetry<'_> {
         );
     }
 }
+
+/// A DSSE envelope failed verification (`bad_signature`, `wrong_key`, `malformed_envelope`,
+/// `threshold_not_met`); unsigned envelopes are not failures.
+pub struct DsseVerificationFailed<'a> {
+    pub source: &'a str,
+    pub correlation_id: Option<&'a str>,
+    pub issuer: Option<&'a str>,
+    pub keyid: Option<&'a str>,
+    pub reason: &'a str,
+}
+
+impl DsseVerificationFailed<'_> {
+    pub fn emit(&self) {
+        metrics().dsse_verification_failures.inc();
+        tracing::warn!(
+            event = "dsse_verification_failed",
+            source = self.source,
+            correlationId = self.correlation_id,
+            issuer = self.issuer,
+            keyid = self.keyid,
+            reason = self.reason,
+            "DSSE signature verification failed"
+        );
+    }
+}

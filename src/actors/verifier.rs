@@ -1,0 +1,488 @@
+//! DSSE verification of incoming envelopes against the issuer directory's keys, and the
+//! pool of sync actors that runs it (with the payload's normalisation) off the async
+//! runtime.
+//!
+//! Semantics (CONSENSUS.md "Issuer identity" and signature_factor; crypto::verify):
+//! * a signature with a keyid is checked against the directory key with that id (the key's
+//!   securesystemslib id, or the `keyid` written for it in issuers.toml);
+//! * a signature without a keyid is tried against every key of the *claimed* issuer (the
+//!   `issuer` header, else the document's author, resolved through the directory);
+//! * `verified`: the issuer owning the (first) verifying key becomes the signed issuer,
+//!   whatever the document claims; `unsigned`: no signatures (`no_signatures`) or no
+//!   directory key has the id (`unknown_key`); `failed`: `bad_signature`, `wrong_key`,
+//!   `malformed_envelope` or `threshold_not_met` (the statement is then excluded with
+//!   conflict `missing_provenance`).
+//!
+//! Invariants: [`KeyDirectory`] and [`verify`] are pure; a key of the directory that does
+//! not parse is a startup error naming the issuer. [`DsseVerifierActor`] runs as a
+//! `SyncArbiter` pool; actix restarts a sync actor whose handler panics (the message in
+//! flight is lost: its sender gets a mailbox error, so the source never acknowledges the
+//! document and it is processed again).
+
+use super::ingest::normalise_envelope;
+use super::messages::IngestOutcome;
+use crate::crypto::{verify_envelope, Envelope, PublicKey};
+use crate::domain::canonical::sha256_prefixed;
+use crate::domain::model::{IngestContext, IssuerSource, Signature, SignatureStatus};
+use crate::domain::trust::IssuerDirectory;
+use crate::ports::VerificationRecord;
+use crate::telemetry::events::DsseVerificationFailed;
+use actix::{Actor, Handler, Message, SyncContext};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// A key of the directory could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyDirectoryError {
+    #[error("issuer directory: key {index} of issuer {issuer} does not parse: {reason}")]
+    BadKey { issuer: String, index: usize, reason: String },
+    #[error("issuer directory: keyid {keyid} is used by issuer {first} and issuer {second}")]
+    DuplicateKeyid { keyid: String, first: String, second: String },
+}
+
+/// Every issuer key of the directory, parsed, by key id.
+#[derive(Clone, Debug, Default)]
+pub struct KeyDirectory {
+    /// Lower-case keyid (computed, and the configured one when it differs) -> (issuer id, key).
+    by_keyid: BTreeMap<String, (String, PublicKey)>,
+    /// Issuer id -> its keys, in directory order.
+    by_issuer: BTreeMap<String, Vec<PublicKey>>,
+    directory: IssuerDirectory,
+}
+
+impl KeyDirectory {
+    /// Parses every key of every issuer (`PublicKey::parse`: PEM, securesystemslib JSON or hex).
+    pub fn from_directory(directory: &IssuerDirectory) -> Result<KeyDirectory, KeyDirectoryError> {
+        let mut kd = KeyDirectory { directory: directory.clone(), ..Default::default() };
+        for issuer in &directory.issuers {
+            for (index, k) in issuer.keys.iter().enumerate() {
+                let key = PublicKey::parse(&k.public_key).map_err(|e| KeyDirectoryError::BadKey {
+                    issuer: issuer.id.clone(),
+                    index,
+                    reason: e.to_string(),
+                })?;
+                let mut ids = vec![key.keyid().to_ascii_lowercase()];
+                if let Some(configured) = k.keyid.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+                    ids.push(configured.to_ascii_lowercase());
+                }
+                ids.dedup();
+                for id in ids {
+                    if let Some((other, _)) = kd.by_keyid.get(&id) {
+                        if other != &issuer.id {
+                            return Err(KeyDirectoryError::DuplicateKeyid {
+                                keyid: id,
+                                first: other.clone(),
+                                second: issuer.id.clone(),
+                            });
+                        }
+                    }
+                    kd.by_keyid.insert(id, (issuer.id.clone(), key.clone()));
+                }
+                kd.by_issuer.entry(issuer.id.clone()).or_default().push(key);
+            }
+        }
+        Ok(kd)
+    }
+
+    /// Number of distinct keys.
+    pub fn len(&self) -> usize {
+        self.by_issuer.values().map(Vec::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_issuer.is_empty()
+    }
+
+    /// The issuer and key a keyid names (case-insensitive).
+    pub fn by_keyid(&self, keyid: &str) -> Option<(&str, &PublicKey)> {
+        self.by_keyid.get(&keyid.trim().to_ascii_lowercase()).map(|(i, k)| (i.as_str(), k))
+    }
+
+    /// The directory id of a claimed issuer name (id, display name or alias).
+    pub fn issuer_id(&self, claimed: &str) -> Option<&str> {
+        self.directory.find(claimed).map(|i| i.id.as_str())
+    }
+
+    /// The keys of a claimed issuer (empty when the directory does not know it).
+    pub fn issuer_keys(&self, claimed: &str) -> &[PublicKey] {
+        self.issuer_id(claimed).and_then(|id| self.by_issuer.get(id)).map(Vec::as_slice).unwrap_or(&[])
+    }
+}
+
+/// Verifies `env` against the directory (see the module documentation). Returns the
+/// signature to put on its observations, the signed issuer id (when verified) and the
+/// record to persist. The record's `envelope_digest` is the SHA-256 of the envelope's
+/// compact JSON, `verified_at_ms` is 0 and `source` empty: the caller sets them (the
+/// actor uses the digest of the bytes as received).
+pub fn verify(
+    env: &Envelope,
+    claimed_issuer: Option<&str>,
+    keys: &KeyDirectory,
+    threshold: usize,
+) -> (Signature, Option<String>, VerificationRecord) {
+    let claimed = claimed_issuer.map(str::trim).filter(|s| !s.is_empty());
+    // Signatures name keys by id: map configured aliases to the keys' own ids and collect
+    // the keys they name; keyless signatures are tried against the claimed issuer's keys.
+    let mut env = env.clone();
+    let mut trusted: Vec<PublicKey> = Vec::new();
+    let mut push = |k: &PublicKey| {
+        if !trusted.iter().any(|t| t.keyid() == k.keyid()) {
+            trusted.push(k.clone());
+        }
+    };
+    let mut keyless = false;
+    for s in &mut env.signatures {
+        if s.keyid.trim().is_empty() {
+            keyless = true;
+        } else if let Some((_, k)) = keys.by_keyid(&s.keyid) {
+            s.keyid = k.keyid().to_string();
+            push(k);
+        }
+    }
+    if keyless {
+        for k in claimed.map(|c| keys.issuer_keys(c)).unwrap_or(&[]) {
+            push(k);
+        }
+    }
+    let outcome = verify_envelope(&env, &trusted, threshold);
+    let keyid = outcome.keyid().map(str::to_string);
+    let signed_issuer =
+        outcome.verified_keyids().first().and_then(|k| keys.by_keyid(k)).map(|(issuer, _)| issuer.to_string());
+    let status = match outcome.status() {
+        "verified" => SignatureStatus::Verified,
+        "failed" => SignatureStatus::Failed,
+        _ => SignatureStatus::Unsigned,
+    };
+    let reason = outcome.reason().map(str::to_string);
+    // The issuer on the record: the signer, else the owner of the claimed key, else the
+    // claimed issuer (its directory id when known).
+    let issuer = signed_issuer
+        .clone()
+        .or_else(|| keyid.as_deref().and_then(|k| keys.by_keyid(k)).map(|(i, _)| i.to_string()))
+        .or_else(|| claimed.map(|c| keys.issuer_id(c).unwrap_or(c).to_string()));
+    let record = VerificationRecord {
+        envelope_digest: sha256_prefixed(env.to_json().as_bytes()),
+        issuer,
+        keyid: keyid.clone(),
+        result: outcome.status().to_string(),
+        reason: reason.clone(),
+        verified_at_ms: 0,
+        source: None,
+    };
+    (Signature { status, reason, keyid }, signed_issuer, record)
+}
+
+/// To the verifier pool: verify an envelope, then normalise its payload.
+#[derive(Debug, Message)]
+#[rtype(result = "VerifiedDocument")]
+pub struct VerifyEnvelope {
+    /// Names the document (path, or `kafka:topic/partition@offset`).
+    pub name: String,
+    pub envelope: Envelope,
+    /// `sha256:<hex>` of the envelope bytes as received.
+    pub envelope_digest: String,
+    pub ctx: IngestContext,
+}
+
+/// The payload's observations (signature applied) and the verification to persist.
+#[derive(Debug, actix::MessageResponse)]
+pub struct VerifiedDocument {
+    pub outcome: IngestOutcome,
+    pub record: VerificationRecord,
+}
+
+/// A verification worker (run N with `SyncArbiter::start`; actix restarts one that panics).
+pub struct DsseVerifierActor {
+    keys: Arc<KeyDirectory>,
+    threshold: usize,
+}
+
+impl DsseVerifierActor {
+    pub fn new(keys: Arc<KeyDirectory>, threshold: usize) -> Self {
+        DsseVerifierActor { keys, threshold }
+    }
+}
+
+impl Actor for DsseVerifierActor {
+    type Context = SyncContext<Self>;
+}
+
+impl Handler<VerifyEnvelope> for DsseVerifierActor {
+    type Result = VerifiedDocument;
+
+    fn handle(&mut self, msg: VerifyEnvelope, _: &mut Self::Context) -> VerifiedDocument {
+        verify_and_normalise(msg, &self.keys, self.threshold)
+    }
+}
+
+/// What the actor does (pure apart from the clock and telemetry).
+pub fn verify_and_normalise(msg: VerifyEnvelope, keys: &KeyDirectory, threshold: usize) -> VerifiedDocument {
+    let VerifyEnvelope { name, envelope, envelope_digest, mut ctx } = msg;
+    let claimed = claimed_issuer(&name, &envelope, &ctx, keys);
+    let (signature, signed_issuer, mut record) = verify(&envelope, claimed.as_deref(), keys, threshold);
+    record.envelope_digest = envelope_digest;
+    record.verified_at_ms = super::exporter::now_ms();
+    record.source = ctx.provenance.source.clone().or(Some(name.clone()));
+    let correlation_id = ctx.provenance.correlation_id.clone();
+    let failed = signature.status == SignatureStatus::Failed;
+    ctx.signature = signature;
+    ctx.signed_issuer = signed_issuer;
+    let outcome = normalise_envelope(&name, &envelope, ctx);
+    if record.issuer.is_none() {
+        // Nothing in the signatures named an issuer: record the one the document claims.
+        if let IngestOutcome::Observations { observations, .. } = &outcome {
+            record.issuer = observations
+                .iter()
+                .find_map(|o| o.issuer.as_deref())
+                .map(|c| keys.issuer_id(c).unwrap_or(c).to_string());
+        }
+    }
+    if failed {
+        DsseVerificationFailed {
+            source: &name,
+            correlation_id: correlation_id.as_deref(),
+            issuer: record.issuer.as_deref(),
+            keyid: record.keyid.as_deref(),
+            reason: record.reason.as_deref().unwrap_or_default(),
+        }
+        .emit();
+    }
+    VerifiedDocument { outcome, record }
+}
+
+/// The claimed issuer: the `issuer` header, else (only needed for keyless signatures)
+/// the document's own author as the normaliser reads it.
+fn claimed_issuer(name: &str, env: &Envelope, ctx: &IngestContext, keys: &KeyDirectory) -> Option<String> {
+    if let Some(h) = ctx.issuer_header.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        return Some(h.to_string());
+    }
+    if keys.is_empty() || !env.signatures.iter().any(|s| s.keyid.trim().is_empty()) {
+        return None;
+    }
+    let probe = IngestContext { signature: Signature::default(), signed_issuer: None, ..ctx.clone() };
+    match normalise_envelope(name, env, probe) {
+        IngestOutcome::Observations { observations, .. } => {
+            observations.into_iter().find(|o| o.issuer_source == IssuerSource::Document).and_then(|o| o.issuer)
+        }
+        IngestOutcome::DeadLetter { .. } => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::{generate_keypair, sign_envelope, KeyAlg, SigningKey};
+    use crate::domain::trust::{Issuer, IssuerKey, Tier};
+
+    fn key(alg: KeyAlg) -> SigningKey {
+        SigningKey::from_pem(&generate_keypair(alg).unwrap().0).unwrap()
+    }
+
+    fn issuer(id: &str, aliases: &[&str], keys: &[&SigningKey]) -> Issuer {
+        Issuer {
+            id: id.into(),
+            display_name: String::new(),
+            tier: Tier::Trusted,
+            weight: None,
+            aliases: aliases.iter().map(|s| s.to_string()).collect(),
+            keys: keys.iter().map(|k| IssuerKey { keyid: None, public_key: k.public_key().to_pem() }).collect(),
+            tenants: Default::default(),
+        }
+    }
+
+    struct Fixture {
+        acme: SigningKey,
+        acme2: SigningKey,
+        distro: SigningKey,
+        stranger: SigningKey,
+        keys: KeyDirectory,
+    }
+
+    fn fixture() -> Fixture {
+        let acme = key(KeyAlg::Ed25519);
+        let acme2 = key(KeyAlg::EcdsaP256);
+        let distro = key(KeyAlg::EcdsaP256);
+        let stranger = key(KeyAlg::Ed25519);
+        let dir = IssuerDirectory {
+            issuers: vec![
+                issuer("acme", &["ACME PSIRT"], &[&acme, &acme2]),
+                issuer("distro", &["https://distro.example"], &[&distro]),
+                issuer("nokeys", &[], &[]),
+            ],
+        };
+        let keys = KeyDirectory::from_directory(&dir).unwrap();
+        Fixture { acme, acme2, distro, stranger, keys }
+    }
+
+    const BODY: &[u8] = br#"{"hello":"vex"}"#;
+
+    fn check(sig: &Signature, status: SignatureStatus, reason: Option<&str>) {
+        assert_eq!((sig.status, sig.reason.as_deref()), (status, reason), "{sig:?}");
+    }
+
+    #[test]
+    fn verified_sets_the_signer_as_issuer_whatever_the_document_claims() {
+        let f = fixture();
+        let env = sign_envelope("application/openvex+json", BODY, &f.distro).unwrap();
+        let (sig, signed, rec) = verify(&env, Some("ACME PSIRT"), &f.keys, 1);
+        check(&sig, SignatureStatus::Verified, None);
+        assert_eq!(sig.keyid.as_deref(), Some(f.distro.keyid()));
+        assert_eq!(signed.as_deref(), Some("distro"));
+        assert_eq!((rec.result.as_str(), rec.reason.as_deref()), ("verified", None));
+        assert_eq!(rec.issuer.as_deref(), Some("distro"));
+        assert_eq!(rec.keyid.as_deref(), Some(f.distro.keyid()));
+        assert!(rec.envelope_digest.starts_with("sha256:"));
+        // The second key of an issuer verifies too; keyids match case-insensitively.
+        let mut env = sign_envelope("t", BODY, &f.acme2).unwrap();
+        env.signatures[0].keyid = env.signatures[0].keyid.to_uppercase();
+        let (sig, signed, _) = verify(&env, None, &f.keys, 1);
+        check(&sig, SignatureStatus::Verified, None);
+        assert_eq!(signed.as_deref(), Some("acme"));
+    }
+
+    #[test]
+    fn keyless_signatures_are_tried_against_the_claimed_issuers_keys() {
+        let f = fixture();
+        let mut env = sign_envelope("t", BODY, &f.acme2).unwrap();
+        env.signatures[0].keyid.clear();
+        let (sig, signed, _) = verify(&env, Some("acme psirt"), &f.keys, 1);
+        check(&sig, SignatureStatus::Verified, None);
+        assert_eq!((signed.as_deref(), sig.keyid.as_deref()), (Some("acme"), Some(f.acme2.keyid())));
+        // Claimed by an issuer whose keys did not sign it: wrong key.
+        let (sig, signed, rec) = verify(&env, Some("https://distro.example"), &f.keys, 1);
+        check(&sig, SignatureStatus::Failed, Some("wrong_key"));
+        assert_eq!(signed, None);
+        assert_eq!(
+            (rec.result.as_str(), rec.reason.as_deref(), rec.issuer.as_deref()),
+            ("failed", Some("wrong_key"), Some("distro"))
+        );
+        // No claimed issuer, or one without keys: nothing to try, unsigned/unknown_key.
+        check(&verify(&env, None, &f.keys, 1).0, SignatureStatus::Unsigned, Some("unknown_key"));
+        check(&verify(&env, Some("nokeys"), &f.keys, 1).0, SignatureStatus::Unsigned, Some("unknown_key"));
+    }
+
+    #[test]
+    fn tampered_payload_is_a_bad_signature() {
+        let f = fixture();
+        let mut env = sign_envelope("t", BODY, &f.acme).unwrap();
+        env.payload.extend_from_slice(b" ");
+        let (sig, signed, rec) = verify(&env, Some("acme"), &f.keys, 1);
+        check(&sig, SignatureStatus::Failed, Some("bad_signature"));
+        assert_eq!(signed, None);
+        assert_eq!((rec.issuer.as_deref(), rec.keyid.as_deref()), (Some("acme"), Some(f.acme.keyid())));
+    }
+
+    #[test]
+    fn truncated_signature_is_a_bad_signature() {
+        let f = fixture();
+        for signer in [&f.acme, &f.distro] {
+            let mut env = sign_envelope("t", BODY, signer).unwrap();
+            let n = env.signatures[0].sig.len();
+            env.signatures[0].sig.truncate(n / 2);
+            check(&verify(&env, None, &f.keys, 1).0, SignatureStatus::Failed, Some("bad_signature"));
+        }
+    }
+
+    #[test]
+    fn a_key_the_directory_does_not_have_is_unsigned_unknown_key() {
+        let f = fixture();
+        let env = sign_envelope("t", BODY, &f.stranger).unwrap();
+        let (sig, signed, rec) = verify(&env, Some("acme"), &f.keys, 1);
+        check(&sig, SignatureStatus::Unsigned, Some("unknown_key"));
+        assert_eq!(signed, None);
+        assert_eq!(sig.keyid.as_deref(), Some(f.stranger.keyid()));
+        assert_eq!((rec.result.as_str(), rec.issuer.as_deref()), ("unsigned", Some("acme")));
+    }
+
+    #[test]
+    fn no_signatures_is_unsigned_no_signatures() {
+        let f = fixture();
+        let (sig, signed, rec) = verify(&Envelope::new("t", BODY.to_vec()), Some("acme"), &f.keys, 1);
+        check(&sig, SignatureStatus::Unsigned, Some("no_signatures"));
+        assert_eq!((signed, sig.keyid), (None, None));
+        assert_eq!(rec.result, "unsigned");
+    }
+
+    #[test]
+    fn threshold_counts_distinct_directory_keys() {
+        let f = fixture();
+        let mut env = sign_envelope("t", BODY, &f.acme).unwrap();
+        check(&verify(&env, None, &f.keys, 2).0, SignatureStatus::Failed, Some("threshold_not_met"));
+        crate::crypto::add_signature(&mut env, &f.acme2).unwrap();
+        check(&verify(&env, None, &f.keys, 2).0, SignatureStatus::Verified, None);
+    }
+
+    #[test]
+    fn configured_keyids_are_aliases_and_bad_keys_name_the_issuer() {
+        let f = fixture();
+        let mut dir = IssuerDirectory { issuers: vec![issuer("acme", &[], &[&f.acme])] };
+        dir.issuers[0].keys[0].keyid = Some("acme-2024".into());
+        let keys = KeyDirectory::from_directory(&dir).unwrap();
+        let mut env = sign_envelope("t", BODY, &f.acme).unwrap();
+        env.signatures[0].keyid = "acme-2024".into();
+        let (sig, signed, _) = verify(&env, None, &keys, 1);
+        check(&sig, SignatureStatus::Verified, None);
+        assert_eq!((signed.as_deref(), sig.keyid.as_deref()), (Some("acme"), Some(f.acme.keyid())));
+
+        dir.issuers.push(issuer("broken", &[], &[]));
+        dir.issuers[1].keys.push(IssuerKey { keyid: None, public_key: "not a key".into() });
+        let e = KeyDirectory::from_directory(&dir).unwrap_err().to_string();
+        assert!(e.contains("issuer broken"), "{e}");
+        let dup = IssuerDirectory { issuers: vec![issuer("a", &[], &[&f.acme]), issuer("b", &[], &[&f.acme])] };
+        assert!(KeyDirectory::from_directory(&dup).is_err());
+    }
+
+    const DOC: &str = r#"{"@context":"https://openvex.dev/ns/v0.2.0","@id":"https://example.com/vex/1","author":"ACME PSIRT","timestamp":"2024-01-01T00:00:00Z","version":1,"statements":[{"vulnerability":{"name":"CVE-2024-1"},"products":[{"@id":"pkg:npm/a@1.0.0"}],"status":"affected","action_statement":"upgrade"}]}"#;
+
+    fn run(env: &Envelope, keys: &KeyDirectory) -> VerifiedDocument {
+        let msg = VerifyEnvelope {
+            name: "doc".into(),
+            envelope: env.clone(),
+            envelope_digest: sha256_prefixed(env.to_json().as_bytes()),
+            ctx: IngestContext { tenant: Some("t".into()), ..Default::default() },
+        };
+        verify_and_normalise(msg, keys, 1)
+    }
+
+    #[test]
+    fn the_actor_step_applies_the_signature_to_the_observations() {
+        let f = fixture();
+        // Signed by distro, authored "ACME PSIRT": the observations are distro's, verified.
+        let env = sign_envelope("application/openvex+json", DOC.as_bytes(), &f.distro).unwrap();
+        let VerifiedDocument { outcome: IngestOutcome::Observations { observations, enveloped, .. }, record } =
+            run(&env, &f.keys)
+        else {
+            panic!("expected observations")
+        };
+        assert!(enveloped);
+        assert_eq!(observations.len(), 1);
+        assert_eq!(observations[0].issuer.as_deref(), Some("distro"));
+        assert_eq!(observations[0].issuer_source, IssuerSource::Signature);
+        assert_eq!(observations[0].signature.status, SignatureStatus::Verified);
+        assert_eq!(record.result, "verified");
+        assert!(record.verified_at_ms > 0);
+        assert_eq!(record.source.as_deref(), Some("doc"));
+
+        // Keyless, by acme's key: the author claim picks acme's keys.
+        let mut env = sign_envelope("application/openvex+json", DOC.as_bytes(), &f.acme).unwrap();
+        env.signatures[0].keyid.clear();
+        let VerifiedDocument { outcome: IngestOutcome::Observations { observations, .. }, .. } = run(&env, &f.keys)
+        else {
+            panic!("expected observations")
+        };
+        assert_eq!(observations[0].issuer.as_deref(), Some("acme"));
+        assert_eq!(observations[0].signature.status, SignatureStatus::Verified);
+
+        // Tampered: failed, the claimed author stays the issuer.
+        let mut env = sign_envelope("application/openvex+json", DOC.as_bytes(), &f.acme).unwrap();
+        env.payload = DOC.replace("affected", "fixed").into_bytes();
+        let VerifiedDocument { outcome: IngestOutcome::Observations { observations, .. }, record } = run(&env, &f.keys)
+        else {
+            panic!("expected observations")
+        };
+        assert_eq!(observations[0].signature.status, SignatureStatus::Failed);
+        assert_eq!(observations[0].signature.reason.as_deref(), Some("bad_signature"));
+        assert_eq!(observations[0].issuer.as_deref(), Some("ACME PSIRT"));
+        assert_eq!(record.reason.as_deref(), Some("bad_signature"));
+    }
+}
