@@ -166,7 +166,7 @@ async fn serve(cfg: Arc<Config>, policy: Arc<Policy>, opts: RunOptions) -> anyho
             SourceMode::Embedded => "embedded",
         },
         store: if embedded.is_some() { "embedded" } else { "mongodb" },
-        feature_flags: [("dsse_verification", false), ("kafka", mode == SourceMode::Kafka), ("once", opts.once)]
+        feature_flags: [("dsse_verification", true), ("kafka", mode == SourceMode::Kafka), ("once", opts.once)]
             .into_iter()
             .collect(),
     };

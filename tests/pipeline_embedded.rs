@@ -183,7 +183,7 @@ fn serving_answers_health_metrics_status_and_picks_up_new_files() {
     let status: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(status["mode"], "embedded");
     assert_eq!(status["version"], env!("CARGO_PKG_VERSION"));
-    assert_eq!(status["feature_flags"]["dsse_verification"], false);
+    assert_eq!(status["feature_flags"]["dsse_verification"], true);
 
     let docs = |port| {
         let (_, m) = get(port, "/metrics")?;
