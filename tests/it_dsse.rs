@@ -1,0 +1,82 @@
+//! DSSE verification end to end on the real Kafka and MongoDB-wire server: kcat writes
+//! the five envelopes of tests/dsse_fixtures (verified, tampered, wrong key, truncated
+//! signature, unknown key) to a fresh topic, `vex-lens serve` verifies them on the
+//! verifier pool, and `vex_dsse_verifications`, `vex_consensus` and /metrics are read
+//! back: each envelope has its own result and reason, the verified statement counts at
+//! signature factor 1.0, the failed ones are excluded with `missing_provenance`, and
+//! vex_dsse_verification_failures_total is 3.
+
+#[path = "../integration-tests/common/mod.rs"]
+mod common;
+#[path = "dsse_fixtures/mod.rs"]
+mod dsse_fixtures;
+
+use common::{Serve, ServeSetup};
+use dsse_fixtures::{check_records, check_verifications, metric, write_envelopes, Keys};
+use serde_json::Value;
+use std::time::Duration;
+
+async fn stored_verifications(uri: &str, db: &str) -> Vec<Value> {
+    use futures::TryStreamExt;
+    let docs: Vec<mongodb::bson::Document> = common::mongo_client(uri)
+        .await
+        .database(db)
+        .collection::<mongodb::bson::Document>(vex_lens::adapters::mongo::DSSE_VERIFICATIONS)
+        .find(mongodb::bson::doc! {})
+        .await
+        .expect("find verifications")
+        .try_collect()
+        .await
+        .expect("read verifications");
+    docs.into_iter()
+        .map(|d| {
+            let r: vex_lens::ports::VerificationRecord = mongodb::bson::from_document(d).expect("a VerificationRecord");
+            serde_json::to_value(r).unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn envelopes_over_kafka_are_verified_persisted_and_counted() {
+    let Some(services) = common::services() else { return };
+    assert!(common::kcat_available(), "kcat not found: run scripts/install-system-deps.sh");
+    let setup = ServeSetup::fresh(&services, "dsse");
+    let tmp = tempfile::tempdir().unwrap();
+    let keys = Keys::new();
+    let issuers = tmp.path().join("issuers.toml");
+    keys.write_issuers(&issuers);
+    let files = write_envelopes(&keys, tmp.path());
+
+    let issuers_env = issuers.to_str().unwrap().to_string();
+    let mut serve = Serve::start(&setup, "a", &[("VEXLENS_CONSENSUS__ISSUERS_FILE", issuers_env.as_str())]);
+    serve.wait_ready(Duration::from_secs(90));
+    for (name, path) in &files {
+        common::kcat_produce_file(&services.brokers, &setup.topic, name, &[("tenant", "t")], path);
+    }
+
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let mut records: Vec<Value> = Vec::new();
+    let done = common::wait_until(Duration::from_secs(120), || {
+        assert!(serve.is_running(), "serve exited; log:\n{}", serve.log_tail());
+        records = rt
+            .block_on(common::stored_records(&services.mongo_uri, &setup.db))
+            .iter()
+            .map(|r| serde_json::to_value(r).unwrap())
+            .collect();
+        records.len() >= 5
+    });
+    assert!(done, "five records expected, got {}; log:\n{}", records.len(), serve.log_tail());
+    check_records(&records);
+    // Verifications are durable before the document's observations are produced.
+    let verifications = rt.block_on(stored_verifications(&services.mongo_uri, &setup.db));
+    check_verifications(&verifications, &keys, &files);
+    assert!(
+        verifications.iter().all(|v| v["source"].as_str().is_some_and(|s| s.starts_with("kafka:"))),
+        "{verifications:?}"
+    );
+    let m = serve.get("/metrics").expect("metrics").1;
+    assert_eq!(metric(&m, "vex_dsse_verification_failures_total"), Some(3.0), "{m}");
+    assert_eq!(common::kcat_count(&services.brokers, &setup.dlq_topic), 0, "no envelope is dead-lettered");
+    assert!(serve.terminate(Duration::from_secs(30)), "SIGTERM: serve did not exit 0; log:\n{}", serve.log_tail());
+    rt.block_on(common::drop_db(&services.mongo_uri, &setup.db));
+}
