@@ -133,6 +133,44 @@ fn each_envelope_is_verified_persisted_counted_and_weighted() {
     check_records(&ndjson(&vex_lens(&["records", "--data-dir", data.to_str().unwrap()])));
 }
 
+/// An envelope that does not parse is dead-lettered (`invalid_envelope`) and its
+/// verification persisted and logged as `failed`/`malformed_envelope`.
+#[test]
+fn a_malformed_envelope_is_dead_lettered_and_recorded_as_failed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    let data = tmp.path().join("data");
+    let bad = br#"{"payload":"%%% not base64","payloadType":"application/openvex+json","signatures":[]}"#;
+    std::fs::write(input.join("bad.dsse.json"), bad).unwrap();
+    let out = vex_lens(&[
+        "serve",
+        "--once",
+        "--ingest-dir",
+        input.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.contains("\"event\":\"dsse_verification_failed\"") && l.contains("malformed_envelope")),
+        "{stderr}"
+    );
+    let v = ndjson(&vex_lens(&["records", "--verifications", "--data-dir", data.to_str().unwrap()]));
+    assert_eq!(v.len(), 1, "{v:?}");
+    assert_eq!((v[0]["result"].as_str(), v[0]["reason"].as_str()), (Some("failed"), Some("malformed_envelope")));
+    let digest = format!("sha256:{}", vex_lens::domain::canonical::sha256_hex(bad));
+    assert_eq!(v[0]["envelope_digest"], digest);
+    let dead = ndjson(&vex_lens(&["records", "--dead-letters", "--data-dir", data.to_str().unwrap()]));
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0]["reason"], "invalid_envelope");
+}
+
 /// A key in the issuer directory that does not parse stops `serve` at startup, naming
 /// the issuer.
 #[test]

@@ -6,7 +6,7 @@
 //! with a stable reason code (`NormaliseError::code`, or `invalid_envelope`); no I/O.
 
 use super::messages::{IngestOutcome, IngestStep, NormaliseDocument};
-use super::verifier::VerifyEnvelope;
+use super::verifier::{malformed_envelope, VerifyEnvelope};
 use crate::crypto::{vex_payload, Envelope, VexPayload};
 use crate::domain::canonical::sha256_prefixed;
 use crate::domain::model::{IngestContext, SourceFormat};
@@ -73,9 +73,10 @@ pub fn ingest_document(name: &str, bytes: &[u8], ctx: IngestContext, max_bytes: 
                 envelope_digest: sha256_prefixed(bytes),
                 ctx,
             }),
-            Err(e) => {
-                IngestStep::Done(IngestOutcome::DeadLetter { reason: INVALID_ENVELOPE, detail: format!("{name}: {e}") })
-            }
+            Err(e) => IngestStep::Malformed {
+                record: malformed_envelope(name, bytes, &ctx),
+                outcome: IngestOutcome::DeadLetter { reason: INVALID_ENVELOPE, detail: format!("{name}: {e}") },
+            },
         };
     }
     IngestStep::Done(normalise(name, &value, &sha256_prefixed(bytes), &ctx, false))
@@ -165,6 +166,14 @@ mod tests {
         assert_eq!(code(b"\x00\xff garbage", 1 << 20), "invalid_json");
         assert_eq!(code(br#"{"hello":"world"}"#, 1 << 20), "not_vex");
         assert_eq!(code(DOC.as_bytes(), 10), "too_large");
-        assert_eq!(code(br#"{"payload":"!!","payloadType":"x","signatures":[]}"#, 1 << 20), INVALID_ENVELOPE);
+        let bad_envelope = br#"{"payload":"!!","payloadType":"x","signatures":[]}"#;
+        let IngestStep::Malformed { outcome: IngestOutcome::DeadLetter { reason, .. }, record } =
+            ingest_document("x", bad_envelope, ctx(), 1 << 20)
+        else {
+            panic!("expected a malformed envelope")
+        };
+        assert_eq!(reason, INVALID_ENVELOPE);
+        assert_eq!((record.result.as_str(), record.reason.as_deref()), ("failed", Some("malformed_envelope")));
+        assert_eq!(record.envelope_digest, sha256_prefixed(bad_envelope));
     }
 }

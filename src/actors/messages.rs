@@ -27,6 +27,12 @@ pub struct NormaliseDocument {
 pub enum IngestStep {
     Done(IngestOutcome),
     Envelope(super::verifier::VerifyEnvelope),
+    /// An envelope that does not parse: dead-letter it, and persist its verification
+    /// (`failed`/`malformed_envelope`).
+    Malformed {
+        outcome: IngestOutcome,
+        record: crate::ports::VerificationRecord,
+    },
 }
 
 /// What became of a document.

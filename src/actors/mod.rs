@@ -15,7 +15,7 @@ pub mod verifier;
 use crate::domain::keys::parse_key;
 use crate::domain::model::{IngestContext, Observation};
 use crate::domain::trust::Policy;
-use crate::ports::ConsensusStore;
+use crate::ports::{ConsensusStore, VerificationRecord};
 use actix::prelude::*;
 use exporter::{ExportActor, ExportSettings};
 use ingest::IngestActor;
@@ -83,12 +83,21 @@ impl Pipeline {
             IngestStep::Done(outcome) => Ok(outcome),
             IngestStep::Envelope(v) => {
                 let VerifiedDocument { outcome, record } = self.verifier.send(v).await?;
-                let (done, rx) = oneshot::channel();
-                self.export.send(PersistVerification { record, done }).await?;
-                rx.await.map_err(|_| PipelineError(MailboxError::Closed))?;
+                self.persist_verification(record).await?;
+                Ok(outcome)
+            }
+            IngestStep::Malformed { outcome, record } => {
+                self.persist_verification(record).await?;
                 Ok(outcome)
             }
         }
+    }
+
+    /// Hands a verification to the export actor; returns once it is durable.
+    async fn persist_verification(&self, record: VerificationRecord) -> Result<(), PipelineError> {
+        let (done, rx) = oneshot::channel();
+        self.export.send(PersistVerification { record, done }).await?;
+        rx.await.map_err(|_| PipelineError(MailboxError::Closed))
     }
 
     /// Routes an observation to its artifact actor; returns once the actor has applied it

@@ -172,6 +172,29 @@ pub fn verify(
     (Signature { status, reason, keyid }, signed_issuer, record)
 }
 
+/// The verification of an envelope that does not parse (`failed`/`malformed_envelope`;
+/// the document itself is dead-lettered): counted and logged like every failure.
+pub fn malformed_envelope(name: &str, bytes: &[u8], ctx: &IngestContext) -> VerificationRecord {
+    let record = VerificationRecord {
+        envelope_digest: sha256_prefixed(bytes),
+        issuer: ctx.issuer_header.clone(),
+        keyid: None,
+        result: "failed".into(),
+        reason: Some(crate::crypto::FailureReason::MalformedEnvelope.as_str().into()),
+        verified_at_ms: super::exporter::now_ms(),
+        source: ctx.provenance.source.clone().or(Some(name.to_string())),
+    };
+    DsseVerificationFailed {
+        source: name,
+        correlation_id: ctx.provenance.correlation_id.as_deref(),
+        issuer: record.issuer.as_deref(),
+        keyid: None,
+        reason: record.reason.as_deref().unwrap_or_default(),
+    }
+    .emit();
+    record
+}
+
 /// To the verifier pool: verify an envelope, then normalise its payload.
 #[derive(Debug, Message)]
 #[rtype(result = "VerifiedDocument")]
