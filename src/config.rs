@@ -197,7 +197,8 @@ pub struct ActorsConfig {
     /// First and largest delay between store retries.
     pub retry_initial_ms: u64,
     pub retry_max_ms: u64,
-    /// Longest a single store call may take before it is abandoned and retried.
+    /// Longest a first store call may take before it is abandoned and retried (each
+    /// retry may take twice as long as the one before, up to 16x).
     pub store_timeout_ms: u64,
 }
 
@@ -211,7 +212,7 @@ impl Default for ActorsConfig {
             export_flush_ms: 5,
             retry_initial_ms: 100,
             retry_max_ms: 5_000,
-            store_timeout_ms: 30_000,
+            store_timeout_ms: 60_000,
         }
     }
 }

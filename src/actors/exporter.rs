@@ -123,7 +123,8 @@ pub fn now_ms() -> i64 {
 }
 
 /// Runs `op` until it succeeds, with exponential backoff between attempts; an attempt
-/// that does not answer within `store_timeout` counts as failed.
+/// that does not answer within `store_timeout` (doubled per attempt, up to 16x) counts
+/// as failed.
 pub async fn retry<T, F, Fut>(settings: &ExportSettings, operation: &str, mut op: F) -> T
 where
     F: FnMut() -> Fut,
@@ -132,9 +133,11 @@ where
     let mut delay = settings.retry_initial;
     let mut attempt = 1u32;
     loop {
-        let result = match tokio::time::timeout(settings.store_timeout, op()).await {
+        // A slow store must still make progress: each attempt may wait twice as long.
+        let limit = settings.store_timeout * 2u32.saturating_pow(attempt.saturating_sub(1).min(4));
+        let result = match tokio::time::timeout(limit, op()).await {
             Ok(r) => r,
-            Err(_) => Err(StoreError::Unavailable(format!("no answer within {:?}", settings.store_timeout))),
+            Err(_) => Err(StoreError::Unavailable(format!("no answer within {limit:?}"))),
         };
         match result {
             Ok(v) => return v,
