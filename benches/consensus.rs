@@ -26,7 +26,9 @@ fn main() {
     let t = Instant::now();
     let mut obs: Vec<Observation> = Vec::new();
     for (name, b) in &docs {
-        obs.extend(normalise_bytes(name, b, &IngestContext::default(), DEFAULT_MAX_DOCUMENT_BYTES).unwrap().observations);
+        obs.extend(
+            normalise_bytes(name, b, &IngestContext::default(), DEFAULT_MAX_DOCUMENT_BYTES).unwrap().observations,
+        );
     }
     let dt = t.elapsed().as_secs_f64();
     println!(
