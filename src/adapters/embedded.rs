@@ -159,24 +159,22 @@ impl EmbeddedStore {
 
     /// Every dead letter, oldest first.
     pub async fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
-        self.blocking(|db| {
-            let tx = db.begin_read().map_err(err)?;
-            let t = tx.open_table(DEAD_LETTERS).map_err(err)?;
-            let mut out = Vec::new();
-            for r in t.iter().map_err(err)? {
-                let (_, v) = r.map_err(err)?;
-                out.push(serde_json::from_slice(v.value()).map_err(json_err)?);
-            }
-            Ok(out)
-        })
-        .await
+        self.read_all(DEAD_LETTERS).await
     }
 
     /// Every DSSE verification (`vex_dsse_verifications`), by envelope digest.
     pub async fn verifications(&self) -> Result<Vec<VerificationRecord>, StoreError> {
-        self.blocking(|db| {
+        self.read_all(VERIFICATIONS).await
+    }
+
+    /// Every value of a JSON-valued table, in key order.
+    async fn read_all<T: serde::de::DeserializeOwned + Send + 'static>(
+        &self,
+        table: TableDefinition<'static, &'static str, &'static [u8]>,
+    ) -> Result<Vec<T>, StoreError> {
+        self.blocking(move |db| {
             let tx = db.begin_read().map_err(err)?;
-            let t = tx.open_table(VERIFICATIONS).map_err(err)?;
+            let t = tx.open_table(table).map_err(err)?;
             let mut out = Vec::new();
             for r in t.iter().map_err(err)? {
                 let (_, v) = r.map_err(err)?;
