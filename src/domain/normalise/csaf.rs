@@ -66,12 +66,7 @@ pub fn normalise(
     digest: &str,
     ctx: &IngestContext,
 ) -> Result<NormalisedDocument, NormaliseError> {
-    let bad = |field: String, reason: &str| NormaliseError::InvalidField {
-        document: name.to_string(),
-        format: SourceFormat::Csaf,
-        field,
-        reason: reason.to_string(),
-    };
+    let bad = super::field_error(name, SourceFormat::Csaf);
     let mut diagnostics = Vec::new();
     let document = match v.get("document") {
         Some(d @ Value::Object(_)) => d,

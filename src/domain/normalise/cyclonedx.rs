@@ -39,12 +39,7 @@ pub fn normalise(
     digest: &str,
     ctx: &IngestContext,
 ) -> Result<NormalisedDocument, NormaliseError> {
-    let bad = |field: String, reason: &str| NormaliseError::InvalidField {
-        document: name.to_string(),
-        format: SourceFormat::Cyclonedx,
-        field,
-        reason: reason.to_string(),
-    };
+    let bad = super::field_error(name, SourceFormat::Cyclonedx);
     let mut diagnostics = Vec::new();
     let serial = opt_str(v, "serialNumber", "", &bad)?;
     let doc_id = serial.map(str::to_string);

@@ -41,6 +41,16 @@ impl NormaliseError {
     }
 }
 
+/// The constructor of a document's `InvalidField` errors: `bad(field_path, reason)`.
+pub(crate) fn field_error(document: &str, format: SourceFormat) -> impl Fn(String, &str) -> NormaliseError + '_ {
+    move |field, reason| NormaliseError::InvalidField {
+        document: document.to_string(),
+        format,
+        field,
+        reason: reason.to_string(),
+    }
+}
+
 /// Detects the format of a parsed document.
 pub fn detect(v: &Value) -> Option<SourceFormat> {
     let obj = v.as_object()?;

@@ -17,12 +17,7 @@ pub fn normalise(
     digest: &str,
     ctx: &IngestContext,
 ) -> Result<NormalisedDocument, NormaliseError> {
-    let bad = |field: String, reason: &str| NormaliseError::InvalidField {
-        document: name.to_string(),
-        format: SourceFormat::Openvex,
-        field,
-        reason: reason.to_string(),
-    };
+    let bad = super::field_error(name, SourceFormat::Openvex);
     let mut diagnostics = Vec::new();
     let doc_id = str_field(v, "@id").map(str::to_string);
     let doc_version = version_string(v.get("version"));
