@@ -4,8 +4,11 @@
 //! directory are picked up; bad files are dead-lettered without stopping anything;
 //! SIGTERM drains and exits 0; a restart does not reprocess remembered files.
 
+#[path = "../integration-tests/common/mod.rs"]
+mod common;
+
+use common::{free_port, get, wait_for};
 use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -112,33 +115,6 @@ fn serve_once_stores_exactly_what_consensus_computes() {
     assert!(out.status.success(), "second serve --once failed: {}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(stopped_counts(&out.stderr), (0, 0), "a restart does not reprocess remembered files");
     assert_eq!(records(&data), expected);
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// Minimal HTTP/1.0 GET: (status, body).
-fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).ok()?;
-    let status = buf.split_whitespace().nth(1)?.parse().ok()?;
-    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    Some((status, body))
-}
-
-fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// Value of a sample line `name{labels} value` (or `name value`) in the metrics text.

@@ -186,6 +186,19 @@ pub fn wait_until<F: FnMut() -> bool>(timeout: Duration, mut f: F) -> bool {
     f()
 }
 
+/// Polls `f` every 100 ms until it gives a value; panics (a test failure) naming `what`
+/// when `timeout` passes first.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 // --- vex-lens serve ---------------------------------------------------------------------
 
 /// Names and endpoints one serve test uses.
@@ -323,6 +336,11 @@ pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
     let code = text.split_whitespace().nth(1)?.parse().ok()?;
     let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
     Some((code, body))
+}
+
+/// [`http_get`] on a loopback port.
+pub fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    http_get(&format!("127.0.0.1:{port}"), path)
 }
 
 // --- MongoDB ------------------------------------------------------------------------------
