@@ -170,7 +170,21 @@ async fn serve(cfg: Arc<Config>, policy: Arc<Policy>, opts: RunOptions) -> anyho
             .into_iter()
             .collect(),
     };
-    let (server, addr) = crate::http::serve(&cfg.http.listen, store.clone(), broker, status)
+    let signer = match &cfg.export.sign_key {
+        Some(p) => {
+            let pem =
+                std::fs::read_to_string(p).with_context(|| format!("export.sign_key: reading {}", p.display()))?;
+            let key = crate::crypto::SigningKey::from_pem(&pem)
+                .map_err(|e| anyhow::anyhow!("export.sign_key: {}: {e}", p.display()))?;
+            Some(Arc::new(key))
+        }
+        None => None,
+    };
+    let export_jobs = {
+        let (store, dir, source) = (store.clone(), cfg.export.dir.clone(), status.store);
+        actix::Supervisor::start(move |_| crate::actors::export_job::ExportJobActor::new(store, dir, signer, source))
+    };
+    let (server, addr) = crate::http::serve(&cfg.http.listen, store.clone(), broker, status, Some(export_jobs))
         .with_context(|| format!("binding {}", cfg.http.listen))?;
     let server_handle = server.handle();
     actix::spawn(server);

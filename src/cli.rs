@@ -272,4 +272,7 @@ pub struct RecordsArgs {
     /// Print the DSSE verifications of the embedded store instead (NDJSON).
     #[arg(long, conflicts_with = "dead_letters")]
     pub verifications: bool,
+    /// Print the export job records of the embedded store instead (NDJSON).
+    #[arg(long, conflicts_with_all = ["dead_letters", "verifications"])]
+    pub export_jobs: bool,
 }

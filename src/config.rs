@@ -180,6 +180,23 @@ impl Default for StoreConfig {
     }
 }
 
+/// `[export]`: export jobs run by the service (`POST /v1/vex/export`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExportConfig {
+    /// Directory under which each job writes its bundle (`<dir>/<job id>/manifest.json`).
+    pub dir: PathBuf,
+    /// Private key (PKCS#8 PEM, e.g. from `vex-lens keygen`) that signs every job's
+    /// manifest; unsigned bundles when absent.
+    pub sign_key: Option<PathBuf>,
+}
+
+impl Default for ExportConfig {
+    fn default() -> Self {
+        ExportConfig { dir: "./exports".into(), sign_key: None }
+    }
+}
+
 /// `[actors]`: mailbox sizes, batching and memory bounds.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -228,6 +245,7 @@ pub struct Config {
     pub ingest: IngestConfig,
     pub store: StoreConfig,
     pub actors: ActorsConfig,
+    pub export: ExportConfig,
 }
 
 /// Where documents come from and where results go.

@@ -49,9 +49,29 @@ pub struct VerificationRecord {
     pub source: Option<String>,
 }
 
+/// One export job run by the service, as persisted (`vex_export_jobs`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportJobRecord {
+    /// Unique id (the record's id), also the job's output directory name.
+    pub job_id: String,
+    /// `json`, `ndjson` or `openvex`.
+    pub format: String,
+    pub tenant: Option<String>,
+    pub since_ms: Option<i64>,
+    pub started_at_ms: i64,
+    pub duration_ms: u64,
+    /// `success` or `failure`.
+    pub result: String,
+    pub error: Option<String>,
+    /// The bundle's manifest and id (success only).
+    pub manifest: Option<String>,
+    pub bundle_id: Option<String>,
+    pub records: u64,
+}
+
 /// Persistence of observations, consensus records, history, the conflict queue and
 /// DSSE verifications (MongoDB collections `vex_observations`, `vex_consensus`,
-/// `vex_consensus_history`, `vex_conflict_queue`, `vex_dsse_verifications`).
+/// `vex_consensus_history`, `vex_conflict_queue`, `vex_dsse_verifications`, `vex_export_jobs`).
 #[async_trait::async_trait]
 pub trait ConsensusStore: Send + Sync + 'static {
     /// Creates collections/indexes; idempotent.
@@ -79,4 +99,6 @@ pub trait ConsensusStore: Send + Sync + 'static {
     async fn conflict_queue_depth(&self) -> Result<u64, StoreError>;
     /// Upserts a verification by `envelope_digest`.
     async fn put_verification(&self, v: &VerificationRecord) -> Result<(), StoreError>;
+    /// Upserts an export job record by `job_id` (`vex_export_jobs`).
+    async fn put_export_job(&self, job: &ExportJobRecord) -> Result<(), StoreError>;
 }

@@ -10,7 +10,7 @@ use vex_lens::domain::timestamp::Timestamp;
 use vex_lens::domain::trust::Policy;
 use vex_lens::export::verify::verify_bundle;
 use vex_lens::export::{export_from_store, ExportFormat, ExportRequest};
-use vex_lens::ports::{ConsensusStore, StoreError, VerificationRecord};
+use vex_lens::ports::{ConsensusStore, ExportJobRecord, StoreError, VerificationRecord};
 
 #[derive(Default)]
 struct MemStore {
@@ -64,6 +64,9 @@ impl ConsensusStore for MemStore {
         Ok(0)
     }
     async fn put_verification(&self, _: &VerificationRecord) -> Result<(), StoreError> {
+        Ok(())
+    }
+    async fn put_export_job(&self, _: &ExportJobRecord) -> Result<(), StoreError> {
         Ok(())
     }
 }

@@ -6,6 +6,7 @@
 //! Must be started inside an actix `System` running on a multi-thread tokio runtime.
 
 pub mod artifact;
+pub mod export_job;
 pub mod exporter;
 pub mod ingest;
 pub mod messages;
@@ -312,6 +313,9 @@ mod tests {
         }
         async fn put_verification(&self, v: &crate::ports::VerificationRecord) -> Result<(), crate::ports::StoreError> {
             self.inner.put_verification(v).await
+        }
+        async fn put_export_job(&self, j: &crate::ports::ExportJobRecord) -> Result<(), crate::ports::StoreError> {
+            self.inner.put_export_job(j).await
         }
     }
 

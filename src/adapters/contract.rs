@@ -11,7 +11,7 @@ use crate::domain::keys::parse_key;
 use crate::domain::model::{IssuerSource, Observation, Provenance, Signature, SourceFormat, Status, TimestampSource};
 use crate::domain::timestamp::Timestamp;
 use crate::domain::trust::Policy;
-use crate::ports::{ConsensusStore, VerificationRecord};
+use crate::ports::{ConsensusStore, ExportJobRecord, VerificationRecord};
 use std::collections::BTreeSet;
 
 /// A test observation (`issuer` says `status` about `artifact`/`vuln` for `tenant`).
@@ -155,4 +155,22 @@ pub async fn store_contract_suite<S: ConsensusStore>(store: &S) {
     };
     store.put_verification(&v).await.expect("put_verification");
     store.put_verification(&v).await.expect("put_verification is an upsert");
+
+    // Export job records are upserts by job id.
+    let mut job = ExportJobRecord {
+        job_id: format!("contract-{tenant}"),
+        format: "json".into(),
+        tenant: Some(tenant.clone()),
+        since_ms: None,
+        started_at_ms: 7,
+        duration_ms: 3,
+        result: "failure".into(),
+        error: Some("contract".into()),
+        manifest: None,
+        bundle_id: None,
+        records: 0,
+    };
+    store.put_export_job(&job).await.expect("put_export_job");
+    job.result = "success".into();
+    store.put_export_job(&job).await.expect("put_export_job is an upsert");
 }

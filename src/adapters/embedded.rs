@@ -7,7 +7,7 @@
 
 use crate::domain::consensus::{ConsensusRecord, PairKey};
 use crate::domain::model::Observation;
-use crate::ports::{pair_id, ConsensusStore, StoreError, VerificationRecord};
+use crate::ports::{pair_id, ConsensusStore, ExportJobRecord, StoreError, VerificationRecord};
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -20,6 +20,7 @@ const CONFLICTS: TableDefinition<&str, &[u8]> = TableDefinition::new("vex_confli
 const VERIFICATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("vex_dsse_verifications");
 const FILES: TableDefinition<&str, &str> = TableDefinition::new("ingested_files");
 const DEAD_LETTERS: TableDefinition<&str, &[u8]> = TableDefinition::new("dead_letters");
+const EXPORT_JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("vex_export_jobs");
 
 /// Page cache of the embedded database (redb's default is 1 GiB).
 const CACHE_BYTES: usize = 64 * 1024 * 1024;
@@ -106,7 +107,7 @@ impl EmbeddedStore {
 
     fn create_tables(&self) -> Result<(), StoreError> {
         let tx = self.db.begin_write().map_err(err)?;
-        for t in [OBSERVATIONS, CONSENSUS, HISTORY, CONFLICTS, VERIFICATIONS, DEAD_LETTERS] {
+        for t in [OBSERVATIONS, CONSENSUS, HISTORY, CONFLICTS, VERIFICATIONS, DEAD_LETTERS, EXPORT_JOBS] {
             tx.open_table(t).map_err(err)?;
         }
         tx.open_table(FILES).map_err(err)?;
@@ -165,6 +166,11 @@ impl EmbeddedStore {
     /// Every DSSE verification (`vex_dsse_verifications`), by envelope digest.
     pub async fn verifications(&self) -> Result<Vec<VerificationRecord>, StoreError> {
         self.read_all(VERIFICATIONS).await
+    }
+
+    /// Every export job record (`vex_export_jobs`), by job id.
+    pub async fn export_jobs(&self) -> Result<Vec<ExportJobRecord>, StoreError> {
+        self.read_all(EXPORT_JOBS).await
     }
 
     /// Every value of a JSON-valued table, in key order.
@@ -351,6 +357,17 @@ impl ConsensusStore for EmbeddedStore {
         self.blocking(move |db| {
             let tx = db.begin_write().map_err(err)?;
             tx.open_table(VERIFICATIONS).map_err(err)?.insert(key.as_str(), value.as_slice()).map_err(err)?;
+            tx.commit().map_err(err)
+        })
+        .await
+    }
+
+    async fn put_export_job(&self, job: &ExportJobRecord) -> Result<(), StoreError> {
+        let key = job.job_id.clone();
+        let value = serde_json::to_vec(job).map_err(json_err)?;
+        self.blocking(move |db| {
+            let tx = db.begin_write().map_err(err)?;
+            tx.open_table(EXPORT_JOBS).map_err(err)?.insert(key.as_str(), value.as_slice()).map_err(err)?;
             tx.commit().map_err(err)
         })
         .await

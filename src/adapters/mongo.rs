@@ -25,7 +25,7 @@
 
 use crate::domain::consensus::{ConsensusRecord, PairKey};
 use crate::domain::model::Observation;
-use crate::ports::{pair_id, ConsensusStore, StoreError, VerificationRecord};
+use crate::ports::{pair_id, ConsensusStore, ExportJobRecord, StoreError, VerificationRecord};
 use futures::{StreamExt, TryStreamExt};
 use mongodb::bson::{doc, Document};
 use mongodb::error::{Error as MongoError, ErrorKind, WriteFailure};
@@ -40,6 +40,7 @@ pub const CONSENSUS: &str = "vex_consensus";
 pub const HISTORY: &str = "vex_consensus_history";
 pub const CONFLICT_QUEUE: &str = "vex_conflict_queue";
 pub const DSSE_VERIFICATIONS: &str = "vex_dsse_verifications";
+pub const EXPORT_JOBS: &str = "vex_export_jobs";
 /// Per (tenant, package): the ids of its observations (`_id` = [`package_id`]). Lets
 /// `observations_for_package` use `_id` lookups only (see the module doc).
 pub const PACKAGE_INDEX: &str = "vex_package_observations";
@@ -278,7 +279,7 @@ impl ConsensusStore for MongoStore {
         create_indexes(self.coll(HISTORY), vec![(doc! { "pair_id": 1 }, "pair_id")]).await?;
         // Make sure the remaining collections exist (creating an existing one is an error
         // we ignore; FerretDB and MongoDB both report code 48 NamespaceExists).
-        for name in [CONFLICT_QUEUE, DSSE_VERIFICATIONS, PACKAGE_INDEX] {
+        for name in [CONFLICT_QUEUE, DSSE_VERIFICATIONS, PACKAGE_INDEX, EXPORT_JOBS] {
             match self.db.create_collection(name).await {
                 Ok(()) => {}
                 Err(e) if matches!(e.kind.as_ref(), ErrorKind::Command(c) if c.code == 48) => {}
@@ -475,6 +476,17 @@ impl ConsensusStore for MongoStore {
         d.insert("_id", v.envelope_digest.as_str());
         self.coll(DSSE_VERIFICATIONS)
             .replace_one(doc! { "_id": v.envelope_digest.as_str() }, d)
+            .upsert(true)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn put_export_job(&self, job: &ExportJobRecord) -> Result<(), StoreError> {
+        let mut d = mongodb::bson::to_document(job).map_err(rejected("encoding export job"))?;
+        d.insert("_id", job.job_id.as_str());
+        self.coll(EXPORT_JOBS)
+            .replace_one(doc! { "_id": job.job_id.as_str() }, d)
             .upsert(true)
             .await
             .map_err(map_err)?;

@@ -79,6 +79,10 @@ pub fn run_records(args: RecordsArgs) -> anyhow::Result<ExitCode> {
                 for v in store.verifications().await? {
                     writeln!(out, "{}", serde_json::to_string(&v)?)?;
                 }
+            } else if args.export_jobs {
+                for j in store.export_jobs().await? {
+                    writeln!(out, "{}", serde_json::to_string(&j)?)?;
+                }
             } else if args.dead_letters {
                 for d in store.dead_letters().await? {
                     writeln!(out, "{}", serde_json::to_string(&d)?)?;

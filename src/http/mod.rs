@@ -1,9 +1,13 @@
-//! HTTP server: `/health/liveness`, `/health/readiness`, `/metrics`, `/status`.
+//! HTTP server: `/health/liveness`, `/health/readiness`, `/metrics`, `/status`, and
+//! `POST /v1/vex/export` (runs an export job on the export-job actor).
 //!
 //! Invariants: liveness answers 200 whenever the process serves requests; readiness is
 //! 200 only when the store answers a ping and, in Kafka mode, the broker answers a
 //! metadata request (each check bounded by a timeout); no handler blocks the server.
 
+use crate::actors::export_job::{ExportJobActor, RunExportJob};
+use crate::domain::timestamp::Timestamp;
+use crate::export::ExportFormat;
 use crate::ports::ConsensusStore;
 use crate::telemetry::metrics;
 use actix_web::{web, App, HttpResponse, HttpServer};
@@ -33,6 +37,46 @@ struct State {
     store: Arc<dyn ConsensusStore>,
     broker: Option<ReadinessCheck>,
     status: StatusInfo,
+    export: Option<actix::Addr<ExportJobActor>>,
+}
+
+/// Body of `POST /v1/vex/export`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExportBody {
+    /// `json` (default), `ndjson` or `openvex`.
+    #[serde(default)]
+    format: Option<String>,
+    tenant: Option<String>,
+    /// RFC 3339: only records changed at or after it.
+    since: Option<String>,
+}
+
+fn bad_request(reason: String) -> HttpResponse {
+    HttpResponse::BadRequest().json(serde_json::json!({ "error": reason }))
+}
+
+/// Runs an export job: 200 with the job record when it succeeded, 500 with the job record
+/// (its `error`) when it failed, 400 on a bad body, 503 when no export actor runs.
+async fn export(state: web::Data<State>, body: web::Json<ExportBody>) -> HttpResponse {
+    let Some(addr) = state.export.clone() else {
+        return HttpResponse::ServiceUnavailable().json(serde_json::json!({ "error": "export jobs are not enabled" }));
+    };
+    let format = match body.format.as_deref().unwrap_or("json") {
+        "json" => ExportFormat::Json,
+        "ndjson" => ExportFormat::Ndjson,
+        "openvex" => ExportFormat::Openvex,
+        other => return bad_request(format!("unknown format {other:?}; expected json, ndjson or openvex")),
+    };
+    let since = match body.since.as_deref().map(Timestamp::parse).transpose() {
+        Ok(s) => s,
+        Err(e) => return bad_request(format!("since: {e}")),
+    };
+    match addr.send(RunExportJob { format, tenant: body.tenant.clone(), since }).await {
+        Ok(job) if job.result == "success" => HttpResponse::Ok().json(job),
+        Ok(job) => HttpResponse::InternalServerError().json(job),
+        Err(e) => HttpResponse::ServiceUnavailable().json(serde_json::json!({ "error": format!("export actor: {e}") })),
+    }
 }
 
 async fn liveness() -> HttpResponse {
@@ -91,8 +135,9 @@ pub fn serve(
     store: Arc<dyn ConsensusStore>,
     broker: Option<ReadinessCheck>,
     status_info: StatusInfo,
+    export_jobs: Option<actix::Addr<ExportJobActor>>,
 ) -> std::io::Result<(actix_web::dev::Server, std::net::SocketAddr)> {
-    let state = web::Data::new(State { store, broker, status: status_info });
+    let state = web::Data::new(State { store, broker, status: status_info, export: export_jobs });
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
@@ -100,6 +145,7 @@ pub fn serve(
             .route("/health/readiness", web::get().to(readiness))
             .route("/metrics", web::get().to(metrics_text))
             .route("/status", web::get().to(status))
+            .route("/v1/vex/export", web::post().to(export))
     })
     .workers(2)
     .disable_signals()

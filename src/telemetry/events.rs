@@ -2,7 +2,7 @@
 //! the two never drift apart. Correlation fields use the runbook's names
 //! (`correlationId`, `artifactKey`, `advisoryKey`, `issuer`).
 
-use super::{metrics, ReasonLabel};
+use super::{metrics, ReasonLabel, ResultLabel};
 use crate::domain::consensus::ConsensusRecord;
 use std::time::Duration;
 
@@ -187,5 +187,42 @@ impl DsseVerificationFailed<'_> {
             reason = self.reason,
             "DSSE signature verification failed"
         );
+    }
+}
+
+/// An export job of the service finished.
+pub struct ExportJobFinished<'a> {
+    pub job_id: &'a str,
+    pub format: &'a str,
+    pub duration: Duration,
+    /// `None` on success, else the error.
+    pub error: Option<&'a str>,
+    pub records: usize,
+}
+
+impl ExportJobFinished<'_> {
+    pub fn emit(&self) {
+        let m = metrics();
+        m.export_duration.observe(self.duration.as_secs_f64());
+        let result = if self.error.is_none() { "success" } else { "failure" };
+        m.export_jobs.get_or_create(&ResultLabel { result: result.to_string() }).inc();
+        match self.error {
+            None => tracing::info!(
+                event = "export_job_finished",
+                job = self.job_id,
+                format = self.format,
+                records = self.records,
+                duration_ms = self.duration.as_millis() as u64,
+                "export job succeeded"
+            ),
+            Some(e) => tracing::warn!(
+                event = "export_job_failed",
+                job = self.job_id,
+                format = self.format,
+                duration_ms = self.duration.as_millis() as u64,
+                error = e,
+                "export job failed"
+            ),
+        }
     }
 }

@@ -24,8 +24,10 @@ pub mod names {
     pub const CONFLICT_QUEUE_DEPTH: &str = "vex_conflict_queue_depth";
     /// Histogram{reason}: recomputation time; reason `ingestion_delta` or `rebuild`.
     pub const RECOMPUTE_DURATION_SECONDS: &str = "vex_recompute_duration_seconds";
-    /// Histogram: export job runtime (used by `vex-lens export`).
+    /// Histogram: export job runtime (export jobs run by the service).
     pub const EXPORT_DURATION_SECONDS: &str = "vex_export_duration_seconds";
+    /// Counter{result}: export jobs run by the service, `success` or `failure`.
+    pub const EXPORT_JOBS_TOTAL: &str = "vex_export_jobs_total";
     /// Counter: failed DSSE verifications.
     pub const DSSE_VERIFICATION_FAILURES_TOTAL: &str = "vex_dsse_verification_failures_total";
     /// Counter{reason}: conflicts on changed records, by reason.
@@ -38,11 +40,12 @@ pub mod names {
     pub const DEAD_LETTER_TOTAL: &str = "vex_dead_letter_total";
 
     /// Every registered metric name (as it appears in `/metrics`, without histogram suffixes).
-    pub const ALL: [&str; 9] = [
+    pub const ALL: [&str; 10] = [
         CONSENSUS_LATENCY_SECONDS,
         CONFLICT_QUEUE_DEPTH,
         RECOMPUTE_DURATION_SECONDS,
         EXPORT_DURATION_SECONDS,
+        EXPORT_JOBS_TOTAL,
         DSSE_VERIFICATION_FAILURES_TOTAL,
         CONSENSUS_CONFLICTS_TOTAL,
         DOCUMENTS_INGESTED_TOTAL,
@@ -55,6 +58,12 @@ pub mod names {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
     pub reason: String,
+}
+
+/// Label set `{result}` (`success` or `failure`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: String,
 }
 
 /// Recompute reasons (the `reason` label of `vex_recompute_duration_seconds`).
@@ -73,6 +82,7 @@ pub struct Metrics {
     pub conflict_queue_depth: Gauge,
     pub recompute_duration: Family<ReasonLabel, Histogram>,
     pub export_duration: Histogram,
+    pub export_jobs: Family<ResultLabel, Counter>,
     pub dsse_verification_failures: Counter,
     pub consensus_conflicts: Family<ReasonLabel, Counter>,
     pub documents_ingested: Counter,
@@ -108,6 +118,12 @@ impl Metrics {
         );
         let export_duration = latency_histogram();
         registry.register(names::EXPORT_DURATION_SECONDS, "Export job runtime", export_duration.clone());
+        let export_jobs = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            counter_name(names::EXPORT_JOBS_TOTAL),
+            "Export jobs run by the service, by result (success, failure)",
+            export_jobs.clone(),
+        );
         let dsse_verification_failures = Counter::default();
         registry.register(
             counter_name(names::DSSE_VERIFICATION_FAILURES_TOTAL),
@@ -144,6 +160,7 @@ impl Metrics {
             conflict_queue_depth,
             recompute_duration,
             export_duration,
+            export_jobs,
             dsse_verification_failures,
             consensus_conflicts,
             documents_ingested,
@@ -190,6 +207,7 @@ mod tests {
         m.recompute_duration.get_or_create(&ReasonLabel { reason: RECOMPUTE_REBUILD.into() }).observe(0.1);
         m.dead_letter.get_or_create(&ReasonLabel { reason: "invalid_json".into() }).inc();
         m.consensus_conflicts.get_or_create(&ReasonLabel { reason: "status_disagreement".into() }).inc();
+        m.export_jobs.get_or_create(&ResultLabel { result: "success".into() }).inc();
         let text = m.encode();
         for n in names::ALL {
             assert!(

@@ -1,0 +1,109 @@
+//! Export jobs inside the service (`POST /v1/vex/export` on `vex-lens serve`, the built
+//! binary, embedded pipeline): a job writes a bundle that `vex-lens verify` accepts, a
+//! failing job answers 500 with its error, both are timed and counted in the metrics and
+//! recorded in the store (`vex_export_jobs`).
+
+#[path = "../integration-tests/common/mod.rs"]
+mod common;
+
+use common::{free_port, get, wait_for};
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_vex-lens");
+
+fn post(port: u16, path: &str, body: &str) -> (u16, serde_json::Value) {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).unwrap();
+    let code = buf.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
+    (code, serde_json::from_str(body).unwrap_or(serde_json::Value::Null))
+}
+
+fn metric(text: &str, sample: &str) -> Option<f64> {
+    text.lines().find(|l| l.starts_with(sample) && l[sample.len()..].starts_with(' '))?.rsplit(' ').next()?.parse().ok()
+}
+
+fn vex_lens(args: &[&str]) -> std::process::Output {
+    Command::new(BIN).args(args).current_dir(env!("CARGO_MANIFEST_DIR")).output().expect("run vex-lens")
+}
+
+#[test]
+fn export_jobs_write_verifiable_bundles_and_are_timed_counted_and_recorded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (inbox, data, exports) = (tmp.path().join("in"), tmp.path().join("data"), tmp.path().join("exports"));
+    std::fs::create_dir_all(&inbox).unwrap();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for f in std::fs::read_dir(repo.join("examples")).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, inbox.join(f.file_name().unwrap())).unwrap();
+    }
+    let key = tmp.path().join("lens.key");
+    let public = tmp.path().join("lens.pub");
+    let out = vex_lens(&["keygen", "--out", key.to_str().unwrap(), "--public-out", public.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut child = Command::new(BIN)
+        .args(["serve", "--ingest-dir", inbox.to_str().unwrap(), "--data-dir", data.to_str().unwrap()])
+        .args(["--listen", &listen])
+        .env("VEXLENS_EXPORT__DIR", &exports)
+        .env("VEXLENS_EXPORT__SIGN_KEY", &key)
+        .current_dir(repo)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start serve");
+    // The three example documents give 7 observations.
+    wait_for("the examples to be durable", Duration::from_secs(60), || {
+        let (_, m) = get(port, "/metrics")?;
+        (metric(&m, "vex_observations_applied_total")? >= 7.0).then_some(())
+    });
+
+    let (code, job) = post(port, "/v1/vex/export", r#"{"format":"openvex"}"#);
+    assert_eq!(code, 200, "{job}");
+    assert_eq!(job["result"], "success");
+    assert_eq!(job["records"], 4);
+    let manifest = job["manifest"].as_str().unwrap().to_string();
+    assert!(manifest.starts_with(exports.to_str().unwrap()), "{manifest}");
+    let v = vex_lens(&["verify", "--manifest", &manifest, "--public-key", public.to_str().unwrap()]);
+    assert_eq!(v.status.code(), Some(0), "{}", String::from_utf8_lossy(&v.stdout));
+
+    let (code, failed) = post(port, "/v1/vex/export", r#"{"format":"openvex","tenant":"nobody"}"#);
+    assert_eq!(code, 500, "{failed}");
+    assert_eq!(failed["result"], "failure");
+    assert!(failed["error"].as_str().unwrap().contains("nothing to export"), "{failed}");
+    assert_ne!(failed["job_id"], job["job_id"]);
+
+    let (code, _) = post(port, "/v1/vex/export", r#"{"format":"xml"}"#);
+    assert_eq!(code, 400);
+
+    let (_, m) = get(port, "/metrics").unwrap();
+    assert_eq!(metric(&m, r#"vex_export_jobs_total{result="success"}"#), Some(1.0), "{m}");
+    assert_eq!(metric(&m, r#"vex_export_jobs_total{result="failure"}"#), Some(1.0), "{m}");
+    assert_eq!(metric(&m, "vex_export_duration_seconds_count"), Some(2.0), "{m}");
+
+    // Stop serve (SIGTERM drains and exits 0), then read the job records back.
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "serve exited with {status}");
+    let out = vex_lens(&["records", "--export-jobs", "--data-dir", data.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let jobs: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let mut results: Vec<&str> = jobs.iter().map(|j| j["result"].as_str().unwrap()).collect();
+    results.sort();
+    assert_eq!(results, vec!["failure", "success"]);
+    assert!(jobs.iter().any(|j| j["bundle_id"] == job["bundle_id"] && j["manifest"].as_str() == Some(&manifest)));
+}
