@@ -173,6 +173,23 @@ impl EmbeddedStore {
         self.read_all(EXPORT_JOBS).await
     }
 
+    /// Upserts `value` as JSON under `key` in a JSON-valued table.
+    async fn put_json<T: serde::Serialize>(
+        &self,
+        table: TableDefinition<'static, &'static str, &'static [u8]>,
+        key: &str,
+        value: &T,
+    ) -> Result<(), StoreError> {
+        let key = key.to_string();
+        let value = serde_json::to_vec(value).map_err(json_err)?;
+        self.blocking(move |db| {
+            let tx = db.begin_write().map_err(err)?;
+            tx.open_table(table).map_err(err)?.insert(key.as_str(), value.as_slice()).map_err(err)?;
+            tx.commit().map_err(err)
+        })
+        .await
+    }
+
     /// Every value of a JSON-valued table, in key order.
     async fn read_all<T: serde::de::DeserializeOwned + Send + 'static>(
         &self,
@@ -352,25 +369,11 @@ impl ConsensusStore for EmbeddedStore {
     }
 
     async fn put_verification(&self, v: &VerificationRecord) -> Result<(), StoreError> {
-        let key = v.envelope_digest.clone();
-        let value = serde_json::to_vec(v).map_err(json_err)?;
-        self.blocking(move |db| {
-            let tx = db.begin_write().map_err(err)?;
-            tx.open_table(VERIFICATIONS).map_err(err)?.insert(key.as_str(), value.as_slice()).map_err(err)?;
-            tx.commit().map_err(err)
-        })
-        .await
+        self.put_json(VERIFICATIONS, &v.envelope_digest, v).await
     }
 
     async fn put_export_job(&self, job: &ExportJobRecord) -> Result<(), StoreError> {
-        let key = job.job_id.clone();
-        let value = serde_json::to_vec(job).map_err(json_err)?;
-        self.blocking(move |db| {
-            let tx = db.begin_write().map_err(err)?;
-            tx.open_table(EXPORT_JOBS).map_err(err)?.insert(key.as_str(), value.as_slice()).map_err(err)?;
-            tx.commit().map_err(err)
-        })
-        .await
+        self.put_json(EXPORT_JOBS, &job.job_id, job).await
     }
 }
 

@@ -472,24 +472,26 @@ impl ConsensusStore for MongoStore {
     }
 
     async fn put_verification(&self, v: &VerificationRecord) -> Result<(), StoreError> {
-        let mut d = mongodb::bson::to_document(v).map_err(rejected("encoding verification"))?;
-        d.insert("_id", v.envelope_digest.as_str());
-        self.coll(DSSE_VERIFICATIONS)
-            .replace_one(doc! { "_id": v.envelope_digest.as_str() }, d)
-            .upsert(true)
-            .await
-            .map_err(map_err)?;
-        Ok(())
+        self.replace_by_id(DSSE_VERIFICATIONS, &v.envelope_digest, v, "encoding verification").await
     }
 
     async fn put_export_job(&self, job: &ExportJobRecord) -> Result<(), StoreError> {
-        let mut d = mongodb::bson::to_document(job).map_err(rejected("encoding export job"))?;
-        d.insert("_id", job.job_id.as_str());
-        self.coll(EXPORT_JOBS)
-            .replace_one(doc! { "_id": job.job_id.as_str() }, d)
-            .upsert(true)
-            .await
-            .map_err(map_err)?;
+        self.replace_by_id(EXPORT_JOBS, &job.job_id, job, "encoding export job").await
+    }
+}
+
+impl MongoStore {
+    /// Upserts `value` (as a BSON document with `_id` = `id`) into `collection`.
+    async fn replace_by_id<T: serde::Serialize>(
+        &self,
+        collection: &str,
+        id: &str,
+        value: &T,
+        what: &'static str,
+    ) -> Result<(), StoreError> {
+        let mut d = mongodb::bson::to_document(value).map_err(rejected(what))?;
+        d.insert("_id", id);
+        self.coll(collection).replace_one(doc! { "_id": id }, d).upsert(true).await.map_err(map_err)?;
         Ok(())
     }
 }
