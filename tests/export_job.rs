@@ -34,6 +34,16 @@ fn metric(text: &str, sample: &str) -> Option<f64> {
     text.lines().find(|l| l.starts_with(sample) && l[sample.len()..].starts_with(' '))?.rsplit(' ').next()?.parse().ok()
 }
 
+/// Kills the child if the test fails before stopping it.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn vex_lens(args: &[&str]) -> std::process::Output {
     Command::new(BIN).args(args).current_dir(env!("CARGO_MANIFEST_DIR")).output().expect("run vex-lens")
 }
@@ -55,16 +65,18 @@ fn export_jobs_write_verifiable_bundles_and_are_timed_counted_and_recorded() {
 
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
-    let mut child = Command::new(BIN)
-        .args(["serve", "--ingest-dir", inbox.to_str().unwrap(), "--data-dir", data.to_str().unwrap()])
-        .args(["--listen", &listen])
-        .env("VEXLENS_EXPORT__DIR", &exports)
-        .env("VEXLENS_EXPORT__SIGN_KEY", &key)
-        .current_dir(repo)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start serve");
+    let mut child = KillOnDrop(
+        Command::new(BIN)
+            .args(["serve", "--ingest-dir", inbox.to_str().unwrap(), "--data-dir", data.to_str().unwrap()])
+            .args(["--listen", &listen])
+            .env("VEXLENS_EXPORT__DIR", &exports)
+            .env("VEXLENS_EXPORT__SIGN_KEY", &key)
+            .current_dir(repo)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start serve"),
+    );
     // The three example documents give 7 observations.
     wait_for("the examples to be durable", Duration::from_secs(60), || {
         let (_, m) = get(port, "/metrics")?;
@@ -95,8 +107,8 @@ fn export_jobs_write_verifiable_bundles_and_are_timed_counted_and_recorded() {
     assert_eq!(metric(&m, "vex_export_duration_seconds_count"), Some(2.0), "{m}");
 
     // Stop serve (SIGTERM drains and exits 0), then read the job records back.
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    let status = child.wait().unwrap();
+    Command::new("kill").args(["-TERM", &child.0.id().to_string()]).status().unwrap();
+    let status = child.0.wait().unwrap();
     assert!(status.success(), "serve exited with {status}");
     let out = vex_lens(&["records", "--export-jobs", "--data-dir", data.to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
