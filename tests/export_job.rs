@@ -6,7 +6,7 @@
 #[path = "../integration-tests/common/mod.rs"]
 mod common;
 
-use common::{free_port, get, wait_for};
+use common::{free_port, get, metric, wait_for, KillOnDrop};
 use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -28,20 +28,6 @@ fn post(port: u16, path: &str, body: &str) -> (u16, serde_json::Value) {
     let code = buf.split_whitespace().nth(1).unwrap().parse().unwrap();
     let body = buf.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
     (code, serde_json::from_str(body).unwrap_or(serde_json::Value::Null))
-}
-
-fn metric(text: &str, sample: &str) -> Option<f64> {
-    text.lines().find(|l| l.starts_with(sample) && l[sample.len()..].starts_with(' '))?.rsplit(' ').next()?.parse().ok()
-}
-
-/// Kills the child if the test fails before stopping it.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn vex_lens(args: &[&str]) -> std::process::Output {

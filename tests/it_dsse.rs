@@ -11,8 +11,8 @@ mod common;
 #[path = "dsse_fixtures/mod.rs"]
 mod dsse_fixtures;
 
-use common::{Serve, ServeSetup};
-use dsse_fixtures::{check_records, check_verifications, metric, write_envelopes, Keys};
+use common::{metric, Serve, ServeSetup};
+use dsse_fixtures::{check_records, check_verifications, write_envelopes, Keys};
 use serde_json::Value;
 use std::time::Duration;
 

@@ -12,13 +12,13 @@ mod dsse_fixtures;
 #[path = "../integration-tests/common/mod.rs"]
 mod common;
 
-use common::{free_port, get, wait_for};
+use common::{free_port, get, metric, wait_for, KillOnDrop};
 use std::io::Read;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use dsse_fixtures::{check_records, check_verifications, metric, write_envelopes, Keys};
+use dsse_fixtures::{check_records, check_verifications, write_envelopes, Keys};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_vex-lens");
@@ -38,15 +38,6 @@ fn ndjson(out: &std::process::Output) -> Vec<Value> {
         .filter(|l| !l.trim().is_empty())
         .map(|l| serde_json::from_str(l).expect("NDJSON line"))
         .collect()
-}
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[test]
@@ -70,7 +61,7 @@ fn each_envelope_is_verified_persisted_counted_and_weighted() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn serve");
-    let mut server = Server(child);
+    let mut server = KillOnDrop(child);
     let docs = wait_for("the five documents", Duration::from_secs(60), || {
         let (_, m) = get(port, "/metrics")?;
         metric(&m, "vex_documents_ingested_total").filter(|n| *n >= 5.0).map(|_| m)

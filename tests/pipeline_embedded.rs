@@ -7,10 +7,10 @@
 #[path = "../integration-tests/common/mod.rs"]
 mod common;
 
-use common::{free_port, get, wait_for};
+use common::{free_port, get, metric, wait_for, KillOnDrop};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_vex-lens");
@@ -117,20 +117,6 @@ fn serve_once_stores_exactly_what_consensus_computes() {
     assert_eq!(records(&data), expected);
 }
 
-/// Value of a sample line `name{labels} value` (or `name value`) in the metrics text.
-fn metric(text: &str, sample: &str) -> Option<f64> {
-    text.lines().find(|l| l.starts_with(sample) && l[sample.len()..].starts_with(' '))?.rsplit(' ').next()?.parse().ok()
-}
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn serving_answers_health_metrics_status_and_picks_up_new_files() {
     let tmp = tempfile::tempdir().unwrap();
@@ -148,7 +134,7 @@ fn serving_answers_health_metrics_status_and_picks_up_new_files() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn serve");
-    let mut server = Server(child);
+    let mut server = KillOnDrop(child);
 
     let (code, _) = wait_for("liveness", Duration::from_secs(30), || get(port, "/health/liveness"));
     assert_eq!(code, 200);
@@ -270,7 +256,7 @@ fn sigterm_exits_zero_also_without_inputs() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut server = Server(child);
+    let mut server = KillOnDrop(child);
     wait_for("liveness", Duration::from_secs(30), || get(port, "/health/liveness").filter(|(c, _)| *c == 200));
     assert!(Command::new("kill").args(["-TERM", &server.0.id().to_string()]).status().unwrap().success());
     let start = Instant::now();

@@ -338,6 +338,22 @@ pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
     Some((code, body))
 }
 
+/// Value of a sample line `name{labels} value` (or `name value`) in Prometheus text.
+pub fn metric(text: &str, sample: &str) -> Option<f64> {
+    text.lines().find(|l| l.starts_with(sample) && l[sample.len()..].starts_with(' '))?.rsplit(' ').next()?.parse().ok()
+}
+
+/// A child process (e.g. `vex-lens serve`) killed when dropped, so a failing test leaves
+/// nothing running.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// [`http_get`] on a loopback port.
 pub fn get(port: u16, path: &str) -> Option<(u16, String)> {
     http_get(&format!("127.0.0.1:{port}"), path)

@@ -179,8 +179,3 @@ pub fn check_records(records: &[Value]) {
     );
     assert_eq!(s["factors"]["signature_ppm"], 700_000, "{r}");
 }
-
-/// Value of a sample line `name value` in Prometheus text.
-pub fn metric(text: &str, sample: &str) -> Option<f64> {
-    text.lines().find(|l| l.starts_with(sample) && l[sample.len()..].starts_with(' '))?.rsplit(' ').next()?.parse().ok()
-}
