@@ -1,18 +1,18 @@
-//! Composition root of `vex-lens serve`: builds the adapters from the configuration,
+//! Composition root of `vex-lens serve`: builds the stores and sources from the configuration,
 //! starts the actors and the HTTP server inside an actix system on a multi-thread tokio
 //! runtime, runs the sources, and shuts down in order (stop sources, drain, commit,
 //! stop HTTP) on SIGTERM/SIGINT or, with `--once`, when the inputs are processed.
 
-use crate::actors::exporter::ExportSettings;
 use crate::actors::registry::RegistrySettings;
+use crate::actors::writer::WriterSettings;
 use crate::actors::{Pipeline, PipelineSettings};
-use crate::adapters::embedded::sources::{self, SourceSettings};
-use crate::adapters::embedded::EmbeddedStore;
-use crate::adapters::kafka;
 use crate::config::{Config, SourceMode};
 use crate::domain::trust::{IssuerDirectory, Policy};
 use crate::http::{ReadinessCheck, StatusInfo};
 use crate::ports::ConsensusStore;
+use crate::sources::files::{self as sources, SourceSettings};
+use crate::sources::kafka;
+use crate::stores::embedded::EmbeddedStore;
 use anyhow::Context as _;
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,9 +58,9 @@ fn settings(cfg: &Config) -> PipelineSettings {
     let a = &cfg.actors;
     PipelineSettings {
         workers: cfg.ingest.workers,
-        export: ExportSettings {
-            batch_max: a.export_batch_max,
-            flush_after: Duration::from_millis(a.export_flush_ms),
+        writer: WriterSettings {
+            batch_max: a.writer_batch_max,
+            flush_after: Duration::from_millis(a.writer_flush_ms),
             retry_initial: Duration::from_millis(a.retry_initial_ms),
             retry_max: Duration::from_millis(a.retry_max_ms),
             store_timeout: Duration::from_millis(a.store_timeout_ms),
@@ -109,7 +109,7 @@ async fn connect_store(
         Some(uri) => {
             let mut attempt = 0u32;
             loop {
-                match crate::adapters::connect_mongo(uri, &cfg.mongo.db).await {
+                match crate::stores::connect_mongo(uri, &cfg.mongo.db).await {
                     Ok(s) => break (s, None),
                     Err(e) if e.is_retriable() && !*shutdown.borrow() => {
                         attempt += 1;
@@ -220,7 +220,7 @@ async fn serve(cfg: Arc<Config>, policy: Arc<Policy>, opts: RunOptions) -> anyho
             }
         }
     }
-    pipeline.drain().await.context("draining the export actor")?;
+    pipeline.drain().await.context("draining the store writer")?;
     if let Ok(depth) = store.conflict_queue_depth().await {
         crate::telemetry::events::ConflictQueueDepth { depth }.emit();
     }

@@ -208,9 +208,9 @@ pub struct ActorsConfig {
     /// Artifact actors idle this long are evicted (rebuilt from the store on demand).
     pub idle_evict_secs: u64,
     /// Most observations written per store batch.
-    pub export_batch_max: usize,
+    pub writer_batch_max: usize,
     /// Longest wait before a partial batch is written.
-    pub export_flush_ms: u64,
+    pub writer_flush_ms: u64,
     /// First and largest delay between store retries.
     pub retry_initial_ms: u64,
     pub retry_max_ms: u64,
@@ -225,8 +225,8 @@ impl Default for ActorsConfig {
             mailbox_capacity: 256,
             max_live_actors: 10_000,
             idle_evict_secs: 300,
-            export_batch_max: 2_000,
-            export_flush_ms: 5,
+            writer_batch_max: 2_000,
+            writer_flush_ms: 5,
             retry_initial_ms: 100,
             retry_max_ms: 5_000,
             store_timeout_ms: 60_000,
@@ -363,7 +363,7 @@ impl Config {
             ("actors.mailbox_capacity", a.mailbox_capacity as u64),
             ("actors.max_live_actors", a.max_live_actors as u64),
             ("actors.idle_evict_secs", a.idle_evict_secs),
-            ("actors.export_batch_max", a.export_batch_max as u64),
+            ("actors.writer_batch_max", a.writer_batch_max as u64),
             ("actors.retry_initial_ms", a.retry_initial_ms),
             ("actors.store_timeout_ms", a.store_timeout_ms),
         ] {

@@ -3,7 +3,6 @@
 //! `domain` and `crypto` are pure libraries; the rest wires them to I/O.
 
 pub mod actors;
-pub mod adapters;
 pub mod app;
 pub mod config;
 pub mod crypto;
@@ -12,4 +11,6 @@ pub mod export;
 pub mod http;
 pub mod input;
 pub mod ports;
+pub mod sources;
+pub mod stores;
 pub mod telemetry;

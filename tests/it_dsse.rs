@@ -21,7 +21,7 @@ async fn stored_verifications(uri: &str, db: &str) -> Vec<Value> {
     let docs: Vec<mongodb::bson::Document> = common::mongo_client(uri)
         .await
         .database(db)
-        .collection::<mongodb::bson::Document>(vex_lens::adapters::mongo::DSSE_VERIFICATIONS)
+        .collection::<mongodb::bson::Document>(vex_lens::stores::mongo::DSSE_VERIFICATIONS)
         .find(mongodb::bson::doc! {})
         .await
         .expect("find verifications")

@@ -8,10 +8,10 @@
 mod common;
 
 use std::time::{Duration, Instant};
-use vex_lens::adapters::mongo::{MongoStore, CONFLICT_QUEUE, CONSENSUS, DSSE_VERIFICATIONS, HISTORY, OBSERVATIONS};
 use vex_lens::domain::consensus::{Conflict, ConsensusRecord};
 use vex_lens::domain::model::Status;
 use vex_lens::ports::{ConsensusStore, StoreError, VerificationRecord};
+use vex_lens::stores::mongo::{MongoStore, CONFLICT_QUEUE, CONSENSUS, DSSE_VERIFICATIONS, HISTORY, OBSERVATIONS};
 
 /// A fresh store, or None when the services are not configured (skipped).
 async fn fresh_store(test: &str) -> Option<(MongoStore, String, String)> {
@@ -167,11 +167,11 @@ async fn observations_keep_first_provenance_and_rebuild_packages() {
     common::drop_db(&uri, &db).await;
 }
 
-/// The generic port contract (src/adapters/contract.rs), the same the embedded store passes.
+/// The generic port contract (src/stores/contract.rs), the same the embedded store passes.
 #[tokio::test]
 async fn store_contract_suite_passes() {
     let Some((store, uri, db)) = fresh_store("contract").await else { return };
-    vex_lens::adapters::contract::store_contract_suite(&store).await;
+    vex_lens::stores::contract::store_contract_suite(&store).await;
     common::drop_db(&uri, &db).await;
 }
 

@@ -75,7 +75,7 @@ fn wait_for_records(setup: &ServeSetup, want: &[ConsensusRecord], serves: &mut [
 /// Every observation of the documents is stored exactly once.
 fn assert_observations(setup: &ServeSetup, files: &[PathBuf], tenant: &str) {
     let unique: BTreeSet<String> = common::observations_of(files, tenant).into_iter().map(|o| o.id).collect();
-    let n = rt().block_on(common::count(&setup.services.mongo_uri, &setup.db, vex_lens::adapters::mongo::OBSERVATIONS));
+    let n = rt().block_on(common::count(&setup.services.mongo_uri, &setup.db, vex_lens::stores::mongo::OBSERVATIONS));
     assert_eq!(n, unique.len() as u64, "vex_observations holds {n}, the documents have {} distinct", unique.len());
 }
 
@@ -192,11 +192,10 @@ fn kill9_mid_produce_then_restart_equals_clean_run() {
     // Kill once results have started to land, while documents are still arriving.
     let rt = rt();
     let started = common::wait_until(Duration::from_secs(120), || {
-        rt.block_on(common::count(&setup.services.mongo_uri, &setup.db, vex_lens::adapters::mongo::CONSENSUS)) > 0
+        rt.block_on(common::count(&setup.services.mongo_uri, &setup.db, vex_lens::stores::mongo::CONSENSUS)) > 0
     });
     assert!(started, "no record was written; log:\n{}", serve.log_tail());
-    let at_kill =
-        rt.block_on(common::count(&setup.services.mongo_uri, &setup.db, vex_lens::adapters::mongo::CONSENSUS));
+    let at_kill = rt.block_on(common::count(&setup.services.mongo_uri, &setup.db, vex_lens::stores::mongo::CONSENSUS));
     serve.kill9();
     let producing = !producer.is_finished();
     eprintln!(

@@ -34,7 +34,7 @@ fn mongo_stopped_for_20s_mid_stream() {
     serve.wait_ready(Duration::from_secs(90));
     common::kcat_produce_files(&services.brokers, &setup.topic, &[], first);
     let started = common::wait_until(Duration::from_secs(60), || {
-        rt.block_on(common::count(&services.mongo_uri, &setup.db, vex_lens::adapters::mongo::CONSENSUS)) > 0
+        rt.block_on(common::count(&services.mongo_uri, &setup.db, vex_lens::stores::mongo::CONSENSUS)) > 0
     });
     assert!(started, "no record written before the outage; log:\n{}", serve.log_tail());
 
@@ -70,7 +70,7 @@ fn mongo_stopped_for_20s_mid_stream() {
     }
     eprintln!("caught up {:?} after the server came back", start.elapsed());
     let unique: BTreeSet<String> = common::observations_of(&files, "default").into_iter().map(|o| o.id).collect();
-    let n = rt.block_on(common::count(&services.mongo_uri, &setup.db, vex_lens::adapters::mongo::OBSERVATIONS));
+    let n = rt.block_on(common::count(&services.mongo_uri, &setup.db, vex_lens::stores::mongo::OBSERVATIONS));
     assert_eq!(n, unique.len() as u64, "no observation lost or duplicated");
     assert!(serve.get("/health/readiness").is_some_and(|(c, _)| c == 200), "ready again");
     assert!(serve.terminate(Duration::from_secs(30)), "SIGTERM: serve did not exit 0; log:\n{}", serve.log_tail());

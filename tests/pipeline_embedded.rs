@@ -242,7 +242,7 @@ fn malformed_configuration_is_a_startup_error_naming_the_key() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("actors.export_batch_max"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("actors.writer_batch_max"));
 }
 
 #[test]

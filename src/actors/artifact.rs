@@ -1,15 +1,15 @@
 //! ArtifactActor: the in-memory consensus state of one (tenant, package), fed in order.
 //!
-//! Invariants: the state is rebuilt from the store (through the export actor, so every
+//! Invariants: the state is rebuilt from the store (through the store writer, so every
 //! acknowledged observation is included) BEFORE the first new observation applies; the
-//! observations applied in one turn are handed to the export actor together with the
+//! observations applied in one turn are handed to the store writer together with the
 //! records they changed (each changed pair evaluated once) and their completion
 //! signals; after a rebuild that found stored observations the first
 //! write re-evaluates every pair (heals a crash between the observation and record
 //! writes). No business rule lives here: `PackageState` decides.
 
-use super::exporter::ExportActor;
 use super::messages::{Apply, Done, LoadPackage, Persist};
+use super::writer::StoreWriter;
 use crate::domain::consensus::{PackageState, PairKey};
 use crate::domain::model::Observation;
 use crate::domain::trust::Policy;
@@ -24,11 +24,11 @@ pub struct ArtifactActor {
     tenant: String,
     package: String,
     policy: Arc<Policy>,
-    export: Addr<ExportActor>,
+    writer: Addr<StoreWriter>,
     state: Option<PackageState>,
     heal: bool,
     mailbox_capacity: usize,
-    /// Applied since the last hand-over to the export actor.
+    /// Applied since the last hand-over to the store writer.
     dirty: BTreeSet<PairKey>,
     pending: Vec<Observation>,
     pending_done: Vec<Done>,
@@ -43,14 +43,14 @@ impl ArtifactActor {
         tenant: String,
         package: String,
         policy: Arc<Policy>,
-        export: Addr<ExportActor>,
+        writer: Addr<StoreWriter>,
         mailbox_capacity: usize,
     ) -> Self {
         ArtifactActor {
             tenant,
             package,
             policy,
-            export,
+            writer,
             state: None,
             heal: false,
             mailbox_capacity,
@@ -111,8 +111,8 @@ impl ArtifactActor {
     }
 
     /// Evaluates every pair changed since the last flush once and hands observations,
-    /// records and completion signals to the export actor (blocking this actor's mailbox
-    /// until the export actor accepts them: back-pressure).
+    /// records and completion signals to the store writer (blocking this actor's mailbox
+    /// until the store writer accepts them: back-pressure).
     fn flush(&mut self, ctx: &mut Context<Self>) {
         if self.pending.is_empty() {
             return;
@@ -139,11 +139,11 @@ impl ArtifactActor {
             records,
             done: std::mem::take(&mut self.pending_done),
         };
-        let export = self.export.clone();
+        let writer = self.writer.clone();
         ctx.wait(
             async move {
-                if let Err(e) = export.send(persist).await {
-                    tracing::error!(event = "export_unreachable", error = %e, "export actor unreachable");
+                if let Err(e) = writer.send(persist).await {
+                    tracing::error!(event = "store_writer_unreachable", error = %e, "store writer unreachable");
                 }
             }
             .into_actor(self),
@@ -167,14 +167,14 @@ impl Handler<Apply> for ArtifactActor {
             return self.apply(msg, ctx);
         }
         // Rebuild first; the mailbox waits until the state is installed.
-        let load = self.export.send(LoadPackage { tenant: self.tenant.clone(), package: self.package.clone() });
+        let load = self.writer.send(LoadPackage { tenant: self.tenant.clone(), package: self.package.clone() });
         ctx.wait(async move { load.await }.into_actor(self).map(move |loaded, act, ctx| match loaded {
             Ok(Some(stored)) => {
                 act.install(stored);
                 act.apply(msg, ctx);
             }
-            Ok(None) => tracing::error!(event = "rebuild_failed", "export actor restarted during the load"),
-            Err(e) => tracing::error!(event = "rebuild_failed", error = %e, "export actor unreachable"),
+            Ok(None) => tracing::error!(event = "rebuild_failed", "store writer restarted during the load"),
+            Err(e) => tracing::error!(event = "rebuild_failed", error = %e, "store writer unreachable"),
         }));
     }
 }

@@ -76,7 +76,7 @@ pub struct Apply {
     pub done: Done,
 }
 
-/// To the export actor: make observations and the records they changed durable, then
+/// To the store writer: make observations and the records they changed durable, then
 /// fire `done`.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -86,7 +86,7 @@ pub struct Persist {
     pub done: Vec<Done>,
 }
 
-/// To the export actor: persist a DSSE verification (`put_verification`, retried like
+/// To the store writer: persist a DSSE verification (`put_verification`, retried like
 /// every write), then fire `done`.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -95,7 +95,7 @@ pub struct PersistVerification {
     pub done: Done,
 }
 
-/// To the export actor: every stored observation of (tenant, package), read after every
+/// To the store writer: every stored observation of (tenant, package), read after every
 /// earlier `Persist` of that package is durable (so a rebuilt actor sees everything
 /// acknowledged); loads of other packages do not wait for the writer.
 #[derive(Message)]
@@ -105,7 +105,7 @@ pub struct LoadPackage {
     pub package: String,
 }
 
-/// To the export actor: write everything pending; answers when it is durable.
+/// To the store writer: write everything pending; answers when it is durable.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Drain;

@@ -1,4 +1,4 @@
-//! The actor pipeline: ingest workers -> registry -> artifact actors -> export actor.
+//! The actor pipeline: ingest workers -> registry -> artifact actors -> store writer.
 //! Actors are thin shells around the pure core; sources (Kafka, files, stdin) talk to
 //! the pipeline only through [`Pipeline`], with awaited sends (bounded mailboxes give
 //! back-pressure; nothing on the hot path uses `do_send`).
@@ -7,18 +7,17 @@
 
 pub mod artifact;
 pub mod export_job;
-pub mod exporter;
 pub mod ingest;
 pub mod messages;
 pub mod registry;
 pub mod verifier;
+pub mod writer;
 
 use crate::domain::keys::parse_key;
 use crate::domain::model::{IngestContext, Observation};
 use crate::domain::trust::Policy;
 use crate::ports::{ConsensusStore, VerificationRecord};
 use actix::prelude::*;
-use exporter::{ExportActor, ExportSettings};
 use ingest::IngestActor;
 use messages::{
     Drain, IngestOutcome, IngestStep, LiveActors, NormaliseDocument, PersistVerification, ResetActors, Route,
@@ -27,6 +26,7 @@ use registry::{ArtifactRegistry, RegistrySettings};
 use std::sync::Arc;
 use tokio::sync::oneshot;
 use verifier::{DsseVerifierActor, KeyDirectory, VerifiedDocument};
+use writer::{StoreWriter, WriterSettings};
 
 /// Handle to the running actors (cheap to clone, usable from any tokio task).
 #[derive(Clone)]
@@ -34,7 +34,7 @@ pub struct Pipeline {
     ingest: Addr<IngestActor>,
     verifier: Addr<DsseVerifierActor>,
     registry: Addr<ArtifactRegistry>,
-    export: Addr<ExportActor>,
+    writer: Addr<StoreWriter>,
 }
 
 /// The pipeline is gone (the actor system stopped).
@@ -46,7 +46,7 @@ pub struct PipelineError(#[from] MailboxError);
 #[derive(Clone, Debug)]
 pub struct PipelineSettings {
     pub workers: usize,
-    pub export: ExportSettings,
+    pub writer: WriterSettings,
     pub registry: RegistrySettings,
 }
 
@@ -59,14 +59,14 @@ impl Pipeline {
             tracing::error!(event = "issuer_keys_unusable", error = %e, "no DSSE keys: envelopes count as unsigned");
             KeyDirectory::default()
         }));
-        let export_settings = settings.export.clone();
-        let export = Supervisor::start(move |_| ExportActor::new(store, export_settings));
-        let registry = ArtifactRegistry::new(policy, export.clone(), settings.registry.clone()).start();
+        let writer_settings = settings.writer.clone();
+        let writer = Supervisor::start(move |_| StoreWriter::new(store, writer_settings));
+        let registry = ArtifactRegistry::new(policy, writer.clone(), settings.registry.clone()).start();
         let ingest = SyncArbiter::start(settings.workers.max(1), IngestActor::default);
         let verifier = SyncArbiter::start(settings.workers.max(1), move || {
             DsseVerifierActor::new(keys.clone(), crate::crypto::DEFAULT_THRESHOLD)
         });
-        Pipeline { ingest, verifier, registry, export }
+        Pipeline { ingest, verifier, registry, writer }
     }
 
     /// Normalises a document on a worker thread. A DSSE envelope is verified on the
@@ -94,15 +94,15 @@ impl Pipeline {
         }
     }
 
-    /// Hands a verification to the export actor; returns once it is durable.
+    /// Hands a verification to the store writer; returns once it is durable.
     async fn persist_verification(&self, record: VerificationRecord) -> Result<(), PipelineError> {
         let (done, rx) = oneshot::channel();
-        self.export.send(PersistVerification { record, done }).await?;
+        self.writer.send(PersistVerification { record, done }).await?;
         rx.await.map_err(|_| PipelineError(MailboxError::Closed))
     }
 
     /// Routes an observation to its artifact actor; returns once the actor has applied it
-    /// and handed the result to the export actor. The receiver fires when it is durable
+    /// and handed the result to the store writer. The receiver fires when it is durable
     /// (and errors if it never will be).
     pub async fn route(&self, observation: Observation) -> Result<oneshot::Receiver<()>, PipelineError> {
         let (done, rx) = oneshot::channel();
@@ -123,7 +123,7 @@ impl Pipeline {
 
     /// Writes everything pending; returns once it is durable.
     pub async fn drain(&self) -> Result<(), PipelineError> {
-        Ok(self.export.send(Drain).await?)
+        Ok(self.writer.send(Drain).await?)
     }
 
     /// Drops every artifact actor (partition revocation); not on the hot path.
@@ -165,10 +165,10 @@ pub fn parse_observation(bytes: &[u8]) -> Result<Observation, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::adapters::contract::sample_observation;
-    use crate::adapters::embedded::EmbeddedStore;
     use crate::domain::consensus::batch;
     use crate::domain::model::Status;
+    use crate::stores::contract::sample_observation;
+    use crate::stores::embedded::EmbeddedStore;
 
     #[test]
     fn observation_messages_are_checked_and_reidentified() {
@@ -186,7 +186,7 @@ mod tests {
     fn settings(max_live: usize) -> PipelineSettings {
         PipelineSettings {
             workers: 2,
-            export: ExportSettings {
+            writer: WriterSettings {
                 batch_max: 3,
                 flush_after: std::time::Duration::from_millis(2),
                 retry_initial: std::time::Duration::from_millis(5),
@@ -343,7 +343,7 @@ mod tests {
             let store =
                 Arc::new(FlakyStore { inner: inner.clone(), failures_left: failures.into(), hang_once: hang.into() });
             let mut s = settings(100);
-            s.export.store_timeout = std::time::Duration::from_millis(100);
+            s.writer.store_timeout = std::time::Duration::from_millis(100);
             let p = Pipeline::start(store, Arc::new(Policy::default()), s);
             let obs = observations();
             let all = tokio::time::timeout(std::time::Duration::from_secs(30), p.route_all_durable(obs.clone()));
@@ -382,8 +382,8 @@ mod tests {
                 }
             }
             let mut s = settings(100);
-            s.export.batch_max = 2000;
-            s.export.mailbox_capacity = 16;
+            s.writer.batch_max = 2000;
+            s.writer.mailbox_capacity = 16;
             s.registry.mailbox_capacity = 16;
             let first = Pipeline::start(store.clone(), Arc::new(Policy::default()), s.clone());
             assert!(first.route_all_durable(obs[..400].to_vec()).await.unwrap());

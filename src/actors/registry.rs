@@ -7,8 +7,8 @@
 //! the number of live actors stays at `max_live` plus those busy at the moment.
 
 use super::artifact::ArtifactActor;
-use super::exporter::ExportActor;
 use super::messages::{Apply, LiveActors, ResetActors, Route};
+use super::writer::StoreWriter;
 use crate::domain::trust::Policy;
 use actix::prelude::*;
 use std::collections::HashMap;
@@ -32,15 +32,15 @@ struct Entry {
 
 pub struct ArtifactRegistry {
     policy: Arc<Policy>,
-    export: Addr<ExportActor>,
+    writer: Addr<StoreWriter>,
     settings: RegistrySettings,
     actors: HashMap<(String, String), Entry>,
     generation: u64,
 }
 
 impl ArtifactRegistry {
-    pub fn new(policy: Arc<Policy>, export: Addr<ExportActor>, settings: RegistrySettings) -> Self {
-        ArtifactRegistry { policy, export, settings, actors: HashMap::new(), generation: 0 }
+    pub fn new(policy: Arc<Policy>, writer: Addr<StoreWriter>, settings: RegistrySettings) -> Self {
+        ArtifactRegistry { policy, writer, settings, actors: HashMap::new(), generation: 0 }
     }
 
     fn evict_idle(&mut self, older_than: Duration) {
@@ -75,7 +75,7 @@ impl ArtifactRegistry {
                 key.0.clone(),
                 key.1.clone(),
                 self.policy.clone(),
-                self.export.clone(),
+                self.writer.clone(),
                 self.settings.mailbox_capacity,
             );
             let entry =

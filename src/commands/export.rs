@@ -5,13 +5,13 @@ use crate::cli::{ExportArgs, ExportFormatArg, InputArgs};
 use crate::commands::consensus::{load_directory, load_knobs, load_observations};
 use anyhow::{bail, Context};
 use std::process::ExitCode;
-use vex_lens::adapters::embedded::EmbeddedStore;
-use vex_lens::adapters::mongo::MongoStore;
 use vex_lens::crypto::SigningKey;
 use vex_lens::domain::consensus::batch;
 use vex_lens::domain::timestamp::Timestamp;
 use vex_lens::domain::trust::Policy;
 use vex_lens::export::{export_from_store, filter_since, write_bundle, ExportFormat, ExportRequest, ExportSummary};
+use vex_lens::stores::embedded::EmbeddedStore;
+use vex_lens::stores::mongo::MongoStore;
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)

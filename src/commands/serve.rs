@@ -4,10 +4,10 @@ use crate::cli::{RecordsArgs, ServeArgs};
 use anyhow::Context;
 use std::io::Write;
 use std::process::ExitCode;
-use vex_lens::adapters::embedded::EmbeddedStore;
 use vex_lens::app::{self, RunOptions};
 use vex_lens::config::Config;
 use vex_lens::ports::ConsensusStore;
+use vex_lens::stores::embedded::EmbeddedStore;
 
 /// Applies the command-line flags over the file and environment configuration.
 pub fn apply_flags(mut cfg: Config, a: &ServeArgs) -> Config {
@@ -63,7 +63,7 @@ pub fn run_records(args: RecordsArgs) -> anyhow::Result<ExitCode> {
         let stdout = std::io::stdout();
         let mut out = std::io::BufWriter::new(stdout.lock());
         if let Some(uri) = &args.mongo_uri {
-            let store = vex_lens::adapters::connect_mongo(uri, &args.mongo_db).await?;
+            let store = vex_lens::stores::connect_mongo(uri, &args.mongo_db).await?;
             let records = store.list_records(args.tenant.as_deref(), None).await?;
             crate::commands::consensus::write_records(&mut out, &records, args.format)?;
         } else {
@@ -71,7 +71,7 @@ pub fn run_records(args: RecordsArgs) -> anyhow::Result<ExitCode> {
                 Some(d) => d.clone(),
                 None => Config::load(None)?.store.data_dir,
             };
-            if !dir.join(vex_lens::adapters::embedded::DB_FILE).exists() {
+            if !dir.join(vex_lens::stores::embedded::DB_FILE).exists() {
                 anyhow::bail!("no embedded store in {}", dir.display());
             }
             let store = EmbeddedStore::open(&dir).with_context(|| format!("opening {}", dir.display()))?;

@@ -57,7 +57,7 @@ fn bad_request(reason: String) -> HttpResponse {
 }
 
 /// Runs an export job: 200 with the job record when it succeeded, 500 with the job record
-/// (its `error`) when it failed, 400 on a bad body, 503 when no export actor runs.
+/// (its `error`) when it failed, 400 on a bad body, 503 when no export job actor runs.
 async fn export(state: web::Data<State>, body: web::Json<ExportBody>) -> HttpResponse {
     let Some(addr) = state.export.clone() else {
         return HttpResponse::ServiceUnavailable().json(serde_json::json!({ "error": "export jobs are not enabled" }));

@@ -1,4 +1,4 @@
-//! ExportActor: the single writer. Batches `Persist` (and `PersistVerification`) messages,
+//! StoreWriter: the single store writer (not to be confused with export bundles). Batches `Persist` (and `PersistVerification`) messages,
 //! writes DSSE verifications, observations, then records (idempotent upserts), and only
 //! then fires their completion signals.
 //!
@@ -18,9 +18,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Tuning of the export actor.
+/// Tuning of the store writer.
 #[derive(Clone, Debug)]
-pub struct ExportSettings {
+pub struct WriterSettings {
     pub batch_max: usize,
     pub flush_after: Duration,
     pub retry_initial: Duration,
@@ -47,17 +47,17 @@ impl Batch {
     }
 }
 
-pub struct ExportActor {
+pub struct StoreWriter {
     store: Arc<dyn ConsensusStore>,
-    settings: ExportSettings,
+    settings: WriterSettings,
     pending: Batch,
     flush_scheduled: bool,
     last_depth: Option<Instant>,
 }
 
-impl ExportActor {
-    pub fn new(store: Arc<dyn ConsensusStore>, settings: ExportSettings) -> Self {
-        ExportActor { store, settings, pending: Batch::default(), flush_scheduled: false, last_depth: None }
+impl StoreWriter {
+    pub fn new(store: Arc<dyn ConsensusStore>, settings: WriterSettings) -> Self {
+        StoreWriter { store, settings, pending: Batch::default(), flush_scheduled: false, last_depth: None }
     }
 
     /// Writes the pending batch; blocks the mailbox until it is durable.
@@ -125,7 +125,7 @@ pub fn now_ms() -> i64 {
 /// Runs `op` until it succeeds, with exponential backoff between attempts; an attempt
 /// that does not answer within `store_timeout` (doubled per attempt, up to 16x) counts
 /// as failed.
-pub async fn retry<T, F, Fut>(settings: &ExportSettings, operation: &str, mut op: F) -> T
+pub async fn retry<T, F, Fut>(settings: &WriterSettings, operation: &str, mut op: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, StoreError>>,
@@ -151,7 +151,7 @@ where
     }
 }
 
-impl Actor for ExportActor {
+impl Actor for StoreWriter {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
@@ -159,16 +159,16 @@ impl Actor for ExportActor {
     }
 }
 
-impl Supervised for ExportActor {
+impl Supervised for StoreWriter {
     fn restarting(&mut self, ctx: &mut Context<Self>) {
-        tracing::warn!(event = "export_actor_restarting", pending = self.pending.observations.len(), "restarting");
+        tracing::warn!(event = "store_writer_restarting", pending = self.pending.observations.len(), "restarting");
         self.flush_scheduled = false;
         let delay = self.settings.retry_initial;
         ctx.run_later(delay, |act, ctx| act.flush(ctx));
     }
 }
 
-impl Handler<Persist> for ExportActor {
+impl Handler<Persist> for StoreWriter {
     type Result = ();
 
     fn handle(&mut self, msg: Persist, ctx: &mut Context<Self>) {
@@ -192,7 +192,7 @@ impl Handler<Persist> for ExportActor {
     }
 }
 
-impl Handler<PersistVerification> for ExportActor {
+impl Handler<PersistVerification> for StoreWriter {
     type Result = ();
 
     fn handle(&mut self, msg: PersistVerification, ctx: &mut Context<Self>) {
@@ -208,7 +208,7 @@ impl Handler<PersistVerification> for ExportActor {
     }
 }
 
-impl Handler<LoadPackage> for ExportActor {
+impl Handler<LoadPackage> for StoreWriter {
     type Result = ResponseFuture<Option<Vec<Observation>>>;
 
     /// Loads without blocking the writer, unless the package has unwritten observations:
@@ -237,7 +237,7 @@ impl Handler<LoadPackage> for ExportActor {
     }
 }
 
-impl Handler<Drain> for ExportActor {
+impl Handler<Drain> for StoreWriter {
     type Result = AtomicResponse<Self, ()>;
 
     fn handle(&mut self, _: Drain, ctx: &mut Context<Self>) -> Self::Result {

@@ -1,9 +1,8 @@
-//! Adapters: the real (Kafka, MongoDB) and embedded (redb, files/stdin) implementations
-//! of the ports, and the port contract suites every adapter must pass.
+//! The driven side: stores behind the [`crate::ports::ConsensusStore`] port (MongoDB,
+//! embedded redb) and the one contract suite every store must pass.
 
 pub mod contract;
 pub mod embedded;
-pub mod kafka;
 pub mod mongo;
 
 use crate::ports::{ConsensusStore, StoreError};
