@@ -11,9 +11,7 @@
 #   prometheus                           - gives `promtool` (rule/config checks)
 #   jq curl                              - used by scripts and tests
 #   default-jre-headless, maven          - run Apache Kafka from Maven Central jars
-#   python3-venv                         - venv with pymongo for the MongoDB-wire ping
-# Go (for the FerretDB wrapper) is not a Debian package here: the machine ships
-# it in /usr/local/go; this script only checks that it is present.
+#   python3-venv                         - venv with SecantusDB (the MongoDB-wire test server) and pymongo
 set -euo pipefail
 
 # package -> command that proves it is present ("-" = check dpkg only)
@@ -60,6 +58,3 @@ else
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-if ! command -v go >/dev/null 2>&1 && [[ ! -x /usr/local/go/bin/go ]]; then
-  echo "install-system-deps: WARNING: 'go' not found (needed to build scripts/ferretdb-server)" >&2
-fi

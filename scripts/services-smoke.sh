@@ -3,7 +3,7 @@
 #   Kafka:    kcat produces 3 keyed messages with headers to a fresh topic and consumes them
 #             back in a consumer group (-G); a second run of the same group gets nothing
 #             (offsets were committed); a 5 MiB message goes through (message.max.bytes).
-#   FerretDB: pymongo insert + find + unique index (duplicate rejected) + upsert; then
+#   SecantusDB: pymongo insert + find + unique index (duplicate rejected) + upsert; then
 #             `stop-mongo` / `start-mongo`, and the data and the index are still there,
 #             also through the same client object (driver reconnects).
 # Exits non-zero with a message on the first failure. Leaves the servers running.
@@ -16,13 +16,13 @@ SERVICES_DIR="${VEXLENS_SERVICES_DIR:-$REPO_DIR/.services}"
 KAFKA_PORT="${VEXLENS_KAFKA_PORT:-9092}"
 MONGO_PORT="${VEXLENS_MONGO_PORT:-27017}"
 BROKER="127.0.0.1:$KAFKA_PORT"
-PY="$SERVICES_DIR/venv/bin/python"
+PY="$(ls -d "$SERVICES_DIR"/venv-secantus-*/bin/python 2>/dev/null | head -n 1)"
 
 fail() { printf 'SMOKE FAIL: %s\n' "$*" >&2; exit 1; }
 ok() { printf 'smoke ok: %s\n' "$*"; }
 
 "$SERVICES" status >/dev/null || { "$SERVICES" status >&2 || true; fail "services are not all up; run scripts/services.sh up first"; }
-[[ -x "$PY" ]] || fail "no venv with pymongo at $SERVICES_DIR/venv (scripts/services.sh up creates it)"
+[[ -x "$PY" ]] || fail "no venv with pymongo under $SERVICES_DIR/venv-secantus-* (scripts/services.sh up creates it)"
 
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
@@ -69,7 +69,7 @@ got="$(timeout 60 kcat -b "$BROKER" -C -t "$BIG_TOPIC" -p 0 -o beginning -c 1 -e
 [[ "$got" == "$((5 * 1024 * 1024))" ]] || { cat "$WORK/big.err" >&2; fail "5 MiB message: consumed size '$got'"; }
 ok "5 MiB message produced and consumed"
 
-# ------------------------------------------------------------------ FerretDB + pymongo
+# ------------------------------------------------------------------ SecantusDB + pymongo
 DB="vexlens_smoke_${RUN_ID//-/_}"
 "$PY" - "$MONGO_PORT" "$DB" "$SERVICES" <<'EOF' || fail "MongoDB-wire checks failed (see above)"
 import subprocess, sys, time
@@ -147,4 +147,4 @@ c2.close()
 c.close()
 EOF
 
-echo "SMOKE PASSED: kcat <-> Kafka (produce, headers, consumer group, commit, 5 MiB) and pymongo <-> FerretDB (insert, find, unique index, upsert, restart)"
+echo "SMOKE PASSED: kcat <-> Kafka (produce, headers, consumer group, commit, 5 MiB) and pymongo <-> SecantusDB (insert, find, unique index, upsert, restart)"

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Real servers on loopback for VEX Lens tests and CI, without Docker:
 #   * Apache Kafka (KRaft, one node that is broker + controller), from Maven Central jars
-#   * FerretDB v1 (MongoDB wire protocol, SQLite storage), embedded in our own small
-#     Go program scripts/ferretdb-server/
+#   * SecantusDB (a MongoDB-wire server on WiredTiger, from PyPI, in a venv), run as a
+#     standalone server like the compose stack's mongo:7
 #
 # Usage: scripts/services.sh up|down|status|env|start-kafka|stop-kafka|start-mongo|stop-mongo|reset
 #   up           install/build what is missing, start what is not running, wait until healthy
@@ -12,7 +12,7 @@
 #   start-mongo  start (and wait for) only the MongoDB-wire server, same data
 #   stop-mongo   stop only the MongoDB-wire server, keeps its data
 #   start-kafka / stop-kafka   the same for Kafka
-#   reset        down, then delete data, logs and pid files; keeps downloads and builds
+#   reset        down, then delete data, logs and pid files; keeps downloads and the venv
 #
 # Environment (all optional):
 #   VEXLENS_SERVICES_DIR        data dir owned by this script (default <repo>/.services)
@@ -23,6 +23,7 @@
 #   VEXLENS_KAFKA_HEAP          JVM heap for Kafka (default 512m)
 #   VEXLENS_SERVICES_TIMEOUT    seconds to wait for each server to be healthy (default 120)
 #   VEXLENS_PYMONGO_VERSION     pymongo used for the health ping (default 4.20.0)
+#   VEXLENS_SECANTUS_VERSION    SecantusDB from PyPI (default 0.7.0b3)
 set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -36,26 +37,20 @@ KAFKA_VERSION="${VEXLENS_KAFKA_VERSION:-3.9.2}"
 KAFKA_HEAP="${VEXLENS_KAFKA_HEAP:-512m}"
 TIMEOUT="${VEXLENS_SERVICES_TIMEOUT:-120}"
 PYMONGO_VERSION="${VEXLENS_PYMONGO_VERSION:-4.20.0}"
+SECANTUS_VERSION="${VEXLENS_SECANTUS_VERSION:-0.7.0b3}"
 HOST=127.0.0.1
-
-# Go may live outside PATH on a fresh shell.
-if ! command -v go >/dev/null 2>&1 && [[ -x /usr/local/go/bin/go ]]; then
-  PATH="$PATH:/usr/local/go/bin"
-fi
 
 # --- layout of the data dir ------------------------------------------------------------
 # downloads / builds (kept by `reset`)
 KAFKA_DIST="$SERVICES_DIR/downloads/kafka-$KAFKA_VERSION"   # pom.xml + libs/
-FERRET_BIN="$SERVICES_DIR/bin/ferretdb-server"
-VENV="$SERVICES_DIR/venv"
+VENV="$SERVICES_DIR/venv-secantus-$SECANTUS_VERSION"
+MONGO_BIN="$VENV/bin/secantusd-py"
 # state (deleted by `reset`)
 RUN_DIR="$SERVICES_DIR/run"
 LOG_DIR="$SERVICES_DIR/logs"
 KAFKA_DATA="$SERVICES_DIR/data/kafka"
 KAFKA_CONF_DIR="$SERVICES_DIR/data/kafka-config"
-MONGO_DATA="$SERVICES_DIR/data/ferretdb"
-
-FERRET_SRC="$SCRIPT_DIR/ferretdb-server"
+MONGO_DATA="$SERVICES_DIR/data/secantusdb"
 
 log() { printf '[services] %s\n' "$*" >&2; }
 die() { printf '[services] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -72,7 +67,7 @@ pid_file() { echo "$RUN_DIR/$1.pid"; }
 marker_for() {
   case "$1" in
     kafka) echo "$KAFKA_CONF_DIR/server.properties" ;;
-    ferretdb) echo "$FERRET_BIN" ;;
+    mongo) echo "$MONGO_DATA" ;;
   esac
 }
 
@@ -358,36 +353,24 @@ start_kafka() {
   log "kafka: up (pid $(recorded_pid kafka))"
 }
 
-# --- FerretDB (MongoDB wire) -----------------------------------------------------------------
-ensure_ferretdb_bin() {
-  local newer=""
-  if [[ -x "$FERRET_BIN" ]]; then
-    newer="$(find "$FERRET_SRC" -maxdepth 1 -type f \( -name '*.go' -o -name go.mod -o -name go.sum \) -newer "$FERRET_BIN" -print -quit)"
-    [[ -z "$newer" ]] && return 0
-  fi
-  need go "Go toolchain"
-  log "ferretdb: building $FERRET_BIN from $FERRET_SRC (go build)"
-  mkdir -p "$(dirname "$FERRET_BIN")" "$LOG_DIR"
-  if ! (cd "$FERRET_SRC" && CGO_ENABLED=0 go build -trimpath -o "$FERRET_BIN.tmp" .) >"$LOG_DIR/go-build.log" 2>&1; then
-    tail -n 30 "$LOG_DIR/go-build.log" >&2 || true
-    die "ferretdb: go build failed (log: $LOG_DIR/go-build.log)"
-  fi
-  mv "$FERRET_BIN.tmp" "$FERRET_BIN"
-}
-
+# --- SecantusDB (MongoDB wire) ---------------------------------------------------------------
+# FerretDB 1.24 used no index for any lookup (see ../shared/SERVICES.md); SecantusDB uses
+# real indexes. It runs with --standalone (no replica set), as mongo:7 does in the compose
+# stack, so the store code cannot come to rely on transactions or change streams.
 ensure_venv() {
-  if [[ -x "$VENV/bin/python" ]] && "$VENV/bin/python" -c 'import pymongo' >/dev/null 2>&1; then
+  if [[ -x "$MONGO_BIN" ]] && "$VENV/bin/python" -c 'import pymongo' >/dev/null 2>&1; then
     return 0
   fi
   need python3 "python3"
-  log "ferretdb: creating $VENV with pymongo==$PYMONGO_VERSION (PyPI)"
+  log "secantusdb: creating $VENV with secantusdb==$SECANTUS_VERSION and pymongo==$PYMONGO_VERSION (PyPI)"
   rm -rf "$VENV"
   mkdir -p "$LOG_DIR"
   python3 -m venv "$VENV" >"$LOG_DIR/venv.log" 2>&1 || { cat "$LOG_DIR/venv.log" >&2; die "python3 -m venv failed"; }
-  if ! "$VENV/bin/pip" install -q --disable-pip-version-check "pymongo==$PYMONGO_VERSION" >>"$LOG_DIR/venv.log" 2>&1; then
+  if ! "$VENV/bin/pip" install -q --disable-pip-version-check "secantusdb==$SECANTUS_VERSION" \
+      "pymongo==$PYMONGO_VERSION" >>"$LOG_DIR/venv.log" 2>&1; then
     tail -n 20 "$LOG_DIR/venv.log" >&2 || true
     rm -rf "$VENV"
-    die "pip install pymongo failed (log: $LOG_DIR/venv.log)"
+    die "pip install secantusdb failed (log: $LOG_DIR/venv.log)"
   fi
 }
 
@@ -411,28 +394,27 @@ mongo_healthy() {
 start_mongo() {
   local pid
   ensure_venv
-  if pid="$(running_pid ferretdb)"; then
-    log "ferretdb: already running (pid $pid)"
-    wait_healthy ferretdb mongo_healthy "$LOG_DIR/ferretdb.log"
+  if pid="$(running_pid mongo)"; then
+    log "secantusdb: already running (pid $pid)"
+    wait_healthy mongo mongo_healthy "$LOG_DIR/secantusdb.log"
     return 0
   fi
-  ensure_ferretdb_bin
   if port_open "$MONGO_PORT"; then
-    die "ferretdb: port $MONGO_PORT on $HOST is already in use by a process this script did not start"
+    die "secantusdb: port $MONGO_PORT on $HOST is already in use by a process this script did not start"
   fi
   mkdir -p "$MONGO_DATA" "$LOG_DIR" "$RUN_DIR"
-  log "ferretdb: starting on $HOST:$MONGO_PORT (data $MONGO_DATA)"
-  start_detached ferretdb "$LOG_DIR/ferretdb.log" \
-    "$FERRET_BIN" -listen-addr "$HOST:$MONGO_PORT" -data-dir "$MONGO_DATA"
-  wait_healthy ferretdb mongo_healthy "$LOG_DIR/ferretdb.log"
-  log "ferretdb: up (pid $(recorded_pid ferretdb))"
+  log "secantusdb: starting SecantusDB $SECANTUS_VERSION on $HOST:$MONGO_PORT (data $MONGO_DATA)"
+  start_detached mongo "$LOG_DIR/secantusdb.log" \
+    "$MONGO_BIN" --host "$HOST" --port "$MONGO_PORT" --storage-path "$MONGO_DATA" --standalone --log-level WARNING
+  wait_healthy mongo mongo_healthy "$LOG_DIR/secantusdb.log"
+  log "secantusdb: up (pid $(recorded_pid mongo))"
 }
 
 # --- commands ---------------------------------------------------------------------------------
 print_env() {
   cat <<EOF
 export VEXLENS_KAFKA_BROKERS=$HOST:$KAFKA_PORT
-export VEXLENS_MONGODB_URI=mongodb://$HOST:$MONGO_PORT/
+export VEXLENS_MONGODB_URI="mongodb://$HOST:$MONGO_PORT/?directConnection=true"
 export VEXLENS_SERVICES_DIR=$SERVICES_DIR
 EOF
 }
@@ -450,15 +432,15 @@ cmd_status() {
     echo "kafka:    down"
     ok=1
   fi
-  if pid="$(running_pid ferretdb)"; then
+  if pid="$(running_pid mongo)"; then
     if port_open "$MONGO_PORT" && { [[ ! -x "$VENV/bin/python" ]] || mongo_ping; }; then
-      echo "ferretdb: up    pid $pid  mongodb://$HOST:$MONGO_PORT/ (FerretDB v1 on SQLite)"
+      echo "mongo:    up    pid $pid  mongodb://$HOST:$MONGO_PORT/ (SecantusDB $SECANTUS_VERSION, standalone)"
     else
-      echo "ferretdb: unhealthy  pid $pid running but $HOST:$MONGO_PORT not answering ping"
+      echo "mongo:    unhealthy  pid $pid running but $HOST:$MONGO_PORT not answering ping"
       ok=1
     fi
   else
-    echo "ferretdb: down"
+    echo "mongo:    down"
     ok=1
   fi
   return $ok
@@ -476,17 +458,17 @@ cmd_up() {
 }
 
 cmd_down() {
-  stop_service ferretdb
+  stop_service mongo
   stop_service kafka
 }
 
 cmd_reset() {
   cmd_down
   # make sure nothing of ours still runs before deleting its data
-  if running_pid kafka >/dev/null || running_pid ferretdb >/dev/null; then
+  if running_pid kafka >/dev/null || running_pid mongo >/dev/null; then
     die "a server is still running; not deleting data"
   fi
-  log "reset: deleting $SERVICES_DIR/{data,logs,run} (keeping downloads, bin, venv)"
+  log "reset: deleting $SERVICES_DIR/{data,logs,run} (keeping downloads and the venv)"
   rm -rf "$SERVICES_DIR/data" "$LOG_DIR" "$RUN_DIR"
 }
 
@@ -515,7 +497,7 @@ main() {
     status) cmd_status ;;
     env) print_env ;;
     start-mongo) start_mongo ;;
-    stop-mongo) stop_service ferretdb ;;
+    stop-mongo) stop_service mongo ;;
     start-kafka) start_kafka ;;
     stop-kafka) stop_service kafka ;;
     reset) cmd_reset ;;
