@@ -203,7 +203,7 @@ fn export_from_embedded_store_equals_export_from_files() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no embedded store"));
 }
 
-/// `vex-lens export --mongo-uri`: the same, through MongoDB (FerretDB in scripts/test.sh).
+/// `vex-lens export --mongo-uri`: the same, through MongoDB (SecantusDB in scripts/test.sh).
 /// Skipped when `VEXLENS_MONGODB_URI` is unset, unless `VEXLENS_REQUIRE_SERVICES=1`.
 #[test]
 fn export_from_mongodb_equals_export_from_files() {

@@ -1,4 +1,4 @@
-//! `MongoStore` against the real MongoDB-wire server (FerretDB v1 in tests): exact
+//! `MongoStore` against the real MongoDB-wire server (SecantusDB in tests): exact
 //! round trips (digest recomputes after storage, big ppm integers, f64 confidence),
 //! idempotent history, the conflict queue, first-provenance-wins observations, and the
 //! mapping of an unreachable server to a retriable error. Each test uses a fresh database
@@ -140,20 +140,14 @@ async fn observations_keep_first_provenance_and_rebuild_packages() {
     let unique: std::collections::BTreeSet<&str> = first.iter().map(|o| o.id.as_str()).collect();
     assert_eq!(common::count(&uri, &db, OBSERVATIONS).await, unique.len() as u64);
 
-    // FerretDB v1 scans the collection for every non-_id filter, so rebuild a sample of
-    // packages (the busiest ones and a spread of the rest), not all of them.
+    // Every package is rebuilt by one indexed find.
     let mut per_package: std::collections::BTreeMap<&str, Vec<&vex_lens::domain::model::Observation>> =
         Default::default();
     for o in &first {
         per_package.entry(o.package.as_str()).or_default().push(o);
     }
-    let mut sample: Vec<&str> = per_package.keys().copied().step_by(per_package.len() / 10 + 1).collect();
-    let mut busiest: Vec<(&str, usize)> = per_package.iter().map(|(k, v)| (*k, v.len())).collect();
-    busiest.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
-    sample.extend(busiest.iter().take(5).map(|(k, _)| *k));
-    sample.sort();
-    sample.dedup();
-    for p in &sample {
+    let packages: Vec<&str> = per_package.keys().copied().collect();
+    for p in &packages {
         let rebuilt = store.observations_for_package("t1", p).await.expect("rebuild");
         let mut want: Vec<&vex_lens::domain::model::Observation> = per_package[p].clone();
         want.sort_by(|a, b| a.id.cmp(&b.id));
@@ -163,7 +157,7 @@ async fn observations_keep_first_provenance_and_rebuild_packages() {
         let want_owned: Vec<_> = want.into_iter().cloned().collect();
         assert_eq!(common::batch_records(rebuilt), common::batch_records(want_owned));
     }
-    assert!(store.observations_for_package("t2", sample[0]).await.expect("other tenant").is_empty());
+    assert!(store.observations_for_package("t2", packages[0]).await.expect("other tenant").is_empty());
     common::drop_db(&uri, &db).await;
 }
 
@@ -208,4 +202,36 @@ async fn unreachable_server_is_unavailable_quickly() {
     assert!(start.elapsed() < Duration::from_secs(10), "took {:?}", start.elapsed());
     let err = store.put_records(&corpus_records("x")[..1], 1).await.expect_err("down");
     assert!(err.is_retriable(), "{err:?}");
+}
+
+/// `init` creates the secondary indexes the reads need, and a package rebuild is one
+/// indexed find (the server's plan uses the (tenant, package) index, not a scan).
+#[tokio::test]
+async fn init_creates_indexes_and_rebuilds_use_them() {
+    let Some((store, uri, db)) = fresh_store("indexes").await else { return };
+    let database = store.database();
+    for (collection, index) in [
+        (OBSERVATIONS, "tenant_package"),
+        (CONSENSUS, "tenant_changed_at"),
+        (CONSENSUS, "artifact_vulnerability"),
+        (HISTORY, "pair_changed_at"),
+        (CONFLICT_QUEUE, "tenant_reason"),
+    ] {
+        let names = database.collection::<mongodb::bson::Document>(collection).list_index_names().await.expect("list");
+        assert!(names.iter().any(|n| n == index), "{collection} lacks index {index}: {names:?}");
+    }
+    let files = common::corpus_files(&["openvex"]);
+    let obs = common::observations_of(&files, "t1");
+    store.put_observations(&obs).await.expect("put");
+    let explain = database
+        .run_command(mongodb::bson::doc! {
+            "explain": { "find": OBSERVATIONS, "filter": { "tenant": "t1", "package": &obs[0].package } },
+            "verbosity": "queryPlanner",
+        })
+        .await
+        .expect("explain");
+    let plan = explain.to_string();
+    assert!(plan.contains("IXSCAN") && plan.contains("tenant_package"), "rebuild does not use the index: {plan}");
+    assert!(!plan.contains("COLLSCAN"), "rebuild scans the collection: {plan}");
+    common::drop_db(&uri, &db).await;
 }

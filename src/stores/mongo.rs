@@ -1,32 +1,34 @@
-//! MongoDB adapter of [`ConsensusStore`] (official `mongodb` driver v3), tested against
-//! FerretDB v1 (MongoDB wire protocol, no transactions, no client-level bulkWrite).
+//! MongoDB adapter of [`ConsensusStore`] (official `mongodb` driver v3), written for
+//! MongoDB 7+ (a standalone server: no transactions, no change streams, no client-level
+//! `bulkWrite`, which needs 8.0) and tested against SecantusDB (a MongoDB-wire server).
 //!
 //! Invariants:
 //! - Every write is an idempotent upsert/insert keyed by a deterministic `_id`, so a
 //!   replay after a crash changes nothing; no write needs a transaction.
-//! - `put_records` writes, per changed record, the history entry, then the conflict
-//!   queue entry, and the current record LAST: the stored `consensus_digest` is the
-//!   commit marker, so a crash between the steps is repaired by the replay.
+//! - Writes are batched: observations and history entries with unordered `insert_many`
+//!   (duplicates ignored), upserts and deletes as one `update`/`delete` command of at
+//!   most [`BATCH`] statements and [`BATCH_BYTES`] (unordered), current digests read with
+//!   one `$in` query per batch. Reads use secondary indexes created by `init`
+//!   (`vex_observations` on tenant+package, history on pair+time, conflict queue on
+//!   tenant+reason, consensus on tenant+time and artifact+vulnerability); no document
+//!   grows without bound.
+//! - `put_records` writes the history entries, then the conflict queue, and the current
+//!   records LAST: the stored `consensus_digest` is the commit marker, so a crash between
+//!   the steps is repaired by the replay.
 //! - A consensus record is stored as its canonical JSON string (`record_json`) plus its
 //!   `confidence` as a BSON double; reading parses the string (u64 ppm exact) and takes
 //!   `confidence` from the double (exact bits), so `compute_digest()` after a round trip
 //!   equals the stored `consensus_digest`, which `get_record`/`list_records` check.
 //!   Observations are stored the same way (`observation_json`, canonical) beside the
 //!   fields queries use (tenant, package, artifact, vulnerability, status, source
-//!   topic/partition/offset). Strings, not nested documents, also because FerretDB v1
-//!   (SQLite) scans and decodes every document of a collection for any filter but an
-//!   `_id` equality. For the same reason `observations_for_package` reads the package's
-//!   id list from `vex_package_observations` (`_id` = SHA-256 of tenant \0 package,
-//!   `$addToSet`, written after the observations) and then each observation by `_id`,
-//!   instead of scanning `vex_observations` (whose (tenant, package) index MongoDB uses
-//!   but FerretDB v1 does not).
+//!   topic/partition/offset).
 //! - Connection failures and timeouts are [`StoreError::Unavailable`] (retriable);
 //!   everything else is [`StoreError::Rejected`].
 
 use crate::domain::consensus::{ConsensusRecord, PairKey};
 use crate::domain::model::Observation;
 use crate::ports::{pair_id, ConsensusStore, ExportJobRecord, StoreError, VerificationRecord};
-use futures::{StreamExt, TryStreamExt};
+use futures::TryStreamExt;
 use mongodb::bson::{doc, Document};
 use mongodb::error::{Error as MongoError, ErrorKind, WriteFailure};
 use mongodb::options::{ClientOptions, IndexOptions};
@@ -41,18 +43,16 @@ pub const HISTORY: &str = "vex_consensus_history";
 pub const CONFLICT_QUEUE: &str = "vex_conflict_queue";
 pub const DSSE_VERIFICATIONS: &str = "vex_dsse_verifications";
 pub const EXPORT_JOBS: &str = "vex_export_jobs";
-/// Per (tenant, package): the ids of its observations (`_id` = [`package_id`]). Lets
-/// `observations_for_package` use `_id` lookups only (see the module doc).
-pub const PACKAGE_INDEX: &str = "vex_package_observations";
 
 /// How long the driver waits for a reachable server before an operation fails
 /// (short, so a stopped server is noticed quickly and retried by the caller).
 pub const SERVER_SELECTION_TIMEOUT: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Ids per `$in` query and documents per `insert_many`.
-const CHUNK: usize = 500;
-/// Concurrent single-document writes.
-const WRITE_CONCURRENCY: usize = 16;
+/// Most statements per `update`/`delete` command, ids per `$in` query.
+pub const BATCH: usize = 500;
+/// Most estimated bytes of documents per `update` command (MongoDB's limit for one
+/// command is 16 MiB).
+pub const BATCH_BYTES: usize = 8 << 20;
 
 /// MongoDB error codes that mean "the server is going away or busy": retriable.
 const RETRIABLE_CODES: &[i32] = &[6, 7, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436];
@@ -79,8 +79,8 @@ impl MongoStore {
         if options.app_name.is_none() {
             options.app_name = Some("vex-lens".to_string());
         }
-        // FerretDB v1 has no retryable-write support worth relying on; our writes are
-        // idempotent and the caller retries `Unavailable`.
+        // Our writes are idempotent and the caller retries `Unavailable` with backoff; the
+        // `update`/`delete` commands we run are not retried by the driver anyway.
         options.retry_writes = Some(false);
         let client = Client::with_options(options).map_err(map_err)?;
         Ok(MongoStore { db: client.database(db) })
@@ -95,38 +95,68 @@ impl MongoStore {
         self.db.collection::<Document>(name)
     }
 
-    /// Current digests of the given pair ids. One `_id` lookup each (concurrently):
-    /// FerretDB v1 pushes only `_id` equality down to SQLite; `$in` scans the collection.
+    /// Current digests of the given pair ids: one `$in` query (on `_id`) per [`BATCH`].
     async fn stored_digests(&self, ids: &[String]) -> Result<HashMap<String, String>, StoreError> {
-        let mut lookups = Vec::with_capacity(ids.len());
-        for id in ids {
-            let coll = self.coll(CONSENSUS);
-            let id = id.clone();
-            lookups.push(async move {
-                let d = coll
-                    .find_one(doc! { "_id": &id })
-                    .projection(doc! { "consensus_digest": 1 })
-                    .await
-                    .map_err(map_err)?;
-                Ok::<_, StoreError>(d.and_then(|d| d.get_str("consensus_digest").ok().map(|s| (id, s.to_string()))))
-            });
+        let mut found = HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(BATCH) {
+            let mut cursor = self
+                .coll(CONSENSUS)
+                .find(doc! { "_id": { "$in": chunk } })
+                .projection(doc! { "consensus_digest": 1 })
+                .await
+                .map_err(map_err)?;
+            while let Some(d) = cursor.try_next().await.map_err(map_err)? {
+                if let (Ok(id), Ok(digest)) = (d.get_str("_id"), d.get_str("consensus_digest")) {
+                    found.insert(id.to_string(), digest.to_string());
+                }
+            }
         }
-        let found: Vec<Option<(String, String)>> =
-            futures::stream::iter(lookups).buffer_unordered(WRITE_CONCURRENCY).try_collect().await?;
-        Ok(found.into_iter().flatten().collect())
+        Ok(found)
+    }
+
+    /// Upserts whole documents by `_id` (each `(id, document, estimated bytes)`): one
+    /// unordered `update` command per batch of at most [`BATCH`] statements and
+    /// [`BATCH_BYTES`].
+    async fn replace_many(&self, name: &str, docs: Vec<(String, Document, usize)>) -> Result<(), StoreError> {
+        let statements =
+            docs.into_iter().map(|(id, d, size)| (doc! { "q": { "_id": id }, "u": d, "upsert": true }, size));
+        for batch in batches(statements) {
+            let reply = self
+                .db
+                .run_command(doc! { "update": name, "updates": batch, "ordered": false })
+                .await
+                .map_err(map_err)?;
+            check_write_reply(name, &reply)?;
+        }
+        Ok(())
+    }
+
+    /// Deletes documents by `_id`: one unordered `delete` command per [`BATCH`].
+    async fn delete_many_by_id(&self, name: &str, ids: &[String]) -> Result<(), StoreError> {
+        for chunk in ids.chunks(BATCH) {
+            let deletes: Vec<Document> = chunk.iter().map(|id| doc! { "q": { "_id": id }, "limit": 1 }).collect();
+            let reply = self
+                .db
+                .run_command(doc! { "delete": name, "deletes": deletes, "ordered": false })
+                .await
+                .map_err(map_err)?;
+            check_write_reply(name, &reply)?;
+        }
+        Ok(())
     }
 
     /// Inserts documents, ignoring those whose `_id` already exists (idempotent; the
     /// first write wins).
     async fn insert_ignoring_duplicates(&self, name: &str, docs: Vec<Document>) -> Result<(), StoreError> {
-        for chunk in docs.chunks(CHUNK) {
-            match self.coll(name).insert_many(chunk.to_vec()).ordered(false).await {
-                Ok(_) => {}
-                Err(e) if only_duplicate_keys(&e) => {}
-                Err(e) => return Err(map_err(e)),
-            }
+        if docs.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        // The driver splits the documents into messages the server accepts.
+        match self.coll(name).insert_many(docs).ordered(false).await {
+            Ok(_) => Ok(()),
+            Err(e) if only_duplicate_keys(&e) => Ok(()),
+            Err(e) => Err(map_err(e)),
+        }
     }
 }
 
@@ -139,6 +169,47 @@ fn only_duplicate_keys(e: &MongoError) -> bool {
         }
         ErrorKind::Write(WriteFailure::WriteError(we)) => we.code == DUPLICATE_KEY,
         _ => false,
+    }
+}
+
+/// Splits `(statement, estimated bytes)` into batches of at most [`BATCH`] statements
+/// and [`BATCH_BYTES`] (a statement larger than that goes alone).
+fn batches(statements: impl Iterator<Item = (Document, usize)>) -> Vec<Vec<Document>> {
+    let mut out = Vec::new();
+    let (mut current, mut bytes) = (Vec::new(), 0usize);
+    for (d, size) in statements {
+        if !current.is_empty() && (current.len() >= BATCH || bytes + size > BATCH_BYTES) {
+            out.push(std::mem::take(&mut current));
+            bytes = 0;
+        }
+        bytes += size;
+        current.push(d);
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    out
+}
+
+/// Checks the reply of an `update`/`delete` command: a write concern error or a write
+/// error with a retriable code is `Unavailable`, any other write error `Rejected`.
+fn check_write_reply(collection: &str, reply: &Document) -> Result<(), StoreError> {
+    if let Ok(wce) = reply.get_document("writeConcernError") {
+        return Err(StoreError::Unavailable(format!("{collection}: write concern error: {wce}")));
+    }
+    let Ok(errors) = reply.get_array("writeErrors") else {
+        return Ok(());
+    };
+    if errors.is_empty() {
+        return Ok(());
+    }
+    let codes: Vec<i32> = errors.iter().filter_map(|e| e.as_document().and_then(|d| d.get_i32("code").ok())).collect();
+    let first = errors.first().map(|e| e.to_string()).unwrap_or_default();
+    let message = format!("{collection}: {} write error(s), first: {first}", errors.len());
+    if !codes.is_empty() && codes.iter().all(|c| RETRIABLE_CODES.contains(c)) {
+        Err(StoreError::Unavailable(message))
+    } else {
+        Err(StoreError::Rejected(message))
     }
 }
 
@@ -195,11 +266,6 @@ fn observation_doc(o: &Observation) -> Result<Document, StoreError> {
     Ok(d)
 }
 
-/// `_id` of a package in [`PACKAGE_INDEX`]: SHA-256 hex of `tenant \0 package`.
-pub fn package_id(tenant: &str, package: &str) -> String {
-    crate::domain::canonical::sha256_hex(format!("{tenant}\u{0}{package}").as_bytes())
-}
-
 /// Splits `kafka:<topic>/<partition>@<offset>`.
 fn parse_kafka_source(s: &str) -> Option<(String, i32, i64)> {
     let rest = s.strip_prefix("kafka:")?;
@@ -210,6 +276,7 @@ fn parse_kafka_source(s: &str) -> Option<(String, i32, i64)> {
 
 /// The `vex_consensus` document of a record.
 fn record_doc(id: &str, r: &ConsensusRecord, changed_at_ms: i64) -> Document {
+    let reasons: std::collections::BTreeSet<&str> = r.conflicts.iter().map(|c| c.reason.as_str()).collect();
     doc! {
         "_id": id,
         "tenant": &r.tenant,
@@ -219,6 +286,7 @@ fn record_doc(id: &str, r: &ConsensusRecord, changed_at_ms: i64) -> Document {
         "status": r.status.as_str(),
         "confidence": r.confidence,
         "conflicts": r.conflicts.len() as i64,
+        "conflict_reasons": reasons.into_iter().collect::<Vec<_>>(),
         "consensus_digest": &r.consensus_digest,
         "changed_at_ms": changed_at_ms,
         "record_json": r.to_canonical_json(),
@@ -245,8 +313,8 @@ fn record_from_doc(d: &Document) -> Result<ConsensusRecord, StoreError> {
     Ok(r)
 }
 
-/// Creates the missing indexes one per command: FerretDB v1.24 drops the connection when
-/// one `createIndexes` names several indexes that already exist.
+/// Creates the missing indexes, one `createIndexes` per index (an existing index of the
+/// same name is left alone).
 async fn create_indexes(coll: Collection<Document>, specs: Vec<(Document, &str)>) -> Result<(), StoreError> {
     let existing = match coll.list_index_names().await {
         Ok(names) => names,
@@ -276,10 +344,12 @@ impl ConsensusStore for MongoStore {
             ],
         )
         .await?;
-        create_indexes(self.coll(HISTORY), vec![(doc! { "pair_id": 1 }, "pair_id")]).await?;
+        create_indexes(self.coll(HISTORY), vec![(doc! { "pair_id": 1, "changed_at_ms": 1 }, "pair_changed_at")])
+            .await?;
+        create_indexes(self.coll(CONFLICT_QUEUE), vec![(doc! { "tenant": 1, "reasons": 1 }, "tenant_reason")]).await?;
         // Make sure the remaining collections exist (creating an existing one is an error
-        // we ignore; FerretDB and MongoDB both report code 48 NamespaceExists).
-        for name in [CONFLICT_QUEUE, DSSE_VERIFICATIONS, PACKAGE_INDEX, EXPORT_JOBS] {
+        // we ignore: code 48 NamespaceExists).
+        for name in [DSSE_VERIFICATIONS, EXPORT_JOBS] {
             match self.db.create_collection(name).await {
                 Ok(()) => {}
                 Err(e) if matches!(e.kind.as_ref(), ErrorKind::Command(c) if c.code == 48) => {}
@@ -295,60 +365,23 @@ impl ConsensusStore for MongoStore {
     }
 
     async fn put_observations(&self, observations: &[Observation]) -> Result<(), StoreError> {
-        if observations.is_empty() {
-            return Ok(());
-        }
         let docs = observations.iter().map(observation_doc).collect::<Result<Vec<_>, _>>()?;
-        self.insert_ignoring_duplicates(OBSERVATIONS, docs).await?;
-        // Then the package index (idempotent: $addToSet).
-        let mut by_package: HashMap<(&str, &str), Vec<&str>> = HashMap::new();
-        for o in observations {
-            by_package.entry((o.tenant.as_str(), o.package.as_str())).or_default().push(o.id.as_str());
-        }
-        let mut updates = Vec::with_capacity(by_package.len());
-        for ((tenant, package), ids) in by_package {
-            let index = self.coll(PACKAGE_INDEX);
-            let id = package_id(tenant, package);
-            let update = doc! {
-                "$setOnInsert": { "tenant": tenant, "package": package },
-                "$addToSet": { "ids": { "$each": ids } },
-            };
-            updates.push(async move {
-                index.update_one(doc! { "_id": id }, update).upsert(true).await.map_err(map_err).map(|_| ())
-            });
-        }
-        futures::stream::iter(updates).buffer_unordered(WRITE_CONCURRENCY).try_collect::<Vec<()>>().await?;
-        Ok(())
+        self.insert_ignoring_duplicates(OBSERVATIONS, docs).await
     }
 
+    /// One `find` on the (tenant, package) index.
     async fn observations_for_package(&self, tenant: &str, package: &str) -> Result<Vec<Observation>, StoreError> {
-        let index =
-            self.coll(PACKAGE_INDEX).find_one(doc! { "_id": package_id(tenant, package) }).await.map_err(map_err)?;
-        let ids: Vec<String> = match index {
-            None => return Ok(Vec::new()),
-            Some(d) => d
-                .get_array("ids")
-                .map_err(rejected("stored package index"))?
-                .iter()
-                .filter_map(|b| b.as_str().map(str::to_string))
-                .collect(),
-        };
-        let mut lookups = Vec::with_capacity(ids.len());
-        for id in ids {
-            let coll = self.coll(OBSERVATIONS);
-            lookups.push(async move {
-                let d = coll
-                    .find_one(doc! { "_id": &id })
-                    .projection(doc! { "observation_json": 1 })
-                    .await
-                    .map_err(map_err)?
-                    .ok_or_else(|| StoreError::Rejected(format!("indexed observation {id} is missing")))?;
-                let json = d.get_str("observation_json").map_err(rejected("stored observation"))?;
-                serde_json::from_str::<Observation>(json).map_err(rejected("decoding stored observation"))
-            });
+        let mut cursor = self
+            .coll(OBSERVATIONS)
+            .find(doc! { "tenant": tenant, "package": package })
+            .projection(doc! { "observation_json": 1 })
+            .await
+            .map_err(map_err)?;
+        let mut out = Vec::new();
+        while let Some(d) = cursor.try_next().await.map_err(map_err)? {
+            let json = d.get_str("observation_json").map_err(rejected("stored observation"))?;
+            out.push(serde_json::from_str::<Observation>(json).map_err(rejected("decoding stored observation"))?);
         }
-        let mut out: Vec<Observation> =
-            futures::stream::iter(lookups).buffer_unordered(WRITE_CONCURRENCY).try_collect().await?;
         out.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(out)
     }
@@ -367,41 +400,41 @@ impl ConsensusStore for MongoStore {
             }
         }
         let stored = self.stored_digests(&order).await?;
-        let changed: Vec<(String, &ConsensusRecord)> = order
+        let changed: Vec<(String, &ConsensusRecord, Document)> = order
             .into_iter()
             .filter_map(|id| {
                 let r = by_id[&id];
-                (stored.get(&id) != Some(&r.consensus_digest)).then_some((id, r))
+                (stored.get(&id) != Some(&r.consensus_digest)).then(|| {
+                    let d = record_doc(&id, r, changed_at_ms);
+                    (id, r, d)
+                })
             })
             .collect();
         if changed.is_empty() {
             return Ok(());
         }
+        let size = |d: &Document| d.get_str("record_json").map_or(0, str::len) + 1024;
 
         // 1. history (insert-only, idempotent by `<pair_id>:<digest>`)
         let history: Vec<Document> = changed
             .iter()
-            .map(|(id, r)| {
-                let mut d = record_doc(id, r, changed_at_ms);
-                d.insert("_id", format!("{id}:{}", r.consensus_digest));
-                d.insert("pair_id", id.as_str());
-                d
+            .map(|(id, r, d)| {
+                let mut h = d.clone();
+                h.insert("_id", format!("{id}:{}", r.consensus_digest));
+                h.insert("pair_id", id.as_str());
+                h
             })
             .collect();
         self.insert_ignoring_duplicates(HISTORY, history).await?;
 
         // 2. conflict queue: open conflicts upserted, resolved ones deleted
         let resolved: Vec<String> =
-            changed.iter().filter(|(_, r)| r.conflicts.is_empty()).map(|(id, _)| id.clone()).collect();
-        let mut deletes = Vec::with_capacity(resolved.len());
-        for id in resolved {
-            let queue = self.coll(CONFLICT_QUEUE);
-            deletes.push(async move { queue.delete_one(doc! { "_id": id }).await.map_err(map_err).map(|_| ()) });
-        }
-        futures::stream::iter(deletes).buffer_unordered(WRITE_CONCURRENCY).try_collect::<Vec<()>>().await?;
+            changed.iter().filter(|(_, r, _)| r.conflicts.is_empty()).map(|(id, _, _)| id.clone()).collect();
+        self.delete_many_by_id(CONFLICT_QUEUE, &resolved).await?;
         let mut open = Vec::new();
-        for (id, r) in changed.iter().filter(|(_, r)| !r.conflicts.is_empty()) {
+        for (id, r, _) in changed.iter().filter(|(_, r, _)| !r.conflicts.is_empty()) {
             let conflicts = mongodb::bson::to_bson(&r.conflicts).map_err(rejected("encoding conflicts"))?;
+            let reasons: std::collections::BTreeSet<&str> = r.conflicts.iter().map(|c| c.reason.as_str()).collect();
             let d = doc! {
                 "_id": id.as_str(),
                 "tenant": &r.tenant,
@@ -409,30 +442,22 @@ impl ConsensusStore for MongoStore {
                 "package": &r.package,
                 "vulnerability": &r.vulnerability,
                 "status": r.status.as_str(),
+                "reasons": reasons.into_iter().collect::<Vec<_>>(),
                 "conflicts": conflicts,
                 "consensus_digest": &r.consensus_digest,
                 "changed_at_ms": changed_at_ms,
             };
-            let queue = self.coll(CONFLICT_QUEUE);
-            let id = id.clone();
-            open.push(async move {
-                queue.replace_one(doc! { "_id": id }, d).upsert(true).await.map_err(map_err).map(|_| ())
-            });
+            let bytes = r.conflicts.iter().map(|c| c.detail.len() + 256).sum::<usize>() + 512;
+            open.push((id.clone(), d, bytes));
         }
-        futures::stream::iter(open).buffer_unordered(WRITE_CONCURRENCY).try_collect::<Vec<()>>().await?;
+        self.replace_many(CONFLICT_QUEUE, open).await?;
 
-        // 3. the current record (commit marker)
-        let mut current = Vec::with_capacity(changed.len());
-        for (id, r) in &changed {
-            let d = record_doc(id, r, changed_at_ms);
-            let consensus = self.coll(CONSENSUS);
-            let id = id.clone();
-            current.push(async move {
-                consensus.replace_one(doc! { "_id": id }, d).upsert(true).await.map_err(map_err).map(|_| ())
-            });
-        }
-        futures::stream::iter(current).buffer_unordered(WRITE_CONCURRENCY).try_collect::<Vec<()>>().await?;
-        Ok(())
+        // 3. the current records (commit marker)
+        let current = changed.into_iter().map(|(id, _, d)| {
+            let bytes = size(&d);
+            (id, d, bytes)
+        });
+        self.replace_many(CONSENSUS, current.collect()).await
     }
 
     async fn get_record(&self, pair: &PairKey) -> Result<Option<ConsensusRecord>, StoreError> {
