@@ -5,6 +5,7 @@
 //! in code, so an empty file is a valid configuration; [`Config::validate`] runs before
 //! anything starts and its errors name the offending key.
 
+use crate::crypto::mac::ObservationMac;
 use crate::domain::trust::{Knobs, Mode};
 use figment::providers::{Env, Format, Toml};
 use figment::Figment;
@@ -72,6 +73,24 @@ pub struct KafkaConfig {
     pub max_in_flight_documents: usize,
     /// Observations in flight (not yet durable) before pausing.
     pub max_in_flight_observations: usize,
+    /// Secret (at least 32 bytes) of the HMAC-SHA256 tag the ingest stage puts on every
+    /// observation it produces (header `vex-lens-mac`); an observation without a valid tag
+    /// counts as unsigned. Kafka mode requires this or `observations_hmac_key_file`.
+    pub observations_hmac_key: Option<Secret>,
+    /// File holding that secret (surrounding whitespace trimmed); used when
+    /// `observations_hmac_key` is unset.
+    pub observations_hmac_key_file: Option<PathBuf>,
+}
+
+/// A secret string: never printed by `Debug`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 impl Default for KafkaConfig {
@@ -89,6 +108,8 @@ impl Default for KafkaConfig {
             connect_retry_ms: 2_000,
             max_in_flight_documents: 256,
             max_in_flight_observations: 4096,
+            observations_hmac_key: None,
+            observations_hmac_key_file: None,
         }
     }
 }
@@ -99,6 +120,32 @@ impl KafkaConfig {
     }
     pub fn observations_dlq(&self) -> String {
         self.observations_dlq_topic.clone().unwrap_or_else(|| format!("{}.dlq", self.observations_topic))
+    }
+
+    /// The key of the observations topic's HMAC tags (reads the key file when that is
+    /// where it is); an error naming the key when there is none or it is unusable.
+    pub fn observations_mac(&self) -> Result<ObservationMac, ConfigError> {
+        let secret = match (&self.observations_hmac_key, &self.observations_hmac_key_file) {
+            (Some(k), _) => k.0.trim().as_bytes().to_vec(),
+            (None, Some(p)) => std::fs::read_to_string(p)
+                .map_err(|e| ConfigError::Invalid {
+                    key: "kafka.observations_hmac_key_file",
+                    reason: format!("reading {}: {e}", p.display()),
+                })?
+                .trim()
+                .as_bytes()
+                .to_vec(),
+            (None, None) => {
+                return Err(ConfigError::Invalid {
+                    key: "kafka.observations_hmac_key",
+                    reason: "Kafka mode requires a secret (or kafka.observations_hmac_key_file) to authenticate \
+                             the observations topic"
+                        .into(),
+                })
+            }
+        };
+        ObservationMac::new(&secret)
+            .map_err(|e| ConfigError::Invalid { key: "kafka.observations_hmac_key", reason: e.to_string() })
     }
 }
 
@@ -326,6 +373,9 @@ impl Config {
         if k.max_in_flight_observations == 0 {
             return inv("kafka.max_in_flight_observations", "must be at least 1".into());
         }
+        if self.source_mode() == SourceMode::Kafka {
+            self.kafka.observations_mac()?;
+        }
         if k.create_partitions < 0 {
             return inv("kafka.create_partitions", "must not be negative".into());
         }
@@ -416,6 +466,27 @@ mod tests {
         assert!(c.validate().unwrap_err().to_string().contains("consensus.knobs"));
         let e = parse("[kafka]\nsession_timeout_ms = \"soon\"\n").unwrap_err().to_string();
         assert!(e.contains("session_timeout_ms"), "{e}");
+    }
+
+    #[test]
+    fn kafka_mode_requires_an_hmac_key() {
+        let mut c = Config::default();
+        c.validate().unwrap();
+        c.kafka.brokers = Some("127.0.0.1:9092".into());
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("kafka.observations_hmac_key"), "{e}");
+        c.kafka.observations_hmac_key = Some(Secret("too short".into()));
+        assert!(c.validate().unwrap_err().to_string().contains("at least 32"));
+        c.kafka.observations_hmac_key = Some(Secret("k".repeat(32)));
+        c.validate().unwrap();
+        assert!(!format!("{c:?}").contains(&"k".repeat(32)), "the secret is not printed");
+        let dir = tempfile::tempdir().unwrap();
+        c.kafka.observations_hmac_key = None;
+        c.kafka.observations_hmac_key_file = Some(dir.path().join("missing"));
+        assert!(c.validate().unwrap_err().to_string().contains("kafka.observations_hmac_key_file"));
+        std::fs::write(dir.path().join("key"), format!("{}\n", "f".repeat(40))).unwrap();
+        c.kafka.observations_hmac_key_file = Some(dir.path().join("key"));
+        c.validate().unwrap();
     }
 
     #[test]

@@ -231,6 +231,10 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }
 
+/// The secret of the observations topic's HMAC tags every test serve runs with
+/// (`kafka.observations_hmac_key`; Kafka mode refuses to start without one).
+pub const TEST_HMAC_KEY: &str = "vex-lens-integration-tests-hmac-key-0123456789";
+
 /// A running `vex-lens serve` child; killed (SIGKILL) when dropped.
 pub struct Serve {
     pub child: Child,
@@ -261,6 +265,7 @@ impl Serve {
             .args(["--mongo-db", &setup.db])
             .args(["--listen", &listen])
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .env("VEXLENS_KAFKA__OBSERVATIONS_HMAC_KEY", TEST_HMAC_KEY)
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err);

@@ -14,7 +14,7 @@ pub mod verifier;
 pub mod writer;
 
 use crate::domain::keys::parse_key;
-use crate::domain::model::{IngestContext, Observation};
+use crate::domain::model::{IngestContext, Observation, SignatureStatus};
 use crate::domain::trust::Policy;
 use crate::ports::{ConsensusStore, VerificationRecord};
 use actix::prelude::*;
@@ -156,9 +156,29 @@ pub fn accept_observation(mut o: Observation) -> Result<Observation, String> {
     Ok(o)
 }
 
-/// Parses one message of the observations topic (the documented JSON form).
-pub fn parse_observation(bytes: &[u8]) -> Result<Observation, String> {
-    let o: Observation = serde_json::from_slice(bytes).map_err(|e| format!("not an observation: {e}"))?;
+/// `signature.reason` of an observation that claimed a signature status without the
+/// internal hop's tag to back it.
+pub const UNAUTHENTICATED_CLAIM: &str = "unauthenticated_claim";
+
+/// Marks down an observation whose tag did not verify: a claimed `verified` (or `failed`)
+/// counts as `unsigned`; the issuer stays as claimed. An observation already claiming
+/// `unsigned` claims nothing this service must vouch for and is left as it is.
+pub fn mark_unauthenticated(o: &mut Observation) {
+    if o.signature.status != SignatureStatus::Unsigned {
+        o.signature.status = SignatureStatus::Unsigned;
+        o.signature.reason = Some(UNAUTHENTICATED_CLAIM.into());
+    }
+}
+
+/// Parses one message of the observations topic (the documented JSON form). `authentic`
+/// says whether the message's tag verifies for the parsed observation; when it does not,
+/// the observation is marked down ([`mark_unauthenticated`]) before its id is computed,
+/// so a marked-down forgery never shares a genuine observation's id.
+pub fn parse_observation(bytes: &[u8], authentic: impl FnOnce(&Observation) -> bool) -> Result<Observation, String> {
+    let mut o: Observation = serde_json::from_slice(bytes).map_err(|e| format!("not an observation: {e}"))?;
+    if !authentic(&o) {
+        mark_unauthenticated(&mut o);
+    }
     accept_observation(o)
 }
 
@@ -175,12 +195,37 @@ mod tests {
         let o = sample_observation("t", "acme", "pkg:npm/a@1.0.0", "CVE-2024-1", Status::Affected);
         let mut tampered = o.clone();
         tampered.id = "forged".into();
-        let got = parse_observation(serde_json::to_string(&tampered).unwrap().as_bytes()).unwrap();
+        let got = parse_observation(serde_json::to_string(&tampered).unwrap().as_bytes(), |_| true).unwrap();
         assert_eq!(got.id, o.id);
         let mut wrong = o.clone();
         wrong.package = "pkg:npm/b".into();
-        assert!(parse_observation(serde_json::to_string(&wrong).unwrap().as_bytes()).is_err());
-        assert!(parse_observation(b"{\"x\":1}").is_err());
+        assert!(parse_observation(serde_json::to_string(&wrong).unwrap().as_bytes(), |_| true).is_err());
+        assert!(parse_observation(b"{\"x\":1}", |_| true).is_err());
+    }
+
+    #[test]
+    fn an_unauthenticated_signature_claim_counts_as_unsigned_with_its_own_id() {
+        let mut genuine = sample_observation("t", "acme", "pkg:npm/a@1.0.0", "CVE-2024-1", Status::Affected);
+        genuine.signature.status = SignatureStatus::Verified;
+        genuine.signature.keyid = Some("k1".into());
+        let genuine = genuine.with_id();
+        let bytes = serde_json::to_vec(&genuine).unwrap();
+        let kept = parse_observation(&bytes, |_| true).unwrap();
+        assert_eq!(kept.signature.status, SignatureStatus::Verified);
+        assert_eq!(kept.id, genuine.id);
+        let forged = parse_observation(&bytes, |_| false).unwrap();
+        assert_eq!(forged.signature.status, SignatureStatus::Unsigned);
+        assert_eq!(forged.signature.reason.as_deref(), Some(UNAUTHENTICATED_CLAIM));
+        assert_eq!(forged.issuer.as_deref(), Some("acme"), "the issuer stays as claimed");
+        assert_ne!(forged.id, genuine.id, "the marked-down forgery has its own id");
+        let mut failed = genuine.clone();
+        failed.signature.status = SignatureStatus::Failed;
+        let failed = parse_observation(&serde_json::to_vec(&failed).unwrap(), |_| false).unwrap();
+        assert_eq!(failed.signature.status, SignatureStatus::Unsigned);
+        // An untagged observation that claims nothing is unchanged (same id as if tagged).
+        let plain = sample_observation("t", "acme", "pkg:npm/a@1.0.0", "CVE-2024-2", Status::Fixed).with_id();
+        let got = parse_observation(&serde_json::to_vec(&plain).unwrap(), |_| false).unwrap();
+        assert_eq!(got.id, plain.id);
     }
 
     fn settings(max_live: usize) -> PipelineSettings {

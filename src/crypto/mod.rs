@@ -13,6 +13,7 @@
 mod der;
 pub mod dsse;
 pub mod keys;
+pub mod mac;
 pub mod pem;
 pub mod sign;
 pub mod verify;

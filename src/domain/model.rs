@@ -264,12 +264,18 @@ impl Observation {
     /// observation says (all fields but `id` and `provenance`), so only an exact repeat of
     /// a statement from the same document is a duplicate.
     pub fn compute_id(&self) -> String {
+        super::canonical::sha256_hex(&self.content_bytes())
+    }
+
+    /// The canonical JSON of everything the observation says (all fields but `id` and
+    /// `provenance`): the input of its id and of the internal hop's HMAC tag.
+    pub fn content_bytes(&self) -> Vec<u8> {
         let mut v = serde_json::to_value(self).unwrap_or_default();
         if let Some(o) = v.as_object_mut() {
             o.remove("id");
             o.remove("provenance");
         }
-        super::canonical::sha256_hex(&super::canonical::to_vec(&v).unwrap_or_default())
+        super::canonical::to_vec(&v).unwrap_or_default()
     }
 
     /// Sets `id` from the content.

@@ -2,7 +2,9 @@
 //! `<tenant>/<package>`, dead-letter bad input), the observations consumer (route to the
 //! artifact actors), topic creation, broker readiness.
 //!
-//! Invariants: `enable.auto.offset.store=false`; an offset is stored only over an
+//! Invariants: every observation this service produces carries an HMAC tag (header
+//! `vex-lens-mac`, [`crate::crypto::mac`]); an observation consumed without a valid tag
+//! counts as unsigned whatever its signature claim; `enable.auto.offset.store=false`; an offset is stored only over an
 //! unbroken run of completed offsets per partition ([`OffsetTracker`]): a document when
 //! all its observations (or its dead letter) are acknowledged by the broker (idempotent
 //! producer, acks=all), an observation when it and its records are durable; a bad
@@ -12,7 +14,8 @@
 use crate::actors::messages::IngestOutcome;
 use crate::actors::Pipeline;
 use crate::config::Config;
-use crate::domain::model::{IngestContext, Provenance};
+use crate::crypto::mac::{ObservationMac, HEADER_MAC};
+use crate::domain::model::{IngestContext, Observation, Provenance};
 use crate::telemetry::events::{DeadLettered, DocumentIngested};
 use futures::future::BoxFuture;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -295,6 +298,7 @@ async fn handle_document(
     pipeline: Pipeline,
     producer: FutureProducer,
     cfg: Arc<Config>,
+    mac: Arc<ObservationMac>,
     shutdown: watch::Receiver<bool>,
 ) -> bool {
     let name = source_name(&m);
@@ -334,7 +338,8 @@ async fn handle_document(
                 observations.iter().map(|o| {
                     let key = format!("{}/{}", o.tenant, o.package);
                     let value = serde_json::to_vec(o).unwrap_or_default();
-                    let headers = headers.clone();
+                    let tag = mac.tag(key.as_bytes(), &o.content_bytes());
+                    let headers = headers.clone().insert(Header { key: HEADER_MAC, value: Some(tag.as_str()) });
                     let producer = &producer;
                     let shutdown = &shutdown;
                     async move {
@@ -364,6 +369,7 @@ async fn handle_observation(
     pipeline: Pipeline,
     producer: FutureProducer,
     cfg: Arc<Config>,
+    mac: Arc<ObservationMac>,
     shutdown: watch::Receiver<bool>,
 ) -> bool {
     let dlq = cfg.kafka.observations_dlq();
@@ -372,7 +378,12 @@ async fn handle_observation(
         let detail = format!("{} bytes, over the {}-byte limit", payload.len(), cfg.ingest.max_message_bytes);
         return dead_letter(&producer, &dlq, &m, "too_large", &detail, &shutdown).await;
     }
-    let mut o = match crate::actors::parse_observation(payload) {
+    let tag = m.headers().and_then(|h| h.iter().find(|x| x.key.eq_ignore_ascii_case(HEADER_MAC)).and_then(|x| x.value));
+    let authentic = |o: &Observation| match tag {
+        Some(t) => mac.verify(m.key().unwrap_or_default(), &o.content_bytes(), t),
+        None => false,
+    };
+    let mut o = match crate::actors::parse_observation(payload, authentic) {
         Ok(o) => o,
         Err(detail) => {
             let reason = if serde_json::from_slice::<serde_json::Value>(payload).is_ok() {
@@ -477,6 +488,7 @@ pub async fn run(
     producer: FutureProducer,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
+    let mac = Arc::new(cfg.kafka.observations_mac()?);
     if let Err(e) = ensure_topics(&cfg).await {
         tracing::warn!(event = "topic_create_failed", error = %e, "could not create topics");
     }
@@ -496,12 +508,12 @@ pub async fn run(
     let (obs, obs_tracker) =
         mk("vex-lens-observations", &cfg.kafka.observations_topic, Some(pipeline.clone()), "observations")?;
     let h_docs: Handle = {
-        let (p, pr, c, s) = (pipeline.clone(), producer.clone(), cfg.clone(), shutdown.clone());
-        Arc::new(move |m| Box::pin(handle_document(m, p.clone(), pr.clone(), c.clone(), s.clone())))
+        let (p, pr, c, k, s) = (pipeline.clone(), producer.clone(), cfg.clone(), mac.clone(), shutdown.clone());
+        Arc::new(move |m| Box::pin(handle_document(m, p.clone(), pr.clone(), c.clone(), k.clone(), s.clone())))
     };
     let h_obs: Handle = {
-        let (p, pr, c, s) = (pipeline.clone(), producer.clone(), cfg.clone(), shutdown.clone());
-        Arc::new(move |m| Box::pin(handle_observation(m, p.clone(), pr.clone(), c.clone(), s.clone())))
+        let (p, pr, c, k, s) = (pipeline.clone(), producer.clone(), cfg.clone(), mac.clone(), shutdown.clone());
+        Arc::new(move |m| Box::pin(handle_observation(m, p.clone(), pr.clone(), c.clone(), k.clone(), s.clone())))
     };
     tracing::info!(event = "consuming", topic = %cfg.kafka.topic, observations_topic = %cfg.kafka.observations_topic, group = %cfg.kafka.group_id, "consuming");
     let a = consume_loop(
