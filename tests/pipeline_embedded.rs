@@ -237,7 +237,7 @@ fn malformed_configuration_is_a_startup_error_naming_the_key() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("topik"), "{}", String::from_utf8_lossy(&out.stderr));
     let out = Command::new(BIN)
         .args(["serve", "--once", "--listen", "127.0.0.1:0", "--data-dir", tmp.path().join("d").to_str().unwrap()])
-        .env("VEXLENS_ACTORS__EXPORT_BATCH_MAX", "0")
+        .env("VEXLENS_ACTORS__WRITER_BATCH_MAX", "0")
         .current_dir(repo())
         .output()
         .unwrap();
