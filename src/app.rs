@@ -58,6 +58,8 @@ fn settings(cfg: &Config) -> PipelineSettings {
     let a = &cfg.actors;
     PipelineSettings {
         workers: cfg.ingest.workers,
+        writers: a.writers,
+        artifact_threads: a.artifact_threads,
         writer: WriterSettings {
             batch_max: a.writer_batch_max,
             flush_after: Duration::from_millis(a.writer_flush_ms),

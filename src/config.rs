@@ -254,6 +254,11 @@ pub struct ActorsConfig {
     pub max_live_actors: usize,
     /// Artifact actors idle this long are evicted (rebuilt from the store on demand).
     pub idle_evict_secs: u64,
+    /// Store writers: each package's writes go through one of them, in order; different
+    /// packages' writes proceed in parallel.
+    pub writers: usize,
+    /// Arbiter threads the artifact actors run on (0: one per available core).
+    pub artifact_threads: usize,
     /// Most observations written per store batch.
     pub writer_batch_max: usize,
     /// Longest wait before a partial batch is written.
@@ -272,6 +277,8 @@ impl Default for ActorsConfig {
             mailbox_capacity: 256,
             max_live_actors: 10_000,
             idle_evict_secs: 300,
+            writers: 4,
+            artifact_threads: 0,
             writer_batch_max: 2_000,
             writer_flush_ms: 5,
             retry_initial_ms: 100,
@@ -413,6 +420,7 @@ impl Config {
             ("actors.mailbox_capacity", a.mailbox_capacity as u64),
             ("actors.max_live_actors", a.max_live_actors as u64),
             ("actors.idle_evict_secs", a.idle_evict_secs),
+            ("actors.writers", a.writers as u64),
             ("actors.writer_batch_max", a.writer_batch_max as u64),
             ("actors.retry_initial_ms", a.retry_initial_ms),
             ("actors.store_timeout_ms", a.store_timeout_ms),

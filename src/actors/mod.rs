@@ -1,7 +1,13 @@
-//! The actor pipeline: ingest workers -> registry -> artifact actors -> store writer.
+//! The actor pipeline: ingest workers -> registry -> artifact actors -> store writers.
 //! Actors are thin shells around the pure core; sources (Kafka, files, stdin) talk to
 //! the pipeline only through [`Pipeline`], with awaited sends (bounded mailboxes give
 //! back-pressure; nothing on the hot path uses `do_send`).
+//!
+//! Parallelism without losing per-package order: artifact actors run on a pool of
+//! arbiter threads (one per core by default) and writes go to several store writers;
+//! both are chosen by a hash of (tenant, package) ([`shard_of`]), so one package's
+//! observations are applied by one actor in order and its writes go through one writer
+//! in order, while different packages proceed in parallel.
 //!
 //! Must be started inside an actix `System` running on a multi-thread tokio runtime.
 
@@ -34,7 +40,38 @@ pub struct Pipeline {
     ingest: Addr<IngestActor>,
     verifier: Addr<DsseVerifierActor>,
     registry: Addr<ArtifactRegistry>,
-    writer: Addr<StoreWriter>,
+    writers: Writers,
+}
+
+/// The store writers, one package always to the same one ([`shard_of`]).
+#[derive(Clone)]
+pub struct Writers(Arc<[Addr<StoreWriter>]>);
+
+impl Writers {
+    /// The writer of (tenant, package).
+    pub fn for_package(&self, tenant: &str, package: &str) -> &Addr<StoreWriter> {
+        &self.0[shard_of(tenant, package, self.0.len())]
+    }
+
+    /// The writer for a value with no package (e.g. a DSSE verification), by its id.
+    pub fn for_id(&self, id: &str) -> &Addr<StoreWriter> {
+        &self.0[shard_of(id, "", self.0.len())]
+    }
+
+    pub fn all(&self) -> &[Addr<StoreWriter>] {
+        &self.0
+    }
+}
+
+/// Stable shard of (tenant, package) among `n` (FNV-1a: the same in every process and
+/// release, unlike std's randomly keyed hasher).
+pub fn shard_of(tenant: &str, package: &str, n: usize) -> usize {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in tenant.bytes().chain(std::iter::once(0)).chain(package.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % n.max(1) as u64) as usize
 }
 
 /// The pipeline is gone (the actor system stopped).
@@ -46,6 +83,10 @@ pub struct PipelineError(#[from] MailboxError);
 #[derive(Clone, Debug)]
 pub struct PipelineSettings {
     pub workers: usize,
+    /// Store writers (writes of different packages proceed in parallel).
+    pub writers: usize,
+    /// Arbiter threads the artifact actors run on (0: one per available core).
+    pub artifact_threads: usize,
     pub writer: WriterSettings,
     pub registry: RegistrySettings,
 }
@@ -59,14 +100,24 @@ impl Pipeline {
             tracing::error!(event = "issuer_keys_unusable", error = %e, "no DSSE keys: envelopes count as unsigned");
             KeyDirectory::default()
         }));
-        let writer_settings = settings.writer.clone();
-        let writer = Supervisor::start(move |_| StoreWriter::new(store, writer_settings));
-        let registry = ArtifactRegistry::new(policy, writer.clone(), settings.registry.clone()).start();
+        let writers: Vec<Addr<StoreWriter>> = (0..settings.writers.max(1))
+            .map(|_| {
+                let (store, writer_settings) = (store.clone(), settings.writer.clone());
+                Supervisor::start(move |_| StoreWriter::new(store, writer_settings))
+            })
+            .collect();
+        let writers = Writers(writers.into());
+        let threads = match settings.artifact_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let arbiters = (0..threads).map(|_| Arbiter::new().handle()).collect();
+        let registry = ArtifactRegistry::new(policy, writers.clone(), arbiters, settings.registry.clone()).start();
         let ingest = SyncArbiter::start(settings.workers.max(1), IngestActor::default);
         let verifier = SyncArbiter::start(settings.workers.max(1), move || {
             DsseVerifierActor::new(keys.clone(), crate::crypto::DEFAULT_THRESHOLD)
         });
-        Pipeline { ingest, verifier, registry, writer }
+        Pipeline { ingest, verifier, registry, writers }
     }
 
     /// Normalises a document on a worker thread. A DSSE envelope is verified on the
@@ -97,7 +148,7 @@ impl Pipeline {
     /// Hands a verification to the store writer; returns once it is durable.
     async fn persist_verification(&self, record: VerificationRecord) -> Result<(), PipelineError> {
         let (done, rx) = oneshot::channel();
-        self.writer.send(PersistVerification { record, done }).await?;
+        self.writers.for_id(&record.envelope_digest).send(PersistVerification { record, done }).await?;
         rx.await.map_err(|_| PipelineError(MailboxError::Closed))
     }
 
@@ -121,9 +172,12 @@ impl Pipeline {
         Ok(ok)
     }
 
-    /// Writes everything pending; returns once it is durable.
+    /// Writes everything pending (every writer); returns once it is durable.
     pub async fn drain(&self) -> Result<(), PipelineError> {
-        Ok(self.writer.send(Drain).await?)
+        for w in self.writers.all() {
+            w.send(Drain).await?;
+        }
+        Ok(())
     }
 
     /// Drops every artifact actor (partition revocation); not on the hot path.
@@ -231,6 +285,8 @@ mod tests {
     fn settings(max_live: usize) -> PipelineSettings {
         PipelineSettings {
             workers: 2,
+            writers: 2,
+            artifact_threads: 2,
             writer: WriterSettings {
                 batch_max: 3,
                 flush_after: std::time::Duration::from_millis(2),

@@ -4,11 +4,13 @@
 //! Invariants: an actor with observations in flight is never evicted (its successor
 //! would rebuild without them); after `ResetActors` (partition revocation) no actor from
 //! before the reset receives new work once idle, so states are rebuilt from the store;
-//! the number of live actors stays at `max_live` plus those busy at the moment.
+//! the number of live actors stays at `max_live` plus those busy at the moment; an
+//! actor runs on the arbiter thread and writes through the store writer of its
+//! package's shard, so one package is always handled by one thread and one writer.
 
 use super::artifact::ArtifactActor;
 use super::messages::{Apply, LiveActors, ResetActors, Route};
-use super::writer::StoreWriter;
+use super::{shard_of, Writers};
 use crate::domain::trust::Policy;
 use actix::prelude::*;
 use std::collections::HashMap;
@@ -32,15 +34,23 @@ struct Entry {
 
 pub struct ArtifactRegistry {
     policy: Arc<Policy>,
-    writer: Addr<StoreWriter>,
+    writers: Writers,
+    arbiters: Vec<ArbiterHandle>,
     settings: RegistrySettings,
     actors: HashMap<(String, String), Entry>,
     generation: u64,
 }
 
 impl ArtifactRegistry {
-    pub fn new(policy: Arc<Policy>, writer: Addr<StoreWriter>, settings: RegistrySettings) -> Self {
-        ArtifactRegistry { policy, writer, settings, actors: HashMap::new(), generation: 0 }
+    /// `arbiters` must not be empty.
+    pub fn new(
+        policy: Arc<Policy>,
+        writers: Writers,
+        arbiters: Vec<ArbiterHandle>,
+        settings: RegistrySettings,
+    ) -> Self {
+        assert!(!arbiters.is_empty(), "the artifact actors need at least one arbiter");
+        ArtifactRegistry { policy, writers, arbiters, settings, actors: HashMap::new(), generation: 0 }
     }
 
     fn evict_idle(&mut self, older_than: Duration) {
@@ -75,11 +85,12 @@ impl ArtifactRegistry {
                 key.0.clone(),
                 key.1.clone(),
                 self.policy.clone(),
-                self.writer.clone(),
+                self.writers.for_package(&key.0, &key.1).clone(),
                 self.settings.mailbox_capacity,
             );
-            let entry =
-                Entry { addr: actor.start(), last_used: Instant::now(), in_flight: 0, generation: self.generation };
+            let arbiter = &self.arbiters[shard_of(&key.0, &key.1, self.arbiters.len())];
+            let addr = ArtifactActor::start_in_arbiter(arbiter, move |_| actor);
+            let entry = Entry { addr, last_used: Instant::now(), in_flight: 0, generation: self.generation };
             self.actors.insert(key.clone(), entry);
         }
         let e = self.actors.get_mut(key).expect("inserted above");

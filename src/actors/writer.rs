@@ -1,8 +1,10 @@
-//! StoreWriter: the single store writer (not to be confused with export bundles). Batches `Persist` (and `PersistVerification`) messages,
-//! writes DSSE verifications, observations, then records (idempotent upserts), and only
-//! then fires their completion signals.
+//! StoreWriter: a store writer (not to be confused with export bundles). Batches
+//! `Persist` (and `PersistVerification`) messages, writes DSSE verifications,
+//! observations, then records (idempotent upserts), and only then fires their completion
+//! signals. The pipeline runs several, each package's writes always through the same one
+//! (`actors::Writers`); the batch's encoding and IO run on tokio's worker threads.
 //!
-//! Invariants: writes happen in the order messages arrived; a store error is retried
+//! Invariants: one writer's writes happen in the order its messages arrived; a store error is retried
 //! with exponential backoff forever (never dropped) while the mailbox fills up and
 //! back-pressures the pipeline; a `LoadPackage` is answered only after every earlier
 //! `Persist` of its package is durable, a `Drain` after every earlier `Persist`. Runs under an actix `Supervisor`: on restart the
@@ -103,7 +105,17 @@ impl StoreWriter {
                 }
             }
         };
-        ctx.wait(fut.into_actor(self));
+        // Encode and write on the runtime's worker threads, not on this actor's thread;
+        // the mailbox still waits for the batch (order, back-pressure).
+        let spawned = tokio::spawn(fut);
+        ctx.wait(
+            async move {
+                if let Err(e) = spawned.await {
+                    tracing::error!(event = "store_write_task_failed", error = %e, "store write task failed");
+                }
+            }
+            .into_actor(self),
+        );
     }
 }
 
