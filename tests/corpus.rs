@@ -179,7 +179,7 @@ fn corpus_consensus_is_byte_identical_in_any_document_order() {
     let render = |obs: Vec<Observation>| -> Vec<String> {
         let (records, errors) = batch(obs, &policy, false);
         assert!(errors.is_empty(), "{errors:?}");
-        records.iter().map(|r| r.to_canonical_json()).collect()
+        records.iter().map(|r| r.to_canonical_json().unwrap()).collect()
     };
     let a = render(load_all(&forward));
     assert!(a.len() > 40_000, "{} records", a.len());

@@ -1,5 +1,5 @@
 //! `MongoStore` against the real MongoDB-wire server (SecantusDB in tests): exact
-//! round trips (digest recomputes after storage, big ppm integers, f64 confidence),
+//! round trips (digest recomputes after storage, ppm integers up to 2^53 - 1),
 //! idempotent history, the conflict queue, first-provenance-wins observations, and the
 //! mapping of an unreachable server to a retriable error. Each test uses a fresh database
 //! and drops it at the end.
@@ -30,7 +30,7 @@ fn corpus_records(tenant: &str) -> Vec<ConsensusRecord> {
 }
 
 fn with_digest(mut r: ConsensusRecord) -> ConsensusRecord {
-    r.consensus_digest = r.compute_digest();
+    r.consensus_digest = r.compute_digest().expect("record digests");
     r
 }
 
@@ -44,30 +44,31 @@ async fn records_round_trip_digest_for_digest() {
     assert_eq!(back.len(), records.len());
     for (got, want) in back.iter().zip(&records) {
         assert_eq!(got, want, "record differs after a round trip");
-        assert_eq!(got.compute_digest(), want.consensus_digest);
+        assert_eq!(got.compute_digest().unwrap(), want.consensus_digest);
     }
     let one = store.get_record(&records[3].pair()).await.expect("get").expect("present");
     assert_eq!(one, records[3]);
 
-    // Big ppm integers (beyond i64 and beyond f64's exact range) and awkward floats.
+    // The largest ppm integers RFC 8785 represents exactly (2^53 - 1) round-trip; one
+    // beyond has no digest at all (an error, not a rounded number).
     let mut big = records[0].clone();
     big.vulnerability = "CVE-2099-0001".into();
-    big.total_weight_ppm = u64::MAX;
-    big.scores_ppm.insert(Status::Affected, u64::MAX - 1);
-    big.scores_ppm.insert(Status::Fixed, (1u64 << 53) + 1);
-    for (i, confidence) in [0.1 + 0.2, 1.0 / 3.0, 2.0 / 3.0, 1e-17, 0.999_999_999_999_999_9, 5e-324].iter().enumerate()
-    {
+    big.total_weight_ppm = (1u64 << 53) - 1;
+    big.scores_ppm.insert(Status::Affected, (1u64 << 53) - 2);
+    for (i, confidence_ppm) in [0u64, 1, 333_333, 999_999, 1_000_000].into_iter().enumerate() {
         let mut r = big.clone();
         r.vulnerability = format!("CVE-2099-{i:04}");
-        r.confidence = *confidence;
+        r.confidence_ppm = confidence_ppm;
         let r = with_digest(r);
         store.put_records(std::slice::from_ref(&r), 2_000).await.expect("put big");
         let got = store.get_record(&r.pair()).await.expect("get big").expect("present");
-        assert_eq!(got.confidence.to_bits(), confidence.to_bits());
-        assert_eq!(got.total_weight_ppm, u64::MAX);
-        assert_eq!(got.compute_digest(), r.consensus_digest);
+        assert_eq!(got.confidence_ppm, confidence_ppm);
+        assert_eq!(got.total_weight_ppm, (1u64 << 53) - 1);
+        assert_eq!(got.compute_digest().unwrap(), r.consensus_digest);
         assert_eq!(got, r);
     }
+    big.total_weight_ppm = 1u64 << 53;
+    assert!(big.compute_digest().is_err(), "2^53 has no exact RFC 8785 form");
     common::drop_db(&uri, &db).await;
 }
 

@@ -19,7 +19,7 @@ fn claimed_verified(vuln: &str) -> Observation {
     let mut o = sample_observation("t", "acme", "pkg:npm/trusted-lib@1.0.0", vuln, Status::NotAffected);
     o.signature.status = SignatureStatus::Verified;
     o.signature.keyid = Some("acme-key".into());
-    o.with_id()
+    o.with_id().unwrap()
 }
 
 #[test]
@@ -36,10 +36,10 @@ fn a_forged_verified_observation_counts_as_unsigned() {
     let other = ObservationMac::new(b"an attacker's guess at the key, 32+ bytes").unwrap();
     let cases = [
         ("CVE-2024-0001", None),
-        ("CVE-2024-0002", Some(other.tag(key.as_bytes(), &claimed_verified("CVE-2024-0002").content_bytes()))),
-        ("CVE-2024-0003", Some(good.tag(key.as_bytes(), &claimed_verified("CVE-2024-0003").content_bytes()))),
+        ("CVE-2024-0002", Some(other.tag(key.as_bytes(), &claimed_verified("CVE-2024-0002").content_bytes().unwrap()))),
+        ("CVE-2024-0003", Some(good.tag(key.as_bytes(), &claimed_verified("CVE-2024-0003").content_bytes().unwrap()))),
         // A valid tag of another observation does not transfer.
-        ("CVE-2024-0004", Some(good.tag(key.as_bytes(), &claimed_verified("CVE-2024-0003").content_bytes()))),
+        ("CVE-2024-0004", Some(good.tag(key.as_bytes(), &claimed_verified("CVE-2024-0003").content_bytes().unwrap()))),
     ];
     for (vuln, tag) in &cases {
         let path = tmp.path().join(format!("{vuln}.json"));

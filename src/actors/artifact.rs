@@ -125,7 +125,16 @@ impl ArtifactActor {
             if self.heal { state.pairs() } else { std::mem::take(&mut self.dirty).into_iter().collect() };
         self.heal = false;
         self.dirty.clear();
-        let records: Vec<_> = pairs.iter().filter_map(|p| state.evaluate(p, &self.policy, false)).collect();
+        let records: Vec<_> = pairs
+            .iter()
+            .filter_map(|p| match state.evaluate(p, &self.policy, false) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(event = "record_undigestible", error = %e, "record not written");
+                    None
+                }
+            })
+            .collect();
         Recomputed {
             reason: RECOMPUTE_INGESTION_DELTA,
             tenant: &self.tenant,

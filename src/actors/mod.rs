@@ -206,7 +206,7 @@ pub fn accept_observation(mut o: Observation) -> Result<Observation, String> {
     if o.vulnerability.trim().is_empty() {
         return Err("vulnerability is empty".into());
     }
-    o.id = o.compute_id();
+    o.id = o.compute_id().map_err(|e| format!("observation has no canonical form: {e}"))?;
     Ok(o)
 }
 
@@ -262,7 +262,7 @@ mod tests {
         let mut genuine = sample_observation("t", "acme", "pkg:npm/a@1.0.0", "CVE-2024-1", Status::Affected);
         genuine.signature.status = SignatureStatus::Verified;
         genuine.signature.keyid = Some("k1".into());
-        let genuine = genuine.with_id();
+        let genuine = genuine.with_id().unwrap();
         let bytes = serde_json::to_vec(&genuine).unwrap();
         let kept = parse_observation(&bytes, |_| true).unwrap();
         assert_eq!(kept.signature.status, SignatureStatus::Verified);
@@ -277,7 +277,7 @@ mod tests {
         let failed = parse_observation(&serde_json::to_vec(&failed).unwrap(), |_| false).unwrap();
         assert_eq!(failed.signature.status, SignatureStatus::Unsigned);
         // An untagged observation that claims nothing is unchanged (same id as if tagged).
-        let plain = sample_observation("t", "acme", "pkg:npm/a@1.0.0", "CVE-2024-2", Status::Fixed).with_id();
+        let plain = sample_observation("t", "acme", "pkg:npm/a@1.0.0", "CVE-2024-2", Status::Fixed).with_id().unwrap();
         let got = parse_observation(&serde_json::to_vec(&plain).unwrap(), |_| false).unwrap();
         assert_eq!(got.id, plain.id);
     }

@@ -116,7 +116,7 @@ pub fn write_records<W: Write>(out: &mut W, records: &[ConsensusRecord], format:
     match format {
         OutputFormat::Ndjson => {
             for r in records {
-                writeln!(out, "{}", r.to_canonical_json())?;
+                writeln!(out, "{}", r.to_canonical_json()?)?;
             }
         }
         OutputFormat::Json => {
@@ -136,7 +136,7 @@ pub fn write_records<W: Write>(out: &mut W, records: &[ConsensusRecord], format:
                         r.artifact.clone(),
                         r.vulnerability.clone(),
                         status,
-                        format!("{:.3}", r.confidence),
+                        r.confidence_decimal(3),
                         r.statements.len().to_string(),
                         if conflicts.is_empty() { "-".to_string() } else { conflicts.join(",") },
                     ]

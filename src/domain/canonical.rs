@@ -1,56 +1,50 @@
-//! Canonical JSON and SHA-256 helpers used for every digest the product emits.
+//! Canonical JSON (RFC 8785, JSON Canonicalization Scheme) and SHA-256 helpers used for
+//! every digest the product emits.
 //!
-//! Invariants: object keys sorted by their UTF-8 bytes at every depth, no insignificant
-//! whitespace, serde_json's escaping and number format; independent of whether a
-//! dependency turns on serde_json's `preserve_order`.
+//! Invariants: the bytes are RFC 8785 as produced by the maintained
+//! `serde_json_canonicalizer` crate (keys sorted by UTF-16 code units at every depth, no
+//! insignificant whitespace, ECMAScript number form, minimal string escaping), so any JCS
+//! implementation recomputes them; a value that cannot be serialised is an error, never
+//! the digest of an empty string.
 
 use ring::digest;
 use serde::Serialize;
-use serde_json::Value;
 
-/// Serialises `value` as canonical JSON bytes.
+/// Largest integer RFC 8785 (an IEEE 754 double) represents exactly: 2^53 - 1.
+pub const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
+
+/// Why a value has no canonical form.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CanonicalError {
+    /// serde_json's message (its error type is neither `Clone` nor `Eq`).
+    #[error("cannot serialise to canonical JSON: {0}")]
+    Serialise(String),
+    #[error("{field} = {value} is beyond 2^53 - 1, which RFC 8785 cannot represent exactly")]
+    NumberOutOfRange { field: &'static str, value: u64 },
+}
+
+impl From<serde_json::Error> for CanonicalError {
+    fn from(e: serde_json::Error) -> Self {
+        CanonicalError::Serialise(e.to_string())
+    }
+}
+
+/// Serialises `value` as RFC 8785 canonical JSON bytes.
 pub fn to_vec<T: Serialize>(value: &T) -> Result<Vec<u8>, serde_json::Error> {
-    let v = serde_json::to_value(value)?;
-    let mut out = Vec::with_capacity(256);
-    write(&v, &mut out);
-    Ok(out)
+    serde_json_canonicalizer::to_vec(value)
 }
 
 /// Canonical JSON as a `String`.
 pub fn to_string<T: Serialize>(value: &T) -> Result<String, serde_json::Error> {
-    // Canonical output is valid UTF-8 because serde_json writes valid UTF-8.
-    to_vec(value).map(|b| String::from_utf8(b).unwrap_or_default())
+    serde_json_canonicalizer::to_string(value)
 }
 
-fn write(v: &Value, out: &mut Vec<u8>) {
-    match v {
-        Value::Object(map) => {
-            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-            entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-            out.push(b'{');
-            for (i, (k, val)) in entries.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                // Serialising a string cannot fail.
-                out.extend_from_slice(serde_json::to_string(k).unwrap_or_default().as_bytes());
-                out.push(b':');
-                write(val, out);
-            }
-            out.push(b'}');
-        }
-        Value::Array(items) => {
-            out.push(b'[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write(item, out);
-            }
-            out.push(b']');
-        }
-        scalar => out.extend_from_slice(scalar.to_string().as_bytes()),
+/// Checks that an integer going into a digest is exactly representable in RFC 8785.
+pub fn check_safe(field: &'static str, value: u64) -> Result<(), CanonicalError> {
+    if value > MAX_SAFE_INTEGER {
+        return Err(CanonicalError::NumberOutOfRange { field, value });
     }
+    Ok(())
 }
 
 /// Lower-case hex SHA-256 of `bytes`.
@@ -71,6 +65,17 @@ mod tests {
     fn keys_sorted_at_every_depth() {
         let v = serde_json::json!({"b": 1, "a": {"z": [true, null], "y": "é\n"}});
         assert_eq!(to_string(&v).unwrap(), r#"{"a":{"y":"é\n","z":[true,null]},"b":1}"#);
+    }
+
+    /// RFC 8785 section 3.2.3: keys sort by UTF-16 code units, not UTF-8 bytes (U+1F600
+    /// is the surrogate pair D83D DE00, which sorts before U+E000), and numbers take the
+    /// ECMAScript form.
+    #[test]
+    fn rfc8785_ordering_and_numbers() {
+        let v = serde_json::json!({"\u{e000}": 1, "\u{1f600}": 2, "n": 1e21, "m": 0.000001, "i": 100});
+        assert_eq!(to_string(&v).unwrap(), "{\"i\":100,\"m\":0.000001,\"n\":1e+21,\"\u{1f600}\":2,\"\u{e000}\":1}");
+        assert!(check_safe("x", MAX_SAFE_INTEGER).is_ok());
+        assert!(matches!(check_safe("x", MAX_SAFE_INTEGER + 1), Err(CanonicalError::NumberOutOfRange { .. })));
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //! so incremental application equals batch recomputation; all arithmetic is in integer
 //! ppm; every list in a record is sorted by a total order.
 
-use super::canonical;
+use super::canonical::{self, CanonicalError};
+use super::decay;
 use super::keys::{self, ArtifactKey};
 use super::model::{Justification, Observation, SignatureStatus, SourceFormat, Status};
 use super::timestamp::Timestamp;
@@ -132,10 +133,16 @@ pub struct Conflict {
     pub statuses: Vec<Status>,
 }
 
+/// Version of the record's shape (`schema_version` in every record;
+/// schemas/consensus-record.schema.json). 2: RFC 8785 digest, `confidence_ppm` integer.
+pub const RECORD_SCHEMA_VERSION: u32 = 2;
+
 /// The consensus for one (tenant, artifact, vulnerability). Field docs:
-/// schemas/consensus-record.schema.json.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// schemas/consensus-record.schema.json. Holds no floating-point number.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConsensusRecord {
+    /// [`RECORD_SCHEMA_VERSION`] when it was computed.
+    pub schema_version: u32,
     pub tenant: String,
     pub artifact: String,
     pub package: String,
@@ -145,8 +152,9 @@ pub struct ConsensusRecord {
     /// The leading status (equal to `status` unless disputed or inconclusive).
     pub leading_status: Option<Status>,
     pub justification: Option<Justification>,
-    /// Share of the total counted weight that supports the leading status, in [0, 1].
-    pub confidence: f64,
+    /// Share of the total counted weight that supports the leading status, in ppm
+    /// (0..=1,000,000; a decimal is shown in table output only).
+    pub confidence_ppm: u64,
     pub mode: Mode,
     pub policy_version: String,
     pub evaluation_time: Timestamp,
@@ -157,8 +165,9 @@ pub struct ConsensusRecord {
     pub total_weight_ppm: u64,
     pub statements: Vec<StatementEntry>,
     pub conflicts: Vec<Conflict>,
-    /// SHA-256 (`sha256:<hex>`) of the canonical JSON of the record without this field
-    /// and without `explain`.
+    /// SHA-256 (`sha256:<hex>`) of the RFC 8785 canonical JSON of the record without
+    /// this field and without `explain`. (Empty only while it is being computed.)
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub consensus_digest: String,
     /// Human-readable trace of the decision (only with `--explain`; not digested).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -166,14 +175,53 @@ pub struct ConsensusRecord {
 }
 
 impl ConsensusRecord {
-    /// Computes the digest over the canonical JSON without `consensus_digest`/`explain`.
-    pub fn compute_digest(&self) -> String {
-        let mut v = serde_json::to_value(self).unwrap_or_default();
-        if let Some(o) = v.as_object_mut() {
-            o.remove("consensus_digest");
-            o.remove("explain");
+    /// Computes the digest: SHA-256 of the RFC 8785 bytes of the record without
+    /// `consensus_digest` and `explain`. Fails (never hashes a default) when the record
+    /// cannot be serialised or holds an integer beyond 2^53 - 1.
+    pub fn compute_digest(&self) -> Result<String, CanonicalError> {
+        self.check_numbers()?;
+        let bytes = if self.consensus_digest.is_empty() && self.explain.is_none() {
+            canonical::to_vec(self)?
+        } else {
+            let mut bare = self.clone();
+            bare.consensus_digest.clear();
+            bare.explain = None;
+            canonical::to_vec(&bare)?
+        };
+        Ok(canonical::sha256_prefixed(&bytes))
+    }
+
+    /// Every integer of the record is exactly representable in RFC 8785.
+    fn check_numbers(&self) -> Result<(), CanonicalError> {
+        canonical::check_safe("confidence_ppm", self.confidence_ppm)?;
+        canonical::check_safe("total_weight_ppm", self.total_weight_ppm)?;
+        for v in self.scores_ppm.values() {
+            canonical::check_safe("scores_ppm", *v)?;
         }
-        canonical::sha256_prefixed(&canonical::to_vec(&v).unwrap_or_default())
+        for s in &self.statements {
+            for v in [
+                s.weight_ppm,
+                s.factors.issuer_ppm,
+                s.factors.signature_ppm,
+                s.factors.freshness_ppm,
+                s.factors.justification_ppm,
+            ] {
+                canonical::check_safe("statements[].weight_ppm/factors", v)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `confidence_ppm` as a decimal with `digits` fraction digits (table output only;
+    /// exact integer arithmetic, rounded half up).
+    pub fn confidence_decimal(&self, digits: u32) -> String {
+        let scale = 10u64.pow(digits.min(6));
+        let div = PPM / scale;
+        let v = (self.confidence_ppm + div / 2) / div;
+        if digits == 0 {
+            return v.to_string();
+        }
+        format!("{}.{:0width$}", v / scale, v % scale, width = digits.min(6) as usize)
     }
 
     /// The pair this record is about.
@@ -186,8 +234,8 @@ impl ConsensusRecord {
     }
 
     /// Canonical JSON of the record (what is digested, plus the digest and explain).
-    pub fn to_canonical_json(&self) -> String {
-        canonical::to_string(self).unwrap_or_default()
+    pub fn to_canonical_json(&self) -> Result<String, CanonicalError> {
+        Ok(canonical::to_string(self)?)
     }
 }
 
@@ -198,6 +246,10 @@ pub enum ApplyError {
     WrongPackage { id: String, got: String, expected: String },
     #[error("observation {id}: artifact key {artifact:?} is invalid: {reason}")]
     BadArtifact { id: String, artifact: String, reason: String },
+    #[error("observation has no canonical form: {0}")]
+    Unidentifiable(CanonicalError),
+    #[error("record of {artifact} / {vulnerability} cannot be digested: {source}")]
+    Undigestible { artifact: String, vulnerability: String, source: CanonicalError },
 }
 
 /// The in-memory consensus state of one package (what an `ArtifactActor` holds).
@@ -237,7 +289,7 @@ impl PackageState {
     /// when the observation was already known: duplicates change nothing).
     pub fn apply(&mut self, mut o: Observation) -> Result<Vec<PairKey>, ApplyError> {
         if o.id.is_empty() {
-            o.id = o.compute_id();
+            o.id = o.compute_id().map_err(ApplyError::Unidentifiable)?;
         }
         if self.observations.contains_key(&o.id) {
             return Ok(Vec::new());
@@ -332,19 +384,38 @@ impl PackageState {
             .collect()
     }
 
-    /// Evaluates one pair under a policy.
-    pub fn evaluate(&self, pair: &PairKey, policy: &Policy, explain: bool) -> Option<ConsensusRecord> {
+    /// Evaluates one pair under a policy (`Ok(None)`: no statement applies to it).
+    pub fn evaluate(
+        &self,
+        pair: &PairKey,
+        policy: &Policy,
+        explain: bool,
+    ) -> Result<Option<ConsensusRecord>, ApplyError> {
         let obs = self.applicable(pair);
         if obs.is_empty() {
-            return None;
+            return Ok(None);
         }
-        let package = self.package.clone().unwrap_or_default();
-        Some(evaluate(pair, &package, &obs, policy, explain))
+        let package = self.package.as_deref().unwrap_or_default();
+        evaluate(pair, package, &obs, policy, explain).map(Some).map_err(|source| ApplyError::Undigestible {
+            artifact: pair.artifact.clone(),
+            vulnerability: pair.vulnerability.clone(),
+            source,
+        })
     }
 
-    /// Evaluates every pair, sorted by pair.
-    pub fn evaluate_all(&self, policy: &Policy, explain: bool) -> Vec<ConsensusRecord> {
-        self.pairs().iter().filter_map(|p| self.evaluate(p, policy, explain)).collect()
+    /// Evaluates every pair, sorted by pair; a pair whose record cannot be digested is
+    /// returned as an error instead.
+    pub fn evaluate_all(&self, policy: &Policy, explain: bool) -> (Vec<ConsensusRecord>, Vec<ApplyError>) {
+        let mut records = Vec::new();
+        let mut errors = Vec::new();
+        for p in self.pairs() {
+            match self.evaluate(&p, policy, explain) {
+                Ok(Some(r)) => records.push(r),
+                Ok(None) => {}
+                Err(e) => errors.push(e),
+            }
+        }
+        (records, errors)
     }
 }
 
@@ -371,13 +442,9 @@ fn mul_ppm(fs: &[u64]) -> u64 {
     acc as u64
 }
 
-fn freshness_ppm(ts: &Timestamp, at: &Timestamp, policy: &Policy) -> u64 {
-    let age_days = ts.seconds_until(at) / 86_400.0;
-    if age_days <= 0.0 {
-        return PPM;
-    }
-    let f = 0.5f64.powf(age_days / policy.knobs.half_life_days);
-    to_ppm(f.max(policy.knobs.freshness_floor))
+/// `max(floor, 0.5 ^ (age / half_life))` in fixed point (see [`super::decay`]).
+fn freshness_ppm(ts: &Timestamp, at: &Timestamp, half_life_seconds: u64, floor_ppm: u64) -> u64 {
+    decay::decay_ppm(at.unix_nanos() - ts.unix_nanos(), half_life_seconds).max(floor_ppm)
 }
 
 struct Work<'a> {
@@ -396,7 +463,7 @@ pub fn evaluate(
     obs: &[&Observation],
     policy: &Policy,
     explain: bool,
-) -> ConsensusRecord {
+) -> Result<ConsensusRecord, CanonicalError> {
     let knobs = &policy.knobs;
     let mut trace: Vec<String> = Vec::new();
     let mut work: Vec<Work> = obs
@@ -457,6 +524,8 @@ pub fn evaluate(
     trace.push(format!("evaluation time {evaluation_time} ({evaluation_time_source})"));
     // Weights.
     let signature_unsigned = to_ppm(1.0 - knobs.unsigned_penalty);
+    let half_life_seconds = decay::half_life_seconds(knobs.half_life_days);
+    let floor_ppm = to_ppm(knobs.freshness_floor);
     let mut entries: Vec<StatementEntry> = work
         .iter()
         .map(|w| {
@@ -469,7 +538,7 @@ pub fn evaluate(
             let factors = Factors {
                 issuer_ppm: w.issuer_ppm,
                 signature_ppm,
-                freshness_ppm: freshness_ppm(&w.o.timestamp, &evaluation_time, policy),
+                freshness_ppm: freshness_ppm(&w.o.timestamp, &evaluation_time, half_life_seconds, floor_ppm),
                 justification_ppm,
             };
             let weight_ppm = if w.role == Role::Excluded {
@@ -550,7 +619,6 @@ pub fn evaluate(
         }
         _ => 0,
     };
-    let confidence = confidence_ppm as f64 / PPM as f64;
     // Justification of the winning side, when its statements agree.
     let justification = decision.leading.and_then(|l| {
         let js: BTreeSet<Justification> =
@@ -565,6 +633,7 @@ pub fn evaluate(
     let mut aliases: BTreeSet<String> = obs.iter().flat_map(|o| o.aliases.iter().cloned()).collect();
     aliases.insert(pair.vulnerability.clone());
     let mut record = ConsensusRecord {
+        schema_version: RECORD_SCHEMA_VERSION,
         tenant: pair.tenant.clone(),
         artifact: pair.artifact.clone(),
         package: package.to_string(),
@@ -573,7 +642,7 @@ pub fn evaluate(
         status: decision.status,
         leading_status: decision.leading,
         justification,
-        confidence,
+        confidence_ppm,
         mode: policy.mode,
         policy_version: policy.version().to_string(),
         evaluation_time,
@@ -585,12 +654,12 @@ pub fn evaluate(
         consensus_digest: String::new(),
         explain: None,
     };
-    record.consensus_digest = record.compute_digest();
+    record.consensus_digest = record.compute_digest()?;
     if explain {
-        trace.push(format!("result {} (confidence {confidence})", record.status.as_str()));
+        trace.push(format!("result {} (confidence {confidence_ppm} ppm)", record.status.as_str()));
         record.explain = Some(trace);
     }
-    record
+    Ok(record)
 }
 
 fn unjustified(o: &Observation) -> bool {
@@ -789,7 +858,12 @@ pub fn batch<I: IntoIterator<Item = Observation>>(
             errors.push(e);
         }
     }
-    let mut records: Vec<ConsensusRecord> = states.values().flat_map(|s| s.evaluate_all(policy, explain)).collect();
+    let mut records: Vec<ConsensusRecord> = Vec::new();
+    for s in states.values() {
+        let (r, e) = s.evaluate_all(policy, explain);
+        records.extend(r);
+        errors.extend(e);
+    }
     records.sort_by(|a, b| {
         a.artifact.cmp(&b.artifact).then(a.vulnerability.cmp(&b.vulnerability)).then(a.tenant.cmp(&b.tenant))
     });

@@ -42,6 +42,7 @@ fn obs(issuer: Option<&str>, artifact: &str, vuln: &str, status: Status, t: &str
         provenance: Provenance::default(),
     }
     .with_id()
+    .unwrap()
 }
 
 fn issuer(id: &str, tier: Tier, weight: Option<f64>) -> Issuer {
@@ -101,10 +102,10 @@ fn weights_are_the_product_of_factors_in_ppm() {
     assert_eq!(d.weight_ppm, 280_000); // 0.8 x 0.7 x 0.5
     assert_eq!(r.evaluation_time.to_string(), "2024-04-01T00:00:00Z");
     assert_eq!(r.status, ConsensusStatus::NotAffected);
-    assert_eq!(r.confidence, 1.0);
+    assert_eq!(r.confidence_ppm, 1_000_000);
     assert_eq!(r.justification, Some(Justification::VulnerableCodeNotPresent));
     assert!(r.conflicts.is_empty());
-    assert_eq!(r.consensus_digest, r.compute_digest());
+    assert_eq!(r.consensus_digest, r.compute_digest().unwrap());
 }
 
 #[test]
@@ -140,7 +141,8 @@ fn disagreement_is_disputed_with_leading_status() {
     assert_eq!(r.leading_status, Some(Status::NotAffected));
     assert_eq!(r.scores_ppm[&Status::NotAffected], 700_000);
     assert_eq!(r.scores_ppm[&Status::Affected], 560_000);
-    assert_eq!(r.confidence, 0.555556);
+    assert_eq!(r.confidence_ppm, 555_556);
+    assert_eq!(r.confidence_decimal(3), "0.556");
     assert_eq!(r.conflicts.len(), 1);
     assert_eq!(r.conflicts[0].reason, "status_disagreement");
     assert_eq!(r.conflicts[0].issuers, vec!["distro", "vendor"]);
@@ -208,7 +210,7 @@ fn modes_pick_differently() {
     assert_eq!(one(v(), &policy(Mode::MostRecent)).status, ConsensusStatus::Affected);
     let af = one(v(), &policy(Mode::AuthoritativeFirst));
     assert_eq!(af.status, ConsensusStatus::NotAffected);
-    assert_eq!(af.confidence, 1.0);
+    assert_eq!(af.confidence_ppm, 1_000_000);
     assert_eq!(one(v(), &policy(Mode::WeightedVote)).status, ConsensusStatus::Disputed);
 }
 
@@ -216,7 +218,7 @@ fn modes_pick_differently() {
 fn failed_signatures_are_excluded_and_missing_provenance_is_reported() {
     let mut forged = obs(Some("vendor"), A, "CVE-1", Status::NotAffected, "2024-03-01T00:00:00Z");
     forged.signature = Signature { status: SignatureStatus::Failed, reason: Some("bad_signature".into()), keyid: None };
-    let forged = forged.with_id();
+    let forged = forged.with_id().unwrap();
     let r = one(
         vec![
             forged,
@@ -268,7 +270,7 @@ fn tenant_overrides_change_weights() {
     let p = Policy::new(Mode::WeightedVote, dir, Knobs::default());
     let mut o = obs(Some("scanner"), A, "CVE-1", Status::Affected, "2024-01-01T00:00:00Z");
     o.tenant = "acme".into();
-    let r = one(vec![o.with_id()], &p);
+    let r = one(vec![o.with_id().unwrap()], &p);
     assert_eq!(r.statements[0].factors.issuer_ppm, 1_000_000);
     assert_eq!(r.tenant, "acme");
 }
@@ -308,13 +310,13 @@ fn arb_obs() -> impl Strategy<Value = Observation> {
             if !justified {
                 o.justification = None;
             }
-            o.with_id()
+            o.with_id().unwrap()
         },
     )
 }
 
 fn canonical(records: &[ConsensusRecord]) -> Vec<String> {
-    records.iter().map(|r| r.to_canonical_json()).collect()
+    records.iter().map(|r| r.to_canonical_json().unwrap()).collect()
 }
 
 proptest! {
@@ -345,7 +347,7 @@ proptest! {
         let mut records: BTreeMap<PairKey, ConsensusRecord> = BTreeMap::new();
         for o in &v {
             for pair in state.apply(o.clone()).unwrap() {
-                records.insert(pair.clone(), state.evaluate(&pair, &p, false).unwrap());
+                records.insert(pair.clone(), state.evaluate(&pair, &p, false).unwrap().unwrap());
             }
         }
         let again = dup.get(&v).clone();

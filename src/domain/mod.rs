@@ -5,6 +5,7 @@
 
 pub mod canonical;
 pub mod consensus;
+pub mod decay;
 pub mod keys;
 pub mod model;
 pub mod normalise;

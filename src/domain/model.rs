@@ -260,28 +260,29 @@ pub fn default_tenant() -> String {
 }
 
 impl Observation {
-    /// The deterministic id: SHA-256 (hex) of the canonical JSON of everything the
-    /// observation says (all fields but `id` and `provenance`), so only an exact repeat of
-    /// a statement from the same document is a duplicate.
-    pub fn compute_id(&self) -> String {
-        super::canonical::sha256_hex(&self.content_bytes())
+    /// The deterministic id: SHA-256 (hex) of the RFC 8785 canonical JSON of everything
+    /// the observation says (all fields but `id` and `provenance`), so only an exact
+    /// repeat of a statement from the same document is a duplicate. An observation that
+    /// cannot be serialised is an error (never the hash of an empty string).
+    pub fn compute_id(&self) -> Result<String, super::canonical::CanonicalError> {
+        Ok(super::canonical::sha256_hex(&self.content_bytes()?))
     }
 
-    /// The canonical JSON of everything the observation says (all fields but `id` and
-    /// `provenance`): the input of its id and of the internal hop's HMAC tag.
-    pub fn content_bytes(&self) -> Vec<u8> {
-        let mut v = serde_json::to_value(self).unwrap_or_default();
+    /// The RFC 8785 canonical JSON of everything the observation says (all fields but
+    /// `id` and `provenance`): the input of its id and of the internal hop's HMAC tag.
+    pub fn content_bytes(&self) -> Result<Vec<u8>, super::canonical::CanonicalError> {
+        let mut v = serde_json::to_value(self)?;
         if let Some(o) = v.as_object_mut() {
             o.remove("id");
             o.remove("provenance");
         }
-        super::canonical::to_vec(&v).unwrap_or_default()
+        Ok(super::canonical::to_vec(&v)?)
     }
 
     /// Sets `id` from the content.
-    pub fn with_id(mut self) -> Self {
-        self.id = self.compute_id();
-        self
+    pub fn with_id(mut self) -> Result<Self, super::canonical::CanonicalError> {
+        self.id = self.compute_id()?;
+        Ok(self)
     }
 }
 

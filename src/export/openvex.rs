@@ -98,7 +98,7 @@ fn summary(r: &ConsensusRecord) -> String {
     issuers.sort_unstable();
     issuers.dedup();
     format!(
-        "VEX Lens consensus ({} mode) of {counted} counted statement(s) by {}: {}{}, confidence {:.3}; record {}",
+        "VEX Lens consensus ({} mode) of {counted} counted statement(s) by {}: {}{}, confidence {}; record {}",
         r.mode.as_str(),
         if issuers.is_empty() { "no issuer".to_string() } else { issuers.join(", ") },
         r.status.as_str(),
@@ -107,7 +107,7 @@ fn summary(r: &ConsensusRecord) -> String {
                 format!(" (leading {})", l.as_str()),
             _ => String::new(),
         },
-        r.confidence,
+        r.confidence_decimal(3),
         r.consensus_digest
     )
 }

@@ -334,11 +334,17 @@ async fn handle_document(
             if let Some(c) = &correlation {
                 headers = headers.insert(Header { key: "correlation-id", value: Some(c.as_str()) });
             }
+            // The HMAC input; an observation without a canonical form cannot be tagged.
+            let contents: Result<Vec<Vec<u8>>, _> = observations.iter().map(|o| o.content_bytes()).collect();
+            let contents = match contents {
+                Ok(c) => c,
+                Err(e) => return dead_letter(&producer, &dlq, &m, "invalid_document", &e.to_string(), &shutdown).await,
+            };
             let sends =
-                observations.iter().map(|o| {
+                observations.iter().zip(&contents).map(|(o, content)| {
                     let key = format!("{}/{}", o.tenant, o.package);
                     let value = serde_json::to_vec(o).unwrap_or_default();
-                    let tag = mac.tag(key.as_bytes(), &o.content_bytes());
+                    let tag = mac.tag(key.as_bytes(), content);
                     let headers = headers.clone().insert(Header { key: HEADER_MAC, value: Some(tag.as_str()) });
                     let producer = &producer;
                     let shutdown = &shutdown;
@@ -380,7 +386,7 @@ async fn handle_observation(
     }
     let tag = m.headers().and_then(|h| h.iter().find(|x| x.key.eq_ignore_ascii_case(HEADER_MAC)).and_then(|x| x.value));
     let authentic = |o: &Observation| match tag {
-        Some(t) => mac.verify(m.key().unwrap_or_default(), &o.content_bytes(), t),
+        Some(t) => o.content_bytes().is_ok_and(|c| mac.verify(m.key().unwrap_or_default(), &c, t)),
         None => false,
     };
     let mut o = match crate::actors::parse_observation(payload, authentic) {

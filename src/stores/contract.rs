@@ -47,6 +47,7 @@ pub fn sample_observation(tenant: &str, issuer: &str, artifact: &str, vuln: &str
         provenance: Provenance { source: Some("contract".into()), correlation_id: None, received_at_ms: Some(1) },
     }
     .with_id()
+    .expect("sample observation has an id")
 }
 
 fn records_of(obs: &[Observation], pair: &PairKey) -> ConsensusRecord {
@@ -54,7 +55,7 @@ fn records_of(obs: &[Observation], pair: &PairKey) -> ConsensusRecord {
     for o in obs {
         st.apply(o.clone()).expect("sample observation applies");
     }
-    st.evaluate(pair, &Policy::default(), false).expect("pair has a record")
+    st.evaluate(pair, &Policy::default(), false).expect("record digests").expect("pair has a record")
 }
 
 fn ids(v: &[Observation]) -> BTreeSet<String> {
@@ -107,7 +108,7 @@ pub async fn store_contract_suite<S: ConsensusStore>(store: &S) {
     let got = store.get_record(&pair).await.expect("get_record").expect("record stored");
     assert_eq!(got.consensus_digest, agreed.consensus_digest, "get_record returns the written record");
     assert_eq!(got, agreed, "a record round-trips unchanged");
-    assert_eq!(got.compute_digest(), got.consensus_digest, "a stored record re-digests to its digest");
+    assert_eq!(got.compute_digest().unwrap(), got.consensus_digest, "a stored record re-digests to its digest");
     assert_eq!(store.conflict_queue_depth().await.expect("depth"), depth0, "a clean record opens no conflict");
 
     store.put_records(&[disputed.clone()], 2_000).await.expect("put_records changed");

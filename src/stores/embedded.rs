@@ -28,25 +28,21 @@ const CACHE_BYTES: usize = 64 * 1024 * 1024;
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "vex-lens.redb";
 
-/// A current record with the time it last changed.
+/// A current record with the time it last changed (the record holds no float, so its
+/// JSON round-trips exactly and re-digests to its stored `consensus_digest`).
 #[derive(Serialize, Deserialize)]
 struct StoredRecord {
     changed_at_ms: i64,
-    /// `confidence` as f64 bits: JSON text need not round-trip a float exactly, and the
-    /// record must re-digest to its stored `consensus_digest`.
-    confidence_bits: u64,
     record: ConsensusRecord,
 }
 
 impl StoredRecord {
     fn new(changed_at_ms: i64, record: ConsensusRecord) -> Self {
-        StoredRecord { changed_at_ms, confidence_bits: record.confidence.to_bits(), record }
+        StoredRecord { changed_at_ms, record }
     }
 
     fn decode(bytes: &[u8]) -> Result<StoredRecord, StoreError> {
-        let mut s: StoredRecord = serde_json::from_slice(bytes).map_err(json_err)?;
-        s.record.confidence = f64::from_bits(s.confidence_bits);
-        Ok(s)
+        serde_json::from_slice(bytes).map_err(json_err)
     }
 }
 
@@ -236,7 +232,11 @@ impl ConsensusStore for EmbeddedStore {
         }
         let mut rows = Vec::with_capacity(observations.len());
         for o in observations {
-            let id = if o.id.is_empty() { o.compute_id() } else { o.id.clone() };
+            let id = if o.id.is_empty() {
+                o.compute_id().map_err(|e| StoreError::Rejected(format!("observation without an id: {e}")))?
+            } else {
+                o.id.clone()
+            };
             let mut o = o.clone();
             o.id = id;
             rows.push((obs_key(&o.tenant, &o.package, &o.id), serde_json::to_vec(&o).map_err(json_err)?));

@@ -15,10 +15,10 @@
 //! - `put_records` writes the history entries, then the conflict queue, and the current
 //!   records LAST: the stored `consensus_digest` is the commit marker, so a crash between
 //!   the steps is repaired by the replay.
-//! - A consensus record is stored as its canonical JSON string (`record_json`) plus its
-//!   `confidence` as a BSON double; reading parses the string (u64 ppm exact) and takes
-//!   `confidence` from the double (exact bits), so `compute_digest()` after a round trip
-//!   equals the stored `consensus_digest`, which `get_record`/`list_records` check.
+//! - A consensus record is stored as its canonical JSON string (`record_json`, which
+//!   holds only integers and strings); reading parses the string, so `compute_digest()`
+//!   after a round trip equals the stored `consensus_digest`, which
+//!   `get_record`/`list_records` check.
 //!   Observations are stored the same way (`observation_json`, canonical) beside the
 //!   fields queries use (tenant, package, artifact, vulnerability, status, source
 //!   topic/partition/offset).
@@ -275,33 +275,30 @@ fn parse_kafka_source(s: &str) -> Option<(String, i32, i64)> {
 }
 
 /// The `vex_consensus` document of a record.
-fn record_doc(id: &str, r: &ConsensusRecord, changed_at_ms: i64) -> Document {
+fn record_doc(id: &str, r: &ConsensusRecord, changed_at_ms: i64) -> Result<Document, StoreError> {
     let reasons: std::collections::BTreeSet<&str> = r.conflicts.iter().map(|c| c.reason.as_str()).collect();
-    doc! {
+    Ok(doc! {
         "_id": id,
         "tenant": &r.tenant,
         "artifact": &r.artifact,
         "package": &r.package,
         "vulnerability": &r.vulnerability,
         "status": r.status.as_str(),
-        "confidence": r.confidence,
+        "confidence_ppm": r.confidence_ppm as i64,
         "conflicts": r.conflicts.len() as i64,
         "conflict_reasons": reasons.into_iter().collect::<Vec<_>>(),
         "consensus_digest": &r.consensus_digest,
         "changed_at_ms": changed_at_ms,
-        "record_json": r.to_canonical_json(),
-    }
+        "record_json": r.to_canonical_json().map_err(rejected("encoding record"))?,
+    })
 }
 
 /// Reads a record back from its `vex_consensus` (or history) document and checks that
 /// its digest recomputes.
 fn record_from_doc(d: &Document) -> Result<ConsensusRecord, StoreError> {
     let json = d.get_str("record_json").map_err(rejected("stored record"))?;
-    let mut r: ConsensusRecord = serde_json::from_str(json).map_err(rejected("decoding stored record"))?;
-    if let Ok(c) = d.get_f64("confidence") {
-        r.confidence = c;
-    }
-    let digest = r.compute_digest();
+    let r: ConsensusRecord = serde_json::from_str(json).map_err(rejected("decoding stored record"))?;
+    let digest = r.compute_digest().map_err(rejected("digesting stored record"))?;
     if digest != r.consensus_digest {
         return Err(StoreError::Rejected(format!(
             "stored record {} does not match its digest ({} != {})",
@@ -400,16 +397,14 @@ impl ConsensusStore for MongoStore {
             }
         }
         let stored = self.stored_digests(&order).await?;
-        let changed: Vec<(String, &ConsensusRecord, Document)> = order
-            .into_iter()
-            .filter_map(|id| {
-                let r = by_id[&id];
-                (stored.get(&id) != Some(&r.consensus_digest)).then(|| {
-                    let d = record_doc(&id, r, changed_at_ms);
-                    (id, r, d)
-                })
-            })
-            .collect();
+        let mut changed: Vec<(String, &ConsensusRecord, Document)> = Vec::new();
+        for id in order {
+            let r = by_id[&id];
+            if stored.get(&id) != Some(&r.consensus_digest) {
+                let d = record_doc(&id, r, changed_at_ms)?;
+                changed.push((id, r, d));
+            }
+        }
         if changed.is_empty() {
             return Ok(());
         }

@@ -27,6 +27,8 @@ pub enum NormaliseError {
     UnknownFormat { document: String },
     #[error("{document}: {format:?}: field {field}: {reason}")]
     InvalidField { document: String, format: SourceFormat, field: String, reason: String },
+    #[error("{document}: statement {position} has no canonical form: {source}")]
+    Unidentifiable { document: String, position: u32, source: crate::domain::canonical::CanonicalError },
 }
 
 impl NormaliseError {
@@ -36,7 +38,7 @@ impl NormaliseError {
             NormaliseError::NotJson { .. } => "invalid_json",
             NormaliseError::TooLarge { .. } => "too_large",
             NormaliseError::UnknownFormat { .. } => "not_vex",
-            NormaliseError::InvalidField { .. } => "invalid_document",
+            NormaliseError::InvalidField { .. } | NormaliseError::Unidentifiable { .. } => "invalid_document",
         }
     }
 }
@@ -104,7 +106,11 @@ pub fn normalise_value(
         SourceFormat::Cyclonedx => cyclonedx::normalise(name, value, digest, ctx)?,
     };
     for o in &mut doc.observations {
-        o.id = o.compute_id();
+        o.id = o.compute_id().map_err(|source| NormaliseError::Unidentifiable {
+            document: name.to_string(),
+            position: o.position,
+            source,
+        })?;
     }
     Ok(doc)
 }
