@@ -422,15 +422,109 @@ impl PackageState {
 /// The total order deciding which statement of an issuer is its latest: timestamp, then
 /// document version, then position, then document digest, then observation id.
 fn latest_order(a: &Observation, b: &Observation) -> Ordering {
-    a.timestamp
-        .cmp(&b.timestamp)
-        .then_with(|| match (&a.document_version, &b.document_version) {
-            (Some(x), Some(y)) => compare_versions(x, y),
-            (x, y) => x.is_some().cmp(&y.is_some()),
-        })
+    time_version_order(a, b)
         .then_with(|| a.position.cmp(&b.position))
         .then_with(|| a.document_digest.cmp(&b.document_digest))
         .then_with(|| a.id.cmp(&b.id))
+}
+
+/// Statement time, then document version: the order between versions of statements.
+/// `Equal` for statements of different documents with the same time and no version order.
+fn time_version_order(a: &Observation, b: &Observation) -> Ordering {
+    a.timestamp.cmp(&b.timestamp).then_with(|| match (&a.document_version, &b.document_version) {
+        (Some(x), Some(y)) => compare_versions(x, y),
+        (x, y) => x.is_some().cmp(&y.is_some()),
+    })
+}
+
+/// Marks all but each issuer's latest statement `superseded` (CONSENSUS.md "Which
+/// statements count"). Statements of one issuer tied on time and document version but
+/// from different documents have no order: if they disagree, the most conservative status
+/// counts, the others are superseded with that reason, and a `status_disagreement`
+/// conflict naming them is returned; if they agree, the larger document digest counts.
+fn supersede(work: &mut [Work]) -> Vec<Conflict> {
+    let mut by_issuer: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, w) in work.iter().enumerate() {
+        if w.role != Role::Excluded {
+            by_issuer.entry(w.issuer.as_str()).or_default().push(i);
+        }
+    }
+    let mut conflicts = Vec::new();
+    let mut marks: Vec<(usize, String)> = Vec::new();
+    for (issuer, idx) in by_issuer {
+        // Latest per document among the statements tied at the newest (time, version).
+        let Some(top) = idx.iter().copied().max_by(|&a, &b| latest_order(work[a].o, work[b].o)) else {
+            continue;
+        };
+        let mut per_doc: BTreeMap<&str, usize> = BTreeMap::new();
+        for &i in &idx {
+            if time_version_order(work[i].o, work[top].o) == Ordering::Equal {
+                let e = per_doc.entry(work[i].o.document_digest.as_str()).or_insert(i);
+                if latest_order(work[*e].o, work[i].o) == Ordering::Less {
+                    *e = i;
+                }
+            }
+        }
+        let statuses: BTreeSet<Status> = per_doc.values().map(|&i| work[i].o.status).collect();
+        let winner = if statuses.len() > 1 {
+            let w = per_doc
+                .values()
+                .copied()
+                .max_by(|&a, &b| {
+                    let (x, y) = (work[a].o, work[b].o);
+                    x.status
+                        .conservative_rank()
+                        .cmp(&y.status.conservative_rank())
+                        .then_with(|| x.document_digest.cmp(&y.document_digest))
+                })
+                .unwrap_or(top);
+            let mut parts: Vec<String> = per_doc
+                .values()
+                .map(|&i| format!("{} in {}", work[i].o.status.as_str(), work[i].o.document_digest))
+                .collect();
+            parts.sort();
+            conflicts.push(Conflict {
+                reason: "status_disagreement".into(),
+                detail: format!(
+                    "{issuer} contradicts itself at {} in different documents: {}; the more conservative status counts",
+                    work[w].o.timestamp,
+                    parts.join(" vs ")
+                ),
+                issuers: vec![issuer.to_string()],
+                statuses: statuses.iter().copied().collect(),
+            });
+            for &i in per_doc.values() {
+                if i != w {
+                    marks.push((
+                        i,
+                        format!(
+                            "superseded by {} ({} at {}): same issuer and time in another document; the more conservative status counts",
+                            work[w].o.id,
+                            work[w].o.status.as_str(),
+                            work[w].o.timestamp
+                        ),
+                    ));
+                }
+            }
+            w
+        } else {
+            // Agreeing (or a single document): the larger document digest is kept.
+            per_doc.values().next_back().copied().unwrap_or(top)
+        };
+        let contradicted: BTreeSet<usize> =
+            if statuses.len() > 1 { per_doc.values().copied().collect() } else { BTreeSet::new() };
+        for &i in &idx {
+            if i != winner && !contradicted.contains(&i) {
+                let by = work[winner].o;
+                marks.push((i, format!("superseded by {} ({} at {})", by.id, by.status.as_str(), by.timestamp)));
+            }
+        }
+    }
+    for (i, reason) in marks {
+        work[i].role = Role::Superseded;
+        work[i].reason = Some(reason);
+    }
+    conflicts
 }
 
 /// `a * b * c * d` for ppm factors, rounded half up to ppm.
@@ -487,29 +581,7 @@ pub fn evaluate(
         }
     }
     // Latest statement per issuer counts; the others are superseded.
-    let mut latest: BTreeMap<String, usize> = BTreeMap::new();
-    for (i, w) in work.iter().enumerate() {
-        if w.role == Role::Excluded {
-            continue;
-        }
-        match latest.get(&w.issuer) {
-            Some(&j) if latest_order(work[j].o, w.o) != Ordering::Less => {}
-            _ => {
-                latest.insert(w.issuer.clone(), i);
-            }
-        }
-    }
-    for i in 0..work.len() {
-        if work[i].role == Role::Excluded {
-            continue;
-        }
-        let winner = latest[&work[i].issuer];
-        if winner != i {
-            let by = work[winner].o;
-            work[i].role = Role::Superseded;
-            work[i].reason = Some(format!("superseded by {} ({} at {})", by.id, by.status.as_str(), by.timestamp));
-        }
-    }
+    let self_conflicts = supersede(&mut work);
     // Evaluation time.
     let counted = || work.iter().filter(|w| w.role == Role::Counted);
     let (evaluation_time, evaluation_time_source) = if let Some(t) = policy.as_of {
@@ -626,7 +698,9 @@ pub fn evaluate(
         let only = js.first().copied();
         only.filter(|_| js.len() == 1)
     });
-    let conflicts = conflicts(pair, &entries);
+    let mut conflicts = conflicts(pair, &entries);
+    conflicts.extend(self_conflicts);
+    conflicts.sort();
     for c in &conflicts {
         trace.push(format!("conflict {}: {}", c.reason, c.detail));
     }

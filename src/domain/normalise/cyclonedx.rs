@@ -18,8 +18,9 @@
 //! `analysis.detail` (as impact statement) are kept only on not_affected observations of
 //! a not_affected analysis; the action statement is the responses joined with ", " (plus
 //! ": <detail>" on the other observations, or the detail alone when there is no
-//! response). Timestamp: analysis.lastUpdated > analysis.firstIssued > vulnerability
-//! `updated` > `published` (statement) > metadata.timestamp (document) > epoch.
+//! response). Timestamp: analysis.lastUpdated > analysis.firstIssued (statement) >
+//! metadata.timestamp (document) > epoch. The vulnerability's `published`/`updated` date
+//! the vulnerability record, not the analysis, and are not a statement's time.
 
 use super::{resolve_issuer, str_field, tenant_of, version_string, NormaliseError};
 use crate::domain::keys::{self, ArtifactKey, KeyKind};
@@ -154,13 +155,7 @@ pub fn normalise(
 
         let st_ts = match read_ts(analysis, "lastUpdated", &apath, &bad)? {
             Some(t) => Some(t),
-            None => match read_ts(analysis, "firstIssued", &apath, &bad)? {
-                Some(t) => Some(t),
-                None => match read_ts(vuln, "updated", &path, &bad)? {
-                    Some(t) => Some(t),
-                    None => read_ts(vuln, "published", &path, &bad)?,
-                },
-            },
+            None => read_ts(analysis, "firstIssued", &apath, &bad)?,
         };
         let (timestamp, timestamp_source) = match (st_ts, doc_ts) {
             (Some(t), _) => (t, TimestampSource::Statement),
@@ -168,9 +163,7 @@ pub fn normalise(
             (None, None) => {
                 diagnostics.push(Diagnostic {
                     code: "no_timestamp".into(),
-                    message: format!(
-                        "{path}: no analysis, vulnerability or metadata timestamp; the Unix epoch is used"
-                    ),
+                    message: format!("{path}: no analysis or metadata timestamp; the Unix epoch is used"),
                 });
                 (Timestamp::EPOCH, TimestampSource::Epoch)
             }
@@ -624,7 +617,11 @@ mod tests {
         assert_eq!(o.justification, None);
         assert_eq!(o.impact_statement, None);
         assert_eq!(o.action_statement.as_deref(), Some("update, workaround_available: Upgrade."));
-        assert_eq!(o.timestamp.to_string(), "2024-01-15T00:00:00Z");
+        assert_eq!(
+            o.timestamp.to_string(),
+            "2024-03-01T00:00:00Z",
+            "metadata.timestamp: `published` is not the analysis time"
+        );
         assert_eq!(d.observations[13].timestamp.to_string(), "2023-01-01T00:00:00Z");
 
         let codes: Vec<&str> = d.diagnostics.iter().map(|x| x.code.as_str()).collect();

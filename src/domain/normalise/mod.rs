@@ -105,6 +105,7 @@ pub fn normalise_value(
         SourceFormat::Csaf => csaf::normalise(name, value, digest, ctx)?,
         SourceFormat::Cyclonedx => cyclonedx::normalise(name, value, digest, ctx)?,
     };
+    doc.observations = split_by_cve(std::mem::take(&mut doc.observations));
     for o in &mut doc.observations {
         o.id = o.compute_id().map_err(|source| NormaliseError::Unidentifiable {
             document: name.to_string(),
@@ -113,6 +114,33 @@ pub fn normalise_value(
         })?;
     }
     Ok(doc)
+}
+
+/// One observation per CVE a statement names (CONSENSUS.md "Keys"): a statement whose id
+/// and aliases name several CVEs (e.g. a `GO-`/`GHSA-` advisory aliasing two) counts in
+/// the pair of each; `vulnerability` is that CVE and `aliases` stays the full list.
+fn split_by_cve(observations: Vec<crate::domain::model::Observation>) -> Vec<crate::domain::model::Observation> {
+    let mut out = Vec::with_capacity(observations.len());
+    for o in observations {
+        let mut cves: Vec<String> = o
+            .aliases
+            .iter()
+            .filter(|a| a.to_ascii_uppercase().starts_with("CVE-"))
+            .map(|a| a.to_ascii_uppercase())
+            .collect();
+        cves.sort();
+        cves.dedup();
+        if cves.len() <= 1 {
+            out.push(o);
+            continue;
+        }
+        for cve in cves {
+            let mut c = o.clone();
+            c.vulnerability = cve;
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Resolves the claimed issuer (CONSENSUS.md "Issuer identity"): signature, else header,

@@ -1,7 +1,10 @@
 //! OpenVEX v0.2.0 and legacy v0.0.1 documents.
 //!
-//! Invariants: statement timestamps inherit from the document (statement `last_updated`
-//! > statement `timestamp` > document `last_updated` > document `timestamp` > epoch);
+//! Invariants: a statement's time is its own `last_updated`, else its own `timestamp`,
+//! else the document's `timestamp` (else, for a document without one, its
+//! `last_updated`), else the epoch with a diagnostic. A document's `last_updated` says the
+//! document changed somewhere, not that every statement was re-asserted, so it never
+//! outranks the document `timestamp`; versions of one document are ordered by `version`;
 //! one observation per (statement, product) in document order; subcomponents narrow the
 //! scope of the product's pair; products with no global identifier are reported.
 
@@ -21,7 +24,7 @@ pub fn normalise(
     let mut diagnostics = Vec::new();
     let doc_id = str_field(v, "@id").map(str::to_string);
     let doc_version = version_string(v.get("version"));
-    let doc_ts = read_ts(v, "last_updated", name, &bad)?.or(read_ts(v, "timestamp", name, &bad)?);
+    let doc_ts = read_ts(v, "timestamp", name, &bad)?.or(read_ts(v, "last_updated", name, &bad)?);
     let (issuer, issuer_source) = resolve_issuer(ctx, str_field(v, "author"));
     let tenant = tenant_of(ctx);
     let statements = match v.get("statements") {
