@@ -73,6 +73,15 @@ pub struct KafkaConfig {
     pub max_in_flight_documents: usize,
     /// Observations in flight (not yet durable) before pausing.
     pub max_in_flight_observations: usize,
+    /// Bytes of message payloads in flight per consumer before pausing (a message larger
+    /// than this still passes, alone).
+    pub max_in_flight_bytes: usize,
+    /// Attempts at a message whose handling failed transiently (the pipeline or the store
+    /// did not make it durable) before it is dead-lettered (`retries_exhausted`).
+    pub handler_max_attempts: u32,
+    /// First and largest delay between those attempts (doubling).
+    pub handler_retry_initial_ms: u64,
+    pub handler_retry_max_ms: u64,
     /// Secret (at least 32 bytes) of the HMAC-SHA256 tag the ingest stage puts on every
     /// observation it produces (header `vex-lens-mac`); an observation without a valid tag
     /// counts as unsigned. Kafka mode requires this or `observations_hmac_key_file`.
@@ -108,6 +117,10 @@ impl Default for KafkaConfig {
             connect_retry_ms: 2_000,
             max_in_flight_documents: 256,
             max_in_flight_observations: 4096,
+            max_in_flight_bytes: 64 * 1024 * 1024,
+            handler_max_attempts: 5,
+            handler_retry_initial_ms: 200,
+            handler_retry_max_ms: 10_000,
             observations_hmac_key: None,
             observations_hmac_key_file: None,
         }
@@ -382,6 +395,18 @@ impl Config {
         }
         if self.source_mode() == SourceMode::Kafka {
             self.kafka.observations_mac()?;
+        }
+        if k.max_in_flight_bytes == 0 {
+            return inv("kafka.max_in_flight_bytes", "must be at least 1".into());
+        }
+        if k.handler_max_attempts == 0 {
+            return inv("kafka.handler_max_attempts", "must be at least 1".into());
+        }
+        if k.handler_retry_initial_ms == 0 || k.handler_retry_max_ms < k.handler_retry_initial_ms {
+            return inv(
+                "kafka.handler_retry_max_ms",
+                "handler_retry_initial_ms must be at least 1 and at most handler_retry_max_ms".into(),
+            );
         }
         if k.create_partitions < 0 {
             return inv("kafka.create_partitions", "must not be negative".into());

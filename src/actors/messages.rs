@@ -1,14 +1,20 @@
 //! Messages between the actors. Every message that carries work carries the completion
-//! signal(s) fired once that work is durable; dropping one unfired means "not done" (the
-//! source then never acknowledges the input, so it is replayed).
+//! signal(s) fired once that work is durable (`Ok`) or once the store has rejected it for
+//! good (`Err(Rejected)`: the source dead-letters it); dropping one unfired means "not
+//! done" (the source retries it, or never acknowledges it, so it is replayed).
 
 use crate::domain::consensus::ConsensusRecord;
 use crate::domain::model::{IngestContext, Observation};
 use actix::Message;
 use tokio::sync::oneshot;
 
-/// Fired when an observation and the records it changed are durable.
-pub type Done = oneshot::Sender<()>;
+/// Fired when an observation and the records it changed are durable, or rejected.
+pub type Done = oneshot::Sender<Result<(), Rejected>>;
+
+/// The store rejected this input permanently (retrying it will not help).
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
+#[error("the store rejected it: {0}")]
+pub struct Rejected(pub String);
 
 /// To the ingest workers: normalise one document (or parse the DSSE envelope around one).
 #[derive(Message)]

@@ -26,7 +26,7 @@ use crate::ports::{ConsensusStore, VerificationRecord};
 use actix::prelude::*;
 use ingest::IngestActor;
 use messages::{
-    Drain, IngestOutcome, IngestStep, LiveActors, NormaliseDocument, PersistVerification, ResetActors, Route,
+    Drain, IngestOutcome, IngestStep, LiveActors, NormaliseDocument, PersistVerification, Rejected, ResetActors, Route,
 };
 use registry::{ArtifactRegistry, RegistrySettings};
 use std::sync::Arc;
@@ -74,10 +74,16 @@ pub fn shard_of(tenant: &str, package: &str, n: usize) -> usize {
     (h % n.max(1) as u64) as usize
 }
 
-/// The pipeline is gone (the actor system stopped).
+/// The pipeline could not do it.
 #[derive(Debug, thiserror::Error)]
-#[error("actor pipeline unavailable: {0}")]
-pub struct PipelineError(#[from] MailboxError);
+pub enum PipelineError {
+    /// The pipeline is gone (the actor system stopped) or dropped the work: retry later.
+    #[error("actor pipeline unavailable: {0}")]
+    Unavailable(#[from] MailboxError),
+    /// The store rejected it for good.
+    #[error(transparent)]
+    Rejected(#[from] Rejected),
+}
 
 /// Sizes of the pipeline.
 #[derive(Clone, Debug)]
@@ -149,13 +155,16 @@ impl Pipeline {
     async fn persist_verification(&self, record: VerificationRecord) -> Result<(), PipelineError> {
         let (done, rx) = oneshot::channel();
         self.writers.for_id(&record.envelope_digest).send(PersistVerification { record, done }).await?;
-        rx.await.map_err(|_| PipelineError(MailboxError::Closed))
+        rx.await.map_err(|_| PipelineError::Unavailable(MailboxError::Closed))?.map_err(PipelineError::Rejected)
     }
 
     /// Routes an observation to its artifact actor; returns once the actor has applied it
     /// and handed the result to the store writer. The receiver fires when it is durable
     /// (and errors if it never will be).
-    pub async fn route(&self, observation: Observation) -> Result<oneshot::Receiver<()>, PipelineError> {
+    pub async fn route(
+        &self,
+        observation: Observation,
+    ) -> Result<oneshot::Receiver<Result<(), Rejected>>, PipelineError> {
         let (done, rx) = oneshot::channel();
         self.registry.send(Route { observation, done }).await?;
         Ok(rx)
@@ -167,7 +176,7 @@ impl Pipeline {
         let receivers = futures::future::join_all(observations.into_iter().map(|o| self.route(o))).await;
         let mut ok = true;
         for r in receivers {
-            ok &= r?.await.is_ok();
+            ok &= matches!(r?.await, Ok(Ok(())));
         }
         Ok(ok)
     }

@@ -128,8 +128,8 @@ impl Handler<Route> for ArtifactRegistry {
             async move {
                 match sent.await {
                     Ok(()) => {
-                        if rx.await.is_ok() {
-                            let _ = done.send(());
+                        if let Ok(result) = rx.await {
+                            let _ = done.send(result);
                         }
                     }
                     Err(e) => {

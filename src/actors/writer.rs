@@ -4,17 +4,20 @@
 //! signals. The pipeline runs several, each package's writes always through the same one
 //! (`actors::Writers`); the batch's encoding and IO run on tokio's worker threads.
 //!
-//! Invariants: one writer's writes happen in the order its messages arrived; a store error is retried
-//! with exponential backoff forever (never dropped) while the mailbox fills up and
-//! back-pressures the pipeline; a `LoadPackage` is answered only after every earlier
+//! Invariants: one writer's writes happen in the order its messages arrived; a retriable
+//! store error is retried with exponential backoff forever (never dropped) while the
+//! mailbox fills up and back-pressures the pipeline; a permanent one (`!is_retriable()`)
+//! never wedges the writer: the batch is written message by message, the input the store
+//! rejects on its own answers `Rejected` (its source dead-letters it), the rest of a
+//! rejected message is given back unanswered (its source retries it); a `LoadPackage` is answered only after every earlier
 //! `Persist` of its package is durable, a `Drain` after every earlier `Persist`. Runs under an actix `Supervisor`: on restart the
 //! pending batch (kept in the actor) is flushed again.
 
-use super::messages::{Done, Drain, LoadPackage, Persist, PersistVerification};
+use super::messages::{Done, Drain, LoadPackage, Persist, PersistVerification, Rejected};
 use crate::domain::consensus::ConsensusRecord;
 use crate::domain::model::Observation;
 use crate::ports::{ConsensusStore, StoreError, VerificationRecord};
-use crate::telemetry::events::{ConflictQueueDepth, ObservationsDurable, RecordChanged, StoreRetry};
+use crate::telemetry::events::{ConflictQueueDepth, ObservationsDurable, RecordChanged, StoreRejected, StoreRetry};
 use actix::prelude::*;
 use std::future::Future;
 use std::sync::Arc;
@@ -41,6 +44,71 @@ struct Batch {
     done: Vec<Done>,
     /// (tenant, package) of the pending observations.
     packages: std::collections::HashSet<(String, String)>,
+    /// The messages the batch was made of (ranges of the vectors above), so that a batch
+    /// the store rejects permanently can be written message by message.
+    units: Vec<Unit>,
+}
+
+/// One `Persist` or `PersistVerification`: index ranges into its batch.
+#[derive(Clone, Debug, Default)]
+struct Unit {
+    observations: std::ops::Range<usize>,
+    records: std::ops::Range<usize>,
+    verifications: std::ops::Range<usize>,
+    done: std::ops::Range<usize>,
+}
+
+/// A message the store rejected: finds the inputs the store rejects on their own (their
+/// completion signals answer `Rejected`: their sources dead-letter them) and gives the
+/// others back unanswered (their sources retry them, without the culprit). Observations
+/// and verifications of one message are aligned with its completion signals; when that
+/// does not hold, or no input is rejected on its own, every input counts as rejected.
+async fn reject_unit(
+    store: &dyn ConsensusStore,
+    settings: &WriterSettings,
+    observations: &[Observation],
+    verifications: &[VerificationRecord],
+    done: &mut [Option<Done>],
+    error: &StoreError,
+) {
+    let mut culprits = vec![false; done.len()];
+    if observations.len() + verifications.len() == done.len() {
+        for (i, v) in verifications.iter().enumerate() {
+            culprits[i] = retry(settings, "put_verification", || store.put_verification(v)).await.is_err();
+        }
+        for (i, o) in observations.iter().enumerate() {
+            let one = std::slice::from_ref(o);
+            culprits[verifications.len() + i] =
+                retry(settings, "put_observations", || store.put_observations(one)).await.is_err();
+        }
+    }
+    if !culprits.contains(&true) {
+        culprits.iter_mut().for_each(|c| *c = true);
+    }
+    for (d, culprit) in done.iter_mut().zip(culprits) {
+        match d.take() {
+            Some(d) if culprit => {
+                let _ = d.send(Err(Rejected(error.to_string())));
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Writes one batch (verifications, observations, then the latest record of each pair).
+async fn write_batch(
+    store: &dyn ConsensusStore,
+    settings: &WriterSettings,
+    verifications: &[VerificationRecord],
+    observations: &[Observation],
+    records: &[ConsensusRecord],
+    now: i64,
+) -> Result<(), StoreError> {
+    for v in verifications {
+        retry(settings, "put_verification", || store.put_verification(v)).await?;
+    }
+    retry(settings, "put_observations", || store.put_observations(observations)).await?;
+    retry(settings, "put_records", || store.put_records(records, now)).await
 }
 
 impl Batch {
@@ -75,14 +143,29 @@ impl StoreWriter {
             self.last_depth = Some(Instant::now());
         }
         let fut = async move {
-            let Batch { observations, records, verifications, done, .. } = batch;
-            let records = latest_per_pair(records);
-            for v in &verifications {
-                retry(&settings, "put_verification", || store.put_verification(v)).await;
-            }
-            retry(&settings, "put_observations", || store.put_observations(&observations)).await;
+            let Batch { observations, records: all_records, verifications, done, units, .. } = batch;
+            let records = latest_per_pair(all_records.clone());
             let now = now_ms();
-            retry(&settings, "put_records", || store.put_records(&records, now)).await;
+            let mut done: Vec<Option<Done>> = done.into_iter().map(Some).collect();
+            if let Err(e) = write_batch(&*store, &settings, &verifications, &observations, &records, now).await {
+                // Retrying the batch will not help: write it message by message, in order.
+                tracing::warn!(event = "store_batch_rejected", error = %e, messages = units.len(), "writing the batch message by message");
+                for u in &units {
+                    let recs = latest_per_pair(all_records[u.records.clone()].to_vec());
+                    let (obs, vers) = (&observations[u.observations.clone()], &verifications[u.verifications.clone()]);
+                    if let Err(e) = write_batch(&*store, &settings, vers, obs, &recs, now).await {
+                        StoreRejected {
+                            observations: obs.len(),
+                            records: recs.len(),
+                            verifications: vers.len(),
+                            error: &e.to_string(),
+                        }
+                        .emit();
+                        reject_unit(&*store, &settings, obs, vers, &mut done[u.done.clone()], &e).await;
+                    }
+                }
+            }
+            let done: Vec<Done> = done.into_iter().flatten().collect();
             let durable_at = now_ms();
             let received: Vec<i64> = observations.iter().filter_map(|o| o.provenance.received_at_ms).collect();
             ObservationsDurable {
@@ -97,7 +180,7 @@ impl StoreWriter {
                 RecordChanged { record: r, correlation_id: corr }.emit();
             }
             for d in done {
-                let _ = d.send(());
+                let _ = d.send(Ok(()));
             }
             if read_depth {
                 if let Ok(depth) = store.conflict_queue_depth().await {
@@ -134,10 +217,10 @@ pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
-/// Runs `op` until it succeeds, with exponential backoff between attempts; an attempt
-/// that does not answer within `store_timeout` (doubled per attempt, up to 16x) counts
-/// as failed.
-pub async fn retry<T, F, Fut>(settings: &WriterSettings, operation: &str, mut op: F) -> T
+/// Runs `op` until it succeeds or fails permanently (`!is_retriable()`: returned), with
+/// exponential backoff between attempts; an attempt that does not answer within
+/// `store_timeout` (doubled per attempt, up to 16x) counts as failed (retriably).
+pub async fn retry<T, F, Fut>(settings: &WriterSettings, operation: &str, mut op: F) -> Result<T, StoreError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, StoreError>>,
@@ -152,7 +235,8 @@ where
             Err(_) => Err(StoreError::Unavailable(format!("no answer within {limit:?}"))),
         };
         match result {
-            Ok(v) => return v,
+            Ok(v) => return Ok(v),
+            Err(e) if !e.is_retriable() => return Err(e),
             Err(e) => {
                 StoreRetry { operation, attempt, error: &e.to_string(), delay }.emit();
                 tokio::time::sleep(delay).await;
@@ -189,6 +273,14 @@ impl Handler<Persist> for StoreWriter {
                 self.pending.packages.insert((o.tenant.clone(), o.package.clone()));
             }
         }
+        let p = &mut self.pending;
+        let unit = Unit {
+            observations: p.observations.len()..p.observations.len() + msg.observations.len(),
+            records: p.records.len()..p.records.len() + msg.records.len(),
+            verifications: p.verifications.len()..p.verifications.len(),
+            done: p.done.len()..p.done.len() + msg.done.len(),
+        };
+        p.units.push(unit);
         self.pending.observations.extend(msg.observations);
         self.pending.records.extend(msg.records);
         self.pending.done.extend(msg.done);
@@ -208,6 +300,14 @@ impl Handler<PersistVerification> for StoreWriter {
     type Result = ();
 
     fn handle(&mut self, msg: PersistVerification, ctx: &mut Context<Self>) {
+        let p = &mut self.pending;
+        let unit = Unit {
+            observations: p.observations.len()..p.observations.len(),
+            records: p.records.len()..p.records.len(),
+            verifications: p.verifications.len()..p.verifications.len() + 1,
+            done: p.done.len()..p.done.len() + 1,
+        };
+        p.units.push(unit);
         self.pending.verifications.push(msg.record);
         self.pending.done.push(msg.done);
         if !self.flush_scheduled {
@@ -233,15 +333,19 @@ impl Handler<LoadPackage> for StoreWriter {
         let load = async move {
             retry(&settings, "observations_for_package", || store.observations_for_package(&msg.tenant, &msg.package))
                 .await
+                .map_err(|e| tracing::error!(event = "load_rejected", error = %e, "package not loaded"))
+                .ok()
         };
         if !must_flush {
-            return Box::pin(async move { Some(load.await) });
+            return Box::pin(load);
         }
         self.flush(ctx);
         let (tx, rx) = tokio::sync::oneshot::channel();
         ctx.wait(
             async move {
-                let _ = tx.send(load.await);
+                if let Some(loaded) = load.await {
+                    let _ = tx.send(loaded);
+                }
             }
             .into_actor(self),
         );

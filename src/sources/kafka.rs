@@ -8,11 +8,14 @@
 //! unbroken run of completed offsets per partition ([`OffsetTracker`]): a document when
 //! all its observations (or its dead letter) are acknowledged by the broker (idempotent
 //! producer, acks=all), an observation when it and its records are durable; a bad
-//! message never stops a consumer; a saturated pipeline pauses the assignment instead of
+//! message never stops a consumer: a handler failure is retried with backoff (transient,
+//! bounded attempts) or dead-lettered with its reason (permanent, or out of attempts), so
+//! every offset completes and commits move on; in-flight work is bounded by messages,
+//! payload bytes and tracked offsets; a saturated pipeline pauses the assignment instead of
 //! buffering; on revocation the artifact actors are dropped (rebuilt from the store).
 
 use crate::actors::messages::IngestOutcome;
-use crate::actors::Pipeline;
+use crate::actors::{Pipeline, PipelineError};
 use crate::config::Config;
 use crate::crypto::mac::{ObservationMac, HEADER_MAC};
 use crate::domain::model::{IngestContext, Observation, Provenance};
@@ -41,6 +44,31 @@ pub const HEADER_SOURCE_TOPIC: &str = "vex-lens-source-topic";
 pub const HEADER_SOURCE_PARTITION: &str = "vex-lens-source-partition";
 pub const HEADER_SOURCE_OFFSET: &str = "vex-lens-source-offset";
 pub const HEADER_VALUE_TRUNCATED: &str = "vex-lens-value-truncated";
+
+/// Reason code of a message whose observation (or DSSE verification) the store rejected
+/// permanently.
+pub const STORE_REJECTED: &str = "store_rejected";
+/// Reason code of a message whose handling failed transiently on every attempt.
+pub const RETRIES_EXHAUSTED: &str = "retries_exhausted";
+
+/// Why a handler did not complete a message.
+#[derive(Debug, thiserror::Error)]
+pub enum HandleError {
+    /// Worth another attempt: the pipeline or the store did not make it durable this time.
+    #[error("{0}")]
+    Transient(String),
+    /// Will never work: dead-letter it with this reason code.
+    #[error("{reason}: {detail}")]
+    Permanent { reason: &'static str, detail: String },
+}
+
+/// How a consumer retries a message whose handling failed transiently.
+#[derive(Clone, Debug)]
+pub struct RetryPolicy {
+    pub max_attempts: u32,
+    pub initial: Duration,
+    pub max: Duration,
+}
 
 /// Per partition, the offsets in flight; yields the offset to store once an unbroken
 /// run from the oldest in-flight offset is complete.
@@ -292,7 +320,8 @@ async fn dead_letter(
     }
 }
 
-/// Handles one documents-topic message; `true` when its offset may be stored.
+/// Handles one documents-topic message: its observations produced (and acknowledged), or
+/// why not.
 async fn handle_document(
     m: OwnedMessage,
     pipeline: Pipeline,
@@ -300,11 +329,10 @@ async fn handle_document(
     cfg: Arc<Config>,
     mac: Arc<ObservationMac>,
     shutdown: watch::Receiver<bool>,
-) -> bool {
+) -> Result<(), HandleError> {
     let name = source_name(&m);
-    let dlq = cfg.kafka.documents_dlq();
     let Some(payload) = m.payload() else {
-        return dead_letter(&producer, &dlq, &m, "invalid_json", "empty message", &shutdown).await;
+        return Err(HandleError::Permanent { reason: "invalid_json", detail: "empty message".into() });
     };
     let correlation = header_str(&m, "correlation-id");
     let ctx = IngestContext {
@@ -319,15 +347,13 @@ async fn handle_document(
     };
     let outcome = match pipeline.normalise(name.clone(), payload.to_vec(), ctx, cfg.ingest.max_message_bytes).await {
         Ok(o) => o,
-        Err(e) => {
-            tracing::error!(event = "pipeline_unavailable", error = %e, "document not processed");
-            return false;
+        Err(PipelineError::Rejected(r)) => {
+            return Err(HandleError::Permanent { reason: STORE_REJECTED, detail: r.to_string() })
         }
+        Err(e) => return Err(HandleError::Transient(format!("document not processed: {e}"))),
     };
     match outcome {
-        IngestOutcome::DeadLetter { reason, detail } => {
-            dead_letter(&producer, &dlq, &m, reason, &detail, &shutdown).await
-        }
+        IngestOutcome::DeadLetter { reason, detail } => Err(HandleError::Permanent { reason, detail }),
         IngestOutcome::Observations { observations, format, diagnostics, .. } => {
             let topic = cfg.kafka.observations_topic.as_str();
             let mut headers = OwnedHeaders::new();
@@ -338,7 +364,7 @@ async fn handle_document(
             let contents: Result<Vec<Vec<u8>>, _> = observations.iter().map(|o| o.content_bytes()).collect();
             let contents = match contents {
                 Ok(c) => c,
-                Err(e) => return dead_letter(&producer, &dlq, &m, "invalid_document", &e.to_string(), &shutdown).await,
+                Err(e) => return Err(HandleError::Permanent { reason: "invalid_document", detail: e.to_string() }),
             };
             let sends =
                 observations.iter().zip(&contents).map(|(o, content)| {
@@ -353,36 +379,42 @@ async fn handle_document(
                     }
                 });
             let results = futures::future::join_all(sends).await;
-            let ok = results.iter().all(Result::is_ok);
-            if ok {
-                DocumentIngested {
-                    source: &name,
-                    correlation_id: correlation.as_deref(),
-                    format,
-                    observations: observations.len(),
-                    diagnostics,
+            for r in results {
+                match r {
+                    Ok(()) => {}
+                    Err(e @ KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge)) => {
+                        return Err(HandleError::Permanent {
+                            reason: "observation_too_large",
+                            detail: format!("an observation of this document cannot be produced: {e}"),
+                        })
+                    }
+                    Err(e) => return Err(HandleError::Transient(format!("observations not produced: {e}"))),
                 }
-                .emit();
             }
-            ok
+            DocumentIngested {
+                source: &name,
+                correlation_id: correlation.as_deref(),
+                format,
+                observations: observations.len(),
+                diagnostics,
+            }
+            .emit();
+            Ok(())
         }
     }
 }
 
-/// Handles one observations-topic message; `true` when its offset may be stored.
+/// Handles one observations-topic message: durable with its records, or why not.
 async fn handle_observation(
     m: OwnedMessage,
     pipeline: Pipeline,
-    producer: FutureProducer,
     cfg: Arc<Config>,
     mac: Arc<ObservationMac>,
-    shutdown: watch::Receiver<bool>,
-) -> bool {
-    let dlq = cfg.kafka.observations_dlq();
+) -> Result<(), HandleError> {
     let payload = m.payload().unwrap_or_default();
     if payload.len() > cfg.ingest.max_message_bytes {
         let detail = format!("{} bytes, over the {}-byte limit", payload.len(), cfg.ingest.max_message_bytes);
-        return dead_letter(&producer, &dlq, &m, "too_large", &detail, &shutdown).await;
+        return Err(HandleError::Permanent { reason: "too_large", detail });
     }
     let tag = m.headers().and_then(|h| h.iter().find(|x| x.key.eq_ignore_ascii_case(HEADER_MAC)).and_then(|x| x.value));
     let authentic = |o: &Observation| match tag {
@@ -397,7 +429,7 @@ async fn handle_observation(
             } else {
                 "invalid_json"
             };
-            return dead_letter(&producer, &dlq, &m, reason, &detail, &shutdown).await;
+            return Err(HandleError::Permanent { reason, detail });
         }
     };
     if o.provenance.received_at_ms.is_none() {
@@ -409,30 +441,118 @@ async fn handle_observation(
     if o.provenance.correlation_id.is_none() {
         o.provenance.correlation_id = header_str(&m, "correlation-id");
     }
-    match pipeline.route(o).await {
-        Ok(rx) => rx.await.is_ok(),
-        Err(e) => {
-            tracing::error!(event = "pipeline_unavailable", error = %e, "observation not processed");
-            false
+    let rx = pipeline.route(o).await.map_err(|e| HandleError::Transient(format!("observation not routed: {e}")))?;
+    match rx.await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(rejected)) => {
+            pipeline.reset_actors();
+            Err(HandleError::Permanent { reason: STORE_REJECTED, detail: rejected.to_string() })
+        }
+        Err(_) => {
+            // Not durable (its batch was rejected because of another input, or the writer
+            // restarted): drop the actors' in-memory state, which may hold what the store
+            // does not, so that the retry rebuilds the package from the store and
+            // rewrites its records.
+            pipeline.reset_actors();
+            Err(HandleError::Transient("observation not made durable".into()))
         }
     }
 }
 
-type Handle = Arc<dyn Fn(OwnedMessage) -> BoxFuture<'static, bool> + Send + Sync>;
+type Handle = Arc<dyn Fn(OwnedMessage) -> BoxFuture<'static, Result<(), HandleError>> + Send + Sync>;
 
-/// Consumes one topic: bounded in-flight work (pausing the assignment when full),
+/// Handles one message to the end: retried with backoff while it fails transiently (up
+/// to `policy.max_attempts`), dead-lettered with its reason when it fails permanently or
+/// runs out of attempts. `true` when its offset may be stored; `false` only on shutdown
+/// (the message is then replayed after the restart).
+async fn process(
+    m: OwnedMessage,
+    handle: &Handle,
+    policy: &RetryPolicy,
+    producer: &FutureProducer,
+    dlq: &str,
+    shutdown: &watch::Receiver<bool>,
+) -> bool {
+    let mut delay = policy.initial;
+    let mut attempt = 1u32;
+    loop {
+        match handle(m.clone()).await {
+            Ok(()) => return true,
+            Err(HandleError::Permanent { reason, detail }) => {
+                return dead_letter(producer, dlq, &m, reason, &detail, shutdown).await
+            }
+            Err(HandleError::Transient(detail)) => {
+                if *shutdown.borrow() {
+                    return false;
+                }
+                if attempt >= policy.max_attempts {
+                    let detail = format!("{attempt} attempts; last: {detail}");
+                    return dead_letter(producer, dlq, &m, RETRIES_EXHAUSTED, &detail, shutdown).await;
+                }
+                tracing::warn!(event = "handler_retry", source = %source_name(&m), attempt, error = %detail, delay_ms = delay.as_millis() as u64, "message not handled; retrying");
+                let mut sd = shutdown.clone();
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = sd.changed() => return false,
+                }
+                delay = (delay * 2).min(policy.max);
+                attempt += 1;
+            }
+        }
+    }
+}
+
+/// Limits of one consumer's in-flight work.
+#[derive(Clone, Debug)]
+struct Limits {
+    /// Messages being handled.
+    messages: usize,
+    /// Payload bytes being handled (a larger message passes alone).
+    bytes: usize,
+    /// Offsets tracked (handled or not) before the consumer pauses: a slow message
+    /// holds back its partition's commits, and the ones after it wait here, bounded.
+    tracked: usize,
+}
+
+/// Consumes one topic: in-flight work bounded by messages, bytes and tracked offsets
+/// (pausing the assignment when full), every message handled to the end ([`process`]),
 /// offsets stored over completed runs, drained and committed on shutdown.
+#[allow(clippy::too_many_arguments)]
 async fn consume_loop(
     name: &'static str,
     consumer: Arc<KConsumer>,
     tracker: Arc<Mutex<OffsetTracker>>,
-    max_in_flight: usize,
+    limits: Limits,
+    policy: RetryPolicy,
+    producer: FutureProducer,
+    dlq: String,
     drain_timeout: Duration,
     mut shutdown: watch::Receiver<bool>,
     handle: Handle,
 ) {
-    let sem = Arc::new(Semaphore::new(max_in_flight));
+    let sem = Arc::new(Semaphore::new(limits.messages));
+    let byte_units = limits.bytes.div_ceil(1024).max(1);
+    let bytes = Arc::new(Semaphore::new(byte_units));
+    let (policy, dlq) = (Arc::new(policy), Arc::new(dlq));
     loop {
+        // Too many offsets waiting on an unfinished earlier one: stop fetching until
+        // that one is done (retries are bounded, so this ends).
+        if tracker.lock().map(|t| t.in_flight()).unwrap_or(0) >= limits.tracked {
+            let assignment = consumer.assignment().ok();
+            if let Some(a) = &assignment {
+                let _ = consumer.pause(a);
+            }
+            tracing::debug!(event = "paused", consumer = name, "offset tracker full; partitions paused");
+            while tracker.lock().map(|t| t.in_flight()).unwrap_or(0) >= limits.tracked && !*shutdown.borrow() {
+                tokio::select! {
+                    _ = shutdown.changed() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+                }
+            }
+            if let Some(a) = &assignment {
+                let _ = consumer.resume(a);
+            }
+        }
         let msg = tokio::select! {
             _ = shutdown.changed() => break,
             m = consumer.recv() => m,
@@ -448,24 +568,33 @@ async fn consume_loop(
         if let Ok(mut t) = tracker.lock() {
             t.begin(&topic, partition, offset);
         }
-        let permit = match sem.clone().try_acquire_owned() {
-            Ok(p) => p,
-            Err(_) => {
+        let units = m.payload().map_or(0, <[u8]>::len).div_ceil(1024).clamp(1, byte_units) as u32;
+        let permits = match (sem.clone().try_acquire_owned(), bytes.clone().try_acquire_many_owned(units)) {
+            (Ok(p), Ok(b)) => (p, b),
+            (p, b) => {
                 let assignment = consumer.assignment().ok();
                 if let Some(a) = &assignment {
                     let _ = consumer.pause(a);
                 }
                 tracing::debug!(event = "paused", consumer = name, "pipeline saturated; partitions paused");
-                let p = sem.clone().acquire_owned().await.expect("semaphore never closed");
+                let p = match p {
+                    Ok(p) => p,
+                    Err(_) => sem.clone().acquire_owned().await.expect("semaphore never closed"),
+                };
+                let b = match b {
+                    Ok(b) => b,
+                    Err(_) => bytes.clone().acquire_many_owned(units).await.expect("semaphore never closed"),
+                };
                 if let Some(a) = &assignment {
                     let _ = consumer.resume(a);
                 }
-                p
+                (p, b)
             }
         };
         let (consumer2, tracker2, handle2) = (consumer.clone(), tracker.clone(), handle.clone());
+        let (policy2, dlq2, producer2, shutdown2) = (policy.clone(), dlq.clone(), producer.clone(), shutdown.clone());
         tokio::spawn(async move {
-            let ok = handle2(m).await;
+            let ok = process(m, &handle2, &policy2, &producer2, &dlq2, &shutdown2).await;
             if ok {
                 let store = tracker2.lock().ok().and_then(|mut t| t.complete(&topic, partition, offset));
                 if let Some(o) = store {
@@ -474,14 +603,17 @@ async fn consume_loop(
                     }
                 }
             }
-            drop(permit);
+            drop(permits);
         });
     }
-    // Drain: wait for in-flight work, then commit what is stored.
-    let drained = tokio::time::timeout(drain_timeout, sem.acquire_many(max_in_flight as u32)).await.is_ok();
+    // Drain: wait for in-flight work, then commit what is stored (a synchronous commit:
+    // off the async threads).
+    let drained = tokio::time::timeout(drain_timeout, sem.acquire_many(limits.messages as u32)).await.is_ok();
     let left = tracker.lock().map(|t| t.in_flight()).unwrap_or(0);
-    match consumer.commit_consumer_state(CommitMode::Sync) {
-        Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+    let c = consumer.clone();
+    match tokio::task::spawn_blocking(move || c.commit_consumer_state(CommitMode::Sync)).await {
+        Ok(Ok(())) | Ok(Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset))) => {}
+        Ok(Err(e)) => tracing::warn!(event = "commit_failed", consumer = name, error = %e, "final commit failed"),
         Err(e) => tracing::warn!(event = "commit_failed", consumer = name, error = %e, "final commit failed"),
     }
     tracing::info!(event = "consumer_stopped", consumer = name, drained, in_flight = left, "consumer stopped");
@@ -518,15 +650,25 @@ pub async fn run(
         Arc::new(move |m| Box::pin(handle_document(m, p.clone(), pr.clone(), c.clone(), k.clone(), s.clone())))
     };
     let h_obs: Handle = {
-        let (p, pr, c, k, s) = (pipeline.clone(), producer.clone(), cfg.clone(), mac.clone(), shutdown.clone());
-        Arc::new(move |m| Box::pin(handle_observation(m, p.clone(), pr.clone(), c.clone(), k.clone(), s.clone())))
+        let (p, c, k) = (pipeline.clone(), cfg.clone(), mac.clone());
+        Arc::new(move |m| Box::pin(handle_observation(m, p.clone(), c.clone(), k.clone())))
     };
     tracing::info!(event = "consuming", topic = %cfg.kafka.topic, observations_topic = %cfg.kafka.observations_topic, group = %cfg.kafka.group_id, "consuming");
+    let k = &cfg.kafka;
+    let policy = RetryPolicy {
+        max_attempts: k.handler_max_attempts,
+        initial: Duration::from_millis(k.handler_retry_initial_ms),
+        max: Duration::from_millis(k.handler_retry_max_ms),
+    };
+    let limits = |messages: usize| Limits { messages, bytes: k.max_in_flight_bytes, tracked: messages * 4 };
     let a = consume_loop(
         "documents",
         docs,
         docs_tracker,
-        cfg.kafka.max_in_flight_documents,
+        limits(k.max_in_flight_documents),
+        policy.clone(),
+        producer.clone(),
+        k.documents_dlq(),
         drain,
         shutdown.clone(),
         h_docs,
@@ -535,13 +677,16 @@ pub async fn run(
         "observations",
         obs,
         obs_tracker,
-        cfg.kafka.max_in_flight_observations,
+        limits(k.max_in_flight_observations),
+        policy,
+        producer.clone(),
+        k.observations_dlq(),
         drain,
         shutdown.clone(),
         h_obs,
     );
     futures::future::join(a, b).await;
-    let _ = producer.flush(Duration::from_secs(5));
+    let _ = tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(5))).await;
     Ok(())
 }
 

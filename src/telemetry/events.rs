@@ -165,6 +165,28 @@ impl StoreRetry<'_> {
     }
 }
 
+/// The store rejected a batch permanently; its inputs are handed back to their sources
+/// (retried, then dead-lettered: `vex_dead_letter_total{reason="retries_exhausted"}`).
+pub struct StoreRejected<'a> {
+    pub observations: usize,
+    pub records: usize,
+    pub verifications: usize,
+    pub error: &'a str,
+}
+
+impl StoreRejected<'_> {
+    pub fn emit(&self) {
+        tracing::error!(
+            event = "store_rejected",
+            observations = self.observations,
+            records = self.records,
+            verifications = self.verifications,
+            error = self.error,
+            "store rejected a batch; its inputs are retried or dead-lettered"
+        );
+    }
+}
+
 /// A DSSE envelope failed verification (`bad_signature`, `wrong_key`, `malformed_envelope`,
 /// `threshold_not_met`); unsigned envelopes are not failures.
 pub struct DsseVerificationFailed<'a> {

@@ -1,0 +1,224 @@
+//! At least once, really, on the real Kafka and the real MongoDB-wire server: the
+//! observations consumer runs in-process (the same `sources::kafka::run` that `serve`
+//! runs) over the real `MongoStore` wrapped in a test-only fault layer that makes
+//! `put_records` fail retriably a few times and rejects (permanently) every
+//! `put_observations` holding one poisoned observation. kcat publishes good
+//! observations, the poisoned one and a message that is not JSON. Then: the writer is
+//! not wedged (every good observation and its records become durable and equal the batch
+//! computation, also those written in the same batch as the poisoned one), the two bad
+//! messages are in the DLQ with their reasons (`store_rejected`, `invalid_json`), and the
+//! group's committed offsets reach the end of every partition (nothing holds commits back).
+
+#[path = "../integration-tests/common/mod.rs"]
+mod common;
+
+use common::{ServeSetup, TEST_HMAC_KEY};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use vex_lens::actors::registry::RegistrySettings;
+use vex_lens::actors::writer::WriterSettings;
+use vex_lens::actors::{Pipeline, PipelineSettings};
+use vex_lens::config::{Config, Secret};
+use vex_lens::domain::consensus::{batch, ConsensusRecord, PairKey};
+use vex_lens::domain::model::{Observation, Status};
+use vex_lens::domain::trust::Policy;
+use vex_lens::ports::{ConsensusStore, ExportJobRecord, StoreError, VerificationRecord};
+use vex_lens::stores::contract::sample_observation;
+
+const POISON: &str = "CVE-2099-0666";
+
+/// The real store, with injected failures (test-only).
+struct FaultStore {
+    inner: Arc<dyn ConsensusStore>,
+    /// `put_records` calls still to fail with a retriable error.
+    record_failures: AtomicU32,
+    rejected: AtomicU32,
+}
+
+#[async_trait::async_trait]
+impl ConsensusStore for FaultStore {
+    async fn init(&self) -> Result<(), StoreError> {
+        self.inner.init().await
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.inner.ping().await
+    }
+    async fn put_observations(&self, o: &[Observation]) -> Result<(), StoreError> {
+        if o.iter().any(|o| o.vulnerability == POISON) {
+            self.rejected.fetch_add(1, Ordering::SeqCst);
+            return Err(StoreError::Rejected("injected: poisoned observation".into()));
+        }
+        self.inner.put_observations(o).await
+    }
+    async fn observations_for_package(&self, t: &str, p: &str) -> Result<Vec<Observation>, StoreError> {
+        self.inner.observations_for_package(t, p).await
+    }
+    async fn put_records(&self, r: &[ConsensusRecord], at: i64) -> Result<(), StoreError> {
+        if self.record_failures.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+            return Err(StoreError::Unavailable("injected: store unavailable".into()));
+        }
+        self.inner.put_records(r, at).await
+    }
+    async fn get_record(&self, p: &PairKey) -> Result<Option<ConsensusRecord>, StoreError> {
+        self.inner.get_record(p).await
+    }
+    async fn list_records(&self, t: Option<&str>, s: Option<i64>) -> Result<Vec<ConsensusRecord>, StoreError> {
+        self.inner.list_records(t, s).await
+    }
+    async fn conflict_queue_depth(&self) -> Result<u64, StoreError> {
+        self.inner.conflict_queue_depth().await
+    }
+    async fn put_verification(&self, v: &VerificationRecord) -> Result<(), StoreError> {
+        self.inner.put_verification(v).await
+    }
+    async fn put_export_job(&self, j: &ExportJobRecord) -> Result<(), StoreError> {
+        self.inner.put_export_job(j).await
+    }
+}
+
+fn good_observations() -> Vec<Observation> {
+    let mut v = Vec::new();
+    for (i, pkg) in ["alpha", "beta", "gamma"].iter().enumerate() {
+        for j in 0..8 {
+            let st = [Status::Affected, Status::NotAffected, Status::Fixed][(i + j) % 3];
+            let artifact = format!("pkg:npm/{pkg}@1.{}.0", j % 3);
+            v.push(sample_observation("t", &format!("issuer{}", j % 4), &artifact, &format!("CVE-2024-{}", j % 5), st));
+        }
+    }
+    v
+}
+
+/// Sum over the partitions of `topic` of the group's committed offset.
+fn committed_total(brokers: &str, group: &str, topic: &str, partitions: i32) -> i64 {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let got = c.committed_offsets(tpl, Duration::from_secs(10)).expect("committed offsets");
+    got.elements()
+        .iter()
+        .map(|e| match e.offset() {
+            Offset::Offset(o) => o,
+            _ => 0,
+        })
+        .sum()
+}
+
+#[test]
+fn failing_store_calls_and_a_poisoned_message_neither_lose_data_nor_freeze_commits() {
+    let Some(services) = common::services() else { return };
+    assert!(common::kcat_available(), "kcat not found: run scripts/install-system-deps.sh");
+    let setup = ServeSetup::fresh(&services, "alo");
+    let mut cfg = Config::default();
+    cfg.kafka.brokers = Some(services.brokers.clone());
+    cfg.kafka.topic = setup.topic.clone();
+    cfg.kafka.observations_topic = setup.observations_topic.clone();
+    cfg.kafka.dlq_topic = Some(setup.dlq_topic.clone());
+    cfg.kafka.group_id = setup.group_id.clone();
+    cfg.kafka.create_partitions = 3;
+    cfg.kafka.session_timeout_ms = 6_000;
+    cfg.kafka.drain_timeout_ms = 3_000;
+    cfg.kafka.handler_max_attempts = 3;
+    cfg.kafka.handler_retry_initial_ms = 50;
+    cfg.kafka.handler_retry_max_ms = 200;
+    cfg.kafka.observations_hmac_key = Some(Secret(TEST_HMAC_KEY.into()));
+    cfg.validate().unwrap();
+    let obs_dlq = cfg.kafka.observations_dlq();
+    let good = good_observations();
+
+    let tmp = tempfile::tempdir().unwrap();
+    let mut files = Vec::new();
+    for (i, o) in good.iter().enumerate() {
+        let path = tmp.path().join(format!("{i:03}.json"));
+        std::fs::write(&path, serde_json::to_vec(o).unwrap()).unwrap();
+        files.push((format!("t/{}", o.package), path));
+    }
+    let poison = sample_observation("t", "issuer0", "pkg:npm/beta@1.1.0", POISON, Status::Affected);
+    let poison_path = tmp.path().join("poison.json");
+    std::fs::write(&poison_path, serde_json::to_vec(&poison).unwrap()).unwrap();
+    files.insert(7, ("t/pkg:npm/beta".into(), poison_path));
+    let junk = tmp.path().join("junk.bin");
+    std::fs::write(&junk, b"\x00\x01not json at all").unwrap();
+    files.insert(3, ("t/pkg:npm/alpha".into(), junk));
+    let produced = files.len() as i64;
+
+    let sys = actix::System::with_tokio_rt(|| {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+    });
+    let cfg = Arc::new(cfg);
+    let (mongo_uri, db) = (services.mongo_uri.clone(), setup.db.clone());
+    let (records, rejected, left) = sys.block_on(async move {
+        let inner = vex_lens::stores::connect_mongo(&mongo_uri, &db).await.expect("connect");
+        inner.init().await.expect("init");
+        let store = Arc::new(FaultStore { inner: inner.clone(), record_failures: 4.into(), rejected: 0.into() });
+        let settings = PipelineSettings {
+            workers: 2,
+            writers: 2,
+            artifact_threads: 2,
+            writer: WriterSettings {
+                batch_max: 64,
+                flush_after: Duration::from_millis(20),
+                retry_initial: Duration::from_millis(20),
+                retry_max: Duration::from_millis(100),
+                store_timeout: Duration::from_secs(20),
+                mailbox_capacity: 64,
+            },
+            registry: RegistrySettings { max_live: 100, idle_evict: Duration::from_secs(60), mailbox_capacity: 64 },
+        };
+        let pipeline = Pipeline::start(store.clone(), Arc::new(Policy::default()), settings);
+        let producer = vex_lens::sources::kafka::create_producer(&cfg).unwrap();
+        vex_lens::sources::kafka::ensure_topics(&cfg).await.unwrap();
+        let (stop, shutdown) = tokio::sync::watch::channel(false);
+        let run = tokio::spawn(vex_lens::sources::kafka::run(cfg.clone(), pipeline.clone(), producer, shutdown));
+        for (key, path) in &files {
+            common::kcat_produce_file(
+                &cfg.kafka.brokers.clone().unwrap(),
+                &cfg.kafka.observations_topic,
+                key,
+                &[],
+                path,
+            );
+        }
+        let (brokers, group, topic) =
+            (cfg.kafka.brokers.clone().unwrap(), cfg.kafka.group_id.clone(), cfg.kafka.observations_topic.clone());
+        let mut committed = 0;
+        for _ in 0..240 {
+            let (b, g, t) = (brokers.clone(), group.clone(), topic.clone());
+            committed = tokio::task::spawn_blocking(move || committed_total(&b, &g, &t, 3)).await.unwrap();
+            if committed >= produced {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        assert_eq!(committed, produced, "the group's commits reach the end of the topic");
+        let _ = stop.send(true);
+        tokio::time::timeout(Duration::from_secs(30), run).await.expect("consumer stops").unwrap().unwrap();
+        pipeline.drain().await.unwrap();
+        (
+            inner.list_records(None, None).await.unwrap(),
+            store.rejected.load(Ordering::SeqCst),
+            store.record_failures.load(Ordering::SeqCst),
+        )
+    });
+    assert_eq!(left, 0, "the injected retriable failures happened (and were retried)");
+    assert!(rejected >= 1, "the poisoned observation reached the store");
+    let (want, _) = batch(good, &Policy::default(), false);
+    common::assert_same_records(&records, &want);
+    // Both bad messages are dead-lettered with their reasons, nothing else.
+    let dlq = common::kcat_consume(&services.brokers, &obs_dlq, "%h\n");
+    let lines: Vec<&str> = dlq.lines().filter(|l| !l.is_empty()).collect();
+    assert_eq!(lines.len(), 2, "{dlq}");
+    assert!(lines.iter().any(|l| l.contains("vex-lens-error=invalid_json")), "{dlq}");
+    assert!(lines.iter().any(|l| l.contains("vex-lens-error=store_rejected")), "{dlq}");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(common::drop_db(&services.mongo_uri, &setup.db));
+}
