@@ -1,5 +1,5 @@
 //! Export jobs run inside the service: a supervised actor that writes an export bundle
-//! from the store (`export::export_from_store`), times it into
+//! from the store (`list_records`, then `export::write_bundle` on the blocking pool), times it into
 //! `vex_export_duration_seconds`, counts it in `vex_export_jobs_total{result}` and records
 //! the job in the store (`vex_export_jobs`).
 //!
@@ -10,7 +10,7 @@
 
 use crate::crypto::SigningKey;
 use crate::domain::timestamp::Timestamp;
-use crate::export::{export_from_store, ExportFormat, ExportRequest};
+use crate::export::{write_bundle, ExportError, ExportFormat, ExportRequest};
 use crate::ports::{ConsensusStore, ExportJobRecord};
 use crate::telemetry::events::ExportJobFinished;
 use actix::{Actor, Context, Handler, Message, ResponseFuture, Supervised};
@@ -77,7 +77,17 @@ impl Handler<RunExportJob> for ExportJobActor {
         let (store, signer) = (self.store.clone(), self.signer.clone());
         Box::pin(async move {
             let t = Instant::now();
-            let outcome = export_from_store(store.as_ref(), &req, signer.as_deref()).await;
+            // The store read is async; encoding, hashing and file writes block: they run on
+            // the blocking pool, not on the async threads.
+            let outcome = match store.list_records(req.tenant.as_deref(), req.since.map(|t| t.unix_millis())).await {
+                Ok(records) => {
+                    let r = req.clone();
+                    tokio::task::spawn_blocking(move || write_bundle(&records, &r, signer.as_deref()))
+                        .await
+                        .unwrap_or_else(|e| Err(ExportError::io(&req.manifest, std::io::Error::other(e))))
+                }
+                Err(e) => Err(e.into()),
+            };
             let duration = t.elapsed();
             let error = outcome.as_ref().err().map(|e| e.to_string());
             let (bundle_id, records) = match &outcome {

@@ -92,7 +92,7 @@ pub enum ExportError {
 }
 
 impl ExportError {
-    fn io(path: &Path, source: std::io::Error) -> ExportError {
+    pub fn io(path: &Path, source: std::io::Error) -> ExportError {
         ExportError::Io { path: path.display().to_string(), source }
     }
 }

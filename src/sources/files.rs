@@ -152,8 +152,13 @@ pub async fn run(
         // path -> fingerprint of files submitted in this run.
         let submitted: Arc<std::sync::Mutex<HashMap<PathBuf, String>>> = Default::default();
         loop {
-            for path in scan(&dir) {
-                let Ok(meta) = std::fs::metadata(&path) else { continue };
+            let d = dir.clone();
+            let scanned = tokio::task::spawn_blocking(move || {
+                scan(&d).into_iter().filter_map(|p| std::fs::metadata(&p).ok().map(|m| (p, m))).collect::<Vec<_>>()
+            })
+            .await
+            .unwrap_or_default();
+            for (path, meta) in scanned {
                 let fp = fingerprint(&meta);
                 if submitted.lock().map(|m| m.get(&path) == Some(&fp)).unwrap_or(false) {
                     continue;
@@ -174,10 +179,16 @@ pub async fn run(
                 let (ctx, submitted) = (ctx.clone(), submitted.clone());
                 tasks.spawn(async move {
                     let limit = ctx.settings.max_bytes;
-                    let bytes = crate::input::read_limited(&path, limit).map_err(|e| match e {
-                        crate::input::InputError::TooLarge { .. } => ("too_large", e.to_string()),
-                        crate::input::InputError::Io { .. } => ("unreadable", e.to_string()),
-                    });
+                    // A blocking read: on the blocking pool, not the async threads.
+                    let p = path.clone();
+                    let read = tokio::task::spawn_blocking(move || crate::input::read_limited(&p, limit)).await;
+                    let bytes = match read {
+                        Ok(r) => r.map_err(|e| match e {
+                            crate::input::InputError::TooLarge { .. } => ("too_large", e.to_string()),
+                            crate::input::InputError::Io { .. } => ("unreadable", e.to_string()),
+                        }),
+                        Err(e) => Err(("unreadable", e.to_string())),
+                    };
                     if process(&ctx, key.clone(), bytes).await {
                         if let Some(s) = &ctx.seen {
                             if let Err(e) = s.mark_file(&key, &fp).await {
