@@ -147,7 +147,7 @@ async fn serve(cfg: Arc<Config>, policy: Arc<Policy>, opts: RunOptions) -> anyho
     let shutdown = shutdown_signal()?;
     let mode = cfg.source_mode();
     let (store, embedded) = connect_store(&cfg, &shutdown).await?;
-    let pipeline = Pipeline::start(store.clone(), policy, settings(&cfg));
+    let pipeline = Pipeline::start(store.clone(), policy.clone(), settings(&cfg));
 
     let producer = match mode {
         SourceMode::Kafka => Some(kafka::create_producer(&cfg).context("creating the Kafka producer")?),
@@ -186,8 +186,17 @@ async fn serve(cfg: Arc<Config>, policy: Arc<Policy>, opts: RunOptions) -> anyho
         let (store, dir, source) = (store.clone(), cfg.export.dir.clone(), status.store);
         actix::Supervisor::start(move |_| crate::actors::export_job::ExportJobActor::new(store, dir, signer, source))
     };
-    let (server, addr) = crate::http::serve(&cfg.http.listen, store.clone(), broker, status, Some(export_jobs))
-        .with_context(|| format!("binding {}", cfg.http.listen))?;
+    let deps = crate::http::ServerDeps {
+        store: store.clone(),
+        broker,
+        status,
+        export: Some(export_jobs),
+        export_dir: cfg.export.dir.clone(),
+        policy: policy.clone(),
+        api: cfg.api.clone(),
+    };
+    let (server, addr) =
+        crate::http::serve(&cfg.http.listen, deps).with_context(|| format!("binding {}", cfg.http.listen))?;
     let server_handle = server.handle();
     actix::spawn(server);
     tracing::info!(event = "listening", address = %addr, mode = ?mode, "HTTP listening on {addr}");

@@ -192,6 +192,78 @@ impl Default for HttpConfig {
     }
 }
 
+/// A permission of an API token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Scope {
+    /// Read consensus, explanations, history, conflicts, trust weights, the stream.
+    #[serde(rename = "vex:read")]
+    Read,
+    /// Change trust (issuers, policy knobs); also grants every other scope.
+    #[serde(rename = "vex:admin")]
+    Admin,
+    /// Run, list and download exports.
+    #[serde(rename = "vex:export")]
+    Export,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Read => "vex:read",
+            Scope::Admin => "vex:admin",
+            Scope::Export => "vex:export",
+        }
+    }
+}
+
+/// `[[api.tokens]]`: one bearer token. Only its SHA-256 is configured.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiToken {
+    /// Who the token belongs to (logged and audited; never the secret).
+    pub name: String,
+    /// Lower-case hex SHA-256 of the token (`printf %s "$TOKEN" | sha256sum`).
+    pub sha256: String,
+    /// What it may do.
+    pub scopes: Vec<Scope>,
+    /// The tenants it may act for (the only one is used when a request names none).
+    pub tenants: Vec<String>,
+}
+
+/// `[api]`: the `/v1` HTTP API: tokens and request limits.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Bearer tokens; with none, `/v1` answers only on loopback (tenant `default` unless
+    /// `X-Tenant` names one).
+    pub tokens: Vec<ApiToken>,
+    /// Largest request body (bytes).
+    pub max_body_bytes: usize,
+    /// Longest query string (bytes).
+    pub max_query_bytes: usize,
+    /// Page size when a list request names none.
+    pub default_page_size: usize,
+    /// Largest `page_size` accepted (at most 1000).
+    pub max_page_size: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            tokens: Vec::new(),
+            max_body_bytes: 64 * 1024,
+            max_query_bytes: 4096,
+            default_page_size: 100,
+            max_page_size: 1000,
+        }
+    }
+}
+
+/// Whether `t` is a valid tenant name: 1 to 128 of `A-Z a-z 0-9 . _ -`.
+pub fn valid_tenant(t: &str) -> bool {
+    !t.is_empty() && t.len() <= 128 && t.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
 /// `[ingest]`: inputs of the embedded mode and limits of both modes.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -313,6 +385,7 @@ pub struct Config {
     pub store: StoreConfig,
     pub actors: ActorsConfig,
     pub export: ExportConfig,
+    pub api: ApiConfig,
 }
 
 /// Where documents come from and where results go.
@@ -439,6 +512,34 @@ impl Config {
         }
         if i.tenant.trim().is_empty() {
             return inv("ingest.tenant", "must not be empty".into());
+        }
+        let api = &self.api;
+        if api.max_page_size == 0 || api.max_page_size > 1000 {
+            return inv("api.max_page_size", format!("{} is not in 1..=1000", api.max_page_size));
+        }
+        if api.default_page_size == 0 || api.default_page_size > api.max_page_size {
+            return inv("api.default_page_size", "must be in 1..=api.max_page_size".into());
+        }
+        if api.max_body_bytes == 0 {
+            return inv("api.max_body_bytes", "must be at least 1".into());
+        }
+        if api.max_query_bytes < 256 {
+            return inv("api.max_query_bytes", "must be at least 256".into());
+        }
+        let mut hashes = std::collections::BTreeSet::new();
+        for t in &api.tokens {
+            if t.sha256.len() != 64 || !t.sha256.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+                return inv("api.tokens.sha256", format!("token {:?}: not 64 lower-case hex digits", t.name));
+            }
+            if !hashes.insert(t.sha256.as_str()) {
+                return inv("api.tokens.sha256", format!("token {:?}: the same hash is configured twice", t.name));
+            }
+            if t.scopes.is_empty() {
+                return inv("api.tokens.scopes", format!("token {:?}: no scopes", t.name));
+            }
+            if t.tenants.is_empty() || !t.tenants.iter().all(|x| valid_tenant(x)) {
+                return inv("api.tokens.tenants", format!("token {:?}: needs valid tenant names", t.name));
+            }
         }
         let a = &self.actors;
         for (key, v) in [

@@ -5,7 +5,7 @@
 //! Invariants: every write is an idempotent upsert keyed by a deterministic id, so a
 //! replay after a crash is harmless; errors say whether retrying can help.
 
-use crate::domain::consensus::{ConsensusRecord, PairKey};
+use crate::domain::consensus::{ConsensusRecord, ConsensusStatus, PairKey};
 use crate::domain::model::Observation;
 use serde::{Deserialize, Serialize};
 
@@ -69,6 +69,72 @@ pub struct ExportJobRecord {
     pub records: u64,
 }
 
+/// A stored consensus record with the time it was written (`changed_at_ms`: when its
+/// digest last changed; for a history entry, when that version was first written).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TimedRecord {
+    #[serde(flatten)]
+    pub record: ConsensusRecord,
+    pub changed_at_ms: i64,
+}
+
+/// A page of one tenant's current records, in (artifact, vulnerability) byte order
+/// (the read API's list queries). Every filter is optional and they combine with AND.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecordQuery {
+    pub tenant: String,
+    /// Exact (normalised) artifact key.
+    pub artifact: Option<String>,
+    /// Exact package key (every artifact of the package).
+    pub package: Option<String>,
+    pub vulnerability: Option<String>,
+    pub status: Option<ConsensusStatus>,
+    /// Only records with a statement (counted, superseded or excluded) by this issuer id.
+    pub issuer: Option<String>,
+    /// Only records written at or after this time (ms since the epoch).
+    pub since_ms: Option<i64>,
+    /// Only records with at least one conflict...
+    pub conflicted: bool,
+    /// ...and, when set, one with this reason.
+    pub conflict_reason: Option<String>,
+    /// Exclusive lower bound (artifact, vulnerability): the cursor of the previous page.
+    pub after: Option<(String, String)>,
+    /// Most records returned.
+    pub limit: usize,
+}
+
+impl RecordQuery {
+    /// The filters that need the decoded record (not indexed fields).
+    pub fn matches_decoded(&self, r: &ConsensusRecord) -> bool {
+        self.issuer.as_ref().map_or(true, |i| r.statements.iter().any(|s| &s.issuer == i))
+            && self.conflict_reason.as_ref().map_or(true, |c| r.conflicts.iter().any(|x| code_str(&x.reason) == *c))
+    }
+
+    /// Every filter, for stores that scan.
+    pub fn matches(&self, t: &TimedRecord) -> bool {
+        let r = &t.record;
+        r.tenant == self.tenant
+            && self.artifact.as_ref().map_or(true, |a| &r.artifact == a)
+            && self.package.as_ref().map_or(true, |p| &r.package == p)
+            && self.vulnerability.as_ref().map_or(true, |v| &r.vulnerability == v)
+            && self.status.map_or(true, |s| r.status == s)
+            && self.since_ms.map_or(true, |s| t.changed_at_ms >= s)
+            && (!self.conflicted || !r.conflicts.is_empty())
+            && self.after.as_ref().map_or(true, |(a, v)| {
+                (r.artifact.as_bytes(), r.vulnerability.as_bytes()) > (a.as_bytes(), v.as_bytes())
+            })
+            && self.matches_decoded(r)
+    }
+}
+
+/// The serialised form of a code (a string today, an enum with serde renames tomorrow).
+fn code_str<T: Serialize>(code: &T) -> String {
+    match serde_json::to_value(code) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => String::new(),
+    }
+}
+
 /// Persistence of observations, consensus records, history, the conflict queue and
 /// DSSE verifications (MongoDB collections `vex_observations`, `vex_consensus`,
 /// `vex_consensus_history`, `vex_conflict_queue`, `vex_dsse_verifications`, `vex_export_jobs`).
@@ -101,4 +167,15 @@ pub trait ConsensusStore: Send + Sync + 'static {
     async fn put_verification(&self, v: &VerificationRecord) -> Result<(), StoreError>;
     /// Upserts an export job record by `job_id` (`vex_export_jobs`).
     async fn put_export_job(&self, job: &ExportJobRecord) -> Result<(), StoreError>;
+
+    // --- reads of the HTTP API -------------------------------------------------------
+
+    /// A page of current records (see [`RecordQuery`]), in (artifact, vulnerability)
+    /// byte order, at most `q.limit`.
+    async fn query_records(&self, q: &RecordQuery) -> Result<Vec<TimedRecord>, StoreError>;
+    /// Every stored version of a pair (`vex_consensus_history`), oldest first.
+    async fn record_history(&self, pair: &PairKey) -> Result<Vec<TimedRecord>, StoreError>;
+    /// Export jobs run for `tenant`, newest first.
+    async fn list_export_jobs(&self, tenant: &str) -> Result<Vec<ExportJobRecord>, StoreError>;
+    async fn get_export_job(&self, job_id: &str) -> Result<Option<ExportJobRecord>, StoreError>;
 }

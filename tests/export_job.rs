@@ -14,12 +14,12 @@ use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_vex-lens");
 
-fn post(port: u16, path: &str, body: &str) -> (u16, serde_json::Value) {
+fn post(port: u16, path: &str, tenant: &str, body: &str) -> (u16, serde_json::Value) {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     write!(
         s,
-        "POST {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "POST {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nX-Tenant: {tenant}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     )
     .unwrap();
@@ -69,23 +69,25 @@ fn export_jobs_write_verifiable_bundles_and_are_timed_counted_and_recorded() {
         (metric(&m, "vex_observations_applied_total")? >= 7.0).then_some(())
     });
 
-    let (code, job) = post(port, "/v1/vex/export", r#"{"format":"openvex"}"#);
+    let (code, job) = post(port, "/v1/vex/export", "default", r#"{"format":"openvex"}"#);
     assert_eq!(code, 200, "{job}");
     assert_eq!(job["result"], "success");
     assert_eq!(job["records"], 4);
-    let manifest = job["manifest"].as_str().unwrap().to_string();
-    assert!(manifest.starts_with(exports.to_str().unwrap()), "{manifest}");
+    assert_eq!(job["tenant"], "default", "the job exports the caller's tenant");
+    let manifest = exports.join(job["job_id"].as_str().unwrap()).join("manifest.json").to_str().unwrap().to_string();
     let v = vex_lens(&["verify", "--manifest", &manifest, "--public-key", public.to_str().unwrap()]);
     assert_eq!(v.status.code(), Some(0), "{}", String::from_utf8_lossy(&v.stdout));
 
-    let (code, failed) = post(port, "/v1/vex/export", r#"{"format":"openvex","tenant":"nobody"}"#);
+    let (code, failed) = post(port, "/v1/vex/export", "nobody", r#"{"format":"openvex"}"#);
     assert_eq!(code, 500, "{failed}");
-    assert_eq!(failed["result"], "failure");
-    assert!(failed["error"].as_str().unwrap().contains("nothing to export"), "{failed}");
-    assert_ne!(failed["job_id"], job["job_id"]);
+    assert_eq!(failed["error"]["code"], "export_failed");
+    assert_eq!(failed["job"]["result"], "failure");
+    assert!(failed["job"]["error"].as_str().unwrap().contains("nothing to export"), "{failed}");
+    assert_ne!(failed["job"]["job_id"], job["job_id"]);
 
-    let (code, _) = post(port, "/v1/vex/export", r#"{"format":"xml"}"#);
+    let (code, bad) = post(port, "/v1/vex/export", "default", r#"{"format":"xml"}"#);
     assert_eq!(code, 400);
+    assert_eq!(bad["error"]["code"], "invalid_parameter");
 
     let (_, m) = get(port, "/metrics").unwrap();
     assert_eq!(metric(&m, r#"vex_export_jobs_total{result="success"}"#), Some(1.0), "{m}");

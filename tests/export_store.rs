@@ -10,7 +10,7 @@ use vex_lens::domain::timestamp::Timestamp;
 use vex_lens::domain::trust::Policy;
 use vex_lens::export::verify::verify_bundle;
 use vex_lens::export::{export_from_store, ExportFormat, ExportRequest};
-use vex_lens::ports::{ConsensusStore, ExportJobRecord, StoreError, VerificationRecord};
+use vex_lens::ports::{ConsensusStore, ExportJobRecord, RecordQuery, StoreError, TimedRecord, VerificationRecord};
 
 #[derive(Default)]
 struct MemStore {
@@ -68,6 +68,28 @@ impl ConsensusStore for MemStore {
     }
     async fn put_export_job(&self, _: &ExportJobRecord) -> Result<(), StoreError> {
         Ok(())
+    }
+    async fn query_records(&self, q: &RecordQuery) -> Result<Vec<TimedRecord>, StoreError> {
+        let all = self.records.lock().unwrap();
+        let mut out: Vec<TimedRecord> = all
+            .iter()
+            .map(|(r, at)| TimedRecord { record: r.clone(), changed_at_ms: *at })
+            .filter(|t| q.matches(t))
+            .collect();
+        out.sort_by(|a, b| {
+            (&a.record.artifact, &a.record.vulnerability).cmp(&(&b.record.artifact, &b.record.vulnerability))
+        });
+        out.truncate(q.limit);
+        Ok(out)
+    }
+    async fn record_history(&self, _: &PairKey) -> Result<Vec<TimedRecord>, StoreError> {
+        Ok(Vec::new())
+    }
+    async fn list_export_jobs(&self, _: &str) -> Result<Vec<ExportJobRecord>, StoreError> {
+        Ok(Vec::new())
+    }
+    async fn get_export_job(&self, _: &str) -> Result<Option<ExportJobRecord>, StoreError> {
+        Ok(None)
     }
 }
 

@@ -427,6 +427,30 @@ mod tests {
         async fn put_export_job(&self, j: &crate::ports::ExportJobRecord) -> Result<(), crate::ports::StoreError> {
             self.inner.put_export_job(j).await
         }
+        async fn query_records(
+            &self,
+            q: &crate::ports::RecordQuery,
+        ) -> Result<Vec<crate::ports::TimedRecord>, crate::ports::StoreError> {
+            self.inner.query_records(q).await
+        }
+        async fn record_history(
+            &self,
+            p: &crate::domain::consensus::PairKey,
+        ) -> Result<Vec<crate::ports::TimedRecord>, crate::ports::StoreError> {
+            self.inner.record_history(p).await
+        }
+        async fn list_export_jobs(
+            &self,
+            t: &str,
+        ) -> Result<Vec<crate::ports::ExportJobRecord>, crate::ports::StoreError> {
+            self.inner.list_export_jobs(t).await
+        }
+        async fn get_export_job(
+            &self,
+            id: &str,
+        ) -> Result<Option<crate::ports::ExportJobRecord>, crate::ports::StoreError> {
+            self.inner.get_export_job(id).await
+        }
     }
 
     /// Store errors are retried until they succeed: nothing is dropped, and completion

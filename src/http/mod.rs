@@ -1,24 +1,53 @@
-//! HTTP server: `/health/liveness`, `/health/readiness`, `/metrics`, `/status`, and
-//! `POST /v1/vex/export` (runs an export job on the export-job actor).
+//! HTTP server of `vex-lens serve`: health, status and metrics (open), the OpenAPI
+//! document (`/openapi.json`, open) and the `/v1` API (authenticated, tenant-scoped):
+//! consensus, explain, history, conflicts and exports, one module per resource.
 //!
-//! Invariants: liveness answers 200 whenever the process serves requests; readiness is
-//! 200 only when the store answers a ping and, in Kafka mode, the broker answers a
-//! metadata request (each check bounded by a timeout); no handler blocks the server.
+//! Invariants: every `/v1` route passes the auth middleware (caller and tenant decided
+//! before any handler) and answers errors as `{"error": {"code", "message"}}`; every
+//! served route is in [`ROUTES`] and in the OpenAPI document (a test checks both ways);
+//! no handler blocks the server.
 
-use crate::actors::export_job::{ExportJobActor, RunExportJob};
-use crate::domain::timestamp::Timestamp;
-use crate::export::ExportFormat;
+pub mod auth;
+pub mod conflicts;
+pub mod consensus;
+pub mod error;
+pub mod exports;
+pub mod health;
+pub mod params;
+
+use crate::actors::export_job::ExportJobActor;
+use crate::config::ApiConfig;
+use crate::domain::trust::Policy;
 use crate::ports::ConsensusStore;
-use crate::telemetry::metrics;
-use actix_web::{web, App, HttpResponse, HttpServer};
+use actix_web::{middleware, web, App, HttpResponse, HttpServer};
 use serde::Serialize;
 use std::future::Future;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// An extra readiness check (e.g. Kafka broker metadata): `Err(reason)` when not ready.
 pub type ReadinessCheck = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
+
+/// The OpenAPI 3.1 document of this API (`docs/openapi.json`), served at `/openapi.json`.
+pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
+
+/// Every served route (method, OpenAPI path template).
+pub const ROUTES: &[(&str, &str)] = &[
+    ("get", "/health/liveness"),
+    ("get", "/health/readiness"),
+    ("get", "/metrics"),
+    ("get", "/status"),
+    ("get", "/openapi.json"),
+    ("get", "/v1/vex/consensus"),
+    ("get", "/v1/vex/consensus/explain"),
+    ("get", "/v1/vex/consensus/history"),
+    ("get", "/v1/vex/conflicts"),
+    ("post", "/v1/vex/export"),
+    ("get", "/v1/vex/exports"),
+    ("get", "/v1/vex/exports/{id}"),
+    ("get", "/v1/vex/exports/{id}/files/{name}"),
+];
 
 /// What `/status` reports.
 #[derive(Clone, Debug, Serialize)]
@@ -32,125 +61,167 @@ pub struct StatusInfo {
     pub feature_flags: std::collections::BTreeMap<&'static str, bool>,
 }
 
-#[derive(Clone)]
-struct State {
-    store: Arc<dyn ConsensusStore>,
-    broker: Option<ReadinessCheck>,
-    status: StatusInfo,
-    export: Option<actix::Addr<ExportJobActor>>,
+/// What the server needs.
+pub struct ServerDeps {
+    pub store: Arc<dyn ConsensusStore>,
+    pub broker: Option<ReadinessCheck>,
+    pub status: StatusInfo,
+    pub export: Option<actix::Addr<ExportJobActor>>,
+    /// Where export jobs write (`<dir>/<job id>/`).
+    pub export_dir: PathBuf,
+    /// The policy the actors run (explain recomputes with it).
+    pub policy: Arc<Policy>,
+    pub api: ApiConfig,
 }
 
-/// Body of `POST /v1/vex/export`.
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ExportBody {
-    /// `json` (default), `ndjson` or `openvex`.
-    #[serde(default)]
-    format: Option<String>,
-    tenant: Option<String>,
-    /// RFC 3339: only records changed at or after it.
-    since: Option<String>,
+/// Shared state of the handlers.
+pub struct State {
+    pub store: Arc<dyn ConsensusStore>,
+    pub broker: Option<ReadinessCheck>,
+    pub status: StatusInfo,
+    pub export: Option<actix::Addr<ExportJobActor>>,
+    pub export_dir: PathBuf,
+    pub policy: Arc<Policy>,
+    pub auth: auth::Auth,
+    pub api: ApiConfig,
 }
 
-fn bad_request(reason: String) -> HttpResponse {
-    HttpResponse::BadRequest().json(serde_json::json!({ "error": reason }))
+async fn openapi() -> HttpResponse {
+    HttpResponse::Ok().content_type("application/json").body(OPENAPI)
 }
 
-/// Runs an export job: 200 with the job record when it succeeded, 500 with the job record
-/// (its `error`) when it failed, 400 on a bad body, 503 when no export job actor runs.
-async fn export(state: web::Data<State>, body: web::Json<ExportBody>) -> HttpResponse {
-    let Some(addr) = state.export.clone() else {
-        return HttpResponse::ServiceUnavailable().json(serde_json::json!({ "error": "export jobs are not enabled" }));
-    };
-    let format = match body.format.as_deref().unwrap_or("json") {
-        "json" => ExportFormat::Json,
-        "ndjson" => ExportFormat::Ndjson,
-        "openvex" => ExportFormat::Openvex,
-        other => return bad_request(format!("unknown format {other:?}; expected json, ndjson or openvex")),
-    };
-    let since = match body.since.as_deref().map(Timestamp::parse).transpose() {
-        Ok(s) => s,
-        Err(e) => return bad_request(format!("since: {e}")),
-    };
-    match addr.send(RunExportJob { format, tenant: body.tenant.clone(), since }).await {
-        Ok(job) if job.result == "success" => HttpResponse::Ok().json(job),
-        Ok(job) => HttpResponse::InternalServerError().json(job),
-        Err(e) => HttpResponse::ServiceUnavailable().json(serde_json::json!({ "error": format!("export actor: {e}") })),
-    }
-}
-
-async fn liveness() -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
-}
-
-async fn readiness(state: web::Data<State>) -> HttpResponse {
-    let store = match tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err("store ping timed out".to_string()),
-    };
-    let broker = match &state.broker {
-        None => None,
-        Some(check) => Some(match tokio::time::timeout(Duration::from_secs(3), check()).await {
-            Ok(r) => r,
-            Err(_) => Err("broker metadata timed out".to_string()),
-        }),
-    };
-    let ok = store.is_ok() && broker.as_ref().is_none_or_ok();
-    let body = serde_json::json!({
-        "status": if ok { "ready" } else { "not_ready" },
-        "store": store.err().unwrap_or_else(|| "ok".into()),
-        "broker": broker.map(|b| b.err().unwrap_or_else(|| "ok".into())),
-    });
-    if ok {
-        HttpResponse::Ok().json(body)
-    } else {
-        HttpResponse::ServiceUnavailable().json(body)
-    }
-}
-
-trait OptResult {
-    fn is_none_or_ok(&self) -> bool;
-}
-
-impl OptResult for Option<&Result<(), String>> {
-    fn is_none_or_ok(&self) -> bool {
-        self.map_or(true, |r| r.is_ok())
-    }
-}
-
-async fn metrics_text() -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
-        .body(metrics().encode())
-}
-
-async fn status(state: web::Data<State>) -> HttpResponse {
-    HttpResponse::Ok().json(&state.status)
+/// The application (also used by in-process tests).
+pub fn app(
+    state: web::Data<State>,
+) -> App<
+    impl actix_web::dev::ServiceFactory<
+        actix_web::dev::ServiceRequest,
+        Config = (),
+        Response = actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    let max_body = state.api.max_body_bytes;
+    let res = |path: &str| web::resource(path.to_string()).default_service(web::to(error::method_not_allowed));
+    App::new()
+        .app_data(state)
+        .app_data(web::JsonConfig::default().limit(max_body).error_handler(error::json_error))
+        .app_data(web::PathConfig::default().error_handler(error::path_error))
+        .service(res("/health/liveness").route(web::get().to(health::liveness)))
+        .service(res("/health/readiness").route(web::get().to(health::readiness)))
+        .service(res("/metrics").route(web::get().to(health::metrics_text)))
+        .service(res("/status").route(web::get().to(health::status)))
+        .service(res("/openapi.json").route(web::get().to(openapi)))
+        .service(
+            web::scope("/v1")
+                .wrap(middleware::from_fn(auth::middleware))
+                .service(res("/vex/consensus").route(web::get().to(consensus::get)))
+                .service(res("/vex/consensus/explain").route(web::get().to(consensus::explain)))
+                .service(res("/vex/consensus/history").route(web::get().to(consensus::history)))
+                .service(res("/vex/conflicts").route(web::get().to(conflicts::list)))
+                .service(res("/vex/export").route(web::post().to(exports::run)))
+                .service(res("/vex/exports").route(web::get().to(exports::list)))
+                .service(res("/vex/exports/{id}").route(web::get().to(exports::get)))
+                .service(res("/vex/exports/{id}/files/{name}").route(web::get().to(exports::download)))
+                .default_service(web::to(error::not_found)),
+        )
+        .default_service(web::to(error::not_found))
 }
 
 /// Binds `listen` and returns the server (to spawn) and the bound address.
-pub fn serve(
-    listen: &str,
-    store: Arc<dyn ConsensusStore>,
-    broker: Option<ReadinessCheck>,
-    status_info: StatusInfo,
-    export_jobs: Option<actix::Addr<ExportJobActor>>,
-) -> std::io::Result<(actix_web::dev::Server, std::net::SocketAddr)> {
-    let state = web::Data::new(State { store, broker, status: status_info, export: export_jobs });
-    let server = HttpServer::new(move || {
-        App::new()
-            .app_data(state.clone())
-            .route("/health/liveness", web::get().to(liveness))
-            .route("/health/readiness", web::get().to(readiness))
-            .route("/metrics", web::get().to(metrics_text))
-            .route("/status", web::get().to(status))
-            .route("/v1/vex/export", web::post().to(export))
-    })
-    .workers(2)
-    .disable_signals()
-    .shutdown_timeout(2)
-    .bind(listen)?;
+pub fn serve(listen: &str, deps: ServerDeps) -> std::io::Result<(actix_web::dev::Server, std::net::SocketAddr)> {
+    let auth = auth::Auth::new(&deps.api);
+    if auth.is_open() {
+        tracing::warn!(
+            event = "api_loopback_only",
+            "no API tokens configured ([api.tokens]): /v1 answers only on loopback, tenant `default` unless X-Tenant names one"
+        );
+    } else {
+        tracing::info!(event = "api_tokens", tokens = deps.api.tokens.len(), "API bearer tokens configured");
+    }
+    let state = web::Data::new(State {
+        store: deps.store,
+        broker: deps.broker,
+        status: deps.status,
+        export: deps.export,
+        export_dir: deps.export_dir,
+        policy: deps.policy,
+        auth,
+        api: deps.api,
+    });
+    let server =
+        HttpServer::new(move || app(state.clone())).workers(2).disable_signals().shutdown_timeout(2).bind(listen)?;
     let addr = server.addrs().first().copied().ok_or_else(|| std::io::Error::other("no address bound"))?;
     Ok((server.run(), addr))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    fn documented() -> BTreeSet<(String, String)> {
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI).expect("docs/openapi.json is JSON");
+        assert_eq!(doc["openapi"], "3.1.0");
+        let mut out = BTreeSet::new();
+        for (path, ops) in doc["paths"].as_object().expect("paths") {
+            for method in ops.as_object().expect("operations").keys() {
+                if ["get", "put", "post", "delete", "patch"].contains(&method.as_str()) {
+                    out.insert((method.clone(), path.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_openapi_document_names_exactly_the_served_routes() {
+        let served: BTreeSet<(String, String)> = ROUTES.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
+        assert_eq!(documented(), served);
+    }
+
+    /// Every route of [`ROUTES`] is served by [`app`] (none falls to the unknown-route
+    /// handler), so the two-way check above covers what the server really serves.
+    #[actix_web::test]
+    async fn every_listed_route_is_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::stores::embedded::EmbeddedStore::open(dir.path()).unwrap();
+        let state = web::Data::new(State {
+            store: Arc::new(store),
+            broker: None,
+            status: StatusInfo {
+                version: "test",
+                commit: None,
+                mode: "embedded",
+                store: "embedded",
+                feature_flags: Default::default(),
+            },
+            export: None,
+            export_dir: dir.path().join("exports"),
+            policy: Arc::new(Policy::default()),
+            auth: auth::Auth::new(&ApiConfig::default()),
+            api: ApiConfig::default(),
+        });
+        let app = actix_web::test::init_service(app(state)).await;
+        for (method, path) in ROUTES {
+            let uri = path.replace("{id}", "1-0").replace("{name}", "manifest.json");
+            let req = match *method {
+                "post" => actix_web::test::TestRequest::post().set_json(serde_json::json!({})),
+                _ => actix_web::test::TestRequest::get(),
+            }
+            .uri(&uri)
+            .peer_addr("127.0.0.1:40000".parse().unwrap())
+            .to_request();
+            let resp = actix_web::test::call_service(&app, req).await;
+            let status = resp.status();
+            let body = actix_web::test::read_body(resp).await;
+            let text = String::from_utf8_lossy(&body);
+            assert!(!text.contains("no such route"), "{method} {path} is not served: {status} {text}");
+            assert_ne!(status, 405, "{method} {path}: {text}");
+        }
+        let req = actix_web::test::TestRequest::get().uri("/v1/vex/nope").peer_addr("127.0.0.1:1".parse().unwrap());
+        let resp = actix_web::test::call_service(&app, req.to_request()).await;
+        assert_eq!(resp.status(), 404);
+    }
 }

@@ -11,7 +11,7 @@ use crate::domain::keys::parse_key;
 use crate::domain::model::{IssuerSource, Observation, Provenance, Signature, SourceFormat, Status, TimestampSource};
 use crate::domain::timestamp::Timestamp;
 use crate::domain::trust::Policy;
-use crate::ports::{ConsensusStore, ExportJobRecord, VerificationRecord};
+use crate::ports::{ConsensusStore, ExportJobRecord, RecordQuery, VerificationRecord};
 use std::collections::BTreeSet;
 
 /// A test observation (`issuer` says `status` about `artifact`/`vuln` for `tenant`).
@@ -174,4 +174,52 @@ pub async fn store_contract_suite<S: ConsensusStore>(store: &S) {
     store.put_export_job(&job).await.expect("put_export_job");
     job.result = "success".into();
     store.put_export_job(&job).await.expect("put_export_job is an upsert");
+    let jobs = store.list_export_jobs(&tenant).await.expect("list_export_jobs");
+    assert_eq!(jobs, vec![job.clone()], "list_export_jobs returns the tenant's jobs, upserted once");
+    assert!(store.list_export_jobs(&other_tenant).await.expect("list").is_empty(), "export jobs are per tenant");
+    assert_eq!(store.get_export_job(&job.job_id).await.expect("get_export_job"), Some(job.clone()));
+    assert_eq!(store.get_export_job("contract-no-such-job").await.expect("get_export_job"), None);
+
+    // Reads of the HTTP API: history, paged and filtered queries.
+    let history = store.record_history(&pair).await.expect("record_history");
+    assert_eq!(
+        history.iter().map(|h| (h.changed_at_ms, h.record.consensus_digest.clone())).collect::<Vec<_>>(),
+        vec![(1_000, agreed.consensus_digest.clone()), (2_000, disputed.consensus_digest.clone())],
+        "history holds each distinct version once, at the time it was first written, oldest first"
+    );
+    assert_eq!(history[1].record, disputed, "a history entry round-trips unchanged");
+    let other_pair = PairKey { tenant: other_tenant.clone(), ..pair.clone() };
+    assert!(store.record_history(&other_pair).await.expect("history").is_empty(), "history is per tenant");
+
+    let q = RecordQuery { tenant: tenant.clone(), limit: 1000, ..Default::default() };
+    let keys = |v: &[crate::ports::TimedRecord]| v.iter().map(|t| t.record.artifact.clone()).collect::<Vec<_>>();
+    let all = store.query_records(&q).await.expect("query_records");
+    assert_eq!(keys(&all), vec![a.artifact.clone(), c.artifact.clone()], "query_records in artifact order");
+    assert_eq!(all[0].changed_at_ms, 5_000, "query_records carries changed_at");
+    assert_eq!(all[0].record, agreed, "query_records returns the current record");
+    let first = store.query_records(&RecordQuery { limit: 1, ..q.clone() }).await.expect("page 1");
+    assert_eq!(keys(&first), vec![a.artifact.clone()], "limit bounds a page");
+    let after = Some((first[0].record.artifact.clone(), first[0].record.vulnerability.clone()));
+    let second = store.query_records(&RecordQuery { limit: 1, after, ..q.clone() }).await.expect("page 2");
+    assert_eq!(keys(&second), vec![c.artifact.clone()], "the cursor resumes after the last key");
+    let by = |f: RecordQuery| async move { keys(&store.query_records(&f).await.expect("filtered query")) };
+    assert_eq!(by(RecordQuery { status: Some(rec_c.status), ..q.clone() }).await, vec![c.artifact.clone()]);
+    assert_eq!(by(RecordQuery { package: Some(a.package.clone()), ..q.clone() }).await, vec![a.artifact.clone()]);
+    assert_eq!(by(RecordQuery { artifact: Some(c.artifact.clone()), ..q.clone() }).await, vec![c.artifact.clone()]);
+    assert_eq!(by(RecordQuery { issuer: Some("vendor".into()), ..q.clone() }).await.len(), 2, "issuer filter");
+    assert!(by(RecordQuery { issuer: Some("scanner".into()), ..q.clone() }).await.is_empty(), "issuer filter");
+    assert!(by(RecordQuery { vulnerability: Some("CVE-1999-0001".into()), ..q.clone() }).await.is_empty());
+    assert_eq!(by(RecordQuery { since_ms: Some(4_500), ..q.clone() }).await, vec![a.artifact.clone()], "since");
+    assert!(by(RecordQuery { conflicted: true, ..q.clone() }).await.is_empty(), "no open conflict");
+    store.put_records(&[disputed.clone()], 7_000).await.expect("put_records disputes again");
+    assert_eq!(by(RecordQuery { conflicted: true, ..q.clone() }).await, vec![a.artifact.clone()], "conflicted");
+    let reason = disputed.conflicts[0].reason.clone();
+    let with_reason = RecordQuery { conflicted: true, conflict_reason: Some(reason), ..q.clone() };
+    assert_eq!(by(with_reason).await, vec![a.artifact.clone()], "conflict reason filter");
+    let no_reason = RecordQuery { conflicted: true, conflict_reason: Some("no_such_reason".into()), ..q.clone() };
+    assert!(by(no_reason).await.is_empty(), "conflict reason filter");
+    assert!(
+        by(RecordQuery { tenant: other_tenant.clone(), ..q.clone() }).await.is_empty(),
+        "query_records is per tenant"
+    );
 }

@@ -7,7 +7,9 @@
 
 use crate::domain::consensus::{ConsensusRecord, PairKey};
 use crate::domain::model::Observation;
-use crate::ports::{pair_id, ConsensusStore, ExportJobRecord, StoreError, VerificationRecord};
+use crate::ports::{
+    pair_id, ConsensusStore, ExportJobRecord, RecordQuery, StoreError, TimedRecord, VerificationRecord,
+};
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -374,6 +376,72 @@ impl ConsensusStore for EmbeddedStore {
 
     async fn put_export_job(&self, job: &ExportJobRecord) -> Result<(), StoreError> {
         self.put_json(EXPORT_JOBS, &job.job_id, job).await
+    }
+
+    // --- reads of the HTTP API (scans: the embedded store serves one small instance) ---
+
+    async fn query_records(&self, q: &RecordQuery) -> Result<Vec<TimedRecord>, StoreError> {
+        let q = q.clone();
+        self.blocking(move |db| {
+            let tx = db.begin_read().map_err(err)?;
+            let t = tx.open_table(CONSENSUS).map_err(err)?;
+            let mut out = Vec::new();
+            for r in t.iter().map_err(err)? {
+                let (_, v) = r.map_err(err)?;
+                let s = StoredRecord::decode(v.value())?;
+                let timed = TimedRecord { record: s.record, changed_at_ms: s.changed_at_ms };
+                if q.matches(&timed) {
+                    out.push(timed);
+                }
+            }
+            out.sort_by(|a, b| {
+                (a.record.artifact.as_bytes(), a.record.vulnerability.as_bytes())
+                    .cmp(&(b.record.artifact.as_bytes(), b.record.vulnerability.as_bytes()))
+            });
+            out.truncate(q.limit);
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn record_history(&self, pair: &PairKey) -> Result<Vec<TimedRecord>, StoreError> {
+        let start = format!("{}:", pair_id(pair));
+        let end = format!("{};", pair_id(pair));
+        self.blocking(move |db| {
+            let tx = db.begin_read().map_err(err)?;
+            let t = tx.open_table(HISTORY).map_err(err)?;
+            let mut out = Vec::new();
+            for r in t.range(start.as_str()..end.as_str()).map_err(err)? {
+                let (_, v) = r.map_err(err)?;
+                let s = StoredRecord::decode(v.value())?;
+                out.push(TimedRecord { record: s.record, changed_at_ms: s.changed_at_ms });
+            }
+            out.sort_by(|a, b| {
+                a.changed_at_ms.cmp(&b.changed_at_ms).then(a.record.consensus_digest.cmp(&b.record.consensus_digest))
+            });
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn list_export_jobs(&self, tenant: &str) -> Result<Vec<ExportJobRecord>, StoreError> {
+        let mut jobs: Vec<ExportJobRecord> = self.read_all(EXPORT_JOBS).await?;
+        jobs.retain(|j| j.tenant.as_deref() == Some(tenant));
+        jobs.sort_by(|a, b| b.started_at_ms.cmp(&a.started_at_ms).then(b.job_id.cmp(&a.job_id)));
+        Ok(jobs)
+    }
+
+    async fn get_export_job(&self, job_id: &str) -> Result<Option<ExportJobRecord>, StoreError> {
+        let id = job_id.to_string();
+        self.blocking(move |db| {
+            let tx = db.begin_read().map_err(err)?;
+            let t = tx.open_table(EXPORT_JOBS).map_err(err)?;
+            match t.get(id.as_str()).map_err(err)? {
+                Some(v) => Ok(Some(serde_json::from_slice(v.value()).map_err(json_err)?)),
+                None => Ok(None),
+            }
+        })
+        .await
     }
 }
 

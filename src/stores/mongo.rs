@@ -27,7 +27,9 @@
 
 use crate::domain::consensus::{ConsensusRecord, PairKey};
 use crate::domain::model::Observation;
-use crate::ports::{pair_id, ConsensusStore, ExportJobRecord, StoreError, VerificationRecord};
+use crate::ports::{
+    pair_id, ConsensusStore, ExportJobRecord, RecordQuery, StoreError, TimedRecord, VerificationRecord,
+};
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Document};
 use mongodb::error::{Error as MongoError, ErrorKind, WriteFailure};
@@ -344,6 +346,7 @@ impl ConsensusStore for MongoStore {
         create_indexes(self.coll(HISTORY), vec![(doc! { "pair_id": 1, "changed_at_ms": 1 }, "pair_changed_at")])
             .await?;
         create_indexes(self.coll(CONFLICT_QUEUE), vec![(doc! { "tenant": 1, "reasons": 1 }, "tenant_reason")]).await?;
+        self.create_read_indexes().await?;
         // Make sure the remaining collections exist (creating an existing one is an error
         // we ignore: code 48 NamespaceExists).
         for name in [DSSE_VERIFICATIONS, EXPORT_JOBS] {
@@ -498,9 +501,111 @@ impl ConsensusStore for MongoStore {
     async fn put_export_job(&self, job: &ExportJobRecord) -> Result<(), StoreError> {
         self.replace_by_id(EXPORT_JOBS, &job.job_id, job, "encoding export job").await
     }
+
+    // --- reads of the HTTP API (indexed: see `create_read_indexes`) -------------------
+
+    async fn query_records(&self, q: &RecordQuery) -> Result<Vec<TimedRecord>, StoreError> {
+        let mut filter = doc! { "tenant": &q.tenant };
+        if let Some(a) = &q.artifact {
+            filter.insert("artifact", a);
+        }
+        if let Some(p) = &q.package {
+            filter.insert("package", p);
+        }
+        if let Some(v) = &q.vulnerability {
+            filter.insert("vulnerability", v);
+        }
+        if let Some(st) = q.status {
+            filter.insert("status", st.as_str());
+        }
+        if let Some(s) = q.since_ms {
+            filter.insert("changed_at_ms", doc! { "$gte": s });
+        }
+        if q.conflicted {
+            filter.insert("conflicts", doc! { "$gt": 0_i64 });
+        }
+        if let Some(reason) = &q.conflict_reason {
+            filter.insert("conflict_reasons", reason);
+        }
+        if let Some((a, v)) = &q.after {
+            filter.insert(
+                "$or",
+                vec![doc! { "artifact": { "$gt": a } }, doc! { "artifact": a, "vulnerability": { "$gt": v } }],
+            );
+        }
+        let consensus = self.coll(CONSENSUS);
+        let mut find = consensus.find(filter).sort(doc! { "artifact": 1, "vulnerability": 1 });
+        if q.issuer.is_none() {
+            find = find.limit(q.limit as i64);
+        }
+        let mut cursor = find.await.map_err(map_err)?;
+        let mut out = Vec::new();
+        while out.len() < q.limit {
+            let Some(d) = cursor.try_next().await.map_err(map_err)? else { break };
+            let record = record_from_doc(&d)?;
+            if q.matches_decoded(&record) {
+                out.push(TimedRecord { record, changed_at_ms: d.get_i64("changed_at_ms").unwrap_or(0) });
+            }
+        }
+        Ok(out)
+    }
+
+    async fn record_history(&self, pair: &PairKey) -> Result<Vec<TimedRecord>, StoreError> {
+        let mut cursor = self
+            .coll(HISTORY)
+            .find(doc! { "pair_id": pair_id(pair) })
+            .sort(doc! { "changed_at_ms": 1, "consensus_digest": 1 })
+            .await
+            .map_err(map_err)?;
+        let mut out = Vec::new();
+        while let Some(d) = cursor.try_next().await.map_err(map_err)? {
+            out.push(TimedRecord {
+                record: record_from_doc(&d)?,
+                changed_at_ms: d.get_i64("changed_at_ms").unwrap_or(0),
+            });
+        }
+        Ok(out)
+    }
+
+    async fn list_export_jobs(&self, tenant: &str) -> Result<Vec<ExportJobRecord>, StoreError> {
+        let mut cursor = self
+            .coll(EXPORT_JOBS)
+            .find(doc! { "tenant": tenant })
+            .sort(doc! { "started_at_ms": -1, "_id": -1 })
+            .await
+            .map_err(map_err)?;
+        let mut out = Vec::new();
+        while let Some(d) = cursor.try_next().await.map_err(map_err)? {
+            out.push(mongodb::bson::from_document(d).map_err(rejected("decoding export job"))?);
+        }
+        Ok(out)
+    }
+
+    async fn get_export_job(&self, job_id: &str) -> Result<Option<ExportJobRecord>, StoreError> {
+        match self.coll(EXPORT_JOBS).find_one(doc! { "_id": job_id }).await.map_err(map_err)? {
+            Some(d) => Ok(Some(mongodb::bson::from_document(d).map_err(rejected("decoding export job"))?)),
+            None => Ok(None),
+        }
+    }
 }
 
 impl MongoStore {
+    /// Indexes of the read API: a tenant's records in cursor order (optionally of one
+    /// package), a tenant's export jobs by start time (a pair's history by time uses
+    /// `pair_changed_at` of `init`).
+    async fn create_read_indexes(&self) -> Result<(), StoreError> {
+        create_indexes(
+            self.coll(CONSENSUS),
+            vec![
+                (doc! { "tenant": 1, "artifact": 1, "vulnerability": 1 }, "tenant_artifact_vulnerability"),
+                (doc! { "tenant": 1, "package": 1, "artifact": 1, "vulnerability": 1 }, "tenant_package_artifact"),
+            ],
+        )
+        .await?;
+        create_indexes(self.coll(EXPORT_JOBS), vec![(doc! { "tenant": 1, "started_at_ms": -1 }, "tenant_started_at")])
+            .await
+    }
+
     /// Upserts `value` (as a BSON document with `_id` = `id`) into `collection`.
     async fn replace_by_id<T: serde::Serialize>(
         &self,

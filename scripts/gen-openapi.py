@@ -1,0 +1,157 @@
+#!/usr/bin/env python3
+"""Writes docs/openapi.json (the OpenAPI 3.1 document of `vex-lens serve`).
+
+The document is the source of truth checked in; this script only keeps it tidy. A test
+(tests/api_embedded.rs, src/http tests) checks that every served route is in it."""
+import json, pathlib
+
+def err(desc):
+    return {"description": desc, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+
+def ok(schema, desc="OK"):
+    return {"description": desc, "content": {"application/json": {"schema": schema}}}
+
+ref = lambda n: {"$ref": f"#/components/schemas/{n}"}
+qp = lambda name, desc, schema=None, required=False: {
+    "name": name, "in": "query", "required": required, "description": desc,
+    "schema": schema or {"type": "string", "minLength": 1, "maxLength": 1024},
+}
+TENANT = {"name": "X-Tenant", "in": "header", "required": False,
+          "description": "Tenant to act for (default: the token's only tenant; `default` on loopback without tokens).",
+          "schema": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,128}$"}}
+STATUS = {"type": "string", "enum": ["affected", "not_affected", "fixed", "under_investigation", "disputed", "inconclusive"]}
+PAGE = [qp("page_size", "Page size (1..=1000).", {"type": "integer", "minimum": 1, "maximum": 1000}),
+        qp("page_token", "Opaque cursor from the previous page's next_page_token.")]
+AUTHERR = {"400": err("A parameter is invalid (the message names it)."),
+           "401": err("Missing or unknown bearer token."),
+           "403": err("Token lacks the scope or tenant; or no tokens configured and the caller is not on loopback."),
+           "404": err("Not found."),
+           "414": err("Query string too long."),
+           "503": err("Store unavailable.")}
+
+def v1(op_id, summary, params, responses, scope="vex:read", body=None):
+    o = {"operationId": op_id, "summary": summary, "security": [{"bearer": [scope]}, {}],
+         "parameters": [TENANT] + params, "responses": {**responses, **AUTHERR}}
+    if body:
+        o["requestBody"] = body
+    return o
+
+artifact = lambda req: qp("artifact", "Artifact identifier (purl, CPE, BOM-Link, hash, name key); any spelling normalising to the same key.", required=req)
+vuln = lambda req: qp("vulnerability", "Vulnerability key (e.g. CVE-2024-1234).", required=req)
+
+doc = {
+    "openapi": "3.1.0",
+    "info": {"title": "VEX Lens API", "version": "1.0.0",
+             "description": "Trust-weighted consensus over VEX statements. Errors are {\"error\": {\"code\", \"message\"}}."},
+    "servers": [{"url": "http://127.0.0.1:8080"}],
+    "components": {
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+                                       "description": "Tokens from [[api.tokens]] (stored as SHA-256). Scopes vex:read, vex:export, vex:admin (all)."}},
+        "schemas": {
+            "Error": {"type": "object", "required": ["error"], "properties": {"error": {
+                "type": "object", "required": ["code", "message"],
+                "properties": {"code": {"type": "string", "enum": [
+                    "invalid_parameter", "invalid_body", "body_too_large", "query_too_long", "missing_token",
+                    "invalid_token", "insufficient_scope", "tenant_forbidden", "loopback_only", "not_found",
+                    "method_not_allowed", "unavailable", "export_failed", "internal"]},
+                    "message": {"type": "string"}}}}},
+            "ConsensusRecord": {"type": "object",
+                                "description": "A consensus record (schemas/consensus-record.schema.json) plus changed_at_ms, the time it was written.",
+                                "required": ["tenant", "artifact", "package", "vulnerability", "status", "confidence_ppm",
+                                             "mode", "policy_version", "statements", "conflicts", "consensus_digest", "changed_at_ms"],
+                                "properties": {"tenant": {"type": "string"}, "artifact": {"type": "string"},
+                                               "package": {"type": "string"}, "vulnerability": {"type": "string"},
+                                               "status": STATUS, "confidence_ppm": {"type": "integer", "minimum": 0, "maximum": 1000000},
+                                               "mode": {"type": "string"}, "policy_version": {"type": "string"},
+                                               "statements": {"type": "array", "items": {"type": "object"}},
+                                               "conflicts": {"type": "array", "items": {"type": "object"}},
+                                               "consensus_digest": {"type": "string"},
+                                               "changed_at_ms": {"type": "integer"}}},
+            "RecordPage": {"type": "object", "required": ["items"], "properties": {
+                "items": {"type": "array", "items": ref("ConsensusRecord")},
+                "next_page_token": {"type": "string"}}},
+            "Explained": {"allOf": [ref("ConsensusRecord"), {"type": "object", "required": ["trace", "trace_matches_record"],
+                "properties": {"trace": {"type": "array", "items": {"type": "string"}},
+                               "trace_matches_record": {"type": "boolean"}}}]},
+            "OpenConflict": {"type": "object", "required": ["artifact", "package", "vulnerability", "status",
+                                                           "consensus_digest", "changed_at_ms", "age_seconds", "conflicts"],
+                             "properties": {"artifact": {"type": "string"}, "package": {"type": "string"},
+                                            "vulnerability": {"type": "string"}, "status": STATUS,
+                                            "consensus_digest": {"type": "string"}, "changed_at_ms": {"type": "integer"},
+                                            "age_seconds": {"type": "integer", "minimum": 0},
+                                            "conflicts": {"type": "array", "items": {"type": "object",
+                                                "required": ["reason", "detail", "issuers", "sides"],
+                                                "properties": {"reason": {"type": "string"}, "detail": {"type": "string"},
+                                                               "issuers": {"type": "array", "items": {"type": "string"}},
+                                                               "sides": {"type": "array", "items": {"type": "object",
+                                                                   "required": ["status", "issuers", "weight_ppm"],
+                                                                   "properties": {"status": {"type": "string"},
+                                                                                  "issuers": {"type": "array", "items": {"type": "string"}},
+                                                                                  "weight_ppm": {"type": "integer", "minimum": 0}}}}}}}}},
+            "ConflictPage": {"type": "object", "required": ["items"], "properties": {
+                "items": {"type": "array", "items": ref("OpenConflict")}, "next_page_token": {"type": "string"}}},
+            "ExportJob": {"type": "object", "required": ["job_id", "format", "started_at_ms", "duration_ms", "result", "records"],
+                          "properties": {"job_id": {"type": "string"}, "format": {"type": "string", "enum": ["json", "ndjson", "openvex"]},
+                                         "tenant": {"type": ["string", "null"]}, "since_ms": {"type": ["integer", "null"]},
+                                         "started_at_ms": {"type": "integer"}, "duration_ms": {"type": "integer", "minimum": 0},
+                                         "result": {"type": "string", "enum": ["success", "failure"]},
+                                         "error": {"type": ["string", "null"]}, "bundle_id": {"type": ["string", "null"]},
+                                         "records": {"type": "integer", "minimum": 0},
+                                         "manifest": {"type": "object"},
+                                         "files": {"type": "array", "items": {"type": "string"}}}},
+            "ExportBody": {"type": "object", "additionalProperties": False, "properties": {
+                "format": {"type": "string", "enum": ["json", "ndjson", "openvex"]},
+                "tenant": {"type": "string", "description": "Must equal the caller's tenant."},
+                "since": {"type": "string", "format": "date-time"}}},
+        },
+    },
+    "paths": {
+        "/health/liveness": {"get": {"operationId": "liveness", "summary": "Process is serving.", "security": [],
+                                      "responses": {"200": ok({"type": "object"})}}},
+        "/health/readiness": {"get": {"operationId": "readiness", "summary": "Store (and broker) reachable.", "security": [],
+                                       "responses": {"200": ok({"type": "object"}), "503": ok({"type": "object"}, "Not ready.")}}},
+        "/metrics": {"get": {"operationId": "metrics", "summary": "Prometheus/OpenMetrics text.", "security": [],
+                              "responses": {"200": {"description": "Metrics", "content": {"application/openmetrics-text": {"schema": {"type": "string"}}}}}}},
+        "/status": {"get": {"operationId": "status", "summary": "Version, mode, store, feature flags.", "security": [],
+                             "responses": {"200": ok({"type": "object"})}}},
+        "/openapi.json": {"get": {"operationId": "openapi", "summary": "This document.", "security": [],
+                                   "responses": {"200": ok({"type": "object"})}}},
+        "/v1/vex/consensus": {"get": v1("getConsensus",
+            "One pair's record (artifact and vulnerability only), else a page of records.",
+            [artifact(False), vuln(False), qp("package", "Package identifier (every artifact of the package)."),
+             qp("status", "Consensus status.", STATUS), qp("issuer", "Issuer id with a statement on the record."),
+             qp("since", "Only records written at or after (RFC 3339).", {"type": "string", "format": "date-time"})] + PAGE,
+            {"200": ok({"oneOf": [ref("RecordPage"), ref("ConsensusRecord")]})})},
+        "/v1/vex/consensus/explain": {"get": v1("explainConsensus", "The record and its decision trace.",
+            [artifact(True), vuln(True)], {"200": ok(ref("Explained"))})},
+        "/v1/vex/consensus/history": {"get": v1("consensusHistory",
+            "Every stored version of a pair, oldest first; with as_of, the version current then.",
+            [artifact(True), vuln(True), qp("as_of", "RFC 3339 time (compared with the time a version was written).",
+                                            {"type": "string", "format": "date-time"})],
+            {"200": ok({"oneOf": [ref("RecordPage"), ref("ConsensusRecord")]})})},
+        "/v1/vex/conflicts": {"get": v1("listConflicts", "Open conflicts of the tenant.",
+            [qp("reason", "Conflict reason (status_disagreement, scope_mismatch, missing_provenance)."),
+             artifact(False), qp("package", "Package identifier.")] + PAGE, {"200": ok(ref("ConflictPage"))})},
+        "/v1/vex/export": {"post": v1("runExport", "Run an export job for the caller's tenant.", [],
+            {"200": ok(ref("ExportJob")), "413": err("Body too large."), "500": err("The export job failed (job in `job`).")},
+            scope="vex:export",
+            body={"required": True, "content": {"application/json": {"schema": ref("ExportBody")}}})},
+        "/v1/vex/exports": {"get": v1("listExports", "The tenant's export jobs, newest first.",
+            [qp("page_size", "Most jobs returned (1..=1000).", {"type": "integer", "minimum": 1, "maximum": 1000})],
+            {"200": ok({"type": "object", "required": ["items"], "properties": {"items": {"type": "array", "items": ref("ExportJob")}}})},
+            scope="vex:export")},
+        "/v1/vex/exports/{id}": {"get": v1("getExport", "Job state, manifest and files.",
+            [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}],
+            {"200": ok(ref("ExportJob"))}, scope="vex:export")},
+        "/v1/vex/exports/{id}/files/{name}": {"get": v1("downloadExportFile", "Download one file of the bundle.",
+            [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}},
+             {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
+            {"200": {"description": "The file.", "content": {"application/octet-stream": {"schema": {"type": "string"}},
+                                                            "application/json": {"schema": {}},
+                                                            "application/x-ndjson": {"schema": {"type": "string"}}}}},
+            scope="vex:export")},
+    },
+}
+out = pathlib.Path(__file__).resolve().parent.parent / "docs" / "openapi.json"
+out.write_text(json.dumps(doc, indent=2) + "\n")
+print(out)

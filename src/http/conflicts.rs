@@ -1,0 +1,115 @@
+//! `GET /v1/vex/conflicts`: the caller's tenant's open conflicts (records with at least
+//! one conflict), with the statuses and counted trust weight on each side, paged.
+//!
+//! Invariants: the same durable records as `/v1/vex/consensus` (the conflict queue is the
+//! index of the same data); tenant-scoped; `age_seconds` counts from the time the
+//! record last changed.
+
+use super::auth::{Authorized, Read};
+use super::consensus::Page;
+use super::error::ApiError;
+use super::params::{encode_cursor, Params};
+use super::State;
+use crate::domain::consensus::{ConsensusRecord, Role};
+use crate::domain::model::Status;
+use crate::ports::RecordQuery;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Serialize;
+
+#[derive(Serialize)]
+struct Side {
+    status: Status,
+    /// Issuers whose counted statement says this status.
+    issuers: Vec<String>,
+    /// Sum of their counted weights (ppm).
+    weight_ppm: u64,
+}
+
+#[derive(Serialize)]
+struct ConflictView {
+    reason: serde_json::Value,
+    detail: String,
+    issuers: Vec<String>,
+    sides: Vec<Side>,
+}
+
+#[derive(Serialize)]
+struct OpenConflict {
+    artifact: String,
+    package: String,
+    vulnerability: String,
+    status: crate::domain::consensus::ConsensusStatus,
+    consensus_digest: String,
+    changed_at_ms: i64,
+    age_seconds: i64,
+    conflicts: Vec<ConflictView>,
+}
+
+fn sides(r: &ConsensusRecord, statuses: &[Status]) -> Vec<Side> {
+    statuses
+        .iter()
+        .map(|s| {
+            let mut issuers: Vec<String> = r
+                .statements
+                .iter()
+                .filter(|e| e.role == Role::Counted && e.status == *s)
+                .map(|e| e.issuer.clone())
+                .collect();
+            issuers.sort();
+            issuers.dedup();
+            Side { status: *s, issuers, weight_ppm: r.scores_ppm.get(s).copied().unwrap_or(0) }
+        })
+        .collect()
+}
+
+/// `GET /v1/vex/conflicts?reason=&artifact=&package=&page_size=&page_token=`.
+pub async fn list(
+    caller: Authorized<Read>,
+    state: web::Data<State>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let p = Params::parse(req.query_string(), &["reason", "artifact", "package", "page_size", "page_token"])?;
+    let limit = p.page_size(state.api.default_page_size, state.api.max_page_size)?;
+    let q = RecordQuery {
+        tenant: caller.tenant.clone(),
+        artifact: p.artifact("artifact")?,
+        package: p.package("package")?,
+        conflicted: true,
+        conflict_reason: p.str("reason")?,
+        after: p.page_token()?,
+        limit,
+        ..Default::default()
+    };
+    let records = state.store.query_records(&q).await?;
+    let next_page_token = (records.len() == limit)
+        .then(|| records.last().map(|t| encode_cursor(&t.record.artifact, &t.record.vulnerability)))
+        .flatten();
+    let now_ms =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+    let items = records
+        .into_iter()
+        .map(|t| {
+            let r = &t.record;
+            OpenConflict {
+                artifact: r.artifact.clone(),
+                package: r.package.clone(),
+                vulnerability: r.vulnerability.clone(),
+                status: r.status,
+                consensus_digest: r.consensus_digest.clone(),
+                changed_at_ms: t.changed_at_ms,
+                age_seconds: ((now_ms - t.changed_at_ms) / 1000).max(0),
+                conflicts: r
+                    .conflicts
+                    .iter()
+                    .map(|c| ConflictView {
+                        reason: serde_json::to_value(&c.reason).unwrap_or_default(),
+                        detail: c.detail.clone(),
+                        issuers: c.issuers.clone(),
+                        sides: sides(r, &c.statuses),
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(Page { items, next_page_token }))
+}

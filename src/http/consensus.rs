@@ -1,0 +1,156 @@
+//! `/v1/vex/consensus`, `/v1/vex/consensus/explain`, `/v1/vex/consensus/history`: the
+//! durable consensus records of the caller's tenant.
+//!
+//! Invariants: every read is scoped to the caller's tenant (the store query carries it);
+//! artifact parameters are normalised with the domain's key parser, so every spelling of
+//! one purl reads the same pair; reads serve what the store holds (durable), never an
+//! actor's unwritten state; `as_of` and `since` compare the time a record was written.
+
+use super::auth::{Authorized, Read};
+use super::error::ApiError;
+use super::params::{encode_cursor, Params};
+use super::State;
+use crate::domain::consensus::{PackageState, PairKey};
+use crate::ports::{RecordQuery, TimedRecord};
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Serialize;
+
+/// A page of records.
+#[derive(Serialize)]
+pub struct Page<T: Serialize> {
+    pub items: Vec<T>,
+    /// Present when more may follow: pass it as `page_token`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_page_token: Option<String>,
+}
+
+/// Builds a page from a store result of at most `limit` items.
+pub fn page_of(items: Vec<TimedRecord>, limit: usize) -> Page<TimedRecord> {
+    let next_page_token = (items.len() == limit)
+        .then(|| items.last().map(|t| encode_cursor(&t.record.artifact, &t.record.vulnerability)))
+        .flatten();
+    Page { items, next_page_token }
+}
+
+fn pair_of(caller_tenant: &str, p: &Params) -> Result<PairKey, ApiError> {
+    Ok(PairKey {
+        tenant: caller_tenant.to_string(),
+        artifact: p.artifact("artifact")?.ok_or_else(|| ApiError::param("artifact", "required"))?,
+        vulnerability: p.required("vulnerability")?,
+    })
+}
+
+/// The current record of a pair, with the time it was written.
+async fn current(state: &State, pair: &PairKey) -> Result<TimedRecord, ApiError> {
+    let q = RecordQuery {
+        tenant: pair.tenant.clone(),
+        artifact: Some(pair.artifact.clone()),
+        vulnerability: Some(pair.vulnerability.clone()),
+        limit: 1,
+        ..Default::default()
+    };
+    state
+        .store
+        .query_records(&q)
+        .await?
+        .pop()
+        .ok_or_else(|| ApiError::not_found(format!("no consensus for {} / {}", pair.artifact, pair.vulnerability)))
+}
+
+/// `GET /v1/vex/consensus`: with `artifact` and `vulnerability` only, that pair's record;
+/// otherwise a page of records filtered by artifact, package, vulnerability, status,
+/// issuer and since.
+pub async fn get(
+    caller: Authorized<Read>,
+    state: web::Data<State>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    const LIST: [&str; 6] = ["package", "status", "issuer", "since", "page_size", "page_token"];
+    let allowed = [&["artifact", "vulnerability"][..], &LIST[..]].concat();
+    let p = Params::parse(req.query_string(), &allowed)?;
+    let single = p.str("artifact")?.is_some()
+        && p.str("vulnerability")?.is_some()
+        && LIST.iter().all(|n| p.str(n).ok().flatten().is_none());
+    if single {
+        let pair = pair_of(&caller.tenant, &p)?;
+        return Ok(HttpResponse::Ok().json(current(&state, &pair).await?));
+    }
+    let limit = p.page_size(state.api.default_page_size, state.api.max_page_size)?;
+    let q = RecordQuery {
+        tenant: caller.tenant.clone(),
+        artifact: p.artifact("artifact")?,
+        package: p.package("package")?,
+        vulnerability: p.str("vulnerability")?,
+        status: p.status("status")?,
+        issuer: p.str("issuer")?,
+        since_ms: p.time_ms("since")?,
+        after: p.page_token()?,
+        limit,
+        ..Default::default()
+    };
+    let items = state.store.query_records(&q).await?;
+    Ok(HttpResponse::Ok().json(page_of(items, limit)))
+}
+
+/// The explain trace of a pair.
+#[derive(Serialize)]
+struct Explained {
+    #[serde(flatten)]
+    record: TimedRecord,
+    /// The decision, step by step, recomputed from the pair's stored observations with
+    /// the policy this instance runs.
+    trace: Vec<String>,
+    /// Whether that recomputation gives the stored record (false while a change is
+    /// being applied, or after a policy change not yet recomputed).
+    trace_matches_record: bool,
+}
+
+/// `GET /v1/vex/consensus/explain?artifact=&vulnerability=`: the record (every statement
+/// with its weight factors, role and reason, the mode and policy version) and the trace.
+pub async fn explain(
+    caller: Authorized<Read>,
+    state: web::Data<State>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let p = Params::parse(req.query_string(), &["artifact", "vulnerability"])?;
+    let pair = pair_of(&caller.tenant, &p)?;
+    let record = current(&state, &pair).await?;
+    let observations = state.store.observations_for_package(&pair.tenant, &record.record.package).await?;
+    let mut st = PackageState::new();
+    for o in observations {
+        st.apply(o).map_err(|e| ApiError::from(crate::ports::StoreError::Rejected(e.to_string())))?;
+    }
+    let recomputed = st
+        .evaluate(&pair, &state.policy, true)
+        .map_err(|e| ApiError::from(crate::ports::StoreError::Rejected(e.to_string())))?;
+    let trace_matches_record =
+        recomputed.as_ref().is_some_and(|r| r.consensus_digest == record.record.consensus_digest);
+    let trace = recomputed.and_then(|r| r.explain).unwrap_or_default();
+    Ok(HttpResponse::Ok().json(Explained { record, trace, trace_matches_record }))
+}
+
+/// `GET /v1/vex/consensus/history?artifact=&vulnerability=[&as_of=]`: every stored
+/// version of the pair, oldest first; with `as_of`, the version current at that time.
+pub async fn history(
+    caller: Authorized<Read>,
+    state: web::Data<State>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let p = Params::parse(req.query_string(), &["artifact", "vulnerability", "as_of"])?;
+    let pair = pair_of(&caller.tenant, &p)?;
+    let as_of = p.time_ms("as_of")?;
+    let versions = state.store.record_history(&pair).await?;
+    match as_of {
+        None if versions.is_empty() => {
+            Err(ApiError::not_found(format!("no consensus history for {} / {}", pair.artifact, pair.vulnerability)))
+        }
+        None => Ok(HttpResponse::Ok().json(Page { items: versions, next_page_token: None })),
+        Some(t) => match versions.into_iter().filter(|v| v.changed_at_ms <= t).last() {
+            Some(v) => Ok(HttpResponse::Ok().json(v)),
+            None => Err(ApiError::not_found(format!(
+                "no consensus for {} / {} at or before as_of",
+                pair.artifact, pair.vulnerability
+            ))),
+        },
+    }
+}

@@ -1,0 +1,376 @@
+//! The `/v1` HTTP API of `vex-lens serve` (the built binary, embedded pipeline and store):
+//! auth (401/403 with JSON errors), tenancy through every endpoint (two tenants' data in
+//! one store), consensus reads with filters and cursor paging, purl spellings, explain,
+//! history and `as_of`, conflicts, exports (run, list, get, download), request limits, the
+//! loopback-only mode without tokens, and the OpenAPI document naming every route.
+
+#[path = "../integration-tests/common/mod.rs"]
+mod common;
+
+use common::{free_port, wait_for, KillOnDrop};
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_vex-lens");
+const READ: &str = "read-secret-acme";
+const EXPORT: &str = "export-secret-acme";
+const GLOBEX: &str = "read-export-secret-globex";
+const MULTI: &str = "read-secret-both";
+
+/// One HTTP/1.0 request: (status, body as JSON or a string value).
+fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, Value, String) {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut head = format!("{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if !body.is_empty() {
+        head.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body.as_bytes()).unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).unwrap();
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let code = text.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (code, serde_json::from_str(&body).unwrap_or(Value::Null), body)
+}
+
+fn get(port: u16, path: &str, token: Option<&str>, tenant: Option<&str>) -> (u16, Value) {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut h: Vec<(&str, &str)> = Vec::new();
+    if let Some(a) = &auth {
+        h.push(("Authorization", a));
+    }
+    if let Some(t) = tenant {
+        h.push(("X-Tenant", t));
+    }
+    let (code, v, _) = request(port, "GET", path, &h, "");
+    (code, v)
+}
+
+fn sha(s: &str) -> String {
+    vex_lens::domain::canonical::sha256_hex(s.as_bytes())
+}
+
+/// Asserts the error shape and code.
+fn assert_error(r: &(u16, Value), status: u16, code: &str) {
+    assert_eq!(r.0, status, "{:?}", r.1);
+    assert_eq!(r.1["error"]["code"], code, "{:?}", r.1);
+    assert!(r.1["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{:?}", r.1);
+}
+
+fn enc(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+/// Ingests `files` for `tenant` into the store under `data` (serve --once).
+fn ingest(tmp: &Path, data: &Path, tenant: &str, files: &[&str]) {
+    let inbox = tmp.join(format!("in-{tenant}"));
+    std::fs::create_dir_all(&inbox).unwrap();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for f in files {
+        std::fs::copy(repo.join("examples").join(f), inbox.join(f)).unwrap();
+    }
+    let out = Command::new(BIN)
+        .args(["serve", "--once", "--ingest-dir", inbox.to_str().unwrap(), "--data-dir", data.to_str().unwrap()])
+        .args(["--tenant", tenant, "--listen", "127.0.0.1:0"])
+        .current_dir(repo)
+        .output()
+        .expect("serve --once");
+    assert!(out.status.success(), "serve --once failed: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn start(tmp: &Path, data: &Path, config: &str) -> (KillOnDrop, u16, PathBuf) {
+    let cfg = tmp.join(format!("config-{}.toml", sha(config)));
+    std::fs::write(&cfg, config).unwrap();
+    let port = free_port();
+    let log = tmp.join(format!("serve-{port}.log"));
+    let out = std::fs::File::create(&log).unwrap();
+    let child = KillOnDrop(
+        Command::new(BIN)
+            .args(["serve", "--config", cfg.to_str().unwrap(), "--data-dir", data.to_str().unwrap()])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .env("VEXLENS_EXPORT__DIR", tmp.join("exports"))
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("spawn serve"),
+    );
+    wait_for("serve ready", Duration::from_secs(60), || {
+        common::get(port, "/health/readiness").filter(|(c, _)| *c == 200)
+    });
+    (child, port, log)
+}
+
+fn tokens_config() -> String {
+    format!(
+        r#"[consensus]
+issuers_file = "config/issuers.toml"
+[api]
+max_body_bytes = 2048
+[[api.tokens]]
+name = "acme-reader"
+sha256 = "{}"
+scopes = ["vex:read"]
+tenants = ["acme"]
+[[api.tokens]]
+name = "acme-exporter"
+sha256 = "{}"
+scopes = ["vex:export"]
+tenants = ["acme"]
+[[api.tokens]]
+name = "globex"
+sha256 = "{}"
+scopes = ["vex:read", "vex:export"]
+tenants = ["globex"]
+[[api.tokens]]
+name = "both"
+sha256 = "{}"
+scopes = ["vex:read"]
+tenants = ["acme", "globex"]
+"#,
+        sha(READ),
+        sha(EXPORT),
+        sha(GLOBEX),
+        sha(MULTI)
+    )
+}
+
+#[test]
+fn api_serves_each_tenant_its_own_records_with_auth_paging_explain_history_conflicts_and_exports() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    ingest(tmp.path(), &data, "acme", &["acme-vendor.openvex.json", "distro.csaf.json", "scanner.cdx.json"]);
+    ingest(tmp.path(), &data, "globex", &["acme-vendor.openvex.json"]);
+    let (_child, port, log) = start(tmp.path(), &data, &tokens_config());
+    let logs = std::fs::read_to_string(&log).unwrap();
+    assert!(logs.contains("api_tokens"), "start-up says tokens are configured: {logs}");
+
+    // --- auth: 401 / 403, JSON errors; health stays open ---------------------------
+    assert_eq!(common::get(port, "/health/liveness").map(|r| r.0), Some(200), "health needs no token");
+    assert_eq!(common::get(port, "/metrics").map(|r| r.0), Some(200), "metrics need no token");
+    let c = "/v1/vex/consensus";
+    assert_error(&get(port, c, None, None), 401, "missing_token");
+    assert_error(&get(port, c, Some("wrong"), None), 401, "invalid_token");
+    assert_error(&get(port, c, Some(READ), Some("globex")), 403, "tenant_forbidden");
+    assert_error(&get(port, "/v1/vex/exports", Some(READ), None), 403, "insufficient_scope");
+    assert_error(&get(port, c, Some(EXPORT), None), 403, "insufficient_scope");
+    assert_error(&get(port, c, Some(MULTI), None), 400, "invalid_parameter");
+    assert_error(&get(port, "/v1/vex/nothing-here", Some(READ), None), 404, "not_found");
+    let r = request(port, "DELETE", c, &[("Authorization", &format!("Bearer {READ}"))], "");
+    assert_error(&(r.0, r.1), 405, "method_not_allowed");
+
+    // --- consensus: list, tenancy, paging ------------------------------------------
+    let (code, all) = get(port, c, Some(READ), None);
+    assert_eq!(code, 200, "{all}");
+    let items = all["items"].as_array().unwrap().clone();
+    assert_eq!(items.len(), 4, "acme has the four pairs of the examples: {all}");
+    assert!(items.iter().all(|r| r["tenant"] == "acme"), "only the caller's tenant");
+    assert!(items.iter().all(|r| r["changed_at_ms"].as_i64().is_some_and(|t| t > 0)));
+    let (code, globex) = get(port, c, Some(GLOBEX), None);
+    assert_eq!(code, 200);
+    let globex_items = globex["items"].as_array().unwrap();
+    assert!(!globex_items.is_empty() && globex_items.iter().all(|r| r["tenant"] == "globex"));
+    assert_eq!(get(port, c, Some(MULTI), Some("globex")).1["items"], globex["items"], "X-Tenant picks the tenant");
+
+    let mut paged = Vec::new();
+    let mut token: Option<String> = None;
+    for _ in 0..10 {
+        let path = match &token {
+            None => format!("{c}?page_size=1"),
+            Some(t) => format!("{c}?page_size=1&page_token={t}"),
+        };
+        let (code, page) = get(port, &path, Some(READ), None);
+        assert_eq!(code, 200, "{page}");
+        paged.extend(page["items"].as_array().unwrap().iter().cloned());
+        match page["next_page_token"].as_str() {
+            Some(t) => token = Some(t.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(paged, items, "paging one by one walks the same records in the same order");
+
+    // --- one pair: any purl spelling; other tenant cannot see it ---------------------
+    let disputed = items.iter().find(|r| r["status"] == "disputed").expect("a disputed pair").clone();
+    let (artifact, vuln) = (disputed["artifact"].as_str().unwrap(), disputed["vulnerability"].as_str().unwrap());
+    assert_eq!(artifact, "pkg:npm/acme-widget@2.4.1");
+    let one = format!("{c}?artifact={}&vulnerability={vuln}", enc("pkg:NPM/acme-widget@2.4.1"));
+    let (code, rec) = get(port, &one, Some(READ), None);
+    assert_eq!(code, 200, "{rec}");
+    assert_eq!(rec, disputed, "another spelling of the purl reads the same record");
+    assert!(
+        rec["statements"].as_array().is_some_and(|s| s.len() >= 3) && !rec["conflicts"].as_array().unwrap().is_empty()
+    );
+    assert_error(&get(port, &one, Some(GLOBEX), None), 404, "not_found");
+    assert_error(
+        &get(port, &format!("{c}?artifact=nonsense&vulnerability=CVE-1"), Some(READ), None),
+        400,
+        "invalid_parameter",
+    );
+
+    // --- filters and bad parameters (400 naming the parameter) -----------------------
+    let (_, f) = get(port, &format!("{c}?status=disputed"), Some(READ), None);
+    assert_eq!(f["items"].as_array().unwrap().len(), 1);
+    let (_, f) = get(port, &format!("{c}?vulnerability=CVE-2024-21626"), Some(READ), None);
+    assert_eq!(f["items"].as_array().unwrap().len(), 2);
+    let (_, f) = get(port, &format!("{c}?issuer=example-scanner"), Some(READ), None);
+    assert_eq!(f["items"].as_array().unwrap().len(), 2, "{f}");
+    let (_, f) = get(port, &format!("{c}?package={}", enc("pkg:npm/acme-widget@9.9.9")), Some(READ), None);
+    assert_eq!(f["items"].as_array().unwrap().len(), 4, "package of any version");
+    let (_, f) = get(port, &format!("{c}?since=2999-01-01T00:00:00Z"), Some(READ), None);
+    assert!(f["items"].as_array().unwrap().is_empty(), "since compares the write time");
+    for (q, name) in [
+        ("page_size=0", "page_size"),
+        ("page_size=1001", "page_size"),
+        ("since=yesterday", "since"),
+        ("status=maybe", "status"),
+        ("bogus=1", "bogus"),
+        ("page_token=forged", "page_token"),
+    ] {
+        let r = get(port, &format!("{c}?{q}"), Some(READ), None);
+        assert_error(&r, 400, "invalid_parameter");
+        assert!(r.1["error"]["message"].as_str().unwrap().starts_with(name), "{q}: {:?}", r.1);
+    }
+    let long = format!("{c}?issuer={}", "x".repeat(5000));
+    assert_error(&get(port, &long, Some(READ), None), 414, "query_too_long");
+
+    // --- explain, history, as_of -----------------------------------------------------
+    let pair = format!("artifact={}&vulnerability={vuln}", enc(artifact));
+    let (code, ex) = get(port, &format!("{c}/explain?{pair}"), Some(READ), None);
+    assert_eq!(code, 200, "{ex}");
+    assert_eq!(ex["trace_matches_record"], true, "{ex}");
+    assert!(ex["trace"].as_array().is_some_and(|t| !t.is_empty()));
+    assert!(ex["statements"].as_array().unwrap().iter().all(|s| s["factors"].is_object() && s["role"].is_string()));
+    assert_eq!(ex["policy_version"], rec["policy_version"]);
+    assert_error(
+        &get(port, &format!("{c}/explain?artifact={}", enc(artifact)), Some(READ), None),
+        400,
+        "invalid_parameter",
+    );
+    let (code, h) = get(port, &format!("{c}/history?{pair}"), Some(READ), None);
+    assert_eq!(code, 200, "{h}");
+    let versions = h["items"].as_array().unwrap();
+    assert!(!versions.is_empty());
+    assert_eq!(versions.last().unwrap()["consensus_digest"], rec["consensus_digest"]);
+    let (code, then) = get(port, &format!("{c}/history?{pair}&as_of=2999-01-01T00:00:00Z"), Some(READ), None);
+    assert_eq!((code, &then["consensus_digest"]), (200, &rec["consensus_digest"]));
+    assert_error(
+        &get(port, &format!("{c}/history?{pair}&as_of=1971-01-01T00:00:00Z"), Some(READ), None),
+        404,
+        "not_found",
+    );
+    assert_error(&get(port, &format!("{c}/history?{pair}"), Some(GLOBEX), None), 404, "not_found");
+
+    // --- conflicts ------------------------------------------------------------------
+    let (code, cf) = get(port, "/v1/vex/conflicts", Some(READ), None);
+    assert_eq!(code, 200, "{cf}");
+    let open = cf["items"].as_array().unwrap();
+    assert_eq!(open.len(), 1, "{cf}");
+    assert_eq!(open[0]["artifact"], artifact);
+    let c0 = &open[0]["conflicts"][0];
+    assert_eq!(c0["reason"], "status_disagreement");
+    let sides = c0["sides"].as_array().unwrap();
+    assert!(sides.len() >= 2 && sides.iter().all(|s| s["weight_ppm"].as_u64().is_some_and(|w| w > 0)), "{c0}");
+    assert!(get(port, "/v1/vex/conflicts?reason=scope_mismatch", Some(READ), None).1["items"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+    let (_, gcf) = get(port, "/v1/vex/conflicts", Some(GLOBEX), None);
+    assert!(gcf["items"].as_array().unwrap().iter().all(|x| x["artifact"] != artifact || x["vulnerability"] != vuln));
+
+    // --- exports: run, list, get, download; other tenant sees nothing -------------------
+    let bearer = format!("Bearer {EXPORT}");
+    let h = [("Authorization", bearer.as_str())];
+    let r = request(port, "POST", "/v1/vex/export", &h, r#"{"format":"json","tenant":"globex"}"#);
+    assert_error(&(r.0, r.1), 403, "tenant_forbidden");
+    let r = request(port, "POST", "/v1/vex/export", &h, r#"{"format":"yaml"}"#);
+    assert_error(&(r.0, r.1), 400, "invalid_parameter");
+    let r = request(port, "POST", "/v1/vex/export", &h, "{not json");
+    assert_error(&(r.0, r.1), 400, "invalid_body");
+    let big = format!(r#"{{"format":"json","since":"{}"}}"#, "x".repeat(4000));
+    let r = request(port, "POST", "/v1/vex/export", &h, &big);
+    assert_error(&(r.0, r.1), 413, "body_too_large");
+    let (code, job, _) = request(port, "POST", "/v1/vex/export", &h, r#"{"format":"json"}"#);
+    assert_eq!(code, 200, "{job}");
+    assert_eq!((job["tenant"].as_str(), job["records"].as_u64()), (Some("acme"), Some(4)), "{job}");
+    let id = job["job_id"].as_str().unwrap();
+    let (code, list) = get(port, "/v1/vex/exports", Some(EXPORT), None);
+    assert_eq!(code, 200);
+    assert_eq!(list["items"][0]["job_id"], id);
+    let (code, detail) = get(port, &format!("/v1/vex/exports/{id}"), Some(EXPORT), None);
+    assert_eq!(code, 200, "{detail}");
+    assert!(detail["manifest"].is_object(), "{detail}");
+    let files: Vec<String> = serde_json::from_value(detail["files"].clone()).unwrap();
+    assert!(files.contains(&"manifest.json".to_string()), "{files:?}");
+    let (code, _, body) = request(port, "GET", &format!("/v1/vex/exports/{id}/files/manifest.json"), &h, "");
+    assert_eq!(code, 200);
+    let on_disk = std::fs::read_to_string(tmp.path().join("exports").join(id).join("manifest.json")).unwrap();
+    assert_eq!(body, on_disk, "the download is the file");
+    assert!(get(port, "/v1/vex/exports", Some(GLOBEX), None).1["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|j| j["job_id"] != id));
+    assert_error(&get(port, &format!("/v1/vex/exports/{id}"), Some(GLOBEX), None), 404, "not_found");
+    assert_error(
+        &get(port, &format!("/v1/vex/exports/{id}/files/manifest.json"), Some(GLOBEX), None),
+        404,
+        "not_found",
+    );
+    for bad in ["..%2F..%2Fconfig.toml", ".hidden", "%2e%2e"] {
+        let r = get(port, &format!("/v1/vex/exports/{id}/files/{bad}"), Some(EXPORT), None);
+        assert!(r.0 == 404 || r.0 == 400, "{bad}: {:?}", r);
+        assert!(r.1["error"]["code"].is_string(), "{bad}: {:?}", r);
+    }
+
+    // --- the OpenAPI document names every route this test called ----------------------
+    let (code, doc) = common::get(port, "/openapi.json").unwrap();
+    assert_eq!(code, 200);
+    let doc: Value = serde_json::from_str(&doc).unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    for path in [
+        "/v1/vex/consensus",
+        "/v1/vex/consensus/explain",
+        "/v1/vex/consensus/history",
+        "/v1/vex/conflicts",
+        "/v1/vex/export",
+        "/v1/vex/exports",
+        "/v1/vex/exports/{id}",
+        "/v1/vex/exports/{id}/files/{name}",
+        "/health/liveness",
+        "/metrics",
+    ] {
+        assert!(doc["paths"][path].is_object(), "{path} missing from /openapi.json");
+    }
+}
+
+#[test]
+fn without_tokens_the_api_answers_loopback_for_the_default_tenant_or_x_tenant() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    ingest(tmp.path(), &data, "default", &["acme-vendor.openvex.json"]);
+    ingest(tmp.path(), &data, "other", &["scanner.cdx.json"]);
+    let (_child, port, log) = start(tmp.path(), &data, "[consensus]\nissuers_file = \"config/issuers.toml\"\n");
+    let logs = std::fs::read_to_string(&log).unwrap();
+    assert!(logs.contains("api_loopback_only"), "start-up says the API is loopback-only: {logs}");
+    let c = "/v1/vex/consensus";
+    let (code, d) = get(port, c, None, None);
+    assert_eq!(code, 200, "{d}");
+    let d = d["items"].as_array().unwrap().clone();
+    assert!(!d.is_empty() && d.iter().all(|r| r["tenant"] == "default"));
+    let (code, o) = get(port, c, None, Some("other"));
+    assert_eq!(code, 200);
+    let o = o["items"].as_array().unwrap();
+    assert!(!o.is_empty() && o.iter().all(|r| r["tenant"] == "other"));
+    assert_error(&get(port, c, Some("anything"), None), 401, "invalid_token");
+    assert_error(&get(port, c, None, Some("bad/tenant")), 400, "invalid_parameter");
+}
