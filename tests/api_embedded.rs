@@ -150,7 +150,7 @@ fn api_serves_each_tenant_its_own_records_with_auth_paging_explain_history_confl
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     ingest(tmp.path(), &data, "acme", &["acme-vendor.openvex.json", "distro.csaf.json", "scanner.cdx.json"]);
-    ingest(tmp.path(), &data, "globex", &["acme-vendor.openvex.json"]);
+    ingest(tmp.path(), &data, "globex", &["scanner.cdx.json"]);
     let (_child, port, log) = start(tmp.path(), &data, &tokens_config());
     let logs = std::fs::read_to_string(&log).unwrap();
     assert!(logs.contains("api_tokens"), "start-up says tokens are configured: {logs}");
@@ -210,7 +210,12 @@ fn api_serves_each_tenant_its_own_records_with_auth_paging_explain_history_confl
     assert!(
         rec["statements"].as_array().is_some_and(|s| s.len() >= 3) && !rec["conflicts"].as_array().unwrap().is_empty()
     );
-    assert_error(&get(port, &one, Some(GLOBEX), None), 404, "not_found");
+    let (code, theirs) = get(port, &one, Some(GLOBEX), None);
+    assert_eq!(code, 200, "{theirs}");
+    assert_eq!(theirs["tenant"], "globex", "the same pair of another tenant is that tenant's own record");
+    assert_ne!(theirs["consensus_digest"], rec["consensus_digest"]);
+    let none = format!("{c}?artifact={}&vulnerability=CVE-2023-44487", enc(artifact));
+    assert_error(&get(port, &none, Some(GLOBEX), None), 404, "not_found");
     assert_error(
         &get(port, &format!("{c}?artifact=nonsense&vulnerability=CVE-1"), Some(READ), None),
         400,
@@ -268,7 +273,8 @@ fn api_serves_each_tenant_its_own_records_with_auth_paging_explain_history_confl
         404,
         "not_found",
     );
-    assert_error(&get(port, &format!("{c}/history?{pair}"), Some(GLOBEX), None), 404, "not_found");
+    let (_, gh) = get(port, &format!("{c}/history?{pair}"), Some(GLOBEX), None);
+    assert!(gh["items"].as_array().unwrap().iter().all(|v| v["tenant"] == "globex"), "{gh}");
 
     // --- conflicts ------------------------------------------------------------------
     let (code, cf) = get(port, "/v1/vex/conflicts", Some(READ), None);

@@ -52,7 +52,7 @@ fn api_reads_kafka_ingested_records_from_mongodb_per_tenant() {
     let files: Vec<_> =
         ["acme-vendor.openvex.json", "distro.csaf.json", "scanner.cdx.json"].iter().map(|f| examples.join(f)).collect();
     common::kcat_produce_files(&services.brokers, &setup.topic, &[("tenant", "acme")], &files);
-    common::kcat_produce_files(&services.brokers, &setup.topic, &[("tenant", "globex")], &files[..1]);
+    common::kcat_produce_files(&services.brokers, &setup.topic, &[("tenant", "globex")], &files[2..]);
     let l = serve.listen.clone();
     let c = "/v1/vex/consensus";
 
@@ -73,7 +73,11 @@ fn api_reads_kafka_ingested_records_from_mongodb_per_tenant() {
     let one = format!("{c}?artifact={}&vulnerability={vuln}", enc("pkg:NPM/acme-widget@2.4.1"));
     let (code, rec) = get(&l, &one, "acme");
     assert_eq!((code, &rec), (200, disputed), "{rec}");
-    let (code, e) = get(&l, &one, "globex");
+    let (code, theirs) = get(&l, &one, "globex");
+    assert_eq!((code, &theirs["tenant"]), (200, &Value::from("globex")), "{theirs}");
+    assert_ne!(theirs["consensus_digest"], rec["consensus_digest"], "globex reads its own record of the pair");
+    let none = format!("{c}?artifact={}&vulnerability=CVE-2023-44487", enc("pkg:npm/acme-widget@2.4.1"));
+    let (code, e) = get(&l, &none, "globex");
     assert_eq!((code, e["error"]["code"].as_str()), (404, Some("not_found")), "{e}");
 
     // Paging and filters on the MongoDB indexes.
