@@ -25,7 +25,7 @@ use vex_lens::config::{Config, Secret};
 use vex_lens::domain::consensus::{batch, ConsensusRecord, PairKey};
 use vex_lens::domain::model::{Observation, Status};
 use vex_lens::domain::trust::Policy;
-use vex_lens::ports::{ConsensusStore, ExportJobRecord, StoreError, VerificationRecord};
+use vex_lens::ports::{ConsensusStore, ExportJobRecord, RecordQuery, StoreError, TimedRecord, VerificationRecord};
 use vex_lens::stores::contract::sample_observation;
 
 const POISON: &str = "CVE-2099-0666";
@@ -76,6 +76,18 @@ impl ConsensusStore for FaultStore {
     }
     async fn put_export_job(&self, j: &ExportJobRecord) -> Result<(), StoreError> {
         self.inner.put_export_job(j).await
+    }
+    async fn query_records(&self, q: &RecordQuery) -> Result<Vec<TimedRecord>, StoreError> {
+        self.inner.query_records(q).await
+    }
+    async fn record_history(&self, p: &PairKey) -> Result<Vec<TimedRecord>, StoreError> {
+        self.inner.record_history(p).await
+    }
+    async fn list_export_jobs(&self, t: &str) -> Result<Vec<ExportJobRecord>, StoreError> {
+        self.inner.list_export_jobs(t).await
+    }
+    async fn get_export_job(&self, id: &str) -> Result<Option<ExportJobRecord>, StoreError> {
+        self.inner.get_export_job(id).await
     }
 }
 
