@@ -380,3 +380,81 @@ fn without_tokens_the_api_answers_loopback_for_the_default_tenant_or_x_tenant() 
     assert_error(&get(port, c, Some("anything"), None), 401, "invalid_token");
     assert_error(&get(port, c, None, Some("bad/tenant")), 400, "invalid_parameter");
 }
+
+/// `POST /v1/vex/simulate` = apply, then compare: the same change written into the issuer
+/// directory and evaluated by `vex-lens consensus` over the same documents gives exactly
+/// the `after` side of every pair simulate reports, and no other pair changes.
+#[test]
+fn simulate_equals_applying_the_change_then_recomputing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let docs = ["acme-vendor.openvex.json", "distro.csaf.json", "scanner.cdx.json"];
+    ingest(tmp.path(), &data, "acme", &docs);
+    let (_child, port, _) = start(tmp.path(), &data, "[consensus]\nissuers_file = \"config/issuers.toml\"\n");
+
+    let (code, w) = get(port, "/v1/vex/trust/weights", None, Some("acme"));
+    assert_eq!(code, 200, "{w}");
+    let acme = w["issuers"].as_array().unwrap().iter().find(|i| i["id"] == "acme").expect("acme listed").clone();
+    assert_eq!((acme["tier"].as_str(), acme["weight_ppm"].as_u64()), (Some("authoritative"), Some(1_000_000)));
+
+    let change = r#"{"issuer": {"id": "acme", "tier": "untrusted"}}"#;
+    let (code, sim, _) = request(port, "POST", "/v1/vex/simulate", &[("X-Tenant", "acme")], change);
+    assert_eq!(code, 200, "{sim}");
+    assert_eq!(sim["applied"], false);
+    let changed = sim["changed"].as_array().unwrap();
+    assert!(!changed.is_empty(), "demoting the vendor changes something: {sim}");
+    let r = request(
+        port,
+        "POST",
+        "/v1/vex/simulate",
+        &[("X-Tenant", "acme")],
+        r#"{"issuer": {"id": "acme", "weight": 7}}"#,
+    );
+    assert_error(&(r.0, r.1), 400, "invalid_parameter");
+
+    // Nothing was applied.
+    let (_, now) = get(port, "/v1/vex/consensus", None, Some("acme"));
+    let current = now["items"].as_array().unwrap().clone();
+    assert_eq!(current.len(), 4);
+    assert_eq!(get(port, "/v1/vex/trust/weights", None, Some("acme")).1, w, "simulate changes no weight");
+
+    // Apply the same change to a copy of the directory and recompute with the CLI.
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut dir: toml::Value =
+        toml::from_str(&std::fs::read_to_string(repo.join("config/issuers.toml")).unwrap()).unwrap();
+    let issuers = dir.get_mut("issuers").and_then(|v| v.as_array_mut()).unwrap();
+    let vendor = issuers.iter_mut().find(|i| i.get("id").and_then(|v| v.as_str()) == Some("acme")).unwrap();
+    let tenants = vendor.as_table_mut().unwrap().entry("tenants").or_insert(toml::Value::Table(Default::default()));
+    tenants.as_table_mut().unwrap().insert("acme".into(), toml::Value::Table(toml::toml! { tier = "untrusted" }));
+    let applied = tmp.path().join("issuers-applied.json");
+    std::fs::write(&applied, serde_json::to_string(&dir).unwrap()).unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.args(["consensus", "--tenant", "acme", "--issuers", applied.to_str().unwrap()]).current_dir(repo);
+    for d in docs {
+        cmd.arg(repo.join("examples").join(d));
+    }
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let recomputed: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(recomputed.len(), current.len());
+    for after in &recomputed {
+        let key = (after["artifact"].clone(), after["vulnerability"].clone());
+        let before = current.iter().find(|r| (r["artifact"].clone(), r["vulnerability"].clone()) == key).unwrap();
+        let reported = changed.iter().find(|c| (c["artifact"].clone(), c["vulnerability"].clone()) == key);
+        let differs = before["status"] != after["status"] || before["confidence_ppm"] != after["confidence_ppm"];
+        match reported {
+            Some(c) => {
+                assert!(differs, "{key:?} reported but applying does not change it");
+                assert_eq!(c["before"]["consensus_digest"], before["consensus_digest"], "{key:?}");
+                assert_eq!(c["after"]["status"], after["status"], "{key:?}");
+                assert_eq!(c["after"]["confidence_ppm"], after["confidence_ppm"], "{key:?}");
+                assert_eq!(c["after"]["consensus_digest"], after["consensus_digest"], "{key:?}: the same record");
+            }
+            None => assert!(!differs, "{key:?} changes when applied but simulate did not report it"),
+        }
+    }
+}

@@ -1,6 +1,7 @@
 //! HTTP server of `vex-lens serve`: health, status and metrics (open), the OpenAPI
 //! document (`/openapi.json`, open) and the `/v1` API (authenticated, tenant-scoped):
-//! consensus, explain, history, conflicts and exports, one module per resource.
+//! consensus, explain, history, conflicts, exports, trust weights and simulate, one module
+//! per resource.
 //!
 //! Invariants: every `/v1` route passes the auth middleware (caller and tenant decided
 //! before any handler) and answers errors as `{"error": {"code", "message"}}`; every
@@ -14,6 +15,7 @@ pub mod error;
 pub mod exports;
 pub mod health;
 pub mod params;
+pub mod trust;
 
 use crate::actors::export_job::ExportJobActor;
 use crate::config::ApiConfig;
@@ -47,6 +49,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/vex/exports"),
     ("get", "/v1/vex/exports/{id}"),
     ("get", "/v1/vex/exports/{id}/files/{name}"),
+    ("get", "/v1/vex/trust/weights"),
+    ("post", "/v1/vex/simulate"),
 ];
 
 /// What `/status` reports.
@@ -124,6 +128,8 @@ pub fn app(
                 .service(res("/vex/exports").route(web::get().to(exports::list)))
                 .service(res("/vex/exports/{id}").route(web::get().to(exports::get)))
                 .service(res("/vex/exports/{id}/files/{name}").route(web::get().to(exports::download)))
+                .service(res("/vex/trust/weights").route(web::get().to(trust::weights)))
+                .service(res("/vex/simulate").route(web::post().to(trust::simulate)))
                 .default_service(web::to(error::not_found)),
         )
         .default_service(web::to(error::not_found))
