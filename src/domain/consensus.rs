@@ -252,15 +252,51 @@ pub enum ApplyError {
     Undigestible { artifact: String, vulnerability: String, source: CanonicalError },
 }
 
+/// The statements of one (tenant, vulnerability), split by the artifacts they can apply to.
+#[derive(Clone, Debug, Default)]
+struct VulnIndex {
+    /// Version-less or `vers:` range statements: may apply to any artifact of the package.
+    broad: BTreeSet<String>,
+    /// Statements about one concrete version: apply only to artifacts of that version.
+    exact: HashMap<String, BTreeSet<String>>,
+}
+
+/// What one tenant's statements about the package say, indexed so that applying one
+/// statement touches only the artifacts it can apply to.
+#[derive(Clone, Debug, Default)]
+struct TenantIndex {
+    /// Every artifact seen in any statement.
+    artifacts: BTreeSet<String>,
+    /// The same artifacts by version (`None`: version-less).
+    by_version: HashMap<Option<String>, BTreeSet<String>>,
+    vulns: BTreeMap<String, VulnIndex>,
+    /// Vulnerabilities with a broad statement.
+    broad_vulns: BTreeSet<String>,
+    /// Vulnerabilities with a statement about a concrete version, by version.
+    exact_vulns: HashMap<String, BTreeSet<String>>,
+}
+
+/// A version-less or `vers:` range key: a statement about it may apply to other artifacts.
+fn is_broad(k: &ArtifactKey) -> bool {
+    k.version.as_ref().map_or(true, |v| v.starts_with("vers:"))
+}
+
+/// The concrete version of a key, if it has one.
+fn concrete_version(k: &ArtifactKey) -> Option<&String> {
+    k.version.as_ref().filter(|v| !v.starts_with("vers:"))
+}
+
 /// The in-memory consensus state of one package (what an `ArtifactActor` holds).
+///
+/// Indexed so that applying an observation costs in proportion to the pairs it can
+/// change: a statement about a concrete version meets only the artifacts of that version;
+/// a version-less or range statement every artifact of the package (CONSENSUS.md "Pairs");
+/// a new artifact only the broad statements and those about its own version.
 #[derive(Clone, Debug, Default)]
 pub struct PackageState {
     package: Option<String>,
     observations: BTreeMap<String, Observation>,
-    /// (tenant, vulnerability) -> observation ids.
-    by_vuln: BTreeMap<(String, String), BTreeSet<String>>,
-    /// tenant -> artifacts seen in any statement.
-    artifacts: BTreeMap<String, BTreeSet<String>>,
+    tenants: BTreeMap<String, TenantIndex>,
     parsed: HashMap<String, ArtifactKey>,
 }
 
@@ -306,82 +342,114 @@ impl PackageState {
             Some(_) => {}
             None => self.package = Some(o.package.clone()),
         }
-        let tenant = o.tenant.clone();
-        let mut affected: BTreeSet<PairKey> = BTreeSet::new();
-        let known = self.artifacts.entry(tenant.clone()).or_default();
-        let new_artifact = known.insert(o.artifact.clone());
-        self.parsed.entry(o.artifact.clone()).or_insert_with(|| key.clone());
-        // The statement's own pair, and every known artifact it applies to.
-        for a in known.iter() {
-            if let Some(pk) = self.parsed.get(a) {
-                if key.applies_to(pk) {
-                    affected.insert(PairKey {
-                        tenant: tenant.clone(),
-                        artifact: a.clone(),
-                        vulnerability: o.vulnerability.clone(),
-                    });
-                }
-            }
-        }
-        // A new artifact gains pairs for every vulnerability with a statement applying to it.
+        let broad = is_broad(&key);
+        let t = self.tenants.entry(o.tenant.clone()).or_default();
+        let new_artifact = t.artifacts.insert(o.artifact.clone());
         if new_artifact {
-            for ((t, v), ids) in &self.by_vuln {
-                if *t != tenant {
-                    continue;
+            t.by_version.entry(key.version.clone()).or_default().insert(o.artifact.clone());
+        }
+        self.parsed.entry(o.artifact.clone()).or_insert_with(|| key.clone());
+        let pair = |artifact: &str, vulnerability: &str| PairKey {
+            tenant: o.tenant.clone(),
+            artifact: artifact.to_string(),
+            vulnerability: vulnerability.to_string(),
+        };
+        let mut affected: BTreeSet<PairKey> = BTreeSet::new();
+        // The statement's own pair, and every known artifact it applies to.
+        let candidates: Box<dyn Iterator<Item = &String>> = if broad {
+            Box::new(t.artifacts.iter())
+        } else {
+            Box::new(t.by_version.get(&key.version).into_iter().flatten())
+        };
+        for a in candidates {
+            if self.parsed.get(a).is_some_and(|pk| key.applies_to(pk)) {
+                affected.insert(pair(a, &o.vulnerability));
+            }
+        }
+        // A new artifact gains pairs for every vulnerability with a statement applying to
+        // it: only broad statements and those about its own version can.
+        if new_artifact {
+            let applies = |id: &String| {
+                self.observations.get(id).and_then(|x| self.parsed.get(&x.artifact)).is_some_and(|k| k.applies_to(&key))
+            };
+            for v in &t.broad_vulns {
+                if t.vulns.get(v).is_some_and(|vi| vi.broad.iter().any(applies)) {
+                    affected.insert(pair(&o.artifact, v));
                 }
-                let applies = ids.iter().any(|id| {
-                    self.observations
-                        .get(id)
-                        .and_then(|x| self.parsed.get(&x.artifact))
-                        .is_some_and(|k| k.applies_to(&key))
-                });
-                if applies {
-                    affected.insert(PairKey {
-                        tenant: tenant.clone(),
-                        artifact: o.artifact.clone(),
-                        vulnerability: v.clone(),
-                    });
+            }
+            if let Some(ver) = concrete_version(&key) {
+                for v in t.exact_vulns.get(ver).into_iter().flatten() {
+                    if t.vulns.get(v).and_then(|vi| vi.exact.get(ver)).is_some_and(|ids| ids.iter().any(applies)) {
+                        affected.insert(pair(&o.artifact, v));
+                    }
                 }
             }
         }
-        self.by_vuln.entry((tenant, o.vulnerability.clone())).or_default().insert(o.id.clone());
+        let vi = t.vulns.entry(o.vulnerability.clone()).or_default();
+        match concrete_version(&key).filter(|_| !broad) {
+            Some(ver) => {
+                vi.exact.entry(ver.clone()).or_default().insert(o.id.clone());
+                t.exact_vulns.entry(ver.clone()).or_default().insert(o.vulnerability.clone());
+            }
+            None => {
+                vi.broad.insert(o.id.clone());
+                t.broad_vulns.insert(o.vulnerability.clone());
+            }
+        }
         self.observations.insert(o.id.clone(), o);
         Ok(affected.into_iter().collect())
+    }
+
+    fn key_of(&self, id: &str) -> Option<&ArtifactKey> {
+        self.observations.get(id).and_then(|o| self.parsed.get(&o.artifact))
     }
 
     /// Every pair of this package, sorted.
     pub fn pairs(&self) -> Vec<PairKey> {
         let mut out = BTreeSet::new();
-        for ((t, v), ids) in &self.by_vuln {
-            let Some(arts) = self.artifacts.get(t) else {
-                continue;
-            };
-            let stmt_keys: BTreeSet<&str> =
-                ids.iter().filter_map(|id| self.observations.get(id)).map(|o| o.artifact.as_str()).collect();
-            for a in arts {
-                let Some(pk) = self.parsed.get(a) else {
-                    continue;
+        for (tenant, t) in &self.tenants {
+            for (v, vi) in &t.vulns {
+                let mut add = |ids: &BTreeSet<String>, arts: &BTreeSet<String>| {
+                    for a in arts {
+                        let Some(pk) = self.parsed.get(a) else { continue };
+                        if ids.iter().any(|id| self.key_of(id).is_some_and(|k| k.applies_to(pk))) {
+                            out.insert(PairKey {
+                                tenant: tenant.clone(),
+                                artifact: a.clone(),
+                                vulnerability: v.clone(),
+                            });
+                        }
+                    }
                 };
-                if stmt_keys.iter().any(|s| self.parsed.get(*s).is_some_and(|k| k.applies_to(pk))) {
-                    out.insert(PairKey { tenant: t.clone(), artifact: a.clone(), vulnerability: v.clone() });
+                add(&vi.broad, &t.artifacts);
+                for (ver, ids) in &vi.exact {
+                    if let Some(arts) = t.by_version.get(&Some(ver.clone())) {
+                        add(ids, arts);
+                    }
                 }
             }
         }
         out.into_iter().collect()
     }
 
-    /// The observations that apply to a pair.
+    /// The observations that apply to a pair, sorted by id.
     pub fn applicable(&self, pair: &PairKey) -> Vec<&Observation> {
         let Some(pk) = self.parsed.get(&pair.artifact) else {
             return Vec::new();
         };
-        let Some(ids) = self.by_vuln.get(&(pair.tenant.clone(), pair.vulnerability.clone())) else {
+        let Some(vi) = self.tenants.get(&pair.tenant).and_then(|t| t.vulns.get(&pair.vulnerability)) else {
             return Vec::new();
         };
-        ids.iter()
+        let exact = concrete_version(pk).and_then(|v| vi.exact.get(v));
+        let mut out: Vec<&Observation> = vi
+            .broad
+            .iter()
+            .chain(exact.into_iter().flatten())
             .filter_map(|id| self.observations.get(id))
             .filter(|o| self.parsed.get(&o.artifact).is_some_and(|k| k.applies_to(pk)))
-            .collect()
+            .collect();
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out
     }
 
     /// Evaluates one pair under a policy (`Ok(None)`: no statement applies to it).
@@ -550,6 +618,23 @@ struct Work<'a> {
     reason: Option<String>,
 }
 
+/// The explain trace: lines are formatted only when the caller asked for them.
+struct Trace {
+    lines: Option<Vec<String>>,
+}
+
+impl Trace {
+    fn new(enabled: bool) -> Self {
+        Trace { lines: enabled.then(Vec::new) }
+    }
+
+    fn add(&mut self, line: impl FnOnce() -> String) {
+        if let Some(l) = &mut self.lines {
+            l.push(line());
+        }
+    }
+}
+
 /// Evaluates a pair given the observations that apply to it.
 pub fn evaluate(
     pair: &PairKey,
@@ -559,7 +644,7 @@ pub fn evaluate(
     explain: bool,
 ) -> Result<ConsensusRecord, CanonicalError> {
     let knobs = &policy.knobs;
-    let mut trace: Vec<String> = Vec::new();
+    let mut trace = Trace::new(explain);
     let mut work: Vec<Work> = obs
         .iter()
         .map(|o| {
@@ -593,7 +678,7 @@ pub fn evaluate(
     } else {
         (work.iter().map(|w| w.o.timestamp).max().unwrap_or(Timestamp::EPOCH), "none")
     };
-    trace.push(format!("evaluation time {evaluation_time} ({evaluation_time_source})"));
+    trace.add(|| format!("evaluation time {evaluation_time} ({evaluation_time_source})"));
     // Weights.
     let signature_unsigned = to_ppm(1.0 - knobs.unsigned_penalty);
     let half_life_seconds = decay::half_life_seconds(knobs.half_life_days);
@@ -654,23 +739,25 @@ pub fn evaluate(
             .then(a.observation_id.cmp(&b.observation_id))
     });
     for e in &entries {
-        trace.push(format!(
-            "{} {} {} {}: weight {} = issuer {} x signature {} x freshness {} x justification {}{}",
-            e.issuer,
-            e.status.as_str(),
-            e.timestamp,
-            match e.role {
-                Role::Counted => "counted",
-                Role::Superseded => "superseded",
-                Role::Excluded => "excluded",
-            },
-            e.weight_ppm,
-            e.factors.issuer_ppm,
-            e.factors.signature_ppm,
-            e.factors.freshness_ppm,
-            e.factors.justification_ppm,
-            e.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default()
-        ));
+        trace.add(|| {
+            format!(
+                "{} {} {} {}: weight {} = issuer {} x signature {} x freshness {} x justification {}{}",
+                e.issuer,
+                e.status.as_str(),
+                e.timestamp,
+                match e.role {
+                    Role::Counted => "counted",
+                    Role::Superseded => "superseded",
+                    Role::Excluded => "excluded",
+                },
+                e.weight_ppm,
+                e.factors.issuer_ppm,
+                e.factors.signature_ppm,
+                e.factors.freshness_ppm,
+                e.factors.justification_ppm,
+                e.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default()
+            )
+        });
     }
     let counted_entries: Vec<&StatementEntry> = entries.iter().filter(|e| e.role == Role::Counted).collect();
     let mut scores_ppm: BTreeMap<Status, u64> = BTreeMap::new();
@@ -678,10 +765,12 @@ pub fn evaluate(
         *scores_ppm.entry(e.status).or_default() += e.weight_ppm;
     }
     let total_weight_ppm: u64 = scores_ppm.values().sum();
-    trace.push(format!(
-        "scores (ppm): {}; total {total_weight_ppm}",
-        scores_ppm.iter().map(|(s, v)| format!("{}={v}", s.as_str())).collect::<Vec<_>>().join(", ")
-    ));
+    trace.add(|| {
+        format!(
+            "scores (ppm): {}; total {total_weight_ppm}",
+            scores_ppm.iter().map(|(s, v)| format!("{}={v}", s.as_str())).collect::<Vec<_>>().join(", ")
+        )
+    });
     // Decision.
     let decision = decide(policy, &counted_entries, &scores_ppm, total_weight_ppm, &mut trace);
     let confidence_ppm = match (decision.leading, decision.score_basis_total) {
@@ -702,7 +791,7 @@ pub fn evaluate(
     conflicts.extend(self_conflicts);
     conflicts.sort();
     for c in &conflicts {
-        trace.push(format!("conflict {}: {}", c.reason, c.detail));
+        trace.add(|| format!("conflict {}: {}", c.reason, c.detail));
     }
     let mut aliases: BTreeSet<String> = obs.iter().flat_map(|o| o.aliases.iter().cloned()).collect();
     aliases.insert(pair.vulnerability.clone());
@@ -730,8 +819,8 @@ pub fn evaluate(
     };
     record.consensus_digest = record.compute_digest()?;
     if explain {
-        trace.push(format!("result {} (confidence {confidence_ppm} ppm)", record.status.as_str()));
-        record.explain = Some(trace);
+        trace.add(|| format!("result {} (confidence {confidence_ppm} ppm)", record.status.as_str()));
+        record.explain = trace.lines;
     }
     Ok(record)
 }
@@ -759,9 +848,9 @@ fn leader_of(scores: &BTreeMap<Status, u64>) -> Option<(Status, u64)> {
         .max_by(|a, b| a.1.cmp(&b.1).then(a.0.conservative_rank().cmp(&b.0.conservative_rank())))
 }
 
-fn weighted_vote(policy: &Policy, scores: &BTreeMap<Status, u64>, total: u64, trace: &mut Vec<String>) -> Decision {
+fn weighted_vote(policy: &Policy, scores: &BTreeMap<Status, u64>, total: u64, trace: &mut Trace) -> Decision {
     let Some((leader, lead_score)) = leader_of(scores) else {
-        trace.push("no counted statement: inconclusive".into());
+        trace.add(|| "no counted statement: inconclusive".into());
         return Decision {
             status: ConsensusStatus::Inconclusive,
             leading: None,
@@ -773,13 +862,13 @@ fn weighted_vote(policy: &Policy, scores: &BTreeMap<Status, u64>, total: u64, tr
     let runner_up = scores.iter().filter(|(s, _)| **s != leader).map(|(_, v)| *v).max().unwrap_or(0);
     let threshold = to_ppm(policy.knobs.conflict_threshold);
     let status = if total < min || total == 0 {
-        trace.push(format!("total weight {total} below minimum {min}: inconclusive"));
+        trace.add(|| format!("total weight {total} below minimum {min}: inconclusive"));
         ConsensusStatus::Inconclusive
     } else if runner_up > 0 && (runner_up as u128) * (PPM as u128) >= (threshold as u128) * (total as u128) {
-        trace.push(format!("runner-up share {runner_up}/{total} at or above {threshold} ppm: disputed"));
+        trace.add(|| format!("runner-up share {runner_up}/{total} at or above {threshold} ppm: disputed"));
         ConsensusStatus::Disputed
     } else {
-        trace.push(format!("leader {} with {lead_score} of {total}", leader.as_str()));
+        trace.add(|| format!("leader {} with {lead_score} of {total}", leader.as_str()));
         leader.into()
     };
     Decision { status, leading: Some(leader), scores: scores.clone(), score_basis_total: total }
@@ -790,13 +879,13 @@ fn decide(
     counted: &[&StatementEntry],
     scores: &BTreeMap<Status, u64>,
     total: u64,
-    trace: &mut Vec<String>,
+    trace: &mut Trace,
 ) -> Decision {
-    trace.push(format!("mode {}", policy.mode.as_str()));
-    let pick = |s: Option<Status>, trace: &mut Vec<String>| match s {
+    trace.add(|| format!("mode {}", policy.mode.as_str()));
+    let pick = |s: Option<Status>, trace: &mut Trace| match s {
         Some(s) => Decision { status: s.into(), leading: Some(s), scores: scores.clone(), score_basis_total: total },
         None => {
-            trace.push("no counted statement: inconclusive".into());
+            trace.add(|| "no counted statement: inconclusive".into());
             Decision {
                 status: ConsensusStatus::Inconclusive,
                 leading: None,
@@ -840,7 +929,7 @@ fn decide(
         Mode::AuthoritativeFirst => {
             let auth: Vec<&&StatementEntry> = counted.iter().filter(|e| e.tier == Tier::Authoritative).collect();
             if auth.is_empty() {
-                trace.push("no authoritative statement: vote among all".into());
+                trace.add(|| "no authoritative statement: vote among all".into());
                 weighted_vote(policy, scores, total, trace)
             } else {
                 let mut s: BTreeMap<Status, u64> = BTreeMap::new();
@@ -848,7 +937,7 @@ fn decide(
                     *s.entry(e.status).or_default() += e.weight_ppm;
                 }
                 let t = s.values().sum();
-                trace.push(format!("vote among {} authoritative statement(s)", auth.len()));
+                trace.add(|| format!("vote among {} authoritative statement(s)", auth.len()));
                 weighted_vote(policy, &s, t, trace)
             }
         }
