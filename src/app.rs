@@ -115,7 +115,7 @@ async fn connect_store(
                     Ok(s) => break (s, None),
                     Err(e) if e.is_retriable() && !*shutdown.borrow() => {
                         attempt += 1;
-                        tracing::warn!(event = "store_unreachable", attempt, error = %e, "MongoDB unreachable; retrying");
+                        crate::warn_event!(crate::telemetry::events::LogEvent::StoreUnreachable, attempt, error = %e, "MongoDB unreachable; retrying");
                         tokio::time::sleep(retry).await;
                     }
                     Err(e) => return Err(e).context("connecting to MongoDB"),
@@ -134,7 +134,7 @@ async fn connect_store(
             Ok(()) => break,
             Err(e) if e.is_retriable() && !*shutdown.borrow() => {
                 attempt += 1;
-                tracing::warn!(event = "store_init_retry", attempt, error = %e, "store init failed; retrying");
+                crate::warn_event!(crate::telemetry::events::LogEvent::StoreInitRetry, attempt, error = %e, "store init failed; retrying");
                 tokio::time::sleep(retry).await;
             }
             Err(e) => return Err(e).context("initialising the store"),
@@ -147,6 +147,12 @@ async fn serve(cfg: Arc<Config>, policy: Arc<Policy>, opts: RunOptions) -> anyho
     let shutdown = shutdown_signal()?;
     let mode = cfg.source_mode();
     let (store, embedded) = connect_store(&cfg, &shutdown).await?;
+    // The depth series exist from start-up: the default tenant at 0, then what the store holds.
+    let mut depths = store.conflict_queue_depths().await.unwrap_or_default();
+    if !depths.iter().any(|(t, _)| *t == cfg.ingest.tenant) {
+        depths.push((cfg.ingest.tenant.clone(), 0));
+    }
+    crate::telemetry::events::ConflictQueueDepth { depths: &depths }.emit();
     let pipeline = Pipeline::start(store.clone(), policy.clone(), settings(&cfg));
 
     let producer = match mode {
@@ -218,7 +224,10 @@ async fn serve(cfg: Arc<Config>, policy: Arc<Policy>, opts: RunOptions) -> anyho
                 once: opts.once,
             };
             if s.dir.is_none() && !s.stdin {
-                tracing::warn!(event = "no_inputs", "embedded mode without --ingest-dir or --stdin: serving HTTP only");
+                crate::warn_event!(
+                    crate::telemetry::events::LogEvent::NoInputs,
+                    "embedded mode without --ingest-dir or --stdin: serving HTTP only"
+                );
             }
             sources::run(pipeline.clone(), embedded.clone(), s, shutdown.clone()).await;
             if !opts.once {
@@ -232,8 +241,8 @@ async fn serve(cfg: Arc<Config>, policy: Arc<Policy>, opts: RunOptions) -> anyho
         }
     }
     pipeline.drain().await.context("draining the store writer")?;
-    if let Ok(depth) = store.conflict_queue_depth().await {
-        crate::telemetry::events::ConflictQueueDepth { depth }.emit();
+    if let Ok(depths) = store.conflict_queue_depths().await {
+        crate::telemetry::events::ConflictQueueDepth { depths: &depths }.emit();
     }
     let m = crate::telemetry::metrics();
     tracing::info!(

@@ -36,6 +36,13 @@ pub enum Command {
 }
 
 /// Output format of records.
+/// `--log-format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormatArg {
+    Json,
+    Text,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum OutputFormat {
     /// One canonical JSON record per line.
@@ -207,6 +214,10 @@ pub struct ServeArgs {
     /// variables VEXLENS_<SECTION>__<KEY> override it; these flags override both.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Log format on stderr: `json` (one object per line, the runbook's fields) or `text`
+    /// (compact, human-readable). Default: text when stdout is a terminal, else json.
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormatArg>,
     /// Kafka bootstrap servers (Kafka mode); without it documents come from --ingest-dir/--stdin.
     #[arg(long)]
     pub kafka_brokers: Option<String>,

@@ -163,6 +163,8 @@ pub trait ConsensusStore: Send + Sync + 'static {
     ) -> Result<Vec<ConsensusRecord>, StoreError>;
     /// Number of open conflicts (`vex_conflict_queue`).
     async fn conflict_queue_depth(&self) -> Result<u64, StoreError>;
+    /// Open conflicts per tenant (`vex_conflict_queue`); tenants with none are left out.
+    async fn conflict_queue_depths(&self) -> Result<Vec<(String, u64)>, StoreError>;
     /// Upserts a verification by `envelope_digest`.
     async fn put_verification(&self, v: &VerificationRecord) -> Result<(), StoreError>;
     /// Upserts an export job record by `job_id` (`vex_export_jobs`).

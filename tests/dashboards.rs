@@ -94,22 +94,90 @@ fn metric_name_extraction() {
     assert_eq!(n.into_iter().collect::<Vec<_>>(), vec!["vex_a_seconds", "vex_c_total"]);
 }
 
-#[test]
-fn promtool_accepts_the_rules() {
-    let rules = dashboards_dir().join("alerts.yml");
-    match Command::new("promtool").arg("check").arg("rules").arg(&rules).output() {
-        Ok(out) => assert!(
+/// Runs `promtool ARGS` in dashboards/; `None` (skipped) when promtool is missing and
+/// services are not required (with `VEXLENS_REQUIRE_SERVICES=1` a missing promtool fails).
+fn promtool(args: &[&str]) -> Option<(bool, String)> {
+    match Command::new("promtool").args(args).current_dir(dashboards_dir()).output() {
+        Ok(out) => Some((
             out.status.success(),
-            "promtool check rules failed:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+        )),
         Err(e) => {
             assert!(
                 std::env::var("VEXLENS_REQUIRE_SERVICES").as_deref() != Ok("1"),
                 "promtool not found ({e}): run scripts/install-system-deps.sh"
             );
             eprintln!("skipped: promtool not found ({e}); run scripts/install-system-deps.sh");
+            None
         }
     }
+}
+
+#[test]
+fn promtool_accepts_the_rules() {
+    if let Some((ok, out)) = promtool(&["check", "rules", "alerts.yml"]) {
+        assert!(ok, "promtool check rules failed:\n{out}");
+    }
+}
+
+/// `promtool test rules alerts.test.yml`: every alert fires on a series that should page
+/// and stays quiet on one that should not.
+#[test]
+fn alert_rule_unit_tests_pass() {
+    let rules = std::fs::read_to_string(dashboards_dir().join("alerts.yml")).unwrap();
+    let tests = std::fs::read_to_string(dashboards_dir().join("alerts.test.yml")).unwrap();
+    let alerts: Vec<&str> = rules.lines().filter_map(|l| l.trim().strip_prefix("- alert:")).map(str::trim).collect();
+    assert!(alerts.len() >= 5, "alerts: {alerts:?}");
+    for a in &alerts {
+        let fires = tests
+            .split("alertname: ")
+            .skip(1)
+            .any(|t| t.starts_with(&format!("{a}\n")) && t.lines().nth(1).is_some_and(|l| l.trim() == "exp_alerts:"));
+        let quiet = tests.contains(&format!("alertname: {a}\n        exp_alerts: []"));
+        assert!(fires && quiet, "{a}: alerts.test.yml needs a case where it fires and one where it stays quiet");
+    }
+    if let Some((ok, out)) = promtool(&["test", "rules", "alerts.test.yml"]) {
+        assert!(ok, "promtool test rules failed:\n{out}");
+    }
+}
+
+/// Both dashboards: Grafana's current JSON schema, the data source as the `datasource`
+/// variable on every panel and query, and panels that divide or take a quantile show a
+/// text ("no jobs", "no writes") instead of NaN.
+#[test]
+fn dashboards_use_the_current_schema_and_a_datasource_variable() {
+    let mut seen = Vec::new();
+    for entry in std::fs::read_dir(dashboards_dir()).expect("dashboards/") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_none_or(|e| e != "json") {
+            continue;
+        }
+        let name = path.display().to_string();
+        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        seen.push(v["uid"].as_str().expect("uid").to_string());
+        assert!(v["schemaVersion"].as_i64().unwrap_or(0) >= 41, "{name}: schemaVersion");
+        let vars = v["templating"]["list"].as_array().expect("templating.list");
+        assert!(
+            vars.iter().any(|t| t["name"] == "datasource" && t["type"] == "datasource" && t["query"] == "prometheus"),
+            "{name}: no datasource variable"
+        );
+        let ds = serde_json::json!({"type": "prometheus", "uid": "${datasource}"});
+        for p in v["panels"].as_array().expect("panels") {
+            let title = &p["title"];
+            assert_eq!(p["datasource"], ds, "{name}: {title}");
+            for t in p["targets"].as_array().expect("targets") {
+                assert_eq!(t["datasource"], ds, "{name}: {title}");
+                let expr = t["expr"].as_str().unwrap();
+                if expr.contains(" / ") || expr.contains("histogram_quantile") {
+                    assert!(
+                        p["fieldConfig"]["defaults"]["noValue"].as_str().is_some_and(|s| s.starts_with("no ")),
+                        "{name}: {title}: a dividing/quantile panel needs a noValue text"
+                    );
+                    assert!(expr.contains("> 0)"), "{name}: {title}: {expr} must drop empty windows (… > 0)");
+                }
+            }
+        }
+    }
+    seen.sort();
+    assert_eq!(seen, ["vex-lens-observability", "vex-lens-pipeline"]);
 }

@@ -63,6 +63,9 @@ impl ConsensusStore for MemStore {
     async fn conflict_queue_depth(&self) -> Result<u64, StoreError> {
         Ok(0)
     }
+    async fn conflict_queue_depths(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        Ok(Vec::new())
+    }
     async fn put_verification(&self, _: &VerificationRecord) -> Result<(), StoreError> {
         Ok(())
     }

@@ -71,6 +71,9 @@ impl ConsensusStore for FaultStore {
     async fn conflict_queue_depth(&self) -> Result<u64, StoreError> {
         self.inner.conflict_queue_depth().await
     }
+    async fn conflict_queue_depths(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        self.inner.conflict_queue_depths().await
+    }
     async fn put_verification(&self, v: &VerificationRecord) -> Result<(), StoreError> {
         self.inner.put_verification(v).await
     }

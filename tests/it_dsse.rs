@@ -11,7 +11,7 @@ mod common;
 #[path = "dsse_fixtures/mod.rs"]
 mod dsse_fixtures;
 
-use common::{metric, Serve, ServeSetup};
+use common::{metric_sum, Serve, ServeSetup};
 use dsse_fixtures::{check_records, check_verifications, write_envelopes, Keys};
 use serde_json::Value;
 use std::time::Duration;
@@ -75,7 +75,7 @@ fn envelopes_over_kafka_are_verified_persisted_and_counted() {
         "{verifications:?}"
     );
     let m = serve.get("/metrics").expect("metrics").1;
-    assert_eq!(metric(&m, "vex_dsse_verification_failures_total"), Some(3.0), "{m}");
+    assert_eq!(metric_sum(&m, "vex_dsse_verification_failures_total"), Some(3.0), "{m}");
     assert_eq!(common::kcat_count(&services.brokers, &setup.dlq_topic), 0, "no envelope is dead-lettered");
     assert!(serve.terminate(Duration::from_secs(30)), "SIGTERM: serve did not exit 0; log:\n{}", serve.log_tail());
     rt.block_on(common::drop_db(&services.mongo_uri, &setup.db));

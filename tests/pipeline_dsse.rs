@@ -12,7 +12,7 @@ mod dsse_fixtures;
 #[path = "../integration-tests/common/mod.rs"]
 mod common;
 
-use common::{free_port, get, metric, wait_for, KillOnDrop};
+use common::{free_port, get, metric, metric_sum, wait_for, KillOnDrop};
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -66,7 +66,7 @@ fn each_envelope_is_verified_persisted_counted_and_weighted() {
         let (_, m) = get(port, "/metrics")?;
         metric(&m, "vex_documents_ingested_total").filter(|n| *n >= 5.0).map(|_| m)
     });
-    assert_eq!(metric(&docs, "vex_dsse_verification_failures_total"), Some(3.0), "three failures counted:\n{docs}");
+    assert_eq!(metric_sum(&docs, "vex_dsse_verification_failures_total"), Some(3.0), "three failures counted:\n{docs}");
 
     let pid = server.0.id().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());

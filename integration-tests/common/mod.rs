@@ -348,6 +348,17 @@ pub fn metric(text: &str, sample: &str) -> Option<f64> {
     text.lines().find(|l| l.starts_with(sample) && l[sample.len()..].starts_with(' '))?.rsplit(' ').next()?.parse().ok()
 }
 
+/// Sum of every series of metric `name` (any labels) in Prometheus text; `None` when it
+/// has no series.
+pub fn metric_sum(text: &str, name: &str) -> Option<f64> {
+    let values: Vec<f64> = text
+        .lines()
+        .filter(|l| l.starts_with(name) && (l[name.len()..].starts_with(' ') || l[name.len()..].starts_with('{')))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
+}
+
 /// A child process (e.g. `vex-lens serve`) killed when dropped, so a failing test leaves
 /// nothing running.
 pub struct KillOnDrop(pub Child);

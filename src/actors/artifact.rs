@@ -13,10 +13,10 @@ use super::writer::StoreWriter;
 use crate::domain::consensus::{PackageState, PairKey};
 use crate::domain::model::Observation;
 use crate::domain::trust::Policy;
-use crate::telemetry::events::Recomputed;
+use crate::telemetry::events::{ConflictsAppeared, Recomputed};
 use crate::telemetry::{RECOMPUTE_INGESTION_DELTA, RECOMPUTE_REBUILD};
 use actix::prelude::*;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,6 +33,9 @@ pub struct ArtifactActor {
     pending: Vec<Observation>,
     pending_done: Vec<Done>,
     flush_scheduled: bool,
+    /// Conflict reasons of each pair at its last evaluation (the baseline after a
+    /// rebuild): only reasons beyond these are counted as appearing.
+    conflict_reasons: HashMap<PairKey, BTreeSet<String>>,
 }
 
 /// Most observations applied before their records are handed over regardless.
@@ -58,6 +61,29 @@ impl ArtifactActor {
             pending: Vec::new(),
             pending_done: Vec::new(),
             flush_scheduled: false,
+            conflict_reasons: HashMap::new(),
+        }
+    }
+
+    /// Records `record`'s conflict reasons and counts those it did not have before.
+    fn note_conflicts(&mut self, record: &crate::domain::consensus::ConsensusRecord, count: bool) {
+        let now: BTreeSet<String> = record.conflicts.iter().map(|c| c.reason.clone()).collect();
+        let before = self.conflict_reasons.get(&record.pair());
+        let appeared: Vec<&str> =
+            now.iter().filter(|r| before.map_or(true, |b| !b.contains(*r))).map(String::as_str).collect();
+        if count && !appeared.is_empty() {
+            ConflictsAppeared {
+                tenant: &record.tenant,
+                artifact: &record.artifact,
+                vulnerability: &record.vulnerability,
+                reasons: &appeared,
+            }
+            .emit();
+        }
+        if now.is_empty() {
+            self.conflict_reasons.remove(&record.pair());
+        } else {
+            self.conflict_reasons.insert(record.pair(), now);
         }
     }
 
@@ -67,10 +93,17 @@ impl ArtifactActor {
         let n = stored.len();
         for o in stored {
             if let Err(e) = st.apply(o) {
-                tracing::warn!(event = "rebuild_skip", tenant = %self.tenant, package = %self.package, error = %e, "stored observation skipped");
+                crate::warn_event!(crate::telemetry::events::LogEvent::RebuildSkip, tenant = %self.tenant, package = %self.package, error = %e, "stored observation skipped");
             }
         }
         self.heal = n > 0;
+        // The stored records already carry the conflicts of the stored observations: a
+        // rebuild is the baseline, not new conflicts.
+        for p in st.pairs() {
+            if let Ok(Some(r)) = st.evaluate(&p, &self.policy, false) {
+                self.note_conflicts(&r, false);
+            }
+        }
         Recomputed {
             reason: RECOMPUTE_REBUILD,
             tenant: &self.tenant,
@@ -93,7 +126,7 @@ impl ArtifactActor {
             Ok(changed) => self.dirty.extend(changed),
             Err(e) => {
                 // Validated before routing; a mismatch here is a bug, not bad input.
-                tracing::error!(event = "apply_rejected", error = %e, "observation not applied");
+                crate::telemetry::events::ObservationRejected { error: &e.to_string() }.emit();
                 return;
             }
         }
@@ -130,11 +163,14 @@ impl ArtifactActor {
             .filter_map(|p| match state.evaluate(p, &self.policy, false) {
                 Ok(r) => r,
                 Err(e) => {
-                    tracing::error!(event = "record_undigestible", error = %e, "record not written");
+                    crate::error_event!(crate::telemetry::events::LogEvent::RecordUndigestible, error = %e, "record not written");
                     None
                 }
             })
             .collect();
+        for r in &records {
+            self.note_conflicts(r, true);
+        }
         Recomputed {
             reason: RECOMPUTE_INGESTION_DELTA,
             tenant: &self.tenant,
@@ -152,7 +188,7 @@ impl ArtifactActor {
         ctx.wait(
             async move {
                 if let Err(e) = writer.send(persist).await {
-                    tracing::error!(event = "store_writer_unreachable", error = %e, "store writer unreachable");
+                    crate::error_event!(crate::telemetry::events::LogEvent::StoreWriterUnreachable, error = %e, "store writer unreachable");
                 }
             }
             .into_actor(self),
@@ -182,8 +218,8 @@ impl Handler<Apply> for ArtifactActor {
                 act.install(stored);
                 act.apply(msg, ctx);
             }
-            Ok(None) => tracing::error!(event = "rebuild_failed", "store writer restarted during the load"),
-            Err(e) => tracing::error!(event = "rebuild_failed", error = %e, "store writer unreachable"),
+            Ok(None) => crate::error_event!(crate::telemetry::events::LogEvent::RebuildFailed, "store writer restarted during the load"),
+            Err(e) => crate::error_event!(crate::telemetry::events::LogEvent::RebuildFailed, error = %e, "store writer unreachable"),
         }));
     }
 }

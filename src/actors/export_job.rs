@@ -50,7 +50,7 @@ impl Actor for ExportJobActor {
 
 impl Supervised for ExportJobActor {
     fn restarting(&mut self, _: &mut Context<Self>) {
-        tracing::warn!(event = "export_job_actor_restarting", "export job actor restarting");
+        crate::warn_event!(crate::telemetry::events::LogEvent::ExportJobActorRestarting, "export job actor restarting");
     }
 }
 
@@ -116,7 +116,7 @@ impl Handler<RunExportJob> for ExportJobActor {
                 records,
             };
             if let Err(e) = store.put_export_job(&job).await {
-                tracing::warn!(event = "export_job_not_recorded", job = %job.job_id, error = %e, "export job record not stored");
+                crate::warn_event!(crate::telemetry::events::LogEvent::ExportJobNotRecorded, job = %job.job_id, error = %e, "export job record not stored");
             }
             job
         })

@@ -103,7 +103,7 @@ impl Pipeline {
         // The directory was validated on load (every key parses), so this cannot fail
         // for a loaded policy; a hand-built invalid one verifies nothing.
         let keys = Arc::new(KeyDirectory::from_directory(&policy.directory).unwrap_or_else(|e| {
-            tracing::error!(event = "issuer_keys_unusable", error = %e, "no DSSE keys: envelopes count as unsigned");
+            crate::error_event!(crate::telemetry::events::LogEvent::IssuerKeysUnusable, error = %e, "no DSSE keys: envelopes count as unsigned");
             KeyDirectory::default()
         }));
         let writers: Vec<Addr<StoreWriter>> = (0..settings.writers.max(1))
@@ -420,6 +420,9 @@ mod tests {
         }
         async fn conflict_queue_depth(&self) -> Result<u64, crate::ports::StoreError> {
             self.inner.conflict_queue_depth().await
+        }
+        async fn conflict_queue_depths(&self) -> Result<Vec<(String, u64)>, crate::ports::StoreError> {
+            self.inner.conflict_queue_depths().await
         }
         async fn put_verification(&self, v: &crate::ports::VerificationRecord) -> Result<(), crate::ports::StoreError> {
             self.inner.put_verification(v).await

@@ -12,6 +12,7 @@ use super::artifact::ArtifactActor;
 use super::messages::{Apply, LiveActors, ResetActors, Route};
 use super::{shard_of, Writers};
 use crate::domain::trust::Policy;
+use crate::telemetry::events::{InFlight, RegistryLoad};
 use actix::prelude::*;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -51,6 +52,10 @@ impl ArtifactRegistry {
     ) -> Self {
         assert!(!arbiters.is_empty(), "the artifact actors need at least one arbiter");
         ArtifactRegistry { policy, writers, arbiters, settings, actors: HashMap::new(), generation: 0 }
+    }
+
+    fn report_load(&self) {
+        RegistryLoad { live_actors: self.actors.len() }.emit();
     }
 
     fn evict_idle(&mut self, older_than: Duration) {
@@ -109,6 +114,7 @@ impl Actor for ArtifactRegistry {
         ctx.run_interval(every, |act, _| {
             let idle = act.settings.idle_evict;
             act.evict_idle(idle);
+            act.report_load();
         });
     }
 }
@@ -119,6 +125,7 @@ impl Handler<Route> for ArtifactRegistry {
     fn handle(&mut self, msg: Route, _: &mut Context<Self>) -> Self::Result {
         let key = (msg.observation.tenant.clone(), msg.observation.package.clone());
         let addr = self.actor_for(&key);
+        InFlight::routed();
         // The actor counts as busy until the observation is durable (or failed), so it
         // is never evicted with work it has not handed over.
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -133,7 +140,7 @@ impl Handler<Route> for ArtifactRegistry {
                         }
                     }
                     Err(e) => {
-                        tracing::error!(event = "artifact_actor_unreachable", error = %e, "observation not applied")
+                        crate::error_event!(crate::telemetry::events::LogEvent::ArtifactActorUnreachable, error = %e, "observation not applied")
                     }
                 }
             }
@@ -145,6 +152,8 @@ impl Handler<Route> for ArtifactRegistry {
                         e.last_used = Instant::now();
                     }
                 }
+                InFlight::settled();
+                act.report_load();
             }),
         )
     }

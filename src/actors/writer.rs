@@ -17,7 +17,9 @@ use super::messages::{Done, Drain, LoadPackage, Persist, PersistVerification, Re
 use crate::domain::consensus::ConsensusRecord;
 use crate::domain::model::Observation;
 use crate::ports::{ConsensusStore, StoreError, VerificationRecord};
-use crate::telemetry::events::{ConflictQueueDepth, ObservationsDurable, RecordChanged, StoreRejected, StoreRetry};
+use crate::telemetry::events::{
+    ConflictQueueDepth, ObservationsDurable, RecordChanged, StoreAttempt, StoreRejected, StoreRetry,
+};
 use actix::prelude::*;
 use std::future::Future;
 use std::sync::Arc;
@@ -149,7 +151,7 @@ impl StoreWriter {
             let mut done: Vec<Option<Done>> = done.into_iter().map(Some).collect();
             if let Err(e) = write_batch(&*store, &settings, &verifications, &observations, &records, now).await {
                 // Retrying the batch will not help: write it message by message, in order.
-                tracing::warn!(event = "store_batch_rejected", error = %e, messages = units.len(), "writing the batch message by message");
+                crate::warn_event!(crate::telemetry::events::LogEvent::StoreBatchRejected, error = %e, messages = units.len(), "writing the batch message by message");
                 for u in &units {
                     let recs = latest_per_pair(all_records[u.records.clone()].to_vec());
                     let (obs, vers) = (&observations[u.observations.clone()], &verifications[u.verifications.clone()]);
@@ -183,8 +185,8 @@ impl StoreWriter {
                 let _ = d.send(Ok(()));
             }
             if read_depth {
-                if let Ok(depth) = store.conflict_queue_depth().await {
-                    ConflictQueueDepth { depth }.emit();
+                if let Ok(depths) = store.conflict_queue_depths().await {
+                    ConflictQueueDepth { depths: &depths }.emit();
                 }
             }
         };
@@ -194,7 +196,7 @@ impl StoreWriter {
         ctx.wait(
             async move {
                 if let Err(e) = spawned.await {
-                    tracing::error!(event = "store_write_task_failed", error = %e, "store write task failed");
+                    crate::error_event!(crate::telemetry::events::LogEvent::StoreWriteTaskFailed, error = %e, "store write task failed");
                 }
             }
             .into_actor(self),
@@ -230,7 +232,10 @@ where
     loop {
         // A slow store must still make progress: each attempt may wait twice as long.
         let limit = settings.store_timeout * 2u32.saturating_pow(attempt.saturating_sub(1).min(4));
-        let result = match tokio::time::timeout(limit, op()).await {
+        let t0 = Instant::now();
+        let attempted = tokio::time::timeout(limit, op()).await;
+        StoreAttempt { operation, duration: t0.elapsed() }.emit();
+        let result = match attempted {
             Ok(r) => r,
             Err(_) => Err(StoreError::Unavailable(format!("no answer within {limit:?}"))),
         };
@@ -252,12 +257,33 @@ impl Actor for StoreWriter {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(self.settings.mailbox_capacity);
+        // The per-tenant depth gauge also follows changes after the last flush (it is
+        // read at most once a second while flushing).
+        ctx.run_interval(Duration::from_secs(2), |act, ctx| {
+            if act.last_depth.is_some_and(|t| t.elapsed() < Duration::from_secs(2)) {
+                return;
+            }
+            act.last_depth = Some(Instant::now());
+            let store = act.store.clone();
+            ctx.spawn(
+                async move {
+                    if let Ok(depths) = store.conflict_queue_depths().await {
+                        ConflictQueueDepth { depths: &depths }.emit();
+                    }
+                }
+                .into_actor(act),
+            );
+        });
     }
 }
 
 impl Supervised for StoreWriter {
     fn restarting(&mut self, ctx: &mut Context<Self>) {
-        tracing::warn!(event = "store_writer_restarting", pending = self.pending.observations.len(), "restarting");
+        crate::warn_event!(
+            crate::telemetry::events::LogEvent::StoreWriterRestarting,
+            pending = self.pending.observations.len(),
+            "restarting"
+        );
         self.flush_scheduled = false;
         let delay = self.settings.retry_initial;
         ctx.run_later(delay, |act, ctx| act.flush(ctx));
@@ -333,7 +359,7 @@ impl Handler<LoadPackage> for StoreWriter {
         let load = async move {
             retry(&settings, "observations_for_package", || store.observations_for_package(&msg.tenant, &msg.package))
                 .await
-                .map_err(|e| tracing::error!(event = "load_rejected", error = %e, "package not loaded"))
+                .map_err(|e| crate::error_event!(crate::telemetry::events::LogEvent::LoadRejected, error = %e, "package not loaded"))
                 .ok()
         };
         if !must_flush {

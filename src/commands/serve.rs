@@ -47,7 +47,12 @@ pub fn apply_flags(mut cfg: Config, a: &ServeArgs) -> Config {
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    vex_lens::telemetry::init_logging();
+    let format = match args.log_format {
+        Some(crate::cli::LogFormatArg::Json) => vex_lens::telemetry::LogFormat::Json,
+        Some(crate::cli::LogFormatArg::Text) => vex_lens::telemetry::LogFormat::Text,
+        None => vex_lens::telemetry::LogFormat::for_terminal(),
+    };
+    vex_lens::telemetry::init_logging(format);
     let cfg = apply_flags(Config::load(args.config.as_deref())?, &args);
     cfg.validate()?;
     if args.once && cfg.source_mode() == vex_lens::config::SourceMode::Kafka {

@@ -63,7 +63,7 @@ async fn process(ctx: &Ctx, name: String, bytes: Result<Vec<u8>, (&'static str, 
             match ctx.pipeline.normalise(name.clone(), bytes, ictx, ctx.settings.max_bytes).await {
                 Ok(o) => o,
                 Err(e) => {
-                    tracing::error!(event = "pipeline_unavailable", error = %e, "document not processed");
+                    crate::error_event!(crate::telemetry::events::LogEvent::PipelineUnavailable, error = %e, "document not processed");
                     return false;
                 }
             }
@@ -76,7 +76,7 @@ async fn process(ctx: &Ctx, name: String, bytes: Result<Vec<u8>, (&'static str, 
             if let Some(s) = &ctx.seen {
                 let d = DeadLetter { source: name.clone(), reason: reason.into(), detail, at_ms: arrived };
                 if let Err(e) = s.put_dead_letter(&d).await {
-                    tracing::warn!(event = "dead_letter_not_stored", error = %e, "dead letter not stored");
+                    crate::warn_event!(crate::telemetry::events::LogEvent::DeadLetterNotStored, error = %e, "dead letter not stored");
                 }
             }
             true
@@ -99,7 +99,7 @@ fn scan(dir: &std::path::Path) -> Vec<PathBuf> {
     match crate::input::expand(&[dir.to_path_buf()]) {
         Ok(files) => files,
         Err(e) => {
-            tracing::warn!(event = "ingest_dir_unreadable", error = %e, "ingest directory unreadable");
+            crate::warn_event!(crate::telemetry::events::LogEvent::IngestDirUnreadable, error = %e, "ingest directory unreadable");
             Vec::new()
         }
     }
@@ -130,7 +130,7 @@ pub async fn run(
                     Ok(Some(l)) => l,
                     Ok(None) => break,
                     Err(e) => {
-                        tracing::warn!(event = "stdin_error", error = %e, "stdin read failed");
+                        crate::warn_event!(crate::telemetry::events::LogEvent::StdinError, error = %e, "stdin read failed");
                         break;
                     }
                 };
@@ -192,7 +192,7 @@ pub async fn run(
                     if process(&ctx, key.clone(), bytes).await {
                         if let Some(s) = &ctx.seen {
                             if let Err(e) = s.mark_file(&key, &fp).await {
-                                tracing::warn!(event = "file_not_marked", error = %e, "processed file not recorded");
+                                crate::warn_event!(crate::telemetry::events::LogEvent::FileNotMarked, error = %e, "processed file not recorded");
                             }
                         }
                     } else if let Ok(mut m) = submitted.lock() {

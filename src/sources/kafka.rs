@@ -115,7 +115,20 @@ pub struct RebalanceContext {
     on_revoke: Option<Pipeline>,
 }
 
-impl ClientContext for RebalanceContext {}
+impl ClientContext for RebalanceContext {
+    /// librdkafka statistics (every `statistics.interval.ms`): the consumer lag per
+    /// assigned partition.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        for (topic, t) in &statistics.topics {
+            for (partition, p) in &t.partitions {
+                // Partition -1 is librdkafka's internal UA partition; lag -1 means unknown.
+                if *partition >= 0 && p.consumer_lag >= 0 {
+                    crate::telemetry::events::ConsumerLag { topic, partition: *partition, lag: p.consumer_lag }.emit();
+                }
+            }
+        }
+    }
+}
 
 impl ConsumerContext for RebalanceContext {
     fn pre_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -142,7 +155,7 @@ impl ConsumerContext for RebalanceContext {
                 tracing::info!(event = "partitions_assigned", consumer = self.name, partitions = ?parts, "partitions assigned");
             }
             Rebalance::Error(e) => {
-                tracing::warn!(event = "rebalance_error", consumer = self.name, error = %e, "rebalance error")
+                crate::warn_event!(crate::telemetry::events::LogEvent::RebalanceError, consumer = self.name, error = %e, "rebalance error")
             }
             Rebalance::Revoke(_) => {}
         }
@@ -163,7 +176,8 @@ fn consumer_config(cfg: &Config, client_id: &str) -> ClientConfig {
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", k.session_timeout_ms.to_string())
         .set("heartbeat.interval.ms", (k.session_timeout_ms / 3).clamp(100, 1_000).to_string())
-        .set("max.partition.fetch.bytes", (cfg.ingest.max_message_bytes * 2 + 1024).to_string());
+        .set("max.partition.fetch.bytes", (cfg.ingest.max_message_bytes * 2 + 1024).to_string())
+        .set("statistics.interval.ms", "5000");
     c
 }
 
@@ -192,7 +206,7 @@ pub async fn wait_for_broker(producer: &FutureProducer, retry: Duration, shutdow
             }
             Err(e) => {
                 attempt += 1;
-                tracing::warn!(event = "broker_unreachable", attempt, error = %e, retry_ms = retry.as_millis() as u64, "Kafka broker unreachable; retrying");
+                crate::warn_event!(crate::telemetry::events::LogEvent::BrokerUnreachable, attempt, error = %e, retry_ms = retry.as_millis() as u64, "Kafka broker unreachable; retrying");
                 tokio::time::sleep(retry).await;
             }
         }
@@ -225,7 +239,9 @@ pub async fn ensure_topics(cfg: &Config) -> Result<(), KafkaError> {
         match r {
             Ok(t) => tracing::info!(event = "topic_created", topic = %t, "topic created"),
             Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((t, e)) => tracing::warn!(event = "topic_create_failed", topic = %t, error = %e, "topic not created"),
+            Err((t, e)) => {
+                crate::warn_event!(crate::telemetry::events::LogEvent::TopicCreateFailed, topic = %t, error = %e, "topic not created")
+            }
         }
     }
     Ok(())
@@ -271,7 +287,7 @@ async fn produce_acked(
             Ok(_) => return Ok(()),
             Err((e @ KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge), _)) => return Err(e),
             Err((e, _)) => {
-                tracing::warn!(event = "produce_retry", topic, error = %e, "produce failed; retrying");
+                crate::warn_event!(crate::telemetry::events::LogEvent::ProduceRetry, topic, error = %e, "produce failed; retrying");
                 if *shutdown.borrow() {
                     return Err(e);
                 }
@@ -489,7 +505,7 @@ async fn process(
                     let detail = format!("{attempt} attempts; last: {detail}");
                     return dead_letter(producer, dlq, &m, RETRIES_EXHAUSTED, &detail, shutdown).await;
                 }
-                tracing::warn!(event = "handler_retry", source = %source_name(&m), attempt, error = %detail, delay_ms = delay.as_millis() as u64, "message not handled; retrying");
+                crate::warn_event!(crate::telemetry::events::LogEvent::HandlerRetry, source = %source_name(&m), attempt, error = %detail, delay_ms = delay.as_millis() as u64, "message not handled; retrying");
                 let mut sd = shutdown.clone();
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
@@ -560,7 +576,7 @@ async fn consume_loop(
         let m = match msg {
             Ok(m) => m.detach(),
             Err(e) => {
-                tracing::warn!(event = "consume_error", consumer = name, error = %e, "consumer error");
+                crate::warn_event!(crate::telemetry::events::LogEvent::ConsumeError, consumer = name, error = %e, "consumer error");
                 continue;
             }
         };
@@ -613,8 +629,12 @@ async fn consume_loop(
     let c = consumer.clone();
     match tokio::task::spawn_blocking(move || c.commit_consumer_state(CommitMode::Sync)).await {
         Ok(Ok(())) | Ok(Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset))) => {}
-        Ok(Err(e)) => tracing::warn!(event = "commit_failed", consumer = name, error = %e, "final commit failed"),
-        Err(e) => tracing::warn!(event = "commit_failed", consumer = name, error = %e, "final commit failed"),
+        Ok(Err(e)) => {
+            crate::warn_event!(crate::telemetry::events::LogEvent::CommitFailed, consumer = name, error = %e, "final commit failed")
+        }
+        Err(e) => {
+            crate::warn_event!(crate::telemetry::events::LogEvent::CommitFailed, consumer = name, error = %e, "final commit failed")
+        }
     }
     tracing::info!(event = "consumer_stopped", consumer = name, drained, in_flight = left, "consumer stopped");
 }
@@ -628,7 +648,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let mac = Arc::new(cfg.kafka.observations_mac()?);
     if let Err(e) = ensure_topics(&cfg).await {
-        tracing::warn!(event = "topic_create_failed", error = %e, "could not create topics");
+        crate::warn_event!(crate::telemetry::events::LogEvent::TopicCreateFailed, error = %e, "could not create topics");
     }
     let drain = Duration::from_millis(cfg.kafka.drain_timeout_ms);
     let mk = |client: &str,

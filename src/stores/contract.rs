@@ -113,6 +113,12 @@ pub async fn store_contract_suite<S: ConsensusStore>(store: &S) {
 
     store.put_records(&[disputed.clone()], 2_000).await.expect("put_records changed");
     assert_eq!(store.conflict_queue_depth().await.expect("depth"), depth0 + 1, "a conflicted record is queued");
+    let per_tenant = store.conflict_queue_depths().await.expect("depths");
+    assert!(per_tenant.contains(&(tenant.clone(), 1)), "the queue counts per tenant: {per_tenant:?}");
+    assert!(
+        !per_tenant.iter().any(|(t, _)| *t == other_tenant),
+        "a tenant without conflicts is left out: {per_tenant:?}"
+    );
     store.put_records(&[disputed.clone()], 3_000).await.expect("put_records replay");
     assert_eq!(store.conflict_queue_depth().await.expect("depth"), depth0 + 1, "queueing is idempotent");
     store.put_records(&[rec_c.clone()], 4_000).await.expect("put_records other pair");
@@ -138,6 +144,10 @@ pub async fn store_contract_suite<S: ConsensusStore>(store: &S) {
 
     store.put_records(&[agreed.clone()], 5_000).await.expect("put_records resolves");
     assert_eq!(store.conflict_queue_depth().await.expect("depth"), depth0, "a resolved conflict leaves the queue");
+    assert!(
+        !store.conflict_queue_depths().await.expect("depths").iter().any(|(t, _)| *t == tenant),
+        "a tenant whose queue emptied is left out"
+    );
     assert_eq!(
         store.get_record(&pair).await.expect("get_record").map(|r| r.consensus_digest),
         Some(agreed.consensus_digest.clone())

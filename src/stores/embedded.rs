@@ -370,6 +370,21 @@ impl ConsensusStore for EmbeddedStore {
         .await
     }
 
+    async fn conflict_queue_depths(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        self.blocking(|db| {
+            let tx = db.begin_read().map_err(err)?;
+            let t = tx.open_table(CONFLICTS).map_err(err)?;
+            let mut by_tenant = std::collections::BTreeMap::<String, u64>::new();
+            for entry in t.iter().map_err(err)? {
+                let (_, v) = entry.map_err(err)?;
+                let r: ConsensusRecord = serde_json::from_slice(v.value()).map_err(json_err)?;
+                *by_tenant.entry(r.tenant).or_default() += 1;
+            }
+            Ok(by_tenant.into_iter().collect())
+        })
+        .await
+    }
+
     async fn put_verification(&self, v: &VerificationRecord) -> Result<(), StoreError> {
         self.put_json(VERIFICATIONS, &v.envelope_digest, v).await
     }

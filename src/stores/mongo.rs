@@ -494,6 +494,24 @@ impl ConsensusStore for MongoStore {
         self.coll(CONFLICT_QUEUE).count_documents(doc! {}).await.map_err(map_err)
     }
 
+    async fn conflict_queue_depths(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let pipeline = vec![doc! { "$group": { "_id": "$tenant", "n": { "$sum": 1 } } }];
+        let mut cursor = self.coll(CONFLICT_QUEUE).aggregate(pipeline).await.map_err(map_err)?;
+        let mut out = Vec::new();
+        while let Some(d) = cursor.try_next().await.map_err(map_err)? {
+            let tenant = d.get_str("_id").unwrap_or_default().to_string();
+            let n = match d.get("n") {
+                Some(mongodb::bson::Bson::Int32(n)) => *n as u64,
+                Some(mongodb::bson::Bson::Int64(n)) => *n as u64,
+                Some(mongodb::bson::Bson::Double(n)) => *n as u64,
+                _ => 0,
+            };
+            out.push((tenant, n));
+        }
+        out.sort();
+        Ok(out)
+    }
+
     async fn put_verification(&self, v: &VerificationRecord) -> Result<(), StoreError> {
         self.replace_by_id(DSSE_VERIFICATIONS, &v.envelope_digest, v, "encoding verification").await
     }

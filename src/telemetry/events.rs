@@ -2,7 +2,7 @@
 //! the two never drift apart. Correlation fields use the runbook's names
 //! (`correlationId`, `artifactKey`, `advisoryKey`, `issuer`).
 
-use super::{metrics, ReasonLabel, ResultLabel};
+use super::{metrics, OperationLabel, OutcomeLabel, ReasonLabel, ResultLabel};
 use crate::domain::consensus::ConsensusRecord;
 use std::time::Duration;
 
@@ -17,7 +17,9 @@ pub struct DocumentIngested<'a> {
 
 impl DocumentIngested<'_> {
     pub fn emit(&self) {
-        metrics().documents_ingested.inc();
+        let m = metrics();
+        m.documents_ingested.inc();
+        m.documents.get_or_create(&outcome("ingested")).inc();
         tracing::debug!(
             event = "document_ingested",
             source = self.source,
@@ -41,7 +43,15 @@ pub struct DeadLettered<'a> {
 
 impl DeadLettered<'_> {
     pub fn emit(&self) {
-        metrics().dead_letter.get_or_create(&ReasonLabel { reason: self.reason.to_string() }).inc();
+        let m = metrics();
+        m.dead_letter.get_or_create(&ReasonLabel { reason: self.reason.to_string() }).inc();
+        // Observations are dead-lettered on the observations topic; everything else is a document.
+        if self.reason == "invalid_observation" {
+            m.observations.get_or_create(&outcome("dead_lettered")).inc();
+        } else {
+            m.documents.get_or_create(&outcome("dead_lettered")).inc();
+        }
+        LogEvent::DeadLettered.count();
         tracing::warn!(
             event = "dead_lettered",
             source = self.source,
@@ -66,6 +76,7 @@ impl ObservationsDurable<'_> {
     pub fn emit(&self) {
         let m = metrics();
         m.observations_applied.inc_by(self.observations as u64);
+        m.observations.get_or_create(&outcome("applied")).inc_by(self.observations as u64);
         for t in self.received_at_ms {
             m.consensus_latency.observe(((self.now_ms - t).max(0) as f64) / 1000.0);
         }
@@ -86,10 +97,6 @@ pub struct RecordChanged<'a> {
 
 impl RecordChanged<'_> {
     pub fn emit(&self) {
-        let m = metrics();
-        for c in &self.record.conflicts {
-            m.consensus_conflicts.get_or_create(&ReasonLabel { reason: c.reason.clone() }).inc();
-        }
         let issuer = self.record.statements.iter().find(|s| s.role == crate::domain::consensus::Role::Counted);
         tracing::debug!(
             event = "consensus_changed",
@@ -133,15 +140,139 @@ impl Recomputed<'_> {
     }
 }
 
-/// The conflict queue depth was read from the store.
-pub struct ConflictQueueDepth {
-    pub depth: u64,
+/// Conflicts appeared on a record: reasons it did not have at its previous evaluation
+/// (a re-evaluation or rebuild of a record that already had them counts nothing).
+pub struct ConflictsAppeared<'a> {
+    pub tenant: &'a str,
+    pub artifact: &'a str,
+    pub vulnerability: &'a str,
+    pub reasons: &'a [&'a str],
 }
 
-impl ConflictQueueDepth {
+impl ConflictsAppeared<'_> {
     pub fn emit(&self) {
-        metrics().conflict_queue_depth.set(self.depth as i64);
+        let m = metrics();
+        for r in self.reasons {
+            m.consensus_conflicts.get_or_create(&ReasonLabel { reason: r.to_string() }).inc();
+        }
+        tracing::debug!(
+            event = "conflicts_appeared",
+            tenant = self.tenant,
+            artifactKey = self.artifact,
+            advisoryKey = self.vulnerability,
+            reasons = ?self.reasons,
+            "conflicts appeared"
+        );
     }
+}
+
+/// The conflict queue depth per tenant was read from the store.
+pub struct ConflictQueueDepth<'a> {
+    pub depths: &'a [(String, u64)],
+}
+
+impl ConflictQueueDepth<'_> {
+    pub fn emit(&self) {
+        metrics().set_conflict_queue_depths(self.depths);
+    }
+}
+
+/// One store operation attempt finished (successful or not).
+pub struct StoreAttempt<'a> {
+    pub operation: &'a str,
+    pub duration: Duration,
+}
+
+impl StoreAttempt<'_> {
+    pub fn emit(&self) {
+        metrics()
+            .store_operation_duration
+            .get_or_create(&OperationLabel { operation: self.operation.to_string() })
+            .observe(self.duration.as_secs_f64());
+    }
+}
+
+/// The artifact registry's live actors.
+pub struct RegistryLoad {
+    pub live_actors: usize,
+}
+
+impl RegistryLoad {
+    pub fn emit(&self) {
+        metrics().artifact_actors.set(self.live_actors as i64);
+    }
+}
+
+/// Observations routed to artifact actors and not yet durable (or failed).
+pub struct InFlight;
+
+impl InFlight {
+    /// One observation was routed.
+    pub fn routed() {
+        metrics().observations_in_flight.inc();
+    }
+    /// One routed observation became durable or failed.
+    pub fn settled() {
+        metrics().observations_in_flight.dec();
+    }
+}
+
+/// An issuer's trust (tier or weight) changed; the audit fields are the runbook's.
+pub struct IssuerTrustChanged<'a> {
+    pub correlation_id: Option<&'a str>,
+    pub issuer: &'a str,
+    pub trust_tier: &'a str,
+    pub weight_before: f64,
+    pub weight_after: f64,
+    pub justification: &'a str,
+}
+
+impl IssuerTrustChanged<'_> {
+    pub fn emit(&self) {
+        metrics().issuer_trust_changes.inc();
+        tracing::info!(
+            event = "issuer_trust_changed",
+            correlationId = self.correlation_id,
+            issuer = self.issuer,
+            trustTier = self.trust_tier,
+            weightBefore = self.weight_before,
+            weightAfter = self.weight_after,
+            justification = self.justification,
+            "issuer trust changed"
+        );
+    }
+}
+
+/// A consumer's lag on one assigned partition (from librdkafka statistics).
+pub struct ConsumerLag<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub lag: i64,
+}
+
+impl ConsumerLag<'_> {
+    pub fn emit(&self) {
+        metrics()
+            .consumer_lag
+            .get_or_create(&super::PartitionLabel { topic: self.topic.to_string(), partition: self.partition })
+            .set(self.lag);
+    }
+}
+
+/// An artifact actor rejected an observation (validated before routing: a bug, not bad input).
+pub struct ObservationRejected<'a> {
+    pub error: &'a str,
+}
+
+impl ObservationRejected<'_> {
+    pub fn emit(&self) {
+        metrics().observations.get_or_create(&outcome("rejected")).inc();
+        crate::error_event!(LogEvent::ApplyRejected, error = self.error, "observation not applied");
+    }
+}
+
+fn outcome(o: &str) -> OutcomeLabel {
+    OutcomeLabel { outcome: o.to_string() }
 }
 
 /// A store operation failed and will be retried.
@@ -154,6 +285,8 @@ pub struct StoreRetry<'a> {
 
 impl StoreRetry<'_> {
     pub fn emit(&self) {
+        metrics().store_errors.get_or_create(&OperationLabel { operation: self.operation.to_string() }).inc();
+        LogEvent::StoreRetry.count();
         tracing::warn!(
             event = "store_retry",
             operation = self.operation,
@@ -199,7 +332,8 @@ pub struct DsseVerificationFailed<'a> {
 
 impl DsseVerificationFailed<'_> {
     pub fn emit(&self) {
-        metrics().dsse_verification_failures.inc();
+        metrics().dsse_verification_failures.get_or_create(&ReasonLabel { reason: self.reason.to_string() }).inc();
+        LogEvent::DsseVerificationFailed.count();
         tracing::warn!(
             event = "dsse_verification_failed",
             source = self.source,
@@ -237,14 +371,179 @@ impl ExportJobFinished<'_> {
                 duration_ms = self.duration.as_millis() as u64,
                 "export job succeeded"
             ),
-            Some(e) => tracing::warn!(
-                event = "export_job_failed",
-                job = self.job_id,
-                format = self.format,
-                duration_ms = self.duration.as_millis() as u64,
-                error = e,
-                "export job failed"
-            ),
+            Some(e) => {
+                LogEvent::ExportJobFailed.count();
+                tracing::warn!(
+                    event = "export_job_failed",
+                    job = self.job_id,
+                    format = self.format,
+                    duration_ms = self.duration.as_millis() as u64,
+                    error = e,
+                    "export job failed"
+                );
+            }
         }
     }
+}
+
+/// The warn/error events without a struct of their own: each is logged through
+/// [`warn_event!`](crate::warn_event) / [`error_event!`](crate::error_event), which also
+/// counts it in `vex_log_events_total{level,event}` (pre-created at 0 for every code).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogEvent {
+    // warn
+    DeadLettered,
+    StoreRetry,
+    DsseVerificationFailed,
+    ExportJobFailed,
+    RebuildSkip,
+    ExportJobActorRestarting,
+    ExportJobNotRecorded,
+    StoreWriterRestarting,
+    StoreUnreachable,
+    StoreInitRetry,
+    NoInputs,
+    DeadLetterNotStored,
+    IngestDirUnreadable,
+    StdinError,
+    FileNotMarked,
+    RebalanceError,
+    BrokerUnreachable,
+    TopicCreateFailed,
+    ProduceRetry,
+    ConsumeError,
+    CommitFailed,
+    // error
+    ArtifactActorUnreachable,
+    ApplyRejected,
+    StoreWriterUnreachable,
+    RebuildFailed,
+    IssuerKeysUnusable,
+    PipelineUnavailable,
+    StoreWriteTaskFailed,
+    RecordUndigestible,
+    HandlerRetry,
+    StoreBatchRejected,
+    LoadRejected,
+}
+
+impl LogEvent {
+    pub const ALL: [LogEvent; 32] = [
+        LogEvent::DeadLettered,
+        LogEvent::StoreRetry,
+        LogEvent::DsseVerificationFailed,
+        LogEvent::ExportJobFailed,
+        LogEvent::RebuildSkip,
+        LogEvent::ExportJobActorRestarting,
+        LogEvent::ExportJobNotRecorded,
+        LogEvent::StoreWriterRestarting,
+        LogEvent::StoreUnreachable,
+        LogEvent::StoreInitRetry,
+        LogEvent::NoInputs,
+        LogEvent::DeadLetterNotStored,
+        LogEvent::IngestDirUnreadable,
+        LogEvent::StdinError,
+        LogEvent::FileNotMarked,
+        LogEvent::RebalanceError,
+        LogEvent::BrokerUnreachable,
+        LogEvent::TopicCreateFailed,
+        LogEvent::ProduceRetry,
+        LogEvent::ConsumeError,
+        LogEvent::CommitFailed,
+        LogEvent::ArtifactActorUnreachable,
+        LogEvent::ApplyRejected,
+        LogEvent::StoreWriterUnreachable,
+        LogEvent::RebuildFailed,
+        LogEvent::IssuerKeysUnusable,
+        LogEvent::PipelineUnavailable,
+        LogEvent::StoreWriteTaskFailed,
+        LogEvent::RecordUndigestible,
+        LogEvent::HandlerRetry,
+        LogEvent::StoreBatchRejected,
+        LogEvent::LoadRejected,
+    ];
+
+    /// The `event` field of the log line and the `event` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogEvent::DeadLettered => "dead_lettered",
+            LogEvent::StoreRetry => "store_retry",
+            LogEvent::DsseVerificationFailed => "dsse_verification_failed",
+            LogEvent::ExportJobFailed => "export_job_failed",
+            LogEvent::RebuildSkip => "rebuild_skip",
+            LogEvent::ExportJobActorRestarting => "export_job_actor_restarting",
+            LogEvent::ExportJobNotRecorded => "export_job_not_recorded",
+            LogEvent::StoreWriterRestarting => "store_writer_restarting",
+            LogEvent::StoreUnreachable => "store_unreachable",
+            LogEvent::StoreInitRetry => "store_init_retry",
+            LogEvent::NoInputs => "no_inputs",
+            LogEvent::DeadLetterNotStored => "dead_letter_not_stored",
+            LogEvent::IngestDirUnreadable => "ingest_dir_unreadable",
+            LogEvent::StdinError => "stdin_error",
+            LogEvent::FileNotMarked => "file_not_marked",
+            LogEvent::RebalanceError => "rebalance_error",
+            LogEvent::BrokerUnreachable => "broker_unreachable",
+            LogEvent::TopicCreateFailed => "topic_create_failed",
+            LogEvent::ProduceRetry => "produce_retry",
+            LogEvent::ConsumeError => "consume_error",
+            LogEvent::CommitFailed => "commit_failed",
+            LogEvent::ArtifactActorUnreachable => "artifact_actor_unreachable",
+            LogEvent::ApplyRejected => "apply_rejected",
+            LogEvent::StoreWriterUnreachable => "store_writer_unreachable",
+            LogEvent::RebuildFailed => "rebuild_failed",
+            LogEvent::IssuerKeysUnusable => "issuer_keys_unusable",
+            LogEvent::PipelineUnavailable => "pipeline_unavailable",
+            LogEvent::StoreWriteTaskFailed => "store_write_task_failed",
+            LogEvent::RecordUndigestible => "record_undigestible",
+            LogEvent::HandlerRetry => "handler_retry",
+            LogEvent::StoreBatchRejected => "store_batch_rejected",
+            LogEvent::LoadRejected => "load_rejected",
+        }
+    }
+
+    /// The level the event is logged at (`warn` or `error`).
+    pub fn level(self) -> &'static str {
+        match self {
+            LogEvent::ArtifactActorUnreachable
+            | LogEvent::ApplyRejected
+            | LogEvent::StoreWriterUnreachable
+            | LogEvent::RebuildFailed
+            | LogEvent::IssuerKeysUnusable
+            | LogEvent::PipelineUnavailable
+            | LogEvent::StoreWriteTaskFailed
+            | LogEvent::RecordUndigestible
+            | LogEvent::LoadRejected => "error",
+            _ => "warn",
+        }
+    }
+
+    /// Counts one occurrence (called by the logging macros).
+    pub fn count(self) {
+        metrics()
+            .log_events
+            .get_or_create(&super::LogEventLabel { level: self.level().to_string(), event: self.as_str().to_string() })
+            .inc();
+    }
+}
+
+/// Logs a warn event and counts it: `warn_event!(LogEvent::X, field = value, ..., "message")`.
+#[macro_export]
+macro_rules! warn_event {
+    ($code:expr, $($rest:tt)+) => {{
+        let code: $crate::telemetry::events::LogEvent = $code;
+        debug_assert_eq!(code.level(), "warn", "{:?} is an error event", code);
+        code.count();
+        ::tracing::warn!(event = code.as_str(), $($rest)+)
+    }};
+}
+
+/// Logs an error event and counts it: `error_event!(LogEvent::X, field = value, ..., "message")`.
+#[macro_export]
+macro_rules! error_event {
+    ($code:expr, $($rest:tt)+) => {{
+        let code: $crate::telemetry::events::LogEvent = $code;
+        debug_assert_eq!(code.level(), "error", "{:?} is a warn event", code);
+        code.count();
+        ::tracing::error!(event = code.as_str(), $($rest)+)
+    }};
 }

@@ -20,7 +20,7 @@ use std::sync::OnceLock;
 pub mod names {
     /// Histogram: document arrival (Kafka timestamp, or embedded arrival) to durable consensus write.
     pub const CONSENSUS_LATENCY_SECONDS: &str = "vex_consensus_latency_seconds";
-    /// Gauge: open conflicts (`vex_conflict_queue`).
+    /// Gauge{tenant}: open conflicts (`vex_conflict_queue`) per tenant.
     pub const CONFLICT_QUEUE_DEPTH: &str = "vex_conflict_queue_depth";
     /// Histogram{reason}: recomputation time; reason `ingestion_delta` or `rebuild`.
     pub const RECOMPUTE_DURATION_SECONDS: &str = "vex_recompute_duration_seconds";
@@ -28,9 +28,10 @@ pub mod names {
     pub const EXPORT_DURATION_SECONDS: &str = "vex_export_duration_seconds";
     /// Counter{result}: export jobs run by the service, `success` or `failure`.
     pub const EXPORT_JOBS_TOTAL: &str = "vex_export_jobs_total";
-    /// Counter: failed DSSE verifications.
+    /// Counter{reason}: failed DSSE verifications, by failure reason.
     pub const DSSE_VERIFICATION_FAILURES_TOTAL: &str = "vex_dsse_verification_failures_total";
-    /// Counter{reason}: conflicts on changed records, by reason.
+    /// Counter{reason}: conflicts that appeared on a record (a reason the record did not
+    /// have before), not re-evaluations of a record that already had them.
     pub const CONSENSUS_CONFLICTS_TOTAL: &str = "vex_consensus_conflicts_total";
     /// Counter: documents normalised successfully.
     pub const DOCUMENTS_INGESTED_TOTAL: &str = "vex_documents_ingested_total";
@@ -38,9 +39,27 @@ pub mod names {
     pub const OBSERVATIONS_APPLIED_TOTAL: &str = "vex_observations_applied_total";
     /// Counter{reason}: messages/documents dead-lettered, by reason code.
     pub const DEAD_LETTER_TOTAL: &str = "vex_dead_letter_total";
+    /// Counter{outcome}: input documents by outcome (`ingested`, `dead_lettered`).
+    pub const DOCUMENTS_TOTAL: &str = "vex_documents_total";
+    /// Counter{outcome}: observations by outcome (`applied`, `dead_lettered`, `rejected`).
+    pub const OBSERVATIONS_TOTAL: &str = "vex_observations_total";
+    /// Histogram{operation}: store operation time (one attempt) by operation.
+    pub const STORE_OPERATION_DURATION_SECONDS: &str = "vex_store_operation_duration_seconds";
+    /// Counter{operation}: failed store operations by operation (each is retried).
+    pub const STORE_ERRORS_TOTAL: &str = "vex_store_errors_total";
+    /// Gauge: live artifact actors.
+    pub const ARTIFACT_ACTORS: &str = "vex_artifact_actors";
+    /// Gauge: observations routed to artifact actors and not yet durable (mailbox/in flight).
+    pub const OBSERVATIONS_IN_FLIGHT: &str = "vex_observations_in_flight";
+    /// Gauge{topic,partition}: consumer lag (high watermark minus position) per partition.
+    pub const CONSUMER_LAG: &str = "vex_kafka_consumer_lag";
+    /// Counter: issuer trust changes (trust tier or weight) applied.
+    pub const ISSUER_TRUST_CHANGES_TOTAL: &str = "vex_issuer_trust_changes_total";
+    /// Counter{level,event}: warn/error log events by event code.
+    pub const LOG_EVENTS_TOTAL: &str = "vex_log_events_total";
 
     /// Every registered metric name (as it appears in `/metrics`, without histogram suffixes).
-    pub const ALL: [&str; 10] = [
+    pub const ALL: [&str; 19] = [
         CONSENSUS_LATENCY_SECONDS,
         CONFLICT_QUEUE_DEPTH,
         RECOMPUTE_DURATION_SECONDS,
@@ -51,13 +70,79 @@ pub mod names {
         DOCUMENTS_INGESTED_TOTAL,
         OBSERVATIONS_APPLIED_TOTAL,
         DEAD_LETTER_TOTAL,
+        DOCUMENTS_TOTAL,
+        OBSERVATIONS_TOTAL,
+        STORE_OPERATION_DURATION_SECONDS,
+        STORE_ERRORS_TOTAL,
+        ARTIFACT_ACTORS,
+        OBSERVATIONS_IN_FLIGHT,
+        CONSUMER_LAG,
+        ISSUER_TRUST_CHANGES_TOTAL,
+        LOG_EVENTS_TOTAL,
     ];
+}
+
+/// The closed label value sets. Every labelled counter series a panel or alert reads is
+/// created at 0 at start-up from these, because `rate()`/`increase()` never count a
+/// series' first sample: a series born by its first increment hides that increment.
+pub mod labels {
+    /// Dead-letter reason codes (`NormaliseError::code`, `invalid_envelope`, `invalid_observation`).
+    pub const DEAD_LETTER_REASONS: [&str; 6] =
+        ["invalid_json", "too_large", "not_vex", "invalid_document", "invalid_envelope", "invalid_observation"];
+    /// Conflict reasons (`domain::consensus::Conflict::reason`).
+    pub const CONFLICT_REASONS: [&str; 3] = ["status_disagreement", "scope_mismatch", "missing_provenance"];
+    /// DSSE failure reasons (`crypto::verify::FailureReason::as_str`).
+    pub const DSSE_FAILURE_REASONS: [&str; 4] =
+        ["bad_signature", "malformed_envelope", "wrong_key", "threshold_not_met"];
+    /// Export job results.
+    pub const EXPORT_RESULTS: [&str; 2] = ["success", "failure"];
+    /// Document outcomes.
+    pub const DOCUMENT_OUTCOMES: [&str; 2] = ["ingested", "dead_lettered"];
+    /// Observation outcomes.
+    pub const OBSERVATION_OUTCOMES: [&str; 3] = ["applied", "dead_lettered", "rejected"];
+    /// Store operations of the store writer.
+    pub const STORE_OPERATIONS: [&str; 5] =
+        ["put_verification", "put_observations", "put_records", "observations_for_package", "conflict_queue_depth"];
+    /// Recompute reasons.
+    pub const RECOMPUTE_REASONS: [&str; 2] = [super::RECOMPUTE_INGESTION_DELTA, super::RECOMPUTE_REBUILD];
 }
 
 /// Label set `{reason}`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
     pub reason: String,
+}
+
+/// Label set `{tenant}` (tenants are configured, a small set).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TenantLabel {
+    pub tenant: String,
+}
+
+/// Label set `{outcome}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: String,
+}
+
+/// Label set `{operation}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OperationLabel {
+    pub operation: String,
+}
+
+/// Label set `{topic, partition}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PartitionLabel {
+    pub topic: String,
+    pub partition: i32,
+}
+
+/// Label set `{level, event}` (event codes of warn/error events).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LogEventLabel {
+    pub level: String,
+    pub event: String,
 }
 
 /// Label set `{result}` (`success` or `failure`).
@@ -84,20 +169,42 @@ pub const CONSENSUS_LATENCY_BUCKETS: &[f64] =
 pub struct Metrics {
     pub registry: Registry,
     pub consensus_latency: Histogram,
-    pub conflict_queue_depth: Gauge,
+    pub conflict_queue_depth: Family<TenantLabel, Gauge>,
     pub recompute_duration: Family<ReasonLabel, Histogram>,
     pub export_duration: Histogram,
     pub export_jobs: Family<ResultLabel, Counter>,
-    pub dsse_verification_failures: Counter,
+    pub dsse_verification_failures: Family<ReasonLabel, Counter>,
     pub consensus_conflicts: Family<ReasonLabel, Counter>,
     pub documents_ingested: Counter,
     pub observations_applied: Counter,
     pub dead_letter: Family<ReasonLabel, Counter>,
+    pub documents: Family<OutcomeLabel, Counter>,
+    pub observations: Family<OutcomeLabel, Counter>,
+    pub store_operation_duration: Family<OperationLabel, Histogram>,
+    pub store_errors: Family<OperationLabel, Counter>,
+    pub artifact_actors: Gauge,
+    pub observations_in_flight: Gauge,
+    pub consumer_lag: Family<PartitionLabel, Gauge>,
+    pub issuer_trust_changes: Counter,
+    pub log_events: Family<LogEventLabel, Counter>,
 }
 
 fn counter_name(name: &str) -> &str {
     // prometheus-client appends `_total` to counters itself.
     name.strip_suffix("_total").unwrap_or(name)
+}
+
+fn reason(r: &str) -> ReasonLabel {
+    ReasonLabel { reason: r.to_string() }
+}
+
+fn pre_create<L: Clone + std::hash::Hash + Eq, M: prometheus_client::metrics::TypedMetric>(
+    family: &Family<L, M, impl prometheus_client::metrics::family::MetricConstructor<M>>,
+    labels: impl IntoIterator<Item = L>,
+) {
+    for l in labels {
+        let _ = family.get_or_create(&l);
+    }
 }
 
 impl Metrics {
@@ -109,13 +216,14 @@ impl Metrics {
             "Time from a document's arrival (Kafka timestamp or embedded arrival) to the durable consensus write",
             consensus_latency.clone(),
         );
-        let conflict_queue_depth = Gauge::default();
+        let conflict_queue_depth = Family::<TenantLabel, Gauge>::default();
         registry.register(
             names::CONFLICT_QUEUE_DEPTH,
-            "Open conflicts in the conflict queue",
+            "Open conflicts in the conflict queue, per tenant",
             conflict_queue_depth.clone(),
         );
         let recompute_duration = Family::<ReasonLabel, Histogram>::new_with_constructor(latency_histogram as fn() -> _);
+        pre_create(&recompute_duration, labels::RECOMPUTE_REASONS.map(reason));
         registry.register(
             names::RECOMPUTE_DURATION_SECONDS,
             "Consensus recomputation time by trigger (ingestion_delta, rebuild)",
@@ -124,21 +232,24 @@ impl Metrics {
         let export_duration = latency_histogram();
         registry.register(names::EXPORT_DURATION_SECONDS, "Export job runtime", export_duration.clone());
         let export_jobs = Family::<ResultLabel, Counter>::default();
+        pre_create(&export_jobs, labels::EXPORT_RESULTS.map(|r| ResultLabel { result: r.to_string() }));
         registry.register(
             counter_name(names::EXPORT_JOBS_TOTAL),
             "Export jobs run by the service, by result (success, failure)",
             export_jobs.clone(),
         );
-        let dsse_verification_failures = Counter::default();
+        let dsse_verification_failures = Family::<ReasonLabel, Counter>::default();
+        pre_create(&dsse_verification_failures, labels::DSSE_FAILURE_REASONS.map(reason));
         registry.register(
             counter_name(names::DSSE_VERIFICATION_FAILURES_TOTAL),
-            "Failed DSSE verifications",
+            "Failed DSSE verifications by reason",
             dsse_verification_failures.clone(),
         );
         let consensus_conflicts = Family::<ReasonLabel, Counter>::default();
+        pre_create(&consensus_conflicts, labels::CONFLICT_REASONS.map(reason));
         registry.register(
             counter_name(names::CONSENSUS_CONFLICTS_TOTAL),
-            "Conflicts on changed consensus records by reason",
+            "Conflicts that appeared on consensus records, by reason",
             consensus_conflicts.clone(),
         );
         let documents_ingested = Counter::default();
@@ -154,10 +265,73 @@ impl Metrics {
             observations_applied.clone(),
         );
         let dead_letter = Family::<ReasonLabel, Counter>::default();
+        pre_create(&dead_letter, labels::DEAD_LETTER_REASONS.map(reason));
         registry.register(
             counter_name(names::DEAD_LETTER_TOTAL),
             "Dead-lettered inputs by reason",
             dead_letter.clone(),
+        );
+        let outcome = |o: &str| OutcomeLabel { outcome: o.to_string() };
+        let documents = Family::<OutcomeLabel, Counter>::default();
+        pre_create(&documents, labels::DOCUMENT_OUTCOMES.map(outcome));
+        registry.register(
+            counter_name(names::DOCUMENTS_TOTAL),
+            "Input documents by outcome (ingested, dead_lettered)",
+            documents.clone(),
+        );
+        let observations = Family::<OutcomeLabel, Counter>::default();
+        pre_create(&observations, labels::OBSERVATION_OUTCOMES.map(outcome));
+        registry.register(
+            counter_name(names::OBSERVATIONS_TOTAL),
+            "Observations by outcome (applied, dead_lettered, rejected)",
+            observations.clone(),
+        );
+        let operation = |o: &str| OperationLabel { operation: o.to_string() };
+        let store_operation_duration =
+            Family::<OperationLabel, Histogram>::new_with_constructor(latency_histogram as fn() -> _);
+        pre_create(&store_operation_duration, labels::STORE_OPERATIONS.map(operation));
+        registry.register(
+            names::STORE_OPERATION_DURATION_SECONDS,
+            "Store operation time (one attempt) by operation",
+            store_operation_duration.clone(),
+        );
+        let store_errors = Family::<OperationLabel, Counter>::default();
+        pre_create(&store_errors, labels::STORE_OPERATIONS.map(operation));
+        registry.register(
+            counter_name(names::STORE_ERRORS_TOTAL),
+            "Failed store operations by operation (each failure is retried)",
+            store_errors.clone(),
+        );
+        let artifact_actors = Gauge::default();
+        registry.register(names::ARTIFACT_ACTORS, "Live artifact actors", artifact_actors.clone());
+        let observations_in_flight = Gauge::default();
+        registry.register(
+            names::OBSERVATIONS_IN_FLIGHT,
+            "Observations routed to artifact actors and not yet durable",
+            observations_in_flight.clone(),
+        );
+        let consumer_lag = Family::<PartitionLabel, Gauge>::default();
+        registry.register(
+            names::CONSUMER_LAG,
+            "Kafka consumer lag (high watermark minus position) per assigned partition",
+            consumer_lag.clone(),
+        );
+        let issuer_trust_changes = Counter::default();
+        registry.register(
+            counter_name(names::ISSUER_TRUST_CHANGES_TOTAL),
+            "Issuer trust changes (tier or weight) applied",
+            issuer_trust_changes.clone(),
+        );
+        let log_events = Family::<LogEventLabel, Counter>::default();
+        pre_create(
+            &log_events,
+            events::LogEvent::ALL
+                .map(|e| LogEventLabel { level: e.level().to_string(), event: e.as_str().to_string() }),
+        );
+        registry.register(
+            counter_name(names::LOG_EVENTS_TOTAL),
+            "Warn and error log events by level and event code",
+            log_events.clone(),
         );
         Metrics {
             registry,
@@ -171,6 +345,35 @@ impl Metrics {
             documents_ingested,
             observations_applied,
             dead_letter,
+            documents,
+            observations,
+            store_operation_duration,
+            store_errors,
+            artifact_actors,
+            observations_in_flight,
+            consumer_lag,
+            issuer_trust_changes,
+            log_events,
+        }
+    }
+
+    /// Sets the conflict queue depth of every tenant in `depths`, and 0 for every tenant
+    /// seen before and absent now (its queue emptied).
+    pub fn set_conflict_queue_depths(&self, depths: &[(String, u64)]) {
+        let seen: Vec<TenantLabel> = {
+            // Family exposes no key iteration; remember tenants ourselves.
+            static KNOWN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+            let mut known = KNOWN.lock().unwrap_or_else(|p| p.into_inner());
+            for (t, _) in depths {
+                if !known.contains(t) {
+                    known.push(t.clone());
+                }
+            }
+            known.iter().map(|t| TenantLabel { tenant: t.clone() }).collect()
+        };
+        for l in seen {
+            let d = depths.iter().find(|(t, _)| *t == l.tenant).map_or(0, |(_, d)| *d);
+            self.conflict_queue_depth.get_or_create(&l).set(d as i64);
         }
     }
 
@@ -189,17 +392,36 @@ pub fn metrics() -> &'static Metrics {
     METRICS.get_or_init(Metrics::new)
 }
 
-/// Installs JSON logs on stderr (`RUST_LOG` filters; default `info`). Idempotent.
-pub fn init_logging() {
+/// How log lines are written on stderr.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line, event fields flattened (the runbook's field names).
+    Json,
+    /// Compact human-readable lines.
+    Text,
+}
+
+impl LogFormat {
+    /// Text when stdout is a terminal (a person is watching), JSON otherwise.
+    pub fn for_terminal() -> LogFormat {
+        use std::io::IsTerminal;
+        if std::io::stdout().is_terminal() {
+            LogFormat::Text
+        } else {
+            LogFormat::Json
+        }
+    }
+}
+
+/// Installs logs on stderr in `format` (`RUST_LOG` filters; default `info`). Idempotent.
+pub fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rdkafka=warn"));
-    let _ = tracing_subscriber::fmt()
-        .json()
-        .flatten_event(true)
-        .with_current_span(false)
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
+        LogFormat::Text => builder.compact().try_init(),
+    };
 }
 
 #[cfg(test)]
@@ -222,5 +444,73 @@ mod tests {
             assert!(text.contains(n), "{n} missing from:\n{text}");
         }
         assert!(text.contains("vex_consensus_latency_seconds_bucket"));
+    }
+
+    /// `rate()`/`increase()` never count a series' first sample: every labelled counter an
+    /// alert or panel reads must exist at 0 before its first event.
+    #[test]
+    fn labelled_counter_series_exist_at_zero_from_start_up() {
+        let text = Metrics::new().encode();
+        let mut want = Vec::new();
+        for r in labels::DEAD_LETTER_REASONS {
+            want.push(format!("vex_dead_letter_total{{reason=\"{r}\"}} 0"));
+        }
+        for r in labels::CONFLICT_REASONS {
+            want.push(format!("vex_consensus_conflicts_total{{reason=\"{r}\"}} 0"));
+        }
+        for r in labels::DSSE_FAILURE_REASONS {
+            want.push(format!("vex_dsse_verification_failures_total{{reason=\"{r}\"}} 0"));
+        }
+        for r in labels::EXPORT_RESULTS {
+            want.push(format!("vex_export_jobs_total{{result=\"{r}\"}} 0"));
+        }
+        for o in labels::DOCUMENT_OUTCOMES {
+            want.push(format!("vex_documents_total{{outcome=\"{o}\"}} 0"));
+        }
+        for o in labels::OBSERVATION_OUTCOMES {
+            want.push(format!("vex_observations_total{{outcome=\"{o}\"}} 0"));
+        }
+        for o in labels::STORE_OPERATIONS {
+            want.push(format!("vex_store_errors_total{{operation=\"{o}\"}} 0"));
+        }
+        for w in want {
+            assert!(text.lines().any(|l| l == w), "{w} missing from:\n{text}");
+        }
+    }
+
+    /// The pre-created label values are the codes the code emits.
+    #[test]
+    fn label_sets_cover_the_codes() {
+        use crate::crypto::verify::FailureReason;
+        use crate::domain::normalise::NormaliseError;
+        let d = String::new;
+        for e in [
+            NormaliseError::NotJson { document: d(), reason: d() },
+            NormaliseError::TooLarge { document: d(), size: 0, limit: 0 },
+            NormaliseError::UnknownFormat { document: d() },
+        ] {
+            assert!(labels::DEAD_LETTER_REASONS.contains(&e.code()), "{}", e.code());
+        }
+        assert!(labels::DEAD_LETTER_REASONS.contains(&"invalid_document"));
+        assert!(labels::DEAD_LETTER_REASONS.contains(&crate::actors::ingest::INVALID_ENVELOPE));
+        assert!(labels::DEAD_LETTER_REASONS.contains(&crate::sources::kafka::INVALID_OBSERVATION));
+        for r in [
+            FailureReason::BadSignature,
+            FailureReason::MalformedEnvelope,
+            FailureReason::WrongKey,
+            FailureReason::ThresholdNotMet,
+        ] {
+            assert!(labels::DSSE_FAILURE_REASONS.contains(&r.as_str()), "{}", r.as_str());
+        }
+    }
+
+    #[test]
+    fn conflict_queue_depth_is_per_tenant_and_drops_to_zero() {
+        let m = Metrics::new();
+        m.set_conflict_queue_depths(&[("t-a".into(), 3), ("t-b".into(), 600)]);
+        m.set_conflict_queue_depths(&[("t-b".into(), 2)]);
+        let text = m.encode();
+        assert!(text.contains("vex_conflict_queue_depth{tenant=\"t-a\"} 0"), "{text}");
+        assert!(text.contains("vex_conflict_queue_depth{tenant=\"t-b\"} 2"), "{text}");
     }
 }
