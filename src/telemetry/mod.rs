@@ -504,6 +504,37 @@ mod tests {
         }
     }
 
+    /// Every warn/error line outside this module goes through `warn_event!`/`error_event!`
+    /// (or an event struct), so it is counted in `vex_log_events_total`.
+    #[test]
+    fn warn_and_error_go_through_the_events_module() {
+        fn walk(dir: &std::path::Path, out: &mut Vec<String>) {
+            for e in std::fs::read_dir(dir).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    if !p.ends_with("telemetry") {
+                        walk(&p, out);
+                    }
+                } else if p.extension().is_some_and(|x| x == "rs") {
+                    let text = std::fs::read_to_string(&p).unwrap();
+                    for (i, line) in text.lines().enumerate() {
+                        let l = line.replace("warn_event!", "").replace("error_event!", "");
+                        if l.contains("warn!(") || l.contains("error!(") {
+                            out.push(format!("{}:{}: {}", p.display(), i + 1, line.trim()));
+                        }
+                    }
+                }
+            }
+        }
+        let mut found = Vec::new();
+        walk(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &mut found);
+        assert!(
+            found.is_empty(),
+            "use crate::warn_event!/error_event! (telemetry::events::LogEvent):\n{}",
+            found.join("\n")
+        );
+    }
+
     #[test]
     fn conflict_queue_depth_is_per_tenant_and_drops_to_zero() {
         let m = Metrics::new();
