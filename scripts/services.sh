@@ -3,8 +3,11 @@
 #   * Apache Kafka (KRaft, one node that is broker + controller), from Maven Central jars
 #   * SecantusDB (a MongoDB-wire server on WiredTiger, from PyPI, in a venv), run as a
 #     standalone server like the compose stack's mongo:7
+#   * Jaeger v2 (OTLP trace backend; built from the Go module proxy by
+#     scripts/build-jaeger.sh, cached outside the clone), only with `start-jaeger` or
+#     VEXLENS_JAEGER=1: every port on 127.0.0.1 (config written to the data dir)
 #
-# Usage: scripts/services.sh up|down|status|env|start-kafka|stop-kafka|start-mongo|stop-mongo|reset
+# Usage: scripts/services.sh up|down|status|env|start-kafka|stop-kafka|start-mongo|stop-mongo|start-jaeger|stop-jaeger|reset
 #   up           install/build what is missing, start what is not running, wait until healthy
 #   down         stop the servers this script started (only the PIDs in its pid files); keeps data
 #   status       print up/down for each server; exit 0 only if all are up
@@ -12,6 +15,7 @@
 #   start-mongo  start (and wait for) only the MongoDB-wire server, same data
 #   stop-mongo   stop only the MongoDB-wire server, keeps its data
 #   start-kafka / stop-kafka   the same for Kafka
+#   start-jaeger / stop-jaeger Jaeger (builds it first if it is not cached; ~7-20 min cold)
 #   reset        down, then delete data, logs and pid files; keeps downloads and the venv
 #
 # Environment (all optional):
@@ -24,6 +28,10 @@
 #   VEXLENS_SERVICES_TIMEOUT    seconds to wait for each server to be healthy (default 120)
 #   VEXLENS_PYMONGO_VERSION     pymongo used for the health ping (default 4.20.0)
 #   VEXLENS_SECANTUS_VERSION    SecantusDB from PyPI (default 0.7.0b3)
+#   VEXLENS_JAEGER              1: `up` also starts Jaeger (default 0)
+#   VEXLENS_JAEGER_OTLP_PORT    Jaeger OTLP/HTTP receiver port (default 4318; OTLP/gRPC is +1)
+#   VEXLENS_JAEGER_QUERY_PORT   Jaeger query HTTP API port (default 16686; its gRPC is +1,
+#                               its health check +2)
 set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -38,6 +46,9 @@ KAFKA_HEAP="${VEXLENS_KAFKA_HEAP:-512m}"
 TIMEOUT="${VEXLENS_SERVICES_TIMEOUT:-120}"
 PYMONGO_VERSION="${VEXLENS_PYMONGO_VERSION:-4.20.0}"
 SECANTUS_VERSION="${VEXLENS_SECANTUS_VERSION:-0.7.0b3}"
+JAEGER="${VEXLENS_JAEGER:-0}"
+JAEGER_OTLP_PORT="${VEXLENS_JAEGER_OTLP_PORT:-4318}"
+JAEGER_QUERY_PORT="${VEXLENS_JAEGER_QUERY_PORT:-16686}"
 HOST=127.0.0.1
 
 # --- layout of the data dir ------------------------------------------------------------
@@ -51,6 +62,7 @@ LOG_DIR="$SERVICES_DIR/logs"
 KAFKA_DATA="$SERVICES_DIR/data/kafka"
 KAFKA_CONF_DIR="$SERVICES_DIR/data/kafka-config"
 MONGO_DATA="$SERVICES_DIR/data/secantusdb"
+JAEGER_CONF="$SERVICES_DIR/data/jaeger/config.yaml"
 
 log() { printf '[services] %s\n' "$*" >&2; }
 die() { printf '[services] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -68,6 +80,7 @@ marker_for() {
   case "$1" in
     kafka) echo "$KAFKA_CONF_DIR/server.properties" ;;
     mongo) echo "$MONGO_DATA" ;;
+    jaeger) echo "$JAEGER_CONF" ;;
   esac
 }
 
@@ -410,6 +423,82 @@ start_mongo() {
   log "secantusdb: up (pid $(recorded_pid mongo))"
 }
 
+# --- Jaeger (OTLP trace backend) ---------------------------------------------------------------
+write_jaeger_config() {
+  mkdir -p "$(dirname "$JAEGER_CONF")"
+  cat >"$JAEGER_CONF" <<EOF
+# Written by scripts/services.sh: Jaeger v2 with in-memory storage, every port on $HOST.
+service:
+  extensions: [jaeger_storage, jaeger_query, healthcheckv2]
+  pipelines:
+    traces:
+      receivers: [otlp]
+      processors: [batch]
+      exporters: [jaeger_storage_exporter]
+  telemetry:
+    metrics:
+      level: none
+    logs:
+      level: warn
+extensions:
+  healthcheckv2:
+    use_v2: true
+    http:
+      endpoint: $HOST:$((JAEGER_QUERY_PORT + 2))
+  jaeger_query:
+    storage:
+      traces: memstore
+    http:
+      endpoint: $HOST:$JAEGER_QUERY_PORT
+    grpc:
+      endpoint: $HOST:$((JAEGER_QUERY_PORT + 1))
+  jaeger_storage:
+    backends:
+      memstore:
+        memory:
+          max_traces: 100000
+receivers:
+  otlp:
+    protocols:
+      http:
+        endpoint: $HOST:$JAEGER_OTLP_PORT
+      grpc:
+        endpoint: $HOST:$((JAEGER_OTLP_PORT + 1))
+processors:
+  batch:
+    timeout: 200ms
+exporters:
+  jaeger_storage_exporter:
+    trace_storage: memstore
+EOF
+}
+
+jaeger_healthy() {
+  curl -sf "http://$HOST:$((JAEGER_QUERY_PORT + 2))/status" >/dev/null 2>&1 \
+    && curl -sf "http://$HOST:$JAEGER_QUERY_PORT/api/services" >/dev/null 2>&1
+}
+
+start_jaeger() {
+  local pid bin p
+  need curl "curl"
+  bin="$("$SCRIPT_DIR/build-jaeger.sh")"
+  if pid="$(running_pid jaeger)"; then
+    log "jaeger: already running (pid $pid)"
+    wait_healthy jaeger jaeger_healthy "$LOG_DIR/jaeger.log"
+    return 0
+  fi
+  for p in "$JAEGER_OTLP_PORT" $((JAEGER_OTLP_PORT + 1)) "$JAEGER_QUERY_PORT" $((JAEGER_QUERY_PORT + 1)) $((JAEGER_QUERY_PORT + 2)); do
+    if port_open "$p"; then
+      die "jaeger: port $p on $HOST is already in use by a process this script did not start"
+    fi
+  done
+  write_jaeger_config
+  log "jaeger: starting $bin (OTLP http $HOST:$JAEGER_OTLP_PORT, query $HOST:$JAEGER_QUERY_PORT)"
+  start_detached jaeger "$LOG_DIR/jaeger.log" "$bin" --config "file:$JAEGER_CONF"
+  wait_healthy jaeger jaeger_healthy "$LOG_DIR/jaeger.log"
+  log "jaeger: up (pid $(recorded_pid jaeger))"
+}
+
 # --- commands ---------------------------------------------------------------------------------
 print_env() {
   cat <<EOF
@@ -417,6 +506,10 @@ export VEXLENS_KAFKA_BROKERS=$HOST:$KAFKA_PORT
 export VEXLENS_MONGODB_URI="mongodb://$HOST:$MONGO_PORT/?directConnection=true"
 export VEXLENS_SERVICES_DIR=$SERVICES_DIR
 EOF
+  if [[ "$JAEGER" == 1 ]] || running_pid jaeger >/dev/null 2>&1; then
+    echo "export VEXLENS_JAEGER_OTLP_ENDPOINT=http://$HOST:$JAEGER_OTLP_PORT"
+    echo "export VEXLENS_JAEGER_QUERY_URL=http://$HOST:$JAEGER_QUERY_PORT"
+  fi
 }
 
 cmd_status() {
@@ -443,6 +536,12 @@ cmd_status() {
     echo "mongo:    down"
     ok=1
   fi
+  if pid="$(running_pid jaeger)"; then
+    echo "jaeger:   up    pid $pid  OTLP http://$HOST:$JAEGER_OTLP_PORT, query http://$HOST:$JAEGER_QUERY_PORT"
+  elif [[ "$JAEGER" == 1 ]]; then
+    echo "jaeger:   down"
+    ok=1
+  fi
   return $ok
 }
 
@@ -452,12 +551,14 @@ cmd_up() {
   mkdir -p "$SERVICES_DIR"
   start_kafka
   start_mongo
+  if [[ "$JAEGER" == 1 ]]; then start_jaeger; fi
   log "all up in $(($(date +%s) - t0))s; data dir $SERVICES_DIR"
   cmd_status || true
   print_env
 }
 
 cmd_down() {
+  stop_service jaeger
   stop_service mongo
   stop_service kafka
 }
@@ -465,7 +566,7 @@ cmd_down() {
 cmd_reset() {
   cmd_down
   # make sure nothing of ours still runs before deleting its data
-  if running_pid kafka >/dev/null || running_pid mongo >/dev/null; then
+  if running_pid kafka >/dev/null || running_pid mongo >/dev/null || running_pid jaeger >/dev/null; then
     die "a server is still running; not deleting data"
   fi
   log "reset: deleting $SERVICES_DIR/{data,logs,run} (keeping downloads and the venv)"
@@ -489,7 +590,7 @@ take_lock() {
 main() {
   local cmd="${1:-}"
   case "$cmd" in
-    up | down | start-mongo | stop-mongo | start-kafka | stop-kafka | reset) take_lock ;;
+    up | down | start-mongo | stop-mongo | start-kafka | stop-kafka | start-jaeger | stop-jaeger | reset) take_lock ;;
   esac
   case "$cmd" in
     up) cmd_up ;;
@@ -500,6 +601,8 @@ main() {
     stop-mongo) stop_service mongo ;;
     start-kafka) start_kafka ;;
     stop-kafka) stop_service kafka ;;
+    start-jaeger) start_jaeger ;;
+    stop-jaeger) stop_service jaeger ;;
     reset) cmd_reset ;;
     -h | --help | help) usage ;;
     *) usage >&2; exit 2 ;;
