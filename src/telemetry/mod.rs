@@ -86,9 +86,18 @@ pub mod names {
 /// created at 0 at start-up from these, because `rate()`/`increase()` never count a
 /// series' first sample: a series born by its first increment hides that increment.
 pub mod labels {
-    /// Dead-letter reason codes (`NormaliseError::code`, `invalid_envelope`, `invalid_observation`).
-    pub const DEAD_LETTER_REASONS: [&str; 6] =
-        ["invalid_json", "too_large", "not_vex", "invalid_document", "invalid_envelope", "invalid_observation"];
+    /// Dead-letter reason codes (`NormaliseError::code`, `invalid_envelope`, and the Kafka
+    /// source's `invalid_observation`, `store_rejected`, `retries_exhausted`).
+    pub const DEAD_LETTER_REASONS: [&str; 8] = [
+        "invalid_json",
+        "too_large",
+        "not_vex",
+        "invalid_document",
+        "invalid_envelope",
+        "invalid_observation",
+        "store_rejected",
+        "retries_exhausted",
+    ];
     /// Conflict reasons (`domain::consensus::Conflict::reason`).
     pub const CONFLICT_REASONS: [&str; 3] = ["status_disagreement", "scope_mismatch", "missing_provenance"];
     /// DSSE failure reasons (`crypto::verify::FailureReason::as_str`).
@@ -494,6 +503,8 @@ mod tests {
         assert!(labels::DEAD_LETTER_REASONS.contains(&"invalid_document"));
         assert!(labels::DEAD_LETTER_REASONS.contains(&crate::actors::ingest::INVALID_ENVELOPE));
         assert!(labels::DEAD_LETTER_REASONS.contains(&crate::sources::kafka::INVALID_OBSERVATION));
+        assert!(labels::DEAD_LETTER_REASONS.contains(&crate::sources::kafka::STORE_REJECTED));
+        assert!(labels::DEAD_LETTER_REASONS.contains(&crate::sources::kafka::RETRIES_EXHAUSTED));
         for r in [
             FailureReason::BadSignature,
             FailureReason::MalformedEnvelope,
