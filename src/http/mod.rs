@@ -139,8 +139,8 @@ pub fn app(
 pub fn serve(listen: &str, deps: ServerDeps) -> std::io::Result<(actix_web::dev::Server, std::net::SocketAddr)> {
     let auth = auth::Auth::new(&deps.api);
     if auth.is_open() {
-        tracing::warn!(
-            event = "api_loopback_only",
+        crate::warn_event!(
+            crate::telemetry::events::LogEvent::ApiLoopbackOnly,
             "no API tokens configured ([api.tokens]): /v1 answers only on loopback, tenant `default` unless X-Tenant names one"
         );
     } else {

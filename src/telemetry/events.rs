@@ -425,10 +425,11 @@ pub enum LogEvent {
     HandlerRetry,
     StoreBatchRejected,
     LoadRejected,
+    ApiLoopbackOnly,
 }
 
 impl LogEvent {
-    pub const ALL: [LogEvent; 32] = [
+    pub const ALL: [LogEvent; 33] = [
         LogEvent::DeadLettered,
         LogEvent::StoreRetry,
         LogEvent::DsseVerificationFailed,
@@ -461,6 +462,7 @@ impl LogEvent {
         LogEvent::HandlerRetry,
         LogEvent::StoreBatchRejected,
         LogEvent::LoadRejected,
+        LogEvent::ApiLoopbackOnly,
     ];
 
     /// The `event` field of the log line and the `event` label.
@@ -498,6 +500,7 @@ impl LogEvent {
             LogEvent::HandlerRetry => "handler_retry",
             LogEvent::StoreBatchRejected => "store_batch_rejected",
             LogEvent::LoadRejected => "load_rejected",
+            LogEvent::ApiLoopbackOnly => "api_loopback_only",
         }
     }
 
