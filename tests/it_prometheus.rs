@@ -171,13 +171,14 @@ fn bulk_doc(author: &str, id: &str, status: &str, cves: usize) -> Vec<u8> {
     .unwrap()
 }
 
-fn post(listen: &str, path: &str, body: &str) -> u16 {
+/// POST as tenant `tenant` (the loopback API takes the tenant from `X-Tenant`).
+fn post(listen: &str, path: &str, tenant: &str, body: &str) -> u16 {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(listen).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     write!(
         s,
-        "POST {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "POST {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nX-Tenant: {tenant}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     )
     .unwrap();
@@ -304,7 +305,7 @@ fn dashboards_and_alerts_against_a_real_prometheus() {
     producer.send("tampered", "default", tampered.to_json().as_bytes(), Duration::ZERO);
     expect("VexLensDsseVerificationFailures", "one DSSE verification failure");
 
-    assert_eq!(post(&serve.listen, "/v1/vex/export", r#"{"format":"openvex","tenant":"nobody"}"#), 500);
+    assert_eq!(post(&serve.listen, "/v1/vex/export", "nobody", r#"{"format":"openvex"}"#), 500);
     expect("VexLensExportFailureRate", "one failed export job");
 
     // Tenant "bulk": two issuers disagree on 501 vulnerabilities of one package.
