@@ -216,6 +216,14 @@ pub async fn store_contract_suite<S: ConsensusStore>(store: &S) {
     assert_eq!(by(RecordQuery { status: Some(rec_c.status), ..q.clone() }).await, vec![c.artifact.clone()]);
     assert_eq!(by(RecordQuery { package: Some(a.package.clone()), ..q.clone() }).await, vec![a.artifact.clone()]);
     assert_eq!(by(RecordQuery { artifact: Some(c.artifact.clone()), ..q.clone() }).await, vec![c.artifact.clone()]);
+    let one =
+        RecordQuery { artifact: Some(c.artifact.clone()), vulnerability: Some(c.vulnerability.clone()), ..q.clone() };
+    assert_eq!(by(one.clone()).await, vec![c.artifact.clone()], "one pair");
+    assert!(
+        by(RecordQuery { status: Some(agreed.status), ..one.clone() }).await.is_empty()
+            || agreed.status == rec_c.status
+    );
+    assert!(by(RecordQuery { tenant: other_tenant.clone(), ..one }).await.is_empty(), "one pair is per tenant");
     assert_eq!(by(RecordQuery { issuer: Some("vendor".into()), ..q.clone() }).await.len(), 2, "issuer filter");
     assert!(by(RecordQuery { issuer: Some("scanner".into()), ..q.clone() }).await.is_empty(), "issuer filter");
     assert!(by(RecordQuery { vulnerability: Some("CVE-1999-0001".into()), ..q.clone() }).await.is_empty());

@@ -397,6 +397,24 @@ impl ConsensusStore for EmbeddedStore {
 
     async fn query_records(&self, q: &RecordQuery) -> Result<Vec<TimedRecord>, StoreError> {
         let q = q.clone();
+        // One pair: a key lookup, not a scan.
+        if let (Some(artifact), Some(vulnerability)) = (&q.artifact, &q.vulnerability) {
+            let id = pair_id(&PairKey {
+                tenant: q.tenant.clone(),
+                artifact: artifact.clone(),
+                vulnerability: vulnerability.clone(),
+            });
+            return self
+                .blocking(move |db| {
+                    let tx = db.begin_read().map_err(err)?;
+                    let t = tx.open_table(CONSENSUS).map_err(err)?;
+                    let Some(v) = t.get(id.as_str()).map_err(err)? else { return Ok(Vec::new()) };
+                    let s = StoredRecord::decode(v.value())?;
+                    let timed = TimedRecord { record: s.record, changed_at_ms: s.changed_at_ms };
+                    Ok(if q.limit > 0 && q.matches(&timed) { vec![timed] } else { Vec::new() })
+                })
+                .await;
+        }
         self.blocking(move |db| {
             let tx = db.begin_read().map_err(err)?;
             let t = tx.open_table(CONSENSUS).map_err(err)?;
