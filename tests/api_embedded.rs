@@ -9,7 +9,6 @@ mod common;
 
 use common::{free_port, wait_for, KillOnDrop};
 use serde_json::Value;
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -22,23 +21,7 @@ const MULTI: &str = "read-secret-both";
 
 /// One HTTP/1.0 request: (status, body as JSON or a string value).
 fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, Value, String) {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    let mut head = format!("{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n");
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    if !body.is_empty() {
-        head.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()));
-    }
-    head.push_str("\r\n");
-    s.write_all(head.as_bytes()).unwrap();
-    s.write_all(body.as_bytes()).unwrap();
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).unwrap();
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let code = text.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let (code, body) = common::http_request(&format!("127.0.0.1:{port}"), method, path, headers, body);
     (code, serde_json::from_str(&body).unwrap_or(Value::Null), body)
 }
 

@@ -7,7 +7,6 @@
 mod common;
 
 use common::{free_port, get, metric, wait_for, KillOnDrop};
-use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -15,19 +14,8 @@ use std::time::Duration;
 const BIN: &str = env!("CARGO_BIN_EXE_vex-lens");
 
 fn post(port: u16, path: &str, tenant: &str, body: &str) -> (u16, serde_json::Value) {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    write!(
-        s,
-        "POST {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nX-Tenant: {tenant}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).unwrap();
-    let code = buf.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
-    (code, serde_json::from_str(body).unwrap_or(serde_json::Value::Null))
+    let (code, body) = common::http_request(&format!("127.0.0.1:{port}"), "POST", path, &[("X-Tenant", tenant)], body);
+    (code, serde_json::from_str(&body).unwrap_or(serde_json::Value::Null))
 }
 
 fn vex_lens(args: &[&str]) -> std::process::Output {

@@ -9,24 +9,10 @@ mod common;
 
 use common::{Serve, ServeSetup};
 use serde_json::Value;
-use std::io::{Read, Write};
 use std::time::Duration;
 
 fn request(listen: &str, method: &str, path: &str, tenant: &str, body: &str) -> (u16, Value, String) {
-    let mut s = std::net::TcpStream::connect(listen).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    let mut head = format!("{method} {path} HTTP/1.0\r\nHost: {listen}\r\nX-Tenant: {tenant}\r\n");
-    if !body.is_empty() {
-        head.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()));
-    }
-    head.push_str("\r\n");
-    s.write_all(head.as_bytes()).unwrap();
-    s.write_all(body.as_bytes()).unwrap();
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).unwrap();
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let code = text.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let (code, body) = common::http_request(listen, method, path, &[("X-Tenant", tenant)], body);
     (code, serde_json::from_str(&body).unwrap_or(Value::Null), body)
 }
 

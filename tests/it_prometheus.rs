@@ -173,18 +173,7 @@ fn bulk_doc(author: &str, id: &str, status: &str, cves: usize) -> Vec<u8> {
 
 /// POST as tenant `tenant` (the loopback API takes the tenant from `X-Tenant`).
 fn post(listen: &str, path: &str, tenant: &str, body: &str) -> u16 {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(listen).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    write!(
-        s,
-        "POST {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nX-Tenant: {tenant}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).unwrap();
-    buf.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+    common::http_request(listen, "POST", path, &[("X-Tenant", tenant)], body).0
 }
 
 /// Every dashboard panel query (`panels[].targets[].expr`) and every alert's left-hand

@@ -146,14 +146,7 @@ impl EmbeddedStore {
 
     /// Records a dead-lettered input.
     pub async fn put_dead_letter(&self, d: &DeadLetter) -> Result<(), StoreError> {
-        let key = format!("{:020}:{}:{}", d.at_ms, d.source, d.reason);
-        let value = serde_json::to_vec(d).map_err(json_err)?;
-        self.blocking(move |db| {
-            let tx = db.begin_write().map_err(err)?;
-            tx.open_table(DEAD_LETTERS).map_err(err)?.insert(key.as_str(), value.as_slice()).map_err(err)?;
-            tx.commit().map_err(err)
-        })
-        .await
+        self.put_json(DEAD_LETTERS, &format!("{:020}:{}:{}", d.at_ms, d.source, d.reason), d).await
     }
 
     /// Every dead letter, oldest first.
