@@ -33,6 +33,13 @@ pub fn pair_id(pair: &PairKey) -> String {
     )
 }
 
+/// Id of a history entry: `<pair_id>:<changed_at_ms, 20 digits>:<digest>`, so entries of
+/// a pair sort by time and a pair that returns to an earlier version (A -> B -> A) keeps
+/// every change.
+pub fn history_id(pair_id: &str, changed_at_ms: i64, digest: &str) -> String {
+    format!("{pair_id}:{changed_at_ms:020}:{digest}")
+}
+
 /// One DSSE verification, as persisted (`vex_dsse_verifications`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VerificationRecord {
@@ -149,8 +156,9 @@ pub trait ConsensusStore: Send + Sync + 'static {
     /// Every stored observation of (tenant, package), to rebuild an actor's state.
     async fn observations_for_package(&self, tenant: &str, package: &str) -> Result<Vec<Observation>, StoreError>;
     /// Upserts current records by [`pair_id`]; when a record's `consensus_digest` differs
-    /// from the stored one, also inserts a history entry with id `<pair_id>:<digest>`
-    /// (idempotent) and stamps `changed_at_ms`. Upserts the pair into the conflict queue
+    /// from the stored one, also inserts a history entry with id [`history_id`]
+    /// (idempotent; a return to an earlier version is a new entry) and stamps
+    /// `changed_at_ms`. Upserts the pair into the conflict queue
     /// when it has conflicts, removes it when it has none.
     async fn put_records(&self, records: &[ConsensusRecord], changed_at_ms: i64) -> Result<(), StoreError>;
     async fn get_record(&self, pair: &PairKey) -> Result<Option<ConsensusRecord>, StoreError>;

@@ -194,8 +194,12 @@ pub async fn store_contract_suite<S: ConsensusStore>(store: &S) {
     let history = store.record_history(&pair).await.expect("record_history");
     assert_eq!(
         history.iter().map(|h| (h.changed_at_ms, h.record.consensus_digest.clone())).collect::<Vec<_>>(),
-        vec![(1_000, agreed.consensus_digest.clone()), (2_000, disputed.consensus_digest.clone())],
-        "history holds each distinct version once, at the time it was first written, oldest first"
+        vec![
+            (1_000, agreed.consensus_digest.clone()),
+            (2_000, disputed.consensus_digest.clone()),
+            (5_000, agreed.consensus_digest.clone())
+        ],
+        "history holds every change once (a replay adds nothing, a return to an earlier version does), oldest first"
     );
     assert_eq!(history[1].record, disputed, "a history entry round-trips unchanged");
     let other_pair = PairKey { tenant: other_tenant.clone(), ..pair.clone() };

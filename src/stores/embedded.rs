@@ -292,7 +292,7 @@ impl ConsensusStore for EmbeddedStore {
                         let stored = StoredRecord::new(changed_at_ms, r.clone());
                         let bytes = serde_json::to_vec(&stored).map_err(json_err)?;
                         cur.insert(id.as_str(), bytes.as_slice()).map_err(err)?;
-                        let hid = format!("{id}:{}", r.consensus_digest);
+                        let hid = crate::ports::history_id(&id, changed_at_ms, &r.consensus_digest);
                         if hist.get(hid.as_str()).map_err(err)?.is_none() {
                             hist.insert(hid.as_str(), bytes.as_slice()).map_err(err)?;
                         }

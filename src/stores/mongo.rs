@@ -413,12 +413,12 @@ impl ConsensusStore for MongoStore {
         }
         let size = |d: &Document| d.get_str("record_json").map_or(0, str::len) + 1024;
 
-        // 1. history (insert-only, idempotent by `<pair_id>:<digest>`)
+        // 1. history (insert-only, idempotent by `<pair_id>:<changed_at_ms>:<digest>`)
         let history: Vec<Document> = changed
             .iter()
             .map(|(id, r, d)| {
                 let mut h = d.clone();
-                h.insert("_id", format!("{id}:{}", r.consensus_digest));
+                h.insert("_id", crate::ports::history_id(id, changed_at_ms, &r.consensus_digest));
                 h.insert("pair_id", id.as_str());
                 h
             })
