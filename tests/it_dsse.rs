@@ -54,18 +54,8 @@ fn envelopes_over_kafka_are_verified_persisted_and_counted() {
         common::kcat_produce_file(&services.brokers, &setup.topic, name, &[("tenant", "t")], path);
     }
 
+    let records = common::wait_for_stored_records(&mut serve, &services.mongo_uri, &setup.db, 5);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    let mut records: Vec<Value> = Vec::new();
-    let done = common::wait_until(Duration::from_secs(120), || {
-        assert!(serve.is_running(), "serve exited; log:\n{}", serve.log_tail());
-        records = rt
-            .block_on(common::stored_records(&services.mongo_uri, &setup.db))
-            .iter()
-            .map(|r| serde_json::to_value(r).unwrap())
-            .collect();
-        records.len() >= 5
-    });
-    assert!(done, "five records expected, got {}; log:\n{}", records.len(), serve.log_tail());
     check_records(&records);
     // Verifications are durable before the document's observations are produced.
     let verifications = rt.block_on(stored_verifications(&services.mongo_uri, &setup.db));

@@ -48,18 +48,8 @@ fn a_forged_verified_observation_counts_as_unsigned() {
         common::kcat_produce_file(&services.brokers, &setup.observations_topic, key, &headers, &path);
     }
 
+    let records = common::wait_for_stored_records(&mut serve, &services.mongo_uri, &setup.db, cases.len());
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    let mut records: Vec<Value> = Vec::new();
-    let done = common::wait_until(Duration::from_secs(120), || {
-        assert!(serve.is_running(), "serve exited; log:\n{}", serve.log_tail());
-        records = rt
-            .block_on(common::stored_records(&services.mongo_uri, &setup.db))
-            .iter()
-            .map(|r| serde_json::to_value(r).unwrap())
-            .collect();
-        records.len() >= cases.len()
-    });
-    assert!(done, "{} records expected, got {}; log:\n{}", cases.len(), records.len(), serve.log_tail());
     let entry = |vuln: &str| -> Value {
         let r = records.iter().find(|r| r["vulnerability"] == vuln).unwrap_or_else(|| panic!("no record for {vuln}"));
         assert_eq!(r["statements"].as_array().map(Vec::len), Some(1), "{r}");

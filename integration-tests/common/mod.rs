@@ -343,6 +343,24 @@ pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
     Some((code, body))
 }
 
+/// Waits (up to 120 s, failing if `serve` exits) until database `db` holds at least `n`
+/// current records; returns them as JSON values.
+pub fn wait_for_stored_records(serve: &mut Serve, mongo_uri: &str, db: &str, n: usize) -> Vec<serde_json::Value> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let mut records: Vec<serde_json::Value> = Vec::new();
+    let done = wait_until(Duration::from_secs(120), || {
+        assert!(serve.is_running(), "serve exited; log:\n{}", serve.log_tail());
+        records = rt
+            .block_on(stored_records(mongo_uri, db))
+            .iter()
+            .map(|r| serde_json::to_value(r).expect("record as JSON"))
+            .collect();
+        records.len() >= n
+    });
+    assert!(done, "{n} records expected, got {}; log:\n{}", records.len(), serve.log_tail());
+    records
+}
+
 /// One HTTP/1.0 request (`headers` as given; a non-empty `body` is sent as JSON); the
 /// status code and the body. Panics (a test failure) when the connection fails.
 pub fn http_request(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
