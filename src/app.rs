@@ -153,7 +153,18 @@ async fn serve(cfg: Arc<Config>, policy: Arc<Policy>, opts: RunOptions) -> anyho
         depths.push((cfg.ingest.tenant.clone(), 0));
     }
     crate::telemetry::events::ConflictQueueDepth { depths: &depths }.emit();
-    let pipeline = Pipeline::start(store.clone(), policy.clone(), settings(&cfg));
+    // The tenants' stored trust changes win over the configuration's seed: installed
+    // before any actor evaluates, then polled so several instances converge.
+    let policies = Arc::new(crate::trust::Policies::new((*policy).clone()));
+    let pipeline = Pipeline::start_with_policies(store.clone(), policies.clone(), settings(&cfg));
+    let trust = Arc::new(crate::trust::TrustService::new(
+        store.clone(),
+        policies,
+        Some(Arc::new(pipeline.clone())),
+        cfg.api.admin_changes_per_minute,
+    ));
+    trust.refresh().await.context("reading the tenants' trust settings")?;
+    tokio::spawn(trust.clone().run_poll(Duration::from_millis(cfg.consensus.trust_poll_interval_ms), shutdown.clone()));
 
     let producer = match mode {
         SourceMode::Kafka => Some(kafka::create_producer(&cfg).context("creating the Kafka producer")?),
@@ -198,7 +209,7 @@ async fn serve(cfg: Arc<Config>, policy: Arc<Policy>, opts: RunOptions) -> anyho
         status,
         export: Some(export_jobs),
         export_dir: cfg.export.dir.clone(),
-        policy: policy.clone(),
+        trust,
         api: cfg.api.clone(),
     };
     let (server, addr) =

@@ -33,6 +33,9 @@ pub struct ConsensusConfig {
     pub issuers_file: PathBuf,
     /// Weight and decision knobs.
     pub knobs: Knobs,
+    /// How often each instance re-reads the tenants' trust settings changed through the
+    /// API (`vex_trust_policies`), so several instances converge on the same weights.
+    pub trust_poll_interval_ms: u64,
 }
 
 impl Default for ConsensusConfig {
@@ -41,6 +44,7 @@ impl Default for ConsensusConfig {
             mode: Mode::WeightedVote,
             issuers_file: "config/issuers.toml".into(),
             knobs: Knobs::default(),
+            trust_poll_interval_ms: 2_000,
         }
     }
 }
@@ -245,6 +249,9 @@ pub struct ApiConfig {
     pub default_page_size: usize,
     /// Largest `page_size` accepted (at most 1000).
     pub max_page_size: usize,
+    /// Most trust changes (`PUT /v1/vex/trust/...`) per tenant per minute on one
+    /// instance; more answer 429 (0: no limit).
+    pub admin_changes_per_minute: u32,
 }
 
 impl Default for ApiConfig {
@@ -255,6 +262,7 @@ impl Default for ApiConfig {
             max_query_bytes: 4096,
             default_page_size: 100,
             max_page_size: 1000,
+            admin_changes_per_minute: 10,
         }
     }
 }
@@ -434,6 +442,9 @@ impl Config {
         let inv = |key: &'static str, reason: String| Err(ConfigError::Invalid { key, reason });
         if let Err(e) = self.consensus.knobs.validate() {
             return inv("consensus.knobs", e.to_string());
+        }
+        if self.consensus.trust_poll_interval_ms < 100 {
+            return inv("consensus.trust_poll_interval_ms", "must be at least 100".into());
         }
         let k = &self.kafka;
         for (key, v) in [

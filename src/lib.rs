@@ -14,3 +14,4 @@ pub mod ports;
 pub mod sources;
 pub mod stores;
 pub mod telemetry;
+pub mod trust;

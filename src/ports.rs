@@ -76,6 +76,32 @@ pub struct ExportJobRecord {
     pub records: u64,
 }
 
+/// One applied trust change, as audited (`vex_trust_audit`): who, when, what before and after.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrustAudit {
+    pub tenant: String,
+    /// The tenant's policy epoch the change produced (the entry's id is `tenant:epoch`).
+    pub epoch: u64,
+    /// When it was applied (ms since the epoch).
+    pub at_ms: i64,
+    /// Who: the API token's name (`loopback` without tokens).
+    pub who: String,
+    /// `issuer` or `policy`.
+    pub kind: String,
+    /// The issuer id (issuer changes).
+    pub issuer: Option<String>,
+    /// The caller's stated reason, if any.
+    pub reason: Option<String>,
+    /// The tenant's trust settings before and after.
+    pub before: crate::domain::trust::TenantTrust,
+    pub after: crate::domain::trust::TenantTrust,
+}
+
+/// Id of an audit entry: `<tenant>:<epoch, 20 digits>` (entries of a tenant sort by epoch).
+pub fn trust_audit_id(tenant: &str, epoch: u64) -> String {
+    format!("{tenant}:{epoch:020}")
+}
+
 /// A stored consensus record with the time it was written (`changed_at_ms`: when its
 /// digest last changed; for a history entry, when that version was first written).
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -188,4 +214,30 @@ pub trait ConsensusStore: Send + Sync + 'static {
     /// Export jobs run for `tenant`, newest first.
     async fn list_export_jobs(&self, tenant: &str) -> Result<Vec<ExportJobRecord>, StoreError>;
     async fn get_export_job(&self, job_id: &str) -> Result<Option<ExportJobRecord>, StoreError>;
+
+    // --- trust changes (`vex_trust_policies`, `vex_trust_audit`) ------------------------
+    // Defaults for wrappers and test doubles that keep no trust state: nothing stored,
+    // and a change is refused. Both real stores implement all three (contract suite).
+
+    /// Every tenant's stored trust settings (tenants that never changed anything are absent).
+    async fn trust_policies(&self) -> Result<Vec<crate::domain::trust::TenantTrust>, StoreError> {
+        Ok(Vec::new())
+    }
+    /// Stores `next` only if the stored epoch of its tenant is `next.epoch - 1` (no
+    /// document counts as epoch 0), together with its audit entry; `Ok(false)` (nothing
+    /// written) when another writer changed the tenant first. Retrying an audit entry
+    /// already written is harmless (idempotent by [`trust_audit_id`]).
+    async fn put_trust_policy(
+        &self,
+        next: &crate::domain::trust::TenantTrust,
+        audit: &TrustAudit,
+    ) -> Result<bool, StoreError> {
+        let _ = (next, audit);
+        Err(StoreError::Rejected("this store keeps no trust policies".into()))
+    }
+    /// A tenant's audited trust changes, oldest first.
+    async fn trust_audit(&self, tenant: &str) -> Result<Vec<TrustAudit>, StoreError> {
+        let _ = tenant;
+        Ok(Vec::new())
+    }
 }

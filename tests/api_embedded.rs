@@ -441,3 +441,271 @@ fn simulate_equals_applying_the_change_then_recomputing() {
         }
     }
 }
+
+const ADMIN: &str = "admin-secret-acme";
+
+fn admin_config() -> String {
+    format!(
+        r#"[consensus]
+issuers_file = "config/issuers.toml"
+[api]
+admin_changes_per_minute = 3
+[[api.tokens]]
+name = "acme-reader"
+sha256 = "{}"
+scopes = ["vex:read"]
+tenants = ["acme"]
+[[api.tokens]]
+name = "acme-admin"
+sha256 = "{}"
+scopes = ["vex:admin"]
+tenants = ["acme"]
+[[api.tokens]]
+name = "globex"
+sha256 = "{}"
+scopes = ["vex:read", "vex:export"]
+tenants = ["globex"]
+"#,
+        sha(READ),
+        sha(ADMIN),
+        sha(GLOBEX)
+    )
+}
+
+fn send(port: u16, method: &str, path: &str, token: Option<&str>, tenant: Option<&str>, body: &str) -> (u16, Value) {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut h: Vec<(&str, &str)> = Vec::new();
+    if let Some(a) = &auth {
+        h.push(("Authorization", a));
+    }
+    if let Some(t) = tenant {
+        h.push(("X-Tenant", t));
+    }
+    let (code, v, _) = request(port, method, path, &h, body);
+    (code, v)
+}
+
+type Pair = (String, String);
+
+fn by_pair(items: &Value) -> std::collections::BTreeMap<Pair, Value> {
+    items["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|r| ((r["artifact"].as_str().unwrap().into(), r["vulnerability"].as_str().unwrap().into()), r.clone()))
+        .collect()
+}
+
+/// The status the weighted vote of a record's counted statements gives (docs/consensus.md,
+/// default knobs: minimum weight 0.1, conflict threshold 0.3), from their weights alone.
+fn weighted_vote(record: &Value) -> String {
+    let mut score: std::collections::BTreeMap<String, u64> = Default::default();
+    for s in record["statements"].as_array().unwrap() {
+        if s["role"] == "counted" {
+            *score.entry(s["status"].as_str().unwrap().to_string()).or_default() += s["weight_ppm"].as_u64().unwrap();
+        }
+    }
+    let total: u64 = score.values().sum();
+    // Highest score; a tie goes to the more conservative status.
+    let conservative = ["affected", "under_investigation", "not_affected", "fixed"];
+    let max = score.values().copied().max().unwrap_or(0);
+    let leader = conservative.iter().find(|s| score.get(**s) == Some(&max)).expect("a counted status").to_string();
+    let runner_up = score.iter().filter(|(s, _)| **s != leader).map(|(_, v)| *v).max().unwrap_or(0);
+    if total < 100_000 {
+        "inconclusive".into()
+    } else if runner_up > 0 && runner_up * 1_000_000 >= 300_000 * total {
+        "disputed".into()
+    } else {
+        leader
+    }
+}
+
+/// `PUT /v1/vex/trust/issuers/{id}` and `PUT /v1/vex/trust/policy` on the embedded
+/// service: admin scope only (401/403), bad bodies named (400), simulate = apply-then-
+/// compare (the pairs that changed are exactly the simulated ones, record for record),
+/// a status flips exactly as the new weights say, the recompute metric and the log line,
+/// the other tenant untouched, the rate limit (429), and after a restart the store's
+/// settings win over the file's, with every change audited.
+#[test]
+fn trust_changes_are_admin_only_simulated_exactly_applied_audited_and_per_tenant() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let docs = ["acme-vendor.openvex.json", "distro.csaf.json", "scanner.cdx.json"];
+    ingest(tmp.path(), &data, "acme", &docs);
+    ingest(tmp.path(), &data, "globex", &docs);
+    let config = admin_config();
+    let (child, port, log) = start(tmp.path(), &data, &config);
+    let c = "/v1/vex/consensus";
+    let before = by_pair(&get(port, c, Some(READ), None).1);
+    let globex_before = by_pair(&get(port, c, Some(GLOBEX), None).1);
+    assert_eq!((before.len(), globex_before.len()), (4, 4));
+    let put = "/v1/vex/trust/issuers/acme";
+    let change = r#"{"tier": "untrusted", "reason": "drill"}"#;
+
+    // Auth: admin scope, own tenant.
+    assert_error(&send(port, "PUT", put, None, None, change), 401, "missing_token");
+    assert_error(&send(port, "PUT", put, Some("wrong"), None, change), 401, "invalid_token");
+    assert_error(&send(port, "PUT", put, Some(READ), None, change), 403, "insufficient_scope");
+    assert_error(
+        &send(port, "PUT", "/v1/vex/trust/policy", Some(READ), None, r#"{"mode":"lattice"}"#),
+        403,
+        "insufficient_scope",
+    );
+    assert_error(&send(port, "PUT", put, Some(ADMIN), Some("globex"), change), 403, "tenant_forbidden");
+    // Bad bodies: 400 naming the field (and not counted against the rate limit).
+    for (path, body, name) in [
+        (put, r#"{"tier": "godlike"}"#, "tier"),
+        (put, r#"{"weight": 1.5}"#, "issuer.weight"),
+        (put, r#"{"weight": "heavy"}"#, "weight"),
+        (put, r#"{}"#, "issuer"),
+        (put, r#"{"colour": "red"}"#, "colour"),
+        ("/v1/vex/trust/policy", r#"{"knobs": {"nope": 1}}"#, "policy.knobs.nope"),
+        ("/v1/vex/trust/policy", r#"{"knobs": {"freshness_floor": 2}}"#, "policy.knobs"),
+        ("/v1/vex/trust/policy", r#"{"mode": "dictator"}"#, "mode"),
+    ] {
+        let r = send(port, "PUT", path, Some(ADMIN), None, body);
+        assert_error(&r, 400, "invalid_parameter");
+        assert!(r.1["error"]["message"].as_str().unwrap().starts_with(name), "{body}: {:?}", r.1);
+    }
+    let r = send(port, "PUT", put, Some(ADMIN), None, "{not json");
+    assert_error(&r, 400, "invalid_body");
+
+    // Simulate, then apply the same change.
+    let (code, sim) =
+        send(port, "POST", "/v1/vex/simulate", Some(ADMIN), None, r#"{"issuer": {"id": "acme", "tier": "untrusted"}}"#);
+    assert_eq!(code, 200, "{sim}");
+    let (code, applied) = send(port, "PUT", put, Some(ADMIN), None, change);
+    assert_eq!(code, 200, "{applied}");
+    assert_eq!((applied["applied"].as_bool(), applied["epoch"].as_u64()), (Some(true), Some(1)), "{applied}");
+    assert_eq!(applied["issuer"]["tier"], "untrusted");
+    assert_eq!(applied["issuer"]["weight_ppm"], 100_000);
+    assert_eq!(applied["recomputed"]["pairs"], 4, "every pair of the tenant: {applied}");
+    assert_eq!(applied["policy_version"], sim["policy_version_after"], "the simulated policy is the applied one");
+    let after = by_pair(&get(port, c, Some(READ), None).1);
+    let changed: std::collections::BTreeMap<Pair, &Value> = sim["changed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| ((x["artifact"].as_str().unwrap().into(), x["vulnerability"].as_str().unwrap().into()), x))
+        .collect();
+    assert!(!changed.is_empty(), "{sim}");
+    let mut flipped = 0;
+    for (pair, now) in &after {
+        let was = &before[pair];
+        assert_eq!(now["policy_version"], applied["policy_version"], "{pair:?}: recomputed under the new policy");
+        let differs = was["status"] != now["status"] || was["confidence_ppm"] != now["confidence_ppm"];
+        match changed.get(pair) {
+            Some(s) => {
+                assert!(differs, "{pair:?}: simulated as changing, but applying did not change it");
+                assert_eq!(s["before"]["consensus_digest"], was["consensus_digest"], "{pair:?}");
+                assert_eq!(s["after"]["consensus_digest"], now["consensus_digest"], "{pair:?}: the same record");
+            }
+            None => assert!(!differs, "{pair:?}: changed when applied, not simulated"),
+        }
+        for s in now["statements"].as_array().unwrap().iter().filter(|s| s["issuer"] == "acme") {
+            assert_eq!((s["tier"].as_str(), s["factors"]["issuer_ppm"].as_u64()), (Some("untrusted"), Some(100_000)));
+        }
+        if was["status"] != now["status"] {
+            flipped += 1;
+            assert_eq!(now["status"].as_str().unwrap(), weighted_vote(now), "{pair:?}: as the weights say: {now}");
+        }
+    }
+    assert!(flipped > 0, "demoting the vendor flips at least one status: {sim}");
+    let (_, w) = get(port, "/v1/vex/trust/weights", Some(READ), None);
+    let acme = w["issuers"].as_array().unwrap().iter().find(|i| i["id"] == "acme").unwrap().clone();
+    assert_eq!(
+        (acme["tier"].as_str(), acme["weight_ppm"].as_u64(), acme["tenant_override"].as_bool()),
+        (Some("untrusted"), Some(100_000), Some(true))
+    );
+    assert_eq!((w["epoch"].as_u64(), &w["policy_version"]), (Some(1), &applied["policy_version"]));
+    let pair = changed.keys().next().unwrap();
+    let (_, ex) =
+        get(port, &format!("{c}/explain?artifact={}&vulnerability={}", enc(&pair.0), pair.1), Some(READ), None);
+    assert_eq!(ex["trace_matches_record"], true, "explain recomputes with the tenant's policy: {ex}");
+
+    // The other tenant: same pairs, untouched records and weights.
+    assert_eq!(by_pair(&get(port, c, Some(GLOBEX), None).1), globex_before, "globex's records are unchanged");
+    let (_, gw) = get(port, "/v1/vex/trust/weights", Some(GLOBEX), None);
+    let gacme = gw["issuers"].as_array().unwrap().iter().find(|i| i["id"] == "acme").unwrap().clone();
+    assert_eq!((gacme["tier"].as_str(), gw["epoch"].as_u64()), (Some("authoritative"), Some(0)));
+
+    // The metric and the log line.
+    let (_, metrics) = common::get(port, "/metrics").unwrap();
+    let count = |reason: &str| {
+        common::metric(&metrics, &format!("vex_recompute_duration_seconds_count{{reason=\"{reason}\"}}")).unwrap_or(0.0)
+    };
+    assert!(count("issuer_update") >= 1.0, "{metrics}");
+    assert_eq!(count("policy_knob"), 0.0, "pre-created at 0");
+    assert_eq!(common::metric(&metrics, "vex_issuer_trust_changes_total"), Some(1.0));
+    let line = common::wait_for("the issuer_trust_changed log line", Duration::from_secs(10), || {
+        std::fs::read_to_string(&log).unwrap().lines().find_map(|l| {
+            let v: Value = serde_json::from_str(l).ok()?;
+            (v["event"] == "issuer_trust_changed").then_some(v)
+        })
+    });
+    assert_eq!(
+        (
+            &line["issuer"],
+            &line["trustTier"],
+            &line["weightBefore"],
+            &line["weightAfter"],
+            &line["tenant"],
+            &line["who"]
+        ),
+        (
+            &Value::from("acme"),
+            &Value::from("untrusted"),
+            &Value::from(1.0),
+            &Value::from(0.1),
+            &Value::from("acme"),
+            &Value::from("acme-admin")
+        ),
+        "{line}"
+    );
+    assert_eq!(line["justification"], "drill");
+
+    // A policy knob, then the rate limit (3 changes per minute per tenant).
+    let (code, p) =
+        send(port, "PUT", "/v1/vex/trust/policy", Some(ADMIN), None, r#"{"knobs": {"conflict_threshold": 0.45}}"#);
+    assert_eq!(
+        (code, p["epoch"].as_u64(), p["knobs"]["conflict_threshold"].as_f64()),
+        (200, Some(2), Some(0.45)),
+        "{p}"
+    );
+    let (_, metrics) = common::get(port, "/metrics").unwrap();
+    assert!(
+        common::metric(&metrics, "vex_recompute_duration_seconds_count{reason=\"policy_knob\"}").unwrap_or(0.0) >= 1.0
+    );
+    let (code, third) =
+        send(port, "PUT", "/v1/vex/trust/issuers/example-scanner", Some(ADMIN), None, r#"{"weight": 0.35}"#);
+    assert_eq!((code, third["epoch"].as_u64()), (200, Some(3)), "{third}");
+    let limited = send(port, "PUT", put, Some(ADMIN), None, r#"{"tier": "known"}"#);
+    assert_error(&limited, 429, "rate_limited");
+    let (_, w3) = get(port, "/v1/vex/trust/weights", Some(READ), None);
+    assert_eq!(w3["epoch"], 3, "a refused change changes nothing");
+
+    // Restart: the store's settings win over the file's; every change is audited.
+    drop(child);
+    let (child, port, _) = start(tmp.path(), &data, &config);
+    let (_, again) = get(port, "/v1/vex/trust/weights", Some(READ), None);
+    assert_eq!((&again["policy_version"], &again["epoch"]), (&w3["policy_version"], &w3["epoch"]), "{again}");
+    assert_eq!(by_pair(&get(port, c, Some(GLOBEX), None).1), globex_before);
+    drop(child);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let audit = rt.block_on(async {
+        use vex_lens::ports::ConsensusStore;
+        let store = vex_lens::stores::embedded::EmbeddedStore::open(&data).unwrap();
+        (store.trust_audit("acme").await.unwrap(), store.trust_audit("globex").await.unwrap())
+    });
+    assert!(audit.1.is_empty(), "no change of globex");
+    let audit = audit.0;
+    assert_eq!(
+        audit.iter().map(|e| (e.epoch, e.who.as_str(), e.kind.as_str())).collect::<Vec<_>>(),
+        vec![(1, "acme-admin", "issuer"), (2, "acme-admin", "policy"), (3, "acme-admin", "issuer")]
+    );
+    assert_eq!(audit[0].issuer.as_deref(), Some("acme"));
+    assert_eq!((audit[0].before.epoch, audit[0].after.epoch), (0, 1));
+    assert_eq!(audit[2].issuer.as_deref(), Some("example-scanner"));
+    assert_eq!(audit[1].after, audit[2].before, "each entry starts where the previous ended");
+    assert!(audit.windows(2).all(|w| w[0].at_ms <= w[1].at_ms));
+}

@@ -6,15 +6,17 @@
 //! records they changed (each changed pair evaluated once) and their completion
 //! signals; after a rebuild that found stored observations the first
 //! write re-evaluates every pair (heals a crash between the observation and record
-//! writes). No business rule lives here: `PackageState` decides.
+//! writes); every evaluation uses the tenant's policy installed at that moment
+//! ([`Policies`]), and a `Recompute` (trust change) hands over the pending observations
+//! first, then every pair re-evaluated. No business rule lives here: `PackageState` decides.
 
-use super::messages::{Apply, Done, LoadPackage, Persist};
+use super::messages::{Apply, Done, LoadPackage, Persist, Recompute};
 use super::writer::StoreWriter;
 use crate::domain::consensus::{PackageState, PairKey};
 use crate::domain::model::Observation;
-use crate::domain::trust::Policy;
 use crate::telemetry::events::{ConflictsAppeared, Recomputed};
 use crate::telemetry::{RECOMPUTE_INGESTION_DELTA, RECOMPUTE_REBUILD};
+use crate::trust::Policies;
 use actix::prelude::*;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -23,7 +25,7 @@ use std::time::{Duration, Instant};
 pub struct ArtifactActor {
     tenant: String,
     package: String,
-    policy: Arc<Policy>,
+    policies: Arc<Policies>,
     writer: Addr<StoreWriter>,
     state: Option<PackageState>,
     heal: bool,
@@ -45,14 +47,14 @@ impl ArtifactActor {
     pub fn new(
         tenant: String,
         package: String,
-        policy: Arc<Policy>,
+        policies: Arc<Policies>,
         writer: Addr<StoreWriter>,
         mailbox_capacity: usize,
     ) -> Self {
         ArtifactActor {
             tenant,
             package,
-            policy,
+            policies,
             writer,
             state: None,
             heal: false,
@@ -99,8 +101,9 @@ impl ArtifactActor {
         self.heal = n > 0;
         // The stored records already carry the conflicts of the stored observations: a
         // rebuild is the baseline, not new conflicts.
+        let policy = self.policies.for_tenant(&self.tenant);
         for p in st.pairs() {
-            if let Ok(Some(r)) = st.evaluate(&p, &self.policy, false) {
+            if let Ok(Some(r)) = st.evaluate(&p, &policy, false) {
                 self.note_conflicts(&r, false);
             }
         }
@@ -158,9 +161,10 @@ impl ArtifactActor {
             if self.heal { state.pairs() } else { std::mem::take(&mut self.dirty).into_iter().collect() };
         self.heal = false;
         self.dirty.clear();
+        let policy = self.policies.for_tenant(&self.tenant);
         let records: Vec<_> = pairs
             .iter()
-            .filter_map(|p| match state.evaluate(p, &self.policy, false) {
+            .filter_map(|p| match state.evaluate(p, &policy, false) {
                 Ok(r) => r,
                 Err(e) => {
                     crate::error_event!(crate::telemetry::events::LogEvent::RecordUndigestible, error = %e, "record not written");
@@ -196,6 +200,70 @@ impl ArtifactActor {
     }
 }
 
+impl ArtifactActor {
+    /// Re-evaluates every pair with the tenant's installed policy and hands the records to
+    /// the store writer (after the pending observations): a trust change.
+    fn recompute(&mut self, msg: Recompute, ctx: &mut Context<Self>) {
+        self.flush(ctx);
+        let Some(state) = self.state.as_ref() else {
+            return;
+        };
+        let t0 = Instant::now();
+        let policy = self.policies.for_tenant(&self.tenant);
+        let records: Vec<_> = state
+            .pairs()
+            .iter()
+            .filter_map(|p| match state.evaluate(p, &policy, false) {
+                Ok(r) => r,
+                Err(e) => {
+                    crate::error_event!(crate::telemetry::events::LogEvent::RecordUndigestible, error = %e, "record not written");
+                    None
+                }
+            })
+            .collect();
+        self.heal = false;
+        self.dirty.clear();
+        for r in &records {
+            self.note_conflicts(r, true);
+        }
+        Recomputed {
+            reason: msg.reason,
+            tenant: &self.tenant,
+            package: &self.package,
+            pairs: records.len(),
+            duration: t0.elapsed(),
+        }
+        .emit();
+        let persist = Persist { observations: Vec::new(), records, done: vec![msg.done] };
+        let writer = self.writer.clone();
+        ctx.wait(
+            async move {
+                if let Err(e) = writer.send(persist).await {
+                    crate::error_event!(crate::telemetry::events::LogEvent::StoreWriterUnreachable, error = %e, "store writer unreachable");
+                }
+            }
+            .into_actor(self),
+        );
+    }
+
+    /// Runs `then` once the state is installed (rebuilding it from the store first when
+    /// this actor has none yet; the mailbox waits meanwhile).
+    fn with_state(&mut self, ctx: &mut Context<Self>, then: impl FnOnce(&mut Self, &mut Context<Self>) + 'static) {
+        if self.state.is_some() {
+            return then(self, ctx);
+        }
+        let load = self.writer.send(LoadPackage { tenant: self.tenant.clone(), package: self.package.clone() });
+        ctx.wait(async move { load.await }.into_actor(self).map(move |loaded, act, ctx| match loaded {
+            Ok(Some(stored)) => {
+                act.install(stored);
+                then(act, ctx);
+            }
+            Ok(None) => crate::error_event!(crate::telemetry::events::LogEvent::RebuildFailed, "store writer restarted during the load"),
+            Err(e) => crate::error_event!(crate::telemetry::events::LogEvent::RebuildFailed, error = %e, "store writer unreachable"),
+        }));
+    }
+}
+
 impl Actor for ArtifactActor {
     type Context = Context<Self>;
 
@@ -208,18 +276,14 @@ impl Handler<Apply> for ArtifactActor {
     type Result = ();
 
     fn handle(&mut self, msg: Apply, ctx: &mut Context<Self>) {
-        if self.state.is_some() {
-            return self.apply(msg, ctx);
-        }
-        // Rebuild first; the mailbox waits until the state is installed.
-        let load = self.writer.send(LoadPackage { tenant: self.tenant.clone(), package: self.package.clone() });
-        ctx.wait(async move { load.await }.into_actor(self).map(move |loaded, act, ctx| match loaded {
-            Ok(Some(stored)) => {
-                act.install(stored);
-                act.apply(msg, ctx);
-            }
-            Ok(None) => crate::error_event!(crate::telemetry::events::LogEvent::RebuildFailed, "store writer restarted during the load"),
-            Err(e) => crate::error_event!(crate::telemetry::events::LogEvent::RebuildFailed, error = %e, "store writer unreachable"),
-        }));
+        self.with_state(ctx, move |act, ctx| act.apply(msg, ctx));
+    }
+}
+
+impl Handler<Recompute> for ArtifactActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Recompute, ctx: &mut Context<Self>) {
+        self.with_state(ctx, move |act, ctx| act.recompute(msg, ctx));
     }
 }

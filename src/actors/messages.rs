@@ -82,6 +82,34 @@ pub struct Apply {
     pub done: Done,
 }
 
+/// To the registry: re-evaluate every pair of (tenant, package) with the tenant's
+/// installed policy (a trust change); the actor is created (rebuilt from the store) when
+/// none is live. `done` fires once the records are durable.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RecomputePackage {
+    pub tenant: String,
+    pub package: String,
+    /// `issuer_update` or `policy_knob`.
+    pub reason: &'static str,
+    pub done: Done,
+}
+
+/// To the registry: the packages of a tenant with a live actor.
+#[derive(Message)]
+#[rtype(result = "Vec<String>")]
+pub struct LivePackages {
+    pub tenant: String,
+}
+
+/// To an artifact actor: re-evaluate every pair (see [`RecomputePackage`]).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Recompute {
+    pub reason: &'static str,
+    pub done: Done,
+}
+
 /// To the store writer: make observations and the records they changed durable, then
 /// fire `done`.
 #[derive(Message)]

@@ -23,10 +23,12 @@ use crate::domain::keys::parse_key;
 use crate::domain::model::{IngestContext, Observation, SignatureStatus};
 use crate::domain::trust::Policy;
 use crate::ports::{ConsensusStore, VerificationRecord};
+use crate::trust::Policies;
 use actix::prelude::*;
 use ingest::IngestActor;
 use messages::{
-    Drain, IngestOutcome, IngestStep, LiveActors, NormaliseDocument, PersistVerification, Rejected, ResetActors, Route,
+    Drain, IngestOutcome, IngestStep, LiveActors, LivePackages, NormaliseDocument, PersistVerification,
+    RecomputePackage, Rejected, ResetActors, Route,
 };
 use registry::{ArtifactRegistry, RegistrySettings};
 use std::sync::Arc;
@@ -98,11 +100,21 @@ pub struct PipelineSettings {
 }
 
 impl Pipeline {
-    /// Starts the actors (call inside the actix system).
+    /// Starts the actors with one policy for every tenant (call inside the actix system).
     pub fn start(store: Arc<dyn ConsensusStore>, policy: Arc<Policy>, settings: PipelineSettings) -> Pipeline {
+        Pipeline::start_with_policies(store, Arc::new(Policies::new((*policy).clone())), settings)
+    }
+
+    /// Starts the actors on the live per-tenant policies (trust changes take effect at
+    /// the next evaluation); DSSE keys come from the configuration's directory.
+    pub fn start_with_policies(
+        store: Arc<dyn ConsensusStore>,
+        policies: Arc<Policies>,
+        settings: PipelineSettings,
+    ) -> Pipeline {
         // The directory was validated on load (every key parses), so this cannot fail
         // for a loaded policy; a hand-built invalid one verifies nothing.
-        let keys = Arc::new(KeyDirectory::from_directory(&policy.directory).unwrap_or_else(|e| {
+        let keys = Arc::new(KeyDirectory::from_directory(&policies.base().directory).unwrap_or_else(|e| {
             crate::error_event!(crate::telemetry::events::LogEvent::IssuerKeysUnusable, error = %e, "no DSSE keys: envelopes count as unsigned");
             KeyDirectory::default()
         }));
@@ -118,7 +130,7 @@ impl Pipeline {
             n => n,
         };
         let arbiters = (0..threads).map(|_| Arbiter::new().handle()).collect();
-        let registry = ArtifactRegistry::new(policy, writers.clone(), arbiters, settings.registry.clone()).start();
+        let registry = ArtifactRegistry::new(policies, writers.clone(), arbiters, settings.registry.clone()).start();
         let ingest = SyncArbiter::start(settings.workers.max(1), IngestActor::default);
         let verifier = SyncArbiter::start(settings.workers.max(1), move || {
             DsseVerifierActor::new(keys.clone(), crate::crypto::DEFAULT_THRESHOLD)
@@ -196,6 +208,33 @@ impl Pipeline {
 
     pub async fn live_actors(&self) -> Result<usize, PipelineError> {
         Ok(self.registry.send(LiveActors).await?)
+    }
+}
+
+impl crate::trust::Recompute for Pipeline {
+    fn recompute_package(
+        &self,
+        tenant: &str,
+        package: &str,
+        reason: &'static str,
+    ) -> crate::trust::BoxFut<Result<(), String>> {
+        let registry = self.registry.clone();
+        let (done, rx) = oneshot::channel();
+        let msg = RecomputePackage { tenant: tenant.to_string(), package: package.to_string(), reason, done };
+        Box::pin(async move {
+            registry.send(msg).await.map_err(|e| format!("actor pipeline unavailable: {e}"))?;
+            match rx.await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err("the package's actor stopped before its records were durable".into()),
+            }
+        })
+    }
+
+    fn live_packages(&self, tenant: &str) -> crate::trust::BoxFut<Result<Vec<String>, String>> {
+        let registry = self.registry.clone();
+        let msg = LivePackages { tenant: tenant.to_string() };
+        Box::pin(async move { registry.send(msg).await.map_err(|e| format!("actor pipeline unavailable: {e}")) })
     }
 }
 

@@ -9,10 +9,10 @@
 //! package's shard, so one package is always handled by one thread and one writer.
 
 use super::artifact::ArtifactActor;
-use super::messages::{Apply, LiveActors, ResetActors, Route};
+use super::messages::{Apply, LiveActors, LivePackages, Recompute, RecomputePackage, ResetActors, Route};
 use super::{shard_of, Writers};
-use crate::domain::trust::Policy;
 use crate::telemetry::events::{InFlight, RegistryLoad};
+use crate::trust::Policies;
 use actix::prelude::*;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -34,7 +34,7 @@ struct Entry {
 }
 
 pub struct ArtifactRegistry {
-    policy: Arc<Policy>,
+    policies: Arc<Policies>,
     writers: Writers,
     arbiters: Vec<ArbiterHandle>,
     settings: RegistrySettings,
@@ -45,13 +45,13 @@ pub struct ArtifactRegistry {
 impl ArtifactRegistry {
     /// `arbiters` must not be empty.
     pub fn new(
-        policy: Arc<Policy>,
+        policies: Arc<Policies>,
         writers: Writers,
         arbiters: Vec<ArbiterHandle>,
         settings: RegistrySettings,
     ) -> Self {
         assert!(!arbiters.is_empty(), "the artifact actors need at least one arbiter");
-        ArtifactRegistry { policy, writers, arbiters, settings, actors: HashMap::new(), generation: 0 }
+        ArtifactRegistry { policies, writers, arbiters, settings, actors: HashMap::new(), generation: 0 }
     }
 
     fn report_load(&self) {
@@ -89,7 +89,7 @@ impl ArtifactRegistry {
             let actor = ArtifactActor::new(
                 key.0.clone(),
                 key.1.clone(),
-                self.policy.clone(),
+                self.policies.clone(),
                 self.writers.for_package(&key.0, &key.1).clone(),
                 self.settings.mailbox_capacity,
             );
@@ -156,6 +156,53 @@ impl Handler<Route> for ArtifactRegistry {
                 act.report_load();
             }),
         )
+    }
+}
+
+impl Handler<RecomputePackage> for ArtifactRegistry {
+    type Result = ResponseActFuture<Self, ()>;
+
+    /// Like [`Route`]: the actor counts as busy (never evicted) until its records are durable.
+    fn handle(&mut self, msg: RecomputePackage, _: &mut Context<Self>) -> Self::Result {
+        let key = (msg.tenant, msg.package);
+        let addr = self.actor_for(&key);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let sent = addr.send(Recompute { reason: msg.reason, done: tx });
+        let done = msg.done;
+        Box::pin(
+            async move {
+                match sent.await {
+                    Ok(()) => {
+                        if let Ok(result) = rx.await {
+                            let _ = done.send(result);
+                        }
+                    }
+                    Err(e) => {
+                        crate::error_event!(crate::telemetry::events::LogEvent::ArtifactActorUnreachable, error = %e, "package not recomputed")
+                    }
+                }
+            }
+            .into_actor(self)
+            .map(move |_, act, _| {
+                if let Some(e) = act.actors.get_mut(&key) {
+                    if e.addr == addr {
+                        e.in_flight = e.in_flight.saturating_sub(1);
+                        e.last_used = Instant::now();
+                    }
+                }
+                act.report_load();
+            }),
+        )
+    }
+}
+
+impl Handler<LivePackages> for ArtifactRegistry {
+    type Result = Vec<String>;
+
+    fn handle(&mut self, msg: LivePackages, _: &mut Context<Self>) -> Vec<String> {
+        let mut v: Vec<String> = self.actors.keys().filter(|(t, _)| *t == msg.tenant).map(|(_, p)| p.clone()).collect();
+        v.sort();
+        v
     }
 }
 

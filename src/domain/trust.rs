@@ -3,7 +3,9 @@
 //! Invariants: every weight and factor is an integer in parts per million (ppm), so sums
 //! are exact and independent of order; the policy version is a SHA-256 over the
 //! canonical JSON of the directory, the knobs and the crosswalk version, so any change of
-//! policy changes every digest computed under it.
+//! policy changes every digest computed under it. A tenant's trust changes
+//! ([`TenantTrust`]) are layered over the configuration's policy; every change raises the
+//! tenant's policy epoch by exactly one (the epoch orders policies, the version names them).
 
 use super::canonical;
 use super::model::CROSSWALK_VERSION;
@@ -333,6 +335,7 @@ pub struct Policy {
     /// Evaluate freshness at this time instead of the pair's own evaluation time.
     pub as_of: Option<super::timestamp::Timestamp>,
     version: String,
+    epoch: u64,
 }
 
 impl Policy {
@@ -348,7 +351,19 @@ impl Policy {
                 .unwrap_or_default()
             )
         );
-        Policy { mode, directory, knobs, as_of: None, version }
+        Policy { mode, directory, knobs, as_of: None, version, epoch: 0 }
+    }
+
+    /// The same policy at `epoch` (the tenant's policy epoch: 0 = the configuration's).
+    pub fn with_epoch(mut self, epoch: u64) -> Self {
+        self.epoch = epoch;
+        self
+    }
+
+    /// The tenant's policy epoch this policy was built at (raised by every trust change;
+    /// 0 = the configuration's seed). Orders policies; not part of [`Self::version`].
+    pub fn epoch(&self) -> u64 {
+        self.epoch
     }
 
     pub fn with_as_of(mut self, as_of: Option<super::timestamp::Timestamp>) -> Self {
@@ -365,6 +380,146 @@ impl Policy {
 impl Default for Policy {
     fn default() -> Self {
         Policy::new(Mode::WeightedVote, IssuerDirectory::default(), Knobs::default())
+    }
+}
+
+/// A tenant's trust settings changed through the API (persisted per tenant; the store
+/// wins over the configuration once a tenant has changed something): issuer overrides,
+/// mode, knobs, and the tenant's policy epoch. Keys never live here: they always come from
+/// the issuer directory file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantTrust {
+    pub tenant: String,
+    /// Raised by one on every change; 0 = never changed (the configuration's seed).
+    pub epoch: u64,
+    /// Issuer id -> this tenant's override (replaces the directory's override for the tenant).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub issuers: BTreeMap<String, TenantOverride>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<Mode>,
+    /// Every knob (a change merges into the effective knobs and stores them all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub knobs: Option<Knobs>,
+}
+
+/// One trust change of one tenant.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TrustChange {
+    /// An issuer's tier and/or weight (in [0, 1]) for the tenant; replaces its override.
+    Issuer { id: String, tier: Option<Tier>, weight: Option<f64> },
+    /// The mode and/or some knobs (named knobs replace their values, the others keep theirs).
+    Policy { mode: Option<Mode>, knobs: serde_json::Map<String, serde_json::Value> },
+}
+
+impl TrustChange {
+    /// `issuer` or `policy`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            TrustChange::Issuer { .. } => "issuer",
+            TrustChange::Policy { .. } => "policy",
+        }
+    }
+}
+
+/// A change that cannot be applied; `field` names the offending part of the request.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct ChangeError {
+    pub field: String,
+    pub reason: String,
+}
+
+fn change_error(field: &str, reason: impl std::fmt::Display) -> ChangeError {
+    ChangeError { field: field.to_string(), reason: reason.to_string() }
+}
+
+impl TenantTrust {
+    /// A tenant that changed nothing (epoch 0).
+    pub fn new(tenant: &str) -> TenantTrust {
+        TenantTrust { tenant: tenant.to_string(), epoch: 0, issuers: BTreeMap::new(), mode: None, knobs: None }
+    }
+
+    /// The tenant's effective policy: `base` (the configuration's) with this tenant's
+    /// overrides, mode and knobs, at this epoch. Other tenants' changes are not in it, so
+    /// one tenant's change never alters another tenant's policy version.
+    pub fn policy(&self, base: &Policy) -> Policy {
+        let mut directory = base.directory.clone();
+        for (id, ov) in &self.issuers {
+            let at = match directory.issuers.iter().position(|i| i.id == *id) {
+                Some(at) => at,
+                None => {
+                    directory.issuers.push(Issuer {
+                        id: id.clone(),
+                        display_name: String::new(),
+                        tier: Tier::Unknown,
+                        weight: None,
+                        aliases: Vec::new(),
+                        keys: Vec::new(),
+                        tenants: BTreeMap::new(),
+                    });
+                    directory.issuers.len() - 1
+                }
+            };
+            directory.issuers[at].tenants.insert(self.tenant.clone(), ov.clone());
+        }
+        let knobs = self.knobs.clone().unwrap_or_else(|| base.knobs.clone());
+        Policy::new(self.mode.unwrap_or(base.mode), directory, knobs).with_epoch(self.epoch)
+    }
+
+    /// The directory id a change naming `name` (id, display name or alias) addresses: the
+    /// known issuer's id, else `name` itself (trimmed).
+    pub fn issuer_id(&self, base: &Policy, name: &str) -> String {
+        let name = name.trim();
+        self.policy(base).directory.find(name).map_or_else(|| name.to_string(), |i| i.id.clone())
+    }
+
+    /// This tenant's settings after `change`, at epoch + 1. An issuer named by id, display
+    /// name or alias is stored under its directory id; an issuer the directory does not
+    /// know is added under the given name.
+    pub fn changed(&self, base: &Policy, change: &TrustChange) -> Result<TenantTrust, ChangeError> {
+        let mut next = self.clone();
+        next.epoch = self.epoch + 1;
+        match change {
+            TrustChange::Issuer { id, tier, weight } => {
+                let name = id.trim();
+                if name.is_empty() || name.len() > 256 {
+                    return Err(change_error("issuer.id", "must be 1 to 256 characters"));
+                }
+                if tier.is_none() && weight.is_none() {
+                    return Err(change_error("issuer", "name a `tier`, a `weight`, or both"));
+                }
+                if let Some(w) = weight {
+                    if !(0.0..=1.0).contains(w) || w.is_nan() {
+                        return Err(change_error("issuer.weight", "must be within [0, 1]"));
+                    }
+                }
+                next.issuers.insert(self.issuer_id(base, name), TenantOverride { tier: *tier, weight: *weight });
+            }
+            TrustChange::Policy { mode, knobs } => {
+                if mode.is_none() && knobs.is_empty() {
+                    return Err(change_error("policy", "name a `mode`, some `knobs`, or both"));
+                }
+                if let Some(m) = mode {
+                    next.mode = Some(*m);
+                }
+                if !knobs.is_empty() {
+                    let current = self.knobs.clone().unwrap_or_else(|| base.knobs.clone());
+                    let mut v = serde_json::to_value(&current).map_err(|e| change_error("policy.knobs", e))?;
+                    let obj = v.as_object_mut().ok_or_else(|| change_error("policy.knobs", "not an object"))?;
+                    for (k, val) in knobs {
+                        if !obj.contains_key(k) {
+                            return Err(change_error(&format!("policy.knobs.{k}"), "unknown knob"));
+                        }
+                        obj.insert(k.clone(), val.clone());
+                    }
+                    let merged: Knobs = serde_json::from_value(v).map_err(|e| change_error("policy.knobs", e))?;
+                    merged.validate().map_err(|e| change_error("policy.knobs", e))?;
+                    next.knobs = Some(merged);
+                }
+            }
+        }
+        Ok(next)
     }
 }
 
@@ -422,5 +577,64 @@ weight = 0.45
         let b = Policy::new(Mode::WeightedVote, dir(), Knobs { half_life_days: 30.0, ..Knobs::default() });
         assert_ne!(a.version(), b.version());
         assert_eq!(a.version(), Policy::new(Mode::Lattice, dir(), Knobs::default()).version());
+    }
+
+    fn knobs(j: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
+        j.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn tenant_changes_layer_over_the_configuration_per_tenant() {
+        let base = Policy::new(Mode::WeightedVote, dir(), Knobs::default());
+        let acme = TenantTrust::new("acme");
+        assert_eq!(acme.policy(&base).version(), base.version(), "no change: the configuration's policy");
+        assert_eq!(acme.policy(&base).epoch(), 0);
+        let change =
+            TrustChange::Issuer { id: "Red Hat Product Security".into(), tier: Some(Tier::Untrusted), weight: None };
+        let a1 = acme.changed(&base, &change).unwrap();
+        assert_eq!(a1.epoch, 1);
+        assert!(a1.issuers.contains_key("redhat"), "stored under the directory id: {a1:?}");
+        let p = a1.policy(&base);
+        assert_eq!(p.epoch(), 1);
+        let r = p.directory.resolve(Some("redhat"), "acme");
+        assert_eq!((r.tier, r.weight_ppm), (Tier::Untrusted, 100_000), "replaces the file's override (weight 0.2)");
+        assert_eq!(p.directory.resolve(Some("redhat"), "globex").weight_ppm, 1_000_000, "other tenants unchanged");
+        // Another tenant's effective policy does not see acme's change at all.
+        assert_eq!(TenantTrust::new("globex").policy(&base).version(), base.version());
+        // Knobs merge; mode changes; an unknown issuer is added.
+        let a2 = a1
+            .changed(
+                &base,
+                &TrustChange::Policy {
+                    mode: Some(Mode::Lattice),
+                    knobs: knobs(serde_json::json!({"half_life_days": 30.0})),
+                },
+            )
+            .unwrap();
+        let a3 =
+            a2.changed(&base, &TrustChange::Issuer { id: "newcomer".into(), tier: None, weight: Some(0.9) }).unwrap();
+        let p = a3.policy(&base);
+        assert_eq!((a3.epoch, p.mode, p.knobs.half_life_days, p.knobs.freshness_floor), (3, Mode::Lattice, 30.0, 0.3));
+        assert_eq!(p.directory.resolve(Some("NEWCOMER"), "acme").weight_ppm, 900_000);
+        assert_eq!(p.directory.resolve(Some("redhat"), "acme").tier, Tier::Untrusted, "earlier changes stay");
+        // Round trip (the stored form).
+        let back: TenantTrust = serde_json::from_str(&serde_json::to_string(&a3).unwrap()).unwrap();
+        assert_eq!(back, a3);
+        assert_eq!(back.policy(&base).version(), p.version());
+    }
+
+    #[test]
+    fn bad_changes_name_the_field() {
+        let base = Policy::default();
+        let t = TenantTrust::new("t");
+        let field = |c: TrustChange| t.changed(&base, &c).unwrap_err().field;
+        assert_eq!(field(TrustChange::Issuer { id: " ".into(), tier: Some(Tier::Known), weight: None }), "issuer.id");
+        assert_eq!(field(TrustChange::Issuer { id: "x".into(), tier: None, weight: None }), "issuer");
+        assert_eq!(field(TrustChange::Issuer { id: "x".into(), tier: None, weight: Some(1.5) }), "issuer.weight");
+        assert_eq!(field(TrustChange::Policy { mode: None, knobs: Default::default() }), "policy");
+        let bad = |j| field(TrustChange::Policy { mode: None, knobs: knobs(j) });
+        assert_eq!(bad(serde_json::json!({"nope": 1})), "policy.knobs.nope");
+        assert_eq!(bad(serde_json::json!({"freshness_floor": 3.0})), "policy.knobs");
+        assert_eq!(bad(serde_json::json!({"half_life_days": "long"})), "policy.knobs");
     }
 }

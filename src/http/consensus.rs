@@ -121,7 +121,7 @@ pub async fn explain(
         st.apply(o).map_err(|e| ApiError::from(crate::ports::StoreError::Rejected(e.to_string())))?;
     }
     let recomputed = st
-        .evaluate(&pair, &state.policy, true)
+        .evaluate(&pair, &state.policy_for(&pair.tenant), true)
         .map_err(|e| ApiError::from(crate::ports::StoreError::Rejected(e.to_string())))?;
     let trace_matches_record =
         recomputed.as_ref().is_some_and(|r| r.consensus_digest == record.record.consensus_digest);

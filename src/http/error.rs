@@ -36,6 +36,10 @@ pub enum ErrorCode {
     Unavailable,
     /// The export job failed (its record says why).
     ExportFailed,
+    /// Too many admin changes for the tenant (`Retry-After` says when to retry).
+    RateLimited,
+    /// The resource changed concurrently (e.g. another instance's trust change): retry.
+    Conflict,
     Internal,
 }
 
@@ -46,11 +50,21 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: ErrorCode,
     pub message: String,
+    /// `Retry-After` (seconds) of a 429.
+    pub retry_after_secs: Option<u64>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into() }
+        ApiError { status, code, message: message.into(), retry_after_secs: None }
+    }
+
+    /// 429 with `Retry-After`.
+    pub fn rate_limited(message: impl Into<String>, retry_after_secs: u64) -> Self {
+        ApiError {
+            retry_after_secs: Some(retry_after_secs),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited, message)
+        }
     }
 
     /// 400 naming the bad parameter.
@@ -100,6 +114,9 @@ impl ResponseError for ApiError {
         let mut r = HttpResponse::build(self.status);
         if self.status == StatusCode::UNAUTHORIZED {
             r.insert_header(("WWW-Authenticate", "Bearer realm=\"vex-lens\""));
+        }
+        if let Some(secs) = self.retry_after_secs {
+            r.insert_header(("Retry-After", secs.to_string()));
         }
         r.json(body(self.code, &self.message))
     }

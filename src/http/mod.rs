@@ -1,7 +1,7 @@
 //! HTTP server of `vex-lens serve`: health, status and metrics (open), the OpenAPI
 //! document (`/openapi.json`, open) and the `/v1` API (authenticated, tenant-scoped):
-//! consensus, explain, history, conflicts, exports, trust weights and simulate, one module
-//! per resource.
+//! consensus, explain, history, conflicts, exports, trust weights, trust changes and
+//! simulate, one module per resource.
 //!
 //! Invariants: every `/v1` route passes the auth middleware (caller and tenant decided
 //! before any handler) and answers errors as `{"error": {"code", "message"}}`; every
@@ -21,6 +21,7 @@ use crate::actors::export_job::ExportJobActor;
 use crate::config::ApiConfig;
 use crate::domain::trust::Policy;
 use crate::ports::ConsensusStore;
+use crate::trust::TrustService;
 use actix_web::{middleware, web, App, HttpResponse, HttpServer};
 use serde::Serialize;
 use std::future::Future;
@@ -50,6 +51,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/vex/exports/{id}"),
     ("get", "/v1/vex/exports/{id}/files/{name}"),
     ("get", "/v1/vex/trust/weights"),
+    ("put", "/v1/vex/trust/issuers/{id}"),
+    ("put", "/v1/vex/trust/policy"),
     ("post", "/v1/vex/simulate"),
 ];
 
@@ -73,8 +76,9 @@ pub struct ServerDeps {
     pub export: Option<actix::Addr<ExportJobActor>>,
     /// Where export jobs write (`<dir>/<job id>/`).
     pub export_dir: PathBuf,
-    /// The policy the actors run (explain recomputes with it).
-    pub policy: Arc<Policy>,
+    /// Trust changes and the live per-tenant policies the actors run (explain and
+    /// simulate recompute with them).
+    pub trust: Arc<TrustService>,
     pub api: ApiConfig,
 }
 
@@ -85,9 +89,16 @@ pub struct State {
     pub status: StatusInfo,
     pub export: Option<actix::Addr<ExportJobActor>>,
     pub export_dir: PathBuf,
-    pub policy: Arc<Policy>,
+    pub trust: Arc<TrustService>,
     pub auth: auth::Auth,
     pub api: ApiConfig,
+}
+
+impl State {
+    /// The policy `tenant` is evaluated with now (its trust changes included).
+    pub fn policy_for(&self, tenant: &str) -> Arc<Policy> {
+        self.trust.policies().for_tenant(tenant)
+    }
 }
 
 async fn openapi() -> HttpResponse {
@@ -129,6 +140,8 @@ pub fn app(
                 .service(res("/vex/exports/{id}").route(web::get().to(exports::get)))
                 .service(res("/vex/exports/{id}/files/{name}").route(web::get().to(exports::download)))
                 .service(res("/vex/trust/weights").route(web::get().to(trust::weights)))
+                .service(res("/vex/trust/issuers/{id}").route(web::put().to(trust::put_issuer)))
+                .service(res("/vex/trust/policy").route(web::put().to(trust::put_policy)))
                 .service(res("/vex/simulate").route(web::post().to(trust::simulate)))
                 .default_service(web::to(error::not_found)),
         )
@@ -152,7 +165,7 @@ pub fn serve(listen: &str, deps: ServerDeps) -> std::io::Result<(actix_web::dev:
         status: deps.status,
         export: deps.export,
         export_dir: deps.export_dir,
-        policy: deps.policy,
+        trust: deps.trust,
         auth,
         api: deps.api,
     });
@@ -192,9 +205,11 @@ mod tests {
     #[actix_web::test]
     async fn every_listed_route_is_served() {
         let dir = tempfile::tempdir().unwrap();
-        let store = crate::stores::embedded::EmbeddedStore::open(dir.path()).unwrap();
+        let store: Arc<dyn ConsensusStore> =
+            Arc::new(crate::stores::embedded::EmbeddedStore::open(dir.path()).unwrap());
+        let policies = Arc::new(crate::trust::Policies::new(Policy::default()));
         let state = web::Data::new(State {
-            store: Arc::new(store),
+            store: store.clone(),
             broker: None,
             status: StatusInfo {
                 version: "test",
@@ -205,7 +220,7 @@ mod tests {
             },
             export: None,
             export_dir: dir.path().join("exports"),
-            policy: Arc::new(Policy::default()),
+            trust: Arc::new(TrustService::new(store, policies, None, 0)),
             auth: auth::Auth::new(&ApiConfig::default()),
             api: ApiConfig::default(),
         });
@@ -214,6 +229,7 @@ mod tests {
             let uri = path.replace("{id}", "1-0").replace("{name}", "manifest.json");
             let req = match *method {
                 "post" => actix_web::test::TestRequest::post().set_json(serde_json::json!({})),
+                "put" => actix_web::test::TestRequest::put().set_json(serde_json::json!({})),
                 _ => actix_web::test::TestRequest::get(),
             }
             .uri(&uri)

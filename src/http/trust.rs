@@ -1,19 +1,24 @@
 //! `GET /v1/vex/trust/weights` (the issuer weights and policy the caller's tenant is
-//! evaluated with) and `POST /v1/vex/simulate` (what-if: a changed issuer tier/weight or
-//! policy knob, for the caller's tenant, recomputed over the tenant's stored observations
-//! and compared with the current policy, without applying anything).
+//! evaluated with), `PUT /v1/vex/trust/issuers/{id}` and `PUT /v1/vex/trust/policy`
+//! (`vex:admin`: change the tenant's issuer tier/weight or mode/knobs: persisted, audited,
+//! recomputed; see `crate::trust`) and `POST /v1/vex/simulate` (what-if: the same change,
+//! recomputed over the tenant's stored observations and compared with the current policy,
+//! without applying anything).
 //!
-//! Invariants: simulate writes nothing; a change is built exactly as an applied one
-//! would be (a per-tenant override in the issuer directory, knobs merged field by field
-//! and validated), so "simulate" equals "apply, then compare"; both sides are evaluated
-//! from the same observations, so every reported difference is the change's doing.
+//! Invariants: simulate writes nothing; simulate and the PUTs build a change with the same
+//! function (`TenantTrust::changed`, over the tenant's current settings), so "simulate"
+//! equals "apply, then compare"; both sides of a simulation are evaluated from the same
+//! observations, so every reported difference is the change's doing; a bad body is a 400
+//! naming the field.
 
 use super::auth::{Admin, Authorized, Read};
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 use super::State;
 use crate::domain::consensus::{ConsensusRecord, PackageState, PairKey};
-use crate::domain::trust::{Issuer, IssuerDirectory, Knobs, Mode, Policy, TenantOverride, Tier};
+use crate::domain::trust::{Mode, Policy, TenantTrust, Tier, TrustChange};
 use crate::ports::RecordQuery;
+use crate::trust::TrustError;
+use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -34,7 +39,7 @@ struct IssuerWeight {
 
 /// `GET /v1/vex/trust/weights`.
 pub async fn weights(caller: Authorized<Read>, state: web::Data<State>) -> HttpResponse {
-    let p = &state.policy;
+    let p = state.policy_for(&caller.tenant);
     let issuers: Vec<IssuerWeight> = p
         .directory
         .issuers
@@ -58,6 +63,7 @@ pub async fn weights(caller: Authorized<Read>, state: web::Data<State>) -> HttpR
         "tenant": caller.tenant,
         "mode": p.mode,
         "policy_version": p.version(),
+        "epoch": p.epoch(),
         "knobs": p.knobs,
         "tier_weights_ppm": tiers,
         "issuers": issuers,
@@ -91,61 +97,30 @@ pub struct SimulateBody {
     pub policy: Option<PolicyChange>,
 }
 
-/// The policy after `body`'s change for `tenant` (400 naming the bad field).
-pub fn changed_policy(current: &Policy, tenant: &str, body: &SimulateBody) -> Result<Policy, ApiError> {
-    if body.issuer.is_none() && body.policy.is_none() {
-        return Err(ApiError::param("body", "name an `issuer` change, a `policy` change, or both"));
+impl SimulateBody {
+    /// The changes the body names, issuer first.
+    fn changes(&self) -> Result<Vec<TrustChange>, ApiError> {
+        if self.issuer.is_none() && self.policy.is_none() {
+            return Err(ApiError::param("body", "name an `issuer` change, a `policy` change, or both"));
+        }
+        let mut out = Vec::new();
+        if let Some(c) = &self.issuer {
+            out.push(TrustChange::Issuer { id: c.id.clone(), tier: c.tier, weight: c.weight });
+        }
+        if let Some(p) = &self.policy {
+            out.push(TrustChange::Policy { mode: p.mode, knobs: p.knobs.clone() });
+        }
+        Ok(out)
     }
-    let mut directory: IssuerDirectory = current.directory.clone();
-    let mut mode = current.mode;
-    let mut knobs: Knobs = current.knobs.clone();
-    if let Some(c) = &body.issuer {
-        let id = c.id.trim();
-        if id.is_empty() || id.len() > 256 {
-            return Err(ApiError::param("issuer.id", "must be 1 to 256 characters"));
-        }
-        if c.tier.is_none() && c.weight.is_none() {
-            return Err(ApiError::param("issuer", "name a `tier`, a `weight`, or both"));
-        }
-        if let Some(w) = c.weight {
-            if !(0.0..=1.0).contains(&w) {
-                return Err(ApiError::param("issuer.weight", "must be within [0, 1]"));
-            }
-        }
-        let canonical = directory.find(id).map(|i| i.id.clone());
-        let issuer = match canonical {
-            Some(cid) => directory.issuers.iter_mut().find(|i| i.id == cid).expect("found above"),
-            None => {
-                directory.issuers.push(Issuer {
-                    id: id.to_string(),
-                    display_name: String::new(),
-                    tier: Tier::Unknown,
-                    weight: None,
-                    aliases: Vec::new(),
-                    keys: Vec::new(),
-                    tenants: BTreeMap::new(),
-                });
-                directory.issuers.last_mut().expect("just pushed")
-            }
-        };
-        issuer.tenants.insert(tenant.to_string(), TenantOverride { tier: c.tier, weight: c.weight });
+}
+
+/// The policy of `tenant` (currently `current`) after `changes` (400 naming the bad field).
+pub fn changed_policy(base: &Policy, current: &TenantTrust, changes: &[TrustChange]) -> Result<Policy, ApiError> {
+    let mut t = current.clone();
+    for c in changes {
+        t = t.changed(base, c).map_err(|e| ApiError::param(&e.field, e.reason))?;
     }
-    if let Some(p) = &body.policy {
-        if let Some(m) = p.mode {
-            mode = m;
-        }
-        let mut v = serde_json::to_value(&knobs).map_err(|e| ApiError::param("policy.knobs", e))?;
-        let obj = v.as_object_mut().ok_or_else(|| ApiError::param("policy.knobs", "not an object"))?;
-        for (k, val) in &p.knobs {
-            if !obj.contains_key(k) {
-                return Err(ApiError::param(&format!("policy.knobs.{k}"), "unknown knob"));
-            }
-            obj.insert(k.clone(), val.clone());
-        }
-        knobs = serde_json::from_value(v).map_err(|e| ApiError::param("policy.knobs", e))?;
-        knobs.validate().map_err(|e| ApiError::param("policy.knobs", e))?;
-    }
-    Ok(Policy::new(mode, directory, knobs))
+    Ok(t.policy(base))
 }
 
 #[derive(Serialize)]
@@ -176,7 +151,9 @@ pub async fn simulate(
     state: web::Data<State>,
     body: web::Json<SimulateBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let after_policy = changed_policy(&state.policy, &caller.tenant, &body)?;
+    let policies = state.trust.policies();
+    let before_policy = policies.for_tenant(&caller.tenant);
+    let after_policy = changed_policy(policies.base(), &policies.trust(&caller.tenant), &body.changes()?)?;
     // The tenant's pairs, grouped by package.
     let mut by_package: BTreeMap<String, Vec<PairKey>> = BTreeMap::new();
     let mut after = None;
@@ -210,7 +187,7 @@ pub async fn simulate(
             let undigestible = |e: crate::domain::consensus::ApplyError| {
                 ApiError::from(crate::ports::StoreError::Rejected(e.to_string()))
             };
-            let before = st.evaluate(&pair, &state.policy, false).map_err(undigestible)?;
+            let before = st.evaluate(&pair, &before_policy, false).map_err(undigestible)?;
             let after = st.evaluate(&pair, &after_policy, false).map_err(undigestible)?;
             let (Some(b), Some(a)) = (before, after) else {
                 continue;
@@ -228,7 +205,7 @@ pub async fn simulate(
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "tenant": caller.tenant,
         "applied": false,
-        "policy_version_before": state.policy.version(),
+        "policy_version_before": before_policy.version(),
         "policy_version_after": after_policy.version(),
         "evaluated_pairs": evaluated,
         "truncated": truncated,
@@ -236,26 +213,129 @@ pub async fn simulate(
     })))
 }
 
+/// Takes the object body apart: only `allowed` keys (400 naming an unknown one).
+fn object(body: &serde_json::Value, allowed: &[&str]) -> Result<serde_json::Map<String, serde_json::Value>, ApiError> {
+    let obj = body.as_object().ok_or_else(|| ApiError::param("body", "must be a JSON object"))?;
+    if let Some(k) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(ApiError::param(k, format!("unknown field; expected one of: {}", allowed.join(", "))));
+    }
+    Ok(obj.clone())
+}
+
+/// Field `name` of `obj` as a `T` (absent or null: `None`; 400 naming it otherwise).
+fn field<T: serde::de::DeserializeOwned>(
+    obj: &serde_json::Map<String, serde_json::Value>,
+    name: &str,
+) -> Result<Option<T>, ApiError> {
+    match obj.get(name) {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(v) => serde_json::from_value(v.clone()).map(Some).map_err(|e| ApiError::param(name, e)),
+    }
+}
+
+/// Longest `reason` a change may carry (it is audited and logged).
+pub const MAX_REASON_CHARS: usize = 1024;
+
+fn reason(obj: &serde_json::Map<String, serde_json::Value>) -> Result<Option<String>, ApiError> {
+    let r: Option<String> = field(obj, "reason")?;
+    if r.as_ref().is_some_and(|r| r.chars().count() > MAX_REASON_CHARS) {
+        return Err(ApiError::param("reason", format!("longer than {MAX_REASON_CHARS} characters")));
+    }
+    Ok(r)
+}
+
+impl From<TrustError> for ApiError {
+    fn from(e: TrustError) -> Self {
+        match e {
+            TrustError::Invalid(c) => ApiError::param(&c.field, c.reason),
+            TrustError::RateLimited { retry_after_secs, .. } => ApiError::rate_limited(e.to_string(), retry_after_secs),
+            TrustError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, ErrorCode::Conflict, e.to_string()),
+            TrustError::Store(s) => s.into(),
+            TrustError::Recompute(_) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable, e.to_string())
+            }
+        }
+    }
+}
+
+async fn apply(
+    caller: &Authorized<Admin>,
+    state: &State,
+    change: TrustChange,
+    reason: Option<String>,
+) -> Result<HttpResponse, ApiError> {
+    let applied = state.trust.apply(&caller.name, &caller.tenant, &change, reason.as_deref()).await?;
+    let p = state.policy_for(&caller.tenant);
+    let mut out = serde_json::json!({
+        "tenant": caller.tenant,
+        "applied": true,
+        "epoch": applied.after.epoch,
+        "policy_version_before": applied.policy_version_before,
+        "policy_version": applied.policy_version,
+        "mode": p.mode,
+        "knobs": p.knobs,
+        "before": applied.before,
+        "after": applied.after,
+        "recomputed": { "packages": applied.packages, "pairs": applied.pairs },
+        "duration_ms": applied.duration.as_millis() as u64,
+    });
+    if let TrustChange::Issuer { id, .. } = &change {
+        let r = p.directory.resolve(Some(id), &caller.tenant);
+        out["issuer"] = serde_json::json!({ "id": r.id, "tier": r.tier, "weight_ppm": r.weight_ppm });
+    }
+    Ok(HttpResponse::Ok().json(out))
+}
+
+/// `PUT /v1/vex/trust/issuers/{id}` (`vex:admin`): `{"tier"?, "weight"?, "reason"?}`
+/// replaces the issuer's override for the caller's tenant.
+pub async fn put_issuer(
+    caller: Authorized<Admin>,
+    state: web::Data<State>,
+    id: web::Path<String>,
+    body: web::Json<serde_json::Value>,
+) -> Result<HttpResponse, ApiError> {
+    let obj = object(&body, &["tier", "weight", "reason"])?;
+    let tier: Option<Tier> = field(&obj, "tier")?;
+    let weight: Option<f64> = field(&obj, "weight")?;
+    let reason = reason(&obj)?;
+    apply(&caller, &state, TrustChange::Issuer { id: id.into_inner(), tier, weight }, reason).await
+}
+
+/// `PUT /v1/vex/trust/policy` (`vex:admin`): `{"mode"?, "knobs"?: {...}, "reason"?}` for
+/// the caller's tenant (named knobs replace their values, the others keep theirs).
+pub async fn put_policy(
+    caller: Authorized<Admin>,
+    state: web::Data<State>,
+    body: web::Json<serde_json::Value>,
+) -> Result<HttpResponse, ApiError> {
+    let obj = object(&body, &["mode", "knobs", "reason"])?;
+    let mode: Option<Mode> = field(&obj, "mode")?;
+    let knobs: Option<serde_json::Map<String, serde_json::Value>> = field(&obj, "knobs")?;
+    let reason = reason(&obj)?;
+    apply(&caller, &state, TrustChange::Policy { mode, knobs: knobs.unwrap_or_default() }, reason).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn body(json: serde_json::Value) -> SimulateBody {
-        serde_json::from_value(json).unwrap()
+    fn body(json: serde_json::Value) -> Vec<TrustChange> {
+        serde_json::from_value::<SimulateBody>(json).unwrap().changes().unwrap()
     }
 
     #[test]
     fn an_issuer_change_is_a_tenant_override_and_knobs_merge() {
         let p = Policy::default();
+        let t = TenantTrust::new("acme");
         let changed =
-            changed_policy(&p, "acme", &body(serde_json::json!({"issuer": {"id": "vendor", "tier": "untrusted"}})))
+            changed_policy(&p, &t, &body(serde_json::json!({"issuer": {"id": "vendor", "tier": "untrusted"}})))
                 .unwrap();
         assert_eq!(changed.directory.resolve(Some("vendor"), "acme").tier, Tier::Untrusted);
         assert_eq!(changed.directory.resolve(Some("vendor"), "other").tier, Tier::Unknown, "only the caller's tenant");
         assert_ne!(changed.version(), p.version());
         let changed = changed_policy(
             &p,
-            "acme",
+            &t,
             &body(serde_json::json!({"policy": {"mode": "lattice", "knobs": {"conflict_threshold": 0.2}}})),
         )
         .unwrap();
@@ -266,11 +346,37 @@ mod tests {
     #[test]
     fn bad_changes_name_the_field() {
         let p = Policy::default();
-        let e = |j| changed_policy(&p, "t", &body(j)).unwrap_err().message;
+        let t = TenantTrust::new("t");
+        let e = |j: serde_json::Value| {
+            let b: SimulateBody = serde_json::from_value(j).unwrap();
+            b.changes().and_then(|c| changed_policy(&p, &t, &c)).unwrap_err().message
+        };
         assert!(e(serde_json::json!({})).starts_with("body"));
         assert!(e(serde_json::json!({"issuer": {"id": "x", "weight": 2.0}})).starts_with("issuer.weight"));
         assert!(e(serde_json::json!({"issuer": {"id": "x"}})).starts_with("issuer"));
         assert!(e(serde_json::json!({"policy": {"knobs": {"nope": 1}}})).starts_with("policy.knobs.nope"));
         assert!(e(serde_json::json!({"policy": {"knobs": {"freshness_floor": 3.0}}})).starts_with("policy.knobs"));
+    }
+
+    #[test]
+    fn put_bodies_name_the_bad_field() {
+        let msg = |j: serde_json::Value, allowed: &[&str]| {
+            let obj = match object(&j, allowed) {
+                Ok(o) => o,
+                Err(e) => return e.message,
+            };
+            field::<Tier>(&obj, "tier")
+                .and_then(|_| field::<f64>(&obj, "weight"))
+                .and_then(|_| reason(&obj))
+                .map(|_| String::new())
+                .unwrap_or_else(|e| e.message)
+        };
+        let issuer = &["tier", "weight", "reason"];
+        assert!(msg(serde_json::json!([1]), issuer).starts_with("body"));
+        assert!(msg(serde_json::json!({"tier": "godlike"}), issuer).starts_with("tier"));
+        assert!(msg(serde_json::json!({"weight": "heavy"}), issuer).starts_with("weight"));
+        assert!(msg(serde_json::json!({"colour": 1}), issuer).starts_with("colour"));
+        assert!(msg(serde_json::json!({"reason": "x".repeat(2000)}), issuer).starts_with("reason"));
+        assert_eq!(msg(serde_json::json!({"tier": "known", "weight": 0.5, "reason": "ok"}), issuer), "");
     }
 }

@@ -11,7 +11,7 @@ use crate::domain::keys::parse_key;
 use crate::domain::model::{IssuerSource, Observation, Provenance, Signature, SourceFormat, Status, TimestampSource};
 use crate::domain::timestamp::Timestamp;
 use crate::domain::trust::Policy;
-use crate::ports::{ConsensusStore, ExportJobRecord, RecordQuery, VerificationRecord};
+use crate::ports::{ConsensusStore, ExportJobRecord, RecordQuery, TrustAudit, VerificationRecord};
 use std::collections::BTreeSet;
 
 /// A test observation (`issuer` says `status` about `artifact`/`vuln` for `tenant`).
@@ -243,5 +243,52 @@ pub async fn store_contract_suite<S: ConsensusStore>(store: &S) {
     assert!(
         by(RecordQuery { tenant: other_tenant.clone(), ..q.clone() }).await.is_empty(),
         "query_records is per tenant"
+    );
+
+    trust_contract(store, &tenant, &other_tenant).await;
+}
+
+/// Trust policies: compare-and-set on the tenant's epoch, audit entries per tenant.
+async fn trust_contract<S: ConsensusStore>(store: &S, tenant: &str, other_tenant: &str) {
+    use crate::domain::trust::{TenantTrust, Tier, TrustChange};
+    let base = Policy::default();
+    let mine = |t: &[TenantTrust]| t.iter().filter(|x| x.tenant == tenant).cloned().collect::<Vec<_>>();
+    assert!(mine(&store.trust_policies().await.expect("trust_policies")).is_empty(), "no policy before a change");
+    let seed = TenantTrust::new(tenant);
+    let change = TrustChange::Issuer { id: "vendor.example".into(), tier: Some(Tier::Untrusted), weight: None };
+    let e1 = seed.changed(&base, &change).expect("change applies");
+    let audit = |before: &TenantTrust, after: &TenantTrust| TrustAudit {
+        tenant: tenant.to_string(),
+        epoch: after.epoch,
+        at_ms: 1_000 + after.epoch as i64,
+        who: "contract".into(),
+        kind: "issuer".into(),
+        issuer: Some("vendor.example".into()),
+        reason: None,
+        before: before.clone(),
+        after: after.clone(),
+    };
+    assert!(store.put_trust_policy(&e1, &audit(&seed, &e1)).await.expect("first change"), "epoch 0 -> 1 is written");
+    assert!(
+        !store.put_trust_policy(&e1, &audit(&seed, &e1)).await.expect("stale change"),
+        "a second writer from epoch 0 loses (compare-and-set)"
+    );
+    let knobs = serde_json::json!({"conflict_threshold": 0.25}).as_object().cloned().expect("object");
+    let e2 = e1.changed(&base, &TrustChange::Policy { mode: None, knobs }).expect("change applies");
+    let mut skip = e2.clone();
+    skip.epoch = 3;
+    assert!(!store.put_trust_policy(&skip, &audit(&e1, &skip)).await.expect("skipping"), "epochs never skip");
+    assert!(store.put_trust_policy(&e2, &audit(&e1, &e2)).await.expect("second change"), "epoch 1 -> 2 is written");
+    assert_eq!(
+        mine(&store.trust_policies().await.expect("trust_policies")),
+        vec![e2.clone()],
+        "the latest, round-tripped"
+    );
+    let entries = store.trust_audit(tenant).await.expect("trust_audit");
+    assert_eq!(entries, vec![audit(&seed, &e1), audit(&e1, &e2)], "one audit entry per applied change, oldest first");
+    assert!(store.trust_audit(other_tenant).await.expect("trust_audit").is_empty(), "audit is per tenant");
+    assert!(
+        !store.trust_policies().await.expect("trust_policies").iter().any(|t| t.tenant == other_tenant),
+        "policies are per tenant"
     );
 }

@@ -7,8 +7,10 @@
 
 use crate::domain::consensus::{ConsensusRecord, PairKey};
 use crate::domain::model::Observation;
+use crate::domain::trust::TenantTrust;
 use crate::ports::{
-    pair_id, ConsensusStore, ExportJobRecord, RecordQuery, StoreError, TimedRecord, VerificationRecord,
+    pair_id, trust_audit_id, ConsensusStore, ExportJobRecord, RecordQuery, StoreError, TimedRecord, TrustAudit,
+    VerificationRecord,
 };
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -23,6 +25,8 @@ const VERIFICATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("vex_ds
 const FILES: TableDefinition<&str, &str> = TableDefinition::new("ingested_files");
 const DEAD_LETTERS: TableDefinition<&str, &[u8]> = TableDefinition::new("dead_letters");
 const EXPORT_JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("vex_export_jobs");
+const TRUST_POLICIES: TableDefinition<&str, &[u8]> = TableDefinition::new("vex_trust_policies");
+const TRUST_AUDIT: TableDefinition<&str, &[u8]> = TableDefinition::new("vex_trust_audit");
 
 /// Page cache of the embedded database (redb's default is 1 GiB).
 const CACHE_BYTES: usize = 64 * 1024 * 1024;
@@ -105,7 +109,17 @@ impl EmbeddedStore {
 
     fn create_tables(&self) -> Result<(), StoreError> {
         let tx = self.db.begin_write().map_err(err)?;
-        for t in [OBSERVATIONS, CONSENSUS, HISTORY, CONFLICTS, VERIFICATIONS, DEAD_LETTERS, EXPORT_JOBS] {
+        for t in [
+            OBSERVATIONS,
+            CONSENSUS,
+            HISTORY,
+            CONFLICTS,
+            VERIFICATIONS,
+            DEAD_LETTERS,
+            EXPORT_JOBS,
+            TRUST_POLICIES,
+            TRUST_AUDIT,
+        ] {
             tx.open_table(t).map_err(err)?;
         }
         tx.open_table(FILES).map_err(err)?;
@@ -455,6 +469,53 @@ impl ConsensusStore for EmbeddedStore {
         jobs.retain(|j| j.tenant.as_deref() == Some(tenant));
         jobs.sort_by(|a, b| b.started_at_ms.cmp(&a.started_at_ms).then(b.job_id.cmp(&a.job_id)));
         Ok(jobs)
+    }
+
+    async fn trust_policies(&self) -> Result<Vec<TenantTrust>, StoreError> {
+        self.read_all(TRUST_POLICIES).await
+    }
+
+    /// The epoch check, the policy and the audit entry in one write transaction.
+    async fn put_trust_policy(&self, next: &TenantTrust, audit: &TrustAudit) -> Result<bool, StoreError> {
+        let tenant = next.tenant.clone();
+        let expected = next.epoch.checked_sub(1).ok_or_else(|| StoreError::Rejected("epoch 0 is the seed".into()))?;
+        let policy = serde_json::to_vec(next).map_err(json_err)?;
+        let entry = serde_json::to_vec(audit).map_err(json_err)?;
+        let audit_id = trust_audit_id(&audit.tenant, audit.epoch);
+        self.blocking(move |db| {
+            let tx = db.begin_write().map_err(err)?;
+            {
+                let mut t = tx.open_table(TRUST_POLICIES).map_err(err)?;
+                let stored = match t.get(tenant.as_str()).map_err(err)? {
+                    Some(v) => serde_json::from_slice::<TenantTrust>(v.value()).map_err(json_err)?.epoch,
+                    None => 0,
+                };
+                if stored != expected {
+                    return Ok(false);
+                }
+                t.insert(tenant.as_str(), policy.as_slice()).map_err(err)?;
+                tx.open_table(TRUST_AUDIT).map_err(err)?.insert(audit_id.as_str(), entry.as_slice()).map_err(err)?;
+            }
+            tx.commit().map_err(err)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn trust_audit(&self, tenant: &str) -> Result<Vec<TrustAudit>, StoreError> {
+        let start = format!("{tenant}:");
+        let end = format!("{tenant};");
+        self.blocking(move |db| {
+            let tx = db.begin_read().map_err(err)?;
+            let t = tx.open_table(TRUST_AUDIT).map_err(err)?;
+            let mut out = Vec::new();
+            for r in t.range(start.as_str()..end.as_str()).map_err(err)? {
+                let (_, v) = r.map_err(err)?;
+                out.push(serde_json::from_slice(v.value()).map_err(json_err)?);
+            }
+            Ok(out)
+        })
+        .await
     }
 
     async fn get_export_job(&self, job_id: &str) -> Result<Option<ExportJobRecord>, StoreError> {

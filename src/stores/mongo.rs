@@ -27,8 +27,10 @@
 
 use crate::domain::consensus::{ConsensusRecord, PairKey};
 use crate::domain::model::Observation;
+use crate::domain::trust::TenantTrust;
 use crate::ports::{
-    pair_id, ConsensusStore, ExportJobRecord, RecordQuery, StoreError, TimedRecord, VerificationRecord,
+    pair_id, trust_audit_id, ConsensusStore, ExportJobRecord, RecordQuery, StoreError, TimedRecord, TrustAudit,
+    VerificationRecord,
 };
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Document};
@@ -45,6 +47,10 @@ pub const HISTORY: &str = "vex_consensus_history";
 pub const CONFLICT_QUEUE: &str = "vex_conflict_queue";
 pub const DSSE_VERIFICATIONS: &str = "vex_dsse_verifications";
 pub const EXPORT_JOBS: &str = "vex_export_jobs";
+/// Per-tenant trust settings (`_id` = tenant, `epoch`, `trust_json`).
+pub const TRUST_POLICIES: &str = "vex_trust_policies";
+/// Audited trust changes (`_id` = `tenant:epoch`; who, when, before, after).
+pub const TRUST_AUDIT: &str = "vex_trust_audit";
 
 /// How long the driver waits for a reachable server before an operation fails
 /// (short, so a stopped server is noticed quickly and retried by the caller).
@@ -312,6 +318,27 @@ fn record_from_doc(d: &Document) -> Result<ConsensusRecord, StoreError> {
     Ok(r)
 }
 
+/// Reads an audit entry back (see `put_trust_policy`).
+fn audit_from_doc(d: &Document) -> Result<TrustAudit, StoreError> {
+    let text = |k: &str| d.get_str(k).map(str::to_string).map_err(rejected("stored trust audit"));
+    let opt = |k: &str| d.get_str(k).ok().map(str::to_string);
+    let trust = |k: &str| -> Result<TenantTrust, StoreError> {
+        serde_json::from_str(d.get_str(k).map_err(rejected("stored trust audit"))?)
+            .map_err(rejected("decoding trust audit"))
+    };
+    Ok(TrustAudit {
+        tenant: text("tenant")?,
+        epoch: d.get_i64("epoch").map_err(rejected("stored trust audit"))? as u64,
+        at_ms: d.get_i64("at_ms").map_err(rejected("stored trust audit"))?,
+        who: text("who")?,
+        kind: text("kind")?,
+        issuer: opt("issuer"),
+        reason: opt("reason"),
+        before: trust("before_json")?,
+        after: trust("after_json")?,
+    })
+}
+
 /// Creates the missing indexes, one `createIndexes` per index (an existing index of the
 /// same name is left alone).
 async fn create_indexes(coll: Collection<Document>, specs: Vec<(Document, &str)>) -> Result<(), StoreError> {
@@ -349,7 +376,8 @@ impl ConsensusStore for MongoStore {
         self.create_read_indexes().await?;
         // Make sure the remaining collections exist (creating an existing one is an error
         // we ignore: code 48 NamespaceExists).
-        for name in [DSSE_VERIFICATIONS, EXPORT_JOBS] {
+        create_indexes(self.coll(TRUST_AUDIT), vec![(doc! { "tenant": 1, "epoch": 1 }, "tenant_epoch")]).await?;
+        for name in [DSSE_VERIFICATIONS, EXPORT_JOBS, TRUST_POLICIES] {
             match self.db.create_collection(name).await {
                 Ok(()) => {}
                 Err(e) if matches!(e.kind.as_ref(), ErrorKind::Command(c) if c.code == 48) => {}
@@ -595,6 +623,68 @@ impl ConsensusStore for MongoStore {
         let mut out = Vec::new();
         while let Some(d) = cursor.try_next().await.map_err(map_err)? {
             out.push(mongodb::bson::from_document(d).map_err(rejected("decoding export job"))?);
+        }
+        Ok(out)
+    }
+
+    async fn trust_policies(&self) -> Result<Vec<TenantTrust>, StoreError> {
+        let mut cursor = self.coll(TRUST_POLICIES).find(doc! {}).await.map_err(map_err)?;
+        let mut out = Vec::new();
+        while let Some(d) = cursor.try_next().await.map_err(map_err)? {
+            let json = d.get_str("trust_json").map_err(rejected("stored trust policy"))?;
+            out.push(serde_json::from_str(json).map_err(rejected("decoding stored trust policy"))?);
+        }
+        Ok(out)
+    }
+
+    /// Compare-and-set on the epoch: the first change of a tenant inserts its document
+    /// (a duplicate `_id` means another writer came first), a later one updates with
+    /// filter `{_id: tenant, epoch: next - 1}` (no match: another writer came first).
+    /// The audit entry is inserted after (idempotent by id); a crash in between leaves the
+    /// change applied without its entry (no multi-document transaction on a standalone
+    /// server). Before/after are stored as JSON strings (issuer ids may hold `.`).
+    async fn put_trust_policy(&self, next: &TenantTrust, audit: &TrustAudit) -> Result<bool, StoreError> {
+        let expected = next.epoch.checked_sub(1).ok_or_else(|| StoreError::Rejected("epoch 0 is the seed".into()))?;
+        let json = serde_json::to_string(next).map_err(rejected("encoding trust policy"))?;
+        let coll = self.coll(TRUST_POLICIES);
+        if expected == 0 {
+            let d = doc! { "_id": &next.tenant, "epoch": next.epoch as i64, "trust_json": &json, "updated_at_ms": audit.at_ms };
+            match coll.insert_one(d).await {
+                Ok(_) => {}
+                Err(e) if only_duplicate_keys(&e) => return Ok(false),
+                Err(e) => return Err(map_err(e)),
+            }
+        } else {
+            let filter = doc! { "_id": &next.tenant, "epoch": expected as i64 };
+            let update =
+                doc! { "$set": { "epoch": next.epoch as i64, "trust_json": &json, "updated_at_ms": audit.at_ms } };
+            let r = coll.update_one(filter, update).await.map_err(map_err)?;
+            if r.matched_count != 1 {
+                return Ok(false);
+            }
+        }
+        let entry = doc! {
+            "_id": trust_audit_id(&audit.tenant, audit.epoch),
+            "tenant": &audit.tenant,
+            "epoch": audit.epoch as i64,
+            "at_ms": audit.at_ms,
+            "who": &audit.who,
+            "kind": &audit.kind,
+            "issuer": audit.issuer.as_deref(),
+            "reason": audit.reason.as_deref(),
+            "before_json": serde_json::to_string(&audit.before).map_err(rejected("encoding trust audit"))?,
+            "after_json": serde_json::to_string(&audit.after).map_err(rejected("encoding trust audit"))?,
+        };
+        self.insert_ignoring_duplicates(TRUST_AUDIT, vec![entry]).await?;
+        Ok(true)
+    }
+
+    async fn trust_audit(&self, tenant: &str) -> Result<Vec<TrustAudit>, StoreError> {
+        let mut cursor =
+            self.coll(TRUST_AUDIT).find(doc! { "tenant": tenant }).sort(doc! { "epoch": 1 }).await.map_err(map_err)?;
+        let mut out = Vec::new();
+        while let Some(d) = cursor.try_next().await.map_err(map_err)? {
+            out.push(audit_from_doc(&d)?);
         }
         Ok(out)
     }

@@ -217,14 +217,21 @@ impl InFlight {
     }
 }
 
-/// An issuer's trust (tier or weight) changed; the audit fields are the runbook's.
+/// An issuer's trust (tier or weight) changed for a tenant; the audit fields are the
+/// runbook's (`issuer`, `trustTier`, `weightBefore`, `weightAfter`, `justification`).
 pub struct IssuerTrustChanged<'a> {
     pub correlation_id: Option<&'a str>,
+    pub tenant: &'a str,
+    /// Who changed it (the API token's name).
+    pub who: &'a str,
     pub issuer: &'a str,
     pub trust_tier: &'a str,
     pub weight_before: f64,
     pub weight_after: f64,
+    /// The caller's stated reason (empty when none was given).
     pub justification: &'a str,
+    /// The tenant's policy epoch after the change.
+    pub epoch: u64,
 }
 
 impl IssuerTrustChanged<'_> {
@@ -233,12 +240,68 @@ impl IssuerTrustChanged<'_> {
         tracing::info!(
             event = "issuer_trust_changed",
             correlationId = self.correlation_id,
+            tenant = self.tenant,
+            who = self.who,
             issuer = self.issuer,
             trustTier = self.trust_tier,
             weightBefore = self.weight_before,
             weightAfter = self.weight_after,
             justification = self.justification,
+            epoch = self.epoch,
             "issuer trust changed"
+        );
+    }
+}
+
+/// A tenant's consensus mode or knobs changed (`PUT /v1/vex/trust/policy`).
+pub struct TrustPolicyChanged<'a> {
+    pub tenant: &'a str,
+    pub who: &'a str,
+    pub mode_before: &'a str,
+    pub mode_after: &'a str,
+    /// The knobs before and after, as JSON.
+    pub knobs_before: &'a str,
+    pub knobs_after: &'a str,
+    pub justification: &'a str,
+    pub epoch: u64,
+}
+
+impl TrustPolicyChanged<'_> {
+    pub fn emit(&self) {
+        tracing::info!(
+            event = "trust_policy_changed",
+            tenant = self.tenant,
+            who = self.who,
+            modeBefore = self.mode_before,
+            modeAfter = self.mode_after,
+            knobsBefore = self.knobs_before,
+            knobsAfter = self.knobs_after,
+            justification = self.justification,
+            epoch = self.epoch,
+            "trust policy changed"
+        );
+    }
+}
+
+/// This instance installed a tenant's newer trust settings (its own change, or another
+/// instance's found in the store).
+pub struct TrustPolicyInstalled<'a> {
+    pub tenant: &'a str,
+    pub epoch: u64,
+    pub policy_version: &'a str,
+    /// `api` (this instance's change), `store` (read at start-up or by the poll).
+    pub origin: &'a str,
+}
+
+impl TrustPolicyInstalled<'_> {
+    pub fn emit(&self) {
+        tracing::info!(
+            event = "trust_policy_installed",
+            tenant = self.tenant,
+            epoch = self.epoch,
+            policy_version = self.policy_version,
+            origin = self.origin,
+            "tenant trust policy installed"
         );
     }
 }
@@ -413,6 +476,7 @@ pub enum LogEvent {
     ProduceRetry,
     ConsumeError,
     CommitFailed,
+    TrustPollFailed,
     // error
     ArtifactActorUnreachable,
     ApplyRejected,
@@ -426,10 +490,11 @@ pub enum LogEvent {
     StoreBatchRejected,
     LoadRejected,
     ApiLoopbackOnly,
+    TrustRecomputeFailed,
 }
 
 impl LogEvent {
-    pub const ALL: [LogEvent; 33] = [
+    pub const ALL: [LogEvent; 35] = [
         LogEvent::DeadLettered,
         LogEvent::StoreRetry,
         LogEvent::DsseVerificationFailed,
@@ -463,6 +528,8 @@ impl LogEvent {
         LogEvent::StoreBatchRejected,
         LogEvent::LoadRejected,
         LogEvent::ApiLoopbackOnly,
+        LogEvent::TrustPollFailed,
+        LogEvent::TrustRecomputeFailed,
     ];
 
     /// The `event` field of the log line and the `event` label.
@@ -501,6 +568,8 @@ impl LogEvent {
             LogEvent::StoreBatchRejected => "store_batch_rejected",
             LogEvent::LoadRejected => "load_rejected",
             LogEvent::ApiLoopbackOnly => "api_loopback_only",
+            LogEvent::TrustPollFailed => "trust_poll_failed",
+            LogEvent::TrustRecomputeFailed => "trust_recompute_failed",
         }
     }
 
@@ -515,7 +584,8 @@ impl LogEvent {
             | LogEvent::PipelineUnavailable
             | LogEvent::StoreWriteTaskFailed
             | LogEvent::RecordUndigestible
-            | LogEvent::LoadRejected => "error",
+            | LogEvent::LoadRejected
+            | LogEvent::TrustRecomputeFailed => "error",
             _ => "warn",
         }
     }

@@ -22,7 +22,8 @@ pub mod names {
     pub const CONSENSUS_LATENCY_SECONDS: &str = "vex_consensus_latency_seconds";
     /// Gauge{tenant}: open conflicts (`vex_conflict_queue`) per tenant.
     pub const CONFLICT_QUEUE_DEPTH: &str = "vex_conflict_queue_depth";
-    /// Histogram{reason}: recomputation time; reason `ingestion_delta` or `rebuild`.
+    /// Histogram{reason}: recomputation time; reason `ingestion_delta`, `rebuild`,
+    /// `issuer_update` or `policy_knob` (one package re-evaluated after a trust change).
     pub const RECOMPUTE_DURATION_SECONDS: &str = "vex_recompute_duration_seconds";
     /// Histogram: export job runtime (export jobs run by the service).
     pub const EXPORT_DURATION_SECONDS: &str = "vex_export_duration_seconds";
@@ -113,7 +114,12 @@ pub mod labels {
     pub const STORE_OPERATIONS: [&str; 5] =
         ["put_verification", "put_observations", "put_records", "observations_for_package", "conflict_queue_depth"];
     /// Recompute reasons.
-    pub const RECOMPUTE_REASONS: [&str; 2] = [super::RECOMPUTE_INGESTION_DELTA, super::RECOMPUTE_REBUILD];
+    pub const RECOMPUTE_REASONS: [&str; 4] = [
+        super::RECOMPUTE_INGESTION_DELTA,
+        super::RECOMPUTE_REBUILD,
+        super::RECOMPUTE_ISSUER_UPDATE,
+        super::RECOMPUTE_POLICY_KNOB,
+    ];
 }
 
 /// Label set `{reason}`.
@@ -163,6 +169,10 @@ pub struct ResultLabel {
 /// Recompute reasons (the `reason` label of `vex_recompute_duration_seconds`).
 pub const RECOMPUTE_INGESTION_DELTA: &str = "ingestion_delta";
 pub const RECOMPUTE_REBUILD: &str = "rebuild";
+/// A tenant's issuer tier/weight changed (`PUT /v1/vex/trust/issuers/{id}`).
+pub const RECOMPUTE_ISSUER_UPDATE: &str = "issuer_update";
+/// A tenant's mode or knobs changed (`PUT /v1/vex/trust/policy`).
+pub const RECOMPUTE_POLICY_KNOB: &str = "policy_knob";
 
 fn latency_histogram() -> Histogram {
     // 1 ms .. ~65 s

@@ -1,0 +1,381 @@
+//! Trust changes of a tenant (`PUT /v1/vex/trust/issuers/{id}`, `PUT /v1/vex/trust/policy`):
+//! validate, persist with compare-and-set on the tenant's policy epoch together with the
+//! audit entry, install, log, and recompute every pair of the tenant (live actors and
+//! packages rebuilt from the store); and convergence of several instances: each polls the
+//! store's per-tenant trust settings and installs a newer epoch, re-evaluating its live
+//! actors of that tenant.
+//!
+//! Invariants: a change is installed (seen by evaluations) only once it is durable; the
+//! epoch rises by exactly one per change and never goes back on any instance (a change
+//! made from a stale epoch loses the compare-and-set and is re-applied on the newer
+//! settings); the configuration's issuer keys are never touched.
+
+pub mod policies;
+
+pub use policies::Policies;
+
+use crate::domain::trust::{ChangeError, TenantTrust, TrustChange};
+use crate::ports::{ConsensusStore, RecordQuery, StoreError, TrustAudit};
+use crate::telemetry::events::{IssuerTrustChanged, LogEvent, TrustPolicyChanged, TrustPolicyInstalled};
+use crate::telemetry::{RECOMPUTE_ISSUER_UPDATE, RECOMPUTE_POLICY_KNOB};
+use futures::StreamExt;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A boxed, sendable future.
+pub type BoxFut<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// What trust changes need from the actors (implemented by `actors::Pipeline`).
+pub trait Recompute: Send + Sync {
+    /// Re-evaluates every pair of (tenant, package) with the tenant's installed policy
+    /// (rebuilding the package from the store when no actor holds it); resolves once the
+    /// records are durable.
+    fn recompute_package(&self, tenant: &str, package: &str, reason: &'static str) -> BoxFut<Result<(), String>>;
+    /// Packages of `tenant` with a live artifact actor on this instance.
+    fn live_packages(&self, tenant: &str) -> BoxFut<Result<Vec<String>, String>>;
+}
+
+/// Packages recomputed at once during a trust change.
+const RECOMPUTE_CONCURRENCY: usize = 4;
+/// Attempts of a change that loses the compare-and-set to another instance.
+const CAS_ATTEMPTS: usize = 3;
+
+/// A trust change could not be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum TrustError {
+    /// The change itself is invalid (400 naming the field).
+    #[error(transparent)]
+    Invalid(#[from] ChangeError),
+    /// Too many changes for the tenant in the last minute (429).
+    #[error("at most {limit} trust changes per minute per tenant; retry in {retry_after_secs} s")]
+    RateLimited { limit: u32, retry_after_secs: u64 },
+    /// Other instances kept changing the tenant first (409: retry).
+    #[error("tenant {0}: trust settings changed concurrently; retry")]
+    Conflict(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The change is durable and installed, but some pairs were not recomputed yet (they
+    /// are on their next observation or restart; retrying the same change is harmless).
+    #[error("the change is applied but recomputing failed: {0}")]
+    Recompute(String),
+}
+
+/// An applied change.
+#[derive(Clone, Debug)]
+pub struct Applied {
+    pub before: TenantTrust,
+    pub after: TenantTrust,
+    pub policy_version_before: String,
+    pub policy_version: String,
+    /// Packages and pairs (stored records) recomputed.
+    pub packages: usize,
+    pub pairs: usize,
+    pub duration: Duration,
+}
+
+/// Applies trust changes and keeps this instance's [`Policies`] in step with the store.
+pub struct TrustService {
+    store: Arc<dyn ConsensusStore>,
+    policies: Arc<Policies>,
+    recompute: Option<Arc<dyn Recompute>>,
+    /// Most changes per tenant per minute (0: no limit).
+    per_minute: u32,
+    recent: Mutex<HashMap<String, VecDeque<Instant>>>,
+    /// One change at a time on this instance (others are fenced by the epoch).
+    serial: tokio::sync::Mutex<()>,
+}
+
+/// The recompute reason of going from `before` to `after`.
+fn reason_of(before: &TenantTrust, after: &TenantTrust) -> &'static str {
+    if before.mode != after.mode || before.knobs != after.knobs {
+        RECOMPUTE_POLICY_KNOB
+    } else {
+        RECOMPUTE_ISSUER_UPDATE
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+fn label<T: serde::Serialize>(v: &T) -> String {
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::String(s)) => s,
+        Ok(other) => other.to_string(),
+        Err(_) => String::new(),
+    }
+}
+
+impl TrustService {
+    pub fn new(
+        store: Arc<dyn ConsensusStore>,
+        policies: Arc<Policies>,
+        recompute: Option<Arc<dyn Recompute>>,
+        per_minute: u32,
+    ) -> TrustService {
+        TrustService {
+            store,
+            policies,
+            recompute,
+            per_minute,
+            recent: Mutex::new(HashMap::new()),
+            serial: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub fn policies(&self) -> &Arc<Policies> {
+        &self.policies
+    }
+
+    /// Counts one change of `tenant` against the per-minute limit.
+    fn admit(&self, tenant: &str) -> Result<(), TrustError> {
+        if self.per_minute == 0 {
+            return Ok(());
+        }
+        let window = Duration::from_secs(60);
+        let now = Instant::now();
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        let q = recent.entry(tenant.to_string()).or_default();
+        while q.front().is_some_and(|t| now.duration_since(*t) >= window) {
+            q.pop_front();
+        }
+        if q.len() >= self.per_minute as usize {
+            let oldest = q.front().copied().unwrap_or(now);
+            let wait = window.saturating_sub(now.duration_since(oldest));
+            return Err(TrustError::RateLimited { limit: self.per_minute, retry_after_secs: wait.as_secs().max(1) });
+        }
+        q.push_back(now);
+        Ok(())
+    }
+
+    /// Applies `change` for `tenant` on behalf of `who`: persisted (compare-and-set on the
+    /// epoch) with its audit entry, installed, logged, and every pair of the tenant
+    /// recomputed; returns once the recomputed records are durable.
+    pub async fn apply(
+        &self,
+        who: &str,
+        tenant: &str,
+        change: &TrustChange,
+        reason: Option<&str>,
+    ) -> Result<Applied, TrustError> {
+        // An invalid change is refused before it counts against the limit.
+        self.policies.trust(tenant).changed(self.policies.base(), change)?;
+        self.admit(tenant)?;
+        let _one = self.serial.lock().await;
+        let t0 = Instant::now();
+        for _ in 0..CAS_ATTEMPTS {
+            let before = self.policies.trust(tenant);
+            let after = before.changed(self.policies.base(), change)?;
+            let audit = TrustAudit {
+                tenant: tenant.to_string(),
+                epoch: after.epoch,
+                at_ms: now_ms(),
+                who: who.to_string(),
+                kind: change.kind().to_string(),
+                issuer: match change {
+                    TrustChange::Issuer { id, .. } => Some(before.issuer_id(self.policies.base(), id)),
+                    TrustChange::Policy { .. } => None,
+                },
+                reason: reason.map(str::to_string),
+                before: before.clone(),
+                after: after.clone(),
+            };
+            if !self.store.put_trust_policy(&after, &audit).await? {
+                // Another instance changed the tenant first: take its settings, re-apply.
+                self.refresh().await?;
+                continue;
+            }
+            let policy_before = self.policies.for_tenant(tenant);
+            if let Some(p) = self.policies.install(after.clone()) {
+                TrustPolicyInstalled { tenant, epoch: after.epoch, policy_version: p.version(), origin: "api" }.emit();
+            }
+            let policy_after = self.policies.for_tenant(tenant);
+            let justification = reason.unwrap_or("");
+            match change {
+                TrustChange::Issuer { .. } => {
+                    let issuer = audit.issuer.as_deref().unwrap_or_default();
+                    let b = policy_before.directory.resolve(Some(issuer), tenant);
+                    let a = policy_after.directory.resolve(Some(issuer), tenant);
+                    IssuerTrustChanged {
+                        correlation_id: None,
+                        tenant,
+                        who,
+                        issuer: &a.id,
+                        trust_tier: &label(&a.tier),
+                        weight_before: b.weight_ppm as f64 / 1e6,
+                        weight_after: a.weight_ppm as f64 / 1e6,
+                        justification,
+                        epoch: after.epoch,
+                    }
+                    .emit();
+                }
+                TrustChange::Policy { .. } => TrustPolicyChanged {
+                    tenant,
+                    who,
+                    mode_before: policy_before.mode.as_str(),
+                    mode_after: policy_after.mode.as_str(),
+                    knobs_before: &serde_json::to_string(&policy_before.knobs).unwrap_or_default(),
+                    knobs_after: &serde_json::to_string(&policy_after.knobs).unwrap_or_default(),
+                    justification,
+                    epoch: after.epoch,
+                }
+                .emit(),
+            }
+            let (packages, pairs) = self.recompute_tenant(tenant, reason_of(&before, &after)).await?;
+            return Ok(Applied {
+                before,
+                after,
+                policy_version_before: policy_before.version().to_string(),
+                policy_version: policy_after.version().to_string(),
+                packages,
+                pairs,
+                duration: t0.elapsed(),
+            });
+        }
+        Err(TrustError::Conflict(tenant.to_string()))
+    }
+
+    /// Re-evaluates every package of `tenant` (those with stored records and those live
+    /// here) with its installed policy; (packages, stored pairs).
+    async fn recompute_tenant(&self, tenant: &str, reason: &'static str) -> Result<(usize, usize), TrustError> {
+        let Some(r) = &self.recompute else { return Ok((0, 0)) };
+        let mut packages: BTreeMap<String, usize> = BTreeMap::new();
+        let mut after = None;
+        loop {
+            let q = RecordQuery { tenant: tenant.to_string(), after: after.clone(), limit: 1000, ..Default::default() };
+            let page = self.store.query_records(&q).await?;
+            let full = page.len() == q.limit;
+            for t in page {
+                after = Some((t.record.artifact.clone(), t.record.vulnerability.clone()));
+                *packages.entry(t.record.package).or_default() += 1;
+            }
+            if !full {
+                break;
+            }
+        }
+        for p in r.live_packages(tenant).await.map_err(TrustError::Recompute)? {
+            packages.entry(p).or_default();
+        }
+        let pairs = packages.values().sum();
+        let failures: Vec<String> = futures::stream::iter(packages.keys().cloned())
+            .map(|p| {
+                let f = r.recompute_package(tenant, &p, reason);
+                async move { f.await.map_err(|e| format!("{p}: {e}")) }
+            })
+            .buffer_unordered(RECOMPUTE_CONCURRENCY)
+            .filter_map(|x| async move { x.err() })
+            .collect()
+            .await;
+        if let Some(first) = failures.first() {
+            crate::error_event!(LogEvent::TrustRecomputeFailed, tenant, failed = failures.len(), error = %first, "packages not recomputed after a trust change");
+            return Err(TrustError::Recompute(format!("{} package(s), first: {first}", failures.len())));
+        }
+        Ok((packages.len(), pairs))
+    }
+
+    /// Reads every tenant's stored trust settings and installs the newer ones; returns
+    /// (tenant, recompute reason) of each tenant whose policy changed here.
+    pub async fn refresh(&self) -> Result<Vec<(String, &'static str)>, StoreError> {
+        let mut changed = Vec::new();
+        for t in self.store.trust_policies().await? {
+            let before = self.policies.trust(&t.tenant);
+            let (tenant, epoch, reason) = (t.tenant.clone(), t.epoch, reason_of(&before, &t));
+            if let Some(p) = self.policies.install(t) {
+                TrustPolicyInstalled { tenant: &tenant, epoch, policy_version: p.version(), origin: "store" }.emit();
+                changed.push((tenant, reason));
+            }
+        }
+        Ok(changed)
+    }
+
+    /// One convergence step: installs newer stored settings and re-evaluates this
+    /// instance's live actors of each such tenant (the instance that made the change
+    /// recomputed the stored pairs; these hold observations it may not have seen).
+    pub async fn converge(&self) -> Result<(), StoreError> {
+        for (tenant, reason) in self.refresh().await? {
+            let Some(r) = &self.recompute else { continue };
+            let live = match r.live_packages(&tenant).await {
+                Ok(l) => l,
+                Err(e) => {
+                    crate::error_event!(LogEvent::TrustRecomputeFailed, tenant = %tenant, error = %e, "live actors not listed");
+                    continue;
+                }
+            };
+            for p in live {
+                if let Err(e) = r.recompute_package(&tenant, &p, reason).await {
+                    crate::error_event!(LogEvent::TrustRecomputeFailed, tenant = %tenant, package = %p, error = %e, "live package not recomputed");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Polls the store every `every` until `shutdown` (several instances converge on the
+    /// same settings within about one interval).
+    pub async fn run_poll(self: Arc<Self>, every: Duration, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = shutdown.changed() => {}
+            }
+            if *shutdown.borrow() {
+                return;
+            }
+            if let Err(e) = self.converge().await {
+                crate::warn_event!(LogEvent::TrustPollFailed, error = %e, "trust settings not read; retrying at the next poll");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::trust::{Policy, Tier};
+    use crate::stores::embedded::EmbeddedStore;
+
+    fn issuer(tier: Tier) -> TrustChange {
+        TrustChange::Issuer { id: "vendor".into(), tier: Some(tier), weight: None }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn changes_persist_audit_rate_limit_and_converge() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn ConsensusStore> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+        let a = TrustService::new(store.clone(), Arc::new(Policies::new(Policy::default())), None, 2);
+        let b = TrustService::new(store.clone(), Arc::new(Policies::new(Policy::default())), None, 2);
+        let bad = TrustChange::Issuer { id: "vendor".into(), tier: None, weight: Some(3.0) };
+        assert!(matches!(a.apply("alice", "t", &bad, None).await, Err(TrustError::Invalid(_))));
+        let applied = a.apply("alice", "t", &issuer(Tier::Trusted), Some("vetted")).await.unwrap();
+        assert_eq!((applied.before.epoch, applied.after.epoch), (0, 1));
+        assert_ne!(applied.policy_version, applied.policy_version_before);
+        // b has not seen it; its change from the stale epoch loses the compare-and-set,
+        // takes a's settings and is re-applied on top of them.
+        assert_eq!(b.policies().for_tenant("t").epoch(), 0);
+        let k = serde_json::json!({"conflict_threshold": 0.4}).as_object().cloned().unwrap();
+        let on_b = b.apply("bob", "t", &TrustChange::Policy { mode: None, knobs: k }, None).await.unwrap();
+        assert_eq!(on_b.after.epoch, 2);
+        assert!(on_b.after.issuers.contains_key("vendor"), "a's change is kept: {:?}", on_b.after);
+        // a converges on b's.
+        a.converge().await.unwrap();
+        assert_eq!(a.policies().for_tenant("t").version(), b.policies().for_tenant("t").version());
+        assert_eq!(a.policies().for_tenant("t").epoch(), 2);
+        assert_eq!(a.policies().for_tenant("other").epoch(), 0, "another tenant is untouched");
+        // Audit: who, when, before, after.
+        let audit = store.trust_audit("t").await.unwrap();
+        assert_eq!(audit.iter().map(|e| (e.epoch, e.who.as_str())).collect::<Vec<_>>(), vec![(1, "alice"), (2, "bob")]);
+        assert_eq!(audit[0].issuer.as_deref(), Some("vendor"));
+        assert_eq!(audit[0].reason.as_deref(), Some("vetted"));
+        assert_eq!(audit[1].before, audit[0].after);
+        // Rate limit: a allows 2 per minute per tenant (the invalid change did not count).
+        a.apply("alice", "t", &issuer(Tier::Known), None).await.unwrap();
+        assert!(matches!(
+            a.apply("alice", "t", &issuer(Tier::Untrusted), None).await,
+            Err(TrustError::RateLimited { limit: 2, .. })
+        ));
+        a.apply("alice", "u", &issuer(Tier::Untrusted), None).await.expect("the limit is per tenant");
+    }
+}
