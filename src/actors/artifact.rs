@@ -8,7 +8,7 @@
 //! write re-evaluates every pair (heals a crash between the observation and record
 //! writes); every evaluation uses the tenant's policy installed at that moment
 //! ([`Policies`]), and a `Recompute` (trust change) hands over the pending observations
-//! first, then every pair re-evaluated. No business rule lives here: `PackageState` decides.
+//! first, rebuilds the state from the store, then re-evaluates every pair. No business rule lives here: `PackageState` decides.
 
 use super::messages::{Apply, Done, LoadPackage, Persist, Recompute};
 use super::writer::StoreWriter;
@@ -204,7 +204,6 @@ impl ArtifactActor {
     /// Re-evaluates every pair with the tenant's installed policy and hands the records to
     /// the store writer (after the pending observations): a trust change.
     fn recompute(&mut self, msg: Recompute, ctx: &mut Context<Self>) {
-        self.flush(ctx);
         let Some(state) = self.state.as_ref() else {
             return;
         };
@@ -252,8 +251,11 @@ impl ArtifactActor {
         if self.state.is_some() {
             return then(self, ctx);
         }
-        let load = self.writer.send(LoadPackage { tenant: self.tenant.clone(), package: self.package.clone() });
-        ctx.wait(async move { load.await }.into_actor(self).map(move |loaded, act, ctx| match loaded {
+        // Sent when this wait runs (after earlier waits, e.g. a hand-over of pending
+        // observations), so the load sees them.
+        let (writer, load) =
+            (self.writer.clone(), LoadPackage { tenant: self.tenant.clone(), package: self.package.clone() });
+        ctx.wait(async move { writer.send(load).await }.into_actor(self).map(move |loaded, act, ctx| match loaded {
             Ok(Some(stored)) => {
                 act.install(stored);
                 then(act, ctx);
@@ -283,7 +285,12 @@ impl Handler<Apply> for ArtifactActor {
 impl Handler<Recompute> for ArtifactActor {
     type Result = ();
 
+    /// Hands over the pending observations, then rebuilds from the store before
+    /// re-evaluating: an actor of a package this instance does not own (created by an
+    /// earlier recompute) may hold a state older than the store's.
     fn handle(&mut self, msg: Recompute, ctx: &mut Context<Self>) {
+        self.flush(ctx);
+        self.state = None;
         self.with_state(ctx, move |act, ctx| act.recompute(msg, ctx));
     }
 }

@@ -394,6 +394,58 @@ mod tests {
         assert_eq!(got, want);
     }
 
+    /// A trust change installed in the live policies, then a recompute of every package
+    /// (live or rebuilt from the store): the stored records equal the batch computation
+    /// under the changed policy, and another tenant's records are untouched.
+    #[test]
+    fn recompute_after_a_trust_change_equals_batch_under_the_new_policy() {
+        use crate::domain::trust::{Tier, TrustChange};
+        use crate::trust::Recompute;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        let sys = actix::System::with_tokio_rt(|| {
+            tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+        });
+        let (records, expected, other, other_expected) = sys.block_on(async move {
+            let store = Arc::new(EmbeddedStore::open(&path).unwrap());
+            let policies = Arc::new(Policies::new(Policy::default()));
+            let p = Pipeline::start_with_policies(store.clone(), policies.clone(), settings(1));
+            let obs = observations();
+            let mut other_obs = obs.clone();
+            for o in &mut other_obs {
+                o.tenant = "u".into();
+                *o = o.clone().with_id().unwrap();
+            }
+            assert!(p.route_all_durable(obs.iter().chain(&other_obs).cloned().collect()).await.unwrap());
+            let change = TrustChange::Issuer { id: "issuer0".into(), tier: Some(Tier::Authoritative), weight: None };
+            let changed = policies.trust("t").changed(policies.base(), &change).unwrap();
+            let after = (*policies.install(changed).unwrap()).clone();
+            let live_before = p.live_packages("t").await.unwrap();
+            for pkg in ["pkg:npm/a", "pkg:npm/b", "pkg:npm/c", "pkg:npm/d"] {
+                p.recompute_package("t", pkg, crate::telemetry::RECOMPUTE_ISSUER_UPDATE).await.unwrap();
+            }
+            let live_after = p.live_packages("t").await.unwrap();
+            assert!(
+                live_after.iter().all(|x| live_before.contains(x)),
+                "actors made for the recompute alone are dropped: {live_before:?} -> {live_after:?}"
+            );
+            let (expected, _) = batch(obs, &after, false);
+            let (other_expected, _) = batch(other_obs, &Policy::default(), false);
+            (
+                store.list_records(Some("t"), None).await.unwrap(),
+                expected,
+                store.list_records(Some("u"), None).await.unwrap(),
+                other_expected,
+            )
+        });
+        let digests = |v: &[crate::domain::consensus::ConsensusRecord]| {
+            v.iter().map(|r| r.consensus_digest.clone()).collect::<Vec<_>>()
+        };
+        assert_ne!(digests(&expected), digests(&other_expected), "fixture: the change changes the records");
+        assert_eq!(digests(&records), digests(&expected));
+        assert_eq!(digests(&other), digests(&other_expected), "the other tenant keeps its records");
+    }
+
     /// A store whose writes fail (retriably) a few times first.
     struct FlakyStore {
         inner: EmbeddedStore,

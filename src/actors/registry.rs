@@ -163,8 +163,11 @@ impl Handler<RecomputePackage> for ArtifactRegistry {
     type Result = ResponseActFuture<Self, ()>;
 
     /// Like [`Route`]: the actor counts as busy (never evicted) until its records are durable.
+    /// An actor created for the recompute alone is dropped once idle (this instance may
+    /// not own the package: its state would not follow new observations).
     fn handle(&mut self, msg: RecomputePackage, _: &mut Context<Self>) -> Self::Result {
         let key = (msg.tenant, msg.package);
+        let existed = self.actors.get(&key).is_some_and(|e| e.generation == self.generation || e.in_flight > 0);
         let addr = self.actor_for(&key);
         let (tx, rx) = tokio::sync::oneshot::channel();
         let sent = addr.send(Recompute { reason: msg.reason, done: tx });
@@ -188,6 +191,9 @@ impl Handler<RecomputePackage> for ArtifactRegistry {
                     if e.addr == addr {
                         e.in_flight = e.in_flight.saturating_sub(1);
                         e.last_used = Instant::now();
+                        if !existed && e.in_flight == 0 {
+                            act.actors.remove(&key);
+                        }
                     }
                 }
                 act.report_load();
