@@ -183,12 +183,21 @@ impl TrustService {
                 before: before.clone(),
                 after: after.clone(),
             };
-            if !self.store.put_trust_policy(&after, &audit).await? {
+            let policy_before = self.policies.for_tenant(tenant);
+            let written = match self.store.put_trust_policy(&after, &audit).await {
+                Ok(w) => w,
+                // The outcome is unknown (e.g. the policy was written, then the audit
+                // insert failed): the store says whether the change is in force.
+                Err(e) => match self.refresh().await {
+                    Ok(_) if self.policies.trust(tenant) == after => true,
+                    _ => return Err(e.into()),
+                },
+            };
+            if !written {
                 // Another instance changed the tenant first: take its settings, re-apply.
                 self.refresh().await?;
                 continue;
             }
-            let policy_before = self.policies.for_tenant(tenant);
             if let Some(p) = self.policies.install(after.clone()) {
                 TrustPolicyInstalled { tenant, epoch: after.epoch, policy_version: p.version(), origin: "api" }.emit();
             }
@@ -377,5 +386,95 @@ mod tests {
             Err(TrustError::RateLimited { limit: 2, .. })
         ));
         a.apply("alice", "u", &issuer(Tier::Untrusted), None).await.expect("the limit is per tenant");
+    }
+
+    /// Writes the policy, then fails (as when the audit insert fails after the policy).
+    struct FailsAfterWriting(EmbeddedStore);
+
+    #[async_trait::async_trait]
+    impl ConsensusStore for FailsAfterWriting {
+        async fn init(&self) -> Result<(), StoreError> {
+            self.0.init().await
+        }
+        async fn ping(&self) -> Result<(), StoreError> {
+            self.0.ping().await
+        }
+        async fn put_observations(&self, o: &[crate::domain::model::Observation]) -> Result<(), StoreError> {
+            self.0.put_observations(o).await
+        }
+        async fn observations_for_package(
+            &self,
+            t: &str,
+            p: &str,
+        ) -> Result<Vec<crate::domain::model::Observation>, StoreError> {
+            self.0.observations_for_package(t, p).await
+        }
+        async fn put_records(
+            &self,
+            r: &[crate::domain::consensus::ConsensusRecord],
+            at: i64,
+        ) -> Result<(), StoreError> {
+            self.0.put_records(r, at).await
+        }
+        async fn get_record(
+            &self,
+            p: &crate::domain::consensus::PairKey,
+        ) -> Result<Option<crate::domain::consensus::ConsensusRecord>, StoreError> {
+            self.0.get_record(p).await
+        }
+        async fn list_records(
+            &self,
+            t: Option<&str>,
+            s: Option<i64>,
+        ) -> Result<Vec<crate::domain::consensus::ConsensusRecord>, StoreError> {
+            self.0.list_records(t, s).await
+        }
+        async fn conflict_queue_depth(&self) -> Result<u64, StoreError> {
+            self.0.conflict_queue_depth().await
+        }
+        async fn conflict_queue_depths(&self) -> Result<Vec<(String, u64)>, StoreError> {
+            self.0.conflict_queue_depths().await
+        }
+        async fn put_verification(&self, v: &crate::ports::VerificationRecord) -> Result<(), StoreError> {
+            self.0.put_verification(v).await
+        }
+        async fn put_export_job(&self, j: &crate::ports::ExportJobRecord) -> Result<(), StoreError> {
+            self.0.put_export_job(j).await
+        }
+        async fn query_records(&self, q: &RecordQuery) -> Result<Vec<crate::ports::TimedRecord>, StoreError> {
+            self.0.query_records(q).await
+        }
+        async fn record_history(
+            &self,
+            p: &crate::domain::consensus::PairKey,
+        ) -> Result<Vec<crate::ports::TimedRecord>, StoreError> {
+            self.0.record_history(p).await
+        }
+        async fn list_export_jobs(&self, t: &str) -> Result<Vec<crate::ports::ExportJobRecord>, StoreError> {
+            self.0.list_export_jobs(t).await
+        }
+        async fn get_export_job(&self, id: &str) -> Result<Option<crate::ports::ExportJobRecord>, StoreError> {
+            self.0.get_export_job(id).await
+        }
+        async fn trust_policies(&self) -> Result<Vec<TenantTrust>, StoreError> {
+            self.0.trust_policies().await
+        }
+        async fn put_trust_policy(&self, next: &TenantTrust, audit: &TrustAudit) -> Result<bool, StoreError> {
+            self.0.put_trust_policy(next, audit).await?;
+            Err(StoreError::Unavailable("connection reset after the write".into()))
+        }
+    }
+
+    /// A store error after the change was written: the store says it is in force, so the
+    /// change is installed and answered as applied (not a 503 for a change that holds).
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_change_whose_write_succeeded_before_an_error_is_in_force() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn ConsensusStore> = Arc::new(FailsAfterWriting(EmbeddedStore::open(dir.path()).unwrap()));
+        let s = TrustService::new(store.clone(), Arc::new(Policies::new(Policy::default())), None, 0);
+        let applied = s.apply("alice", "t", &issuer(Tier::Trusted), None).await.expect("in force");
+        assert_eq!(applied.after.epoch, 1);
+        assert_eq!(s.policies().for_tenant("t").epoch(), 1);
+        assert_ne!(applied.policy_version, applied.policy_version_before);
     }
 }
