@@ -151,6 +151,20 @@ doc = {
             [artifact(True), vuln(True), qp("as_of", "RFC 3339 time (compared with the time a version was written).",
                                             {"type": "string", "format": "date-time"})],
             {"200": ok({"oneOf": [ref("RecordPage"), ref("ConsensusRecord")]})})},
+        "/v1/vex/consensus/stream": {"get": v1("streamConsensus",
+            "Server-Sent Events of every consensus change of the tenant (whichever instance made it), from the store's "
+            "history. Each event: `id` = its position in the tenant's stream (1, 2, 3, ...), `event: consensus`, `data` = "
+            "the record with `seq` and `changed_at_ms`. Comment lines (`: heartbeat`) keep an idle stream open. "
+            "`Last-Event-ID` resumes with exactly the changes after that id; without it the stream starts with the "
+            "changes committed after the request.",
+            [artifact(False), qp("package", "Package identifier (every artifact of the package)."),
+             qp("last_event_id", "Same as the Last-Event-ID header (for clients that cannot set headers).",
+                {"type": "string", "pattern": "^[0-9]{1,19}$"}),
+             {"name": "Last-Event-ID", "in": "header", "required": False,
+              "description": "The id of the last event received: the stream resumes after it.",
+              "schema": {"type": "string", "pattern": "^[0-9]{1,19}$"}}],
+            {"200": {"description": "An event stream (never ends by itself).",
+                     "content": {"text/event-stream": {"schema": {"type": "string"}}}}})},
         "/v1/vex/conflicts": {"get": v1("listConflicts", "Open conflicts of the tenant.",
             [qp("reason", "Conflict reason (status_disagreement, scope_mismatch, missing_provenance)."),
              artifact(False), qp("package", "Package identifier.")] + PAGE, {"200": ok(ref("ConflictPage"))})},

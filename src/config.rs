@@ -252,6 +252,13 @@ pub struct ApiConfig {
     /// Most trust changes (`PUT /v1/vex/trust/...`) per tenant per minute on one
     /// instance; more answer 429 (0: no limit).
     pub admin_changes_per_minute: u32,
+    /// How often an open change stream (`/v1/vex/consensus/stream`) reads the store for
+    /// new changes.
+    pub stream_poll_ms: u64,
+    /// Seconds between heartbeats (SSE comment lines) of an idle change stream.
+    pub stream_heartbeat_secs: u64,
+    /// Most change streams open at once (more get 503).
+    pub max_streams: usize,
 }
 
 impl Default for ApiConfig {
@@ -263,6 +270,9 @@ impl Default for ApiConfig {
             default_page_size: 100,
             max_page_size: 1000,
             admin_changes_per_minute: 10,
+            stream_poll_ms: 500,
+            stream_heartbeat_secs: 15,
+            max_streams: 64,
         }
     }
 }
@@ -536,6 +546,12 @@ impl Config {
         }
         if api.max_query_bytes < 256 {
             return inv("api.max_query_bytes", "must be at least 256".into());
+        }
+        if !(10..=60_000).contains(&api.stream_poll_ms) {
+            return inv("api.stream_poll_ms", "must be in 10..=60000".into());
+        }
+        if !(1..=3600).contains(&api.stream_heartbeat_secs) {
+            return inv("api.stream_heartbeat_secs", "must be in 1..=3600".into());
         }
         let mut hashes = std::collections::BTreeSet::new();
         for t in &api.tokens {

@@ -111,6 +111,17 @@ pub struct TimedRecord {
     pub changed_at_ms: i64,
 }
 
+/// One entry of a tenant's change stream (`GET /v1/vex/consensus/stream`): a history
+/// entry (`vex_consensus_history`) with its position in the tenant's stream.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ChangeEvent {
+    /// Position in the tenant's stream: 1, 2, 3, ... with no gap, each history entry
+    /// exactly once, never reused.
+    pub seq: u64,
+    #[serde(flatten)]
+    pub entry: TimedRecord,
+}
+
 /// A page of one tenant's current records, in (artifact, vulnerability) byte order
 /// (the read API's list queries). Every filter is optional and they combine with AND.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -239,5 +250,24 @@ pub trait ConsensusStore: Send + Sync + 'static {
     async fn trust_audit(&self, tenant: &str) -> Result<Vec<TrustAudit>, StoreError> {
         let _ = tenant;
         Ok(Vec::new())
+    }
+
+    // --- the change stream -------------------------------------------------------------
+
+    /// The tenant's change stream after position `after`, oldest first, at most `limit`:
+    /// every history entry the store has committed gets one position, positions are
+    /// dense (`after + 1`, `after + 2`, ...), and position `n + 1` is never visible
+    /// before `n`, so a reader that resumes after the last position it saw misses
+    /// nothing and sees nothing twice, whichever instance wrote the entry. History
+    /// entries written before a store supported the stream have no position.
+    async fn changes_after(&self, tenant: &str, after: u64, limit: usize) -> Result<Vec<ChangeEvent>, StoreError> {
+        let _ = (tenant, after, limit);
+        Err(StoreError::Rejected("this store has no change stream".into()))
+    }
+    /// The last position of the tenant's change stream (0 when it is empty), counting
+    /// every history entry committed before the call.
+    async fn change_tail(&self, tenant: &str) -> Result<u64, StoreError> {
+        let _ = tenant;
+        Err(StoreError::Rejected("this store has no change stream".into()))
     }
 }

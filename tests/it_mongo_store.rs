@@ -236,3 +236,73 @@ async fn init_creates_indexes_and_rebuilds_use_them() {
     assert!(!plan.contains("COLLSCAN"), "rebuild scans the collection: {plan}");
     common::drop_db(&uri, &db).await;
 }
+
+/// The change stream with several instances at once: two writers (separate packages, one
+/// writing with earlier timestamps than the other, as a late commit would) write while
+/// three readers, each on its own connection as separate instances would be, sequence
+/// and read concurrently. Every reader sees the same dense positions 1..=n, each history
+/// entry exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn change_stream_positions_are_dense_and_agree_across_instances() {
+    let Some((store, uri, db)) = fresh_store("changes").await else { return };
+    let records: Vec<ConsensusRecord> = corpus_records("acme").into_iter().take(24).collect();
+    let (left, right) = records.split_at(records.len() / 2);
+    const ROUNDS: u64 = 3;
+    let write = |part: Vec<ConsensusRecord>, base: i64| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            for k in 0..ROUNDS {
+                let versions: Vec<ConsensusRecord> =
+                    part.iter().map(|r| with_digest(ConsensusRecord { confidence_ppm: k, ..r.clone() })).collect();
+                for chunk in versions.chunks(5) {
+                    store.put_records(chunk, base + k as i64).await.expect("put_records");
+                }
+            }
+        })
+    };
+    let writers = [write(left.to_vec(), 50_000), write(right.to_vec(), 1_000)];
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut readers = Vec::new();
+    for _ in 0..3 {
+        let (uri, db, done) = (uri.clone(), db.clone(), done.clone());
+        readers.push(tokio::spawn(async move {
+            let store = MongoStore::connect(&uri, &db).await.expect("connect");
+            let mut seen = Vec::new();
+            loop {
+                let finished = done.load(std::sync::atomic::Ordering::Acquire);
+                let after = seen.len() as u64;
+                let batch = store.changes_after("acme", after, 50).await.expect("changes_after");
+                if batch.is_empty() && finished {
+                    return seen;
+                }
+                if batch.is_empty() {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                seen.extend(
+                    batch
+                        .into_iter()
+                        .map(|e| (e.seq, e.entry.record.artifact, e.entry.record.vulnerability, e.entry.changed_at_ms)),
+                );
+            }
+        }));
+    }
+    for w in writers {
+        w.await.expect("writer");
+    }
+    done.store(true, std::sync::atomic::Ordering::Release);
+    let mut views = Vec::new();
+    for r in readers {
+        views.push(r.await.expect("reader"));
+    }
+    let n = records.len() as u64 * ROUNDS;
+    assert_eq!(common::count(&uri, &db, HISTORY).await, n, "fixture: every version is a history entry");
+    for v in &views {
+        assert_eq!(v.iter().map(|e| e.0).collect::<Vec<_>>(), (1..=n).collect::<Vec<_>>(), "dense positions");
+        let distinct: std::collections::BTreeSet<_> = v.iter().map(|e| (&e.1, &e.2, e.3)).collect();
+        assert_eq!(distinct.len() as u64, n, "each history entry exactly once");
+    }
+    assert!(views.windows(2).all(|w| w[0] == w[1]), "every reader sees the same stream");
+    assert_eq!(store.change_tail("acme").await.unwrap(), n);
+    assert_eq!(store.change_tail("globex").await.unwrap(), 0, "positions are per tenant");
+    common::drop_db(&uri, &db).await;
+}

@@ -471,3 +471,244 @@ pub fn assert_same_records(got: &[ConsensusRecord], want: &[ConsensusRecord]) {
         );
     }
 }
+
+/// One item of a Server-Sent Events stream.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SseItem {
+    /// An event: its `id`, `event` and `data` (lines joined by `\n`).
+    Event { id: Option<String>, event: Option<String>, data: String },
+    /// A block of comment lines only (e.g. `: heartbeat`), and its `retry` if any.
+    Comment(String),
+}
+
+/// A Server-Sent Events client on a raw socket (HTTP/1.0, so the body is the stream).
+pub struct SseClient {
+    stream: std::net::TcpStream,
+    buf: Vec<u8>,
+    pos: usize,
+    pub status: u16,
+    pub head: String,
+}
+
+impl SseClient {
+    /// Sends `GET path` with `headers` and reads the status line and headers.
+    pub fn connect(addr: &str, path: &str, headers: &[(&str, &str)]) -> SseClient {
+        use std::io::Write;
+        let mut stream = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+        let mut req = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nAccept: text/event-stream\r\n");
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        stream.write_all(req.as_bytes()).expect("write request");
+        let mut c = SseClient { stream, buf: Vec::new(), pos: 0, status: 0, head: String::new() };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(end) = c.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                c.head = String::from_utf8_lossy(&c.buf[..end]).into_owned();
+                c.pos = end + 4;
+                break;
+            }
+            assert!(c.fill(deadline), "no response head from {addr}{path}");
+        }
+        c.status = c.head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        c
+    }
+
+    /// Reads more bytes (until `deadline`); false on timeout or end of stream.
+    fn fill(&mut self, deadline: Instant) -> bool {
+        use std::io::Read;
+        let mut chunk = [0u8; 8192];
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            let wait = (deadline - now).min(Duration::from_millis(200)).max(Duration::from_millis(1));
+            self.stream.set_read_timeout(Some(wait)).expect("read timeout");
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return false,
+                Ok(n) => {
+                    self.buf.extend_from_slice(&chunk[..n]);
+                    return true;
+                }
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                Err(_) => return false,
+            }
+        }
+    }
+
+    /// The rest of the body (for an error answer, which is not a stream).
+    pub fn rest(&mut self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.fill(deadline) {}
+        String::from_utf8_lossy(&self.buf[self.pos..]).into_owned()
+    }
+
+    /// The next event or comment block, or `None` when none completes within `timeout`.
+    pub fn next_item(&mut self, timeout: Duration) -> Option<SseItem> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(end) = self.buf[self.pos..].windows(2).position(|w| w == b"\n\n") {
+                let block = String::from_utf8_lossy(&self.buf[self.pos..self.pos + end]).into_owned();
+                self.pos += end + 2;
+                let (mut id, mut event, mut data, mut comments) = (None, None, Vec::new(), Vec::new());
+                for line in block.lines() {
+                    if let Some(c) = line.strip_prefix(':') {
+                        comments.push(c.trim().to_string());
+                        continue;
+                    }
+                    let (field, value) = line.split_once(':').unwrap_or((line, ""));
+                    let value = value.strip_prefix(' ').unwrap_or(value).to_string();
+                    match field {
+                        "id" => id = Some(value),
+                        "event" => event = Some(value),
+                        "data" => data.push(value),
+                        _ => {}
+                    }
+                }
+                return Some(if data.is_empty() {
+                    SseItem::Comment(comments.join("\n"))
+                } else {
+                    SseItem::Event { id, event, data: data.join("\n") }
+                });
+            }
+            if !self.fill(deadline) {
+                return None;
+            }
+        }
+    }
+
+    /// The next event as (id, data as JSON), skipping comments; `None` on timeout.
+    pub fn next_event(&mut self, timeout: Duration) -> Option<(u64, serde_json::Value)> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.next_item(left)? {
+                SseItem::Event { id, event, data } => {
+                    assert_eq!(event.as_deref(), Some("consensus"), "event type");
+                    let id = id.expect("every event has an id").parse().expect("numeric event id");
+                    return Some((id, serde_json::from_str(&data).expect("event data is JSON")));
+                }
+                SseItem::Comment(_) => continue,
+            }
+        }
+    }
+
+    /// Reads events until every digest of `want` has been seen (panics after 60 s).
+    pub fn events_until(&mut self, want: &std::collections::BTreeSet<String>) -> Vec<(u64, serde_json::Value)> {
+        let mut got = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let seen: std::collections::BTreeSet<String> = got
+                .iter()
+                .map(|(_, v): &(u64, serde_json::Value)| v["consensus_digest"].as_str().unwrap().to_string())
+                .collect();
+            if want.is_subset(&seen) {
+                return got;
+            }
+            assert!(std::time::Instant::now() < deadline, "missing {:?} after events {got:?}", want.difference(&seen));
+            if let Some(e) = self.next_event(Duration::from_secs(5)) {
+                got.push(e);
+            }
+        }
+    }
+
+    /// Every event until none arrives for `quiet` (comments skipped).
+    pub fn events_until_quiet(&mut self, quiet: Duration) -> Vec<(u64, serde_json::Value)> {
+        let mut out = Vec::new();
+        while let Some(e) = self.next_event(quiet) {
+            out.push(e);
+        }
+        out
+    }
+}
+
+/// The change stream's path.
+pub const STREAM: &str = "/v1/vex/consensus/stream";
+
+/// Percent-encodes a query value.
+pub fn enc(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+/// `GET path` as `tenant` (X-Tenant, no token): (status, body as JSON or null).
+pub fn get_as(addr: &str, path: &str, tenant: &str) -> (u16, serde_json::Value) {
+    let (code, body) = http_request(addr, "GET", path, &[("X-Tenant", tenant)], "");
+    (code, serde_json::from_str(&body).unwrap_or(serde_json::Value::Null))
+}
+
+/// (artifact, vulnerability, changed_at_ms, digest) of an event or a history entry.
+pub fn change_key(v: &serde_json::Value) -> (String, String, i64, String) {
+    (
+        v["artifact"].as_str().unwrap().to_string(),
+        v["vulnerability"].as_str().unwrap().to_string(),
+        v["changed_at_ms"].as_i64().unwrap(),
+        v["consensus_digest"].as_str().unwrap().to_string(),
+    )
+}
+
+/// Every history entry of every current pair of `tenant`.
+pub fn all_history(addr: &str, tenant: &str) -> std::collections::BTreeSet<(String, String, i64, String)> {
+    let (code, list) = get_as(addr, "/v1/vex/consensus?page_size=1000", tenant);
+    assert_eq!(code, 200, "{list}");
+    let mut out = std::collections::BTreeSet::new();
+    for r in list["items"].as_array().unwrap() {
+        let path = format!(
+            "/v1/vex/consensus/history?artifact={}&vulnerability={}",
+            enc(r["artifact"].as_str().unwrap()),
+            enc(r["vulnerability"].as_str().unwrap())
+        );
+        let (code, h) = get_as(addr, &path, tenant);
+        assert_eq!(code, 200, "{h}");
+        out.extend(h["items"].as_array().unwrap().iter().map(change_key));
+    }
+    out
+}
+
+/// The digests of the records `vex-lens consensus` computes from the examples `names`.
+pub fn example_digests(names: &[&str], tenant: &str) -> std::collections::BTreeSet<String> {
+    let files: Vec<PathBuf> = names.iter().map(|n| repo_dir().join("examples").join(n)).collect();
+    cli_consensus(&files, tenant).into_iter().map(|r| r.consensus_digest).collect()
+}
+
+/// The current digests of `tenant`'s records.
+pub fn current(addr: &str, tenant: &str) -> std::collections::BTreeSet<String> {
+    let (_, list) = get_as(addr, "/v1/vex/consensus?page_size=1000", tenant);
+    list["items"].as_array().map_or_else(std::collections::BTreeSet::new, |items| {
+        items.iter().map(|r| r["consensus_digest"].as_str().unwrap().to_string()).collect()
+    })
+}
+
+/// Opens the change stream of `tenant` (with `Last-Event-ID: last` when given) and
+/// reads its opening comment.
+pub fn open_stream(addr: &str, tenant: &str, query: &str, last: Option<&str>) -> SseClient {
+    let mut h = vec![("X-Tenant", tenant)];
+    if let Some(l) = last {
+        h.push(("Last-Event-ID", l));
+    }
+    let mut c = SseClient::connect(addr, &format!("{STREAM}{query}"), &h);
+    if c.status != 200 {
+        let rest = c.rest();
+        panic!("stream answered {}: {rest}", c.head);
+    }
+    assert!(c.head.to_ascii_lowercase().contains("content-type: text/event-stream"), "{}", c.head);
+    // The stream says where it starts before anything else.
+    match c.next_item(Duration::from_secs(10)) {
+        Some(SseItem::Comment(c)) => assert!(c.starts_with("stream of"), "{c}"),
+        other => panic!("expected the opening comment, got {other:?}"),
+    }
+    c
+}
+
+/// Asserts that `events` have the consecutive ids `first..`, each its data's `seq`, all
+/// of `tenant`.
+pub fn assert_dense(events: &[(u64, serde_json::Value)], first: u64, tenant: &str) {
+    let ids: Vec<u64> = events.iter().map(|(i, _)| *i).collect();
+    let want: Vec<u64> = (first..first + ids.len() as u64).collect();
+    assert_eq!(ids, want, "event ids are consecutive positions");
+    for (id, v) in events {
+        assert_eq!(v["seq"].as_u64(), Some(*id), "data.seq is the event id");
+        assert_eq!(v["tenant"], tenant);
+    }
+}

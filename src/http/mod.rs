@@ -1,7 +1,7 @@
 //! HTTP server of `vex-lens serve`: health, status and metrics (open), the OpenAPI
 //! document (`/openapi.json`, open) and the `/v1` API (authenticated, tenant-scoped):
-//! consensus, explain, history, conflicts, exports, trust weights, trust changes and
-//! simulate, one module per resource.
+//! consensus, explain, history, the change stream (SSE), conflicts, exports, trust weights,
+//! trust changes and simulate, one module per resource.
 //!
 //! Invariants: every `/v1` route passes the auth middleware (caller and tenant decided
 //! before any handler) and answers errors as `{"error": {"code", "message"}}`; every
@@ -15,6 +15,7 @@ pub mod error;
 pub mod exports;
 pub mod health;
 pub mod params;
+pub mod stream;
 pub mod trust;
 
 use crate::actors::export_job::ExportJobActor;
@@ -45,6 +46,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/vex/consensus"),
     ("get", "/v1/vex/consensus/explain"),
     ("get", "/v1/vex/consensus/history"),
+    ("get", "/v1/vex/consensus/stream"),
     ("get", "/v1/vex/conflicts"),
     ("post", "/v1/vex/export"),
     ("get", "/v1/vex/exports"),
@@ -92,6 +94,8 @@ pub struct State {
     pub trust: Arc<TrustService>,
     pub auth: auth::Auth,
     pub api: ApiConfig,
+    /// Change streams open now (bounded by `api.max_streams`).
+    pub streams: stream::OpenStreams,
 }
 
 impl State {
@@ -134,6 +138,7 @@ pub fn app(
                 .service(res("/vex/consensus").route(web::get().to(consensus::get)))
                 .service(res("/vex/consensus/explain").route(web::get().to(consensus::explain)))
                 .service(res("/vex/consensus/history").route(web::get().to(consensus::history)))
+                .service(res("/vex/consensus/stream").route(web::get().to(stream::stream)))
                 .service(res("/vex/conflicts").route(web::get().to(conflicts::list)))
                 .service(res("/vex/export").route(web::post().to(exports::run)))
                 .service(res("/vex/exports").route(web::get().to(exports::list)))
@@ -168,6 +173,7 @@ pub fn serve(listen: &str, deps: ServerDeps) -> std::io::Result<(actix_web::dev:
         trust: deps.trust,
         auth,
         api: deps.api,
+        streams: stream::OpenStreams::default(),
     });
     let server =
         HttpServer::new(move || app(state.clone())).workers(2).disable_signals().shutdown_timeout(2).bind(listen)?;
@@ -223,6 +229,7 @@ mod tests {
             trust: Arc::new(TrustService::new(store, policies, None, 0)),
             auth: auth::Auth::new(&ApiConfig::default()),
             api: ApiConfig::default(),
+            streams: stream::OpenStreams::default(),
         });
         let app = actix_web::test::init_service(app(state)).await;
         for (method, path) in ROUTES {
@@ -237,6 +244,12 @@ mod tests {
             .to_request();
             let resp = actix_web::test::call_service(&app, req).await;
             let status = resp.status();
+            if path.ends_with("/stream") {
+                // An open event stream: its body never ends.
+                assert_eq!(status, 200, "{method} {path}");
+                assert_eq!(resp.headers().get("content-type").unwrap(), "text/event-stream");
+                continue;
+            }
             let body = actix_web::test::read_body(resp).await;
             let text = String::from_utf8_lossy(&body);
             assert!(!text.contains("no such route"), "{method} {path} is not served: {status} {text}");

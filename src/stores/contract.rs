@@ -245,6 +245,8 @@ pub async fn store_contract_suite<S: ConsensusStore>(store: &S) {
         "query_records is per tenant"
     );
 
+    let written = [(1_000, &agreed), (2_000, &disputed), (4_000, &rec_c), (5_000, &agreed), (7_000, &disputed)];
+    change_stream_clauses(store, &tenant, &other_tenant, &written, &agreed).await;
     trust_contract(store, &tenant, &other_tenant).await;
 }
 
@@ -291,4 +293,38 @@ async fn trust_contract<S: ConsensusStore>(store: &S, tenant: &str, other_tenant
         !store.trust_policies().await.expect("trust_policies").iter().any(|t| t.tenant == other_tenant),
         "policies are per tenant"
     );
+}
+
+/// The change stream: every history entry of the tenant once, at dense positions in the
+/// order written; resuming after a position gives exactly the later entries; per tenant.
+/// `written` are the tenant's history entries so far (time, record), `again` a record
+/// that changes the pair of `written[0]` once more.
+async fn change_stream_clauses<S: ConsensusStore>(
+    store: &S,
+    tenant: &str,
+    other_tenant: &str,
+    written: &[(i64, &ConsensusRecord)],
+    again: &ConsensusRecord,
+) {
+    let view = |v: &[crate::ports::ChangeEvent]| {
+        v.iter().map(|e| (e.seq, e.entry.changed_at_ms, e.entry.record.consensus_digest.clone())).collect::<Vec<_>>()
+    };
+    let want: Vec<_> =
+        written.iter().enumerate().map(|(i, (t, r))| (i as u64 + 1, *t, r.consensus_digest.clone())).collect();
+    assert_eq!(store.change_tail(tenant).await.expect("change_tail"), want.len() as u64, "one position per change");
+    let all = store.changes_after(tenant, 0, 1000).await.expect("changes_after");
+    assert_eq!(view(&all), want, "every history entry once, positions 1.. in the order written");
+    assert!(all.iter().all(|e| e.entry.record.tenant == tenant), "only the tenant's changes");
+    assert_eq!(&all[1].entry.record, written[1].1, "a change carries the record as written");
+    assert_eq!(view(&store.changes_after(tenant, 0, 2).await.expect("page")), want[..2].to_vec(), "limit");
+    assert_eq!(view(&store.changes_after(tenant, 3, 1000).await.expect("resume")), want[3..].to_vec(), "resume");
+    let tail = want.len() as u64;
+    assert!(store.changes_after(tenant, tail, 1000).await.expect("at the tail").is_empty(), "nothing after the tail");
+    store.put_records(&[written[written.len() - 1].1.clone()], 8_000).await.expect("replay");
+    assert_eq!(store.change_tail(tenant).await.expect("change_tail"), tail, "a replay adds no change");
+    store.put_records(&[again.clone()], 9_000).await.expect("put_records");
+    let next = store.changes_after(tenant, tail, 1000).await.expect("changes_after");
+    assert_eq!(view(&next), vec![(tail + 1, 9_000, again.consensus_digest.clone())], "a new change, once");
+    assert_eq!(store.change_tail(other_tenant).await.expect("change_tail"), 0, "positions are per tenant");
+    assert!(store.changes_after(other_tenant, 0, 1000).await.expect("other").is_empty(), "the stream is per tenant");
 }

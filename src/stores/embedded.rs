@@ -4,13 +4,16 @@
 //! Invariants: every write is one redb write transaction committed with immediate
 //! durability, so a returned `Ok` means on disk; writes are idempotent upserts keyed
 //! by deterministic ids; redb is blocking, so every call runs on tokio's blocking pool.
+//! A new history entry gets its tenant's next change-stream position in the same write
+//! transaction (redb serialises write transactions), so positions are dense and
+//! committed in order.
 
 use crate::domain::consensus::{ConsensusRecord, PairKey};
 use crate::domain::model::Observation;
 use crate::domain::trust::TenantTrust;
 use crate::ports::{
-    pair_id, trust_audit_id, ConsensusStore, ExportJobRecord, RecordQuery, StoreError, TimedRecord, TrustAudit,
-    VerificationRecord,
+    pair_id, trust_audit_id, ChangeEvent, ConsensusStore, ExportJobRecord, RecordQuery, StoreError, TimedRecord,
+    TrustAudit, VerificationRecord,
 };
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -27,6 +30,10 @@ const DEAD_LETTERS: TableDefinition<&str, &[u8]> = TableDefinition::new("dead_le
 const EXPORT_JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("vex_export_jobs");
 const TRUST_POLICIES: TableDefinition<&str, &[u8]> = TableDefinition::new("vex_trust_policies");
 const TRUST_AUDIT: TableDefinition<&str, &[u8]> = TableDefinition::new("vex_trust_audit");
+/// The change stream: `<tenant>\0<position, 20 digits>` -> history entry id.
+const CHANGES: TableDefinition<&str, &str> = TableDefinition::new("vex_consensus_changes");
+/// The last change-stream position of each tenant.
+const CHANGE_TAILS: TableDefinition<&str, u64> = TableDefinition::new("vex_consensus_change_tails");
 
 /// Page cache of the embedded database (redb's default is 1 GiB).
 const CACHE_BYTES: usize = 64 * 1024 * 1024;
@@ -73,6 +80,10 @@ fn err<E: Into<redb::Error>>(e: E) -> StoreError {
 
 fn json_err(e: serde_json::Error) -> StoreError {
     StoreError::Rejected(format!("json: {e}"))
+}
+
+fn change_key(tenant: &str, seq: u64) -> String {
+    format!("{tenant}\u{0}{seq:020}")
 }
 
 fn obs_key(tenant: &str, package: &str, id: &str) -> String {
@@ -123,6 +134,8 @@ impl EmbeddedStore {
             tx.open_table(t).map_err(err)?;
         }
         tx.open_table(FILES).map_err(err)?;
+        tx.open_table(CHANGES).map_err(err)?;
+        tx.open_table(CHANGE_TAILS).map_err(err)?;
         tx.commit().map_err(err)
     }
 
@@ -293,6 +306,8 @@ impl ConsensusStore for EmbeddedStore {
                 let mut cur = tx.open_table(CONSENSUS).map_err(err)?;
                 let mut hist = tx.open_table(HISTORY).map_err(err)?;
                 let mut conf = tx.open_table(CONFLICTS).map_err(err)?;
+                let mut changes = tx.open_table(CHANGES).map_err(err)?;
+                let mut tails = tx.open_table(CHANGE_TAILS).map_err(err)?;
                 for r in &records {
                     let id = pair_id(&r.pair());
                     let unchanged = match cur.get(id.as_str()).map_err(err)? {
@@ -309,6 +324,9 @@ impl ConsensusStore for EmbeddedStore {
                         let hid = crate::ports::history_id(&id, changed_at_ms, &r.consensus_digest);
                         if hist.get(hid.as_str()).map_err(err)?.is_none() {
                             hist.insert(hid.as_str(), bytes.as_slice()).map_err(err)?;
+                            let seq = tails.get(r.tenant.as_str()).map_err(err)?.map_or(0, |v| v.value()) + 1;
+                            tails.insert(r.tenant.as_str(), seq).map_err(err)?;
+                            changes.insert(change_key(&r.tenant, seq).as_str(), hid.as_str()).map_err(err)?;
                         }
                     }
                     if r.conflicts.is_empty() {
@@ -527,6 +545,40 @@ impl ConsensusStore for EmbeddedStore {
                 Some(v) => Ok(Some(serde_json::from_slice(v.value()).map_err(json_err)?)),
                 None => Ok(None),
             }
+        })
+        .await
+    }
+
+    async fn changes_after(&self, tenant: &str, after: u64, limit: usize) -> Result<Vec<ChangeEvent>, StoreError> {
+        let start = change_key(tenant, after.saturating_add(1));
+        let end = format!("{tenant}\u{1}");
+        self.blocking(move |db| {
+            let tx = db.begin_read().map_err(err)?;
+            let changes = tx.open_table(CHANGES).map_err(err)?;
+            let hist = tx.open_table(HISTORY).map_err(err)?;
+            let mut out = Vec::new();
+            for r in changes.range(start.as_str()..end.as_str()).map_err(err)?.take(limit) {
+                let (k, hid) = r.map_err(err)?;
+                let seq = k.value().rsplit('\u{0}').next().and_then(|s| s.parse().ok()).ok_or_else(|| {
+                    StoreError::Rejected(format!("change stream key {:?} has no position", k.value()))
+                })?;
+                let Some(v) = hist.get(hid.value()).map_err(err)? else {
+                    return Err(StoreError::Rejected(format!("change {seq} names a missing history entry")));
+                };
+                let s = StoredRecord::decode(v.value())?;
+                out.push(ChangeEvent { seq, entry: TimedRecord { record: s.record, changed_at_ms: s.changed_at_ms } });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn change_tail(&self, tenant: &str) -> Result<u64, StoreError> {
+        let tenant = tenant.to_string();
+        self.blocking(move |db| {
+            let tx = db.begin_read().map_err(err)?;
+            let t = tx.open_table(CHANGE_TAILS).map_err(err)?;
+            Ok(t.get(tenant.as_str()).map_err(err)?.map_or(0, |v| v.value()))
         })
         .await
     }

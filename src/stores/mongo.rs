@@ -22,6 +22,14 @@
 //!   Observations are stored the same way (`observation_json`, canonical) beside the
 //!   fields queries use (tenant, package, artifact, vulnerability, status, source
 //!   topic/partition/offset).
+//! - The change stream (`vex_consensus_changes`) gives every history entry one position
+//!   per tenant, after the entry is committed: history entries are written pending
+//!   (`stream_seq: 0`); a reader of the stream sequences the pending ones (oldest first)
+//!   by inserting `{_id: <tenant>:<n>, history_id}` with `n` = the last visible position
+//!   + 1, then marking the entry. The `_id` makes each position taken once, the unique
+//!   index on `history_id` each entry sequenced once, and `n` is only tried once `n - 1`
+//!   is visible, so positions are dense and appear in order on any number of instances
+//!   with no transaction and no change stream (a standalone server has neither).
 //! - Connection failures and timeouts are [`StoreError::Unavailable`] (retriable);
 //!   everything else is [`StoreError::Rejected`].
 
@@ -29,8 +37,8 @@ use crate::domain::consensus::{ConsensusRecord, PairKey};
 use crate::domain::model::Observation;
 use crate::domain::trust::TenantTrust;
 use crate::ports::{
-    pair_id, trust_audit_id, ConsensusStore, ExportJobRecord, RecordQuery, StoreError, TimedRecord, TrustAudit,
-    VerificationRecord,
+    pair_id, trust_audit_id, ChangeEvent, ConsensusStore, ExportJobRecord, RecordQuery, StoreError, TimedRecord,
+    TrustAudit, VerificationRecord,
 };
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Document};
@@ -51,6 +59,8 @@ pub const EXPORT_JOBS: &str = "vex_export_jobs";
 pub const TRUST_POLICIES: &str = "vex_trust_policies";
 /// Audited trust changes (`_id` = `tenant:epoch`; who, when, before, after).
 pub const TRUST_AUDIT: &str = "vex_trust_audit";
+/// The change stream: one document per position (`_id` `<tenant>:<position, 20 digits>`).
+pub const CHANGES: &str = "vex_consensus_changes";
 
 /// How long the driver waits for a reachable server before an operation fails
 /// (short, so a stopped server is noticed quickly and retried by the caller).
@@ -370,8 +380,15 @@ impl ConsensusStore for MongoStore {
             ],
         )
         .await?;
-        create_indexes(self.coll(HISTORY), vec![(doc! { "pair_id": 1, "changed_at_ms": 1 }, "pair_changed_at")])
-            .await?;
+        create_indexes(
+            self.coll(HISTORY),
+            vec![
+                (doc! { "pair_id": 1, "changed_at_ms": 1 }, "pair_changed_at"),
+                (doc! { "tenant": 1, "stream_seq": 1, "changed_at_ms": 1 }, "tenant_stream_pending"),
+            ],
+        )
+        .await?;
+        self.create_change_indexes().await?;
         create_indexes(self.coll(CONFLICT_QUEUE), vec![(doc! { "tenant": 1, "reasons": 1 }, "tenant_reason")]).await?;
         self.create_read_indexes().await?;
         // Make sure the remaining collections exist (creating an existing one is an error
@@ -448,6 +465,7 @@ impl ConsensusStore for MongoStore {
                 let mut h = d.clone();
                 h.insert("_id", crate::ports::history_id(id, changed_at_ms, &r.consensus_digest));
                 h.insert("pair_id", id.as_str());
+                h.insert("stream_seq", 0_i64);
                 h
             })
             .collect();
@@ -695,9 +713,175 @@ impl ConsensusStore for MongoStore {
             None => Ok(None),
         }
     }
+
+    /// Sequences pending entries (at most [`SEQUENCE_PER_CALL`]), then one `find` of the
+    /// positions and one `$in` of their history entries.
+    async fn changes_after(&self, tenant: &str, after: u64, limit: usize) -> Result<Vec<ChangeEvent>, StoreError> {
+        self.sequence_changes(tenant).await?;
+        let mut cursor = self
+            .coll(CHANGES)
+            .find(doc! { "tenant": tenant, "seq": { "$gt": after as i64 } })
+            .sort(doc! { "seq": 1 })
+            .limit(limit as i64)
+            .await
+            .map_err(map_err)?;
+        let mut positions: Vec<(u64, String)> = Vec::new();
+        while let Some(d) = cursor.try_next().await.map_err(map_err)? {
+            let seq = seq_of(&d)?;
+            // Dense by construction; stop at a gap rather than skip a position.
+            if seq != after + positions.len() as u64 + 1 {
+                break;
+            }
+            positions.push((seq, d.get_str("history_id").map_err(rejected("change history_id"))?.to_string()));
+        }
+        if positions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<&str> = positions.iter().map(|(_, h)| h.as_str()).collect();
+        let mut entries: HashMap<String, TimedRecord> = HashMap::with_capacity(ids.len());
+        let mut cursor = self.coll(HISTORY).find(doc! { "_id": { "$in": ids } }).await.map_err(map_err)?;
+        while let Some(d) = cursor.try_next().await.map_err(map_err)? {
+            let id = d.get_str("_id").map_err(rejected("history _id"))?.to_string();
+            let entry =
+                TimedRecord { record: record_from_doc(&d)?, changed_at_ms: d.get_i64("changed_at_ms").unwrap_or(0) };
+            entries.insert(id, entry);
+        }
+        let mut out = Vec::with_capacity(positions.len());
+        for (seq, hid) in positions {
+            match entries.remove(&hid) {
+                Some(entry) if entry.record.tenant == tenant => out.push(ChangeEvent { seq, entry }),
+                Some(_) => {
+                    return Err(StoreError::Rejected(format!("change {seq} of {tenant} names another tenant's entry")))
+                }
+                None => {
+                    return Err(StoreError::Rejected(format!("change {seq} of {tenant} names a missing history entry")))
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn change_tail(&self, tenant: &str) -> Result<u64, StoreError> {
+        self.sequence_changes(tenant).await
+    }
+}
+
+/// Most pending history entries one call sequences (a backlog is worked off over calls).
+pub const SEQUENCE_PER_CALL: usize = 1000;
+/// Pending history entries sequenced per batch.
+const SEQUENCE_BATCH: usize = 200;
+
+/// The change-stream document id of a position.
+fn change_id(tenant: &str, seq: u64) -> String {
+    format!("{tenant}:{seq:020}")
+}
+
+fn seq_of(d: &Document) -> Result<u64, StoreError> {
+    match d.get("seq") {
+        Some(mongodb::bson::Bson::Int64(n)) if *n > 0 => Ok(*n as u64),
+        Some(mongodb::bson::Bson::Int32(n)) if *n > 0 => Ok(*n as u64),
+        other => Err(StoreError::Rejected(format!("change stream position {other:?} is not a positive integer"))),
+    }
 }
 
 impl MongoStore {
+    /// Indexes of the change stream: one position per history entry (unique), a tenant's
+    /// positions in order.
+    async fn create_change_indexes(&self) -> Result<(), StoreError> {
+        let coll = self.coll(CHANGES);
+        let existing = match coll.list_index_names().await {
+            Ok(names) => names,
+            Err(e) if matches!(e.kind.as_ref(), ErrorKind::Command(c) if c.code == 26) => Vec::new(),
+            Err(e) => return Err(map_err(e)),
+        };
+        if !existing.iter().any(|n| n == "history_id_unique") {
+            let model = IndexModel::builder()
+                .keys(doc! { "history_id": 1 })
+                .options(IndexOptions::builder().name("history_id_unique".to_string()).unique(true).build())
+                .build();
+            coll.create_index(model).await.map_err(map_err)?;
+        }
+        create_indexes(coll, vec![(doc! { "tenant": 1, "seq": 1 }, "tenant_seq")]).await
+    }
+
+    /// The last visible position of the tenant's stream (0 when empty).
+    async fn stream_tail(&self, tenant: &str) -> Result<u64, StoreError> {
+        let last = self
+            .coll(CHANGES)
+            .find_one(doc! { "tenant": tenant })
+            .sort(doc! { "seq": -1 })
+            .projection(doc! { "seq": 1 })
+            .await
+            .map_err(map_err)?;
+        last.as_ref().map_or(Ok(0), seq_of)
+    }
+
+    /// Gives the tenant's pending history entries (oldest first, at most
+    /// [`SEQUENCE_PER_CALL`]) their positions; returns the last position. Safe to run on
+    /// any number of instances at once (see the module invariants).
+    ///
+    /// Per batch of pending entries: one ordered `insert_many` of positions `tail + 1..`
+    /// (it stops at the first position or entry another reader took), one `find` of the
+    /// positions the batch's entries now have (ours or another reader's) and one
+    /// `update` command marking them.
+    pub async fn sequence_changes(&self, tenant: &str) -> Result<u64, StoreError> {
+        let mut done = 0usize;
+        for _ in 0..SEQUENCE_PER_CALL {
+            if done >= SEQUENCE_PER_CALL {
+                break;
+            }
+            let mut cursor = self
+                .coll(HISTORY)
+                .find(doc! { "tenant": tenant, "stream_seq": 0_i64 })
+                .sort(doc! { "changed_at_ms": 1, "_id": 1 })
+                .projection(doc! { "_id": 1 })
+                .limit(SEQUENCE_BATCH as i64)
+                .await
+                .map_err(map_err)?;
+            let mut pending = Vec::new();
+            while let Some(d) = cursor.try_next().await.map_err(map_err)? {
+                pending.push(d.get_str("_id").map_err(rejected("history _id"))?.to_string());
+            }
+            if pending.is_empty() {
+                break;
+            }
+            let tail = self.stream_tail(tenant).await?;
+            let changes: Vec<Document> = pending
+                .iter()
+                .zip(tail + 1..)
+                .map(|(hid, n)| doc! { "_id": change_id(tenant, n), "tenant": tenant, "seq": n as i64, "history_id": hid })
+                .collect();
+            match self.coll(CHANGES).insert_many(changes).ordered(true).await {
+                Ok(_) => {}
+                // Another reader took a position or an entry: what went in before stays.
+                Err(e) if only_duplicate_keys(&e) => {}
+                Err(e) => return Err(map_err(e)),
+            }
+            let mut cursor = self
+                .coll(CHANGES)
+                .find(doc! { "history_id": { "$in": &pending } })
+                .projection(doc! { "history_id": 1, "seq": 1 })
+                .await
+                .map_err(map_err)?;
+            let mut marks = Vec::new();
+            while let Some(d) = cursor.try_next().await.map_err(map_err)? {
+                let hid = d.get_str("history_id").map_err(rejected("change history_id"))?.to_string();
+                let seq = seq_of(&d)? as i64;
+                marks.push((doc! { "q": { "_id": hid }, "u": { "$set": { "stream_seq": seq } } }, 64));
+            }
+            done += marks.len();
+            for batch in batches(marks.into_iter()) {
+                let reply = self
+                    .db
+                    .run_command(doc! { "update": HISTORY, "updates": batch, "ordered": false })
+                    .await
+                    .map_err(map_err)?;
+                check_write_reply(HISTORY, &reply)?;
+            }
+        }
+        self.stream_tail(tenant).await
+    }
+
     /// Indexes of the read API: a tenant's records in cursor order (optionally of one
     /// package), a tenant's export jobs by start time (a pair's history by time uses
     /// `pair_changed_at` of `init`).

@@ -491,10 +491,11 @@ pub enum LogEvent {
     LoadRejected,
     ApiLoopbackOnly,
     TrustRecomputeFailed,
+    StreamReadFailed,
 }
 
 impl LogEvent {
-    pub const ALL: [LogEvent; 35] = [
+    pub const ALL: [LogEvent; 36] = [
         LogEvent::DeadLettered,
         LogEvent::StoreRetry,
         LogEvent::DsseVerificationFailed,
@@ -530,6 +531,7 @@ impl LogEvent {
         LogEvent::ApiLoopbackOnly,
         LogEvent::TrustPollFailed,
         LogEvent::TrustRecomputeFailed,
+        LogEvent::StreamReadFailed,
     ];
 
     /// The `event` field of the log line and the `event` label.
@@ -570,6 +572,7 @@ impl LogEvent {
             LogEvent::ApiLoopbackOnly => "api_loopback_only",
             LogEvent::TrustPollFailed => "trust_poll_failed",
             LogEvent::TrustRecomputeFailed => "trust_recompute_failed",
+            LogEvent::StreamReadFailed => "stream_read_failed",
         }
     }
 
