@@ -5,8 +5,9 @@
 //!
 //! Invariants: every job, successful or not, is counted and recorded once; a job never
 //! overwrites another one's files (each writes under `<dir>/<job id>/`); the actor is
-//! restarted by its supervisor if it ever stops, and holds no state a restart loses but
-//! the job sequence number (job ids also carry the start time).
+//! restarted by its supervisor if it ever stops, and holds no state a restart loses; job
+//! ids are `<start ms>-<16 hex digits from the OS's CSPRNG>`, so instances sharing one
+//! store (and one export directory) never collide (64 random bits per millisecond).
 
 use crate::crypto::SigningKey;
 use crate::domain::timestamp::Timestamp;
@@ -15,7 +16,6 @@ use crate::ports::{ConsensusStore, ExportJobRecord};
 use crate::telemetry::events::ExportJobFinished;
 use actix::{Actor, Context, Handler, Message, ResponseFuture, Supervised};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -35,12 +35,11 @@ pub struct ExportJobActor {
     signer: Option<Arc<SigningKey>>,
     /// `mongodb` or `embedded` (recorded in the manifest).
     source: String,
-    seq: Arc<AtomicU64>,
 }
 
 impl ExportJobActor {
     pub fn new(store: Arc<dyn ConsensusStore>, dir: PathBuf, signer: Option<Arc<SigningKey>>, source: &str) -> Self {
-        ExportJobActor { store, dir, signer, source: source.to_string(), seq: Arc::new(AtomicU64::new(0)) }
+        ExportJobActor { store, dir, signer, source: source.to_string() }
     }
 }
 
@@ -58,12 +57,26 @@ fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
+/// A fresh job id: `<started_at_ms>-<16 hex digits>` (64 bits from `ring`'s system
+/// CSPRNG), unique across instances and restarts, sortable by start time.
+pub fn new_job_id(started_at_ms: i64) -> String {
+    use ring::rand::SecureRandom;
+    let mut bits = [0u8; 8];
+    // The OS generator does not fail on a running system; if it ever did, the clock's
+    // nanoseconds still separate jobs of one process.
+    if ring::rand::SystemRandom::new().fill(&mut bits).is_err() {
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+        bits = nanos.to_be_bytes();
+    }
+    format!("{started_at_ms}-{}", bits.iter().map(|b| format!("{b:02x}")).collect::<String>())
+}
+
 impl Handler<RunExportJob> for ExportJobActor {
     type Result = ResponseFuture<ExportJobRecord>;
 
     fn handle(&mut self, msg: RunExportJob, _: &mut Context<Self>) -> Self::Result {
         let started_at_ms = now_ms();
-        let job_id = format!("{started_at_ms}-{}", self.seq.fetch_add(1, Ordering::Relaxed));
+        let job_id = new_job_id(started_at_ms);
         let manifest = self.dir.join(&job_id).join("manifest.json");
         let req = ExportRequest {
             format: msg.format,
@@ -120,5 +133,22 @@ impl Handler<RunExportJob> for ExportJobActor {
             }
             job
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_ids_of_the_same_millisecond_do_not_collide() {
+        // Two instances (or a restarted one) starting jobs in the same millisecond.
+        let ids: std::collections::BTreeSet<String> = (0..10_000).map(|_| new_job_id(1_700_000_000_000)).collect();
+        assert_eq!(ids.len(), 10_000, "every id is distinct");
+        for id in ids.iter().take(3) {
+            let (ms, random) = id.split_once('-').unwrap();
+            assert_eq!(ms, "1700000000000", "the id starts with the start time");
+            assert!(random.len() == 16 && random.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+        }
     }
 }
