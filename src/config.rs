@@ -67,7 +67,9 @@ pub struct KafkaConfig {
     pub group_id: String,
     /// Consumer session timeout.
     pub session_timeout_ms: u64,
-    /// Longest time shutdown waits for in-flight messages before committing what is done.
+    /// Longest time shutdown waits for in-flight messages before committing what is done;
+    /// also the longest a partition revocation (rebalance) waits for the work in flight
+    /// on the revoked partitions before handing them over.
     pub drain_timeout_ms: u64,
     /// Partitions of topics created at start when missing (0: do not create).
     pub create_partitions: i32,

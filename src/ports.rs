@@ -3,9 +3,12 @@
 //! no servers.
 //!
 //! Invariants: every write is an idempotent upsert keyed by a deterministic id, so a
-//! replay after a crash is harmless; errors say whether retrying can help.
+//! replay after a crash is harmless; a pair's current record is replaced only by a write
+//! of an equal or newer [`RecordVersion`], so a late write of an instance that lost the
+//! package (a rebalance) never replaces the new owner's newer record; errors say whether
+//! retrying can help.
 
-use crate::domain::consensus::{ConsensusRecord, ConsensusStatus, PairKey};
+use crate::domain::consensus::{ConsensusRecord, ConsensusStatus, PackageState, PairKey};
 use crate::domain::model::Observation;
 use serde::{Deserialize, Serialize};
 
@@ -23,6 +26,92 @@ pub enum StoreError {
 impl StoreError {
     pub fn is_retriable(&self) -> bool {
         matches!(self, StoreError::Unavailable(_))
+    }
+}
+
+/// The version of a pair's record, compared field by field in this order: the tenant's
+/// policy epoch it was evaluated under (raised by every trust or policy change, 0 = the
+/// seed of `config/issuers.toml`), then the highest position in the observation stream
+/// among the observations that apply to the pair (`provenance.sequence`: the
+/// `vex.observations` offset in Kafka mode, the arrival sequence in embedded mode; -1
+/// when none has one), then how many observations apply to it.
+///
+/// A state only grows, so within one actor every later evaluation of a pair has an equal
+/// or higher version; the count breaks the tie between two states with the same highest
+/// offset where one lacks an earlier observation (observations of one package may be
+/// applied slightly out of order). A recompute after a trust change raises the epoch and
+/// wins without a new offset. The stores replace a record only with an equal or higher
+/// version (equal: the same observations, so the same record unless the policy changed
+/// without an epoch: the later write wins; identical: nothing changes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RecordVersion {
+    pub epoch: u64,
+    pub offset: i64,
+    pub observations: u64,
+}
+
+impl Default for RecordVersion {
+    fn default() -> Self {
+        RecordVersion::LOWEST
+    }
+}
+
+impl RecordVersion {
+    /// Below every version a record can have (a record stored before versions existed).
+    pub const LOWEST: RecordVersion = RecordVersion { epoch: 0, offset: i64::MIN, observations: 0 };
+
+    /// The version of `pair`'s record evaluated from `state` under policy epoch `epoch`.
+    pub fn of(epoch: u64, state: &PackageState, pair: &PairKey) -> RecordVersion {
+        let (offset, observations) = state.pair_extent(pair);
+        RecordVersion { epoch, offset, observations }
+    }
+}
+
+/// A record to write with its version.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VersionedRecord {
+    pub record: ConsensusRecord,
+    pub version: RecordVersion,
+}
+
+impl VersionedRecord {
+    pub fn new(record: ConsensusRecord, version: RecordVersion) -> Self {
+        VersionedRecord { record, version }
+    }
+
+    /// A record at the lowest version (tools and tests that write one version at a time:
+    /// equal versions replace each other).
+    pub fn unversioned(record: ConsensusRecord) -> Self {
+        VersionedRecord { record, version: RecordVersion::default() }
+    }
+}
+
+/// What a conditional record write does against the stored `(version, digest)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteDecision {
+    /// No stored record, or an older (or equal) version with another digest: write it.
+    Write,
+    /// The same record at an older version: only raise the stored version.
+    RaiseVersion,
+    /// The same record at the same version: a replay, nothing to change.
+    Unchanged,
+    /// The stored record is newer: skip (this write lost).
+    Stale,
+}
+
+/// Decides a conditional record write (both stores use it, so they agree).
+pub fn decide_write(stored: Option<(RecordVersion, &str)>, new: RecordVersion, new_digest: &str) -> WriteDecision {
+    match stored {
+        None => WriteDecision::Write,
+        Some((v, _)) if v > new => WriteDecision::Stale,
+        Some((v, d)) if d == new_digest => {
+            if v == new {
+                WriteDecision::Unchanged
+            } else {
+                WriteDecision::RaiseVersion
+            }
+        }
+        Some(_) => WriteDecision::Write,
     }
 }
 
@@ -192,12 +281,15 @@ pub trait ConsensusStore: Send + Sync + 'static {
     async fn put_observations(&self, observations: &[Observation]) -> Result<(), StoreError>;
     /// Every stored observation of (tenant, package), to rebuild an actor's state.
     async fn observations_for_package(&self, tenant: &str, package: &str) -> Result<Vec<Observation>, StoreError>;
-    /// Upserts current records by [`pair_id`]; when a record's `consensus_digest` differs
-    /// from the stored one, also inserts a history entry with id [`history_id`]
-    /// (idempotent; a return to an earlier version is a new entry) and stamps
-    /// `changed_at_ms`. Upserts the pair into the conflict queue
-    /// when it has conflicts, removes it when it has none.
-    async fn put_records(&self, records: &[ConsensusRecord], changed_at_ms: i64) -> Result<(), StoreError>;
+    /// Upserts current records by [`pair_id`], each only if the stored one is not newer
+    /// ([`decide_write`]: an older version never replaces a newer one, an equal version
+    /// with the same digest changes nothing, a higher epoch wins whatever its offset).
+    /// A record that is written and whose `consensus_digest` differs from the stored one
+    /// also gets a history entry with id [`history_id`] (idempotent; a return to an
+    /// earlier version is a new entry; a write that lost gets none) and stamps
+    /// `changed_at_ms`; its pair is upserted into the conflict queue when it has
+    /// conflicts, removed when it has none.
+    async fn put_records(&self, records: &[VersionedRecord], changed_at_ms: i64) -> Result<(), StoreError>;
     async fn get_record(&self, pair: &PairKey) -> Result<Option<ConsensusRecord>, StoreError>;
     /// Current records, optionally of one tenant and changed at or after `since_ms`,
     /// sorted by artifact, vulnerability, tenant.

@@ -10,7 +10,9 @@ use vex_lens::domain::timestamp::Timestamp;
 use vex_lens::domain::trust::Policy;
 use vex_lens::export::verify::verify_bundle;
 use vex_lens::export::{export_from_store, ExportFormat, ExportRequest};
-use vex_lens::ports::{ConsensusStore, ExportJobRecord, RecordQuery, StoreError, TimedRecord, VerificationRecord};
+use vex_lens::ports::{
+    ConsensusStore, ExportJobRecord, RecordQuery, StoreError, TimedRecord, VerificationRecord, VersionedRecord,
+};
 
 #[derive(Default)]
 struct MemStore {
@@ -31,9 +33,9 @@ impl ConsensusStore for MemStore {
     async fn observations_for_package(&self, _: &str, _: &str) -> Result<Vec<Observation>, StoreError> {
         Ok(Vec::new())
     }
-    async fn put_records(&self, records: &[ConsensusRecord], changed_at_ms: i64) -> Result<(), StoreError> {
+    async fn put_records(&self, records: &[VersionedRecord], changed_at_ms: i64) -> Result<(), StoreError> {
         let mut all = self.records.lock().unwrap();
-        for r in records {
+        for VersionedRecord { record: r, .. } in records {
             all.retain(|(x, _)| x.pair() != r.pair());
             all.push((r.clone(), changed_at_ms));
         }
@@ -111,13 +113,17 @@ fn corpus_records(tenant: &str) -> Vec<ConsensusRecord> {
     batch(obs, &Policy::default(), false).0
 }
 
+fn unversioned(records: &[ConsensusRecord]) -> Vec<VersionedRecord> {
+    records.iter().cloned().map(VersionedRecord::unversioned).collect()
+}
+
 #[tokio::test]
 async fn export_from_store_filters_by_tenant_and_changed_at() {
     let store = MemStore::default();
     let a = corpus_records("acme");
     let b = corpus_records("globex");
-    store.put_records(&a, 1_000).await.unwrap();
-    store.put_records(&b[..3], 5_000).await.unwrap();
+    store.put_records(&unversioned(&a), 1_000).await.unwrap();
+    store.put_records(&unversioned(&b[..3]), 5_000).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let req = |name: &str, tenant: Option<&str>, since_ms: Option<i64>| ExportRequest {
         format: ExportFormat::Openvex,

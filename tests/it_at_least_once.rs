@@ -25,7 +25,9 @@ use vex_lens::config::{Config, Secret};
 use vex_lens::domain::consensus::{batch, ConsensusRecord, PairKey};
 use vex_lens::domain::model::{Observation, Status};
 use vex_lens::domain::trust::Policy;
-use vex_lens::ports::{ConsensusStore, ExportJobRecord, RecordQuery, StoreError, TimedRecord, VerificationRecord};
+use vex_lens::ports::{
+    ConsensusStore, ExportJobRecord, RecordQuery, StoreError, TimedRecord, VerificationRecord, VersionedRecord,
+};
 use vex_lens::stores::contract::sample_observation;
 
 const POISON: &str = "CVE-2099-0666";
@@ -56,7 +58,7 @@ impl ConsensusStore for FaultStore {
     async fn observations_for_package(&self, t: &str, p: &str) -> Result<Vec<Observation>, StoreError> {
         self.inner.observations_for_package(t, p).await
     }
-    async fn put_records(&self, r: &[ConsensusRecord], at: i64) -> Result<(), StoreError> {
+    async fn put_records(&self, r: &[VersionedRecord], at: i64) -> Result<(), StoreError> {
         if self.record_failures.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
             return Err(StoreError::Unavailable("injected: store unavailable".into()));
         }

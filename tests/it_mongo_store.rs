@@ -10,7 +10,7 @@ mod common;
 use std::time::{Duration, Instant};
 use vex_lens::domain::consensus::{Conflict, ConsensusRecord};
 use vex_lens::domain::model::Status;
-use vex_lens::ports::{ConsensusStore, StoreError, VerificationRecord};
+use vex_lens::ports::{ConsensusStore, StoreError, VerificationRecord, VersionedRecord};
 use vex_lens::stores::mongo::{MongoStore, CONFLICT_QUEUE, CONSENSUS, DSSE_VERIFICATIONS, HISTORY, OBSERVATIONS};
 
 /// A fresh store, or None when the services are not configured (skipped).
@@ -29,6 +29,10 @@ fn corpus_records(tenant: &str) -> Vec<ConsensusRecord> {
     common::batch_records(common::observations_of(&files, tenant))
 }
 
+fn unversioned(records: &[ConsensusRecord]) -> Vec<VersionedRecord> {
+    records.iter().cloned().map(VersionedRecord::unversioned).collect()
+}
+
 fn with_digest(mut r: ConsensusRecord) -> ConsensusRecord {
     r.consensus_digest = r.compute_digest().expect("record digests");
     r
@@ -39,7 +43,7 @@ async fn records_round_trip_digest_for_digest() {
     let Some((store, uri, db)) = fresh_store("roundtrip").await else { return };
     let records = corpus_records("acme");
     assert!(records.len() > 20, "corpus gave {} records", records.len());
-    store.put_records(&records, 1_000).await.expect("put");
+    store.put_records(&unversioned(&records), 1_000).await.expect("put");
     let back = store.list_records(None, None).await.expect("list");
     assert_eq!(back.len(), records.len());
     for (got, want) in back.iter().zip(&records) {
@@ -60,7 +64,7 @@ async fn records_round_trip_digest_for_digest() {
         r.vulnerability = format!("CVE-2099-{i:04}");
         r.confidence_ppm = confidence_ppm;
         let r = with_digest(r);
-        store.put_records(std::slice::from_ref(&r), 2_000).await.expect("put big");
+        store.put_records(&unversioned(std::slice::from_ref(&r)), 2_000).await.expect("put big");
         let got = store.get_record(&r.pair()).await.expect("get big").expect("present");
         assert_eq!(got.confidence_ppm, confidence_ppm);
         assert_eq!(got.total_weight_ppm, (1u64 << 53) - 1);
@@ -77,9 +81,9 @@ async fn history_is_written_once_per_change() {
     let Some((store, uri, db)) = fresh_store("history").await else { return };
     let records = corpus_records("default");
     let n = records.len() as u64;
-    store.put_records(&records, 10).await.expect("put");
+    store.put_records(&unversioned(&records), 10).await.expect("put");
     // A replay changes nothing, not even changed_at_ms.
-    store.put_records(&records, 20).await.expect("replay");
+    store.put_records(&unversioned(&records), 20).await.expect("replay");
     assert_eq!(common::count(&uri, &db, HISTORY).await, n);
     assert_eq!(common::count(&uri, &db, CONSENSUS).await, n);
     assert_eq!(store.list_records(None, Some(11)).await.expect("since").len(), 0);
@@ -88,8 +92,8 @@ async fn history_is_written_once_per_change() {
     let mut changed = records[0].clone();
     changed.status = vex_lens::domain::consensus::ConsensusStatus::Disputed;
     let changed = with_digest(changed);
-    store.put_records(std::slice::from_ref(&changed), 30).await.expect("change");
-    store.put_records(std::slice::from_ref(&changed), 40).await.expect("change replay");
+    store.put_records(&unversioned(std::slice::from_ref(&changed)), 30).await.expect("change");
+    store.put_records(&unversioned(std::slice::from_ref(&changed)), 40).await.expect("change replay");
     assert_eq!(common::count(&uri, &db, HISTORY).await, n + 1);
     let since = store.list_records(None, Some(30)).await.expect("since");
     assert_eq!(since, vec![changed.clone()]);
@@ -103,7 +107,7 @@ async fn conflict_queue_tracks_open_conflicts() {
     let Some((store, uri, db)) = fresh_store("conflicts").await else { return };
     let records = corpus_records("default");
     let with_conflicts = records.iter().filter(|r| !r.conflicts.is_empty()).count() as u64;
-    store.put_records(&records, 1).await.expect("put");
+    store.put_records(&unversioned(&records), 1).await.expect("put");
     assert_eq!(store.conflict_queue_depth().await.expect("depth"), with_conflicts);
 
     let mut r = records.iter().find(|r| r.conflicts.is_empty()).expect("a record without conflicts").clone();
@@ -114,11 +118,11 @@ async fn conflict_queue_tracks_open_conflicts() {
         statuses: vec![Status::Affected, Status::NotAffected],
     }];
     let opened = with_digest(r.clone());
-    store.put_records(std::slice::from_ref(&opened), 2).await.expect("open");
+    store.put_records(&unversioned(std::slice::from_ref(&opened)), 2).await.expect("open");
     assert_eq!(store.conflict_queue_depth().await.expect("depth"), with_conflicts + 1);
     r.conflicts.clear();
     let resolved = with_digest(r);
-    store.put_records(std::slice::from_ref(&resolved), 3).await.expect("resolve");
+    store.put_records(&unversioned(std::slice::from_ref(&resolved)), 3).await.expect("resolve");
     assert_eq!(store.conflict_queue_depth().await.expect("depth"), with_conflicts);
     assert_eq!(common::count(&uri, &db, CONFLICT_QUEUE).await, with_conflicts);
     common::drop_db(&uri, &db).await;
@@ -201,7 +205,7 @@ async fn unreachable_server_is_unavailable_quickly() {
     assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
     assert!(err.is_retriable());
     assert!(start.elapsed() < Duration::from_secs(10), "took {:?}", start.elapsed());
-    let err = store.put_records(&corpus_records("x")[..1], 1).await.expect_err("down");
+    let err = store.put_records(&unversioned(&corpus_records("x")[..1]), 1).await.expect_err("down");
     assert!(err.is_retriable(), "{err:?}");
 }
 
@@ -255,7 +259,7 @@ async fn change_stream_positions_are_dense_and_agree_across_instances() {
                 let versions: Vec<ConsensusRecord> =
                     part.iter().map(|r| with_digest(ConsensusRecord { confidence_ppm: k, ..r.clone() })).collect();
                 for chunk in versions.chunks(5) {
-                    store.put_records(chunk, base + k as i64).await.expect("put_records");
+                    store.put_records(&unversioned(chunk), base + k as i64).await.expect("put_records");
                 }
             }
         })

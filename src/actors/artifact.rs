@@ -4,16 +4,21 @@
 //! acknowledged observation is included) BEFORE the first new observation applies; the
 //! observations applied in one turn are handed to the store writer together with the
 //! records they changed (each changed pair evaluated once) and their completion
-//! signals; after a rebuild that found stored observations the first
+//! signals, each record with its version (the policy epoch, then the highest stream
+//! position and the number of the observations applying to the pair: see
+//! `ports::RecordVersion`), so the store never lets an older state replace a newer one;
+//! after a rebuild that found stored observations the first
 //! write re-evaluates every pair (heals a crash between the observation and record
 //! writes); every evaluation uses the tenant's policy installed at that moment
 //! ([`Policies`]), and a `Recompute` (trust change) hands over the pending observations
-//! first, rebuilds the state from the store, then re-evaluates every pair. No business rule lives here: `PackageState` decides.
+//! first, rebuilds the state from the store, then re-evaluates every pair. No business
+//! rule lives here: `PackageState` decides.
 
 use super::messages::{Apply, Done, LoadPackage, Persist, Recompute};
 use super::writer::StoreWriter;
 use crate::domain::consensus::{PackageState, PairKey};
 use crate::domain::model::Observation;
+use crate::ports::{RecordVersion, VersionedRecord};
 use crate::telemetry::events::{ConflictsAppeared, Recomputed};
 use crate::telemetry::{RECOMPUTE_INGESTION_DELTA, RECOMPUTE_REBUILD};
 use crate::trust::Policies;
@@ -162,10 +167,11 @@ impl ArtifactActor {
         self.heal = false;
         self.dirty.clear();
         let policy = self.policies.for_tenant(&self.tenant);
-        let records: Vec<_> = pairs
+        let epoch = policy.epoch();
+        let records: Vec<VersionedRecord> = pairs
             .iter()
             .filter_map(|p| match state.evaluate(p, &policy, false) {
-                Ok(r) => r,
+                Ok(r) => r.map(|r| VersionedRecord::new(r, RecordVersion::of(epoch, state, p))),
                 Err(e) => {
                     crate::error_event!(crate::telemetry::events::LogEvent::RecordUndigestible, error = %e, "record not written");
                     None
@@ -173,7 +179,7 @@ impl ArtifactActor {
             })
             .collect();
         for r in &records {
-            self.note_conflicts(r, true);
+            self.note_conflicts(&r.record, true);
         }
         Recomputed {
             reason: RECOMPUTE_INGESTION_DELTA,
@@ -209,11 +215,12 @@ impl ArtifactActor {
         };
         let t0 = Instant::now();
         let policy = self.policies.for_tenant(&self.tenant);
-        let records: Vec<_> = state
+        let epoch = policy.epoch();
+        let records: Vec<VersionedRecord> = state
             .pairs()
             .iter()
             .filter_map(|p| match state.evaluate(p, &policy, false) {
-                Ok(r) => r,
+                Ok(r) => r.map(|r| VersionedRecord::new(r, RecordVersion::of(epoch, state, p))),
                 Err(e) => {
                     crate::error_event!(crate::telemetry::events::LogEvent::RecordUndigestible, error = %e, "record not written");
                     None
@@ -223,7 +230,7 @@ impl ArtifactActor {
         self.heal = false;
         self.dirty.clear();
         for r in &records {
-            self.note_conflicts(r, true);
+            self.note_conflicts(&r.record, true);
         }
         Recomputed {
             reason: msg.reason,

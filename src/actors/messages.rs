@@ -3,8 +3,8 @@
 //! good (`Err(Rejected)`: the source dead-letters it); dropping one unfired means "not
 //! done" (the source retries it, or never acknowledges it, so it is replayed).
 
-use crate::domain::consensus::ConsensusRecord;
 use crate::domain::model::{IngestContext, Observation};
+use crate::ports::VersionedRecord;
 use actix::Message;
 use tokio::sync::oneshot;
 
@@ -116,7 +116,8 @@ pub struct Recompute {
 #[rtype(result = "()")]
 pub struct Persist {
     pub observations: Vec<Observation>,
-    pub records: Vec<ConsensusRecord>,
+    /// Each with its version: the store keeps the newest ([`crate::ports::RecordVersion`]).
+    pub records: Vec<VersionedRecord>,
     pub done: Vec<Done>,
 }
 

@@ -43,6 +43,31 @@ pub struct Pipeline {
     verifier: Addr<DsseVerifierActor>,
     registry: Addr<ArtifactRegistry>,
     writers: Writers,
+    arrivals: Arc<ArrivalSequence>,
+}
+
+/// The embedded mode's stream position of an observation (`provenance.sequence`; Kafka
+/// mode uses the observations topic's offset): strictly increasing in a process and
+/// seeded by the clock (microseconds since the epoch), so it keeps increasing across
+/// restarts. Within one store writer the record versions it feeds only grow anyway
+/// (a package's state only grows; see `ports::RecordVersion`).
+#[derive(Debug, Default)]
+pub struct ArrivalSequence(std::sync::atomic::AtomicI64);
+
+impl ArrivalSequence {
+    pub fn next(&self) -> i64 {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as i64)
+            .unwrap_or(0);
+        let prev = self
+            .0
+            .fetch_update(std::sync::atomic::Ordering::SeqCst, std::sync::atomic::Ordering::SeqCst, |p| {
+                Some(p.saturating_add(1).max(now))
+            })
+            .unwrap_or(now);
+        prev.saturating_add(1).max(now)
+    }
 }
 
 /// The store writers, one package always to the same one ([`shard_of`]).
@@ -135,7 +160,7 @@ impl Pipeline {
         let verifier = SyncArbiter::start(settings.workers.max(1), move || {
             DsseVerifierActor::new(keys.clone(), crate::crypto::DEFAULT_THRESHOLD)
         });
-        Pipeline { ingest, verifier, registry, writers }
+        Pipeline { ingest, verifier, registry, writers, arrivals: Arc::new(ArrivalSequence::default()) }
     }
 
     /// Normalises a document on a worker thread. A DSSE envelope is verified on the
@@ -172,11 +197,15 @@ impl Pipeline {
 
     /// Routes an observation to its artifact actor; returns once the actor has applied it
     /// and handed the result to the store writer. The receiver fires when it is durable
-    /// (and errors if it never will be).
+    /// (and errors if it never will be). An observation without a stream position
+    /// (`provenance.sequence`: the embedded sources) gets the next arrival sequence.
     pub async fn route(
         &self,
-        observation: Observation,
+        mut observation: Observation,
     ) -> Result<oneshot::Receiver<Result<(), Rejected>>, PipelineError> {
+        if observation.provenance.sequence.is_none() {
+            observation.provenance.sequence = Some(self.arrivals.next());
+        }
         let (done, rx) = oneshot::channel();
         self.registry.send(Route { observation, done }).await?;
         Ok(rx)
@@ -487,7 +516,7 @@ mod tests {
         }
         async fn put_records(
             &self,
-            r: &[crate::domain::consensus::ConsensusRecord],
+            r: &[crate::ports::VersionedRecord],
             at: i64,
         ) -> Result<(), crate::ports::StoreError> {
             if self.hang_once.swap(false, std::sync::atomic::Ordering::SeqCst) {

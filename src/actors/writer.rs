@@ -14,9 +14,8 @@
 //! pending batch (kept in the actor) is flushed again.
 
 use super::messages::{Done, Drain, LoadPackage, Persist, PersistVerification, Rejected};
-use crate::domain::consensus::ConsensusRecord;
 use crate::domain::model::Observation;
-use crate::ports::{ConsensusStore, StoreError, VerificationRecord};
+use crate::ports::{ConsensusStore, StoreError, VerificationRecord, VersionedRecord};
 use crate::telemetry::events::{
     ConflictQueueDepth, ObservationsDurable, RecordChanged, StoreAttempt, StoreRejected, StoreRetry,
 };
@@ -40,7 +39,7 @@ pub struct WriterSettings {
 #[derive(Default)]
 struct Batch {
     observations: Vec<Observation>,
-    records: Vec<ConsensusRecord>,
+    records: Vec<VersionedRecord>,
     /// DSSE verifications (written before the observations).
     verifications: Vec<VerificationRecord>,
     done: Vec<Done>,
@@ -103,7 +102,7 @@ async fn write_batch(
     settings: &WriterSettings,
     verifications: &[VerificationRecord],
     observations: &[Observation],
-    records: &[ConsensusRecord],
+    records: &[VersionedRecord],
     now: i64,
 ) -> Result<(), StoreError> {
     for v in verifications {
@@ -179,7 +178,7 @@ impl StoreWriter {
             .emit();
             for r in &records {
                 let corr = observations.iter().find_map(|o| o.provenance.correlation_id.as_deref());
-                RecordChanged { record: r, correlation_id: corr }.emit();
+                RecordChanged { record: &r.record, correlation_id: corr }.emit();
             }
             for d in done {
                 let _ = d.send(Ok(()));
@@ -206,12 +205,12 @@ impl StoreWriter {
 
 /// Keeps the last record of each pair (the batch's earlier ones were never durable, so
 /// they are not changes anyone could observe), in order of last occurrence.
-pub fn latest_per_pair(records: Vec<ConsensusRecord>) -> Vec<ConsensusRecord> {
+pub fn latest_per_pair(records: Vec<VersionedRecord>) -> Vec<VersionedRecord> {
     let mut last: std::collections::HashMap<crate::domain::consensus::PairKey, usize> = Default::default();
     for (i, r) in records.iter().enumerate() {
-        last.insert(r.pair(), i);
+        last.insert(r.record.pair(), i);
     }
-    records.into_iter().enumerate().filter(|(i, r)| last.get(&r.pair()) == Some(i)).map(|(_, r)| r).collect()
+    records.into_iter().enumerate().filter(|(i, r)| last.get(&r.record.pair()) == Some(i)).map(|(_, r)| r).collect()
 }
 
 /// Milliseconds since the Unix epoch.

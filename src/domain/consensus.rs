@@ -452,6 +452,15 @@ impl PackageState {
         out
     }
 
+    /// The highest `provenance.sequence` among the observations that apply to a pair
+    /// (-1 when none has one) and how many apply: with the policy epoch, the version of
+    /// the pair's record (`ports::RecordVersion`). Both only grow as observations apply.
+    pub fn pair_extent(&self, pair: &PairKey) -> (i64, u64) {
+        let obs = self.applicable(pair);
+        let max = obs.iter().filter_map(|o| o.provenance.sequence).max().unwrap_or(-1);
+        (max, obs.len() as u64)
+    }
+
     /// Evaluates one pair under a policy (`Ok(None)`: no statement applies to it).
     pub fn evaluate(
         &self,

@@ -192,6 +192,12 @@ pub struct Provenance {
     /// When it was received (ms since epoch), for latency metrics only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub received_at_ms: Option<i64>,
+    /// Its position in the observation stream, set on receipt whatever a message says:
+    /// its offset on the observations topic (Kafka mode; one package is always on one
+    /// partition) or the embedded arrival sequence. Orders record writes
+    /// (`ports::RecordVersion`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequence: Option<i64>,
 }
 
 /// One statement about one (artifact, vulnerability), as normalised from a document.

@@ -335,6 +335,11 @@ pub struct Policy {
     /// Evaluate freshness at this time instead of the pair's own evaluation time.
     pub as_of: Option<super::timestamp::Timestamp>,
     version: String,
+    /// The tenant's policy epoch this policy is in force at: 0 for the seed of
+    /// `config/issuers.toml`, raised by every persisted trust or policy change. Not part
+    /// of [`Policy::version`] or of any digest; it orders record writes
+    /// (`ports::RecordVersion`), so a recompute under a new epoch replaces every record
+    /// written before it.
     epoch: u64,
 }
 

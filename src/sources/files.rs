@@ -57,6 +57,7 @@ async fn process(ctx: &Ctx, name: String, bytes: Result<Vec<u8>, (&'static str, 
                     source: Some(name.clone()),
                     correlation_id: None,
                     received_at_ms: Some(arrived),
+                    sequence: None,
                 },
                 ..Default::default()
             };

@@ -12,7 +12,10 @@
 //! bounded attempts) or dead-lettered with its reason (permanent, or out of attempts), so
 //! every offset completes and commits move on; in-flight work is bounded by messages,
 //! payload bytes and tracked offsets; a saturated pipeline pauses the assignment instead of
-//! buffering; on revocation the artifact actors are dropped (rebuilt from the store).
+//! buffering; a revocation waits (at most `drain_timeout_ms`) for the work in flight on
+//! the revoked partitions, then drops the artifact actors (rebuilt from the store); an
+//! observation's offset is its stream position (`provenance.sequence`, which orders
+//! record writes) and its message key must be its own `<tenant>/<package>`.
 
 use crate::actors::messages::IngestOutcome;
 use crate::actors::{Pipeline, PipelineError};
@@ -98,6 +101,11 @@ impl OffsetTracker {
         last
     }
 
+    /// Offsets of a partition begun but not complete yet.
+    pub fn pending(&self, topic: &str, partition: i32) -> usize {
+        self.partitions.get(&(topic.to_string(), partition)).map_or(0, |p| p.values().filter(|done| !**done).count())
+    }
+
     /// Forgets a revoked partition.
     pub fn revoke(&mut self, topic: &str, partition: i32) {
         self.partitions.remove(&(topic.to_string(), partition));
@@ -108,11 +116,45 @@ impl OffsetTracker {
     }
 }
 
-/// Consumer context: logs rebalances, forgets revoked partitions, drops artifact actors.
+/// Consumer context: logs rebalances; before a revocation completes, waits (at most
+/// `drain`) until the work in flight on the revoked partitions is done (durable or
+/// dead-lettered, its offset stored for the revocation's commit), then forgets those
+/// partitions and drops the artifact actors (a later assignment rebuilds them from the
+/// store). Whatever is still in flight after `drain` may write late: the store's record
+/// versions fence it (`ports::RecordVersion`).
 pub struct RebalanceContext {
     name: &'static str,
     tracker: Arc<Mutex<OffsetTracker>>,
     on_revoke: Option<Pipeline>,
+    drain: Duration,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl RebalanceContext {
+    /// Waits until no offset of `partitions` is pending or `drain` has passed; returns
+    /// the offsets still pending. Runs on the thread polling the consumer (the callback's):
+    /// inside the multi-thread runtime it tells tokio first, so that the thread's other
+    /// tasks move elsewhere.
+    fn drain_revoked(&self, partitions: &[(String, i32)]) -> usize {
+        let pending =
+            || self.tracker.lock().map(|t| partitions.iter().map(|(tp, p)| t.pending(tp, *p)).sum()).unwrap_or(0);
+        let wait = || {
+            let deadline = std::time::Instant::now() + self.drain;
+            loop {
+                let left: usize = pending();
+                if left == 0 || std::time::Instant::now() >= deadline || *self.shutdown.borrow() {
+                    return left;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(wait)
+            }
+            _ => wait(),
+        }
+    }
 }
 
 impl ClientContext for RebalanceContext {
@@ -135,7 +177,19 @@ impl ConsumerContext for RebalanceContext {
         if let Rebalance::Revoke(tpl) = rebalance {
             let parts: Vec<String> =
                 tpl.elements().iter().map(|e| format!("{}/{}", e.topic(), e.partition())).collect();
-            tracing::info!(event = "partitions_revoked", consumer = self.name, partitions = ?parts, "partitions revoked");
+            let revoked: Vec<(String, i32)> =
+                tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
+            let t0 = std::time::Instant::now();
+            let left = self.drain_revoked(&revoked);
+            tracing::info!(event = "partitions_revoked", consumer = self.name, partitions = ?parts, drained_ms = t0.elapsed().as_millis() as u64, left_in_flight = left, "partitions revoked");
+            if left > 0 {
+                crate::warn_event!(
+                    crate::telemetry::events::LogEvent::RevokeDrainIncomplete,
+                    consumer = self.name,
+                    left_in_flight = left,
+                    "work on revoked partitions still in flight; its late writes are fenced by record versions"
+                );
+            }
             if let Ok(mut t) = self.tracker.lock() {
                 for e in tpl.elements() {
                     t.revoke(e.topic(), e.partition());
@@ -358,6 +412,7 @@ async fn handle_document(
             source: Some(name.clone()),
             correlation_id: correlation.clone(),
             received_at_ms: Some(timestamp_ms(&m)),
+            sequence: None,
         },
         ..Default::default()
     };
@@ -448,6 +503,16 @@ async fn handle_observation(
             return Err(HandleError::Permanent { reason, detail });
         }
     };
+    // The key decides the partition, so the instance that owns the package: it must be
+    // the observation's own (a forged key would hand the package to a second owner).
+    let key = format!("{}/{}", o.tenant, o.package);
+    if m.key() != Some(key.as_bytes()) {
+        let got = m.key().map(String::from_utf8_lossy);
+        let detail = format!("message key {got:?} is not the observation's {key:?} (<tenant>/<package>)");
+        return Err(HandleError::Permanent { reason: INVALID_OBSERVATION, detail });
+    }
+    // Its position in the stream orders record writes; whatever the message said.
+    o.provenance.sequence = Some(m.offset());
     if o.provenance.received_at_ms.is_none() {
         o.provenance.received_at_ms = Some(timestamp_ms(&m));
     }
@@ -657,7 +722,7 @@ pub async fn run(
               name: &'static str|
      -> anyhow::Result<(Arc<KConsumer>, Arc<Mutex<OffsetTracker>>)> {
         let tracker = Arc::new(Mutex::new(OffsetTracker::default()));
-        let ctx = RebalanceContext { name, tracker: tracker.clone(), on_revoke };
+        let ctx = RebalanceContext { name, tracker: tracker.clone(), on_revoke, drain, shutdown: shutdown.clone() };
         let c: KConsumer = consumer_config(&cfg, client).create_with_context(ctx)?;
         c.subscribe(&[topic])?;
         Ok((Arc::new(c), tracker))
@@ -705,7 +770,15 @@ pub async fn run(
         shutdown.clone(),
         h_obs,
     );
-    futures::future::join(a, b).await;
+    // On the runtime's worker threads, not on the caller's (in `serve`, the actix system
+    // thread, where the registry and store writer actors run): a revocation blocks the
+    // polling thread while it waits for in-flight work, which needs those actors.
+    let (a, b) = futures::future::join(tokio::spawn(a), tokio::spawn(b)).await;
+    for r in [a, b] {
+        if let Err(e) = r {
+            anyhow::bail!("consumer task failed: {e}");
+        }
+    }
     let _ = tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(5))).await;
     Ok(())
 }

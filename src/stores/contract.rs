@@ -11,7 +11,9 @@ use crate::domain::keys::parse_key;
 use crate::domain::model::{IssuerSource, Observation, Provenance, Signature, SourceFormat, Status, TimestampSource};
 use crate::domain::timestamp::Timestamp;
 use crate::domain::trust::Policy;
-use crate::ports::{ConsensusStore, ExportJobRecord, RecordQuery, TrustAudit, VerificationRecord};
+use crate::ports::{
+    ConsensusStore, ExportJobRecord, RecordQuery, RecordVersion, TrustAudit, VerificationRecord, VersionedRecord,
+};
 use std::collections::BTreeSet;
 
 /// A test observation (`issuer` says `status` about `artifact`/`vuln` for `tenant`).
@@ -44,7 +46,7 @@ pub fn sample_observation(tenant: &str, issuer: &str, artifact: &str, vuln: &str
         position: 0,
         format: SourceFormat::Openvex,
         signature: Signature::default(),
-        provenance: Provenance { source: Some("contract".into()), correlation_id: None, received_at_ms: Some(1) },
+        provenance: Provenance { source: Some("contract".into()), received_at_ms: Some(1), ..Default::default() },
     }
     .with_id()
     .expect("sample observation has an id")
@@ -104,14 +106,14 @@ pub async fn store_contract_suite<S: ConsensusStore>(store: &S) {
 
     assert_eq!(store.get_record(&pair).await.expect("get_record"), None, "no record before the first write");
     let depth0 = store.conflict_queue_depth().await.expect("depth");
-    store.put_records(&[agreed.clone()], 1_000).await.expect("put_records");
+    store.put_records(&[VersionedRecord::unversioned(agreed.clone())], 1_000).await.expect("put_records");
     let got = store.get_record(&pair).await.expect("get_record").expect("record stored");
     assert_eq!(got.consensus_digest, agreed.consensus_digest, "get_record returns the written record");
     assert_eq!(got, agreed, "a record round-trips unchanged");
     assert_eq!(got.compute_digest().unwrap(), got.consensus_digest, "a stored record re-digests to its digest");
     assert_eq!(store.conflict_queue_depth().await.expect("depth"), depth0, "a clean record opens no conflict");
 
-    store.put_records(&[disputed.clone()], 2_000).await.expect("put_records changed");
+    store.put_records(&[VersionedRecord::unversioned(disputed.clone())], 2_000).await.expect("put_records changed");
     assert_eq!(store.conflict_queue_depth().await.expect("depth"), depth0 + 1, "a conflicted record is queued");
     let per_tenant = store.conflict_queue_depths().await.expect("depths");
     assert!(per_tenant.contains(&(tenant.clone(), 1)), "the queue counts per tenant: {per_tenant:?}");
@@ -119,9 +121,9 @@ pub async fn store_contract_suite<S: ConsensusStore>(store: &S) {
         !per_tenant.iter().any(|(t, _)| *t == other_tenant),
         "a tenant without conflicts is left out: {per_tenant:?}"
     );
-    store.put_records(&[disputed.clone()], 3_000).await.expect("put_records replay");
+    store.put_records(&[VersionedRecord::unversioned(disputed.clone())], 3_000).await.expect("put_records replay");
     assert_eq!(store.conflict_queue_depth().await.expect("depth"), depth0 + 1, "queueing is idempotent");
-    store.put_records(&[rec_c.clone()], 4_000).await.expect("put_records other pair");
+    store.put_records(&[VersionedRecord::unversioned(rec_c.clone())], 4_000).await.expect("put_records other pair");
 
     let all = store.list_records(Some(&tenant), None).await.expect("list_records");
     assert_eq!(all.len(), 2, "one current record per pair");
@@ -142,7 +144,7 @@ pub async fn store_contract_suite<S: ConsensusStore>(store: &S) {
         "records are per tenant"
     );
 
-    store.put_records(&[agreed.clone()], 5_000).await.expect("put_records resolves");
+    store.put_records(&[VersionedRecord::unversioned(agreed.clone())], 5_000).await.expect("put_records resolves");
     assert_eq!(store.conflict_queue_depth().await.expect("depth"), depth0, "a resolved conflict leaves the queue");
     assert!(
         !store.conflict_queue_depths().await.expect("depths").iter().any(|(t, _)| *t == tenant),
@@ -233,7 +235,10 @@ pub async fn store_contract_suite<S: ConsensusStore>(store: &S) {
     assert!(by(RecordQuery { vulnerability: Some("CVE-1999-0001".into()), ..q.clone() }).await.is_empty());
     assert_eq!(by(RecordQuery { since_ms: Some(4_500), ..q.clone() }).await, vec![a.artifact.clone()], "since");
     assert!(by(RecordQuery { conflicted: true, ..q.clone() }).await.is_empty(), "no open conflict");
-    store.put_records(&[disputed.clone()], 7_000).await.expect("put_records disputes again");
+    store
+        .put_records(&[VersionedRecord::unversioned(disputed.clone())], 7_000)
+        .await
+        .expect("put_records disputes again");
     assert_eq!(by(RecordQuery { conflicted: true, ..q.clone() }).await, vec![a.artifact.clone()], "conflicted");
     let reason = disputed.conflicts[0].reason.clone();
     let with_reason = RecordQuery { conflicted: true, conflict_reason: Some(reason), ..q.clone() };
@@ -248,6 +253,68 @@ pub async fn store_contract_suite<S: ConsensusStore>(store: &S) {
     let written = [(1_000, &agreed), (2_000, &disputed), (4_000, &rec_c), (5_000, &agreed), (7_000, &disputed)];
     change_stream_clauses(store, &tenant, &other_tenant, &written, &agreed).await;
     trust_contract(store, &tenant, &other_tenant).await;
+    fence_clauses(store, &tenant).await;
+}
+
+/// Fenced writes: an older version never replaces a newer one (nor adds history or
+/// touches the conflict queue); an equal version of the same record changes nothing; a
+/// higher epoch wins whatever its offset; the same record at a newer version only raises
+/// the stored version.
+async fn fence_clauses<S: ConsensusStore>(store: &S, tenant: &str) {
+    let e = sample_observation(tenant, "vendor", "pkg:npm/contract-f@1.0.0", "CVE-2024-0002", Status::Affected);
+    let f = sample_observation(tenant, "scanner", "pkg:npm/contract-f@1.0.0", "CVE-2024-0002", Status::NotAffected);
+    let pair_f =
+        PairKey { tenant: tenant.to_string(), artifact: e.artifact.clone(), vulnerability: e.vulnerability.clone() };
+    let (one, two) = (records_of(&[e.clone()], &pair_f), records_of(&[e.clone(), f.clone()], &pair_f));
+    assert!(one.conflicts.is_empty() && !two.conflicts.is_empty(), "fixture: one clean, one conflicted");
+    let v = |epoch: u64, offset: i64, observations: u64| RecordVersion { epoch, offset, observations };
+    let put = |r: &ConsensusRecord, version: RecordVersion, at: i64| {
+        let w = VersionedRecord::new(r.clone(), version);
+        async move { store.put_records(&[w], at).await.expect("versioned put_records") }
+    };
+    let current = || async { store.get_record(&pair_f).await.expect("get_record").map(|r| r.consensus_digest) };
+    let history = || async {
+        let h = store.record_history(&pair_f).await.expect("record_history");
+        h.into_iter().map(|t| (t.changed_at_ms, t.record.consensus_digest)).collect::<Vec<_>>()
+    };
+    let depth = store.conflict_queue_depth().await.expect("depth");
+    put(&two, v(0, 20, 2), 10_000).await;
+    assert_eq!(current().await, Some(two.consensus_digest.clone()));
+    assert_eq!(store.conflict_queue_depth().await.expect("depth"), depth + 1, "the conflicted record is queued");
+    put(&one, v(0, 10, 1), 11_000).await;
+    assert_eq!(current().await, Some(two.consensus_digest.clone()), "a lower offset never replaces a higher one");
+    put(&one, v(0, 20, 1), 11_500).await;
+    assert_eq!(current().await, Some(two.consensus_digest.clone()), "the same offset with fewer observations loses");
+    assert_eq!(store.conflict_queue_depth().await.expect("depth"), depth + 1, "a write that lost leaves the queue");
+    put(&two, v(0, 20, 2), 12_000).await;
+    assert_eq!(history().await, vec![(10_000, two.consensus_digest.clone())], "no history for lost or replayed writes");
+    put(&one, v(1, 5, 1), 13_000).await;
+    assert_eq!(current().await, Some(one.consensus_digest.clone()), "a higher epoch wins with a lower offset");
+    assert_eq!(store.conflict_queue_depth().await.expect("depth"), depth, "the winner resolves the conflict");
+    put(&two, v(0, 30, 9), 14_000).await;
+    assert_eq!(current().await, Some(one.consensus_digest.clone()), "a lower epoch never wins");
+    assert_eq!(store.conflict_queue_depth().await.expect("depth"), depth, "a stale write does not reopen a conflict");
+    put(&one, v(2, 5, 1), 15_000).await;
+    put(&two, v(1, 99, 9), 16_000).await;
+    assert_eq!(current().await, Some(one.consensus_digest.clone()), "the same record at a newer version raises it");
+    assert_eq!(
+        history().await,
+        vec![(10_000, two.consensus_digest.clone()), (13_000, one.consensus_digest.clone())],
+        "history holds the writes that won, once"
+    );
+    let q =
+        RecordQuery { tenant: tenant.to_string(), artifact: Some(e.artifact.clone()), limit: 10, ..Default::default() };
+    let timed = store.query_records(&q).await.expect("query_records");
+    assert_eq!(
+        timed.iter().map(|t| t.changed_at_ms).collect::<Vec<_>>(),
+        vec![13_000],
+        "raising a version is no change"
+    );
+    put(&two, v(2, 5, 1), 17_000).await;
+    assert_eq!(current().await, Some(two.consensus_digest.clone()), "an equal version with another record replaces it");
+    assert_eq!(store.conflict_queue_depth().await.expect("depth"), depth + 1);
+    put(&one, v(2, 4, 1), 18_000).await;
+    assert_eq!(current().await, Some(two.consensus_digest.clone()), "an older version after the equal one loses");
 }
 
 /// Trust policies: compare-and-set on the tenant's epoch, audit entries per tenant.
@@ -320,9 +387,10 @@ async fn change_stream_clauses<S: ConsensusStore>(
     assert_eq!(view(&store.changes_after(tenant, 3, 1000).await.expect("resume")), want[3..].to_vec(), "resume");
     let tail = want.len() as u64;
     assert!(store.changes_after(tenant, tail, 1000).await.expect("at the tail").is_empty(), "nothing after the tail");
-    store.put_records(&[written[written.len() - 1].1.clone()], 8_000).await.expect("replay");
+    let last = VersionedRecord::unversioned(written[written.len() - 1].1.clone());
+    store.put_records(&[last], 8_000).await.expect("replay");
     assert_eq!(store.change_tail(tenant).await.expect("change_tail"), tail, "a replay adds no change");
-    store.put_records(&[again.clone()], 9_000).await.expect("put_records");
+    store.put_records(&[VersionedRecord::unversioned(again.clone())], 9_000).await.expect("put_records");
     let next = store.changes_after(tenant, tail, 1000).await.expect("changes_after");
     assert_eq!(view(&next), vec![(tail + 1, 9_000, again.consensus_digest.clone())], "a new change, once");
     assert_eq!(store.change_tail(other_tenant).await.expect("change_tail"), 0, "positions are per tenant");

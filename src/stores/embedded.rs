@@ -12,8 +12,8 @@ use crate::domain::consensus::{ConsensusRecord, PairKey};
 use crate::domain::model::Observation;
 use crate::domain::trust::TenantTrust;
 use crate::ports::{
-    pair_id, trust_audit_id, ChangeEvent, ConsensusStore, ExportJobRecord, RecordQuery, StoreError, TimedRecord,
-    TrustAudit, VerificationRecord,
+    decide_write, pair_id, trust_audit_id, ChangeEvent, ConsensusStore, ExportJobRecord, RecordQuery, RecordVersion,
+    StoreError, TimedRecord, TrustAudit, VerificationRecord, VersionedRecord, WriteDecision,
 };
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -47,11 +47,14 @@ pub const DB_FILE: &str = "vex-lens.redb";
 struct StoredRecord {
     changed_at_ms: i64,
     record: ConsensusRecord,
+    /// Absent in records written before versions existed: the lowest version.
+    #[serde(default)]
+    version: RecordVersion,
 }
 
 impl StoredRecord {
-    fn new(changed_at_ms: i64, record: ConsensusRecord) -> Self {
-        StoredRecord { changed_at_ms, record }
+    fn new(changed_at_ms: i64, record: ConsensusRecord, version: RecordVersion) -> Self {
+        StoredRecord { changed_at_ms, record, version }
     }
 
     fn decode(bytes: &[u8]) -> Result<StoredRecord, StoreError> {
@@ -295,7 +298,10 @@ impl ConsensusStore for EmbeddedStore {
         .await
     }
 
-    async fn put_records(&self, records: &[ConsensusRecord], changed_at_ms: i64) -> Result<(), StoreError> {
+    /// One write transaction: each record is compared with the stored one
+    /// ([`decide_write`]) and written, with its history entry and conflict-queue change,
+    /// only if it is not older; all of it commits together.
+    async fn put_records(&self, records: &[VersionedRecord], changed_at_ms: i64) -> Result<(), StoreError> {
         if records.is_empty() {
             return Ok(());
         }
@@ -308,27 +314,40 @@ impl ConsensusStore for EmbeddedStore {
                 let mut conf = tx.open_table(CONFLICTS).map_err(err)?;
                 let mut changes = tx.open_table(CHANGES).map_err(err)?;
                 let mut tails = tx.open_table(CHANGE_TAILS).map_err(err)?;
-                for r in &records {
+                for VersionedRecord { record: r, version } in &records {
                     let id = pair_id(&r.pair());
-                    let unchanged = match cur.get(id.as_str()).map_err(err)? {
-                        Some(v) => {
-                            let old = StoredRecord::decode(v.value())?;
-                            old.record.consensus_digest == r.consensus_digest
-                        }
-                        None => false,
+                    let stored = match cur.get(id.as_str()).map_err(err)? {
+                        Some(v) => Some(StoredRecord::decode(v.value())?),
+                        None => None,
                     };
-                    if !unchanged {
-                        let stored = StoredRecord::new(changed_at_ms, r.clone());
-                        let bytes = serde_json::to_vec(&stored).map_err(json_err)?;
-                        cur.insert(id.as_str(), bytes.as_slice()).map_err(err)?;
-                        let hid = crate::ports::history_id(&id, changed_at_ms, &r.consensus_digest);
-                        if hist.get(hid.as_str()).map_err(err)?.is_none() {
-                            hist.insert(hid.as_str(), bytes.as_slice()).map_err(err)?;
-                            let seq = tails.get(r.tenant.as_str()).map_err(err)?.map_or(0, |v| v.value()) + 1;
-                            tails.insert(r.tenant.as_str(), seq).map_err(err)?;
-                            changes.insert(change_key(&r.tenant, seq).as_str(), hid.as_str()).map_err(err)?;
+                    let decision = decide_write(
+                        stored.as_ref().map(|s| (s.version, s.record.consensus_digest.as_str())),
+                        *version,
+                        &r.consensus_digest,
+                    );
+                    match decision {
+                        WriteDecision::Stale => continue,
+                        WriteDecision::Unchanged => {}
+                        WriteDecision::RaiseVersion => {
+                            let Some(mut s) = stored else { continue };
+                            s.version = *version;
+                            let bytes = serde_json::to_vec(&s).map_err(json_err)?;
+                            cur.insert(id.as_str(), bytes.as_slice()).map_err(err)?;
+                        }
+                        WriteDecision::Write => {
+                            let stored = StoredRecord::new(changed_at_ms, r.clone(), *version);
+                            let bytes = serde_json::to_vec(&stored).map_err(json_err)?;
+                            cur.insert(id.as_str(), bytes.as_slice()).map_err(err)?;
+                            let hid = crate::ports::history_id(&id, changed_at_ms, &r.consensus_digest);
+                            if hist.get(hid.as_str()).map_err(err)?.is_none() {
+                                hist.insert(hid.as_str(), bytes.as_slice()).map_err(err)?;
+                                let seq = tails.get(r.tenant.as_str()).map_err(err)?.map_or(0, |v| v.value()) + 1;
+                                tails.insert(r.tenant.as_str(), seq).map_err(err)?;
+                                changes.insert(change_key(&r.tenant, seq).as_str(), hid.as_str()).map_err(err)?;
+                            }
                         }
                     }
+                    let unchanged = decision != WriteDecision::Write;
                     if r.conflicts.is_empty() {
                         conf.remove(id.as_str()).map_err(err)?;
                     } else if !unchanged || conf.get(id.as_str()).map_err(err)?.is_none() {

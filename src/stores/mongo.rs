@@ -12,9 +12,19 @@
 //!   (`vex_observations` on tenant+package, history on pair+time, conflict queue on
 //!   tenant+reason, consensus on tenant+time and artifact+vulnerability); no document
 //!   grows without bound.
-//! - `put_records` writes the history entries, then the conflict queue, and the current
-//!   records LAST: the stored `consensus_digest` is the commit marker, so a crash between
-//!   the steps is repaired by the replay.
+//! - Current records are fenced: each carries its [`RecordVersion`] (`v_epoch`,
+//!   `v_offset`, `v_count`, and `v_key`: one string that sorts like the version) and is
+//!   written by an `update` whose filter matches only a stored version that is not newer
+//!   (`{_id, v_key: {$lte: key}, consensus_digest: {$ne: digest}}`, upsert; `{_id, v_key:
+//!   {$exists: false}}` over a record without a version, or none): a stored newer (or
+//!   identical) record makes the upsert try to insert its `_id`, and that duplicate key
+//!   error means "stored is newer: skip" (MongoDB 7+ and SecantusDB answer alike), so a
+//!   late write of an instance that lost the package never replaces the new owner's
+//!   record. No `$or` in these filters: SecantusDB scans the collection for one.
+//! - `put_records` writes the current records first, then, for the writes that won, the
+//!   history entries and the conflict queue (also version-conditional); a replay of the
+//!   stored version re-inserts its history entry and re-applies its queue entry, so a
+//!   crash between the steps is repaired by the replay.
 //! - A consensus record is stored as its canonical JSON string (`record_json`, which
 //!   holds only integers and strings); reading parses the string, so `compute_digest()`
 //!   after a round trip equals the stored `consensus_digest`, which
@@ -37,8 +47,8 @@ use crate::domain::consensus::{ConsensusRecord, PairKey};
 use crate::domain::model::Observation;
 use crate::domain::trust::TenantTrust;
 use crate::ports::{
-    pair_id, trust_audit_id, ChangeEvent, ConsensusStore, ExportJobRecord, RecordQuery, StoreError, TimedRecord,
-    TrustAudit, VerificationRecord,
+    decide_write, pair_id, trust_audit_id, ChangeEvent, ConsensusStore, ExportJobRecord, RecordQuery, RecordVersion,
+    StoreError, TimedRecord, TrustAudit, VerificationRecord, VersionedRecord, WriteDecision,
 };
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Document};
@@ -113,46 +123,78 @@ impl MongoStore {
         self.db.collection::<Document>(name)
     }
 
-    /// Current digests of the given pair ids: one `$in` query (on `_id`) per [`BATCH`].
-    async fn stored_digests(&self, ids: &[String]) -> Result<HashMap<String, String>, StoreError> {
+    /// Stored version, digest and change time of the given pair ids: one `$in` query (on
+    /// `_id`) per [`BATCH`]. A record written before versions existed has the lowest.
+    async fn stored_versions(&self, ids: &[String]) -> Result<HashMap<String, StoredVersion>, StoreError> {
         let mut found = HashMap::with_capacity(ids.len());
         for chunk in ids.chunks(BATCH) {
             let mut cursor = self
                 .coll(CONSENSUS)
                 .find(doc! { "_id": { "$in": chunk } })
-                .projection(doc! { "consensus_digest": 1 })
+                .projection(
+                    doc! { "consensus_digest": 1, "changed_at_ms": 1, "v_key": 1, "v_epoch": 1, "v_offset": 1, "v_count": 1 },
+                )
                 .await
                 .map_err(map_err)?;
             while let Some(d) = cursor.try_next().await.map_err(map_err)? {
                 if let (Ok(id), Ok(digest)) = (d.get_str("_id"), d.get_str("consensus_digest")) {
-                    found.insert(id.to_string(), digest.to_string());
+                    let versioned = d.contains_key("v_key");
+                    let version = if versioned {
+                        RecordVersion {
+                            epoch: int_field(&d, "v_epoch").max(0) as u64,
+                            offset: int_field(&d, "v_offset"),
+                            observations: int_field(&d, "v_count").max(0) as u64,
+                        }
+                    } else {
+                        RecordVersion::LOWEST
+                    };
+                    let changed_at_ms = int_field(&d, "changed_at_ms");
+                    found.insert(
+                        id.to_string(),
+                        StoredVersion { version, versioned, digest: digest.to_string(), changed_at_ms },
+                    );
                 }
             }
         }
         Ok(found)
     }
 
-    /// Upserts whole documents by `_id` (each `(id, document, estimated bytes)`): one
-    /// unordered `update` command per batch of at most [`BATCH`] statements and
-    /// [`BATCH_BYTES`].
-    async fn replace_many(&self, name: &str, docs: Vec<(String, Document, usize)>) -> Result<(), StoreError> {
-        let statements =
-            docs.into_iter().map(|(id, d, size)| (doc! { "q": { "_id": id }, "u": d, "upsert": true }, size));
-        for batch in batches(statements) {
+    /// Runs `update` statements (each `(statement, estimated bytes)`) as unordered
+    /// commands of at most [`BATCH`] statements and [`BATCH_BYTES`]; returns the indexes
+    /// of the statements that lost to a newer stored document (a duplicate key: the
+    /// filter did not match the stored document, so the upsert tried to insert its `_id`).
+    async fn conditional_update(
+        &self,
+        name: &str,
+        statements: Vec<(Document, usize)>,
+    ) -> Result<std::collections::HashSet<usize>, StoreError> {
+        let mut lost = std::collections::HashSet::new();
+        let mut base = 0usize;
+        for batch in batches(statements.into_iter()) {
+            let n = batch.len();
             let reply = self
                 .db
                 .run_command(doc! { "update": name, "updates": batch, "ordered": false })
                 .await
                 .map_err(map_err)?;
-            check_write_reply(name, &reply)?;
+            for i in check_conditional_reply(name, &reply)? {
+                lost.insert(base + i);
+            }
+            base += n;
         }
-        Ok(())
+        Ok(lost)
     }
 
-    /// Deletes documents by `_id`: one unordered `delete` command per [`BATCH`].
-    async fn delete_many_by_id(&self, name: &str, ids: &[String]) -> Result<(), StoreError> {
-        for chunk in ids.chunks(BATCH) {
-            let deletes: Vec<Document> = chunk.iter().map(|id| doc! { "q": { "_id": id }, "limit": 1 }).collect();
+    /// Deletes documents by `_id` unless they hold a newer version than the given one
+    /// (two statements per id: a versioned document at most `v`, an unversioned one).
+    async fn delete_unless_newer(&self, name: &str, ids: &[(String, RecordVersion)]) -> Result<(), StoreError> {
+        for chunk in ids.chunks(BATCH / 2) {
+            let deletes: Vec<Document> = chunk
+                .iter()
+                .flat_map(|(id, v)| {
+                    [true, false].map(|versioned| doc! { "q": version_filter(id, *v, versioned), "limit": 1 })
+                })
+                .collect();
             let reply = self
                 .db
                 .run_command(doc! { "delete": name, "deletes": deletes, "ordered": false })
@@ -176,6 +218,76 @@ impl MongoStore {
             Err(e) => Err(map_err(e)),
         }
     }
+}
+
+/// What a conditional write compares with.
+struct StoredVersion {
+    version: RecordVersion,
+    /// Whether the document has a version (`v_key`).
+    versioned: bool,
+    digest: String,
+    changed_at_ms: i64,
+}
+
+/// An integer field (BSON int32, int64 or double), 0 when absent.
+fn int_field(d: &Document, key: &str) -> i64 {
+    match d.get(key) {
+        Some(mongodb::bson::Bson::Int32(n)) => i64::from(*n),
+        Some(mongodb::bson::Bson::Int64(n)) => *n,
+        Some(mongodb::bson::Bson::Double(n)) => *n as i64,
+        _ => 0,
+    }
+}
+
+/// The version as one string that sorts (byte-wise, as MongoDB compares strings) like
+/// [`RecordVersion`]: fixed-width hex of the epoch, the offset (sign bit flipped) and
+/// the count.
+fn version_key(v: RecordVersion) -> String {
+    format!("{:016x}{:016x}{:016x}", v.epoch, (v.offset as u64) ^ (1 << 63), v.observations)
+}
+
+/// Stores a version in a document: `v_key` (compared by the filters) and, for people,
+/// `v_epoch`, `v_offset`, `v_count`.
+fn set_version(d: &mut Document, v: RecordVersion) {
+    d.insert("v_key", version_key(v));
+    d.insert("v_epoch", v.epoch as i64);
+    d.insert("v_offset", v.offset);
+    d.insert("v_count", v.observations as i64);
+}
+
+/// The filter of a conditional write: the document `_id` if its version is at most `v`
+/// (`versioned`: the stored document has one), or if it has no version (`!versioned`: a
+/// document written before versions existed, or none: an insert). Two filters rather
+/// than one `$or`, because SecantusDB answers an `$or` beside `_id` with a collection scan
+/// (MongoDB uses the `_id` index either way).
+fn version_filter(id: &str, v: RecordVersion, versioned: bool) -> Document {
+    if versioned {
+        doc! { "_id": id, "v_key": { "$lte": version_key(v) } }
+    } else {
+        doc! { "_id": id, "v_key": { "$exists": false } }
+    }
+}
+
+/// Checks the reply of a conditional `update`: returns the indexes of statements that
+/// lost (duplicate key); any other write error as [`check_write_reply`] does.
+fn check_conditional_reply(collection: &str, reply: &Document) -> Result<Vec<usize>, StoreError> {
+    let Ok(errors) = reply.get_array("writeErrors") else {
+        return check_write_reply(collection, reply).map(|()| Vec::new());
+    };
+    let mut lost = Vec::new();
+    let mut others = Vec::new();
+    for e in errors {
+        let Some(d) = e.as_document() else { continue };
+        if d.get_i32("code").ok() == Some(DUPLICATE_KEY) {
+            lost.push(int_field(d, "index") as usize);
+        } else {
+            others.push(e.clone());
+        }
+    }
+    let mut rest = reply.clone();
+    rest.insert("writeErrors", others);
+    check_write_reply(collection, &rest)?;
+    Ok(lost)
 }
 
 /// Whether an insert failed only because some documents already existed.
@@ -431,55 +543,129 @@ impl ConsensusStore for MongoStore {
         Ok(out)
     }
 
-    async fn put_records(&self, records: &[ConsensusRecord], changed_at_ms: i64) -> Result<(), StoreError> {
+    /// Conditional writes ([`decide_write`] on the stored version and digest, read with
+    /// one `$in` query per batch; the `update` filters re-check it on the server, so a
+    /// write that raced a newer one loses there): the current records first, then, for
+    /// the writes that won, their history entries and conflict-queue changes. A replay
+    /// of the stored version re-inserts its history entry and re-applies its queue entry
+    /// (idempotent), which repairs a crash between these steps.
+    async fn put_records(&self, records: &[VersionedRecord], changed_at_ms: i64) -> Result<(), StoreError> {
         if records.is_empty() {
             return Ok(());
         }
         // The last record of a pair wins if a batch names a pair twice.
-        let mut by_id: HashMap<String, &ConsensusRecord> = HashMap::with_capacity(records.len());
+        let mut by_id: HashMap<String, &VersionedRecord> = HashMap::with_capacity(records.len());
         let mut order = Vec::with_capacity(records.len());
         for r in records {
-            let id = pair_id(&r.pair());
+            let id = pair_id(&r.record.pair());
             if by_id.insert(id.clone(), r).is_none() {
                 order.push(id);
             }
         }
-        let stored = self.stored_digests(&order).await?;
-        let mut changed: Vec<(String, &ConsensusRecord, Document)> = Vec::new();
+        let mut stored = self.stored_versions(&order).await?;
+        // (id, record, version, changed_at of the entry): written, or replayed as stored.
+        let mut won: Vec<(String, &VersionedRecord, i64)> = Vec::new();
+        let mut pending: Vec<String> = Vec::new();
+        let mut raise: Vec<(String, RecordVersion, bool)> = Vec::new();
         for id in order {
-            let r = by_id[&id];
-            if stored.get(&id) != Some(&r.consensus_digest) {
-                let d = record_doc(&id, r, changed_at_ms)?;
-                changed.push((id, r, d));
+            let v = by_id[&id];
+            let s = stored.get(&id);
+            match decide_write(s.map(|s| (s.version, s.digest.as_str())), v.version, &v.record.consensus_digest) {
+                WriteDecision::Write => pending.push(id),
+                WriteDecision::RaiseVersion => raise.push((id, v.version, s.is_some_and(|s| s.versioned))),
+                WriteDecision::Unchanged => {
+                    let at = s.map_or(changed_at_ms, |s| s.changed_at_ms);
+                    won.push((id, v, at));
+                }
+                WriteDecision::Stale => {}
             }
         }
-        if changed.is_empty() {
+        // 1. the current records, each only over an older version (the commit marker). A
+        //    statement that loses on the server (a newer or identical record is stored:
+        //    duplicate key) is re-read and retried only if it would still win (a race
+        //    between two inserts of a new pair).
+        for _ in 0..3 {
+            if pending.is_empty() {
+                break;
+            }
+            let mut docs = Vec::with_capacity(pending.len());
+            for id in &pending {
+                let v = by_id[id];
+                let mut d = record_doc(id, &v.record, changed_at_ms)?;
+                set_version(&mut d, v.version);
+                let bytes = d.get_str("record_json").map_or(0, str::len) + 1024;
+                let versioned = stored.get(id).is_some_and(|s| s.versioned);
+                let mut filter = version_filter(id, v.version, versioned);
+                if versioned {
+                    filter.insert("consensus_digest", doc! { "$ne": &v.record.consensus_digest });
+                }
+                docs.push((doc! { "q": filter, "u": d, "upsert": true }, bytes));
+            }
+            let lost = self.conditional_update(CONSENSUS, docs).await?;
+            let (mut lost_ids, mut ok_ids) = (Vec::new(), Vec::new());
+            for (i, id) in pending.drain(..).enumerate() {
+                if lost.contains(&i) {
+                    lost_ids.push(id);
+                } else {
+                    ok_ids.push(id);
+                }
+            }
+            for id in ok_ids {
+                won.push((id.clone(), by_id[&id], changed_at_ms));
+            }
+            if lost_ids.is_empty() {
+                break;
+            }
+            stored.extend(self.stored_versions(&lost_ids).await?);
+            for id in lost_ids {
+                let v = by_id[&id];
+                let s = stored.get(&id).map(|s| (s.version, s.digest.as_str()));
+                if decide_write(s, v.version, &v.record.consensus_digest) == WriteDecision::Write {
+                    pending.push(id);
+                }
+            }
+        }
+        // 2. the same record at a newer version: only the version moves.
+        if !raise.is_empty() {
+            let statements = raise
+                .iter()
+                .map(|(id, v, versioned)| {
+                    let mut set = Document::new();
+                    set_version(&mut set, *v);
+                    (doc! { "q": version_filter(id, *v, *versioned), "u": { "$set": set }, "upsert": false }, 256)
+                })
+                .collect();
+            self.conditional_update(CONSENSUS, statements).await?;
+        }
+        if won.is_empty() {
             return Ok(());
         }
-        let size = |d: &Document| d.get_str("record_json").map_or(0, str::len) + 1024;
 
-        // 1. history (insert-only, idempotent by `<pair_id>:<changed_at_ms>:<digest>`)
-        let history: Vec<Document> = changed
-            .iter()
-            .map(|(id, r, d)| {
-                let mut h = d.clone();
-                h.insert("_id", crate::ports::history_id(id, changed_at_ms, &r.consensus_digest));
-                h.insert("pair_id", id.as_str());
-                h.insert("stream_seq", 0_i64);
-                h
-            })
-            .collect();
+        // 3. history (insert-only, idempotent by `<pair_id>:<changed_at_ms>:<digest>`)
+        let mut history = Vec::with_capacity(won.len());
+        for (id, v, at) in &won {
+            let mut h = record_doc(id, &v.record, *at)?;
+            h.insert("_id", crate::ports::history_id(id, *at, &v.record.consensus_digest));
+            h.insert("pair_id", id.as_str());
+            h.insert("stream_seq", 0_i64);
+            history.push(h);
+        }
         self.insert_ignoring_duplicates(HISTORY, history).await?;
 
-        // 2. conflict queue: open conflicts upserted, resolved ones deleted
-        let resolved: Vec<String> =
-            changed.iter().filter(|(_, r, _)| r.conflicts.is_empty()).map(|(id, _, _)| id.clone()).collect();
-        self.delete_many_by_id(CONFLICT_QUEUE, &resolved).await?;
+        // 4. conflict queue: open conflicts upserted, resolved ones deleted, each only
+        //    over an older (or equal) version
+        let resolved: Vec<(String, RecordVersion)> = won
+            .iter()
+            .filter(|(_, v, _)| v.record.conflicts.is_empty())
+            .map(|(id, v, _)| (id.clone(), v.version))
+            .collect();
+        self.delete_unless_newer(CONFLICT_QUEUE, &resolved).await?;
         let mut open = Vec::new();
-        for (id, r, _) in changed.iter().filter(|(_, r, _)| !r.conflicts.is_empty()) {
+        for (id, v, at) in won.iter().filter(|(_, v, _)| !v.record.conflicts.is_empty()) {
+            let r = &v.record;
             let conflicts = mongodb::bson::to_bson(&r.conflicts).map_err(rejected("encoding conflicts"))?;
             let reasons: std::collections::BTreeSet<&str> = r.conflicts.iter().map(|c| c.reason.as_str()).collect();
-            let d = doc! {
+            let mut d = doc! {
                 "_id": id.as_str(),
                 "tenant": &r.tenant,
                 "artifact": &r.artifact,
@@ -489,19 +675,29 @@ impl ConsensusStore for MongoStore {
                 "reasons": reasons.into_iter().collect::<Vec<_>>(),
                 "conflicts": conflicts,
                 "consensus_digest": &r.consensus_digest,
-                "changed_at_ms": changed_at_ms,
+                "changed_at_ms": *at,
             };
+            set_version(&mut d, v.version);
             let bytes = r.conflicts.iter().map(|c| c.detail.len() + 256).sum::<usize>() + 512;
-            open.push((id.clone(), d, bytes));
+            open.push((id.as_str(), v.version, d, bytes));
         }
-        self.replace_many(CONFLICT_QUEUE, open).await?;
-
-        // 3. the current records (commit marker)
-        let current = changed.into_iter().map(|(id, _, d)| {
-            let bytes = size(&d);
-            (id, d, bytes)
-        });
-        self.replace_many(CONSENSUS, current.collect()).await
+        // Over an older versioned entry; what lost is tried over an unversioned one (an
+        // entry written before versions existed); what loses again is newer: left alone.
+        let statements = |versioned: bool, entries: &[&(&str, RecordVersion, Document, usize)]| {
+            entries
+                .iter()
+                .map(|(id, v, d, bytes)| {
+                    (doc! { "q": version_filter(id, *v, versioned), "u": d, "upsert": true }, *bytes)
+                })
+                .collect::<Vec<_>>()
+        };
+        let all: Vec<&(&str, RecordVersion, Document, usize)> = open.iter().collect();
+        let lost = self.conditional_update(CONFLICT_QUEUE, statements(true, &all)).await?;
+        let retry: Vec<_> = all.iter().enumerate().filter(|(i, _)| lost.contains(i)).map(|(_, e)| *e).collect();
+        if !retry.is_empty() {
+            self.conditional_update(CONFLICT_QUEUE, statements(false, &retry)).await?;
+        }
+        Ok(())
     }
 
     async fn get_record(&self, pair: &PairKey) -> Result<Option<ConsensusRecord>, StoreError> {
@@ -916,6 +1112,29 @@ impl MongoStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn version_keys_sort_like_versions() {
+        let v = |epoch: u64, offset: i64, observations: u64| RecordVersion { epoch, offset, observations };
+        let mut versions = vec![
+            RecordVersion::LOWEST,
+            v(0, -1, 0),
+            v(0, -1, 3),
+            v(0, 0, 0),
+            v(0, 9, 1),
+            v(0, 10, 1),
+            v(0, 10, 2),
+            v(0, i64::MAX, u64::MAX),
+            v(1, -5, 0),
+            v(1, 3, 1),
+            v(u64::MAX, 0, 0),
+        ];
+        let mut keys: Vec<String> = versions.iter().map(|v| version_key(*v)).collect();
+        versions.sort();
+        keys.sort();
+        assert_eq!(keys, versions.iter().map(|v| version_key(*v)).collect::<Vec<_>>());
+        assert!(keys.iter().all(|k| k.len() == 48));
+    }
 
     #[test]
     fn kafka_source_is_split() {

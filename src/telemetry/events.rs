@@ -477,6 +477,7 @@ pub enum LogEvent {
     ConsumeError,
     CommitFailed,
     TrustPollFailed,
+    RevokeDrainIncomplete,
     // error
     ArtifactActorUnreachable,
     ApplyRejected,
@@ -495,7 +496,7 @@ pub enum LogEvent {
 }
 
 impl LogEvent {
-    pub const ALL: [LogEvent; 36] = [
+    pub const ALL: [LogEvent; 37] = [
         LogEvent::DeadLettered,
         LogEvent::StoreRetry,
         LogEvent::DsseVerificationFailed,
@@ -517,6 +518,7 @@ impl LogEvent {
         LogEvent::ProduceRetry,
         LogEvent::ConsumeError,
         LogEvent::CommitFailed,
+        LogEvent::RevokeDrainIncomplete,
         LogEvent::ArtifactActorUnreachable,
         LogEvent::ApplyRejected,
         LogEvent::StoreWriterUnreachable,
@@ -558,6 +560,7 @@ impl LogEvent {
             LogEvent::ProduceRetry => "produce_retry",
             LogEvent::ConsumeError => "consume_error",
             LogEvent::CommitFailed => "commit_failed",
+            LogEvent::RevokeDrainIncomplete => "revoke_drain_incomplete",
             LogEvent::ArtifactActorUnreachable => "artifact_actor_unreachable",
             LogEvent::ApplyRejected => "apply_rejected",
             LogEvent::StoreWriterUnreachable => "store_writer_unreachable",

@@ -409,11 +409,7 @@ mod tests {
         ) -> Result<Vec<crate::domain::model::Observation>, StoreError> {
             self.0.observations_for_package(t, p).await
         }
-        async fn put_records(
-            &self,
-            r: &[crate::domain::consensus::ConsensusRecord],
-            at: i64,
-        ) -> Result<(), StoreError> {
+        async fn put_records(&self, r: &[crate::ports::VersionedRecord], at: i64) -> Result<(), StoreError> {
             self.0.put_records(r, at).await
         }
         async fn get_record(
