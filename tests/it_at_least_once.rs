@@ -8,6 +8,8 @@
 //! computation, also those written in the same batch as the poisoned one), the two bad
 //! messages are in the DLQ with their reasons (`store_rejected`, `invalid_json`), and the
 //! group's committed offsets reach the end of every partition (nothing holds commits back).
+//! And the byte bound on in-flight work (`kafka.max_in_flight_bytes`): large messages
+//! are held one at a time under a small bound, nothing is lost.
 
 #[path = "../integration-tests/common/mod.rs"]
 mod common;
@@ -31,6 +33,9 @@ use vex_lens::ports::{
 use vex_lens::stores::contract::sample_observation;
 
 const POISON: &str = "CVE-2099-0666";
+
+/// The tests of this file one at a time (the in-flight gauge is process-wide).
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// The real store, with injected failures (test-only).
 struct FaultStore {
@@ -134,6 +139,7 @@ fn committed_total(brokers: &str, group: &str, topic: &str, partitions: i32) -> 
 fn failing_store_calls_and_a_poisoned_message_neither_lose_data_nor_freeze_commits() {
     let Some(services) = common::services() else { return };
     assert!(common::kcat_available(), "kcat not found: run scripts/install-system-deps.sh");
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let setup = ServeSetup::fresh(&services, "alo");
     let mut cfg = Config::default();
     cfg.kafka.brokers = Some(services.brokers.clone());
@@ -238,4 +244,130 @@ fn failing_store_calls_and_a_poisoned_message_neither_lose_data_nor_freeze_commi
     assert!(lines.iter().any(|l| l.contains("vex-lens-error=store_rejected")), "{dlq}");
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(common::drop_db(&services.mongo_uri, &setup.db));
+}
+
+/// One run of the observations consumer over `obs` (produced by kcat), with
+/// `kafka.max_in_flight_bytes = bound`: returns the stored records and the most
+/// observations in flight at once (`vex_observations_in_flight`, sampled every 2 ms).
+fn run_with_byte_bound(
+    services: &common::Services,
+    test: &str,
+    obs: &[Observation],
+    bound: usize,
+) -> (Vec<ConsensusRecord>, i64) {
+    let setup = ServeSetup::fresh(services, test);
+    let mut cfg = Config::default();
+    cfg.kafka.brokers = Some(services.brokers.clone());
+    cfg.kafka.topic = setup.topic.clone();
+    cfg.kafka.observations_topic = setup.observations_topic.clone();
+    cfg.kafka.dlq_topic = Some(setup.dlq_topic.clone());
+    cfg.kafka.group_id = setup.group_id.clone();
+    cfg.kafka.create_partitions = 3;
+    cfg.kafka.session_timeout_ms = 6_000;
+    cfg.kafka.drain_timeout_ms = 3_000;
+    cfg.kafka.max_in_flight_bytes = bound;
+    cfg.kafka.observations_hmac_key = Some(Secret(TEST_HMAC_KEY.into()));
+    cfg.validate().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let files: Vec<(String, std::path::PathBuf)> = obs
+        .iter()
+        .enumerate()
+        .map(|(i, o)| {
+            let path = tmp.path().join(format!("{i:03}.json"));
+            std::fs::write(&path, serde_json::to_vec(o).unwrap()).unwrap();
+            (format!("{}/{}", o.tenant, o.package), path)
+        })
+        .collect();
+    let sys = actix::System::with_tokio_rt(|| {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+    });
+    let cfg = Arc::new(cfg);
+    let (mongo_uri, db) = (services.mongo_uri.clone(), setup.db.clone());
+    let n = obs.len() as i64;
+    let out = sys.block_on(async move {
+        let store = vex_lens::stores::connect_mongo(&mongo_uri, &db).await.expect("connect");
+        store.init().await.expect("init");
+        let settings = PipelineSettings {
+            workers: 2,
+            writers: 2,
+            artifact_threads: 2,
+            writer: WriterSettings {
+                batch_max: 64,
+                flush_after: Duration::from_millis(50),
+                retry_initial: Duration::from_millis(20),
+                retry_max: Duration::from_millis(100),
+                store_timeout: Duration::from_secs(20),
+                mailbox_capacity: 64,
+            },
+            registry: RegistrySettings { max_live: 100, idle_evict: Duration::from_secs(60), mailbox_capacity: 64 },
+        };
+        let pipeline = Pipeline::start(store.clone(), Arc::new(Policy::default()), settings);
+        let producer = vex_lens::sources::kafka::create_producer(&cfg).unwrap();
+        vex_lens::sources::kafka::ensure_topics(&cfg).await.unwrap();
+        let brokers = cfg.kafka.brokers.clone().unwrap();
+        // Everything is on the topic before the consumer starts: it could fetch it all.
+        for (key, path) in &files {
+            common::kcat_produce_file(&brokers, &cfg.kafka.observations_topic, key, &[], path);
+        }
+        let gauge = &vex_lens::telemetry::metrics().observations_in_flight;
+        let base = gauge.get();
+        let (stop, shutdown) = tokio::sync::watch::channel(false);
+        let run = tokio::spawn(vex_lens::sources::kafka::run(cfg.clone(), pipeline.clone(), producer, shutdown));
+        let (group, topic) = (cfg.kafka.group_id.clone(), cfg.kafka.observations_topic.clone());
+        let mut max = 0;
+        let mut committed = 0;
+        let start = std::time::Instant::now();
+        while committed < n && start.elapsed() < Duration::from_secs(120) {
+            for _ in 0..100 {
+                max = max.max(gauge.get() - base);
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            let (b, g, t) = (brokers.clone(), group.clone(), topic.clone());
+            committed = tokio::task::spawn_blocking(move || committed_total(&b, &g, &t, 3)).await.unwrap();
+        }
+        assert_eq!(committed, n, "the group's commits reach the end of the topic");
+        let _ = stop.send(true);
+        tokio::time::timeout(Duration::from_secs(30), run).await.expect("consumer stops").unwrap().unwrap();
+        pipeline.drain().await.unwrap();
+        (store.list_records(None, None).await.unwrap(), max)
+    });
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(common::drop_db(&services.mongo_uri, &setup.db));
+    out
+}
+
+/// In-flight work is bounded by payload bytes: with a bound below two messages, one
+/// message at a time is in flight (the consumer pauses its assignment until the bytes
+/// are released, then resumes), and nothing is lost; with the default bound the same
+/// messages are in flight together (the control: the bound is what holds them back).
+#[test]
+fn a_byte_bound_holds_one_large_message_at_a_time_and_loses_nothing() {
+    let Some(services) = common::services() else { return };
+    assert!(common::kcat_available(), "kcat not found: run scripts/install-system-deps.sh");
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    const SIZE: usize = 200 * 1024;
+    let obs: Vec<Observation> = (0..16)
+        .map(|i| {
+            let mut o = sample_observation(
+                "t",
+                "issuer0",
+                &format!("pkg:npm/big-{i}@1.0.0"),
+                "CVE-2024-7000",
+                Status::NotAffected,
+            );
+            o.impact_statement = Some(format!("{i} {}", "x".repeat(SIZE)));
+            o.with_id().unwrap()
+        })
+        .collect();
+    let (want, _) = batch(obs.clone(), &Policy::default(), false);
+    // 300 KiB: one 200 KiB message fits, two do not.
+    let (records, bounded) = run_with_byte_bound(&services, "bytes", &obs, 300 * 1024);
+    common::assert_same_records(&records, &want);
+    let (records, unbounded) = run_with_byte_bound(&services, "bytes_ctl", &obs, 64 << 20);
+    common::assert_same_records(&records, &want);
+    eprintln!(
+        "most observations in flight: {bounded} with a 300 KiB bound, {unbounded} with 64 MiB ({SIZE}-byte messages)"
+    );
+    assert_eq!(bounded, 1, "a bound below two messages holds one at a time");
+    assert!(unbounded > 1, "without the bound they are in flight together (control)");
 }
