@@ -218,8 +218,9 @@ pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
-/// Runs `op` until it succeeds or fails permanently (`!is_retriable()`: returned), with
-/// exponential backoff between attempts; an attempt that does not answer within
+/// Runs `op` until it succeeds or fails permanently (`!is_retriable()`: returned; and
+/// [`crate::ports::INTERNAL_ERROR_ATTEMPTS`] internal errors in a row: returned as
+/// `Rejected`), with exponential backoff between attempts; an attempt that does not answer within
 /// `store_timeout` (doubled per attempt, up to 16x) counts as failed (retriably).
 pub async fn retry<T, F, Fut>(settings: &WriterSettings, operation: &str, mut op: F) -> Result<T, StoreError>
 where
@@ -228,6 +229,8 @@ where
 {
     let mut delay = settings.retry_initial;
     let mut attempt = 1u32;
+    // Internal errors in a row (bounded: see `StoreError::Internal`).
+    let mut internal = 0u32;
     loop {
         // A slow store must still make progress: each attempt may wait twice as long.
         let limit = settings.store_timeout * 2u32.saturating_pow(attempt.saturating_sub(1).min(4));
@@ -241,7 +244,11 @@ where
         match result {
             Ok(v) => return Ok(v),
             Err(e) if !e.is_retriable() => return Err(e),
+            Err(StoreError::Internal(m)) if internal + 1 >= crate::ports::INTERNAL_ERROR_ATTEMPTS => {
+                return Err(StoreError::Rejected(format!("{} internal errors in a row; last: {m}", internal + 1)))
+            }
             Err(e) => {
+                internal = if matches!(e, StoreError::Internal(_)) { internal + 1 } else { 0 };
                 StoreRetry { operation, attempt, error: &e.to_string(), delay }.emit();
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(settings.retry_max);
@@ -384,5 +391,60 @@ impl Handler<Drain> for StoreWriter {
     fn handle(&mut self, _: Drain, ctx: &mut Context<Self>) -> Self::Result {
         self.flush(ctx);
         AtomicResponse::new(Box::pin(actix::fut::ready(())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    fn settings() -> WriterSettings {
+        WriterSettings {
+            batch_max: 1,
+            flush_after: Duration::from_millis(1),
+            retry_initial: Duration::from_millis(1),
+            retry_max: Duration::from_millis(2),
+            store_timeout: Duration::from_secs(5),
+            mailbox_capacity: 1,
+        }
+    }
+
+    /// An internal error is retried, a few times only: then it counts as rejected (a
+    /// failure the request causes every time must not hold the writer forever).
+    #[tokio::test]
+    async fn internal_errors_are_retried_a_bounded_number_of_times() {
+        let calls = AtomicU32::new(0);
+        let r: Result<(), _> = retry(&settings(), "put_records", || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err(StoreError::Internal("code 1".into()))
+        })
+        .await;
+        assert!(matches!(r, Err(StoreError::Rejected(_))), "{r:?}");
+        assert_eq!(calls.load(Ordering::SeqCst), crate::ports::INTERNAL_ERROR_ATTEMPTS);
+
+        // Transient: two internal errors, then it works.
+        let calls = AtomicU32::new(0);
+        let r = retry(&settings(), "put_records", || async {
+            match calls.fetch_add(1, Ordering::SeqCst) {
+                0 | 1 => Err(StoreError::Internal("code 1".into())),
+                _ => Ok(7),
+            }
+        })
+        .await;
+        assert_eq!(r.unwrap(), 7);
+
+        // Unavailable in between resets the count (an outage is retried forever).
+        let calls = AtomicU32::new(0);
+        let r = retry(&settings(), "put_records", || async {
+            let n = calls.fetch_add(1, Ordering::SeqCst);
+            match n {
+                n if n < 12 && n % 2 == 0 => Err(StoreError::Internal("code 1".into())),
+                n if n < 12 => Err(StoreError::Unavailable("down".into())),
+                _ => Ok(()),
+            }
+        })
+        .await;
+        assert!(r.is_ok(), "{r:?}");
     }
 }

@@ -88,7 +88,7 @@ impl ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Unavailable(m) => ApiError::new(
+            StoreError::Unavailable(m) | StoreError::Internal(m) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 ErrorCode::Unavailable,
                 format!("store unavailable: {m}"),

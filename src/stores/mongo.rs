@@ -40,7 +40,8 @@
 //!   index on `history_id` each entry sequenced once, and `n` is only tried once `n - 1`
 //!   is visible, so positions are dense and appear in order on any number of instances
 //!   with no transaction and no change stream (a standalone server has neither).
-//! - Connection failures and timeouts are [`StoreError::Unavailable`] (retriable);
+//! - Connection failures and timeouts are [`StoreError::Unavailable`] (retriable); the
+//!   server's `InternalError` (code 1) is [`StoreError::Internal`] (retried a few times);
 //!   everything else is [`StoreError::Rejected`].
 
 use crate::domain::consensus::{ConsensusRecord, PairKey};
@@ -85,6 +86,8 @@ pub const BATCH_BYTES: usize = 8 << 20;
 /// MongoDB error codes that mean "the server is going away or busy": retriable.
 const RETRIABLE_CODES: &[i32] = &[6, 7, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436];
 const DUPLICATE_KEY: i32 = 11000;
+/// MongoDB's `InternalError`: retried a few times ([`StoreError::Internal`]).
+const INTERNAL_ERROR: i32 = 1;
 
 /// A [`ConsensusStore`] on a MongoDB-wire server. Cheap to clone (the driver's client is
 /// a shared pool).
@@ -338,6 +341,8 @@ fn check_write_reply(collection: &str, reply: &Document) -> Result<(), StoreErro
     let message = format!("{collection}: {} write error(s), first: {first}", errors.len());
     if !codes.is_empty() && codes.iter().all(|c| RETRIABLE_CODES.contains(c)) {
         Err(StoreError::Unavailable(message))
+    } else if !codes.is_empty() && codes.iter().all(|c| RETRIABLE_CODES.contains(c) || *c == INTERNAL_ERROR) {
+        Err(StoreError::Internal(message))
     } else {
         Err(StoreError::Rejected(message))
     }
@@ -356,8 +361,11 @@ pub fn map_err(e: MongoError) -> StoreError {
         ErrorKind::InsertMany(m) => m.write_concern_error.is_some() && m.write_errors.is_none(),
         _ => e.contains_label("RetryableWriteError") || e.contains_label("TransientTransactionError"),
     };
+    let internal = matches!(e.kind.as_ref(), ErrorKind::Command(c) if c.code == INTERNAL_ERROR);
     if retriable {
         StoreError::Unavailable(e.to_string())
+    } else if internal {
+        StoreError::Internal(e.to_string())
     } else {
         StoreError::Rejected(e.to_string())
     }
@@ -1112,6 +1120,26 @@ impl MongoStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn write_errors_map_to_retriable_internal_or_rejected() {
+        let reply = |codes: &[i32]| {
+            let errors: Vec<Document> =
+                codes.iter().enumerate().map(|(i, c)| doc! { "index": i as i32, "code": *c, "errmsg": "x" }).collect();
+            doc! { "n": 0, "writeErrors": errors, "ok": 1.0 }
+        };
+        assert!(check_write_reply("c", &doc! { "n": 1, "ok": 1.0 }).is_ok());
+        assert!(matches!(check_write_reply("c", &reply(&[91])), Err(StoreError::Unavailable(_))));
+        let internal = check_write_reply("c", &reply(&[1, 91]));
+        assert!(matches!(internal, Err(StoreError::Internal(_))), "InternalError: {internal:?}");
+        assert!(internal.unwrap_err().is_retriable(), "InternalError is retriable");
+        assert!(matches!(check_write_reply("c", &reply(&[1, 121])), Err(StoreError::Rejected(_))));
+        assert!(matches!(check_write_reply("c", &reply(&[11000])), Err(StoreError::Rejected(_))));
+        let wce = doc! { "n": 0, "writeConcernError": { "code": 64, "errmsg": "x" }, "ok": 1.0 };
+        assert!(matches!(check_write_reply("c", &wce), Err(StoreError::Unavailable(_))));
+        assert_eq!(check_conditional_reply("c", &reply(&[11000, 11000])).unwrap(), vec![0, 1], "lost = duplicate key");
+        assert!(matches!(check_conditional_reply("c", &reply(&[11000, 1])), Err(StoreError::Internal(_))));
+    }
 
     #[test]
     fn version_keys_sort_like_versions() {
