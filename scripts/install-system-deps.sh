@@ -11,7 +11,9 @@
 #   prometheus                           - gives `promtool` (rule/config checks)
 #   jq curl                              - used by scripts and tests
 #   default-jre-headless, maven          - run Apache Kafka from Maven Central jars
-#   python3-venv                         - venv with SecantusDB (the MongoDB-wire test server) and pymongo
+#   python3-venv                         - venvs: SecantusDB (the MongoDB-wire test server) and pymongo;
+#                                          schemathesis (scripts/api-fuzz.sh)
+#   wrk                                  - HTTP load for scripts/api-bench.sh
 set -euo pipefail
 
 # package -> command that proves it is present ("-" = check dpkg only)
@@ -28,6 +30,7 @@ PKGS=(
   "default-jre-headless:java"
   "maven:mvn"
   "python3-venv:-"
+  "wrk:wrk"
 )
 
 missing=()

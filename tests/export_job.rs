@@ -1,7 +1,8 @@
 //! Export jobs inside the service (`POST /v1/vex/export` on `vex-lens serve`, the built
 //! binary, embedded pipeline): a job writes a bundle that `vex-lens verify` accepts, a
-//! failing job answers 500 with its error, both are timed and counted in the metrics and
-//! recorded in the store (`vex_export_jobs`).
+//! job with nothing to export answers 422 (a schemathesis finding: it was a 500) with its
+//! error, both are timed and counted in the metrics and recorded in the store
+//! (`vex_export_jobs`).
 
 #[path = "../integration-tests/common/mod.rs"]
 mod common;
@@ -67,8 +68,8 @@ fn export_jobs_write_verifiable_bundles_and_are_timed_counted_and_recorded() {
     assert_eq!(v.status.code(), Some(0), "{}", String::from_utf8_lossy(&v.stdout));
 
     let (code, failed) = post(port, "/v1/vex/export", "nobody", r#"{"format":"openvex"}"#);
-    assert_eq!(code, 500, "{failed}");
-    assert_eq!(failed["error"]["code"], "export_failed");
+    assert_eq!(code, 422, "nothing to export is the request's fault, not a server error: {failed}");
+    assert_eq!(failed["error"]["code"], "nothing_to_export");
     assert_eq!(failed["job"]["result"], "failure");
     assert!(failed["job"]["error"].as_str().unwrap().contains("nothing to export"), "{failed}");
     assert_ne!(failed["job"]["job_id"], job["job_id"]);

@@ -294,7 +294,7 @@ fn dashboards_and_alerts_against_a_real_prometheus() {
     producer.send("tampered", "default", tampered.to_json().as_bytes(), Duration::ZERO);
     expect("VexLensDsseVerificationFailures", "one DSSE verification failure");
 
-    assert_eq!(post(&serve.listen, "/v1/vex/export", "nobody", r#"{"format":"openvex"}"#), 500);
+    assert_eq!(post(&serve.listen, "/v1/vex/export", "nobody", r#"{"format":"openvex"}"#), 422);
     expect("VexLensExportFailureRate", "one failed export job");
 
     // Tenant "bulk": two issuers disagree on 501 vulnerabilities of one package.

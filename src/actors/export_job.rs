@@ -19,13 +19,31 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-/// Runs one export job; answers with its record (`result` says whether it succeeded).
+/// Runs one export job; answers with its record (`result` says whether it succeeded)
+/// and, when it failed, why.
 #[derive(Message, Debug, Clone)]
-#[rtype(result = "ExportJobRecord")]
+#[rtype(result = "ExportJobOutcome")]
 pub struct RunExportJob {
     pub format: ExportFormat,
     pub tenant: Option<String>,
     pub since: Option<Timestamp>,
+}
+
+/// Why a job failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JobFailure {
+    /// No record matched and the format cannot be empty (OpenVEX): the request's fault.
+    NothingToExport,
+    /// The store, a file write or signing failed: the service's fault.
+    Failed,
+}
+
+/// What a job run answers.
+#[derive(Clone, Debug)]
+pub struct ExportJobOutcome {
+    pub job: ExportJobRecord,
+    /// `None` when the job succeeded.
+    pub failure: Option<JobFailure>,
 }
 
 /// The export-job actor (start it with `actix::Supervisor::start`).
@@ -72,7 +90,7 @@ pub fn new_job_id(started_at_ms: i64) -> String {
 }
 
 impl Handler<RunExportJob> for ExportJobActor {
-    type Result = ResponseFuture<ExportJobRecord>;
+    type Result = ResponseFuture<ExportJobOutcome>;
 
     fn handle(&mut self, msg: RunExportJob, _: &mut Context<Self>) -> Self::Result {
         let started_at_ms = now_ms();
@@ -103,6 +121,10 @@ impl Handler<RunExportJob> for ExportJobActor {
             };
             let duration = t.elapsed();
             let error = outcome.as_ref().err().map(|e| e.to_string());
+            let failure = outcome.as_ref().err().map(|e| match e {
+                ExportError::Empty => JobFailure::NothingToExport,
+                _ => JobFailure::Failed,
+            });
             let (bundle_id, records) = match &outcome {
                 Ok(s) => (Some(s.bundle_id.clone()), s.counts.records),
                 Err(_) => (None, 0),
@@ -131,7 +153,7 @@ impl Handler<RunExportJob> for ExportJobActor {
             if let Err(e) = store.put_export_job(&job).await {
                 crate::warn_event!(crate::telemetry::events::LogEvent::ExportJobNotRecorded, job = %job.job_id, error = %e, "export job record not stored");
             }
-            job
+            ExportJobOutcome { job, failure }
         })
     }
 }

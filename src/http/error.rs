@@ -36,6 +36,8 @@ pub enum ErrorCode {
     Unavailable,
     /// The export job failed (its record says why).
     ExportFailed,
+    /// The export matched no record and its format cannot be empty (OpenVEX).
+    NothingToExport,
     /// Too many admin changes for the tenant (`Retry-After` says when to retry).
     RateLimited,
     /// The resource changed concurrently (e.g. another instance's trust change): retry.

@@ -11,7 +11,7 @@ use super::auth::{Authorized, Export};
 use super::error::{ApiError, ErrorCode};
 use super::params::Params;
 use super::State;
-use crate::actors::export_job::RunExportJob;
+use crate::actors::export_job::{ExportJobOutcome, JobFailure, RunExportJob};
 use crate::domain::timestamp::Timestamp;
 use crate::export::ExportFormat;
 use crate::ports::ExportJobRecord;
@@ -73,8 +73,10 @@ impl JobView {
     }
 }
 
-/// Runs an export job for the caller's tenant: 200 with the job when it succeeded, 500
-/// (`export_failed`, the job in `job`) when it failed, 503 when no export actor runs.
+/// Runs an export job for the caller's tenant: 200 with the job when it succeeded, 422
+/// (`nothing_to_export`, the job in `job`) when no record matches a format that cannot be
+/// empty, 500 (`export_failed`, the job in `job`) when it failed otherwise, 503 when no
+/// export actor runs.
 pub async fn run(
     caller: Authorized<Export>,
     state: web::Data<State>,
@@ -103,12 +105,16 @@ pub async fn run(
     }
     let since = body.since.as_deref().map(Timestamp::parse).transpose().map_err(|e| ApiError::param("since", e))?;
     match addr.send(RunExportJob { format, tenant: Some(caller.tenant.clone()), since }).await {
-        Ok(job) if job.result == "success" => Ok(HttpResponse::Ok().json(JobView::of(job))),
-        Ok(job) => {
+        Ok(ExportJobOutcome { job, failure: None }) => Ok(HttpResponse::Ok().json(JobView::of(job))),
+        Ok(ExportJobOutcome { job, failure: Some(failure) }) => {
+            let (status, code) = match failure {
+                JobFailure::NothingToExport => (StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::NothingToExport),
+                JobFailure::Failed => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::ExportFailed),
+            };
             let message = format!("export job {} failed: {}", job.job_id, job.error.clone().unwrap_or_default());
-            let mut body = super::error::body(ErrorCode::ExportFailed, &message);
+            let mut body = super::error::body(code, &message);
             body["job"] = serde_json::to_value(JobView::of(job)).unwrap_or_default();
-            Ok(HttpResponse::InternalServerError().json(body))
+            Ok(HttpResponse::build(status).json(body))
         }
         Err(e) => {
             Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable, format!("export actor: {e}")))
