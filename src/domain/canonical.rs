@@ -39,6 +39,74 @@ pub fn to_string<T: Serialize>(value: &T) -> Result<String, serde_json::Error> {
     serde_json_canonicalizer::to_string(value)
 }
 
+/// Inserts the member `"key":value` into the canonical JSON `object` at the place RFC 8785's
+/// key order gives it, so a value serialised once can carry a member computed from its own
+/// bytes (a record and its digest) without serialising it again. `key` must be ASCII
+/// without characters JSON escapes (then byte order is UTF-16 order) and absent from
+/// `object`; `value` must be canonical JSON. `None` when `object` is not a JSON object.
+pub fn insert_member(object: &[u8], key: &str, value: &[u8]) -> Option<Vec<u8>> {
+    debug_assert!(key.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\'));
+    if object.first() != Some(&b'{') {
+        return None;
+    }
+    // Scan the top level: strings (skipping escapes), nesting depth, and where each
+    // member's key starts; stop at the first key that sorts after `key`, or at the end.
+    let (mut depth, mut i, mut expect_key) = (0usize, 0usize, false);
+    let mut at = None;
+    while i < object.len() {
+        match object[i] {
+            b'"' => {
+                let start = i + 1;
+                let mut j = start;
+                while j < object.len() && object[j] != b'"' {
+                    j += if object[j] == b'\\' { 2 } else { 1 };
+                }
+                if depth == 1 && expect_key {
+                    if &object[start..j.min(object.len())] > key.as_bytes() {
+                        at = Some(i);
+                        break;
+                    }
+                    expect_key = false;
+                }
+                i = j;
+            }
+            b'{' | b'[' => {
+                depth += 1;
+                expect_key = depth == 1;
+            }
+            b'}' | b']' => {
+                depth = depth.checked_sub(1)?;
+                if depth == 0 {
+                    at = Some(i);
+                    break;
+                }
+            }
+            b',' if depth == 1 => expect_key = true,
+            _ => {}
+        }
+        i += 1;
+    }
+    let at = at?;
+    let mut member = Vec::with_capacity(key.len() + value.len() + 4);
+    member.push(b'"');
+    member.extend_from_slice(key.as_bytes());
+    member.extend_from_slice(b"\":");
+    member.extend_from_slice(value);
+    let mut out = Vec::with_capacity(object.len() + member.len() + 1);
+    out.extend_from_slice(&object[..at]);
+    if object[at] == b'"' {
+        out.extend_from_slice(&member);
+        out.push(b',');
+    } else if at > 1 {
+        out.push(b',');
+        out.extend_from_slice(&member);
+    } else {
+        out.extend_from_slice(&member);
+    }
+    out.extend_from_slice(&object[at..]);
+    Some(out)
+}
+
 /// Checks that an integer going into a digest is exactly representable in RFC 8785.
 pub fn check_safe(field: &'static str, value: u64) -> Result<(), CanonicalError> {
     if value > MAX_SAFE_INTEGER {
@@ -76,6 +144,26 @@ mod tests {
         assert_eq!(to_string(&v).unwrap(), "{\"i\":100,\"m\":0.000001,\"n\":1e+21,\"\u{1f600}\":2,\"\u{e000}\":1}");
         assert!(check_safe("x", MAX_SAFE_INTEGER).is_ok());
         assert!(matches!(check_safe("x", MAX_SAFE_INTEGER + 1), Err(CanonicalError::NumberOutOfRange { .. })));
+    }
+
+    /// Inserting a member gives exactly what serialising the object with it gives, in
+    /// every position (first, middle, last, empty object) and past nested look-alikes.
+    #[test]
+    fn insert_member_equals_serialising_with_it() {
+        let cases = [
+            serde_json::json!({}),
+            serde_json::json!({"z": 1}),
+            serde_json::json!({"a": 1}),
+            serde_json::json!({"a": {"m": "x\\\"m\":1", "zz": [{"m": 1}]}, "b": [1, {"c": "}"}], "n": null, "z": "q"}),
+            serde_json::json!({"l": "\u{1f600}", "m0": [], "ma": {}}),
+        ];
+        for v in cases {
+            let mut with = v.clone();
+            with.as_object_mut().unwrap().insert("m".into(), serde_json::json!("sha256:ab"));
+            let got = insert_member(&to_vec(&v).unwrap(), "m", br#""sha256:ab""#).unwrap();
+            assert_eq!(String::from_utf8(got).unwrap(), to_string(&with).unwrap(), "{v}");
+        }
+        assert_eq!(insert_member(b"[1]", "m", b"1"), None);
     }
 
     #[test]

@@ -172,7 +172,26 @@ pub struct ConsensusRecord {
     /// Human-readable trace of the decision (only with `--explain`; not digested).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub explain: Option<Vec<String>>,
+    /// The canonical JSON made when the digest was computed (see [`CanonicalCache`]).
+    #[serde(skip)]
+    canonical: CanonicalCache,
 }
+
+/// The RFC 8785 JSON of a record (with its digest, without `explain`) as serialised by
+/// [`evaluate`] to compute the digest, so a record is serialised once. Neither serialised
+/// nor compared (two records are equal by their fields), and used only while the record's
+/// `consensus_digest` is the one it was made with: a record changed and re-digested
+/// (`compute_digest`) is serialised afresh.
+#[derive(Clone, Debug, Default)]
+struct CanonicalCache(Option<(String, std::sync::Arc<str>)>);
+
+impl PartialEq for CanonicalCache {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for CanonicalCache {}
 
 impl ConsensusRecord {
     /// Computes the digest: SHA-256 of the RFC 8785 bytes of the record without
@@ -235,7 +254,25 @@ impl ConsensusRecord {
 
     /// Canonical JSON of the record (what is digested, plus the digest and explain).
     pub fn to_canonical_json(&self) -> Result<String, CanonicalError> {
-        Ok(canonical::to_string(self)?)
+        match &self.canonical.0 {
+            Some((digest, json)) if self.explain.is_none() && *digest == self.consensus_digest => Ok(json.to_string()),
+            _ => Ok(canonical::to_string(self)?),
+        }
+    }
+
+    /// Sets `consensus_digest` (the record must not have one yet, nor `explain`) and keeps
+    /// the canonical JSON made on the way: one serialisation for both.
+    fn seal(&mut self) -> Result<(), CanonicalError> {
+        debug_assert!(self.consensus_digest.is_empty() && self.explain.is_none());
+        self.check_numbers()?;
+        let bare = canonical::to_vec(self)?;
+        let digest = canonical::sha256_prefixed(&bare);
+        let json = canonical::insert_member(&bare, "consensus_digest", &canonical::to_vec(&digest)?)
+            .ok_or_else(|| CanonicalError::Serialise("a record did not serialise as a JSON object".into()))?;
+        let json = String::from_utf8(json).map_err(|e| CanonicalError::Serialise(e.to_string()))?;
+        self.canonical = CanonicalCache(Some((digest.clone(), json.into())));
+        self.consensus_digest = digest;
+        Ok(())
     }
 }
 
@@ -825,8 +862,9 @@ pub fn evaluate(
         conflicts,
         consensus_digest: String::new(),
         explain: None,
+        canonical: CanonicalCache::default(),
     };
-    record.consensus_digest = record.compute_digest()?;
+    record.seal()?;
     if explain {
         trace.add(|| format!("result {} (confidence {confidence_ppm} ppm)", record.status.as_str()));
         record.explain = trace.lines;

@@ -378,3 +378,27 @@ proptest! {
         }
     }
 }
+
+/// A record is serialised once: the canonical JSON kept from computing its digest is
+/// exactly what serialising it afresh gives, and a changed, re-digested record is
+/// serialised afresh (the kept JSON is not shown for it).
+#[test]
+fn canonical_json_kept_from_the_digest_equals_a_fresh_serialisation() {
+    let p = policy(Mode::WeightedVote);
+    let mut r = one(
+        vec![
+            obs(Some("vendor"), "pkg:npm/a@1.0.0", "CVE-1", Status::NotAffected, "2024-01-01T00:00:00Z"),
+            obs(Some("distro"), "pkg:npm/a@1.0.0", "CVE-1", Status::Affected, "2024-01-02T00:00:00Z"),
+        ],
+        &p,
+    );
+    let kept = r.to_canonical_json().unwrap();
+    assert_eq!(kept, canonical::to_string(&r).unwrap());
+    let v: serde_json::Value = serde_json::from_str(&kept).unwrap();
+    assert_eq!(v["consensus_digest"], serde_json::json!(r.consensus_digest));
+    r.status = ConsensusStatus::from(Status::Fixed);
+    r.consensus_digest = r.compute_digest().unwrap();
+    let fresh = r.to_canonical_json().unwrap();
+    assert_ne!(fresh, kept);
+    assert_eq!(fresh, canonical::to_string(&r).unwrap());
+}
