@@ -2,12 +2,14 @@
 # The benchmark of issue 7, from one command. Prints every figure with the command that
 # produced it; ratios are measured in the same run (the machine is shared and noisy).
 #   scripts/bench.sh           full: release build; core figures (consensus vs normalise
-#                              on vexhub, cargo bench --bench consensus), end to end on real
+#                              on vexhub, cargo bench --bench consensus and --bench
+#                              incremental at >= 1 M observations), end to end on real
 #                              Kafka + MongoDB-wire server (7 renamed copies of vexhub,
 #                              >= 100k observations), latency at 500 observations/s for 60 s
 #   scripts/bench.sh --quick   the same steps, small: the test-profile binary (no release
-#                              build), 1 copy of 6 vexhub documents, 10 s of latency; no
-#                              cargo bench. CI runs it (asserting nothing; < 2 minutes)
+#                              build), 1 copy of 6 vexhub documents, 10 s of latency, a
+#                              small incremental run (cargo bench --profile dev); CI runs
+#                              it (asserting nothing; < 2 minutes)
 # Starts the services (scripts/services.sh) when they are not running and stops what it
 # started. Figures go to stdout; docs/performance.md records a full run.
 set -euo pipefail
@@ -61,6 +63,11 @@ awk "BEGIN{printf \"consensus / normalise = %.2f (target <= 1.5)\n\", $cs / $ns}
 if [[ $quick == 0 ]]; then
   echo "== core: cargo bench --bench consensus"
   cargo bench --locked --bench consensus
+  echo "== core: cargo bench --bench incremental -- --copies 66 (>= 1 M observations, >= 10 k packages)"
+  cargo bench --locked --bench incremental -- --copies 66
+else
+  echo "== core: cargo bench --profile dev --bench incremental -- --copies 10 --docs 3 (small; figures of the test profile)"
+  cargo bench --locked --profile dev --bench incremental -- --copies 10 --docs 3
 fi
 
 echo "== end to end: scripts/bench_e2e.py ${e2e_args[*]}"

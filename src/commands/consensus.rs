@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
-use vex_lens::domain::consensus::{batch, ConsensusRecord};
+use vex_lens::domain::consensus::{batch, batch_map, ConsensusRecord};
 use vex_lens::domain::model::{IngestContext, Observation, Provenance};
 use vex_lens::domain::normalise::normalise_bytes;
 use vex_lens::domain::timestamp::Timestamp;
@@ -101,13 +101,24 @@ pub fn run(args: ConsensusArgs) -> anyhow::Result<ExitCode> {
     let policy = Policy::new(args.mode, load_directory(args.issuers.as_deref())?, load_knobs(args.config.as_deref())?)
         .with_as_of(as_of);
     let (observations, _) = load_observations(&args.input)?;
-    let (records, errors) = batch(observations, &policy, args.explain);
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let errors = if args.format == OutputFormat::Ndjson {
+        // Each record becomes its canonical JSON as soon as it is evaluated: the records
+        // are never all held at once.
+        let (lines, errors) = batch_map(observations, &policy, args.explain, |r| r.to_canonical_json());
+        for (_, line) in &lines {
+            writeln!(out, "{line}")?;
+        }
+        errors
+    } else {
+        let (records, errors) = batch(observations, &policy, args.explain);
+        write_records(&mut out, &records, args.format)?;
+        errors
+    };
     for e in &errors {
         eprintln!("warning: {e}");
     }
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
-    write_records(&mut out, &records, args.format)?;
     out.flush()?;
     Ok(ExitCode::SUCCESS)
 }

@@ -23,6 +23,12 @@ pub enum CanonicalError {
     NumberOutOfRange { field: &'static str, value: u64 },
 }
 
+impl From<std::convert::Infallible> for CanonicalError {
+    fn from(e: std::convert::Infallible) -> Self {
+        match e {}
+    }
+}
+
 impl From<serde_json::Error> for CanonicalError {
     fn from(e: serde_json::Error) -> Self {
         CanonicalError::Serialise(e.to_string())

@@ -1061,6 +1061,25 @@ pub fn batch<I: IntoIterator<Item = Observation>>(
     policy: &Policy,
     explain: bool,
 ) -> (Vec<ConsensusRecord>, Vec<ApplyError>) {
+    let (records, errors) = batch_map(observations, policy, explain, |r| Ok::<_, std::convert::Infallible>(r));
+    (records.into_iter().map(|(_, r)| r).collect(), errors)
+}
+
+/// [`batch`], with each record mapped by `f` as soon as it is evaluated (so a caller that
+/// needs only, say, its canonical JSON never holds every record at once), in the same
+/// order; each item comes with its pair. A record `f` fails on is dropped and its error
+/// returned with the others.
+pub fn batch_map<I, T, E, F>(
+    observations: I,
+    policy: &Policy,
+    explain: bool,
+    mut f: F,
+) -> (Vec<(PairKey, T)>, Vec<ApplyError>)
+where
+    I: IntoIterator<Item = Observation>,
+    F: FnMut(ConsensusRecord) -> Result<T, E>,
+    E: Into<CanonicalError>,
+{
     let mut states: BTreeMap<String, PackageState> = BTreeMap::new();
     let mut errors = Vec::new();
     for o in observations {
@@ -1068,16 +1087,27 @@ pub fn batch<I: IntoIterator<Item = Observation>>(
             errors.push(e);
         }
     }
-    let mut records: Vec<ConsensusRecord> = Vec::new();
+    let mut out: Vec<(PairKey, T)> = Vec::new();
     for s in states.values() {
-        let (r, e) = s.evaluate_all(policy, explain);
-        records.extend(r);
-        errors.extend(e);
+        for p in s.pairs() {
+            match s.evaluate(&p, policy, explain) {
+                Ok(Some(r)) => match f(r) {
+                    Ok(t) => out.push((p, t)),
+                    Err(e) => errors.push(ApplyError::Undigestible {
+                        artifact: p.artifact.clone(),
+                        vulnerability: p.vulnerability.clone(),
+                        source: e.into(),
+                    }),
+                },
+                Ok(None) => {}
+                Err(e) => errors.push(e),
+            }
+        }
     }
-    records.sort_by(|a, b| {
+    out.sort_by(|(a, _), (b, _)| {
         a.artifact.cmp(&b.artifact).then(a.vulnerability.cmp(&b.vulnerability)).then(a.tenant.cmp(&b.tenant))
     });
-    (records, errors)
+    (out, errors)
 }
 
 #[cfg(test)]
