@@ -21,10 +21,13 @@ export VEXLENS_REQUIRE_SERVICES=1
 cargo test --locked "$@"
 # The MongoDB outage test stops the shared server: run it alone, after everything else.
 # Then the API fuzzer (schemathesis against the running service: no 5xx, no response
-# outside docs/openapi.json; fixed seed and examples, at most 2 minutes), then the short
-# benchmark (figures only, asserts nothing; the full one is scripts/bench.sh).
+# outside docs/openapi.json; fixed seed and examples, at most 2 minutes), the short soak
+# (it stops and restarts the servers too; < 3 minutes, exits 1 on any loss; the full one
+# is scripts/soak.sh), then the short benchmark (figures only, asserts nothing; the full
+# one is scripts/bench.sh).
 if [[ $# -eq 0 ]]; then
   VEXLENS_IT_MONGO_OUTAGE=1 cargo test --locked --test it_serve_mongo_outage
   scripts/api-fuzz.sh
+  scripts/soak.sh --quick
   scripts/bench.sh --quick
 fi
