@@ -328,6 +328,26 @@ pub trait ConsensusStore: Send + Sync + 'static {
     async fn list_export_jobs(&self, tenant: &str) -> Result<Vec<ExportJobRecord>, StoreError>;
     async fn get_export_job(&self, job_id: &str) -> Result<Option<ExportJobRecord>, StoreError>;
 
+    /// Every package of `tenant` with stored observations (or, in this default for
+    /// wrappers, with stored records: paged through [`Self::query_records`]), sorted; a
+    /// trust change recomputes them all. Both real stores answer from the observations.
+    async fn tenant_packages(&self, tenant: &str) -> Result<Vec<String>, StoreError> {
+        let mut packages = std::collections::BTreeSet::new();
+        let mut after = None;
+        loop {
+            let q = RecordQuery { tenant: tenant.to_string(), after: after.clone(), limit: 1000, ..Default::default() };
+            let page = self.query_records(&q).await?;
+            let full = page.len() == q.limit;
+            for t in page {
+                after = Some((t.record.artifact.clone(), t.record.vulnerability.clone()));
+                packages.insert(t.record.package);
+            }
+            if !full {
+                return Ok(packages.into_iter().collect());
+            }
+        }
+    }
+
     // --- trust changes (`vex_trust_policies`, `vex_trust_audit`) ------------------------
     // Defaults for wrappers and test doubles that keep no trust state: nothing stored,
     // and a change is refused. Both real stores implement all three (contract suite).

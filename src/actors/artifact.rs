@@ -94,7 +94,10 @@ impl ArtifactActor {
         }
     }
 
-    fn install(&mut self, stored: Vec<Observation>) {
+    /// Installs the state rebuilt from `stored`; with `baseline`, evaluates every pair to
+    /// record the conflicts the stored records already carry (a caller that re-evaluates
+    /// every pair right away records them itself).
+    fn install(&mut self, stored: Vec<Observation>, baseline: bool) {
         let t0 = Instant::now();
         let mut st = PackageState::new();
         let n = stored.len();
@@ -106,10 +109,12 @@ impl ArtifactActor {
         self.heal = n > 0;
         // The stored records already carry the conflicts of the stored observations: a
         // rebuild is the baseline, not new conflicts.
-        let policy = self.policies.for_tenant(&self.tenant);
-        for p in st.pairs() {
-            if let Ok(Some(r)) = st.evaluate(&p, &policy, false) {
-                self.note_conflicts(&r, false);
+        if baseline {
+            let policy = self.policies.for_tenant(&self.tenant);
+            for p in st.pairs() {
+                if let Ok(Some(r)) = st.evaluate(&p, &policy, false) {
+                    self.note_conflicts(&r, false);
+                }
             }
         }
         Recomputed {
@@ -229,8 +234,12 @@ impl ArtifactActor {
             .collect();
         self.heal = false;
         self.dirty.clear();
+        // The new policy's conflicts are the new baseline: `vex_consensus_conflicts_total`
+        // counts conflicts that statements bring, not a re-evaluation's (the conflict
+        // queue and its depth show them).
+        self.conflict_reasons.clear();
         for r in &records {
-            self.note_conflicts(&r.record, true);
+            self.note_conflicts(&r.record, false);
         }
         Recomputed {
             reason: msg.reason,
@@ -240,7 +249,14 @@ impl ArtifactActor {
             duration: t0.elapsed(),
         }
         .emit();
-        let persist = Persist { observations: Vec::new(), records, done: vec![msg.done] };
+        let (written, reply, n) =
+            (tokio::sync::oneshot::channel::<Result<(), super::messages::Rejected>>(), msg.done, records.len());
+        actix::spawn(async move {
+            if let Ok(result) = written.1.await {
+                let _ = reply.send(result.map(|()| n));
+            }
+        });
+        let persist = Persist { observations: Vec::new(), records, done: vec![written.0] };
         let writer = self.writer.clone();
         ctx.wait(
             async move {
@@ -254,7 +270,12 @@ impl ArtifactActor {
 
     /// Runs `then` once the state is installed (rebuilding it from the store first when
     /// this actor has none yet; the mailbox waits meanwhile).
-    fn with_state(&mut self, ctx: &mut Context<Self>, then: impl FnOnce(&mut Self, &mut Context<Self>) + 'static) {
+    fn with_state(
+        &mut self,
+        ctx: &mut Context<Self>,
+        baseline: bool,
+        then: impl FnOnce(&mut Self, &mut Context<Self>) + 'static,
+    ) {
         if self.state.is_some() {
             return then(self, ctx);
         }
@@ -264,7 +285,7 @@ impl ArtifactActor {
             (self.writer.clone(), LoadPackage { tenant: self.tenant.clone(), package: self.package.clone() });
         ctx.wait(async move { writer.send(load).await }.into_actor(self).map(move |loaded, act, ctx| match loaded {
             Ok(Some(stored)) => {
-                act.install(stored);
+                act.install(stored, baseline);
                 then(act, ctx);
             }
             Ok(None) => crate::error_event!(crate::telemetry::events::LogEvent::RebuildFailed, "store writer restarted during the load"),
@@ -285,7 +306,7 @@ impl Handler<Apply> for ArtifactActor {
     type Result = ();
 
     fn handle(&mut self, msg: Apply, ctx: &mut Context<Self>) {
-        self.with_state(ctx, move |act, ctx| act.apply(msg, ctx));
+        self.with_state(ctx, true, move |act, ctx| act.apply(msg, ctx));
     }
 }
 
@@ -298,6 +319,6 @@ impl Handler<Recompute> for ArtifactActor {
     fn handle(&mut self, msg: Recompute, ctx: &mut Context<Self>) {
         self.flush(ctx);
         self.state = None;
-        self.with_state(ctx, move |act, ctx| act.recompute(msg, ctx));
+        self.with_state(ctx, false, move |act, ctx| act.recompute(msg, ctx));
     }
 }

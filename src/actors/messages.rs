@@ -92,8 +92,11 @@ pub struct RecomputePackage {
     pub package: String,
     /// `issuer_update` or `policy_knob`.
     pub reason: &'static str,
-    pub done: Done,
+    pub done: RecomputeDone,
 }
+
+/// Fired when a recompute's records are durable (with how many were written), or rejected.
+pub type RecomputeDone = oneshot::Sender<Result<usize, Rejected>>;
 
 /// To the registry: the packages of a tenant with a live actor.
 #[derive(Message)]
@@ -107,7 +110,7 @@ pub struct LivePackages {
 #[rtype(result = "()")]
 pub struct Recompute {
     pub reason: &'static str,
-    pub done: Done,
+    pub done: RecomputeDone,
 }
 
 /// To the store writer: make observations and the records they changed durable, then

@@ -246,14 +246,14 @@ impl crate::trust::Recompute for Pipeline {
         tenant: &str,
         package: &str,
         reason: &'static str,
-    ) -> crate::trust::BoxFut<Result<(), String>> {
+    ) -> crate::trust::BoxFut<Result<usize, String>> {
         let registry = self.registry.clone();
         let (done, rx) = oneshot::channel();
         let msg = RecomputePackage { tenant: tenant.to_string(), package: package.to_string(), reason, done };
         Box::pin(async move {
             registry.send(msg).await.map_err(|e| format!("actor pipeline unavailable: {e}"))?;
             match rx.await {
-                Ok(Ok(())) => Ok(()),
+                Ok(Ok(n)) => Ok(n),
                 Ok(Err(e)) => Err(e.to_string()),
                 Err(_) => Err("the package's actor stopped before its records were durable".into()),
             }

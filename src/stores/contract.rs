@@ -94,6 +94,13 @@ pub async fn store_contract_suite<S: ConsensusStore>(store: &S) {
     assert_eq!(ids(&other), ids(&[d.clone()]), "observations are per tenant");
     let none = store.observations_for_package(&tenant, "pkg:npm/contract-none").await.expect("unknown package");
     assert!(none.is_empty(), "an unknown package has no observations");
+    assert_eq!(
+        store.tenant_packages(&tenant).await.expect("tenant_packages"),
+        vec![a.package.clone(), c.package.clone()],
+        "tenant_packages: each package of the tenant once, sorted"
+    );
+    assert_eq!(store.tenant_packages(&other_tenant).await.expect("tenant_packages"), vec![d.package.clone()]);
+    assert!(store.tenant_packages(&format!("{tenant}-none")).await.expect("tenant_packages").is_empty());
 
     // Records: upsert by pair, changed_at only moves when the digest changes, conflict queue.
     let pair = PairKey { tenant: tenant.clone(), artifact: a.artifact.clone(), vulnerability: a.vulnerability.clone() };

@@ -508,6 +508,26 @@ impl ConsensusStore for EmbeddedStore {
         Ok(jobs)
     }
 
+    /// A scan of the tenant's observation keys (`tenant \0 package \0 id`): no value decoded.
+    async fn tenant_packages(&self, tenant: &str) -> Result<Vec<String>, StoreError> {
+        let start = format!("{tenant}\u{0}");
+        let end = format!("{tenant}\u{1}");
+        self.blocking(move |db| {
+            let tx = db.begin_read().map_err(err)?;
+            let t = tx.open_table(OBSERVATIONS).map_err(err)?;
+            let mut out: Vec<String> = Vec::new();
+            for r in t.range(start.as_str()..end.as_str()).map_err(err)? {
+                let (k, _) = r.map_err(err)?;
+                let package = k.value()[start.len()..].split('\u{0}').next().unwrap_or_default();
+                if out.last().map(String::as_str) != Some(package) {
+                    out.push(package.to_string());
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn trust_policies(&self) -> Result<Vec<TenantTrust>, StoreError> {
         self.read_all(TRUST_POLICIES).await
     }

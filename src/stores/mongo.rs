@@ -849,6 +849,18 @@ impl ConsensusStore for MongoStore {
         Ok(out)
     }
 
+    /// One aggregation on the (tenant, package) index of `vex_observations`.
+    async fn tenant_packages(&self, tenant: &str) -> Result<Vec<String>, StoreError> {
+        let pipeline = vec![doc! { "$match": { "tenant": tenant } }, doc! { "$group": { "_id": "$package" } }];
+        let mut cursor = self.coll(OBSERVATIONS).aggregate(pipeline).await.map_err(map_err)?;
+        let mut out = Vec::new();
+        while let Some(d) = cursor.try_next().await.map_err(map_err)? {
+            out.push(d.get_str("_id").map_err(rejected("package of an observation"))?.to_string());
+        }
+        out.sort();
+        Ok(out)
+    }
+
     async fn trust_policies(&self) -> Result<Vec<TenantTrust>, StoreError> {
         let mut cursor = self.coll(TRUST_POLICIES).find(doc! {}).await.map_err(map_err)?;
         let mut out = Vec::new();

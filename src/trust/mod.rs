@@ -15,13 +15,14 @@ pub mod policies;
 pub use policies::Policies;
 
 use crate::domain::trust::{ChangeError, TenantTrust, TrustChange};
-use crate::ports::{ConsensusStore, RecordQuery, StoreError, TrustAudit};
+use crate::ports::{ConsensusStore, StoreError, TrustAudit};
 use crate::telemetry::events::{IssuerTrustChanged, LogEvent, TrustPolicyChanged, TrustPolicyInstalled};
 use crate::telemetry::{RECOMPUTE_ISSUER_UPDATE, RECOMPUTE_POLICY_KNOB};
 use futures::StreamExt;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -31,9 +32,9 @@ pub type BoxFut<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 /// What trust changes need from the actors (implemented by `actors::Pipeline`).
 pub trait Recompute: Send + Sync {
     /// Re-evaluates every pair of (tenant, package) with the tenant's installed policy
-    /// (rebuilding the package from the store when no actor holds it); resolves once the
-    /// records are durable.
-    fn recompute_package(&self, tenant: &str, package: &str, reason: &'static str) -> BoxFut<Result<(), String>>;
+    /// (rebuilt from the store); resolves once the records are durable, with the number of
+    /// records written.
+    fn recompute_package(&self, tenant: &str, package: &str, reason: &'static str) -> BoxFut<Result<usize, String>>;
     /// Packages of `tenant` with a live artifact actor on this instance.
     fn live_packages(&self, tenant: &str) -> BoxFut<Result<Vec<String>, String>>;
 }
@@ -70,7 +71,7 @@ pub struct Applied {
     pub after: TenantTrust,
     pub policy_version_before: String,
     pub policy_version: String,
-    /// Packages and pairs (stored records) recomputed.
+    /// Packages recomputed and the records written.
     pub packages: usize,
     pub pairs: usize,
     pub duration: Duration,
@@ -247,32 +248,22 @@ impl TrustService {
         Err(TrustError::Conflict(tenant.to_string()))
     }
 
-    /// Re-evaluates every package of `tenant` (those with stored records and those live
-    /// here) with its installed policy; (packages, stored pairs).
+    /// Re-evaluates every package of `tenant` (those with stored observations and those
+    /// live here) with its installed policy; (packages, records written).
     async fn recompute_tenant(&self, tenant: &str, reason: &'static str) -> Result<(usize, usize), TrustError> {
         let Some(r) = &self.recompute else { return Ok((0, 0)) };
-        let mut packages: BTreeMap<String, usize> = BTreeMap::new();
-        let mut after = None;
-        loop {
-            let q = RecordQuery { tenant: tenant.to_string(), after: after.clone(), limit: 1000, ..Default::default() };
-            let page = self.store.query_records(&q).await?;
-            let full = page.len() == q.limit;
-            for t in page {
-                after = Some((t.record.artifact.clone(), t.record.vulnerability.clone()));
-                *packages.entry(t.record.package).or_default() += 1;
-            }
-            if !full {
-                break;
-            }
-        }
-        for p in r.live_packages(tenant).await.map_err(TrustError::Recompute)? {
-            packages.entry(p).or_default();
-        }
-        let pairs = packages.values().sum();
-        let failures: Vec<String> = futures::stream::iter(packages.keys().cloned())
+        let mut packages: BTreeSet<String> = self.store.tenant_packages(tenant).await?.into_iter().collect();
+        packages.extend(r.live_packages(tenant).await.map_err(TrustError::Recompute)?);
+        let pairs = Arc::new(AtomicUsize::new(0));
+        let failures: Vec<String> = futures::stream::iter(packages.iter().cloned())
             .map(|p| {
                 let f = r.recompute_package(tenant, &p, reason);
-                async move { f.await.map_err(|e| format!("{p}: {e}")) }
+                let pairs = pairs.clone();
+                async move {
+                    let n = f.await.map_err(|e| format!("{p}: {e}"))?;
+                    pairs.fetch_add(n, Ordering::Relaxed);
+                    Ok::<(), String>(())
+                }
             })
             .buffer_unordered(RECOMPUTE_CONCURRENCY)
             .filter_map(|x| async move { x.err() })
@@ -282,7 +273,7 @@ impl TrustService {
             crate::error_event!(LogEvent::TrustRecomputeFailed, tenant, failed = failures.len(), error = %first, "packages not recomputed after a trust change");
             return Err(TrustError::Recompute(format!("{} package(s), first: {first}", failures.len())));
         }
-        Ok((packages.len(), pairs))
+        Ok((packages.len(), pairs.load(Ordering::Relaxed)))
     }
 
     /// Reads every tenant's stored trust settings and installs the newer ones; returns
@@ -344,6 +335,7 @@ impl TrustService {
 mod tests {
     use super::*;
     use crate::domain::trust::{Policy, Tier};
+    use crate::ports::RecordQuery;
     use crate::stores::embedded::EmbeddedStore;
 
     fn issuer(tier: Tier) -> TrustChange {
