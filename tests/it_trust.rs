@@ -170,6 +170,25 @@ fn a_trust_change_recomputes_audits_and_two_instances_converge() {
     assert_eq!(audit.0[0].reason.as_deref(), Some("it drill"));
     assert_eq!(audit.0[1].before, audit.0[0].after);
     assert_eq!(audit.1.iter().map(|t| (t.tenant.as_str(), t.epoch)).collect::<Vec<_>>(), vec![("acme", 2)]);
+    // The records' write version carries the tenant's epoch (fenced writes: an instance
+    // still on an older epoch cannot replace them).
+    let epochs = rt.block_on(async {
+        use futures::TryStreamExt;
+        let db = common::mongo_client(&services.mongo_uri).await.database(&setup.db);
+        let docs: Vec<mongodb::bson::Document> = db
+            .collection::<mongodb::bson::Document>("vex_consensus")
+            .find(mongodb::bson::doc! {})
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        docs.iter()
+            .map(|d| (d.get_str("tenant").unwrap().to_string(), d.get_i64("v_epoch").unwrap()))
+            .collect::<std::collections::BTreeSet<_>>()
+    });
+    let expected: std::collections::BTreeSet<_> = [("acme".to_string(), 2), ("globex".to_string(), 0)].into();
+    assert_eq!(epochs, expected, "every acme record at epoch 2, globex's at 0");
 
     assert!(a.terminate(Duration::from_secs(60)), "A exits cleanly; log:\n{}", a.log_tail());
     assert!(b.terminate(Duration::from_secs(60)), "B exits cleanly; log:\n{}", b.log_tail());
