@@ -256,8 +256,14 @@ async fn change_stream_positions_are_dense_and_agree_across_instances() {
         let store = store.clone();
         tokio::spawn(async move {
             for k in 0..ROUNDS {
-                let versions: Vec<ConsensusRecord> =
-                    part.iter().map(|r| with_digest(ConsensusRecord { confidence_ppm: k, ..r.clone() })).collect();
+                let versions: Vec<ConsensusRecord> = part
+                    .iter()
+                    .map(|r| {
+                        let mut v = r.clone();
+                        v.confidence_ppm = k;
+                        with_digest(v)
+                    })
+                    .collect();
                 for chunk in versions.chunks(5) {
                     store.put_records(&unversioned(chunk), base + k as i64).await.expect("put_records");
                 }
