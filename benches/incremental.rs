@@ -3,7 +3,8 @@
 //!
 //! Workload: the vexhub corpus (`../shared/corpus/vexhub`, or `$VEXLENS_CORPUS/vexhub`)
 //! normalised once, then `K` copies of its observations with the package names rewritten
-//! (copy `k` of package `P` is `P-c<k/G>`) and, so that grouped copies stay distinct
+//! (copy `k` of package `P` is `P-c<k/G>-b<b>`, where `b` splits each package in four by
+//! vulnerability, so 66 copies make >= 10 k packages) and, so that grouped copies stay distinct
 //! statements, the vulnerability ids too (`<id>.<k%G>`). With G = 1 every copy is its own
 //! package (the 1x workload: K x the corpus's packages); with G = 10 ten copies share a
 //! package, so each package holds 10x the statements and 10x the pairs (the 10x workload)
@@ -66,10 +67,15 @@ fn corpus() -> Vec<Observation> {
     obs
 }
 
+/// Packages each corpus package is split into, by vulnerability (vexhub has 54 packages:
+/// 66 copies x 4 give >= 10 k packages at 1x).
+const SPLIT: usize = 4;
+
 /// Copy `k` of `o` for group size `g` (see the module docs), with its id computed.
 fn rewrite(o: &Observation, k: usize, g: usize) -> Observation {
     let mut c = o.clone();
-    let package = format!("{}-c{}", o.package, k / g);
+    let bucket = o.vulnerability.bytes().map(usize::from).sum::<usize>() % SPLIT;
+    let package = format!("{}-c{}-b{bucket}", o.package, k / g);
     c.artifact = match o.artifact.strip_prefix(&o.package) {
         Some(rest) => format!("{package}{rest}"),
         None => panic!("artifact {} does not start with its package {}", o.artifact, o.package),
