@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # The project's test command: installs missing system packages, starts the real
-# services the integration tests need (Kafka, the MongoDB-wire server) on 127.0.0.1,
-# runs every test, and stops the services it started.
+# services the integration tests need (Kafka, the MongoDB-wire server, Jaeger for the
+# trace test: built once from the Go module proxy and cached in ~/.cache/vex-lens) on
+# 127.0.0.1, runs every test, and stops the services it started.
 #   scripts/test.sh            all tests
 #   scripts/test.sh -- ARGS    extra arguments for `cargo test`
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-system-deps.sh
+# tests/it_traces.rs needs Jaeger (the OTLP trace backend).
+export VEXLENS_JAEGER=1
 started=0
 if ! scripts/services.sh status >/dev/null 2>&1; then
   scripts/services.sh up

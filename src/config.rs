@@ -393,6 +393,38 @@ impl Default for ActorsConfig {
     }
 }
 
+/// `[telemetry]`: trace export (the runbook's `Telemetry:ExportEnabled`). Off by default
+/// (air gap): nothing is exported and no exporter is built unless `export_enabled`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// Export spans over OTLP/HTTP (protobuf) to `otlp_endpoint`.
+    pub export_enabled: bool,
+    /// The collector's OTLP/HTTP endpoint (`http://host:port`, `/v1/traces` is appended
+    /// when it has no path; a URL with a path is used as it is). No TLS: use a collector
+    /// on this host or network.
+    pub otlp_endpoint: String,
+    /// `service.name` of the exported spans.
+    pub service_name: String,
+    /// Fraction of traces this service starts that are exported (0..=1); a trace whose
+    /// incoming `traceparent` is sampled is always followed.
+    pub sample_ratio: f64,
+    /// Longest wait for the collector to answer one export (and for the final flush).
+    pub export_timeout_ms: u64,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            export_enabled: false,
+            otlp_endpoint: "http://127.0.0.1:4318".into(),
+            service_name: "vex-lens".into(),
+            sample_ratio: 1.0,
+            export_timeout_ms: 10_000,
+        }
+    }
+}
+
 /// The whole configuration.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -406,6 +438,7 @@ pub struct Config {
     pub actors: ActorsConfig,
     pub export: ExportConfig,
     pub api: ApiConfig,
+    pub telemetry: TelemetryConfig,
 }
 
 /// Where documents come from and where results go.
@@ -587,6 +620,19 @@ impl Config {
         if a.retry_max_ms < a.retry_initial_ms {
             return inv("actors.retry_max_ms", "must be at least actors.retry_initial_ms".into());
         }
+        let t = &self.telemetry;
+        if let Err(e) = crate::telemetry::trace::traces_url(&t.otlp_endpoint) {
+            return inv("telemetry.otlp_endpoint", e.to_string());
+        }
+        if !(0.0..=1.0).contains(&t.sample_ratio) {
+            return inv("telemetry.sample_ratio", format!("{} is not in 0..=1", t.sample_ratio));
+        }
+        if t.service_name.trim().is_empty() {
+            return inv("telemetry.service_name", "must not be empty".into());
+        }
+        if t.export_timeout_ms == 0 {
+            return inv("telemetry.export_timeout_ms", "must be at least 1".into());
+        }
         Ok(())
     }
 }
@@ -629,6 +675,22 @@ mod tests {
         assert!(c.validate().unwrap_err().to_string().contains("consensus.knobs"));
         let e = parse("[kafka]\nsession_timeout_ms = \"soon\"\n").unwrap_err().to_string();
         assert!(e.contains("session_timeout_ms"), "{e}");
+    }
+
+    #[test]
+    fn telemetry_is_off_by_default_and_its_keys_are_checked() {
+        let c = Config::default();
+        assert!(!c.telemetry.export_enabled, "traces are off by default (air gap)");
+        assert_eq!(c.telemetry.otlp_endpoint, "http://127.0.0.1:4318");
+        let c = parse("[telemetry]\nexport_enabled = true\notlp_endpoint = \"http://collector:4318\"\n").unwrap();
+        c.validate().unwrap();
+        assert!(c.telemetry.export_enabled);
+        let mut c = Config::default();
+        c.telemetry.otlp_endpoint = "https://collector:4318".into();
+        assert!(c.validate().unwrap_err().to_string().contains("telemetry.otlp_endpoint"));
+        let mut c = Config::default();
+        c.telemetry.sample_ratio = 1.5;
+        assert!(c.validate().unwrap_err().to_string().contains("telemetry.sample_ratio"));
     }
 
     #[test]

@@ -13,6 +13,9 @@
 //! ([`Policies`]), and a `Recompute` (trust change) hands over the pending observations
 //! first, rebuilds the state from the store, then re-evaluates every pair. No business
 //! rule lives here: `PackageState` decides.
+//! Spans: `vex.artifact.apply` under each observation's span, `vex.artifact.rebuild` under
+//! the observation that triggered it, one `vex.artifact.evaluate` per hand-over under the
+//! first observation's span, linked to the other traces it evaluated for (bounded).
 
 use super::messages::{Apply, Done, LoadPackage, Persist, Recompute};
 use super::writer::StoreWriter;
@@ -39,6 +42,8 @@ pub struct ArtifactActor {
     dirty: BTreeSet<PairKey>,
     pending: Vec<Observation>,
     pending_done: Vec<Done>,
+    /// The span of each pending observation.
+    pending_spans: Vec<tracing::Span>,
     flush_scheduled: bool,
     /// Conflict reasons of each pair at its last evaluation (the baseline after a
     /// rebuild): only reasons beyond these are counted as appearing.
@@ -67,6 +72,7 @@ impl ArtifactActor {
             dirty: BTreeSet::new(),
             pending: Vec::new(),
             pending_done: Vec::new(),
+            pending_spans: Vec::new(),
             flush_scheduled: false,
             conflict_reasons: HashMap::new(),
         }
@@ -134,17 +140,25 @@ impl ArtifactActor {
         let Some(state) = self.state.as_mut() else {
             return;
         };
-        let Apply { observation, done } = msg;
+        let Apply { observation, done, span: parent } = msg;
+        let span = apply_span(&parent, &observation);
+        let _entered = span.enter();
         match state.apply(observation.clone()) {
-            Ok(changed) => self.dirty.extend(changed),
+            Ok(changed) => {
+                span.record("vex.pairs_changed", changed.len());
+                span.record("vex.outcome", "applied");
+                self.dirty.extend(changed)
+            }
             Err(e) => {
                 // Validated before routing; a mismatch here is a bug, not bad input.
+                span.record("vex.outcome", "rejected");
                 crate::telemetry::events::ObservationRejected { error: &e.to_string() }.emit();
                 return;
             }
         }
         self.pending.push(observation);
         self.pending_done.push(done);
+        self.pending_spans.push(parent);
         if self.pending.len() >= MAX_PENDING {
             self.flush(ctx);
         } else if !self.flush_scheduled {
@@ -167,6 +181,25 @@ impl ArtifactActor {
             return;
         };
         let t0 = Instant::now();
+        let span = match self.pending_spans.first() {
+            Some(first) => tracing::info_span!(
+                parent: first,
+                "vex.artifact.evaluate",
+                vex.tenant = crate::telemetry::trace::bounded(&self.tenant),
+                vex.package = crate::telemetry::trace::bounded(&self.package),
+                vex.observations = self.pending.len(),
+                vex.heal = self.heal,
+                vex.records = tracing::field::Empty,
+                vex.conflicts = tracing::field::Empty,
+                vex.traces_linked = tracing::field::Empty,
+            ),
+            None => tracing::Span::none(),
+        };
+        if !span.is_disabled() {
+            let linked = crate::telemetry::trace::link_traces(&span, self.pending_spans.iter().skip(1));
+            span.record("vex.traces_linked", linked);
+        }
+        let _entered = span.enter();
         let pairs: Vec<PairKey> =
             if self.heal { state.pairs() } else { std::mem::take(&mut self.dirty).into_iter().collect() };
         self.heal = false;
@@ -186,6 +219,8 @@ impl ArtifactActor {
         for r in &records {
             self.note_conflicts(&r.record, true);
         }
+        span.record("vex.records", records.len());
+        span.record("vex.conflicts", records.iter().filter(|r| !r.record.conflicts.is_empty()).count());
         Recomputed {
             reason: RECOMPUTE_INGESTION_DELTA,
             tenant: &self.tenant,
@@ -198,6 +233,7 @@ impl ArtifactActor {
             observations: std::mem::take(&mut self.pending),
             records,
             done: std::mem::take(&mut self.pending_done),
+            spans: std::mem::take(&mut self.pending_spans),
         };
         let writer = self.writer.clone();
         ctx.wait(
@@ -256,7 +292,7 @@ impl ArtifactActor {
                 let _ = reply.send(result.map(|()| n));
             }
         });
-        let persist = Persist { observations: Vec::new(), records, done: vec![written.0] };
+        let persist = Persist { observations: Vec::new(), records, done: vec![written.0], spans: Vec::new() };
         let writer = self.writer.clone();
         ctx.wait(
             async move {
@@ -269,29 +305,63 @@ impl ArtifactActor {
     }
 
     /// Runs `then` once the state is installed (rebuilding it from the store first when
-    /// this actor has none yet; the mailbox waits meanwhile).
+    /// this actor has none yet, in a `vex.artifact.rebuild` span under `parent`; the
+    /// mailbox waits meanwhile).
     fn with_state(
         &mut self,
         ctx: &mut Context<Self>,
         baseline: bool,
+        parent: &tracing::Span,
         then: impl FnOnce(&mut Self, &mut Context<Self>) + 'static,
     ) {
         if self.state.is_some() {
             return then(self, ctx);
         }
+        let span = tracing::info_span!(
+            parent: parent,
+            "vex.artifact.rebuild",
+            vex.tenant = crate::telemetry::trace::bounded(&self.tenant),
+            vex.package = crate::telemetry::trace::bounded(&self.package),
+            vex.observations = tracing::field::Empty,
+        );
         // Sent when this wait runs (after earlier waits, e.g. a hand-over of pending
         // observations), so the load sees them.
         let (writer, load) =
             (self.writer.clone(), LoadPackage { tenant: self.tenant.clone(), package: self.package.clone() });
         ctx.wait(async move { writer.send(load).await }.into_actor(self).map(move |loaded, act, ctx| match loaded {
             Ok(Some(stored)) => {
-                act.install(stored, baseline);
+                {
+                    let _entered = span.enter();
+                    span.record("vex.observations", stored.len());
+                    act.install(stored, baseline);
+                }
+                drop(span);
                 then(act, ctx);
             }
             Ok(None) => crate::error_event!(crate::telemetry::events::LogEvent::RebuildFailed, "store writer restarted during the load"),
             Err(e) => crate::error_event!(crate::telemetry::events::LogEvent::RebuildFailed, error = %e, "store writer unreachable"),
         }));
     }
+}
+
+/// The `vex.artifact.apply` span of one observation, under its span.
+fn apply_span(parent: &tracing::Span, o: &Observation) -> tracing::Span {
+    use crate::telemetry::trace::bounded;
+    if parent.is_disabled() {
+        return tracing::Span::none();
+    }
+    tracing::info_span!(
+        parent: parent,
+        "vex.artifact.apply",
+        vex.tenant = bounded(&o.tenant),
+        vex.artifact = bounded(&o.artifact),
+        vex.vulnerability = bounded(&o.vulnerability),
+        vex.issuer = o.issuer.as_deref().map(bounded),
+        vex.document_digest = bounded(&o.document_digest),
+        vex.status = ?o.status,
+        vex.pairs_changed = tracing::field::Empty,
+        vex.outcome = tracing::field::Empty,
+    )
 }
 
 impl Actor for ArtifactActor {
@@ -306,7 +376,8 @@ impl Handler<Apply> for ArtifactActor {
     type Result = ();
 
     fn handle(&mut self, msg: Apply, ctx: &mut Context<Self>) {
-        self.with_state(ctx, true, move |act, ctx| act.apply(msg, ctx));
+        let parent = msg.span.clone();
+        self.with_state(ctx, true, &parent, move |act, ctx| act.apply(msg, ctx));
     }
 }
 
@@ -319,6 +390,6 @@ impl Handler<Recompute> for ArtifactActor {
     fn handle(&mut self, msg: Recompute, ctx: &mut Context<Self>) {
         self.flush(ctx);
         self.state = None;
-        self.with_state(ctx, false, move |act, ctx| act.recompute(msg, ctx));
+        self.with_state(ctx, false, &tracing::Span::none(), move |act, ctx| act.recompute(msg, ctx));
     }
 }

@@ -7,7 +7,8 @@
 //! overwrites another one's files (each writes under `<dir>/<job id>/`); the actor is
 //! restarted by its supervisor if it ever stops, and holds no state a restart loses; job
 //! ids are `<start ms>-<16 hex digits from the OS's CSPRNG>`, so instances sharing one
-//! store (and one export directory) never collide (64 random bits per millisecond).
+//! store (and one export directory) never collide (64 random bits per millisecond). Each
+//! job is a `vex.export.job` span under the span of the request that asked for it.
 
 use crate::crypto::SigningKey;
 use crate::domain::timestamp::Timestamp;
@@ -27,6 +28,8 @@ pub struct RunExportJob {
     pub format: ExportFormat,
     pub tenant: Option<String>,
     pub since: Option<Timestamp>,
+    /// The span of the request that asked for the job (the job's span hangs under it).
+    pub span: tracing::Span,
 }
 
 /// Why a job failed.
@@ -106,55 +109,71 @@ impl Handler<RunExportJob> for ExportJobActor {
             created_at: None,
         };
         let (store, signer) = (self.store.clone(), self.signer.clone());
-        Box::pin(async move {
-            let t = Instant::now();
-            // The store read is async; encoding, hashing and file writes block: they run on
-            // the blocking pool, not on the async threads.
-            let outcome = match store.list_records(req.tenant.as_deref(), req.since.map(|t| t.unix_millis())).await {
-                Ok(records) => {
-                    let r = req.clone();
-                    tokio::task::spawn_blocking(move || write_bundle(&records, &r, signer.as_deref()))
-                        .await
-                        .unwrap_or_else(|e| Err(ExportError::io(&req.manifest, std::io::Error::other(e))))
+        let span = tracing::info_span!(
+            parent: &msg.span,
+            "vex.export.job",
+            vex.job_id = job_id.as_str(),
+            vex.format = msg.format.as_str(),
+            vex.tenant = msg.tenant.as_deref().map(crate::telemetry::trace::bounded),
+            vex.records = tracing::field::Empty,
+            vex.outcome = tracing::field::Empty,
+        );
+        let job_span = span.clone();
+        Box::pin(tracing::Instrument::instrument(
+            async move {
+                let t = Instant::now();
+                // The store read is async; encoding, hashing and file writes block: they run on
+                // the blocking pool, not on the async threads.
+                let outcome = match store.list_records(req.tenant.as_deref(), req.since.map(|t| t.unix_millis())).await
+                {
+                    Ok(records) => {
+                        let r = req.clone();
+                        tokio::task::spawn_blocking(move || write_bundle(&records, &r, signer.as_deref()))
+                            .await
+                            .unwrap_or_else(|e| Err(ExportError::io(&req.manifest, std::io::Error::other(e))))
+                    }
+                    Err(e) => Err(e.into()),
+                };
+                let duration = t.elapsed();
+                let error = outcome.as_ref().err().map(|e| e.to_string());
+                let failure = outcome.as_ref().err().map(|e| match e {
+                    ExportError::Empty => JobFailure::NothingToExport,
+                    _ => JobFailure::Failed,
+                });
+                let (bundle_id, records) = match &outcome {
+                    Ok(s) => (Some(s.bundle_id.clone()), s.counts.records),
+                    Err(_) => (None, 0),
+                };
+                ExportJobFinished {
+                    job_id: &job_id,
+                    format: msg.format.as_str(),
+                    duration,
+                    error: error.as_deref(),
+                    records: records as usize,
                 }
-                Err(e) => Err(e.into()),
-            };
-            let duration = t.elapsed();
-            let error = outcome.as_ref().err().map(|e| e.to_string());
-            let failure = outcome.as_ref().err().map(|e| match e {
-                ExportError::Empty => JobFailure::NothingToExport,
-                _ => JobFailure::Failed,
-            });
-            let (bundle_id, records) = match &outcome {
-                Ok(s) => (Some(s.bundle_id.clone()), s.counts.records),
-                Err(_) => (None, 0),
-            };
-            ExportJobFinished {
-                job_id: &job_id,
-                format: msg.format.as_str(),
-                duration,
-                error: error.as_deref(),
-                records: records as usize,
-            }
-            .emit();
-            let job = ExportJobRecord {
-                job_id,
-                format: msg.format.as_str().to_string(),
-                tenant: msg.tenant,
-                since_ms: msg.since.map(|t| t.unix_millis()),
-                started_at_ms,
-                duration_ms: duration.as_millis() as u64,
-                result: if error.is_none() { "success" } else { "failure" }.to_string(),
-                error,
-                manifest: outcome.is_ok().then(|| manifest.display().to_string()),
-                bundle_id,
-                records,
-            };
-            if let Err(e) = store.put_export_job(&job).await {
-                crate::warn_event!(crate::telemetry::events::LogEvent::ExportJobNotRecorded, job = %job.job_id, error = %e, "export job record not stored");
-            }
-            ExportJobOutcome { job, failure }
-        })
+                .emit();
+                let job = ExportJobRecord {
+                    job_id,
+                    format: msg.format.as_str().to_string(),
+                    tenant: msg.tenant,
+                    since_ms: msg.since.map(|t| t.unix_millis()),
+                    started_at_ms,
+                    duration_ms: duration.as_millis() as u64,
+                    result: if error.is_none() { "success" } else { "failure" }.to_string(),
+                    error,
+                    manifest: outcome.is_ok().then(|| manifest.display().to_string()),
+                    bundle_id,
+                    records,
+                };
+                if let Err(e) = store.put_export_job(&job).await {
+                    crate::warn_event!(crate::telemetry::events::LogEvent::ExportJobNotRecorded, job = %job.job_id, error = %e, "export job record not stored");
+                }
+                job_span.record("vex.records", job.records);
+                job_span.record("vex.outcome", job.result.as_str());
+                ExportJobOutcome { job, failure }
+            },
+            span,
+        ))
     }
 }
 

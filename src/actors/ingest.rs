@@ -4,6 +4,7 @@
 //!
 //! Invariants: never panics on any input; every failure becomes a dead-letter outcome
 //! with a stable reason code (`NormaliseError::code`, or `invalid_envelope`); no I/O.
+//! The actor runs each document inside a `vex.normalise` span under the document's span.
 
 use super::messages::{IngestOutcome, IngestStep, NormaliseDocument};
 use super::verifier::{malformed_envelope, VerifyEnvelope};
@@ -29,7 +30,62 @@ impl Handler<NormaliseDocument> for IngestActor {
     type Result = IngestStep;
 
     fn handle(&mut self, msg: NormaliseDocument, _: &mut Self::Context) -> IngestStep {
-        ingest_document(&msg.name, &msg.bytes, msg.ctx, msg.max_bytes)
+        let span = normalise_span(&msg.span, &msg.ctx, false);
+        if !span.is_disabled() {
+            span.record("vex.document_digest", sha256_prefixed(&msg.bytes).as_str());
+            span.record("vex.bytes", msg.bytes.len());
+        }
+        let _entered = span.enter();
+        let mut step = ingest_document(&msg.name, &msg.bytes, msg.ctx, msg.max_bytes);
+        match &mut step {
+            IngestStep::Done(outcome) | IngestStep::Malformed { outcome, .. } => record_outcome(&span, outcome),
+            IngestStep::Envelope(v) => {
+                span.record("vex.outcome", "envelope");
+                v.span = msg.span.clone();
+            }
+        }
+        step
+    }
+}
+
+/// The `vex.normalise` span of a document, under `parent`.
+pub fn normalise_span(parent: &tracing::Span, ctx: &IngestContext, enveloped: bool) -> tracing::Span {
+    tracing::info_span!(
+        parent: parent,
+        "vex.normalise",
+        vex.tenant = ctx.tenant.as_deref().map(crate::telemetry::trace::bounded),
+        vex.enveloped = enveloped,
+        vex.bytes = tracing::field::Empty,
+        vex.document_digest = tracing::field::Empty,
+        vex.format = tracing::field::Empty,
+        vex.issuer = tracing::field::Empty,
+        vex.observations = tracing::field::Empty,
+        vex.outcome = tracing::field::Empty,
+        vex.reason = tracing::field::Empty,
+    )
+}
+
+/// Records what became of a document on its `vex.normalise` span.
+pub fn record_outcome(span: &tracing::Span, outcome: &IngestOutcome) {
+    if span.is_disabled() {
+        return;
+    }
+    match outcome {
+        IngestOutcome::Observations { observations, format, .. } => {
+            span.record("vex.outcome", "normalised");
+            span.record("vex.format", *format);
+            span.record("vex.observations", observations.len());
+            if let Some(o) = observations.first() {
+                span.record("vex.document_digest", o.document_digest.as_str());
+                if let Some(i) = &o.issuer {
+                    span.record("vex.issuer", crate::telemetry::trace::bounded(i));
+                }
+            }
+        }
+        IngestOutcome::DeadLetter { reason, .. } => {
+            span.record("vex.outcome", "dead_lettered");
+            span.record("vex.reason", *reason);
+        }
     }
 }
 
@@ -72,6 +128,7 @@ pub fn ingest_document(name: &str, bytes: &[u8], ctx: IngestContext, max_bytes: 
                 envelope,
                 envelope_digest: sha256_prefixed(bytes),
                 ctx,
+                span: tracing::Span::none(),
             }),
             Err(e) => IngestStep::Malformed {
                 record: malformed_envelope(name, bytes, &ctx),

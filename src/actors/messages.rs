@@ -1,7 +1,9 @@
 //! Messages between the actors. Every message that carries work carries the completion
 //! signal(s) fired once that work is durable (`Ok`) or once the store has rejected it for
 //! good (`Err(Rejected)`: the source dead-letters it); dropping one unfired means "not
-//! done" (the source retries it, or never acknowledges it, so it is replayed).
+//! done" (the source retries it, or never acknowledges it, so it is replayed). Messages
+//! that carry work also carry the `tracing` span it belongs to (disabled when traces are
+//! not exported), so a stage's span hangs under the span of the document or observation.
 
 use crate::domain::model::{IngestContext, Observation};
 use crate::ports::VersionedRecord;
@@ -25,6 +27,8 @@ pub struct NormaliseDocument {
     pub bytes: Vec<u8>,
     pub ctx: IngestContext,
     pub max_bytes: usize,
+    /// The intake span of the document.
+    pub span: tracing::Span,
 }
 
 /// What the ingest workers made of a document: its outcome, or an envelope the verifier
@@ -61,6 +65,8 @@ pub enum IngestOutcome {
 pub struct Route {
     pub observation: Observation,
     pub done: Done,
+    /// The span of the observation (its intake, or its document's in embedded mode).
+    pub span: tracing::Span,
 }
 
 /// To the registry: drop every artifact actor (partitions were revoked); they rebuild
@@ -80,6 +86,8 @@ pub struct LiveActors;
 pub struct Apply {
     pub observation: Observation,
     pub done: Done,
+    /// The span of the observation (from [`Route`]).
+    pub span: tracing::Span,
 }
 
 /// To the registry: re-evaluate every pair of (tenant, package) with the tenant's
@@ -122,6 +130,8 @@ pub struct Persist {
     /// Each with its version: the store keeps the newest ([`crate::ports::RecordVersion`]).
     pub records: Vec<VersionedRecord>,
     pub done: Vec<Done>,
+    /// The span of each observation (aligned with `observations`).
+    pub spans: Vec<tracing::Span>,
 }
 
 /// To the store writer: persist a DSSE verification (`put_verification`, retried like
@@ -131,6 +141,8 @@ pub struct Persist {
 pub struct PersistVerification {
     pub record: crate::ports::VerificationRecord,
     pub done: Done,
+    /// The intake span of the envelope's document.
+    pub span: tracing::Span,
 }
 
 /// To the store writer: every stored observation of (tenant, package), read after every

@@ -9,6 +9,10 @@
 //! observations are applied by one actor in order and its writes go through one writer
 //! in order, while different packages proceed in parallel.
 //!
+//! Traces: each call carries the caller's current span into the actors' messages, so
+//! the stages' spans (`vex.normalise`, `vex.dsse.verify`, `vex.artifact.*`, `vex.store.*`)
+//! hang under the document's or observation's span.
+//!
 //! Must be started inside an actix `System` running on a multi-thread tokio runtime.
 
 pub mod artifact;
@@ -174,7 +178,8 @@ impl Pipeline {
         ctx: IngestContext,
         max_bytes: usize,
     ) -> Result<IngestOutcome, PipelineError> {
-        match self.ingest.send(NormaliseDocument { name, bytes, ctx, max_bytes }).await? {
+        let span = tracing::Span::current();
+        match self.ingest.send(NormaliseDocument { name, bytes, ctx, max_bytes, span }).await? {
             IngestStep::Done(outcome) => Ok(outcome),
             IngestStep::Envelope(v) => {
                 let VerifiedDocument { outcome, record } = self.verifier.send(v).await?;
@@ -191,7 +196,8 @@ impl Pipeline {
     /// Hands a verification to the store writer; returns once it is durable.
     async fn persist_verification(&self, record: VerificationRecord) -> Result<(), PipelineError> {
         let (done, rx) = oneshot::channel();
-        self.writers.for_id(&record.envelope_digest).send(PersistVerification { record, done }).await?;
+        let span = tracing::Span::current();
+        self.writers.for_id(&record.envelope_digest).send(PersistVerification { record, done, span }).await?;
         rx.await.map_err(|_| PipelineError::Unavailable(MailboxError::Closed))?.map_err(PipelineError::Rejected)
     }
 
@@ -207,7 +213,8 @@ impl Pipeline {
             observation.provenance.sequence = Some(self.arrivals.next());
         }
         let (done, rx) = oneshot::channel();
-        self.registry.send(Route { observation, done }).await?;
+        let span = tracing::Span::current();
+        self.registry.send(Route { observation, done, span }).await?;
         Ok(rx)
     }
 

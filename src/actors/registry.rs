@@ -129,7 +129,7 @@ impl Handler<Route> for ArtifactRegistry {
         // The actor counts as busy until the observation is durable (or failed), so it
         // is never evicted with work it has not handed over.
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let sent = addr.send(Apply { observation: msg.observation, done: tx });
+        let sent = addr.send(Apply { observation: msg.observation, done: tx, span: msg.span });
         let done = msg.done;
         Box::pin(
             async move {

@@ -205,6 +205,8 @@ pub struct VerifyEnvelope {
     /// `sha256:<hex>` of the envelope bytes as received.
     pub envelope_digest: String,
     pub ctx: IngestContext,
+    /// The intake span of the document (the verification's span hangs under it).
+    pub span: tracing::Span,
 }
 
 /// The payload's observations (signature applied) and the verification to persist.
@@ -234,13 +236,36 @@ impl Handler<VerifyEnvelope> for DsseVerifierActor {
     type Result = VerifiedDocument;
 
     fn handle(&mut self, msg: VerifyEnvelope, _: &mut Self::Context) -> VerifiedDocument {
-        verify_and_normalise(msg, &self.keys, self.threshold)
+        let span = tracing::info_span!(
+            parent: &msg.span,
+            "vex.dsse.verify",
+            vex.envelope_digest = %msg.envelope_digest,
+            vex.tenant = msg.ctx.tenant.as_deref().map(crate::telemetry::trace::bounded),
+            vex.issuer = tracing::field::Empty,
+            vex.keyid = tracing::field::Empty,
+            vex.outcome = tracing::field::Empty,
+            vex.reason = tracing::field::Empty,
+        );
+        let _entered = span.enter();
+        let verified = verify_and_normalise(msg, &self.keys, self.threshold);
+        let r = &verified.record;
+        span.record("vex.outcome", r.result.as_str());
+        if let Some(i) = &r.issuer {
+            span.record("vex.issuer", crate::telemetry::trace::bounded(i));
+        }
+        if let Some(k) = &r.keyid {
+            span.record("vex.keyid", crate::telemetry::trace::bounded(k));
+        }
+        if let Some(reason) = &r.reason {
+            span.record("vex.reason", reason.as_str());
+        }
+        verified
     }
 }
 
 /// What the actor does (pure apart from the clock and telemetry).
 pub fn verify_and_normalise(msg: VerifyEnvelope, keys: &KeyDirectory, threshold: usize) -> VerifiedDocument {
-    let VerifyEnvelope { name, envelope, envelope_digest, mut ctx } = msg;
+    let VerifyEnvelope { name, envelope, envelope_digest, mut ctx, .. } = msg;
     let claimed = claimed_issuer(&name, &envelope, &ctx, keys);
     let (signature, signed_issuer, mut record) = verify(&envelope, claimed.as_deref(), keys, threshold);
     record.envelope_digest = envelope_digest;
@@ -250,7 +275,13 @@ pub fn verify_and_normalise(msg: VerifyEnvelope, keys: &KeyDirectory, threshold:
     let failed = signature.status == SignatureStatus::Failed;
     ctx.signature = signature;
     ctx.signed_issuer = signed_issuer;
-    let outcome = normalise_envelope(&name, &envelope, ctx);
+    let outcome = {
+        let span = super::ingest::normalise_span(&tracing::Span::current(), &ctx, true);
+        let _entered = span.enter();
+        let outcome = normalise_envelope(&name, &envelope, ctx);
+        super::ingest::record_outcome(&span, &outcome);
+        outcome
+    };
     if record.issuer.is_none() {
         // Nothing in the signatures named an issuer: record the one the document claims.
         if let IngestOutcome::Observations { observations, .. } = &outcome {
@@ -463,6 +494,7 @@ mod tests {
             envelope: env.clone(),
             envelope_digest: sha256_prefixed(env.to_json().as_bytes()),
             ctx: IngestContext { tenant: Some("t".into()), ..Default::default() },
+            span: tracing::Span::none(),
         };
         verify_and_normalise(msg, keys, 1)
     }

@@ -12,6 +12,12 @@
 //! rejected message is given back unanswered (its source retries it); a `LoadPackage` is answered only after every earlier
 //! `Persist` of its package is durable, a `Drain` after every earlier `Persist`. Runs under an actix `Supervisor`: on restart the
 //! pending batch (kept in the actor) is flushed again.
+//!
+//! Traces: each batch is one `vex.store.batch` span (a root: it serves many traces); under
+//! the span of each contributing input (an observation's, or a verification's document's),
+//! one `vex.store.write` span linked to the batch, at most `telemetry::trace::MAX_FAN_OUT`
+//! per batch (the batch span counts the inputs and the traced ones), so a trace ends with
+//! its consensus write and a batch of thousands does not make thousands of spans.
 
 use super::messages::{Done, Drain, LoadPackage, Persist, PersistVerification, Rejected};
 use crate::domain::model::Observation;
@@ -48,6 +54,8 @@ struct Batch {
     /// The messages the batch was made of (ranges of the vectors above), so that a batch
     /// the store rejects permanently can be written message by message.
     units: Vec<Unit>,
+    /// The span of each input (observation or verification).
+    spans: Vec<tracing::Span>,
 }
 
 /// One `Persist` or `PersistVerification`: index ranges into its batch.
@@ -136,7 +144,9 @@ impl StoreWriter {
         if self.pending.is_empty() {
             return;
         }
-        let batch = std::mem::take(&mut self.pending);
+        let mut batch = std::mem::take(&mut self.pending);
+        let spans = std::mem::take(&mut batch.spans);
+        let (batch_span, writes) = batch_spans(&batch, spans);
         let store = self.store.clone();
         let settings = self.settings.clone();
         let read_depth = self.last_depth.map_or(true, |t| t.elapsed() >= Duration::from_secs(1));
@@ -147,6 +157,7 @@ impl StoreWriter {
             let Batch { observations, records: all_records, verifications, done, units, .. } = batch;
             let records = latest_per_pair(all_records.clone());
             let now = now_ms();
+            let done_total = done.len();
             let mut done: Vec<Option<Done>> = done.into_iter().map(Some).collect();
             if let Err(e) = write_batch(&*store, &settings, &verifications, &observations, &records, now).await {
                 // Retrying the batch will not help: write it message by message, in order.
@@ -167,6 +178,11 @@ impl StoreWriter {
                 }
             }
             let done: Vec<Done> = done.into_iter().flatten().collect();
+            let outcome = if done.len() == done_total { "durable" } else { "partly_rejected" };
+            for s in writes.iter().chain(std::iter::once(&tracing::Span::current())) {
+                s.record("vex.outcome", outcome);
+            }
+            drop(writes);
             let durable_at = now_ms();
             let received: Vec<i64> = observations.iter().filter_map(|o| o.provenance.received_at_ms).collect();
             ObservationsDurable {
@@ -191,7 +207,7 @@ impl StoreWriter {
         };
         // Encode and write on the runtime's worker threads, not on this actor's thread;
         // the mailbox still waits for the batch (order, back-pressure).
-        let spawned = tokio::spawn(fut);
+        let spawned = tokio::spawn(tracing::Instrument::instrument(fut, batch_span));
         ctx.wait(
             async move {
                 if let Err(e) = spawned.await {
@@ -201,6 +217,37 @@ impl StoreWriter {
             .into_actor(self),
         );
     }
+}
+
+/// The `vex.store.batch` span of a batch and its `vex.store.write` spans (one per distinct
+/// input span, bounded), each linked to the batch.
+fn batch_spans(batch: &Batch, spans: Vec<tracing::Span>) -> (tracing::Span, Vec<tracing::Span>) {
+    if spans.iter().all(tracing::Span::is_disabled) {
+        return (tracing::Span::none(), Vec::new());
+    }
+    let batch_span = tracing::info_span!(
+        parent: None,
+        "vex.store.batch",
+        vex.observations = batch.observations.len(),
+        vex.records = batch.records.len(),
+        vex.verifications = batch.verifications.len(),
+        vex.inputs = spans.len(),
+        vex.traced = tracing::field::Empty,
+        vex.outcome = tracing::field::Empty,
+    );
+    let writes = crate::telemetry::trace::one_child_per_parent(spans.iter(), |parent| {
+        let w = tracing::info_span!(
+            parent: parent,
+            "vex.store.write",
+            vex.batch_observations = batch.observations.len(),
+            vex.batch_records = batch.records.len(),
+            vex.outcome = tracing::field::Empty,
+        );
+        crate::telemetry::trace::link_traces(&w, [&batch_span]);
+        w
+    });
+    batch_span.record("vex.traced", writes.len());
+    (batch_span, writes)
 }
 
 /// Keeps the last record of each pair (the batch's earlier ones were never durable, so
@@ -316,6 +363,7 @@ impl Handler<Persist> for StoreWriter {
         self.pending.observations.extend(msg.observations);
         self.pending.records.extend(msg.records);
         self.pending.done.extend(msg.done);
+        self.pending.spans.extend(msg.spans);
         if self.pending.observations.len() + self.pending.records.len() >= self.settings.batch_max {
             self.flush(ctx);
         } else if !self.flush_scheduled {
@@ -342,6 +390,7 @@ impl Handler<PersistVerification> for StoreWriter {
         p.units.push(unit);
         self.pending.verifications.push(msg.record);
         self.pending.done.push(msg.done);
+        self.pending.spans.push(msg.span);
         if !self.flush_scheduled {
             self.flush_scheduled = true;
             ctx.run_later(self.settings.flush_after, |act, ctx| {

@@ -52,13 +52,19 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         Some(crate::cli::LogFormatArg::Text) => vex_lens::telemetry::LogFormat::Text,
         None => vex_lens::telemetry::LogFormat::for_terminal(),
     };
-    vex_lens::telemetry::init_logging(format);
     let cfg = apply_flags(Config::load(args.config.as_deref())?, &args);
     cfg.validate()?;
+    // Before any runtime starts (the OTLP exporter's blocking client owns one); the
+    // handle flushes the queued spans when the service has stopped.
+    let traces = vex_lens::telemetry::init(format, &cfg.telemetry).context("starting the trace export")?;
     if args.once && cfg.source_mode() == vex_lens::config::SourceMode::Kafka {
         anyhow::bail!("--once is for the embedded mode (no --kafka-brokers)");
     }
-    app::run(cfg, RunOptions { once: args.once })?;
+    let result = app::run(cfg, RunOptions { once: args.once });
+    if let Some(t) = traces {
+        t.shutdown();
+    }
+    result?;
     Ok(ExitCode::SUCCESS)
 }
 

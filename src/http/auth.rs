@@ -187,6 +187,7 @@ pub async fn middleware(
         req.headers().get("x-tenant").map(|v| v.as_bytes()),
         loopback,
     )?;
+    tracing::Span::current().record("vex.tenant", crate::telemetry::trace::bounded(&caller.tenant));
     req.extensions_mut().insert(caller);
     next.call(req).await
 }

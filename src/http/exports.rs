@@ -104,7 +104,10 @@ pub async fn run(
         }
     }
     let since = body.since.as_deref().map(Timestamp::parse).transpose().map_err(|e| ApiError::param("since", e))?;
-    match addr.send(RunExportJob { format, tenant: Some(caller.tenant.clone()), since }).await {
+    match addr
+        .send(RunExportJob { format, tenant: Some(caller.tenant.clone()), since, span: tracing::Span::current() })
+        .await
+    {
         Ok(ExportJobOutcome { job, failure: None }) => Ok(HttpResponse::Ok().json(JobView::of(job))),
         Ok(ExportJobOutcome { job, failure: Some(failure) }) => {
             let (status, code) = match failure {

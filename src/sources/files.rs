@@ -1,6 +1,8 @@
 //! The embedded sources: a watched directory of `*.json` documents and NDJSON documents
 //! on stdin, fed to the pipeline (the in-process observation channel is the registry's
 //! mailbox: observations go straight from the ingest step to the artifact actors).
+//! Each document is one `vex.document` span (a trace root) from intake until its
+//! observations are durable or it is dead-lettered.
 
 use crate::actors::messages::IngestOutcome;
 use crate::actors::Pipeline;
@@ -46,8 +48,27 @@ fn fingerprint(meta: &std::fs::Metadata) -> String {
     format!("{}:{mtime}", meta.len())
 }
 
-/// Processes one document; `true` when it is fully handled (durable or dead-lettered).
+/// Processes one document in its `vex.document` span; `true` when it is fully handled
+/// (durable or dead-lettered).
 async fn process(ctx: &Ctx, name: String, bytes: Result<Vec<u8>, (&'static str, String)>) -> bool {
+    use tracing::Instrument;
+    let span = tracing::info_span!(
+        parent: None,
+        "vex.intake",
+        otel.name = "vex.document",
+        vex.source = crate::telemetry::trace::bounded(&name),
+        vex.tenant = crate::telemetry::trace::bounded(&ctx.settings.tenant),
+        vex.bytes = bytes.as_ref().map_or(0, Vec::len),
+        vex.observations = tracing::field::Empty,
+        vex.outcome = tracing::field::Empty,
+        vex.reason = tracing::field::Empty,
+    );
+    process_document(ctx, name, bytes).instrument(span).await
+}
+
+async fn process_document(ctx: &Ctx, name: String, bytes: Result<Vec<u8>, (&'static str, String)>) -> bool {
+    use tracing::Instrument;
+    let span = tracing::Span::current();
     let arrived = crate::actors::writer::now_ms();
     let outcome = match bytes {
         Ok(bytes) => {
@@ -73,6 +94,8 @@ async fn process(ctx: &Ctx, name: String, bytes: Result<Vec<u8>, (&'static str, 
     };
     match outcome {
         IngestOutcome::DeadLetter { reason, detail } => {
+            span.record("vex.outcome", "dead_lettered");
+            span.record("vex.reason", reason);
             DeadLettered { source: &name, correlation_id: None, reason, detail: &detail }.emit();
             if let Some(s) = &ctx.seen {
                 let d = DeadLetter { source: name.clone(), reason: reason.into(), detail, at_ms: arrived };
@@ -84,13 +107,19 @@ async fn process(ctx: &Ctx, name: String, bytes: Result<Vec<u8>, (&'static str, 
         }
         IngestOutcome::Observations { observations, format, diagnostics, .. } => {
             let n = observations.len();
-            match ctx.pipeline.route_all_durable(observations).await {
+            span.record("vex.observations", n);
+            let route = tracing::info_span!("vex.route", vex.observations = n);
+            match ctx.pipeline.route_all_durable(observations).instrument(route).await {
                 Ok(true) => {
+                    span.record("vex.outcome", "ingested");
                     DocumentIngested { source: &name, correlation_id: None, format, observations: n, diagnostics }
                         .emit();
                     true
                 }
-                Ok(false) | Err(_) => false,
+                Ok(false) | Err(_) => {
+                    span.record("vex.outcome", "not_durable");
+                    false
+                }
             }
         }
     }

@@ -16,6 +16,12 @@
 //! the revoked partitions, then drops the artifact actors (rebuilt from the store); an
 //! observation's offset is its stream position (`provenance.sequence`, which orders
 //! record writes) and its message key must be its own `<tenant>/<package>`.
+//!
+//! Traces: every consumed message is one span (`vex.document` or `vex.observation`, kind
+//! consumer) whose parent is the W3C `traceparent` of its headers when one is there and
+//! valid; the observations and dead letters this service produces carry the trace context
+//! of the span that produced them (`vex.route`, `vex.dead_letter`) instead of the one they
+//! came with. A forged `traceparent` can only misplace spans in a trace.
 
 use crate::actors::messages::IngestOutcome;
 use crate::actors::{Pipeline, PipelineError};
@@ -23,6 +29,7 @@ use crate::config::Config;
 use crate::crypto::mac::{ObservationMac, HEADER_MAC};
 use crate::domain::model::{IngestContext, Observation, Provenance};
 use crate::telemetry::events::{DeadLettered, DocumentIngested};
+use crate::telemetry::trace::{self as trace, bounded};
 use futures::future::BoxFuture;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -37,6 +44,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{watch, Semaphore};
+use tracing::{field::Empty, Instrument, Span};
 
 /// Reason code of a message on the observations topic that is JSON but not a valid observation.
 pub const INVALID_OBSERVATION: &str = "invalid_observation";
@@ -363,14 +371,31 @@ async fn dead_letter(
 ) -> bool {
     let correlation = header_str(m, "correlation-id");
     let source = source_name(m);
+    let span = tracing::info_span!(
+        "vex.dead_letter",
+        otel.kind = "producer",
+        messaging.system = "kafka",
+        messaging.destination.name = dlq,
+        vex.reason = reason,
+    );
+    let entered = span.enter();
     DeadLettered { source: &source, correlation_id: correlation.as_deref(), reason, detail }.emit();
     let detail: String = detail.chars().take(2000).collect();
+    // The dead letter continues this service's trace: its own trace context replaces the
+    // one it came with (kept as it was when traces are not exported).
+    let context = trace::inject(&span);
     let mut headers = OwnedHeaders::new();
     if let Some(h) = m.headers() {
         for x in h.iter() {
-            headers = headers.insert(Header { key: x.key, value: x.value });
+            if context.is_empty() || !trace::is_trace_header(x.key) {
+                headers = headers.insert(Header { key: x.key, value: x.value });
+            }
         }
     }
+    for (k, v) in &context {
+        headers = headers.insert(Header { key: *k, value: Some(v.as_str()) });
+    }
+    drop(entered);
     let partition = m.partition().to_string();
     let offset = m.offset().to_string();
     headers = headers
@@ -380,14 +405,18 @@ async fn dead_letter(
         .insert(Header { key: HEADER_SOURCE_PARTITION, value: Some(partition.as_str()) })
         .insert(Header { key: HEADER_SOURCE_OFFSET, value: Some(offset.as_str()) });
     let payload = m.payload().unwrap_or_default();
-    match produce_acked(producer, dlq, m.key(), payload, Some(headers.clone()), shutdown).await {
-        Ok(()) => true,
-        Err(KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge)) => {
-            let headers = headers.insert(Header { key: HEADER_VALUE_TRUNCATED, value: Some("true") });
-            produce_acked(producer, dlq, m.key(), &[], Some(headers), shutdown).await.is_ok()
+    async move {
+        match produce_acked(producer, dlq, m.key(), payload, Some(headers.clone()), shutdown).await {
+            Ok(()) => true,
+            Err(KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge)) => {
+                let headers = headers.insert(Header { key: HEADER_VALUE_TRUNCATED, value: Some("true") });
+                produce_acked(producer, dlq, m.key(), &[], Some(headers), shutdown).await.is_ok()
+            }
+            Err(_) => false,
         }
-        Err(_) => false,
     }
+    .instrument(span)
+    .await
 }
 
 /// Handles one documents-topic message: its observations produced (and acknowledged), or
@@ -416,6 +445,10 @@ async fn handle_document(
         },
         ..Default::default()
     };
+    let span = Span::current();
+    if let Some(t) = &ctx.tenant {
+        span.record("vex.tenant", bounded(t));
+    }
     let outcome = match pipeline.normalise(name.clone(), payload.to_vec(), ctx, cfg.ingest.max_message_bytes).await {
         Ok(o) => o,
         Err(PipelineError::Rejected(r)) => {
@@ -427,9 +460,28 @@ async fn handle_document(
         IngestOutcome::DeadLetter { reason, detail } => Err(HandleError::Permanent { reason, detail }),
         IngestOutcome::Observations { observations, format, diagnostics, .. } => {
             let topic = cfg.kafka.observations_topic.as_str();
+            span.record("vex.observations", observations.len());
+            if let Some(o) = observations.first() {
+                span.record("vex.document_digest", bounded(&o.document_digest));
+                if let Some(i) = &o.issuer {
+                    span.record("vex.issuer", bounded(i));
+                }
+            }
+            // Routing: the observations go to the partitions of their packages, each
+            // carrying this span's trace context.
+            let route = tracing::info_span!(
+                "vex.route",
+                otel.kind = "producer",
+                messaging.system = "kafka",
+                messaging.destination.name = topic,
+                vex.observations = observations.len(),
+            );
             let mut headers = OwnedHeaders::new();
             if let Some(c) = &correlation {
                 headers = headers.insert(Header { key: "correlation-id", value: Some(c.as_str()) });
+            }
+            for (k, v) in trace::inject(&route) {
+                headers = headers.insert(Header { key: k, value: Some(v.as_str()) });
             }
             // The HMAC input; an observation without a canonical form cannot be tagged.
             let contents: Result<Vec<Vec<u8>>, _> = observations.iter().map(|o| o.content_bytes()).collect();
@@ -449,7 +501,7 @@ async fn handle_document(
                         produce_acked(producer, topic, Some(key.as_bytes()), &value, Some(headers), shutdown).await
                     }
                 });
-            let results = futures::future::join_all(sends).await;
+            let results = futures::future::join_all(sends).instrument(route).await;
             for r in results {
                 match r {
                     Ok(()) => {}
@@ -522,6 +574,17 @@ async fn handle_observation(
     if o.provenance.correlation_id.is_none() {
         o.provenance.correlation_id = header_str(&m, "correlation-id");
     }
+    let span = Span::current();
+    if !span.is_disabled() {
+        span.record("vex.tenant", bounded(&o.tenant));
+        span.record("vex.artifact", bounded(&o.artifact));
+        span.record("vex.vulnerability", bounded(&o.vulnerability));
+        span.record("vex.document_digest", bounded(&o.document_digest));
+        if let Some(i) = &o.issuer {
+            span.record("vex.issuer", bounded(i));
+        }
+        span.record("vex.signature", tracing::field::debug(&o.signature.status));
+    }
     let rx = pipeline.route(o).await.map_err(|e| HandleError::Transient(format!("observation not routed: {e}")))?;
     match rx.await {
         Ok(Ok(())) => Ok(()),
@@ -553,28 +616,96 @@ async fn process(
     producer: &FutureProducer,
     dlq: &str,
     shutdown: &watch::Receiver<bool>,
+    consumer: &'static str,
 ) -> bool {
+    let span = consume_span(&m, consumer);
+    let done = handle_to_the_end(m, handle, policy, producer, dlq, shutdown).instrument(span.clone()).await;
+    span.record(
+        "vex.outcome",
+        match (done, consumer) {
+            (Handled::Done, "documents") => "ingested",
+            (Handled::Done, _) => "applied",
+            (Handled::DeadLettered, _) => "dead_lettered",
+            (Handled::Abandoned, _) => "abandoned",
+        },
+    );
+    done != Handled::Abandoned
+}
+
+/// What became of a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Handled {
+    Done,
+    DeadLettered,
+    /// Not done (shutdown): replayed after the restart.
+    Abandoned,
+}
+
+/// The span of one consumed message (`vex.document` or `vex.observation`), a child of
+/// the producer's span when the message carries a valid `traceparent`.
+fn consume_span(m: &OwnedMessage, consumer: &'static str) -> Span {
+    let span = tracing::info_span!(
+        "vex.consume",
+        otel.name = if consumer == "documents" { "vex.document" } else { "vex.observation" },
+        otel.kind = "consumer",
+        messaging.system = "kafka",
+        messaging.destination.name = m.topic(),
+        messaging.destination.partition.id = m.partition(),
+        messaging.kafka.offset = m.offset(),
+        vex.correlation_id = header_str(m, "correlation-id").as_deref().map(bounded),
+        vex.bytes = m.payload().map_or(0, <[u8]>::len),
+        vex.tenant = Empty,
+        vex.artifact = Empty,
+        vex.vulnerability = Empty,
+        vex.issuer = Empty,
+        vex.document_digest = Empty,
+        vex.signature = Empty,
+        vex.observations = Empty,
+        vex.attempts = Empty,
+        vex.outcome = Empty,
+        vex.reason = Empty,
+    );
+    if let Some(h) = m.headers() {
+        trace::set_remote_parent(&span, h.iter().map(|x| (x.key, x.value.unwrap_or_default())));
+    }
+    span
+}
+
+/// Handles one message to the end (see [`process`]).
+async fn handle_to_the_end(
+    m: OwnedMessage,
+    handle: &Handle,
+    policy: &RetryPolicy,
+    producer: &FutureProducer,
+    dlq: &str,
+    shutdown: &watch::Receiver<bool>,
+) -> Handled {
+    let span = Span::current();
+    let dead = |ok: bool| if ok { Handled::DeadLettered } else { Handled::Abandoned };
     let mut delay = policy.initial;
     let mut attempt = 1u32;
     loop {
+        span.record("vex.attempts", attempt);
         match handle(m.clone()).await {
-            Ok(()) => return true,
+            Ok(()) => return Handled::Done,
             Err(HandleError::Permanent { reason, detail }) => {
-                return dead_letter(producer, dlq, &m, reason, &detail, shutdown).await
+                span.record("vex.reason", reason);
+                return dead(dead_letter(producer, dlq, &m, reason, &detail, shutdown).await);
             }
             Err(HandleError::Transient(detail)) => {
                 if *shutdown.borrow() {
-                    return false;
+                    return Handled::Abandoned;
                 }
                 if attempt >= policy.max_attempts {
                     let detail = format!("{attempt} attempts; last: {detail}");
-                    return dead_letter(producer, dlq, &m, RETRIES_EXHAUSTED, &detail, shutdown).await;
+                    span.record("vex.reason", RETRIES_EXHAUSTED);
+                    return dead(dead_letter(producer, dlq, &m, RETRIES_EXHAUSTED, &detail, shutdown).await);
                 }
                 crate::warn_event!(crate::telemetry::events::LogEvent::HandlerRetry, source = %source_name(&m), attempt, error = %detail, delay_ms = delay.as_millis() as u64, "message not handled; retrying");
                 let mut sd = shutdown.clone();
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
-                    _ = sd.changed() => return false,
+                    _ = sd.changed() => return Handled::Abandoned,
                 }
                 delay = (delay * 2).min(policy.max);
                 attempt += 1;
@@ -675,7 +806,7 @@ async fn consume_loop(
         let (consumer2, tracker2, handle2) = (consumer.clone(), tracker.clone(), handle.clone());
         let (policy2, dlq2, producer2, shutdown2) = (policy.clone(), dlq.clone(), producer.clone(), shutdown.clone());
         tokio::spawn(async move {
-            let ok = process(m, &handle2, &policy2, &producer2, &dlq2, &shutdown2).await;
+            let ok = process(m, &handle2, &policy2, &producer2, &dlq2, &shutdown2, name).await;
             if ok {
                 let store = tracker2.lock().ok().and_then(|mut t| t.complete(&topic, partition, offset));
                 if let Some(o) = store {

@@ -1,5 +1,6 @@
 //! Telemetry: every metric name in one place, the Prometheus registry, one struct per
-//! telemetry event (log line + metric together) and the JSON log set-up.
+//! telemetry event (log line + metric together), the log set-up and the trace export
+//! ([`trace`]: OTLP, off by default).
 //!
 //! Invariants: no other module names a metric; label values come from small closed sets
 //! (reason codes, recompute reasons), never an artifact or observation id; every event
@@ -7,6 +8,7 @@
 //! when it has them.
 
 pub mod events;
+pub mod trace;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -432,15 +434,60 @@ impl LogFormat {
     }
 }
 
-/// Installs logs on stderr in `format` (`RUST_LOG` filters; default `info`). Idempotent.
+/// Installs logs on stderr in `format` (`RUST_LOG` filters; default `info`), without
+/// trace export. Idempotent.
 pub fn init_logging(format: LogFormat) {
-    use tracing_subscriber::EnvFilter;
+    let _ = install(format, None);
+}
+
+/// Installs logs as [`init_logging`] does and, when `telemetry.export_enabled`, the OTLP
+/// trace export of the crate's spans (level INFO and above, whatever `RUST_LOG` says).
+/// With export off nothing but the log layer is built. Keep the returned handle alive
+/// until the end: [`trace::TraceExport::shutdown`] flushes the queued spans. Call outside
+/// any async runtime.
+pub fn init(
+    format: LogFormat,
+    cfg: &crate::config::TelemetryConfig,
+) -> Result<Option<trace::TraceExport>, trace::TraceError> {
+    if !cfg.export_enabled {
+        let _ = install(format, None);
+        return Ok(None);
+    }
+    let (provider, tracer) = trace::build(cfg)?;
+    let installed = install(format, Some(tracer));
+    if installed {
+        tracing::info!(
+            event = "trace_export",
+            endpoint = %cfg.otlp_endpoint,
+            service = %cfg.service_name,
+            sample_ratio = cfg.sample_ratio,
+            "exporting traces over OTLP/HTTP"
+        );
+    }
+    Ok(Some(trace::TraceExport::new(provider)))
+}
+
+/// The subscriber: log lines (events only: spans are never formatted into log lines) and,
+/// given a tracer, the OpenTelemetry layer for this crate's spans. `false` when a
+/// subscriber was already installed.
+fn install(format: LogFormat, tracer: Option<opentelemetry_sdk::trace::SdkTracer>) -> bool {
+    use tracing_subscriber::filter::{filter_fn, FilterExt, Targets};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{EnvFilter, Layer};
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rdkafka=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
-        LogFormat::Text => builder.compact().try_init(),
+    let base = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let logs = match format {
+        LogFormat::Json => base.json().flatten_event(true).with_current_span(false).with_span_list(false).boxed(),
+        LogFormat::Text => base.compact().boxed(),
     };
+    let logs = logs.with_filter(filter.and(filter_fn(|m| m.is_event())));
+    let spans = tracer.map(|t| {
+        tracing_opentelemetry::layer()
+            .with_tracer(t)
+            .with_filter(Targets::new().with_target("vex_lens", tracing::Level::INFO))
+    });
+    tracing_subscriber::registry().with(logs).with(spans).try_init().is_ok()
 }
 
 #[cfg(test)]

@@ -1,0 +1,359 @@
+//! Traces: `tracing` spans exported over OTLP/HTTP (protobuf) through `tracing-opentelemetry`,
+//! and the W3C trace context (`traceparent`, `tracestate`) carried in message headers.
+//!
+//! Invariants: off by default (air gap): unless `telemetry.export_enabled` is set, no
+//! exporter, tracer provider or OpenTelemetry layer is built, every span is disabled at its
+//! call site and nothing is sent anywhere. Spans carry no secrets (no tokens, no HMAC key
+//! or tag, no payloads); every attribute value that comes from input is cut to
+//! [`MAX_ATTRIBUTE_CHARS`]. An incoming trace context is only ever a parent: one that does
+//! not parse is ignored, and it decides nothing but where spans hang in a trace. Fan-out
+//! from one span to many (a store batch, an evaluation) is bounded by [`MAX_FAN_OUT`].
+
+use crate::config::TelemetryConfig;
+use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceId, TracerProvider as _};
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+use std::time::Duration;
+use tracing::Span;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+/// The W3C trace context headers (lower case; matched case-insensitively).
+pub const TRACE_HEADERS: [&str; 2] = ["traceparent", "tracestate"];
+
+/// Longest header value read as trace context (a `traceparent` is 55 characters, a
+/// `tracestate` at most 512 by the W3C recommendation).
+const MAX_HEADER_BYTES: usize = 1024;
+
+/// Longest attribute value taken from input (tenant, artifact, issuer, ...).
+pub const MAX_ATTRIBUTE_CHARS: usize = 256;
+
+/// Most child spans or links one span fans out to (a store batch writes for many traces).
+pub const MAX_FAN_OUT: usize = 64;
+
+/// The trace exporter could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum TraceError {
+    /// `telemetry.otlp_endpoint` is not an `http://` URL.
+    #[error("OTLP endpoint {endpoint:?}: {reason}")]
+    Endpoint { endpoint: String, reason: String },
+    /// The OTLP exporter refused its configuration.
+    #[error("OTLP exporter: {0}")]
+    Exporter(#[from] opentelemetry_otlp::ExporterBuildError),
+}
+
+/// The OTLP traces URL of a configured endpoint: a bare `http://host:port` (or one ending
+/// in `/`) gets the standard `/v1/traces` path; a URL with a path is used as it is.
+pub fn traces_url(endpoint: &str) -> Result<String, TraceError> {
+    let e = endpoint.trim();
+    let err = |reason: &str| TraceError::Endpoint { endpoint: endpoint.to_string(), reason: reason.to_string() };
+    let rest = e.strip_prefix("http://").ok_or_else(|| {
+        err("must start with http:// (OTLP/HTTP without TLS: point it at a collector on this host or network)")
+    })?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    if authority.is_empty()
+        || !authority.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+    {
+        return Err(err("needs host:port"));
+    }
+    if path.is_empty() || path == "/" {
+        Ok(format!("http://{authority}/v1/traces"))
+    } else {
+        Ok(format!("http://{authority}{path}"))
+    }
+}
+
+/// The running trace export; [`TraceExport::shutdown`] (or dropping it) flushes the spans
+/// still queued.
+pub struct TraceExport {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl TraceExport {
+    /// Exports what is queued and stops the exporter (waits for the export to answer, at
+    /// most the exporter's timeout).
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        if let Some(p) = self.provider.take() {
+            if let Err(e) = p.shutdown() {
+                // The subscriber may already be gone: stderr directly.
+                eprintln!("vex-lens: trace export shutdown: {e}");
+            }
+        }
+    }
+}
+
+impl Drop for TraceExport {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn instance_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown-host".into());
+    format!("{host}-{}", std::process::id())
+}
+
+/// Builds the OTLP exporter and the tracer provider (batched export on its own thread).
+/// Call outside any async runtime (the blocking HTTP client owns one).
+pub(crate) fn build(
+    cfg: &TelemetryConfig,
+) -> Result<(SdkTracerProvider, opentelemetry_sdk::trace::SdkTracer), TraceError> {
+    let url = traces_url(&cfg.otlp_endpoint)?;
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+        .with_endpoint(url)
+        .with_timeout(Duration::from_millis(cfg.export_timeout_ms))
+        .build()?;
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name(cfg.service_name.clone())
+        .with_attribute(opentelemetry::KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
+        .with_attribute(opentelemetry::KeyValue::new("service.instance.id", instance_id()))
+        .build();
+    let provider = SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(cfg.sample_ratio))))
+        .with_resource(resource)
+        .build();
+    let tracer = provider.tracer("vex-lens");
+    Ok((provider, tracer))
+}
+
+impl TraceExport {
+    pub(crate) fn new(provider: SdkTracerProvider) -> TraceExport {
+        TraceExport { provider: Some(provider) }
+    }
+}
+
+/// A header list read as trace context: only the W3C headers, bounded, UTF-8.
+struct Carrier(Vec<(&'static str, String)>);
+
+impl Extractor for Carrier {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v.as_str())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.iter().map(|(k, _)| *k).collect()
+    }
+}
+
+impl Injector for Carrier {
+    fn set(&mut self, key: &str, value: String) {
+        if let Some(k) = TRACE_HEADERS.iter().find(|h| h.eq_ignore_ascii_case(key)) {
+            self.0.push((*k, value));
+        }
+    }
+}
+
+/// Whether `name` is a trace context header.
+pub fn is_trace_header(name: &str) -> bool {
+    TRACE_HEADERS.iter().any(|h| h.eq_ignore_ascii_case(name))
+}
+
+/// The trace context in `headers` (name, value), if a valid one is there.
+pub fn extract<'a>(headers: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> Option<opentelemetry::Context> {
+    let mut carrier = Carrier(Vec::new());
+    for (name, value) in headers {
+        let Some(&k) = TRACE_HEADERS.iter().find(|h| h.eq_ignore_ascii_case(name)) else { continue };
+        if value.len() > MAX_HEADER_BYTES || carrier.0.iter().any(|(x, _)| *x == k) {
+            continue;
+        }
+        if let Ok(v) = std::str::from_utf8(value) {
+            carrier.0.push((k, v.trim().to_string()));
+        }
+    }
+    if carrier.0.is_empty() {
+        return None;
+    }
+    let cx = TraceContextPropagator::new().extract(&carrier);
+    cx.span().span_context().is_valid().then_some(cx)
+}
+
+/// Makes the trace context in `headers` (if valid) the parent of `span` (which must not
+/// have been entered yet). Nothing happens when spans are not exported.
+pub fn set_remote_parent<'a>(span: &Span, headers: impl IntoIterator<Item = (&'a str, &'a [u8])>) {
+    if span.is_disabled() {
+        return;
+    }
+    if let Some(cx) = extract(headers) {
+        let _ = span.set_parent(cx);
+    }
+}
+
+/// `span`'s trace context as headers (`traceparent`, and `tracestate` when set) to write
+/// on a message it produces; empty when spans are not exported.
+pub fn inject(span: &Span) -> Vec<(&'static str, String)> {
+    if span.is_disabled() {
+        return Vec::new();
+    }
+    let mut carrier = Carrier(Vec::new());
+    TraceContextPropagator::new().inject_context(&span.context(), &mut carrier);
+    carrier.0
+}
+
+/// The OpenTelemetry span context of `span` (none when it is not exported).
+pub fn span_context(span: &Span) -> Option<SpanContext> {
+    if span.is_disabled() {
+        return None;
+    }
+    let sc = span.context().span().span_context().clone();
+    sc.is_valid().then_some(sc)
+}
+
+/// The trace id of `span` as 32 hex digits (none when it is not exported).
+pub fn trace_id(span: &Span) -> Option<String> {
+    span_context(span).map(|c| c.trace_id().to_string())
+}
+
+/// Links `span` to at most [`MAX_FAN_OUT`] of `others` (one per trace); returns how many
+/// traces were linked.
+pub fn link_traces<'a>(span: &Span, others: impl IntoIterator<Item = &'a Span>) -> usize {
+    if span.is_disabled() {
+        return 0;
+    }
+    let mut seen: Vec<TraceId> = Vec::new();
+    for o in others {
+        if seen.len() >= MAX_FAN_OUT {
+            break;
+        }
+        if let Some(sc) = span_context(o) {
+            if !seen.contains(&sc.trace_id()) {
+                seen.push(sc.trace_id());
+                span.add_link(sc);
+            }
+        }
+    }
+    seen.len()
+}
+
+/// One span per distinct span among `parents`, at most [`MAX_FAN_OUT`], made by
+/// `child(parent)`; empty when spans are not exported.
+pub fn one_child_per_parent<'a>(
+    parents: impl IntoIterator<Item = &'a Span>,
+    mut child: impl FnMut(&Span) -> Span,
+) -> Vec<Span> {
+    let mut seen: Vec<SpanId> = Vec::new();
+    let mut out = Vec::new();
+    for p in parents {
+        if out.len() >= MAX_FAN_OUT {
+            break;
+        }
+        if let Some(sc) = span_context(p) {
+            if !seen.contains(&sc.span_id()) {
+                seen.push(sc.span_id());
+                out.push(child(p));
+            }
+        }
+    }
+    out
+}
+
+/// An attribute value from input, cut to [`MAX_ATTRIBUTE_CHARS`] characters.
+pub fn bounded(s: &str) -> &str {
+    match s.char_indices().nth(MAX_ATTRIBUTE_CHARS) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    #[test]
+    fn traces_url_adds_the_standard_path_and_refuses_what_it_cannot_send_to() {
+        assert_eq!(traces_url("http://127.0.0.1:4318").unwrap(), "http://127.0.0.1:4318/v1/traces");
+        assert_eq!(traces_url("http://localhost:4318/").unwrap(), "http://localhost:4318/v1/traces");
+        assert_eq!(traces_url("http://c:1/otlp/v1/traces").unwrap(), "http://c:1/otlp/v1/traces");
+        for bad in ["https://c:4318", "c:4318", "http://", "http://c", "http://:4318", "http://c:port"] {
+            assert!(traces_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn extract_reads_a_valid_traceparent_and_ignores_garbage() {
+        let cx = extract([("TraceParent", PARENT.as_bytes())]).expect("valid");
+        let sc = cx.span().span_context().clone();
+        assert_eq!(sc.trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(sc.span_id().to_string(), "00f067aa0ba902b7");
+        assert!(sc.is_remote() && sc.is_sampled());
+        for bad in [
+            "",
+            "garbage",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ] {
+            assert!(extract([("traceparent", bad.as_bytes())]).is_none(), "{bad:?}");
+        }
+        assert!(extract([("traceparent", &[0xff, 0xfe][..])]).is_none(), "not UTF-8");
+        let long = format!("{PARENT}{}", " ".repeat(MAX_HEADER_BYTES));
+        assert!(extract([("traceparent", long.as_bytes())]).is_none(), "oversized");
+        assert!(extract([("vex-lens-mac", PARENT.as_bytes())]).is_none(), "only the W3C headers");
+    }
+
+    #[test]
+    fn without_export_spans_are_disabled_and_nothing_is_injected() {
+        // No OpenTelemetry layer in unit tests: spans are disabled, as with export off.
+        let span = tracing::info_span!("vex.test");
+        set_remote_parent(&span, [("traceparent", PARENT.as_bytes())]);
+        assert!(inject(&span).is_empty());
+        assert!(span_context(&span).is_none());
+        assert_eq!(link_traces(&span, [&span]), 0);
+        assert!(one_child_per_parent([&span], |_| tracing::info_span!("child")).is_empty());
+    }
+
+    /// With an OpenTelemetry layer (no exporter): the remote parent is adopted, injected
+    /// headers carry its trace and the span's own id, fan-out stops at [`MAX_FAN_OUT`].
+    #[test]
+    fn with_a_layer_the_trace_continues_and_fan_out_is_bounded() {
+        use tracing_subscriber::layer::SubscriberExt;
+        let provider = SdkTracerProvider::builder().build();
+        let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("test"));
+        let subscriber = tracing_subscriber::registry().with(layer);
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("vex.test");
+            set_remote_parent(&span, [("traceparent", PARENT.as_bytes())]);
+            let headers = inject(&span);
+            let (name, value) = &headers[0];
+            assert_eq!(*name, "traceparent");
+            assert!(value.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"), "{value}");
+            assert!(!value.contains("00f067aa0ba902b7"), "the span's own id, not the parent's: {value}");
+            assert_eq!(trace_id(&span).as_deref(), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
+            let roots: Vec<Span> = (0..MAX_FAN_OUT + 10).map(|_| tracing::info_span!(parent: None, "root")).collect();
+            let same_trace: Vec<Span> = (0..3).map(|_| tracing::info_span!(parent: &span, "child")).collect();
+            let batch = tracing::info_span!(parent: None, "batch");
+            assert_eq!(link_traces(&batch, same_trace.iter()), 1, "one link per trace");
+            assert_eq!(link_traces(&batch, roots.iter()), MAX_FAN_OUT);
+            let twice = same_trace.iter().chain(&same_trace);
+            assert_eq!(one_child_per_parent(twice, |p| tracing::info_span!(parent: p, "w")).len(), 3);
+            let children =
+                one_child_per_parent(same_trace.iter().chain(&roots), |p| tracing::info_span!(parent: p, "w"));
+            assert_eq!(children.len(), MAX_FAN_OUT);
+            assert_eq!(trace_id(&children[0]), trace_id(&span));
+        });
+    }
+
+    #[test]
+    fn bounded_cuts_on_a_character_boundary() {
+        let s = "é".repeat(MAX_ATTRIBUTE_CHARS + 10);
+        assert_eq!(bounded(&s).chars().count(), MAX_ATTRIBUTE_CHARS);
+        assert_eq!(bounded("short"), "short");
+    }
+}
