@@ -107,8 +107,18 @@ impl State {
     }
 }
 
-/// Runs a request inside its `vex.http.request` span (health checks and `/metrics`,
-/// polled all the time, are not traced).
+/// The route template of [`ROUTES`] that `path` matches (`{x}` matches one segment).
+fn route_template(path: &str) -> Option<&'static str> {
+    let segments: Vec<&str> = path.split('/').collect();
+    ROUTES.iter().map(|(_, t)| *t).find(|t| {
+        let parts: Vec<&str> = t.split('/').collect();
+        parts.len() == segments.len()
+            && parts.iter().zip(&segments).all(|(p, s)| p == s || (p.starts_with('{') && !s.is_empty()))
+    })
+}
+
+/// Runs a request inside its `vex.http.request` span, named `<METHOD> <route template>`
+/// (health checks and `/metrics`, polled all the time, are not traced).
 async fn trace_request(
     req: actix_web::dev::ServiceRequest,
     next: middleware::Next<impl actix_web::body::MessageBody>,
@@ -118,28 +128,23 @@ async fn trace_request(
     if path.starts_with("/health/") || path == "/metrics" {
         return next.call(req).await;
     }
+    // The template, never the raw path: ids stay out of span names.
+    let route = route_template(path).unwrap_or("unmatched");
     let span = tracing::info_span!(
         "vex.http.request",
-        otel.name = tracing::field::Empty,
+        otel.name = format!("{} {route}", req.method()).as_str(),
         otel.kind = "server",
         http.request.method = req.method().as_str(),
-        http.route = tracing::field::Empty,
+        http.route = route,
         http.response.status_code = tracing::field::Empty,
         vex.tenant = tracing::field::Empty,
         vex.outcome = tracing::field::Empty,
     );
     crate::telemetry::trace::set_remote_parent(&span, req.headers().iter().map(|(k, v)| (k.as_str(), v.as_bytes())));
-    let method = req.method().clone();
     let result = next.call(req).instrument(span.clone()).await;
     if !span.is_disabled() {
         let status = match &result {
-            Ok(r) => {
-                // The route template, never the raw path (ids stay out of span names).
-                let route = r.request().match_pattern().unwrap_or_else(|| "unmatched".into());
-                span.record("otel.name", format!("{method} {route}").as_str());
-                span.record("http.route", route.as_str());
-                r.status()
-            }
+            Ok(r) => r.status(),
             Err(e) => e.as_response_error().status_code(),
         };
         span.record("http.response.status_code", status.as_u16());
@@ -299,6 +304,13 @@ mod tests {
             assert!(!text.contains("no such route"), "{method} {path} is not served: {status} {text}");
             assert_ne!(status, 405, "{method} {path}: {text}");
         }
+        assert_eq!(
+            route_template("/v1/vex/exports/1-0/files/manifest.json"),
+            Some("/v1/vex/exports/{id}/files/{name}")
+        );
+        assert_eq!(route_template("/v1/vex/exports/1-0"), Some("/v1/vex/exports/{id}"));
+        assert_eq!(route_template("/v1/vex/exports//files/x"), None);
+        assert_eq!(route_template("/v1/vex/nope"), None);
         let req = actix_web::test::TestRequest::get().uri("/v1/vex/nope").peer_addr("127.0.0.1:1".parse().unwrap());
         let resp = actix_web::test::call_service(&app, req.to_request()).await;
         assert_eq!(resp.status(), 404);
