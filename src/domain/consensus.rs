@@ -13,7 +13,7 @@ use super::keys::{self, ArtifactKey};
 use super::model::{Justification, Observation, SignatureStatus, SourceFormat, Status};
 use super::timestamp::Timestamp;
 use super::trust::{to_ppm, Mode, Policy, Tier, PPM, UNKNOWN_ISSUER};
-use super::vers::compare_versions;
+use super::vers::compare_generic as compare_versions;
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, HashMap};

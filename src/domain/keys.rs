@@ -51,8 +51,7 @@ pub fn normalise_purl(s: &str) -> Result<ArtifactKey, KeyError> {
         let (head, after) = (&s[..idx], &s[idx + 1..]);
         let end = after.find(['?', '#']).unwrap_or(after.len());
         let range = percent_decode(&after[..end]);
-        super::vers::contains(&range, "0")
-            .map_err(|e| KeyError::Purl { value: s.to_string(), reason: e.to_string() })?;
+        super::vers::validate(&range).map_err(|e| KeyError::Purl { value: s.to_string(), reason: e.to_string() })?;
         let mut k = normalise_purl(&format!("{head}{}", &after[end..]))?;
         if k.version.is_some() {
             return Err(KeyError::Purl { value: s.to_string(), reason: "two versions".into() });
@@ -165,26 +164,41 @@ pub fn normalise_hash(alg: &str, value: &str) -> ArtifactKey {
 }
 
 /// A CycloneDX BOM-Link `urn:cdx:<serial>/<version>#<bom-ref>`. When the bom-ref is
-/// itself a package URL, the purl is the more global key and is returned instead.
+/// itself a package URL, the purl is the more global key and is returned instead. A
+/// BOM-Link key may carry a version or `vers:` range of the component it names (from
+/// CycloneDX `affects[].versions`), written `urn:cdx:<serial>/<version>#<bom-ref>@<v>`:
+/// in the key, `%` and `@` of the bom-ref are percent-encoded, so the last raw `@` of the
+/// fragment always starts the version.
 pub fn normalise_bomlink(s: &str) -> Result<ArtifactKey, KeyError> {
     let t = s.trim();
     let rest = t.strip_prefix("urn:cdx:").ok_or_else(|| KeyError::Unrecognised { value: s.to_string() })?;
-    let (doc, fragment) = rest.split_once('#').unwrap_or((rest, ""));
-    let fragment = percent_decode(fragment);
-    if fragment.starts_with("pkg:") {
-        if let Ok(k) = normalise_purl(&fragment) {
+    let (doc, raw_fragment) = rest.split_once('#').unwrap_or((rest, ""));
+    let decoded = percent_decode(raw_fragment);
+    if decoded.starts_with("pkg:") {
+        if let Ok(k) = normalise_purl(&decoded) {
             return Ok(k);
         }
     }
+    let (fragment, version) = match raw_fragment.rsplit_once('@') {
+        Some((f, v)) if !f.is_empty() && !v.trim().is_empty() => (percent_decode(f), Some(v.trim().to_string())),
+        _ => (decoded, None),
+    };
+    if let Some(v) = version.as_deref().filter(|v| v.starts_with("vers:")) {
+        super::vers::validate(v).map_err(|e| KeyError::Unrecognised { value: format!("{s}: {e}") })?;
+    }
+    let fragment = fragment.replace('%', "%25").replace('@', "%40");
     let doc = doc.to_ascii_lowercase();
-    let key = if fragment.is_empty() { format!("urn:cdx:{doc}") } else { format!("urn:cdx:{doc}#{fragment}") };
+    let base = if fragment.is_empty() { format!("urn:cdx:{doc}") } else { format!("urn:cdx:{doc}#{fragment}") };
     let serial = doc.split('/').next().unwrap_or(&doc).to_string();
     Ok(ArtifactKey {
         kind: KeyKind::BomLink,
         package: if fragment.is_empty() { format!("urn:cdx:{serial}") } else { format!("urn:cdx:{serial}#{fragment}") },
-        version: None,
+        key: match &version {
+            Some(v) => format!("{base}@{v}"),
+            None => base,
+        },
+        version,
         qualifiers: BTreeMap::new(),
-        key,
     })
 }
 
@@ -260,7 +274,7 @@ impl ArtifactKey {
     }
 
     /// The same key with `version` (a version or a `vers:` range) in place of its own.
-    /// Only purl and name keys carry a version.
+    /// Only purl, name and BOM-Link keys carry a version.
     pub fn with_version(&self, version: &str) -> Result<ArtifactKey, KeyError> {
         let version = version.trim();
         match self.kind {
@@ -279,6 +293,14 @@ impl ArtifactKey {
                 let (vendor, product) = rest.split_once('/').unwrap_or(("", rest));
                 Ok(name_key(vendor, product, Some(version)))
             }
+            KeyKind::BomLink => {
+                let base = match &self.version {
+                    Some(v) => &self.key[..self.key.len() - v.len() - 1],
+                    None => &self.key,
+                };
+                let base = if base.contains('#') { base.to_string() } else { format!("{base}#") };
+                normalise_bomlink(&format!("{base}@{version}"))
+            }
             _ => Err(KeyError::Unrecognised { value: format!("{} cannot carry version {version:?}", self.key) }),
         }
     }
@@ -295,6 +317,21 @@ impl ArtifactKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_range_covers_versions_by_its_scheme() {
+        let range = parse_key("pkg:npm/acme-widget@vers:npm/<1.0.0").unwrap();
+        let rc = parse_key("pkg:npm/acme-widget@1.0.0-rc1").unwrap();
+        let release = parse_key("pkg:npm/acme-widget@1.0.0").unwrap();
+        assert!(range.applies_to(&rc), "a pre-release is before its release");
+        assert!(!range.applies_to(&release));
+        let py = parse_key("pkg:pypi/django@vers:pypi/<1.0").unwrap();
+        assert!(py.applies_to(&parse_key("pkg:pypi/django@1.0rc1").unwrap()));
+        assert!(!py.applies_to(&parse_key("pkg:pypi/django@1.0.post1").unwrap()));
+        // A version the scheme cannot read is in no range.
+        assert!(!range.applies_to(&parse_key("pkg:npm/acme-widget@latest").unwrap()));
+        assert!(normalise_purl("pkg:nuget/Foo@vers:nuget/<1.0").is_err());
+    }
 
     #[test]
     fn purl_normalisation() {
@@ -343,6 +380,27 @@ mod tests {
         let k = normalise_bomlink("urn:cdx:cbb2cd68-2857-43b8-a10b-e8c03d277d18/1#product-ABC").unwrap();
         assert_eq!(k.key, "urn:cdx:cbb2cd68-2857-43b8-a10b-e8c03d277d18/1#product-ABC");
         assert_eq!(k.package, "urn:cdx:cbb2cd68-2857-43b8-a10b-e8c03d277d18#product-ABC");
+    }
+
+    #[test]
+    fn bomlink_keys_carry_versions_and_ranges() {
+        let base = normalise_bomlink("urn:cdx:cbb2cd68-2857-43b8-a10b-e8c03d277d18/1#product-ABC").unwrap();
+        let range = base.with_version("vers:semver/>=2.0.0|<2.4.0").unwrap();
+        assert_eq!(range.kind, KeyKind::BomLink);
+        assert_eq!(range.key, "urn:cdx:cbb2cd68-2857-43b8-a10b-e8c03d277d18/1#product-ABC@vers:semver/>=2.0.0|<2.4.0");
+        assert_eq!(range.package, base.package);
+        assert_eq!(parse_key(&range.key).unwrap(), range);
+        let v = base.with_version("2.3.9-rc1").unwrap();
+        assert_eq!(parse_key(&v.key).unwrap(), v);
+        assert!(range.applies_to(&v));
+        assert!(!range.applies_to(&base.with_version("2.4.0").unwrap()));
+        assert!(base.applies_to(&v), "the version-less link covers every version");
+        assert_eq!(range.with_version("2.0.0").unwrap().key, base.with_version("2.0.0").unwrap().key);
+        // An '@' inside a bom-ref is encoded, so it never reads as a version.
+        let at = normalise_bomlink("urn:cdx:abc/1#comp%40x").unwrap();
+        assert_eq!(at.version, None);
+        assert_eq!(parse_key(&at.key).unwrap(), at);
+        assert!(base.with_version("vers:nuget/<1").is_err());
     }
 
     #[test]

@@ -144,10 +144,14 @@ impl IssuerDirectory {
                 }
             }
             for (index, k) in i.keys.iter().enumerate() {
-                let key = crate::crypto::PublicKey::parse(&k.public_key).map_err(|e| {
-                    DirectoryError::Invalid(format!("issuer {}: key {index} does not parse: {e}", i.id))
-                })?;
                 let configured = k.keyid.as_deref().map(str::trim).filter(|s| !s.is_empty());
+                let key = crate::crypto::PublicKey::parse(&k.public_key).map_err(|e| {
+                    let name = match configured {
+                        Some(id) => format!("#{index} (keyid {id})"),
+                        None => format!("#{index}"),
+                    };
+                    DirectoryError::Invalid(format!("issuer {}: key {name} does not load: {e}", i.id))
+                })?;
                 for id in std::iter::once(key.keyid()).chain(configured) {
                     if let Some(other) = keyids.insert(id.to_ascii_lowercase(), &i.id) {
                         if other != i.id {
@@ -574,6 +578,18 @@ weight = 0.45
             "[[issuers]]\nid='a'\ntier='known'\naliases=['x']\n[[issuers]]\nid='b'\ntier='known'\naliases=['X']\n"
         )
         .is_err());
+    }
+
+    #[test]
+    fn a_bad_key_stops_the_load_naming_issuer_and_key() {
+        // A P-256 point off the curve (the last byte of a valid key's Y flipped): it used to
+        // load and then fail every signature as bad_signature.
+        let off_curve = "0467cd390f77aa359cb08c2235f652270493a9ed832b0abcc01f70954c0390d2380c782bd54e269125a44f4433aff1432ce94e12bca73aa67ac80cea12608ddf75";
+        let text = format!(
+            "[[issuers]]\nid='acme'\ntier='trusted'\nkeys=[{{public_key='03a107bff3ce10be1d70dd18e74bc09967e4d6309ba50d5f1ddc8664125531b8'}}, {{keyid='acme-2024', public_key='{off_curve}'}}]\n"
+        );
+        let e = IssuerDirectory::from_str("issuers.toml", &text).unwrap_err().to_string();
+        assert!(e.contains("issuer acme") && e.contains("key #1 (keyid acme-2024)") && e.contains("curve"), "{e}");
     }
 
     #[test]

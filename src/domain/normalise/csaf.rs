@@ -8,7 +8,10 @@
 //! sha256 preferred) or else to a name key built from the branch path (vendor branch >
 //! publisher name, product_name/product_family branch > the product's own name,
 //! product_version branch; a product_version_range branch gives its `vers:` range as the
-//! version, any other range form no version and a diagnostic); a relationship product
+//! version, and a range in the common operator forms (`<2.0`, `>= 1.2, < 1.4`: see
+//! `vers::from_loose`) the same range as `vers:generic/...`; a range that is invalid or
+//! in any other form leaves the product unmatched with the diagnostic
+//! `invalid_version_range`, never a version-less key); a relationship product
 //! without its own helper is its component (`product_reference`) scoped to the containing
 //! product (`relates_to_product_reference`), and is unmatched when either does not
 //! resolve, so a claim is never widened. The timestamp of every statement is the
@@ -22,6 +25,7 @@ use super::{resolve_issuer, str_field, tenant_of, version_string, NormaliseError
 use crate::domain::keys::{self, ArtifactKey};
 use crate::domain::model::*;
 use crate::domain::timestamp::Timestamp;
+use crate::domain::vers;
 use serde_json::Value;
 use std::collections::BTreeMap;
 
@@ -455,15 +459,37 @@ fn define_product(
         Some(k) => Some(k),
         None => match at.product.or(own_name) {
             Some(product) => {
-                if let Some(r) = at.loose_range {
-                    diagnostics.push(Diagnostic {
-                        code: "unversioned_range".into(),
-                        message: format!(
-                            "{path}: product {pid:?} has the version range {r:?}, which is not a vers: range; its name key carries no version"
-                        ),
-                    });
-                }
-                Some(keys::name_key(at.vendor.unwrap_or(publisher_name), product, at.version))
+                // A range that cannot be read never widens the claim to every version:
+                // the product then resolves to nothing (and is reported unmatched).
+                let version = match (at.version, at.loose_range) {
+                    (Some(v), _) if v.starts_with("vers:") => match vers::validate(v) {
+                        Ok(()) => Some(v.to_string()),
+                        Err(e) => {
+                            diagnostics.push(Diagnostic {
+                                code: "invalid_version_range".into(),
+                                message: format!("{path}: product {pid:?}: {e}; the product is not matched"),
+                            });
+                            insert_product(pid, Product::Plain(None), path, products, diagnostics);
+                            return Ok(());
+                        }
+                    },
+                    (Some(v), _) => Some(v.to_string()),
+                    (None, Some(r)) => match vers::from_loose(r, vers::Scheme::Generic) {
+                        Ok(range) => Some(range),
+                        Err(e) => {
+                            diagnostics.push(Diagnostic {
+                                code: "invalid_version_range".into(),
+                                message: format!(
+                                    "{path}: product {pid:?} has the version range {r:?}, which cannot be read ({e}); the product is not matched"
+                                ),
+                            });
+                            insert_product(pid, Product::Plain(None), path, products, diagnostics);
+                            return Ok(());
+                        }
+                    },
+                    (None, None) => None,
+                };
+                Some(keys::name_key(at.vendor.unwrap_or(publisher_name), product, version.as_deref()))
             }
             None => None,
         },
@@ -651,6 +677,34 @@ mod tests {
                          {"category": "workaround", "details": "Unplug it.", "product_ids": ["BOX-OLD"]}]
       }]
     }"#;
+
+    #[test]
+    fn version_ranges_in_common_forms_are_read_and_the_rest_never_widens() {
+        let doc = r#"{
+          "document": {"category": "csaf_vex", "csaf_version": "2.0",
+            "publisher": {"name": "Acme PSIRT", "namespace": "https://acme.example"},
+            "tracking": {"id": "ACME-2", "version": "1", "initial_release_date": "2024-01-01T00:00:00Z",
+                         "current_release_date": "2024-01-01T00:00:00Z"}},
+          "product_tree": {"branches": [{"category": "vendor", "name": "Acme", "branches": [
+            {"category": "product_name", "name": "Box", "branches": [
+              {"category": "product_version_range", "name": ">= 1.2, < 1.4", "product": {"name": "a", "product_id": "A"}},
+              {"category": "product_version_range", "name": "<2.0", "product": {"name": "b", "product_id": "B"}},
+              {"category": "product_version_range", "name": "all versions before the fix", "product": {"name": "c", "product_id": "C"}},
+              {"category": "product_version_range", "name": "vers:nuget/<1.0", "product": {"name": "d", "product_id": "D"}}]}]}]},
+          "vulnerabilities": [{"cve": "CVE-2024-0002", "product_status": {"known_affected": ["A", "B", "C", "D"]}}]
+        }"#;
+        let d = norm(doc).unwrap();
+        let arts: Vec<&str> = d.observations.iter().map(|o| o.artifact.as_str()).collect();
+        assert_eq!(arts, vec!["name:acme/box@vers:generic/>=1.2|<1.4", "name:acme/box@vers:generic/<2.0"]);
+        let a = keys::parse_key(arts[0]).unwrap();
+        assert!(a.applies_to(&keys::name_key("Acme", "Box", Some("1.3.5"))));
+        assert!(!a.applies_to(&keys::name_key("Acme", "Box", Some("1.4"))));
+        let codes: Vec<&str> = d.diagnostics.iter().map(|x| x.code.as_str()).collect();
+        assert_eq!(codes.iter().filter(|c| **c == "invalid_version_range").count(), 2, "{:?}", d.diagnostics);
+        assert!(d.diagnostics.iter().any(|x| x.message.contains("all versions before the fix")));
+        assert!(d.diagnostics.iter().any(|x| x.message.contains("unknown versioning scheme \"nuget\"")));
+        assert!(codes.contains(&"unmatched_product"), "C and D resolve to nothing: {codes:?}");
+    }
 
     #[test]
     fn resolves_tree_relationships_groups_flags_threats_and_remediations() {

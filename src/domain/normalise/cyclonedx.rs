@@ -10,8 +10,9 @@
 //! number resolves locally first, any other BOM-Link is its own key (a purl fragment
 //! gives the purl); a ref that is neither but is a purl is that purl; what resolves to
 //! nothing is reported as `unmatched_product`. A versions entry gives the resolved key
-//! that version or `vers:` range (purl and name keys; other keys cannot carry a version,
-//! are used as they are and reported as `version_not_applied`); its status is
+//! that version or `vers:` range (purl, BOM-Link and name keys; CPE and hash keys cannot
+//! carry a version, are used as they are and reported as `version_not_applied`, and so is
+//! a range that does not parse, e.g. of an unknown scheme); its status is
 //! `affected` -> affected, `unaffected` -> the analysis status when that is not_affected
 //! or fixed else not_affected, `unknown` -> under_investigation, absent -> the analysis
 //! status; status_original is `<state>` or `<state>/<entry status>`. Justification and
@@ -211,7 +212,10 @@ pub fn normalise(
             }
             for (ei, (ver, est)) in entries.into_iter().enumerate() {
                 let artifact = match ver {
-                    Some(ver) => with_version(&key, ver, &format!("{afpath}.versions[{ei}]"), &mut diagnostics),
+                    Some(ver) => match with_version(&key, ver, &format!("{afpath}.versions[{ei}]"), &mut diagnostics) {
+                        Some(k) => k,
+                        None => continue,
+                    },
                     None => key.clone(),
                 };
                 let status = match est {
@@ -421,39 +425,55 @@ impl Resolver<'_> {
 }
 
 /// The key `key` with `version` (a version or a `vers:` range) in place of its own.
-/// Only purl and name keys carry a version; other keys are returned as they are, reported.
-fn with_version(key: &ArtifactKey, version: &str, path: &str, diagnostics: &mut Vec<Diagnostic>) -> ArtifactKey {
+/// Purl, BOM-Link and name keys carry a version; CPE and hash keys are returned as they
+/// are, reported. A version or range that cannot be applied (e.g. a range of an unknown
+/// scheme) is reported and gives `None`: the entry is skipped, never widened to every
+/// version.
+fn with_version(
+    key: &ArtifactKey,
+    version: &str,
+    path: &str,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<ArtifactKey> {
+    let not_applied = |diagnostics: &mut Vec<Diagnostic>, e: String| {
+        diagnostics.push(Diagnostic {
+            code: "version_not_applied".into(),
+            message: format!("{path}: version {version:?} cannot be applied to {}: {e}; the entry is skipped", key.key),
+        });
+        None
+    };
     match key.kind {
-        KeyKind::Purl => match purl_with_version(key, version) {
-            Ok(k) => return k,
-            Err(e) => diagnostics.push(Diagnostic {
-                code: "version_not_applied".into(),
-                message: format!(
-                    "{path}: version {version:?} cannot be applied to {}: {e}; the key is used without it",
-                    key.key
-                ),
-            }),
+        KeyKind::Purl | KeyKind::BomLink => match purl_with_version(key, version) {
+            Ok(k) => Some(k),
+            Err(e) => not_applied(diagnostics, e),
         },
         KeyKind::Name => {
             // Same form as keys::name_key (its package is already clean).
             let v = version.trim().to_lowercase();
-            return ArtifactKey {
+            if v.starts_with("vers:") {
+                if let Err(e) = crate::domain::vers::validate(&v) {
+                    return not_applied(diagnostics, e.to_string());
+                }
+            }
+            Some(ArtifactKey {
                 kind: KeyKind::Name,
                 package: key.package.clone(),
                 version: Some(v.clone()),
                 qualifiers: BTreeMap::new(),
                 key: format!("{}@{v}", key.package),
-            };
+            })
         }
-        _ => diagnostics.push(Diagnostic {
-            code: "version_not_applied".into(),
-            message: format!(
-                "{path}: a {:?} key cannot carry version {version:?}; {} is used as it is",
-                key.kind, key.key
-            ),
-        }),
+        _ => {
+            diagnostics.push(Diagnostic {
+                code: "version_not_applied".into(),
+                message: format!(
+                    "{path}: a {:?} key cannot carry version {version:?}; {} is used as it is",
+                    key.kind, key.key
+                ),
+            });
+            Some(key.clone())
+        }
     }
-    key.clone()
 }
 
 /// The purl `key` (qualifiers and subpath kept) with `version` in place of its own.
@@ -543,6 +563,24 @@ mod tests {
         {"id": "CVE-2024-13", "analysis": {"state": "resolved", "firstIssued": "2023-01-01T00:00:00Z"}, "affects": [{"ref": "lib", "versions": [{"version": "2.11", "status": "unaffected"}]}]}
       ]
     }"#;
+
+    #[test]
+    fn versions_apply_to_bomlink_refs() {
+        let d = norm(r#"{"bomFormat":"CycloneDX","specVersion":"1.6","metadata":{"timestamp":"2024-01-01T00:00:00Z"},
+            "vulnerabilities":[{"id":"CVE-2024-20","analysis":{"state":"not_affected","justification":"code_not_present"},
+              "affects":[{"ref":"urn:cdx:0000/1#thing","versions":[
+                {"range":"vers:npm/<2.0.0","status":"unaffected"},{"version":"2.0.0-rc1","status":"affected"},
+                {"range":"vers:nuget/<1.0","status":"unaffected"}]}]}]}"#)
+        .unwrap();
+        let arts: Vec<&str> = d.observations.iter().map(|o| o.artifact.as_str()).collect();
+        assert_eq!(arts, vec!["urn:cdx:0000/1#thing@vers:npm/<2.0.0", "urn:cdx:0000/1#thing@2.0.0-rc1"]);
+        assert!(d.observations.iter().all(|o| o.package == "urn:cdx:0000#thing"));
+        let range = keys::parse_key(arts[0]).unwrap();
+        assert!(range.applies_to(&keys::parse_key(arts[1]).unwrap()), "2.0.0-rc1 is before 2.0.0");
+        let codes: Vec<&str> = d.diagnostics.iter().map(|x| x.code.as_str()).collect();
+        assert_eq!(codes, vec!["version_not_applied"]);
+        assert!(d.diagnostics[0].message.contains("nuget"), "{}", d.diagnostics[0].message);
+    }
 
     #[test]
     fn resolves_refs_bomlinks_and_versions() {

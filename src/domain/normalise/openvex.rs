@@ -284,4 +284,16 @@ mod tests {
         assert!(d.observations.is_empty());
         assert_eq!(d.diagnostics[0].code, "unmatched_product");
     }
+
+    #[test]
+    fn a_range_of_an_unknown_scheme_is_reported_not_guessed() {
+        let d = norm(r#"{"@context":"https://openvex.dev/ns/v0.2.0","timestamp":"2023-01-01T00:00:00Z","statements":[{"vulnerability":{"name":"CVE-1"},"products":[{"@id":"pkg:nuget/Foo@vers:nuget/<1.0"}],"status":"not_affected","justification":"component_not_present"}]}"#).unwrap();
+        assert!(d.observations.is_empty());
+        assert_eq!(d.diagnostics[0].code, "unmatched_product");
+        assert!(
+            d.diagnostics[0].message.contains("unknown versioning scheme \"nuget\""),
+            "{}",
+            d.diagnostics[0].message
+        );
+    }
 }
