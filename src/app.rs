@@ -191,8 +191,9 @@ async fn serve(cfg: Arc<Config>, policy: Arc<Policy>, opts: RunOptions) -> anyho
     };
     let signer = match &cfg.export.sign_key {
         Some(p) => {
-            let pem =
-                std::fs::read_to_string(p).with_context(|| format!("export.sign_key: reading {}", p.display()))?;
+            let pem = zeroize::Zeroizing::new(
+                std::fs::read_to_string(p).with_context(|| format!("export.sign_key: reading {}", p.display()))?,
+            );
             let key = crate::crypto::SigningKey::from_pem(&pem)
                 .map_err(|e| anyhow::anyhow!("export.sign_key: {}: {e}", p.display()))?;
             Some(Arc::new(key))

@@ -34,8 +34,14 @@ use std::sync::Arc;
 /// A key of the directory could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyDirectoryError {
-    #[error("issuer directory: key {index} of issuer {issuer} does not parse: {reason}")]
-    BadKey { issuer: String, index: usize, reason: String },
+    #[error("issuer directory: key {key} of issuer {issuer} does not load: {reason}")]
+    BadKey {
+        issuer: String,
+        /// The key's position in the issuer's `keys` and its configured keyid, if any
+        /// (e.g. `#1 (keyid acme-2024)`).
+        key: String,
+        reason: String,
+    },
     #[error("issuer directory: keyid {keyid} is used by issuer {first} and issuer {second}")]
     DuplicateKeyid { keyid: String, first: String, second: String },
 }
@@ -58,7 +64,10 @@ impl KeyDirectory {
             for (index, k) in issuer.keys.iter().enumerate() {
                 let key = PublicKey::parse(&k.public_key).map_err(|e| KeyDirectoryError::BadKey {
                     issuer: issuer.id.clone(),
-                    index,
+                    key: match k.keyid.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+                        Some(id) => format!("#{index} (keyid {id})"),
+                        None => format!("#{index}"),
+                    },
                     reason: e.to_string(),
                 })?;
                 let mut ids = vec![key.keyid().to_ascii_lowercase()];

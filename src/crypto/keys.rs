@@ -10,6 +10,14 @@
 //!   P-256 it is the SubjectPublicKeyInfo PEM exactly as pyca/cryptography writes it
 //!   (64 columns, LF, trailing newline), unless the key came from a key dict, in which case
 //!   the dict's own string is hashed (as securesystemslib does);
+//! * DER, PEM, SubjectPublicKeyInfo, PKCS#8 and SEC1 are read by the RustCrypto crates
+//!   (`der` via `spki`/`pkcs8`/`sec1`, `pem-rfc7468`): strict DER (non-minimal lengths,
+//!   trailing bytes and wrong tags are errors); a P-256 public key is a point on the curve
+//!   (`p256`) or it does not load, so a bad key fails at start-up, not at every signature;
+//!   an Ed25519 key must be 32 bytes; `ring` only signs and verifies;
+//! * private key material that passes through this module (PEM text, DER, seeds,
+//!   scalars) is held in `Zeroizing` buffers and wiped when dropped (the key pairs inside
+//!   `ring` are ring's own);
 //! * parsing never panics on hostile input; private key material is never printed by
 //!   `Debug`.
 
@@ -17,12 +25,23 @@ use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
 
+use p256::elliptic_curve::sec1::ToEncodedPoint;
+use pkcs8::der::asn1::OctetStringRef;
+use pkcs8::der::{Decode, Encode};
+use pkcs8::ObjectIdentifier;
 use ring::rand::{SecureRandom, SystemRandom};
 use ring::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
 use serde_json::Value;
+use zeroize::Zeroizing;
 
-use super::der;
 use super::pem::{self, PemError};
+
+/// id-Ed25519 (RFC 8410).
+const OID_ED25519: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.112");
+/// id-ecPublicKey (RFC 5480).
+const OID_EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
+/// secp256r1 / prime256v1 (RFC 5480).
+const OID_P256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
 
 /// PEM label of a SubjectPublicKeyInfo.
 pub const PEM_PUBLIC_KEY: &str = "PUBLIC KEY";
@@ -96,8 +115,8 @@ pub enum KeyError {
     MissingPemBlock { expected: &'static str, found: String },
     #[error("unsupported key algorithm: {0}")]
     UnsupportedAlgorithm(String),
-    #[error("malformed {0}")]
-    MalformedDer(&'static str),
+    #[error("malformed {what}: {reason}")]
+    MalformedDer { what: &'static str, reason: String },
     #[error("invalid public key: {0}")]
     InvalidPublicKey(String),
     #[error("invalid private key: {0}")]
@@ -248,13 +267,15 @@ impl PublicKey {
         Ok(PublicKey::build(KeyAlg::Ed25519, raw.to_vec(), None))
     }
 
-    /// An uncompressed SEC1 P-256 point (65 bytes, `0x04 || X || Y`).
+    /// An uncompressed SEC1 P-256 point (65 bytes, `0x04 || X || Y`) on the curve.
     pub fn from_p256_sec1(point: &[u8]) -> Result<PublicKey, KeyError> {
         if point.len() != 65 || point[0] != 0x04 {
             return Err(KeyError::InvalidPublicKey(
                 "P-256 public key must be an uncompressed SEC1 point (65 bytes, 0x04...)".into(),
             ));
         }
+        p256::PublicKey::from_sec1_bytes(point)
+            .map_err(|_| KeyError::InvalidPublicKey("P-256 public key is not a point on the curve".into()))?;
         Ok(PublicKey::build(KeyAlg::EcdsaP256, point.to_vec(), None))
     }
 
@@ -404,46 +425,37 @@ impl PublicKey {
     }
 }
 
-/// `(alg, raw key)` from a DER SubjectPublicKeyInfo.
+/// `(alg, raw key)` from a DER SubjectPublicKeyInfo (strict DER, by `spki`).
 fn parse_spki(input: &[u8]) -> Result<(KeyAlg, &[u8]), KeyError> {
     const WHAT: &str = "SubjectPublicKeyInfo";
-    let (spki, rest) = der::expect(input, der::TAG_SEQUENCE).ok_or(KeyError::MalformedDer(WHAT))?;
-    if !rest.is_empty() {
-        return Err(KeyError::MalformedDer(WHAT));
-    }
-    let (alg_id, rest) = der::expect(spki, der::TAG_SEQUENCE).ok_or(KeyError::MalformedDer(WHAT))?;
-    let (bits, rest) = der::expect(rest, der::TAG_BIT_STRING).ok_or(KeyError::MalformedDer(WHAT))?;
-    if !rest.is_empty() {
-        return Err(KeyError::MalformedDer(WHAT));
-    }
-    let key = match bits.split_first() {
-        Some((0, key)) => key,
-        _ => return Err(KeyError::MalformedDer(WHAT)),
-    };
-    let alg = algorithm(alg_id)?;
+    let spki = spki::SubjectPublicKeyInfoRef::try_from(input)
+        .map_err(|e| KeyError::MalformedDer { what: WHAT, reason: e.to_string() })?;
+    let alg = algorithm(&spki.algorithm)?;
+    let key = spki
+        .subject_public_key
+        .as_bytes()
+        .ok_or_else(|| KeyError::MalformedDer { what: WHAT, reason: "key bit string has unused bits".into() })?;
     Ok((alg, key))
 }
 
-/// The [`KeyAlg`] named by an `AlgorithmIdentifier`'s content octets.
-fn algorithm(alg_id: &[u8]) -> Result<KeyAlg, KeyError> {
+/// The [`KeyAlg`] an `AlgorithmIdentifier` names: Ed25519 (no parameters) or
+/// id-ecPublicKey with the named curve P-256.
+fn algorithm(alg_id: &spki::AlgorithmIdentifierRef<'_>) -> Result<KeyAlg, KeyError> {
     const WHAT: &str = "AlgorithmIdentifier";
-    let (oid, params) = der::expect(alg_id, der::TAG_OID).ok_or(KeyError::MalformedDer(WHAT))?;
-    if oid == der::OID_ED25519 {
-        if !params.is_empty() {
-            return Err(KeyError::MalformedDer(WHAT));
+    if alg_id.oid == OID_ED25519 {
+        if alg_id.parameters.is_some() {
+            return Err(KeyError::MalformedDer { what: WHAT, reason: "Ed25519 takes no parameters".into() });
         }
         Ok(KeyAlg::Ed25519)
-    } else if oid == der::OID_EC_PUBLIC_KEY {
-        let (curve, rest) = der::expect(params, der::TAG_OID).ok_or(KeyError::MalformedDer(WHAT))?;
-        if !rest.is_empty() {
-            return Err(KeyError::MalformedDer(WHAT));
-        }
-        if curve != der::OID_P256 {
-            return Err(KeyError::UnsupportedAlgorithm(format!("EC curve OID {}", hex::encode(curve))));
+    } else if alg_id.oid == OID_EC_PUBLIC_KEY {
+        let curve =
+            alg_id.parameters_oid().map_err(|e| KeyError::MalformedDer { what: WHAT, reason: e.to_string() })?;
+        if curve != OID_P256 {
+            return Err(KeyError::UnsupportedAlgorithm(format!("EC curve {curve}")));
         }
         Ok(KeyAlg::EcdsaP256)
     } else {
-        Err(KeyError::UnsupportedAlgorithm(format!("OID {}", hex::encode(oid))))
+        Err(KeyError::UnsupportedAlgorithm(format!("OID {}", alg_id.oid)))
     }
 }
 
@@ -470,11 +482,6 @@ impl fmt::Debug for SigningKey {
     }
 }
 
-/// PKCS#8 v1 (RFC 5208/8410) prefix of an Ed25519 private key; the 32-byte seed follows.
-/// This is what OpenSSL and pyca/cryptography write.
-const ED25519_PKCS8_V1_PREFIX: [u8; 16] =
-    [0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
-
 impl SigningKey {
     /// An Ed25519 key from its 32-byte seed (the RFC 8032 private key).
     pub fn from_ed25519_seed(seed: &[u8]) -> Result<SigningKey, KeyError> {
@@ -499,28 +506,50 @@ impl SigningKey {
         Ok(SigningKey { inner: Inner::EcdsaP256(kp), public })
     }
 
-    /// A DER PKCS#8 `PrivateKeyInfo` (v1 or, for Ed25519, v2). P-256 keys must carry the
-    /// public key inside the `ECPrivateKey` (OpenSSL and pyca/cryptography always write it).
+    /// A DER PKCS#8 `PrivateKeyInfo` (v1 or v2; RFC 5208/5958, Ed25519 per RFC 8410,
+    /// P-256 per RFC 5915 inside), read strictly by `pkcs8` / `sec1`.
     pub fn from_pkcs8_der(der_bytes: &[u8]) -> Result<SigningKey, KeyError> {
         const WHAT: &str = "PKCS#8 PrivateKeyInfo";
-        let (info, _) = der::expect(der_bytes, der::TAG_SEQUENCE).ok_or(KeyError::MalformedDer(WHAT))?;
-        let (_version, rest) = der::expect(info, der::TAG_INTEGER).ok_or(KeyError::MalformedDer(WHAT))?;
-        let (alg_id, _) = der::expect(rest, der::TAG_SEQUENCE).ok_or(KeyError::MalformedDer(WHAT))?;
-        match algorithm(alg_id)? {
+        let info = pkcs8::PrivateKeyInfo::try_from(der_bytes)
+            .map_err(|e| KeyError::MalformedDer { what: WHAT, reason: e.to_string() })?;
+        match algorithm(&info.algorithm)? {
             KeyAlg::Ed25519 => {
-                let kp = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der_bytes)
-                    .map_err(|e| KeyError::InvalidPrivateKey(format!("Ed25519 PKCS#8: {e}")))?;
-                let public = PublicKey::from_ed25519_bytes(kp.public_key().as_ref())?;
-                Ok(SigningKey { inner: Inner::Ed25519(kp), public })
+                // CurvePrivateKey ::= OCTET STRING (the 32-byte seed).
+                let seed = OctetStringRef::from_der(info.private_key)
+                    .map_err(|e| KeyError::MalformedDer { what: "Ed25519 CurvePrivateKey", reason: e.to_string() })?;
+                let seed = Zeroizing::new(seed.as_bytes().to_vec());
+                let key = SigningKey::from_ed25519_seed(&seed)?;
+                if let Some(public) = info.public_key {
+                    if public != key.public.raw.as_slice() {
+                        return Err(KeyError::InvalidPrivateKey("Ed25519 public key does not match the seed".into()));
+                    }
+                }
+                Ok(key)
             }
-            KeyAlg::EcdsaP256 => {
-                let rng = SystemRandom::new();
-                let kp = EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_ASN1_SIGNING, der_bytes, &rng)
-                    .map_err(|e| KeyError::InvalidPrivateKey(format!("P-256 PKCS#8: {e}")))?;
-                let public = PublicKey::from_p256_sec1(kp.public_key().as_ref())?;
-                Ok(SigningKey { inner: Inner::EcdsaP256(kp), public })
+            KeyAlg::EcdsaP256 => SigningKey::from_sec1_der(info.private_key),
+        }
+    }
+
+    /// A DER SEC1 `ECPrivateKey` (RFC 5915) on P-256. The public key is derived from the
+    /// private scalar; one written in the structure must match it.
+    pub fn from_sec1_der(der_bytes: &[u8]) -> Result<SigningKey, KeyError> {
+        let ec = sec1::EcPrivateKey::try_from(der_bytes)
+            .map_err(|e| KeyError::MalformedDer { what: "SEC1 ECPrivateKey", reason: e.to_string() })?;
+        if let Some(curve) = ec.parameters.and_then(|p| p.named_curve()) {
+            if curve != OID_P256 {
+                return Err(KeyError::UnsupportedAlgorithm(format!("EC curve {curve}")));
             }
         }
+        let secret = p256::SecretKey::from_slice(ec.private_key)
+            .map_err(|_| KeyError::InvalidPrivateKey("P-256 private scalar is out of range".into()))?;
+        let point = secret.public_key().to_encoded_point(false);
+        if let Some(public) = ec.public_key {
+            if public != point.as_bytes() {
+                return Err(KeyError::InvalidPrivateKey("P-256 public key does not match the private key".into()));
+            }
+        }
+        let scalar = Zeroizing::new(secret.to_bytes().to_vec());
+        SigningKey::from_p256_scalar(&scalar, point.as_bytes())
     }
 
     /// The first private key block of a PEM text: `PRIVATE KEY` (PKCS#8) or
@@ -530,7 +559,7 @@ impl SigningKey {
         for b in &blocks {
             match b.label.as_str() {
                 PEM_PRIVATE_KEY => return SigningKey::from_pkcs8_der(&b.der),
-                PEM_EC_PRIVATE_KEY => return SigningKey::from_pkcs8_der(&sec1_to_pkcs8(&b.der)),
+                PEM_EC_PRIVATE_KEY => return SigningKey::from_sec1_der(&b.der),
                 "ENCRYPTED PRIVATE KEY" => return Err(KeyError::EncryptedPrivateKey),
                 _ => {}
             }
@@ -567,38 +596,32 @@ impl SigningKey {
     }
 }
 
-/// Wraps a SEC1 `ECPrivateKey` (P-256) into a PKCS#8 v1 `PrivateKeyInfo`.
-fn sec1_to_pkcs8(sec1: &[u8]) -> Vec<u8> {
-    let version = der::tlv(der::TAG_INTEGER, &[0]);
-    let alg_id = der::tlv(
-        der::TAG_SEQUENCE,
-        &[der::tlv(der::TAG_OID, der::OID_EC_PUBLIC_KEY), der::tlv(der::TAG_OID, der::OID_P256)].concat(),
-    );
-    let key = der::tlv(der::TAG_OCTET_STRING, sec1);
-    der::tlv(der::TAG_SEQUENCE, &[version, alg_id, key].concat())
-}
-
 /// Generates a new key pair: returns the private key as unencrypted PKCS#8 PEM
 /// (`-----BEGIN PRIVATE KEY-----`, readable by OpenSSL, pyca/cryptography and
-/// securesystemslib's `CryptoSigner`) and its public key.
+/// securesystemslib's `CryptoSigner`; zeroised when dropped) and its public key.
 /// Ed25519 keys are written in PKCS#8 v1 form (RFC 8410), as OpenSSL does.
-pub fn generate_keypair(alg: KeyAlg) -> Result<(String, PublicKey), KeyError> {
+pub fn generate_keypair(alg: KeyAlg) -> Result<(Zeroizing<String>, PublicKey), KeyError> {
     let rng = SystemRandom::new();
-    let pkcs8 = match alg {
+    let encode_err =
+        |e: pkcs8::der::Error| KeyError::MalformedDer { what: "PKCS#8 PrivateKeyInfo", reason: e.to_string() };
+    let pkcs8: Zeroizing<Vec<u8>> = match alg {
         KeyAlg::Ed25519 => {
-            let mut seed = [0u8; 32];
-            rng.fill(&mut seed).map_err(|_| KeyError::Rng)?;
-            let der = [&ED25519_PKCS8_V1_PREFIX[..], &seed[..]].concat();
-            seed.fill(0);
-            der
+            let mut seed = Zeroizing::new([0u8; 32]);
+            rng.fill(seed.as_mut()).map_err(|_| KeyError::Rng)?;
+            let inner =
+                Zeroizing::new(OctetStringRef::new(seed.as_ref()).and_then(|o| o.to_der()).map_err(encode_err)?);
+            let alg_id = spki::AlgorithmIdentifierRef { oid: OID_ED25519, parameters: None };
+            Zeroizing::new(pkcs8::PrivateKeyInfo::new(alg_id, &inner).to_der().map_err(encode_err)?)
         }
-        KeyAlg::EcdsaP256 => EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_ASN1_SIGNING, &rng)
-            .map_err(|_| KeyError::Rng)?
-            .as_ref()
-            .to_vec(),
+        KeyAlg::EcdsaP256 => Zeroizing::new(
+            EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_ASN1_SIGNING, &rng)
+                .map_err(|_| KeyError::Rng)?
+                .as_ref()
+                .to_vec(),
+        ),
     };
     let key = SigningKey::from_pkcs8_der(&pkcs8)?;
-    Ok((pem::encode(PEM_PRIVATE_KEY, &pkcs8), key.public))
+    Ok((Zeroizing::new(pem::encode(PEM_PRIVATE_KEY, &pkcs8)), key.public))
 }
 
 /// Writes a private key file with mode 0600 (on Unix), refusing to overwrite an existing
@@ -723,14 +746,64 @@ mod tests {
     #[test]
     fn sec1_ec_private_key_pem_is_accepted() {
         let (pem_text, public) = generate_keypair(KeyAlg::EcdsaP256).unwrap();
-        let pkcs8 = &pem::decode_all(&pem_text).unwrap()[0].der;
-        // Unwrap the PKCS#8 to the inner ECPrivateKey and re-wrap it as SEC1 PEM.
-        let (info, _) = der::expect(pkcs8, der::TAG_SEQUENCE).unwrap();
-        let (_, rest) = der::expect(info, der::TAG_INTEGER).unwrap();
-        let (_, rest) = der::expect(rest, der::TAG_SEQUENCE).unwrap();
-        let (sec1, _) = der::expect(rest, der::TAG_OCTET_STRING).unwrap();
-        let sec1_pem = pem::encode(PEM_EC_PRIVATE_KEY, sec1);
+        let pkcs8 = pem::decode_all(&pem_text).unwrap().remove(0).der;
+        // Unwrap the PKCS#8 to the inner ECPrivateKey and write it as SEC1 PEM, after an
+        // `EC PARAMETERS` block as `openssl ecparam -genkey` writes it.
+        let sec1 = pkcs8::PrivateKeyInfo::try_from(pkcs8.as_slice()).unwrap().private_key.to_vec();
+        let sec1_pem = format!(
+            "{}{}",
+            pem::encode("EC PARAMETERS", &OID_P256.to_der().unwrap()),
+            pem::encode(PEM_EC_PRIVATE_KEY, &sec1)
+        );
         assert_eq!(SigningKey::from_pem(&sec1_pem).unwrap().public_key(), &public);
+        // A SEC1 key whose embedded public key is another key's is refused.
+        let (other_pem, _) = generate_keypair(KeyAlg::EcdsaP256).unwrap();
+        let other = pem::decode_all(&other_pem).unwrap().remove(0).der;
+        let other_sec1 = pkcs8::PrivateKeyInfo::try_from(other.as_slice()).unwrap().private_key.to_vec();
+        let mine = sec1::EcPrivateKey::try_from(sec1.as_slice()).unwrap();
+        let theirs = sec1::EcPrivateKey::try_from(other_sec1.as_slice()).unwrap();
+        let mixed = sec1::EcPrivateKey {
+            private_key: mine.private_key,
+            parameters: mine.parameters,
+            public_key: theirs.public_key,
+        };
+        assert!(matches!(SigningKey::from_sec1_der(&mixed.to_der().unwrap()), Err(KeyError::InvalidPrivateKey(_))));
+    }
+
+    #[test]
+    fn non_minimal_der_lengths_are_rejected() {
+        let k = PublicKey::parse(P256_PUB).unwrap();
+        let der_bytes = k.spki_der();
+        assert_eq!(der_bytes[1], 0x59);
+        // The same SPKI with its outer length in the long form (0x81 0x59): valid BER,
+        // not DER. The hand-written reader accepted it.
+        let long = [&[0x30, 0x81, 0x59][..], &der_bytes[2..]].concat();
+        assert!(matches!(PublicKey::from_spki_der(&long), Err(KeyError::MalformedDer { .. })));
+        // Trailing bytes after the structure.
+        let trailing = [der_bytes, &[0][..]].concat();
+        assert!(PublicKey::from_spki_der(&trailing).is_err());
+        let pem_text = pem::encode(PEM_PUBLIC_KEY, &long);
+        assert!(PublicKey::parse(&pem_text).is_err());
+        // A PKCS#8 private key likewise.
+        let (pem_text, _) = generate_keypair(KeyAlg::Ed25519).unwrap();
+        let der_bytes = pem::decode_all(&pem_text).unwrap().remove(0).der;
+        assert_eq!(der_bytes[1], 0x2e);
+        let long = [&[0x30, 0x81, 0x2e][..], &der_bytes[2..]].concat();
+        assert!(matches!(SigningKey::from_pkcs8_der(&long), Err(KeyError::MalformedDer { .. })));
+    }
+
+    #[test]
+    fn p256_point_not_on_the_curve_is_rejected_at_load() {
+        let mut point = hex::decode(P256_PUB).unwrap();
+        *point.last_mut().unwrap() ^= 1;
+        let off_curve = hex::encode(&point);
+        assert!(matches!(PublicKey::parse(&off_curve), Err(KeyError::InvalidPublicKey(m)) if m.contains("curve")));
+        let spki_der = [&P256_SPKI_PREFIX[..], &point[..]].concat();
+        assert!(PublicKey::from_spki_der(&spki_der).is_err());
+        assert!(PublicKey::parse(&pem::encode(PEM_PUBLIC_KEY, &spki_der)).is_err());
+        let dict = serde_json::json!({"keytype": "ecdsa", "scheme": "ecdsa-sha2-nistp256",
+            "keyval": {"public": pem::encode(PEM_PUBLIC_KEY, &spki_der)}});
+        assert!(PublicKey::from_sslib_dict(&dict).is_err());
     }
 
     #[test]
@@ -751,7 +824,7 @@ mod tests {
         write_private_key(&path, &pem_text).unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), pem_text);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), *pem_text);
         assert!(matches!(write_private_key(&path, &pem_text), Err(KeyError::Io { .. })));
     }
 

@@ -10,7 +10,6 @@
 //! snake_case strings (`no_signatures`, `unknown_key`, `bad_signature`,
 //! `malformed_envelope`, `wrong_key`, `threshold_not_met`).
 
-mod der;
 pub mod dsse;
 pub mod keys;
 pub mod mac;
