@@ -26,4 +26,5 @@ pub mod sources;
 pub mod stores;
 #[cfg(feature = "service")]
 pub mod telemetry;
+#[cfg(feature = "service")]
 pub mod trust;
