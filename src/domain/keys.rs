@@ -64,6 +64,13 @@ pub fn normalise_purl(s: &str) -> Result<ArtifactKey, KeyError> {
         .trim()
         .parse()
         .map_err(|e: packageurl::Error| KeyError::Purl { value: s.to_string(), reason: e.to_string() })?;
+    // A `.` or `..` namespace segment or name (e.g. spelled `%2e`) is written back as a
+    // path segment that the parser then drops: the key would not parse back to itself, so
+    // two spellings of one purl would give two keys (found by fuzz/purl).
+    let dot = |seg: &str| seg == "." || seg == "..";
+    if dot(p.name()) || p.namespace().is_some_and(|ns| ns.split('/').any(dot)) {
+        return Err(KeyError::Purl { value: s.to_string(), reason: "a namespace segment or name is . or ..".into() });
+    }
     let mut base = packageurl::PackageUrl::new(p.ty().to_ascii_lowercase(), p.name().to_string())
         .map_err(|e| KeyError::Purl { value: s.to_string(), reason: e.to_string() })?;
     if let Some(ns) = p.namespace() {
