@@ -23,3 +23,14 @@ fn purl_dot_namespace_segment() {
     assert!(parse_key("pkg:npm/ns/%2e@1").is_err());
     round_trips("pkg:npm/ns/x.y@1");
 }
+
+/// fuzz/purl: `pkg:maven/./x` parsed to an empty namespace, written as `pkg:maven//x`,
+/// which parsed back to a key without a namespace. Empty namespace segments are dropped.
+#[test]
+fn purl_empty_namespace() {
+    let input = "pkg:maven/./aet,mavaet,mav";
+    round_trips(input);
+    round_trips("pkg:maven//aet,mavaet,mav");
+    round_trips("pkg:npm/a//b/c@1");
+    assert_eq!(parse_key("pkg:maven//x@1").unwrap().key, "pkg:maven/x@1");
+}

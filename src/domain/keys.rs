@@ -73,8 +73,11 @@ pub fn normalise_purl(s: &str) -> Result<ArtifactKey, KeyError> {
     }
     let mut base = packageurl::PackageUrl::new(p.ty().to_ascii_lowercase(), p.name().to_string())
         .map_err(|e| KeyError::Purl { value: s.to_string(), reason: e.to_string() })?;
-    if let Some(ns) = p.namespace() {
-        base.with_namespace(ns.to_string())
+    // Empty namespace segments (e.g. what is left of `pkg:maven/./x`) are dropped: written
+    // as `//` they would parse back to another key (found by fuzz/purl).
+    let ns: Vec<&str> = p.namespace().unwrap_or("").split('/').filter(|seg| !seg.is_empty()).collect();
+    if !ns.is_empty() {
+        base.with_namespace(ns.join("/"))
             .map_err(|e| KeyError::Purl { value: s.to_string(), reason: e.to_string() })?;
     }
     let package = base.to_string();
