@@ -34,3 +34,14 @@ fn purl_empty_namespace() {
     round_trips("pkg:npm/a//b/c@1");
     assert_eq!(parse_key("pkg:maven//x@1").unwrap().key, "pkg:maven/x@1");
 }
+
+/// fuzz/purl: a CPE 2.2 URI component percent-decoded to an upper-case letter (`%4e`) after
+/// the key was lower-cased, so the key parsed back to another key; a decoded `:` split the
+/// component when read back. Decoded values are now lower-cased and escaped.
+#[test]
+fn cpe22_percent_decoded_components() {
+    round_trips("cpe:/2.3e:box:pkg:n1.0:*pkg/:npm/pkg:ma\0%4e0t-");
+    round_trips("cpe:/a:ven%3ador:pro%5cduct:1.0");
+    round_trips("cpe:/a:ACME:Box%4E:1.0");
+    assert_eq!(parse_key("cpe:/a:acme:box%4e:1.0").unwrap(), parse_key("cpe:/a:acme:boxn:1.0").unwrap());
+}

@@ -118,7 +118,18 @@ pub fn normalise_cpe(s: &str) -> Result<ArtifactKey, KeyError> {
     let mut parts: Vec<String> = if let Some(rest) = t.strip_prefix("cpe:2.3:") {
         split_cpe23(rest)
     } else if let Some(rest) = t.strip_prefix("cpe:/") {
-        rest.split(':').map(|p| if p.is_empty() { "*".to_string() } else { percent_decode(p) }).collect()
+        // Decoded values are lower-cased and `\` and `:` escaped as in a 2.3 string, so the
+        // key parses back to itself (`%4e` is `n`, `%3a` stays inside its component; found
+        // by fuzz/purl).
+        rest.split(':')
+            .map(|p| {
+                if p.is_empty() {
+                    "*".to_string()
+                } else {
+                    percent_decode(p).to_lowercase().replace('\\', "\\\\").replace(':', "\\:")
+                }
+            })
+            .collect()
     } else {
         return Err(err());
     };
