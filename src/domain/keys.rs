@@ -136,6 +136,11 @@ pub fn normalise_cpe(s: &str) -> Result<ArtifactKey, KeyError> {
     if parts.len() < 3 || parts[0].is_empty() || parts[1].is_empty() {
         return Err(err());
     }
+    // A CPE has no whitespace or control characters; accepting them inside a component
+    // would make a key that does not parse back to itself (trimmed; found by fuzz/purl).
+    if parts.iter().any(|p| p.chars().any(|c| c.is_whitespace() || c.is_control())) {
+        return Err(err());
+    }
     parts.resize(11, "*".to_string());
     let version = match parts[3].as_str() {
         "*" | "-" | "" => None,
