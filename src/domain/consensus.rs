@@ -516,21 +516,6 @@ impl PackageState {
             source,
         })
     }
-
-    /// Evaluates every pair, sorted by pair; a pair whose record cannot be digested is
-    /// returned as an error instead.
-    pub fn evaluate_all(&self, policy: &Policy, explain: bool) -> (Vec<ConsensusRecord>, Vec<ApplyError>) {
-        let mut records = Vec::new();
-        let mut errors = Vec::new();
-        for p in self.pairs() {
-            match self.evaluate(&p, policy, explain) {
-                Ok(Some(r)) => records.push(r),
-                Ok(None) => {}
-                Err(e) => errors.push(e),
-            }
-        }
-        (records, errors)
-    }
 }
 
 /// The total order deciding which statement of an issuer is its latest: timestamp, then
