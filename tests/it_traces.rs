@@ -529,3 +529,79 @@ fn with_export_disabled_nothing_is_sent_and_enabled_it_is() {
     assert!(text.contains("application/x-protobuf"), "OTLP/HTTP protobuf");
     assert!(text.contains("vex-lens-listener-check"), "the configured service name");
 }
+
+/// Export off (the default): no spans, yet the producer's trace context passes through
+/// unchanged, so a downstream consumer (or another instance exporting spans) continues
+/// the producer's trace: the observations of a document carry its valid `traceparent`
+/// and `tracestate` as they came, an invalid or missing one is not passed on, a dead
+/// letter keeps the headers it came with; and the configured endpoint is never contacted.
+#[test]
+fn without_export_the_producers_trace_context_passes_on_unchanged() {
+    let Some(services) = common::services() else { return };
+    assert!(common::kcat_available(), "kcat not found: run scripts/install-system-deps.sh");
+    let setup = ServeSetup::fresh(&services, "trace_forward");
+    let listener = Listener::start();
+    let endpoint = format!("http://127.0.0.1:{}", listener.port);
+    let env = [("VEXLENS_TELEMETRY__EXPORT_ENABLED", "false"), ("VEXLENS_TELEMETRY__OTLP_ENDPOINT", endpoint.as_str())];
+    let mut serve = Serve::start(&setup, "untraced", &env);
+    serve.wait_ready(Duration::from_secs(90));
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, _, a_parent) = producer_span(11);
+    let state = "congo=t61rcWkgMzE";
+    let docs: [(&str, Vec<(&str, &str)>); 3] = [
+        ("a", vec![("traceparent", a_parent.as_str()), ("tracestate", state)]),
+        ("b", vec![("traceparent", "00-00000000000000000000000000000000-00f067aa0ba902b7-01"), ("tracestate", state)]),
+        ("c", vec![]),
+    ];
+    for (i, (name, headers)) in docs.iter().enumerate() {
+        let file = tmp.path().join(format!("{name}.json"));
+        std::fs::write(&file, document(&format!("CVE-2099-{}", 7100 + i))).unwrap();
+        let correlation = format!("corr-{name}");
+        let mut headers = headers.clone();
+        headers.push(("correlation-id", correlation.as_str()));
+        common::kcat_produce_file(&services.brokers, &setup.topic, name, &headers, &file);
+    }
+    // Not JSON: dead-lettered with the headers it came with.
+    let d_file = tmp.path().join("d.json");
+    std::fs::write(&d_file, b"\x00 not json").unwrap();
+    let (_, _, d_parent) = producer_span(12);
+    common::kcat_produce_file(&services.brokers, &setup.topic, "d", &[("traceparent", d_parent.as_str())], &d_file);
+
+    common::wait_for_stored_records(&mut serve, &services.mongo_uri, &setup.db, 6);
+    common::wait_for("the dead letter", Duration::from_secs(60), || {
+        (common::kcat_count(&services.brokers, &setup.dlq_topic) == 1).then_some(())
+    });
+    let observations: Vec<BTreeMap<String, String>> =
+        common::kcat_consume(&services.brokers, &setup.observations_topic, "%h\n")
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(headers_of)
+            .collect();
+    let of = |c: &str| -> Vec<&BTreeMap<String, String>> {
+        observations.iter().filter(|h| h.get("correlation-id").map(String::as_str) == Some(c)).collect()
+    };
+    assert_eq!(observations.len(), 6, "{observations:?}");
+    for h in of("corr-a") {
+        assert_eq!(h.get("traceparent"), Some(&a_parent), "the producer's traceparent, unchanged: {h:?}");
+        assert_eq!(h.get("tracestate").map(String::as_str), Some(state), "{h:?}");
+        assert!(h.contains_key("vex-lens-mac"), "{h:?}");
+    }
+    for c in ["corr-b", "corr-c"] {
+        assert_eq!(of(c).len(), 2, "{observations:?}");
+        for h in of(c) {
+            assert!(
+                !h.contains_key("traceparent") && !h.contains_key("tracestate"),
+                "nothing invalid passed on: {h:?}"
+            );
+        }
+    }
+    assert_eq!(of("corr-a").len(), 2, "{observations:?}");
+    let dead: Vec<BTreeMap<String, String>> =
+        common::kcat_consume(&services.brokers, &setup.dlq_topic, "%h\n").lines().map(headers_of).collect();
+    assert_eq!(dead[0].get("traceparent"), Some(&d_parent), "{dead:?}");
+    assert!(serve.terminate(Duration::from_secs(60)), "SIGTERM: serve did not exit 0; log:\n{}", serve.log_tail());
+    assert_eq!(listener.connections.load(Ordering::SeqCst), 0, "export off, yet the OTLP endpoint was contacted");
+
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    rt.block_on(common::drop_db(&services.mongo_uri, &setup.db));
+}

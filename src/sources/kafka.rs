@@ -21,7 +21,10 @@
 //! consumer) whose parent is the W3C `traceparent` of its headers when one is there and
 //! valid; the observations and dead letters this service produces carry the trace context
 //! of the span that produced them (`vex.route`, `vex.dead_letter`) instead of the one they
-//! came with. A forged `traceparent` can only misplace spans in a trace.
+//! came with. With export off (no spans) they carry the one they came with, unchanged:
+//! an observation the document's valid `traceparent`/`tracestate` ([`trace::forward`]), a
+//! dead letter all the original headers. A forged `traceparent` can only misplace spans
+//! in a trace.
 
 use crate::actors::messages::IngestOutcome;
 use crate::actors::{Pipeline, PipelineError};
@@ -480,8 +483,16 @@ async fn handle_document(
             if let Some(c) = &correlation {
                 headers = headers.insert(Header { key: "correlation-id", value: Some(c.as_str()) });
             }
-            for (k, v) in trace::inject(&route) {
-                headers = headers.insert(Header { key: k, value: Some(v.as_str()) });
+            // Spans not exported: the producer's trace context passes on unchanged, so a
+            // downstream consumer (or another instance exporting spans) continues its trace.
+            let mut context = trace::inject(&route);
+            if context.is_empty() {
+                if let Some(h) = m.headers() {
+                    context = trace::forward(h.iter().map(|x| (x.key, x.value.unwrap_or_default())));
+                }
+            }
+            for (k, v) in &context {
+                headers = headers.insert(Header { key: *k, value: Some(v.as_str()) });
             }
             // The HMAC input; an observation without a canonical form cannot be tagged.
             let contents: Result<Vec<Vec<u8>>, _> = observations.iter().map(|o| o.content_bytes()).collect();

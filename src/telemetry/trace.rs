@@ -194,6 +194,29 @@ pub fn set_remote_parent<'a>(span: &Span, headers: impl IntoIterator<Item = (&'a
     }
 }
 
+/// The trace context of an incoming message, to forward unchanged onto the messages
+/// produced from it while spans are not exported (so that a downstream consumer, or
+/// another instance exporting spans, still continues the producer's trace): the
+/// `traceparent` as it came (trimmed) when it is a valid one, with its `tracestate`
+/// (bounded, UTF-8); empty otherwise (an invalid or missing `traceparent` is not passed on).
+pub fn forward<'a>(headers: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> Vec<(&'static str, String)> {
+    let mut found: Vec<(&'static str, &'a [u8])> = Vec::new();
+    for (name, value) in headers {
+        let Some(&k) = TRACE_HEADERS.iter().find(|h| h.eq_ignore_ascii_case(name)) else { continue };
+        if !found.iter().any(|(x, _)| *x == k) {
+            found.push((k, value));
+        }
+    }
+    if extract(found.iter().map(|(k, v)| (*k, *v))).is_none() {
+        return Vec::new();
+    }
+    found
+        .into_iter()
+        .filter(|(_, v)| v.len() <= MAX_HEADER_BYTES)
+        .filter_map(|(k, v)| std::str::from_utf8(v).ok().map(|v| (k, v.trim().to_string())))
+        .collect()
+}
+
 /// `span`'s trace context as headers (`traceparent`, and `tracestate` when set) to write
 /// on a message it produces; empty when spans are not exported.
 pub fn inject(span: &Span) -> Vec<(&'static str, String)> {
@@ -306,6 +329,27 @@ mod tests {
         let long = format!("{PARENT}{}", " ".repeat(MAX_HEADER_BYTES));
         assert!(extract([("traceparent", long.as_bytes())]).is_none(), "oversized");
         assert!(extract([("vex-lens-mac", PARENT.as_bytes())]).is_none(), "only the W3C headers");
+    }
+
+    #[test]
+    fn forward_passes_a_valid_context_on_unchanged_and_nothing_else() {
+        let state = "vendor=opaque-value";
+        let got = forward([("TraceParent", PARENT.as_bytes()), ("tracestate", state.as_bytes()), ("x", b"y")]);
+        assert_eq!(got, vec![("traceparent", PARENT.to_string()), ("tracestate", state.to_string())]);
+        assert_eq!(forward([("traceparent", PARENT.as_bytes())]), vec![("traceparent", PARENT.to_string())]);
+        // The first of repeated headers is the one read and passed on.
+        let other = "00-11111111111111111111111111111111-2222222222222222-01";
+        assert_eq!(
+            forward([("traceparent", PARENT.as_bytes()), ("traceparent", other.as_bytes())]),
+            vec![("traceparent", PARENT.to_string())]
+        );
+        for bad in ["garbage", "00-00000000000000000000000000000000-00f067aa0ba902b7-01", ""] {
+            assert!(forward([("traceparent", bad.as_bytes()), ("tracestate", state.as_bytes())]).is_empty(), "{bad:?}");
+        }
+        assert!(forward([("tracestate", state.as_bytes())]).is_empty(), "a tracestate alone is not a context");
+        let long = "k=".to_string() + &"v".repeat(MAX_HEADER_BYTES);
+        let got = forward([("traceparent", PARENT.as_bytes()), ("tracestate", long.as_bytes())]);
+        assert_eq!(got, vec![("traceparent", PARENT.to_string())], "an oversized tracestate is dropped");
     }
 
     #[test]
