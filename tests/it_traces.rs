@@ -445,6 +445,11 @@ struct Listener {
 
 impl Listener {
     fn start() -> Listener {
+        Listener::answering("200 OK")
+    }
+
+    /// A listener answering every request with `status` (e.g. `503 Service Unavailable`).
+    fn answering(status: &'static str) -> Listener {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
         let connections = Arc::new(AtomicUsize::new(0));
@@ -462,8 +467,9 @@ impl Listener {
                         Ok(n) => r.lock().unwrap().extend_from_slice(&buf[..n]),
                     }
                 }
-                let _ = s
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n");
+                let answer =
+                    format!("HTTP/1.1 {status}\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n");
+                let _ = s.write_all(answer.as_bytes());
             }
         });
         Listener { port, connections, received }
@@ -471,8 +477,8 @@ impl Listener {
 }
 
 /// `vex-lens serve --once` over one document in the embedded mode with `env`; waits for
-/// it to exit 0.
-fn serve_once(dir: &std::path::Path, env: &[(&str, &str)]) {
+/// it to exit 0; its log (stderr).
+fn serve_once(dir: &std::path::Path, env: &[(&str, &str)]) -> String {
     let input = dir.join("in");
     std::fs::create_dir_all(&input).unwrap();
     std::fs::write(input.join("doc.json"), document("CVE-2099-0001")).unwrap();
@@ -492,6 +498,7 @@ fn serve_once(dir: &std::path::Path, env: &[(&str, &str)]) {
     }
     let out = cmd.output().expect("run vex-lens serve --once");
     assert!(out.status.success(), "serve --once failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 #[test]
@@ -604,4 +611,88 @@ fn without_export_the_producers_trace_context_passes_on_unchanged() {
 
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     rt.block_on(common::drop_db(&services.mongo_uri, &setup.db));
+}
+
+/// Log lines (JSON) of `log` whose `event` is `event`.
+fn events(log: &str, event: &str) -> Vec<Value> {
+    log.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).filter(|v| v["event"] == event).collect()
+}
+
+/// Export on, the collector down (a closed loopback port): every failed export counts in
+/// `vex_trace_export_errors_total` (0 at start-up), the `trace_export_failed` warn line
+/// appears once (rate-limited: at most one a minute), and ingestion goes on and loses
+/// nothing.
+#[test]
+fn a_collector_that_is_down_is_visible_and_costs_no_document() {
+    let Some(services) = common::services() else { return };
+    assert!(common::kcat_available(), "kcat not found: run scripts/install-system-deps.sh");
+    let closed = common::free_port();
+    let endpoint = format!("http://127.0.0.1:{closed}");
+    let setup = ServeSetup::fresh(&services, "trace_down");
+    let env = [
+        ("VEXLENS_TELEMETRY__EXPORT_ENABLED", "true"),
+        ("VEXLENS_TELEMETRY__OTLP_ENDPOINT", endpoint.as_str()),
+        ("VEXLENS_TELEMETRY__EXPORT_TIMEOUT_MS", "1000"),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    ];
+    let mut serve = Serve::start(&setup, "collector_down", &env);
+    serve.wait_ready(Duration::from_secs(90));
+    let listen = serve.listen.clone();
+    let metrics = || common::http_get(&listen, "/metrics").map(|(_, m)| m).unwrap_or_default();
+    let at_start = common::metric(&metrics(), "vex_trace_export_errors_total");
+    assert!(at_start.is_some(), "the series exists from start-up:\n{}", metrics());
+
+    // Documents one at a time, so their spans leave in several batches (several failures).
+    let tmp = tempfile::tempdir().unwrap();
+    let docs = 5;
+    for d in 0..docs {
+        let file = tmp.path().join(format!("{d}.json"));
+        std::fs::write(&file, document(&format!("CVE-2099-{}", 7300 + d))).unwrap();
+        let (_, _, parent) = producer_span(200 + d as u64);
+        common::kcat_produce_file(&services.brokers, &setup.topic, "k", &[("traceparent", parent.as_str())], &file);
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    let records = common::wait_for_stored_records(&mut serve, &services.mongo_uri, &setup.db, docs * 2);
+    assert_eq!(records.len(), docs * 2, "every document's records, export failing or not");
+    let text = common::wait_for("two failed exports counted", Duration::from_secs(30), || {
+        let m = metrics();
+        (common::metric(&m, "vex_trace_export_errors_total").unwrap_or(0.0) >= 2.0).then_some(m)
+    });
+    assert_eq!(common::metric(&text, "vex_documents_total{outcome=\"ingested\"}"), Some(docs as f64), "{text}");
+    assert_eq!(common::metric(&text, "vex_observations_total{outcome=\"applied\"}"), Some(docs as f64 * 2.0));
+    assert_eq!(common::metric_sum(&text, "vex_dead_letter_total"), Some(0.0), "nothing dead-lettered");
+    let warn = "vex_log_events_total{level=\"warn\",event=\"trace_export_failed\"}";
+    assert_eq!(common::metric(&text, warn), Some(1.0), "one line a minute at most: {text}");
+    assert!(serve.terminate(Duration::from_secs(60)), "SIGTERM: serve did not exit 0; log:\n{}", serve.log_tail());
+    let log = std::fs::read_to_string(&serve.log).unwrap();
+    let lines = events(&log, "trace_export_failed");
+    assert_eq!(lines.len(), 1, "rate-limited to one line in this short run: {lines:?}");
+    assert_eq!(lines[0]["level"], "WARN");
+    assert_eq!(lines[0]["endpoint"], format!("{endpoint}/v1/traces"));
+    assert!(lines[0]["spans_lost"].as_u64().is_some_and(|n| n > 0), "{:?}", lines[0]);
+    assert!(lines[0]["error"].as_str().is_some_and(|e| !e.is_empty()), "{:?}", lines[0]);
+
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    rt.block_on(common::drop_db(&services.mongo_uri, &setup.db));
+}
+
+/// Export on, a collector answering 503: the export failure is logged (`trace_export_failed`
+/// with the status) and the run still completes.
+#[test]
+fn a_collector_answering_an_error_status_is_logged() {
+    let listener = Listener::answering("503 Service Unavailable");
+    let endpoint = format!("http://127.0.0.1:{}", listener.port);
+    let dir = tempfile::tempdir().unwrap();
+    let log = serve_once(
+        dir.path(),
+        &[
+            ("VEXLENS_TELEMETRY__OTLP_ENDPOINT", &endpoint),
+            ("VEXLENS_TELEMETRY__EXPORT_ENABLED", "true"),
+            ("VEXLENS_TELEMETRY__EXPORT_TIMEOUT_MS", "1500"),
+        ],
+    );
+    assert!(listener.connections.load(Ordering::SeqCst) > 0, "the collector was asked");
+    let lines = events(&log, "trace_export_failed");
+    assert_eq!(lines.len(), 1, "{log}");
+    assert!(lines[0]["error"].as_str().is_some_and(|e| e.contains("503")), "{:?}", lines[0]);
 }

@@ -449,6 +449,80 @@ impl ExportJobFinished<'_> {
     }
 }
 
+/// At most one log line per `interval`; counts the lines it held back.
+pub struct LogRateLimit {
+    interval: Duration,
+    /// When the last line was written, and how many were held back since.
+    state: std::sync::Mutex<(Option<std::time::Instant>, u64)>,
+}
+
+impl LogRateLimit {
+    pub const fn new(interval: Duration) -> LogRateLimit {
+        LogRateLimit { interval, state: std::sync::Mutex::new((None, 0)) }
+    }
+
+    /// `Some(lines held back since the last one)` when a line may be written at `now`;
+    /// `None` (counted as held back) otherwise.
+    pub fn admit(&self, now: std::time::Instant) -> Option<u64> {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        match s.0 {
+            Some(last) if now.saturating_duration_since(last) < self.interval => {
+                s.1 += 1;
+                None
+            }
+            _ => {
+                let held_back = s.1;
+                *s = (Some(now), 0);
+                Some(held_back)
+            }
+        }
+    }
+}
+
+/// How often a failing trace export is logged at most (each failure is counted).
+pub const TRACE_EXPORT_LOG_INTERVAL: Duration = Duration::from_secs(60);
+
+static TRACE_EXPORT_LOG: LogRateLimit = LogRateLimit::new(TRACE_EXPORT_LOG_INTERVAL);
+
+/// The OTLP export of a batch of spans failed (collector down or refusing, an HTTP error
+/// status, a timeout): the spans are lost, the service's work is not. Every failure is
+/// counted in `vex_trace_export_errors_total`; the warn line (`trace_export_failed`) is
+/// written at most once per [`TRACE_EXPORT_LOG_INTERVAL`] with the number held back, so a
+/// collector that is down does not flood the log.
+pub struct TraceExportFailed<'a> {
+    pub endpoint: &'a str,
+    pub error: &'a str,
+    /// Spans in the batch that was not exported.
+    pub spans: usize,
+}
+
+impl TraceExportFailed<'_> {
+    pub fn emit(&self) {
+        metrics().trace_export_errors.inc();
+        if let Some(held_back) = TRACE_EXPORT_LOG.admit(std::time::Instant::now()) {
+            crate::warn_event!(
+                LogEvent::TraceExportFailed,
+                endpoint = self.endpoint,
+                error = self.error,
+                spans_lost = self.spans,
+                failures_not_logged = held_back,
+                "trace export failed; spans lost, ingestion unaffected (logged at most once a minute; every failure counts in vex_trace_export_errors_total)"
+            );
+        }
+    }
+}
+
+/// The OTLP export succeeded again after failures.
+pub struct TraceExportRecovered<'a> {
+    pub endpoint: &'a str,
+}
+
+impl TraceExportRecovered<'_> {
+    pub fn emit(&self) {
+        tracing::info!(event = "trace_export_recovered", endpoint = self.endpoint, "trace export works again");
+    }
+}
+
 /// The warn/error events without a struct of their own: each is logged through
 /// [`warn_event!`](crate::warn_event) / [`error_event!`](crate::error_event), which also
 /// counts it in `vex_log_events_total{level,event}` (pre-created at 0 for every code).
@@ -478,6 +552,7 @@ pub enum LogEvent {
     CommitFailed,
     TrustPollFailed,
     RevokeDrainIncomplete,
+    TraceExportFailed,
     // error
     ArtifactActorUnreachable,
     ApplyRejected,
@@ -496,7 +571,7 @@ pub enum LogEvent {
 }
 
 impl LogEvent {
-    pub const ALL: [LogEvent; 37] = [
+    pub const ALL: [LogEvent; 38] = [
         LogEvent::DeadLettered,
         LogEvent::StoreRetry,
         LogEvent::DsseVerificationFailed,
@@ -534,6 +609,7 @@ impl LogEvent {
         LogEvent::TrustPollFailed,
         LogEvent::TrustRecomputeFailed,
         LogEvent::StreamReadFailed,
+        LogEvent::TraceExportFailed,
     ];
 
     /// The `event` field of the log line and the `event` label.
@@ -576,6 +652,7 @@ impl LogEvent {
             LogEvent::TrustPollFailed => "trust_poll_failed",
             LogEvent::TrustRecomputeFailed => "trust_recompute_failed",
             LogEvent::StreamReadFailed => "stream_read_failed",
+            LogEvent::TraceExportFailed => "trace_export_failed",
         }
     }
 
@@ -625,4 +702,25 @@ macro_rules! error_event {
         code.count();
         ::tracing::error!(event = code.as_str(), $($rest)+)
     }};
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    #[test]
+    fn the_rate_limit_admits_one_line_per_interval_and_counts_the_rest() {
+        let limit = LogRateLimit::new(Duration::from_secs(60));
+        let t0 = Instant::now();
+        assert_eq!(limit.admit(t0), Some(0), "the first line is written");
+        for s in 1..=5 {
+            assert_eq!(limit.admit(t0 + Duration::from_secs(s)), None);
+        }
+        assert_eq!(limit.admit(t0 + Duration::from_secs(60)), Some(5), "the next says how many were held back");
+        assert_eq!(limit.admit(t0 + Duration::from_secs(61)), None);
+        assert_eq!(limit.admit(t0 + Duration::from_secs(200)), Some(1));
+        // A clock that seems to go back (another thread's earlier instant) holds back too.
+        assert_eq!(limit.admit(t0), None);
+    }
 }

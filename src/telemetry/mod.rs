@@ -60,9 +60,12 @@ pub mod names {
     pub const ISSUER_TRUST_CHANGES_TOTAL: &str = "vex_issuer_trust_changes_total";
     /// Counter{level,event}: warn/error log events by event code.
     pub const LOG_EVENTS_TOTAL: &str = "vex_log_events_total";
+    /// Counter: failed OTLP exports of a batch of spans (collector down, refusing, an HTTP
+    /// error status, a timeout); stays 0 with export off.
+    pub const TRACE_EXPORT_ERRORS_TOTAL: &str = "vex_trace_export_errors_total";
 
     /// Every registered metric name (as it appears in `/metrics`, without histogram suffixes).
-    pub const ALL: [&str; 19] = [
+    pub const ALL: [&str; 20] = [
         CONSENSUS_LATENCY_SECONDS,
         CONFLICT_QUEUE_DEPTH,
         RECOMPUTE_DURATION_SECONDS,
@@ -82,6 +85,7 @@ pub mod names {
         CONSUMER_LAG,
         ISSUER_TRUST_CHANGES_TOTAL,
         LOG_EVENTS_TOTAL,
+        TRACE_EXPORT_ERRORS_TOTAL,
     ];
 }
 
@@ -208,6 +212,7 @@ pub struct Metrics {
     pub consumer_lag: Family<PartitionLabel, Gauge>,
     pub issuer_trust_changes: Counter,
     pub log_events: Family<LogEventLabel, Counter>,
+    pub trace_export_errors: Counter,
 }
 
 fn counter_name(name: &str) -> &str {
@@ -354,6 +359,12 @@ impl Metrics {
             "Warn and error log events by level and event code",
             log_events.clone(),
         );
+        let trace_export_errors = Counter::default();
+        registry.register(
+            counter_name(names::TRACE_EXPORT_ERRORS_TOTAL),
+            "Failed OTLP exports of a batch of spans (the spans are lost, the service's work is not)",
+            trace_export_errors.clone(),
+        );
         Metrics {
             registry,
             consensus_latency,
@@ -375,6 +386,7 @@ impl Metrics {
             consumer_lag,
             issuer_trust_changes,
             log_events,
+            trace_export_errors,
         }
     }
 
@@ -539,6 +551,7 @@ mod tests {
         for o in labels::STORE_OPERATIONS {
             want.push(format!("vex_store_errors_total{{operation=\"{o}\"}} 0"));
         }
+        want.push("vex_trace_export_errors_total 0".to_string());
         for w in want {
             assert!(text.lines().any(|l| l == w), "{w} missing from:\n{text}");
         }

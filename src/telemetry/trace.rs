@@ -8,13 +8,16 @@
 //! [`MAX_ATTRIBUTE_CHARS`]. An incoming trace context is only ever a parent: one that does
 //! not parse is ignored, and it decides nothing but where spans hang in a trace. Fan-out
 //! from one span to many (a store batch, an evaluation) is bounded by [`MAX_FAN_OUT`].
+//! A failed export is visible to operators (`vex_trace_export_errors_total`, a
+//! rate-limited `trace_export_failed` warn line) and never touches the service's work.
 
 use crate::config::TelemetryConfig;
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceId, TracerProvider as _};
 use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider, SpanData, SpanExporter};
 use std::time::Duration;
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -115,7 +118,7 @@ pub(crate) fn build(
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
         .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-        .with_endpoint(url)
+        .with_endpoint(url.clone())
         .with_timeout(Duration::from_millis(cfg.export_timeout_ms))
         .build()?;
     let resource = opentelemetry_sdk::Resource::builder()
@@ -123,6 +126,7 @@ pub(crate) fn build(
         .with_attribute(opentelemetry::KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
         .with_attribute(opentelemetry::KeyValue::new("service.instance.id", instance_id()))
         .build();
+    let exporter = Observed { inner: exporter, endpoint: url, failing: Default::default() };
     let provider = SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
         .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(cfg.sample_ratio))))
@@ -130,6 +134,51 @@ pub(crate) fn build(
         .build();
     let tracer = provider.tracer("vex-lens");
     Ok((provider, tracer))
+}
+
+/// The OTLP exporter with its failures made visible: a failed export is a
+/// [`TraceExportFailed`](crate::telemetry::events::TraceExportFailed) event (counter,
+/// rate-limited warn line), the first success after failures a
+/// [`TraceExportRecovered`](crate::telemetry::events::TraceExportRecovered) one. The
+/// result is passed on unchanged (the SDK drops the batch; nothing is retried here).
+#[derive(Debug)]
+struct Observed<E> {
+    inner: E,
+    endpoint: String,
+    failing: std::sync::atomic::AtomicBool,
+}
+
+impl<E: SpanExporter> SpanExporter for Observed<E> {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        use std::sync::atomic::Ordering;
+        let spans = batch.len();
+        let result = self.inner.export(batch).await;
+        match &result {
+            Ok(()) => {
+                if self.failing.swap(false, Ordering::Relaxed) {
+                    crate::telemetry::events::TraceExportRecovered { endpoint: &self.endpoint }.emit();
+                }
+            }
+            Err(e) => {
+                self.failing.store(true, Ordering::Relaxed);
+                let error = e.to_string();
+                crate::telemetry::events::TraceExportFailed { endpoint: &self.endpoint, error: &error, spans }.emit();
+            }
+        }
+        result
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &opentelemetry_sdk::Resource) {
+        self.inner.set_resource(resource);
+    }
 }
 
 impl TraceExport {
@@ -392,6 +441,46 @@ mod tests {
             assert_eq!(children.len(), MAX_FAN_OUT);
             assert_eq!(trace_id(&children[0]), trace_id(&span));
         });
+    }
+
+    /// An exporter that fails (or succeeds) as told.
+    #[derive(Debug)]
+    struct Scripted(std::sync::atomic::AtomicBool);
+
+    impl SpanExporter for Scripted {
+        async fn export(&self, _batch: Vec<SpanData>) -> OTelSdkResult {
+            if self.0.load(std::sync::atomic::Ordering::SeqCst) {
+                Ok(())
+            } else {
+                Err(opentelemetry_sdk::error::OTelSdkError::InternalFailure("HTTP export failed: network error".into()))
+            }
+        }
+    }
+
+    #[test]
+    fn every_failed_export_is_counted_and_its_result_passed_on() {
+        use std::sync::atomic::Ordering;
+        let errors = || crate::telemetry::metrics().trace_export_errors.get();
+        let logged = || {
+            let l = crate::telemetry::LogEventLabel { level: "warn".into(), event: "trace_export_failed".into() };
+            crate::telemetry::metrics().log_events.get_or_create(&l).get()
+        };
+        let exporter = Observed {
+            inner: Scripted(Default::default()),
+            endpoint: "http://127.0.0.1:9/v1/traces".into(),
+            failing: Default::default(),
+        };
+        let (before, logged_before) = (errors(), logged());
+        for _ in 0..3 {
+            assert!(futures::executor::block_on(exporter.export(Vec::new())).is_err(), "the failure is passed on");
+        }
+        assert_eq!(errors() - before, 3, "each failure counts");
+        assert!(logged() - logged_before <= 1, "one line a minute at most");
+        assert!(exporter.failing.load(Ordering::SeqCst));
+        exporter.inner.0.store(true, Ordering::SeqCst);
+        assert!(futures::executor::block_on(exporter.export(Vec::new())).is_ok());
+        assert!(!exporter.failing.load(Ordering::SeqCst), "recovered");
+        assert_eq!(errors() - before, 3);
     }
 
     #[test]
