@@ -139,8 +139,9 @@ fn a_malformed_envelope_is_dead_lettered_and_recorded_as_failed() {
     assert_eq!(dead[0]["reason"], "invalid_envelope");
 }
 
-/// A key in the issuer directory that does not load (garbage, or a P-256 point off the
-/// curve) stops `serve` at startup, naming the issuer and the key.
+/// A key in the issuer directory that does not load (garbage, a P-256 point off the curve,
+/// an Ed25519 key off the curve or of small order) stops `serve` at startup, naming the
+/// issuer and the key.
 #[test]
 fn an_unparseable_issuer_key_is_a_startup_error_naming_the_issuer() {
     let tmp = tempfile::tempdir().unwrap();
@@ -162,19 +163,36 @@ fn an_unparseable_issuer_key_is_a_startup_error_naming_the_issuer() {
 
     // A well-formed P-256 key whose point is not on the curve: it used to load and then
     // fail every signature as bad_signature; now the start stops, naming issuer and key.
-    let off_curve = "0467cd390f77aa359cb08c2235f652270493a9ed832b0abcc01f70954c0390d2380c782bd54e269125a44f4433aff1432ce94e12bca73aa67ac80cea12608ddf75";
-    std::fs::write(
-        &issuers,
-        format!("[[issuers]]\nid = \"acme\"\ntier = \"known\"\nkeys = [{{ keyid = \"acme-p256\", public_key = \"{off_curve}\" }}]\n"),
-    )
-    .unwrap();
-    let out = Command::new(BIN)
-        .args(["serve", "--once", "--listen", "127.0.0.1:0", "--data-dir", tmp.path().join("d2").to_str().unwrap()])
-        .env("VEXLENS_CONSENSUS__ISSUERS_FILE", &issuers)
-        .current_dir(repo())
-        .output()
+    // Likewise a 32-byte Ed25519 key off the curve, and a small-order one (the identity):
+    // both used to pass the length check and then fail every signature.
+    let p256_off_curve = "0467cd390f77aa359cb08c2235f652270493a9ed832b0abcc01f70954c0390d2380c782bd54e269125a44f4433aff1432ce94e12bca73aa67ac80cea12608ddf75";
+    let ed_off_curve = "02a107bff3ce10be1d70dd18e74bc09967e4d6309ba50d5f1ddc8664125531b8";
+    let ed_small_order = "0100000000000000000000000000000000000000000000000000000000000000";
+    for (n, (keyid, key, says)) in [
+        ("acme-p256", p256_off_curve, "curve"),
+        ("acme-ed", ed_off_curve, "curve"),
+        ("acme-ed", ed_small_order, "small-order"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        std::fs::write(
+            &issuers,
+            format!("[[issuers]]\nid = \"acme\"\ntier = \"known\"\nkeys = [{{ keyid = \"{keyid}\", public_key = \"{key}\" }}]\n"),
+        )
         .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("issuer acme") && err.contains("key #0 (keyid acme-p256)") && err.contains("curve"), "{err}");
+        let data_dir = tmp.path().join(format!("d{}", n + 2));
+        let out = Command::new(BIN)
+            .args(["serve", "--once", "--listen", "127.0.0.1:0", "--data-dir", data_dir.to_str().unwrap()])
+            .env("VEXLENS_CONSENSUS__ISSUERS_FILE", &issuers)
+            .current_dir(repo())
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{key} was accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("issuer acme") && err.contains(&format!("key #0 (keyid {keyid})")) && err.contains(says),
+            "{err}"
+        );
+    }
 }

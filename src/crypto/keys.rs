@@ -14,7 +14,10 @@
 //!   (`der` via `spki`/`pkcs8`/`sec1`, `pem-rfc7468`): strict DER (non-minimal lengths,
 //!   trailing bytes and wrong tags are errors); a P-256 public key is a point on the curve
 //!   (`p256`) or it does not load, so a bad key fails at start-up, not at every signature;
-//!   an Ed25519 key must be 32 bytes; `ring` only signs and verifies;
+//!   an Ed25519 key is the canonical 32-byte encoding of a point on the curve in the
+//!   prime-order subgroup (`curve25519-dalek`: decompression, re-compression, small-order
+//!   and torsion checks), so an off-curve, small-order or mixed-order key (which no
+//!   Ed25519 secret key produces) does not load either; `ring` only signs and verifies;
 //! * private key material that passes through this module (PEM text, DER, seeds,
 //!   scalars) is held in `Zeroizing` buffers and wiped when dropped (the key pairs inside
 //!   `ring` are ring's own);
@@ -259,10 +262,29 @@ impl PublicKey {
         PublicKey { alg, keyid, spki_der, raw }
     }
 
-    /// A raw 32-byte Ed25519 public key.
+    /// A raw 32-byte Ed25519 public key (RFC 8032 section 5.1.3 encoding): a point on
+    /// the curve, canonically encoded, of prime order. A key that is not (off the curve,
+    /// `y >= p`, a small-order point such as the identity, or a point with a torsion
+    /// component) can never be `[s]B` for a secret `s`: it is refused here, at load,
+    /// instead of failing (or, for small-order keys, accepting forged signatures in some
+    /// verifiers) at every signature.
     pub fn from_ed25519_bytes(raw: &[u8]) -> Result<PublicKey, KeyError> {
-        if raw.len() != 32 {
-            return Err(KeyError::InvalidPublicKey(format!("Ed25519 public key is {} bytes, expected 32", raw.len())));
+        let bytes: [u8; 32] = raw.try_into().map_err(|_| {
+            KeyError::InvalidPublicKey(format!("Ed25519 public key is {} bytes, expected 32", raw.len()))
+        })?;
+        let point = curve25519_dalek::edwards::CompressedEdwardsY(bytes)
+            .decompress()
+            .ok_or_else(|| KeyError::InvalidPublicKey("Ed25519 public key is not a point on the curve".into()))?;
+        if point.compress().as_bytes() != &bytes {
+            return Err(KeyError::InvalidPublicKey("Ed25519 public key is not canonically encoded".into()));
+        }
+        if point.is_small_order() {
+            return Err(KeyError::InvalidPublicKey("Ed25519 public key is a small-order point".into()));
+        }
+        if !point.is_torsion_free() {
+            return Err(KeyError::InvalidPublicKey(
+                "Ed25519 public key is not in the prime-order subgroup (it has a torsion component)".into(),
+            ));
         }
         Ok(PublicKey::build(KeyAlg::Ed25519, raw.to_vec(), None))
     }
@@ -804,6 +826,53 @@ mod tests {
         let dict = serde_json::json!({"keytype": "ecdsa", "scheme": "ecdsa-sha2-nistp256",
             "keyval": {"public": pem::encode(PEM_PUBLIC_KEY, &spki_der)}});
         assert!(PublicKey::from_sslib_dict(&dict).is_err());
+    }
+
+    #[test]
+    fn ed25519_key_not_a_prime_order_point_is_rejected_at_load() {
+        // ED_PUB with the lowest bit of its first byte flipped: y is no longer the
+        // y-coordinate of a curve point. It used to load (32 bytes) and then fail every
+        // signature.
+        let off_curve = "02a107bff3ce10be1d70dd18e74bc09967e4d6309ba50d5f1ddc8664125531b8";
+        let err = |hexkey: &str| match PublicKey::parse(hexkey) {
+            Err(KeyError::InvalidPublicKey(m)) => m,
+            other => panic!("{hexkey}: {other:?}"),
+        };
+        assert!(err(off_curve).contains("not a point on the curve"));
+        // The small-order points (orders 1, 2, 4 and 8) as commonly listed as weak keys.
+        for small in [
+            "0100000000000000000000000000000000000000000000000000000000000000",
+            "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+            "0000000000000000000000000000000000000000000000000000000000000000",
+            "0000000000000000000000000000000000000000000000000000000000000080",
+            "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
+            "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
+        ] {
+            assert!(err(small).contains("small-order"), "{small}: {}", err(small));
+        }
+        // y = p + 1 (a non-canonical encoding of the identity) and the identity with the
+        // sign bit set (x = 0 cannot be negative).
+        for noncanonical in [
+            "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+            "0100000000000000000000000000000000000000000000000000000000000080",
+        ] {
+            assert!(err(noncanonical).contains("canonically"), "{noncanonical}: {}", err(noncanonical));
+        }
+        // A valid key plus a point of order 8: on the curve, not small-order, but not a
+        // key any secret produces.
+        let valid = curve25519_dalek::edwards::CompressedEdwardsY(hex::decode(ED_PUB).unwrap().try_into().unwrap())
+            .decompress()
+            .unwrap();
+        let mixed = (valid + curve25519_dalek::constants::EIGHT_TORSION[1]).compress();
+        assert!(err(&hex::encode(mixed.as_bytes())).contains("prime-order subgroup"));
+        // Every other form the directory accepts goes through the same check.
+        let spki_der = [&ED25519_SPKI_PREFIX[..], &hex::decode(off_curve).unwrap()[..]].concat();
+        assert!(PublicKey::from_spki_der(&spki_der).is_err());
+        assert!(PublicKey::parse(&pem::encode(PEM_PUBLIC_KEY, &spki_der)).is_err());
+        let dict = serde_json::json!({"keytype": "ed25519", "scheme": "ed25519", "keyval": {"public": off_curve}});
+        assert!(PublicKey::from_sslib_dict(&dict).is_err());
+        // The valid key still loads.
+        assert!(PublicKey::parse(ED_PUB).is_ok());
     }
 
     #[test]

@@ -590,6 +590,17 @@ weight = 0.45
         );
         let e = IssuerDirectory::from_str("issuers.toml", &text).unwrap_err().to_string();
         assert!(e.contains("issuer acme") && e.contains("key #1 (keyid acme-2024)") && e.contains("curve"), "{e}");
+        // An Ed25519 key of the right length that is off the curve or of small order: it
+        // used to pass the length check and then fail every signature.
+        for (bad, says) in [
+            ("02a107bff3ce10be1d70dd18e74bc09967e4d6309ba50d5f1ddc8664125531b8", "not a point on the curve"),
+            ("ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f", "small-order"),
+        ] {
+            let text =
+                format!("[[issuers]]\nid='acme'\ntier='trusted'\nkeys=[{{keyid='acme-ed', public_key='{bad}'}}]\n");
+            let e = IssuerDirectory::from_str("issuers.toml", &text).unwrap_err().to_string();
+            assert!(e.contains("issuer acme") && e.contains("key #0 (keyid acme-ed)") && e.contains(says), "{e}");
+        }
     }
 
     #[test]
