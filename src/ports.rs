@@ -250,7 +250,7 @@ impl RecordQuery {
     /// The filters that need the decoded record (not indexed fields).
     pub fn matches_decoded(&self, r: &ConsensusRecord) -> bool {
         self.issuer.as_ref().map_or(true, |i| r.statements.iter().any(|s| &s.issuer == i))
-            && self.conflict_reason.as_ref().map_or(true, |c| r.conflicts.iter().any(|x| code_str(&x.reason) == *c))
+            && self.conflict_reason.as_ref().map_or(true, |c| r.conflicts.iter().any(|x| x.reason.as_str() == c))
     }
 
     /// Every filter, for stores that scan.
@@ -267,14 +267,6 @@ impl RecordQuery {
                 (r.artifact.as_bytes(), r.vulnerability.as_bytes()) > (a.as_bytes(), v.as_bytes())
             })
             && self.matches_decoded(r)
-    }
-}
-
-/// The serialised form of a code (a string today, an enum with serde renames tomorrow).
-fn code_str<T: Serialize>(code: &T) -> String {
-    match serde_json::to_value(code) {
-        Ok(serde_json::Value::String(s)) => s,
-        _ => String::new(),
     }
 }
 

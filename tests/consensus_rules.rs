@@ -98,7 +98,11 @@ fn an_issuer_contradicting_itself_across_documents_counts_the_conservative_statu
         let sup = r.statements.iter().find(|s| s.role == Role::Superseded).expect("the other is superseded");
         assert_eq!(sup.status, Status::NotAffected);
         assert!(sup.reason.as_deref().unwrap().contains("more conservative"), "{:?}", sup.reason);
-        let c = r.conflicts.iter().find(|c| c.reason == "status_disagreement").expect("a status_disagreement conflict");
+        let c = r
+            .conflicts
+            .iter()
+            .find(|c| c.reason == vex_lens::domain::codes::ConflictReason::StatusDisagreement)
+            .expect("a status_disagreement conflict");
         assert_eq!(c.issuers, ["Acme"]);
         assert_eq!(c.statuses, [Status::Affected, Status::NotAffected]);
         assert!(

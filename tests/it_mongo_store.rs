@@ -8,7 +8,7 @@
 mod common;
 
 use std::time::{Duration, Instant};
-use vex_lens::domain::consensus::{Conflict, ConsensusRecord};
+use vex_lens::domain::consensus::{Conflict, ConflictReason, ConsensusRecord};
 use vex_lens::domain::model::Status;
 use vex_lens::ports::{ConsensusStore, StoreError, VerificationRecord, VersionedRecord};
 use vex_lens::stores::mongo::{MongoStore, CONFLICT_QUEUE, CONSENSUS, DSSE_VERIFICATIONS, HISTORY, OBSERVATIONS};
@@ -112,7 +112,7 @@ async fn conflict_queue_tracks_open_conflicts() {
 
     let mut r = records.iter().find(|r| r.conflicts.is_empty()).expect("a record without conflicts").clone();
     r.conflicts = vec![Conflict {
-        reason: "status_disagreement".into(),
+        reason: ConflictReason::StatusDisagreement,
         detail: "a vs b".into(),
         issuers: vec!["a".into(), "b".into()],
         statuses: vec![Status::Affected, Status::NotAffected],

@@ -19,7 +19,7 @@
 
 use super::messages::{Apply, Done, LoadPackage, Persist, Recompute};
 use super::writer::StoreWriter;
-use crate::domain::consensus::{PackageState, PairKey};
+use crate::domain::consensus::{ConflictReason, PackageState, PairKey};
 use crate::domain::model::Observation;
 use crate::ports::{RecordVersion, VersionedRecord};
 use crate::telemetry::events::{ConflictsAppeared, Recomputed};
@@ -47,7 +47,7 @@ pub struct ArtifactActor {
     flush_scheduled: bool,
     /// Conflict reasons of each pair at its last evaluation (the baseline after a
     /// rebuild): only reasons beyond these are counted as appearing.
-    conflict_reasons: HashMap<PairKey, BTreeSet<String>>,
+    conflict_reasons: HashMap<PairKey, BTreeSet<ConflictReason>>,
 }
 
 /// Most observations applied before their records are handed over regardless.
@@ -80,10 +80,10 @@ impl ArtifactActor {
 
     /// Records `record`'s conflict reasons and counts those it did not have before.
     fn note_conflicts(&mut self, record: &crate::domain::consensus::ConsensusRecord, count: bool) {
-        let now: BTreeSet<String> = record.conflicts.iter().map(|c| c.reason.clone()).collect();
+        let now: BTreeSet<ConflictReason> = record.conflicts.iter().map(|c| c.reason).collect();
         let before = self.conflict_reasons.get(&record.pair());
         let appeared: Vec<&str> =
-            now.iter().filter(|r| before.map_or(true, |b| !b.contains(*r))).map(String::as_str).collect();
+            now.iter().filter(|r| before.map_or(true, |b| !b.contains(*r))).map(|r| r.as_str()).collect();
         if count && !appeared.is_empty() {
             ConflictsAppeared {
                 tenant: &record.tenant,

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 use vex_lens::domain::consensus::{batch, batch_map, ConsensusRecord};
-use vex_lens::domain::model::{IngestContext, Observation, Provenance};
+use vex_lens::domain::model::{DiagnosticCode, IngestContext, Observation, Provenance};
 use vex_lens::domain::normalise::normalise_bytes;
 use vex_lens::domain::timestamp::Timestamp;
 use vex_lens::domain::trust::{IssuerDirectory, Knobs, Policy};
@@ -25,7 +25,7 @@ pub fn load_observations(args: &InputArgs) -> anyhow::Result<(Vec<Observation>, 
     }
     let mut observations = Vec::new();
     let mut failed = 0usize;
-    let mut diag_counts: BTreeMap<String, usize> = BTreeMap::new();
+    let mut diag_counts: BTreeMap<DiagnosticCode, usize> = BTreeMap::new();
     for f in &files {
         let name = f.display().to_string();
         let res = input::read_limited(f, args.max_document_bytes).map_err(anyhow::Error::from).and_then(|bytes| {
@@ -42,7 +42,7 @@ pub fn load_observations(args: &InputArgs) -> anyhow::Result<(Vec<Observation>, 
                     if args.verbose {
                         eprintln!("warning: {name}: {}: {}", d.code, d.message);
                     }
-                    *diag_counts.entry(d.code.clone()).or_default() += 1;
+                    *diag_counts.entry(d.code).or_default() += 1;
                 }
                 observations.extend(doc.observations);
             }

@@ -8,6 +8,7 @@
 //! ppm; every list in a record is sorted by a total order.
 
 use super::canonical::{self, CanonicalError};
+pub use super::codes::ConflictReason;
 use super::decay;
 use super::keys::{self, ArtifactKey};
 use super::model::{Justification, Observation, SignatureStatus, SourceFormat, Status};
@@ -126,7 +127,7 @@ pub struct StatementEntry {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Conflict {
     /// `status_disagreement`, `scope_mismatch` or `missing_provenance`.
-    pub reason: String,
+    pub reason: ConflictReason,
     pub detail: String,
     pub issuers: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -583,7 +584,7 @@ fn supersede(work: &mut [Work]) -> Vec<Conflict> {
                 .collect();
             parts.sort();
             conflicts.push(Conflict {
-                reason: "status_disagreement".into(),
+                reason: ConflictReason::StatusDisagreement,
                 detail: format!(
                     "{issuer} contradicts itself at {} in different documents: {}; the more conservative status counts",
                     work[w].o.timestamp,
@@ -992,7 +993,7 @@ fn conflicts(pair: &PairKey, entries: &[StatementEntry]) -> Vec<Conflict> {
             .collect::<Vec<_>>()
             .join(" vs ");
         out.push(Conflict {
-            reason: "status_disagreement".into(),
+            reason: ConflictReason::StatusDisagreement,
             detail,
             issuers: issuers.into_iter().collect(),
             statuses: statuses.iter().copied().collect(),
@@ -1012,7 +1013,7 @@ fn conflicts(pair: &PairKey, entries: &[StatementEntry]) -> Vec<Conflict> {
                 parts.insert(format!("{} says {} about {}{}", e.issuer, e.status.as_str(), e.artifact, scope));
             }
             out.push(Conflict {
-                reason: "scope_mismatch".into(),
+                reason: ConflictReason::ScopeMismatch,
                 detail: parts.into_iter().collect::<Vec<_>>().join("; "),
                 issuers: issuers.into_iter().collect(),
                 statuses: sts.into_iter().collect(),
@@ -1028,7 +1029,7 @@ fn conflicts(pair: &PairKey, entries: &[StatementEntry]) -> Vec<Conflict> {
         let no_id = missing.iter().filter(|e| e.issuer_claimed.is_none()).count();
         let failed = missing.iter().filter(|e| e.signature == SignatureStatus::Failed).count();
         out.push(Conflict {
-            reason: "missing_provenance".into(),
+            reason: ConflictReason::MissingProvenance,
             detail: format!("{no_id} statement(s) name no issuer; {failed} statement(s) failed signature verification"),
             issuers: issuers.into_iter().collect(),
             statuses: missing.iter().map(|e| e.status).collect::<BTreeSet<_>>().into_iter().collect(),

@@ -144,7 +144,7 @@ fn disagreement_is_disputed_with_leading_status() {
     assert_eq!(r.confidence_ppm, 555_556);
     assert_eq!(r.confidence_decimal(3), "0.556");
     assert_eq!(r.conflicts.len(), 1);
-    assert_eq!(r.conflicts[0].reason, "status_disagreement");
+    assert_eq!(r.conflicts[0].reason, ConflictReason::StatusDisagreement);
     assert_eq!(r.conflicts[0].issuers, vec!["distro", "vendor"]);
 }
 
@@ -158,7 +158,7 @@ fn a_small_minority_does_not_dispute_and_ties_go_conservative() {
         &policy(Mode::WeightedVote),
     );
     assert_eq!(r.status, ConsensusStatus::NotAffected);
-    assert_eq!(r.conflicts[0].reason, "status_disagreement");
+    assert_eq!(r.conflicts[0].reason, ConflictReason::StatusDisagreement);
     let r = one(
         vec![
             obs(Some("a"), A, "CVE-1", Status::NotAffected, "2024-01-01T00:00:00Z"),
@@ -232,7 +232,7 @@ fn failed_signatures_are_excluded_and_missing_provenance_is_reported() {
     assert_eq!(ex.len(), 1);
     assert_eq!(ex[0].weight_ppm, 0);
     assert!(r.statements.iter().any(|e| e.issuer == "unknown" && e.role == Role::Counted));
-    let mp = r.conflicts.iter().find(|c| c.reason == "missing_provenance").unwrap();
+    let mp = r.conflicts.iter().find(|c| c.reason == ConflictReason::MissingProvenance).unwrap();
     assert!(mp.detail.contains("1 statement(s) name no issuer; 1 statement(s) failed"), "{}", mp.detail);
 }
 

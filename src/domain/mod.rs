@@ -4,6 +4,7 @@
 //! function is deterministic in its inputs.
 
 pub mod canonical;
+pub mod codes;
 pub mod consensus;
 pub mod decay;
 pub mod keys;

@@ -5,6 +5,7 @@
 //! and which document said it, never of where or when it was received, so replays and
 //! duplicates collapse to one.
 
+pub use super::codes::DiagnosticCode;
 use super::timestamp::Timestamp;
 use serde::{Deserialize, Serialize};
 
@@ -295,8 +296,8 @@ impl Observation {
 /// Something worth telling the user about a document that is not an error.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Diagnostic {
-    /// Stable code, e.g. `no_timestamp`, `unmatched_product`, `unknown_status`.
-    pub code: String,
+    /// Stable code (serialised as its snake_case name, e.g. `no_timestamp`).
+    pub code: DiagnosticCode,
     pub message: String,
 }
 

@@ -148,7 +148,7 @@ impl Counts {
                 c.conflicts += 1;
             }
             for k in &r.conflicts {
-                *c.conflicts_by_reason.entry(k.reason.clone()).or_default() += 1;
+                *c.conflicts_by_reason.entry(k.reason.as_str().to_string()).or_default() += 1;
             }
         }
         c

@@ -10,7 +10,7 @@ use super::consensus::Page;
 use super::error::ApiError;
 use super::params::{encode_cursor, Params};
 use super::State;
-use crate::domain::consensus::{ConsensusRecord, Role};
+use crate::domain::consensus::{ConflictReason, ConsensusRecord, Role};
 use crate::domain::model::Status;
 use crate::ports::RecordQuery;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -27,7 +27,7 @@ struct Side {
 
 #[derive(Serialize)]
 struct ConflictView {
-    reason: serde_json::Value,
+    reason: ConflictReason,
     detail: String,
     issuers: Vec<String>,
     sides: Vec<Side>,
@@ -102,7 +102,7 @@ pub async fn list(
                     .conflicts
                     .iter()
                     .map(|c| ConflictView {
-                        reason: serde_json::to_value(&c.reason).unwrap_or_default(),
+                        reason: c.reason,
                         detail: c.detail.clone(),
                         issuers: c.issuers.clone(),
                         sides: sides(r, &c.statuses),

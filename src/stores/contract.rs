@@ -247,7 +247,7 @@ pub async fn store_contract_suite<S: ConsensusStore>(store: &S) {
         .await
         .expect("put_records disputes again");
     assert_eq!(by(RecordQuery { conflicted: true, ..q.clone() }).await, vec![a.artifact.clone()], "conflicted");
-    let reason = disputed.conflicts[0].reason.clone();
+    let reason = disputed.conflicts[0].reason.as_str().to_string();
     let with_reason = RecordQuery { conflicted: true, conflict_reason: Some(reason), ..q.clone() };
     assert_eq!(by(with_reason).await, vec![a.artifact.clone()], "conflict reason filter");
     let no_reason = RecordQuery { conflicted: true, conflict_reason: Some("no_such_reason".into()), ..q.clone() };

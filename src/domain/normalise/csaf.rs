@@ -157,7 +157,7 @@ pub fn normalise(
             };
             if Justification::from_openvex(label).is_none() {
                 diagnostics.push(Diagnostic {
-                    code: "unknown_justification".into(),
+                    code: DiagnosticCode::UnknownJustification,
                     message: format!("{fpath}: flag label {label:?} is not a VEX justification; kept as original only"),
                 });
             }
@@ -196,7 +196,7 @@ pub fn normalise(
             Some(t) => (t, TimestampSource::Document),
             None => {
                 diagnostics.push(Diagnostic {
-                    code: "no_timestamp".into(),
+                    code: DiagnosticCode::NoTimestamp,
                     message: format!(
                         "{path}: no tracking.current_release_date or initial_release_date; the Unix epoch is used"
                     ),
@@ -215,14 +215,14 @@ pub fn normalise(
             for key in so.keys() {
                 if key == "recommended" {
                     diagnostics.push(Diagnostic {
-                        code: "not_a_status".into(),
+                        code: DiagnosticCode::NotAStatus,
                         message: format!(
                             "{path}.product_status.recommended: a recommendation, not a status; not counted"
                         ),
                     });
                 } else if !STATUS_LISTS.contains(&key.as_str()) {
                     diagnostics.push(Diagnostic {
-                        code: "unknown_status".into(),
+                        code: DiagnosticCode::UnknownStatus,
                         message: format!("{path}.product_status.{key}: not a CSAF status list; ignored"),
                     });
                 }
@@ -245,7 +245,7 @@ pub fn normalise(
                         Ok(r) => r,
                         Err(reason) => {
                             diagnostics.push(Diagnostic {
-                                code: "unmatched_product".into(),
+                                code: DiagnosticCode::UnmatchedProduct,
                                 message: format!("{ppath}: product {pid:?} {reason}"),
                             });
                             continue;
@@ -284,7 +284,7 @@ pub fn normalise(
         }
         if named == 0 {
             diagnostics.push(Diagnostic {
-                code: "unmatched_statement".into(),
+                code: DiagnosticCode::UnmatchedStatement,
                 message: format!("{path}: product_status for {vulnerability} names no product; it applies to nothing"),
             });
         }
@@ -466,7 +466,7 @@ fn define_product(
                         Ok(()) => Some(v.to_string()),
                         Err(e) => {
                             diagnostics.push(Diagnostic {
-                                code: "invalid_version_range".into(),
+                                code: DiagnosticCode::InvalidVersionRange,
                                 message: format!("{path}: product {pid:?}: {e}; the product is not matched"),
                             });
                             insert_product(pid, Product::Plain(None), path, products, diagnostics);
@@ -478,7 +478,7 @@ fn define_product(
                         Ok(range) => Some(range),
                         Err(e) => {
                             diagnostics.push(Diagnostic {
-                                code: "invalid_version_range".into(),
+                                code: DiagnosticCode::InvalidVersionRange,
                                 message: format!(
                                     "{path}: product {pid:?} has the version range {r:?}, which cannot be read ({e}); the product is not matched"
                                 ),
@@ -507,7 +507,7 @@ fn insert_product(
 ) {
     if products.contains_key(pid) {
         diagnostics.push(Diagnostic {
-            code: "duplicate_product_id".into(),
+            code: DiagnosticCode::DuplicateProductId,
             message: format!("{path}: product id {pid:?} is defined more than once; the first definition is used"),
         });
     } else {
@@ -530,8 +530,10 @@ fn helper_key(
         Some(_) => return Err(bad(hpath, "must be an object")),
     };
     let mut invalid = |what: String, e: String| {
-        diagnostics
-            .push(Diagnostic { code: "invalid_identifier".into(), message: format!("{hpath}.{what}: {e}; ignored") });
+        diagnostics.push(Diagnostic {
+            code: DiagnosticCode::InvalidIdentifier,
+            message: format!("{hpath}.{what}: {e}; ignored"),
+        });
     };
     let mut purls: Vec<&str> = opt_str(h, "purl", &hpath, bad)?.into_iter().collect();
     // CSAF 2.1 writes a list of purls.
@@ -586,7 +588,7 @@ fn product_refs(
         match groups.get(g) {
             Some(members) => ids.extend(members.iter().cloned()),
             None => diagnostics.push(Diagnostic {
-                code: "unknown_group".into(),
+                code: DiagnosticCode::UnknownGroup,
                 message: format!("{path}.group_ids: group {g:?} is not defined in product_tree.product_groups"),
             }),
         }

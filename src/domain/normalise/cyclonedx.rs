@@ -126,7 +126,7 @@ pub fn normalise(
         };
         let Some(state) = analysis.map(|a| opt_str(a, "state", &apath, &bad)).transpose()?.flatten() else {
             diagnostics.push(Diagnostic {
-                code: "no_analysis_state".into(),
+                code: DiagnosticCode::NoAnalysisState,
                 message: format!("{path}: {vulnerability} has no analysis.state; not a VEX statement, skipped"),
             });
             continue;
@@ -138,7 +138,7 @@ pub fn normalise(
         let justification = justification_original.as_deref().and_then(Justification::from_cyclonedx);
         if let (Some(j), None) = (&justification_original, justification) {
             diagnostics.push(Diagnostic {
-                code: "unknown_justification".into(),
+                code: DiagnosticCode::UnknownJustification,
                 message: format!(
                     "{apath}.justification: {j:?} is not in the CycloneDX vocabulary; kept as original only"
                 ),
@@ -163,7 +163,7 @@ pub fn normalise(
             (None, Some(t)) => (t, TimestampSource::Document),
             (None, None) => {
                 diagnostics.push(Diagnostic {
-                    code: "no_timestamp".into(),
+                    code: DiagnosticCode::NoTimestamp,
                     message: format!("{path}: no analysis or metadata timestamp; the Unix epoch is used"),
                 });
                 (Timestamp::EPOCH, TimestampSource::Epoch)
@@ -173,7 +173,7 @@ pub fn normalise(
         let affects = array_field(vuln, "affects", &path, &bad)?;
         if affects.is_empty() {
             diagnostics.push(Diagnostic {
-                code: "unmatched_statement".into(),
+                code: DiagnosticCode::UnmatchedStatement,
                 message: format!("{path}: statement for {vulnerability} affects nothing (no affects[])"),
             });
         }
@@ -306,7 +306,7 @@ fn index_items<'a>(
         if let Some(r) = opt_str(c, "bom-ref", &cpath, bad)? {
             if index.contains_key(r) {
                 diagnostics.push(Diagnostic {
-                    code: "duplicate_bom_ref".into(),
+                    code: DiagnosticCode::DuplicateBomRef,
                     message: format!("{cpath}: bom-ref {r:?} is defined more than once; the first definition is used"),
                 });
             } else {
@@ -331,8 +331,10 @@ impl Resolver<'_> {
     /// Resolves an `affects[].ref`; reports and returns `None` when nothing resolves.
     fn resolve(&self, r: &str, path: &str, diagnostics: &mut Vec<Diagnostic>) -> Option<ArtifactKey> {
         let unmatched = |diagnostics: &mut Vec<Diagnostic>, why: String| {
-            diagnostics
-                .push(Diagnostic { code: "unmatched_product".into(), message: format!("{path}.ref: {r:?} {why}") });
+            diagnostics.push(Diagnostic {
+                code: DiagnosticCode::UnmatchedProduct,
+                message: format!("{path}.ref: {r:?} {why}"),
+            });
             None
         };
         if let Some(rest) = r.strip_prefix("urn:cdx:") {
@@ -373,7 +375,7 @@ impl Resolver<'_> {
     ) -> Option<ArtifactKey> {
         let mut invalid = |what: &str, e: String| {
             diagnostics.push(Diagnostic {
-                code: "invalid_identifier".into(),
+                code: DiagnosticCode::InvalidIdentifier,
                 message: format!("{cpath}.{what}: {e}; ignored"),
             });
         };
@@ -415,7 +417,7 @@ impl Resolver<'_> {
             }
             None => {
                 diagnostics.push(Diagnostic {
-                    code: "unmatched_product".into(),
+                    code: DiagnosticCode::UnmatchedProduct,
                     message: format!("{path}.ref: {cpath} has no purl, CPE, hash or name"),
                 });
                 None
@@ -437,7 +439,7 @@ fn with_version(
 ) -> Option<ArtifactKey> {
     let not_applied = |diagnostics: &mut Vec<Diagnostic>, e: String| {
         diagnostics.push(Diagnostic {
-            code: "version_not_applied".into(),
+            code: DiagnosticCode::VersionNotApplied,
             message: format!("{path}: version {version:?} cannot be applied to {}: {e}; the entry is skipped", key.key),
         });
         None
@@ -465,7 +467,7 @@ fn with_version(
         }
         _ => {
             diagnostics.push(Diagnostic {
-                code: "version_not_applied".into(),
+                code: DiagnosticCode::VersionNotApplied,
                 message: format!(
                     "{path}: a {:?} key cannot carry version {version:?}; {} is used as it is",
                     key.kind, key.key
@@ -687,7 +689,7 @@ mod tests {
         assert_eq!(d.observations[0].timestamp_source, TimestampSource::Document);
         assert_eq!(d.observations[0].artifact, "name:/p");
         assert_eq!(d.observations[0].issuer, None);
-        assert_eq!(d.diagnostics[0].code, "unmatched_statement");
+        assert_eq!(d.diagnostics[0].code, DiagnosticCode::UnmatchedStatement);
         let d = norm(r#"{"bomFormat":"CycloneDX","metadata":{"authors":[{"name":"Ann"}]},
             "vulnerabilities":[{"id":"CVE-1","analysis":{"state":"false_positive"},"affects":[{"ref":"pkg:pypi/x@1"}]}]}"#)
         .unwrap();
@@ -697,7 +699,7 @@ mod tests {
             ("pkg:pypi/x@1", Status::NotAffected, TimestampSource::Epoch)
         );
         assert_eq!(o.issuer.as_deref(), Some("Ann"));
-        assert_eq!(d.diagnostics[0].code, "no_timestamp");
+        assert_eq!(d.diagnostics[0].code, DiagnosticCode::NoTimestamp);
     }
 
     #[test]

@@ -79,7 +79,7 @@ pub fn normalise(
         let justification = justification_original.as_deref().and_then(Justification::from_openvex);
         if let (Some(j), None) = (&justification_original, justification) {
             diagnostics.push(Diagnostic {
-                code: "unknown_justification".into(),
+                code: DiagnosticCode::UnknownJustification,
                 message: format!("{path}: justification {j:?} is not in the OpenVEX vocabulary; kept as original only"),
             });
         }
@@ -91,7 +91,7 @@ pub fn normalise(
             (None, Some(t)) => (t, TimestampSource::Document),
             (None, None) => {
                 diagnostics.push(Diagnostic {
-                    code: "no_timestamp".into(),
+                    code: DiagnosticCode::NoTimestamp,
                     message: format!("{path}: no statement or document timestamp; the Unix epoch is used"),
                 });
                 (Timestamp::EPOCH, TimestampSource::Epoch)
@@ -113,7 +113,7 @@ pub fn normalise(
         };
         if products.is_empty() {
             diagnostics.push(Diagnostic {
-                code: "unmatched_statement".into(),
+                code: DiagnosticCode::UnmatchedStatement,
                 message: format!("{path}: statement for {vulnerability} names no product; it applies to nothing"),
             });
         }
@@ -227,7 +227,7 @@ fn product_key(p: &Value, path: &str, diagnostics: &mut Vec<Diagnostic>) -> Opti
     }
     if best.is_none() {
         diagnostics.push(Diagnostic {
-            code: "unmatched_product".into(),
+            code: DiagnosticCode::UnmatchedProduct,
             message: format!(
                 "{path}: product {} has no package URL, BOM-Link, CPE or hash{}",
                 serde_json::to_string(p).unwrap_or_default().chars().take(200).collect::<String>(),
@@ -282,14 +282,14 @@ mod tests {
     fn unmatched_products_are_reported() {
         let d = norm(r#"{"@context":"https://openvex.dev/ns/v0.2.0","timestamp":"2023-01-01T00:00:00Z","statements":[{"vulnerability":{"name":"CVE-1"},"products":[{"@id":"https://example.com/thing"}],"status":"fixed"}]}"#).unwrap();
         assert!(d.observations.is_empty());
-        assert_eq!(d.diagnostics[0].code, "unmatched_product");
+        assert_eq!(d.diagnostics[0].code, DiagnosticCode::UnmatchedProduct);
     }
 
     #[test]
     fn a_range_of_an_unknown_scheme_is_reported_not_guessed() {
         let d = norm(r#"{"@context":"https://openvex.dev/ns/v0.2.0","timestamp":"2023-01-01T00:00:00Z","statements":[{"vulnerability":{"name":"CVE-1"},"products":[{"@id":"pkg:nuget/Foo@vers:nuget/<1.0"}],"status":"not_affected","justification":"component_not_present"}]}"#).unwrap();
         assert!(d.observations.is_empty());
-        assert_eq!(d.diagnostics[0].code, "unmatched_product");
+        assert_eq!(d.diagnostics[0].code, DiagnosticCode::UnmatchedProduct);
         assert!(
             d.diagnostics[0].message.contains("unknown versioning scheme \"nuget\""),
             "{}",

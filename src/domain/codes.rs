@@ -1,0 +1,174 @@
+//! The stable codes the core reports (diagnostics of a document, reasons of a conflict),
+//! as enums instead of free strings.
+//!
+//! Invariants:
+//! * every variant serialises (serde) to exactly its [`as_str`](DiagnosticCode::as_str)
+//!   name, a snake_case identifier, and parses back from it: records, observations and
+//!   golden outputs keep the bytes the strings had, so no digest changes;
+//! * variants are declared in the byte order of their names, so the derived `Ord` (which
+//!   sorts conflicts and keys maps) orders them as the strings did;
+//! * every variant is documented in `docs/consensus.md` (a test checks it), and names
+//!   never change: they are stored, queried (`?reason=`) and used as metric labels.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// A name that is not one of a code enum's.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {kind}: {value:?}")]
+pub struct UnknownCode {
+    pub kind: &'static str,
+    pub value: String,
+}
+
+/// Declares a code enum: serde renames, `as_str`, `ALL`, `Display` and `FromStr`, all
+/// from one list of `Variant => "name"`.
+macro_rules! codes {
+    ($(#[$meta:meta])* $vis:vis enum $name:ident ($kind:literal) { $($(#[$vmeta:meta])* $variant:ident => $text:literal,)+ }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+        $vis enum $name {
+            $($(#[$vmeta])* #[serde(rename = $text)] $variant,)+
+        }
+
+        impl $name {
+            /// Every variant, in declaration (= name) order.
+            pub const ALL: &'static [$name] = &[$($name::$variant,)+];
+
+            /// The stable snake_case name (also the serde form).
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)+
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = UnknownCode;
+            fn from_str(s: &str) -> Result<Self, UnknownCode> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    _ => Err(UnknownCode { kind: $kind, value: s.to_string() }),
+                }
+            }
+        }
+    };
+}
+
+codes! {
+    /// What a [`Diagnostic`](super::model::Diagnostic) reports about a document: something
+    /// worth telling the user that is not an error (nothing is dropped silently).
+    pub enum DiagnosticCode ("diagnostic code") {
+        /// CycloneDX: a `bom-ref` defined more than once; the first definition is used.
+        DuplicateBomRef => "duplicate_bom_ref",
+        /// CSAF: a product id defined more than once; the first definition is used.
+        DuplicateProductId => "duplicate_product_id",
+        /// A purl / CPE / identifier of a product that does not parse; it is ignored.
+        InvalidIdentifier => "invalid_identifier",
+        /// CSAF: a `product_version_range` that is neither `vers:` nor a common operator
+        /// form (or an empty interval); the product is not matched.
+        InvalidVersionRange => "invalid_version_range",
+        /// CycloneDX: a vulnerability without `analysis.state`: not a VEX statement, skipped.
+        NoAnalysisState => "no_analysis_state",
+        /// No statement or document date: the Unix epoch is used.
+        NoTimestamp => "no_timestamp",
+        /// CSAF: a `product_status` list that is not a VEX status (e.g. `recommended`).
+        NotAStatus => "not_a_status",
+        /// CSAF: a product group id that is not defined in the product tree.
+        UnknownGroup => "unknown_group",
+        /// A justification outside the vocabulary: kept as `justification_original` only.
+        UnknownJustification => "unknown_justification",
+        /// CSAF: a `product_status` key that is not a CSAF status list; ignored.
+        UnknownStatus => "unknown_status",
+        /// A product that resolves to no global key.
+        UnmatchedProduct => "unmatched_product",
+        /// A statement that names no product: it applies to nothing.
+        UnmatchedStatement => "unmatched_statement",
+        /// CycloneDX: an `affects[].versions[]` entry that cannot be applied to its
+        /// reference (e.g. a range of an unknown scheme); the entry is skipped.
+        VersionNotApplied => "version_not_applied",
+    }
+}
+
+codes! {
+    /// Why a consensus record carries a [`Conflict`](super::consensus::Conflict).
+    pub enum ConflictReason ("conflict reason") {
+        /// A counted statement names no issuer, or a statement's signature failed.
+        MissingProvenance => "missing_provenance",
+        /// A disagreement between statements of different scope (version-less or range
+        /// against exact, or different subcomponents).
+        ScopeMismatch => "scope_mismatch",
+        /// Counted statements with different statuses, or one issuer contradicting itself
+        /// in different documents with the same time.
+        StatusDisagreement => "status_disagreement",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// serde form == `as_str`, it parses back, and `Ord` is the names' byte order.
+    fn check<T>(all: &[T])
+    where
+        T: Copy + Ord + fmt::Debug + fmt::Display + FromStr + serde::Serialize + serde::de::DeserializeOwned,
+        <T as FromStr>::Err: fmt::Debug,
+    {
+        for &c in all {
+            let name = c.to_string();
+            assert_eq!(serde_json::to_string(&c).unwrap(), format!("\"{name}\""));
+            assert_eq!(serde_json::from_str::<T>(&format!("\"{name}\"")).unwrap(), c);
+            assert_eq!(name.parse::<T>().unwrap(), c);
+            assert!(name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'), "{name}");
+        }
+        let mut by_name = all.to_vec();
+        by_name.sort_by_key(|c| c.to_string());
+        assert_eq!(by_name, all.to_vec(), "declare variants in name order");
+        let mut by_ord = all.to_vec();
+        by_ord.sort();
+        assert_eq!(by_ord, all.to_vec());
+    }
+
+    #[test]
+    fn codes_serialise_as_their_names_in_name_order() {
+        check(DiagnosticCode::ALL);
+        check(ConflictReason::ALL);
+        assert!("nope".parse::<DiagnosticCode>().is_err());
+        assert!(serde_json::from_str::<ConflictReason>("\"Status_Disagreement\"").is_err());
+    }
+
+    /// The lines of `docs/consensus.md` under the heading `heading` (to the next `## `).
+    fn doc_section(heading: &str) -> String {
+        let doc = include_str!("../../docs/consensus.md");
+        let start = doc.find(heading).unwrap_or_else(|| panic!("docs/consensus.md has no {heading:?}"));
+        let rest = &doc[start + heading.len()..];
+        rest[..rest.find("\n## ").unwrap_or(rest.len())].to_string()
+    }
+
+    #[test]
+    fn every_code_is_documented() {
+        let diagnostics = doc_section("### Diagnostics");
+        for c in DiagnosticCode::ALL {
+            assert!(diagnostics.contains(&format!("| `{c}` |")), "diagnostic {c} is not in docs/consensus.md");
+        }
+        // And the table names no code the enum lacks.
+        let rows: Vec<&str> = diagnostics.lines().filter_map(|l| l.strip_prefix("| `")?.split('`').next()).collect();
+        assert_eq!(rows.len(), DiagnosticCode::ALL.len(), "{rows:?}");
+        for r in rows {
+            assert!(
+                r.parse::<DiagnosticCode>().is_ok(),
+                "docs/consensus.md documents {r:?}, which is no diagnostic code"
+            );
+        }
+        let conflicts = doc_section("## 6. Conflicts");
+        for c in ConflictReason::ALL {
+            assert!(conflicts.contains(&format!("- `{c}`:")), "conflict reason {c} is not in docs/consensus.md");
+        }
+    }
+}
