@@ -6,7 +6,11 @@
 //! (intake, DSSE verification, normalisation, routing, the observation hop, apply,
 //! evaluate, the store write), the attributes set, the `traceparent` of the produced
 //! observations and dead letters continuing the trace, HTTP requests and export jobs
-//! traced, and nothing secret (the HMAC key or tags, a bearer token) in any span.
+//! traced, and nothing secret (the HMAC key or tags, a bearer token) in any span; with two
+//! instances in one consumer group, each document's trace is one whole tree under its
+//! producer's span (exported by the test itself) with spans of both instances. With export
+//! off the producer's trace context rides on unchanged; a collector that is down or
+//! refusing is counted and logged, and costs no document.
 //!
 //! Without any service: with export disabled (the default) the service opens no
 //! connection to the configured OTLP endpoint (a plain loopback listener), and with
@@ -17,7 +21,7 @@ mod common;
 
 use common::{Serve, ServeSetup};
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -87,6 +91,8 @@ struct JSpan {
     links: Vec<(String, String)>,
     tags: BTreeMap<String, Value>,
     service: String,
+    /// The process's `service.instance.id` resource attribute.
+    instance: Option<String>,
 }
 
 impl JSpan {
@@ -132,6 +138,13 @@ fn trace(j: &Jaeger, trace_id: &str) -> (Vec<JSpan>, String) {
                 links,
                 tags,
                 service: processes[pid]["serviceName"].as_str().unwrap_or("").to_string(),
+                instance: processes[pid]["tags"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|t| t["key"] == "service.instance.id")
+                    .and_then(|t| t["value"].as_str())
+                    .map(str::to_string),
             });
         }
     }
@@ -695,4 +708,168 @@ fn a_collector_answering_an_error_status_is_logged() {
     let lines = events(&log, "trace_export_failed");
     assert_eq!(lines.len(), 1, "{log}");
     assert!(lines[0]["error"].as_str().is_some_and(|e| e.contains("503")), "{:?}", lines[0]);
+}
+
+/// A document with one `affected` statement per package of `packages` (one observation
+/// each, keyed by its package, so spread over the observations topic's partitions).
+fn document_for(cve: &str, packages: &[String]) -> Vec<u8> {
+    let statements: Vec<Value> = packages
+        .iter()
+        .map(|p| json!({"vulnerability": {"name": cve}, "products": [{"@id": p}], "status": "affected", "action_statement": "upgrade"}))
+        .collect();
+    serde_json::to_vec(&json!({
+        "@context": "https://openvex.dev/ns/v0.2.0",
+        "@id": format!("https://example.test/vex/{cve}"),
+        "author": "Distro Security",
+        "timestamp": "2024-06-01T00:00:00Z",
+        "version": 1,
+        "statements": statements
+    }))
+    .unwrap()
+}
+
+/// Exports the producer's span itself to Jaeger (OTLP/HTTP JSON, a root span of kind
+/// producer), so that the trace's root is in the backend like any instrumented producer's.
+fn export_producer_span(j: &Jaeger, service: &str, trace_id: &str, span_id: &str) {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let body = json!({"resourceSpans": [{
+        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": service}}]},
+        "scopeSpans": [{"scope": {"name": "it_traces"}, "spans": [{
+            "traceId": trace_id, "spanId": span_id, "name": "produce vex.documents", "kind": 4,
+            "startTimeUnixNano": (now - 2_000_000).to_string(), "endTimeUnixNano": now.to_string()
+        }]}]
+    }]});
+    let addr = j.otlp.trim_start_matches("http://").trim_end_matches('/');
+    let (code, answer) = common::http_request(addr, "POST", "/v1/traces", &[], &body.to_string());
+    assert_eq!(code, 200, "Jaeger refused the producer's span: {answer}");
+}
+
+/// Lines "partitions assigned" of a serve's log that name a partition of `topic`.
+fn assigned(s: &Serve, topic: &str) -> usize {
+    let needle = format!("{topic}/");
+    std::fs::read_to_string(&s.log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("partitions assigned") && l.contains(&needle))
+        .count()
+}
+
+/// Two `serve` instances in one consumer group, export on: each document's trace is one
+/// whole tree (every span's parent in the trace) under its producer's span, and the
+/// observation hop crosses instances (told apart by `service.instance.id`).
+#[test]
+fn two_instances_one_whole_trace_per_document() {
+    let Some(services) = common::services() else { return };
+    let Some(j) = jaeger() else { return };
+    assert!(common::kcat_available(), "kcat not found: run scripts/install-system-deps.sh");
+    let started = Instant::now();
+    let setup = ServeSetup::fresh(&services, "traces_two");
+    let service_name = format!("vex-lens-{}", setup.db);
+    let producer_service = format!("producer-{}", setup.db);
+    let env = [
+        ("VEXLENS_TELEMETRY__EXPORT_ENABLED", "true"),
+        ("VEXLENS_TELEMETRY__OTLP_ENDPOINT", j.otlp.as_str()),
+        ("VEXLENS_TELEMETRY__SERVICE_NAME", service_name.as_str()),
+        ("VEXLENS_KAFKA__CREATE_PARTITIONS", "4"),
+        ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+    ];
+    let mut a = Serve::start(&setup, "a", &env);
+    let mut b = Serve::start(&setup, "b", &env);
+    a.wait_ready(Duration::from_secs(60));
+    b.wait_ready(Duration::from_secs(60));
+    // Both instances hold partitions of both topics before anything is produced.
+    let topics = [setup.topic.as_str(), setup.observations_topic.as_str()];
+    let shared = common::wait_until(Duration::from_secs(30), || {
+        topics.iter().all(|t| assigned(&a, t) > 0 && assigned(&b, t) > 0)
+    });
+    assert!(
+        shared,
+        "both instances must hold partitions of {topics:?}; logs:\n{}\n----\n{}",
+        a.log_tail(),
+        b.log_tail()
+    );
+
+    // Six documents, each with six packages (six observations) and its own producer span.
+    let tmp = tempfile::tempdir().unwrap();
+    let (docs, packages) = (6usize, 6usize);
+    let mut traces = Vec::new();
+    for d in 0..docs {
+        let cve = format!("CVE-2099-{}", 7200 + d);
+        let pkgs: Vec<String> = (0..packages).map(|p| format!("pkg:npm/two-{d}-{p}@1.0.0")).collect();
+        let file = tmp.path().join(format!("{d}.json"));
+        std::fs::write(&file, document_for(&cve, &pkgs)).unwrap();
+        let (trace_id, span_id, header) = producer_span(100 + d as u64);
+        export_producer_span(&j, &producer_service, &trace_id, &span_id);
+        let key = format!("doc-{d}");
+        common::kcat_produce_file(&services.brokers, &setup.topic, &key, &[("traceparent", header.as_str())], &file);
+        traces.push((trace_id, span_id));
+    }
+    let stored = common::wait_for_stored_records(&mut a, &services.mongo_uri, &setup.db, docs * packages);
+    assert_eq!(stored.len(), docs * packages);
+    // SIGTERM flushes each instance's queued spans.
+    assert!(a.terminate(Duration::from_secs(60)), "SIGTERM: a did not exit 0; log:\n{}", a.log_tail());
+    assert!(b.terminate(Duration::from_secs(60)), "SIGTERM: b did not exit 0; log:\n{}", b.log_tail());
+
+    let mut instances_seen = BTreeSet::new();
+    let mut crossing = 0;
+    for (trace_id, root_id) in &traces {
+        let want = [
+            ("produce vex.documents", 1),
+            ("vex.document", 1),
+            ("vex.route", 1),
+            ("vex.observation", packages),
+            ("vex.artifact.apply", packages),
+            ("vex.store.write", packages),
+        ];
+        // Wait until the expected spans are there and every parent is in the trace.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let spans = loop {
+            let (spans, _) = wait_for_trace(&j, trace_id, &want);
+            let ids: BTreeSet<&str> = spans.iter().map(|s| s.id.as_str()).collect();
+            let orphans: Vec<&JSpan> =
+                spans.iter().filter(|s| s.parent.as_deref().is_some_and(|p| !ids.contains(p))).collect();
+            if orphans.is_empty() {
+                break spans;
+            }
+            assert!(Instant::now() < deadline, "trace {trace_id}: spans whose parent is not in the trace: {orphans:?}");
+            std::thread::sleep(Duration::from_millis(500));
+        };
+        let roots: Vec<&JSpan> = spans.iter().filter(|s| s.parent.is_none()).collect();
+        assert_eq!(roots.len(), 1, "trace {trace_id}: one root: {roots:?}");
+        assert_eq!(roots[0].id, *root_id, "the producer's span is the root");
+        assert_eq!(roots[0].service, producer_service);
+        let document = one(&spans, "vex.document");
+        assert_eq!(document.parent.as_deref(), Some(root_id.as_str()));
+        let route = one(&spans, "vex.route");
+        assert_eq!(parent_name(&spans, route), "vex.document");
+        for o in spans.iter().filter(|s| s.name == "vex.observation") {
+            assert_eq!(o.parent.as_deref(), Some(route.id.as_str()), "{o:?}");
+        }
+        let mut here = BTreeSet::new();
+        for s in spans.iter().filter(|s| s.service == service_name) {
+            let id = s.instance.clone().unwrap_or_else(|| panic!("no service.instance.id on {s:?}"));
+            here.insert(id);
+        }
+        if here.len() > 1 {
+            crossing += 1;
+        }
+        let by_name = |n: &str| {
+            let ids: BTreeSet<String> =
+                spans.iter().filter(|s| s.name == n).filter_map(|s| s.instance.clone()).collect();
+            ids.into_iter().collect::<Vec<_>>().join("+")
+        };
+        eprintln!(
+            "trace {trace_id}: {} spans; document on {}, observations on {}",
+            spans.len(),
+            by_name("vex.document"),
+            by_name("vex.observation")
+        );
+        instances_seen.extend(here);
+    }
+    assert_eq!(instances_seen.len(), 2, "spans from exactly the two instances: {instances_seen:?}");
+    assert!(crossing >= 1, "no trace holds spans of both instances (of {} traces)", traces.len());
+    eprintln!("{crossing} of {} traces cross instances; {:?}", traces.len(), started.elapsed());
+
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    rt.block_on(common::drop_db(&services.mongo_uri, &setup.db));
 }
