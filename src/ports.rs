@@ -147,12 +147,35 @@ pub struct VerificationRecord {
     pub issuer: Option<String>,
     pub keyid: Option<String>,
     /// `verified`, `unsigned` or `failed`.
-    pub result: String,
+    pub result: crate::domain::model::SignatureStatus,
+    /// Why unsigned or failed (`crypto::verify`: `no_signatures`, `unknown_key`,
+    /// `bad_signature`, `wrong_key`, `threshold_not_met`, `malformed_envelope`).
     pub reason: Option<String>,
     /// When it was verified (ms since the epoch).
     pub verified_at_ms: i64,
     /// Where the envelope came from (`kafka:topic/partition@offset` or a path).
     pub source: Option<String>,
+}
+
+/// How an export job ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobResult {
+    Success,
+    Failure,
+}
+
+impl JobResult {
+    /// Every result (the label values of `vex_export_jobs_total`).
+    pub const ALL: [JobResult; 2] = [JobResult::Success, JobResult::Failure];
+
+    /// `success` or `failure` (the serde form).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobResult::Success => "success",
+            JobResult::Failure => "failure",
+        }
+    }
 }
 
 /// One export job run by the service, as persisted (`vex_export_jobs`).
@@ -167,7 +190,7 @@ pub struct ExportJobRecord {
     pub started_at_ms: i64,
     pub duration_ms: u64,
     /// `success` or `failure`.
-    pub result: String,
+    pub result: JobResult,
     pub error: Option<String>,
     /// The bundle's manifest and id (success only).
     pub manifest: Option<String>,

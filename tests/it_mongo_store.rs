@@ -181,13 +181,13 @@ async fn verifications_upsert_by_digest() {
         envelope_digest: "sha256:00ff".into(),
         issuer: Some("acme".into()),
         keyid: None,
-        result: "failed".into(),
+        result: vex_lens::domain::model::SignatureStatus::Failed,
         reason: Some("bad_signature".into()),
         verified_at_ms: 5,
         source: Some("kafka:t/0@1".into()),
     };
     store.put_verification(&v).await.expect("put");
-    v.result = "verified".into();
+    v.result = vex_lens::domain::model::SignatureStatus::Verified;
     store.put_verification(&v).await.expect("put again");
     assert_eq!(common::count(&uri, &db, DSSE_VERIFICATIONS).await, 1);
     store.ping().await.expect("ping");

@@ -13,7 +13,7 @@
 use crate::crypto::SigningKey;
 use crate::domain::timestamp::Timestamp;
 use crate::export::{write_bundle, ExportError, ExportFormat, ExportRequest};
-use crate::ports::{ConsensusStore, ExportJobRecord};
+use crate::ports::{ConsensusStore, ExportJobRecord, JobResult};
 use crate::telemetry::events::ExportJobFinished;
 use actix::{Actor, Context, Handler, Message, ResponseFuture, Supervised};
 use std::path::PathBuf;
@@ -159,7 +159,7 @@ impl Handler<RunExportJob> for ExportJobActor {
                     since_ms: msg.since.map(|t| t.unix_millis()),
                     started_at_ms,
                     duration_ms: duration.as_millis() as u64,
-                    result: if error.is_none() { "success" } else { "failure" }.to_string(),
+                    result: if error.is_none() { JobResult::Success } else { JobResult::Failure },
                     error,
                     manifest: outcome.is_ok().then(|| manifest.display().to_string()),
                     bundle_id,

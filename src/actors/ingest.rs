@@ -10,13 +10,14 @@ use super::messages::{IngestOutcome, IngestStep, NormaliseDocument};
 use super::verifier::{malformed_envelope, VerifyEnvelope};
 use crate::crypto::{vex_payload, Envelope, VexPayload};
 use crate::domain::canonical::sha256_prefixed;
+use crate::domain::codes::DeadLetterReason;
 use crate::domain::model::{IngestContext, SourceFormat};
 use crate::domain::normalise::{normalise_value, NormaliseError};
 use actix::{Actor, Handler, SyncContext};
 use serde_json::Value;
 
 /// Reason code of an envelope whose payload cannot be read.
-pub const INVALID_ENVELOPE: &str = "invalid_envelope";
+pub const INVALID_ENVELOPE: DeadLetterReason = DeadLetterReason::InvalidEnvelope;
 
 /// Normalisation worker (run N of them with `SyncArbiter::start`).
 #[derive(Default)]
@@ -84,7 +85,7 @@ pub fn record_outcome(span: &tracing::Span, outcome: &IngestOutcome) {
         }
         IngestOutcome::DeadLetter { reason, .. } => {
             span.record("vex.outcome", "dead_lettered");
-            span.record("vex.reason", *reason);
+            span.record("vex.reason", reason.as_str());
         }
     }
 }
@@ -220,9 +221,9 @@ mod tests {
             IngestStep::Done(IngestOutcome::DeadLetter { reason, .. }) => reason,
             other => panic!("expected dead letter, got {other:?}"),
         };
-        assert_eq!(code(b"\x00\xff garbage", 1 << 20), "invalid_json");
-        assert_eq!(code(br#"{"hello":"world"}"#, 1 << 20), "not_vex");
-        assert_eq!(code(DOC.as_bytes(), 10), "too_large");
+        assert_eq!(code(b"\x00\xff garbage", 1 << 20), DeadLetterReason::InvalidJson);
+        assert_eq!(code(br#"{"hello":"world"}"#, 1 << 20), DeadLetterReason::NotVex);
+        assert_eq!(code(DOC.as_bytes(), 10), DeadLetterReason::TooLarge);
         let bad_envelope = br#"{"payload":"!!","payloadType":"x","signatures":[]}"#;
         let IngestStep::Malformed { outcome: IngestOutcome::DeadLetter { reason, .. }, record } =
             ingest_document("x", bad_envelope, ctx(), 1 << 20)

@@ -56,7 +56,7 @@ pub enum IngestOutcome {
         enveloped: bool,
     },
     /// Bad input: dead-letter it with this reason code and detail.
-    DeadLetter { reason: &'static str, detail: String },
+    DeadLetter { reason: crate::domain::codes::DeadLetterReason, detail: String },
 }
 
 /// To the registry: route an observation to the actor owning its (tenant, package).

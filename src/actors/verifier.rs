@@ -157,10 +157,10 @@ pub fn verify(
     let keyid = outcome.keyid().map(str::to_string);
     let signed_issuer =
         outcome.verified_keyids().first().and_then(|k| keys.by_keyid(k)).map(|(issuer, _)| issuer.to_string());
-    let status = match outcome.status() {
-        "verified" => SignatureStatus::Verified,
-        "failed" => SignatureStatus::Failed,
-        _ => SignatureStatus::Unsigned,
+    let status = match outcome.verdict {
+        crate::crypto::Verdict::Verified { .. } => SignatureStatus::Verified,
+        crate::crypto::Verdict::Unsigned { .. } => SignatureStatus::Unsigned,
+        crate::crypto::Verdict::Failed { .. } => SignatureStatus::Failed,
     };
     let reason = outcome.reason().map(str::to_string);
     // The issuer on the record: the signer, else the owner of the claimed key, else the
@@ -173,7 +173,7 @@ pub fn verify(
         envelope_digest: sha256_prefixed(env.to_json().as_bytes()),
         issuer,
         keyid: keyid.clone(),
-        result: outcome.status().to_string(),
+        result: status,
         reason: reason.clone(),
         verified_at_ms: 0,
         source: None,
@@ -188,7 +188,7 @@ pub fn malformed_envelope(name: &str, bytes: &[u8], ctx: &IngestContext) -> Veri
         envelope_digest: sha256_prefixed(bytes),
         issuer: ctx.issuer_header.clone(),
         keyid: None,
-        result: "failed".into(),
+        result: SignatureStatus::Failed,
         reason: Some(crate::crypto::FailureReason::MalformedEnvelope.as_str().into()),
         verified_at_ms: super::writer::now_ms(),
         source: ctx.provenance.source.clone().or(Some(name.to_string())),
@@ -463,7 +463,7 @@ mod tests {
         let (sig, signed, rec) = verify(&Envelope::new("t", BODY.to_vec()), Some("acme"), &f.keys, 1);
         check(&sig, SignatureStatus::Unsigned, Some("no_signatures"));
         assert_eq!((signed, sig.keyid), (None, None));
-        assert_eq!(rec.result, "unsigned");
+        assert_eq!(rec.result, SignatureStatus::Unsigned);
     }
 
     #[test]
@@ -523,7 +523,7 @@ mod tests {
         assert_eq!(observations[0].issuer.as_deref(), Some("distro"));
         assert_eq!(observations[0].issuer_source, IssuerSource::Signature);
         assert_eq!(observations[0].signature.status, SignatureStatus::Verified);
-        assert_eq!(record.result, "verified");
+        assert_eq!(record.result, SignatureStatus::Verified);
         assert!(record.verified_at_ms > 0);
         assert_eq!(record.source.as_deref(), Some("doc"));
 

@@ -7,7 +7,8 @@
 //!   golden outputs keep the bytes the strings had, so no digest changes;
 //! * variants are declared in the byte order of their names, so the derived `Ord` (which
 //!   sorts conflicts and keys maps) orders them as the strings did;
-//! * every variant is documented in `docs/consensus.md` (a test checks it), and names
+//! * every variant is documented (diagnostics and conflict reasons in
+//!   `docs/consensus.md`, dead-letter reasons in README.md; a test checks it), and names
 //!   never change: they are stored, queried (`?reason=`) and used as metric labels.
 
 use std::fmt;
@@ -110,6 +111,34 @@ codes! {
     }
 }
 
+codes! {
+    /// Why an input was dead-lettered (the DLQ header `vex-lens-error`, the embedded
+    /// store's dead letters, the label of `vex_dead_letter_total`).
+    pub enum DeadLetterReason ("dead-letter reason") {
+        /// A document that is JSON but not a valid document of its format.
+        InvalidDocument => "invalid_document",
+        /// A DSSE envelope that does not parse (its verification is `malformed_envelope`).
+        InvalidEnvelope => "invalid_envelope",
+        /// Not JSON (or an empty message).
+        InvalidJson => "invalid_json",
+        /// A message on the observations topic that is JSON but not a valid observation
+        /// (or whose message key is not its `<tenant>/<package>`).
+        InvalidObservation => "invalid_observation",
+        /// JSON, but no OpenVEX, CSAF or CycloneDX VEX document.
+        NotVex => "not_vex",
+        /// One of the document's observations is larger than the broker accepts.
+        ObservationTooLarge => "observation_too_large",
+        /// Handling failed transiently on every attempt.
+        RetriesExhausted => "retries_exhausted",
+        /// The store rejected the message's observation or verification for good.
+        StoreRejected => "store_rejected",
+        /// Over the size limit.
+        TooLarge => "too_large",
+        /// A watched file that cannot be read.
+        Unreadable => "unreadable",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,6 +168,7 @@ mod tests {
     fn codes_serialise_as_their_names_in_name_order() {
         check(DiagnosticCode::ALL);
         check(ConflictReason::ALL);
+        check(DeadLetterReason::ALL);
         assert!("nope".parse::<DiagnosticCode>().is_err());
         assert!(serde_json::from_str::<ConflictReason>("\"Status_Disagreement\"").is_err());
     }
@@ -165,6 +195,19 @@ mod tests {
                 r.parse::<DiagnosticCode>().is_ok(),
                 "docs/consensus.md documents {r:?}, which is no diagnostic code"
             );
+        }
+        let readme = include_str!("../../README.md");
+        let start = readme.find("- **Dead-letter reasons**").expect("README.md lists the dead-letter reasons");
+        let rest = &readme[start + 2..];
+        let bullet = &rest[..rest.find("\n- **").unwrap_or(rest.len())];
+        // The codes are the backticked words followed by their meaning in parentheses.
+        let listed: Vec<&str> =
+            bullet.split('`').skip(1).step_by(2).filter(|c| bullet.contains(&format!("`{c}` ("))).collect();
+        for c in DeadLetterReason::ALL {
+            assert!(listed.contains(&c.as_str()), "dead-letter reason {c} is not in README.md");
+        }
+        for c in &listed {
+            assert!(c.parse::<DeadLetterReason>().is_ok(), "README.md lists {c:?}, which is no dead-letter reason");
         }
         let conflicts = doc_section("## 6. Conflicts");
         for c in ConflictReason::ALL {

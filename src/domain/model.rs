@@ -143,6 +143,17 @@ pub enum SignatureStatus {
     Failed,
 }
 
+impl SignatureStatus {
+    /// `verified`, `unsigned` or `failed` (the serde form).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SignatureStatus::Verified => "verified",
+            SignatureStatus::Unsigned => "unsigned",
+            SignatureStatus::Failed => "failed",
+        }
+    }
+}
+
 /// Where the claimed issuer identity came from (CONSENSUS.md "Issuer identity").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]

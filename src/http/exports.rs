@@ -42,7 +42,7 @@ struct JobView {
     since_ms: Option<i64>,
     started_at_ms: i64,
     duration_ms: u64,
-    result: String,
+    result: crate::ports::JobResult,
     error: Option<String>,
     bundle_id: Option<String>,
     records: u64,

@@ -6,6 +6,7 @@
 
 use crate::actors::messages::IngestOutcome;
 use crate::actors::Pipeline;
+use crate::domain::codes::DeadLetterReason;
 use crate::domain::model::{IngestContext, Provenance};
 use crate::stores::embedded::{DeadLetter, EmbeddedStore};
 use crate::telemetry::events::{DeadLettered, DocumentIngested};
@@ -50,7 +51,7 @@ fn fingerprint(meta: &std::fs::Metadata) -> String {
 
 /// Processes one document in its `vex.document` span; `true` when it is fully handled
 /// (durable or dead-lettered).
-async fn process(ctx: &Ctx, name: String, bytes: Result<Vec<u8>, (&'static str, String)>) -> bool {
+async fn process(ctx: &Ctx, name: String, bytes: Result<Vec<u8>, (DeadLetterReason, String)>) -> bool {
     use tracing::Instrument;
     let span = tracing::info_span!(
         parent: None,
@@ -66,7 +67,7 @@ async fn process(ctx: &Ctx, name: String, bytes: Result<Vec<u8>, (&'static str, 
     process_document(ctx, name, bytes).instrument(span).await
 }
 
-async fn process_document(ctx: &Ctx, name: String, bytes: Result<Vec<u8>, (&'static str, String)>) -> bool {
+async fn process_document(ctx: &Ctx, name: String, bytes: Result<Vec<u8>, (DeadLetterReason, String)>) -> bool {
     use tracing::Instrument;
     let span = tracing::Span::current();
     let arrived = crate::actors::writer::now_ms();
@@ -95,10 +96,10 @@ async fn process_document(ctx: &Ctx, name: String, bytes: Result<Vec<u8>, (&'sta
     match outcome {
         IngestOutcome::DeadLetter { reason, detail } => {
             span.record("vex.outcome", "dead_lettered");
-            span.record("vex.reason", reason);
+            span.record("vex.reason", reason.as_str());
             DeadLettered { source: &name, correlation_id: None, reason, detail: &detail }.emit();
             if let Some(s) = &ctx.seen {
-                let d = DeadLetter { source: name.clone(), reason: reason.into(), detail, at_ms: arrived };
+                let d = DeadLetter { source: name.clone(), reason, detail, at_ms: arrived };
                 if let Err(e) = s.put_dead_letter(&d).await {
                     crate::warn_event!(crate::telemetry::events::LogEvent::DeadLetterNotStored, error = %e, "dead letter not stored");
                 }
@@ -214,10 +215,10 @@ pub async fn run(
                     let read = tokio::task::spawn_blocking(move || crate::input::read_limited(&p, limit)).await;
                     let bytes = match read {
                         Ok(r) => r.map_err(|e| match e {
-                            crate::input::InputError::TooLarge { .. } => ("too_large", e.to_string()),
-                            crate::input::InputError::Io { .. } => ("unreadable", e.to_string()),
+                            crate::input::InputError::TooLarge { .. } => (DeadLetterReason::TooLarge, e.to_string()),
+                            crate::input::InputError::Io { .. } => (DeadLetterReason::Unreadable, e.to_string()),
                         }),
-                        Err(e) => Err(("unreadable", e.to_string())),
+                        Err(e) => Err((DeadLetterReason::Unreadable, e.to_string())),
                     };
                     if process(&ctx, key.clone(), bytes).await {
                         if let Some(s) = &ctx.seen {

@@ -30,6 +30,7 @@ use crate::actors::messages::IngestOutcome;
 use crate::actors::{Pipeline, PipelineError};
 use crate::config::Config;
 use crate::crypto::mac::{ObservationMac, HEADER_MAC};
+use crate::domain::codes::DeadLetterReason;
 use crate::domain::model::{IngestContext, Observation, Provenance};
 use crate::telemetry::events::{DeadLettered, DocumentIngested};
 use crate::telemetry::trace::{self as trace, bounded};
@@ -50,7 +51,7 @@ use tokio::sync::{watch, Semaphore};
 use tracing::{field::Empty, Instrument, Span};
 
 /// Reason code of a message on the observations topic that is JSON but not a valid observation.
-pub const INVALID_OBSERVATION: &str = "invalid_observation";
+pub const INVALID_OBSERVATION: DeadLetterReason = DeadLetterReason::InvalidObservation;
 /// Headers written on dead letters.
 pub const HEADER_ERROR: &str = "vex-lens-error";
 pub const HEADER_ERROR_DETAIL: &str = "vex-lens-error-detail";
@@ -61,9 +62,9 @@ pub const HEADER_VALUE_TRUNCATED: &str = "vex-lens-value-truncated";
 
 /// Reason code of a message whose observation (or DSSE verification) the store rejected
 /// permanently.
-pub const STORE_REJECTED: &str = "store_rejected";
+pub const STORE_REJECTED: DeadLetterReason = DeadLetterReason::StoreRejected;
 /// Reason code of a message whose handling failed transiently on every attempt.
-pub const RETRIES_EXHAUSTED: &str = "retries_exhausted";
+pub const RETRIES_EXHAUSTED: DeadLetterReason = DeadLetterReason::RetriesExhausted;
 
 /// Why a handler did not complete a message.
 #[derive(Debug, thiserror::Error)]
@@ -73,7 +74,7 @@ pub enum HandleError {
     Transient(String),
     /// Will never work: dead-letter it with this reason code.
     #[error("{reason}: {detail}")]
-    Permanent { reason: &'static str, detail: String },
+    Permanent { reason: DeadLetterReason, detail: String },
 }
 
 /// How a consumer retries a message whose handling failed transiently.
@@ -368,7 +369,7 @@ async fn dead_letter(
     producer: &FutureProducer,
     dlq: &str,
     m: &OwnedMessage,
-    reason: &str,
+    reason: DeadLetterReason,
     detail: &str,
     shutdown: &watch::Receiver<bool>,
 ) -> bool {
@@ -379,7 +380,7 @@ async fn dead_letter(
         otel.kind = "producer",
         messaging.system = "kafka",
         messaging.destination.name = dlq,
-        vex.reason = reason,
+        vex.reason = reason.as_str(),
     );
     let entered = span.enter();
     DeadLettered { source: &source, correlation_id: correlation.as_deref(), reason, detail }.emit();
@@ -402,7 +403,7 @@ async fn dead_letter(
     let partition = m.partition().to_string();
     let offset = m.offset().to_string();
     headers = headers
-        .insert(Header { key: HEADER_ERROR, value: Some(reason) })
+        .insert(Header { key: HEADER_ERROR, value: Some(reason.as_str()) })
         .insert(Header { key: HEADER_ERROR_DETAIL, value: Some(detail.as_str()) })
         .insert(Header { key: HEADER_SOURCE_TOPIC, value: Some(m.topic()) })
         .insert(Header { key: HEADER_SOURCE_PARTITION, value: Some(partition.as_str()) })
@@ -434,7 +435,7 @@ async fn handle_document(
 ) -> Result<(), HandleError> {
     let name = source_name(&m);
     let Some(payload) = m.payload() else {
-        return Err(HandleError::Permanent { reason: "invalid_json", detail: "empty message".into() });
+        return Err(HandleError::Permanent { reason: DeadLetterReason::InvalidJson, detail: "empty message".into() });
     };
     let correlation = header_str(&m, "correlation-id");
     let ctx = IngestContext {
@@ -498,7 +499,12 @@ async fn handle_document(
             let contents: Result<Vec<Vec<u8>>, _> = observations.iter().map(|o| o.content_bytes()).collect();
             let contents = match contents {
                 Ok(c) => c,
-                Err(e) => return Err(HandleError::Permanent { reason: "invalid_document", detail: e.to_string() }),
+                Err(e) => {
+                    return Err(HandleError::Permanent {
+                        reason: DeadLetterReason::InvalidDocument,
+                        detail: e.to_string(),
+                    })
+                }
             };
             let sends =
                 observations.iter().zip(&contents).map(|(o, content)| {
@@ -518,7 +524,7 @@ async fn handle_document(
                     Ok(()) => {}
                     Err(e @ KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge)) => {
                         return Err(HandleError::Permanent {
-                            reason: "observation_too_large",
+                            reason: DeadLetterReason::ObservationTooLarge,
                             detail: format!("an observation of this document cannot be produced: {e}"),
                         })
                     }
@@ -548,7 +554,7 @@ async fn handle_observation(
     let payload = m.payload().unwrap_or_default();
     if payload.len() > cfg.ingest.max_message_bytes {
         let detail = format!("{} bytes, over the {}-byte limit", payload.len(), cfg.ingest.max_message_bytes);
-        return Err(HandleError::Permanent { reason: "too_large", detail });
+        return Err(HandleError::Permanent { reason: DeadLetterReason::TooLarge, detail });
     }
     let tag = m.headers().and_then(|h| h.iter().find(|x| x.key.eq_ignore_ascii_case(HEADER_MAC)).and_then(|x| x.value));
     let authentic = |o: &Observation| match tag {
@@ -561,7 +567,7 @@ async fn handle_observation(
             let reason = if serde_json::from_slice::<serde_json::Value>(payload).is_ok() {
                 INVALID_OBSERVATION
             } else {
-                "invalid_json"
+                DeadLetterReason::InvalidJson
             };
             return Err(HandleError::Permanent { reason, detail });
         }
@@ -700,7 +706,7 @@ async fn handle_to_the_end(
         match handle(m.clone()).await {
             Ok(()) => return Handled::Done,
             Err(HandleError::Permanent { reason, detail }) => {
-                span.record("vex.reason", reason);
+                span.record("vex.reason", reason.as_str());
                 return dead(dead_letter(producer, dlq, &m, reason, &detail, shutdown).await);
             }
             Err(HandleError::Transient(detail)) => {
@@ -709,7 +715,7 @@ async fn handle_to_the_end(
                 }
                 if attempt >= policy.max_attempts {
                     let detail = format!("{attempt} attempts; last: {detail}");
-                    span.record("vex.reason", RETRIES_EXHAUSTED);
+                    span.record("vex.reason", RETRIES_EXHAUSTED.as_str());
                     return dead(dead_letter(producer, dlq, &m, RETRIES_EXHAUSTED, &detail, shutdown).await);
                 }
                 crate::warn_event!(crate::telemetry::events::LogEvent::HandlerRetry, source = %source_name(&m), attempt, error = %detail, delay_ms = delay.as_millis() as u64, "message not handled; retrying");

@@ -168,7 +168,7 @@ pub async fn store_contract_suite<S: ConsensusStore>(store: &S) {
         envelope_digest: format!("sha256:{:064x}", nanos),
         issuer: Some("vendor".into()),
         keyid: Some("k1".into()),
-        result: "verified".into(),
+        result: crate::domain::model::SignatureStatus::Verified,
         reason: None,
         verified_at_ms: 7,
         source: Some("contract".into()),
@@ -184,14 +184,14 @@ pub async fn store_contract_suite<S: ConsensusStore>(store: &S) {
         since_ms: None,
         started_at_ms: 7,
         duration_ms: 3,
-        result: "failure".into(),
+        result: crate::ports::JobResult::Failure,
         error: Some("contract".into()),
         manifest: None,
         bundle_id: None,
         records: 0,
     };
     store.put_export_job(&job).await.expect("put_export_job");
-    job.result = "success".into();
+    job.result = crate::ports::JobResult::Success;
     store.put_export_job(&job).await.expect("put_export_job is an upsert");
     let jobs = store.list_export_jobs(&tenant).await.expect("list_export_jobs");
     assert_eq!(jobs, vec![job.clone()], "list_export_jobs returns the tenant's jobs, upserted once");

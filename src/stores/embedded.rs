@@ -66,7 +66,7 @@ impl StoredRecord {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeadLetter {
     pub source: String,
-    pub reason: String,
+    pub reason: crate::domain::codes::DeadLetterReason,
     pub detail: String,
     pub at_ms: i64,
 }
@@ -641,8 +641,12 @@ mod tests {
             let store = EmbeddedStore::open(dir.path()).unwrap();
             assert!(!store.file_seen("/a.json", "1:2").await.unwrap());
             store.mark_file("/a.json", "1:2").await.unwrap();
-            let d =
-                DeadLetter { source: "/b.json".into(), reason: "invalid_json".into(), detail: "x".into(), at_ms: 5 };
+            let d = DeadLetter {
+                source: "/b.json".into(),
+                reason: crate::domain::codes::DeadLetterReason::InvalidJson,
+                detail: "x".into(),
+                at_ms: 5,
+            };
             store.put_dead_letter(&d).await.unwrap();
         }
         let store = EmbeddedStore::open(dir.path()).unwrap();

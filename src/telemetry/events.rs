@@ -3,7 +3,9 @@
 //! (`correlationId`, `artifactKey`, `advisoryKey`, `issuer`).
 
 use super::{metrics, OperationLabel, OutcomeLabel, ReasonLabel, ResultLabel};
+use crate::domain::codes::DeadLetterReason;
 use crate::domain::consensus::ConsensusRecord;
+use crate::ports::JobResult;
 use std::time::Duration;
 
 /// A document was normalised into observations.
@@ -36,17 +38,16 @@ impl DocumentIngested<'_> {
 pub struct DeadLettered<'a> {
     pub source: &'a str,
     pub correlation_id: Option<&'a str>,
-    /// Reason code (`invalid_json`, `too_large`, `not_vex`, `invalid_document`, `invalid_observation`).
-    pub reason: &'a str,
+    pub reason: DeadLetterReason,
     pub detail: &'a str,
 }
 
 impl DeadLettered<'_> {
     pub fn emit(&self) {
         let m = metrics();
-        m.dead_letter.get_or_create(&ReasonLabel { reason: self.reason.to_string() }).inc();
+        m.dead_letter.get_or_create(&ReasonLabel { reason: self.reason.as_str().to_string() }).inc();
         // Observations are dead-lettered on the observations topic; everything else is a document.
-        if self.reason == "invalid_observation" {
+        if self.reason == DeadLetterReason::InvalidObservation {
             m.observations.get_or_create(&outcome("dead_lettered")).inc();
         } else {
             m.documents.get_or_create(&outcome("dead_lettered")).inc();
@@ -56,7 +57,7 @@ impl DeadLettered<'_> {
             event = "dead_lettered",
             source = self.source,
             correlationId = self.correlation_id,
-            reason = self.reason,
+            reason = self.reason.as_str(),
             detail = self.detail,
             "input dead-lettered"
         );
@@ -423,8 +424,8 @@ impl ExportJobFinished<'_> {
     pub fn emit(&self) {
         let m = metrics();
         m.export_duration.observe(self.duration.as_secs_f64());
-        let result = if self.error.is_none() { "success" } else { "failure" };
-        m.export_jobs.get_or_create(&ResultLabel { result: result.to_string() }).inc();
+        let result = if self.error.is_none() { JobResult::Success } else { JobResult::Failure };
+        m.export_jobs.get_or_create(&ResultLabel { result: result.as_str().to_string() }).inc();
         match self.error {
             None => tracing::info!(
                 event = "export_job_finished",

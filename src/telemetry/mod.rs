@@ -93,25 +93,16 @@ pub mod names {
 /// created at 0 at start-up from these, because `rate()`/`increase()` never count a
 /// series' first sample: a series born by its first increment hides that increment.
 pub mod labels {
-    /// Dead-letter reason codes (`NormaliseError::code`, `invalid_envelope`, and the Kafka
-    /// source's `invalid_observation`, `store_rejected`, `retries_exhausted`).
-    pub const DEAD_LETTER_REASONS: [&str; 8] = [
-        "invalid_json",
-        "too_large",
-        "not_vex",
-        "invalid_document",
-        "invalid_envelope",
-        "invalid_observation",
-        "store_rejected",
-        "retries_exhausted",
-    ];
-    /// Conflict reasons (`domain::consensus::Conflict::reason`).
-    pub const CONFLICT_REASONS: [&str; 3] = ["status_disagreement", "scope_mismatch", "missing_provenance"];
+    /// Dead-letter reason codes: every [`DeadLetterReason`](crate::domain::codes::DeadLetterReason).
+    pub const DEAD_LETTER_REASONS: &[crate::domain::codes::DeadLetterReason] =
+        crate::domain::codes::DeadLetterReason::ALL;
+    /// Conflict reasons: every [`ConflictReason`](crate::domain::codes::ConflictReason).
+    pub const CONFLICT_REASONS: &[crate::domain::codes::ConflictReason] = crate::domain::codes::ConflictReason::ALL;
     /// DSSE failure reasons (`crypto::verify::FailureReason::as_str`).
     pub const DSSE_FAILURE_REASONS: [&str; 4] =
         ["bad_signature", "malformed_envelope", "wrong_key", "threshold_not_met"];
-    /// Export job results.
-    pub const EXPORT_RESULTS: [&str; 2] = ["success", "failure"];
+    /// Export job results: every [`JobResult`](crate::ports::JobResult).
+    pub const EXPORT_RESULTS: [crate::ports::JobResult; 2] = crate::ports::JobResult::ALL;
     /// Document outcomes.
     pub const DOCUMENT_OUTCOMES: [&str; 2] = ["ingested", "dead_lettered"];
     /// Observation outcomes.
@@ -258,7 +249,7 @@ impl Metrics {
         let export_duration = latency_histogram();
         registry.register(names::EXPORT_DURATION_SECONDS, "Export job runtime", export_duration.clone());
         let export_jobs = Family::<ResultLabel, Counter>::default();
-        pre_create(&export_jobs, labels::EXPORT_RESULTS.map(|r| ResultLabel { result: r.to_string() }));
+        pre_create(&export_jobs, labels::EXPORT_RESULTS.map(|r| ResultLabel { result: r.as_str().to_string() }));
         registry.register(
             counter_name(names::EXPORT_JOBS_TOTAL),
             "Export jobs run by the service, by result (success, failure)",
@@ -272,7 +263,7 @@ impl Metrics {
             dsse_verification_failures.clone(),
         );
         let consensus_conflicts = Family::<ReasonLabel, Counter>::default();
-        pre_create(&consensus_conflicts, labels::CONFLICT_REASONS.map(reason));
+        pre_create(&consensus_conflicts, labels::CONFLICT_REASONS.iter().map(|r| reason(r.as_str())));
         registry.register(
             counter_name(names::CONSENSUS_CONFLICTS_TOTAL),
             "Conflicts that appeared on consensus records, by reason",
@@ -291,7 +282,7 @@ impl Metrics {
             observations_applied.clone(),
         );
         let dead_letter = Family::<ReasonLabel, Counter>::default();
-        pre_create(&dead_letter, labels::DEAD_LETTER_REASONS.map(reason));
+        pre_create(&dead_letter, labels::DEAD_LETTER_REASONS.iter().map(|r| reason(r.as_str())));
         registry.register(
             counter_name(names::DEAD_LETTER_TOTAL),
             "Dead-lettered inputs by reason",
@@ -530,16 +521,16 @@ mod tests {
     fn labelled_counter_series_exist_at_zero_from_start_up() {
         let text = Metrics::new().encode();
         let mut want = Vec::new();
-        for r in labels::DEAD_LETTER_REASONS {
+        for r in labels::DEAD_LETTER_REASONS.iter().map(|r| r.as_str()) {
             want.push(format!("vex_dead_letter_total{{reason=\"{r}\"}} 0"));
         }
-        for r in labels::CONFLICT_REASONS {
+        for r in labels::CONFLICT_REASONS.iter().map(|r| r.as_str()) {
             want.push(format!("vex_consensus_conflicts_total{{reason=\"{r}\"}} 0"));
         }
         for r in labels::DSSE_FAILURE_REASONS {
             want.push(format!("vex_dsse_verification_failures_total{{reason=\"{r}\"}} 0"));
         }
-        for r in labels::EXPORT_RESULTS {
+        for r in labels::EXPORT_RESULTS.map(|r| r.as_str()) {
             want.push(format!("vex_export_jobs_total{{result=\"{r}\"}} 0"));
         }
         for o in labels::DOCUMENT_OUTCOMES {
@@ -557,24 +548,11 @@ mod tests {
         }
     }
 
-    /// The pre-created label values are the codes the code emits.
+    /// The pre-created label values are the codes the code emits (dead-letter and
+    /// conflict reasons are enums, so every value is pre-created by construction).
     #[test]
     fn label_sets_cover_the_codes() {
         use crate::crypto::verify::FailureReason;
-        use crate::domain::normalise::NormaliseError;
-        let d = String::new;
-        for e in [
-            NormaliseError::NotJson { document: d(), reason: d() },
-            NormaliseError::TooLarge { document: d(), size: 0, limit: 0 },
-            NormaliseError::UnknownFormat { document: d() },
-        ] {
-            assert!(labels::DEAD_LETTER_REASONS.contains(&e.code()), "{}", e.code());
-        }
-        assert!(labels::DEAD_LETTER_REASONS.contains(&"invalid_document"));
-        assert!(labels::DEAD_LETTER_REASONS.contains(&crate::actors::ingest::INVALID_ENVELOPE));
-        assert!(labels::DEAD_LETTER_REASONS.contains(&crate::sources::kafka::INVALID_OBSERVATION));
-        assert!(labels::DEAD_LETTER_REASONS.contains(&crate::sources::kafka::STORE_REJECTED));
-        assert!(labels::DEAD_LETTER_REASONS.contains(&crate::sources::kafka::RETRIES_EXHAUSTED));
         for r in [
             FailureReason::BadSignature,
             FailureReason::MalformedEnvelope,

@@ -10,6 +10,7 @@ pub mod cyclonedx;
 pub mod openvex;
 
 use super::canonical::sha256_prefixed;
+use super::codes::DeadLetterReason;
 use super::model::{IngestContext, IssuerSource, NormalisedDocument, SourceFormat};
 use serde_json::Value;
 
@@ -33,12 +34,14 @@ pub enum NormaliseError {
 
 impl NormaliseError {
     /// Stable reason code (used as the DLQ `vex-lens-error` header).
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> DeadLetterReason {
         match self {
-            NormaliseError::NotJson { .. } => "invalid_json",
-            NormaliseError::TooLarge { .. } => "too_large",
-            NormaliseError::UnknownFormat { .. } => "not_vex",
-            NormaliseError::InvalidField { .. } | NormaliseError::Unidentifiable { .. } => "invalid_document",
+            NormaliseError::NotJson { .. } => DeadLetterReason::InvalidJson,
+            NormaliseError::TooLarge { .. } => DeadLetterReason::TooLarge,
+            NormaliseError::UnknownFormat { .. } => DeadLetterReason::NotVex,
+            NormaliseError::InvalidField { .. } | NormaliseError::Unidentifiable { .. } => {
+                DeadLetterReason::InvalidDocument
+            }
         }
     }
 }
