@@ -400,10 +400,12 @@ impl Default for ActorsConfig {
 pub struct TelemetryConfig {
     /// Export spans over OTLP/HTTP (protobuf) to `otlp_endpoint`.
     pub export_enabled: bool,
-    /// The collector's OTLP/HTTP endpoint (`http://host:port`, `/v1/traces` is appended
-    /// when it has no path; a URL with a path is used as it is). No TLS: use a collector
-    /// on this host or network.
+    /// The collector's OTLP/HTTP endpoint (`http://host:port` or `https://host:port`,
+    /// `/v1/traces` is appended when it has no path; a URL with a path is used as it is).
     pub otlp_endpoint: String,
+    /// PEM file of the CA certificate(s) an `https://` collector's certificate must chain
+    /// to (then the only roots trusted); unset: the platform's roots.
+    pub otlp_ca_file: Option<PathBuf>,
     /// `service.name` of the exported spans.
     pub service_name: String,
     /// Fraction of traces this service starts that are exported (0..=1); a trace whose
@@ -418,6 +420,7 @@ impl Default for TelemetryConfig {
         TelemetryConfig {
             export_enabled: false,
             otlp_endpoint: "http://127.0.0.1:4318".into(),
+            otlp_ca_file: None,
             service_name: "vex-lens".into(),
             sample_ratio: 1.0,
             export_timeout_ms: 10_000,
@@ -621,8 +624,12 @@ impl Config {
             return inv("actors.retry_max_ms", "must be at least actors.retry_initial_ms".into());
         }
         let t = &self.telemetry;
-        if let Err(e) = crate::telemetry::trace::traces_url(&t.otlp_endpoint) {
-            return inv("telemetry.otlp_endpoint", e.to_string());
+        match crate::telemetry::trace::traces_url(&t.otlp_endpoint) {
+            Err(e) => return inv("telemetry.otlp_endpoint", e.to_string()),
+            Ok(url) if t.otlp_ca_file.is_some() && !url.starts_with("https://") => {
+                return inv("telemetry.otlp_ca_file", "only used with an https:// otlp_endpoint".into())
+            }
+            Ok(_) => {}
         }
         if !(0.0..=1.0).contains(&t.sample_ratio) {
             return inv("telemetry.sample_ratio", format!("{} is not in 0..=1", t.sample_ratio));
@@ -686,8 +693,14 @@ mod tests {
         c.validate().unwrap();
         assert!(c.telemetry.export_enabled);
         let mut c = Config::default();
-        c.telemetry.otlp_endpoint = "https://collector:4318".into();
+        c.telemetry.otlp_endpoint = "collector:4318".into();
         assert!(c.validate().unwrap_err().to_string().contains("telemetry.otlp_endpoint"));
+        c.telemetry.otlp_endpoint = "https://collector:4318".into();
+        c.validate().unwrap();
+        c.telemetry.otlp_ca_file = Some("ca.pem".into());
+        c.validate().unwrap();
+        c.telemetry.otlp_endpoint = "http://collector:4318".into();
+        assert!(c.validate().unwrap_err().to_string().contains("telemetry.otlp_ca_file"), "a CA without TLS");
         let mut c = Config::default();
         c.telemetry.sample_ratio = 1.5;
         assert!(c.validate().unwrap_err().to_string().contains("telemetry.sample_ratio"));

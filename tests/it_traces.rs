@@ -873,3 +873,127 @@ fn two_instances_one_whole_trace_per_document() {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     rt.block_on(common::drop_db(&services.mongo_uri, &setup.db));
 }
+
+/// A loopback OTLP collector over TLS (rustls with ring): answers every request 200 and
+/// keeps what it was sent; counts the handshakes that failed.
+struct TlsCollector {
+    port: u16,
+    received: Arc<Mutex<Vec<u8>>>,
+    failed_handshakes: Arc<AtomicUsize>,
+}
+
+impl TlsCollector {
+    fn start(cert: rustls::pki_types::CertificateDer<'static>, key: rustls::pki_types::PrivateKeyDer<'static>) -> Self {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert], key)
+            .unwrap();
+        let config = Arc::new(config);
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let failed_handshakes = Arc::new(AtomicUsize::new(0));
+        let (r, f) = (received.clone(), failed_handshakes.clone());
+        std::thread::spawn(move || {
+            for stream in l.incoming() {
+                let Ok(stream) = stream else { continue };
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                let conn = rustls::ServerConnection::new(config.clone()).unwrap();
+                let mut tls = rustls::StreamOwned::new(conn, stream);
+                let (r, f) = (r.clone(), f.clone());
+                std::thread::spawn(move || {
+                    // Requests on this connection: headers, then content-length bytes.
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 65536];
+                    loop {
+                        let head_end = buf.windows(4).position(|w| w == b"\r\n\r\n");
+                        if let Some(end) = head_end {
+                            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                            let len: usize = head
+                                .lines()
+                                .find_map(|l| l.strip_prefix("content-length:"))
+                                .and_then(|v| v.trim().parse().ok())
+                                .unwrap_or(0);
+                            if buf.len() >= end + 4 + len {
+                                r.lock().unwrap().extend(buf.drain(..end + 4 + len));
+                                let ok = b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n";
+                                if tls.write_all(ok).and_then(|_| tls.flush()).is_err() {
+                                    return;
+                                }
+                                continue;
+                            }
+                        }
+                        match tls.read(&mut chunk) {
+                            Ok(0) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            Err(_) => {
+                                if !tls.conn.is_handshaking() {
+                                    return;
+                                }
+                                f.fetch_add(1, Ordering::SeqCst);
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        TlsCollector { port, received, failed_handshakes }
+    }
+}
+
+/// Export to an `https://` collector: with its CA in `telemetry.otlp_ca_file` the spans
+/// arrive over TLS (rustls with ring, no aws-lc); without it the certificate is not
+/// trusted, nothing is sent in clear, and the failure is logged.
+#[test]
+fn spans_reach_a_tls_collector_whose_ca_is_configured() {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "vex-lens test collector CA");
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap().signed_by(&leaf_key, &ca).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into());
+    let collector = TlsCollector::start(leaf.der().clone(), key);
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let endpoint = format!("https://localhost:{}", collector.port);
+
+    let trusted = tempfile::tempdir().unwrap();
+    let log = serve_once(
+        trusted.path(),
+        &[
+            ("VEXLENS_TELEMETRY__EXPORT_ENABLED", "true"),
+            ("VEXLENS_TELEMETRY__OTLP_ENDPOINT", endpoint.as_str()),
+            ("VEXLENS_TELEMETRY__OTLP_CA_FILE", ca_file.to_str().unwrap()),
+            ("VEXLENS_TELEMETRY__SERVICE_NAME", "vex-lens-tls-check"),
+        ],
+    );
+    let contains = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
+    let got = common::wait_for("an OTLP export over TLS", Duration::from_secs(10), || {
+        let r = collector.received.lock().unwrap().clone();
+        (contains(&r, b"vex.document") && contains(&r, b"vex-lens-tls-check")).then_some(r)
+    });
+    assert!(got.starts_with(b"POST /v1/traces "), "{}", String::from_utf8_lossy(&got[..got.len().min(200)]));
+    assert!(events(&log, "trace_export_failed").is_empty(), "{log}");
+
+    // The same collector, its CA not configured: the platform's roots do not trust it.
+    let before = collector.received.lock().unwrap().len();
+    let untrusted = tempfile::tempdir().unwrap();
+    let log = serve_once(
+        untrusted.path(),
+        &[
+            ("VEXLENS_TELEMETRY__EXPORT_ENABLED", "true"),
+            ("VEXLENS_TELEMETRY__OTLP_ENDPOINT", endpoint.as_str()),
+            ("VEXLENS_TELEMETRY__EXPORT_TIMEOUT_MS", "2000"),
+        ],
+    );
+    assert!(collector.failed_handshakes.load(Ordering::SeqCst) > 0, "the client refused the certificate");
+    assert_eq!(collector.received.lock().unwrap().len(), before, "nothing sent to an untrusted collector");
+    assert_eq!(events(&log, "trace_export_failed").len(), 1, "{log}");
+}

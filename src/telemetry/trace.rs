@@ -14,7 +14,7 @@
 use crate::config::TelemetryConfig;
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceId, TracerProvider as _};
-use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider, SpanData, SpanExporter};
@@ -38,22 +38,33 @@ pub const MAX_FAN_OUT: usize = 64;
 /// The trace exporter could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum TraceError {
-    /// `telemetry.otlp_endpoint` is not an `http://` URL.
+    /// `telemetry.otlp_endpoint` is not an `http://` or `https://` URL.
     #[error("OTLP endpoint {endpoint:?}: {reason}")]
     Endpoint { endpoint: String, reason: String },
+    /// `telemetry.otlp_ca_file` cannot be read or holds no PEM certificate.
+    #[error("OTLP CA file {path}: {reason}")]
+    CaFile { path: String, reason: String },
+    /// The HTTPS client could not be built.
+    #[error("OTLP HTTPS client: {0}")]
+    Client(String),
     /// The OTLP exporter refused its configuration.
     #[error("OTLP exporter: {0}")]
     Exporter(#[from] opentelemetry_otlp::ExporterBuildError),
 }
 
-/// The OTLP traces URL of a configured endpoint: a bare `http://host:port` (or one ending
-/// in `/`) gets the standard `/v1/traces` path; a URL with a path is used as it is.
+/// The OTLP traces URL of a configured endpoint: a bare `http://host:port` or
+/// `https://host:port` (or one ending in `/`) gets the standard `/v1/traces` path; a URL
+/// with a path is used as it is.
 pub fn traces_url(endpoint: &str) -> Result<String, TraceError> {
     let e = endpoint.trim();
     let err = |reason: &str| TraceError::Endpoint { endpoint: endpoint.to_string(), reason: reason.to_string() };
-    let rest = e.strip_prefix("http://").ok_or_else(|| {
-        err("must start with http:// (OTLP/HTTP without TLS: point it at a collector on this host or network)")
-    })?;
+    let (scheme, rest) = if let Some(rest) = e.strip_prefix("http://") {
+        ("http", rest)
+    } else if let Some(rest) = e.strip_prefix("https://") {
+        ("https", rest)
+    } else {
+        return Err(err("must start with http:// or https:// (OTLP/HTTP)"));
+    };
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, ""),
@@ -64,10 +75,27 @@ pub fn traces_url(endpoint: &str) -> Result<String, TraceError> {
         return Err(err("needs host:port"));
     }
     if path.is_empty() || path == "/" {
-        Ok(format!("http://{authority}/v1/traces"))
+        Ok(format!("{scheme}://{authority}/v1/traces"))
     } else {
-        Ok(format!("http://{authority}{path}"))
+        Ok(format!("{scheme}://{authority}{path}"))
     }
+}
+
+/// The HTTPS client of an `https://` endpoint: rustls with ring (see [`build`]); the
+/// server certificate is checked against `telemetry.otlp_ca_file` only when it is set
+/// (a private CA), else against the platform's roots.
+fn https_client(cfg: &TelemetryConfig, timeout: Duration) -> Result<reqwest::blocking::Client, TraceError> {
+    let mut builder = reqwest::blocking::Client::builder().timeout(timeout);
+    if let Some(path) = &cfg.otlp_ca_file {
+        let err = |reason: String| TraceError::CaFile { path: path.display().to_string(), reason };
+        let pem = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| err(e.to_string()))?;
+        if certs.is_empty() {
+            return Err(err("no PEM certificate in it".into()));
+        }
+        builder = builder.tls_certs_only(certs);
+    }
+    builder.build().map_err(|e| TraceError::Client(e.to_string()))
 }
 
 /// The running trace export; [`TraceExport::shutdown`] (or dropping it) flushes the spans
@@ -115,12 +143,21 @@ pub(crate) fn build(
     cfg: &TelemetryConfig,
 ) -> Result<(SdkTracerProvider, opentelemetry_sdk::trace::SdkTracer), TraceError> {
     let url = traces_url(&cfg.otlp_endpoint)?;
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
+    // reqwest is built with rustls but without a crypto provider of its own (its default
+    // would pull aws-lc): every reqwest client, the exporter's plain-HTTP one included,
+    // takes the process-wide provider, ring (already in use; a provider installed before
+    // is kept).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let timeout = Duration::from_millis(cfg.export_timeout_ms);
+    let mut builder = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
         .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
         .with_endpoint(url.clone())
-        .with_timeout(Duration::from_millis(cfg.export_timeout_ms))
-        .build()?;
+        .with_timeout(timeout);
+    if url.starts_with("https://") {
+        builder = builder.with_http_client(https_client(cfg, timeout)?);
+    }
+    let exporter = builder.build()?;
     let resource = opentelemetry_sdk::Resource::builder()
         .with_service_name(cfg.service_name.clone())
         .with_attribute(opentelemetry::KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
@@ -353,7 +390,8 @@ mod tests {
         assert_eq!(traces_url("http://127.0.0.1:4318").unwrap(), "http://127.0.0.1:4318/v1/traces");
         assert_eq!(traces_url("http://localhost:4318/").unwrap(), "http://localhost:4318/v1/traces");
         assert_eq!(traces_url("http://c:1/otlp/v1/traces").unwrap(), "http://c:1/otlp/v1/traces");
-        for bad in ["https://c:4318", "c:4318", "http://", "http://c", "http://:4318", "http://c:port"] {
+        assert_eq!(traces_url("https://c:4318").unwrap(), "https://c:4318/v1/traces");
+        for bad in ["ftp://c:4318", "c:4318", "http://", "http://c", "https://c", "http://:4318", "http://c:port"] {
             assert!(traces_url(bad).is_err(), "{bad}");
         }
     }
