@@ -212,6 +212,7 @@ async fn serve(cfg: Arc<Config>, policy: Arc<Policy>, opts: RunOptions) -> anyho
         export_dir: cfg.export.dir.clone(),
         trust,
         api: cfg.api.clone(),
+        workers: cfg.http.workers,
     };
     let (server, addr) =
         crate::http::serve(&cfg.http.listen, deps).with_context(|| format!("binding {}", cfg.http.listen))?;

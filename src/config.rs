@@ -190,11 +190,19 @@ impl Default for MongoConfig {
 pub struct HttpConfig {
     /// Listen address (`host:port`; port 0 picks a free one).
     pub listen: String,
+    /// HTTP worker threads (each serves its connections to the end; default: half the
+    /// available CPUs, at least 1, at most 8: the other half ingests. On 2 cores, one
+    /// worker read at p95 12 ms where two took 18-24 ms and four 30-52 ms:
+    /// docs/performance.md).
+    pub workers: usize,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { listen: "127.0.0.1:8080".into() }
+        HttpConfig {
+            listen: "127.0.0.1:8080".into(),
+            workers: std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).clamp(1, 8)),
+        }
     }
 }
 
@@ -490,6 +498,9 @@ impl Config {
         let inv = |key: &'static str, reason: String| Err(ConfigError::Invalid { key, reason });
         if let Err(e) = self.consensus.knobs.validate() {
             return inv("consensus.knobs", e.to_string());
+        }
+        if !(1..=64).contains(&self.http.workers) {
+            return inv("http.workers", format!("{} is not in 1..=64", self.http.workers));
         }
         if self.consensus.trust_poll_interval_ms < 100 {
             return inv("consensus.trust_poll_interval_ms", "must be at least 100".into());

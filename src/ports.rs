@@ -233,6 +233,24 @@ pub struct TimedRecord {
     pub changed_at_ms: i64,
 }
 
+impl TimedRecord {
+    /// The JSON the read API serves for one pair: the record's RFC 8785 canonical JSON with
+    /// `changed_at_ms` inserted as a member (so itself canonical). The same members as
+    /// serialising `self`; spliced into the record's bytes, never decoded and re-encoded.
+    pub fn canonical_json(&self) -> Result<Vec<u8>, StoreError> {
+        let record =
+            self.record.to_canonical_json().map_err(|e| StoreError::Rejected(format!("encoding record: {e}")))?;
+        timed_record_json(record.as_bytes(), self.changed_at_ms)
+    }
+}
+
+/// [`TimedRecord::canonical_json`] from a record's stored canonical JSON: inserts
+/// `changed_at_ms` into `record_json` (an RFC 8785 object).
+pub fn timed_record_json(record_json: &[u8], changed_at_ms: i64) -> Result<Vec<u8>, StoreError> {
+    crate::domain::canonical::insert_member(record_json, "changed_at_ms", changed_at_ms.to_string().as_bytes())
+        .ok_or_else(|| StoreError::Rejected("stored record JSON is not an object".into()))
+}
+
 /// One entry of a tenant's change stream (`GET /v1/vex/consensus/stream`): a history
 /// entry (`vex_consensus_history`) with its position in the tenant's stream.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -337,6 +355,23 @@ pub trait ConsensusStore: Send + Sync + 'static {
     /// A page of current records (see [`RecordQuery`]), in (artifact, vulnerability)
     /// byte order, at most `q.limit`.
     async fn query_records(&self, q: &RecordQuery) -> Result<Vec<TimedRecord>, StoreError>;
+    /// The current record of a pair as the read API serves it
+    /// ([`TimedRecord::canonical_json`]), or `None`. A store that keeps the record's
+    /// canonical JSON splices it (and may cache it, showing only what is durable); this
+    /// default reads it through [`Self::query_records`].
+    async fn current_record_json(&self, pair: &PairKey) -> Result<Option<std::sync::Arc<[u8]>>, StoreError> {
+        let q = RecordQuery {
+            tenant: pair.tenant.clone(),
+            artifact: Some(pair.artifact.clone()),
+            vulnerability: Some(pair.vulnerability.clone()),
+            limit: 1,
+            ..Default::default()
+        };
+        match self.query_records(&q).await?.pop() {
+            Some(t) => Ok(Some(t.canonical_json()?.into())),
+            None => Ok(None),
+        }
+    }
     /// Every stored version of a pair (`vex_consensus_history`), oldest first.
     async fn record_history(&self, pair: &PairKey) -> Result<Vec<TimedRecord>, StoreError>;
     /// Export jobs run for `tenant`, newest first.

@@ -12,6 +12,7 @@ use super::params::{encode_cursor, Params};
 use super::State;
 use crate::domain::consensus::{PackageState, PairKey};
 use crate::ports::{RecordQuery, TimedRecord};
+use actix_web::http::header::ContentType;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
 
@@ -49,12 +50,11 @@ async fn current(state: &State, pair: &PairKey) -> Result<TimedRecord, ApiError>
         limit: 1,
         ..Default::default()
     };
-    state
-        .store
-        .query_records(&q)
-        .await?
-        .pop()
-        .ok_or_else(|| ApiError::not_found(format!("no consensus for {} / {}", pair.artifact, pair.vulnerability)))
+    state.store.query_records(&q).await?.pop().ok_or_else(|| no_record(pair))
+}
+
+fn no_record(pair: &PairKey) -> ApiError {
+    ApiError::not_found(format!("no consensus for {} / {}", pair.artifact, pair.vulnerability))
 }
 
 /// `GET /v1/vex/consensus`: with `artifact` and `vulnerability` only, that pair's record;
@@ -72,8 +72,10 @@ pub async fn get(
         && p.str("vulnerability")?.is_some()
         && LIST.iter().all(|n| p.str(n).ok().flatten().is_none());
     if single {
+        // The stored canonical JSON as it is (no decode and re-encode on this path).
         let pair = pair_of(&caller.tenant, &p)?;
-        return Ok(HttpResponse::Ok().json(current(&state, &pair).await?));
+        let json = state.store.current_record_json(&pair).await?.ok_or_else(|| no_record(&pair))?;
+        return Ok(HttpResponse::Ok().content_type(ContentType::json()).body(web::Bytes::from_owner(json)));
     }
     let limit = p.page_size(state.api.default_page_size, state.api.max_page_size)?;
     let q = RecordQuery {

@@ -84,6 +84,8 @@ pub struct ServerDeps {
     /// simulate recompute with them).
     pub trust: Arc<TrustService>,
     pub api: ApiConfig,
+    /// HTTP worker threads (`http.workers`).
+    pub workers: usize,
 }
 
 /// Shared state of the handlers.
@@ -224,8 +226,11 @@ pub fn serve(listen: &str, deps: ServerDeps) -> std::io::Result<(actix_web::dev:
         api: deps.api,
         streams: stream::OpenStreams::default(),
     });
-    let server =
-        HttpServer::new(move || app(state.clone())).workers(2).disable_signals().shutdown_timeout(2).bind(listen)?;
+    let server = HttpServer::new(move || app(state.clone()))
+        .workers(deps.workers.max(1))
+        .disable_signals()
+        .shutdown_timeout(2)
+        .bind(listen)?;
     let addr = server.addrs().first().copied().ok_or_else(|| std::io::Error::other("no address bound"))?;
     Ok((server.run(), addr))
 }

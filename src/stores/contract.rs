@@ -242,10 +242,25 @@ pub async fn store_contract_suite<S: ConsensusStore>(store: &S) {
     assert!(by(RecordQuery { vulnerability: Some("CVE-1999-0001".into()), ..q.clone() }).await.is_empty());
     assert_eq!(by(RecordQuery { since_ms: Some(4_500), ..q.clone() }).await, vec![a.artifact.clone()], "since");
     assert!(by(RecordQuery { conflicted: true, ..q.clone() }).await.is_empty(), "no open conflict");
+    // The read API's one-pair answer: the RFC 8785 JSON of the current record with its
+    // changed_at_ms (the members query_records gives), per tenant, and never older than a
+    // write that returned (a store may cache it).
+    let answer_of = |p: PairKey| async move { store.current_record_json(&p).await.expect("current_record_json") };
+    let canonical_of = |record: &ConsensusRecord, changed_at_ms| {
+        crate::domain::canonical::to_vec(&crate::ports::TimedRecord { record: record.clone(), changed_at_ms })
+            .expect("canonical JSON")
+    };
+    let answer = answer_of(pair.clone()).await.expect("a stored pair has an answer");
+    assert_eq!(&answer[..], &canonical_of(&agreed, 5_000)[..], "current_record_json: the canonical timed record");
+    assert!(answer_of(other_pair.clone()).await.is_none(), "current_record_json is per tenant");
+    let unknown = PairKey { vulnerability: "CVE-1999-0001".into(), ..pair.clone() };
+    assert!(answer_of(unknown).await.is_none(), "no answer for a pair without a record");
     store
         .put_records(&[VersionedRecord::unversioned(disputed.clone())], 7_000)
         .await
         .expect("put_records disputes again");
+    let answer = answer_of(pair.clone()).await.expect("a stored pair has an answer");
+    assert_eq!(&answer[..], &canonical_of(&disputed, 7_000)[..], "current_record_json shows a returned write at once");
     assert_eq!(by(RecordQuery { conflicted: true, ..q.clone() }).await, vec![a.artifact.clone()], "conflicted");
     let reason = disputed.conflicts[0].reason.as_str().to_string();
     let with_reason = RecordQuery { conflicted: true, conflict_reason: Some(reason), ..q.clone() };

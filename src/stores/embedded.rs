@@ -8,6 +8,7 @@
 //! transaction (redb serialises write transactions), so positions are dense and
 //! committed in order.
 
+use super::read_cache::ReadCache;
 use crate::domain::consensus::{ConsensusRecord, PairKey};
 use crate::domain::model::Observation;
 use crate::domain::trust::TenantTrust;
@@ -40,6 +41,9 @@ const CACHE_BYTES: usize = 64 * 1024 * 1024;
 
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "vex-lens.redb";
+/// Pairs whose read-API answer is kept in memory ([`ReadCache`]: a hit reads no page).
+const READ_CACHE_PAIRS: usize = 4096;
+
 
 /// A current record with the time it last changed (the record holds no float, so its
 /// JSON round-trips exactly and re-digests to its stored `consensus_digest`).
@@ -98,6 +102,8 @@ fn obs_key(tenant: &str, package: &str, id: &str) -> String {
 pub struct EmbeddedStore {
     db: Arc<Database>,
     path: PathBuf,
+    /// The read API's one-pair answers, updated after each commit of `put_records`.
+    reads: Arc<ReadCache>,
 }
 
 impl EmbeddedStore {
@@ -112,7 +118,7 @@ impl EmbeddedStore {
             }
             e => StoreError::Unavailable(format!("{}: {e}", path.display())),
         })?;
-        let store = EmbeddedStore { db: Arc::new(db), path };
+        let store = EmbeddedStore { db: Arc::new(db), path, reads: Arc::new(ReadCache::new(READ_CACHE_PAIRS)) };
         store.create_tables()?;
         Ok(store)
     }
@@ -306,15 +312,18 @@ impl ConsensusStore for EmbeddedStore {
             return Ok(());
         }
         let records = records.to_vec();
+        let reads = self.reads.clone();
         self.blocking(move |db| {
             let tx = db.begin_write().map_err(err)?;
+            // (pair id, index in `records`) of every current record replaced.
+            let mut written = Vec::new();
             {
                 let mut cur = tx.open_table(CONSENSUS).map_err(err)?;
                 let mut hist = tx.open_table(HISTORY).map_err(err)?;
                 let mut conf = tx.open_table(CONFLICTS).map_err(err)?;
                 let mut changes = tx.open_table(CHANGES).map_err(err)?;
                 let mut tails = tx.open_table(CHANGE_TAILS).map_err(err)?;
-                for VersionedRecord { record: r, version } in &records {
+                for (written_index, VersionedRecord { record: r, version }) in records.iter().enumerate() {
                     let id = pair_id(&r.pair());
                     let stored = match cur.get(id.as_str()).map_err(err)? {
                         Some(v) => Some(StoredRecord::decode(v.value())?),
@@ -325,6 +334,9 @@ impl ConsensusStore for EmbeddedStore {
                         *version,
                         &r.consensus_digest,
                     );
+                    if decision == WriteDecision::Write {
+                        written.push((id.clone(), written_index));
+                    }
                     match decision {
                         WriteDecision::Stale => continue,
                         WriteDecision::Unchanged => {}
@@ -356,7 +368,32 @@ impl ConsensusStore for EmbeddedStore {
                     }
                 }
             }
-            tx.commit().map_err(err)
+            tx.commit().map_err(err)?;
+            reads.committed(&written, |&i| {
+                let json = records[i].record.to_canonical_json().ok()?;
+                crate::ports::timed_record_json(json.as_bytes(), changed_at_ms).ok()
+            });
+            Ok(())
+        })
+        .await
+    }
+
+    async fn current_record_json(&self, pair: &PairKey) -> Result<Option<Arc<[u8]>>, StoreError> {
+        let id = pair_id(pair);
+        if let Some(hit) = self.reads.get(&id) {
+            return Ok(Some(hit));
+        }
+        let reads = self.reads.clone();
+        self.blocking(move |db| {
+            let generation = reads.generation();
+            let tx = db.begin_read().map_err(err)?;
+            let t = tx.open_table(CONSENSUS).map_err(err)?;
+            let Some(v) = t.get(id.as_str()).map_err(err)? else { return Ok(None) };
+            let s = StoredRecord::decode(v.value())?;
+            let json: Arc<[u8]> =
+                TimedRecord { record: s.record, changed_at_ms: s.changed_at_ms }.canonical_json()?.into();
+            reads.fill(generation, &id, json.clone());
+            Ok(Some(json))
         })
         .await
     }

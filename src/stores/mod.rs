@@ -4,6 +4,7 @@
 pub mod contract;
 pub mod embedded;
 pub mod mongo;
+pub mod read_cache;
 
 use crate::ports::{ConsensusStore, StoreError};
 use std::sync::Arc;
