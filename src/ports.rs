@@ -150,7 +150,7 @@ pub struct VerificationRecord {
     pub result: crate::domain::model::SignatureStatus,
     /// Why unsigned or failed (`crypto::verify`: `no_signatures`, `unknown_key`,
     /// `bad_signature`, `wrong_key`, `threshold_not_met`, `malformed_envelope`).
-    pub reason: Option<String>,
+    pub reason: Option<crate::domain::codes::SignatureReason>,
     /// When it was verified (ms since the epoch).
     pub verified_at_ms: i64,
     /// Where the envelope came from (`kafka:topic/partition@offset` or a path).

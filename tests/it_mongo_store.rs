@@ -182,7 +182,7 @@ async fn verifications_upsert_by_digest() {
         issuer: Some("acme".into()),
         keyid: None,
         result: vex_lens::domain::model::SignatureStatus::Failed,
-        reason: Some("bad_signature".into()),
+        reason: Some(vex_lens::domain::codes::SignatureReason::BadSignature),
         verified_at_ms: 5,
         source: Some("kafka:t/0@1".into()),
     };

@@ -231,7 +231,7 @@ mod tests {
             panic!("expected a malformed envelope")
         };
         assert_eq!(reason, INVALID_ENVELOPE);
-        assert_eq!((record.result.as_str(), record.reason.as_deref()), ("failed", Some("malformed_envelope")));
+        assert_eq!((record.result.as_str(), record.reason.map(|r| r.as_str())), ("failed", Some("malformed_envelope")));
         assert_eq!(record.envelope_digest, sha256_prefixed(bad_envelope));
     }
 }

@@ -24,7 +24,7 @@ pub mod verifier;
 pub mod writer;
 
 use crate::domain::keys::parse_key;
-use crate::domain::model::{IngestContext, Observation, SignatureStatus};
+use crate::domain::model::{IngestContext, Observation, SignatureReason, SignatureStatus};
 use crate::domain::trust::Policy;
 use crate::ports::{ConsensusStore, VerificationRecord};
 use crate::trust::Policies;
@@ -296,7 +296,7 @@ pub fn accept_observation(mut o: Observation) -> Result<Observation, String> {
 
 /// `signature.reason` of an observation that claimed a signature status without the
 /// internal hop's tag to back it.
-pub const UNAUTHENTICATED_CLAIM: &str = "unauthenticated_claim";
+pub const UNAUTHENTICATED_CLAIM: SignatureReason = SignatureReason::UnauthenticatedClaim;
 
 /// Marks down an observation whose tag did not verify: a claimed `verified` (or `failed`)
 /// counts as `unsigned`; the issuer stays as claimed. An observation already claiming
@@ -304,7 +304,7 @@ pub const UNAUTHENTICATED_CLAIM: &str = "unauthenticated_claim";
 pub fn mark_unauthenticated(o: &mut Observation) {
     if o.signature.status != SignatureStatus::Unsigned {
         o.signature.status = SignatureStatus::Unsigned;
-        o.signature.reason = Some(UNAUTHENTICATED_CLAIM.into());
+        o.signature.reason = Some(UNAUTHENTICATED_CLAIM);
     }
 }
 
@@ -353,7 +353,7 @@ mod tests {
         assert_eq!(kept.id, genuine.id);
         let forged = parse_observation(&bytes, |_| false).unwrap();
         assert_eq!(forged.signature.status, SignatureStatus::Unsigned);
-        assert_eq!(forged.signature.reason.as_deref(), Some(UNAUTHENTICATED_CLAIM));
+        assert_eq!(forged.signature.reason, Some(UNAUTHENTICATED_CLAIM));
         assert_eq!(forged.issuer.as_deref(), Some("acme"), "the issuer stays as claimed");
         assert_ne!(forged.id, genuine.id, "the marked-down forgery has its own id");
         let mut failed = genuine.clone();
@@ -364,6 +364,15 @@ mod tests {
         let plain = sample_observation("t", "acme", "pkg:npm/a@1.0.0", "CVE-2024-2", Status::Fixed).with_id().unwrap();
         let got = parse_observation(&serde_json::to_vec(&plain).unwrap(), |_| false).unwrap();
         assert_eq!(got.id, plain.id);
+        // A signature reason is a code: an invented one is no observation (it was kept
+        // as free text in the record before), a known one reads as it is written.
+        let mut v = serde_json::to_value(&plain).unwrap();
+        v["signature"]["reason"] = "trust me".into();
+        let e = parse_observation(&serde_json::to_vec(&v).unwrap(), |_| false).unwrap_err();
+        assert!(e.contains("trust me"), "{e}");
+        v["signature"]["reason"] = "unknown_key".into();
+        let got = parse_observation(&serde_json::to_vec(&v).unwrap(), |_| false).unwrap();
+        assert_eq!(got.signature.reason, Some(SignatureReason::UnknownKey));
     }
 
     fn settings(max_live: usize) -> PipelineSettings {

@@ -162,7 +162,7 @@ pub fn verify(
         crate::crypto::Verdict::Unsigned { .. } => SignatureStatus::Unsigned,
         crate::crypto::Verdict::Failed { .. } => SignatureStatus::Failed,
     };
-    let reason = outcome.reason().map(str::to_string);
+    let reason = outcome.reason_code();
     // The issuer on the record: the signer, else the owner of the claimed key, else the
     // claimed issuer (its directory id when known).
     let issuer = signed_issuer
@@ -174,7 +174,7 @@ pub fn verify(
         issuer,
         keyid: keyid.clone(),
         result: status,
-        reason: reason.clone(),
+        reason,
         verified_at_ms: 0,
         source: None,
     };
@@ -189,7 +189,7 @@ pub fn malformed_envelope(name: &str, bytes: &[u8], ctx: &IngestContext) -> Veri
         issuer: ctx.issuer_header.clone(),
         keyid: None,
         result: SignatureStatus::Failed,
-        reason: Some(crate::crypto::FailureReason::MalformedEnvelope.as_str().into()),
+        reason: Some(crate::crypto::FailureReason::MalformedEnvelope.into()),
         verified_at_ms: super::writer::now_ms(),
         source: ctx.provenance.source.clone().or(Some(name.to_string())),
     };
@@ -198,7 +198,7 @@ pub fn malformed_envelope(name: &str, bytes: &[u8], ctx: &IngestContext) -> Veri
         correlation_id: ctx.provenance.correlation_id.as_deref(),
         issuer: record.issuer.as_deref(),
         keyid: None,
-        reason: record.reason.as_deref().unwrap_or_default(),
+        reason: record.reason.map_or("", |r| r.as_str()),
     }
     .emit();
     record
@@ -306,7 +306,7 @@ pub fn verify_and_normalise(msg: VerifyEnvelope, keys: &KeyDirectory, threshold:
             correlation_id: correlation_id.as_deref(),
             issuer: record.issuer.as_deref(),
             keyid: record.keyid.as_deref(),
-            reason: record.reason.as_deref().unwrap_or_default(),
+            reason: record.reason.map_or("", |r| r.as_str()),
         }
         .emit();
     }
@@ -380,7 +380,7 @@ mod tests {
     const BODY: &[u8] = br#"{"hello":"vex"}"#;
 
     fn check(sig: &Signature, status: SignatureStatus, reason: Option<&str>) {
-        assert_eq!((sig.status, sig.reason.as_deref()), (status, reason), "{sig:?}");
+        assert_eq!((sig.status, sig.reason.map(|r| r.as_str())), (status, reason), "{sig:?}");
     }
 
     #[test]
@@ -391,7 +391,7 @@ mod tests {
         check(&sig, SignatureStatus::Verified, None);
         assert_eq!(sig.keyid.as_deref(), Some(f.distro.keyid()));
         assert_eq!(signed.as_deref(), Some("distro"));
-        assert_eq!((rec.result.as_str(), rec.reason.as_deref()), ("verified", None));
+        assert_eq!((rec.result.as_str(), rec.reason.map(|r| r.as_str())), ("verified", None));
         assert_eq!(rec.issuer.as_deref(), Some("distro"));
         assert_eq!(rec.keyid.as_deref(), Some(f.distro.keyid()));
         assert!(rec.envelope_digest.starts_with("sha256:"));
@@ -416,7 +416,7 @@ mod tests {
         check(&sig, SignatureStatus::Failed, Some("wrong_key"));
         assert_eq!(signed, None);
         assert_eq!(
-            (rec.result.as_str(), rec.reason.as_deref(), rec.issuer.as_deref()),
+            (rec.result.as_str(), rec.reason.map(|r| r.as_str()), rec.issuer.as_deref()),
             ("failed", Some("wrong_key"), Some("distro"))
         );
         // No claimed issuer, or one without keys: nothing to try, unsigned/unknown_key.
@@ -545,8 +545,8 @@ mod tests {
             panic!("expected observations")
         };
         assert_eq!(observations[0].signature.status, SignatureStatus::Failed);
-        assert_eq!(observations[0].signature.reason.as_deref(), Some("bad_signature"));
+        assert_eq!(observations[0].signature.reason.map(|r| r.as_str()), Some("bad_signature"));
         assert_eq!(observations[0].issuer.as_deref(), Some("ACME PSIRT"));
-        assert_eq!(record.reason.as_deref(), Some("bad_signature"));
+        assert_eq!(record.reason.map(|r| r.as_str()), Some("bad_signature"));
     }
 }

@@ -27,6 +27,7 @@ use serde::Serialize;
 
 use super::dsse::Envelope;
 use super::keys::PublicKey;
+use crate::domain::codes::SignatureReason;
 
 /// The default threshold: one trusted key.
 pub const DEFAULT_THRESHOLD: usize = 1;
@@ -46,6 +47,15 @@ impl UnsignedReason {
         match self {
             UnsignedReason::NoSignatures => "no_signatures",
             UnsignedReason::UnknownKey => "unknown_key",
+        }
+    }
+}
+
+impl From<UnsignedReason> for SignatureReason {
+    fn from(r: UnsignedReason) -> Self {
+        match r {
+            UnsignedReason::NoSignatures => SignatureReason::NoSignatures,
+            UnsignedReason::UnknownKey => SignatureReason::UnknownKey,
         }
     }
 }
@@ -72,6 +82,17 @@ impl FailureReason {
             FailureReason::MalformedEnvelope => "malformed_envelope",
             FailureReason::WrongKey => "wrong_key",
             FailureReason::ThresholdNotMet => "threshold_not_met",
+        }
+    }
+}
+
+impl From<FailureReason> for SignatureReason {
+    fn from(r: FailureReason) -> Self {
+        match r {
+            FailureReason::BadSignature => SignatureReason::BadSignature,
+            FailureReason::MalformedEnvelope => SignatureReason::MalformedEnvelope,
+            FailureReason::WrongKey => SignatureReason::WrongKey,
+            FailureReason::ThresholdNotMet => SignatureReason::ThresholdNotMet,
         }
     }
 }
@@ -152,6 +173,15 @@ impl VerificationOutcome {
             Verdict::Verified { .. } => None,
             Verdict::Unsigned { reason } => Some(reason.as_str()),
             Verdict::Failed { reason } => Some(reason.as_str()),
+        }
+    }
+
+    /// The reason for `unsigned`/`failed` as a code; `None` when verified.
+    pub fn reason_code(&self) -> Option<SignatureReason> {
+        match self.verdict {
+            Verdict::Verified { .. } => None,
+            Verdict::Unsigned { reason } => Some(reason.into()),
+            Verdict::Failed { reason } => Some(reason.into()),
         }
     }
 

@@ -139,6 +139,28 @@ codes! {
     }
 }
 
+codes! {
+    /// Why a signature status is `unsigned` or `failed` (an observation's
+    /// `signature.reason`, a DSSE verification's `reason`).
+    pub enum SignatureReason ("signature reason") {
+        /// A signature names a trusted key but does not verify with it.
+        BadSignature => "bad_signature",
+        /// The envelope is not a valid DSSE envelope.
+        MalformedEnvelope => "malformed_envelope",
+        /// The envelope has no signatures.
+        NoSignatures => "no_signatures",
+        /// Some trusted keys verified, but fewer distinct keys than the threshold.
+        ThresholdNotMet => "threshold_not_met",
+        /// An observation claimed `verified` or `failed` without the internal hop's tag:
+        /// read as `unsigned`.
+        UnauthenticatedClaim => "unauthenticated_claim",
+        /// No signature names (or could be tried against) a trusted key.
+        UnknownKey => "unknown_key",
+        /// A keyless signature verifies with none of the trusted keys.
+        WrongKey => "wrong_key",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,6 +191,7 @@ mod tests {
         check(DiagnosticCode::ALL);
         check(ConflictReason::ALL);
         check(DeadLetterReason::ALL);
+        check(SignatureReason::ALL);
         assert!("nope".parse::<DiagnosticCode>().is_err());
         assert!(serde_json::from_str::<ConflictReason>("\"Status_Disagreement\"").is_err());
     }
@@ -209,6 +232,18 @@ mod tests {
         for c in &listed {
             assert!(c.parse::<DeadLetterReason>().is_ok(), "README.md lists {c:?}, which is no dead-letter reason");
         }
+        // The observation schema (the documented form of the observations topic) allows
+        // exactly the signature reasons.
+        let schema: serde_json::Value =
+            serde_json::from_str(include_str!("../../schemas/observation.schema.json")).unwrap();
+        let allowed: Vec<&str> = schema
+            .pointer("/properties/signature/properties/reason/enum")
+            .and_then(|v| v.as_array())
+            .expect("signature.reason is an enum in schemas/observation.schema.json")
+            .iter()
+            .filter_map(|v| v.as_str())
+            .collect();
+        assert_eq!(allowed, SignatureReason::ALL.iter().map(|r| r.as_str()).collect::<Vec<_>>());
         let conflicts = doc_section("## 6. Conflicts");
         for c in ConflictReason::ALL {
             assert!(conflicts.contains(&format!("- `{c}`:")), "conflict reason {c} is not in docs/consensus.md");

@@ -688,10 +688,8 @@ pub fn evaluate(
     for w in &mut work {
         if w.o.signature.status == SignatureStatus::Failed {
             w.role = Role::Excluded;
-            w.reason = Some(format!(
-                "signature_failed{}",
-                w.o.signature.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()
-            ));
+            w.reason =
+                Some(format!("signature_failed{}", w.o.signature.reason.map(|r| format!(": {r}")).unwrap_or_default()));
         } else if knobs.require_justification_for_not_affected && unjustified(w.o) {
             w.role = Role::Excluded;
             w.reason = Some("not_affected_without_justification".into());

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::domain::keys::parse_key;
-use crate::domain::model::{IssuerSource, Provenance, Signature, TimestampSource};
+use crate::domain::model::{IssuerSource, Provenance, Signature, SignatureReason, TimestampSource};
 use crate::domain::trust::{Issuer, IssuerDirectory, Knobs, TenantOverride};
 use proptest::prelude::*;
 
@@ -217,7 +217,8 @@ fn modes_pick_differently() {
 #[test]
 fn failed_signatures_are_excluded_and_missing_provenance_is_reported() {
     let mut forged = obs(Some("vendor"), A, "CVE-1", Status::NotAffected, "2024-03-01T00:00:00Z");
-    forged.signature = Signature { status: SignatureStatus::Failed, reason: Some("bad_signature".into()), keyid: None };
+    forged.signature =
+        Signature { status: SignatureStatus::Failed, reason: Some(SignatureReason::BadSignature), keyid: None };
     let forged = forged.with_id().unwrap();
     let r = one(
         vec![

@@ -5,7 +5,7 @@
 //! and which document said it, never of where or when it was received, so replays and
 //! duplicates collapse to one.
 
-pub use super::codes::DiagnosticCode;
+pub use super::codes::{DiagnosticCode, SignatureReason};
 use super::timestamp::Timestamp;
 use serde::{Deserialize, Serialize};
 
@@ -186,7 +186,7 @@ pub struct Signature {
     pub status: SignatureStatus,
     /// Why it is unsigned/failed (`unknown_key`, `bad_signature`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
+    pub reason: Option<SignatureReason>,
     /// Key id that verified (or was claimed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keyid: Option<String>,
