@@ -10,7 +10,7 @@ mod common;
 use std::time::{Duration, Instant};
 use vex_lens::domain::consensus::{Conflict, ConflictReason, ConsensusRecord};
 use vex_lens::domain::model::Status;
-use vex_lens::ports::{ConsensusStore, StoreError, VerificationRecord, VersionedRecord};
+use vex_lens::ports::{ConsensusStore, RecordVersion, StoreError, VerificationRecord, VersionedRecord};
 use vex_lens::stores::mongo::{MongoStore, CONFLICT_QUEUE, CONSENSUS, DSSE_VERIFICATIONS, HISTORY, OBSERVATIONS};
 
 /// A fresh store, or None when the services are not configured (skipped).
@@ -314,5 +314,48 @@ async fn change_stream_positions_are_dense_and_agree_across_instances() {
     assert!(views.windows(2).all(|w| w[0] == w[1]), "every reader sees the same stream");
     assert_eq!(store.change_tail("acme").await.unwrap(), n);
     assert_eq!(store.change_tail("globex").await.unwrap(), 0, "positions are per tenant");
+    common::drop_db(&uri, &db).await;
+}
+
+/// Two writers of the same new pairs at once (two instances around a rebalance): each
+/// tries to insert the records it found absent; whichever comes second gets a duplicate
+/// key and falls back to the conditional write, so the higher version ends stored for
+/// every pair and has its history entry, whatever the interleaving.
+#[tokio::test]
+async fn racing_writers_of_new_pairs_leave_the_higher_version() {
+    let Some((a, uri, db)) = fresh_store("race").await else { return };
+    let b = MongoStore::connect(&uri, &db).await.expect("connect");
+    let low = corpus_records("race");
+    let high: Vec<ConsensusRecord> = low
+        .iter()
+        .cloned()
+        .map(|mut r| {
+            r.confidence_ppm = r.confidence_ppm / 2 + 1;
+            with_digest(r)
+        })
+        .collect();
+    let at = |records: &[ConsensusRecord], offset: i64| -> Vec<VersionedRecord> {
+        let v = RecordVersion { epoch: 0, offset, observations: 1 };
+        records.iter().cloned().map(|r| VersionedRecord::new(r, v)).collect()
+    };
+    let (low_v, high_v) = (at(&low, 10), at(&high, 20));
+    let (ra, rb) = tokio::join!(a.put_records(&low_v, 1_000), b.put_records(&high_v, 2_000));
+    ra.expect("low writer");
+    rb.expect("high writer");
+    for r in &high {
+        let stored = a.get_record(&r.pair()).await.expect("get").expect("stored");
+        assert_eq!(stored.consensus_digest, r.consensus_digest, "the higher version is stored");
+        let history = a.record_history(&r.pair()).await.expect("history");
+        assert!(
+            history.iter().any(|t| t.record.consensus_digest == r.consensus_digest && t.changed_at_ms == 2_000),
+            "the winning write has its history entry"
+        );
+    }
+    // A late replay of the low version changes nothing.
+    a.put_records(&low_v, 3_000).await.expect("late low writer");
+    for r in &high {
+        let stored = a.get_record(&r.pair()).await.expect("get").expect("stored");
+        assert_eq!(stored.consensus_digest, r.consensus_digest, "a stale replay loses");
+    }
     common::drop_db(&uri, &db).await;
 }
