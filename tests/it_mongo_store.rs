@@ -218,13 +218,28 @@ async fn init_creates_indexes_and_rebuilds_use_them() {
     for (collection, index) in [
         (OBSERVATIONS, "tenant_package"),
         (CONSENSUS, "tenant_changed_at"),
-        (CONSENSUS, "artifact_vulnerability"),
+        (CONSENSUS, "tenant_artifact_vulnerability"),
+        (CONSENSUS, "tenant_package_artifact"),
         (HISTORY, "pair_changed_at"),
         (CONFLICT_QUEUE, "tenant_reason"),
     ] {
         let names = database.collection::<mongodb::bson::Document>(collection).list_index_names().await.expect("list");
         assert!(names.iter().any(|n| n == index), "{collection} lacks index {index}: {names:?}");
     }
+    // An index no query reads is dropped by `init` (each write would keep it up to date).
+    let consensus = database.collection::<mongodb::bson::Document>(CONSENSUS);
+    consensus
+        .create_index(
+            mongodb::IndexModel::builder()
+                .keys(mongodb::bson::doc! { "artifact": 1, "vulnerability": 1 })
+                .options(mongodb::options::IndexOptions::builder().name("artifact_vulnerability".to_string()).build())
+                .build(),
+        )
+        .await
+        .expect("old index");
+    store.init().await.expect("init again");
+    let names = consensus.list_index_names().await.expect("list");
+    assert!(!names.iter().any(|n| n == "artifact_vulnerability"), "the unread index is still there: {names:?}");
     let files = common::corpus_files(&["openvex"]);
     let obs = common::observations_of(&files, "t1");
     store.put_observations(&obs).await.expect("put");

@@ -148,9 +148,9 @@ impl Pipeline {
             KeyDirectory::default()
         }));
         let writers: Vec<Addr<StoreWriter>> = (0..settings.writers.max(1))
-            .map(|_| {
+            .map(|i| {
                 let (store, writer_settings) = (store.clone(), settings.writer.clone());
-                Supervisor::start(move |_| StoreWriter::new(store, writer_settings))
+                Supervisor::start(move |_| StoreWriter::new(store, writer_settings, i == 0))
             })
             .collect();
         let writers = Writers(writers.into());

@@ -131,12 +131,24 @@ pub struct StoreWriter {
     settings: WriterSettings,
     pending: Batch,
     flush_scheduled: bool,
+    /// Whether this writer keeps the conflict-queue depth gauge (one writer of the
+    /// pipeline does: reading the depth is a query over the whole queue).
+    reads_depth: bool,
     last_depth: Option<Instant>,
 }
 
 impl StoreWriter {
-    pub fn new(store: Arc<dyn ConsensusStore>, settings: WriterSettings) -> Self {
-        StoreWriter { store, settings, pending: Batch::default(), flush_scheduled: false, last_depth: None }
+    /// A writer; `reads_depth`: it also reads the conflict-queue depth (at most once a
+    /// second while flushing, else every two seconds) for the gauge.
+    pub fn new(store: Arc<dyn ConsensusStore>, settings: WriterSettings, reads_depth: bool) -> Self {
+        StoreWriter {
+            store,
+            settings,
+            pending: Batch::default(),
+            flush_scheduled: false,
+            reads_depth,
+            last_depth: None,
+        }
     }
 
     /// Writes the pending batch; blocks the mailbox until it is durable.
@@ -149,7 +161,7 @@ impl StoreWriter {
         let (batch_span, writes) = batch_spans(&batch, spans);
         let store = self.store.clone();
         let settings = self.settings.clone();
-        let read_depth = self.last_depth.map_or(true, |t| t.elapsed() >= Duration::from_secs(1));
+        let read_depth = self.reads_depth && self.last_depth.map_or(true, |t| t.elapsed() >= Duration::from_secs(1));
         if read_depth {
             self.last_depth = Some(Instant::now());
         }
@@ -310,6 +322,9 @@ impl Actor for StoreWriter {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(self.settings.mailbox_capacity);
+        if !self.reads_depth {
+            return;
+        }
         // The per-tenant depth gauge also follows changes after the last flush (it is
         // read at most once a second while flushing).
         ctx.run_interval(Duration::from_secs(2), |act, ctx| {

@@ -10,7 +10,8 @@
 //!   most [`BATCH`] statements and [`BATCH_BYTES`] (unordered), current digests read with
 //!   one `$in` query per batch. Reads use secondary indexes created by `init`
 //!   (`vex_observations` on tenant+package, history on pair+time, conflict queue on
-//!   tenant+reason, consensus on tenant+time and artifact+vulnerability); no document
+//!   tenant+reason, consensus on tenant+time, tenant+artifact+vulnerability and
+//!   tenant+package+artifact); no document
 //!   grows without bound.
 //! - Current records are fenced: each carries its [`RecordVersion`] (`v_epoch`,
 //!   `v_offset`, `v_count`, and `v_key`: one string that sorts like the version) and is
@@ -490,6 +491,17 @@ fn audit_from_doc(d: &Document) -> Result<TrustAudit, StoreError> {
     })
 }
 
+/// Drops the index `name` if the collection has it (an index this version no longer
+/// reads, kept up to date by every write otherwise).
+async fn drop_index_if_present(coll: Collection<Document>, name: &str) -> Result<(), StoreError> {
+    match coll.list_index_names().await {
+        Ok(names) if names.iter().any(|n| n == name) => coll.drop_index(name).await.map_err(map_err),
+        Ok(_) => Ok(()),
+        Err(e) if matches!(e.kind.as_ref(), ErrorKind::Command(c) if c.code == 26) => Ok(()),
+        Err(e) => Err(map_err(e)),
+    }
+}
+
 /// Creates the missing indexes, one `createIndexes` per index (an existing index of the
 /// same name is left alone).
 async fn create_indexes(coll: Collection<Document>, specs: Vec<(Document, &str)>) -> Result<(), StoreError> {
@@ -513,14 +525,11 @@ async fn create_indexes(coll: Collection<Document>, specs: Vec<(Document, &str)>
 impl ConsensusStore for MongoStore {
     async fn init(&self) -> Result<(), StoreError> {
         create_indexes(self.coll(OBSERVATIONS), vec![(doc! { "tenant": 1, "package": 1 }, "tenant_package")]).await?;
-        create_indexes(
-            self.coll(CONSENSUS),
-            vec![
-                (doc! { "tenant": 1, "changed_at_ms": 1 }, "tenant_changed_at"),
-                (doc! { "artifact": 1, "vulnerability": 1 }, "artifact_vulnerability"),
-            ],
-        )
-        .await?;
+        create_indexes(self.coll(CONSENSUS), vec![(doc! { "tenant": 1, "changed_at_ms": 1 }, "tenant_changed_at")])
+            .await?;
+        // Every query of records names the tenant (`tenant_artifact_vulnerability` serves
+        // them); the tenant-less index of earlier versions only cost each write.
+        drop_index_if_present(self.coll(CONSENSUS), "artifact_vulnerability").await?;
         create_indexes(
             self.coll(HISTORY),
             vec![
