@@ -44,7 +44,6 @@ pub const DB_FILE: &str = "vex-lens.redb";
 /// Pairs whose read-API answer is kept in memory ([`ReadCache`]: a hit reads no page).
 const READ_CACHE_PAIRS: usize = 4096;
 
-
 /// A current record with the time it last changed (the record holds no float, so its
 /// JSON round-trips exactly and re-digests to its stored `consensus_digest`).
 #[derive(Serialize, Deserialize)]
