@@ -184,7 +184,7 @@ pub struct ExportJobRecord {
     /// Unique id (the record's id), also the job's output directory name.
     pub job_id: String,
     /// `json`, `ndjson` or `openvex`.
-    pub format: String,
+    pub format: crate::export::ExportFormat,
     pub tenant: Option<String>,
     pub since_ms: Option<i64>,
     pub started_at_ms: i64,
@@ -209,7 +209,7 @@ pub struct TrustAudit {
     /// Who: the API token's name (`loopback` without tokens).
     pub who: String,
     /// `issuer` or `policy`.
-    pub kind: String,
+    pub kind: crate::domain::trust::TrustChangeKind,
     /// The issuer id (issuer changes).
     pub issuer: Option<String>,
     /// The caller's stated reason, if any.

@@ -154,7 +154,7 @@ impl Handler<RunExportJob> for ExportJobActor {
                 .emit();
                 let job = ExportJobRecord {
                     job_id,
-                    format: msg.format.as_str().to_string(),
+                    format: msg.format,
                     tenant: msg.tenant,
                     since_ms: msg.since.map(|t| t.unix_millis()),
                     started_at_ms,

@@ -421,12 +421,43 @@ pub enum TrustChange {
     Policy { mode: Option<Mode>, knobs: serde_json::Map<String, serde_json::Value> },
 }
 
+/// What a trust change touches (the audit entry's `kind`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrustChangeKind {
+    /// One issuer's tier, weight or per-tenant override.
+    Issuer,
+    /// The tenant's policy knobs.
+    Policy,
+}
+
+impl TrustChangeKind {
+    /// `issuer` or `policy` (the serde form).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrustChangeKind::Issuer => "issuer",
+            TrustChangeKind::Policy => "policy",
+        }
+    }
+}
+
+impl std::str::FromStr for TrustChangeKind {
+    type Err = crate::domain::codes::UnknownCode;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "issuer" => Ok(TrustChangeKind::Issuer),
+            "policy" => Ok(TrustChangeKind::Policy),
+            _ => Err(crate::domain::codes::UnknownCode { kind: "trust change kind", value: s.to_string() }),
+        }
+    }
+}
+
 impl TrustChange {
     /// `issuer` or `policy`.
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> TrustChangeKind {
         match self {
-            TrustChange::Issuer { .. } => "issuer",
-            TrustChange::Policy { .. } => "policy",
+            TrustChange::Issuer { .. } => TrustChangeKind::Issuer,
+            TrustChange::Policy { .. } => TrustChangeKind::Policy,
         }
     }
 }

@@ -37,7 +37,7 @@ pub struct ExportBody {
 #[derive(Serialize)]
 struct JobView {
     job_id: String,
-    format: String,
+    format: crate::export::ExportFormat,
     tenant: Option<String>,
     since_ms: Option<i64>,
     started_at_ms: i64,

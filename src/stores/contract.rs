@@ -179,7 +179,7 @@ pub async fn store_contract_suite<S: ConsensusStore>(store: &S) {
     // Export job records are upserts by job id.
     let mut job = ExportJobRecord {
         job_id: format!("contract-{tenant}"),
-        format: "json".into(),
+        format: crate::export::ExportFormat::Json,
         tenant: Some(tenant.clone()),
         since_ms: None,
         started_at_ms: 7,
@@ -353,7 +353,7 @@ async fn trust_contract<S: ConsensusStore>(store: &S, tenant: &str, other_tenant
         epoch: after.epoch,
         at_ms: 1_000 + after.epoch as i64,
         who: "contract".into(),
-        kind: "issuer".into(),
+        kind: crate::domain::trust::TrustChangeKind::Issuer,
         issuer: Some("vendor.example".into()),
         reason: None,
         before: before.clone(),

@@ -175,7 +175,7 @@ impl TrustService {
                 epoch: after.epoch,
                 at_ms: now_ms(),
                 who: who.to_string(),
-                kind: change.kind().to_string(),
+                kind: change.kind(),
                 issuer: match change {
                     TrustChange::Issuer { id, .. } => Some(before.issuer_id(self.policies.base(), id)),
                     TrustChange::Policy { .. } => None,
