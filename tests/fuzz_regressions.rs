@@ -57,3 +57,38 @@ fn cpe_whitespace_in_a_component() {
     assert!(parse_key("cpe:2.3:a:acme:b ox:1.0:*:*:*:*:*:*:*").is_err());
     round_trips("cpe:2.3:a:acme:box:1.0:*:*:*:*:*:*:*");
 }
+
+/// fuzz/normalise: a CSAF `product_version_range` holding an `@` (`vers:generic/>=1@con=2.3`)
+/// gave the name key `name:example company/abc@vers:generic/>=1@con=2.3`, which parsed back
+/// split at its *last* `@`, into another package (`name:example company/abc%40vers:...`),
+/// so the observation's artifact and package disagreed. A name key's package now ends at
+/// its first `@` (vendor and product have theirs encoded as `%40`).
+#[test]
+fn name_key_version_holding_an_at_sign() {
+    use vex_lens::domain::model::IngestContext;
+    use vex_lens::domain::normalise::normalise_bytes;
+    round_trips("name:example company/abc@vers:generic/>=1@con=2.3");
+    let k = parse_key("name:example company/abc@vers:generic/>=1@con=2.3").unwrap();
+    assert_eq!(k.package, "name:example company/abc");
+    assert_eq!(k.version.as_deref(), Some("vers:generic/>=1@con=2.3"));
+    round_trips("name:a%40b/c@1.0");
+    assert_eq!(parse_key("name:a%40b/c@1.0").unwrap().package, "name:a%40b/c");
+    let doc = br#"{"document": {"category": "csaf_vex", "csaf_version": "2.0",
+        "publisher": {"category": "vendor", "name": "Example Company ProductCERT", "namespace": "https://psirt.example.com"},
+        "title": "t", "tracking": {"current_release_date": "2022-03-03T11:00:00.000Z", "id": "X-1",
+          "initial_release_date": "2022-03-03T11:00:00.000Z",
+          "revision_history": [{"date": "2022-03-03T11:00:00.000Z", "number": "1", "summary": "s"}],
+          "status": "final", "version": "1"}},
+      "product_tree": {"branches": [{"category": "vendor", "name": "Example Company", "branches": [
+        {"category": "product_name", "name": "ABC", "branches": [
+          {"category": "product_version_range", "name": "vers:generic/>=1@con=2.3",
+           "product": {"name": "Example Company ABC >=1.0|<=2.3", "product_id": "CSAFPID-0005"}}]}]}]},
+      "vulnerabilities": [{"cve": "CVE-2021-44228", "product_status": {"known_not_affected": ["CSAFPID-0005"]}}]}"#;
+    let d = normalise_bytes("crash.json", doc, &IngestContext::default(), 1 << 20).unwrap();
+    assert!(!d.observations.is_empty(), "{:?}", d.diagnostics);
+    for o in &d.observations {
+        let k = parse_key(&o.artifact).unwrap();
+        assert_eq!(k.package, o.package, "package of {}", o.artifact);
+        assert_eq!(k.key, o.artifact);
+    }
+}

@@ -252,7 +252,9 @@ pub fn parse_key(s: &str) -> Result<ArtifactKey, KeyError> {
     } else if t.to_ascii_lowercase().starts_with("cpe:") {
         normalise_cpe(t)
     } else if let Some(rest) = t.strip_prefix("name:") {
-        let (vp, version) = match rest.rsplit_once('@') {
+        // The first `@` ends the package: `name_key` encodes `@` in vendor and product,
+        // but a version (e.g. a `vers:` range) may hold one.
+        let (vp, version) = match rest.split_once('@') {
             Some((a, v)) => (a, Some(v)),
             None => (rest, None),
         };
