@@ -164,6 +164,19 @@ async fn serve(cfg: Arc<Config>, policy: Arc<Policy>, opts: RunOptions) -> anyho
         cfg.api.admin_changes_per_minute,
     ));
     trust.refresh().await.context("reading the tenants' trust settings")?;
+    // A trust change whose recompute a crash cut short is finished now (beside ingestion).
+    tokio::spawn({
+        let trust = trust.clone();
+        async move {
+            if let Err(e) = trust.finish_pending(None).await {
+                crate::warn_event!(
+                    crate::telemetry::events::LogEvent::TrustPollFailed,
+                    error = %e,
+                    "owed trust recompute not finished at start-up; the trust poller retries"
+                );
+            }
+        }
+    });
     tokio::spawn(trust.clone().run_poll(Duration::from_millis(cfg.consensus.trust_poll_interval_ms), shutdown.clone()));
 
     let producer = match mode {

@@ -423,6 +423,26 @@ pub trait ConsensusStore: Send + Sync + 'static {
         let _ = tenant;
         Ok(Vec::new())
     }
+    /// The epoch up to which each tenant's trust changes are recomputed
+    /// ([`Self::mark_trust_recomputed`]; a tenant absent counts as 0). A stored policy
+    /// epoch above it is a recompute still owed (interrupted by a crash): start-up and the
+    /// trust poller finish it.
+    async fn trust_recomputed(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        Ok(Vec::new())
+    }
+    /// Records that every pair of `tenant` was recomputed, durably, under policy epoch
+    /// `epoch` or newer; never lowers the mark.
+    async fn mark_trust_recomputed(&self, tenant: &str, epoch: u64) -> Result<(), StoreError> {
+        let _ = (tenant, epoch);
+        Ok(())
+    }
+    /// Writes every audit entry a policy write carries but the audit log lacks (a store
+    /// that cannot write both at once writes the entry inside the policy's
+    /// compare-and-set and copies it after; a crash in between leaves it to this);
+    /// idempotent; returns the number written.
+    async fn repair_trust_audit(&self) -> Result<usize, StoreError> {
+        Ok(0)
+    }
 
     // --- the change stream -------------------------------------------------------------
 

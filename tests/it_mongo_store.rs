@@ -374,3 +374,46 @@ async fn racing_writers_of_new_pairs_leave_the_higher_version() {
     }
     common::drop_db(&uri, &db).await;
 }
+
+/// A crash between the policy's compare-and-set and the copy of its audit entry (no
+/// multi-document transaction on a standalone MongoDB): the policy document carries the
+/// entry, so the change is never without it; `repair_trust_audit` (start-up, every trust
+/// poll) writes it, exactly once.
+#[tokio::test]
+async fn a_trust_change_cut_short_before_its_audit_entry_is_repaired() {
+    use vex_lens::domain::trust::{Policy, TenantTrust, Tier, TrustChange};
+    use vex_lens::ports::TrustAudit;
+    use vex_lens::stores::mongo::{TRUST_AUDIT, TRUST_POLICIES};
+    let Some((store, uri, db)) = fresh_store("trust_audit_repair").await else { return };
+    let seed = TenantTrust::new("t");
+    let change = TrustChange::Issuer { id: "vendor.example".into(), tier: Some(Tier::Trusted), weight: None };
+    let next = seed.changed(&Policy::default(), &change).expect("change applies");
+    let audit = TrustAudit {
+        tenant: "t".into(),
+        epoch: 1,
+        at_ms: 7,
+        who: "alice".into(),
+        kind: vex_lens::domain::trust::TrustChangeKind::Issuer,
+        issuer: Some("vendor.example".into()),
+        reason: Some("vetted".into()),
+        before: seed,
+        after: next.clone(),
+    };
+    assert!(store.put_trust_policy(&next, &audit).await.expect("put_trust_policy"));
+    assert_eq!(store.repair_trust_audit().await.expect("repair"), 0, "nothing to repair after a whole write");
+    // The state a crash after the compare-and-set leaves: the entry not yet copied.
+    let database = store.database();
+    let audit_coll = database.collection::<mongodb::bson::Document>(TRUST_AUDIT);
+    audit_coll.delete_many(mongodb::bson::doc! {}).await.expect("delete");
+    database
+        .collection::<mongodb::bson::Document>(TRUST_POLICIES)
+        .update_one(mongodb::bson::doc! { "_id": "t" }, mongodb::bson::doc! { "$set": { "audit_written": false } })
+        .await
+        .expect("update");
+    assert!(store.trust_audit("t").await.expect("trust_audit").is_empty());
+    assert_eq!(store.repair_trust_audit().await.expect("repair"), 1, "the carried entry is written");
+    assert_eq!(store.trust_audit("t").await.expect("trust_audit"), vec![audit.clone()], "exactly the change's entry");
+    assert_eq!(store.repair_trust_audit().await.expect("repair"), 0, "repaired once");
+    assert_eq!(store.trust_audit("t").await.expect("trust_audit"), vec![audit]);
+    common::drop_db(&uri, &db).await;
+}

@@ -382,6 +382,19 @@ async fn trust_contract<S: ConsensusStore>(store: &S, tenant: &str, other_tenant
         !store.trust_policies().await.expect("trust_policies").iter().any(|t| t.tenant == other_tenant),
         "policies are per tenant"
     );
+    // Every applied change has its audit entry: repairing finds nothing missing and
+    // writes nothing twice.
+    store.repair_trust_audit().await.expect("repair_trust_audit");
+    assert_eq!(store.trust_audit(tenant).await.expect("trust_audit"), entries, "repair is idempotent");
+
+    // The recompute mark: absent (0) until set, only rises, per tenant.
+    let mark = |v: Vec<(String, u64)>| v.into_iter().find(|(t, _)| t == tenant).map_or(0, |(_, e)| e);
+    assert_eq!(mark(store.trust_recomputed().await.expect("trust_recomputed")), 0, "nothing recomputed yet");
+    store.mark_trust_recomputed(tenant, 2).await.expect("mark");
+    store.mark_trust_recomputed(tenant, 1).await.expect("a lower mark");
+    assert_eq!(mark(store.trust_recomputed().await.expect("trust_recomputed")), 2, "the mark never goes back");
+    let others = store.trust_recomputed().await.expect("trust_recomputed");
+    assert!(!others.iter().any(|(t, e)| t == other_tenant && *e > 0), "marks are per tenant");
 }
 
 /// The change stream: every history entry of the tenant once, at dense positions in the

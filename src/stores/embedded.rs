@@ -33,16 +33,19 @@ const TRUST_POLICIES: TableDefinition<&str, &[u8]> = TableDefinition::new("vex_t
 const TRUST_AUDIT: TableDefinition<&str, &[u8]> = TableDefinition::new("vex_trust_audit");
 /// The change stream: `<tenant>\0<position, 20 digits>` -> history entry id.
 const CHANGES: TableDefinition<&str, &str> = TableDefinition::new("vex_consensus_changes");
+/// Per tenant, the policy epoch up to which its trust changes are recomputed.
+const TRUST_RECOMPUTED: TableDefinition<&str, u64> = TableDefinition::new("vex_trust_recomputed");
 /// The last change-stream position of each tenant.
 const CHANGE_TAILS: TableDefinition<&str, u64> = TableDefinition::new("vex_consensus_change_tails");
 
 /// Page cache of the embedded database (redb's default is 1 GiB).
 const CACHE_BYTES: usize = 64 * 1024 * 1024;
 
-/// File name of the database inside the data directory.
-pub const DB_FILE: &str = "vex-lens.redb";
 /// Pairs whose read-API answer is kept in memory ([`ReadCache`]: a hit reads no page).
 const READ_CACHE_PAIRS: usize = 4096;
+
+/// File name of the database inside the data directory.
+pub const DB_FILE: &str = "vex-lens.redb";
 
 /// A current record with the time it last changed (the record holds no float, so its
 /// JSON round-trips exactly and re-digests to its stored `consensus_digest`).
@@ -144,6 +147,7 @@ impl EmbeddedStore {
         tx.open_table(FILES).map_err(err)?;
         tx.open_table(CHANGES).map_err(err)?;
         tx.open_table(CHANGE_TAILS).map_err(err)?;
+        tx.open_table(TRUST_RECOMPUTED).map_err(err)?;
         tx.commit().map_err(err)
     }
 
@@ -607,6 +611,36 @@ impl ConsensusStore for EmbeddedStore {
                 out.push(serde_json::from_slice(v.value()).map_err(json_err)?);
             }
             Ok(out)
+        })
+        .await
+    }
+
+    async fn trust_recomputed(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        self.blocking(|db| {
+            let tx = db.begin_read().map_err(err)?;
+            let t = tx.open_table(TRUST_RECOMPUTED).map_err(err)?;
+            let mut out = Vec::new();
+            for r in t.iter().map_err(err)? {
+                let (k, v) = r.map_err(err)?;
+                out.push((k.value().to_string(), v.value()));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn mark_trust_recomputed(&self, tenant: &str, epoch: u64) -> Result<(), StoreError> {
+        let tenant = tenant.to_string();
+        self.blocking(move |db| {
+            let tx = db.begin_write().map_err(err)?;
+            {
+                let mut t = tx.open_table(TRUST_RECOMPUTED).map_err(err)?;
+                let stored = t.get(tenant.as_str()).map_err(err)?.map_or(0, |v| v.value());
+                if epoch > stored {
+                    t.insert(tenant.as_str(), epoch).map_err(err)?;
+                }
+            }
+            tx.commit().map_err(err)
         })
         .await
     }

@@ -41,6 +41,9 @@ pub trait Recompute: Send + Sync {
 
 /// Packages recomputed at once during a trust change.
 const RECOMPUTE_CONCURRENCY: usize = 4;
+/// Polls a tenant must owe the same recompute before the poller does it
+/// ([`TrustService::finish_pending`]; start-up does it at once).
+const OWED_GRACE_POLLS: u32 = 15;
 /// Attempts of a change that loses the compare-and-set to another instance.
 const CAS_ATTEMPTS: usize = 3;
 
@@ -87,6 +90,8 @@ pub struct TrustService {
     recent: Mutex<HashMap<String, VecDeque<Instant>>>,
     /// One change at a time on this instance (others are fenced by the epoch).
     serial: tokio::sync::Mutex<()>,
+    /// Tenants seen owing a recompute: (epoch owed, first seen) ([`Self::finish_pending`]).
+    pending_since: Mutex<HashMap<String, (u64, Instant)>>,
 }
 
 /// The recompute reason of going from `before` to `after`.
@@ -124,6 +129,7 @@ impl TrustService {
             per_minute,
             recent: Mutex::new(HashMap::new()),
             serial: tokio::sync::Mutex::new(()),
+            pending_since: Mutex::new(HashMap::new()),
         }
     }
 
@@ -235,6 +241,11 @@ impl TrustService {
                 .emit(),
             }
             let (packages, pairs) = self.recompute_tenant(tenant, reason_of(&before, &after)).await?;
+            // Every pair is durable under the new epoch: the recompute is no longer owed
+            // (without the mark, start-up or the poller redoes it: harmless).
+            if let Err(e) = self.store.mark_trust_recomputed(tenant, after.epoch).await {
+                crate::warn_event!(LogEvent::TrustPollFailed, tenant, error = %e, "recompute not marked done; it will be redone");
+            }
             return Ok(Applied {
                 before,
                 after,
@@ -276,6 +287,80 @@ impl TrustService {
         Ok((packages.len(), pairs.load(Ordering::Relaxed)))
     }
 
+    /// Finishes what trust changes still owe after a crash: writes audit entries the
+    /// store left uncopied, and recomputes every tenant whose stored policy epoch is
+    /// above its recomputed mark (the change is durable but its recompute was cut short),
+    /// under its installed policy, then marks it. With `grace`, a tenant is recomputed
+    /// only once it has owed the same epoch that long on this instance's polls (the
+    /// instance that made the change is likely still at it; doing it twice is harmless,
+    /// only costly). Returns the tenants recomputed.
+    pub async fn finish_pending(&self, grace: Option<Duration>) -> Result<usize, TrustError> {
+        let repaired = self.store.repair_trust_audit().await?;
+        if repaired > 0 {
+            tracing::info!(
+                event = "trust_audit_repaired",
+                entries = repaired,
+                "audit entries of applied trust changes written"
+            );
+        }
+        let owed = self.owed().await?;
+        let now = Instant::now();
+        let due: Vec<(String, u64)> = {
+            let mut seen = self.pending_since.lock().unwrap_or_else(|e| e.into_inner());
+            seen.retain(|t, _| owed.contains_key(t));
+            owed.into_iter()
+                .filter(|(tenant, epoch)| {
+                    let since = seen.entry(tenant.clone()).or_insert((*epoch, now));
+                    if since.0 != *epoch {
+                        *since = (*epoch, now);
+                    }
+                    grace.map_or(true, |g| now.duration_since(since.1) >= g)
+                })
+                .collect()
+        };
+        let mut done = 0;
+        for (tenant, epoch) in due {
+            let _one = self.serial.lock().await;
+            // A change applied here meanwhile may have paid it.
+            if !self.owed().await?.get(&tenant).is_some_and(|e| *e >= epoch) {
+                continue;
+            }
+            self.refresh().await?;
+            let reason = match self.store.trust_audit(&tenant).await?.last() {
+                Some(a) if a.kind == crate::domain::trust::TrustChangeKind::Issuer => RECOMPUTE_ISSUER_UPDATE,
+                _ => RECOMPUTE_POLICY_KNOB,
+            };
+            let t0 = Instant::now();
+            let (packages, pairs) = self.recompute_tenant(&tenant, reason).await?;
+            self.store.mark_trust_recomputed(&tenant, epoch).await?;
+            self.pending_since.lock().unwrap_or_else(|e| e.into_inner()).remove(&tenant);
+            tracing::info!(
+                event = "trust_recompute_finished",
+                tenant = %tenant,
+                epoch,
+                packages,
+                pairs,
+                duration_ms = t0.elapsed().as_millis() as u64,
+                "finished the recompute a trust change still owed"
+            );
+            done += 1;
+        }
+        Ok(done)
+    }
+
+    /// Tenants whose stored policy epoch is above their recomputed mark, with that epoch.
+    async fn owed(&self) -> Result<HashMap<String, u64>, StoreError> {
+        let marks: HashMap<String, u64> = self.store.trust_recomputed().await?.into_iter().collect();
+        Ok(self
+            .store
+            .trust_policies()
+            .await?
+            .into_iter()
+            .filter(|t| t.epoch > marks.get(&t.tenant).copied().unwrap_or(0))
+            .map(|t| (t.tenant, t.epoch))
+            .collect())
+    }
+
     /// Reads every tenant's stored trust settings and installs the newer ones; returns
     /// (tenant, recompute reason) of each tenant whose policy changed here.
     pub async fn refresh(&self) -> Result<Vec<(String, &'static str)>, StoreError> {
@@ -314,7 +399,9 @@ impl TrustService {
     }
 
     /// Polls the store every `every` until `shutdown` (several instances converge on the
-    /// same settings within about one interval).
+    /// same settings within about one interval), and finishes recomputes owed for
+    /// [`OWED_GRACE_POLLS`] intervals (an instance that crashed mid-recompute and did not
+    /// come back).
     pub async fn run_poll(self: Arc<Self>, every: Duration, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         loop {
             tokio::select! {
@@ -326,6 +413,9 @@ impl TrustService {
             }
             if let Err(e) = self.converge().await {
                 crate::warn_event!(LogEvent::TrustPollFailed, error = %e, "trust settings not read; retrying at the next poll");
+            }
+            if let Err(e) = self.finish_pending(Some(every * OWED_GRACE_POLLS)).await {
+                crate::warn_event!(LogEvent::TrustPollFailed, error = %e, "owed trust recompute not finished; retrying at the next poll");
             }
         }
     }
@@ -378,6 +468,81 @@ mod tests {
             Err(TrustError::RateLimited { limit: 2, .. })
         ));
         a.apply("alice", "u", &issuer(Tier::Untrusted), None).await.expect("the limit is per tenant");
+    }
+
+    /// Recomputes packages (recording which), failing every package after the first
+    /// `crash_after` (a process that died mid-recompute).
+    struct Recorder {
+        done: Mutex<Vec<String>>,
+        crash_after: Option<usize>,
+    }
+
+    impl Recompute for Recorder {
+        fn recompute_package(
+            &self,
+            _tenant: &str,
+            package: &str,
+            _reason: &'static str,
+        ) -> BoxFut<Result<usize, String>> {
+            let mut done = self.done.lock().unwrap();
+            let crashed = self.crash_after.is_some_and(|k| done.len() >= k);
+            if !crashed {
+                done.push(package.to_string());
+            }
+            Box::pin(async move {
+                if crashed {
+                    Err("crashed".into())
+                } else {
+                    Ok(1)
+                }
+            })
+        }
+        fn live_packages(&self, _tenant: &str) -> BoxFut<Result<Vec<String>, String>> {
+            Box::pin(async { Ok(Vec::new()) })
+        }
+    }
+
+    /// A change whose recompute was cut short stays owed (durable, not marked) until
+    /// start-up finishes it: every package recomputed, then marked; nothing owed after.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_recompute_cut_short_is_finished_at_start_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn ConsensusStore> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+        let packages: Vec<String> = (0..6).map(|i| format!("pkg:npm/owed-{i}")).collect();
+        let obs: Vec<_> = packages
+            .iter()
+            .map(|p| {
+                crate::stores::contract::sample_observation(
+                    "t",
+                    "vendor",
+                    &format!("{p}@1.0.0"),
+                    "CVE-2024-0001",
+                    crate::domain::model::Status::Affected,
+                )
+            })
+            .collect();
+        store.put_observations(&obs).await.unwrap();
+        let crashing = Arc::new(Recorder { done: Mutex::new(Vec::new()), crash_after: Some(2) });
+        let a = TrustService::new(store.clone(), Arc::new(Policies::new(Policy::default())), Some(crashing.clone()), 0);
+        assert!(matches!(a.apply("alice", "t", &issuer(Tier::Trusted), None).await, Err(TrustError::Recompute(_))));
+        assert_eq!(crashing.done.lock().unwrap().len(), 2);
+        assert_eq!(a.owed().await.unwrap().get("t"), Some(&1), "the change is durable, its recompute owed");
+
+        // "Restart": a new service on the same store.
+        let fine = Arc::new(Recorder { done: Mutex::new(Vec::new()), crash_after: None });
+        let b = TrustService::new(store.clone(), Arc::new(Policies::new(Policy::default())), Some(fine.clone()), 0);
+        b.refresh().await.unwrap();
+        assert_eq!(b.finish_pending(Some(Duration::from_secs(3600))).await.unwrap(), 0, "the poller waits its grace");
+        assert_eq!(b.finish_pending(None).await.unwrap(), 1, "start-up finishes it");
+        let mut done = fine.done.lock().unwrap().clone();
+        done.sort();
+        assert_eq!(done, packages, "every package of the tenant is recomputed");
+        assert!(b.owed().await.unwrap().is_empty(), "nothing owed once finished");
+        assert_eq!(b.finish_pending(None).await.unwrap(), 0, "finished once");
+        // A change that completes is marked at once: nothing owed.
+        b.apply("alice", "t", &issuer(Tier::Known), None).await.unwrap();
+        assert!(b.owed().await.unwrap().is_empty());
+        assert_eq!(store.trust_recomputed().await.unwrap(), vec![("t".to_string(), 2)]);
     }
 
     /// Writes the policy, then fails (as when the audit insert fails after the policy).
