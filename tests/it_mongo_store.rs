@@ -417,3 +417,28 @@ async fn a_trust_change_cut_short_before_its_audit_entry_is_repaired() {
     assert_eq!(store.trust_audit("t").await.expect("trust_audit"), vec![audit]);
     common::drop_db(&uri, &db).await;
 }
+
+/// History written before the change stream existed (no `stream_seq`) is streamed: `init`
+/// queues it once (`vex_meta`), and a consumer that starts from 0 gets it.
+#[tokio::test]
+async fn history_written_before_the_change_stream_is_streamed() {
+    use vex_lens::stores::mongo::META;
+    let Some((store, uri, db)) = fresh_store("stream_backfill").await else { return };
+    let records = corpus_records("old");
+    store.put_records(&unversioned(&records[..3]), 1_000).await.expect("put_records");
+    // The state a build before the change stream left: history without positions.
+    let database = store.database();
+    database
+        .collection::<mongodb::bson::Document>(HISTORY)
+        .update_many(mongodb::bson::doc! {}, mongodb::bson::doc! { "$unset": { "stream_seq": "" } })
+        .await
+        .expect("unset");
+    database.collection::<mongodb::bson::Document>(META).delete_many(mongodb::bson::doc! {}).await.expect("delete");
+    assert!(store.changes_after("old", 0, 100).await.expect("changes").is_empty(), "not streamed before init");
+    store.init().await.expect("init");
+    let events = store.changes_after("old", 0, 100).await.expect("changes");
+    assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2, 3], "every old entry, once");
+    store.init().await.expect("init again");
+    assert_eq!(store.changes_after("old", 0, 100).await.expect("changes").len(), 3, "queued once");
+    common::drop_db(&uri, &db).await;
+}

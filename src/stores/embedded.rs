@@ -35,6 +35,10 @@ const TRUST_AUDIT: TableDefinition<&str, &[u8]> = TableDefinition::new("vex_trus
 const CHANGES: TableDefinition<&str, &str> = TableDefinition::new("vex_consensus_changes");
 /// Per tenant, the policy epoch up to which its trust changes are recomputed.
 const TRUST_RECOMPUTED: TableDefinition<&str, u64> = TableDefinition::new("vex_trust_recomputed");
+/// One-time migrations done (key: the migration).
+const META: TableDefinition<&str, u64> = TableDefinition::new("vex_meta");
+/// The [`META`] key of the change stream's backfill of older history.
+const STREAM_BACKFILL: &str = "history_stream_backfill";
 /// The last change-stream position of each tenant.
 const CHANGE_TAILS: TableDefinition<&str, u64> = TableDefinition::new("vex_consensus_change_tails");
 
@@ -148,7 +152,50 @@ impl EmbeddedStore {
         tx.open_table(CHANGES).map_err(err)?;
         tx.open_table(CHANGE_TAILS).map_err(err)?;
         tx.open_table(TRUST_RECOMPUTED).map_err(err)?;
+        Self::backfill_stream(&tx)?;
         tx.commit().map_err(err)
+    }
+
+    /// History written before the change stream existed has no position: gives each such
+    /// entry its tenant's next positions (after those already given, oldest first), so a
+    /// consumer that starts from 0 gets every change the store holds. Once per database
+    /// ([`META`]).
+    fn backfill_stream(tx: &redb::WriteTransaction) -> Result<(), StoreError> {
+        let mut meta = tx.open_table(META).map_err(err)?;
+        if meta.get(STREAM_BACKFILL).map_err(err)?.is_some() {
+            return Ok(());
+        }
+        let mut changes = tx.open_table(CHANGES).map_err(err)?;
+        let mut tails = tx.open_table(CHANGE_TAILS).map_err(err)?;
+        let hist = tx.open_table(HISTORY).map_err(err)?;
+        let mut streamed = std::collections::HashSet::new();
+        for r in changes.iter().map_err(err)? {
+            let (_, hid) = r.map_err(err)?;
+            streamed.insert(hid.value().to_string());
+        }
+        let mut missing = Vec::new();
+        for r in hist.iter().map_err(err)? {
+            let (hid, v) = r.map_err(err)?;
+            if !streamed.contains(hid.value()) {
+                let s = StoredRecord::decode(v.value())?;
+                missing.push((s.changed_at_ms, hid.value().to_string(), s.record.tenant));
+            }
+        }
+        missing.sort();
+        for (_, hid, tenant) in &missing {
+            let seq = tails.get(tenant.as_str()).map_err(err)?.map_or(0, |v| v.value()) + 1;
+            tails.insert(tenant.as_str(), seq).map_err(err)?;
+            changes.insert(change_key(tenant, seq).as_str(), hid.as_str()).map_err(err)?;
+        }
+        if !missing.is_empty() {
+            tracing::info!(
+                event = "history_stream_backfill",
+                entries = missing.len(),
+                "history written before the change stream existed is now in the stream"
+            );
+        }
+        meta.insert(STREAM_BACKFILL, 1).map_err(err)?;
+        Ok(())
     }
 
     async fn blocking<T: Send + 'static>(
@@ -696,6 +743,43 @@ impl ConsensusStore for EmbeddedStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A database a build before the change stream left (history, no positions) gets
+    /// every history entry into the stream when opened, oldest first, once.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn history_written_before_the_change_stream_is_streamed_after_opening() {
+        use crate::domain::consensus::PackageState;
+        use crate::stores::contract::sample_observation;
+        let dir = tempfile::tempdir().unwrap();
+        let record = |artifact: &str, vuln: &str| {
+            let o = sample_observation("t", "vendor", artifact, vuln, crate::domain::model::Status::Affected);
+            let pair = PairKey { tenant: "t".into(), artifact: o.artifact.clone(), vulnerability: vuln.into() };
+            let mut st = PackageState::new();
+            st.apply(o).unwrap();
+            st.evaluate(&pair, &crate::domain::trust::Policy::default(), false).unwrap().unwrap()
+        };
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let old = [VersionedRecord::unversioned(record("pkg:npm/old@1.0.0", "CVE-2024-0001"))];
+        store.put_records(&old, 1_000).await.unwrap();
+        drop(store);
+        {
+            let db = Database::open(dir.path().join(DB_FILE)).unwrap();
+            let tx = db.begin_write().unwrap();
+            for t in [CHANGE_TAILS, META] {
+                tx.delete_table(t).unwrap();
+            }
+            tx.delete_table(CHANGES).unwrap();
+            tx.commit().unwrap();
+        }
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let new = [VersionedRecord::unversioned(record("pkg:npm/new@1.0.0", "CVE-2024-0002"))];
+        store.put_records(&new, 2_000).await.unwrap();
+        let seen = |events: Vec<ChangeEvent>| events.iter().map(|e| (e.seq, e.entry.changed_at_ms)).collect::<Vec<_>>();
+        assert_eq!(seen(store.changes_after("t", 0, 100).await.unwrap()), vec![(1, 1_000), (2, 2_000)]);
+        drop(store);
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        assert_eq!(seen(store.changes_after("t", 0, 100).await.unwrap()), vec![(1, 1_000), (2, 2_000)], "once");
+    }
 
     #[tokio::test(flavor = "multi_thread")]
     async fn embedded_store_passes_the_contract_suite() {

@@ -41,6 +41,8 @@
 //!   index on `history_id` each entry sequenced once, and `n` is only tried once `n - 1`
 //!   is visible, so positions are dense and appear in order on any number of instances
 //!   with no transaction and no change stream (a standalone server has neither).
+//!   History written before the stream existed (no `stream_seq`) is made pending once by
+//!   `init` (marker in `vex_meta`).
 //! - Connection failures and timeouts are [`StoreError::Unavailable`] (retriable); the
 //!   server's `InternalError` (code 1) is [`StoreError::Internal`] (retried a few times);
 //!   everything else is [`StoreError::Rejected`].
@@ -73,6 +75,10 @@ pub const TRUST_POLICIES: &str = "vex_trust_policies";
 pub const TRUST_AUDIT: &str = "vex_trust_audit";
 /// The change stream: one document per position (`_id` `<tenant>:<position, 20 digits>`).
 pub const CHANGES: &str = "vex_consensus_changes";
+/// One-time migrations done (`_id`: the migration).
+pub const META: &str = "vex_meta";
+/// The `vex_meta` id of the change stream's backfill of older history.
+const STREAM_BACKFILL: &str = "history_stream_backfill";
 
 /// How long the driver waits for a reachable server before an operation fails
 /// (short, so a stopped server is noticed quickly and retried by the caller).
@@ -232,6 +238,35 @@ impl MongoStore {
 
     /// Inserts documents, ignoring those whose `_id` already exists (idempotent; the
     /// first write wins).
+    /// History written before the change stream existed has no `stream_seq`: marks it
+    /// pending (`0`), so the next reader of its tenant's stream sequences it (after the
+    /// positions already given, oldest first) and a consumer that starts from 0 gets
+    /// every change the store holds. Once per database (`vex_meta`), since the filter
+    /// cannot use an index.
+    async fn backfill_stream(&self) -> Result<(), StoreError> {
+        let meta = self.coll(META);
+        if meta.find_one(doc! { "_id": STREAM_BACKFILL }).await.map_err(map_err)?.is_some() {
+            return Ok(());
+        }
+        let r = self
+            .coll(HISTORY)
+            .update_many(doc! { "stream_seq": { "$exists": false } }, doc! { "$set": { "stream_seq": 0_i64 } })
+            .await
+            .map_err(map_err)?;
+        if r.modified_count > 0 {
+            tracing::info!(
+                event = "history_stream_backfill",
+                entries = r.modified_count,
+                "history written before the change stream existed is queued for the stream"
+            );
+        }
+        match meta.insert_one(doc! { "_id": STREAM_BACKFILL }).await {
+            Ok(_) => Ok(()),
+            Err(e) if only_duplicate_keys(&e) => Ok(()),
+            Err(e) => Err(map_err(e)),
+        }
+    }
+
     /// Copies the audit entry of `tenant`'s policy write at `epoch` to `vex_trust_audit`
     /// (idempotent by its `_id`), then sets the policy's `audit_written` if the policy is
     /// still at that epoch.
@@ -556,14 +591,14 @@ impl ConsensusStore for MongoStore {
         // Make sure the remaining collections exist (creating an existing one is an error
         // we ignore: code 48 NamespaceExists).
         create_indexes(self.coll(TRUST_AUDIT), vec![(doc! { "tenant": 1, "epoch": 1 }, "tenant_epoch")]).await?;
-        for name in [DSSE_VERIFICATIONS, EXPORT_JOBS, TRUST_POLICIES] {
+        for name in [DSSE_VERIFICATIONS, EXPORT_JOBS, TRUST_POLICIES, META] {
             match self.db.create_collection(name).await {
                 Ok(()) => {}
                 Err(e) if matches!(e.kind.as_ref(), ErrorKind::Command(c) if c.code == 48) => {}
                 Err(e) => return Err(map_err(e)),
             }
         }
-        Ok(())
+        self.backfill_stream().await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
