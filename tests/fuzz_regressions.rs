@@ -92,3 +92,21 @@ fn name_key_version_holding_an_at_sign() {
         assert_eq!(k.key, o.artifact);
     }
 }
+
+/// fuzz/purl: a `vers:` range ending in whitespace before the qualifiers (`@vers:maven/== ?x:`)
+/// kept the space at the end of the key, which the parser trims, so the key parsed back to
+/// another key. The range is trimmed.
+#[test]
+fn purl_vers_range_ending_in_whitespace() {
+    let nul = "\0".repeat(61);
+    round_trips(&format!("pkg:npm/!%4scrs%3{nul}A0pkman/G@/a@vers:maven/== ?x:"));
+    round_trips("pkg:npm/a@vers:npm/<2.0.0 ?x:");
+    round_trips("pkg:npm/a@vers:npm/<2.0.0%20");
+    round_trips("pkg:npm/a@vers:npm/<2.0.0 ?b=1");
+    round_trips("pkg:npm/a@vers:npm/<2.0.0%20#sub");
+    round_trips("pkg:npm/a@vers:npm/<2.0.0 ");
+    assert_eq!(
+        parse_key("pkg:npm/a@vers:npm/<2.0.0 ?b=1").unwrap().key,
+        parse_key("pkg:npm/a@vers:npm/<2.0.0?b=1").unwrap().key
+    );
+}

@@ -50,7 +50,10 @@ pub fn normalise_purl(s: &str) -> Result<ArtifactKey, KeyError> {
     if let Some(idx) = s.find("@vers:").or_else(|| s.find("@vers%3A")) {
         let (head, after) = (&s[..idx], &s[idx + 1..]);
         let end = after.find(['?', '#']).unwrap_or(after.len());
-        let range = percent_decode(&after[..end]);
+        // Trimmed: whitespace at the end of the range (before `?`/`#`, or spelled `%20`)
+        // would end up at the end of the key, which the parser trims, so the key would not
+        // parse back to itself (found by fuzz/purl).
+        let range = percent_decode(&after[..end]).trim().to_string();
         super::vers::validate(&range).map_err(|e| KeyError::Purl { value: s.to_string(), reason: e.to_string() })?;
         let mut k = normalise_purl(&format!("{head}{}", &after[end..]))?;
         if k.version.is_some() {
