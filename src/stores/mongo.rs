@@ -178,42 +178,40 @@ impl MongoStore {
         name: &str,
         statements: Vec<(Document, usize)>,
     ) -> Result<HashSet<usize>, StoreError> {
-        let mut lost = HashSet::new();
-        let mut base = 0usize;
-        for batch in batches(statements.into_iter()) {
-            let n = batch.len();
-            let reply = self
-                .db
-                .run_command(doc! { "update": name, "updates": batch, "ordered": false })
-                .await
-                .map_err(map_err)?;
-            for i in check_conditional_reply(name, &reply)? {
-                lost.insert(base + i);
-            }
-            base += n;
-        }
-        Ok(lost)
+        self.run_batched(name, "update", "updates", statements).await
     }
 
     /// Inserts documents (each `(document, estimated bytes)`) as unordered `insert`
     /// commands of at most [`BATCH`] documents and [`BATCH_BYTES`]; returns the indexes of
     /// the documents whose `_id` already existed (duplicate key: nothing was written).
     async fn insert_new(&self, name: &str, documents: Vec<(Document, usize)>) -> Result<HashSet<usize>, StoreError> {
-        let mut existed = HashSet::new();
+        self.run_batched(name, "insert", "documents", documents).await
+    }
+
+    /// Runs the write command `command` on `name` with `items` (each `(item, estimated
+    /// bytes)`) under `field`, unordered, in batches of at most [`BATCH`] items and
+    /// [`BATCH_BYTES`]; returns the indexes of the items that met a duplicate key.
+    async fn run_batched(
+        &self,
+        name: &str,
+        command: &str,
+        field: &str,
+        items: Vec<(Document, usize)>,
+    ) -> Result<HashSet<usize>, StoreError> {
+        let mut duplicates = HashSet::new();
         let mut base = 0usize;
-        for batch in batches(documents.into_iter()) {
+        for batch in batches(items.into_iter()) {
             let n = batch.len();
-            let reply = self
-                .db
-                .run_command(doc! { "insert": name, "documents": batch, "ordered": false })
-                .await
-                .map_err(map_err)?;
+            let mut cmd = doc! { command: name };
+            cmd.insert(field, batch);
+            cmd.insert("ordered", false);
+            let reply = self.db.run_command(cmd).await.map_err(map_err)?;
             for i in check_conditional_reply(name, &reply)? {
-                existed.insert(base + i);
+                duplicates.insert(base + i);
             }
             base += n;
         }
-        Ok(existed)
+        Ok(duplicates)
     }
 
     /// Deletes documents by `_id` unless they hold a newer version than the given one
