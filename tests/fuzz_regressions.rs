@@ -110,3 +110,14 @@ fn purl_vers_range_ending_in_whitespace() {
         parse_key("pkg:npm/a@vers:npm/<2.0.0?b=1").unwrap().key
     );
 }
+
+/// fuzz/purl: a `vers:` range holding `%23` decoded to `#`, written raw into the key, which
+/// then parsed back with a subpath. A range holding `?` or `#` is invalid.
+#[test]
+fn purl_vers_range_holding_a_decoded_hash() {
+    round_trips("pkg:npm/a@vers:maven/<=1.0%23x");
+    assert!(parse_key("pkg:npm/a@vers:maven/<=1.0%23x").is_err());
+    assert!(parse_key("pkg:npm/a@vers:maven/<=1.0%3Fx").is_err());
+    round_trips("pkg:npm/a@vers:maven/<=1.0#sub/path");
+    assert!(parse_key("pkg:npm/a@vers:maven/<=1.0#sub/path").is_ok());
+}

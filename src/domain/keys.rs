@@ -54,6 +54,11 @@ pub fn normalise_purl(s: &str) -> Result<ArtifactKey, KeyError> {
         // would end up at the end of the key, which the parser trims, so the key would not
         // parse back to itself (found by fuzz/purl).
         let range = percent_decode(&after[..end]).trim().to_string();
+        // A `?` or `#` decoded from `%3F`/`%23` would start the qualifiers or subpath when
+        // the key is read back (found by fuzz/purl): no version holds one.
+        if range.contains(['?', '#']) {
+            return Err(KeyError::Purl { value: s.to_string(), reason: "a vers: range holds '?' or '#'".into() });
+        }
         super::vers::validate(&range).map_err(|e| KeyError::Purl { value: s.to_string(), reason: e.to_string() })?;
         let mut k = normalise_purl(&format!("{head}{}", &after[end..]))?;
         if k.version.is_some() {
