@@ -121,3 +121,13 @@ fn purl_vers_range_holding_a_decoded_hash() {
     round_trips("pkg:npm/a@vers:maven/<=1.0#sub/path");
     assert!(parse_key("pkg:npm/a@vers:maven/<=1.0#sub/path").is_ok());
 }
+
+/// fuzz/purl: a BOM-Link fragment ending in `%20` decoded to a trailing space at the end of
+/// the key, which the parser trims, so the key parsed back to another key. The fragment is
+/// trimmed.
+#[test]
+fn bomlink_fragment_ending_in_an_encoded_space() {
+    round_trips("urn:cdx:a#compvnsreD:pm/<%20");
+    round_trips("urn:cdx:a/1#comp%20");
+    assert_eq!(parse_key("urn:cdx:a/1#comp%20").unwrap().key, "urn:cdx:a/1#comp");
+}

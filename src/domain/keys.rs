@@ -220,7 +220,9 @@ pub fn normalise_bomlink(s: &str) -> Result<ArtifactKey, KeyError> {
     if let Some(v) = version.as_deref().filter(|v| v.starts_with("vers:")) {
         super::vers::validate(v).map_err(|e| KeyError::Unrecognised { value: format!("{s}: {e}") })?;
     }
-    let fragment = fragment.replace('%', "%25").replace('@', "%40");
+    // Trimmed: a decoded `%20` at the end would end the key, which the parser trims, so
+    // the key would not parse back to itself (found by fuzz/purl).
+    let fragment = fragment.trim().replace('%', "%25").replace('@', "%40");
     let doc = doc.to_ascii_lowercase();
     let base = if fragment.is_empty() { format!("urn:cdx:{doc}") } else { format!("urn:cdx:{doc}#{fragment}") };
     let serial = doc.split('/').next().unwrap_or(&doc).to_string();
