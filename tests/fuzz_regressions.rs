@@ -130,4 +130,7 @@ fn bomlink_fragment_ending_in_an_encoded_space() {
     round_trips("urn:cdx:a#compvnsreD:pm/<%20");
     round_trips("urn:cdx:a/1#comp%20");
     assert_eq!(parse_key("urn:cdx:a/1#comp%20").unwrap().key, "urn:cdx:a/1#comp");
+    // Only the end: a fragment starting with whitespace and then `pkg:` is no purl, and
+    // trimmed it would read back as one.
+    round_trips("urn:cdx:abcc/1#\u{c}pkg:n/x@1");
 }

@@ -222,7 +222,7 @@ pub fn normalise_bomlink(s: &str) -> Result<ArtifactKey, KeyError> {
     }
     // Trimmed: a decoded `%20` at the end would end the key, which the parser trims, so
     // the key would not parse back to itself (found by fuzz/purl).
-    let fragment = fragment.trim().replace('%', "%25").replace('@', "%40");
+    let fragment = fragment.trim_end().replace('%', "%25").replace('@', "%40");
     let doc = doc.to_ascii_lowercase();
     let base = if fragment.is_empty() { format!("urn:cdx:{doc}") } else { format!("urn:cdx:{doc}#{fragment}") };
     let serial = doc.split('/').next().unwrap_or(&doc).to_string();
