@@ -35,6 +35,18 @@ fn purl_empty_namespace() {
     assert_eq!(parse_key("pkg:maven//x@1").unwrap().key, "pkg:maven/x@1");
 }
 
+/// fuzz/purl: `pkg:composer/./.\0#g!r` had a namespace of empty segments only; dropping
+/// them left a composer purl without the namespace its type requires, so the key did not
+/// parse back. Such purls are now invalid for types that require a namespace.
+#[test]
+fn purl_empty_namespace_of_a_type_that_requires_one() {
+    let input = "pkg:composer/./.\0#g!r";
+    round_trips(input);
+    assert!(parse_key(input).is_err());
+    assert!(parse_key("pkg:composer//x@1").is_err());
+    assert_eq!(parse_key("pkg:composer/acme/x@1").unwrap().key, "pkg:composer/acme/x@1");
+}
+
 /// fuzz/purl: a CPE 2.2 URI component percent-decoded to an upper-case letter (`%4e`) after
 /// the key was lower-cased, so the key parsed back to another key; a decoded `:` split the
 /// component when read back. Decoded values are now lower-cased and escaped.

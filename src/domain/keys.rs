@@ -89,6 +89,14 @@ pub fn normalise_purl(s: &str) -> Result<ArtifactKey, KeyError> {
             .map_err(|e| KeyError::Purl { value: s.to_string(), reason: e.to_string() })?;
     }
     let package = base.to_string();
+    // Without a namespace (none given, or only empty segments, e.g. `pkg:composer/./x`), a
+    // type that requires one does not accept the key when it is read back (found by
+    // fuzz/purl): such a purl is invalid.
+    if ns.is_empty() {
+        package
+            .parse::<packageurl::PackageUrl>()
+            .map_err(|e| KeyError::Purl { value: s.to_string(), reason: e.to_string() })?;
+    }
     let mut full = base.clone();
     if let Some(v) = p.version() {
         full.with_version(v.to_string()).map_err(|e| KeyError::Purl { value: s.to_string(), reason: e.to_string() })?;
