@@ -288,6 +288,17 @@ pub struct RecordQuery {
 }
 
 impl RecordQuery {
+    /// The query of one pair's current record.
+    pub fn pair(pair: &PairKey) -> RecordQuery {
+        RecordQuery {
+            tenant: pair.tenant.clone(),
+            artifact: Some(pair.artifact.clone()),
+            vulnerability: Some(pair.vulnerability.clone()),
+            limit: 1,
+            ..Default::default()
+        }
+    }
+
     /// The filters that need the decoded record (not indexed fields).
     pub fn matches_decoded(&self, r: &ConsensusRecord) -> bool {
         self.issuer.as_ref().map_or(true, |i| r.statements.iter().any(|s| &s.issuer == i))
@@ -360,14 +371,7 @@ pub trait ConsensusStore: Send + Sync + 'static {
     /// canonical JSON splices it (and may cache it, showing only what is durable); this
     /// default reads it through [`Self::query_records`].
     async fn current_record_json(&self, pair: &PairKey) -> Result<Option<std::sync::Arc<[u8]>>, StoreError> {
-        let q = RecordQuery {
-            tenant: pair.tenant.clone(),
-            artifact: Some(pair.artifact.clone()),
-            vulnerability: Some(pair.vulnerability.clone()),
-            limit: 1,
-            ..Default::default()
-        };
-        match self.query_records(&q).await?.pop() {
+        match self.query_records(&RecordQuery::pair(pair)).await?.pop() {
             Some(t) => Ok(Some(t.canonical_json()?.into())),
             None => Ok(None),
         }

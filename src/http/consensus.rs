@@ -43,14 +43,7 @@ fn pair_of(caller_tenant: &str, p: &Params) -> Result<PairKey, ApiError> {
 
 /// The current record of a pair, with the time it was written.
 async fn current(state: &State, pair: &PairKey) -> Result<TimedRecord, ApiError> {
-    let q = RecordQuery {
-        tenant: pair.tenant.clone(),
-        artifact: Some(pair.artifact.clone()),
-        vulnerability: Some(pair.vulnerability.clone()),
-        limit: 1,
-        ..Default::default()
-    };
-    state.store.query_records(&q).await?.pop().ok_or_else(|| no_record(pair))
+    state.store.query_records(&RecordQuery::pair(pair)).await?.pop().ok_or_else(|| no_record(pair))
 }
 
 fn no_record(pair: &PairKey) -> ApiError {

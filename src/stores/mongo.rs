@@ -498,6 +498,14 @@ fn record_doc(id: &str, r: &ConsensusRecord, changed_at_ms: i64) -> Result<Docum
     })
 }
 
+/// A current record's document with its version, and its estimated size in a command.
+fn versioned_record_doc(id: &str, v: &VersionedRecord, changed_at_ms: i64) -> Result<(Document, usize), StoreError> {
+    let mut d = record_doc(id, &v.record, changed_at_ms)?;
+    set_version(&mut d, v.version);
+    let bytes = d.get_str("record_json").map_or(0, str::len) + 1024;
+    Ok((d, bytes))
+}
+
 /// Reads a record back from its `vex_consensus` (or history) document and checks that
 /// its digest recomputes.
 fn record_from_doc(d: &Document) -> Result<ConsensusRecord, StoreError> {
@@ -680,14 +688,10 @@ impl ConsensusStore for MongoStore {
             let (fresh, known): (Vec<String>, Vec<String>) = pending.drain(..).partition(|id| !stored.contains_key(id));
             let mut lost_ids = Vec::new();
             if !fresh.is_empty() {
-                let mut docs = Vec::with_capacity(fresh.len());
-                for id in &fresh {
-                    let v = by_id[id];
-                    let mut d = record_doc(id, &v.record, changed_at_ms)?;
-                    set_version(&mut d, v.version);
-                    let bytes = d.get_str("record_json").map_or(0, str::len) + 1024;
-                    docs.push((d, bytes));
-                }
+                let docs = fresh
+                    .iter()
+                    .map(|id| versioned_record_doc(id, by_id[id], changed_at_ms))
+                    .collect::<Result<_, _>>()?;
                 let existed = self.insert_new(CONSENSUS, docs).await?;
                 for (i, id) in fresh.into_iter().enumerate() {
                     if existed.contains(&i) {
@@ -702,9 +706,7 @@ impl ConsensusStore for MongoStore {
                 let mut docs = Vec::with_capacity(known.len());
                 for id in &known {
                     let v = by_id[id];
-                    let mut d = record_doc(id, &v.record, changed_at_ms)?;
-                    set_version(&mut d, v.version);
-                    let bytes = d.get_str("record_json").map_or(0, str::len) + 1024;
+                    let (d, bytes) = versioned_record_doc(id, v, changed_at_ms)?;
                     let versioned = stored.get(id).is_some_and(|s| s.versioned);
                     let mut filter = version_filter(id, v.version, versioned);
                     if versioned {
