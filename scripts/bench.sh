@@ -30,14 +30,8 @@ else
 fi
 bin="$(pwd)/$bin"
 
-started=0
-if ! scripts/services.sh status >/dev/null 2>&1; then
-  scripts/services.sh up >&2
-  started=1
-fi
-cleanup() { if [[ $started == 1 ]]; then scripts/services.sh down >&2 || true; fi; }
-trap cleanup EXIT
-eval "$(scripts/services.sh env)"
+# shellcheck source=scripts/with-services.sh
+source scripts/with-services.sh
 
 # seconds and peak RSS (KiB) of a command, output discarded
 measure() { /usr/bin/time -f "%e %M" "$@" 2>&1 >/dev/null | tail -n 1; }
@@ -71,6 +65,5 @@ else
 fi
 
 echo "== end to end: scripts/bench_e2e.py ${e2e_args[*]}"
-py="$(ls -d "${VEXLENS_SERVICES_DIR:-.services}"/venv-secantus-*/bin/python | head -n 1)"
 "$py" scripts/bench_e2e.py --binary "$bin" --corpus "$corpus" --brokers "$VEXLENS_KAFKA_BROKERS" \
   --mongo-uri "$VEXLENS_MONGODB_URI" "${e2e_args[@]}"

@@ -18,13 +18,6 @@ else
 fi
 cargo build --locked --quiet
 bin="$(pwd)/target/debug/vex-lens"
-started=0
-if ! scripts/services.sh status >/dev/null 2>&1; then
-  scripts/services.sh up >&2
-  started=1
-fi
-cleanup() { if [[ $started == 1 ]]; then scripts/services.sh down >&2 || true; fi; }
-trap cleanup EXIT
-eval "$(scripts/services.sh env)"
-py="$(ls -d "${VEXLENS_SERVICES_DIR:-.services}"/venv-secantus-*/bin/python | head -n 1)"
+# shellcheck source=scripts/with-services.sh
+source scripts/with-services.sh
 "$py" scripts/soak.py --binary "$bin" --brokers "$VEXLENS_KAFKA_BROKERS" --mongo-uri "$VEXLENS_MONGODB_URI" "${args[@]}"
