@@ -17,7 +17,7 @@ mod common;
 use common::{ServeSetup, TEST_HMAC_KEY};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use vex_lens::actors::registry::RegistrySettings;
@@ -309,22 +309,33 @@ fn run_with_byte_bound(
         for (key, path) in &files {
             common::kcat_produce_file(&brokers, &cfg.kafka.observations_topic, key, &[], path);
         }
-        let gauge = &vex_lens::telemetry::metrics().observations_in_flight;
-        let base = gauge.get();
+        // The gauge is sampled every millisecond on a thread of its own (not between
+        // the commit checks below, which block for a while: a burst can pass unseen).
+        let base = vex_lens::telemetry::metrics().observations_in_flight.get();
+        let (max, sampling) = (Arc::new(AtomicI64::new(0)), Arc::new(AtomicBool::new(true)));
+        let sampler = {
+            let (max, sampling) = (max.clone(), sampling.clone());
+            std::thread::spawn(move || {
+                let gauge = &vex_lens::telemetry::metrics().observations_in_flight;
+                while sampling.load(Ordering::SeqCst) {
+                    max.fetch_max(gauge.get() - base, Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            })
+        };
         let (stop, shutdown) = tokio::sync::watch::channel(false);
         let run = tokio::spawn(vex_lens::sources::kafka::run(cfg.clone(), pipeline.clone(), producer, shutdown));
         let (group, topic) = (cfg.kafka.group_id.clone(), cfg.kafka.observations_topic.clone());
-        let mut max = 0;
         let mut committed = 0;
         let start = std::time::Instant::now();
         while committed < n && start.elapsed() < Duration::from_secs(120) {
-            for _ in 0..100 {
-                max = max.max(gauge.get() - base);
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
             let (b, g, t) = (brokers.clone(), group.clone(), topic.clone());
             committed = tokio::task::spawn_blocking(move || committed_total(&b, &g, &t, 3)).await.unwrap();
         }
+        sampling.store(false, Ordering::SeqCst);
+        sampler.join().unwrap();
+        let max = max.load(Ordering::SeqCst);
         assert_eq!(committed, n, "the group's commits reach the end of the topic");
         let _ = stop.send(true);
         tokio::time::timeout(Duration::from_secs(30), run).await.expect("consumer stops").unwrap().unwrap();

@@ -113,6 +113,23 @@ impl OffsetTracker {
         last
     }
 
+    /// Marks `offset` complete in `tracker` and, when the completed prefix advanced,
+    /// passes its last offset to `store` while still holding the lock: completions race
+    /// (one task per message), and a lower offset stored after a higher one would move
+    /// the partition's commit back and hold it there until the next completion.
+    pub fn complete_and_store(
+        tracker: &Mutex<OffsetTracker>,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        store: impl FnOnce(i64),
+    ) {
+        let Ok(mut t) = tracker.lock() else { return };
+        if let Some(o) = t.complete(topic, partition, offset) {
+            store(o);
+        }
+    }
+
     /// Offsets of a partition begun but not complete yet.
     pub fn pending(&self, topic: &str, partition: i32) -> usize {
         self.partitions.get(&(topic.to_string(), partition)).map_or(0, |p| p.values().filter(|done| !**done).count())
@@ -825,12 +842,12 @@ async fn consume_loop(
         tokio::spawn(async move {
             let ok = process(m, &handle2, &policy2, &producer2, &dlq2, &shutdown2, name).await;
             if ok {
-                let store = tracker2.lock().ok().and_then(|mut t| t.complete(&topic, partition, offset));
-                if let Some(o) = store {
+                // Under the tracker's lock (`rd_kafka_offsets_store` only sets a field).
+                OffsetTracker::complete_and_store(&tracker2, &topic, partition, offset, |o| {
                     if let Err(e) = consumer2.store_offset(&topic, partition, o) {
                         tracing::debug!(event = "store_offset_failed", topic, partition, offset = o, error = %e, "offset not stored");
                     }
-                }
+                });
             }
             drop(permits);
         });
@@ -957,5 +974,41 @@ mod tests {
         assert_eq!(t.complete("d", 0, 13), None, "revoked partitions are forgotten");
         assert_eq!(t.complete("x", 0, 1), None, "unknown partitions are ignored");
         assert_eq!(t.in_flight(), 0);
+    }
+
+    /// Completions race (one task per message): the offsets they store must still only
+    /// move forward, or a lower one stored last holds the partition's commit back.
+    #[test]
+    fn racing_completions_store_offsets_in_order() {
+        for round in 0..50 {
+            let tracker = Arc::new(Mutex::new(OffsetTracker::default()));
+            let n = 64i64;
+            for o in 0..n {
+                tracker.lock().unwrap().begin("d", 0, o);
+            }
+            let stored = Arc::new(Mutex::new(Vec::new()));
+            let threads: Vec<_> = (0..4)
+                .map(|k| {
+                    let (tracker, stored) = (tracker.clone(), stored.clone());
+                    std::thread::spawn(move || {
+                        // Each thread completes every fourth offset, from the end or the start.
+                        let mine: Vec<i64> = (0..n).filter(|o| o % 4 == k).collect();
+                        let order: Vec<i64> =
+                            if (round + k) % 2 == 0 { mine } else { mine.into_iter().rev().collect() };
+                        for o in order {
+                            OffsetTracker::complete_and_store(&tracker, "d", 0, o, |s| {
+                                // A slow store widens any window between the lock and the store.
+                                std::thread::yield_now();
+                                stored.lock().unwrap().push(s);
+                            });
+                        }
+                    })
+                })
+                .collect();
+            threads.into_iter().for_each(|t| t.join().unwrap());
+            let stored = stored.lock().unwrap();
+            assert!(stored.windows(2).all(|w| w[0] < w[1]), "stored out of order: {stored:?}");
+            assert_eq!(stored.last(), Some(&(n - 1)), "the last offset is stored");
+        }
     }
 }
