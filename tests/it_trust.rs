@@ -71,14 +71,24 @@ fn a_trust_change_recomputes_audits_and_two_instances_converge() {
     common::kcat_produce_files(&services.brokers, &setup.topic, &[("tenant", "acme")], &files);
     common::kcat_produce_files(&services.brokers, &setup.topic, &[("tenant", "globex")], &files);
     let (la, lb) = (a.listen.clone(), b.listen.clone());
-    let before = common::wait_for("acme's four records", Duration::from_secs(180), || {
-        let r = records(&la, "acme");
-        (r.len() == 4).then_some(r)
-    });
-    let globex = common::wait_for("globex's four records", Duration::from_secs(120), || {
-        let r = records(&la, "globex");
-        (r.len() == 4).then_some(r)
-    });
+    // The snapshot is taken once every document has applied: the records are the ones
+    // `vex-lens consensus` computes from the three files (four records, digest for
+    // digest), not merely four records, which the first two documents already make.
+    let settled = |tenant: &str| {
+        let want: BTreeMap<(String, String), String> = common::cli_consensus(&files, tenant)
+            .into_iter()
+            .map(|r| ((r.artifact, r.vulnerability), r.consensus_digest))
+            .collect();
+        assert_eq!(want.len(), 4, "the three examples make four records");
+        common::wait_for(&format!("{tenant}'s records of all three documents"), Duration::from_secs(180), || {
+            let r = records(&la, tenant);
+            let digests: BTreeMap<(String, String), String> =
+                r.iter().map(|(k, v)| (k.clone(), v["consensus_digest"].as_str().unwrap_or_default().into())).collect();
+            (digests == want).then_some(r)
+        })
+    };
+    let before = settled("acme");
+    let globex = settled("globex");
     let w0 = weights(&lb, "acme");
     assert_eq!(w0["epoch"], 0, "{w0}");
 
