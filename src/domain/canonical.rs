@@ -45,6 +45,68 @@ pub fn to_string<T: Serialize>(value: &T) -> Result<String, serde_json::Error> {
     serde_json_canonicalizer::to_string(value)
 }
 
+/// RFC 8785 bytes of a value whose `Serialize` writes every object's members in RFC 8785
+/// key order (struct fields declared in that order, maps through [`sorted_map`]) and no
+/// floating-point number: serde_json's compact writer then gives exactly the canonical
+/// bytes, without sorting anything. (Sorting while writing, as `serde_json_canonicalizer`
+/// must for any value, buffers every member and re-reads its key: on the vexhub records it
+/// took ~6x the time of this.) A float is an error here, never a non-canonical number.
+/// Debug builds (and so every test) check the bytes against `serde_json_canonicalizer`.
+pub fn to_vec_ordered<T: Serialize>(value: &T) -> Result<Vec<u8>, serde_json::Error> {
+    let mut out = Vec::with_capacity(512);
+    value.serialize(&mut serde_json::Serializer::with_formatter(&mut out, NoFloats))?;
+    #[cfg(debug_assertions)]
+    {
+        let want = serde_json_canonicalizer::to_vec(value)?;
+        assert!(
+            out == want,
+            "a type written by to_vec_ordered is not in RFC 8785 key order:\n ordered: {}\n RFC 8785: {}",
+            String::from_utf8_lossy(&out),
+            String::from_utf8_lossy(&want)
+        );
+    }
+    Ok(out)
+}
+
+/// serde_json's compact formatter, refusing floats (their ECMAScript form is not
+/// serde_json's: `1.0` is `1` in RFC 8785).
+struct NoFloats;
+
+impl serde_json::ser::Formatter for NoFloats {
+    fn write_f32<W: ?Sized + std::io::Write>(&mut self, _: &mut W, _: f32) -> std::io::Result<()> {
+        Err(std::io::Error::other("to_vec_ordered writes no floating-point number"))
+    }
+    fn write_f64<W: ?Sized + std::io::Write>(&mut self, _: &mut W, _: f64) -> std::io::Result<()> {
+        Err(std::io::Error::other("to_vec_ordered writes no floating-point number"))
+    }
+}
+
+/// Serialises a map with its entries in RFC 8785 order: by each key's serialised string
+/// (UTF-16 code units), whatever the map's own order (an enum key's `Ord` is its
+/// declaration order). For `#[serde(serialize_with)]` on the maps of types written by
+/// [`to_vec_ordered`].
+pub fn sorted_map<'a, K, V, M, S>(map: &'a M, s: S) -> Result<S::Ok, S::Error>
+where
+    &'a M: IntoIterator<Item = (&'a K, &'a V)>,
+    K: Serialize + 'a,
+    V: Serialize + 'a,
+    S: serde::Serializer,
+{
+    use serde::ser::{Error, SerializeMap};
+    let mut entries = Vec::new();
+    for (k, v) in map {
+        let key = serde_json::to_value(k).map_err(S::Error::custom)?;
+        let key = key.as_str().ok_or_else(|| S::Error::custom("a map key that is not a string"))?.to_owned();
+        entries.push((key.encode_utf16().collect::<Vec<u16>>(), key, v));
+    }
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut m = s.serialize_map(Some(entries.len()))?;
+    for (_, k, v) in entries {
+        m.serialize_entry(&k, v)?;
+    }
+    m.end()
+}
+
 /// Inserts the member `"key":value` into the canonical JSON `object` at the place RFC 8785's
 /// key order gives it, so a value serialised once can carry a member computed from its own
 /// bytes (a record and its digest) without serialising it again. `key` must be ASCII
@@ -134,6 +196,49 @@ pub fn sha256_prefixed(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Serialize)]
+    struct Ordered {
+        a: u32,
+        #[serde(serialize_with = "sorted_map")]
+        b: std::collections::BTreeMap<Key, u32>,
+        c: &'static str,
+    }
+
+    /// A key whose `Ord` (declaration order) is not its string order.
+    #[derive(Serialize, PartialEq, Eq, PartialOrd, Ord)]
+    #[serde(rename_all = "snake_case")]
+    enum Key {
+        Zulu,
+        Alpha,
+        Mike,
+    }
+
+    #[test]
+    fn ordered_writer_equals_the_canonicalizer_and_refuses_floats() {
+        let v = Ordered { a: 1, b: [(Key::Zulu, 1), (Key::Alpha, 2), (Key::Mike, 3)].into(), c: "\u{1}é\"\n" };
+        let got = to_vec_ordered(&v).unwrap();
+        assert_eq!(
+            String::from_utf8(got.clone()).unwrap(),
+            r#"{"a":1,"b":{"alpha":2,"mike":3,"zulu":1},"c":"\u0001é\"\n"}"#
+        );
+        assert_eq!(got, to_vec(&v).unwrap());
+        let e = to_vec_ordered(&serde_json::json!({"x": 1.0})).unwrap_err();
+        assert!(e.to_string().contains("no floating-point number"), "{e}");
+    }
+
+    /// A type whose fields are not in RFC 8785 order is caught (debug builds: every test).
+    #[cfg(debug_assertions)]
+    #[test]
+    #[should_panic(expected = "not in RFC 8785 key order")]
+    fn ordered_writer_catches_a_field_out_of_order() {
+        #[derive(Serialize)]
+        struct Unordered {
+            b: u32,
+            a: u32,
+        }
+        let _ = to_vec_ordered(&Unordered { b: 1, a: 2 });
+    }
 
     #[test]
     fn keys_sorted_at_every_depth() {

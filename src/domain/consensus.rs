@@ -73,65 +73,90 @@ pub enum Role {
 }
 
 /// The factors of a statement's weight, each in ppm.
+/// Fields in RFC 8785 key order: serialised in declaration order, the canonical JSON is
+/// written without sorting ([`canonical::to_vec_ordered`]; checked in debug builds).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Factors {
-    pub issuer_ppm: u64,
-    pub signature_ppm: u64,
     pub freshness_ppm: u64,
+    pub issuer_ppm: u64,
     pub justification_ppm: u64,
+    pub signature_ppm: u64,
 }
 
 /// One statement as it contributed to a record.
+/// Fields in RFC 8785 key order: serialised in declaration order, the canonical JSON is
+/// written without sorting ([`canonical::to_vec_ordered`]; checked in debug builds).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatementEntry {
-    pub observation_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action_statement: Option<String>,
+    /// The statement's own artifact key (broader than the pair's for version-less or
+    /// range statements).
+    pub artifact: String,
+    pub document_digest: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub document_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub document_version: Option<String>,
+    pub factors: Factors,
+    pub format: SourceFormat,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub impact_statement: Option<String>,
     /// Issuer id after directory resolution (`unknown` when none was named).
     pub issuer: String,
     /// The name the statement claimed, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub issuer_claimed: Option<String>,
-    pub tier: Tier,
-    pub signature: SignatureStatus,
-    pub status: Status,
-    pub status_original: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub justification: Option<Justification>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub justification_original: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub impact_statement: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub action_statement: Option<String>,
-    pub timestamp: Timestamp,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub document_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub document_version: Option<String>,
-    pub document_digest: String,
+    pub observation_id: String,
     pub position: u32,
-    pub format: SourceFormat,
-    /// The statement's own artifact key (broader than the pair's for version-less or
-    /// range statements).
-    pub artifact: String,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub scope: Vec<String>,
-    pub role: Role,
     /// Why superseded or excluded.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    pub role: Role,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scope: Vec<String>,
+    pub signature: SignatureStatus,
+    pub status: Status,
+    pub status_original: String,
+    pub tier: Tier,
+    pub timestamp: Timestamp,
     pub weight_ppm: u64,
-    pub factors: Factors,
 }
 
 /// A conflict on a record.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+/// Fields in RFC 8785 key order: serialised in declaration order, the canonical JSON is
+/// written without sorting ([`canonical::to_vec_ordered`]; checked in debug builds).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Conflict {
-    /// `status_disagreement`, `scope_mismatch` or `missing_provenance`.
-    pub reason: ConflictReason,
     pub detail: String,
     pub issuers: Vec<String>,
+    /// `status_disagreement`, `scope_mismatch` or `missing_provenance`.
+    pub reason: ConflictReason,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub statuses: Vec<Status>,
+}
+
+/// Conflicts sort by reason first (then detail, issuers, statuses): the order records
+/// list them in, whatever the order of the fields.
+impl Ord for Conflict {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.reason, &self.detail, &self.issuers, &self.statuses).cmp(&(
+            other.reason,
+            &other.detail,
+            &other.issuers,
+            &other.statuses,
+        ))
+    }
+}
+
+impl PartialOrd for Conflict {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
 }
 
 /// Version of the record's shape (`schema_version` in every record;
@@ -140,39 +165,42 @@ pub const RECORD_SCHEMA_VERSION: u32 = 2;
 
 /// The consensus for one (tenant, artifact, vulnerability). Field docs:
 /// schemas/consensus-record.schema.json. Holds no floating-point number.
+/// Fields in RFC 8785 key order: serialised in declaration order, the canonical JSON is
+/// written without sorting ([`canonical::to_vec_ordered`]; checked in debug builds).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConsensusRecord {
-    /// [`RECORD_SCHEMA_VERSION`] when it was computed.
-    pub schema_version: u32,
-    pub tenant: String,
-    pub artifact: String,
-    pub package: String,
-    pub vulnerability: String,
     pub aliases: Vec<String>,
-    pub status: ConsensusStatus,
-    /// The leading status (equal to `status` unless disputed or inconclusive).
-    pub leading_status: Option<Status>,
-    pub justification: Option<Justification>,
+    pub artifact: String,
     /// Share of the total counted weight that supports the leading status, in ppm
     /// (0..=1,000,000; a decimal is shown in table output only).
     pub confidence_ppm: u64,
-    pub mode: Mode,
-    pub policy_version: String,
-    pub evaluation_time: Timestamp,
-    /// `as_of`, `newest_known_issuer`, `newest_statement` or `none`.
-    pub evaluation_time_source: String,
-    /// Sum of counted weights per status (ppm).
-    pub scores_ppm: BTreeMap<Status, u64>,
-    pub total_weight_ppm: u64,
-    pub statements: Vec<StatementEntry>,
     pub conflicts: Vec<Conflict>,
     /// SHA-256 (`sha256:<hex>`) of the RFC 8785 canonical JSON of the record without
     /// this field and without `explain`. (Empty only while it is being computed.)
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub consensus_digest: String,
+    pub evaluation_time: Timestamp,
+    /// `as_of`, `newest_known_issuer`, `newest_statement` or `none`.
+    pub evaluation_time_source: String,
     /// Human-readable trace of the decision (only with `--explain`; not digested).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub explain: Option<Vec<String>>,
+    pub justification: Option<Justification>,
+    /// The leading status (equal to `status` unless disputed or inconclusive).
+    pub leading_status: Option<Status>,
+    pub mode: Mode,
+    pub package: String,
+    pub policy_version: String,
+    /// [`RECORD_SCHEMA_VERSION`] when it was computed.
+    pub schema_version: u32,
+    /// Sum of counted weights per status (ppm).
+    #[serde(serialize_with = "canonical::sorted_map")]
+    pub scores_ppm: BTreeMap<Status, u64>,
+    pub statements: Vec<StatementEntry>,
+    pub status: ConsensusStatus,
+    pub tenant: String,
+    pub total_weight_ppm: u64,
+    pub vulnerability: String,
     /// The canonical JSON made when the digest was computed (see [`CanonicalCache`]).
     #[serde(skip)]
     canonical: CanonicalCache,
@@ -201,12 +229,12 @@ impl ConsensusRecord {
     pub fn compute_digest(&self) -> Result<String, CanonicalError> {
         self.check_numbers()?;
         let bytes = if self.consensus_digest.is_empty() && self.explain.is_none() {
-            canonical::to_vec(self)?
+            canonical::to_vec_ordered(self)?
         } else {
             let mut bare = self.clone();
             bare.consensus_digest.clear();
             bare.explain = None;
-            canonical::to_vec(&bare)?
+            canonical::to_vec_ordered(&bare)?
         };
         Ok(canonical::sha256_prefixed(&bytes))
     }
@@ -257,7 +285,8 @@ impl ConsensusRecord {
     pub fn to_canonical_json(&self) -> Result<String, CanonicalError> {
         match &self.canonical.0 {
             Some((digest, json)) if self.explain.is_none() && *digest == self.consensus_digest => Ok(json.to_string()),
-            _ => Ok(canonical::to_string(self)?),
+            _ => String::from_utf8(canonical::to_vec_ordered(self)?)
+                .map_err(|e| CanonicalError::Serialise(e.to_string())),
         }
     }
 
@@ -266,7 +295,7 @@ impl ConsensusRecord {
     fn seal(&mut self) -> Result<(), CanonicalError> {
         debug_assert!(self.consensus_digest.is_empty() && self.explain.is_none());
         self.check_numbers()?;
-        let bare = canonical::to_vec(self)?;
+        let bare = canonical::to_vec_ordered(self)?;
         let digest = canonical::sha256_prefixed(&bare);
         let json = canonical::insert_member(&bare, "consensus_digest", &canonical::to_vec(&digest)?)
             .ok_or_else(|| CanonicalError::Serialise("a record did not serialise as a JSON object".into()))?;

@@ -403,3 +403,53 @@ fn canonical_json_kept_from_the_digest_equals_a_fresh_serialisation() {
     assert_ne!(fresh, kept);
     assert_eq!(fresh, canonical::to_string(&r).unwrap());
 }
+
+/// The record types are written in declaration order ([`canonical::to_vec_ordered`]):
+/// with every optional member present (explain, claimed issuer, justification, free
+/// text with escapes and non-ASCII, scope, reasons, conflicts with statuses, scores of
+/// every status), the bytes are still exactly `serde_json_canonicalizer`'s (in any build
+/// profile; debug builds also check each serialisation).
+#[test]
+fn every_member_of_a_record_is_written_in_rfc8785_order() {
+    let p = policy(Mode::WeightedVote);
+    let mut r = one(
+        vec![
+            obs(Some("vendor"), "pkg:npm/a@1.0.0", "CVE-1", Status::NotAffected, "2024-01-01T00:00:00Z"),
+            obs(Some("distro"), "pkg:npm/a@1.0.0", "CVE-1", Status::Affected, "2024-01-02T00:00:00Z"),
+            obs(None, "pkg:npm/a@1.0.0", "CVE-1", Status::Fixed, "2024-01-03T00:00:00Z"),
+        ],
+        &p,
+    );
+    for (i, s) in r.statements.iter_mut().enumerate() {
+        s.issuer_claimed = Some(format!("Ïssuer \"{i}\"\n\u{1}\u{1F600}"));
+        s.justification = Some(Justification::ComponentNotPresent);
+        s.justification_original = Some("component_not_present".into());
+        s.impact_statement = Some("tab\there, back\\slash, </script>".into());
+        s.action_statement = Some("\u{2028}upgrade".into());
+        s.document_id = Some("urn:x".into());
+        s.document_version = Some("2".into());
+        s.scope = vec!["pkg:npm/a@1.0.0".into(), "pkg:npm/a@0.9.0".into()];
+        s.reason = Some("superseded by a newer statement".into());
+    }
+    r.conflicts.push(Conflict {
+        reason: crate::domain::codes::ConflictReason::ScopeMismatch,
+        detail: "détail".into(),
+        issuers: vec!["b".into(), "a".into()],
+        statuses: vec![Status::Fixed, Status::Affected],
+    });
+    for st in [Status::UnderInvestigation, Status::Fixed, Status::NotAffected, Status::Affected] {
+        r.scores_ppm.entry(st).or_insert(1);
+    }
+    r.aliases = vec!["GHSA-xxxx".into()];
+    r.explain = Some(vec!["line \u{7f}".into()]);
+    r.consensus_digest = r.compute_digest().unwrap();
+    assert_eq!(r.to_canonical_json().unwrap(), canonical::to_string(&r).unwrap());
+    r.explain = None;
+    let bare = {
+        let mut b = r.clone();
+        b.consensus_digest.clear();
+        b
+    };
+    assert_eq!(canonical::to_vec_ordered(&bare).unwrap(), canonical::to_vec(&bare).unwrap());
+    assert_eq!(r.compute_digest().unwrap(), canonical::sha256_prefixed(&canonical::to_vec(&bare).unwrap()));
+}
