@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
-use vex_lens::domain::consensus::{batch, batch_map, ConsensusRecord};
+use vex_lens::domain::consensus::{batch, batch_each, ConsensusRecord};
 use vex_lens::domain::model::{DiagnosticCode, IngestContext, Observation, Provenance};
 use vex_lens::domain::normalise::normalise_bytes;
 use vex_lens::domain::timestamp::Timestamp;
@@ -26,16 +26,25 @@ pub fn load_observations(args: &InputArgs) -> anyhow::Result<(Vec<Observation>, 
     let mut observations = Vec::new();
     let mut failed = 0usize;
     let mut diag_counts: BTreeMap<DiagnosticCode, usize> = BTreeMap::new();
-    for f in &files {
-        let name = f.display().to_string();
-        let res = input::read_limited(f, args.max_document_bytes).map_err(anyhow::Error::from).and_then(|bytes| {
-            let ctx = IngestContext {
-                tenant: Some(args.tenant.clone()),
-                provenance: Provenance { source: Some(name.clone()), ..Default::default() },
-                ..Default::default()
-            };
-            normalise_bytes(&name, &bytes, &ctx, args.max_document_bytes).map_err(anyhow::Error::from)
-        });
+    // Documents are read and normalised on every core, then taken in the order given
+    // (the first bad one, in that order, is the one reported).
+    use rayon::prelude::*;
+    let normalised: Vec<_> = files
+        .par_iter()
+        .map(|f| {
+            let name = f.display().to_string();
+            let res = input::read_limited(f, args.max_document_bytes).map_err(anyhow::Error::from).and_then(|bytes| {
+                let ctx = IngestContext {
+                    tenant: Some(args.tenant.clone()),
+                    provenance: Provenance { source: Some(name.clone()), ..Default::default() },
+                    ..Default::default()
+                };
+                normalise_bytes(&name, &bytes, &ctx, args.max_document_bytes).map_err(anyhow::Error::from)
+            });
+            (name, res)
+        })
+        .collect();
+    for (name, res) in normalised {
         match res {
             Ok(doc) => {
                 for d in &doc.diagnostics {
@@ -104,12 +113,21 @@ pub fn run(args: ConsensusArgs) -> anyhow::Result<ExitCode> {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let errors = if args.format == OutputFormat::Ndjson {
-        // Each record becomes its canonical JSON as soon as it is evaluated: the records
-        // are never all held at once.
-        let (lines, errors) = batch_map(observations, &policy, args.explain, |r| r.to_canonical_json());
-        for (_, line) in &lines {
-            writeln!(out, "{line}")?;
-        }
+        // Each record becomes its canonical JSON as soon as it is evaluated and is written
+        // out in order: neither the records nor their lines are ever all held at once.
+        let mut written = Ok(());
+        let errors = batch_each(
+            observations,
+            &policy,
+            args.explain,
+            |r| r.into_canonical_json(),
+            |_, line| {
+                if written.is_ok() {
+                    written = writeln!(out, "{line}");
+                }
+            },
+        );
+        written?;
         errors
     } else {
         let (records, errors) = batch(observations, &policy, args.explain);

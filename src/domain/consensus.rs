@@ -212,7 +212,7 @@ pub struct ConsensusRecord {
 /// `consensus_digest` is the one it was made with: a record changed and re-digested
 /// (`compute_digest`) is serialised afresh.
 #[derive(Clone, Debug, Default)]
-struct CanonicalCache(Option<(String, std::sync::Arc<str>)>);
+struct CanonicalCache(Option<(String, std::sync::Arc<String>)>);
 
 impl PartialEq for CanonicalCache {
     fn eq(&self, _: &Self) -> bool {
@@ -290,17 +290,30 @@ impl ConsensusRecord {
         }
     }
 
+    /// [`Self::to_canonical_json`], taking the JSON kept from the digest instead of copying it.
+    pub fn into_canonical_json(mut self) -> Result<String, CanonicalError> {
+        match self.canonical.0.take() {
+            Some((digest, json)) if self.explain.is_none() && digest == self.consensus_digest => {
+                Ok(std::sync::Arc::try_unwrap(json).unwrap_or_else(|shared| shared.as_ref().clone()))
+            }
+            _ => self.to_canonical_json(),
+        }
+    }
+
     /// Sets `consensus_digest` (the record must not have one yet, nor `explain`) and keeps
     /// the canonical JSON made on the way: one serialisation for both.
     fn seal(&mut self) -> Result<(), CanonicalError> {
         debug_assert!(self.consensus_digest.is_empty() && self.explain.is_none());
         self.check_numbers()?;
-        let bare = canonical::to_vec_ordered(self)?;
-        let digest = canonical::sha256_prefixed(&bare);
-        let json = canonical::insert_member(&bare, "consensus_digest", &canonical::to_vec(&digest)?)
+        // ~1.3 KB per statement on vexhub; the member added below fits too.
+        let mut json = canonical::to_vec_ordered_sized(self, 512 + 1536 * self.statements.len())?;
+        let digest = canonical::sha256_prefixed(&json);
+        canonical::insert_member_in_place(&mut json, "consensus_digest", &canonical::to_vec(&digest)?)
             .ok_or_else(|| CanonicalError::Serialise("a record did not serialise as a JSON object".into()))?;
+        // Kept with the record (and, by `vex-lens consensus`, until every record is out).
+        json.shrink_to_fit();
         let json = String::from_utf8(json).map_err(|e| CanonicalError::Serialise(e.to_string()))?;
-        self.canonical = CanonicalCache(Some((digest.clone(), json.into())));
+        self.canonical = CanonicalCache(Some((digest.clone(), std::sync::Arc::new(json))));
         self.consensus_digest = digest;
         Ok(())
     }
@@ -1086,13 +1099,36 @@ pub fn batch_map<I, T, E, F>(
     observations: I,
     policy: &Policy,
     explain: bool,
-    mut f: F,
+    f: F,
 ) -> (Vec<(PairKey, T)>, Vec<ApplyError>)
 where
     I: IntoIterator<Item = Observation>,
-    F: FnMut(ConsensusRecord) -> Result<T, E>,
+    F: Fn(ConsensusRecord) -> Result<T, E> + Sync,
+    T: Send,
     E: Into<CanonicalError>,
 {
+    let mut out = Vec::new();
+    let errors = batch_each(observations, policy, explain, f, |p, t| out.push((p, t)));
+    (out, errors)
+}
+
+/// Pairs evaluated in parallel per round, handed on in order between rounds.
+const BATCH_ROUND: usize = 1024;
+
+/// [`batch_map`], handing each mapped record to `sink` in record order instead of
+/// collecting them: the pairs are listed and sorted first, then evaluated in rounds on
+/// every core (packages are independent, a record depends on its package's state only),
+/// so only a round's records are held at once and the order does not depend on the
+/// number of threads.
+pub fn batch_each<I, T, E, F, S>(observations: I, policy: &Policy, explain: bool, f: F, mut sink: S) -> Vec<ApplyError>
+where
+    I: IntoIterator<Item = Observation>,
+    F: Fn(ConsensusRecord) -> Result<T, E> + Sync,
+    T: Send,
+    E: Into<CanonicalError>,
+    S: FnMut(PairKey, T),
+{
+    use rayon::prelude::*;
     let mut states: BTreeMap<String, PackageState> = BTreeMap::new();
     let mut errors = Vec::new();
     for o in observations {
@@ -1100,27 +1136,34 @@ where
             errors.push(e);
         }
     }
-    let mut out: Vec<(PairKey, T)> = Vec::new();
-    for s in states.values() {
-        for p in s.pairs() {
-            match s.evaluate(&p, policy, explain) {
-                Ok(Some(r)) => match f(r) {
-                    Ok(t) => out.push((p, t)),
-                    Err(e) => errors.push(ApplyError::Undigestible {
-                        artifact: p.artifact.clone(),
-                        vulnerability: p.vulnerability.clone(),
-                        source: e.into(),
-                    }),
-                },
+    let states: Vec<PackageState> = states.into_values().collect();
+    let mut pairs: Vec<(PairKey, &PackageState)> =
+        states.par_iter().flat_map_iter(|s| s.pairs().into_iter().map(move |p| (p, s))).collect();
+    pairs.par_sort_unstable_by(|(a, _), (b, _)| {
+        a.artifact.cmp(&b.artifact).then(a.vulnerability.cmp(&b.vulnerability)).then(a.tenant.cmp(&b.tenant))
+    });
+    for round in pairs.chunks(BATCH_ROUND) {
+        let evaluated: Vec<Result<Option<T>, ApplyError>> = round
+            .par_iter()
+            .map(|(p, s)| match s.evaluate(p, policy, explain) {
+                Ok(Some(r)) => f(r).map(Some).map_err(|e| ApplyError::Undigestible {
+                    artifact: p.artifact.clone(),
+                    vulnerability: p.vulnerability.clone(),
+                    source: e.into(),
+                }),
+                Ok(None) => Ok(None),
+                Err(e) => Err(e),
+            })
+            .collect();
+        for ((p, _), r) in round.iter().zip(evaluated) {
+            match r {
+                Ok(Some(t)) => sink(p.clone(), t),
                 Ok(None) => {}
                 Err(e) => errors.push(e),
             }
         }
     }
-    out.sort_by(|(a, _), (b, _)| {
-        a.artifact.cmp(&b.artifact).then(a.vulnerability.cmp(&b.vulnerability)).then(a.tenant.cmp(&b.tenant))
-    });
-    (out, errors)
+    errors
 }
 
 #[cfg(test)]

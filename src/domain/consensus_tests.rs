@@ -453,3 +453,42 @@ fn every_member_of_a_record_is_written_in_rfc8785_order() {
     assert_eq!(canonical::to_vec_ordered(&bare).unwrap(), canonical::to_vec(&bare).unwrap());
     assert_eq!(r.compute_digest().unwrap(), canonical::sha256_prefixed(&canonical::to_vec(&bare).unwrap()));
 }
+
+/// The batch evaluates packages in parallel rounds: one thread or four, the records and
+/// their order are the same, over more pairs than one round holds.
+#[test]
+fn batch_output_does_not_depend_on_the_number_of_threads() {
+    let p = policy(Mode::WeightedVote);
+    let mut all = Vec::new();
+    for i in 0..(BATCH_ROUND + 300) {
+        let pkg = ["a", "b", "c"][i % 3];
+        let status = [Status::Affected, Status::NotAffected, Status::Fixed][i % 3];
+        all.push(obs(
+            Some("vendor"),
+            &format!("pkg:npm/{pkg}@1.0.{}", i % 7),
+            &format!("CVE-{i}"),
+            status,
+            "2024-01-01T00:00:00Z",
+        ));
+        all.push(obs(
+            Some("distro"),
+            &format!("pkg:npm/{pkg}@1.0.{}", i % 7),
+            &format!("CVE-{i}"),
+            Status::Affected,
+            "2024-01-02T00:00:00Z",
+        ));
+    }
+    let run = |threads: usize, obs: Vec<Observation>| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| {
+            let (lines, errors) = batch_map(obs, &p, false, |r| r.into_canonical_json());
+            assert!(errors.is_empty(), "{errors:?}");
+            lines.into_iter().map(|(_, l)| l).collect::<Vec<String>>()
+        })
+    };
+    let one = run(1, all.clone());
+    assert!(one.len() > BATCH_ROUND, "{} records", one.len());
+    let mut reversed = all;
+    reversed.reverse();
+    assert_eq!(run(4, reversed), one);
+}
