@@ -1129,14 +1129,34 @@ where
     S: FnMut(PairKey, T),
 {
     use rayon::prelude::*;
-    let mut states: BTreeMap<String, PackageState> = BTreeMap::new();
-    let mut errors = Vec::new();
+    // Grouped by package in input order, then each package's state built on its own
+    // (errors reported package by package, in package order).
+    let mut by_package: BTreeMap<String, Vec<Observation>> = BTreeMap::new();
     for o in observations {
-        if let Err(e) = states.entry(o.package.clone()).or_default().apply(o) {
-            errors.push(e);
-        }
+        by_package.entry(o.package.clone()).or_default().push(o);
     }
-    let states: Vec<PackageState> = states.into_values().collect();
+    let built: Vec<(PackageState, Vec<ApplyError>)> = by_package
+        .into_values()
+        .collect::<Vec<_>>()
+        .into_par_iter()
+        .map(|obs| {
+            let (mut state, mut errors) = (PackageState::new(), Vec::new());
+            for o in obs {
+                if let Err(e) = state.apply(o) {
+                    errors.push(e);
+                }
+            }
+            (state, errors)
+        })
+        .collect();
+    let mut errors = Vec::new();
+    let states: Vec<PackageState> = built
+        .into_iter()
+        .map(|(s, e)| {
+            errors.extend(e);
+            s
+        })
+        .collect();
     let mut pairs: Vec<(PairKey, &PackageState)> =
         states.par_iter().flat_map_iter(|s| s.pairs().into_iter().map(move |p| (p, s))).collect();
     pairs.par_sort_unstable_by(|(a, _), (b, _)| {
