@@ -492,3 +492,16 @@ fn batch_output_does_not_depend_on_the_number_of_threads() {
     reversed.reverse();
     assert_eq!(run(4, reversed), one);
 }
+
+/// A state holds ids as 32 bytes: hex ids by their bytes (same order as their text), any
+/// other id by its SHA-256, so an upper-case spelling of an id is another observation.
+#[test]
+fn observation_keys_keep_hex_order_and_tell_other_ids_apart() {
+    let a = "0".repeat(63) + "1";
+    let b = "f".repeat(64);
+    assert!(ObsKey::of(&a) < ObsKey::of(&b));
+    assert_eq!(ObsKey::of(&b).0, [0xff; 32]);
+    assert_ne!(ObsKey::of(&b), ObsKey::of(&"F".repeat(64)));
+    assert_ne!(ObsKey::of("x"), ObsKey::of("y"));
+    assert_eq!(ObsKey::of("x"), ObsKey::of("x"));
+}
