@@ -1,11 +1,13 @@
 //! Canonical JSON (RFC 8785, JSON Canonicalization Scheme) and SHA-256 helpers used for
 //! every digest the product emits.
 //!
-//! Invariants: the bytes are RFC 8785 as produced by the maintained
-//! `serde_json_canonicalizer` crate (keys sorted by UTF-16 code units at every depth, no
-//! insignificant whitespace, ECMAScript number form, minimal string escaping), so any JCS
-//! implementation recomputes them; a value that cannot be serialised is an error, never
-//! the digest of an empty string.
+//! Invariants: the bytes are RFC 8785 (keys sorted by UTF-16 code units at every depth,
+//! no insignificant whitespace, ECMAScript number form, minimal string escaping), so any
+//! JCS implementation recomputes them: made by the maintained `serde_json_canonicalizer`
+//! crate, or, for types that declare their members in RFC 8785 order and hold no float
+//! (the consensus records), by serde_json's compact writer ([`to_vec_ordered`]), whose
+//! bytes debug builds check against the crate's; a value that cannot be serialised is an
+//! error, never the digest of an empty string.
 
 use ring::digest;
 use serde::Serialize;
