@@ -7,10 +7,10 @@
 #[path = "../integration-tests/common/mod.rs"]
 mod common;
 
-use common::{free_port, wait_for, KillOnDrop};
+use common::KillOnDrop;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_vex-lens");
@@ -73,24 +73,15 @@ fn ingest(tmp: &Path, data: &Path, tenant: &str, files: &[&str]) {
 fn start(tmp: &Path, data: &Path, config: &str) -> (KillOnDrop, u16, PathBuf) {
     let cfg = tmp.join(format!("config-{}.toml", sha(config)));
     std::fs::write(&cfg, config).unwrap();
-    let port = free_port();
-    let log = tmp.join(format!("serve-{port}.log"));
-    let out = std::fs::File::create(&log).unwrap();
-    let child = KillOnDrop(
-        Command::new(BIN)
-            .args(["serve", "--config", cfg.to_str().unwrap(), "--data-dir", data.to_str().unwrap()])
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .env("VEXLENS_EXPORT__DIR", tmp.join("exports"))
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .expect("spawn serve"),
+    static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let log = tmp.join(format!("serve-{}.log", STARTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst)));
+    let exports = tmp.join("exports");
+    let (child, port) = common::start_embedded_serve(
+        &["--config", cfg.to_str().unwrap(), "--data-dir", data.to_str().unwrap()],
+        &[("VEXLENS_EXPORT__DIR", exports.to_str().unwrap())],
+        &log,
+        Duration::from_secs(60),
     );
-    wait_for("serve ready", Duration::from_secs(60), || {
-        common::get(port, "/health/readiness").filter(|(c, _)| *c == 200)
-    });
     (child, port, log)
 }
 

@@ -9,16 +9,14 @@
 mod common;
 
 use common::{
-    all_history, assert_dense, change_key as key, current, enc, free_port, get_as as get, open_stream as open,
-    wait_for, KillOnDrop, SseClient, SseItem,
+    all_history, assert_dense, change_key as key, current, enc, get_as as get, open_stream as open, wait_for,
+    SseClient, SseItem,
 };
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_vex-lens");
 const ALL: &[&str] = &["acme-vendor.openvex.json", "distro.csaf.json", "scanner.cdx.json"];
 use common::STREAM;
 
@@ -43,23 +41,22 @@ fn the_change_stream_delivers_resumes_filters_and_isolates_tenants() {
          [api]\nstream_poll_ms = 100\nstream_heartbeat_secs = 1\nmax_streams = 5\n",
     )
     .unwrap();
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let log = std::fs::File::create(tmp.path().join("serve.log")).unwrap();
-    let _child = KillOnDrop(
-        Command::new(BIN)
-            .args(["serve", "--config", cfg.to_str().unwrap(), "--data-dir", data.to_str().unwrap()])
-            .args(["--ingest-dir", inbox.to_str().unwrap(), "--tenant", "acme", "--listen", &addr])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("spawn serve"),
+    let (_child, port) = common::start_embedded_serve(
+        &[
+            "--config",
+            cfg.to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--ingest-dir",
+            inbox.to_str().unwrap(),
+            "--tenant",
+            "acme",
+        ],
+        &[],
+        &tmp.path().join("serve.log"),
+        Duration::from_secs(60),
     );
-    wait_for("serve ready", Duration::from_secs(60), || {
-        common::get(port, "/health/readiness").filter(|(c, _)| *c == 200)
-    });
+    let addr = format!("127.0.0.1:{port}");
 
     // Two streams open before anything is written: acme's and globex's.
     let mut acme = open(&addr, "acme", "", None);

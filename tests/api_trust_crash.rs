@@ -7,12 +7,12 @@
 #[path = "../integration-tests/common/mod.rs"]
 mod common;
 
-use common::{free_port, wait_for, KillOnDrop};
+use common::{wait_for, KillOnDrop};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_vex-lens");
@@ -68,23 +68,13 @@ fn ingest(inbox: &Path, data: &Path) {
 fn start(tmp: &Path, data: &Path, name: &str) -> (KillOnDrop, u16, PathBuf) {
     let cfg = tmp.join("config.toml");
     std::fs::write(&cfg, CONFIG).unwrap();
-    let port = free_port();
     let log = tmp.join(format!("serve-{name}.log"));
-    let out = std::fs::File::create(&log).unwrap();
-    let child = KillOnDrop(
-        Command::new(BIN)
-            .args(["serve", "--config", cfg.to_str().unwrap(), "--data-dir", data.to_str().unwrap()])
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .expect("spawn serve"),
+    let (child, port) = common::start_embedded_serve(
+        &["--config", cfg.to_str().unwrap(), "--data-dir", data.to_str().unwrap()],
+        &[],
+        &log,
+        Duration::from_secs(120),
     );
-    wait_for("serve ready", Duration::from_secs(120), || {
-        common::get(port, "/health/readiness").filter(|(c, _)| *c == 200)
-    });
     (child, port, log)
 }
 

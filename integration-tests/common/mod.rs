@@ -412,6 +412,29 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// Starts an embedded `vex-lens serve` (no Kafka, no MongoDB) from the repo dir on a free
+/// loopback port: `serve`, then `args`, then `--listen`; `env` added; output to `log`.
+/// Waits (at most `ready`) until `/health/readiness` answers 200. Killed when dropped.
+pub fn start_embedded_serve(args: &[&str], env: &[(&str, &str)], log: &Path, ready: Duration) -> (KillOnDrop, u16) {
+    let port = free_port();
+    let out = std::fs::File::create(log).expect("log file");
+    let child = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_vex-lens"))
+            .arg("serve")
+            .args(args)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .envs(env.iter().copied())
+            .current_dir(repo_dir())
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("log file"))
+            .stderr(out)
+            .spawn()
+            .expect("spawn serve"),
+    );
+    wait_for("serve ready", ready, || get(port, "/health/readiness").filter(|(c, _)| *c == 200));
+    (child, port)
+}
+
 /// [`http_get`] on a loopback port.
 pub fn get(port: u16, path: &str) -> Option<(u16, String)> {
     http_get(&format!("127.0.0.1:{port}"), path)
