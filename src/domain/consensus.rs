@@ -283,20 +283,28 @@ impl ConsensusRecord {
 
     /// Canonical JSON of the record (what is digested, plus the digest and explain).
     pub fn to_canonical_json(&self) -> Result<String, CanonicalError> {
-        match &self.canonical.0 {
-            Some((digest, json)) if self.explain.is_none() && *digest == self.consensus_digest => Ok(json.to_string()),
-            _ => String::from_utf8(canonical::to_vec_ordered(self)?)
+        match self.kept_json() {
+            Some(json) => Ok(json.to_string()),
+            None => String::from_utf8(canonical::to_vec_ordered(self)?)
                 .map_err(|e| CanonicalError::Serialise(e.to_string())),
         }
     }
 
     /// [`Self::to_canonical_json`], taking the JSON kept from the digest instead of copying it.
     pub fn into_canonical_json(mut self) -> Result<String, CanonicalError> {
-        match self.canonical.0.take() {
-            Some((digest, json)) if self.explain.is_none() && digest == self.consensus_digest => {
-                Ok(std::sync::Arc::try_unwrap(json).unwrap_or_else(|shared| shared.as_ref().clone()))
-            }
-            _ => self.to_canonical_json(),
+        if self.kept_json().is_none() {
+            return self.to_canonical_json();
+        }
+        let json = self.canonical.0.take().expect("kept above").1;
+        Ok(std::sync::Arc::try_unwrap(json).unwrap_or_else(|shared| shared.as_ref().clone()))
+    }
+
+    /// The JSON kept from computing the digest, while it is still this record's (no
+    /// `explain`, the digest unchanged).
+    fn kept_json(&self) -> Option<&std::sync::Arc<String>> {
+        match &self.canonical.0 {
+            Some((digest, json)) if self.explain.is_none() && *digest == self.consensus_digest => Some(json),
+            _ => None,
         }
     }
 
