@@ -113,30 +113,82 @@ impl std::hash::Hash for Timestamp {
     }
 }
 
+/// A timestamp's RFC 3339 text, formatted on the stack (no allocation): what `Display`
+/// and `Serialize` write.
+pub struct TimestampText {
+    buf: [u8; 40],
+    len: usize,
+}
+
+impl std::ops::Deref for TimestampText {
+    type Target = str;
+    fn deref(&self) -> &str {
+        // Only ASCII digits and separators are ever written.
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or_default()
+    }
+}
+
+impl Timestamp {
+    /// The RFC 3339 text: `YYYY-MM-DDTHH:MM:SS`, then `.` and the source's number of
+    /// fractional digits when it had any, then `Z`.
+    pub fn text(&self) -> TimestampText {
+        let dt = OffsetDateTime::from_unix_timestamp_nanos(self.nanos).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+        let mut t = TimestampText { buf: [0; 40], len: 0 };
+        let year = dt.year();
+        if !(0..=9999).contains(&year) {
+            // Outside four digits (the `time` crate allows +-9999): the general formatter.
+            use std::io::Write;
+            let mut w = &mut t.buf[..];
+            let _ = write!(w, "{year:04}");
+            t.len = 40 - w.len();
+        } else {
+            t.push_digits(year as u32, 4);
+        }
+        t.push(b'-');
+        t.push_digits(dt.month() as u32, 2);
+        t.push(b'-');
+        t.push_digits(dt.day() as u32, 2);
+        t.push(b'T');
+        t.push_digits(dt.hour() as u32, 2);
+        t.push(b':');
+        t.push_digits(dt.minute() as u32, 2);
+        t.push(b':');
+        t.push_digits(dt.second() as u32, 2);
+        if self.digits > 0 {
+            t.push(b'.');
+            let digits = self.digits.min(9) as u32;
+            t.push_digits(dt.nanosecond() / 10u32.pow(9 - digits), digits as usize);
+        }
+        t.push(b'Z');
+        t
+    }
+}
+
+impl TimestampText {
+    fn push(&mut self, b: u8) {
+        self.buf[self.len] = b;
+        self.len += 1;
+    }
+
+    /// `v` as exactly `n` decimal digits (zero-padded; `v` < 10^n).
+    fn push_digits(&mut self, mut v: u32, n: usize) {
+        for i in (0..n).rev() {
+            self.buf[self.len + i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+        self.len += n;
+    }
+}
+
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let dt = OffsetDateTime::from_unix_timestamp_nanos(self.nanos).unwrap_or(OffsetDateTime::UNIX_EPOCH);
-        write!(
-            f,
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
-            dt.year(),
-            dt.month() as u8,
-            dt.day(),
-            dt.hour(),
-            dt.minute(),
-            dt.second()
-        )?;
-        if self.digits > 0 {
-            let frac = format!("{:09}", dt.nanosecond());
-            write!(f, ".{}", &frac[..self.digits as usize])?;
-        }
-        f.write_str("Z")
+        f.write_str(&self.text())
     }
 }
 
 impl Serialize for Timestamp {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
+        s.serialize_str(&self.text())
     }
 }
 
@@ -150,6 +202,60 @@ impl<'de> Deserialize<'de> for Timestamp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The formatter `text` replaced (`write!` with padding), as the reference.
+    fn reference(t: &Timestamp) -> String {
+        let dt = OffsetDateTime::from_unix_timestamp_nanos(t.nanos).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+        let mut s = format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+            dt.year(),
+            dt.month() as u8,
+            dt.day(),
+            dt.hour(),
+            dt.minute(),
+            dt.second()
+        );
+        if t.digits > 0 {
+            let frac = format!("{:09}", dt.nanosecond());
+            s.push('.');
+            s.push_str(&frac[..t.digits as usize]);
+        }
+        s + "Z"
+    }
+
+    #[test]
+    fn text_equals_the_padded_reference_formatter() {
+        let mut nanos: Vec<i128> = vec![0, 1, -1, 999_999_999, 1_000_000_000, -62_135_596_800_000_000_000];
+        // Years -9999 and 9999 (the `time` crate's range), and a spread in between.
+        nanos.push(
+            OffsetDateTime::new_utc(
+                time::Date::from_calendar_date(-9999, time::Month::January, 1).unwrap(),
+                time::Time::MIDNIGHT,
+            )
+            .unix_timestamp_nanos(),
+        );
+        nanos.push(
+            OffsetDateTime::new_utc(
+                time::Date::from_calendar_date(9999, time::Month::December, 31).unwrap(),
+                time::Time::from_hms_nano(23, 59, 59, 999_999_999).unwrap(),
+            )
+            .unix_timestamp_nanos(),
+        );
+        let mut x: u64 = 0x5DEECE66D;
+        for _ in 0..2_000 {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            let spread = (x as i128) * 13_737_474_737; // over years 0..9999, any nanosecond
+            nanos.push(spread % 315_537_897_599_000_000_000 - 62_167_219_200_000_000_000);
+        }
+        for n in nanos {
+            for digits in 0..=9 {
+                let t = Timestamp::from_unix_nanos(n, digits);
+                assert_eq!(&*t.text(), reference(&t), "{n} / {digits}");
+                assert_eq!(t.to_string(), reference(&t));
+                assert_eq!(serde_json::to_string(&t).unwrap(), format!("\"{}\"", reference(&t)));
+            }
+        }
+    }
 
     #[test]
     fn converts_offsets_to_utc_and_keeps_precision() {
