@@ -51,7 +51,7 @@ fn main() {
     let mut states: BTreeMap<String, PackageState> = BTreeMap::new();
     let mut evaluations = 0usize;
     for o in &obs {
-        let s = states.entry(o.package.clone()).or_default();
+        let s = states.entry(o.package.to_string()).or_default();
         for pair in s.apply(o.clone()).unwrap() {
             let _ = s.evaluate(&pair, &policy, false);
             evaluations += 1;

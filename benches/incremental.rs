@@ -76,15 +76,15 @@ fn rewrite(o: &Observation, k: usize, g: usize) -> Observation {
     let mut c = o.clone();
     let bucket = o.vulnerability.bytes().map(usize::from).sum::<usize>() % SPLIT;
     let package = format!("{}-c{}-b{bucket}", o.package, k / g);
-    c.artifact = match o.artifact.strip_prefix(&o.package) {
-        Some(rest) => format!("{package}{rest}"),
+    c.artifact = match o.artifact.strip_prefix(&*o.package) {
+        Some(rest) => format!("{package}{rest}").into(),
         None => panic!("artifact {} does not start with its package {}", o.artifact, o.package),
     };
-    c.package = package;
+    c.package = package.into();
     let s = k % g;
-    c.vulnerability = format!("{}.{s}", o.vulnerability);
-    c.aliases = o.aliases.iter().map(|a| format!("{a}.{s}")).collect();
-    c.id = c.compute_id().expect("identifiable");
+    c.vulnerability = format!("{}.{s}", o.vulnerability).into();
+    c.aliases = o.aliases.iter().map(|a| format!("{a}.{s}").into()).collect();
+    c.id = c.compute_id().expect("identifiable").into();
     c
 }
 
@@ -110,7 +110,7 @@ fn run(corpus: &[Observation], copies: usize, group: usize, policy: &Policy) -> 
         for o in corpus {
             let c = rewrite(o, k, group);
             let t0 = Instant::now();
-            let s = states.entry(c.package.clone()).or_default();
+            let s = states.entry(c.package.to_string()).or_default();
             let changed = s.apply(c).expect("applies");
             for p in &changed {
                 let _ = std::hint::black_box(s.evaluate(p, policy, false));

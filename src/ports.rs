@@ -301,7 +301,7 @@ impl RecordQuery {
 
     /// The filters that need the decoded record (not indexed fields).
     pub fn matches_decoded(&self, r: &ConsensusRecord) -> bool {
-        self.issuer.as_ref().map_or(true, |i| r.statements.iter().any(|s| &s.issuer == i))
+        self.issuer.as_ref().map_or(true, |i| r.statements.iter().any(|s| *s.issuer == **i))
             && self.conflict_reason.as_ref().map_or(true, |c| r.conflicts.iter().any(|x| x.reason.as_str() == c))
     }
 

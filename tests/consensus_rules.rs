@@ -45,10 +45,13 @@ fn a_statement_naming_two_cves_counts_in_both_pairs() {
         ),
     );
     let obs = norm("go.json", &go);
-    let vulns: Vec<&str> = obs.iter().map(|o| o.vulnerability.as_str()).collect();
+    let vulns: Vec<&str> = obs.iter().map(|o| &*o.vulnerability).collect();
     assert_eq!(vulns, ["CVE-2024-45337", "CVE-2024-45338"], "one observation per CVE");
     for o in &obs {
-        assert_eq!(o.aliases, ["CVE-2024-45337", "CVE-2024-45338", "GHSA-v778", "GO-2024-3321"]);
+        assert_eq!(
+            o.aliases.iter().map(|a| &**a).collect::<Vec<_>>(),
+            ["CVE-2024-45337", "CVE-2024-45338", "GHSA-v778", "GO-2024-3321"]
+        );
     }
     assert_ne!(obs[0].id, obs[1].id);
 
@@ -106,7 +109,7 @@ fn an_issuer_contradicting_itself_across_documents_counts_the_conservative_statu
         assert_eq!(c.issuers, ["Acme"]);
         assert_eq!(c.statuses, [Status::Affected, Status::NotAffected]);
         assert!(
-            c.detail.contains(&counted[0].document_digest) && c.detail.contains(&sup.document_digest),
+            c.detail.contains(&*counted[0].document_digest) && c.detail.contains(&*sup.document_digest),
             "{}",
             c.detail
         );

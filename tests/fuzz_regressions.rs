@@ -100,8 +100,8 @@ fn name_key_version_holding_an_at_sign() {
     assert!(!d.observations.is_empty(), "{:?}", d.diagnostics);
     for o in &d.observations {
         let k = parse_key(&o.artifact).unwrap();
-        assert_eq!(k.package, o.package, "package of {}", o.artifact);
-        assert_eq!(k.key, o.artifact);
+        assert_eq!(*k.package, *o.package, "package of {}", o.artifact);
+        assert_eq!(*k.key, *o.artifact);
     }
 }
 

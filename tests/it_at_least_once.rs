@@ -54,7 +54,7 @@ impl ConsensusStore for FaultStore {
         self.inner.ping().await
     }
     async fn put_observations(&self, o: &[Observation]) -> Result<(), StoreError> {
-        if o.iter().any(|o| o.vulnerability == POISON) {
+        if o.iter().any(|o| *o.vulnerability == *POISON) {
             self.rejected.fetch_add(1, Ordering::SeqCst);
             return Err(StoreError::Rejected("injected: poisoned observation".into()));
         }
@@ -366,7 +366,7 @@ fn a_byte_bound_holds_one_large_message_at_a_time_and_loses_nothing() {
                 "CVE-2024-7000",
                 Status::NotAffected,
             );
-            o.impact_statement = Some(format!("{i} {}", "x".repeat(SIZE)));
+            o.impact_statement = Some(format!("{i} {}", "x".repeat(SIZE)).into());
             o.with_id().unwrap()
         })
         .collect();

@@ -142,14 +142,14 @@ async fn observations_keep_first_provenance_and_rebuild_packages() {
         o.provenance.source = Some("kafka:docs/0@999999".into());
     }
     store.put_observations(&second).await.expect("replay");
-    let unique: std::collections::BTreeSet<&str> = first.iter().map(|o| o.id.as_str()).collect();
+    let unique: std::collections::BTreeSet<&str> = first.iter().map(|o| &*o.id).collect();
     assert_eq!(common::count(&uri, &db, OBSERVATIONS).await, unique.len() as u64);
 
     // Every package is rebuilt by one indexed find.
     let mut per_package: std::collections::BTreeMap<&str, Vec<&vex_lens::domain::model::Observation>> =
         Default::default();
     for o in &first {
-        per_package.entry(o.package.as_str()).or_default().push(o);
+        per_package.entry(&*o.package).or_default().push(o);
     }
     let packages: Vec<&str> = per_package.keys().copied().collect();
     for p in &packages {
@@ -245,7 +245,7 @@ async fn init_creates_indexes_and_rebuilds_use_them() {
     store.put_observations(&obs).await.expect("put");
     let explain = database
         .run_command(mongodb::bson::doc! {
-            "explain": { "find": OBSERVATIONS, "filter": { "tenant": "t1", "package": &obs[0].package } },
+            "explain": { "find": OBSERVATIONS, "filter": { "tenant": "t1", "package": &*obs[0].package } },
             "verbosity": "queryPlanner",
         })
         .await

@@ -169,7 +169,7 @@ async fn produce(brokers: &str, topic: &str, obs: &[Observation]) -> BTreeMap<St
         let value = serde_json::to_vec(o).unwrap();
         let record = FutureRecord::to(topic).key(&key).payload(&value);
         let delivery = producer.send(record, Duration::from_secs(30)).await.expect("produced");
-        partitions.insert(o.package.clone(), delivery.partition);
+        partitions.insert(o.package.to_string(), delivery.partition);
     }
     partitions
 }

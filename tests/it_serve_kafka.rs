@@ -74,7 +74,8 @@ fn wait_for_records(setup: &ServeSetup, want: &[ConsensusRecord], serves: &mut [
 
 /// Every observation of the documents is stored exactly once.
 fn assert_observations(setup: &ServeSetup, files: &[PathBuf], tenant: &str) {
-    let unique: BTreeSet<String> = common::observations_of(files, tenant).into_iter().map(|o| o.id).collect();
+    let unique: BTreeSet<String> =
+        common::observations_of(files, tenant).into_iter().map(|o| o.id.to_string()).collect();
     let n = rt().block_on(common::count(&setup.services.mongo_uri, &setup.db, vex_lens::stores::mongo::OBSERVATIONS));
     assert_eq!(n, unique.len() as u64, "vex_observations holds {n}, the documents have {} distinct", unique.len());
 }

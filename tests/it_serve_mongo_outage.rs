@@ -69,7 +69,8 @@ fn mongo_stopped_for_20s_mid_stream() {
         common::assert_same_records(&got, &want);
     }
     eprintln!("caught up {:?} after the server came back", start.elapsed());
-    let unique: BTreeSet<String> = common::observations_of(&files, "default").into_iter().map(|o| o.id).collect();
+    let unique: BTreeSet<String> =
+        common::observations_of(&files, "default").into_iter().map(|o| o.id.to_string()).collect();
     let n = rt.block_on(common::count(&services.mongo_uri, &setup.db, vex_lens::stores::mongo::OBSERVATIONS));
     assert_eq!(n, unique.len() as u64, "no observation lost or duplicated");
     assert!(serve.get("/health/readiness").is_some_and(|(c, _)| c == 200), "ready again");

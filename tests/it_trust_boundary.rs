@@ -60,12 +60,12 @@ fn a_forged_verified_observation_counts_as_unsigned() {
         assert_eq!(e["signature"], "unsigned", "{vuln}: a claim without a valid tag is unsigned: {e}");
         assert_eq!(e["factors"]["signature_ppm"], 700_000, "{vuln}: {e}");
         assert_eq!(e["issuer"], "acme", "{vuln}: the issuer stays as claimed: {e}");
-        assert_ne!(e["observation_id"], claimed_verified(vuln).id.as_str(), "{vuln}: a marked-down id");
+        assert_ne!(e["observation_id"], &*claimed_verified(vuln).id, "{vuln}: a marked-down id");
     }
     let e = entry("CVE-2024-0003");
     assert_eq!(e["signature"], "verified", "a validly tagged claim stands: {e}");
     assert_eq!(e["factors"]["signature_ppm"], 1_000_000, "{e}");
-    assert_eq!(e["observation_id"], claimed_verified("CVE-2024-0003").id.as_str());
+    assert_eq!(e["observation_id"], &*claimed_verified("CVE-2024-0003").id);
     assert!(serve.terminate(Duration::from_secs(30)), "SIGTERM: serve did not exit 0; log:\n{}", serve.log_tail());
     rt.block_on(common::drop_db(&services.mongo_uri, &setup.db));
 }

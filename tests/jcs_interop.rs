@@ -92,7 +92,7 @@ fn awkward_records() -> Vec<ConsensusRecord> {
         Some("tab\t nul\u{0} bell\u{7} del\u{7f} quote\" backslash\\ slash/ \u{2028}\u{2029} é €".into());
     o.action_statement = Some("emoji \u{1f600} private-use \u{e000} \u{fffd} surrogate-pair order".into());
     o.issuer = Some("Ünïcode Vendor \u{10ffff}".into());
-    o.id = String::new();
+    o.id = "".into();
     let o = o.with_id().unwrap();
     let (records, errors) =
         batch(vec![o], &Policy::new(Mode::WeightedVote, Default::default(), Default::default()), true);

@@ -77,7 +77,7 @@ pub fn record_outcome(span: &tracing::Span, outcome: &IngestOutcome) {
             span.record("vex.format", *format);
             span.record("vex.observations", observations.len());
             if let Some(o) = observations.first() {
-                span.record("vex.document_digest", o.document_digest.as_str());
+                span.record("vex.document_digest", &*o.document_digest);
                 if let Some(i) = &o.issuer {
                     span.record("vex.issuer", crate::telemetry::trace::bounded(i));
                 }
@@ -212,7 +212,7 @@ mod tests {
         assert!(enveloped);
         assert_eq!(observations.len(), 1);
         assert_eq!(observations[0].signature.status, SignatureStatus::Unsigned);
-        assert_eq!(observations[0].document_digest, sha256_prefixed(DOC.as_bytes()));
+        assert_eq!(*observations[0].document_digest, sha256_prefixed(DOC.as_bytes()));
     }
 
     #[test]

@@ -278,7 +278,7 @@ impl crate::trust::Recompute for Pipeline {
 /// recomputes its id: the artifact key must parse and the package must be its package.
 pub fn accept_observation(mut o: Observation) -> Result<Observation, String> {
     let k = parse_key(&o.artifact).map_err(|e| format!("artifact {:?}: {e}", o.artifact))?;
-    if k.package != o.package {
+    if *k.package != *o.package {
         return Err(format!(
             "package {:?} is not the package of artifact {:?} ({:?})",
             o.package, o.artifact, k.package
@@ -290,7 +290,7 @@ pub fn accept_observation(mut o: Observation) -> Result<Observation, String> {
     if o.vulnerability.trim().is_empty() {
         return Err("vulnerability is empty".into());
     }
-    o.id = o.compute_id().map_err(|e| format!("observation has no canonical form: {e}"))?;
+    o.id = o.compute_id().map_err(|e| format!("observation has no canonical form: {e}"))?.into();
     Ok(o)
 }
 

@@ -123,7 +123,7 @@ impl Handler<Route> for ArtifactRegistry {
     type Result = ResponseActFuture<Self, ()>;
 
     fn handle(&mut self, msg: Route, _: &mut Context<Self>) -> Self::Result {
-        let key = (msg.observation.tenant.clone(), msg.observation.package.clone());
+        let key = (msg.observation.tenant.to_string(), msg.observation.package.to_string());
         let addr = self.actor_for(&key);
         InFlight::routed();
         // The actor counts as busy until the observation is durable (or failed), so it

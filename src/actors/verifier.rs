@@ -324,9 +324,10 @@ fn claimed_issuer(name: &str, env: &Envelope, ctx: &IngestContext, keys: &KeyDir
     }
     let probe = IngestContext { signature: Signature::default(), signed_issuer: None, ..ctx.clone() };
     match normalise_envelope(name, env, probe) {
-        IngestOutcome::Observations { observations, .. } => {
-            observations.into_iter().find(|o| o.issuer_source == IssuerSource::Document).and_then(|o| o.issuer)
-        }
+        IngestOutcome::Observations { observations, .. } => observations
+            .into_iter()
+            .find(|o| o.issuer_source == IssuerSource::Document)
+            .and_then(|o| o.issuer.map(|i| i.to_string())),
         IngestOutcome::DeadLetter { .. } => None,
     }
 }

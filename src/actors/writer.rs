@@ -363,8 +363,9 @@ impl Handler<Persist> for StoreWriter {
 
     fn handle(&mut self, msg: Persist, ctx: &mut Context<Self>) {
         for o in &msg.observations {
-            if !self.pending.packages.contains(&(o.tenant.clone(), o.package.clone())) {
-                self.pending.packages.insert((o.tenant.clone(), o.package.clone()));
+            let key = (o.tenant.to_string(), o.package.to_string());
+            if !self.pending.packages.contains(&key) {
+                self.pending.packages.insert(key);
             }
         }
         let p = &mut self.pending;

@@ -18,6 +18,7 @@ use super::vers::compare_generic as compare_versions;
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 /// Identifies one consensus pair.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -89,39 +90,39 @@ pub struct Factors {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatementEntry {
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub action_statement: Option<String>,
+    pub action_statement: Option<Arc<str>>,
     /// The statement's own artifact key (broader than the pair's for version-less or
     /// range statements).
-    pub artifact: String,
-    pub document_digest: String,
+    pub artifact: Arc<str>,
+    pub document_digest: Arc<str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub document_id: Option<String>,
+    pub document_id: Option<Arc<str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub document_version: Option<String>,
+    pub document_version: Option<Arc<str>>,
     pub factors: Factors,
     pub format: SourceFormat,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub impact_statement: Option<String>,
+    pub impact_statement: Option<Arc<str>>,
     /// Issuer id after directory resolution (`unknown` when none was named).
-    pub issuer: String,
+    pub issuer: Arc<str>,
     /// The name the statement claimed, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub issuer_claimed: Option<String>,
+    pub issuer_claimed: Option<Arc<str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub justification: Option<Justification>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub justification_original: Option<String>,
-    pub observation_id: String,
+    pub justification_original: Option<Arc<str>>,
+    pub observation_id: Arc<str>,
     pub position: u32,
     /// Why superseded or excluded.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     pub role: Role,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub scope: Vec<String>,
+    pub scope: Vec<Arc<str>>,
     pub signature: SignatureStatus,
     pub status: Status,
-    pub status_original: String,
+    pub status_original: Arc<str>,
     pub tier: Tier,
     pub timestamp: Timestamp,
     pub weight_ppm: u64,
@@ -369,18 +370,69 @@ impl ObsKey {
 }
 
 /// What one tenant's statements about the package say, indexed so that applying one
-/// statement touches only the artifacts it can apply to.
+/// statement touches only the artifacts it can apply to. Keys are the package's shared
+/// strings ([`Strings`]).
 #[derive(Clone, Debug, Default)]
 struct TenantIndex {
     /// Every artifact seen in any statement.
-    artifacts: BTreeSet<String>,
+    artifacts: BTreeSet<Arc<str>>,
     /// The same artifacts by version (`None`: version-less).
-    by_version: HashMap<Option<String>, BTreeSet<String>>,
-    vulns: BTreeMap<String, VulnIndex>,
+    by_version: HashMap<Option<String>, BTreeSet<Arc<str>>>,
+    vulns: BTreeMap<Arc<str>, VulnIndex>,
     /// Vulnerabilities with a broad statement.
-    broad_vulns: BTreeSet<String>,
+    broad_vulns: BTreeSet<Arc<str>>,
     /// Vulnerabilities with a statement about a concrete version, by version.
-    exact_vulns: HashMap<String, BTreeSet<String>>,
+    exact_vulns: HashMap<String, BTreeSet<Arc<str>>>,
+}
+
+/// The strings a package state holds, each once: the statements of one package share
+/// most of theirs (tenant, package, artifact, vulnerability, document id, digest and
+/// version, issuer, status and justification as written, impact and action statements),
+/// so every observation applied has its strings replaced by the state's copies and the
+/// indexes key on the same `Arc`s. Only grows, as the state does.
+#[derive(Clone, Debug, Default)]
+struct Strings(std::collections::HashSet<Arc<str>>);
+
+impl Strings {
+    /// The state's copy of `s` (stored first if new).
+    fn share(&mut self, s: &mut Arc<str>) {
+        match self.0.get(s) {
+            Some(held) => *s = held.clone(),
+            None => {
+                // The state's own copy: observations of one document (whose strings the
+                // normalisers share) may go to states used on other threads.
+                *s = Arc::from(&**s);
+                self.0.insert(s.clone());
+            }
+        }
+    }
+
+    fn share_opt(&mut self, s: &mut Option<Arc<str>>) {
+        if let Some(s) = s {
+            self.share(s);
+        }
+    }
+
+    /// Replaces every shareable string of `o` (all but its id) by the state's copy.
+    fn share_all(&mut self, o: &mut Observation) {
+        for s in [&mut o.tenant, &mut o.artifact, &mut o.package, &mut o.vulnerability, &mut o.status_original] {
+            self.share(s);
+        }
+        self.share(&mut o.document_digest);
+        for s in [
+            &mut o.issuer,
+            &mut o.justification_original,
+            &mut o.impact_statement,
+            &mut o.action_statement,
+            &mut o.document_id,
+            &mut o.document_version,
+        ] {
+            self.share_opt(s);
+        }
+        for s in o.scope.iter_mut().chain(o.aliases.iter_mut()) {
+            self.share(s);
+        }
+    }
 }
 
 /// A version-less or `vers:` range key: a statement about it may apply to other artifacts.
@@ -401,11 +453,12 @@ fn concrete_version(k: &ArtifactKey) -> Option<&String> {
 /// a new artifact only the broad statements and those about its own version.
 #[derive(Clone, Debug, Default)]
 pub struct PackageState {
-    package: Option<String>,
+    package: Option<Arc<str>>,
     /// Boxed: the map's nodes hold a key and a pointer, not the observations' slack.
     observations: BTreeMap<ObsKey, Box<Observation>>,
-    tenants: BTreeMap<String, TenantIndex>,
-    parsed: HashMap<String, ArtifactKey>,
+    tenants: BTreeMap<Arc<str>, TenantIndex>,
+    parsed: HashMap<Arc<str>, ArtifactKey>,
+    strings: Strings,
 }
 
 impl PackageState {
@@ -433,24 +486,29 @@ impl PackageState {
     /// when the observation was already known: duplicates change nothing).
     pub fn apply(&mut self, mut o: Observation) -> Result<Vec<PairKey>, ApplyError> {
         if o.id.is_empty() {
-            o.id = o.compute_id().map_err(ApplyError::Unidentifiable)?;
+            o.id = o.compute_id().map_err(ApplyError::Unidentifiable)?.into();
         }
         let id = ObsKey::of(&o.id);
         if self.observations.contains_key(&id) {
             return Ok(Vec::new());
         }
         let key = keys::parse_key(&o.artifact).map_err(|e| ApplyError::BadArtifact {
-            id: o.id.clone(),
-            artifact: o.artifact.clone(),
+            id: o.id.to_string(),
+            artifact: o.artifact.to_string(),
             reason: e.to_string(),
         })?;
         match &self.package {
             Some(p) if *p != o.package => {
-                return Err(ApplyError::WrongPackage { id: o.id.clone(), got: o.package.clone(), expected: p.clone() })
+                return Err(ApplyError::WrongPackage {
+                    id: o.id.to_string(),
+                    got: o.package.to_string(),
+                    expected: p.to_string(),
+                })
             }
             Some(_) => {}
             None => self.package = Some(o.package.clone()),
         }
+        self.strings.share_all(&mut o);
         let broad = is_broad(&key);
         let t = self.tenants.entry(o.tenant.clone()).or_default();
         let new_artifact = t.artifacts.insert(o.artifact.clone());
@@ -459,13 +517,13 @@ impl PackageState {
         }
         self.parsed.entry(o.artifact.clone()).or_insert_with(|| key.clone());
         let pair = |artifact: &str, vulnerability: &str| PairKey {
-            tenant: o.tenant.clone(),
+            tenant: o.tenant.to_string(),
             artifact: artifact.to_string(),
             vulnerability: vulnerability.to_string(),
         };
         let mut affected: BTreeSet<PairKey> = BTreeSet::new();
         // The statement's own pair, and every known artifact it applies to.
-        let candidates: Box<dyn Iterator<Item = &String>> = if broad {
+        let candidates: Box<dyn Iterator<Item = &Arc<str>>> = if broad {
             Box::new(t.artifacts.iter())
         } else {
             Box::new(t.by_version.get(&key.version).into_iter().flatten())
@@ -518,14 +576,14 @@ impl PackageState {
         let mut out = BTreeSet::new();
         for (tenant, t) in &self.tenants {
             for (v, vi) in &t.vulns {
-                let mut add = |ids: &BTreeSet<ObsKey>, arts: &BTreeSet<String>| {
+                let mut add = |ids: &BTreeSet<ObsKey>, arts: &BTreeSet<Arc<str>>| {
                     for a in arts {
                         let Some(pk) = self.parsed.get(a) else { continue };
                         if ids.iter().any(|id| self.key_of(id).is_some_and(|k| k.applies_to(pk))) {
                             out.insert(PairKey {
-                                tenant: tenant.clone(),
-                                artifact: a.clone(),
-                                vulnerability: v.clone(),
+                                tenant: tenant.to_string(),
+                                artifact: a.to_string(),
+                                vulnerability: v.to_string(),
                             });
                         }
                     }
@@ -543,10 +601,11 @@ impl PackageState {
 
     /// The observations that apply to a pair, sorted by id.
     pub fn applicable(&self, pair: &PairKey) -> Vec<&Observation> {
-        let Some(pk) = self.parsed.get(&pair.artifact) else {
+        let Some(pk) = self.parsed.get(pair.artifact.as_str()) else {
             return Vec::new();
         };
-        let Some(vi) = self.tenants.get(&pair.tenant).and_then(|t| t.vulns.get(&pair.vulnerability)) else {
+        let Some(vi) = self.tenants.get(pair.tenant.as_str()).and_then(|t| t.vulns.get(pair.vulnerability.as_str()))
+        else {
             return Vec::new();
         };
         let exact = concrete_version(pk).and_then(|v| vi.exact.get(v));
@@ -617,7 +676,7 @@ fn supersede(work: &mut [Work]) -> Vec<Conflict> {
     let mut by_issuer: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     for (i, w) in work.iter().enumerate() {
         if w.role != Role::Excluded {
-            by_issuer.entry(w.issuer.as_str()).or_default().push(i);
+            by_issuer.entry(&w.issuer).or_default().push(i);
         }
     }
     let mut conflicts = Vec::new();
@@ -630,7 +689,7 @@ fn supersede(work: &mut [Work]) -> Vec<Conflict> {
         let mut per_doc: BTreeMap<&str, usize> = BTreeMap::new();
         for &i in &idx {
             if time_version_order(work[i].o, work[top].o) == Ordering::Equal {
-                let e = per_doc.entry(work[i].o.document_digest.as_str()).or_insert(i);
+                let e = per_doc.entry(&work[i].o.document_digest).or_insert(i);
                 if latest_order(work[*e].o, work[i].o) == Ordering::Less {
                     *e = i;
                 }
@@ -714,7 +773,7 @@ fn freshness_ppm(ts: &Timestamp, at: &Timestamp, half_life_seconds: u64, floor_p
 
 struct Work<'a> {
     o: &'a Observation,
-    issuer: String,
+    issuer: Arc<str>,
     tier: Tier,
     issuer_ppm: u64,
     role: Role,
@@ -751,8 +810,8 @@ pub fn evaluate(
     let mut work: Vec<Work> = obs
         .iter()
         .map(|o| {
-            let r = policy.directory.resolve(o.issuer.as_deref(), &pair.tenant);
-            Work { o, issuer: r.id, tier: r.tier, issuer_ppm: r.weight_ppm, role: Role::Counted, reason: None }
+            let (issuer, tier, issuer_ppm) = policy.resolve(o.issuer.as_ref(), &pair.tenant);
+            Work { o, issuer, tier, issuer_ppm, role: Role::Counted, reason: None }
         })
         .collect();
     // Exclusions.
@@ -894,15 +953,15 @@ pub fn evaluate(
     for c in &conflicts {
         trace.add(|| format!("conflict {}: {}", c.reason, c.detail));
     }
-    let mut aliases: BTreeSet<String> = obs.iter().flat_map(|o| o.aliases.iter().cloned()).collect();
-    aliases.insert(pair.vulnerability.clone());
+    let mut aliases: BTreeSet<&str> = obs.iter().flat_map(|o| o.aliases.iter().map(|a| &**a)).collect();
+    aliases.insert(&pair.vulnerability);
     let mut record = ConsensusRecord {
         schema_version: RECORD_SCHEMA_VERSION,
         tenant: pair.tenant.clone(),
         artifact: pair.artifact.clone(),
         package: package.to_string(),
         vulnerability: pair.vulnerability.clone(),
-        aliases: aliases.into_iter().collect(),
+        aliases: aliases.into_iter().map(str::to_string).collect(),
         status: decision.status,
         leading_status: decision.leading,
         justification,
@@ -1051,12 +1110,11 @@ fn conflicts(pair: &PairKey, entries: &[StatementEntry]) -> Vec<Conflict> {
     let counted: Vec<&StatementEntry> = entries.iter().filter(|e| e.role == Role::Counted).collect();
     let statuses: BTreeSet<Status> = counted.iter().map(|e| e.status).collect();
     if statuses.len() > 1 {
-        let issuers: BTreeSet<String> = counted.iter().map(|e| e.issuer.clone()).collect();
+        let issuers: BTreeSet<&str> = counted.iter().map(|e| &*e.issuer).collect();
         let detail = statuses
             .iter()
             .map(|s| {
-                let who: BTreeSet<&str> =
-                    counted.iter().filter(|e| e.status == *s).map(|e| e.issuer.as_str()).collect();
+                let who: BTreeSet<&str> = counted.iter().filter(|e| e.status == *s).map(|e| &*e.issuer).collect();
                 format!("{} ({})", s.as_str(), who.into_iter().collect::<Vec<_>>().join(", "))
             })
             .collect::<Vec<_>>()
@@ -1064,19 +1122,19 @@ fn conflicts(pair: &PairKey, entries: &[StatementEntry]) -> Vec<Conflict> {
         out.push(Conflict {
             reason: ConflictReason::StatusDisagreement,
             detail,
-            issuers: issuers.into_iter().collect(),
+            issuers: issuers.into_iter().map(str::to_string).collect(),
             statuses: statuses.iter().copied().collect(),
         });
         // Disagreement between statements of different scope (version-less or range vs
         // this exact artifact, or different subcomponents).
-        let shapes: BTreeSet<(bool, &Vec<String>)> =
-            counted.iter().map(|e| (e.artifact == pair.artifact, &e.scope)).collect();
+        let shapes: BTreeSet<(bool, &Vec<Arc<str>>)> =
+            counted.iter().map(|e| (*e.artifact == *pair.artifact, &e.scope)).collect();
         if shapes.len() > 1 {
             let mut issuers = BTreeSet::new();
             let mut sts = BTreeSet::new();
             let mut parts = BTreeSet::new();
             for e in &counted {
-                issuers.insert(e.issuer.clone());
+                issuers.insert(&*e.issuer);
                 sts.insert(e.status);
                 let scope = if e.scope.is_empty() { String::new() } else { format!(" within {}", e.scope.join(", ")) };
                 parts.insert(format!("{} says {} about {}{}", e.issuer, e.status.as_str(), e.artifact, scope));
@@ -1084,23 +1142,25 @@ fn conflicts(pair: &PairKey, entries: &[StatementEntry]) -> Vec<Conflict> {
             out.push(Conflict {
                 reason: ConflictReason::ScopeMismatch,
                 detail: parts.into_iter().collect::<Vec<_>>().join("; "),
-                issuers: issuers.into_iter().collect(),
+                issuers: issuers.into_iter().map(str::to_string).collect(),
                 statuses: sts.into_iter().collect(),
             });
         }
     }
     let missing: Vec<&StatementEntry> = entries
         .iter()
-        .filter(|e| e.issuer == UNKNOWN_ISSUER && e.issuer_claimed.is_none() || e.signature == SignatureStatus::Failed)
+        .filter(|e| {
+            &*e.issuer == UNKNOWN_ISSUER && e.issuer_claimed.is_none() || e.signature == SignatureStatus::Failed
+        })
         .collect();
     if !missing.is_empty() {
-        let issuers: BTreeSet<String> = missing.iter().map(|e| e.issuer.clone()).collect();
+        let issuers: BTreeSet<&str> = missing.iter().map(|e| &*e.issuer).collect();
         let no_id = missing.iter().filter(|e| e.issuer_claimed.is_none()).count();
         let failed = missing.iter().filter(|e| e.signature == SignatureStatus::Failed).count();
         out.push(Conflict {
             reason: ConflictReason::MissingProvenance,
             detail: format!("{no_id} statement(s) name no issuer; {failed} statement(s) failed signature verification"),
-            issuers: issuers.into_iter().collect(),
+            issuers: issuers.into_iter().map(str::to_string).collect(),
             statuses: missing.iter().map(|e| e.status).collect::<BTreeSet<_>>().into_iter().collect(),
         });
     }
@@ -1137,7 +1197,7 @@ where
     E: Into<CanonicalError>,
 {
     let mut out = Vec::new();
-    let errors = batch_each(observations, policy, explain, f, |p, t| out.push((p, t)));
+    let errors = batch_each(observations, policy, explain, f, |p, t| out.push((p.clone(), t)));
     (out, errors)
 }
 
@@ -1155,12 +1215,12 @@ where
     F: Fn(ConsensusRecord) -> Result<T, E> + Sync,
     T: Send,
     E: Into<CanonicalError>,
-    S: FnMut(PairKey, T),
+    S: FnMut(&PairKey, T),
 {
     use rayon::prelude::*;
     // Grouped by package in input order, then each package's state built on its own
     // (errors reported package by package, in package order).
-    let mut by_package: BTreeMap<String, Vec<Observation>> = BTreeMap::new();
+    let mut by_package: BTreeMap<Arc<str>, Vec<Observation>> = BTreeMap::new();
     for o in observations {
         by_package.entry(o.package.clone()).or_default().push(o);
     }
@@ -1206,12 +1266,16 @@ where
             .collect();
         for ((p, _), r) in round.iter().zip(evaluated) {
             match r {
-                Ok(Some(t)) => sink(p.clone(), t),
+                Ok(Some(t)) => sink(p, t),
                 Ok(None) => {}
                 Err(e) => errors.push(e),
             }
         }
     }
+    // The states are freed on every core too (freeing every observation one by one on
+    // this thread alone was a serial tail of the batch).
+    drop(pairs);
+    states.into_par_iter().for_each(drop);
     errors
 }
 

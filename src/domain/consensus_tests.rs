@@ -13,12 +13,12 @@ fn ts(s: &str) -> Timestamp {
 fn obs(issuer: Option<&str>, artifact: &str, vuln: &str, status: Status, t: &str) -> Observation {
     let k = parse_key(artifact).unwrap();
     Observation {
-        id: String::new(),
+        id: "".into(),
         tenant: "default".into(),
-        issuer: issuer.map(str::to_string),
+        issuer: issuer.map(Into::into),
         issuer_source: if issuer.is_some() { IssuerSource::Document } else { IssuerSource::None },
-        artifact: k.key,
-        package: k.package,
+        artifact: k.key.into(),
+        package: k.package.into(),
         scope: vec![],
         vulnerability: vuln.into(),
         aliases: vec![vuln.into()],
@@ -35,7 +35,8 @@ fn obs(issuer: Option<&str>, artifact: &str, vuln: &str, status: Status, t: &str
         document_digest: format!(
             "sha256:{}",
             crate::domain::canonical::sha256_hex(format!("{issuer:?}{artifact}{t}").as_bytes())
-        ),
+        )
+        .into(),
         position: 0,
         format: SourceFormat::Openvex,
         signature: Signature::default(),
@@ -91,13 +92,13 @@ fn weights_are_the_product_of_factors_in_ppm() {
         ],
         &policy(Mode::WeightedVote),
     );
-    let v = r.statements.iter().find(|e| e.issuer == "vendor").unwrap();
+    let v = r.statements.iter().find(|e| *e.issuer == *"vendor").unwrap();
     assert_eq!(
         (v.factors.issuer_ppm, v.factors.signature_ppm, v.factors.freshness_ppm),
         (1_000_000, 700_000, 1_000_000)
     );
     assert_eq!(v.weight_ppm, 700_000);
-    let d = r.statements.iter().find(|e| e.issuer == "distro").unwrap();
+    let d = r.statements.iter().find(|e| *e.issuer == *"distro").unwrap();
     assert_eq!(d.factors.freshness_ppm, 500_000);
     assert_eq!(d.weight_ppm, 280_000); // 0.8 x 0.7 x 0.5
     assert_eq!(r.evaluation_time.to_string(), "2024-04-01T00:00:00Z");
@@ -121,7 +122,7 @@ fn freshness_has_a_floor_and_no_bonus_for_the_future() {
         &p,
     );
     assert_eq!(r.evaluation_time.to_string(), "2024-01-01T00:00:00Z");
-    let f = |i: &str| r.statements.iter().find(|e| e.issuer == i).unwrap().factors.freshness_ppm;
+    let f = |i: &str| r.statements.iter().find(|e| *e.issuer == *i).unwrap().factors.freshness_ppm;
     assert_eq!(f("scanner"), 300_000);
     assert_eq!(f("somebody"), 1_000_000);
     assert_eq!(f("vendor"), 1_000_000);
@@ -232,7 +233,7 @@ fn failed_signatures_are_excluded_and_missing_provenance_is_reported() {
     let ex: Vec<&StatementEntry> = r.statements.iter().filter(|e| e.role == Role::Excluded).collect();
     assert_eq!(ex.len(), 1);
     assert_eq!(ex[0].weight_ppm, 0);
-    assert!(r.statements.iter().any(|e| e.issuer == "unknown" && e.role == Role::Counted));
+    assert!(r.statements.iter().any(|e| *e.issuer == *"unknown" && e.role == Role::Counted));
     let mp = r.conflicts.iter().find(|c| c.reason == ConflictReason::MissingProvenance).unwrap();
     assert!(mp.detail.contains("1 statement(s) name no issuer; 1 statement(s) failed"), "{}", mp.detail);
 }
@@ -373,7 +374,7 @@ proptest! {
         prop_assert_eq!(lo.len(), hi.len());
         let id = ["vendor", "distro", "scanner", "randomer"][who];
         for (a, b) in lo.iter().zip(hi.iter()) {
-            for e in a.statements.iter().filter(|e| e.issuer == id && e.role == Role::Counted) {
+            for e in a.statements.iter().filter(|e| *e.issuer == *id && e.role == Role::Counted) {
                 prop_assert!(b.scores_ppm.get(&e.status).copied().unwrap_or(0) >= a.scores_ppm[&e.status]);
             }
         }
@@ -421,7 +422,7 @@ fn every_member_of_a_record_is_written_in_rfc8785_order() {
         &p,
     );
     for (i, s) in r.statements.iter_mut().enumerate() {
-        s.issuer_claimed = Some(format!("Ïssuer \"{i}\"\n\u{1}\u{1F600}"));
+        s.issuer_claimed = Some(format!("Ïssuer \"{i}\"\n\u{1}\u{1F600}").into());
         s.justification = Some(Justification::ComponentNotPresent);
         s.justification_original = Some("component_not_present".into());
         s.impact_statement = Some("tab\there, back\\slash, </script>".into());

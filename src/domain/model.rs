@@ -8,6 +8,7 @@
 pub use super::codes::{DiagnosticCode, SignatureReason};
 use super::timestamp::Timestamp;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// Version of the status/justification crosswalk (docs/crosswalk.md). Part of the policy
 /// version, so a change of mapping changes every digest it affects.
@@ -214,56 +215,59 @@ pub struct Provenance {
 
 /// One statement about one (artifact, vulnerability), as normalised from a document.
 /// This is also the documented JSON form producers may publish to the observations topic
-/// (schemas/observation.schema.json).
+/// (schemas/observation.schema.json). Its strings are shared (`Arc<str>`): the statements
+/// of a document repeat most of them, so normalisers and package states hold each once
+/// and a record's statement entries point at them instead of copying (serialised as
+/// plain strings either way).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Observation {
     /// Deterministic id: see [`Observation::compute_id`]. Recomputed on receipt.
     #[serde(default)]
-    pub id: String,
+    pub id: Arc<str>,
     #[serde(default = "default_tenant")]
-    pub tenant: String,
+    pub tenant: Arc<str>,
     /// The claimed issuer name (signature issuer, header, or document author); `None`
     /// when nothing names one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub issuer: Option<String>,
+    pub issuer: Option<Arc<str>>,
     #[serde(default)]
     pub issuer_source: IssuerSource,
     /// Normalised artifact key (purl > BOM-Link > CPE > hash > name key).
-    pub artifact: String,
+    pub artifact: Arc<str>,
     /// Package key (routing): artifact key without version and qualifiers.
-    pub package: String,
+    pub package: Arc<str>,
     /// Subcomponents (OpenVEX) or containing product (CSAF relationships) that narrow
     /// the statement; sorted, unique.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub scope: Vec<String>,
+    pub scope: Vec<Arc<str>>,
     /// Vulnerability key (CVE when any id names one, else the smallest id).
-    pub vulnerability: String,
+    pub vulnerability: Arc<str>,
     /// Every id the statement gave for the vulnerability (sorted, unique, incl. the key).
     #[serde(default)]
-    pub aliases: Vec<String>,
+    pub aliases: Vec<Arc<str>>,
     pub status: Status,
     /// The source's own status token (e.g. CycloneDX `false_positive`, CSAF `first_fixed`).
-    pub status_original: String,
+    pub status_original: Arc<str>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub justification: Option<Justification>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub justification_original: Option<String>,
+    pub justification_original: Option<Arc<str>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub impact_statement: Option<String>,
+    pub impact_statement: Option<Arc<str>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub action_statement: Option<String>,
+    pub action_statement: Option<Arc<str>>,
     /// Effective timestamp of the statement (inheritance applied).
     pub timestamp: Timestamp,
     pub timestamp_source: TimestampSource,
     /// Document id (`@id`, CSAF tracking id, CycloneDX serialNumber) when it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub document_id: Option<String>,
+    pub document_id: Option<Arc<str>>,
     /// Document version as written (numbers compared numerically, CSAF segment-wise).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub document_version: Option<String>,
+    pub document_version: Option<Arc<str>>,
     /// `sha256:<hex>` of the document bytes as received (the payload, for DSSE).
-    pub document_digest: String,
+    pub document_digest: Arc<str>,
     /// Position of the statement in the document (0-based, in document order).
     pub position: u32,
     pub format: SourceFormat,
@@ -273,8 +277,8 @@ pub struct Observation {
     pub provenance: Provenance,
 }
 
-pub fn default_tenant() -> String {
-    "default".to_string()
+pub fn default_tenant() -> Arc<str> {
+    Arc::from("default")
 }
 
 impl Observation {
@@ -299,7 +303,7 @@ impl Observation {
 
     /// Sets `id` from the content.
     pub fn with_id(mut self) -> Result<Self, super::canonical::CanonicalError> {
-        self.id = self.compute_id()?;
+        self.id = self.compute_id()?.into();
         Ok(self)
     }
 }

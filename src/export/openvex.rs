@@ -93,8 +93,7 @@ fn winning_side(r: &ConsensusRecord) -> Vec<&StatementEntry> {
 
 fn summary(r: &ConsensusRecord) -> String {
     let counted = r.statements.iter().filter(|e| e.role == Role::Counted).count();
-    let mut issuers: Vec<&str> =
-        r.statements.iter().filter(|e| e.role == Role::Counted).map(|e| e.issuer.as_str()).collect();
+    let mut issuers: Vec<&str> = r.statements.iter().filter(|e| e.role == Role::Counted).map(|e| &*e.issuer).collect();
     issuers.sort_unstable();
     issuers.dedup();
     format!(
@@ -205,7 +204,7 @@ fn statement(r: &ConsensusRecord) -> Value {
             let impact = side.iter().find_map(|e| e.impact_statement.clone());
             match (impact, justification) {
                 (Some(i), _) => {
-                    s.insert("impact_statement".into(), Value::String(i));
+                    s.insert("impact_statement".into(), Value::String(i.to_string()));
                 }
                 (None, None) => {
                     s.insert("impact_statement".into(), Value::String(summary(r)));
@@ -214,9 +213,10 @@ fn statement(r: &ConsensusRecord) -> Value {
             }
         }
         "affected" => {
-            let action = side.iter().find_map(|e| e.action_statement.clone()).unwrap_or_else(|| {
-                format!("No action statement was given by the contributing issuers. {}", summary(r))
-            });
+            let action =
+                side.iter().find_map(|e| e.action_statement.as_deref().map(str::to_string)).unwrap_or_else(|| {
+                    format!("No action statement was given by the contributing issuers. {}", summary(r))
+                });
             s.insert("action_statement".into(), Value::String(action));
         }
         _ => {}

@@ -53,7 +53,7 @@ fn sides(r: &ConsensusRecord, statuses: &[Status]) -> Vec<Side> {
                 .statements
                 .iter()
                 .filter(|e| e.role == Role::Counted && e.status == *s)
-                .map(|e| e.issuer.clone())
+                .map(|e| e.issuer.to_string())
                 .collect();
             issuers.sort();
             issuers.dedup();

@@ -232,7 +232,11 @@ mod tests {
 
     fn event(seq: u64, artifact: &str) -> ChangeEvent {
         let o = sample_observation("t", "vendor", artifact, "CVE-2024-0001", Status::Affected);
-        let pair = PairKey { tenant: "t".into(), artifact: o.artifact.clone(), vulnerability: o.vulnerability.clone() };
+        let pair = PairKey {
+            tenant: "t".into(),
+            artifact: o.artifact.to_string(),
+            vulnerability: o.vulnerability.to_string(),
+        };
         let mut st = PackageState::new();
         st.apply(o).unwrap();
         let record = st.evaluate(&pair, &Policy::default(), false).unwrap().unwrap();

@@ -20,12 +20,12 @@ use std::collections::BTreeSet;
 pub fn sample_observation(tenant: &str, issuer: &str, artifact: &str, vuln: &str, status: Status) -> Observation {
     let k = parse_key(artifact).expect("sample artifact key parses");
     Observation {
-        id: String::new(),
+        id: "".into(),
         tenant: tenant.into(),
         issuer: Some(issuer.into()),
         issuer_source: IssuerSource::Document,
-        artifact: k.key,
-        package: k.package,
+        artifact: k.key.into(),
+        package: k.package.into(),
         scope: vec![],
         vulnerability: vuln.into(),
         aliases: vec![vuln.into()],
@@ -33,16 +33,17 @@ pub fn sample_observation(tenant: &str, issuer: &str, artifact: &str, vuln: &str
         status_original: status.as_str().into(),
         justification: None,
         justification_original: None,
-        impact_statement: (status == Status::NotAffected).then(|| "not reachable".to_string()),
+        impact_statement: (status == Status::NotAffected).then(|| "not reachable".into()),
         action_statement: None,
         timestamp: Timestamp::parse("2024-05-01T10:00:00Z").expect("valid timestamp"),
         timestamp_source: TimestampSource::Statement,
-        document_id: Some(format!("doc-{issuer}")),
+        document_id: Some(format!("doc-{issuer}").into()),
         document_version: Some("1".into()),
         document_digest: format!(
             "sha256:{}",
             crate::domain::canonical::sha256_hex(format!("{tenant}{issuer}{artifact}{vuln}").as_bytes())
-        ),
+        )
+        .into(),
         position: 0,
         format: SourceFormat::Openvex,
         signature: Signature::default(),
@@ -61,7 +62,7 @@ fn records_of(obs: &[Observation], pair: &PairKey) -> ConsensusRecord {
 }
 
 fn ids(v: &[Observation]) -> BTreeSet<String> {
-    v.iter().map(|o| o.id.clone()).collect()
+    v.iter().map(|o| o.id.to_string()).collect()
 }
 
 /// Runs every clause of the [`ConsensusStore`] contract against `store`.
@@ -96,19 +97,26 @@ pub async fn store_contract_suite<S: ConsensusStore>(store: &S) {
     assert!(none.is_empty(), "an unknown package has no observations");
     assert_eq!(
         store.tenant_packages(&tenant).await.expect("tenant_packages"),
-        vec![a.package.clone(), c.package.clone()],
+        vec![a.package.to_string(), c.package.to_string()],
         "tenant_packages: each package of the tenant once, sorted"
     );
-    assert_eq!(store.tenant_packages(&other_tenant).await.expect("tenant_packages"), vec![d.package.clone()]);
+    assert_eq!(store.tenant_packages(&other_tenant).await.expect("tenant_packages"), vec![d.package.to_string()]);
     assert!(store.tenant_packages(&format!("{tenant}-none")).await.expect("tenant_packages").is_empty());
 
     // Records: upsert by pair, changed_at only moves when the digest changes, conflict queue.
-    let pair = PairKey { tenant: tenant.clone(), artifact: a.artifact.clone(), vulnerability: a.vulnerability.clone() };
+    let pair = PairKey {
+        tenant: tenant.clone(),
+        artifact: a.artifact.to_string(),
+        vulnerability: a.vulnerability.to_string(),
+    };
     let agreed = records_of(&[a.clone()], &pair);
     let disputed = records_of(&[a.clone(), b.clone()], &pair);
     assert!(agreed.conflicts.is_empty() && !disputed.conflicts.is_empty(), "fixture: one clean, one conflicted");
-    let pair_c =
-        PairKey { tenant: tenant.clone(), artifact: c.artifact.clone(), vulnerability: c.vulnerability.clone() };
+    let pair_c = PairKey {
+        tenant: tenant.clone(),
+        artifact: c.artifact.to_string(),
+        vulnerability: c.vulnerability.to_string(),
+    };
     let rec_c = records_of(&[c.clone()], &pair_c);
 
     assert_eq!(store.get_record(&pair).await.expect("get_record"), None, "no record before the first write");
@@ -134,12 +142,12 @@ pub async fn store_contract_suite<S: ConsensusStore>(store: &S) {
 
     let all = store.list_records(Some(&tenant), None).await.expect("list_records");
     assert_eq!(all.len(), 2, "one current record per pair");
-    assert_eq!(all[0].artifact, a.artifact, "sorted by artifact");
+    assert_eq!(*all[0].artifact, *a.artifact, "sorted by artifact");
     assert_eq!(all[0].consensus_digest, disputed.consensus_digest, "the latest write is current");
     let since = store.list_records(Some(&tenant), Some(2_500)).await.expect("list_records since");
     assert_eq!(
         since.iter().map(|r| r.artifact.clone()).collect::<Vec<_>>(),
-        vec![c.artifact.clone()],
+        vec![c.artifact.to_string()],
         "a replay with an unchanged digest does not move changed_at"
     );
     let since = store.list_records(Some(&tenant), Some(1_500)).await.expect("list_records since");
@@ -217,21 +225,30 @@ pub async fn store_contract_suite<S: ConsensusStore>(store: &S) {
     let q = RecordQuery { tenant: tenant.clone(), limit: 1000, ..Default::default() };
     let keys = |v: &[crate::ports::TimedRecord]| v.iter().map(|t| t.record.artifact.clone()).collect::<Vec<_>>();
     let all = store.query_records(&q).await.expect("query_records");
-    assert_eq!(keys(&all), vec![a.artifact.clone(), c.artifact.clone()], "query_records in artifact order");
+    assert_eq!(keys(&all), vec![a.artifact.to_string(), c.artifact.to_string()], "query_records in artifact order");
     assert_eq!(all[0].changed_at_ms, 5_000, "query_records carries changed_at");
     assert_eq!(all[0].record, agreed, "query_records returns the current record");
     let first = store.query_records(&RecordQuery { limit: 1, ..q.clone() }).await.expect("page 1");
-    assert_eq!(keys(&first), vec![a.artifact.clone()], "limit bounds a page");
+    assert_eq!(keys(&first), vec![a.artifact.to_string()], "limit bounds a page");
     let after = Some((first[0].record.artifact.clone(), first[0].record.vulnerability.clone()));
     let second = store.query_records(&RecordQuery { limit: 1, after, ..q.clone() }).await.expect("page 2");
-    assert_eq!(keys(&second), vec![c.artifact.clone()], "the cursor resumes after the last key");
+    assert_eq!(keys(&second), vec![c.artifact.to_string()], "the cursor resumes after the last key");
     let by = |f: RecordQuery| async move { keys(&store.query_records(&f).await.expect("filtered query")) };
-    assert_eq!(by(RecordQuery { status: Some(rec_c.status), ..q.clone() }).await, vec![c.artifact.clone()]);
-    assert_eq!(by(RecordQuery { package: Some(a.package.clone()), ..q.clone() }).await, vec![a.artifact.clone()]);
-    assert_eq!(by(RecordQuery { artifact: Some(c.artifact.clone()), ..q.clone() }).await, vec![c.artifact.clone()]);
-    let one =
-        RecordQuery { artifact: Some(c.artifact.clone()), vulnerability: Some(c.vulnerability.clone()), ..q.clone() };
-    assert_eq!(by(one.clone()).await, vec![c.artifact.clone()], "one pair");
+    assert_eq!(by(RecordQuery { status: Some(rec_c.status), ..q.clone() }).await, vec![c.artifact.to_string()]);
+    assert_eq!(
+        by(RecordQuery { package: Some(a.package.to_string()), ..q.clone() }).await,
+        vec![a.artifact.to_string()]
+    );
+    assert_eq!(
+        by(RecordQuery { artifact: Some(c.artifact.to_string()), ..q.clone() }).await,
+        vec![c.artifact.to_string()]
+    );
+    let one = RecordQuery {
+        artifact: Some(c.artifact.to_string()),
+        vulnerability: Some(c.vulnerability.to_string()),
+        ..q.clone()
+    };
+    assert_eq!(by(one.clone()).await, vec![c.artifact.to_string()], "one pair");
     assert!(
         by(RecordQuery { status: Some(agreed.status), ..one.clone() }).await.is_empty()
             || agreed.status == rec_c.status
@@ -240,7 +257,7 @@ pub async fn store_contract_suite<S: ConsensusStore>(store: &S) {
     assert_eq!(by(RecordQuery { issuer: Some("vendor".into()), ..q.clone() }).await.len(), 2, "issuer filter");
     assert!(by(RecordQuery { issuer: Some("scanner".into()), ..q.clone() }).await.is_empty(), "issuer filter");
     assert!(by(RecordQuery { vulnerability: Some("CVE-1999-0001".into()), ..q.clone() }).await.is_empty());
-    assert_eq!(by(RecordQuery { since_ms: Some(4_500), ..q.clone() }).await, vec![a.artifact.clone()], "since");
+    assert_eq!(by(RecordQuery { since_ms: Some(4_500), ..q.clone() }).await, vec![a.artifact.to_string()], "since");
     assert!(by(RecordQuery { conflicted: true, ..q.clone() }).await.is_empty(), "no open conflict");
     // The read API's one-pair answer: the RFC 8785 JSON of the current record with its
     // changed_at_ms (the members query_records gives), per tenant, and never older than a
@@ -261,10 +278,10 @@ pub async fn store_contract_suite<S: ConsensusStore>(store: &S) {
         .expect("put_records disputes again");
     let answer = answer_of(pair.clone()).await.expect("a stored pair has an answer");
     assert_eq!(&answer[..], &canonical_of(&disputed, 7_000)[..], "current_record_json shows a returned write at once");
-    assert_eq!(by(RecordQuery { conflicted: true, ..q.clone() }).await, vec![a.artifact.clone()], "conflicted");
+    assert_eq!(by(RecordQuery { conflicted: true, ..q.clone() }).await, vec![a.artifact.to_string()], "conflicted");
     let reason = disputed.conflicts[0].reason.as_str().to_string();
     let with_reason = RecordQuery { conflicted: true, conflict_reason: Some(reason), ..q.clone() };
-    assert_eq!(by(with_reason).await, vec![a.artifact.clone()], "conflict reason filter");
+    assert_eq!(by(with_reason).await, vec![a.artifact.to_string()], "conflict reason filter");
     let no_reason = RecordQuery { conflicted: true, conflict_reason: Some("no_such_reason".into()), ..q.clone() };
     assert!(by(no_reason).await.is_empty(), "conflict reason filter");
     assert!(
@@ -285,8 +302,11 @@ pub async fn store_contract_suite<S: ConsensusStore>(store: &S) {
 async fn fence_clauses<S: ConsensusStore>(store: &S, tenant: &str) {
     let e = sample_observation(tenant, "vendor", "pkg:npm/contract-f@1.0.0", "CVE-2024-0002", Status::Affected);
     let f = sample_observation(tenant, "scanner", "pkg:npm/contract-f@1.0.0", "CVE-2024-0002", Status::NotAffected);
-    let pair_f =
-        PairKey { tenant: tenant.to_string(), artifact: e.artifact.clone(), vulnerability: e.vulnerability.clone() };
+    let pair_f = PairKey {
+        tenant: tenant.to_string(),
+        artifact: e.artifact.to_string(),
+        vulnerability: e.vulnerability.to_string(),
+    };
     let (one, two) = (records_of(&[e.clone()], &pair_f), records_of(&[e.clone(), f.clone()], &pair_f));
     assert!(one.conflicts.is_empty() && !two.conflicts.is_empty(), "fixture: one clean, one conflicted");
     let v = |epoch: u64, offset: i64, observations: u64| RecordVersion { epoch, offset, observations };
@@ -324,8 +344,12 @@ async fn fence_clauses<S: ConsensusStore>(store: &S, tenant: &str) {
         vec![(10_000, two.consensus_digest.clone()), (13_000, one.consensus_digest.clone())],
         "history holds the writes that won, once"
     );
-    let q =
-        RecordQuery { tenant: tenant.to_string(), artifact: Some(e.artifact.clone()), limit: 10, ..Default::default() };
+    let q = RecordQuery {
+        tenant: tenant.to_string(),
+        artifact: Some(e.artifact.to_string()),
+        limit: 10,
+        ..Default::default()
+    };
     let timed = store.query_records(&q).await.expect("query_records");
     assert_eq!(
         timed.iter().map(|t| t.changed_at_ms).collect::<Vec<_>>(),

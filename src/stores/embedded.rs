@@ -313,13 +313,11 @@ impl ConsensusStore for EmbeddedStore {
         }
         let mut rows = Vec::with_capacity(observations.len());
         for o in observations {
-            let id = if o.id.is_empty() {
-                o.compute_id().map_err(|e| StoreError::Rejected(format!("observation without an id: {e}")))?
-            } else {
-                o.id.clone()
-            };
             let mut o = o.clone();
-            o.id = id;
+            if o.id.is_empty() {
+                o.id =
+                    o.compute_id().map_err(|e| StoreError::Rejected(format!("observation without an id: {e}")))?.into();
+            }
             rows.push((obs_key(&o.tenant, &o.package, &o.id), serde_json::to_vec(&o).map_err(json_err)?));
         }
         self.blocking(move |db| {
@@ -753,7 +751,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let record = |artifact: &str, vuln: &str| {
             let o = sample_observation("t", "vendor", artifact, vuln, crate::domain::model::Status::Affected);
-            let pair = PairKey { tenant: "t".into(), artifact: o.artifact.clone(), vulnerability: vuln.into() };
+            let pair = PairKey { tenant: "t".into(), artifact: o.artifact.to_string(), vulnerability: vuln.into() };
             let mut st = PackageState::new();
             st.apply(o).unwrap();
             st.evaluate(&pair, &crate::domain::trust::Policy::default(), false).unwrap().unwrap()

@@ -446,16 +446,16 @@ fn rejected<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> StoreError + 
 fn observation_doc(o: &Observation) -> Result<Document, StoreError> {
     let json = crate::domain::canonical::to_string(o).map_err(rejected("encoding observation"))?;
     let mut d = doc! {
-        "_id": &o.id,
-        "tenant": &o.tenant,
-        "package": &o.package,
-        "artifact": &o.artifact,
-        "vulnerability": &o.vulnerability,
+        "_id": &*o.id,
+        "tenant": &*o.tenant,
+        "package": &*o.package,
+        "artifact": &*o.artifact,
+        "vulnerability": &*o.vulnerability,
         "status": o.status.as_str(),
         "observation_json": json,
     };
     if let Some(issuer) = &o.issuer {
-        d.insert("issuer", issuer);
+        d.insert("issuer", &**issuer);
     }
     if let Some(source) = &o.provenance.source {
         d.insert("source", source);

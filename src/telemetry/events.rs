@@ -104,7 +104,7 @@ impl RecordChanged<'_> {
             correlationId = self.correlation_id,
             artifactKey = self.record.artifact.as_str(),
             advisoryKey = self.record.vulnerability.as_str(),
-            issuer = issuer.map(|s| s.issuer.as_str()),
+            issuer = issuer.map(|s| &*s.issuer),
             tenant = self.record.tenant.as_str(),
             status = self.record.status.as_str(),
             conflicts = self.record.conflicts.len(),

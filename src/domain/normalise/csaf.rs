@@ -21,13 +21,14 @@
 //! remediations the action statement (`<category>: <details>`) of the products (and
 //! product groups) they name; the first one in document order wins per product.
 
-use super::{resolve_issuer, str_field, tenant_of, version_string, NormaliseError};
+use super::{resolve_issuer, shared_all, str_field, tenant_of, version_string, DocStrings, NormaliseError};
 use crate::domain::keys::{self, ArtifactKey};
 use crate::domain::model::*;
 use crate::domain::timestamp::Timestamp;
 use crate::domain::vers;
 use serde_json::Value;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Status lists, in the order observations are emitted.
 const STATUS_LISTS: [&str; 7] = [
@@ -101,6 +102,7 @@ pub fn normalise(
     let (issuer, issuer_source) = resolve_issuer(ctx, publisher.and_then(|p| str_field(p, "namespace")));
     let publisher_name = publisher.and_then(|p| str_field(p, "name")).unwrap_or("");
     let tenant = tenant_of(ctx);
+    let shared = DocStrings::new(&tenant, issuer.as_deref(), doc_id.as_deref(), doc_version.as_deref(), digest);
 
     // Product tree: product id -> definition; group id -> product ids.
     let mut products: BTreeMap<String, Product> = BTreeMap::new();
@@ -147,6 +149,8 @@ pub fn normalise(
         ids.retain(|s| !s.contains("://"));
         let (vulnerability, aliases) =
             vulnerability_key(ids).ok_or_else(|| bad(path.clone(), "names no vulnerability id (cve or ids[].text)"))?;
+        // Shared by the observations of every product of the vulnerability.
+        let (vulnerability, aliases): (Arc<str>, Vec<Arc<str>>) = (vulnerability.into(), shared_all(aliases));
 
         // Product-specific details, first one in document order wins per product.
         let mut justifications: BTreeMap<String, String> = BTreeMap::new();
@@ -237,6 +241,7 @@ pub fn normalise(
                 let Some(status) = Status::from_csaf(list) else {
                     continue;
                 };
+                let status_original: Arc<str> = Arc::from(list.as_ref());
                 for (pi, pid) in ids.iter().enumerate() {
                     let ppath = format!("{lpath}[{pi}]");
                     let pid = pid.as_str().ok_or_else(|| bad(ppath.clone(), "must be a product id string"))?;
@@ -251,28 +256,28 @@ pub fn normalise(
                             continue;
                         }
                     };
-                    let justification_original = justifications.get(pid).cloned();
+                    let justification_original = justifications.get(pid).map(|j| Arc::<str>::from(j.as_str()));
                     observations.push(Observation {
-                        id: String::new(),
-                        tenant: tenant.clone(),
-                        issuer: issuer.clone(),
+                        id: Arc::from(""),
+                        tenant: shared.tenant.clone(),
+                        issuer: shared.issuer.clone(),
                         issuer_source,
-                        artifact: key.key,
-                        package: key.package,
-                        scope,
+                        artifact: key.key.into(),
+                        package: key.package.into(),
+                        scope: shared_all(scope),
                         vulnerability: vulnerability.clone(),
                         aliases: aliases.clone(),
                         status,
-                        status_original: list.to_string(),
+                        status_original: status_original.clone(),
                         justification: justification_original.as_deref().and_then(Justification::from_openvex),
                         justification_original,
-                        impact_statement: impacts.get(pid).cloned(),
-                        action_statement: actions.get(pid).cloned(),
+                        impact_statement: impacts.get(pid).map(|s| Arc::from(s.as_str())),
+                        action_statement: actions.get(pid).map(|s| Arc::from(s.as_str())),
                         timestamp,
                         timestamp_source,
-                        document_id: doc_id.clone(),
-                        document_version: doc_version.clone(),
-                        document_digest: digest.to_string(),
+                        document_id: shared.document_id.clone(),
+                        document_version: shared.document_version.clone(),
+                        document_digest: shared.document_digest.clone(),
                         position,
                         format: SourceFormat::Csaf,
                         signature: ctx.signature.clone(),
@@ -696,7 +701,7 @@ mod tests {
           "vulnerabilities": [{"cve": "CVE-2024-0002", "product_status": {"known_affected": ["A", "B", "C", "D"]}}]
         }"#;
         let d = norm(doc).unwrap();
-        let arts: Vec<&str> = d.observations.iter().map(|o| o.artifact.as_str()).collect();
+        let arts: Vec<&str> = d.observations.iter().map(|o| &*o.artifact).collect();
         assert_eq!(arts, vec!["name:acme/box@vers:generic/>=1.2|<1.4", "name:acme/box@vers:generic/<2.0"]);
         let a = keys::parse_key(arts[0]).unwrap();
         assert!(a.applies_to(&keys::name_key("Acme", "Box", Some("1.3.5"))));
@@ -711,11 +716,8 @@ mod tests {
     #[test]
     fn resolves_tree_relationships_groups_flags_threats_and_remediations() {
         let d = norm(TREE_DOC).unwrap();
-        let by: Vec<(&str, &str, &[String])> = d
-            .observations
-            .iter()
-            .map(|o| (o.artifact.as_str(), o.status_original.as_str(), o.scope.as_slice()))
-            .collect();
+        let by: Vec<(&str, &str, &[std::sync::Arc<str>])> =
+            d.observations.iter().map(|o| (&*o.artifact, &*o.status_original, o.scope.as_slice())).collect();
         assert_eq!(
             by,
             vec![
@@ -724,14 +726,14 @@ mod tests {
                 ("sha256:cdef", "fixed", &[][..]),
                 ("cpe:2.3:a:acme:foo_host:2.1:*:*:*:*:*:*:*", "fixed", &[][..]),
                 ("name:acme/box@1.0", "known_not_affected", &[][..]),
-                ("pkg:npm/foo@2.1.0", "known_not_affected", &["name:acme/box@1.0".to_string()][..]),
+                ("pkg:npm/foo@2.1.0", "known_not_affected", &["name:acme/box@1.0".into()][..]),
             ]
         );
         let positions: Vec<u32> = d.observations.iter().map(|o| o.position).collect();
         assert_eq!(positions, vec![0, 1, 2, 3, 4, 5]);
         let o = &d.observations[4];
-        assert_eq!(o.vulnerability, "CVE-2024-0001");
-        assert_eq!(o.aliases, vec!["GHSA-xxxx", "cve-2024-0001"]);
+        assert_eq!(&*o.vulnerability, "CVE-2024-0001");
+        assert_eq!(o.aliases.iter().map(|a| &**a).collect::<Vec<_>>(), vec!["GHSA-xxxx", "cve-2024-0001"]);
         assert_eq!(o.status, Status::NotAffected);
         // The group flag comes first in document order and wins over the product flag.
         assert_eq!(o.justification, Some(Justification::VulnerableCodeNotInExecutePath));
@@ -764,7 +766,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(d.observations[0].timestamp.to_string(), "2023-05-01T10:00:00Z");
-        assert_eq!(d.observations[0].artifact, "name:/p");
+        assert_eq!(&*d.observations[0].artifact, "name:/p");
         assert_eq!(d.observations[0].issuer, None);
         let d = norm(r#"{"document":{"category":"csaf_vex"},
             "product_tree":{"full_product_names":[{"name":"P","product_id":"P1","product_identification_helper":{"purl":"pkg:npm/p@1"}}]},

@@ -23,12 +23,13 @@
 //! metadata.timestamp (document) > epoch. The vulnerability's `published`/`updated` date
 //! the vulnerability record, not the analysis, and are not a statement's time.
 
-use super::{resolve_issuer, str_field, tenant_of, version_string, NormaliseError};
+use super::{resolve_issuer, shared_all, str_field, tenant_of, version_string, DocStrings, NormaliseError};
 use crate::domain::keys::{self, ArtifactKey, KeyKind};
 use crate::domain::model::*;
 use crate::domain::timestamp::Timestamp;
 use serde_json::Value;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Deepest component/service nesting walked (serde_json already stops at 128 levels).
 const MAX_COMPONENT_DEPTH: usize = 64;
@@ -58,6 +59,7 @@ pub fn normalise(
     let author = metadata.and_then(document_author);
     let (issuer, issuer_source) = resolve_issuer(ctx, author);
     let tenant = tenant_of(ctx);
+    let shared = DocStrings::new(&tenant, issuer.as_deref(), doc_id.as_deref(), doc_version.as_deref(), digest);
 
     // bom-ref -> (component or service, its path).
     let mut index: BTreeMap<&str, (&Value, String)> = BTreeMap::new();
@@ -170,6 +172,11 @@ pub fn normalise(
             }
         };
 
+        // Shared by the observations of every affected artifact.
+        let (vulnerability, aliases): (Arc<str>, Vec<Arc<str>>) = (vulnerability.into(), shared_all(aliases));
+        let [justification_original, responses, other_action] =
+            [justification_original, responses, other_action].map(|s| s.map(Arc::from));
+        let detail: Option<Arc<str>> = detail.map(Arc::from);
         let affects = array_field(vuln, "affects", &path, &bad)?;
         if affects.is_empty() {
             diagnostics.push(Diagnostic {
@@ -229,29 +236,29 @@ pub fn normalise(
                 };
                 let na = status == Status::NotAffected && analysis_status == Status::NotAffected;
                 observations.push(Observation {
-                    id: String::new(),
-                    tenant: tenant.clone(),
-                    issuer: issuer.clone(),
+                    id: Arc::from(""),
+                    tenant: shared.tenant.clone(),
+                    issuer: shared.issuer.clone(),
                     issuer_source,
-                    artifact: artifact.key,
-                    package: artifact.package,
+                    artifact: artifact.key.into(),
+                    package: artifact.package.into(),
                     scope: Vec::new(),
                     vulnerability: vulnerability.clone(),
                     aliases: aliases.clone(),
                     status,
                     status_original: match est {
-                        Some(e) => format!("{state}/{e}"),
-                        None => state.to_string(),
+                        Some(e) => format!("{state}/{e}").into(),
+                        None => state.into(),
                     },
                     justification: if na { justification } else { None },
                     justification_original: if na { justification_original.clone() } else { None },
-                    impact_statement: if na { detail.map(str::to_string) } else { None },
+                    impact_statement: if na { detail.clone() } else { None },
                     action_statement: if na { responses.clone() } else { other_action.clone() },
                     timestamp,
                     timestamp_source,
-                    document_id: doc_id.clone(),
-                    document_version: doc_version.clone(),
-                    document_digest: digest.to_string(),
+                    document_id: shared.document_id.clone(),
+                    document_version: shared.document_version.clone(),
+                    document_digest: shared.document_digest.clone(),
                     position,
                     format: SourceFormat::Cyclonedx,
                     signature: ctx.signature.clone(),
@@ -574,9 +581,9 @@ mod tests {
                 {"range":"vers:npm/<2.0.0","status":"unaffected"},{"version":"2.0.0-rc1","status":"affected"},
                 {"range":"vers:nuget/<1.0","status":"unaffected"}]}]}]}"#)
         .unwrap();
-        let arts: Vec<&str> = d.observations.iter().map(|o| o.artifact.as_str()).collect();
+        let arts: Vec<&str> = d.observations.iter().map(|o| &*o.artifact).collect();
         assert_eq!(arts, vec!["urn:cdx:0000/1#thing@vers:npm/<2.0.0", "urn:cdx:0000/1#thing@2.0.0-rc1"]);
-        assert!(d.observations.iter().all(|o| o.package == "urn:cdx:0000#thing"));
+        assert!(d.observations.iter().all(|o| &*o.package == "urn:cdx:0000#thing"));
         let range = keys::parse_key(arts[0]).unwrap();
         assert!(range.applies_to(&keys::parse_key(arts[1]).unwrap()), "2.0.0-rc1 is before 2.0.0");
         let codes: Vec<&str> = d.diagnostics.iter().map(|x| x.code.as_str()).collect();
@@ -587,8 +594,7 @@ mod tests {
     #[test]
     fn resolves_refs_bomlinks_and_versions() {
         let d = norm(BOM).unwrap();
-        let arts: Vec<(&str, &str)> =
-            d.observations.iter().map(|o| (o.artifact.as_str(), o.status_original.as_str())).collect();
+        let arts: Vec<(&str, &str)> = d.observations.iter().map(|o| (&*o.artifact, &*o.status_original)).collect();
         assert_eq!(
             arts,
             vec![
@@ -642,8 +648,8 @@ mod tests {
         ));
 
         let o = &d.observations[0];
-        assert_eq!(o.vulnerability, "CVE-2024-9");
-        assert_eq!(o.aliases, vec!["CVE-2024-9", "GHSA-1"]);
+        assert_eq!(&*o.vulnerability, "CVE-2024-9");
+        assert_eq!(o.aliases.iter().map(|a| &**a).collect::<Vec<_>>(), vec!["CVE-2024-9", "GHSA-1"]);
         assert_eq!(o.justification, Some(Justification::VulnerableCodeNotInExecutePath));
         assert_eq!(o.justification_original.as_deref(), Some("code_not_reachable"));
         assert_eq!(o.impact_statement.as_deref(), Some("Never called."));
@@ -687,7 +693,7 @@ mod tests {
         .unwrap();
         assert_eq!(d.observations.len(), 1);
         assert_eq!(d.observations[0].timestamp_source, TimestampSource::Document);
-        assert_eq!(d.observations[0].artifact, "name:/p");
+        assert_eq!(&*d.observations[0].artifact, "name:/p");
         assert_eq!(d.observations[0].issuer, None);
         assert_eq!(d.diagnostics[0].code, DiagnosticCode::UnmatchedStatement);
         let d = norm(r#"{"bomFormat":"CycloneDX","metadata":{"authors":[{"name":"Ann"}]},
@@ -695,7 +701,7 @@ mod tests {
         .unwrap();
         let o = &d.observations[0];
         assert_eq!(
-            (o.artifact.as_str(), o.status, o.timestamp_source),
+            (&*o.artifact, o.status, o.timestamp_source),
             ("pkg:pypi/x@1", Status::NotAffected, TimestampSource::Epoch)
         );
         assert_eq!(o.issuer.as_deref(), Some("Ann"));

@@ -13,6 +13,7 @@ use super::canonical::sha256_prefixed;
 use super::codes::DeadLetterReason;
 use super::model::{IngestContext, IssuerSource, NormalisedDocument, SourceFormat};
 use serde_json::Value;
+use std::sync::Arc;
 
 /// Largest document accepted by default (bytes); the service and CLI may lower it.
 pub const DEFAULT_MAX_DOCUMENT_BYTES: usize = 64 * 1024 * 1024;
@@ -110,11 +111,14 @@ pub fn normalise_value(
     };
     doc.observations = split_by_cve(std::mem::take(&mut doc.observations));
     for o in &mut doc.observations {
-        o.id = o.compute_id().map_err(|source| NormaliseError::Unidentifiable {
-            document: name.to_string(),
-            position: o.position,
-            source,
-        })?;
+        o.id = o
+            .compute_id()
+            .map_err(|source| NormaliseError::Unidentifiable {
+                document: name.to_string(),
+                position: o.position,
+                source,
+            })?
+            .into();
     }
     Ok(doc)
 }
@@ -139,7 +143,7 @@ fn split_by_cve(observations: Vec<crate::domain::model::Observation>) -> Vec<cra
         }
         for cve in cves {
             let mut c = o.clone();
-            c.vulnerability = cve;
+            c.vulnerability = cve.into();
             out.push(c);
         }
     }
@@ -172,7 +176,40 @@ pub fn tenant_of(ctx: &IngestContext) -> String {
         .map(str::trim)
         .filter(|t| !t.is_empty())
         .map(str::to_string)
-        .unwrap_or_else(super::model::default_tenant)
+        .unwrap_or_else(|| super::model::default_tenant().to_string())
+}
+
+/// The strings every statement of a document repeats, made once per document so that its
+/// observations share them instead of each holding a copy.
+pub struct DocStrings {
+    pub tenant: Arc<str>,
+    pub issuer: Option<Arc<str>>,
+    pub document_id: Option<Arc<str>>,
+    pub document_version: Option<Arc<str>>,
+    pub document_digest: Arc<str>,
+}
+
+impl DocStrings {
+    pub fn new(
+        tenant: &str,
+        issuer: Option<&str>,
+        document_id: Option<&str>,
+        document_version: Option<&str>,
+        digest: &str,
+    ) -> Self {
+        DocStrings {
+            tenant: tenant.into(),
+            issuer: issuer.map(Arc::from),
+            document_id: document_id.map(Arc::from),
+            document_version: document_version.map(Arc::from),
+            document_digest: digest.into(),
+        }
+    }
+}
+
+/// Each string of a list as a shared string.
+pub fn shared_all(v: Vec<String>) -> Vec<Arc<str>> {
+    v.into_iter().map(Arc::from).collect()
 }
 
 /// A document version as a string (numbers and strings both occur).

@@ -8,11 +8,12 @@
 //! one observation per (statement, product) in document order; subcomponents narrow the
 //! scope of the product's pair; products with no global identifier are reported.
 
-use super::{resolve_issuer, str_field, tenant_of, version_string, NormaliseError};
+use super::{resolve_issuer, shared_all, str_field, tenant_of, version_string, DocStrings, NormaliseError};
 use crate::domain::keys::{self, ArtifactKey};
 use crate::domain::model::*;
 use crate::domain::timestamp::Timestamp;
 use serde_json::Value;
+use std::sync::Arc;
 
 pub fn normalise(
     name: &str,
@@ -27,6 +28,7 @@ pub fn normalise(
     let doc_ts = read_ts(v, "timestamp", name, &bad)?.or(read_ts(v, "last_updated", name, &bad)?);
     let (issuer, issuer_source) = resolve_issuer(ctx, str_field(v, "author"));
     let tenant = tenant_of(ctx);
+    let shared = DocStrings::new(&tenant, issuer.as_deref(), doc_id.as_deref(), doc_version.as_deref(), digest);
     let statements = match v.get("statements") {
         Some(Value::Array(a)) => a,
         Some(_) => return Err(bad("statements".into(), "must be an array")),
@@ -117,6 +119,11 @@ pub fn normalise(
                 message: format!("{path}: statement for {vulnerability} names no product; it applies to nothing"),
             });
         }
+        // Shared by the observations of every product of the statement.
+        let (vulnerability, aliases): (Arc<str>, Vec<Arc<str>>) = (vulnerability.into(), shared_all(aliases));
+        let status_original: Arc<str> = status_token.into();
+        let [justification_original, impact_statement, action_statement] =
+            [justification_original, impact_statement, action_statement].map(|s| s.map(Arc::from));
         for (pi, p) in products.iter().enumerate() {
             let ppath = format!("{path}.products[{pi}]");
             let Some(key) = product_key(p, &ppath, &mut diagnostics) else {
@@ -133,26 +140,26 @@ pub fn normalise(
             scope.sort();
             scope.dedup();
             observations.push(Observation {
-                id: String::new(),
-                tenant: tenant.clone(),
-                issuer: issuer.clone(),
+                id: Arc::from(""),
+                tenant: shared.tenant.clone(),
+                issuer: shared.issuer.clone(),
                 issuer_source,
-                artifact: key.key,
-                package: key.package,
-                scope,
+                artifact: key.key.into(),
+                package: key.package.into(),
+                scope: shared_all(scope),
                 vulnerability: vulnerability.clone(),
                 aliases: aliases.clone(),
                 status,
-                status_original: status_token.to_string(),
+                status_original: status_original.clone(),
                 justification,
                 justification_original: justification_original.clone(),
                 impact_statement: impact_statement.clone(),
                 action_statement: action_statement.clone(),
                 timestamp,
                 timestamp_source,
-                document_id: doc_id.clone(),
-                document_version: doc_version.clone(),
-                document_digest: digest.to_string(),
+                document_id: shared.document_id.clone(),
+                document_version: shared.document_version.clone(),
+                document_digest: shared.document_digest.clone(),
                 position,
                 format: SourceFormat::Openvex,
                 signature: ctx.signature.clone(),
@@ -255,11 +262,11 @@ mod tests {
         )
         .unwrap();
         let o = &d.observations[0];
-        assert_eq!(o.vulnerability, "CVE-2024-1");
-        assert_eq!(o.aliases, vec!["CVE-2024-1", "GO-1"]);
+        assert_eq!(&*o.vulnerability, "CVE-2024-1");
+        assert_eq!(o.aliases.iter().map(|a| &**a).collect::<Vec<_>>(), vec!["CVE-2024-1", "GO-1"]);
         assert_eq!(o.timestamp.to_string(), "2023-01-01T00:00:00Z");
         assert_eq!(o.timestamp_source, TimestampSource::Document);
-        assert_eq!(o.scope, vec!["pkg:golang/c@v1"]);
+        assert_eq!(o.scope.iter().map(|a| &**a).collect::<Vec<_>>(), vec!["pkg:golang/c@v1"]);
         assert_eq!(o.issuer.as_deref(), Some("A"));
         assert_eq!(o.document_version.as_deref(), Some("2"));
         assert!(!o.id.is_empty());
