@@ -492,11 +492,15 @@ impl PackageState {
         if self.observations.contains_key(&id) {
             return Ok(Vec::new());
         }
-        let key = keys::parse_key(&o.artifact).map_err(|e| ApplyError::BadArtifact {
-            id: o.id.to_string(),
-            artifact: o.artifact.to_string(),
-            reason: e.to_string(),
-        })?;
+        // An artifact already held was parsed when it first came.
+        let key = match self.parsed.get(&*o.artifact) {
+            Some(k) => k.clone(),
+            None => keys::parse_key(&o.artifact).map_err(|e| ApplyError::BadArtifact {
+                id: o.id.to_string(),
+                artifact: o.artifact.to_string(),
+                reason: e.to_string(),
+            })?,
+        };
         match &self.package {
             Some(p) if *p != o.package => {
                 return Err(ApplyError::WrongPackage {

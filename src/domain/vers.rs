@@ -416,19 +416,23 @@ pub fn compare(scheme: Scheme, a: &str, b: &str) -> Result<Ordering, VersError> 
 /// numerically, others lexically, a missing segment counting as `0`; a leading `v` is
 /// ignored. Also the order of document versions.
 pub fn compare_generic(a: &str, b: &str) -> Ordering {
+    if a == b {
+        return Ordering::Equal;
+    }
     let a = a.trim_start_matches(['v', 'V']);
     let b = b.trim_start_matches(['v', 'V']);
-    let seg = |s: &str| -> Vec<String> { s.split(['.', '-', '+', '_', '~', ':']).map(str::to_string).collect() };
-    let (sa, sb) = (seg(a), seg(b));
-    for i in 0..sa.len().max(sb.len()) {
-        let x = sa.get(i).map(String::as_str).unwrap_or("0");
-        let y = sb.get(i).map(String::as_str).unwrap_or("0");
+    const SEPARATORS: [char; 6] = ['.', '-', '+', '_', '~', ':'];
+    let (mut sa, mut sb) = (a.split(SEPARATORS), b.split(SEPARATORS));
+    loop {
+        let (x, y) = match (sa.next(), sb.next()) {
+            (None, None) => return Ordering::Equal,
+            (x, y) => (x.unwrap_or("0"), y.unwrap_or("0")),
+        };
         let o = if is_digits(x) && is_digits(y) { cmp_digits(x, y) } else { x.cmp(y) };
         if o != Ordering::Equal {
             return o;
         }
     }
-    Ordering::Equal
 }
 
 fn is_digits(s: &str) -> bool {
@@ -1027,6 +1031,65 @@ mod tests {
         assert_eq!(compare_generic("1.10", "1.9"), Ordering::Greater);
         assert_eq!(compare_generic("v0.27.0", "0.27.0"), Ordering::Equal);
         assert_eq!(compare_generic("99999999999999999999999", "1"), Ordering::Greater);
+    }
+
+    /// `compare_generic` walks the segments without collecting them; the same order as
+    /// collecting them first (the implementation it replaced).
+    #[test]
+    fn generic_order_equals_the_collected_segments_order() {
+        fn reference(a: &str, b: &str) -> Ordering {
+            let a = a.trim_start_matches(['v', 'V']);
+            let b = b.trim_start_matches(['v', 'V']);
+            let seg =
+                |s: &str| -> Vec<String> { s.split(['.', '-', '+', '_', '~', ':']).map(str::to_string).collect() };
+            let (sa, sb) = (seg(a), seg(b));
+            for i in 0..sa.len().max(sb.len()) {
+                let x = sa.get(i).map(String::as_str).unwrap_or("0");
+                let y = sb.get(i).map(String::as_str).unwrap_or("0");
+                let o = if is_digits(x) && is_digits(y) { cmp_digits(x, y) } else { x.cmp(y) };
+                if o != Ordering::Equal {
+                    return o;
+                }
+            }
+            Ordering::Equal
+        }
+        let vs = [
+            "",
+            "0",
+            "1",
+            "1.0",
+            "1.0.0",
+            "v1",
+            "V1.0",
+            "vv1",
+            "1.9",
+            "1.10",
+            "01.10",
+            "1.10.0-rc1",
+            "1.10.0~rc1",
+            "1-0",
+            "1..0",
+            "1.",
+            ".1",
+            "a",
+            "1.a",
+            "1.0.a",
+            "2024-05-01",
+            "2024-5-1",
+            "1:2",
+            "1_2",
+            "1+2",
+            "v",
+            "0.0.0.0.1",
+            "99999999999999999999999",
+            "10",
+            "9",
+        ];
+        for a in vs {
+            for b in vs {
+                assert_eq!(compare_generic(a, b), reference(a, b), "{a:?} vs {b:?}");
+            }
+        }
     }
 
     #[test]
