@@ -358,10 +358,16 @@ pub struct Policy {
 /// id lower-cased, display name and aliases trimmed and lower-cased) -> the first issuer
 /// with that name (its position and id); and the id of statements that name no issuer.
 /// Resolving a statement's issuer is then one map lookup, without a copy of any string.
+/// The policy's directory is not meant to change after [`Policy::new`] (its version would
+/// not follow either); one that did gain or lose issuers, or rename one, is resolved
+/// through [`IssuerDirectory::resolve`] instead.
 #[derive(Debug)]
 struct NameIndex {
     names: HashMap<String, (usize, Arc<str>)>,
     unknown: Arc<str>,
+    /// How many issuers the directory had (a directory changed in place since is
+    /// resolved directly, never through a stale index).
+    issuers: usize,
 }
 
 impl NameIndex {
@@ -375,7 +381,7 @@ impl NameIndex {
                 names.entry(k).or_insert_with(|| (pos, id.clone()));
             }
         }
-        NameIndex { names, unknown: Arc::from(UNKNOWN_ISSUER) }
+        NameIndex { names, unknown: Arc::from(UNKNOWN_ISSUER), issuers: directory.issuers.len() }
     }
 }
 
@@ -437,10 +443,19 @@ impl Policy {
         } else {
             name.into()
         };
+        if self.names.issuers != self.directory.issuers.len() {
+            // The directory was changed after the policy was built: resolve it directly.
+            let r = self.directory.resolve(Some(name), tenant);
+            return (Arc::from(r.id), r.tier, r.weight_ppm);
+        }
         match self.names.names.get(key.as_ref()).and_then(|(pos, id)| Some((self.directory.issuers.get(*pos)?, id))) {
-            Some((i, id)) => {
+            Some((i, id)) if i.id == **id => {
                 let (tier, weight) = i.weight_for(tenant);
                 (id.clone(), tier, weight)
+            }
+            Some(_) => {
+                let r = self.directory.resolve(Some(name), tenant);
+                (Arc::from(r.id), r.tier, r.weight_ppm)
             }
             None if name.len() == c.len() => (c.clone(), unknown.0, unknown.1),
             None => (Arc::from(name), unknown.0, unknown.1),
@@ -687,6 +702,20 @@ weight = 0.45
                 let (id, tier, weight) = p.resolve(claimed.as_ref(), tenant);
                 assert_eq!((&*id, tier, weight), (want.id.as_str(), want.tier, want.weight_ppm), "{name:?} / {tenant}");
             }
+        }
+        // A directory changed in place after the policy was built (an issuer added, one
+        // renamed) is resolved as the changed directory says, not by the stale index.
+        let mut changed = p.clone();
+        changed.directory.issuers[0].id = "renamed".into();
+        let mut late = changed.directory.issuers[1].clone();
+        late.id = "late".into();
+        late.aliases = vec!["Late Alias".into()];
+        changed.directory.issuers.push(late);
+        for name in [Some("redhat"), Some("renamed"), Some("late alias"), Some("scanner"), Some("nobody")] {
+            let want = changed.directory.resolve(name, "default");
+            let claimed: Option<Arc<str>> = name.map(Arc::from);
+            let (id, tier, weight) = changed.resolve(claimed.as_ref(), "default");
+            assert_eq!((&*id, tier, weight), (want.id.as_str(), want.tier, want.weight_ppm), "{name:?}");
         }
     }
 
