@@ -30,9 +30,6 @@ else
 fi
 bin="$(pwd)/$bin"
 
-# shellcheck source=scripts/with-services.sh
-source scripts/with-services.sh
-
 # seconds and peak RSS (KiB) of a command, output discarded
 measure() { /usr/bin/time -f "%e %M" "$@" 2>&1 >/dev/null | tail -n 1; }
 
@@ -63,6 +60,11 @@ else
   echo "== core: cargo bench --profile dev --bench incremental -- --copies 10 --docs 3 (small; figures of the test profile)"
   cargo bench --locked --profile dev --bench incremental -- --copies 10 --docs 3
 fi
+
+# The services start only now: the core figures above are taken on a machine that is not
+# also starting a broker and a database server.
+# shellcheck source=scripts/with-services.sh
+source scripts/with-services.sh
 
 echo "== end to end: scripts/bench_e2e.py ${e2e_args[*]}"
 "$py" scripts/bench_e2e.py --binary "$bin" --corpus "$corpus" --brokers "$VEXLENS_KAFKA_BROKERS" \
