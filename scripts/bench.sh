@@ -34,19 +34,21 @@ bin="$(pwd)/$bin"
 measure() { /usr/bin/time -f "%e %M" "$@" 2>&1 >/dev/null | tail -n 1; }
 
 echo "== core: $bin consensus vs normalise on $corpus"
-runs=$([[ $quick == 1 ]] && echo 1 || echo 3)
-best() { # best of $runs: "seconds rss"
-  local best_s="" best_m="" out s m
-  for ((i = 0; i < runs; i++)); do
-    out="$(measure "$@")"
+runs=$([[ $quick == 1 ]] && echo 1 || echo 5)
+# Best of $runs each, the two commands alternating so that both meet the same machine.
+ns="" nm="" cs="" cm=""
+for ((i = 0; i < runs; i++)); do
+  for cmd in normalise consensus; do
+    out="$(measure "$bin" "$cmd" "$corpus")"
     s="${out% *}"
     m="${out#* }"
-    if [[ -z "$best_s" ]] || awk "BEGIN{exit !($s < $best_s)}"; then best_s=$s best_m=$m; fi
+    if [[ $cmd == normalise ]]; then
+      if [[ -z "$ns" ]] || awk "BEGIN{exit !($s < $ns)}"; then ns=$s nm=$m; fi
+    elif [[ -z "$cs" ]] || awk "BEGIN{exit !($s < $cs)}"; then
+      cs=$s cm=$m
+    fi
   done
-  echo "$best_s $best_m"
-}
-read -r ns nm <<<"$(best "$bin" normalise "$corpus")"
-read -r cs cm <<<"$(best "$bin" consensus "$corpus")"
+done
 echo "vex-lens normalise $corpus: ${ns} s, peak RSS $((nm / 1024)) MiB (best of $runs)"
 echo "vex-lens consensus $corpus: ${cs} s, peak RSS $((cm / 1024)) MiB (best of $runs)"
 awk "BEGIN{printf \"consensus / normalise = %.2f (target <= 1.5)\n\", $cs / $ns}"
