@@ -363,10 +363,7 @@ impl Handler<Persist> for StoreWriter {
 
     fn handle(&mut self, msg: Persist, ctx: &mut Context<Self>) {
         for o in &msg.observations {
-            let key = (o.tenant.to_string(), o.package.to_string());
-            if !self.pending.packages.contains(&key) {
-                self.pending.packages.insert(key);
-            }
+            self.pending.packages.insert((o.tenant.to_string(), o.package.to_string()));
         }
         let p = &mut self.pending;
         let unit = Unit {

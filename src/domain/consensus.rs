@@ -511,18 +511,17 @@ impl PackageState {
                 reason: e.to_string(),
             })?,
         };
-        match &self.package {
-            Some(p) if *p != o.package => {
-                return Err(ApplyError::WrongPackage {
-                    id: o.id.to_string(),
-                    got: o.package.to_string(),
-                    expected: p.to_string(),
-                })
-            }
-            Some(_) => {}
-            None => self.package = Some(o.package.clone()),
+        if let Some(p) = self.package.as_ref().filter(|p| **p != o.package) {
+            return Err(ApplyError::WrongPackage {
+                id: o.id.to_string(),
+                got: o.package.to_string(),
+                expected: p.to_string(),
+            });
         }
         self.strings.share_all(&mut o);
+        if self.package.is_none() {
+            self.package = Some(o.package.clone());
+        }
         let broad = is_broad(&key);
         let t = self.tenants.entry(o.tenant.clone()).or_default();
         let new_artifact = t.artifacts.insert(o.artifact.clone());

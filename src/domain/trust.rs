@@ -438,25 +438,27 @@ impl Policy {
         if name.is_empty() {
             return (self.names.unknown.clone(), unknown.0, unknown.1);
         }
+        // A directory changed after the policy was built is resolved directly.
+        let direct = || {
+            let r = self.directory.resolve(Some(name), tenant);
+            (Arc::from(r.id), r.tier, r.weight_ppm)
+        };
+        if self.names.issuers != self.directory.issuers.len() {
+            return direct();
+        }
         let key: std::borrow::Cow<str> = if name.bytes().any(|b| !b.is_ascii() || b.is_ascii_uppercase()) {
             name.to_lowercase().into()
         } else {
             name.into()
         };
-        if self.names.issuers != self.directory.issuers.len() {
-            // The directory was changed after the policy was built: resolve it directly.
-            let r = self.directory.resolve(Some(name), tenant);
-            return (Arc::from(r.id), r.tier, r.weight_ppm);
-        }
-        match self.names.names.get(key.as_ref()).and_then(|(pos, id)| Some((self.directory.issuers.get(*pos)?, id))) {
-            Some((i, id)) if i.id == **id => {
-                let (tier, weight) = i.weight_for(tenant);
-                (id.clone(), tier, weight)
-            }
-            Some(_) => {
-                let r = self.directory.resolve(Some(name), tenant);
-                (Arc::from(r.id), r.tier, r.weight_ppm)
-            }
+        match self.names.names.get(key.as_ref()) {
+            Some((pos, id)) => match self.directory.issuers.get(*pos) {
+                Some(i) if i.id == **id => {
+                    let (tier, weight) = i.weight_for(tenant);
+                    (id.clone(), tier, weight)
+                }
+                _ => direct(),
+            },
             None if name.len() == c.len() => (c.clone(), unknown.0, unknown.1),
             None => (Arc::from(name), unknown.0, unknown.1),
         }
