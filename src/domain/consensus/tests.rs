@@ -1,16 +1,21 @@
 //! Unit and property tests of the consensus (CONSENSUS.md "Properties").
 
 use super::*;
+use crate::domain::canonical;
 use crate::domain::keys::parse_key;
 use crate::domain::model::{IssuerSource, Provenance, Signature, SignatureReason, TimestampSource};
+use crate::domain::model::{Justification, SignatureStatus, SourceFormat, Status};
+use crate::domain::timestamp::Timestamp;
 use crate::domain::trust::{Issuer, IssuerDirectory, Knobs, TenantOverride};
+use crate::domain::trust::{Mode, Policy};
 use proptest::prelude::*;
+use std::collections::BTreeMap;
 
-fn ts(s: &str) -> Timestamp {
+pub(super) fn ts(s: &str) -> Timestamp {
     Timestamp::parse(s).unwrap()
 }
 
-fn obs(issuer: Option<&str>, artifact: &str, vuln: &str, status: Status, t: &str) -> Observation {
+pub(super) fn obs(issuer: Option<&str>, artifact: &str, vuln: &str, status: Status, t: &str) -> Observation {
     let k = parse_key(artifact).unwrap();
     Observation {
         id: "".into(),
@@ -461,7 +466,7 @@ fn every_member_of_a_record_is_written_in_rfc8785_order() {
 fn batch_output_does_not_depend_on_the_number_of_threads() {
     let p = policy(Mode::WeightedVote);
     let mut all = Vec::new();
-    for i in 0..(BATCH_ROUND + 300) {
+    for i in 0..(batch::BATCH_ROUND + 300) {
         let pkg = ["a", "b", "c"][i % 3];
         let status = [Status::Affected, Status::NotAffected, Status::Fixed][i % 3];
         all.push(obs(
@@ -488,21 +493,8 @@ fn batch_output_does_not_depend_on_the_number_of_threads() {
         })
     };
     let one = run(1, all.clone());
-    assert!(one.len() > BATCH_ROUND, "{} records", one.len());
+    assert!(one.len() > batch::BATCH_ROUND, "{} records", one.len());
     let mut reversed = all;
     reversed.reverse();
     assert_eq!(run(4, reversed), one);
-}
-
-/// A state holds ids as 32 bytes: hex ids by their bytes (same order as their text), any
-/// other id by its SHA-256, so an upper-case spelling of an id is another observation.
-#[test]
-fn observation_keys_keep_hex_order_and_tell_other_ids_apart() {
-    let a = "0".repeat(63) + "1";
-    let b = "f".repeat(64);
-    assert!(ObsKey::of(&a) < ObsKey::of(&b));
-    assert_eq!(ObsKey::of(&b).0, [0xff; 32]);
-    assert_ne!(ObsKey::of(&b), ObsKey::of(&"F".repeat(64)));
-    assert_ne!(ObsKey::of("x"), ObsKey::of("y"));
-    assert_eq!(ObsKey::of("x"), ObsKey::of("x"));
 }

@@ -1,0 +1,93 @@
+//! Consensus (CONSENSUS.md): the per-package state and the evaluation of one (tenant,
+//! artifact, vulnerability) pair, as a folder of small pure steps.
+//!
+//! - [`state`]: a package's observations, indexed by the pairs they apply to;
+//! - the steps of one evaluation, composed by [`evaluate()`]: [`exclude`] ->
+//!   [`supersede`] -> [`evaluation_time`] -> [`weigh`] -> [`decide`] -> [`conflicts`] ->
+//!   [`record`] (sealed with its digest);
+//! - [`batch`]: every pair of a set of observations, on every core.
+//!
+//! Invariants: the state is a set of observations keyed by their deterministic id, so
+//! applying a duplicate changes nothing and the order of application does not matter;
+//! a record is a pure function of (the observations that apply to its pair, the policy),
+//! so incremental application equals batch recomputation; all arithmetic is in integer
+//! ppm; every list in a record is sorted by a total order. Nothing here does IO.
+
+mod batch;
+mod conflicts;
+mod decide;
+mod evaluate;
+mod evaluation_time;
+mod exclude;
+mod record;
+mod state;
+mod supersede;
+mod weigh;
+
+pub use batch::{batch, batch_each, batch_map};
+pub use evaluate::evaluate;
+pub use record::{
+    Conflict, ConflictReason, ConsensusRecord, ConsensusStatus, Factors, PairKey, Role, StatementEntry,
+    RECORD_SCHEMA_VERSION,
+};
+pub use state::{ApplyError, PackageState};
+
+use crate::domain::model::Observation;
+use crate::domain::trust::Tier;
+use std::sync::Arc;
+
+/// One statement while a pair is evaluated: the observation, its resolved issuer, and
+/// what the steps so far decided about it.
+struct Work<'a> {
+    o: &'a Observation,
+    issuer: Arc<str>,
+    tier: Tier,
+    issuer_ppm: u64,
+    role: Role,
+    reason: Option<String>,
+}
+
+/// The explain trace: lines are formatted only when the caller asked for them.
+struct Trace {
+    lines: Option<Vec<String>>,
+}
+
+impl Trace {
+    fn new(enabled: bool) -> Self {
+        Trace { lines: enabled.then(Vec::new) }
+    }
+
+    fn add(&mut self, line: impl FnOnce() -> String) {
+        if let Some(l) = &mut self.lines {
+            l.push(line());
+        }
+    }
+
+    /// One line per statement: its weight, factors, role and reason.
+    fn statements(&mut self, entries: &[StatementEntry]) {
+        for e in entries {
+            self.add(|| {
+                format!(
+                    "{} {} {} {}: weight {} = issuer {} x signature {} x freshness {} x justification {}{}",
+                    e.issuer,
+                    e.status.as_str(),
+                    e.timestamp,
+                    match e.role {
+                        Role::Counted => "counted",
+                        Role::Superseded => "superseded",
+                        Role::Excluded => "excluded",
+                    },
+                    e.weight_ppm,
+                    e.factors.issuer_ppm,
+                    e.factors.signature_ppm,
+                    e.factors.freshness_ppm,
+                    e.factors.justification_ppm,
+                    e.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default()
+                )
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,373 @@
+//! The in-memory consensus state of one package: its observations, indexed by the pairs
+//! they can apply to (CONSENSUS.md "Pairs").
+//!
+//! Invariants: the state is a set of observations keyed by their deterministic id, so
+//! applying a duplicate changes nothing and the order of application does not matter;
+//! every observation belongs to the state's one package; applying one costs in proportion
+//! to the pairs it can change; the state only grows.
+
+use super::evaluate::evaluate;
+use super::record::{ConsensusRecord, PairKey};
+use crate::domain::canonical::CanonicalError;
+use crate::domain::keys::{self, ArtifactKey};
+use crate::domain::model::Observation;
+use crate::domain::trust::Policy;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+/// Why an observation was not accepted by a package state.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ApplyError {
+    #[error("observation {id}: belongs to package {got}, not {expected}")]
+    WrongPackage { id: String, got: String, expected: String },
+    #[error("observation {id}: artifact key {artifact:?} is invalid: {reason}")]
+    BadArtifact { id: String, artifact: String, reason: String },
+    #[error("observation has no canonical form: {0}")]
+    Unidentifiable(CanonicalError),
+    #[error("record of {artifact} / {vulnerability} cannot be digested: {source}")]
+    Undigestible { artifact: String, vulnerability: String, source: CanonicalError },
+}
+
+/// The statements of one (tenant, vulnerability), split by the artifacts they can apply to.
+#[derive(Clone, Debug, Default)]
+struct VulnIndex {
+    /// Version-less or `vers:` range statements: may apply to any artifact of the package.
+    broad: BTreeSet<ObsKey>,
+    /// Statements about one concrete version: apply only to artifacts of that version.
+    exact: HashMap<String, BTreeSet<ObsKey>>,
+}
+
+/// An observation's id as a package state holds it (in its map and every index): the 32
+/// bytes its 64 lower-case hex digits spell, or, for an id of any other form (only a
+/// caller can make one), the SHA-256 of its text. 32 bytes inline instead of a 64-byte
+/// string on the heap per copy; the same order as the ids' text for hex ids.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+struct ObsKey([u8; 32]);
+
+impl ObsKey {
+    fn of(id: &str) -> ObsKey {
+        let mut k = [0u8; 32];
+        let lower_hex = id.len() == 64 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if lower_hex && hex::decode_to_slice(id, &mut k).is_ok() {
+            return ObsKey(k);
+        }
+        k.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, id.as_bytes()).as_ref());
+        ObsKey(k)
+    }
+}
+
+/// What one tenant's statements about the package say, indexed so that applying one
+/// statement touches only the artifacts it can apply to. Keys are the package's shared
+/// strings ([`Strings`]).
+#[derive(Clone, Debug, Default)]
+struct TenantIndex {
+    /// Every artifact seen in any statement.
+    artifacts: BTreeSet<Arc<str>>,
+    /// The same artifacts by version (`None`: version-less).
+    by_version: HashMap<Option<String>, BTreeSet<Arc<str>>>,
+    vulns: BTreeMap<Arc<str>, VulnIndex>,
+    /// Vulnerabilities with a broad statement.
+    broad_vulns: BTreeSet<Arc<str>>,
+    /// Vulnerabilities with a statement about a concrete version, by version.
+    exact_vulns: HashMap<String, BTreeSet<Arc<str>>>,
+}
+
+/// The strings a package state holds, each once: the statements of one package share
+/// most of theirs (tenant, package, artifact, vulnerability, document id, digest and
+/// version, issuer, status and justification as written, impact and action statements),
+/// so every observation applied has its strings replaced by the state's copies and the
+/// indexes key on the same `Arc`s. Only grows, as the state does.
+#[derive(Clone, Debug, Default)]
+struct Strings(std::collections::HashSet<Arc<str>>);
+
+impl Strings {
+    /// The state's copy of `s` (stored first if new).
+    fn share(&mut self, s: &mut Arc<str>) {
+        match self.0.get(s) {
+            Some(held) => *s = held.clone(),
+            None => {
+                // The state's own copy: observations of one document (whose strings the
+                // normalisers share) may go to states used on other threads.
+                *s = Arc::from(&**s);
+                self.0.insert(s.clone());
+            }
+        }
+    }
+
+    fn share_opt(&mut self, s: &mut Option<Arc<str>>) {
+        if let Some(s) = s {
+            self.share(s);
+        }
+    }
+
+    /// Replaces every shareable string of `o` (all but its id) by the state's copy.
+    fn share_all(&mut self, o: &mut Observation) {
+        for s in [&mut o.tenant, &mut o.artifact, &mut o.package, &mut o.vulnerability, &mut o.status_original] {
+            self.share(s);
+        }
+        self.share(&mut o.document_digest);
+        for s in [
+            &mut o.issuer,
+            &mut o.justification_original,
+            &mut o.impact_statement,
+            &mut o.action_statement,
+            &mut o.document_id,
+            &mut o.document_version,
+        ] {
+            self.share_opt(s);
+        }
+        for s in o.scope.iter_mut().chain(o.aliases.iter_mut()) {
+            self.share(s);
+        }
+    }
+}
+
+/// A version-less or `vers:` range key: a statement about it may apply to other artifacts.
+fn is_broad(k: &ArtifactKey) -> bool {
+    k.version.as_ref().map_or(true, |v| v.starts_with("vers:"))
+}
+
+/// The concrete version of a key, if it has one.
+fn concrete_version(k: &ArtifactKey) -> Option<&String> {
+    k.version.as_ref().filter(|v| !v.starts_with("vers:"))
+}
+
+/// The in-memory consensus state of one package (what an `ArtifactActor` holds).
+///
+/// Indexed so that applying an observation costs in proportion to the pairs it can
+/// change: a statement about a concrete version meets only the artifacts of that version;
+/// a version-less or range statement every artifact of the package (CONSENSUS.md "Pairs");
+/// a new artifact only the broad statements and those about its own version.
+#[derive(Clone, Debug, Default)]
+pub struct PackageState {
+    package: Option<Arc<str>>,
+    /// Boxed: the map's nodes hold a key and a pointer, not the observations' slack.
+    observations: BTreeMap<ObsKey, Box<Observation>>,
+    tenants: BTreeMap<Arc<str>, TenantIndex>,
+    parsed: HashMap<Arc<str>, ArtifactKey>,
+    strings: Strings,
+}
+
+impl PackageState {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.observations.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.observations.is_empty()
+    }
+
+    pub fn package(&self) -> Option<&str> {
+        self.package.as_deref()
+    }
+
+    pub fn observations(&self) -> impl Iterator<Item = &Observation> {
+        self.observations.values().map(|o| &**o)
+    }
+
+    /// Applies one observation. Returns the pairs whose record may have changed (empty
+    /// when the observation was already known: duplicates change nothing).
+    pub fn apply(&mut self, o: Observation) -> Result<Vec<PairKey>, ApplyError> {
+        self.add(o, true)
+    }
+
+    /// [`Self::apply`] without listing the pairs it changes (a batch evaluates every pair
+    /// of the state afterwards): the same state, less work.
+    pub fn insert(&mut self, o: Observation) -> Result<(), ApplyError> {
+        self.add(o, false).map(drop)
+    }
+
+    fn add(&mut self, mut o: Observation, list_changed: bool) -> Result<Vec<PairKey>, ApplyError> {
+        if o.id.is_empty() {
+            o.id = o.compute_id().map_err(ApplyError::Unidentifiable)?.into();
+        }
+        let id = ObsKey::of(&o.id);
+        if self.observations.contains_key(&id) {
+            return Ok(Vec::new());
+        }
+        // An artifact already held was parsed when it first came.
+        let key = match self.parsed.get(&*o.artifact) {
+            Some(k) => k.clone(),
+            None => keys::parse_key(&o.artifact).map_err(|e| ApplyError::BadArtifact {
+                id: o.id.to_string(),
+                artifact: o.artifact.to_string(),
+                reason: e.to_string(),
+            })?,
+        };
+        if let Some(p) = self.package.as_ref().filter(|p| **p != o.package) {
+            return Err(ApplyError::WrongPackage {
+                id: o.id.to_string(),
+                got: o.package.to_string(),
+                expected: p.to_string(),
+            });
+        }
+        self.strings.share_all(&mut o);
+        if self.package.is_none() {
+            self.package = Some(o.package.clone());
+        }
+        let broad = is_broad(&key);
+        let t = self.tenants.entry(o.tenant.clone()).or_default();
+        let new_artifact = t.artifacts.insert(o.artifact.clone());
+        if new_artifact {
+            t.by_version.entry(key.version.clone()).or_default().insert(o.artifact.clone());
+        }
+        self.parsed.entry(o.artifact.clone()).or_insert_with(|| key.clone());
+        let pair = |artifact: &str, vulnerability: &str| PairKey {
+            tenant: o.tenant.to_string(),
+            artifact: artifact.to_string(),
+            vulnerability: vulnerability.to_string(),
+        };
+        let mut affected: BTreeSet<PairKey> = BTreeSet::new();
+        if list_changed {
+            // The statement's own pair, and every known artifact it applies to.
+            let candidates: Box<dyn Iterator<Item = &Arc<str>>> = if broad {
+                Box::new(t.artifacts.iter())
+            } else {
+                Box::new(t.by_version.get(&key.version).into_iter().flatten())
+            };
+            for a in candidates {
+                if self.parsed.get(a).is_some_and(|pk| key.applies_to(pk)) {
+                    affected.insert(pair(a, &o.vulnerability));
+                }
+            }
+            // A new artifact gains pairs for every vulnerability with a statement applying to
+            // it: only broad statements and those about its own version can.
+            if new_artifact {
+                let applies = |id: &ObsKey| {
+                    self.observations
+                        .get(id)
+                        .and_then(|x| self.parsed.get(&x.artifact))
+                        .is_some_and(|k| k.applies_to(&key))
+                };
+                for v in &t.broad_vulns {
+                    if t.vulns.get(v).is_some_and(|vi| vi.broad.iter().any(applies)) {
+                        affected.insert(pair(&o.artifact, v));
+                    }
+                }
+                if let Some(ver) = concrete_version(&key) {
+                    for v in t.exact_vulns.get(ver).into_iter().flatten() {
+                        if t.vulns.get(v).and_then(|vi| vi.exact.get(ver)).is_some_and(|ids| ids.iter().any(applies)) {
+                            affected.insert(pair(&o.artifact, v));
+                        }
+                    }
+                }
+            }
+        }
+        let vi = t.vulns.entry(o.vulnerability.clone()).or_default();
+        match concrete_version(&key).filter(|_| !broad) {
+            Some(ver) => {
+                vi.exact.entry(ver.clone()).or_default().insert(id);
+                t.exact_vulns.entry(ver.clone()).or_default().insert(o.vulnerability.clone());
+            }
+            None => {
+                vi.broad.insert(id);
+                t.broad_vulns.insert(o.vulnerability.clone());
+            }
+        }
+        self.observations.insert(id, Box::new(o));
+        Ok(affected.into_iter().collect())
+    }
+
+    fn key_of(&self, id: &ObsKey) -> Option<&ArtifactKey> {
+        self.observations.get(id).and_then(|o| self.parsed.get(&o.artifact))
+    }
+
+    /// Every pair of this package, sorted.
+    pub fn pairs(&self) -> Vec<PairKey> {
+        let mut out = BTreeSet::new();
+        for (tenant, t) in &self.tenants {
+            for (v, vi) in &t.vulns {
+                let mut add = |ids: &BTreeSet<ObsKey>, arts: &BTreeSet<Arc<str>>| {
+                    for a in arts {
+                        let Some(pk) = self.parsed.get(a) else { continue };
+                        if ids.iter().any(|id| self.key_of(id).is_some_and(|k| k.applies_to(pk))) {
+                            out.insert(PairKey {
+                                tenant: tenant.to_string(),
+                                artifact: a.to_string(),
+                                vulnerability: v.to_string(),
+                            });
+                        }
+                    }
+                };
+                add(&vi.broad, &t.artifacts);
+                for (ver, ids) in &vi.exact {
+                    if let Some(arts) = t.by_version.get(&Some(ver.clone())) {
+                        add(ids, arts);
+                    }
+                }
+            }
+        }
+        out.into_iter().collect()
+    }
+
+    /// The observations that apply to a pair, sorted by id.
+    pub fn applicable(&self, pair: &PairKey) -> Vec<&Observation> {
+        let Some(pk) = self.parsed.get(pair.artifact.as_str()) else {
+            return Vec::new();
+        };
+        let Some(vi) = self.tenants.get(pair.tenant.as_str()).and_then(|t| t.vulns.get(pair.vulnerability.as_str()))
+        else {
+            return Vec::new();
+        };
+        let exact = concrete_version(pk).and_then(|v| vi.exact.get(v));
+        let mut out: Vec<&Observation> = vi
+            .broad
+            .iter()
+            .chain(exact.into_iter().flatten())
+            .filter_map(|id| self.observations.get(id).map(|o| &**o))
+            .filter(|o| self.parsed.get(&o.artifact).is_some_and(|k| k.applies_to(pk)))
+            .collect();
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out
+    }
+
+    /// The highest `provenance.sequence` among the observations that apply to a pair
+    /// (-1 when none has one) and how many apply: with the policy epoch, the version of
+    /// the pair's record (`ports::RecordVersion`). Both only grow as observations apply.
+    pub fn pair_extent(&self, pair: &PairKey) -> (i64, u64) {
+        let obs = self.applicable(pair);
+        let max = obs.iter().filter_map(|o| o.provenance.sequence).max().unwrap_or(-1);
+        (max, obs.len() as u64)
+    }
+
+    /// Evaluates one pair under a policy (`Ok(None)`: no statement applies to it).
+    pub fn evaluate(
+        &self,
+        pair: &PairKey,
+        policy: &Policy,
+        explain: bool,
+    ) -> Result<Option<ConsensusRecord>, ApplyError> {
+        let obs = self.applicable(pair);
+        if obs.is_empty() {
+            return Ok(None);
+        }
+        let package = self.package.as_deref().unwrap_or_default();
+        evaluate(pair, package, &obs, policy, explain).map(Some).map_err(|source| ApplyError::Undigestible {
+            artifact: pair.artifact.clone(),
+            vulnerability: pair.vulnerability.clone(),
+            source,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A state holds ids as 32 bytes: hex ids by their bytes (same order as their text), any
+    /// other id by its SHA-256, so an upper-case spelling of an id is another observation.
+    #[test]
+    fn observation_keys_keep_hex_order_and_tell_other_ids_apart() {
+        let a = "0".repeat(63) + "1";
+        let b = "f".repeat(64);
+        assert!(ObsKey::of(&a) < ObsKey::of(&b));
+        assert_eq!(ObsKey::of(&b).0, [0xff; 32]);
+        assert_ne!(ObsKey::of(&b), ObsKey::of(&"F".repeat(64)));
+        assert_ne!(ObsKey::of("x"), ObsKey::of("y"));
+        assert_eq!(ObsKey::of("x"), ObsKey::of("x"));
+    }
+}
