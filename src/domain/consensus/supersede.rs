@@ -32,10 +32,13 @@ fn time_version_order(a: &Observation, b: &Observation) -> Ordering {
 }
 
 /// Marks all but each issuer's latest statement `superseded` (CONSENSUS.md "Which
-/// statements count"). Statements of one issuer tied on time and document version but
-/// from different documents have no order: if they disagree, the most conservative status
-/// counts, the others are superseded with that reason, and a `status_disagreement`
-/// conflict naming them is returned; if they agree, the larger document digest counts.
+/// statements count"). Statements of one issuer tied on time and document version have
+/// no order when they disagree, whether from different documents or from one document
+/// stating two statuses at one time (a CSAF product in two status lists; position orders
+/// only statements that agree): the most conservative status counts, the others are
+/// superseded with that reason, and a `status_disagreement` conflict naming them is
+/// returned. Agreeing, the latest position of each document, then the larger document
+/// digest counts.
 pub(super) fn supersede(work: &mut [Work]) -> Vec<Conflict> {
     let mut by_issuer: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     for (i, w) in work.iter().enumerate() {
@@ -46,22 +49,24 @@ pub(super) fn supersede(work: &mut [Work]) -> Vec<Conflict> {
     let mut conflicts = Vec::new();
     let mut marks: Vec<(usize, String)> = Vec::new();
     for (issuer, idx) in by_issuer {
-        // Latest per document among the statements tied at the newest (time, version).
         let Some(top) = idx.iter().copied().max_by(|&a, &b| latest_order(work[a].o, work[b].o)) else {
             continue;
         };
-        let mut per_doc: BTreeMap<&str, usize> = BTreeMap::new();
+        // Among the statements tied at the newest (time, version): the latest of each
+        // (document, status). One status: the latest of each document; more: a document or
+        // documents contradicting each other (or itself) at one time.
+        let mut candidates: BTreeMap<(&str, Status), usize> = BTreeMap::new();
         for &i in &idx {
             if time_version_order(work[i].o, work[top].o) == Ordering::Equal {
-                let e = per_doc.entry(&work[i].o.document_digest).or_insert(i);
+                let e = candidates.entry((&work[i].o.document_digest, work[i].o.status)).or_insert(i);
                 if latest_order(work[*e].o, work[i].o) == Ordering::Less {
                     *e = i;
                 }
             }
         }
-        let statuses: BTreeSet<Status> = per_doc.values().map(|&i| work[i].o.status).collect();
+        let statuses: BTreeSet<Status> = candidates.keys().map(|(_, s)| *s).collect();
         let winner = if statuses.len() > 1 {
-            let w = per_doc
+            let w = candidates
                 .values()
                 .copied()
                 .max_by(|&a, &b| {
@@ -70,29 +75,36 @@ pub(super) fn supersede(work: &mut [Work]) -> Vec<Conflict> {
                         .conservative_rank()
                         .cmp(&y.status.conservative_rank())
                         .then_with(|| x.document_digest.cmp(&y.document_digest))
+                        .then_with(|| latest_order(x, y))
                 })
                 .unwrap_or(top);
-            let mut parts: Vec<String> = per_doc
+            let parts: BTreeSet<String> = candidates
                 .values()
                 .map(|&i| format!("{} in {}", work[i].o.status.as_str(), work[i].o.document_digest))
                 .collect();
-            parts.sort();
+            let documents: BTreeSet<&str> = candidates.keys().map(|(d, _)| *d).collect();
+            let place = if documents.len() > 1 { "in different documents" } else { "within one document" };
             conflicts.push(Conflict {
                 reason: ConflictReason::StatusDisagreement,
                 detail: format!(
-                    "{issuer} contradicts itself at {} in different documents: {}; the more conservative status counts",
+                    "{issuer} contradicts itself at {} {place}: {}; the more conservative status counts",
                     work[w].o.timestamp,
-                    parts.join(" vs ")
+                    parts.into_iter().collect::<Vec<_>>().join(" vs ")
                 ),
                 issuers: vec![issuer.to_string()],
                 statuses: statuses.iter().copied().collect(),
             });
-            for &i in per_doc.values() {
+            for &i in candidates.values() {
                 if i != w {
+                    let same = if work[i].o.document_digest == work[w].o.document_digest {
+                        "the same document"
+                    } else {
+                        "another document"
+                    };
                     marks.push((
                         i,
                         format!(
-                            "superseded by {} ({} at {}): same issuer and time in another document; the more conservative status counts",
+                            "superseded by {} ({} at {}): same issuer and time in {same}; the more conservative status counts",
                             work[w].o.id,
                             work[w].o.status.as_str(),
                             work[w].o.timestamp
@@ -103,10 +115,10 @@ pub(super) fn supersede(work: &mut [Work]) -> Vec<Conflict> {
             w
         } else {
             // Agreeing (or a single document): the larger document digest is kept.
-            per_doc.values().next_back().copied().unwrap_or(top)
+            candidates.values().next_back().copied().unwrap_or(top)
         };
         let contradicted: BTreeSet<usize> =
-            if statuses.len() > 1 { per_doc.values().copied().collect() } else { BTreeSet::new() };
+            if statuses.len() > 1 { candidates.values().copied().collect() } else { BTreeSet::new() };
         for &i in &idx {
             if i != winner && !contradicted.contains(&i) {
                 let by = work[winner].o;
@@ -184,5 +196,30 @@ mod tests {
         let mut w = [work(&v10), work(&v1)];
         assert!(supersede(&mut w).is_empty());
         assert_eq!((w[0].role, w[1].role), (Role::Counted, Role::Superseded));
+    }
+
+    #[test]
+    fn one_document_stating_two_statuses_at_one_time_counts_the_conservative_one() {
+        // A CSAF product in both known_affected and known_not_affected (CSAF 6.1.6): one
+        // document, one time, two positions.
+        let mut na = obs(Some("a"), "pkg:npm/x@1", "CVE-1", Status::NotAffected, "2024-01-01T00:00:00Z");
+        na.position = 7;
+        let mut af = na.clone();
+        af.status = Status::Affected;
+        af.position = 2;
+        let mut w = [work(&na), work(&af)];
+        let c = supersede(&mut w);
+        assert_eq!(c.len(), 1, "{c:?}");
+        assert!(c[0].detail.contains("within one document"), "{}", c[0].detail);
+        assert_eq!(c[0].statuses, [Status::Affected, Status::NotAffected]);
+        assert_eq!((w[0].role, w[1].role), (Role::Superseded, Role::Counted));
+        assert!(w[0].reason.as_deref().unwrap().contains("in the same document"));
+        // The same status twice: the later position counts, no conflict.
+        let mut again = na.clone();
+        again.position = 9;
+        again.impact_statement = Some("restated".into());
+        let mut w = [work(&na), work(&again)];
+        assert!(supersede(&mut w).is_empty());
+        assert_eq!((w[0].role, w[1].role), (Role::Superseded, Role::Counted));
     }
 }
