@@ -114,7 +114,9 @@ fn an_issuer_contradicting_itself_across_documents_counts_the_conservative_statu
             c.detail
         );
     }
-    // Agreeing documents: no conflict. One document: the later position wins, no conflict.
+    // Agreeing documents: no conflict. One document stating two statuses at one time
+    // (CONSENSUS.md, changed by issue 17: position orders only statements that agree): the
+    // more conservative status counts, with a conflict, in every mode.
     let b2 = b.replace("not_affected", "affected").replace(r#","justification":"component_not_present""#, "");
     let r = records(&[("a.json", &a), ("b2.json", &b2)], Mode::WeightedVote);
     assert!(r[0].conflicts.is_empty(), "{:?}", r[0].conflicts);
@@ -127,9 +129,23 @@ fn an_issuer_contradicting_itself_across_documents_counts_the_conservative_statu
             r#"{{"vulnerability":{{"name":"CVE-2024-1"}},{P},"status":"affected"}},{{"vulnerability":{{"name":"CVE-2024-1"}},{P},"status":"fixed"}}"#
         ),
     );
-    let r = records(&[("c.json", &one_doc)], Mode::Lattice);
-    assert_eq!(r[0].status, ConsensusStatus::Fixed, "within one document the later statement wins");
-    assert!(r[0].conflicts.is_empty());
+    for mode in [Mode::Lattice, Mode::MostRecent, Mode::WeightedVote] {
+        let r = records(&[("c.json", &one_doc)], mode);
+        assert_eq!(
+            r[0].status,
+            ConsensusStatus::Affected,
+            "{mode:?}: within one document the conservative status counts"
+        );
+        assert_eq!(r[0].conflicts.len(), 1, "{:?}", r[0].conflicts);
+        assert!(r[0].conflicts[0].detail.contains("within one document"), "{}", r[0].conflicts[0].detail);
+    }
+    // The same status twice in one document: the later position counts, no conflict.
+    let twice = one_doc.replace(r#""status":"fixed""#, r#""status":"affected","impact_statement":"restated""#);
+    let r = records(&[("d.json", &twice)], Mode::Lattice);
+    assert!(r[0].conflicts.is_empty(), "{:?}", r[0].conflicts);
+    let counted: Vec<_> = r[0].statements.iter().filter(|s| s.role == Role::Counted).collect();
+    assert_eq!(counted.len(), 1);
+    assert_eq!(counted[0].position, 1, "the later statement");
 }
 
 #[test]
