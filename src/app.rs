@@ -9,7 +9,7 @@ use crate::actors::{Pipeline, PipelineSettings};
 use crate::config::{Config, SourceMode};
 use crate::domain::trust::{IssuerDirectory, Policy};
 use crate::http::{ReadinessCheck, StatusInfo};
-use crate::ports::ConsensusStore;
+use crate::ports::Stores;
 use crate::sources::files::{self as sources, SourceSettings};
 use crate::sources::kafka;
 use crate::stores::embedded::EmbeddedStore;
@@ -105,9 +105,9 @@ fn shutdown_signal() -> anyhow::Result<watch::Receiver<bool>> {
 async fn connect_store(
     cfg: &Config,
     shutdown: &watch::Receiver<bool>,
-) -> anyhow::Result<(Arc<dyn ConsensusStore>, Option<EmbeddedStore>)> {
+) -> anyhow::Result<(Stores, Option<EmbeddedStore>)> {
     let retry = Duration::from_millis(cfg.kafka.connect_retry_ms);
-    let (store, embedded): (Arc<dyn ConsensusStore>, Option<EmbeddedStore>) = match &cfg.mongo.uri {
+    let (store, embedded): (Stores, Option<EmbeddedStore>) = match &cfg.mongo.uri {
         Some(uri) => {
             let mut attempt = 0u32;
             loop {
@@ -125,12 +125,12 @@ async fn connect_store(
         None => {
             let s = EmbeddedStore::open(&cfg.store.data_dir).context("opening the embedded store")?;
             tracing::info!(event = "store_opened", path = %s.path().display(), "embedded store opened");
-            (Arc::new(s.clone()), Some(s))
+            (Stores::of(Arc::new(s.clone())), Some(s))
         }
     };
     let mut attempt = 0u32;
     loop {
-        match store.init().await {
+        match store.admin.init().await {
             Ok(()) => break,
             Err(e) if e.is_retriable() && !*shutdown.borrow() => {
                 attempt += 1;
@@ -148,7 +148,7 @@ async fn serve(cfg: Arc<Config>, policy: Arc<Policy>, opts: RunOptions) -> anyho
     let mode = cfg.source_mode();
     let (store, embedded) = connect_store(&cfg, &shutdown).await?;
     // The depth series exist from start-up: the default tenant at 0, then what the store holds.
-    let mut depths = store.conflict_queue_depths().await.unwrap_or_default();
+    let mut depths = store.conflicts.conflict_queue_depths().await.unwrap_or_default();
     if !depths.iter().any(|(t, _)| *t == cfg.ingest.tenant) {
         depths.push((cfg.ingest.tenant.clone(), 0));
     }
@@ -156,9 +156,10 @@ async fn serve(cfg: Arc<Config>, policy: Arc<Policy>, opts: RunOptions) -> anyho
     // The tenants' stored trust changes win over the configuration's seed: installed
     // before any actor evaluates, then polled so several instances converge.
     let policies = Arc::new(crate::trust::Policies::new((*policy).clone()));
-    let pipeline = Pipeline::start_with_policies(store.clone(), policies.clone(), settings(&cfg));
+    let pipeline = Pipeline::start_with_policies(&store, policies.clone(), settings(&cfg));
     let trust = Arc::new(crate::trust::TrustService::new(
-        store.clone(),
+        store.trust.clone(),
+        store.observations.clone(),
         policies,
         Some(Arc::new(pipeline.clone())),
         cfg.api.admin_changes_per_minute,
@@ -214,11 +215,14 @@ async fn serve(cfg: Arc<Config>, policy: Arc<Policy>, opts: RunOptions) -> anyho
         None => None,
     };
     let export_jobs = {
-        let (store, dir, source) = (store.clone(), cfg.export.dir.clone(), status.store);
-        actix::Supervisor::start(move |_| crate::actors::export_job::ExportJobActor::new(store, dir, signer, source))
+        let (records, jobs) = (store.records.clone(), store.export_jobs.clone());
+        let (dir, source) = (cfg.export.dir.clone(), status.store);
+        actix::Supervisor::start(move |_| {
+            crate::actors::export_job::ExportJobActor::new(records, jobs, dir, signer, source)
+        })
     };
     let deps = crate::http::ServerDeps {
-        store: store.clone(),
+        stores: store.clone(),
         broker,
         status,
         export: Some(export_jobs),
@@ -267,7 +271,7 @@ async fn serve(cfg: Arc<Config>, policy: Arc<Policy>, opts: RunOptions) -> anyho
         }
     }
     pipeline.drain().await.context("draining the store writer")?;
-    if let Ok(depths) = store.conflict_queue_depths().await {
+    if let Ok(depths) = store.conflicts.conflict_queue_depths().await {
         crate::telemetry::events::ConflictQueueDepth { depths: &depths }.emit();
     }
     let m = crate::telemetry::metrics();

@@ -684,7 +684,7 @@ fn trust_changes_are_admin_only_simulated_exactly_applied_audited_and_per_tenant
     drop(child);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let audit = rt.block_on(async {
-        use vex_lens::ports::ConsensusStore;
+        use vex_lens::ports::TrustStore;
         let store = vex_lens::stores::embedded::EmbeddedStore::open(&data).unwrap();
         (store.trust_audit("acme").await.unwrap(), store.trust_audit("globex").await.unwrap())
     });

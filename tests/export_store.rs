@@ -1,38 +1,25 @@
 //! `vex_lens::export::export_from_store`: the store path of an export (what the export
-//! actor runs), over any `ConsensusStore`; here an in-memory one, so the tenant and
+//! actor runs), over any `RecordStore`; here an in-memory one, so the tenant and
 //! `since` filters are the store's (`changed_at`), not the evaluation time.
 
 use std::sync::Mutex;
 use vex_lens::domain::consensus::{batch, ConsensusRecord, PairKey};
-use vex_lens::domain::model::{IngestContext, Observation};
+use vex_lens::domain::model::IngestContext;
 use vex_lens::domain::normalise::{normalise_bytes, DEFAULT_MAX_DOCUMENT_BYTES};
 use vex_lens::domain::timestamp::Timestamp;
 use vex_lens::domain::trust::Policy;
 use vex_lens::export::verify::verify_bundle;
 use vex_lens::export::{export_from_store, ExportFormat, ExportRequest};
-use vex_lens::ports::{
-    ConsensusStore, ExportJobRecord, RecordQuery, StoreError, TimedRecord, VerificationRecord, VersionedRecord,
-};
+use vex_lens::ports::{ChangeEvent, RecordQuery, RecordStore, StoreError, TimedRecord, VersionedRecord};
 
 #[derive(Default)]
 struct MemStore {
     records: Mutex<Vec<(ConsensusRecord, i64)>>,
 }
 
+/// The records role in memory (no history, no change stream).
 #[async_trait::async_trait]
-impl ConsensusStore for MemStore {
-    async fn init(&self) -> Result<(), StoreError> {
-        Ok(())
-    }
-    async fn ping(&self) -> Result<(), StoreError> {
-        Ok(())
-    }
-    async fn put_observations(&self, _: &[Observation]) -> Result<(), StoreError> {
-        Ok(())
-    }
-    async fn observations_for_package(&self, _: &str, _: &str) -> Result<Vec<Observation>, StoreError> {
-        Ok(Vec::new())
-    }
+impl RecordStore for MemStore {
     async fn put_records(&self, records: &[VersionedRecord], changed_at_ms: i64) -> Result<(), StoreError> {
         let mut all = self.records.lock().unwrap();
         for VersionedRecord { record: r, .. } in records {
@@ -62,18 +49,6 @@ impl ConsensusStore for MemStore {
         });
         Ok(out)
     }
-    async fn conflict_queue_depth(&self) -> Result<u64, StoreError> {
-        Ok(0)
-    }
-    async fn conflict_queue_depths(&self) -> Result<Vec<(String, u64)>, StoreError> {
-        Ok(Vec::new())
-    }
-    async fn put_verification(&self, _: &VerificationRecord) -> Result<(), StoreError> {
-        Ok(())
-    }
-    async fn put_export_job(&self, _: &ExportJobRecord) -> Result<(), StoreError> {
-        Ok(())
-    }
     async fn query_records(&self, q: &RecordQuery) -> Result<Vec<TimedRecord>, StoreError> {
         let all = self.records.lock().unwrap();
         let mut out: Vec<TimedRecord> = all
@@ -90,11 +65,11 @@ impl ConsensusStore for MemStore {
     async fn record_history(&self, _: &PairKey) -> Result<Vec<TimedRecord>, StoreError> {
         Ok(Vec::new())
     }
-    async fn list_export_jobs(&self, _: &str) -> Result<Vec<ExportJobRecord>, StoreError> {
-        Ok(Vec::new())
+    async fn changes_after(&self, _: &str, _: u64, _: usize) -> Result<Vec<ChangeEvent>, StoreError> {
+        Err(StoreError::Rejected("this store has no change stream".into()))
     }
-    async fn get_export_job(&self, _: &str) -> Result<Option<ExportJobRecord>, StoreError> {
-        Ok(None)
+    async fn change_tail(&self, _: &str) -> Result<u64, StoreError> {
+        Err(StoreError::Rejected("this store has no change stream".into()))
     }
 }
 
@@ -140,8 +115,8 @@ async fn export_from_store_filters_by_tenant_and_changed_at() {
     assert_eq!(acme.counts.records as usize, a.len());
     let recent = export_from_store(&store, &req("recent", None, Some(2_000)), None).await.unwrap();
     assert_eq!(recent.counts.records, 3);
-    // as a trait object too (what an actor holding Arc<dyn ConsensusStore> passes)
-    let dynstore: &dyn ConsensusStore = &store;
+    // as a trait object too (what an actor holding Arc<dyn RecordStore> passes)
+    let dynstore: &dyn RecordStore = &store;
     let (pem, public) = vex_lens::crypto::generate_keypair(vex_lens::crypto::KeyAlg::Ed25519).unwrap();
     let signer = vex_lens::crypto::SigningKey::from_pem(&pem).unwrap();
     let signed = export_from_store(dynstore, &req("signed", Some("globex"), None), Some(&signer)).await.unwrap();

@@ -28,7 +28,7 @@ use vex_lens::domain::consensus::{batch, ConsensusRecord, PairKey};
 use vex_lens::domain::model::{Observation, Status};
 use vex_lens::domain::trust::Policy;
 use vex_lens::ports::{
-    ConsensusStore, ExportJobRecord, RecordQuery, StoreError, TimedRecord, VerificationRecord, VersionedRecord,
+    ChangeEvent, ObservationStore, RecordQuery, RecordStore, StoreError, Stores, TimedRecord, VersionedRecord,
 };
 use vex_lens::stores::contract::sample_observation;
 
@@ -39,65 +39,56 @@ static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// The real store, with injected failures (test-only).
 struct FaultStore {
-    inner: Arc<dyn ConsensusStore>,
+    inner: Stores,
     /// `put_records` calls still to fail with a retriable error.
     record_failures: AtomicU32,
     rejected: AtomicU32,
 }
 
+/// Faults in the observations role: a poisoned observation is rejected.
 #[async_trait::async_trait]
-impl ConsensusStore for FaultStore {
-    async fn init(&self) -> Result<(), StoreError> {
-        self.inner.init().await
-    }
-    async fn ping(&self) -> Result<(), StoreError> {
-        self.inner.ping().await
-    }
+impl ObservationStore for FaultStore {
     async fn put_observations(&self, o: &[Observation]) -> Result<(), StoreError> {
         if o.iter().any(|o| *o.vulnerability == *POISON) {
             self.rejected.fetch_add(1, Ordering::SeqCst);
             return Err(StoreError::Rejected("injected: poisoned observation".into()));
         }
-        self.inner.put_observations(o).await
+        self.inner.observations.put_observations(o).await
     }
     async fn observations_for_package(&self, t: &str, p: &str) -> Result<Vec<Observation>, StoreError> {
-        self.inner.observations_for_package(t, p).await
+        self.inner.observations.observations_for_package(t, p).await
     }
+    async fn tenant_packages(&self, t: &str) -> Result<Vec<String>, StoreError> {
+        self.inner.observations.tenant_packages(t).await
+    }
+}
+
+/// Faults in the records role: the first `record_failures` writes fail retriably.
+#[async_trait::async_trait]
+impl RecordStore for FaultStore {
     async fn put_records(&self, r: &[VersionedRecord], at: i64) -> Result<(), StoreError> {
         if self.record_failures.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
             return Err(StoreError::Unavailable("injected: store unavailable".into()));
         }
-        self.inner.put_records(r, at).await
+        self.inner.records.put_records(r, at).await
     }
     async fn get_record(&self, p: &PairKey) -> Result<Option<ConsensusRecord>, StoreError> {
-        self.inner.get_record(p).await
+        self.inner.records.get_record(p).await
     }
     async fn list_records(&self, t: Option<&str>, s: Option<i64>) -> Result<Vec<ConsensusRecord>, StoreError> {
-        self.inner.list_records(t, s).await
-    }
-    async fn conflict_queue_depth(&self) -> Result<u64, StoreError> {
-        self.inner.conflict_queue_depth().await
-    }
-    async fn conflict_queue_depths(&self) -> Result<Vec<(String, u64)>, StoreError> {
-        self.inner.conflict_queue_depths().await
-    }
-    async fn put_verification(&self, v: &VerificationRecord) -> Result<(), StoreError> {
-        self.inner.put_verification(v).await
-    }
-    async fn put_export_job(&self, j: &ExportJobRecord) -> Result<(), StoreError> {
-        self.inner.put_export_job(j).await
+        self.inner.records.list_records(t, s).await
     }
     async fn query_records(&self, q: &RecordQuery) -> Result<Vec<TimedRecord>, StoreError> {
-        self.inner.query_records(q).await
+        self.inner.records.query_records(q).await
     }
     async fn record_history(&self, p: &PairKey) -> Result<Vec<TimedRecord>, StoreError> {
-        self.inner.record_history(p).await
+        self.inner.records.record_history(p).await
     }
-    async fn list_export_jobs(&self, t: &str) -> Result<Vec<ExportJobRecord>, StoreError> {
-        self.inner.list_export_jobs(t).await
+    async fn changes_after(&self, t: &str, after: u64, limit: usize) -> Result<Vec<ChangeEvent>, StoreError> {
+        self.inner.records.changes_after(t, after, limit).await
     }
-    async fn get_export_job(&self, id: &str) -> Result<Option<ExportJobRecord>, StoreError> {
-        self.inner.get_export_job(id).await
+    async fn change_tail(&self, t: &str) -> Result<u64, StoreError> {
+        self.inner.records.change_tail(t).await
     }
 }
 
@@ -181,8 +172,9 @@ fn failing_store_calls_and_a_poisoned_message_neither_lose_data_nor_freeze_commi
     let (mongo_uri, db) = (services.mongo_uri.clone(), setup.db.clone());
     let (records, rejected, left) = sys.block_on(async move {
         let inner = vex_lens::stores::connect_mongo(&mongo_uri, &db).await.expect("connect");
-        inner.init().await.expect("init");
+        inner.admin.init().await.expect("init");
         let store = Arc::new(FaultStore { inner: inner.clone(), record_failures: 4.into(), rejected: 0.into() });
+        let stores = Stores { observations: store.clone(), records: store.clone(), ..inner.clone() };
         let settings = PipelineSettings {
             workers: 2,
             writers: 2,
@@ -197,7 +189,7 @@ fn failing_store_calls_and_a_poisoned_message_neither_lose_data_nor_freeze_commi
             },
             registry: RegistrySettings { max_live: 100, idle_evict: Duration::from_secs(60), mailbox_capacity: 64 },
         };
-        let pipeline = Pipeline::start(store.clone(), Arc::new(Policy::default()), settings);
+        let pipeline = Pipeline::start(stores, Arc::new(Policy::default()), settings);
         let producer = vex_lens::sources::kafka::create_producer(&cfg).unwrap();
         vex_lens::sources::kafka::ensure_topics(&cfg).await.unwrap();
         let (stop, shutdown) = tokio::sync::watch::channel(false);
@@ -227,7 +219,7 @@ fn failing_store_calls_and_a_poisoned_message_neither_lose_data_nor_freeze_commi
         tokio::time::timeout(Duration::from_secs(30), run).await.expect("consumer stops").unwrap().unwrap();
         pipeline.drain().await.unwrap();
         (
-            inner.list_records(None, None).await.unwrap(),
+            inner.records.list_records(None, None).await.unwrap(),
             store.rejected.load(Ordering::SeqCst),
             store.record_failures.load(Ordering::SeqCst),
         )
@@ -286,7 +278,7 @@ fn run_with_byte_bound(
     let n = obs.len() as i64;
     let out = sys.block_on(async move {
         let store = vex_lens::stores::connect_mongo(&mongo_uri, &db).await.expect("connect");
-        store.init().await.expect("init");
+        store.admin.init().await.expect("init");
         let settings = PipelineSettings {
             workers: 2,
             writers: 2,
@@ -340,7 +332,7 @@ fn run_with_byte_bound(
         let _ = stop.send(true);
         tokio::time::timeout(Duration::from_secs(30), run).await.expect("consumer stops").unwrap().unwrap();
         pipeline.drain().await.unwrap();
-        (store.list_records(None, None).await.unwrap(), max)
+        (store.records.list_records(None, None).await.unwrap(), max)
     });
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(common::drop_db(&services.mongo_uri, &setup.db));

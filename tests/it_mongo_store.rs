@@ -10,7 +10,10 @@ mod common;
 use std::time::{Duration, Instant};
 use vex_lens::domain::consensus::{Conflict, ConflictReason, ConsensusRecord};
 use vex_lens::domain::model::Status;
-use vex_lens::ports::{ConsensusStore, RecordVersion, StoreError, VerificationRecord, VersionedRecord};
+use vex_lens::ports::{
+    ConflictQueue, ObservationStore, RecordStore, RecordVersion, StoreAdmin, StoreError, TrustStore,
+    VerificationRecord, VerificationStore, VersionedRecord,
+};
 use vex_lens::stores::mongo::{MongoStore, CONFLICT_QUEUE, CONSENSUS, DSSE_VERIFICATIONS, HISTORY, OBSERVATIONS};
 
 /// A fresh store, or None when the services are not configured (skipped).

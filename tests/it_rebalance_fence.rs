@@ -32,9 +32,7 @@ use vex_lens::config::{Config, Secret};
 use vex_lens::domain::consensus::{batch, ConsensusRecord, PairKey};
 use vex_lens::domain::model::{Observation, Status};
 use vex_lens::domain::trust::Policy;
-use vex_lens::ports::{
-    ConsensusStore, ExportJobRecord, RecordQuery, StoreError, TimedRecord, VerificationRecord, VersionedRecord,
-};
+use vex_lens::ports::{ChangeEvent, RecordQuery, RecordStore, StoreError, Stores, TimedRecord, VersionedRecord};
 use vex_lens::stores::contract::sample_observation;
 
 /// The two scenarios run one at a time (each runs two pipelines).
@@ -46,7 +44,7 @@ const PACKAGES: usize = 12;
 /// The real store, with a test-only hook on `put_records`: while `hold` is set, a call
 /// waits until it is cleared (then writes); every call's records are recorded.
 struct HookStore {
-    inner: Arc<dyn ConsensusStore>,
+    inner: Arc<dyn RecordStore>,
     hold: tokio::sync::watch::Receiver<bool>,
     /// Calls that were held, and how many of those have returned since.
     held: AtomicU32,
@@ -58,7 +56,7 @@ struct HookStore {
 }
 
 impl HookStore {
-    fn new(inner: Arc<dyn ConsensusStore>, hold: tokio::sync::watch::Receiver<bool>) -> Self {
+    fn new(inner: Arc<dyn RecordStore>, hold: tokio::sync::watch::Receiver<bool>) -> Self {
         HookStore {
             inner,
             hold,
@@ -71,19 +69,7 @@ impl HookStore {
 }
 
 #[async_trait::async_trait]
-impl ConsensusStore for HookStore {
-    async fn init(&self) -> Result<(), StoreError> {
-        self.inner.init().await
-    }
-    async fn ping(&self) -> Result<(), StoreError> {
-        self.inner.ping().await
-    }
-    async fn put_observations(&self, o: &[Observation]) -> Result<(), StoreError> {
-        self.inner.put_observations(o).await
-    }
-    async fn observations_for_package(&self, t: &str, p: &str) -> Result<Vec<Observation>, StoreError> {
-        self.inner.observations_for_package(t, p).await
-    }
+impl RecordStore for HookStore {
     async fn put_records(&self, r: &[VersionedRecord], at: i64) -> Result<(), StoreError> {
         let mut hold = self.hold.clone();
         let was_held = *hold.borrow();
@@ -114,29 +100,17 @@ impl ConsensusStore for HookStore {
     async fn list_records(&self, t: Option<&str>, s: Option<i64>) -> Result<Vec<ConsensusRecord>, StoreError> {
         self.inner.list_records(t, s).await
     }
-    async fn conflict_queue_depth(&self) -> Result<u64, StoreError> {
-        self.inner.conflict_queue_depth().await
-    }
-    async fn conflict_queue_depths(&self) -> Result<Vec<(String, u64)>, StoreError> {
-        self.inner.conflict_queue_depths().await
-    }
-    async fn put_verification(&self, v: &VerificationRecord) -> Result<(), StoreError> {
-        self.inner.put_verification(v).await
-    }
-    async fn put_export_job(&self, j: &ExportJobRecord) -> Result<(), StoreError> {
-        self.inner.put_export_job(j).await
-    }
     async fn query_records(&self, q: &RecordQuery) -> Result<Vec<TimedRecord>, StoreError> {
         self.inner.query_records(q).await
     }
     async fn record_history(&self, p: &PairKey) -> Result<Vec<TimedRecord>, StoreError> {
         self.inner.record_history(p).await
     }
-    async fn list_export_jobs(&self, t: &str) -> Result<Vec<ExportJobRecord>, StoreError> {
-        self.inner.list_export_jobs(t).await
+    async fn changes_after(&self, t: &str, after: u64, limit: usize) -> Result<Vec<ChangeEvent>, StoreError> {
+        self.inner.changes_after(t, after, limit).await
     }
-    async fn get_export_job(&self, id: &str) -> Result<Option<ExportJobRecord>, StoreError> {
-        self.inner.get_export_job(id).await
+    async fn change_tail(&self, t: &str) -> Result<u64, StoreError> {
+        self.inner.change_tail(t).await
     }
 }
 
@@ -264,15 +238,16 @@ fn a_revoked_instances_late_write_never_replaces_a_newer_record() {
     let (mongo_uri, db) = (services.mongo_uri.clone(), setup.db.clone());
     let (stored, late_on_b, b_partitions) = sys.block_on(async move {
         let inner = vex_lens::stores::connect_mongo(&mongo_uri, &db).await.expect("connect");
-        inner.init().await.expect("init");
+        inner.admin.init().await.expect("init");
         vex_lens::sources::kafka::ensure_topics(&cfg).await.unwrap();
         let brokers = cfg.kafka.brokers.clone().unwrap();
         let topic = cfg.kafka.observations_topic.clone();
 
         // The first owner, alone: batch 1 is applied and committed.
         let (hold_a, hold_rx) = tokio::sync::watch::channel(false);
-        let store_a = Arc::new(HookStore::new(inner.clone(), hold_rx));
-        let pipeline_a = Pipeline::start(store_a.clone(), Arc::new(Policy::default()), pipeline_settings());
+        let store_a = Arc::new(HookStore::new(inner.records.clone(), hold_rx));
+        let stores_a = Stores { records: store_a.clone(), ..inner.clone() };
+        let pipeline_a = Pipeline::start(stores_a, Arc::new(Policy::default()), pipeline_settings());
         let (stop_a, shutdown_a) = tokio::sync::watch::channel(false);
         let producer_a = vex_lens::sources::kafka::create_producer(&cfg).unwrap();
         let run_a =
@@ -291,8 +266,9 @@ fn a_revoked_instances_late_write_never_replaces_a_newer_record() {
 
         // The second consumer joins: a rebalance while the write is held.
         let (_hold_b, hold_rx_b) = tokio::sync::watch::channel(false);
-        let store_b = Arc::new(HookStore::new(inner.clone(), hold_rx_b));
-        let pipeline_b = Pipeline::start(store_b.clone(), Arc::new(Policy::default()), pipeline_settings());
+        let store_b = Arc::new(HookStore::new(inner.records.clone(), hold_rx_b));
+        let stores_b = Stores { records: store_b.clone(), ..inner.clone() };
+        let pipeline_b = Pipeline::start(stores_b, Arc::new(Policy::default()), pipeline_settings());
         let (stop_b, shutdown_b) = tokio::sync::watch::channel(false);
         let producer_b = vex_lens::sources::kafka::create_producer(&cfg).unwrap();
         let run_b =
@@ -337,7 +313,7 @@ fn a_revoked_instances_late_write_never_replaces_a_newer_record() {
         }
         pipeline_a.drain().await.unwrap();
         pipeline_b.drain().await.unwrap();
-        (inner.list_records(None, None).await.unwrap(), late_on_b, b_partitions)
+        (inner.records.list_records(None, None).await.unwrap(), late_on_b, b_partitions)
     });
     eprintln!(
         "new owner's partitions {b_partitions:?}; the late write held {late_on_b} records of its packages (all older)"

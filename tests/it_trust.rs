@@ -169,7 +169,7 @@ fn a_trust_change_recomputes_audits_and_two_instances_converge() {
     );
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let audit = rt.block_on(async {
-        use vex_lens::ports::ConsensusStore;
+        use vex_lens::ports::TrustStore;
         let store = vex_lens::stores::mongo::MongoStore::connect(&services.mongo_uri, &setup.db).await.unwrap();
         (store.trust_audit("acme").await.unwrap(), store.trust_policies().await.unwrap())
     });

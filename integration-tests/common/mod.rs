@@ -457,7 +457,7 @@ pub async fn mongo_client(uri: &str) -> mongodb::Client {
 
 /// The stored records of a database, via the store adapter (checks digests).
 pub async fn stored_records(uri: &str, db: &str) -> Vec<ConsensusRecord> {
-    use vex_lens::ports::ConsensusStore;
+    use vex_lens::ports::RecordStore;
     let store = vex_lens::stores::mongo::MongoStore::connect(uri, db).await.expect("connect");
     store.list_records(None, None).await.expect("list records")
 }

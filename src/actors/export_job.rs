@@ -13,7 +13,7 @@
 use crate::crypto::SigningKey;
 use crate::domain::timestamp::Timestamp;
 use crate::export::{write_bundle, ExportError, ExportFormat, ExportRequest};
-use crate::ports::{ConsensusStore, ExportJobRecord, JobResult};
+use crate::ports::{ExportJobRecord, ExportJobStore, JobResult, RecordStore};
 use crate::telemetry::events::ExportJobFinished;
 use actix::{Actor, Context, Handler, Message, ResponseFuture, Supervised};
 use std::path::PathBuf;
@@ -51,7 +51,10 @@ pub struct ExportJobOutcome {
 
 /// The export-job actor (start it with `actix::Supervisor::start`).
 pub struct ExportJobActor {
-    store: Arc<dyn ConsensusStore>,
+    /// The records exported.
+    records: Arc<dyn RecordStore>,
+    /// Where each job's record goes.
+    jobs: Arc<dyn ExportJobStore>,
     dir: PathBuf,
     signer: Option<Arc<SigningKey>>,
     /// `mongodb` or `embedded` (recorded in the manifest).
@@ -59,8 +62,14 @@ pub struct ExportJobActor {
 }
 
 impl ExportJobActor {
-    pub fn new(store: Arc<dyn ConsensusStore>, dir: PathBuf, signer: Option<Arc<SigningKey>>, source: &str) -> Self {
-        ExportJobActor { store, dir, signer, source: source.to_string() }
+    pub fn new(
+        records: Arc<dyn RecordStore>,
+        jobs: Arc<dyn ExportJobStore>,
+        dir: PathBuf,
+        signer: Option<Arc<SigningKey>>,
+        source: &str,
+    ) -> Self {
+        ExportJobActor { records, jobs, dir, signer, source: source.to_string() }
     }
 }
 
@@ -108,7 +117,7 @@ impl Handler<RunExportJob> for ExportJobActor {
             source: self.source.clone(),
             created_at: None,
         };
-        let (store, signer) = (self.store.clone(), self.signer.clone());
+        let (store, jobs, signer) = (self.records.clone(), self.jobs.clone(), self.signer.clone());
         let span = tracing::info_span!(
             parent: &msg.span,
             "vex.export.job",
@@ -165,7 +174,7 @@ impl Handler<RunExportJob> for ExportJobActor {
                     bundle_id,
                     records,
                 };
-                if let Err(e) = store.put_export_job(&job).await {
+                if let Err(e) = jobs.put_export_job(&job).await {
                     crate::warn_event!(crate::telemetry::events::LogEvent::ExportJobNotRecorded, job = %job.job_id, error = %e, "export job record not stored");
                 }
                 job_span.record("vex.records", job.records);

@@ -26,7 +26,7 @@ pub mod writer;
 use crate::domain::keys::parse_key;
 use crate::domain::model::{IngestContext, Observation, SignatureReason, SignatureStatus};
 use crate::domain::trust::Policy;
-use crate::ports::{ConsensusStore, VerificationRecord};
+use crate::ports::VerificationRecord;
 use crate::trust::Policies;
 use actix::prelude::*;
 use ingest::IngestActor;
@@ -38,7 +38,7 @@ use registry::{ArtifactRegistry, RegistrySettings};
 use std::sync::Arc;
 use tokio::sync::oneshot;
 use verifier::{DsseVerifierActor, KeyDirectory, VerifiedDocument};
-use writer::{StoreWriter, WriterSettings};
+use writer::{StoreWriter, WriterSettings, WriterStores};
 
 /// Handle to the running actors (cheap to clone, usable from any tokio task).
 #[derive(Clone)]
@@ -129,15 +129,17 @@ pub struct PipelineSettings {
 }
 
 impl Pipeline {
-    /// Starts the actors with one policy for every tenant (call inside the actix system).
-    pub fn start(store: Arc<dyn ConsensusStore>, policy: Arc<Policy>, settings: PipelineSettings) -> Pipeline {
-        Pipeline::start_with_policies(store, Arc::new(Policies::new((*policy).clone())), settings)
+    /// Starts the actors with one policy for every tenant (call inside the actix system);
+    /// `stores`: the roles the store writers use ([`WriterStores`], e.g. from
+    /// [`crate::ports::Stores`]).
+    pub fn start(stores: impl Into<WriterStores>, policy: Arc<Policy>, settings: PipelineSettings) -> Pipeline {
+        Pipeline::start_with_policies(stores, Arc::new(Policies::new((*policy).clone())), settings)
     }
 
     /// Starts the actors on the live per-tenant policies (trust changes take effect at
     /// the next evaluation); DSSE keys come from the configuration's directory.
     pub fn start_with_policies(
-        store: Arc<dyn ConsensusStore>,
+        stores: impl Into<WriterStores>,
         policies: Arc<Policies>,
         settings: PipelineSettings,
     ) -> Pipeline {
@@ -147,9 +149,10 @@ impl Pipeline {
             crate::error_event!(crate::telemetry::events::LogEvent::IssuerKeysUnusable, error = %e, "no DSSE keys: envelopes count as unsigned");
             KeyDirectory::default()
         }));
+        let stores = stores.into();
         let writers: Vec<Addr<StoreWriter>> = (0..settings.writers.max(1))
             .map(|i| {
-                let (store, writer_settings) = (store.clone(), settings.writer.clone());
+                let (store, writer_settings) = (stores.clone(), settings.writer.clone());
                 Supervisor::start(move |_| StoreWriter::new(store, writer_settings, i == 0))
             })
             .collect();
@@ -323,8 +326,10 @@ pub fn parse_observation(bytes: &[u8], authentic: impl FnOnce(&Observation) -> b
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::consensus::batch;
+    use crate::domain::consensus::{batch, ConsensusRecord, PairKey};
     use crate::domain::model::Status;
+    use crate::domain::version::VersionedRecord;
+    use crate::ports::{ChangeEvent, ObservationStore, RecordQuery, RecordStore, StoreError, Stores, TimedRecord};
     use crate::stores::contract::sample_observation;
     use crate::stores::embedded::EmbeddedStore;
 
@@ -419,7 +424,7 @@ mod tests {
         });
         let (records, expected, live) = sys.block_on(async move {
             let store = Arc::new(EmbeddedStore::open(&path).unwrap());
-            let p = Pipeline::start(store.clone(), Arc::new(Policy::default()), settings(1));
+            let p = Pipeline::start(Stores::of(store.clone()), Arc::new(Policy::default()), settings(1));
             let obs = observations();
             // One at a time, interleaving packages: actors are evicted and rebuilt.
             for o in &obs {
@@ -454,7 +459,7 @@ mod tests {
         let (records, expected, other, other_expected) = sys.block_on(async move {
             let store = Arc::new(EmbeddedStore::open(&path).unwrap());
             let policies = Arc::new(Policies::new(Policy::default()));
-            let p = Pipeline::start_with_policies(store.clone(), policies.clone(), settings(1));
+            let p = Pipeline::start_with_policies(Stores::of(store.clone()), policies.clone(), settings(1));
             let obs = observations();
             let mut other_obs = obs.clone();
             for o in &mut other_obs {
@@ -500,95 +505,59 @@ mod tests {
     }
 
     impl FlakyStore {
-        fn fail(&self) -> Result<(), crate::ports::StoreError> {
+        fn fail(&self) -> Result<(), StoreError> {
             let left = self.failures_left.load(std::sync::atomic::Ordering::SeqCst);
             if left > 0 {
                 self.failures_left.store(left - 1, std::sync::atomic::Ordering::SeqCst);
-                return Err(crate::ports::StoreError::Unavailable("flaky".into()));
+                return Err(StoreError::Unavailable("flaky".into()));
             }
             Ok(())
         }
     }
 
+    /// Faults in the observations role: writes and loads fail first.
     #[async_trait::async_trait]
-    impl ConsensusStore for FlakyStore {
-        async fn init(&self) -> Result<(), crate::ports::StoreError> {
-            self.inner.init().await
-        }
-        async fn ping(&self) -> Result<(), crate::ports::StoreError> {
-            self.inner.ping().await
-        }
-        async fn put_observations(&self, o: &[Observation]) -> Result<(), crate::ports::StoreError> {
+    impl ObservationStore for FlakyStore {
+        async fn put_observations(&self, o: &[Observation]) -> Result<(), StoreError> {
             self.fail()?;
             self.inner.put_observations(o).await
         }
-        async fn observations_for_package(
-            &self,
-            t: &str,
-            p: &str,
-        ) -> Result<Vec<Observation>, crate::ports::StoreError> {
+        async fn observations_for_package(&self, t: &str, p: &str) -> Result<Vec<Observation>, StoreError> {
             self.fail()?;
             self.inner.observations_for_package(t, p).await
         }
-        async fn put_records(
-            &self,
-            r: &[crate::ports::VersionedRecord],
-            at: i64,
-        ) -> Result<(), crate::ports::StoreError> {
+        async fn tenant_packages(&self, t: &str) -> Result<Vec<String>, StoreError> {
+            self.inner.tenant_packages(t).await
+        }
+    }
+
+    /// Faults in the records role: writes fail first (the first may hang); reads pass.
+    #[async_trait::async_trait]
+    impl RecordStore for FlakyStore {
+        async fn put_records(&self, r: &[VersionedRecord], at: i64) -> Result<(), StoreError> {
             if self.hang_once.swap(false, std::sync::atomic::Ordering::SeqCst) {
                 futures::future::pending::<()>().await;
             }
             self.fail()?;
             self.inner.put_records(r, at).await
         }
-        async fn get_record(
-            &self,
-            p: &crate::domain::consensus::PairKey,
-        ) -> Result<Option<crate::domain::consensus::ConsensusRecord>, crate::ports::StoreError> {
+        async fn get_record(&self, p: &PairKey) -> Result<Option<ConsensusRecord>, StoreError> {
             self.inner.get_record(p).await
         }
-        async fn list_records(
-            &self,
-            t: Option<&str>,
-            s: Option<i64>,
-        ) -> Result<Vec<crate::domain::consensus::ConsensusRecord>, crate::ports::StoreError> {
+        async fn list_records(&self, t: Option<&str>, s: Option<i64>) -> Result<Vec<ConsensusRecord>, StoreError> {
             self.inner.list_records(t, s).await
         }
-        async fn conflict_queue_depth(&self) -> Result<u64, crate::ports::StoreError> {
-            self.inner.conflict_queue_depth().await
-        }
-        async fn conflict_queue_depths(&self) -> Result<Vec<(String, u64)>, crate::ports::StoreError> {
-            self.inner.conflict_queue_depths().await
-        }
-        async fn put_verification(&self, v: &crate::ports::VerificationRecord) -> Result<(), crate::ports::StoreError> {
-            self.inner.put_verification(v).await
-        }
-        async fn put_export_job(&self, j: &crate::ports::ExportJobRecord) -> Result<(), crate::ports::StoreError> {
-            self.inner.put_export_job(j).await
-        }
-        async fn query_records(
-            &self,
-            q: &crate::ports::RecordQuery,
-        ) -> Result<Vec<crate::ports::TimedRecord>, crate::ports::StoreError> {
+        async fn query_records(&self, q: &RecordQuery) -> Result<Vec<TimedRecord>, StoreError> {
             self.inner.query_records(q).await
         }
-        async fn record_history(
-            &self,
-            p: &crate::domain::consensus::PairKey,
-        ) -> Result<Vec<crate::ports::TimedRecord>, crate::ports::StoreError> {
+        async fn record_history(&self, p: &PairKey) -> Result<Vec<TimedRecord>, StoreError> {
             self.inner.record_history(p).await
         }
-        async fn list_export_jobs(
-            &self,
-            t: &str,
-        ) -> Result<Vec<crate::ports::ExportJobRecord>, crate::ports::StoreError> {
-            self.inner.list_export_jobs(t).await
+        async fn changes_after(&self, t: &str, after: u64, limit: usize) -> Result<Vec<ChangeEvent>, StoreError> {
+            self.inner.changes_after(t, after, limit).await
         }
-        async fn get_export_job(
-            &self,
-            id: &str,
-        ) -> Result<Option<crate::ports::ExportJobRecord>, crate::ports::StoreError> {
-            self.inner.get_export_job(id).await
+        async fn change_tail(&self, t: &str) -> Result<u64, StoreError> {
+            self.inner.change_tail(t).await
         }
     }
 
@@ -613,11 +582,12 @@ mod tests {
         });
         let (records, expected) = sys.block_on(async move {
             let inner = EmbeddedStore::open(&path).unwrap();
-            let store =
+            let flaky =
                 Arc::new(FlakyStore { inner: inner.clone(), failures_left: failures.into(), hang_once: hang.into() });
+            let stores = Stores { observations: flaky.clone(), records: flaky, ..Stores::of(Arc::new(inner.clone())) };
             let mut s = settings(100);
             s.writer.store_timeout = std::time::Duration::from_millis(100);
-            let p = Pipeline::start(store, Arc::new(Policy::default()), s);
+            let p = Pipeline::start(stores, Arc::new(Policy::default()), s);
             let obs = observations();
             let all = tokio::time::timeout(std::time::Duration::from_secs(30), p.route_all_durable(obs.clone()));
             assert!(all.await.expect("no hang").unwrap(), "every observation becomes durable");
@@ -658,9 +628,9 @@ mod tests {
             s.writer.batch_max = 2000;
             s.writer.mailbox_capacity = 16;
             s.registry.mailbox_capacity = 16;
-            let first = Pipeline::start(store.clone(), Arc::new(Policy::default()), s.clone());
+            let first = Pipeline::start(Stores::of(store.clone()), Arc::new(Policy::default()), s.clone());
             assert!(first.route_all_durable(obs[..400].to_vec()).await.unwrap());
-            let second = Pipeline::start(store.clone(), Arc::new(Policy::default()), s);
+            let second = Pipeline::start(Stores::of(store.clone()), Arc::new(Policy::default()), s);
             let burst = tokio::time::timeout(std::time::Duration::from_secs(60), second.route_all_durable(obs.clone()));
             assert!(burst.await.expect("the burst completes").unwrap());
             let (expected, _) = batch(obs, &Policy::default(), false);

@@ -21,7 +21,10 @@
 
 use super::messages::{Done, Drain, LoadPackage, Persist, PersistVerification, Rejected};
 use crate::domain::model::Observation;
-use crate::ports::{ConsensusStore, StoreError, VerificationRecord, VersionedRecord};
+use crate::domain::version::VersionedRecord;
+use crate::ports::{
+    ConflictQueue, ObservationStore, RecordStore, StoreError, Stores, VerificationRecord, VerificationStore,
+};
 use crate::telemetry::events::{
     ConflictQueueDepth, ObservationsDurable, RecordChanged, StoreAttempt, StoreRejected, StoreRetry,
 };
@@ -29,6 +32,33 @@ use actix::prelude::*;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// The store roles a writer uses: it writes verifications, observations and records,
+/// loads a package's observations (an actor's rebuild) and reads the conflict-queue depth.
+#[derive(Clone)]
+pub struct WriterStores {
+    pub verifications: Arc<dyn VerificationStore>,
+    pub observations: Arc<dyn ObservationStore>,
+    pub records: Arc<dyn RecordStore>,
+    pub conflicts: Arc<dyn ConflictQueue>,
+}
+
+impl From<&Stores> for WriterStores {
+    fn from(s: &Stores) -> Self {
+        WriterStores {
+            verifications: s.verifications.clone(),
+            observations: s.observations.clone(),
+            records: s.records.clone(),
+            conflicts: s.conflicts.clone(),
+        }
+    }
+}
+
+impl From<Stores> for WriterStores {
+    fn from(s: Stores) -> Self {
+        WriterStores::from(&s)
+    }
+}
 
 /// Tuning of the store writer.
 #[derive(Clone, Debug)]
@@ -73,7 +103,7 @@ struct Unit {
 /// and verifications of one message are aligned with its completion signals; when that
 /// does not hold, or no input is rejected on its own, every input counts as rejected.
 async fn reject_unit(
-    store: &dyn ConsensusStore,
+    store: &WriterStores,
     settings: &WriterSettings,
     observations: &[Observation],
     verifications: &[VerificationRecord],
@@ -83,12 +113,13 @@ async fn reject_unit(
     let mut culprits = vec![false; done.len()];
     if observations.len() + verifications.len() == done.len() {
         for (i, v) in verifications.iter().enumerate() {
-            culprits[i] = retry(settings, "put_verification", || store.put_verification(v)).await.is_err();
+            culprits[i] =
+                retry(settings, "put_verification", || store.verifications.put_verification(v)).await.is_err();
         }
         for (i, o) in observations.iter().enumerate() {
             let one = std::slice::from_ref(o);
             culprits[verifications.len() + i] =
-                retry(settings, "put_observations", || store.put_observations(one)).await.is_err();
+                retry(settings, "put_observations", || store.observations.put_observations(one)).await.is_err();
         }
     }
     if !culprits.contains(&true) {
@@ -106,7 +137,7 @@ async fn reject_unit(
 
 /// Writes one batch (verifications, observations, then the latest record of each pair).
 async fn write_batch(
-    store: &dyn ConsensusStore,
+    store: &WriterStores,
     settings: &WriterSettings,
     verifications: &[VerificationRecord],
     observations: &[Observation],
@@ -114,10 +145,10 @@ async fn write_batch(
     now: i64,
 ) -> Result<(), StoreError> {
     for v in verifications {
-        retry(settings, "put_verification", || store.put_verification(v)).await?;
+        retry(settings, "put_verification", || store.verifications.put_verification(v)).await?;
     }
-    retry(settings, "put_observations", || store.put_observations(observations)).await?;
-    retry(settings, "put_records", || store.put_records(records, now)).await
+    retry(settings, "put_observations", || store.observations.put_observations(observations)).await?;
+    retry(settings, "put_records", || store.records.put_records(records, now)).await
 }
 
 impl Batch {
@@ -127,7 +158,7 @@ impl Batch {
 }
 
 pub struct StoreWriter {
-    store: Arc<dyn ConsensusStore>,
+    store: WriterStores,
     settings: WriterSettings,
     pending: Batch,
     flush_scheduled: bool,
@@ -140,7 +171,7 @@ pub struct StoreWriter {
 impl StoreWriter {
     /// A writer; `reads_depth`: it also reads the conflict-queue depth (at most once a
     /// second while flushing, else every two seconds) for the gauge.
-    pub fn new(store: Arc<dyn ConsensusStore>, settings: WriterSettings, reads_depth: bool) -> Self {
+    pub fn new(store: WriterStores, settings: WriterSettings, reads_depth: bool) -> Self {
         StoreWriter {
             store,
             settings,
@@ -171,13 +202,13 @@ impl StoreWriter {
             let now = now_ms();
             let done_total = done.len();
             let mut done: Vec<Option<Done>> = done.into_iter().map(Some).collect();
-            if let Err(e) = write_batch(&*store, &settings, &verifications, &observations, &records, now).await {
+            if let Err(e) = write_batch(&store, &settings, &verifications, &observations, &records, now).await {
                 // Retrying the batch will not help: write it message by message, in order.
                 crate::warn_event!(crate::telemetry::events::LogEvent::StoreBatchRejected, error = %e, messages = units.len(), "writing the batch message by message");
                 for u in &units {
                     let recs = latest_per_pair(all_records[u.records.clone()].to_vec());
                     let (obs, vers) = (&observations[u.observations.clone()], &verifications[u.verifications.clone()]);
-                    if let Err(e) = write_batch(&*store, &settings, vers, obs, &recs, now).await {
+                    if let Err(e) = write_batch(&store, &settings, vers, obs, &recs, now).await {
                         StoreRejected {
                             observations: obs.len(),
                             records: recs.len(),
@@ -185,7 +216,7 @@ impl StoreWriter {
                             error: &e.to_string(),
                         }
                         .emit();
-                        reject_unit(&*store, &settings, obs, vers, &mut done[u.done.clone()], &e).await;
+                        reject_unit(&store, &settings, obs, vers, &mut done[u.done.clone()], &e).await;
                     }
                 }
             }
@@ -212,7 +243,7 @@ impl StoreWriter {
                 let _ = d.send(Ok(()));
             }
             if read_depth {
-                if let Ok(depths) = store.conflict_queue_depths().await {
+                if let Ok(depths) = store.conflicts.conflict_queue_depths().await {
                     ConflictQueueDepth { depths: &depths }.emit();
                 }
             }
@@ -332,7 +363,7 @@ impl Actor for StoreWriter {
                 return;
             }
             act.last_depth = Some(Instant::now());
-            let store = act.store.clone();
+            let store = act.store.conflicts.clone();
             ctx.spawn(
                 async move {
                     if let Ok(depths) = store.conflict_queue_depths().await {
@@ -421,7 +452,7 @@ impl Handler<LoadPackage> for StoreWriter {
     /// then the pending batch is written first and the load runs right after it (both
     /// blocking the mailbox, so nothing overtakes them).
     fn handle(&mut self, msg: LoadPackage, ctx: &mut Context<Self>) -> Self::Result {
-        let store = self.store.clone();
+        let store = self.store.observations.clone();
         let settings = self.settings.clone();
         let must_flush = self.pending.packages.contains(&(msg.tenant.clone(), msg.package.clone()));
         let load = async move {

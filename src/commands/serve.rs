@@ -6,7 +6,7 @@ use std::io::Write;
 use std::process::ExitCode;
 use vex_lens::app::{self, RunOptions};
 use vex_lens::config::Config;
-use vex_lens::ports::ConsensusStore;
+use vex_lens::ports::RecordStore;
 use vex_lens::stores::embedded::EmbeddedStore;
 
 /// Applies the command-line flags over the file and environment configuration.
@@ -75,7 +75,7 @@ pub fn run_records(args: RecordsArgs) -> anyhow::Result<ExitCode> {
         let mut out = std::io::BufWriter::new(stdout.lock());
         if let Some(uri) = &args.mongo_uri {
             let store = vex_lens::stores::connect_mongo(uri, &args.mongo_db).await?;
-            let records = store.list_records(args.tenant.as_deref(), None).await?;
+            let records = store.records.list_records(args.tenant.as_deref(), None).await?;
             crate::commands::consensus::write_records(&mut out, &records, args.format)?;
         } else {
             let dir = match &args.data_dir {

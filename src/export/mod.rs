@@ -23,7 +23,7 @@ use crate::crypto::{sign_envelope, SignError, SigningKey};
 use crate::domain::canonical;
 use crate::domain::consensus::ConsensusRecord;
 use crate::domain::timestamp::Timestamp;
-use crate::ports::{ConsensusStore, StoreError};
+use crate::ports::{RecordStore, StoreError};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -45,36 +45,7 @@ pub fn tool_commit() -> &'static str {
     }
 }
 
-/// Snapshot format.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ExportFormat {
-    /// `consensus.json`: a JSON array, one canonical record per line.
-    Json,
-    /// `consensus.ndjson`: one canonical record per line.
-    Ndjson,
-    /// `consensus.openvex.json`: one OpenVEX v0.2.0 document, a statement per record.
-    Openvex,
-}
-
-impl ExportFormat {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ExportFormat::Json => "json",
-            ExportFormat::Ndjson => "ndjson",
-            ExportFormat::Openvex => "openvex",
-        }
-    }
-
-    /// Name of the snapshot file.
-    pub fn file_name(self) -> &'static str {
-        match self {
-            ExportFormat::Json => "consensus.json",
-            ExportFormat::Ndjson => "consensus.ndjson",
-            ExportFormat::Openvex => "consensus.openvex.json",
-        }
-    }
-}
+pub use crate::domain::export_format::ExportFormat;
 
 /// An export failed.
 #[derive(Debug, thiserror::Error)]
@@ -373,7 +344,7 @@ pub fn filter_since(records: Vec<ConsensusRecord>, since: Option<&Timestamp>) ->
 /// `req.since`, or all): what the export actor runs for a job. The file writes are
 /// blocking; run it where blocking is allowed (e.g. a `SyncArbiter`, `spawn_blocking`, or
 /// a current-thread runtime of its own).
-pub async fn export_from_store<S: ConsensusStore + ?Sized>(
+pub async fn export_from_store<S: RecordStore + ?Sized>(
     store: &S,
     req: &ExportRequest,
     signer: Option<&SigningKey>,

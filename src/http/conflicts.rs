@@ -80,7 +80,7 @@ pub async fn list(
         limit,
         ..Default::default()
     };
-    let records = state.store.query_records(&q).await?;
+    let records = state.stores.records.query_records(&q).await?;
     let next_page_token = (records.len() == limit)
         .then(|| records.last().map(|t| encode_cursor(&t.record.artifact, &t.record.vulnerability)))
         .flatten();

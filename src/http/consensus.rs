@@ -43,7 +43,7 @@ fn pair_of(caller_tenant: &str, p: &Params) -> Result<PairKey, ApiError> {
 
 /// The current record of a pair, with the time it was written.
 async fn current(state: &State, pair: &PairKey) -> Result<TimedRecord, ApiError> {
-    state.store.query_records(&RecordQuery::pair(pair)).await?.pop().ok_or_else(|| no_record(pair))
+    state.stores.records.query_records(&RecordQuery::pair(pair)).await?.pop().ok_or_else(|| no_record(pair))
 }
 
 fn no_record(pair: &PairKey) -> ApiError {
@@ -67,7 +67,7 @@ pub async fn get(
     if single {
         // The stored canonical JSON as it is (no decode and re-encode on this path).
         let pair = pair_of(&caller.tenant, &p)?;
-        let json = state.store.current_record_json(&pair).await?.ok_or_else(|| no_record(&pair))?;
+        let json = state.stores.records.current_record_json(&pair).await?.ok_or_else(|| no_record(&pair))?;
         return Ok(HttpResponse::Ok().content_type(ContentType::json()).body(web::Bytes::from_owner(json)));
     }
     let limit = p.page_size(state.api.default_page_size, state.api.max_page_size)?;
@@ -83,7 +83,7 @@ pub async fn get(
         limit,
         ..Default::default()
     };
-    let items = state.store.query_records(&q).await?;
+    let items = state.stores.records.query_records(&q).await?;
     Ok(HttpResponse::Ok().json(page_of(items, limit)))
 }
 
@@ -110,7 +110,7 @@ pub async fn explain(
     let p = Params::parse(req.query_string(), &["artifact", "vulnerability"])?;
     let pair = pair_of(&caller.tenant, &p)?;
     let record = current(&state, &pair).await?;
-    let observations = state.store.observations_for_package(&pair.tenant, &record.record.package).await?;
+    let observations = state.stores.observations.observations_for_package(&pair.tenant, &record.record.package).await?;
     let mut st = PackageState::new();
     for o in observations {
         st.apply(o).map_err(|e| ApiError::from(crate::ports::StoreError::Rejected(e.to_string())))?;
@@ -134,7 +134,7 @@ pub async fn history(
     let p = Params::parse(req.query_string(), &["artifact", "vulnerability", "as_of"])?;
     let pair = pair_of(&caller.tenant, &p)?;
     let as_of = p.time_ms("as_of")?;
-    let versions = state.store.record_history(&pair).await?;
+    let versions = state.stores.records.record_history(&pair).await?;
     match as_of {
         None if versions.is_empty() => {
             Err(ApiError::not_found(format!("no consensus history for {} / {}", pair.artifact, pair.vulnerability)))

@@ -133,7 +133,7 @@ pub async fn list(
 ) -> Result<HttpResponse, ApiError> {
     let p = Params::parse(req.query_string(), &["page_size"])?;
     let limit = p.page_size(state.api.default_page_size, state.api.max_page_size)?;
-    let mut jobs = state.store.list_export_jobs(&caller.tenant).await?;
+    let mut jobs = state.stores.export_jobs.list_export_jobs(&caller.tenant).await?;
     jobs.truncate(limit);
     let items: Vec<JobView> = jobs.into_iter().map(JobView::of).collect();
     Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items })))
@@ -153,7 +153,7 @@ async fn job_of(state: &State, tenant: &str, id: &str) -> Result<(ExportJobRecor
     if !plain_name(id) {
         return Err(missing());
     }
-    match state.store.get_export_job(id).await? {
+    match state.stores.export_jobs.get_export_job(id).await? {
         Some(j) if j.tenant.as_deref() == Some(tenant) => {
             let dir = state.export_dir.join(&j.job_id);
             Ok((j, dir))

@@ -14,7 +14,7 @@ pub async fn liveness() -> HttpResponse {
 }
 
 pub async fn readiness(state: web::Data<State>) -> HttpResponse {
-    let store = match tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await {
+    let store = match tokio::time::timeout(Duration::from_secs(2), state.stores.admin.ping()).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err("store ping timed out".to_string()),

@@ -23,7 +23,7 @@ pub mod trust;
 use crate::actors::export_job::ExportJobActor;
 use crate::config::ApiConfig;
 use crate::domain::trust::Policy;
-use crate::ports::ConsensusStore;
+use crate::ports::Stores;
 use crate::trust::TrustService;
 use actix_web::{middleware, web, App, HttpResponse, HttpServer};
 use serde::Serialize;
@@ -74,7 +74,8 @@ pub struct StatusInfo {
 
 /// What the server needs.
 pub struct ServerDeps {
-    pub store: Arc<dyn ConsensusStore>,
+    /// The store, one handle per role (each handler uses the roles it reads).
+    pub stores: Stores,
     pub broker: Option<ReadinessCheck>,
     pub status: StatusInfo,
     pub export: Option<actix::Addr<ExportJobActor>>,
@@ -90,7 +91,7 @@ pub struct ServerDeps {
 
 /// Shared state of the handlers.
 pub struct State {
-    pub store: Arc<dyn ConsensusStore>,
+    pub stores: Stores,
     pub broker: Option<ReadinessCheck>,
     pub status: StatusInfo,
     pub export: Option<actix::Addr<ExportJobActor>>,
@@ -216,7 +217,7 @@ pub fn serve(listen: &str, deps: ServerDeps) -> std::io::Result<(actix_web::dev:
         tracing::info!(event = "api_tokens", tokens = deps.api.tokens.len(), "API bearer tokens configured");
     }
     let state = web::Data::new(State {
-        store: deps.store,
+        stores: deps.stores,
         broker: deps.broker,
         status: deps.status,
         export: deps.export,
@@ -265,11 +266,10 @@ mod tests {
     #[actix_web::test]
     async fn every_listed_route_is_served() {
         let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn ConsensusStore> =
-            Arc::new(crate::stores::embedded::EmbeddedStore::open(dir.path()).unwrap());
+        let stores = Stores::of(Arc::new(crate::stores::embedded::EmbeddedStore::open(dir.path()).unwrap()));
         let policies = Arc::new(crate::trust::Policies::new(Policy::default()));
         let state = web::Data::new(State {
-            store: store.clone(),
+            stores: stores.clone(),
             broker: None,
             status: StatusInfo {
                 version: "test",
@@ -280,7 +280,7 @@ mod tests {
             },
             export: None,
             export_dir: dir.path().join("exports"),
-            trust: Arc::new(TrustService::new(store, policies, None, 0)),
+            trust: Arc::new(TrustService::new(stores.trust, stores.observations, policies, None, 0)),
             auth: auth::Auth::new(&ApiConfig::default()),
             api: ApiConfig::default(),
             streams: stream::OpenStreams::default(),

@@ -1,6 +1,6 @@
 //! `GET /v1/vex/consensus/stream`: Server-Sent Events of every consensus change of the
 //! caller's tenant, read from the store's change stream (history entries with dense
-//! per-tenant positions, [`ConsensusStore::changes_after`]), so changes made by any
+//! per-tenant positions, [`RecordStore::changes_after`]), so changes made by any
 //! instance are delivered.
 //!
 //! Invariants: the SSE `id` of an event is its position in the tenant's stream; a stream
@@ -12,13 +12,13 @@
 //! retried at the next poll and never ends or skips anything; at most `api.max_streams`
 //! streams are open at once.
 //!
-//! [`ConsensusStore::changes_after`]: crate::ports::ConsensusStore::changes_after
+//! [`RecordStore::changes_after`]: crate::ports::RecordStore::changes_after
 
 use super::auth::{Authorized, Read};
 use super::error::{ApiError, ErrorCode};
 use super::params::Params;
 use super::State;
-use crate::ports::{ChangeEvent, ConsensusStore};
+use crate::ports::{ChangeEvent, RecordStore};
 use actix_web::http::StatusCode;
 use actix_web::web::Bytes;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -112,7 +112,7 @@ pub async fn stream(
     let p = Params::parse(req.query_string(), &["artifact", "package", "last_event_id"])?;
     let filter = Filter { artifact: p.artifact("artifact")?, package: p.package("package")? };
     let resume = last_event_id(&req, &p)?;
-    let tail = state.store.change_tail(&caller.tenant).await?;
+    let tail = state.stores.records.change_tail(&caller.tenant).await?;
     let cursor = match resume {
         Some(n) if n > tail => {
             return Err(ApiError::param(
@@ -131,7 +131,7 @@ pub async fn stream(
         )
     })?;
     let s = Stream {
-        store: state.store.clone(),
+        store: state.stores.records.clone(),
         tenant: caller.tenant.clone(),
         filter,
         cursor,
@@ -155,7 +155,7 @@ pub async fn stream(
 
 /// One open stream.
 struct Stream {
-    store: Arc<dyn ConsensusStore>,
+    store: Arc<dyn RecordStore>,
     tenant: String,
     filter: Filter,
     /// The last position read (sent or filtered out).

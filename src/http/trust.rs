@@ -161,7 +161,7 @@ pub async fn simulate(
     let mut truncated = false;
     loop {
         let q = RecordQuery { tenant: caller.tenant.clone(), after: after.clone(), limit: 1000, ..Default::default() };
-        let page = state.store.query_records(&q).await?;
+        let page = state.stores.records.query_records(&q).await?;
         let full = page.len() == q.limit;
         for t in page {
             if evaluated == MAX_SIMULATED_PAIRS {
@@ -178,7 +178,7 @@ pub async fn simulate(
     }
     let mut changes = Vec::new();
     for (package, pairs) in by_package {
-        let observations = state.store.observations_for_package(&caller.tenant, &package).await?;
+        let observations = state.stores.observations.observations_for_package(&caller.tenant, &package).await?;
         let mut st = PackageState::new();
         for o in observations {
             st.apply(o).map_err(|e| ApiError::from(crate::ports::StoreError::Rejected(e.to_string())))?;

@@ -1,4 +1,4 @@
-//! The [`ConsensusStore`] contract, written once as a generic async function and run
+//! The store contract (every role of `crate::ports`), written once as a generic async function and run
 //! against every adapter: the embedded store in `cargo test`, MongoDB in the
 //! integration tests.
 //!
@@ -11,8 +11,9 @@ use crate::domain::keys::parse_key;
 use crate::domain::model::{IssuerSource, Observation, Provenance, Signature, SourceFormat, Status, TimestampSource};
 use crate::domain::timestamp::Timestamp;
 use crate::domain::trust::Policy;
+use crate::domain::version::{RecordVersion, VersionedRecord};
 use crate::ports::{
-    ConsensusStore, ExportJobRecord, RecordQuery, RecordVersion, TrustAudit, VerificationRecord, VersionedRecord,
+    ConflictQueue, ExportJobRecord, RecordQuery, RecordStore, Store, TrustAudit, TrustStore, VerificationRecord,
 };
 use std::collections::BTreeSet;
 
@@ -65,8 +66,8 @@ fn ids(v: &[Observation]) -> BTreeSet<String> {
     v.iter().map(|o| o.id.to_string()).collect()
 }
 
-/// Runs every clause of the [`ConsensusStore`] contract against `store`.
-pub async fn store_contract_suite<S: ConsensusStore>(store: &S) {
+/// Runs every clause of the store contract against `store`.
+pub async fn store_contract_suite<S: Store>(store: &S) {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
     let tenant = format!("contract-{nanos}");
     let other_tenant = format!("{tenant}-other");
@@ -187,7 +188,7 @@ pub async fn store_contract_suite<S: ConsensusStore>(store: &S) {
     // Export job records are upserts by job id.
     let mut job = ExportJobRecord {
         job_id: format!("contract-{tenant}"),
-        format: crate::export::ExportFormat::Json,
+        format: crate::domain::export_format::ExportFormat::Json,
         tenant: Some(tenant.clone()),
         since_ms: None,
         started_at_ms: 7,
@@ -299,7 +300,7 @@ pub async fn store_contract_suite<S: ConsensusStore>(store: &S) {
 /// touches the conflict queue); an equal version of the same record changes nothing; a
 /// higher epoch wins whatever its offset; the same record at a newer version only raises
 /// the stored version.
-async fn fence_clauses<S: ConsensusStore>(store: &S, tenant: &str) {
+async fn fence_clauses<S: RecordStore + ConflictQueue>(store: &S, tenant: &str) {
     let e = sample_observation(tenant, "vendor", "pkg:npm/contract-f@1.0.0", "CVE-2024-0002", Status::Affected);
     let f = sample_observation(tenant, "scanner", "pkg:npm/contract-f@1.0.0", "CVE-2024-0002", Status::NotAffected);
     let pair_f = PairKey {
@@ -364,7 +365,7 @@ async fn fence_clauses<S: ConsensusStore>(store: &S, tenant: &str) {
 }
 
 /// Trust policies: compare-and-set on the tenant's epoch, audit entries per tenant.
-async fn trust_contract<S: ConsensusStore>(store: &S, tenant: &str, other_tenant: &str) {
+async fn trust_contract<S: TrustStore>(store: &S, tenant: &str, other_tenant: &str) {
     use crate::domain::trust::{TenantTrust, Tier, TrustChange};
     let base = Policy::default();
     let mine = |t: &[TenantTrust]| t.iter().filter(|x| x.tenant == tenant).cloned().collect::<Vec<_>>();
@@ -425,7 +426,7 @@ async fn trust_contract<S: ConsensusStore>(store: &S, tenant: &str, other_tenant
 /// order written; resuming after a position gives exactly the later entries; per tenant.
 /// `written` are the tenant's history entries so far (time, record), `again` a record
 /// that changes the pair of `written[0]` once more.
-async fn change_stream_clauses<S: ConsensusStore>(
+async fn change_stream_clauses<S: RecordStore>(
     store: &S,
     tenant: &str,
     other_tenant: &str,

@@ -1,4 +1,4 @@
-//! The embedded store: a [`ConsensusStore`] on redb under `--data-dir`, plus what the
+//! The embedded store: every store role ([`crate::ports::Store`]) on redb under `--data-dir`, plus what the
 //! embedded sources need to remember (processed files, dead letters).
 //!
 //! Invariants: every write is one redb write transaction committed with immediate
@@ -12,9 +12,11 @@ use super::read_cache::ReadCache;
 use crate::domain::consensus::{ConsensusRecord, PairKey};
 use crate::domain::model::Observation;
 use crate::domain::trust::TenantTrust;
+use crate::domain::version::{RecordVersion, VersionedRecord};
 use crate::ports::{
-    decide_write, pair_id, trust_audit_id, ChangeEvent, ConsensusStore, ExportJobRecord, RecordQuery, RecordVersion,
-    StoreError, TimedRecord, TrustAudit, VerificationRecord, VersionedRecord, WriteDecision,
+    decide_write, pair_id, trust_audit_id, ChangeEvent, ConflictQueue, ExportJobRecord, ExportJobStore,
+    ObservationStore, RecordQuery, RecordStore, StoreAdmin, StoreError, TimedRecord, TrustAudit, TrustStore,
+    VerificationRecord, VerificationStore, WriteDecision,
 };
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -297,7 +299,7 @@ impl EmbeddedStore {
 }
 
 #[async_trait::async_trait]
-impl ConsensusStore for EmbeddedStore {
+impl StoreAdmin for EmbeddedStore {
     async fn init(&self) -> Result<(), StoreError> {
         let s = self.clone();
         self.blocking(move |_| s.create_tables()).await
@@ -306,7 +308,10 @@ impl ConsensusStore for EmbeddedStore {
     async fn ping(&self) -> Result<(), StoreError> {
         self.blocking(|db| db.begin_read().map(|_| ()).map_err(err)).await
     }
+}
 
+#[async_trait::async_trait]
+impl ObservationStore for EmbeddedStore {
     async fn put_observations(&self, observations: &[Observation]) -> Result<(), StoreError> {
         if observations.is_empty() {
             return Ok(());
@@ -352,6 +357,29 @@ impl ConsensusStore for EmbeddedStore {
         .await
     }
 
+    /// A scan of the tenant's observation keys (`tenant \0 package \0 id`): no value decoded.
+    async fn tenant_packages(&self, tenant: &str) -> Result<Vec<String>, StoreError> {
+        let start = format!("{tenant}\u{0}");
+        let end = format!("{tenant}\u{1}");
+        self.blocking(move |db| {
+            let tx = db.begin_read().map_err(err)?;
+            let t = tx.open_table(OBSERVATIONS).map_err(err)?;
+            let mut out: Vec<String> = Vec::new();
+            for r in t.range(start.as_str()..end.as_str()).map_err(err)? {
+                let (k, _) = r.map_err(err)?;
+                let package = k.value()[start.len()..].split('\u{0}').next().unwrap_or_default();
+                if out.last().map(String::as_str) != Some(package) {
+                    out.push(package.to_string());
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+}
+
+#[async_trait::async_trait]
+impl RecordStore for EmbeddedStore {
     /// One write transaction: each record is compared with the stored one
     /// ([`decide_write`]) and written, with its history entry and conflict-queue change,
     /// only if it is not older; all of it commits together.
@@ -426,26 +454,6 @@ impl ConsensusStore for EmbeddedStore {
         .await
     }
 
-    async fn current_record_json(&self, pair: &PairKey) -> Result<Option<Arc<[u8]>>, StoreError> {
-        let id = pair_id(pair);
-        if let Some(hit) = self.reads.get(&id) {
-            return Ok(Some(hit));
-        }
-        let reads = self.reads.clone();
-        self.blocking(move |db| {
-            let generation = reads.generation();
-            let tx = db.begin_read().map_err(err)?;
-            let t = tx.open_table(CONSENSUS).map_err(err)?;
-            let Some(v) = t.get(id.as_str()).map_err(err)? else { return Ok(None) };
-            let s = StoredRecord::decode(v.value())?;
-            let json: Arc<[u8]> =
-                TimedRecord { record: s.record, changed_at_ms: s.changed_at_ms }.canonical_json()?.into();
-            reads.fill(generation, &id, json.clone());
-            Ok(Some(json))
-        })
-        .await
-    }
-
     async fn get_record(&self, pair: &PairKey) -> Result<Option<ConsensusRecord>, StoreError> {
         let id = pair_id(pair);
         self.blocking(move |db| {
@@ -490,40 +498,6 @@ impl ConsensusStore for EmbeddedStore {
         Ok(records)
     }
 
-    async fn conflict_queue_depth(&self) -> Result<u64, StoreError> {
-        self.blocking(|db| {
-            let tx = db.begin_read().map_err(err)?;
-            let n = tx.open_table(CONFLICTS).map_err(err)?.len().map_err(err)?;
-            Ok(n)
-        })
-        .await
-    }
-
-    async fn conflict_queue_depths(&self) -> Result<Vec<(String, u64)>, StoreError> {
-        self.blocking(|db| {
-            let tx = db.begin_read().map_err(err)?;
-            let t = tx.open_table(CONFLICTS).map_err(err)?;
-            let mut by_tenant = std::collections::BTreeMap::<String, u64>::new();
-            for entry in t.iter().map_err(err)? {
-                let (_, v) = entry.map_err(err)?;
-                let r: ConsensusRecord = serde_json::from_slice(v.value()).map_err(json_err)?;
-                *by_tenant.entry(r.tenant).or_default() += 1;
-            }
-            Ok(by_tenant.into_iter().collect())
-        })
-        .await
-    }
-
-    async fn put_verification(&self, v: &VerificationRecord) -> Result<(), StoreError> {
-        self.put_json(VERIFICATIONS, &v.envelope_digest, v).await
-    }
-
-    async fn put_export_job(&self, job: &ExportJobRecord) -> Result<(), StoreError> {
-        self.put_json(EXPORT_JOBS, &job.job_id, job).await
-    }
-
-    // --- reads of the HTTP API (scans: the embedded store serves one small instance) ---
-
     async fn query_records(&self, q: &RecordQuery) -> Result<Vec<TimedRecord>, StoreError> {
         let q = q.clone();
         // One pair: a key lookup, not a scan.
@@ -566,6 +540,26 @@ impl ConsensusStore for EmbeddedStore {
         .await
     }
 
+    async fn current_record_json(&self, pair: &PairKey) -> Result<Option<Arc<[u8]>>, StoreError> {
+        let id = pair_id(pair);
+        if let Some(hit) = self.reads.get(&id) {
+            return Ok(Some(hit));
+        }
+        let reads = self.reads.clone();
+        self.blocking(move |db| {
+            let generation = reads.generation();
+            let tx = db.begin_read().map_err(err)?;
+            let t = tx.open_table(CONSENSUS).map_err(err)?;
+            let Some(v) = t.get(id.as_str()).map_err(err)? else { return Ok(None) };
+            let s = StoredRecord::decode(v.value())?;
+            let json: Arc<[u8]> =
+                TimedRecord { record: s.record, changed_at_ms: s.changed_at_ms }.canonical_json()?.into();
+            reads.fill(generation, &id, json.clone());
+            Ok(Some(json))
+        })
+        .await
+    }
+
     async fn record_history(&self, pair: &PairKey) -> Result<Vec<TimedRecord>, StoreError> {
         let start = format!("{}:", pair_id(pair));
         let end = format!("{};", pair_id(pair));
@@ -586,33 +580,70 @@ impl ConsensusStore for EmbeddedStore {
         .await
     }
 
-    async fn list_export_jobs(&self, tenant: &str) -> Result<Vec<ExportJobRecord>, StoreError> {
-        let mut jobs: Vec<ExportJobRecord> = self.read_all(EXPORT_JOBS).await?;
-        jobs.retain(|j| j.tenant.as_deref() == Some(tenant));
-        jobs.sort_by(|a, b| b.started_at_ms.cmp(&a.started_at_ms).then(b.job_id.cmp(&a.job_id)));
-        Ok(jobs)
-    }
-
-    /// A scan of the tenant's observation keys (`tenant \0 package \0 id`): no value decoded.
-    async fn tenant_packages(&self, tenant: &str) -> Result<Vec<String>, StoreError> {
-        let start = format!("{tenant}\u{0}");
+    async fn changes_after(&self, tenant: &str, after: u64, limit: usize) -> Result<Vec<ChangeEvent>, StoreError> {
+        let start = change_key(tenant, after.saturating_add(1));
         let end = format!("{tenant}\u{1}");
         self.blocking(move |db| {
             let tx = db.begin_read().map_err(err)?;
-            let t = tx.open_table(OBSERVATIONS).map_err(err)?;
-            let mut out: Vec<String> = Vec::new();
-            for r in t.range(start.as_str()..end.as_str()).map_err(err)? {
-                let (k, _) = r.map_err(err)?;
-                let package = k.value()[start.len()..].split('\u{0}').next().unwrap_or_default();
-                if out.last().map(String::as_str) != Some(package) {
-                    out.push(package.to_string());
-                }
+            let changes = tx.open_table(CHANGES).map_err(err)?;
+            let hist = tx.open_table(HISTORY).map_err(err)?;
+            let mut out = Vec::new();
+            for r in changes.range(start.as_str()..end.as_str()).map_err(err)?.take(limit) {
+                let (k, hid) = r.map_err(err)?;
+                let seq = k.value().rsplit('\u{0}').next().and_then(|s| s.parse().ok()).ok_or_else(|| {
+                    StoreError::Rejected(format!("change stream key {:?} has no position", k.value()))
+                })?;
+                let Some(v) = hist.get(hid.value()).map_err(err)? else {
+                    return Err(StoreError::Rejected(format!("change {seq} names a missing history entry")));
+                };
+                let s = StoredRecord::decode(v.value())?;
+                out.push(ChangeEvent { seq, entry: TimedRecord { record: s.record, changed_at_ms: s.changed_at_ms } });
             }
             Ok(out)
         })
         .await
     }
 
+    async fn change_tail(&self, tenant: &str) -> Result<u64, StoreError> {
+        let tenant = tenant.to_string();
+        self.blocking(move |db| {
+            let tx = db.begin_read().map_err(err)?;
+            let t = tx.open_table(CHANGE_TAILS).map_err(err)?;
+            Ok(t.get(tenant.as_str()).map_err(err)?.map_or(0, |v| v.value()))
+        })
+        .await
+    }
+}
+
+#[async_trait::async_trait]
+impl ConflictQueue for EmbeddedStore {
+    async fn conflict_queue_depth(&self) -> Result<u64, StoreError> {
+        self.blocking(|db| {
+            let tx = db.begin_read().map_err(err)?;
+            let n = tx.open_table(CONFLICTS).map_err(err)?.len().map_err(err)?;
+            Ok(n)
+        })
+        .await
+    }
+
+    async fn conflict_queue_depths(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        self.blocking(|db| {
+            let tx = db.begin_read().map_err(err)?;
+            let t = tx.open_table(CONFLICTS).map_err(err)?;
+            let mut by_tenant = std::collections::BTreeMap::<String, u64>::new();
+            for entry in t.iter().map_err(err)? {
+                let (_, v) = entry.map_err(err)?;
+                let r: ConsensusRecord = serde_json::from_slice(v.value()).map_err(json_err)?;
+                *by_tenant.entry(r.tenant).or_default() += 1;
+            }
+            Ok(by_tenant.into_iter().collect())
+        })
+        .await
+    }
+}
+
+#[async_trait::async_trait]
+impl TrustStore for EmbeddedStore {
     async fn trust_policies(&self) -> Result<Vec<TenantTrust>, StoreError> {
         self.read_all(TRUST_POLICIES).await
     }
@@ -690,6 +721,25 @@ impl ConsensusStore for EmbeddedStore {
         .await
     }
 
+    /// Nothing to repair: the policy and its audit entry commit in one write transaction.
+    async fn repair_trust_audit(&self) -> Result<usize, StoreError> {
+        Ok(0)
+    }
+}
+
+#[async_trait::async_trait]
+impl ExportJobStore for EmbeddedStore {
+    async fn put_export_job(&self, job: &ExportJobRecord) -> Result<(), StoreError> {
+        self.put_json(EXPORT_JOBS, &job.job_id, job).await
+    }
+
+    async fn list_export_jobs(&self, tenant: &str) -> Result<Vec<ExportJobRecord>, StoreError> {
+        let mut jobs: Vec<ExportJobRecord> = self.read_all(EXPORT_JOBS).await?;
+        jobs.retain(|j| j.tenant.as_deref() == Some(tenant));
+        jobs.sort_by(|a, b| b.started_at_ms.cmp(&a.started_at_ms).then(b.job_id.cmp(&a.job_id)));
+        Ok(jobs)
+    }
+
     async fn get_export_job(&self, job_id: &str) -> Result<Option<ExportJobRecord>, StoreError> {
         let id = job_id.to_string();
         self.blocking(move |db| {
@@ -702,39 +752,12 @@ impl ConsensusStore for EmbeddedStore {
         })
         .await
     }
+}
 
-    async fn changes_after(&self, tenant: &str, after: u64, limit: usize) -> Result<Vec<ChangeEvent>, StoreError> {
-        let start = change_key(tenant, after.saturating_add(1));
-        let end = format!("{tenant}\u{1}");
-        self.blocking(move |db| {
-            let tx = db.begin_read().map_err(err)?;
-            let changes = tx.open_table(CHANGES).map_err(err)?;
-            let hist = tx.open_table(HISTORY).map_err(err)?;
-            let mut out = Vec::new();
-            for r in changes.range(start.as_str()..end.as_str()).map_err(err)?.take(limit) {
-                let (k, hid) = r.map_err(err)?;
-                let seq = k.value().rsplit('\u{0}').next().and_then(|s| s.parse().ok()).ok_or_else(|| {
-                    StoreError::Rejected(format!("change stream key {:?} has no position", k.value()))
-                })?;
-                let Some(v) = hist.get(hid.value()).map_err(err)? else {
-                    return Err(StoreError::Rejected(format!("change {seq} names a missing history entry")));
-                };
-                let s = StoredRecord::decode(v.value())?;
-                out.push(ChangeEvent { seq, entry: TimedRecord { record: s.record, changed_at_ms: s.changed_at_ms } });
-            }
-            Ok(out)
-        })
-        .await
-    }
-
-    async fn change_tail(&self, tenant: &str) -> Result<u64, StoreError> {
-        let tenant = tenant.to_string();
-        self.blocking(move |db| {
-            let tx = db.begin_read().map_err(err)?;
-            let t = tx.open_table(CHANGE_TAILS).map_err(err)?;
-            Ok(t.get(tenant.as_str()).map_err(err)?.map_or(0, |v| v.value()))
-        })
-        .await
+#[async_trait::async_trait]
+impl VerificationStore for EmbeddedStore {
+    async fn put_verification(&self, v: &VerificationRecord) -> Result<(), StoreError> {
+        self.put_json(VERIFICATIONS, &v.envelope_digest, v).await
     }
 }
 

@@ -1,4 +1,4 @@
-//! MongoDB adapter of [`ConsensusStore`] (official `mongodb` driver v3), written for
+//! MongoDB adapter of every store role ([`crate::ports::Store`]) (official `mongodb` driver v3), written for
 //! MongoDB 7+ (a standalone server: no transactions, no change streams, no client-level
 //! `bulkWrite`, which needs 8.0) and tested against SecantusDB (a MongoDB-wire server).
 //!
@@ -50,9 +50,11 @@
 use crate::domain::consensus::{ConsensusRecord, PairKey};
 use crate::domain::model::Observation;
 use crate::domain::trust::TenantTrust;
+use crate::domain::version::{RecordVersion, VersionedRecord};
 use crate::ports::{
-    decide_write, pair_id, trust_audit_id, ChangeEvent, ConsensusStore, ExportJobRecord, RecordQuery, RecordVersion,
-    StoreError, TimedRecord, TrustAudit, VerificationRecord, VersionedRecord, WriteDecision,
+    decide_write, pair_id, trust_audit_id, ChangeEvent, ConflictQueue, ExportJobRecord, ExportJobStore,
+    ObservationStore, RecordQuery, RecordStore, StoreAdmin, StoreError, TimedRecord, TrustAudit, TrustStore,
+    VerificationRecord, VerificationStore, WriteDecision,
 };
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Document};
@@ -96,7 +98,7 @@ const DUPLICATE_KEY: i32 = 11000;
 /// MongoDB's `InternalError`: retried a few times ([`StoreError::Internal`]).
 const INTERNAL_ERROR: i32 = 1;
 
-/// A [`ConsensusStore`] on a MongoDB-wire server. Cheap to clone (the driver's client is
+/// Every store role on a MongoDB-wire server. Cheap to clone (the driver's client is
 /// a shared pool).
 #[derive(Clone, Debug)]
 pub struct MongoStore {
@@ -105,7 +107,7 @@ pub struct MongoStore {
 
 impl MongoStore {
     /// Connects to `uri` and uses database `db`. Does not wait for the server: the first
-    /// operation (e.g. [`ConsensusStore::init`]) fails with `Unavailable` if it is down.
+    /// operation (e.g. [`StoreAdmin::init`]) fails with `Unavailable` if it is down.
     pub async fn connect(uri: &str, db: &str) -> Result<MongoStore, StoreError> {
         let mut options = ClientOptions::parse(uri).await.map_err(map_err)?;
         if options.server_selection_timeout.is_none() {
@@ -575,7 +577,7 @@ async fn create_indexes(coll: Collection<Document>, specs: Vec<(Document, &str)>
 }
 
 #[async_trait::async_trait]
-impl ConsensusStore for MongoStore {
+impl StoreAdmin for MongoStore {
     async fn init(&self) -> Result<(), StoreError> {
         create_indexes(self.coll(OBSERVATIONS), vec![(doc! { "tenant": 1, "package": 1 }, "tenant_package")]).await?;
         create_indexes(self.coll(CONSENSUS), vec![(doc! { "tenant": 1, "changed_at_ms": 1 }, "tenant_changed_at")])
@@ -611,7 +613,10 @@ impl ConsensusStore for MongoStore {
         self.db.run_command(doc! { "ping": 1 }).await.map_err(map_err)?;
         Ok(())
     }
+}
 
+#[async_trait::async_trait]
+impl ObservationStore for MongoStore {
     async fn put_observations(&self, observations: &[Observation]) -> Result<(), StoreError> {
         let docs = observations.iter().map(observation_doc).collect::<Result<Vec<_>, _>>()?;
         self.insert_ignoring_duplicates(OBSERVATIONS, docs).await
@@ -634,6 +639,21 @@ impl ConsensusStore for MongoStore {
         Ok(out)
     }
 
+    /// One aggregation on the (tenant, package) index of `vex_observations`.
+    async fn tenant_packages(&self, tenant: &str) -> Result<Vec<String>, StoreError> {
+        let pipeline = vec![doc! { "$match": { "tenant": tenant } }, doc! { "$group": { "_id": "$package" } }];
+        let mut cursor = self.coll(OBSERVATIONS).aggregate(pipeline).await.map_err(map_err)?;
+        let mut out = Vec::new();
+        while let Some(d) = cursor.try_next().await.map_err(map_err)? {
+            out.push(d.get_str("_id").map_err(rejected("package of an observation"))?.to_string());
+        }
+        out.sort();
+        Ok(out)
+    }
+}
+
+#[async_trait::async_trait]
+impl RecordStore for MongoStore {
     /// Conditional writes ([`decide_write`] on the stored version and digest, read with
     /// one `$in` query per batch; the `update` filters re-check it on the server, so a
     /// write that raced a newer one loses there): the current records first, then, for
@@ -848,38 +868,6 @@ impl ConsensusStore for MongoStore {
         Ok(out)
     }
 
-    async fn conflict_queue_depth(&self) -> Result<u64, StoreError> {
-        self.coll(CONFLICT_QUEUE).count_documents(doc! {}).await.map_err(map_err)
-    }
-
-    async fn conflict_queue_depths(&self) -> Result<Vec<(String, u64)>, StoreError> {
-        let pipeline = vec![doc! { "$group": { "_id": "$tenant", "n": { "$sum": 1 } } }];
-        let mut cursor = self.coll(CONFLICT_QUEUE).aggregate(pipeline).await.map_err(map_err)?;
-        let mut out = Vec::new();
-        while let Some(d) = cursor.try_next().await.map_err(map_err)? {
-            let tenant = d.get_str("_id").unwrap_or_default().to_string();
-            let n = match d.get("n") {
-                Some(mongodb::bson::Bson::Int32(n)) => *n as u64,
-                Some(mongodb::bson::Bson::Int64(n)) => *n as u64,
-                Some(mongodb::bson::Bson::Double(n)) => *n as u64,
-                _ => 0,
-            };
-            out.push((tenant, n));
-        }
-        out.sort();
-        Ok(out)
-    }
-
-    async fn put_verification(&self, v: &VerificationRecord) -> Result<(), StoreError> {
-        self.replace_by_id(DSSE_VERIFICATIONS, &v.envelope_digest, v, "encoding verification").await
-    }
-
-    async fn put_export_job(&self, job: &ExportJobRecord) -> Result<(), StoreError> {
-        self.replace_by_id(EXPORT_JOBS, &job.job_id, job, "encoding export job").await
-    }
-
-    // --- reads of the HTTP API (indexed: see `create_read_indexes`) -------------------
-
     async fn query_records(&self, q: &RecordQuery) -> Result<Vec<TimedRecord>, StoreError> {
         let mut filter = doc! { "tenant": &q.tenant };
         if let Some(a) = &q.artifact {
@@ -943,140 +931,6 @@ impl ConsensusStore for MongoStore {
         Ok(out)
     }
 
-    async fn list_export_jobs(&self, tenant: &str) -> Result<Vec<ExportJobRecord>, StoreError> {
-        let mut cursor = self
-            .coll(EXPORT_JOBS)
-            .find(doc! { "tenant": tenant })
-            .sort(doc! { "started_at_ms": -1, "_id": -1 })
-            .await
-            .map_err(map_err)?;
-        let mut out = Vec::new();
-        while let Some(d) = cursor.try_next().await.map_err(map_err)? {
-            out.push(mongodb::bson::from_document(d).map_err(rejected("decoding export job"))?);
-        }
-        Ok(out)
-    }
-
-    /// One aggregation on the (tenant, package) index of `vex_observations`.
-    async fn tenant_packages(&self, tenant: &str) -> Result<Vec<String>, StoreError> {
-        let pipeline = vec![doc! { "$match": { "tenant": tenant } }, doc! { "$group": { "_id": "$package" } }];
-        let mut cursor = self.coll(OBSERVATIONS).aggregate(pipeline).await.map_err(map_err)?;
-        let mut out = Vec::new();
-        while let Some(d) = cursor.try_next().await.map_err(map_err)? {
-            out.push(d.get_str("_id").map_err(rejected("package of an observation"))?.to_string());
-        }
-        out.sort();
-        Ok(out)
-    }
-
-    async fn trust_policies(&self) -> Result<Vec<TenantTrust>, StoreError> {
-        let mut cursor = self.coll(TRUST_POLICIES).find(doc! {}).await.map_err(map_err)?;
-        let mut out = Vec::new();
-        while let Some(d) = cursor.try_next().await.map_err(map_err)? {
-            let json = d.get_str("trust_json").map_err(rejected("stored trust policy"))?;
-            out.push(serde_json::from_str(json).map_err(rejected("decoding stored trust policy"))?);
-        }
-        Ok(out)
-    }
-
-    /// Compare-and-set on the epoch: the first change of a tenant inserts its document
-    /// (a duplicate `_id` means another writer came first), a later one updates with
-    /// filter `{_id: tenant, epoch: next - 1}` (no match: another writer came first).
-    /// No multi-document transaction on a standalone server, so the audit entry rides in
-    /// the same single-document write (`audit`, with `audit_written: false`) and is then
-    /// copied to `vex_trust_audit` (idempotent by its `_id`) and the flag set: a crash in
-    /// between leaves a change whose entry [`ConsensusStore::repair_trust_audit`] copies
-    /// (start-up and every trust poll), never a change without its entry. Before/after
-    /// are stored as JSON strings (issuer ids may hold `.`).
-    async fn put_trust_policy(&self, next: &TenantTrust, audit: &TrustAudit) -> Result<bool, StoreError> {
-        let expected = next.epoch.checked_sub(1).ok_or_else(|| StoreError::Rejected("epoch 0 is the seed".into()))?;
-        let json = serde_json::to_string(next).map_err(rejected("encoding trust policy"))?;
-        let entry = doc! {
-            "_id": trust_audit_id(&audit.tenant, audit.epoch),
-            "tenant": &audit.tenant,
-            "epoch": audit.epoch as i64,
-            "at_ms": audit.at_ms,
-            "who": &audit.who,
-            "kind": audit.kind.as_str(),
-            "issuer": audit.issuer.as_deref(),
-            "reason": audit.reason.as_deref(),
-            "before_json": serde_json::to_string(&audit.before).map_err(rejected("encoding trust audit"))?,
-            "after_json": serde_json::to_string(&audit.after).map_err(rejected("encoding trust audit"))?,
-        };
-        let coll = self.coll(TRUST_POLICIES);
-        if expected == 0 {
-            let d = doc! {
-                "_id": &next.tenant, "epoch": next.epoch as i64, "trust_json": &json, "updated_at_ms": audit.at_ms,
-                "audit": entry.clone(), "audit_written": false,
-            };
-            match coll.insert_one(d).await {
-                Ok(_) => {}
-                Err(e) if only_duplicate_keys(&e) => return Ok(false),
-                Err(e) => return Err(map_err(e)),
-            }
-        } else {
-            let filter = doc! { "_id": &next.tenant, "epoch": expected as i64 };
-            let update = doc! { "$set": {
-                "epoch": next.epoch as i64, "trust_json": &json, "updated_at_ms": audit.at_ms,
-                "audit": entry.clone(), "audit_written": false,
-            } };
-            let r = coll.update_one(filter, update).await.map_err(map_err)?;
-            if r.matched_count != 1 {
-                return Ok(false);
-            }
-        }
-        self.copy_audit(&next.tenant, next.epoch, entry).await?;
-        Ok(true)
-    }
-
-    async fn repair_trust_audit(&self) -> Result<usize, StoreError> {
-        let mut cursor = self.coll(TRUST_POLICIES).find(doc! { "audit_written": false }).await.map_err(map_err)?;
-        let mut pending = Vec::new();
-        while let Some(d) = cursor.try_next().await.map_err(map_err)? {
-            let tenant = d.get_str("_id").map_err(rejected("stored trust policy _id"))?.to_string();
-            let entry = d.get_document("audit").map_err(rejected("stored trust policy audit"))?.clone();
-            pending.push((tenant, int_field(&d, "epoch") as u64, entry));
-        }
-        let n = pending.len();
-        for (tenant, epoch, entry) in pending {
-            self.copy_audit(&tenant, epoch, entry).await?;
-        }
-        Ok(n)
-    }
-
-    async fn trust_recomputed(&self) -> Result<Vec<(String, u64)>, StoreError> {
-        let mut cursor = self.coll(TRUST_POLICIES).find(doc! {}).await.map_err(map_err)?;
-        let mut out = Vec::new();
-        while let Some(d) = cursor.try_next().await.map_err(map_err)? {
-            let tenant = d.get_str("_id").map_err(rejected("stored trust policy _id"))?.to_string();
-            out.push((tenant, int_field(&d, "recomputed_epoch").max(0) as u64));
-        }
-        Ok(out)
-    }
-
-    async fn mark_trust_recomputed(&self, tenant: &str, epoch: u64) -> Result<(), StoreError> {
-        let update = doc! { "$max": { "recomputed_epoch": epoch as i64 } };
-        self.coll(TRUST_POLICIES).update_one(doc! { "_id": tenant }, update).await.map_err(map_err)?;
-        Ok(())
-    }
-
-    async fn trust_audit(&self, tenant: &str) -> Result<Vec<TrustAudit>, StoreError> {
-        let mut cursor =
-            self.coll(TRUST_AUDIT).find(doc! { "tenant": tenant }).sort(doc! { "epoch": 1 }).await.map_err(map_err)?;
-        let mut out = Vec::new();
-        while let Some(d) = cursor.try_next().await.map_err(map_err)? {
-            out.push(audit_from_doc(&d)?);
-        }
-        Ok(out)
-    }
-
-    async fn get_export_job(&self, job_id: &str) -> Result<Option<ExportJobRecord>, StoreError> {
-        match self.coll(EXPORT_JOBS).find_one(doc! { "_id": job_id }).await.map_err(map_err)? {
-            Some(d) => Ok(Some(mongodb::bson::from_document(d).map_err(rejected("decoding export job"))?)),
-            None => Ok(None),
-        }
-    }
-
     /// Sequences pending entries (at most [`SEQUENCE_PER_CALL`]), then one `find` of the
     /// positions and one `$in` of their history entries.
     async fn changes_after(&self, tenant: &str, after: u64, limit: usize) -> Result<Vec<ChangeEvent>, StoreError> {
@@ -1126,6 +980,170 @@ impl ConsensusStore for MongoStore {
 
     async fn change_tail(&self, tenant: &str) -> Result<u64, StoreError> {
         self.sequence_changes(tenant).await
+    }
+}
+
+#[async_trait::async_trait]
+impl ConflictQueue for MongoStore {
+    async fn conflict_queue_depth(&self) -> Result<u64, StoreError> {
+        self.coll(CONFLICT_QUEUE).count_documents(doc! {}).await.map_err(map_err)
+    }
+
+    async fn conflict_queue_depths(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let pipeline = vec![doc! { "$group": { "_id": "$tenant", "n": { "$sum": 1 } } }];
+        let mut cursor = self.coll(CONFLICT_QUEUE).aggregate(pipeline).await.map_err(map_err)?;
+        let mut out = Vec::new();
+        while let Some(d) = cursor.try_next().await.map_err(map_err)? {
+            let tenant = d.get_str("_id").unwrap_or_default().to_string();
+            let n = match d.get("n") {
+                Some(mongodb::bson::Bson::Int32(n)) => *n as u64,
+                Some(mongodb::bson::Bson::Int64(n)) => *n as u64,
+                Some(mongodb::bson::Bson::Double(n)) => *n as u64,
+                _ => 0,
+            };
+            out.push((tenant, n));
+        }
+        out.sort();
+        Ok(out)
+    }
+}
+
+#[async_trait::async_trait]
+impl TrustStore for MongoStore {
+    async fn trust_policies(&self) -> Result<Vec<TenantTrust>, StoreError> {
+        let mut cursor = self.coll(TRUST_POLICIES).find(doc! {}).await.map_err(map_err)?;
+        let mut out = Vec::new();
+        while let Some(d) = cursor.try_next().await.map_err(map_err)? {
+            let json = d.get_str("trust_json").map_err(rejected("stored trust policy"))?;
+            out.push(serde_json::from_str(json).map_err(rejected("decoding stored trust policy"))?);
+        }
+        Ok(out)
+    }
+
+    /// Compare-and-set on the epoch: the first change of a tenant inserts its document
+    /// (a duplicate `_id` means another writer came first), a later one updates with
+    /// filter `{_id: tenant, epoch: next - 1}` (no match: another writer came first).
+    /// No multi-document transaction on a standalone server, so the audit entry rides in
+    /// the same single-document write (`audit`, with `audit_written: false`) and is then
+    /// copied to `vex_trust_audit` (idempotent by its `_id`) and the flag set: a crash in
+    /// between leaves a change whose entry [`TrustStore::repair_trust_audit`] copies
+    /// (start-up and every trust poll), never a change without its entry. Before/after
+    /// are stored as JSON strings (issuer ids may hold `.`).
+    async fn put_trust_policy(&self, next: &TenantTrust, audit: &TrustAudit) -> Result<bool, StoreError> {
+        let expected = next.epoch.checked_sub(1).ok_or_else(|| StoreError::Rejected("epoch 0 is the seed".into()))?;
+        let json = serde_json::to_string(next).map_err(rejected("encoding trust policy"))?;
+        let entry = doc! {
+            "_id": trust_audit_id(&audit.tenant, audit.epoch),
+            "tenant": &audit.tenant,
+            "epoch": audit.epoch as i64,
+            "at_ms": audit.at_ms,
+            "who": &audit.who,
+            "kind": audit.kind.as_str(),
+            "issuer": audit.issuer.as_deref(),
+            "reason": audit.reason.as_deref(),
+            "before_json": serde_json::to_string(&audit.before).map_err(rejected("encoding trust audit"))?,
+            "after_json": serde_json::to_string(&audit.after).map_err(rejected("encoding trust audit"))?,
+        };
+        let coll = self.coll(TRUST_POLICIES);
+        if expected == 0 {
+            let d = doc! {
+                "_id": &next.tenant, "epoch": next.epoch as i64, "trust_json": &json, "updated_at_ms": audit.at_ms,
+                "audit": entry.clone(), "audit_written": false,
+            };
+            match coll.insert_one(d).await {
+                Ok(_) => {}
+                Err(e) if only_duplicate_keys(&e) => return Ok(false),
+                Err(e) => return Err(map_err(e)),
+            }
+        } else {
+            let filter = doc! { "_id": &next.tenant, "epoch": expected as i64 };
+            let update = doc! { "$set": {
+                "epoch": next.epoch as i64, "trust_json": &json, "updated_at_ms": audit.at_ms,
+                "audit": entry.clone(), "audit_written": false,
+            } };
+            let r = coll.update_one(filter, update).await.map_err(map_err)?;
+            if r.matched_count != 1 {
+                return Ok(false);
+            }
+        }
+        self.copy_audit(&next.tenant, next.epoch, entry).await?;
+        Ok(true)
+    }
+
+    async fn trust_audit(&self, tenant: &str) -> Result<Vec<TrustAudit>, StoreError> {
+        let mut cursor =
+            self.coll(TRUST_AUDIT).find(doc! { "tenant": tenant }).sort(doc! { "epoch": 1 }).await.map_err(map_err)?;
+        let mut out = Vec::new();
+        while let Some(d) = cursor.try_next().await.map_err(map_err)? {
+            out.push(audit_from_doc(&d)?);
+        }
+        Ok(out)
+    }
+
+    async fn trust_recomputed(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let mut cursor = self.coll(TRUST_POLICIES).find(doc! {}).await.map_err(map_err)?;
+        let mut out = Vec::new();
+        while let Some(d) = cursor.try_next().await.map_err(map_err)? {
+            let tenant = d.get_str("_id").map_err(rejected("stored trust policy _id"))?.to_string();
+            out.push((tenant, int_field(&d, "recomputed_epoch").max(0) as u64));
+        }
+        Ok(out)
+    }
+
+    async fn mark_trust_recomputed(&self, tenant: &str, epoch: u64) -> Result<(), StoreError> {
+        let update = doc! { "$max": { "recomputed_epoch": epoch as i64 } };
+        self.coll(TRUST_POLICIES).update_one(doc! { "_id": tenant }, update).await.map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn repair_trust_audit(&self) -> Result<usize, StoreError> {
+        let mut cursor = self.coll(TRUST_POLICIES).find(doc! { "audit_written": false }).await.map_err(map_err)?;
+        let mut pending = Vec::new();
+        while let Some(d) = cursor.try_next().await.map_err(map_err)? {
+            let tenant = d.get_str("_id").map_err(rejected("stored trust policy _id"))?.to_string();
+            let entry = d.get_document("audit").map_err(rejected("stored trust policy audit"))?.clone();
+            pending.push((tenant, int_field(&d, "epoch") as u64, entry));
+        }
+        let n = pending.len();
+        for (tenant, epoch, entry) in pending {
+            self.copy_audit(&tenant, epoch, entry).await?;
+        }
+        Ok(n)
+    }
+}
+
+#[async_trait::async_trait]
+impl ExportJobStore for MongoStore {
+    async fn put_export_job(&self, job: &ExportJobRecord) -> Result<(), StoreError> {
+        self.replace_by_id(EXPORT_JOBS, &job.job_id, job, "encoding export job").await
+    }
+
+    async fn list_export_jobs(&self, tenant: &str) -> Result<Vec<ExportJobRecord>, StoreError> {
+        let mut cursor = self
+            .coll(EXPORT_JOBS)
+            .find(doc! { "tenant": tenant })
+            .sort(doc! { "started_at_ms": -1, "_id": -1 })
+            .await
+            .map_err(map_err)?;
+        let mut out = Vec::new();
+        while let Some(d) = cursor.try_next().await.map_err(map_err)? {
+            out.push(mongodb::bson::from_document(d).map_err(rejected("decoding export job"))?);
+        }
+        Ok(out)
+    }
+
+    async fn get_export_job(&self, job_id: &str) -> Result<Option<ExportJobRecord>, StoreError> {
+        match self.coll(EXPORT_JOBS).find_one(doc! { "_id": job_id }).await.map_err(map_err)? {
+            Some(d) => Ok(Some(mongodb::bson::from_document(d).map_err(rejected("decoding export job"))?)),
+            None => Ok(None),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl VerificationStore for MongoStore {
+    async fn put_verification(&self, v: &VerificationRecord) -> Result<(), StoreError> {
+        self.replace_by_id(DSSE_VERIFICATIONS, &v.envelope_digest, v, "encoding verification").await
     }
 }
 

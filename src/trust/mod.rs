@@ -15,7 +15,7 @@ pub mod policies;
 pub use policies::Policies;
 
 use crate::domain::trust::{ChangeError, TenantTrust, TrustChange};
-use crate::ports::{ConsensusStore, StoreError, TrustAudit};
+use crate::ports::{ObservationStore, StoreError, TrustAudit, TrustStore};
 use crate::telemetry::events::{IssuerTrustChanged, LogEvent, TrustPolicyChanged, TrustPolicyInstalled};
 use crate::telemetry::{RECOMPUTE_ISSUER_UPDATE, RECOMPUTE_POLICY_KNOB};
 use futures::StreamExt;
@@ -82,7 +82,10 @@ pub struct Applied {
 
 /// Applies trust changes and keeps this instance's [`Policies`] in step with the store.
 pub struct TrustService {
-    store: Arc<dyn ConsensusStore>,
+    /// The tenants' settings, their audit and the recompute marks.
+    trust: Arc<dyn TrustStore>,
+    /// Which packages a tenant has (a change recomputes them all).
+    observations: Arc<dyn ObservationStore>,
     policies: Arc<Policies>,
     recompute: Option<Arc<dyn Recompute>>,
     /// Most changes per tenant per minute (0: no limit).
@@ -117,13 +120,15 @@ fn label<T: serde::Serialize>(v: &T) -> String {
 
 impl TrustService {
     pub fn new(
-        store: Arc<dyn ConsensusStore>,
+        trust: Arc<dyn TrustStore>,
+        observations: Arc<dyn ObservationStore>,
         policies: Arc<Policies>,
         recompute: Option<Arc<dyn Recompute>>,
         per_minute: u32,
     ) -> TrustService {
         TrustService {
-            store,
+            trust,
+            observations,
             policies,
             recompute,
             per_minute,
@@ -191,7 +196,7 @@ impl TrustService {
                 after: after.clone(),
             };
             let policy_before = self.policies.for_tenant(tenant);
-            let written = match self.store.put_trust_policy(&after, &audit).await {
+            let written = match self.trust.put_trust_policy(&after, &audit).await {
                 Ok(w) => w,
                 // The outcome is unknown (e.g. the policy was written, then the audit
                 // insert failed): the store says whether the change is in force.
@@ -243,7 +248,7 @@ impl TrustService {
             let (packages, pairs) = self.recompute_tenant(tenant, reason_of(&before, &after)).await?;
             // Every pair is durable under the new epoch: the recompute is no longer owed
             // (without the mark, start-up or the poller redoes it: harmless).
-            if let Err(e) = self.store.mark_trust_recomputed(tenant, after.epoch).await {
+            if let Err(e) = self.trust.mark_trust_recomputed(tenant, after.epoch).await {
                 crate::warn_event!(LogEvent::TrustPollFailed, tenant, error = %e, "recompute not marked done; it will be redone");
             }
             return Ok(Applied {
@@ -263,7 +268,7 @@ impl TrustService {
     /// live here) with its installed policy; (packages, records written).
     async fn recompute_tenant(&self, tenant: &str, reason: &'static str) -> Result<(usize, usize), TrustError> {
         let Some(r) = &self.recompute else { return Ok((0, 0)) };
-        let mut packages: BTreeSet<String> = self.store.tenant_packages(tenant).await?.into_iter().collect();
+        let mut packages: BTreeSet<String> = self.observations.tenant_packages(tenant).await?.into_iter().collect();
         packages.extend(r.live_packages(tenant).await.map_err(TrustError::Recompute)?);
         let pairs = Arc::new(AtomicUsize::new(0));
         let failures: Vec<String> = futures::stream::iter(packages.iter().cloned())
@@ -295,7 +300,7 @@ impl TrustService {
     /// instance that made the change is likely still at it; doing it twice is harmless,
     /// only costly). Returns the tenants recomputed.
     pub async fn finish_pending(&self, grace: Option<Duration>) -> Result<usize, TrustError> {
-        let repaired = self.store.repair_trust_audit().await?;
+        let repaired = self.trust.repair_trust_audit().await?;
         if repaired > 0 {
             tracing::info!(
                 event = "trust_audit_repaired",
@@ -326,13 +331,13 @@ impl TrustService {
                 continue;
             }
             self.refresh().await?;
-            let reason = match self.store.trust_audit(&tenant).await?.last() {
+            let reason = match self.trust.trust_audit(&tenant).await?.last() {
                 Some(a) if a.kind == crate::domain::trust::TrustChangeKind::Issuer => RECOMPUTE_ISSUER_UPDATE,
                 _ => RECOMPUTE_POLICY_KNOB,
             };
             let t0 = Instant::now();
             let (packages, pairs) = self.recompute_tenant(&tenant, reason).await?;
-            self.store.mark_trust_recomputed(&tenant, epoch).await?;
+            self.trust.mark_trust_recomputed(&tenant, epoch).await?;
             self.pending_since.lock().unwrap_or_else(|e| e.into_inner()).remove(&tenant);
             tracing::info!(
                 event = "trust_recompute_finished",
@@ -350,9 +355,9 @@ impl TrustService {
 
     /// Tenants whose stored policy epoch is above their recomputed mark, with that epoch.
     async fn owed(&self) -> Result<HashMap<String, u64>, StoreError> {
-        let marks: HashMap<String, u64> = self.store.trust_recomputed().await?.into_iter().collect();
+        let marks: HashMap<String, u64> = self.trust.trust_recomputed().await?.into_iter().collect();
         Ok(self
-            .store
+            .trust
             .trust_policies()
             .await?
             .into_iter()
@@ -365,7 +370,7 @@ impl TrustService {
     /// (tenant, recompute reason) of each tenant whose policy changed here.
     pub async fn refresh(&self) -> Result<Vec<(String, &'static str)>, StoreError> {
         let mut changed = Vec::new();
-        for t in self.store.trust_policies().await? {
+        for t in self.trust.trust_policies().await? {
             let before = self.policies.trust(&t.tenant);
             let (tenant, epoch, reason) = (t.tenant.clone(), t.epoch, reason_of(&before, &t));
             if let Some(p) = self.policies.install(t) {
@@ -425,7 +430,6 @@ impl TrustService {
 mod tests {
     use super::*;
     use crate::domain::trust::{Policy, Tier};
-    use crate::ports::RecordQuery;
     use crate::stores::embedded::EmbeddedStore;
 
     fn issuer(tier: Tier) -> TrustChange {
@@ -435,9 +439,9 @@ mod tests {
     #[tokio::test(flavor = "multi_thread")]
     async fn changes_persist_audit_rate_limit_and_converge() {
         let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn ConsensusStore> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
-        let a = TrustService::new(store.clone(), Arc::new(Policies::new(Policy::default())), None, 2);
-        let b = TrustService::new(store.clone(), Arc::new(Policies::new(Policy::default())), None, 2);
+        let store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+        let a = TrustService::new(store.clone(), store.clone(), Arc::new(Policies::new(Policy::default())), None, 2);
+        let b = TrustService::new(store.clone(), store.clone(), Arc::new(Policies::new(Policy::default())), None, 2);
         let bad = TrustChange::Issuer { id: "vendor".into(), tier: None, weight: Some(3.0) };
         assert!(matches!(a.apply("alice", "t", &bad, None).await, Err(TrustError::Invalid(_))));
         let applied = a.apply("alice", "t", &issuer(Tier::Trusted), Some("vetted")).await.unwrap();
@@ -507,7 +511,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread")]
     async fn a_recompute_cut_short_is_finished_at_start_up() {
         let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn ConsensusStore> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+        let store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
         let packages: Vec<String> = (0..6).map(|i| format!("pkg:npm/owed-{i}")).collect();
         let obs: Vec<_> = packages
             .iter()
@@ -523,14 +527,15 @@ mod tests {
             .collect();
         store.put_observations(&obs).await.unwrap();
         let crashing = Arc::new(Recorder { done: Mutex::new(Vec::new()), crash_after: Some(2) });
-        let a = TrustService::new(store.clone(), Arc::new(Policies::new(Policy::default())), Some(crashing.clone()), 0);
+        let policies = || Arc::new(Policies::new(Policy::default()));
+        let a = TrustService::new(store.clone(), store.clone(), policies(), Some(crashing.clone()), 0);
         assert!(matches!(a.apply("alice", "t", &issuer(Tier::Trusted), None).await, Err(TrustError::Recompute(_))));
         assert_eq!(crashing.done.lock().unwrap().len(), 2);
         assert_eq!(a.owed().await.unwrap().get("t"), Some(&1), "the change is durable, its recompute owed");
 
         // "Restart": a new service on the same store.
         let fine = Arc::new(Recorder { done: Mutex::new(Vec::new()), crash_after: None });
-        let b = TrustService::new(store.clone(), Arc::new(Policies::new(Policy::default())), Some(fine.clone()), 0);
+        let b = TrustService::new(store.clone(), store.clone(), policies(), Some(fine.clone()), 0);
         b.refresh().await.unwrap();
         assert_eq!(b.finish_pending(Some(Duration::from_secs(3600))).await.unwrap(), 0, "the poller waits its grace");
         assert_eq!(b.finish_pending(None).await.unwrap(), 1, "start-up finishes it");
@@ -545,76 +550,30 @@ mod tests {
         assert_eq!(store.trust_recomputed().await.unwrap(), vec![("t".to_string(), 2)]);
     }
 
-    /// Writes the policy, then fails (as when the audit insert fails after the policy).
-    struct FailsAfterWriting(EmbeddedStore);
+    /// The trust role over the real store, but a policy write fails after writing (as
+    /// when the audit insert fails after the policy).
+    struct FailsAfterWriting(Arc<EmbeddedStore>);
 
     #[async_trait::async_trait]
-    impl ConsensusStore for FailsAfterWriting {
-        async fn init(&self) -> Result<(), StoreError> {
-            self.0.init().await
-        }
-        async fn ping(&self) -> Result<(), StoreError> {
-            self.0.ping().await
-        }
-        async fn put_observations(&self, o: &[crate::domain::model::Observation]) -> Result<(), StoreError> {
-            self.0.put_observations(o).await
-        }
-        async fn observations_for_package(
-            &self,
-            t: &str,
-            p: &str,
-        ) -> Result<Vec<crate::domain::model::Observation>, StoreError> {
-            self.0.observations_for_package(t, p).await
-        }
-        async fn put_records(&self, r: &[crate::ports::VersionedRecord], at: i64) -> Result<(), StoreError> {
-            self.0.put_records(r, at).await
-        }
-        async fn get_record(
-            &self,
-            p: &crate::domain::consensus::PairKey,
-        ) -> Result<Option<crate::domain::consensus::ConsensusRecord>, StoreError> {
-            self.0.get_record(p).await
-        }
-        async fn list_records(
-            &self,
-            t: Option<&str>,
-            s: Option<i64>,
-        ) -> Result<Vec<crate::domain::consensus::ConsensusRecord>, StoreError> {
-            self.0.list_records(t, s).await
-        }
-        async fn conflict_queue_depth(&self) -> Result<u64, StoreError> {
-            self.0.conflict_queue_depth().await
-        }
-        async fn conflict_queue_depths(&self) -> Result<Vec<(String, u64)>, StoreError> {
-            self.0.conflict_queue_depths().await
-        }
-        async fn put_verification(&self, v: &crate::ports::VerificationRecord) -> Result<(), StoreError> {
-            self.0.put_verification(v).await
-        }
-        async fn put_export_job(&self, j: &crate::ports::ExportJobRecord) -> Result<(), StoreError> {
-            self.0.put_export_job(j).await
-        }
-        async fn query_records(&self, q: &RecordQuery) -> Result<Vec<crate::ports::TimedRecord>, StoreError> {
-            self.0.query_records(q).await
-        }
-        async fn record_history(
-            &self,
-            p: &crate::domain::consensus::PairKey,
-        ) -> Result<Vec<crate::ports::TimedRecord>, StoreError> {
-            self.0.record_history(p).await
-        }
-        async fn list_export_jobs(&self, t: &str) -> Result<Vec<crate::ports::ExportJobRecord>, StoreError> {
-            self.0.list_export_jobs(t).await
-        }
-        async fn get_export_job(&self, id: &str) -> Result<Option<crate::ports::ExportJobRecord>, StoreError> {
-            self.0.get_export_job(id).await
-        }
+    impl TrustStore for FailsAfterWriting {
         async fn trust_policies(&self) -> Result<Vec<TenantTrust>, StoreError> {
             self.0.trust_policies().await
         }
         async fn put_trust_policy(&self, next: &TenantTrust, audit: &TrustAudit) -> Result<bool, StoreError> {
             self.0.put_trust_policy(next, audit).await?;
             Err(StoreError::Unavailable("connection reset after the write".into()))
+        }
+        async fn trust_audit(&self, tenant: &str) -> Result<Vec<TrustAudit>, StoreError> {
+            self.0.trust_audit(tenant).await
+        }
+        async fn trust_recomputed(&self) -> Result<Vec<(String, u64)>, StoreError> {
+            self.0.trust_recomputed().await
+        }
+        async fn mark_trust_recomputed(&self, tenant: &str, epoch: u64) -> Result<(), StoreError> {
+            self.0.mark_trust_recomputed(tenant, epoch).await
+        }
+        async fn repair_trust_audit(&self) -> Result<usize, StoreError> {
+            self.0.repair_trust_audit().await
         }
     }
 
@@ -623,8 +582,9 @@ mod tests {
     #[tokio::test(flavor = "multi_thread")]
     async fn a_change_whose_write_succeeded_before_an_error_is_in_force() {
         let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn ConsensusStore> = Arc::new(FailsAfterWriting(EmbeddedStore::open(dir.path()).unwrap()));
-        let s = TrustService::new(store.clone(), Arc::new(Policies::new(Policy::default())), None, 0);
+        let inner = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+        let store = Arc::new(FailsAfterWriting(inner.clone()));
+        let s = TrustService::new(store, inner, Arc::new(Policies::new(Policy::default())), None, 0);
         let applied = s.apply("alice", "t", &issuer(Tier::Trusted), None).await.expect("in force");
         assert_eq!(applied.after.epoch, 1);
         assert_eq!(s.policies().for_tenant("t").epoch(), 1);
