@@ -81,6 +81,11 @@ codes! {
         NoTimestamp => "no_timestamp",
         /// CSAF: a `product_status` list that is not a VEX status (e.g. `recommended`).
         NotAStatus => "not_a_status",
+        /// OpenVEX: a product id that is no purl, CPE, hash or image reference (a plain
+        /// name, an IRI): keyed `id:<string>`, matched exactly.
+        OpaqueKey => "opaque_key",
+        /// A vulnerability id, product id or key over the length limit: never a key.
+        TooLong => "too_long",
         /// CSAF: a product group id that is not defined in the product tree.
         UnknownGroup => "unknown_group",
         /// A justification outside the vocabulary: kept as `justification_original` only.
@@ -91,6 +96,10 @@ codes! {
         UnmatchedProduct => "unmatched_product",
         /// A statement that names no product: it applies to nothing.
         UnmatchedStatement => "unmatched_statement",
+        /// CSAF: a product under an `architecture` branch whose name is no unambiguous
+        /// RPM NEVRA or Debian `name_version_arch`: a name key, version and arch outside
+        /// its package key.
+        UnparsedPackageName => "unparsed_package_name",
         /// CycloneDX: an `affects[].versions[]` entry that cannot be applied to its
         /// reference (e.g. a range of an unknown scheme); the entry is skipped.
         VersionNotApplied => "version_not_applied",

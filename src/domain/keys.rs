@@ -1,9 +1,11 @@
 //! Artifact, package and vulnerability keys (CONSENSUS.md "Keys").
 //!
-//! Invariants: every key is a normalised, global identifier (purl > BOM-Link > CPE >
-//! hash > name key); two spellings of the same thing give the same key; the package key
-//! of an artifact is its key without version and qualifiers, so that every statement about
-//! a package meets in one place.
+//! Invariants: every key is a normalised identifier (purl > BOM-Link > CPE > hash > name
+//! key > opaque `id:` key); two spellings of the same thing give the same key; the package
+//! key of an artifact is its key without version and qualifiers, so that every statement
+//! about a package meets in one place; an opaque key is its own package and matches only
+//! itself; a name key lower-cases its vendor only (product and version keep their case);
+//! no id or key longer than [`MAX_KEY_BYTES`] is ever a key (the normalisers report it).
 
 use std::collections::BTreeMap;
 
@@ -15,7 +17,13 @@ pub enum KeyKind {
     Cpe,
     Hash,
     Name,
+    /// `id:<string>`: an OpenVEX product id that is no other key, matched exactly.
+    Id,
 }
+
+/// Longest vulnerability id, product id or key accepted, in bytes (docs/consensus.md
+/// "Limits"); longer ones are a `too_long` diagnostic, never a key.
+pub const MAX_KEY_BYTES: usize = 1024;
 
 /// A parsed artifact key, used for matching statements to pairs.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -246,12 +254,13 @@ pub fn normalise_bomlink(s: &str) -> Result<ArtifactKey, KeyError> {
     })
 }
 
-/// A name key `name:<vendor>/<product>[@<version>]`, lower-case, for products that
-/// have no global identifier.
+/// A name key `name:<vendor>/<product>[@<version>]`, for products that have no global
+/// identifier: the vendor lower-case, product and version as given (trimmed), since a
+/// product name may be case-sensitive (an RPM name is).
 pub fn name_key(vendor: &str, product: &str, version: Option<&str>) -> ArtifactKey {
-    let clean = |s: &str| s.trim().to_lowercase().replace('@', "%40");
-    let package = format!("name:{}/{}", clean(vendor), clean(product));
-    let version = version.map(|v| v.trim().to_lowercase()).filter(|v| !v.is_empty());
+    let clean = |s: &str| s.trim().replace('@', "%40");
+    let package = format!("name:{}/{}", clean(vendor).to_lowercase(), clean(product));
+    let version = version.map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
     let key = match &version {
         Some(v) => format!("{package}@{v}"),
         None => package.clone(),
@@ -259,11 +268,24 @@ pub fn name_key(vendor: &str, product: &str, version: Option<&str>) -> ArtifactK
     ArtifactKey { kind: KeyKind::Name, package, version, qualifiers: BTreeMap::new(), key }
 }
 
+/// The opaque key `id:<string>` of an identifier that is no other key (CONSENSUS.md "Keys
+/// from names"): matched exactly, its own package.
+pub fn opaque_key(id: &str) -> Result<ArtifactKey, KeyError> {
+    let t = id.trim();
+    if t.is_empty() {
+        return Err(KeyError::Unrecognised { value: id.to_string() });
+    }
+    let key = format!("id:{t}");
+    Ok(ArtifactKey { kind: KeyKind::Id, package: key.clone(), version: None, qualifiers: BTreeMap::new(), key })
+}
+
 /// Parses a key that is already normalised (or any identifier string): purl, BOM-Link,
-/// CPE, `name:` key or `<alg>:<hex>` hash.
+/// CPE, `name:` key, `id:` key or `<alg>:<hex>` hash.
 pub fn parse_key(s: &str) -> Result<ArtifactKey, KeyError> {
     let t = s.trim();
-    if t.starts_with("pkg:") {
+    if let Some(rest) = t.strip_prefix("id:") {
+        opaque_key(rest)
+    } else if t.starts_with("pkg:") {
         normalise_purl(t)
     } else if t.starts_with("urn:cdx:") {
         normalise_bomlink(t)
@@ -451,9 +473,21 @@ mod tests {
 
     #[test]
     fn name_keys_round_trip() {
-        let k = name_key("Example Company", "DEF", Some("1.0"));
-        assert_eq!(k.key, "name:example company/def@1.0");
+        let k = name_key("Example Company", "DEF", Some("1.0-RC1"));
+        assert_eq!(k.key, "name:example company/DEF@1.0-RC1", "the product keeps its case");
         assert_eq!(parse_key(&k.key).unwrap(), k);
+    }
+
+    #[test]
+    fn opaque_keys_match_only_themselves() {
+        let k = opaque_key(" nginx ").unwrap();
+        assert_eq!((k.key.as_str(), k.package.as_str(), k.kind), ("id:nginx", "id:nginx", KeyKind::Id));
+        assert_eq!(parse_key(&k.key).unwrap(), k);
+        assert!(k.applies_to(&k));
+        assert!(!k.applies_to(&opaque_key("nginx:1").unwrap()));
+        assert!(!k.applies_to(&name_key("", "nginx", None)));
+        assert!(opaque_key("  ").is_err());
+        assert!(k.with_version("1").is_err());
     }
 
     #[test]

@@ -24,6 +24,8 @@
 use super::{resolve_issuer, shared_all, str_field, tenant_of, version_string, DocStrings, NormaliseError};
 use crate::domain::keys::{self, ArtifactKey};
 use crate::domain::model::*;
+use crate::domain::names::{self, NamedPackage};
+use crate::domain::platforms;
 use crate::domain::timestamp::Timestamp;
 use crate::domain::vers;
 use serde_json::Value;
@@ -51,6 +53,10 @@ enum Product {
     /// Defined in `branches` or `full_product_names`, or a relationship with its own
     /// helper: its key, `None` when nothing resolves (the reason was reported already).
     Plain(Option<ArtifactKey>),
+    /// A package named by its RPM NEVRA or Debian name: `key` is in the vendor's
+    /// namespace; named through a relationship whose platform the platform table knows,
+    /// it is keyed in that platform's namespace instead.
+    Package { named: NamedPackage, key: ArtifactKey },
     /// A relationship without its own helper.
     Relationship { component: String, container: String, category: String },
 }
@@ -63,6 +69,8 @@ struct BranchPath<'a> {
     version: Option<&'a str>,
     /// A product_version_range that is not a `vers:` range (e.g. `<=1.14.0`).
     loose_range: Option<&'a str>,
+    /// The `architecture` branch, if any.
+    arch: Option<&'a str>,
 }
 
 pub fn normalise(
@@ -147,6 +155,9 @@ pub fn normalise(
             Some(_) => return Err(bad(format!("{path}.ids"), "must be an array")),
         }
         ids.retain(|s| !s.contains("://"));
+        if super::drop_long_ids(&mut ids, &path, &mut diagnostics) {
+            continue;
+        }
         let (vulnerability, aliases) =
             vulnerability_key(ids).ok_or_else(|| bad(path.clone(), "names no vulnerability id (cve or ids[].text)"))?;
         // Shared by the observations of every product of the vulnerability.
@@ -241,11 +252,14 @@ pub fn normalise(
                 let Some(status) = Status::from_csaf(list) else {
                     continue;
                 };
-                let status_original: Arc<str> = Arc::from(list.as_ref());
+                let status_original: Arc<str> = Arc::from(list);
                 for (pi, pid) in ids.iter().enumerate() {
                     let ppath = format!("{lpath}[{pi}]");
                     let pid = pid.as_str().ok_or_else(|| bad(ppath.clone(), "must be a product id string"))?;
                     named += 1;
+                    if super::too_long("product id", &ppath, pid, &mut diagnostics) {
+                        continue;
+                    }
                     let (key, scope) = match resolve(pid, &products) {
                         Ok(r) => r,
                         Err(reason) => {
@@ -307,7 +321,7 @@ pub fn normalise(
 fn resolve(pid: &str, products: &BTreeMap<String, Product>) -> Result<(ArtifactKey, Vec<String>), String> {
     let plain = |id: &str| -> Result<ArtifactKey, &'static str> {
         match products.get(id) {
-            Some(Product::Plain(Some(k))) => Ok(k.clone()),
+            Some(Product::Plain(Some(k)) | Product::Package { key: k, .. }) => Ok(k.clone()),
             Some(Product::Plain(None)) => Err("has no package URL, CPE, hash or name"),
             Some(Product::Relationship { .. }) => Err("is itself a relationship without an identification helper"),
             None => Err("is not defined in the product tree"),
@@ -320,6 +334,12 @@ fn resolve(pid: &str, products: &BTreeMap<String, Product>) -> Result<(ArtifactK
             let c = plain(container).map_err(|e| {
                 format!("is a {category} relationship whose relates_to_product_reference {container:?} {e}")
             })?;
+            // A package named by its distribution's convention takes the namespace the
+            // platform table gives its platform (else it keeps the vendor's).
+            let k = match (products.get(component.as_str()), platforms::namespace_of(&c)) {
+                (Some(Product::Package { named, .. }), Some(ns)) => named.key(ns).unwrap_or(k),
+                _ => k,
+            };
             Ok((k, vec![c.key]))
         }
         _ => plain(pid).map(|k| (k, Vec::new())).map_err(str::to_string),
@@ -408,6 +428,7 @@ fn walk_branches<'a>(
         let mut here = parent;
         match (category, bname) {
             ("vendor", Some(n)) => here.vendor = Some(n),
+            ("architecture", Some(n)) => here.arch = Some(n),
             ("product_name" | "product_family", Some(n)) => here.product = Some(n),
             ("product_version", Some(n)) => {
                 here.version = Some(n);
@@ -460,7 +481,40 @@ fn define_product(
     }
     let pid = opt_str(p, "product_id", path, bad)?.ok_or_else(|| bad(format!("{path}.product_id"), "is required"))?;
     let own_name = opt_str(p, "name", path, bad)?;
-    let key = match helper_key(p, path, diagnostics, bad)? {
+    let helper = helper_key(p, path, diagnostics, bad)?;
+    if helper.is_none() {
+        if let Some(n) = own_name.or(at.version) {
+            let vendor = at.vendor.unwrap_or(publisher_name);
+            match package_from_name(n, at.arch).and_then(|named| match named.key(vendor) {
+                Ok(key) => Ok((named, key)),
+                Err(e) => Err(e.to_string()),
+            }) {
+                Ok((named, key)) => {
+                    insert_product(pid, Product::Package { named, key }, path, products, diagnostics);
+                    return Ok(());
+                }
+                Err(why) if at.arch.is_some() => {
+                    diagnostics.push(Diagnostic {
+                        code: DiagnosticCode::UnparsedPackageName,
+                        message: format!(
+                            "{path}: product {pid:?} under architecture {:?} is no RPM NEVRA or Debian name ({why}); keyed by name, version and arch outside the package",
+                            at.arch.unwrap_or_default()
+                        ),
+                    });
+                    insert_product(
+                        pid,
+                        Product::Plain(Some(unparsed_name_key(vendor, n))),
+                        path,
+                        products,
+                        diagnostics,
+                    );
+                    return Ok(());
+                }
+                Err(_) => {}
+            }
+        }
+    }
+    let key = match helper {
         Some(k) => Some(k),
         None => match at.product.or(own_name) {
             Some(product) => {
@@ -501,6 +555,28 @@ fn define_product(
     };
     insert_product(pid, Product::Plain(key), path, products, diagnostics);
     Ok(())
+}
+
+/// The RPM (NEVRA, or a bare name under `src`) or Debian package a product name states.
+fn package_from_name(n: &str, arch: Option<&str>) -> Result<NamedPackage, String> {
+    names::parse_nevra(n, arch)
+        .or_else(|rpm| names::parse_deb(n, arch).map_err(|deb| format!("RPM: {rpm}; Debian: {deb}")))
+}
+
+/// The name key of a package name that does not parse unambiguously: the package is the
+/// name as far as it can be split off (`name_version_arch`, else RPM's right-to-left
+/// `name-version-release.arch` split), the rest is the version, so version and arch stay
+/// outside the package key.
+fn unparsed_name_key(vendor: &str, n: &str) -> ArtifactKey {
+    let deb: Vec<&str> = n.split('_').collect();
+    let name = match deb.as_slice() {
+        [name, v, a] if !name.is_empty() && !v.is_empty() && !a.is_empty() => *name,
+        _ => rpm_version::Nevra::parse_values(n).0,
+    };
+    if name.is_empty() || name.len() >= n.len() {
+        return keys::name_key(vendor, n, None);
+    }
+    keys::name_key(vendor, name, Some(&n[name.len() + 1..]))
 }
 
 fn insert_product(
@@ -702,7 +778,7 @@ mod tests {
         }"#;
         let d = norm(doc).unwrap();
         let arts: Vec<&str> = d.observations.iter().map(|o| &*o.artifact).collect();
-        assert_eq!(arts, vec!["name:acme/box@vers:generic/>=1.2|<1.4", "name:acme/box@vers:generic/<2.0"]);
+        assert_eq!(arts, vec!["name:acme/Box@vers:generic/>=1.2|<1.4", "name:acme/Box@vers:generic/<2.0"]);
         let a = keys::parse_key(arts[0]).unwrap();
         assert!(a.applies_to(&keys::name_key("Acme", "Box", Some("1.3.5"))));
         assert!(!a.applies_to(&keys::name_key("Acme", "Box", Some("1.4"))));
@@ -721,12 +797,12 @@ mod tests {
         assert_eq!(
             by,
             vec![
-                ("name:acme/box@vers:semver/<1.0", "known_affected", &[][..]),
-                ("name:acme psirt/nameless gadget", "known_affected", &[][..]),
+                ("name:acme/Box@vers:semver/<1.0", "known_affected", &[][..]),
+                ("name:acme psirt/Nameless gadget", "known_affected", &[][..]),
                 ("sha256:cdef", "fixed", &[][..]),
                 ("cpe:2.3:a:acme:foo_host:2.1:*:*:*:*:*:*:*", "fixed", &[][..]),
-                ("name:acme/box@1.0", "known_not_affected", &[][..]),
-                ("pkg:npm/foo@2.1.0", "known_not_affected", &["name:acme/box@1.0".into()][..]),
+                ("name:acme/Box@1.0", "known_not_affected", &[][..]),
+                ("pkg:npm/foo@2.1.0", "known_not_affected", &["name:acme/Box@1.0".into()][..]),
             ]
         );
         let positions: Vec<u32> = d.observations.iter().map(|o| o.position).collect();
@@ -766,7 +842,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(d.observations[0].timestamp.to_string(), "2023-05-01T10:00:00Z");
-        assert_eq!(&*d.observations[0].artifact, "name:/p");
+        assert_eq!(&*d.observations[0].artifact, "name:/P");
         assert_eq!(d.observations[0].issuer, None);
         let d = norm(r#"{"document":{"category":"csaf_vex"},
             "product_tree":{"full_product_names":[{"name":"P","product_id":"P1","product_identification_helper":{"purl":"pkg:npm/p@1"}}]},

@@ -8,8 +8,10 @@
 //! purl > CPE > hash (SHA-256 preferred) > name key (group > supplier > publisher >
 //! provider > the document's author, name, version); a BOM-Link to this BOM's own serial
 //! number resolves locally first, any other BOM-Link is its own key (a purl fragment
-//! gives the purl); a ref that is neither but is a purl is that purl; what resolves to
-//! nothing is reported as `unmatched_product`. A versions entry gives the resolved key
+//! gives the purl); a ref that is neither but is a purl is that purl, or an image
+//! reference (registry host or digest) its `pkg:oci` purl; what resolves to nothing is
+//! reported as `unmatched_product` (a bare bom-ref is never an opaque key), and a ref
+//! over the length limit as `too_long`. A versions entry gives the resolved key
 //! that version or `vers:` range (purl, BOM-Link and name keys; CPE and hash keys cannot
 //! carry a version, are used as they are and reported as `version_not_applied`, and so is
 //! a range that does not parse, e.g. of an unknown scheme); its status is
@@ -117,6 +119,9 @@ pub fn normalise(
             }
         }
         ids.retain(|s| !s.contains("://"));
+        if super::drop_long_ids(&mut ids, &path, &mut diagnostics) {
+            continue;
+        }
         let (vulnerability, aliases) =
             vulnerability_key(ids).ok_or_else(|| bad(format!("{path}.id"), "names no vulnerability id"))?;
 
@@ -344,6 +349,9 @@ impl Resolver<'_> {
             });
             None
         };
+        if super::too_long("affects ref", &format!("{path}.ref"), r, diagnostics) {
+            return None;
+        }
         if let Some(rest) = r.strip_prefix("urn:cdx:") {
             let (doc, fragment) = rest.split_once('#').unwrap_or((rest, ""));
             let serial = doc.split('/').next().unwrap_or(doc).to_ascii_lowercase();
@@ -367,6 +375,15 @@ impl Resolver<'_> {
                 Err(e) => {
                     unmatched(diagnostics, format!("names no component of this BOM and is not a valid purl ({e})"))
                 }
+            };
+        }
+        if crate::domain::names::looks_like_image_reference(r) {
+            return match crate::domain::names::image_reference_key(r) {
+                Ok(k) => Some(k),
+                Err(e) => unmatched(
+                    diagnostics,
+                    format!("names no component of this BOM and is not a valid image reference ({e})"),
+                ),
             };
         }
         unmatched(diagnostics, "names no component or service of this BOM".to_string())
@@ -458,7 +475,7 @@ fn with_version(
         },
         KeyKind::Name => {
             // Same form as keys::name_key (its package is already clean).
-            let v = version.trim().to_lowercase();
+            let v = version.trim().to_string();
             if v.starts_with("vers:") {
                 if let Err(e) = crate::domain::vers::validate(&v) {
                     return not_applied(diagnostics, e.to_string());
@@ -602,7 +619,7 @@ mod tests {
                 ("cpe:2.3:a:acme:inner:1.0:*:*:*:*:*:*:*", "not_affected"),
                 ("sha256:beef", "not_affected"),
                 ("name:acme cloud/api", "not_affected"),
-                ("name:acme/acme app@5.0", "not_affected"),
+                ("name:acme/Acme App@5.0", "not_affected"),
                 ("pkg:npm/left-pad@1.3.0", "not_affected"),
                 ("urn:cdx:0000/1#thing", "not_affected"),
                 ("pkg:maven/com.fasterxml.jackson.core/jackson-databind@2.9.0?type=jar", "exploitable/affected"),
@@ -612,7 +629,7 @@ mod tests {
                 ),
                 ("pkg:maven/com.fasterxml.jackson.core/jackson-databind@3.0?type=jar", "exploitable/unknown"),
                 ("pkg:maven/com.fasterxml.jackson.core/jackson-databind@3.1?type=jar", "exploitable"),
-                ("name:acme/acme app@vers:semver/<5.0.0", "exploitable"),
+                ("name:acme/Acme App@vers:semver/<5.0.0", "exploitable"),
                 ("sha256:beef", "exploitable"),
                 ("pkg:maven/com.fasterxml.jackson.core/jackson-databind@2.11?type=jar", "resolved/unaffected"),
             ]
@@ -693,7 +710,7 @@ mod tests {
         .unwrap();
         assert_eq!(d.observations.len(), 1);
         assert_eq!(d.observations[0].timestamp_source, TimestampSource::Document);
-        assert_eq!(&*d.observations[0].artifact, "name:/p");
+        assert_eq!(&*d.observations[0].artifact, "name:/P");
         assert_eq!(d.observations[0].issuer, None);
         assert_eq!(d.diagnostics[0].code, DiagnosticCode::UnmatchedStatement);
         let d = norm(r#"{"bomFormat":"CycloneDX","metadata":{"authors":[{"name":"Ann"}]},

@@ -3,7 +3,8 @@
 //! Invariants: pure; never panics on any input (size and nesting are bounded, every
 //! field is read defensively); every failure is a typed [`NormaliseError`] naming the
 //! document and the problem; a product that resolves to no global key is reported as a
-//! diagnostic, never dropped silently.
+//! diagnostic, never dropped silently; no vulnerability id, product id or key longer than
+//! [`MAX_KEY_BYTES`] reaches an observation (a `too_long` diagnostic instead).
 
 pub mod csaf;
 pub mod cyclonedx;
@@ -11,7 +12,8 @@ pub mod openvex;
 
 use super::canonical::sha256_prefixed;
 use super::codes::DeadLetterReason;
-use super::model::{IngestContext, IssuerSource, NormalisedDocument, SourceFormat};
+use super::keys::MAX_KEY_BYTES;
+use super::model::{Diagnostic, DiagnosticCode, IngestContext, IssuerSource, NormalisedDocument, SourceFormat};
 use serde_json::Value;
 use std::sync::Arc;
 
@@ -110,6 +112,22 @@ pub fn normalise_value(
         SourceFormat::Cyclonedx => cyclonedx::normalise(name, value, digest, ctx)?,
     };
     doc.observations = split_by_cve(std::mem::take(&mut doc.observations));
+    // The last guard of the length limit: whatever a normaliser made, no over-long key,
+    // package or scope entry reaches an observation.
+    let diagnostics = &mut doc.diagnostics;
+    doc.observations.retain(|o| {
+        let long = [&o.artifact, &o.package, &o.vulnerability]
+            .into_iter()
+            .chain(o.scope.iter())
+            .find(|s| s.len() > MAX_KEY_BYTES);
+        match long {
+            Some(s) => {
+                diagnostics.push(too_long_diagnostic("key", &format!("statement {}", o.position), s));
+                false
+            }
+            None => true,
+        }
+    });
     for o in &mut doc.observations {
         o.id = o
             .compute_id()
@@ -148,6 +166,34 @@ fn split_by_cve(observations: Vec<crate::domain::model::Observation>) -> Vec<cra
         }
     }
     out
+}
+
+fn too_long_diagnostic(what: &str, path: &str, s: &str) -> Diagnostic {
+    let head: String = s.chars().take(64).collect();
+    Diagnostic {
+        code: DiagnosticCode::TooLong,
+        message: format!(
+            "{path}: {what} of {} bytes ({head:?}...) is over the {MAX_KEY_BYTES}-byte limit; not a key",
+            s.len()
+        ),
+    }
+}
+
+/// Reports `s` (a `what` at `path`) when it is over the length limit; true when it is.
+pub(crate) fn too_long(what: &str, path: &str, s: &str, diagnostics: &mut Vec<Diagnostic>) -> bool {
+    let long = s.len() > MAX_KEY_BYTES;
+    if long {
+        diagnostics.push(too_long_diagnostic(what, path, s));
+    }
+    long
+}
+
+/// Drops the vulnerability ids of a statement at `path` that are over the length limit,
+/// reporting each; true when ids were given but none is left (the statement is skipped).
+pub(crate) fn drop_long_ids(ids: &mut Vec<String>, path: &str, diagnostics: &mut Vec<Diagnostic>) -> bool {
+    let before = ids.len();
+    ids.retain(|id| !too_long("vulnerability id", path, id, diagnostics));
+    before > 0 && ids.is_empty()
 }
 
 /// Resolves the claimed issuer (CONSENSUS.md "Issuer identity"): signature, else header,

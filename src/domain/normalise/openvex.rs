@@ -6,11 +6,15 @@
 //! document changed somewhere, not that every statement was re-asserted, so it never
 //! outranks the document `timestamp`; versions of one document are ordered by `version`;
 //! one observation per (statement, product) in document order; subcomponents narrow the
-//! scope of the product's pair; products with no global identifier are reported.
+//! scope of the product's pair; a product id that is an image reference is its `pkg:oci`
+//! purl, any other product id that is no key is the opaque key `id:<id>` (diagnostic
+//! `opaque_key`); products with no identifier at all are reported; no id over the length
+//! limit is a key.
 
 use super::{resolve_issuer, shared_all, str_field, tenant_of, version_string, DocStrings, NormaliseError};
 use crate::domain::keys::{self, ArtifactKey};
 use crate::domain::model::*;
+use crate::domain::names;
 use crate::domain::timestamp::Timestamp;
 use serde_json::Value;
 use std::sync::Arc;
@@ -69,6 +73,9 @@ pub fn normalise(
         }
         // `@id` of a vulnerability is usually an IRI; keep only id-like values as aliases.
         ids.retain(|s| !s.contains("://"));
+        if super::drop_long_ids(&mut ids, &path, &mut diagnostics) {
+            continue;
+        }
         let (vulnerability, aliases) =
             vulnerability_key(ids).ok_or_else(|| bad(format!("{path}.vulnerability"), "names no vulnerability id"))?;
         let status_token = st
@@ -192,14 +199,20 @@ fn read_ts(
 }
 
 /// Resolves an OpenVEX product (a string in v0.0.1, an object in v0.2.0) to its most
-/// global key: purl > BOM-Link > CPE > hash. Reports and skips what resolves to nothing.
+/// global key: purl (an image reference's `pkg:oci` purl included) > BOM-Link > CPE >
+/// hash, else its `@id` as an opaque key. Reports and skips what resolves to nothing.
 fn product_key(p: &Value, path: &str, diagnostics: &mut Vec<Diagnostic>) -> Option<ArtifactKey> {
     let mut candidates: Vec<String> = Vec::new();
+    let mut id: Option<&str> = None;
     match p {
-        Value::String(s) => candidates.push(s.clone()),
+        Value::String(s) => {
+            id = Some(s);
+            candidates.push(s.clone());
+        }
         Value::Object(o) => {
-            if let Some(id) = o.get("@id").and_then(Value::as_str) {
-                candidates.push(id.to_string());
+            if let Some(s) = o.get("@id").and_then(Value::as_str) {
+                id = Some(s);
+                candidates.push(s.to_string());
             }
             if let Some(Value::Object(ids)) = o.get("identifiers") {
                 for k in ["purl", "cpe23", "cpe22"] {
@@ -222,14 +235,39 @@ fn product_key(p: &Value, path: &str, diagnostics: &mut Vec<Diagnostic>) -> Opti
     }
     let mut best: Option<ArtifactKey> = None;
     let mut errors = Vec::new();
+    candidates.retain(|c| !super::too_long("product id", path, c, diagnostics));
     for c in &candidates {
-        match keys::parse_key(c) {
+        let parsed = match keys::parse_key(c) {
+            Err(_) if names::looks_like_image_reference(c) => names::image_reference_key(c),
+            other => other,
+        };
+        match parsed {
             Ok(k) => {
-                if best.as_ref().is_none_or(|b| k.kind < b.kind) {
+                if best.as_ref().map_or(true, |b| k.kind < b.kind) {
                     best = Some(k);
                 }
             }
             Err(e) => errors.push(e.to_string()),
+        }
+    }
+    // An id in a key grammar that does not parse (a broken purl, CPE or BOM-Link) is a
+    // broken key, not a name: it stays unmatched rather than matching by its spelling.
+    let key_grammar = |s: &str| {
+        let t = s.trim().to_ascii_lowercase();
+        ["pkg:", "cpe:", "urn:cdx:", "name:", "id:"].iter().any(|p| t.starts_with(p))
+    };
+    if let (None, Some(id)) = (&best, id.filter(|s| s.len() <= keys::MAX_KEY_BYTES && !key_grammar(s))) {
+        if let Ok(k) = keys::opaque_key(id) {
+            diagnostics.push(Diagnostic {
+                code: DiagnosticCode::OpaqueKey,
+                message: format!(
+                    "{path}: product {:?} is no purl, CPE, hash or image reference{}; keyed {:?}, matched exactly",
+                    id.chars().take(200).collect::<String>(),
+                    if errors.is_empty() { String::new() } else { format!(" ({})", errors.join("; ")) },
+                    k.key
+                ),
+            });
+            return Some(k);
         }
     }
     if best.is_none() {
@@ -286,10 +324,55 @@ mod tests {
     }
 
     #[test]
-    fn unmatched_products_are_reported() {
-        let d = norm(r#"{"@context":"https://openvex.dev/ns/v0.2.0","timestamp":"2023-01-01T00:00:00Z","statements":[{"vulnerability":{"name":"CVE-1"},"products":[{"@id":"https://example.com/thing"}],"status":"fixed"}]}"#).unwrap();
-        assert!(d.observations.is_empty());
-        assert_eq!(d.diagnostics[0].code, DiagnosticCode::UnmatchedProduct);
+    fn products_with_no_key_are_opaque_ids_and_no_id_is_unmatched() {
+        let d = norm(r#"{"@context":"https://openvex.dev/ns/v0.2.0","timestamp":"2023-01-01T00:00:00Z","statements":[{"vulnerability":{"name":"CVE-1"},"products":[{"@id":"https://example.com/thing"},{"identifiers":{"purl":"not a purl"}}],"status":"fixed"}]}"#).unwrap();
+        let arts: Vec<&str> = d.observations.iter().map(|o| &*o.artifact).collect();
+        assert_eq!(arts, vec!["id:https://example.com/thing"]);
+        assert_eq!(&*d.observations[0].package, "id:https://example.com/thing");
+        let codes: Vec<DiagnosticCode> = d.diagnostics.iter().map(|x| x.code).collect();
+        assert_eq!(codes, vec![DiagnosticCode::OpaqueKey, DiagnosticCode::UnmatchedProduct]);
+    }
+
+    /// vexctl's image-reference example (its test data names images by reference and
+    /// one by a plain name): one `pkg:oci` artifact per image, `id:nginx` for the name.
+    #[test]
+    fn image_references_are_oci_purls_and_plain_names_opaque() {
+        let d = norm(r#"{"@context":"https://openvex.dev/ns/v0.2.0","@id":"https://openvex.dev/docs/example/vex-9fb3463de1b","author":"Wolfi J Inkinson","timestamp":"2023-01-09T21:23:03.579712389-06:00","version":1,
+          "statements":[{"vulnerability":{"name":"CVE-2023-1255"},"products":[
+             {"@id":"registry.k8s.io/kube-apiserver:v1.26.0"},{"@id":"registry.k8s.io/kube-controller-manager:v1.26.0"},
+             {"@id":"registry.k8s.io/kube-scheduler:v1.26.0"},{"@id":"registry.k8s.io/kube-proxy:v1.26.0"},
+             {"@id":"nginx"}],"status":"not_affected","justification":"vulnerable_code_not_present"},
+            {"vulnerability":{"name":"CVE-2023-1255"},"products":[{"@id":"pkg:oci/kube-proxy?repository_url=registry.k8s.io%2Fkube-proxy&tag=v1.26.0"}],"status":"affected"}]}"#).unwrap();
+        let arts: Vec<&str> = d.observations.iter().map(|o| &*o.artifact).collect();
+        let images = ["kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy"];
+        for (a, image) in arts.iter().zip(images) {
+            let k = keys::parse_key(a).unwrap();
+            assert_eq!(k.package, format!("pkg:oci/{image}"));
+            assert_eq!(k.qualifiers.get("tag").map(String::as_str), Some("v1.26.0"));
+            assert_eq!(k.qualifiers.get("repository_url"), Some(&format!("registry.k8s.io/{image}")));
+        }
+        assert_eq!(arts[4], "id:nginx");
+        assert_eq!(arts[5], arts[3], "the reference and its purl spelling are one artifact");
+        let distinct: std::collections::BTreeSet<&str> = arts.iter().copied().collect();
+        assert_eq!(distinct.len(), 5);
+        assert_eq!(d.diagnostics.iter().map(|x| x.code).collect::<Vec<_>>(), vec![DiagnosticCode::OpaqueKey]);
+    }
+
+    #[test]
+    fn over_long_ids_are_never_keys() {
+        let long = "x".repeat(keys::MAX_KEY_BYTES + 1);
+        let doc = format!(
+            r#"{{"@context":"https://openvex.dev/ns/v0.2.0","timestamp":"2023-01-01T00:00:00Z","statements":[
+            {{"vulnerability":{{"name":"CVE-{long}"}},"products":[{{"@id":"pkg:npm/a@1"}}],"status":"fixed"}},
+            {{"vulnerability":{{"name":"CVE-2","aliases":["GHSA-{long}"]}},"products":[{{"@id":"pkg:npm/{long}@1"}},{{"@id":"{long}"}},{{"@id":"pkg:npm/b@1"}}],"status":"fixed"}}]}}"#
+        );
+        let d = norm(&doc).unwrap();
+        let arts: Vec<&str> = d.observations.iter().map(|o| &*o.artifact).collect();
+        assert_eq!(arts, vec!["pkg:npm/b@1"]);
+        assert_eq!(d.observations[0].aliases.iter().map(|a| &**a).collect::<Vec<_>>(), vec!["CVE-2"]);
+        let codes: Vec<DiagnosticCode> = d.diagnostics.iter().map(|x| x.code).collect();
+        assert_eq!(codes.iter().filter(|c| **c == DiagnosticCode::TooLong).count(), 4, "{codes:?}");
+        assert!(d.diagnostics.iter().all(|x| x.message.len() < 600), "a diagnostic never carries the whole id");
     }
 
     #[test]
