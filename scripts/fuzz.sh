@@ -31,7 +31,7 @@ if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
 fi
 targets=("$@")
 if (( ${#targets[@]} == 0 )); then
-  targets=(normalise dsse_envelope keys purl vers)
+  targets=(normalise dsse_envelope keys purl vers names)
 fi
 
 # Seed corpora (copied once; libFuzzer adds what it finds).
@@ -50,6 +50,7 @@ seed dsse_envelope "$corpus"/dsse/*.json "$corpus"/dsse/*/*.json
 seed keys "$corpus"/dsse/*.pem "$corpus"/dsse/*/*.pem "$corpus"/dsse/*/*.pub
 seed purl
 seed vers
+seed names
 if [[ -z "$(ls -A fuzz/corpus/purl)" ]]; then
   printf 'pkg:npm/%%40scope/name@1.0.0-rc1?b=2&a=1#sub/path' > fuzz/corpus/purl/1
   printf 'pkg:maven/g/a@vers:maven/>=1.0|<2.0?type=jar' > fuzz/corpus/purl/2
@@ -63,6 +64,15 @@ if [[ -z "$(ls -A fuzz/corpus/vers)" ]]; then
   printf 'vers:rpm/<1.0^git1\n1.0~rc1' > fuzz/corpus/vers/4
   printf '>= 1.2, < 1.4\n1.3' > fuzz/corpus/vers/5
   printf 'vers:maven/<2.10.5\n2.10.5-rc1' > fuzz/corpus/vers/6
+fi
+
+if [[ -z "$(ls -A fuzz/corpus/names)" ]]; then
+  printf 'aarch64\nfirefox-115.13.0-3.el8_6.86ciq_lts.aarch64' > fuzz/corpus/names/1
+  printf 'src\npki-servlet-engine' > fuzz/corpus/names/2
+  printf 'hivex-0:1.3.15-7.module+el8.1.0+4066+0f1aadab.s390x' > fuzz/corpus/names/3
+  printf 'openssl_3.0.11-1~deb12u2_amd64' > fuzz/corpus/names/4
+  printf 'registry.k8s.io/kube-apiserver:v1.26.0' > fuzz/corpus/names/5
+  printf 'ghcr.io/test/image@sha256:74634d9736a45ca9f6e1187e783492199e020f4a5c19d0b1abc2b604f894ac99' > fuzz/corpus/names/6
 fi
 
 status=0
