@@ -1,20 +1,22 @@
-//! The evaluation of one pair: the steps composed (exclude, supersede, evaluation time,
+//! The evaluation of one pair: the steps composed (exclude, retract, supersede, evaluation time,
 //! weigh, decide, conflicts, record).
 //!
 //! Invariants: a record is a pure function of (the observations that apply to its pair,
 //! the policy): no clock, no IO, no dependence on the order of `obs`.
 
 use super::record::{ConsensusRecord, PairKey};
-use super::{conflicts, decide, evaluation_time, exclude, record, supersede, weigh, Trace, Work};
+use super::{conflicts, decide, evaluation_time, exclude, record, retract, supersede, weigh, Trace, Work};
 use crate::domain::canonical::CanonicalError;
 use crate::domain::model::Observation;
 use crate::domain::trust::Policy;
 
-/// Evaluates a pair given the observations that apply to it.
+/// Evaluates a pair given the observations that apply to it and which of them a newer
+/// version of their document retracted.
 pub fn evaluate(
     pair: &PairKey,
     package: &str,
     obs: &[&Observation],
+    retracted_by: &dyn Fn(&Observation) -> Option<String>,
     policy: &Policy,
     explain: bool,
 ) -> Result<ConsensusRecord, CanonicalError> {
@@ -27,6 +29,7 @@ pub fn evaluate(
         })
         .collect();
     exclude::exclude(&mut work, &policy.knobs);
+    retract::retract(&mut work, retracted_by);
     // Latest statement per issuer counts; the others are superseded.
     let self_conflicts = supersede::supersede(&mut work);
     let (evaluation_time, evaluation_time_source) = evaluation_time::evaluation_time(&work, policy.as_of);

@@ -3,7 +3,7 @@
 //!
 //! - [`state`]: a package's observations, indexed by the pairs they apply to;
 //! - the steps of one evaluation, composed by [`evaluate()`]: [`exclude`] ->
-//!   [`supersede`] -> [`evaluation_time`] -> [`weigh`] -> [`decide`] -> [`conflicts`] ->
+//!   [`retract`] -> [`supersede`] -> [`evaluation_time`] -> [`weigh`] -> [`decide`] -> [`conflicts`] ->
 //!   [`record`] (sealed with its digest);
 //! - [`batch`]: every pair of a set of observations, on every core.
 //!
@@ -20,6 +20,7 @@ mod evaluate;
 mod evaluation_time;
 mod exclude;
 mod record;
+mod retract;
 mod state;
 mod supersede;
 mod weigh;
@@ -76,6 +77,7 @@ impl Trace {
                         Role::Counted => "counted",
                         Role::Superseded => "superseded",
                         Role::Excluded => "excluded",
+                        Role::Retracted => "retracted",
                     },
                     e.weight_ppm,
                     e.factors.issuer_ppm,

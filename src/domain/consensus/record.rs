@@ -65,8 +65,13 @@ impl ConsensusStatus {
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     Counted,
+    /// An older statement of its issuer, or the less conservative side of an issuer
+    /// contradicting itself.
     Superseded,
+    /// Takes no part (failed signature; unjustified `not_affected` when required).
     Excluded,
+    /// A newer version of its document no longer makes it.
+    Retracted,
 }
 
 /// The factors of a statement's weight, each in ppm.

@@ -8,6 +8,7 @@
 
 use super::evaluate::evaluate;
 use super::record::{ConsensusRecord, PairKey};
+use super::retract;
 use crate::domain::canonical::CanonicalError;
 use crate::domain::keys::{self, ArtifactKey};
 use crate::domain::model::Observation;
@@ -132,6 +133,31 @@ fn concrete_version(k: &ArtifactKey) -> Option<&String> {
     k.version.as_ref().filter(|v| !v.starts_with("vers:"))
 }
 
+/// Every pair (of known artifacts) a statement about `key` and `vulnerability` applies to.
+fn pairs_applying(
+    t: &TenantIndex,
+    parsed: &HashMap<Arc<str>, ArtifactKey>,
+    key: &ArtifactKey,
+    tenant: &str,
+    vulnerability: &str,
+    out: &mut BTreeSet<PairKey>,
+) {
+    let candidates: Box<dyn Iterator<Item = &Arc<str>>> = if is_broad(key) {
+        Box::new(t.artifacts.iter())
+    } else {
+        Box::new(t.by_version.get(&key.version).into_iter().flatten())
+    };
+    for a in candidates {
+        if parsed.get(a).is_some_and(|pk| key.applies_to(pk)) {
+            out.insert(PairKey {
+                tenant: tenant.to_string(),
+                artifact: a.to_string(),
+                vulnerability: vulnerability.to_string(),
+            });
+        }
+    }
+}
+
 /// The in-memory consensus state of one package (what an `ArtifactActor` holds).
 ///
 /// Indexed so that applying an observation costs in proportion to the pairs it can
@@ -146,6 +172,24 @@ pub struct PackageState {
     tenants: BTreeMap<Arc<str>, TenantIndex>,
     parsed: HashMap<Arc<str>, ArtifactKey>,
     strings: Strings,
+    /// The observations of each document (all its versions), for retraction.
+    documents: HashMap<DocKey, DocumentVersions>,
+}
+
+/// A document across its versions: (tenant, issuer as claimed, document id: OpenVEX
+/// `@id`, CSAF `tracking.id`, CycloneDX `serialNumber`).
+type DocKey = (Arc<str>, Option<Arc<str>>, Arc<str>);
+
+/// The observations of one document held by a state, and the versions (digests) they
+/// come from.
+#[derive(Clone, Debug, Default)]
+struct DocumentVersions {
+    ids: BTreeSet<ObsKey>,
+    digests: BTreeSet<Arc<str>>,
+}
+
+fn doc_key(o: &Observation) -> Option<DocKey> {
+    Some((o.tenant.clone(), o.issuer.clone(), o.document_id.clone()?))
 }
 
 impl PackageState {
@@ -224,14 +268,16 @@ impl PackageState {
         let mut affected: BTreeSet<PairKey> = BTreeSet::new();
         if list_changed {
             // The statement's own pair, and every known artifact it applies to.
-            let candidates: Box<dyn Iterator<Item = &Arc<str>>> = if broad {
-                Box::new(t.artifacts.iter())
-            } else {
-                Box::new(t.by_version.get(&key.version).into_iter().flatten())
-            };
-            for a in candidates {
-                if self.parsed.get(a).is_some_and(|pk| key.applies_to(pk)) {
-                    affected.insert(pair(a, &o.vulnerability));
+            pairs_applying(t, &self.parsed, &key, &o.tenant, &o.vulnerability, &mut affected);
+            // Another version of its document: every statement of the document may be
+            // retracted (or no longer be) by this one.
+            if let Some(d) = doc_key(&o).and_then(|k| self.documents.get(&k)) {
+                if d.digests.iter().any(|x| *x != o.document_digest) {
+                    for x in d.ids.iter().filter_map(|id| self.observations.get(id)) {
+                        if let Some(xk) = self.parsed.get(&x.artifact) {
+                            pairs_applying(t, &self.parsed, xk, &x.tenant, &x.vulnerability, &mut affected);
+                        }
+                    }
                 }
             }
             // A new artifact gains pairs for every vulnerability with a statement applying to
@@ -267,6 +313,11 @@ impl PackageState {
                 vi.broad.insert(id);
                 t.broad_vulns.insert(o.vulnerability.clone());
             }
+        }
+        if let Some(k) = doc_key(&o) {
+            let d = self.documents.entry(k).or_default();
+            d.ids.insert(id);
+            d.digests.insert(o.document_digest.clone());
         }
         self.observations.insert(id, Box::new(o));
         Ok(affected.into_iter().collect())
@@ -334,6 +385,47 @@ impl PackageState {
         (max, obs.len() as u64)
     }
 
+    /// Why `o` no longer counts, if a newer version of its document (same tenant, claimed
+    /// issuer and document id) that this state holds no longer makes it: no statement of
+    /// the newest version is about `o`'s (artifact, vulnerability). Versions are ordered
+    /// by [`retract::version_order`]; versions tied at the top retract nothing.
+    fn retracted_by(&self, o: &Observation) -> Option<String> {
+        let d = self.documents.get(&doc_key(o)?)?;
+        if d.digests.len() < 2 {
+            return None;
+        }
+        let mut versions: BTreeMap<&str, retract::Version> = BTreeMap::new();
+        for x in d.ids.iter().filter_map(|id| self.observations.get(id)) {
+            let v = versions
+                .entry(&x.document_digest)
+                .or_insert(retract::Version { version: x.document_version.as_deref(), newest: x.timestamp });
+            v.newest = v.newest.max(x.timestamp);
+        }
+        let own = versions.get(&*o.document_digest)?;
+        let newest = versions.values().max_by(|a, b| retract::version_order(a, b))?;
+        if retract::version_order(own, newest) != std::cmp::Ordering::Less {
+            return None;
+        }
+        let top: BTreeSet<&str> = versions
+            .iter()
+            .filter(|(_, v)| retract::version_order(v, newest) == std::cmp::Ordering::Equal)
+            .map(|(digest, _)| *digest)
+            .collect();
+        let restated = d.ids.iter().filter_map(|id| self.observations.get(id)).any(|x| {
+            top.contains(&*x.document_digest) && x.artifact == o.artifact && x.vulnerability == o.vulnerability
+        });
+        if restated {
+            return None;
+        }
+        let digests: Vec<&str> = top.into_iter().collect();
+        Some(format!(
+            "retracted: version {} of document {} ({}) no longer states it",
+            newest.version.unwrap_or("-"),
+            o.document_id.as_deref().unwrap_or_default(),
+            digests.join(", ")
+        ))
+    }
+
     /// Evaluates one pair under a policy (`Ok(None)`: no statement applies to it).
     pub fn evaluate(
         &self,
@@ -346,10 +438,12 @@ impl PackageState {
             return Ok(None);
         }
         let package = self.package.as_deref().unwrap_or_default();
-        evaluate(pair, package, &obs, policy, explain).map(Some).map_err(|source| ApplyError::Undigestible {
-            artifact: pair.artifact.clone(),
-            vulnerability: pair.vulnerability.clone(),
-            source,
+        evaluate(pair, package, &obs, &|o| self.retracted_by(o), policy, explain).map(Some).map_err(|source| {
+            ApplyError::Undigestible {
+                artifact: pair.artifact.clone(),
+                vulnerability: pair.vulnerability.clone(),
+                source,
+            }
         })
     }
 }

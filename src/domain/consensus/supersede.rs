@@ -42,7 +42,7 @@ fn time_version_order(a: &Observation, b: &Observation) -> Ordering {
 pub(super) fn supersede(work: &mut [Work]) -> Vec<Conflict> {
     let mut by_issuer: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     for (i, w) in work.iter().enumerate() {
-        if w.role != Role::Excluded {
+        if w.role == Role::Counted {
             by_issuer.entry(&w.issuer).or_default().push(i);
         }
     }

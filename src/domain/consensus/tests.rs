@@ -305,8 +305,8 @@ const ARTIFACTS: [&str; 5] = [
 ];
 
 fn arb_obs() -> impl Strategy<Value = Observation> {
-    (0..ISSUERS.len(), 0..ARTIFACTS.len(), 0..3usize, 0..4usize, 0..400i64, 0..3u8, any::<bool>()).prop_map(
-        |(i, a, v, s, day, sig, justified)| {
+    (0..ISSUERS.len(), 0..ARTIFACTS.len(), 0..3usize, 0..4usize, 0..400i64, 0..3u8, any::<bool>(), 0..3usize, 0..3usize)
+        .prop_map(|(i, a, v, s, day, sig, justified, doc, version)| {
             let t = Timestamp::from_unix_nanos((1_700_000_000 + day * 86_400) as i128 * 1_000_000_000, 0);
             let mut o =
                 obs(ISSUERS[i], ARTIFACTS[a], ["CVE-1", "CVE-2", "GHSA-x"][v], Status::ALL[s], "2024-01-01T00:00:00Z");
@@ -317,9 +317,17 @@ fn arb_obs() -> impl Strategy<Value = Observation> {
             if !justified {
                 o.justification = None;
             }
+            // Versions of two documents (and statements of no document): retraction.
+            if doc < 2 {
+                let (d, ver) = (["doc-a", "doc-b"][doc], ["1", "2", "10"][version]);
+                o.document_id = Some(d.into());
+                o.document_version = Some(ver.into());
+                o.document_digest =
+                    format!("sha256:{}", crate::domain::canonical::sha256_hex(format!("{i}{d}{ver}").as_bytes()))
+                        .into();
+            }
             o.with_id().unwrap()
-        },
-    )
+        })
 }
 
 fn canonical(records: &[ConsensusRecord]) -> Vec<String> {
@@ -497,4 +505,41 @@ fn batch_output_does_not_depend_on_the_number_of_threads() {
     let mut reversed = all;
     reversed.reverse();
     assert_eq!(run(4, reversed), one);
+}
+
+/// A newer version of a document that no longer makes a statement retracts it: the pair
+/// it was the only statement of is listed as changed by the new version (although the new
+/// version says nothing about it) and no longer counts it; a version restating it
+/// supersedes it instead.
+#[test]
+fn a_newer_document_version_retracts_what_it_no_longer_says() {
+    let p = policy(Mode::WeightedVote);
+    let doc = |version: &str, artifact: &str, status: Status, t: &str| {
+        let mut o = obs(Some("vendor"), artifact, "CVE-1", status, t);
+        o.document_id = Some("https://vendor.example/vex/1".into());
+        o.document_version = Some(version.into());
+        o.document_digest = format!("sha256:{}", canonical::sha256_hex(version.as_bytes())).into();
+        o.with_id().unwrap()
+    };
+    let v1_a = doc("1", "pkg:npm/a@1", Status::Affected, "2024-01-01T00:00:00Z");
+    let v1_b = doc("1", "pkg:npm/a@2", Status::Affected, "2024-01-01T00:00:00Z");
+    let v2_a = doc("2", "pkg:npm/a@1", Status::Fixed, "2024-02-01T00:00:00Z");
+    let mut state = PackageState::new();
+    state.apply(v1_a.clone()).unwrap();
+    state.apply(v1_b.clone()).unwrap();
+    let changed = state.apply(v2_a.clone()).unwrap();
+    let pair = |a: &str| PairKey { tenant: "default".into(), artifact: a.into(), vulnerability: "CVE-1".into() };
+    assert_eq!(changed, [pair("pkg:npm/a@1"), pair("pkg:npm/a@2")]);
+    let r2 = state.evaluate(&pair("pkg:npm/a@2"), &p, true).unwrap().unwrap();
+    assert_eq!(r2.status, ConsensusStatus::Inconclusive);
+    assert_eq!(r2.statements[0].role, Role::Retracted);
+    let reason = r2.statements[0].reason.as_deref().unwrap();
+    assert!(reason.starts_with("retracted: version 2 of document https://vendor.example/vex/1"), "{reason}");
+    assert!(r2.explain.unwrap().iter().any(|l| l.contains("retracted")));
+    let r1 = state.evaluate(&pair("pkg:npm/a@1"), &p, false).unwrap().unwrap();
+    assert_eq!(r1.status, ConsensusStatus::Fixed);
+    assert_eq!(r1.statements.iter().map(|s| s.role).collect::<Vec<_>>(), [Role::Superseded, Role::Counted]);
+    // Any order gives the same records.
+    let (b, _) = batch(vec![v2_a, v1_b, v1_a], &p, false);
+    assert_eq!(canonical(&b)[1], canonical(&[state.evaluate(&pair("pkg:npm/a@2"), &p, false).unwrap().unwrap()])[0]);
 }
