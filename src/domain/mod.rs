@@ -15,5 +15,6 @@ pub mod normalise;
 pub mod platforms;
 pub mod timestamp;
 pub mod trust;
+pub mod upgrade;
 pub mod vers;
 pub mod version;
