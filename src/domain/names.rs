@@ -345,4 +345,63 @@ mod tests {
             assert!(image_reference_key(s).is_err(), "{s:?}");
         }
     }
+
+    /// The fuzz target's properties (fuzz/fuzz_targets/names.rs) over deterministic
+    /// mutations of real spellings: no panic, every key parses back to itself and its
+    /// version-less package covers it.
+    #[test]
+    fn mutated_names_never_panic_and_keys_round_trip() {
+        let seeds = [
+            "firefox-115.13.0-3.el8_6.86ciq_lts.aarch64",
+            "hivex-0:1.3.15-7.module+el8.1.0+4066+0f1aadab.src",
+            "pki-servlet-engine",
+            "openssl_3.0.11-1~deb12u2_amd64",
+            "registry.k8s.io/kube-apiserver:v1.26.0",
+            "ghcr.io/test/image:canary@sha256:74634d9736a45ca9f6e1187e783492199e020f4a5c19d0b1abc2b604f894ac99",
+        ];
+        let alphabet: Vec<char> = "-_.:@/%+~^ 0aZ\u{e9}#?&=".chars().collect();
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut keys_made = 0usize;
+        let mut check = |input: &str, k: &ArtifactKey| {
+            keys_made += 1;
+            let again = keys::parse_key(&k.key).unwrap_or_else(|e| panic!("{input:?} -> {:?}: {e}", k.key));
+            assert_eq!(&again, k, "{input:?}");
+            assert!(k.key.starts_with(&k.package), "{input:?}");
+            let bare = keys::parse_key(&k.package).unwrap_or_else(|e| panic!("{input:?}: {:?}: {e}", k.package));
+            assert!(bare.applies_to(k), "{input:?}");
+        };
+        for _ in 0..20_000 {
+            let mut c: Vec<char> = seeds[(next() % seeds.len() as u64) as usize].chars().collect();
+            for _ in 0..(1 + next() % 3) {
+                let at = (next() % (c.len() as u64 + 1)) as usize;
+                let ch = alphabet[(next() % alphabet.len() as u64) as usize];
+                match next() % 3 {
+                    0 => c.insert(at, ch),
+                    1 if at < c.len() => {
+                        c.remove(at);
+                    }
+                    _ if at < c.len() => c[at] = ch,
+                    _ => {}
+                }
+            }
+            let s: String = c.into_iter().collect();
+            for arch in [None, Some("x86_64"), Some("src"), Some("amd64")] {
+                for r in [parse_nevra(&s, arch), parse_deb(&s, arch)].into_iter().flatten() {
+                    if let Ok(k) = r.key("rocky") {
+                        check(&s, &k);
+                    }
+                }
+            }
+            if let Ok(k) = image_reference_key(&s) {
+                check(&s, &k);
+            }
+        }
+        assert!(keys_made > 5_000, "only {keys_made} mutations gave a key");
+    }
 }
