@@ -84,6 +84,9 @@ codes! {
         /// OpenVEX: a product id that is no purl, CPE, hash or image reference (a plain
         /// name, an IRI): keyed `id:<string>`, matched exactly.
         OpaqueKey => "opaque_key",
+        /// CSAF: two platforms of one document that the platform table maps to one
+        /// `distro` value: both are keyed `platform=<their own key>` instead.
+        PlatformAmbiguous => "platform_ambiguous",
         /// A vulnerability id, product id or key over the length limit: never a key.
         TooLong => "too_long",
         /// CSAF: a product group id that is not defined in the product tree.

@@ -33,11 +33,39 @@ pub struct ArtifactKey {
     pub package: String,
     /// The version, if any (a concrete version or a `vers:` range).
     pub version: Option<String>,
-    /// Sorted qualifiers (purl only).
+    /// Sorted qualifiers: a purl's, and for every kind the platform qualifier (`distro` or
+    /// `platform`, see [`PlatformTag`]).
     pub qualifiers: BTreeMap<String, String>,
     /// The full normalised key.
     pub key: String,
 }
+
+/// The platform an artifact is on (CONSENSUS.md "Platform context is identity"), as the
+/// qualifier it adds to a key of any kind: `distro=<value>` (the purl spec's qualifier,
+/// from the platform table) or `platform=<the platform's own key>` (lossless). A purl
+/// carries it among its qualifiers; any other key as one `?<name>=<value>` suffix, the
+/// value percent-encoded as a purl qualifier value is, so every key parses back to itself.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum PlatformTag {
+    Distro(String),
+    Key(String),
+}
+
+impl PlatformTag {
+    pub const DISTRO: &'static str = "distro";
+    pub const PLATFORM: &'static str = "platform";
+
+    fn parts(&self) -> (&'static str, &str) {
+        match self {
+            PlatformTag::Distro(v) => (Self::DISTRO, v),
+            PlatformTag::Key(v) => (Self::PLATFORM, v),
+        }
+    }
+}
+
+/// Characters percent-encoded in the value of a platform suffix (all but unreserved).
+const SUFFIX_VALUE: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
 /// An identifier could not be normalised into a key.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -258,9 +286,9 @@ pub fn normalise_bomlink(s: &str) -> Result<ArtifactKey, KeyError> {
 /// identifier: the vendor lower-case, product and version as given (trimmed), since a
 /// product name may be case-sensitive (an RPM name is).
 pub fn name_key(vendor: &str, product: &str, version: Option<&str>) -> ArtifactKey {
-    let clean = |s: &str| s.trim().replace('@', "%40");
+    let clean = |s: &str| s.trim().replace('@', "%40").replace('?', "%3F");
     let package = format!("name:{}/{}", clean(vendor).to_lowercase(), clean(product));
-    let version = version.map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+    let version = version.map(|v| v.trim().replace('?', "%3F")).filter(|v| !v.is_empty());
     let key = match &version {
         Some(v) => format!("{package}@{v}"),
         None => package.clone(),
@@ -283,6 +311,18 @@ pub fn opaque_key(id: &str) -> Result<ArtifactKey, KeyError> {
 /// CPE, `name:` key, `id:` key or `<alg>:<hex>` hash.
 pub fn parse_key(s: &str) -> Result<ArtifactKey, KeyError> {
     let t = s.trim();
+    if !t.starts_with("pkg:") && !t.starts_with("id:") {
+        if let Some((base, suffix)) = t.rsplit_once('?') {
+            let tag = match suffix.split_once('=') {
+                Some((PlatformTag::DISTRO, v)) => Some(PlatformTag::Distro(percent_decode(v))),
+                Some((PlatformTag::PLATFORM, v)) => Some(PlatformTag::Key(percent_decode(v))),
+                _ => None,
+            };
+            if let Some(tag) = tag {
+                return parse_key(base)?.with_platform(&tag);
+            }
+        }
+    }
     if let Some(rest) = t.strip_prefix("id:") {
         opaque_key(rest)
     } else if t.starts_with("pkg:") {
@@ -318,6 +358,50 @@ pub fn parse_key(s: &str) -> Result<ArtifactKey, KeyError> {
 }
 
 impl ArtifactKey {
+    /// The same artifact on `platform`: for a purl the qualifier (a purl that names its
+    /// `distro` already keeps it, the publisher's own word), for any other key the suffix.
+    /// Opaque `id:` keys and BOM-Links (never a CSAF component) take no platform.
+    pub fn with_platform(&self, platform: &PlatformTag) -> Result<ArtifactKey, KeyError> {
+        let (name, value) = platform.parts();
+        if value.trim().is_empty() {
+            return Err(KeyError::Unrecognised { value: format!("{}: an empty {name}", self.key) });
+        }
+        match self.kind {
+            KeyKind::Purl => {
+                if self.qualifiers.contains_key(PlatformTag::DISTRO) && name == PlatformTag::DISTRO {
+                    return Ok(self.clone());
+                }
+                let mut p: packageurl::PackageUrl = self.key.parse().map_err(|e: packageurl::Error| {
+                    KeyError::Purl { value: self.key.clone(), reason: e.to_string() }
+                })?;
+                p.add_qualifier(name, value.to_string())
+                    .map_err(|e| KeyError::Purl { value: self.key.clone(), reason: e.to_string() })?;
+                normalise_purl(&p.to_string())
+            }
+            KeyKind::Id | KeyKind::BomLink => {
+                Err(KeyError::Unrecognised { value: format!("{}: this kind of key takes no platform", self.key) })
+            }
+            KeyKind::Cpe | KeyKind::Hash | KeyKind::Name => {
+                if !self.qualifiers.is_empty() {
+                    return Err(KeyError::Unrecognised { value: format!("{}: already on a platform", self.key) });
+                }
+                let encoded = percent_encoding::utf8_percent_encode(value, SUFFIX_VALUE);
+                let mut k = self.clone();
+                k.key = format!("{}?{name}={encoded}", self.key);
+                k.qualifiers.insert(name.to_string(), value.to_string());
+                Ok(k)
+            }
+        }
+    }
+
+    /// The platform qualifier of the key, if any.
+    pub fn platform(&self) -> Option<PlatformTag> {
+        if let Some(v) = self.qualifiers.get(PlatformTag::PLATFORM) {
+            return Some(PlatformTag::Key(v.clone()));
+        }
+        self.qualifiers.get(PlatformTag::DISTRO).map(|v| PlatformTag::Distro(v.clone()))
+    }
+
     /// Whether a statement about `self` applies to the pair whose artifact is `pair`:
     /// same package, `self`'s qualifiers a subset of the pair's, and `self` either
     /// version-less, the same version, or a `vers:` range containing the pair's version.
@@ -359,7 +443,11 @@ impl ArtifactKey {
             KeyKind::Name => {
                 let rest = self.package.strip_prefix("name:").unwrap_or(&self.package);
                 let (vendor, product) = rest.split_once('/').unwrap_or(("", rest));
-                Ok(name_key(vendor, product, Some(version)))
+                let k = name_key(vendor, product, Some(version));
+                match self.platform() {
+                    Some(p) => k.with_platform(&p),
+                    None => Ok(k),
+                }
             }
             KeyKind::BomLink => {
                 let base = match &self.version {

@@ -11,10 +11,14 @@
 //! version, and a range in the common operator forms (`<2.0`, `>= 1.2, < 1.4`: see
 //! `vers::from_loose`) the same range as `vers:generic/...`; a range that is invalid or
 //! in any other form leaves the product unmatched with the diagnostic
-//! `invalid_version_range`, never a version-less key); a relationship product
-//! without its own helper is its component (`product_reference`) scoped to the containing
-//! product (`relates_to_product_reference`), and is unmatched when either does not
-//! resolve, so a claim is never widened. The timestamp of every statement is the
+//! `invalid_version_range`, never a version-less key); a relationship product (every
+//! category) is its component (`product_reference`, or the relationship's own helper) ON
+//! the containing product (`relates_to_product_reference`): the platform is part of the
+//! key (`distro=` from the platform table, else `platform=<its key>`; docs/consensus.md
+//! "Platform context is identity"), never only a scope, and the product is unmatched when
+//! either does not resolve (a relationship with its own helper and an unresolvable
+//! platform keeps the helper's key), so a claim is never widened nor two platforms'
+//! claims merged. The timestamp of every statement is the
 //! document's: tracking.current_release_date > tracking.initial_release_date > epoch
 //! (vulnerability `release_date` is the advisory's date, not the statement's, and is not
 //! used). Flags give the justification, `impact` threats the impact statement and
@@ -22,14 +26,14 @@
 //! product groups) they name; the first one in document order wins per product.
 
 use super::{resolve_issuer, shared_all, str_field, tenant_of, version_string, DocStrings, NormaliseError};
-use crate::domain::keys::{self, ArtifactKey};
+use crate::domain::keys::{self, ArtifactKey, PlatformTag};
 use crate::domain::model::*;
 use crate::domain::names::{self, NamedPackage};
 use crate::domain::platforms;
 use crate::domain::timestamp::Timestamp;
 use crate::domain::vers;
 use serde_json::Value;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 /// Status lists, in the order observations are emitted.
@@ -57,8 +61,10 @@ enum Product {
     /// namespace; named through a relationship whose platform the platform table knows,
     /// it is keyed in that platform's namespace instead.
     Package { named: NamedPackage, key: ArtifactKey },
-    /// A relationship without its own helper.
-    Relationship { component: String, container: String, category: String },
+    /// A relationship `component <category> container`: the component on that platform
+    /// (CONSENSUS.md "Platform context is identity"). `own`: the relationship's own
+    /// identification helper, which names the component in place of `component`'s key.
+    Relationship { component: String, container: String, category: String, own: Option<ArtifactKey> },
 }
 
 /// The naming context a branch path gives to the products below it.
@@ -122,6 +128,7 @@ pub fn normalise(
         }
         Some(_) => return Err(bad("product_tree".into(), "must be an object")),
     }
+    let shared_distros = shared_distros(&products, &mut diagnostics);
 
     let vulnerabilities = match v.get("vulnerabilities") {
         Some(Value::Array(a)) => a,
@@ -260,7 +267,7 @@ pub fn normalise(
                     if super::too_long("product id", &ppath, pid, &mut diagnostics) {
                         continue;
                     }
-                    let (key, scope) = match resolve(pid, &products) {
+                    let (key, scope) = match resolve(pid, &products, &shared_distros) {
                         Ok(r) => r,
                         Err(reason) => {
                             diagnostics.push(Diagnostic {
@@ -317,30 +324,86 @@ pub fn normalise(
     })
 }
 
+/// The `distro` values the platform table gives to more than one platform of the document
+/// (e.g. two platforms whose CPEs differ only in a component the table does not read):
+/// those platforms are keyed by their own key instead, each reported once.
+fn shared_distros(products: &BTreeMap<String, Product>, diagnostics: &mut Vec<Diagnostic>) -> BTreeSet<String> {
+    let mut by_distro: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for p in products.values() {
+        if let Product::Relationship { container, .. } = p {
+            let key = match products.get(container) {
+                Some(Product::Plain(Some(k)) | Product::Package { key: k, .. }) => k,
+                Some(Product::Relationship { own: Some(k), .. }) => k,
+                _ => continue,
+            };
+            if let Some(platform) = platforms::lookup_key(key) {
+                by_distro.entry(platform.distro).or_default().insert(key.key.clone());
+            }
+        }
+    }
+    let mut shared = BTreeSet::new();
+    for (distro, keys) in by_distro {
+        if keys.len() > 1 {
+            diagnostics.push(Diagnostic {
+                code: DiagnosticCode::PlatformAmbiguous,
+                message: format!(
+                    "platforms {} all map to distro {distro:?}: each is keyed platform=<its own key>",
+                    keys.into_iter().collect::<Vec<_>>().join(", ")
+                ),
+            });
+            shared.insert(distro);
+        }
+    }
+    shared
+}
+
 /// Resolves a product id to its artifact key and scope, or says why it does not resolve.
-fn resolve(pid: &str, products: &BTreeMap<String, Product>) -> Result<(ArtifactKey, Vec<String>), String> {
+fn resolve(
+    pid: &str,
+    products: &BTreeMap<String, Product>,
+    shared_distros: &BTreeSet<String>,
+) -> Result<(ArtifactKey, Vec<String>), String> {
     let plain = |id: &str| -> Result<ArtifactKey, &'static str> {
         match products.get(id) {
             Some(Product::Plain(Some(k)) | Product::Package { key: k, .. }) => Ok(k.clone()),
             Some(Product::Plain(None)) => Err("has no package URL, CPE, hash or name"),
+            Some(Product::Relationship { own: Some(k), .. }) => Ok(k.clone()),
             Some(Product::Relationship { .. }) => Err("is itself a relationship without an identification helper"),
             None => Err("is not defined in the product tree"),
         }
     };
     match products.get(pid) {
-        Some(Product::Relationship { component, container, category }) => {
-            let k = plain(component)
-                .map_err(|e| format!("is a {category} relationship whose product_reference {component:?} {e}"))?;
-            let c = plain(container).map_err(|e| {
-                format!("is a {category} relationship whose relates_to_product_reference {container:?} {e}")
-            })?;
+        Some(Product::Relationship { component, container, category, own }) => {
+            let k = match own {
+                Some(k) => Ok(k.clone()),
+                None => plain(component)
+                    .map_err(|e| format!("is a {category} relationship whose product_reference {component:?} {e}")),
+            }?;
+            let c = match plain(container) {
+                Ok(c) => c,
+                // The relationship's own helper names the artifact even when the platform
+                // resolves to nothing: keyed as the publisher named it (no platform).
+                Err(_) if own.is_some() => return Ok((k, Vec::new())),
+                Err(e) => {
+                    return Err(format!(
+                        "is a {category} relationship whose relates_to_product_reference {container:?} {e}"
+                    ))
+                }
+            };
             // A package named by its distribution's convention takes the namespace the
             // platform table gives its platform (else it keeps the vendor's).
-            let k = match (products.get(component.as_str()), platforms::namespace_of(&c)) {
-                (Some(Product::Package { named, .. }), Some(ns)) => named.key(ns).unwrap_or(k),
+            let k = match (own, products.get(component.as_str()), platforms::namespace_of(&c)) {
+                (None, Some(Product::Package { named, .. }), Some(ns)) => named.key(ns).unwrap_or(k),
                 _ => k,
             };
-            Ok((k, vec![c.key]))
+            // The platform is part of the key: `distro=` where the table knows it (and no
+            // other platform of the document maps to the same value), else `platform=`.
+            let tag = match platforms::lookup_key(&c) {
+                Some(p) if !shared_distros.contains(&p.distro) => PlatformTag::Distro(p.distro),
+                _ => PlatformTag::Key(c.key.clone()),
+            };
+            let on = k.with_platform(&tag).map_err(|e| format!("is a {category} relationship on {}: {e}", c.key))?;
+            Ok((on, Vec::new()))
         }
         _ => plain(pid).map(|k| (k, Vec::new())).map_err(str::to_string),
     }
@@ -381,17 +444,19 @@ fn read_product_tree(
         let fpath = format!("{path}.full_product_name");
         let pid = opt_str(fpn, "product_id", &fpath, bad)?
             .ok_or_else(|| bad(format!("{fpath}.product_id"), "is required"))?;
-        let def = match helper_key(fpn, &fpath, diagnostics, bad)? {
-            Some(k) => Product::Plain(Some(k)),
-            None => Product::Relationship {
-                component: opt_str(rel, "product_reference", &path, bad)?
-                    .ok_or_else(|| bad(format!("{path}.product_reference"), "is required"))?
-                    .to_string(),
-                container: opt_str(rel, "relates_to_product_reference", &path, bad)?
-                    .ok_or_else(|| bad(format!("{path}.relates_to_product_reference"), "is required"))?
-                    .to_string(),
+        let own = helper_key(fpn, &fpath, diagnostics, bad)?;
+        let component = opt_str(rel, "product_reference", &path, bad)?;
+        let container = opt_str(rel, "relates_to_product_reference", &path, bad)?;
+        let def = match (component, container, own) {
+            (Some(component), Some(container), own) => Product::Relationship {
+                component: component.to_string(),
+                container: container.to_string(),
                 category: opt_str(rel, "category", &path, bad)?.unwrap_or("relationship").to_string(),
+                own,
             },
+            (_, _, Some(k)) => Product::Plain(Some(k)),
+            (None, _, None) => return Err(bad(format!("{path}.product_reference"), "is required")),
+            (_, None, None) => return Err(bad(format!("{path}.relates_to_product_reference"), "is required")),
         };
         insert_product(pid, def, &fpath, products, diagnostics);
     }
@@ -802,7 +867,9 @@ mod tests {
                 ("sha256:cdef", "fixed", &[][..]),
                 ("cpe:2.3:a:acme:foo_host:2.1:*:*:*:*:*:*:*", "fixed", &[][..]),
                 ("name:acme/Box@1.0", "known_not_affected", &[][..]),
-                ("pkg:npm/foo@2.1.0", "known_not_affected", &["name:acme/Box@1.0".into()][..]),
+                // A relationship is the component on its platform: the platform in the key
+                // (`platform=`, the table knows no `acme` CPE), not a scope.
+                ("pkg:npm/foo@2.1.0?platform=name:acme%2FBox%401.0", "known_not_affected", &[][..]),
             ]
         );
         let positions: Vec<u32> = d.observations.iter().map(|o| o.position).collect();
