@@ -1,0 +1,151 @@
+//! The change stream on redb (`vex_consensus_changes`: `<tenant>\0<position, 20
+//! digits>` -> history entry id; `vex_consensus_change_tails`: each tenant's last
+//! position), read through [`crate::ports::RecordStore::changes_after`] and
+//! `change_tail`; `put_records` gives each new history entry its position.
+//!
+//! Invariant: history written before the stream existed gets positions once, when the
+//! database is opened (after those already given, oldest first).
+
+use super::records::StoredRecord;
+use super::{err, EmbeddedStore, CHANGES, CHANGE_TAILS, HISTORY, META};
+use crate::ports::{ChangeEvent, StoreError, TimedRecord};
+use redb::ReadableTable;
+
+/// The [`META`] key of the change stream's backfill of older history.
+const STREAM_BACKFILL: &str = "history_stream_backfill";
+
+pub(super) fn change_key(tenant: &str, seq: u64) -> String {
+    format!("{tenant}\u{0}{seq:020}")
+}
+
+impl EmbeddedStore {
+    /// History written before the change stream existed has no position: gives each such
+    /// entry its tenant's next positions (after those already given, oldest first), so a
+    /// consumer that starts from 0 gets every change the store holds. Once per database
+    /// ([`META`]).
+    pub(super) fn backfill_stream(tx: &redb::WriteTransaction) -> Result<(), StoreError> {
+        let mut meta = tx.open_table(META).map_err(err)?;
+        if meta.get(STREAM_BACKFILL).map_err(err)?.is_some() {
+            return Ok(());
+        }
+        let mut changes = tx.open_table(CHANGES).map_err(err)?;
+        let mut tails = tx.open_table(CHANGE_TAILS).map_err(err)?;
+        let hist = tx.open_table(HISTORY).map_err(err)?;
+        let mut streamed = std::collections::HashSet::new();
+        for r in changes.iter().map_err(err)? {
+            let (_, hid) = r.map_err(err)?;
+            streamed.insert(hid.value().to_string());
+        }
+        let mut missing = Vec::new();
+        for r in hist.iter().map_err(err)? {
+            let (hid, v) = r.map_err(err)?;
+            if !streamed.contains(hid.value()) {
+                let s = StoredRecord::decode(v.value())?;
+                missing.push((s.changed_at_ms, hid.value().to_string(), s.record.tenant));
+            }
+        }
+        missing.sort();
+        for (_, hid, tenant) in &missing {
+            let seq = tails.get(tenant.as_str()).map_err(err)?.map_or(0, |v| v.value()) + 1;
+            tails.insert(tenant.as_str(), seq).map_err(err)?;
+            changes.insert(change_key(tenant, seq).as_str(), hid.as_str()).map_err(err)?;
+        }
+        if !missing.is_empty() {
+            tracing::info!(
+                event = "history_stream_backfill",
+                entries = missing.len(),
+                "history written before the change stream existed is now in the stream"
+            );
+        }
+        meta.insert(STREAM_BACKFILL, 1).map_err(err)?;
+        Ok(())
+    }
+
+    /// The tenant's positions after `after` (at most `limit`), each with its history entry.
+    pub(super) async fn read_changes(
+        &self,
+        tenant: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<ChangeEvent>, StoreError> {
+        let start = change_key(tenant, after.saturating_add(1));
+        let end = format!("{tenant}\u{1}");
+        self.blocking(move |db| {
+            let tx = db.begin_read().map_err(err)?;
+            let changes = tx.open_table(CHANGES).map_err(err)?;
+            let hist = tx.open_table(HISTORY).map_err(err)?;
+            let mut out = Vec::new();
+            for r in changes.range(start.as_str()..end.as_str()).map_err(err)?.take(limit) {
+                let (k, hid) = r.map_err(err)?;
+                let seq = k.value().rsplit('\u{0}').next().and_then(|s| s.parse().ok()).ok_or_else(|| {
+                    StoreError::Rejected(format!("change stream key {:?} has no position", k.value()))
+                })?;
+                let Some(v) = hist.get(hid.value()).map_err(err)? else {
+                    return Err(StoreError::Rejected(format!("change {seq} names a missing history entry")));
+                };
+                let s = StoredRecord::decode(v.value())?;
+                out.push(ChangeEvent { seq, entry: TimedRecord { record: s.record, changed_at_ms: s.changed_at_ms } });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// The tenant's last position (0 when it has none).
+    pub(super) async fn stream_tail(&self, tenant: &str) -> Result<u64, StoreError> {
+        let tenant = tenant.to_string();
+        self.blocking(move |db| {
+            let tx = db.begin_read().map_err(err)?;
+            let t = tx.open_table(CHANGE_TAILS).map_err(err)?;
+            Ok(t.get(tenant.as_str()).map_err(err)?.map_or(0, |v| v.value()))
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::DB_FILE;
+    use super::*;
+    use crate::domain::consensus::PairKey;
+    use crate::domain::version::VersionedRecord;
+    use crate::ports::RecordStore;
+    use redb::Database;
+
+    /// A database a build before the change stream left (history, no positions) gets
+    /// every history entry into the stream when opened, oldest first, once.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn history_written_before_the_change_stream_is_streamed_after_opening() {
+        use crate::domain::consensus::PackageState;
+        use crate::stores::contract::sample_observation;
+        let dir = tempfile::tempdir().unwrap();
+        let record = |artifact: &str, vuln: &str| {
+            let o = sample_observation("t", "vendor", artifact, vuln, crate::domain::model::Status::Affected);
+            let pair = PairKey { tenant: "t".into(), artifact: o.artifact.to_string(), vulnerability: vuln.into() };
+            let mut st = PackageState::new();
+            st.apply(o).unwrap();
+            st.evaluate(&pair, &crate::domain::trust::Policy::default(), false).unwrap().unwrap()
+        };
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let old = [VersionedRecord::unversioned(record("pkg:npm/old@1.0.0", "CVE-2024-0001"))];
+        store.put_records(&old, 1_000).await.unwrap();
+        drop(store);
+        {
+            let db = Database::open(dir.path().join(DB_FILE)).unwrap();
+            let tx = db.begin_write().unwrap();
+            for t in [CHANGE_TAILS, META] {
+                tx.delete_table(t).unwrap();
+            }
+            tx.delete_table(CHANGES).unwrap();
+            tx.commit().unwrap();
+        }
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let new = [VersionedRecord::unversioned(record("pkg:npm/new@1.0.0", "CVE-2024-0002"))];
+        store.put_records(&new, 2_000).await.unwrap();
+        let seen = |events: Vec<ChangeEvent>| events.iter().map(|e| (e.seq, e.entry.changed_at_ms)).collect::<Vec<_>>();
+        assert_eq!(seen(store.changes_after("t", 0, 100).await.unwrap()), vec![(1, 1_000), (2, 2_000)]);
+        drop(store);
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        assert_eq!(seen(store.changes_after("t", 0, 100).await.unwrap()), vec![(1, 1_000), (2, 2_000)], "once");
+    }
+}

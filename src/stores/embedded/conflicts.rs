@@ -1,0 +1,34 @@
+//! The conflict-queue role on redb (`vex_conflict_queue`): reads of the queue that
+//! `put_records` (`records`) keeps.
+
+use super::{err, json_err, EmbeddedStore, CONFLICTS};
+use crate::domain::consensus::ConsensusRecord;
+use crate::ports::{ConflictQueue, StoreError};
+use redb::{ReadableTable, ReadableTableMetadata};
+
+#[async_trait::async_trait]
+impl ConflictQueue for EmbeddedStore {
+    async fn conflict_queue_depth(&self) -> Result<u64, StoreError> {
+        self.blocking(|db| {
+            let tx = db.begin_read().map_err(err)?;
+            let n = tx.open_table(CONFLICTS).map_err(err)?.len().map_err(err)?;
+            Ok(n)
+        })
+        .await
+    }
+
+    async fn conflict_queue_depths(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        self.blocking(|db| {
+            let tx = db.begin_read().map_err(err)?;
+            let t = tx.open_table(CONFLICTS).map_err(err)?;
+            let mut by_tenant = std::collections::BTreeMap::<String, u64>::new();
+            for entry in t.iter().map_err(err)? {
+                let (_, v) = entry.map_err(err)?;
+                let r: ConsensusRecord = serde_json::from_slice(v.value()).map_err(json_err)?;
+                *by_tenant.entry(r.tenant).or_default() += 1;
+            }
+            Ok(by_tenant.into_iter().collect())
+        })
+        .await
+    }
+}

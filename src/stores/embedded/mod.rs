@@ -1,0 +1,213 @@
+//! The embedded store: every store role ([`crate::ports::Store`]) on redb under
+//! `--data-dir`, one module per role (`observations`, `records` (current records,
+//! history and the conflict-queue writes), `changes` (the change stream),
+//! `conflicts`, `trust`, `export_jobs`, `verifications`), plus what the embedded
+//! sources need to remember (`ingest`: processed files, dead letters). This module
+//! holds the database, its tables and the helpers every role uses.
+//!
+//! Invariants: every write is one redb write transaction committed with immediate
+//! durability, so a returned `Ok` means on disk; writes are idempotent upserts keyed
+//! by deterministic ids; redb is blocking, so every call runs on tokio's blocking pool.
+//! A new history entry gets its tenant's next change-stream position in the same write
+//! transaction (redb serialises write transactions), so positions are dense and
+//! committed in order.
+
+mod changes;
+mod conflicts;
+mod export_jobs;
+mod ingest;
+mod observations;
+mod records;
+mod trust;
+mod verifications;
+
+pub use ingest::DeadLetter;
+
+use super::read_cache::ReadCache;
+use crate::ports::{StoreAdmin, StoreError};
+use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+const OBSERVATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("vex_observations");
+const CONSENSUS: TableDefinition<&str, &[u8]> = TableDefinition::new("vex_consensus");
+const HISTORY: TableDefinition<&str, &[u8]> = TableDefinition::new("vex_consensus_history");
+const CONFLICTS: TableDefinition<&str, &[u8]> = TableDefinition::new("vex_conflict_queue");
+const VERIFICATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("vex_dsse_verifications");
+const FILES: TableDefinition<&str, &str> = TableDefinition::new("ingested_files");
+const DEAD_LETTERS: TableDefinition<&str, &[u8]> = TableDefinition::new("dead_letters");
+const EXPORT_JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("vex_export_jobs");
+const TRUST_POLICIES: TableDefinition<&str, &[u8]> = TableDefinition::new("vex_trust_policies");
+const TRUST_AUDIT: TableDefinition<&str, &[u8]> = TableDefinition::new("vex_trust_audit");
+/// The change stream: `<tenant>\0<position, 20 digits>` -> history entry id.
+const CHANGES: TableDefinition<&str, &str> = TableDefinition::new("vex_consensus_changes");
+/// Per tenant, the policy epoch up to which its trust changes are recomputed.
+const TRUST_RECOMPUTED: TableDefinition<&str, u64> = TableDefinition::new("vex_trust_recomputed");
+/// One-time migrations done (key: the migration).
+const META: TableDefinition<&str, u64> = TableDefinition::new("vex_meta");
+/// The last change-stream position of each tenant.
+const CHANGE_TAILS: TableDefinition<&str, u64> = TableDefinition::new("vex_consensus_change_tails");
+
+/// Page cache of the embedded database (redb's default is 1 GiB).
+const CACHE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Pairs whose read-API answer is kept in memory ([`ReadCache`]: a hit reads no page).
+const READ_CACHE_PAIRS: usize = 4096;
+
+/// File name of the database inside the data directory.
+pub const DB_FILE: &str = "vex-lens.redb";
+
+fn err<E: Into<redb::Error>>(e: E) -> StoreError {
+    let e: redb::Error = e.into();
+    match e {
+        redb::Error::Io(_) | redb::Error::DatabaseAlreadyOpen | redb::Error::PreviousIo => {
+            StoreError::Unavailable(e.to_string())
+        }
+        other => StoreError::Rejected(other.to_string()),
+    }
+}
+
+fn json_err(e: serde_json::Error) -> StoreError {
+    StoreError::Rejected(format!("json: {e}"))
+}
+
+/// redb-backed store (one file under the data directory).
+#[derive(Clone)]
+pub struct EmbeddedStore {
+    db: Arc<Database>,
+    path: PathBuf,
+    /// The read API's one-pair answers, updated after each commit of `put_records`.
+    reads: Arc<ReadCache>,
+}
+
+impl EmbeddedStore {
+    /// Opens (creating) `<data_dir>/vex-lens.redb`.
+    pub fn open(data_dir: &Path) -> Result<EmbeddedStore, StoreError> {
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| StoreError::Unavailable(format!("creating {}: {e}", data_dir.display())))?;
+        let path = data_dir.join(DB_FILE);
+        let db = Database::builder().set_cache_size(CACHE_BYTES).create(&path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => {
+                StoreError::Unavailable(format!("{} is in use by another process", path.display()))
+            }
+            e => StoreError::Unavailable(format!("{}: {e}", path.display())),
+        })?;
+        let store = EmbeddedStore { db: Arc::new(db), path, reads: Arc::new(ReadCache::new(READ_CACHE_PAIRS)) };
+        store.create_tables()?;
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn create_tables(&self) -> Result<(), StoreError> {
+        let tx = self.db.begin_write().map_err(err)?;
+        for t in [
+            OBSERVATIONS,
+            CONSENSUS,
+            HISTORY,
+            CONFLICTS,
+            VERIFICATIONS,
+            DEAD_LETTERS,
+            EXPORT_JOBS,
+            TRUST_POLICIES,
+            TRUST_AUDIT,
+        ] {
+            tx.open_table(t).map_err(err)?;
+        }
+        tx.open_table(FILES).map_err(err)?;
+        tx.open_table(CHANGES).map_err(err)?;
+        tx.open_table(CHANGE_TAILS).map_err(err)?;
+        tx.open_table(TRUST_RECOMPUTED).map_err(err)?;
+        Self::backfill_stream(&tx)?;
+        tx.commit().map_err(err)
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || f(&db))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?
+    }
+
+    /// Upserts `value` as JSON under `key` in a JSON-valued table.
+    async fn put_json<T: serde::Serialize>(
+        &self,
+        table: TableDefinition<'static, &'static str, &'static [u8]>,
+        key: &str,
+        value: &T,
+    ) -> Result<(), StoreError> {
+        let key = key.to_string();
+        let value = serde_json::to_vec(value).map_err(json_err)?;
+        self.blocking(move |db| {
+            let tx = db.begin_write().map_err(err)?;
+            tx.open_table(table).map_err(err)?.insert(key.as_str(), value.as_slice()).map_err(err)?;
+            tx.commit().map_err(err)
+        })
+        .await
+    }
+
+    /// Every value of a JSON-valued table, in key order.
+    async fn read_all<T: serde::de::DeserializeOwned + Send + 'static>(
+        &self,
+        table: TableDefinition<'static, &'static str, &'static [u8]>,
+    ) -> Result<Vec<T>, StoreError> {
+        self.blocking(move |db| {
+            let tx = db.begin_read().map_err(err)?;
+            let t = tx.open_table(table).map_err(err)?;
+            let mut out = Vec::new();
+            for r in t.iter().map_err(err)? {
+                let (_, v) = r.map_err(err)?;
+                out.push(serde_json::from_slice(v.value()).map_err(json_err)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Number of history entries (for tests and diagnostics).
+    pub async fn history_len(&self) -> Result<u64, StoreError> {
+        self.blocking(|db| {
+            let tx = db.begin_read().map_err(err)?;
+            let n = tx.open_table(HISTORY).map_err(err)?.len().map_err(err)?;
+            Ok(n)
+        })
+        .await
+    }
+}
+
+#[async_trait::async_trait]
+impl StoreAdmin for EmbeddedStore {
+    async fn init(&self) -> Result<(), StoreError> {
+        let s = self.clone();
+        self.blocking(move |_| s.create_tables()).await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.blocking(|db| db.begin_read().map(|_| ()).map_err(err)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn embedded_store_passes_the_contract_suite() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        crate::stores::contract::store_contract_suite(&store).await;
+    }
+
+    #[test]
+    fn a_second_open_of_the_same_directory_is_refused_cleanly() {
+        let dir = tempfile::tempdir().unwrap();
+        let _a = EmbeddedStore::open(dir.path()).unwrap();
+        let b = EmbeddedStore::open(dir.path());
+        assert!(matches!(b, Err(StoreError::Unavailable(_))));
+    }
+}

@@ -1,0 +1,79 @@
+//! The observations role on redb (`vex_observations`, keyed `tenant \0 package \0 id`,
+//! so a package's observations and a tenant's packages are key-range scans).
+
+use super::{err, json_err, EmbeddedStore, OBSERVATIONS};
+use crate::domain::model::Observation;
+use crate::ports::{ObservationStore, StoreError};
+use redb::ReadableTable;
+
+fn obs_key(tenant: &str, package: &str, id: &str) -> String {
+    format!("{tenant}\u{0}{package}\u{0}{id}")
+}
+
+#[async_trait::async_trait]
+impl ObservationStore for EmbeddedStore {
+    async fn put_observations(&self, observations: &[Observation]) -> Result<(), StoreError> {
+        if observations.is_empty() {
+            return Ok(());
+        }
+        let mut rows = Vec::with_capacity(observations.len());
+        for o in observations {
+            let mut o = o.clone();
+            if o.id.is_empty() {
+                o.id =
+                    o.compute_id().map_err(|e| StoreError::Rejected(format!("observation without an id: {e}")))?.into();
+            }
+            rows.push((obs_key(&o.tenant, &o.package, &o.id), serde_json::to_vec(&o).map_err(json_err)?));
+        }
+        self.blocking(move |db| {
+            let tx = db.begin_write().map_err(err)?;
+            {
+                let mut t = tx.open_table(OBSERVATIONS).map_err(err)?;
+                for (k, v) in &rows {
+                    // Keep the first provenance: never overwrite.
+                    if t.get(k.as_str()).map_err(err)?.is_none() {
+                        t.insert(k.as_str(), v.as_slice()).map_err(err)?;
+                    }
+                }
+            }
+            tx.commit().map_err(err)
+        })
+        .await
+    }
+
+    async fn observations_for_package(&self, tenant: &str, package: &str) -> Result<Vec<Observation>, StoreError> {
+        let start = format!("{tenant}\u{0}{package}\u{0}");
+        let end = format!("{tenant}\u{0}{package}\u{1}");
+        self.blocking(move |db| {
+            let tx = db.begin_read().map_err(err)?;
+            let t = tx.open_table(OBSERVATIONS).map_err(err)?;
+            let mut out = Vec::new();
+            for r in t.range(start.as_str()..end.as_str()).map_err(err)? {
+                let (_, v) = r.map_err(err)?;
+                out.push(serde_json::from_slice(v.value()).map_err(json_err)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// A scan of the tenant's observation keys (`tenant \0 package \0 id`): no value decoded.
+    async fn tenant_packages(&self, tenant: &str) -> Result<Vec<String>, StoreError> {
+        let start = format!("{tenant}\u{0}");
+        let end = format!("{tenant}\u{1}");
+        self.blocking(move |db| {
+            let tx = db.begin_read().map_err(err)?;
+            let t = tx.open_table(OBSERVATIONS).map_err(err)?;
+            let mut out: Vec<String> = Vec::new();
+            for r in t.range(start.as_str()..end.as_str()).map_err(err)? {
+                let (k, _) = r.map_err(err)?;
+                let package = k.value()[start.len()..].split('\u{0}').next().unwrap_or_default();
+                if out.last().map(String::as_str) != Some(package) {
+                    out.push(package.to_string());
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+}

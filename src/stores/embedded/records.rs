@@ -1,0 +1,251 @@
+//! The records role on redb (`vex_consensus`, `vex_consensus_history`, and in the same
+//! write transaction the conflict queue and the change-stream positions; reads of the
+//! stream are `changes`).
+//!
+//! Invariant: `put_records` is one write transaction: each record is compared with the
+//! stored one ([`decide_write`]) and written, with its history entry, its stream
+//! position and its conflict-queue change, only if it is not older; all of it commits
+//! together, and the read cache learns the new answers only after the commit.
+
+use super::changes::change_key;
+use super::{err, json_err, EmbeddedStore, CHANGES, CHANGE_TAILS, CONFLICTS, CONSENSUS, HISTORY};
+use crate::domain::consensus::{ConsensusRecord, PairKey};
+use crate::domain::version::{RecordVersion, VersionedRecord};
+use crate::ports::{
+    decide_write, pair_id, ChangeEvent, RecordQuery, RecordStore, StoreError, TimedRecord, WriteDecision,
+};
+use redb::ReadableTable;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// A current record with the time it last changed (the record holds no float, so its
+/// JSON round-trips exactly and re-digests to its stored `consensus_digest`).
+#[derive(Serialize, Deserialize)]
+pub(super) struct StoredRecord {
+    pub(super) changed_at_ms: i64,
+    pub(super) record: ConsensusRecord,
+    /// Absent in records written before versions existed: the lowest version.
+    #[serde(default)]
+    version: RecordVersion,
+}
+
+impl StoredRecord {
+    fn new(changed_at_ms: i64, record: ConsensusRecord, version: RecordVersion) -> Self {
+        StoredRecord { changed_at_ms, record, version }
+    }
+
+    pub(super) fn decode(bytes: &[u8]) -> Result<StoredRecord, StoreError> {
+        serde_json::from_slice(bytes).map_err(json_err)
+    }
+}
+
+#[async_trait::async_trait]
+impl RecordStore for EmbeddedStore {
+    /// One write transaction: each record is compared with the stored one
+    /// ([`decide_write`]) and written, with its history entry and conflict-queue change,
+    /// only if it is not older; all of it commits together.
+    async fn put_records(&self, records: &[VersionedRecord], changed_at_ms: i64) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let records = records.to_vec();
+        let reads = self.reads.clone();
+        self.blocking(move |db| {
+            let tx = db.begin_write().map_err(err)?;
+            // (pair id, index in `records`) of every current record replaced.
+            let mut written = Vec::new();
+            {
+                let mut cur = tx.open_table(CONSENSUS).map_err(err)?;
+                let mut hist = tx.open_table(HISTORY).map_err(err)?;
+                let mut conf = tx.open_table(CONFLICTS).map_err(err)?;
+                let mut changes = tx.open_table(CHANGES).map_err(err)?;
+                let mut tails = tx.open_table(CHANGE_TAILS).map_err(err)?;
+                for (written_index, VersionedRecord { record: r, version }) in records.iter().enumerate() {
+                    let id = pair_id(&r.pair());
+                    let stored = match cur.get(id.as_str()).map_err(err)? {
+                        Some(v) => Some(StoredRecord::decode(v.value())?),
+                        None => None,
+                    };
+                    let decision = decide_write(
+                        stored.as_ref().map(|s| (s.version, s.record.consensus_digest.as_str())),
+                        *version,
+                        &r.consensus_digest,
+                    );
+                    if decision == WriteDecision::Write {
+                        written.push((id.clone(), written_index));
+                    }
+                    match decision {
+                        WriteDecision::Stale => continue,
+                        WriteDecision::Unchanged => {}
+                        WriteDecision::RaiseVersion => {
+                            let Some(mut s) = stored else { continue };
+                            s.version = *version;
+                            let bytes = serde_json::to_vec(&s).map_err(json_err)?;
+                            cur.insert(id.as_str(), bytes.as_slice()).map_err(err)?;
+                        }
+                        WriteDecision::Write => {
+                            let stored = StoredRecord::new(changed_at_ms, r.clone(), *version);
+                            let bytes = serde_json::to_vec(&stored).map_err(json_err)?;
+                            cur.insert(id.as_str(), bytes.as_slice()).map_err(err)?;
+                            let hid = crate::ports::history_id(&id, changed_at_ms, &r.consensus_digest);
+                            if hist.get(hid.as_str()).map_err(err)?.is_none() {
+                                hist.insert(hid.as_str(), bytes.as_slice()).map_err(err)?;
+                                let seq = tails.get(r.tenant.as_str()).map_err(err)?.map_or(0, |v| v.value()) + 1;
+                                tails.insert(r.tenant.as_str(), seq).map_err(err)?;
+                                changes.insert(change_key(&r.tenant, seq).as_str(), hid.as_str()).map_err(err)?;
+                            }
+                        }
+                    }
+                    let unchanged = decision != WriteDecision::Write;
+                    if r.conflicts.is_empty() {
+                        conf.remove(id.as_str()).map_err(err)?;
+                    } else if !unchanged || conf.get(id.as_str()).map_err(err)?.is_none() {
+                        let bytes = serde_json::to_vec(r).map_err(json_err)?;
+                        conf.insert(id.as_str(), bytes.as_slice()).map_err(err)?;
+                    }
+                }
+            }
+            tx.commit().map_err(err)?;
+            reads.committed(&written, |&i| {
+                let json = records[i].record.to_canonical_json().ok()?;
+                crate::ports::timed_record_json(json.as_bytes(), changed_at_ms).ok()
+            });
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_record(&self, pair: &PairKey) -> Result<Option<ConsensusRecord>, StoreError> {
+        let id = pair_id(pair);
+        self.blocking(move |db| {
+            let tx = db.begin_read().map_err(err)?;
+            let t = tx.open_table(CONSENSUS).map_err(err)?;
+            match t.get(id.as_str()).map_err(err)? {
+                Some(v) => Ok(Some(StoredRecord::decode(v.value())?.record)),
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
+    async fn list_records(
+        &self,
+        tenant: Option<&str>,
+        since_ms: Option<i64>,
+    ) -> Result<Vec<ConsensusRecord>, StoreError> {
+        let tenant = tenant.map(str::to_string);
+        let mut records = self
+            .blocking(move |db| {
+                let tx = db.begin_read().map_err(err)?;
+                let t = tx.open_table(CONSENSUS).map_err(err)?;
+                let mut out = Vec::new();
+                for r in t.iter().map_err(err)? {
+                    let (_, v) = r.map_err(err)?;
+                    let s = StoredRecord::decode(v.value())?;
+                    if tenant.as_deref().is_some_and(|t| t != s.record.tenant) {
+                        continue;
+                    }
+                    if since_ms.is_some_and(|m| s.changed_at_ms < m) {
+                        continue;
+                    }
+                    out.push(s.record);
+                }
+                Ok(out)
+            })
+            .await?;
+        records.sort_by(|a, b| {
+            a.artifact.cmp(&b.artifact).then(a.vulnerability.cmp(&b.vulnerability)).then(a.tenant.cmp(&b.tenant))
+        });
+        Ok(records)
+    }
+
+    async fn query_records(&self, q: &RecordQuery) -> Result<Vec<TimedRecord>, StoreError> {
+        let q = q.clone();
+        // One pair: a key lookup, not a scan.
+        if let (Some(artifact), Some(vulnerability)) = (&q.artifact, &q.vulnerability) {
+            let id = pair_id(&PairKey {
+                tenant: q.tenant.clone(),
+                artifact: artifact.clone(),
+                vulnerability: vulnerability.clone(),
+            });
+            return self
+                .blocking(move |db| {
+                    let tx = db.begin_read().map_err(err)?;
+                    let t = tx.open_table(CONSENSUS).map_err(err)?;
+                    let Some(v) = t.get(id.as_str()).map_err(err)? else { return Ok(Vec::new()) };
+                    let s = StoredRecord::decode(v.value())?;
+                    let timed = TimedRecord { record: s.record, changed_at_ms: s.changed_at_ms };
+                    Ok(if q.limit > 0 && q.matches(&timed) { vec![timed] } else { Vec::new() })
+                })
+                .await;
+        }
+        self.blocking(move |db| {
+            let tx = db.begin_read().map_err(err)?;
+            let t = tx.open_table(CONSENSUS).map_err(err)?;
+            let mut out = Vec::new();
+            for r in t.iter().map_err(err)? {
+                let (_, v) = r.map_err(err)?;
+                let s = StoredRecord::decode(v.value())?;
+                let timed = TimedRecord { record: s.record, changed_at_ms: s.changed_at_ms };
+                if q.matches(&timed) {
+                    out.push(timed);
+                }
+            }
+            out.sort_by(|a, b| {
+                (a.record.artifact.as_bytes(), a.record.vulnerability.as_bytes())
+                    .cmp(&(b.record.artifact.as_bytes(), b.record.vulnerability.as_bytes()))
+            });
+            out.truncate(q.limit);
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn current_record_json(&self, pair: &PairKey) -> Result<Option<Arc<[u8]>>, StoreError> {
+        let id = pair_id(pair);
+        if let Some(hit) = self.reads.get(&id) {
+            return Ok(Some(hit));
+        }
+        let reads = self.reads.clone();
+        self.blocking(move |db| {
+            let generation = reads.generation();
+            let tx = db.begin_read().map_err(err)?;
+            let t = tx.open_table(CONSENSUS).map_err(err)?;
+            let Some(v) = t.get(id.as_str()).map_err(err)? else { return Ok(None) };
+            let s = StoredRecord::decode(v.value())?;
+            let json: Arc<[u8]> =
+                TimedRecord { record: s.record, changed_at_ms: s.changed_at_ms }.canonical_json()?.into();
+            reads.fill(generation, &id, json.clone());
+            Ok(Some(json))
+        })
+        .await
+    }
+
+    async fn record_history(&self, pair: &PairKey) -> Result<Vec<TimedRecord>, StoreError> {
+        let start = format!("{}:", pair_id(pair));
+        let end = format!("{};", pair_id(pair));
+        self.blocking(move |db| {
+            let tx = db.begin_read().map_err(err)?;
+            let t = tx.open_table(HISTORY).map_err(err)?;
+            let mut out = Vec::new();
+            for r in t.range(start.as_str()..end.as_str()).map_err(err)? {
+                let (_, v) = r.map_err(err)?;
+                let s = StoredRecord::decode(v.value())?;
+                out.push(TimedRecord { record: s.record, changed_at_ms: s.changed_at_ms });
+            }
+            out.sort_by(|a, b| {
+                a.changed_at_ms.cmp(&b.changed_at_ms).then(a.record.consensus_digest.cmp(&b.record.consensus_digest))
+            });
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn changes_after(&self, tenant: &str, after: u64, limit: usize) -> Result<Vec<ChangeEvent>, StoreError> {
+        self.read_changes(tenant, after, limit).await
+    }
+
+    async fn change_tail(&self, tenant: &str) -> Result<u64, StoreError> {
+        self.stream_tail(tenant).await
+    }
+}
