@@ -143,14 +143,26 @@ doc = {
             [artifact(False), vuln(False), qp("package", "Package identifier (every artifact of the package)."),
              qp("status", "Consensus status.", STATUS), qp("issuer", "Issuer id with a statement on the record."),
              qp("since", "Only records written at or after (RFC 3339).", {"type": "string", "format": "date-time"})] + PAGE,
-            {"200": ok({"oneOf": [ref("RecordPage"), ref("ConsensusRecord")]})})},
+            {"200": {**ok({"oneOf": [ref("RecordPage"), ref("ConsensusRecord")]},
+                          "The pair's stored record, or a page. A pair with no stored record whose artifact some "
+                          "stored statements apply to (a scanner's concrete package: version-less claims, ranges "
+                          "containing its version, its platform's) is answered with the record derived from them on "
+                          "request, not stored, marked by the header vexlens-derived: true."),
+                     "headers": {"vexlens-derived": {"description": "true when the record was derived on request (not stored).",
+                                                      "schema": {"type": "string", "enum": ["true"]}}}}})},
         "/v1/vex/consensus/explain": {"get": v1("explainConsensus", "The record and its decision trace.",
             [artifact(True), vuln(True)], {"200": ok(ref("Explained"))})},
         "/v1/vex/consensus/history": {"get": v1("consensusHistory",
             "Every stored version of a pair, oldest first; with as_of, the version current then.",
             [artifact(True), vuln(True), qp("as_of", "RFC 3339 time (compared with the time a version was written).",
                                             {"type": "string", "format": "date-time"})],
-            {"200": ok({"oneOf": [ref("RecordPage"), ref("ConsensusRecord")]})})},
+            {"200": {**ok({"oneOf": [ref("RecordPage"), ref("ConsensusRecord")]},
+                          "The pair's stored record, or a page. A pair with no stored record whose artifact some "
+                          "stored statements apply to (a scanner's concrete package: version-less claims, ranges "
+                          "containing its version, its platform's) is answered with the record derived from them on "
+                          "request, not stored, marked by the header vexlens-derived: true."),
+                     "headers": {"vexlens-derived": {"description": "true when the record was derived on request (not stored).",
+                                                      "schema": {"type": "string", "enum": ["true"]}}}}})},
         "/v1/vex/consensus/stream": {"get": v1("streamConsensus",
             "Server-Sent Events of every consensus change of the tenant (whichever instance made it), from the store's "
             "history. Each event: `id` = its position in the tenant's stream (1, 2, 3, ...), `event: consensus`, `data` = "

@@ -275,6 +275,15 @@ pub struct RecordsArgs {
     /// Only this tenant's records.
     #[arg(long)]
     pub tenant: Option<String>,
+    /// Only the records of this artifact (any spelling of its key). With --vulnerability,
+    /// an artifact no statement names exactly (a scanner's concrete package) gets the
+    /// record derived from every stored statement that applies to it, computed on
+    /// request and not stored (stderr says so).
+    #[arg(long)]
+    pub artifact: Option<String>,
+    /// Only the records of this vulnerability.
+    #[arg(long)]
+    pub vulnerability: Option<String>,
     #[arg(long, value_enum, default_value_t = OutputFormat::Ndjson)]
     pub format: OutputFormat,
     /// Print the dead letters of the embedded store instead (NDJSON).

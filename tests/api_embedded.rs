@@ -700,3 +700,74 @@ fn trust_changes_are_admin_only_simulated_exactly_applied_audited_and_per_tenant
     assert_eq!(audit[1].after, audit[2].before, "each entry starts where the previous ended");
     assert!(audit.windows(2).all(|w| w[0].at_ms <= w[1].at_ms));
 }
+
+/// A raw GET: (status, headers lower-cased, body).
+fn get_with_headers(port: u16, path: &str) -> (u16, String, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).unwrap();
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let code = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (code, head.to_ascii_lowercase(), body.to_string())
+}
+
+/// Issue 17 item 5: a scanner asking about its concrete package (a version and arch no
+/// one stated, on a platform) gets the consensus of every stored statement that applies
+/// to it, derived on request and marked so; another platform's package gets 404; a stated
+/// pair is the stored record, unmarked.
+#[test]
+fn a_scanners_concrete_package_gets_the_record_derived_from_the_statements_that_apply() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let inbox = tmp.path().join("in");
+    std::fs::create_dir_all(&inbox).unwrap();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // CVE-2024-38286: pki-servlet-engine (a source package) known_not_affected on CIQ LTS
+    // for Rocky Linux 9.2 and 9.4.
+    std::fs::copy(repo.join("../shared/corpus/csaf-ciq/cve-2024-38286.json"), inbox.join("ciq.json")).unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--once", "--ingest-dir", inbox.to_str().unwrap(), "--data-dir", data.to_str().unwrap()])
+        .args(["--listen", "127.0.0.1:0"])
+        .current_dir(repo)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // The CLI answers the same (`records --artifact --vulnerability`), before serve holds
+    // the store.
+    let concrete = "pkg:rpm/rocky/pki-servlet-engine@10.0.0-1.el9_2?arch=noarch&distro=rocky-9.2";
+    let cli = Command::new(BIN)
+        .args(["records", "--data-dir", data.to_str().unwrap(), "--artifact", concrete])
+        .args(["--vulnerability", "CVE-2024-38286"])
+        .current_dir(repo)
+        .output()
+        .unwrap();
+    assert!(cli.status.success(), "{}", String::from_utf8_lossy(&cli.stderr));
+    assert!(String::from_utf8_lossy(&cli.stderr).contains("derived"), "{}", String::from_utf8_lossy(&cli.stderr));
+    let cli_record: Value = serde_json::from_slice(&cli.stdout).unwrap();
+    let (_child, port, _log) = start(tmp.path(), &data, "[consensus]\nissuers_file = \"config/issuers.toml\"\n");
+    let q = |artifact: &str| format!("/v1/vex/consensus?artifact={}&vulnerability=CVE-2024-38286", enc(artifact));
+    let stated = "pkg:rpm/rocky/pki-servlet-engine?distro=rocky-9.2";
+    let (code, head, body) = get_with_headers(port, &q(stated));
+    assert_eq!(code, 200, "{body}");
+    assert!(!head.contains("vexlens-derived"), "{head}");
+    let (code, head, body) = get_with_headers(port, &q(concrete));
+    assert_eq!(code, 200, "{body}");
+    assert!(head.contains("vexlens-derived: true"), "{head}");
+    let r: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(r["artifact"], concrete);
+    assert_eq!(r["status"], "not_affected");
+    assert_eq!(r["statements"][0]["artifact"], stated);
+    // Recomputable like any record: the digest covers the derived record too.
+    let mut bare = r.clone();
+    bare.as_object_mut().unwrap().remove("consensus_digest");
+    let jcs = serde_json_canonicalizer::to_string(&bare).unwrap();
+    assert_eq!(r["consensus_digest"], format!("sha256:{}", sha(&jcs)));
+    assert_eq!(r, cli_record, "the API and the CLI derive the same record");
+    // A platform no statement is about: nothing applies.
+    let elsewhere = "pkg:rpm/rocky/pki-servlet-engine@10.0.0-1.el9_2?arch=noarch&distro=rocky-9.6";
+    assert_error(&get(port, &q(elsewhere), None, None), 404, "not_found");
+}

@@ -105,12 +105,10 @@ impl ArtifactActor {
     /// every pair right away records them itself).
     fn install(&mut self, stored: Vec<Observation>, baseline: bool) {
         let t0 = Instant::now();
-        let mut st = PackageState::new();
         let n = stored.len();
-        for o in stored {
-            if let Err(e) = st.apply(o) {
-                crate::warn_event!(crate::telemetry::events::LogEvent::RebuildSkip, tenant = %self.tenant, package = %self.package, error = %e, "stored observation skipped");
-            }
+        let (st, errors) = PackageState::rebuild(stored);
+        for e in errors {
+            crate::warn_event!(crate::telemetry::events::LogEvent::RebuildSkip, tenant = %self.tenant, package = %self.package, error = %e, "stored observation skipped");
         }
         self.heal = n > 0;
         // The stored records already carry the conflicts of the stored observations: a

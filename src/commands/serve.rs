@@ -76,6 +76,7 @@ pub fn run_records(args: RecordsArgs) -> anyhow::Result<ExitCode> {
         if let Some(uri) = &args.mongo_uri {
             let store = vex_lens::stores::connect_mongo(uri, &args.mongo_db).await?;
             let records = store.records.list_records(args.tenant.as_deref(), None).await?;
+            let records = select(records, &args, store.observations.as_ref()).await?;
             crate::commands::consensus::write_records(&mut out, &records, args.format)?;
         } else {
             let dir = match &args.data_dir {
@@ -100,10 +101,53 @@ pub fn run_records(args: RecordsArgs) -> anyhow::Result<ExitCode> {
                 }
             } else {
                 let records = store.list_records(args.tenant.as_deref(), None).await?;
+                let records = select(records, &args, &store).await?;
                 crate::commands::consensus::write_records(&mut out, &records, args.format)?;
             }
         }
         out.flush()?;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// The records `--artifact`/`--vulnerability` select; a pair no record is stored for gets
+/// the record derived from the stored statements that apply to its artifact (issue 17:
+/// a scanner's concrete package), announced on stderr.
+async fn select(
+    records: Vec<vex_lens::domain::consensus::ConsensusRecord>,
+    args: &RecordsArgs,
+    observations: &dyn vex_lens::ports::ObservationStore,
+) -> anyhow::Result<Vec<vex_lens::domain::consensus::ConsensusRecord>> {
+    use vex_lens::domain::consensus::{PackageState, PairKey};
+    let Some(raw) = &args.artifact else {
+        return Ok(match &args.vulnerability {
+            Some(v) => records.into_iter().filter(|r| &r.vulnerability == v).collect(),
+            None => records,
+        });
+    };
+    let key = vex_lens::domain::keys::parse_key(raw).with_context(|| format!("--artifact {raw:?}"))?;
+    let chosen: Vec<_> = records
+        .into_iter()
+        .filter(|r| r.artifact == key.key && args.vulnerability.as_ref().map_or(true, |v| &r.vulnerability == v))
+        .collect();
+    let Some(vulnerability) = args.vulnerability.clone().filter(|_| chosen.is_empty()) else {
+        return Ok(chosen);
+    };
+    let tenant = args.tenant.clone().unwrap_or_else(|| "default".to_string());
+    let (state, _) = PackageState::rebuild(observations.observations_for_package(&tenant, &key.package).await?);
+    let pair = PairKey { tenant, artifact: key.key.clone(), vulnerability };
+    // The configuration's policy (as `serve` loads it; a tenant's trust overrides set
+    // through the API are not applied here).
+    let policy = vex_lens::app::load_policy(&Config::load(None)?)?;
+    match state.evaluate(&pair, &policy, false)? {
+        Some(r) => {
+            eprintln!(
+                "derived: no statement names {} exactly; computed from the {} stored statement(s) that apply to it (not stored)",
+                pair.artifact,
+                r.statements.len()
+            );
+            Ok(vec![r])
+        }
+        None => Ok(Vec::new()),
+    }
 }

@@ -4,7 +4,10 @@
 //! Invariants: every read is scoped to the caller's tenant (the store query carries it);
 //! artifact parameters are normalised with the domain's key parser, so every spelling of
 //! one purl reads the same pair; reads serve what the store holds (durable), never an
-//! actor's unwritten state; `as_of` and `since` compare the time a record was written.
+//! actor's unwritten state; `as_of` and `since` compare the time a record was written. A
+//! pair the store holds no record of, whose artifact some stored statements apply to (a
+//! scanner's concrete package), is answered with the record derived from them on request,
+//! marked by the `vexlens-derived: true` header, and never stored.
 
 use super::auth::{Authorized, Read};
 use super::error::ApiError;
@@ -67,8 +70,10 @@ pub async fn get(
     if single {
         // The stored canonical JSON as it is (no decode and re-encode on this path).
         let pair = pair_of(&caller.tenant, &p)?;
-        let json = state.stores.records.current_record_json(&pair).await?.ok_or_else(|| no_record(&pair))?;
-        return Ok(HttpResponse::Ok().content_type(ContentType::json()).body(web::Bytes::from_owner(json)));
+        if let Some(json) = state.stores.records.current_record_json(&pair).await? {
+            return Ok(HttpResponse::Ok().content_type(ContentType::json()).body(web::Bytes::from_owner(json)));
+        }
+        return derived(&state, &pair).await;
     }
     let limit = p.page_size(state.api.default_page_size, state.api.max_page_size)?;
     let q = RecordQuery {
@@ -85,6 +90,26 @@ pub async fn get(
     };
     let items = state.stores.records.query_records(&q).await?;
     Ok(HttpResponse::Ok().json(page_of(items, limit)))
+}
+
+/// Response header marking a record computed on request (not stored): the consensus of
+/// every statement that applies to an artifact no one stated exactly.
+pub const DERIVED_HEADER: &str = "vexlens-derived";
+
+/// The record of a pair the store holds none of, derived from the statements of its
+/// package that apply to its artifact (a scanner's concrete package: version-less claims,
+/// ranges containing its version, its platform's). 404 when none applies.
+async fn derived(state: &State, pair: &PairKey) -> Result<HttpResponse, ApiError> {
+    let package = crate::domain::keys::parse_key(&pair.artifact).map_err(|e| ApiError::param("artifact", e))?.package;
+    let stored = state.stores.observations.observations_for_package(&pair.tenant, &package).await?;
+    let (st, _) = PackageState::rebuild(stored);
+    let record = st
+        .evaluate(pair, &state.policy_for(&pair.tenant), false)
+        .map_err(|e| ApiError::from(crate::ports::StoreError::Rejected(e.to_string())))?
+        .ok_or_else(|| no_record(pair))?;
+    let json =
+        record.into_canonical_json().map_err(|e| ApiError::from(crate::ports::StoreError::Rejected(e.to_string())))?;
+    Ok(HttpResponse::Ok().content_type(ContentType::json()).insert_header((DERIVED_HEADER, "true")).body(json))
 }
 
 /// The explain trace of a pair.
@@ -111,9 +136,9 @@ pub async fn explain(
     let pair = pair_of(&caller.tenant, &p)?;
     let record = current(&state, &pair).await?;
     let observations = state.stores.observations.observations_for_package(&pair.tenant, &record.record.package).await?;
-    let mut st = PackageState::new();
-    for o in observations {
-        st.apply(o).map_err(|e| ApiError::from(crate::ports::StoreError::Rejected(e.to_string())))?;
+    let (st, errors) = PackageState::rebuild(observations);
+    if let Some(e) = errors.into_iter().next() {
+        return Err(ApiError::from(crate::ports::StoreError::Rejected(e.to_string())));
     }
     let recomputed = st
         .evaluate(&pair, &state.policy_for(&pair.tenant), true)

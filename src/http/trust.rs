@@ -179,9 +179,9 @@ pub async fn simulate(
     let mut changes = Vec::new();
     for (package, pairs) in by_package {
         let observations = state.stores.observations.observations_for_package(&caller.tenant, &package).await?;
-        let mut st = PackageState::new();
-        for o in observations {
-            st.apply(o).map_err(|e| ApiError::from(crate::ports::StoreError::Rejected(e.to_string())))?;
+        let (st, errors) = PackageState::rebuild(observations);
+        if let Some(e) = errors.into_iter().next() {
+            return Err(ApiError::from(crate::ports::StoreError::Rejected(e.to_string())));
         }
         for pair in pairs {
             let undigestible = |e: crate::domain::consensus::ApplyError| {

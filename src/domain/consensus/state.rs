@@ -197,6 +197,20 @@ impl PackageState {
         Self::default()
     }
 
+    /// A state rebuilt from stored observations (what the actor, the API and the CLI do
+    /// before evaluating): every observation applied, in any order (the result does not
+    /// depend on it); those the state refuses are returned with why.
+    pub fn rebuild<I: IntoIterator<Item = Observation>>(observations: I) -> (Self, Vec<ApplyError>) {
+        let mut st = PackageState::new();
+        let mut errors = Vec::new();
+        for o in observations {
+            if let Err(e) = st.insert(o) {
+                errors.push(e);
+            }
+        }
+        (st, errors)
+    }
+
     pub fn len(&self) -> usize {
         self.observations.len()
     }
@@ -356,9 +370,23 @@ impl PackageState {
     }
 
     /// The observations that apply to a pair, sorted by id.
+    ///
+    /// The pair's artifact need not be one the state holds: for a concrete artifact no one
+    /// stated exactly (a scanner's `pkg:rpm/ns/name@version?arch=..&distro=..`), every
+    /// statement that applies to it (version-less, a range containing its version, its
+    /// platform's, a subset of its qualifiers) does. An artifact key that does not parse,
+    /// or is of another package, has none.
     pub fn applicable(&self, pair: &PairKey) -> Vec<&Observation> {
-        let Some(pk) = self.parsed.get(pair.artifact.as_str()) else {
-            return Vec::new();
+        let parsed_here;
+        let pk = match self.parsed.get(pair.artifact.as_str()) {
+            Some(pk) => pk,
+            None => match keys::parse_key(&pair.artifact) {
+                Ok(k) if self.package.as_deref() == Some(k.package.as_str()) => {
+                    parsed_here = k;
+                    &parsed_here
+                }
+                _ => return Vec::new(),
+            },
         };
         let Some(vi) = self.tenants.get(pair.tenant.as_str()).and_then(|t| t.vulns.get(pair.vulnerability.as_str()))
         else {
@@ -426,7 +454,14 @@ impl PackageState {
         ))
     }
 
-    /// Evaluates one pair under a policy (`Ok(None)`: no statement applies to it).
+    /// Whether the state holds a statement about exactly this artifact (else a record of
+    /// it is derived: see [`Self::applicable`]).
+    pub fn holds_artifact(&self, artifact: &str) -> bool {
+        self.parsed.contains_key(artifact)
+    }
+
+    /// Evaluates one pair under a policy (`Ok(None)`: no statement applies to it). The
+    /// pair's artifact may be one no statement names exactly ([`Self::applicable`]).
     pub fn evaluate(
         &self,
         pair: &PairKey,

@@ -543,3 +543,35 @@ fn a_newer_document_version_retracts_what_it_no_longer_says() {
     let (b, _) = batch(vec![v2_a, v1_b, v1_a], &p, false);
     assert_eq!(canonical(&b)[1], canonical(&[state.evaluate(&pair("pkg:npm/a@2"), &p, false).unwrap().unwrap()])[0]);
 }
+
+/// A scanner's concrete package that no statement names exactly gets the consensus of
+/// every statement that applies to it: version-less, a range containing its version, its
+/// platform's (a subset of its qualifiers); not another platform's, not another version's.
+#[test]
+fn a_concrete_artifact_no_one_stated_gets_every_statement_that_applies() {
+    let p = policy(Mode::WeightedVote);
+    let any = obs(Some("distro"), "pkg:rpm/rocky/bind", "CVE-1", Status::Affected, "2024-01-01T00:00:00Z");
+    let on_86 =
+        obs(Some("vendor"), "pkg:rpm/rocky/bind?distro=rocky-8.6", "CVE-1", Status::Affected, "2024-01-02T00:00:00Z");
+    let on_92 =
+        obs(Some("other"), "pkg:rpm/rocky/bind?distro=rocky-9.2", "CVE-1", Status::Fixed, "2024-01-02T00:00:00Z");
+    let other_version =
+        obs(Some("scanner"), "pkg:rpm/rocky/bind@9.0-1?arch=x86_64", "CVE-1", Status::Fixed, "2024-01-02T00:00:00Z");
+    let (st, errors) = PackageState::rebuild(vec![any, on_86, on_92, other_version]);
+    assert!(errors.is_empty());
+    let concrete = "pkg:rpm/rocky/bind@9.11.36-14.el8_10?arch=x86_64&distro=rocky-8.6";
+    assert!(!st.holds_artifact(concrete));
+    let pair = PairKey { tenant: "default".into(), artifact: concrete.into(), vulnerability: "CVE-1".into() };
+    let r = st.evaluate(&pair, &p, false).unwrap().unwrap();
+    let applied: Vec<&str> = r.statements.iter().map(|s| &*s.artifact).collect();
+    assert_eq!(applied, ["pkg:rpm/rocky/bind", "pkg:rpm/rocky/bind?distro=rocky-8.6"]);
+    assert_eq!(r.status, ConsensusStatus::Affected);
+    assert_eq!(r.artifact, concrete);
+    // Another package, or a key that does not parse: nothing applies.
+    let other = PairKey { artifact: "pkg:rpm/rocky/openssl@1-1".into(), ..pair.clone() };
+    assert!(st.evaluate(&other, &p, false).unwrap().is_none());
+    // A concrete artifact held by the state is evaluated as before.
+    let held = PairKey { artifact: "pkg:rpm/rocky/bind@9.0-1?arch=x86_64".into(), ..pair };
+    assert!(st.holds_artifact(&held.artifact));
+    assert_eq!(st.evaluate(&held, &p, false).unwrap().unwrap().statements.len(), 2);
+}
