@@ -1,5 +1,9 @@
-//! The store contract (every role of `crate::ports`), written once as a generic async function and run
-//! against every adapter: the embedded store in `cargo test`, MongoDB in the
+//! The store contract, written once as generic async functions, one per role of
+//! `crate::ports` (each bounded by that role's trait: [`admin_contract`],
+//! [`observation_contract`], [`record_contract`] (with the conflict queue its writes
+//! keep, the change stream and the version fence), [`verification_contract`],
+//! [`export_job_contract`], [`trust_contract`]), and run against every adapter through
+//! [`store_contract_suite`]: the embedded store in `cargo test`, MongoDB in the
 //! integration tests.
 //!
 //! Invariants: the suite uses a tenant unique to each run, so it passes on a store that
@@ -13,7 +17,8 @@ use crate::domain::timestamp::Timestamp;
 use crate::domain::trust::Policy;
 use crate::domain::version::{RecordVersion, VersionedRecord};
 use crate::ports::{
-    ConflictQueue, ExportJobRecord, RecordQuery, RecordStore, Store, TrustAudit, TrustStore, VerificationRecord,
+    ConflictQueue, ExportJobRecord, ExportJobStore, ObservationStore, RecordQuery, RecordStore, Store, StoreAdmin,
+    TrustAudit, TrustStore, VerificationRecord, VerificationStore,
 };
 use std::collections::BTreeSet;
 
@@ -66,59 +71,80 @@ fn ids(v: &[Observation]) -> BTreeSet<String> {
     v.iter().map(|o| o.id.to_string()).collect()
 }
 
-/// Runs every clause of the store contract against `store`.
+/// Runs every clause of the store contract against `store`, role by role (each role's
+/// clauses are also a function of their own, bounded by that role's trait).
 pub async fn store_contract_suite<S: Store>(store: &S) {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
     let tenant = format!("contract-{nanos}");
     let other_tenant = format!("{tenant}-other");
+    admin_contract(store).await;
+    observation_contract(store, &tenant, &other_tenant).await;
+    record_contract(store, &tenant, &other_tenant).await;
+    verification_contract(store, nanos).await;
+    export_job_contract(store, &tenant, &other_tenant).await;
+    trust_contract(store, &tenant, &other_tenant).await;
+}
 
-    // init is idempotent; ping answers.
+/// Set-up and readiness: init is idempotent; ping answers.
+pub async fn admin_contract<S: StoreAdmin>(store: &S) {
     store.init().await.expect("init");
     store.init().await.expect("init twice");
     store.ping().await.expect("ping");
+}
 
-    // Observations: upsert by id, first provenance kept, grouped by (tenant, package).
-    let a = sample_observation(&tenant, "vendor", "pkg:npm/contract-a@1.0.0", "CVE-2024-0001", Status::Affected);
-    let b = sample_observation(&tenant, "scanner", "pkg:npm/contract-a@1.0.0", "CVE-2024-0001", Status::NotAffected);
-    let c = sample_observation(&tenant, "vendor", "pkg:npm/contract-b@2.0.0", "CVE-2024-0001", Status::Fixed);
-    let d = sample_observation(&other_tenant, "vendor", "pkg:npm/contract-a@1.0.0", "CVE-2024-0001", Status::Fixed);
+/// Observations: upsert by id, first provenance kept, grouped by (tenant, package);
+/// a tenant's packages.
+pub async fn observation_contract<S: ObservationStore>(store: &S, tenant: &str, other_tenant: &str) {
+    let a = sample_observation(tenant, "vendor", "pkg:npm/contract-a@1.0.0", "CVE-2024-0001", Status::Affected);
+    let b = sample_observation(tenant, "scanner", "pkg:npm/contract-a@1.0.0", "CVE-2024-0001", Status::NotAffected);
+    let c = sample_observation(tenant, "vendor", "pkg:npm/contract-b@2.0.0", "CVE-2024-0001", Status::Fixed);
+    let d = sample_observation(other_tenant, "vendor", "pkg:npm/contract-a@1.0.0", "CVE-2024-0001", Status::Fixed);
     store.put_observations(&[a.clone(), c.clone(), d.clone()]).await.expect("put_observations");
     let mut a_again = a.clone();
     a_again.provenance.source = Some("replayed".into());
     store.put_observations(&[a_again, b.clone()]).await.expect("put_observations is an upsert");
     store.put_observations(&[]).await.expect("empty put_observations");
-    let got = store.observations_for_package(&tenant, &a.package).await.expect("observations_for_package");
+    let got = store.observations_for_package(tenant, &a.package).await.expect("observations_for_package");
     assert_eq!(ids(&got), ids(&[a.clone(), b.clone()]), "observations_for_package returns exactly that package's");
     assert_eq!(got.len(), 2, "a replayed observation is stored once");
     let stored_a = got.iter().find(|o| o.id == a.id).expect("a is stored");
     assert_eq!(stored_a, &a, "an observation round-trips unchanged, keeping its first provenance");
-    let other = store.observations_for_package(&other_tenant, &a.package).await.expect("other tenant");
-    assert_eq!(ids(&other), ids(&[d.clone()]), "observations are per tenant");
-    let none = store.observations_for_package(&tenant, "pkg:npm/contract-none").await.expect("unknown package");
+    let other = store.observations_for_package(other_tenant, &a.package).await.expect("other tenant");
+    assert_eq!(ids(&other), ids(std::slice::from_ref(&d)), "observations are per tenant");
+    let none = store.observations_for_package(tenant, "pkg:npm/contract-none").await.expect("unknown package");
     assert!(none.is_empty(), "an unknown package has no observations");
     assert_eq!(
-        store.tenant_packages(&tenant).await.expect("tenant_packages"),
+        store.tenant_packages(tenant).await.expect("tenant_packages"),
         vec![a.package.to_string(), c.package.to_string()],
         "tenant_packages: each package of the tenant once, sorted"
     );
-    assert_eq!(store.tenant_packages(&other_tenant).await.expect("tenant_packages"), vec![d.package.to_string()]);
+    assert_eq!(store.tenant_packages(other_tenant).await.expect("tenant_packages"), vec![d.package.to_string()]);
     assert!(store.tenant_packages(&format!("{tenant}-none")).await.expect("tenant_packages").is_empty());
+}
+
+/// Records (current records, history, the read API's queries and one-pair answer, the
+/// change stream, the version fence) and the conflict queue their writes keep. Uses the
+/// pairs of [`observation_contract`]'s fixtures (evaluated here, not read back).
+pub async fn record_contract<S: RecordStore + ConflictQueue>(store: &S, tenant: &str, other_tenant: &str) {
+    let a = sample_observation(tenant, "vendor", "pkg:npm/contract-a@1.0.0", "CVE-2024-0001", Status::Affected);
+    let b = sample_observation(tenant, "scanner", "pkg:npm/contract-a@1.0.0", "CVE-2024-0001", Status::NotAffected);
+    let c = sample_observation(tenant, "vendor", "pkg:npm/contract-b@2.0.0", "CVE-2024-0001", Status::Fixed);
 
     // Records: upsert by pair, changed_at only moves when the digest changes, conflict queue.
     let pair = PairKey {
-        tenant: tenant.clone(),
+        tenant: tenant.to_string(),
         artifact: a.artifact.to_string(),
         vulnerability: a.vulnerability.to_string(),
     };
-    let agreed = records_of(&[a.clone()], &pair);
+    let agreed = records_of(std::slice::from_ref(&a), &pair);
     let disputed = records_of(&[a.clone(), b.clone()], &pair);
     assert!(agreed.conflicts.is_empty() && !disputed.conflicts.is_empty(), "fixture: one clean, one conflicted");
     let pair_c = PairKey {
-        tenant: tenant.clone(),
+        tenant: tenant.to_string(),
         artifact: c.artifact.to_string(),
         vulnerability: c.vulnerability.to_string(),
     };
-    let rec_c = records_of(&[c.clone()], &pair_c);
+    let rec_c = records_of(std::slice::from_ref(&c), &pair_c);
 
     assert_eq!(store.get_record(&pair).await.expect("get_record"), None, "no record before the first write");
     let depth0 = store.conflict_queue_depth().await.expect("depth");
@@ -132,7 +158,7 @@ pub async fn store_contract_suite<S: Store>(store: &S) {
     store.put_records(&[VersionedRecord::unversioned(disputed.clone())], 2_000).await.expect("put_records changed");
     assert_eq!(store.conflict_queue_depth().await.expect("depth"), depth0 + 1, "a conflicted record is queued");
     let per_tenant = store.conflict_queue_depths().await.expect("depths");
-    assert!(per_tenant.contains(&(tenant.clone(), 1)), "the queue counts per tenant: {per_tenant:?}");
+    assert!(per_tenant.contains(&(tenant.to_string(), 1)), "the queue counts per tenant: {per_tenant:?}");
     assert!(
         !per_tenant.iter().any(|(t, _)| *t == other_tenant),
         "a tenant without conflicts is left out: {per_tenant:?}"
@@ -141,22 +167,22 @@ pub async fn store_contract_suite<S: Store>(store: &S) {
     assert_eq!(store.conflict_queue_depth().await.expect("depth"), depth0 + 1, "queueing is idempotent");
     store.put_records(&[VersionedRecord::unversioned(rec_c.clone())], 4_000).await.expect("put_records other pair");
 
-    let all = store.list_records(Some(&tenant), None).await.expect("list_records");
+    let all = store.list_records(Some(tenant), None).await.expect("list_records");
     assert_eq!(all.len(), 2, "one current record per pair");
     assert_eq!(*all[0].artifact, *a.artifact, "sorted by artifact");
     assert_eq!(all[0].consensus_digest, disputed.consensus_digest, "the latest write is current");
-    let since = store.list_records(Some(&tenant), Some(2_500)).await.expect("list_records since");
+    let since = store.list_records(Some(tenant), Some(2_500)).await.expect("list_records since");
     assert_eq!(
         since.iter().map(|r| r.artifact.clone()).collect::<Vec<_>>(),
         vec![c.artifact.to_string()],
         "a replay with an unchanged digest does not move changed_at"
     );
-    let since = store.list_records(Some(&tenant), Some(1_500)).await.expect("list_records since");
+    let since = store.list_records(Some(tenant), Some(1_500)).await.expect("list_records since");
     assert_eq!(since.len(), 2, "changed_at moves when the digest changes");
     let everyone = store.list_records(None, None).await.expect("list_records all tenants");
     assert!(everyone.len() >= 2, "list_records without a tenant includes this tenant's");
     assert!(
-        store.list_records(Some(&other_tenant), None).await.expect("other tenant").is_empty(),
+        store.list_records(Some(other_tenant), None).await.expect("other tenant").is_empty(),
         "records are per tenant"
     );
 
@@ -172,42 +198,6 @@ pub async fn store_contract_suite<S: Store>(store: &S) {
     );
     store.put_records(&[], 6_000).await.expect("empty put_records");
 
-    // Verifications: upsert by envelope digest.
-    let v = VerificationRecord {
-        envelope_digest: format!("sha256:{:064x}", nanos),
-        issuer: Some("vendor".into()),
-        keyid: Some("k1".into()),
-        result: crate::domain::model::SignatureStatus::Verified,
-        reason: None,
-        verified_at_ms: 7,
-        source: Some("contract".into()),
-    };
-    store.put_verification(&v).await.expect("put_verification");
-    store.put_verification(&v).await.expect("put_verification is an upsert");
-
-    // Export job records are upserts by job id.
-    let mut job = ExportJobRecord {
-        job_id: format!("contract-{tenant}"),
-        format: crate::domain::export_format::ExportFormat::Json,
-        tenant: Some(tenant.clone()),
-        since_ms: None,
-        started_at_ms: 7,
-        duration_ms: 3,
-        result: crate::ports::JobResult::Failure,
-        error: Some("contract".into()),
-        manifest: None,
-        bundle_id: None,
-        records: 0,
-    };
-    store.put_export_job(&job).await.expect("put_export_job");
-    job.result = crate::ports::JobResult::Success;
-    store.put_export_job(&job).await.expect("put_export_job is an upsert");
-    let jobs = store.list_export_jobs(&tenant).await.expect("list_export_jobs");
-    assert_eq!(jobs, vec![job.clone()], "list_export_jobs returns the tenant's jobs, upserted once");
-    assert!(store.list_export_jobs(&other_tenant).await.expect("list").is_empty(), "export jobs are per tenant");
-    assert_eq!(store.get_export_job(&job.job_id).await.expect("get_export_job"), Some(job.clone()));
-    assert_eq!(store.get_export_job("contract-no-such-job").await.expect("get_export_job"), None);
-
     // Reads of the HTTP API: history, paged and filtered queries.
     let history = store.record_history(&pair).await.expect("record_history");
     assert_eq!(
@@ -220,10 +210,10 @@ pub async fn store_contract_suite<S: Store>(store: &S) {
         "history holds every change once (a replay adds nothing, a return to an earlier version does), oldest first"
     );
     assert_eq!(history[1].record, disputed, "a history entry round-trips unchanged");
-    let other_pair = PairKey { tenant: other_tenant.clone(), ..pair.clone() };
+    let other_pair = PairKey { tenant: other_tenant.to_string(), ..pair.clone() };
     assert!(store.record_history(&other_pair).await.expect("history").is_empty(), "history is per tenant");
 
-    let q = RecordQuery { tenant: tenant.clone(), limit: 1000, ..Default::default() };
+    let q = RecordQuery { tenant: tenant.to_string(), limit: 1000, ..Default::default() };
     let keys = |v: &[crate::ports::TimedRecord]| v.iter().map(|t| t.record.artifact.clone()).collect::<Vec<_>>();
     let all = store.query_records(&q).await.expect("query_records");
     assert_eq!(keys(&all), vec![a.artifact.to_string(), c.artifact.to_string()], "query_records in artifact order");
@@ -254,7 +244,7 @@ pub async fn store_contract_suite<S: Store>(store: &S) {
         by(RecordQuery { status: Some(agreed.status), ..one.clone() }).await.is_empty()
             || agreed.status == rec_c.status
     );
-    assert!(by(RecordQuery { tenant: other_tenant.clone(), ..one }).await.is_empty(), "one pair is per tenant");
+    assert!(by(RecordQuery { tenant: other_tenant.to_string(), ..one }).await.is_empty(), "one pair is per tenant");
     assert_eq!(by(RecordQuery { issuer: Some("vendor".into()), ..q.clone() }).await.len(), 2, "issuer filter");
     assert!(by(RecordQuery { issuer: Some("scanner".into()), ..q.clone() }).await.is_empty(), "issuer filter");
     assert!(by(RecordQuery { vulnerability: Some("CVE-1999-0001".into()), ..q.clone() }).await.is_empty());
@@ -286,14 +276,53 @@ pub async fn store_contract_suite<S: Store>(store: &S) {
     let no_reason = RecordQuery { conflicted: true, conflict_reason: Some("no_such_reason".into()), ..q.clone() };
     assert!(by(no_reason).await.is_empty(), "conflict reason filter");
     assert!(
-        by(RecordQuery { tenant: other_tenant.clone(), ..q.clone() }).await.is_empty(),
+        by(RecordQuery { tenant: other_tenant.to_string(), ..q.clone() }).await.is_empty(),
         "query_records is per tenant"
     );
 
     let written = [(1_000, &agreed), (2_000, &disputed), (4_000, &rec_c), (5_000, &agreed), (7_000, &disputed)];
-    change_stream_clauses(store, &tenant, &other_tenant, &written, &agreed).await;
-    trust_contract(store, &tenant, &other_tenant).await;
-    fence_clauses(store, &tenant).await;
+    change_stream_clauses(store, tenant, other_tenant, &written, &agreed).await;
+    fence_clauses(store, tenant).await;
+}
+
+/// Verifications: upsert by envelope digest (`nanos` makes the digest unique to the run).
+pub async fn verification_contract<S: VerificationStore>(store: &S, nanos: u128) {
+    let v = VerificationRecord {
+        envelope_digest: format!("sha256:{:064x}", nanos),
+        issuer: Some("vendor".into()),
+        keyid: Some("k1".into()),
+        result: crate::domain::model::SignatureStatus::Verified,
+        reason: None,
+        verified_at_ms: 7,
+        source: Some("contract".into()),
+    };
+    store.put_verification(&v).await.expect("put_verification");
+    store.put_verification(&v).await.expect("put_verification is an upsert");
+}
+
+/// Export job records: upserts by job id, listed per tenant.
+pub async fn export_job_contract<S: ExportJobStore>(store: &S, tenant: &str, other_tenant: &str) {
+    let mut job = ExportJobRecord {
+        job_id: format!("contract-{tenant}"),
+        format: crate::domain::export_format::ExportFormat::Json,
+        tenant: Some(tenant.to_string()),
+        since_ms: None,
+        started_at_ms: 7,
+        duration_ms: 3,
+        result: crate::ports::JobResult::Failure,
+        error: Some("contract".into()),
+        manifest: None,
+        bundle_id: None,
+        records: 0,
+    };
+    store.put_export_job(&job).await.expect("put_export_job");
+    job.result = crate::ports::JobResult::Success;
+    store.put_export_job(&job).await.expect("put_export_job is an upsert");
+    let jobs = store.list_export_jobs(tenant).await.expect("list_export_jobs");
+    assert_eq!(jobs, vec![job.clone()], "list_export_jobs returns the tenant's jobs, upserted once");
+    assert!(store.list_export_jobs(other_tenant).await.expect("list").is_empty(), "export jobs are per tenant");
+    assert_eq!(store.get_export_job(&job.job_id).await.expect("get_export_job"), Some(job.clone()));
+    assert_eq!(store.get_export_job("contract-no-such-job").await.expect("get_export_job"), None);
 }
 
 /// Fenced writes: an older version never replaces a newer one (nor adds history or
@@ -308,7 +337,7 @@ async fn fence_clauses<S: RecordStore + ConflictQueue>(store: &S, tenant: &str) 
         artifact: e.artifact.to_string(),
         vulnerability: e.vulnerability.to_string(),
     };
-    let (one, two) = (records_of(&[e.clone()], &pair_f), records_of(&[e.clone(), f.clone()], &pair_f));
+    let (one, two) = (records_of(std::slice::from_ref(&e), &pair_f), records_of(&[e.clone(), f.clone()], &pair_f));
     assert!(one.conflicts.is_empty() && !two.conflicts.is_empty(), "fixture: one clean, one conflicted");
     let v = |epoch: u64, offset: i64, observations: u64| RecordVersion { epoch, offset, observations };
     let put = |r: &ConsensusRecord, version: RecordVersion, at: i64| {
@@ -365,7 +394,7 @@ async fn fence_clauses<S: RecordStore + ConflictQueue>(store: &S, tenant: &str) 
 }
 
 /// Trust policies: compare-and-set on the tenant's epoch, audit entries per tenant.
-async fn trust_contract<S: TrustStore>(store: &S, tenant: &str, other_tenant: &str) {
+pub async fn trust_contract<S: TrustStore>(store: &S, tenant: &str, other_tenant: &str) {
     use crate::domain::trust::{TenantTrust, Tier, TrustChange};
     let base = Policy::default();
     let mine = |t: &[TenantTrust]| t.iter().filter(|x| x.tenant == tenant).cloned().collect::<Vec<_>>();
