@@ -296,12 +296,18 @@ fn apply_rejects_other_packages_and_ignores_duplicates() {
 
 const ISSUERS: [Option<&str>; 6] =
     [Some("vendor"), Some("distro"), Some("scanner"), Some("randomer"), Some("someone"), None];
-const ARTIFACTS: [&str; 5] = [
+/// One package: version-less, versions, a range, qualifiers, and platforms (issue 17:
+/// claims about two platforms never meet; a platform-less claim applies on every one).
+const ARTIFACTS: [&str; 9] = [
     "pkg:golang/x/y",
     "pkg:golang/x/y@v1.0.0",
     "pkg:golang/x/y@v2.0.0",
     "pkg:golang/x/y@vers:semver/>=1.0.0|<2.0.0",
     "pkg:golang/x/y@v1.5.0?os=linux",
+    "pkg:golang/x/y?distro=rocky-8.6",
+    "pkg:golang/x/y@v1.0.0?distro=rocky-8.6",
+    "pkg:golang/x/y@v1.0.0?distro=rhel-8-appstream",
+    "pkg:golang/x/y@v1.0.0?platform=cpe%3A2.3%3Ao%3Aacme%3Abox%3A1%3A*%3A*%3A*%3A*%3A*%3A*%3A*",
 ];
 
 fn arb_obs() -> impl Strategy<Value = Observation> {
@@ -338,6 +344,20 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
 
     /// Property 1: any order gives byte-identical records.
+    /// Claims about two platforms never meet in one record, and a platform-less claim
+    /// counts wherever it applies.
+    #[test]
+    fn no_record_counts_two_platforms(v in prop::collection::vec(arb_obs(), 1..25)) {
+        let (records, _) = batch(v, &policy(Mode::WeightedVote), false);
+        for r in &records {
+            let own = parse_key(&r.artifact).unwrap().platform();
+            for s in &r.statements {
+                let theirs = parse_key(&s.artifact).unwrap().platform();
+                prop_assert!(theirs.is_none() || theirs == own, "{} counts {}", r.artifact, s.artifact);
+            }
+        }
+    }
+
     #[test]
     fn order_independence(v in prop::collection::vec(arb_obs(), 1..25), seed in any::<u64>(), mode in 0..5usize) {
         let p = policy(Mode::ALL[mode]);
