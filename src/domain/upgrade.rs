@@ -12,12 +12,13 @@
 //! records are recomputed from the upgraded observations); otherwise start-up refuses and
 //! names `vex-lens reindex`, which drops the lossy observations and their pairs.
 
-use super::keys::{parse_key, KeyKind};
+use super::keys::{parse_key, KeyKind, PlatformTag};
 use super::model::Observation;
+use super::model::SourceFormat;
 use std::sync::Arc;
 
 /// The schema version this code writes (records' `schema_version`; the store's marker).
-pub const STORE_SCHEMA_VERSION: u32 = 3;
+pub const STORE_SCHEMA_VERSION: u32 = 4;
 
 /// The version of a store that has data but no marker: written by bafbf91 or before.
 pub const UNMARKED_STORE_VERSION: u32 = 2;
@@ -42,11 +43,18 @@ pub struct Step {
 }
 
 /// Every step, in order of `to`.
-pub const STEPS: &[Step] = &[Step {
-    to: 3,
-    what: "keys from names (issue 18): RPM/Debian names are purls, name keys keep the product's case",
-    rekey: rekey_v3,
-}];
+pub const STEPS: &[Step] = &[
+    Step {
+        to: 3,
+        what: "keys from names (issue 18): RPM/Debian names are purls, name keys keep the product's case",
+        rekey: rekey_v3,
+    },
+    Step {
+        to: 4,
+        what: "platform context is identity (issue 17): a CSAF relationship is the component on its platform",
+        rekey: rekey_v4,
+    },
+];
 
 /// v3: a `name:` key (artifact or scope) was lower-cased and may hold an RPM NEVRA or a
 /// Debian name; the new key keeps the product's case and reads the name in the context of
@@ -62,6 +70,31 @@ fn rekey_v3(o: &Observation) -> Rekey {
     match std::iter::once(&o.artifact).chain(o.scope.iter()).find(|k| lossy(k)) {
         Some(k) => Rekey::Lossy(format!("name key {k:?} was lower-cased and is read differently since v3")),
         None => Rekey::Same,
+    }
+}
+
+/// v4: a CSAF observation with a scope was a relationship stored the old way (the
+/// component's key as artifact, the platform's key as scope); now the platform is part of
+/// the artifact key (`distro=<platform table value>` when the platform's key is in the
+/// table, else `platform=<the platform's key>`) and the scope is empty; the package key
+/// is unchanged. Lossless, except that two platforms of one document mapping to one
+/// distro value are written `platform=` by the new normaliser (the stored observation
+/// cannot tell; docs/consensus.md "Upgrades"). A key that does not parse is lossy.
+fn rekey_v4(o: &Observation) -> Rekey {
+    if o.format != SourceFormat::Csaf || o.scope.is_empty() {
+        return Rekey::Same;
+    }
+    let platform = &o.scope[0];
+    let tag = match parse_key(platform) {
+        Ok(k) => match super::platforms::lookup_key(&k) {
+            Some(p) => PlatformTag::Distro(p.distro),
+            None => PlatformTag::Key(platform.to_string()),
+        },
+        Err(e) => return Rekey::Lossy(format!("platform key {platform:?} does not parse: {e}")),
+    };
+    match parse_key(&o.artifact).and_then(|k| k.with_platform(&tag)) {
+        Ok(k) => Rekey::Changed { artifact: k.key, package: o.package.to_string(), scope: Vec::new() },
+        Err(e) => Rekey::Lossy(format!("artifact {:?} cannot be put on platform {platform:?}: {e}", o.artifact)),
     }
 }
 
@@ -179,6 +212,49 @@ mod tests {
         assert!(p.refusal(2).contains("vex-lens reindex"), "{}", p.refusal(2));
         // A store already at the current version runs no step.
         assert_eq!(plan(STORE_SCHEMA_VERSION, [&old]).unchanged, 1);
+    }
+
+    #[test]
+    fn csaf_relationships_get_their_platform_in_the_key() {
+        let ov = observations(
+            r#"{"@context":"https://openvex.dev/ns/v0.2.0","timestamp":"2023-01-01T00:00:00Z","statements":[{"vulnerability":{"name":"CVE-1"},"products":[{"@id":"pkg:rpm/rocky/openssl@3.0.7-1.el9"}],"status":"fixed"}]}"#,
+        );
+        let mut old = ov[0].clone();
+        old.format = SourceFormat::Csaf;
+        old.scope = vec!["cpe:2.3:o:ciq:rocky_linux_from_ciq_lts:9.2:*:*:*:*:*:*:*".into()];
+        old.id = old.compute_id().unwrap().into();
+        let mut other = old.clone();
+        other.scope = vec!["cpe:2.3:o:acme:box:1:*:*:*:*:*:*:*".into()];
+        other.id = other.compute_id().unwrap().into();
+        let mut bad = old.clone();
+        bad.scope = vec!["pkg:".into()];
+        let mut openvex = old.clone();
+        openvex.format = SourceFormat::Openvex;
+        let p = plan(3, [&old, &other, &bad, &openvex, &ov[0]]);
+        assert_eq!(p.unchanged, 2, "an OpenVEX subcomponent scope and an unscoped CSAF observation stay");
+        assert_eq!(p.lossy.len(), 1, "{:?}", p.lossy);
+        assert!(p.lossy[0].why.contains("does not parse"), "{}", p.lossy[0].why);
+        assert_eq!(p.rekeyed.len(), 2);
+        let (old_id, n) = &p.rekeyed[0];
+        assert_eq!(old_id, &old.id);
+        assert_eq!(&*n.artifact, "pkg:rpm/rocky/openssl@3.0.7-1.el9?distro=rocky-9.2");
+        assert_eq!(n.package, old.package);
+        assert!(n.scope.is_empty());
+        assert_eq!(n.id, Arc::from(n.compute_id().unwrap()), "the id is recomputed");
+        assert_ne!(n.id, old.id);
+        let (_, m) = &p.rekeyed[1];
+        assert_eq!(&*m.artifact, "pkg:rpm/rocky/openssl@3.0.7-1.el9?platform=cpe:2.3:o:acme:box:1:*:*:*:*:*:*:*");
+        assert!(parse_key(&m.artifact).is_ok_and(|k| k.key == *m.artifact), "the new key parses back to itself");
+        // A CPE component gets the suffix; a store already at 4 runs no step.
+        let mut cpe = old.clone();
+        cpe.artifact = "cpe:2.3:a:openssl:openssl:3.0.7:*:*:*:*:*:*:*".into();
+        let p = plan(3, [&cpe]);
+        assert_eq!(&*p.rekeyed[0].1.artifact, "cpe:2.3:a:openssl:openssl:3.0.7:*:*:*:*:*:*:*?distro=rocky-9.2");
+        assert_eq!(plan(4, [&old]).unchanged, 1);
+        // From 2, step 3 runs first: a CSAF name key is lossy, whatever its platform.
+        let mut named = old.clone();
+        named.artifact = "name:acme/box@1".into();
+        assert_eq!(plan(2, [&named]).lossy.len(), 1);
     }
 
     #[test]

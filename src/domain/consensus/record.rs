@@ -164,7 +164,8 @@ impl PartialOrd for Conflict {
 /// Version of the record's shape (`schema_version` in every record;
 /// schemas/consensus-record.schema.json). 2: RFC 8785 digest, `confidence_ppm` integer.
 /// 3: keys from names (issue 18; a store at 2 is upgraded by `domain::upgrade`).
-pub const RECORD_SCHEMA_VERSION: u32 = 3;
+/// 4: platform context is identity (issue 17: the platform is part of the artifact key).
+pub const RECORD_SCHEMA_VERSION: u32 = 4;
 
 /// The consensus for one (tenant, artifact, vulnerability). Field docs:
 /// schemas/consensus-record.schema.json. Holds no floating-point number.
