@@ -12,4 +12,7 @@ COPY --from=build /src/target/release/vex-lens /usr/local/bin/vex-lens
 COPY config/ /app/config/
 EXPOSE 8080
 ENTRYPOINT ["vex-lens"]
+# 0.0.0.0 inside the container: the service refuses that without an API token
+# ([[api.tokens]] in a mounted config, or VEXLENS_API__TOKENS as docker-compose.yml sets
+# it), since the container's peers are never loopback; the error says so.
 CMD ["serve", "--listen", "0.0.0.0:8080"]

@@ -14,6 +14,8 @@
 #   python3-venv                         - venvs: SecantusDB (the MongoDB-wire test server) and pymongo;
 #                                          schemathesis (scripts/api-fuzz.sh)
 #   wrk                                  - HTTP load for scripts/api-bench.sh
+#   docker-compose                       - `docker-compose config` resolves docker-compose.yml
+#                                          without an engine (tests/compose.rs); brings PyYAML
 set -euo pipefail
 
 # package -> command that proves it is present ("-" = check dpkg only)
@@ -31,6 +33,7 @@ PKGS=(
   "maven:mvn"
   "python3-venv:-"
   "wrk:wrk"
+  "docker-compose:docker-compose"
 )
 
 missing=()

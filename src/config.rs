@@ -269,6 +269,11 @@ pub struct ApiConfig {
     pub stream_heartbeat_secs: u64,
     /// Most change streams open at once (more get 503).
     pub max_streams: usize,
+    /// Start even though no token is configured and `http.listen` is not a loopback
+    /// address (e.g. `0.0.0.0:8080` so Prometheus can scrape `/metrics` from another
+    /// host). `/v1` still answers only to direct loopback clients; without this key such a
+    /// start is refused.
+    pub allow_unauthenticated_remote: bool,
 }
 
 impl Default for ApiConfig {
@@ -283,6 +288,7 @@ impl Default for ApiConfig {
             stream_poll_ms: 500,
             stream_heartbeat_secs: 15,
             max_streams: 64,
+            allow_unauthenticated_remote: false,
         }
     }
 }

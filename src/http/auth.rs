@@ -6,9 +6,11 @@
 //! Invariants: a presented token is hashed and compared with EVERY configured hash in
 //! constant time (`subtle`), so timing says nothing about which one matched; a missing
 //! or unknown token is 401, a known token without the scope or tenant is 403; with no
-//! token configured `/v1` answers only on loopback (tenant `default` unless `X-Tenant`
-//! names one) and a presented token is still 401; every `/v1` request acts for exactly
-//! one valid tenant name.
+//! token configured `/v1` answers only on loopback (an IPv4-mapped IPv6 loopback peer,
+//! `::ffff:127.0.0.1`, is loopback; tenant `default` unless `X-Tenant` names one), never to
+//! a request carrying `Forwarded` or `X-Forwarded-For` (a reverse proxy on the same host
+//! would otherwise make every client "loopback": 403), and a presented token is still 401;
+//! every `/v1` request acts for exactly one valid tenant name.
 
 use super::error::{ApiError, ErrorCode};
 use super::State;
@@ -20,6 +22,7 @@ use actix_web::middleware::Next;
 use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
 use std::collections::BTreeSet;
 use std::marker::PhantomData;
+use std::net::IpAddr;
 use subtle::ConstantTimeEq;
 
 /// Tenant of unauthenticated loopback calls without `X-Tenant`.
@@ -35,6 +38,29 @@ struct TokenEntry {
 /// The configured tokens.
 pub struct Auth {
     tokens: Vec<TokenEntry>,
+}
+
+/// Whether `ip` is a loopback address, an IPv4-mapped IPv6 one (`::ffff:127.0.0.1`, how a
+/// listener on `[::]` sees an IPv4 loopback client) included.
+pub fn is_loopback(ip: IpAddr) -> bool {
+    ip.to_canonical().is_loopback()
+}
+
+/// Where a request comes from, as far as the open (token-less) mode cares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Peer {
+    /// The TCP peer is a loopback address ([`is_loopback`]).
+    pub loopback: bool,
+    /// The request carries `Forwarded` or `X-Forwarded-For`: a proxy relayed it, so the
+    /// loopback peer says nothing about the client.
+    pub forwarded: bool,
+}
+
+impl Peer {
+    /// A direct loopback client (tests).
+    pub const LOOPBACK: Peer = Peer { loopback: true, forwarded: false };
+    /// A direct remote client (tests).
+    pub const REMOTE: Peer = Peer { loopback: false, forwarded: false };
 }
 
 /// Who is calling, for which tenant.
@@ -80,12 +106,12 @@ impl Auth {
     }
 
     /// Decides the caller from the `Authorization` and `X-Tenant` header values and
-    /// whether the peer is on loopback.
+    /// where the request comes from.
     pub fn authenticate(
         &self,
         authorization: Option<&[u8]>,
         x_tenant: Option<&[u8]>,
-        loopback: bool,
+        peer: Peer,
     ) -> Result<Caller, ApiError> {
         let tenant = match x_tenant {
             None => None,
@@ -118,10 +144,17 @@ impl Auth {
             if !self.is_open() {
                 return Err(ApiError::unauthorized(ErrorCode::MissingToken, "a bearer token is required"));
             }
-            if !loopback {
+            if !peer.loopback {
                 return Err(ApiError::forbidden(
                     ErrorCode::LoopbackOnly,
                     "no API tokens are configured: /v1 answers only on loopback",
+                ));
+            }
+            if peer.forwarded {
+                return Err(ApiError::forbidden(
+                    ErrorCode::LoopbackOnly,
+                    "no API tokens are configured: /v1 answers only to direct loopback clients, not to requests \
+                     relayed by a proxy (Forwarded / X-Forwarded-For); configure [[api.tokens]]",
                 ));
             }
             return Ok(Caller {
@@ -181,11 +214,14 @@ pub async fn middleware(
         )
         .into());
     }
-    let loopback = req.peer_addr().is_some_and(|a| a.ip().is_loopback());
+    let peer = Peer {
+        loopback: req.peer_addr().is_some_and(|a| is_loopback(a.ip())),
+        forwarded: req.headers().contains_key("forwarded") || req.headers().contains_key("x-forwarded-for"),
+    };
     let caller = state.auth.authenticate(
         req.headers().get("authorization").map(|v| v.as_bytes()),
         req.headers().get("x-tenant").map(|v| v.as_bytes()),
-        loopback,
+        peer,
     )?;
     tracing::Span::current().record("vex.tenant", crate::telemetry::trace::bounded(&caller.tenant));
     req.extensions_mut().insert(caller);
@@ -266,27 +302,31 @@ mod tests {
     #[test]
     fn tokens_decide_caller_tenant_and_status() {
         let a = auth();
-        let c = a.authenticate(Some(b"Bearer r-secret"), None, false).unwrap();
+        let c = a.authenticate(Some(b"Bearer r-secret"), None, Peer::REMOTE).unwrap();
         assert_eq!((c.name.as_str(), c.tenant.as_str()), ("reader", "acme"), "the token's only tenant");
         assert!(c.allows(Scope::Read) && !c.allows(Scope::Export) && !c.allows(Scope::Admin));
-        assert_eq!(code(a.authenticate(None, None, true)), (401, ErrorCode::MissingToken), "loopback needs it too");
-        assert_eq!(code(a.authenticate(Some(b"Bearer nope"), None, true)), (401, ErrorCode::InvalidToken));
-        assert_eq!(code(a.authenticate(Some(b"Basic abc"), None, true)), (401, ErrorCode::InvalidToken));
         assert_eq!(
-            code(a.authenticate(Some(b"Bearer r-secret"), Some(b"globex"), true)),
+            code(a.authenticate(None, None, Peer::LOOPBACK)),
+            (401, ErrorCode::MissingToken),
+            "loopback needs it too"
+        );
+        assert_eq!(code(a.authenticate(Some(b"Bearer nope"), None, Peer::LOOPBACK)), (401, ErrorCode::InvalidToken));
+        assert_eq!(code(a.authenticate(Some(b"Basic abc"), None, Peer::LOOPBACK)), (401, ErrorCode::InvalidToken));
+        assert_eq!(
+            code(a.authenticate(Some(b"Bearer r-secret"), Some(b"globex"), Peer::LOOPBACK)),
             (403, ErrorCode::TenantForbidden)
         );
         assert_eq!(
-            code(a.authenticate(Some(b"Bearer m-secret"), None, true)),
+            code(a.authenticate(Some(b"Bearer m-secret"), None, Peer::LOOPBACK)),
             (400, ErrorCode::InvalidParameter),
             "a token of several tenants must name one"
         );
-        let c = a.authenticate(Some(b"Bearer m-secret"), Some(b"globex"), false).unwrap();
+        let c = a.authenticate(Some(b"Bearer m-secret"), Some(b"globex"), Peer::REMOTE).unwrap();
         assert_eq!(c.tenant, "globex");
-        let admin = a.authenticate(Some(b"Bearer a-secret"), None, false).unwrap();
+        let admin = a.authenticate(Some(b"Bearer a-secret"), None, Peer::REMOTE).unwrap();
         assert!(admin.allows(Scope::Read) && admin.allows(Scope::Export), "admin holds every scope");
         assert_eq!(
-            code(a.authenticate(Some(b"Bearer r-secret"), Some(b"../etc"), true)),
+            code(a.authenticate(Some(b"Bearer r-secret"), Some(b"../etc"), Peer::LOOPBACK)),
             (400, ErrorCode::InvalidParameter)
         );
     }
@@ -295,14 +335,35 @@ mod tests {
     fn without_tokens_only_loopback_is_served() {
         let a = Auth::new(&ApiConfig::default());
         assert!(a.is_open());
-        let c = a.authenticate(None, None, true).unwrap();
+        let c = a.authenticate(None, None, Peer::LOOPBACK).unwrap();
         assert_eq!(c.tenant, DEFAULT_TENANT);
-        assert_eq!(a.authenticate(None, Some(b"t1"), true).unwrap().tenant, "t1");
-        assert_eq!(code(a.authenticate(None, None, false)), (403, ErrorCode::LoopbackOnly));
+        assert_eq!(a.authenticate(None, Some(b"t1"), Peer::LOOPBACK).unwrap().tenant, "t1");
+        assert_eq!(code(a.authenticate(None, None, Peer::REMOTE)), (403, ErrorCode::LoopbackOnly));
         assert_eq!(
-            code(a.authenticate(Some(b"Bearer anything"), None, true)),
+            code(a.authenticate(Some(b"Bearer anything"), None, Peer::LOOPBACK)),
             (401, ErrorCode::InvalidToken),
             "a presented token that matches none is 401 even without tokens"
         );
+        let proxied = Peer { loopback: true, forwarded: true };
+        assert_eq!(code(a.authenticate(None, None, proxied)), (403, ErrorCode::LoopbackOnly), "a local proxy");
+        let c = auth().authenticate(Some(b"Bearer r-secret"), None, proxied).unwrap();
+        assert_eq!(c.name, "reader", "with tokens a proxied request is judged by its token");
+    }
+
+    #[test]
+    fn ipv4_mapped_loopback_is_loopback() {
+        for (ip, want) in [
+            ("127.0.0.1", true),
+            ("127.3.4.5", true),
+            ("::1", true),
+            ("::ffff:127.0.0.1", true),
+            ("::ffff:127.9.0.1", true),
+            ("::ffff:10.0.0.1", false),
+            ("10.0.0.1", false),
+            ("::", false),
+            ("fe80::1", false),
+        ] {
+            assert_eq!(is_loopback(ip.parse().unwrap()), want, "{ip}");
+        }
     }
 }

@@ -205,9 +205,24 @@ pub fn app(
         .default_service(web::to(error::not_found))
 }
 
-/// Binds `listen` and returns the server (to spawn) and the bound address.
+/// Binds `listen` and returns the server (to spawn) and the bound address. With no token
+/// configured, an address that is not loopback is refused (an error naming the address
+/// and the ways out) unless `api.allow_unauthenticated_remote`.
 pub fn serve(listen: &str, deps: ServerDeps) -> std::io::Result<(actix_web::dev::Server, std::net::SocketAddr)> {
     let auth = auth::Auth::new(&deps.api);
+    if auth.is_open() && !deps.api.allow_unauthenticated_remote {
+        let addrs = std::net::ToSocketAddrs::to_socket_addrs(listen)?;
+        if let Some(a) = addrs.into_iter().find(|a| !auth::is_loopback(a.ip())) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!(
+                    "refusing to listen on {a} (not a loopback address) with no API tokens configured: configure \
+                     [[api.tokens]], listen on 127.0.0.1, or set api.allow_unauthenticated_remote = true (then /v1 \
+                     still answers only to direct loopback clients; health, /metrics and /status answer everyone)"
+                ),
+            ));
+        }
+    }
     if auth.is_open() {
         crate::warn_event!(
             crate::telemetry::events::LogEvent::ApiLoopbackOnly,
@@ -319,5 +334,119 @@ mod tests {
         let req = actix_web::test::TestRequest::get().uri("/v1/vex/nope").peer_addr("127.0.0.1:1".parse().unwrap());
         let resp = actix_web::test::call_service(&app, req.to_request()).await;
         assert_eq!(resp.status(), 404);
+    }
+
+    fn test_state(api: ApiConfig) -> (tempfile::TempDir, web::Data<State>) {
+        let dir = tempfile::tempdir().unwrap();
+        let stores = Stores::of(Arc::new(crate::stores::embedded::EmbeddedStore::open(dir.path()).unwrap()));
+        let policies = Arc::new(crate::trust::Policies::new(Policy::default()));
+        let state = web::Data::new(State {
+            stores: stores.clone(),
+            broker: None,
+            status: StatusInfo {
+                version: "test",
+                commit: None,
+                mode: "embedded",
+                store: "embedded",
+                feature_flags: Default::default(),
+            },
+            export: None,
+            export_dir: dir.path().join("exports"),
+            trust: Arc::new(TrustService::new(stores.trust, stores.observations, policies, None, 0)),
+            auth: auth::Auth::new(&api),
+            api,
+            streams: stream::OpenStreams::default(),
+        });
+        (dir, state)
+    }
+
+    /// Without tokens: an IPv4 loopback client of a `[::]` listener (an IPv4-mapped
+    /// address) is served; a request relayed by a proxy on the same host is not.
+    #[actix_web::test]
+    async fn open_mode_serves_mapped_loopback_and_refuses_proxied_requests() {
+        let (_dir, state) = test_state(ApiConfig::default());
+        let app = actix_web::test::init_service(app(state)).await;
+        let call = |peer: &str, header: Option<(&'static str, &'static str)>| {
+            let mut req = actix_web::test::TestRequest::get().uri("/v1/vex/conflicts").peer_addr(peer.parse().unwrap());
+            if let Some(h) = header {
+                req = req.insert_header(h);
+            }
+            req.to_request()
+        };
+        for (peer, header, want) in [
+            ("127.0.0.1:4000", None, 200),
+            ("[::1]:4000", None, 200),
+            ("[::ffff:127.0.0.1]:4000", None, 200),
+            ("[::ffff:192.0.2.7]:4000", None, 403),
+            ("192.0.2.7:4000", None, 403),
+            ("127.0.0.1:4000", Some(("X-Forwarded-For", "192.0.2.7")), 403),
+            ("127.0.0.1:4000", Some(("Forwarded", "for=192.0.2.7")), 403),
+            ("[::ffff:127.0.0.1]:4000", Some(("x-forwarded-for", "127.0.0.1")), 403),
+        ] {
+            // The middleware's refusals are errors (rendered by the server into responses).
+            let (status, body) = match actix_web::test::try_call_service(&app, call(peer, header)).await {
+                Ok(resp) => (resp.status().as_u16(), actix_web::test::read_body(resp).await),
+                Err(e) => {
+                    let resp = e.error_response();
+                    (resp.status().as_u16(), actix_web::body::to_bytes(resp.into_body()).await.unwrap_or_default())
+                }
+            };
+            assert_eq!(status, want, "{peer} {header:?}: {}", String::from_utf8_lossy(&body));
+            if want == 403 {
+                assert!(String::from_utf8_lossy(&body).contains("loopback_only"));
+            }
+        }
+    }
+
+    /// Without tokens, a non-loopback listen address is refused unless allowed; loopback
+    /// addresses (and any address with tokens) start.
+    #[actix_web::test]
+    async fn open_mode_refuses_a_remote_bind_unless_allowed() {
+        let deps = |api: ApiConfig| {
+            let (dir, state) = test_state(api.clone());
+            let s = state.into_inner();
+            (
+                dir,
+                ServerDeps {
+                    stores: s.stores.clone(),
+                    broker: None,
+                    status: s.status.clone(),
+                    export: None,
+                    export_dir: s.export_dir.clone(),
+                    trust: s.trust.clone(),
+                    api,
+                    workers: 1,
+                },
+            )
+        };
+        for listen in ["0.0.0.0:0", "[::]:0"] {
+            let (_d, dp) = deps(ApiConfig::default());
+            let e = serve(listen, dp).err().unwrap_or_else(|| panic!("{listen} was bound without tokens"));
+            let text = e.to_string();
+            assert!(
+                text.contains("not a loopback address") && text.contains("api.allow_unauthenticated_remote"),
+                "{text}"
+            );
+            let (_d, dp) = deps(ApiConfig { allow_unauthenticated_remote: true, ..ApiConfig::default() });
+            let (server, _) = serve(listen, dp).unwrap();
+            drop(server);
+        }
+        for listen in ["127.0.0.1:0", "[::1]:0", "localhost:0"] {
+            let (_d, dp) = deps(ApiConfig::default());
+            match serve(listen, dp) {
+                Ok((server, _)) => drop(server),
+                // A host without IPv6 cannot bind [::1]; the refusal is what must not happen.
+                Err(e) => assert!(!e.to_string().contains("not a loopback"), "{listen}: {e}"),
+            }
+        }
+        let token = crate::config::ApiToken {
+            name: "t".into(),
+            sha256: "0".repeat(64),
+            scopes: vec![crate::config::Scope::Read],
+            tenants: vec!["acme".into()],
+        };
+        let (_d, dp) = deps(ApiConfig { tokens: vec![token], ..ApiConfig::default() });
+        let (server, _) = serve("0.0.0.0:0", dp).unwrap();
+        drop(server);
     }
 }
