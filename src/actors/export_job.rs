@@ -158,6 +158,7 @@ impl Handler<RunExportJob> for ExportJobActor {
                     format: msg.format.as_str(),
                     duration,
                     error: error.as_deref(),
+                    client_error: failure == Some(JobFailure::NothingToExport),
                     records: records as usize,
                 }
                 .emit();

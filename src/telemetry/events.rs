@@ -417,6 +417,8 @@ pub struct ExportJobFinished<'a> {
     pub duration: Duration,
     /// `None` on success, else the error.
     pub error: Option<&'a str>,
+    /// The failure was the request's fault (counted as `client_error`, not `failure`).
+    pub client_error: bool,
     pub records: usize,
 }
 
@@ -424,8 +426,12 @@ impl ExportJobFinished<'_> {
     pub fn emit(&self) {
         let m = metrics();
         m.export_duration.observe(self.duration.as_secs_f64());
-        let result = if self.error.is_none() { JobResult::Success } else { JobResult::Failure };
-        m.export_jobs.get_or_create(&ResultLabel { result: result.as_str().to_string() }).inc();
+        let result = match (self.error, self.client_error) {
+            (None, _) => JobResult::Success.as_str(),
+            (Some(_), true) => super::EXPORT_CLIENT_ERROR,
+            (Some(_), false) => JobResult::Failure.as_str(),
+        };
+        m.export_jobs.get_or_create(&ResultLabel { result: result.to_string() }).inc();
         match self.error {
             None => tracing::info!(
                 event = "export_job_finished",
@@ -434,6 +440,13 @@ impl ExportJobFinished<'_> {
                 records = self.records,
                 duration_ms = self.duration.as_millis() as u64,
                 "export job succeeded"
+            ),
+            Some(e) if self.client_error => tracing::info!(
+                event = "export_job_rejected",
+                job = self.job_id,
+                format = self.format,
+                error = e,
+                "export job refused: the request's fault"
             ),
             Some(e) => {
                 LogEvent::ExportJobFailed.count();

@@ -29,7 +29,9 @@ pub mod names {
     pub const RECOMPUTE_DURATION_SECONDS: &str = "vex_recompute_duration_seconds";
     /// Histogram: export job runtime (export jobs run by the service).
     pub const EXPORT_DURATION_SECONDS: &str = "vex_export_duration_seconds";
-    /// Counter{result}: export jobs run by the service, `success` or `failure`.
+    /// Counter{result}: export jobs run by the service: `success`, `failure` (the
+    /// service's fault: the store, a file write, signing) or `client_error` (the request's
+    /// fault, e.g. 422 `nothing_to_export`; outside the failure-rate alert).
     pub const EXPORT_JOBS_TOTAL: &str = "vex_export_jobs_total";
     /// Counter{reason}: failed DSSE verifications, by failure reason.
     pub const DSSE_VERIFICATION_FAILURES_TOTAL: &str = "vex_dsse_verification_failures_total";
@@ -64,7 +66,18 @@ pub mod names {
     /// error status, a timeout); stays 0 with export off.
     pub const TRACE_EXPORT_ERRORS_TOTAL: &str = "vex_trace_export_errors_total";
 
-    /// Every registered metric name (as it appears in `/metrics`, without histogram suffixes).
+    /// Gauge: start time of the process (Unix seconds): its changes count restarts (the
+    /// crash-loop alert). The standard `process_*` name, as every Prometheus client has it.
+    pub const PROCESS_START_TIME_SECONDS: &str = "process_start_time_seconds";
+    /// Gauge: resident memory of the process (bytes; Linux `/proc/self/statm`, 0 elsewhere).
+    pub const PROCESS_RESIDENT_MEMORY_BYTES: &str = "process_resident_memory_bytes";
+    /// Gauge: open file descriptors of the process (Linux `/proc/self/fd`, 0 elsewhere).
+    pub const PROCESS_OPEN_FDS: &str = "process_open_fds";
+
+    /// The standard process metrics registered beside [`ALL`].
+    pub const PROCESS: [&str; 3] = [PROCESS_START_TIME_SECONDS, PROCESS_RESIDENT_MEMORY_BYTES, PROCESS_OPEN_FDS];
+
+    /// Every registered `vex_*` metric name (as it appears in `/metrics`, without histogram suffixes).
     pub const ALL: [&str; 20] = [
         CONSENSUS_LATENCY_SECONDS,
         CONFLICT_QUEUE_DEPTH,
@@ -101,8 +114,10 @@ pub mod labels {
     /// DSSE failure reasons (`crypto::verify::FailureReason::as_str`).
     pub const DSSE_FAILURE_REASONS: [&str; 4] =
         ["bad_signature", "malformed_envelope", "wrong_key", "threshold_not_met"];
-    /// Export job results: every [`JobResult`](crate::ports::JobResult).
-    pub const EXPORT_RESULTS: [crate::ports::JobResult; 2] = crate::ports::JobResult::ALL;
+    /// Export job results (`result` of `vex_export_jobs_total`): the stored
+    /// [`JobResult`](crate::ports::JobResult)s, with a failure that was the request's
+    /// fault counted apart as `client_error`.
+    pub const EXPORT_RESULTS: [&str; 3] = ["success", "failure", super::EXPORT_CLIENT_ERROR];
     /// Document outcomes.
     pub const DOCUMENT_OUTCOMES: [&str; 2] = ["ingested", "dead_lettered"];
     /// Observation outcomes.
@@ -163,6 +178,9 @@ pub struct ResultLabel {
     pub result: String,
 }
 
+/// The `result` of an export job that failed through the request's fault.
+pub const EXPORT_CLIENT_ERROR: &str = "client_error";
+
 /// Recompute reasons (the `reason` label of `vex_recompute_duration_seconds`).
 pub const RECOMPUTE_INGESTION_DELTA: &str = "ingestion_delta";
 pub const RECOMPUTE_REBUILD: &str = "rebuild";
@@ -204,6 +222,43 @@ pub struct Metrics {
     pub issuer_trust_changes: Counter,
     pub log_events: Family<LogEventLabel, Counter>,
     pub trace_export_errors: Counter,
+    pub process_start_time: Gauge<f64, std::sync::atomic::AtomicU64>,
+    pub process_resident_memory: Gauge,
+    pub process_open_fds: Gauge,
+}
+
+/// The process' start time (Unix seconds): Linux `/proc/self/stat` field 22 (clock ticks
+/// after boot) plus the boot time of `/proc/stat` (`btime`); elsewhere, or when that cannot
+/// be read, the time the metrics were first registered (early in `main`).
+fn read_process_start_time() -> f64 {
+    fn from_proc() -> Option<f64> {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // The command name (field 2) is in parentheses and may hold spaces.
+        let after = &stat[stat.rfind(')')? + 2..];
+        let ticks: f64 = after.split(' ').nth(19)?.parse().ok()?;
+        let btime: f64 = std::fs::read_to_string("/proc/stat")
+            .ok()?
+            .lines()
+            .find_map(|l| l.strip_prefix("btime "))?
+            .trim()
+            .parse()
+            .ok()?;
+        // USER_HZ is 100 on every Linux architecture the service builds for.
+        Some(btime + ticks / 100.0)
+    }
+    from_proc().unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+    })
+}
+
+/// Resident memory (bytes) and open file descriptors of the process, read at scrape time.
+fn process_usage() -> (i64, i64) {
+    let rss = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split(' ').nth(1).and_then(|p| p.parse::<i64>().ok()))
+        .map_or(0, |pages| pages * 4096);
+    let fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as i64);
+    (rss, fds)
 }
 
 fn counter_name(name: &str) -> &str {
@@ -249,10 +304,10 @@ impl Metrics {
         let export_duration = latency_histogram();
         registry.register(names::EXPORT_DURATION_SECONDS, "Export job runtime", export_duration.clone());
         let export_jobs = Family::<ResultLabel, Counter>::default();
-        pre_create(&export_jobs, labels::EXPORT_RESULTS.map(|r| ResultLabel { result: r.as_str().to_string() }));
+        pre_create(&export_jobs, labels::EXPORT_RESULTS.map(|r| ResultLabel { result: r.to_string() }));
         registry.register(
             counter_name(names::EXPORT_JOBS_TOTAL),
-            "Export jobs run by the service, by result (success, failure)",
+            "Export jobs run by the service, by result (success, failure: the service's fault, client_error: the request's)",
             export_jobs.clone(),
         );
         let dsse_verification_failures = Family::<ReasonLabel, Counter>::default();
@@ -356,6 +411,21 @@ impl Metrics {
             "Failed OTLP exports of a batch of spans (the spans are lost, the service's work is not)",
             trace_export_errors.clone(),
         );
+        let process_start_time = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        process_start_time.set(read_process_start_time());
+        registry.register(
+            names::PROCESS_START_TIME_SECONDS,
+            "Start time of the process since the Unix epoch in seconds",
+            process_start_time.clone(),
+        );
+        let process_resident_memory = Gauge::default();
+        registry.register(
+            names::PROCESS_RESIDENT_MEMORY_BYTES,
+            "Resident memory size in bytes",
+            process_resident_memory.clone(),
+        );
+        let process_open_fds = Gauge::default();
+        registry.register(names::PROCESS_OPEN_FDS, "Number of open file descriptors", process_open_fds.clone());
         Metrics {
             registry,
             consensus_latency,
@@ -378,6 +448,9 @@ impl Metrics {
             issuer_trust_changes,
             log_events,
             trace_export_errors,
+            process_start_time,
+            process_resident_memory,
+            process_open_fds,
         }
     }
 
@@ -401,8 +474,11 @@ impl Metrics {
         }
     }
 
-    /// Prometheus text exposition of every metric.
+    /// Prometheus text exposition of every metric (the process gauges read now).
     pub fn encode(&self) -> String {
+        let (rss, fds) = process_usage();
+        self.process_resident_memory.set(rss);
+        self.process_open_fds.set(fds);
         let mut out = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
@@ -513,6 +589,30 @@ mod tests {
             assert!(text.contains(n), "{n} missing from:\n{text}");
         }
         assert!(text.contains("vex_consensus_latency_seconds_bucket"));
+        for n in names::PROCESS {
+            assert!(text.contains(&format!("# TYPE {n} gauge")), "{n} missing from:\n{text}");
+        }
+    }
+
+    /// The process metrics: a start time between boot and now (so a restart changes it),
+    /// resident memory and open descriptors read at scrape time.
+    #[test]
+    fn process_metrics_are_real() {
+        let m = Metrics::new();
+        let text = m.encode();
+        let value = |name: &str| -> f64 {
+            let line = text.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("{name}"));
+            line.rsplit(' ').next().unwrap().parse().unwrap()
+        };
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+        let start = value(names::PROCESS_START_TIME_SECONDS);
+        assert!(start > now - 86_400.0 * 365.0 && start <= now + 1.0, "start {start}, now {now}");
+        if cfg!(target_os = "linux") {
+            // This test process started within the last hour (the test binary just ran).
+            assert!(now - start < 3_600.0, "start {start} is not this process' ({now})");
+            assert!(value(names::PROCESS_RESIDENT_MEMORY_BYTES) > 1_000_000.0);
+            assert!(value(names::PROCESS_OPEN_FDS) >= 3.0);
+        }
     }
 
     /// `rate()`/`increase()` never count a series' first sample: every labelled counter an
@@ -530,7 +630,7 @@ mod tests {
         for r in labels::DSSE_FAILURE_REASONS {
             want.push(format!("vex_dsse_verification_failures_total{{reason=\"{r}\"}} 0"));
         }
-        for r in labels::EXPORT_RESULTS.map(|r| r.as_str()) {
+        for r in labels::EXPORT_RESULTS {
             want.push(format!("vex_export_jobs_total{{result=\"{r}\"}} 0"));
         }
         for o in labels::DOCUMENT_OUTCOMES {
