@@ -143,6 +143,24 @@ async fn connect_store(
     Ok((store, embedded))
 }
 
+/// Brings an embedded store to the current schema version, or refuses to start
+/// (`stores::embedded::upgrade`).
+async fn upgrade_embedded(store: &EmbeddedStore, policies: &crate::trust::Policies) -> anyhow::Result<()> {
+    let r = store.upgrade(&|t| policies.for_tenant(t)).await.context("upgrading the embedded store")?;
+    if r.from != crate::domain::upgrade::STORE_SCHEMA_VERSION {
+        tracing::info!(
+            event = "store_upgraded",
+            from = r.from,
+            to = crate::domain::upgrade::STORE_SCHEMA_VERSION,
+            rekeyed = r.rekeyed,
+            unchanged = r.unchanged,
+            records = r.records,
+            "embedded store upgraded"
+        );
+    }
+    Ok(())
+}
+
 async fn serve(cfg: Arc<Config>, policy: Arc<Policy>, opts: RunOptions) -> anyhow::Result<()> {
     let shutdown = shutdown_signal()?;
     let mode = cfg.source_mode();
@@ -160,11 +178,16 @@ async fn serve(cfg: Arc<Config>, policy: Arc<Policy>, opts: RunOptions) -> anyho
     let trust = Arc::new(crate::trust::TrustService::new(
         store.trust.clone(),
         store.observations.clone(),
-        policies,
+        policies.clone(),
         Some(Arc::new(pipeline.clone())),
         cfg.api.admin_changes_per_minute,
     ));
     trust.refresh().await.context("reading the tenants' trust settings")?;
+    // A store written by an older version is upgraded (or refused) before anything is
+    // ingested: its records are recomputed under the policies just installed.
+    if let Some(e) = &embedded {
+        upgrade_embedded(e, &policies).await?;
+    }
     // A trust change whose recompute a crash cut short is finished now (beside ingestion).
     tokio::spawn({
         let trust = trust.clone();

@@ -33,6 +33,21 @@ pub enum Command {
     Serve(ServeArgs),
     /// Print the current consensus records of a store (as `consensus` prints them).
     Records(RecordsArgs),
+    /// Bring a store written by an older version to this one when start-up refuses to
+    /// upgrade it: drops the stored observations whose new key needs their document (and
+    /// every record of their pairs), re-keys the rest, recomputes every record. Ingest the
+    /// documents of the dropped observations again afterwards.
+    Reindex(ReindexArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ReindexArgs {
+    /// Directory of the embedded store (default: ./data, or [store] data_dir of the config).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Configuration file (the consensus policy the records are recomputed with).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
 }
 
 /// Output format of records.

@@ -17,6 +17,7 @@ fn main() -> std::process::ExitCode {
         cli::Command::Verify(a) => Ok(commands::verify::run(a)),
         cli::Command::Serve(a) => commands::serve::run(a),
         cli::Command::Records(a) => commands::serve::run_records(a),
+        cli::Command::Reindex(a) => commands::reindex::run(a),
     };
     match result {
         Ok(code) => code,

@@ -2,5 +2,6 @@
 pub mod consensus;
 pub mod export;
 pub mod keygen;
+pub mod reindex;
 pub mod serve;
 pub mod verify;

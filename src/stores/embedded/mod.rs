@@ -19,9 +19,11 @@ mod ingest;
 mod observations;
 mod records;
 mod trust;
+mod upgrade;
 mod verifications;
 
 pub use ingest::DeadLetter;
+pub use upgrade::{UpgradeError, UpgradeReport};
 
 use super::read_cache::ReadCache;
 use crate::ports::{StoreAdmin, StoreError};

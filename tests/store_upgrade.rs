@@ -1,0 +1,108 @@
+//! Upgrading an embedded store written by bafbf91 (no schema marker: version 2), run as
+//! the built binary on committed stores the baseline binary wrote
+//! (tests/fixtures/upgrade/README.md): (a) a store of purl/CPE-keyed OpenVEX
+//! observations is upgraded at start-up and its records then equal `vex-lens consensus`
+//! on the same file; (b) a store with a lower-cased `name:` key (CSAF without purls)
+//! makes start-up refuse, naming `vex-lens reindex`; `reindex` drops that observation
+//! and its records, and start-up then works (and re-ingesting the document restores its
+//! record, under the new key).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const BIN: &str = env!("CARGO_BIN_EXE_vex-lens");
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn fixture(name: &str) -> PathBuf {
+    repo().join("tests/fixtures/upgrade").join(name)
+}
+
+/// A data directory holding the gzipped store `name` (gzip(1) decompresses it).
+fn store_from(name: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new("gzip").arg("-dc").arg(fixture(name)).output().expect("run gzip");
+    assert!(out.status.success(), "gzip: {}", String::from_utf8_lossy(&out.stderr));
+    std::fs::write(dir.path().join("vex-lens.redb"), out.stdout).unwrap();
+    dir
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).current_dir(repo()).output().expect("run vex-lens")
+}
+
+fn serve_once(data: &Path, ingest: &Path) -> Output {
+    run(&[
+        "serve",
+        "--once",
+        "--ingest-dir",
+        ingest.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ])
+}
+
+fn records(data: &Path) -> String {
+    let out = run(&["records", "--data-dir", data.to_str().unwrap()]);
+    assert!(out.status.success(), "records: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+#[test]
+fn a_purl_keyed_store_is_upgraded_at_start_up_to_what_consensus_computes() {
+    let data = store_from("bafbf91-openvex.redb.gz");
+    let before = records(data.path());
+    assert!(before.contains("\"schema_version\":2"), "the fixture is a version-2 store: {before}");
+    let empty = tempfile::tempdir().unwrap();
+    let out = serve_once(data.path(), empty.path());
+    assert!(out.status.success(), "serve: {}", text(&out));
+    let after = records(data.path());
+    let doc = repo().join("examples/acme-vendor.openvex.json");
+    let want = run(&["consensus", doc.to_str().unwrap()]);
+    assert!(want.status.success(), "consensus: {}", text(&want));
+    let want = String::from_utf8(want.stdout).unwrap();
+    assert!(!want.is_empty());
+    assert_eq!(after, want, "upgraded records equal the consensus of the same file");
+    assert!(!after.contains("\"schema_version\":2"));
+    // The marker is written: a second start changes nothing.
+    let out = serve_once(data.path(), empty.path());
+    assert!(out.status.success(), "serve again: {}", text(&out));
+    assert_eq!(records(data.path()), want);
+}
+
+#[test]
+fn a_store_with_lowercased_name_keys_is_refused_until_reindexed() {
+    let data = store_from("bafbf91-csaf-names.redb.gz");
+    let empty = tempfile::tempdir().unwrap();
+    let out = serve_once(data.path(), empty.path());
+    assert!(!out.status.success(), "start-up must refuse: {}", text(&out));
+    let msg = text(&out);
+    assert!(msg.contains("vex-lens reindex"), "{msg}");
+    assert!(msg.contains("name:acme/widget server@2.4"), "the refusal names the key: {msg}");
+    assert!(records(data.path()).contains("name:acme/widget server@2.4"), "a refusal changes nothing");
+
+    let out = run(&["reindex", "--data-dir", data.path().to_str().unwrap()]);
+    assert!(out.status.success(), "reindex: {}", text(&out));
+    let msg = String::from_utf8_lossy(&out.stderr);
+    assert!(msg.contains("1 dropped"), "{msg}");
+    assert!(msg.contains("ingest those documents again"), "{msg}");
+    assert_eq!(records(data.path()), "", "the dropped observation's record is gone");
+
+    let out = serve_once(data.path(), empty.path());
+    assert!(out.status.success(), "start-up after reindex: {}", text(&out));
+    // Re-ingesting the document gives the record under the new key, as consensus does.
+    let again = tempfile::tempdir().unwrap();
+    std::fs::copy(fixture("name.csaf.json"), again.path().join("name.csaf.json")).unwrap();
+    let out = serve_once(data.path(), again.path());
+    assert!(out.status.success(), "re-ingest: {}", text(&out));
+    let want = run(&["consensus", fixture("name.csaf.json").to_str().unwrap()]);
+    assert_eq!(records(data.path()), String::from_utf8(want.stdout).unwrap());
+}
