@@ -19,14 +19,12 @@
 
 use super::messages::{Apply, Done, LoadPackage, Persist, Recompute};
 use super::writer::StoreWriter;
-use crate::domain::consensus::{ConflictReason, PackageState, PairKey};
+use crate::domain::consensus::{Effects, PackageConsensus};
 use crate::domain::model::Observation;
-use crate::ports::{RecordVersion, VersionedRecord};
 use crate::telemetry::events::{ConflictsAppeared, Recomputed};
 use crate::telemetry::{RECOMPUTE_INGESTION_DELTA, RECOMPUTE_REBUILD};
 use crate::trust::Policies;
 use actix::prelude::*;
-use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -35,19 +33,14 @@ pub struct ArtifactActor {
     package: String,
     policies: Arc<Policies>,
     writer: Addr<StoreWriter>,
-    state: Option<PackageState>,
-    heal: bool,
+    /// The package's consensus (`apply -> effects`), once rebuilt from the store.
+    state: Option<PackageConsensus>,
     mailbox_capacity: usize,
-    /// Applied since the last hand-over to the store writer.
-    dirty: BTreeSet<PairKey>,
     pending: Vec<Observation>,
     pending_done: Vec<Done>,
     /// The span of each pending observation.
     pending_spans: Vec<tracing::Span>,
     flush_scheduled: bool,
-    /// Conflict reasons of each pair at its last evaluation (the baseline after a
-    /// rebuild): only reasons beyond these are counted as appearing.
-    conflict_reasons: HashMap<PairKey, BTreeSet<ConflictReason>>,
 }
 
 /// Most observations applied before their records are handed over regardless.
@@ -67,36 +60,28 @@ impl ArtifactActor {
             policies,
             writer,
             state: None,
-            heal: false,
             mailbox_capacity,
-            dirty: BTreeSet::new(),
             pending: Vec::new(),
             pending_done: Vec::new(),
             pending_spans: Vec::new(),
             flush_scheduled: false,
-            conflict_reasons: HashMap::new(),
         }
     }
 
-    /// Records `record`'s conflict reasons and counts those it did not have before.
-    fn note_conflicts(&mut self, record: &crate::domain::consensus::ConsensusRecord, count: bool) {
-        let now: BTreeSet<ConflictReason> = record.conflicts.iter().map(|c| c.reason).collect();
-        let before = self.conflict_reasons.get(&record.pair());
-        let appeared: Vec<&str> =
-            now.iter().filter(|r| before.map_or(true, |b| !b.contains(*r))).map(|r| r.as_str()).collect();
-        if count && !appeared.is_empty() {
+    /// Counts the conflicts that appeared (the effects say which).
+    fn emit_conflicts(&self, effects: &Effects) {
+        for c in &effects.conflicts_appeared {
+            let reasons: Vec<&str> = c.reasons.iter().map(|r| r.as_str()).collect();
             ConflictsAppeared {
-                tenant: &record.tenant,
-                artifact: &record.artifact,
-                vulnerability: &record.vulnerability,
-                reasons: &appeared,
+                tenant: &c.pair.tenant,
+                artifact: &c.pair.artifact,
+                vulnerability: &c.pair.vulnerability,
+                reasons: &reasons,
             }
             .emit();
         }
-        if now.is_empty() {
-            self.conflict_reasons.remove(&record.pair());
-        } else {
-            self.conflict_reasons.insert(record.pair(), now);
+        for e in &effects.undigestible {
+            crate::error_event!(crate::telemetry::events::LogEvent::RecordUndigestible, error = %e, "record not written");
         }
     }
 
@@ -106,20 +91,12 @@ impl ArtifactActor {
     fn install(&mut self, stored: Vec<Observation>, baseline: bool) {
         let t0 = Instant::now();
         let n = stored.len();
-        let (st, errors) = PackageState::rebuild(stored);
-        for e in errors {
-            crate::warn_event!(crate::telemetry::events::LogEvent::RebuildSkip, tenant = %self.tenant, package = %self.package, error = %e, "stored observation skipped");
-        }
-        self.heal = n > 0;
+        let policy = self.policies.for_tenant(&self.tenant);
         // The stored records already carry the conflicts of the stored observations: a
         // rebuild is the baseline, not new conflicts.
-        if baseline {
-            let policy = self.policies.for_tenant(&self.tenant);
-            for p in st.pairs() {
-                if let Ok(Some(r)) = st.evaluate(&p, &policy, false) {
-                    self.note_conflicts(&r, false);
-                }
-            }
+        let (consensus, errors) = PackageConsensus::rebuild(stored, baseline.then_some(&*policy));
+        for e in errors {
+            crate::warn_event!(crate::telemetry::events::LogEvent::RebuildSkip, tenant = %self.tenant, package = %self.package, error = %e, "stored observation skipped");
         }
         Recomputed {
             reason: RECOMPUTE_REBUILD,
@@ -129,7 +106,7 @@ impl ArtifactActor {
             duration: t0.elapsed(),
         }
         .emit();
-        self.state = Some(st);
+        self.state = Some(consensus);
     }
 
     /// Applies one observation to the state; its records are evaluated and handed over
@@ -141,11 +118,10 @@ impl ArtifactActor {
         let Apply { observation, done, span: parent } = msg;
         let span = apply_span(&parent, &observation);
         let _entered = span.enter();
-        match state.apply(observation.clone()) {
+        match state.stage(observation.clone()) {
             Ok(changed) => {
-                span.record("vex.pairs_changed", changed.len());
+                span.record("vex.pairs_changed", changed);
                 span.record("vex.outcome", "applied");
-                self.dirty.extend(changed)
             }
             Err(e) => {
                 // Validated before routing; a mismatch here is a bug, not bad input.
@@ -175,10 +151,11 @@ impl ArtifactActor {
         if self.pending.is_empty() {
             return;
         }
-        let Some(state) = self.state.as_ref() else {
+        let Some(state) = self.state.as_mut() else {
             return;
         };
         let t0 = Instant::now();
+        let heal = state.heals_next();
         let span = match self.pending_spans.first() {
             Some(first) => tracing::info_span!(
                 parent: first,
@@ -186,7 +163,7 @@ impl ArtifactActor {
                 vex.tenant = crate::telemetry::trace::bounded(&self.tenant),
                 vex.package = crate::telemetry::trace::bounded(&self.package),
                 vex.observations = self.pending.len(),
-                vex.heal = self.heal,
+                vex.heal = heal,
                 vex.records = tracing::field::Empty,
                 vex.conflicts = tracing::field::Empty,
                 vex.traces_linked = tracing::field::Empty,
@@ -198,25 +175,10 @@ impl ArtifactActor {
             span.record("vex.traces_linked", linked);
         }
         let _entered = span.enter();
-        let pairs: Vec<PairKey> =
-            if self.heal { state.pairs() } else { std::mem::take(&mut self.dirty).into_iter().collect() };
-        self.heal = false;
-        self.dirty.clear();
         let policy = self.policies.for_tenant(&self.tenant);
-        let epoch = policy.epoch();
-        let records: Vec<VersionedRecord> = pairs
-            .iter()
-            .filter_map(|p| match state.evaluate(p, &policy, false) {
-                Ok(r) => r.map(|r| VersionedRecord::new(r, RecordVersion::of(epoch, state, p))),
-                Err(e) => {
-                    crate::error_event!(crate::telemetry::events::LogEvent::RecordUndigestible, error = %e, "record not written");
-                    None
-                }
-            })
-            .collect();
-        for r in &records {
-            self.note_conflicts(&r.record, true);
-        }
+        let effects = state.effects(&policy);
+        self.emit_conflicts(&effects);
+        let records = effects.records;
         span.record("vex.records", records.len());
         span.record("vex.conflicts", records.iter().filter(|r| !r.record.conflicts.is_empty()).count());
         Recomputed {
@@ -249,32 +211,17 @@ impl ArtifactActor {
     /// Re-evaluates every pair with the tenant's installed policy and hands the records to
     /// the store writer (after the pending observations): a trust change.
     fn recompute(&mut self, msg: Recompute, ctx: &mut Context<Self>) {
-        let Some(state) = self.state.as_ref() else {
+        let Some(state) = self.state.as_mut() else {
             return;
         };
         let t0 = Instant::now();
         let policy = self.policies.for_tenant(&self.tenant);
-        let epoch = policy.epoch();
-        let records: Vec<VersionedRecord> = state
-            .pairs()
-            .iter()
-            .filter_map(|p| match state.evaluate(p, &policy, false) {
-                Ok(r) => r.map(|r| VersionedRecord::new(r, RecordVersion::of(epoch, state, p))),
-                Err(e) => {
-                    crate::error_event!(crate::telemetry::events::LogEvent::RecordUndigestible, error = %e, "record not written");
-                    None
-                }
-            })
-            .collect();
-        self.heal = false;
-        self.dirty.clear();
         // The new policy's conflicts are the new baseline: `vex_consensus_conflicts_total`
         // counts conflicts that statements bring, not a re-evaluation's (the conflict
         // queue and its depth show them).
-        self.conflict_reasons.clear();
-        for r in &records {
-            self.note_conflicts(&r.record, false);
-        }
+        let effects = state.recompute(&policy);
+        self.emit_conflicts(&effects);
+        let records = effects.records;
         Recomputed {
             reason: msg.reason,
             tenant: &self.tenant,

@@ -5,6 +5,8 @@
 //! - the steps of one evaluation, composed by [`evaluate()`]: [`exclude`] ->
 //!   [`retract`] -> [`supersede`] -> [`evaluation_time`] -> [`weigh`] -> [`decide`] -> [`conflicts`] ->
 //!   [`record`] (sealed with its digest);
+//! - [`effects`]: `apply -> effects`, a package's consensus as its actor holds it (the
+//!   versioned records and conflict deltas a store writer needs);
 //! - [`batch`]: every pair of a set of observations, on every core.
 //!
 //! Invariants: the state is a set of observations keyed by their deterministic id, so
@@ -16,6 +18,7 @@
 mod batch;
 mod conflicts;
 mod decide;
+mod effects;
 mod evaluate;
 mod evaluation_time;
 mod exclude;
@@ -26,6 +29,7 @@ mod supersede;
 mod weigh;
 
 pub use batch::{batch, batch_each, batch_map};
+pub use effects::{ConflictsAppeared, Effects, PackageConsensus};
 pub use evaluate::evaluate;
 pub use record::{
     Conflict, ConflictReason, ConsensusRecord, ConsensusStatus, Factors, PairKey, Role, StatementEntry,
