@@ -23,25 +23,57 @@ use tokio::sync::watch;
 pub struct RunOptions {
     /// Embedded mode: process the inputs present now, drain, exit.
     pub once: bool,
+    /// Where the configuration file was found (logged at start and shown by `/status`).
+    pub config: Option<crate::config::ConfigLocation>,
 }
 
 /// Loads the issuer directory named by the configuration (none when the file is absent).
 pub fn load_policy(cfg: &Config) -> anyhow::Result<Policy> {
+    Ok(load_policy_found(cfg)?.0)
+}
+
+/// [`load_policy`], and whether the directory file was found.
+pub fn load_policy_found(cfg: &Config) -> anyhow::Result<(Policy, bool)> {
     let path = &cfg.consensus.issuers_file;
-    let directory = if path.exists() {
+    let (directory, found) = if path.exists() {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        IssuerDirectory::from_str(&path.display().to_string(), &text)?
+        (IssuerDirectory::from_str(&path.display().to_string(), &text)?, true)
     } else {
-        tracing::info!(event = "no_issuer_directory", path = %path.display(), "issuer directory not found; using defaults");
-        IssuerDirectory::default()
+        (IssuerDirectory::default(), false)
     };
-    Ok(Policy::new(cfg.consensus.mode, directory, cfg.consensus.knobs.clone()))
+    Ok((Policy::new(cfg.consensus.mode, directory, cfg.consensus.knobs.clone()), found))
 }
 
 /// Runs the service until shutdown; blocks the calling thread.
 pub fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     cfg.validate()?;
-    let policy = load_policy(&cfg)?;
+    let (policy, issuers_found) = load_policy_found(&cfg)?;
+    let location = opts
+        .config
+        .clone()
+        .unwrap_or(crate::config::ConfigLocation { file: None, source: crate::config::ConfigSource::BuiltIn });
+    let issuers = policy.directory.issuers.len();
+    let config_status = crate::http::ConfigStatus {
+        file: location.file.as_ref().map(|p| p.display().to_string()),
+        source: location.source,
+        issuers_file: cfg.consensus.issuers_file.display().to_string(),
+        issuers_loaded: issuers_found,
+        issuers,
+    };
+    let issuer_text = if issuers_found {
+        format!("{} ({issuers} issuers)", cfg.consensus.issuers_file.display())
+    } else {
+        format!("none: {} not found, every issuer unknown", cfg.consensus.issuers_file.display())
+    };
+    tracing::info!(
+        event = "configuration",
+        config = %location,
+        issuers_file = %cfg.consensus.issuers_file.display(),
+        issuers_loaded = issuers_found,
+        "configuration: {location}; issuer directory: {issuer_text}"
+    );
+    let opts = RunOptions { config: Some(location), ..opts };
+    let policy = (policy, config_status);
     let sys = actix::System::with_tokio_rt(|| {
         tokio::runtime::Builder::new_multi_thread()
             .enable_all()
@@ -49,7 +81,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
             .build()
             .expect("tokio runtime")
     });
-    let result = sys.block_on(serve(Arc::new(cfg), Arc::new(policy), opts));
+    let result = sys.block_on(serve(Arc::new(cfg), Arc::new(policy.0), policy.1, opts));
     actix::System::current().stop();
     result
 }
@@ -161,7 +193,12 @@ async fn upgrade_embedded(store: &EmbeddedStore, policies: &crate::trust::Polici
     Ok(())
 }
 
-async fn serve(cfg: Arc<Config>, policy: Arc<Policy>, opts: RunOptions) -> anyhow::Result<()> {
+async fn serve(
+    cfg: Arc<Config>,
+    policy: Arc<Policy>,
+    config_status: crate::http::ConfigStatus,
+    opts: RunOptions,
+) -> anyhow::Result<()> {
     let shutdown = shutdown_signal()?;
     let mode = cfg.source_mode();
     let (store, embedded) = connect_store(&cfg, &shutdown).await?;
@@ -225,6 +262,7 @@ async fn serve(cfg: Arc<Config>, policy: Arc<Policy>, opts: RunOptions) -> anyho
         feature_flags: [("dsse_verification", true), ("kafka", mode == SourceMode::Kafka), ("once", opts.once)]
             .into_iter()
             .collect(),
+        config: Some(config_status),
     };
     let signer = match &cfg.export.sign_key {
         Some(p) => {

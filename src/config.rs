@@ -1,9 +1,13 @@
-//! Typed service configuration: `config/default.toml` (or `--config`), then environment
-//! variables `VEXLENS_<SECTION>__<KEY>`, then command-line flags.
+//! Typed service configuration: a file, then environment variables
+//! `VEXLENS_<SECTION>__<KEY>`, then command-line flags. The file is looked up in this
+//! order ([`Config::locate`]): `--config`, the environment variable `VEXLENS_CONFIG`,
+//! `./config/default.toml`; with none of them the built-in defaults apply.
 //!
 //! Invariants: unknown keys are errors (`deny_unknown_fields`); every field has a default
 //! in code, so an empty file is a valid configuration; [`Config::validate`] runs before
-//! anything starts and its errors name the offending key.
+//! anything starts and its errors name the offending key; a named file (flag or
+//! environment) that does not exist is an error, never a silent fall-back; every run says
+//! which file it used (or that it used none: [`ConfigLocation`]'s `Display`).
 
 use crate::crypto::mac::ObservationMac;
 use crate::domain::trust::{Knobs, Mode};
@@ -442,6 +446,46 @@ impl Default for TelemetryConfig {
     }
 }
 
+/// How the configuration file was found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConfigSource {
+    /// `--config`.
+    Flag,
+    /// The environment variable `VEXLENS_CONFIG`.
+    Env,
+    /// `./config/default.toml` in the working directory.
+    WorkingDirectory,
+    /// No file: the built-in defaults.
+    BuiltIn,
+}
+
+/// The configuration file a run uses (none: the built-in defaults).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ConfigLocation {
+    /// The file, as found (relative to the working directory when given so).
+    pub file: Option<PathBuf>,
+    pub source: ConfigSource,
+}
+
+impl std::fmt::Display for ConfigLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.file, self.source) {
+            (Some(p), ConfigSource::Flag) => write!(f, "{} (--config)", p.display()),
+            (Some(p), ConfigSource::Env) => write!(f, "{} ({CONFIG_ENV})", p.display()),
+            (Some(p), _) => write!(f, "{} (./config/ of the working directory)", p.display()),
+            (None, _) => write!(
+                f,
+                "built-in defaults (no --config, no {CONFIG_ENV}, no ./config/default.toml in {})",
+                std::env::current_dir().map_or_else(|_| "the working directory".into(), |d| d.display().to_string())
+            ),
+        }
+    }
+}
+
+/// The environment variable naming the configuration file (after `--config`).
+pub const CONFIG_ENV: &str = "VEXLENS_CONFIG";
+
 /// The whole configuration.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -467,17 +511,49 @@ pub enum SourceMode {
 }
 
 impl Config {
-    /// Loads `path` (or `config/default.toml` when it exists), then the environment.
-    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
-        let default = Path::new("config/default.toml");
-        let mut fig = Figment::new();
-        match path {
-            Some(p) if !p.exists() => return Err(ConfigError::Missing(p.display().to_string())),
-            Some(p) => fig = fig.merge(Toml::file(p)),
-            None if default.exists() => fig = fig.merge(Toml::file(default)),
-            None => {}
+    /// The configuration file to use: `flag` (`--config`), else `$VEXLENS_CONFIG`, else
+    /// `./config/default.toml` when it exists, else none (built-in defaults). A file named
+    /// by the flag or the variable must exist.
+    pub fn locate(flag: Option<&Path>) -> Result<ConfigLocation, ConfigError> {
+        Self::locate_with(flag, std::env::var_os(CONFIG_ENV).filter(|v| !v.is_empty()).map(PathBuf::from))
+    }
+
+    /// [`Config::locate`] with the variable's value given (tests).
+    pub fn locate_with(flag: Option<&Path>, env: Option<PathBuf>) -> Result<ConfigLocation, ConfigError> {
+        let named = |p: PathBuf, source: ConfigSource| {
+            if p.exists() {
+                Ok(ConfigLocation { file: Some(p), source })
+            } else {
+                let from = if source == ConfigSource::Flag { "--config" } else { CONFIG_ENV };
+                Err(ConfigError::Missing(format!("{} (from {from})", p.display())))
+            }
+        };
+        if let Some(p) = flag {
+            return named(p.to_path_buf(), ConfigSource::Flag);
         }
-        Self::from_figment(fig.merge(Self::env()))
+        if let Some(p) = env {
+            return named(p, ConfigSource::Env);
+        }
+        let default = Path::new("config/default.toml");
+        if default.exists() {
+            return Ok(ConfigLocation { file: Some(default.to_path_buf()), source: ConfigSource::WorkingDirectory });
+        }
+        Ok(ConfigLocation { file: None, source: ConfigSource::BuiltIn })
+    }
+
+    /// Loads the file [`Config::locate`] finds, then the environment.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        Ok(Self::load_located(path)?.0)
+    }
+
+    /// [`Config::load`], and where the file was found.
+    pub fn load_located(path: Option<&Path>) -> Result<(Config, ConfigLocation), ConfigError> {
+        let location = Self::locate(path)?;
+        let mut fig = Figment::new();
+        if let Some(p) = &location.file {
+            fig = fig.merge(Toml::file(p));
+        }
+        Ok((Self::from_figment(fig.merge(Self::env()))?, location))
     }
 
     /// `VEXLENS_SECTION__KEY` variables (only those naming a section, so unrelated
@@ -742,6 +818,33 @@ mod tests {
         std::fs::write(dir.path().join("key"), format!("{}\n", "f".repeat(40))).unwrap();
         c.kafka.observations_hmac_key_file = Some(dir.path().join("key"));
         c.validate().unwrap();
+    }
+
+    /// The lookup order: --config, then VEXLENS_CONFIG, then ./config/default.toml (the
+    /// working directory of this test is the repository), then built-in defaults; a named
+    /// file that does not exist is an error naming where it was named.
+    #[test]
+    fn config_lookup_order_is_flag_env_working_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a.toml"), dir.path().join("b.toml"));
+        std::fs::write(&a, "").unwrap();
+        std::fs::write(&b, "").unwrap();
+        let l = Config::locate_with(Some(&a), Some(b.clone())).unwrap();
+        assert_eq!((l.file.as_deref(), l.source), (Some(a.as_path()), ConfigSource::Flag));
+        assert!(l.to_string().contains("--config"), "{l}");
+        let l = Config::locate_with(None, Some(b.clone())).unwrap();
+        assert_eq!((l.file.as_deref(), l.source), (Some(b.as_path()), ConfigSource::Env));
+        assert!(l.to_string().contains("VEXLENS_CONFIG"), "{l}");
+        let l = Config::locate_with(None, None).unwrap();
+        assert_eq!(l.source, ConfigSource::WorkingDirectory, "the repository has config/default.toml");
+        assert_eq!(l.file.as_deref(), Some(Path::new("config/default.toml")));
+        let missing = dir.path().join("missing.toml");
+        let e = Config::locate_with(None, Some(missing.clone())).unwrap_err().to_string();
+        assert!(e.contains("missing.toml") && e.contains("VEXLENS_CONFIG"), "{e}");
+        let e = Config::locate_with(Some(&missing), None).unwrap_err().to_string();
+        assert!(e.contains("--config"), "{e}");
+        let none = ConfigLocation { file: None, source: ConfigSource::BuiltIn };
+        assert!(none.to_string().starts_with("built-in defaults"), "{none}");
     }
 
     #[test]

@@ -132,3 +132,48 @@ fn a_bad_issuer_directory_is_an_error_naming_it() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("issuers.toml") && err.contains("godlike"), "{err}");
 }
+
+/// Every run says on stderr which configuration and issuer directory it used: run from
+/// outside the repository it says the built-in defaults (and its answer differs from the
+/// repository's); `VEXLENS_CONFIG` names a file; `--config` wins over the variable.
+#[test]
+fn consensus_says_which_configuration_it_used() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let examples = repo.join("examples");
+    let elsewhere = tempfile::tempdir().unwrap();
+    let run_in = |dir: &Path, env: Option<&Path>, extra: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_vex-lens"));
+        c.current_dir(dir).arg("consensus").arg(&examples).args(extra).env_remove("VEXLENS_CONFIG");
+        if let Some(e) = env {
+            c.env("VEXLENS_CONFIG", e);
+        }
+        let o = c.output().expect("run vex-lens");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        (err.lines().find(|l| l.starts_with("vex-lens: configuration:")).map(str::to_string), stdout(&o))
+    };
+    let (line, outside) = run_in(elsewhere.path(), None, &[]);
+    let line = line.expect("a configuration line on stderr");
+    assert!(line.contains("built-in defaults") && line.contains("issuer directory: none"), "{line}");
+    let (line, inside) = run_in(repo, None, &[]);
+    let line = line.unwrap();
+    assert!(line.contains("config/default.toml (./config/") && line.contains("config/issuers.toml ("), "{line}");
+    assert_ne!(outside, inside, "the repository's configuration gives other records than the defaults");
+    let config = repo.join("config/default.toml");
+    let (line, _) = run_in(elsewhere.path(), Some(&config), &[]);
+    assert!(line.unwrap().contains("(VEXLENS_CONFIG)"));
+    let other = elsewhere.path().join("other.toml");
+    std::fs::write(&other, "[consensus.knobs]\n").unwrap();
+    let (line, _) = run_in(elsewhere.path(), Some(&config), &["--config", other.to_str().unwrap()]);
+    let line = line.unwrap();
+    assert!(line.contains("other.toml (--config)"), "the flag wins over VEXLENS_CONFIG: {line}");
+    let missing = Command::new(env!("CARGO_BIN_EXE_vex-lens"))
+        .current_dir(elsewhere.path())
+        .arg("consensus")
+        .arg(&examples)
+        .env("VEXLENS_CONFIG", elsewhere.path().join("missing.toml"))
+        .output()
+        .unwrap();
+    assert!(!missing.status.success(), "a named configuration file that is missing is an error");
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("VEXLENS_CONFIG"));
+}

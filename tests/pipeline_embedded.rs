@@ -146,6 +146,13 @@ fn serving_answers_health_metrics_status_and_picks_up_new_files() {
     assert_eq!(status["mode"], "embedded");
     assert_eq!(status["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(status["feature_flags"]["dsse_verification"], true);
+    // Which configuration and issuer directory this run uses (the repository's, found in
+    // ./config/ of the working directory).
+    assert_eq!(status["config"]["file"], "config/default.toml", "{status}");
+    assert_eq!(status["config"]["source"], "working_directory", "{status}");
+    assert_eq!(status["config"]["issuers_file"], "config/issuers.toml", "{status}");
+    assert_eq!(status["config"]["issuers_loaded"], true, "{status}");
+    assert!(status["config"]["issuers"].as_u64().unwrap() > 0, "{status}");
 
     let docs = |port| {
         let (_, m) = get(port, "/metrics")?;

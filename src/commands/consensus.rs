@@ -72,6 +72,31 @@ pub fn load_observations(args: &InputArgs) -> anyhow::Result<(Vec<Observation>, 
     Ok((observations, files.len() - failed))
 }
 
+/// The policy of a CLI run: the knobs of the configuration file (`--config`, else
+/// `$VEXLENS_CONFIG`, else `./config/default.toml`, else built-in defaults) and the issuer
+/// directory (`--issuers`, else `./config/issuers.toml`, else none); says on stderr which
+/// it used, since another configuration gives other weights, digests and answers.
+pub fn cli_policy(
+    mode: vex_lens::domain::trust::Mode,
+    issuers: Option<&Path>,
+    config: Option<&Path>,
+) -> anyhow::Result<Policy> {
+    let location = vex_lens::config::Config::locate(config)?;
+    let knobs = match &location.file {
+        Some(p) => load_knobs(Some(p))?,
+        None => Knobs::default(),
+    };
+    let default = Path::new("config/issuers.toml");
+    let issuers_path = issuers.or(default.exists().then_some(default));
+    let directory = load_directory(issuers_path)?;
+    let issuer_text = match issuers_path {
+        Some(p) => format!("{} ({} issuers)", p.display(), directory.issuers.len()),
+        None => "none (no --issuers, no ./config/issuers.toml: every issuer unknown)".to_string(),
+    };
+    eprintln!("vex-lens: configuration: {location}; issuer directory: {issuer_text}");
+    Ok(Policy::new(mode, directory, knobs))
+}
+
 /// Loads the consensus knobs from a TOML file's `[consensus.knobs]` table.
 pub fn load_knobs(path: Option<&Path>) -> anyhow::Result<Knobs> {
     let default = Path::new("config/default.toml");
@@ -107,8 +132,7 @@ pub fn run(args: ConsensusArgs) -> anyhow::Result<ExitCode> {
         Some(s) => Some(Timestamp::parse(s).context("--as-of")?),
         None => None,
     };
-    let policy = Policy::new(args.mode, load_directory(args.issuers.as_deref())?, load_knobs(args.config.as_deref())?)
-        .with_as_of(as_of);
+    let policy = cli_policy(args.mode, args.issuers.as_deref(), args.config.as_deref())?.with_as_of(as_of);
     let (observations, _) = load_observations(&args.input)?;
     let stdout = std::io::stdout();
     // Records are ~4 KiB each: a large buffer writes them in few system calls.

@@ -2,13 +2,12 @@
 //! or the embedded store (`--data-dir`).
 
 use crate::cli::{ExportArgs, ExportFormatArg, InputArgs};
-use crate::commands::consensus::{load_directory, load_knobs, load_observations};
+use crate::commands::consensus::load_observations;
 use anyhow::{bail, Context};
 use std::process::ExitCode;
 use vex_lens::crypto::SigningKey;
 use vex_lens::domain::consensus::batch;
 use vex_lens::domain::timestamp::Timestamp;
-use vex_lens::domain::trust::Policy;
 use vex_lens::export::{export_from_store, filter_since, write_bundle, ExportFormat, ExportRequest, ExportSummary};
 use vex_lens::stores::embedded::EmbeddedStore;
 use vex_lens::stores::mongo::MongoStore;
@@ -59,7 +58,7 @@ pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
         req.tenant = Some(tenant.clone());
         let as_of = args.as_of.as_deref().map(Timestamp::parse).transpose().context("--as-of")?;
         let policy =
-            Policy::new(args.mode, load_directory(args.issuers.as_deref())?, load_knobs(args.config.as_deref())?)
+            crate::commands::consensus::cli_policy(args.mode, args.issuers.as_deref(), args.config.as_deref())?
                 .with_as_of(as_of);
         let input = InputArgs {
             paths: args.from.clone(),

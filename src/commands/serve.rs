@@ -52,7 +52,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         Some(crate::cli::LogFormatArg::Text) => vex_lens::telemetry::LogFormat::Text,
         None => vex_lens::telemetry::LogFormat::for_terminal(),
     };
-    let cfg = apply_flags(Config::load(args.config.as_deref())?, &args);
+    let (cfg, location) = Config::load_located(args.config.as_deref())?;
+    let cfg = apply_flags(cfg, &args);
     cfg.validate()?;
     // Before any runtime starts (the OTLP exporter's blocking client owns one); the
     // handle flushes the queued spans when the service has stopped.
@@ -60,7 +61,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if args.once && cfg.source_mode() == vex_lens::config::SourceMode::Kafka {
         anyhow::bail!("--once is for the embedded mode (no --kafka-brokers)");
     }
-    let result = app::run(cfg, RunOptions { once: args.once });
+    let result = app::run(cfg, RunOptions { once: args.once, config: Some(location) });
     if let Some(t) = traces {
         t.shutdown();
     }

@@ -70,6 +70,24 @@ pub struct StatusInfo {
     /// `mongodb` or `embedded`.
     pub store: &'static str,
     pub feature_flags: std::collections::BTreeMap<&'static str, bool>,
+    /// The configuration file and issuer directory this run uses (`None` in tests).
+    pub config: Option<ConfigStatus>,
+}
+
+/// Where the configuration came from (`/status`): which file (or the built-in defaults)
+/// and which issuer directory (or none: every issuer unknown).
+#[derive(Clone, Debug, Serialize)]
+pub struct ConfigStatus {
+    /// The file (`null`: built-in defaults).
+    pub file: Option<String>,
+    /// `flag`, `env`, `working_directory` or `built_in`.
+    pub source: crate::config::ConfigSource,
+    /// `consensus.issuers_file` as configured.
+    pub issuers_file: String,
+    /// Whether that file was found and loaded (else no issuer is known).
+    pub issuers_loaded: bool,
+    /// Issuers in the loaded directory.
+    pub issuers: usize,
 }
 
 /// What the server needs.
@@ -292,6 +310,7 @@ mod tests {
                 mode: "embedded",
                 store: "embedded",
                 feature_flags: Default::default(),
+                config: None,
             },
             export: None,
             export_dir: dir.path().join("exports"),
@@ -349,6 +368,7 @@ mod tests {
                 mode: "embedded",
                 store: "embedded",
                 feature_flags: Default::default(),
+                config: None,
             },
             export: None,
             export_dir: dir.path().join("exports"),
