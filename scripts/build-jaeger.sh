@@ -7,7 +7,7 @@
 # wrapper module of our own pulls cmd/jaeger in as a tool dependency and builds it.
 # Cold: ~2 min to fetch 1.3 GB of modules and ~5 min to build; needs Go 1.24+.
 set -euo pipefail
-VERSION="${VEXLENS_JAEGER_VERSION:-v1.76.0}"
+VERSION="${VEXLENS_JAEGER_VERSION:-v1.75.0}"
 CACHE="${VEXLENS_CACHE_DIR:-$HOME/.cache/vex-lens}/jaeger-${VERSION#v}"
 BIN="$CACHE/jaeger"
 if [[ -x "$BIN" ]]; then echo "$BIN"; exit 0; fi
