@@ -162,8 +162,21 @@ fn a_source_claim_applies_to_the_binary_of_the_same_name_and_versions_stay_outsi
     let (src, bin) = (src.expect("a bare source package"), bin.expect("a binary RPM"));
     assert_eq!(src.version, None, "a bare source name is version-less: {}", src.key);
     assert!(bin.version.as_deref().is_some_and(|v| v.contains('-')), "{}", bin.key);
-    let same_name = parse_key(&format!("{}@1.0-1.el8?arch=x86_64", src.package)).unwrap();
-    assert!(src.applies_to(&same_name));
+    // A binary of the same name on the source claim's platform (issue 17: the platform is
+    // part of the key; a claim about a package on a platform applies only there).
+    let platform = match src.platform() {
+        Some(vex_lens::domain::keys::PlatformTag::Distro(d)) => format!("&distro={d}"),
+        Some(vex_lens::domain::keys::PlatformTag::Key(k)) => {
+            format!("&platform={}", percent_encoding::utf8_percent_encode(&k, percent_encoding::NON_ALPHANUMERIC))
+        }
+        None => String::new(),
+    };
+    let same_name = parse_key(&format!("{}@1.0-1.el8?arch=x86_64{platform}", src.package)).unwrap();
+    assert!(src.applies_to(&same_name), "{} on {}", src.key, same_name.key);
+    if !platform.is_empty() {
+        let elsewhere = parse_key(&format!("{}@1.0-1.el8?arch=x86_64&distro=elsewhere-1", src.package)).unwrap();
+        assert!(!src.applies_to(&elsewhere), "{} applies only on its platform, not {}", src.key, elsewhere.key);
+    }
 }
 
 #[test]
