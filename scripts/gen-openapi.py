@@ -156,13 +156,7 @@ doc = {
             "Every stored version of a pair, oldest first; with as_of, the version current then.",
             [artifact(True), vuln(True), qp("as_of", "RFC 3339 time (compared with the time a version was written).",
                                             {"type": "string", "format": "date-time"})],
-            {"200": {**ok({"oneOf": [ref("RecordPage"), ref("ConsensusRecord")]},
-                          "The pair's stored record, or a page. A pair with no stored record whose artifact some "
-                          "stored statements apply to (a scanner's concrete package: version-less claims, ranges "
-                          "containing its version, its platform's) is answered with the record derived from them on "
-                          "request, not stored, marked by the header vexlens-derived: true."),
-                     "headers": {"vexlens-derived": {"description": "true when the record was derived on request (not stored).",
-                                                      "schema": {"type": "string", "enum": ["true"]}}}}})},
+            {"200": ok({"oneOf": [ref("RecordPage"), ref("ConsensusRecord")]})})},
         "/v1/vex/consensus/stream": {"get": v1("streamConsensus",
             "Server-Sent Events of every consensus change of the tenant (whichever instance made it), from the store's "
             "history. Each event: `id` = its position in the tenant's stream (1, 2, 3, ...), `event: consensus`, `data` = "
