@@ -83,10 +83,6 @@ impl Supervised for ExportJobActor {
     }
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
-
 /// A fresh job id: `<started_at_ms>-<16 hex digits>` (64 bits from `ring`'s system
 /// CSPRNG), unique across instances and restarts, sortable by start time.
 pub fn new_job_id(started_at_ms: i64) -> String {
@@ -105,7 +101,7 @@ impl Handler<RunExportJob> for ExportJobActor {
     type Result = ResponseFuture<ExportJobOutcome>;
 
     fn handle(&mut self, msg: RunExportJob, _: &mut Context<Self>) -> Self::Result {
-        let started_at_ms = now_ms();
+        let started_at_ms = crate::ports::now_ms();
         let job_id = new_job_id(started_at_ms);
         let manifest = self.dir.join(&job_id).join("manifest.json");
         let req = ExportRequest {

@@ -190,7 +190,7 @@ pub fn malformed_envelope(name: &str, bytes: &[u8], ctx: &IngestContext) -> Veri
         keyid: None,
         result: SignatureStatus::Failed,
         reason: Some(crate::crypto::FailureReason::MalformedEnvelope.into()),
-        verified_at_ms: super::writer::now_ms(),
+        verified_at_ms: crate::ports::now_ms(),
         source: ctx.provenance.source.clone().or(Some(name.to_string())),
     };
     DsseVerificationFailed {
@@ -278,7 +278,7 @@ pub fn verify_and_normalise(msg: VerifyEnvelope, keys: &KeyDirectory, threshold:
     let claimed = claimed_issuer(&name, &envelope, &ctx, keys);
     let (signature, signed_issuer, mut record) = verify(&envelope, claimed.as_deref(), keys, threshold);
     record.envelope_digest = envelope_digest;
-    record.verified_at_ms = super::writer::now_ms();
+    record.verified_at_ms = crate::ports::now_ms();
     record.source = ctx.provenance.source.clone().or(Some(name.clone()));
     let correlation_id = ctx.provenance.correlation_id.clone();
     let failed = signature.status == SignatureStatus::Failed;

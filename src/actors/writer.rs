@@ -199,7 +199,7 @@ impl StoreWriter {
         let fut = async move {
             let Batch { observations, records: all_records, verifications, done, units, .. } = batch;
             let records = latest_per_pair(all_records.clone());
-            let now = now_ms();
+            let now = crate::ports::now_ms();
             let done_total = done.len();
             let mut done: Vec<Option<Done>> = done.into_iter().map(Some).collect();
             if let Err(e) = write_batch(&store, &settings, &verifications, &observations, &records, now).await {
@@ -226,7 +226,7 @@ impl StoreWriter {
                 s.record("vex.outcome", outcome);
             }
             drop(writes);
-            let durable_at = now_ms();
+            let durable_at = crate::ports::now_ms();
             let received: Vec<i64> = observations.iter().filter_map(|o| o.provenance.received_at_ms).collect();
             ObservationsDurable {
                 observations: observations.len(),
@@ -301,11 +301,6 @@ pub fn latest_per_pair(records: Vec<VersionedRecord>) -> Vec<VersionedRecord> {
         last.insert(r.record.pair(), i);
     }
     records.into_iter().enumerate().filter(|(i, r)| last.get(&r.record.pair()) == Some(i)).map(|(_, r)| r).collect()
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 /// Runs `op` until it succeeds or fails permanently (`!is_retriable()`: returned; and

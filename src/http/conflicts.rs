@@ -84,8 +84,7 @@ pub async fn list(
     let next_page_token = (records.len() == limit)
         .then(|| records.last().map(|t| encode_cursor(&t.record.artifact, &t.record.vulnerability)))
         .flatten();
-    let now_ms =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+    let now_ms = crate::ports::now_ms();
     let items = records
         .into_iter()
         .map(|t| {

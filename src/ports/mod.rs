@@ -1,4 +1,5 @@
-//! Ports: the traits the pipeline and the API talk to. The store is split by role, one
+//! Ports: the traits the pipeline and the API talk to: the clock ([`Clock`]) and the
+//! store, split by role, one
 //! small trait each ([`StoreAdmin`], [`ObservationStore`], [`RecordStore`] (records,
 //! history and the change stream), [`ConflictQueue`], [`TrustStore`],
 //! [`ExportJobStore`], [`VerificationStore`]); each has a real adapter (MongoDB) and an
@@ -13,6 +14,7 @@
 //! retrying can help ([`StoreError`]).
 
 mod admin;
+pub mod clock;
 mod conflicts;
 mod error;
 mod export_jobs;
@@ -22,6 +24,7 @@ mod trust;
 mod verifications;
 
 pub use admin::StoreAdmin;
+pub use clock::{now_ms, Clock, SystemClock};
 pub use conflicts::ConflictQueue;
 pub use error::{StoreError, INTERNAL_ERROR_ATTEMPTS};
 pub use export_jobs::{ExportJobRecord, ExportJobStore, JobResult};

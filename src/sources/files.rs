@@ -70,7 +70,7 @@ async fn process(ctx: &Ctx, name: String, bytes: Result<Vec<u8>, (DeadLetterReas
 async fn process_document(ctx: &Ctx, name: String, bytes: Result<Vec<u8>, (DeadLetterReason, String)>) -> bool {
     use tracing::Instrument;
     let span = tracing::Span::current();
-    let arrived = crate::actors::writer::now_ms();
+    let arrived = crate::ports::now_ms();
     let outcome = match bytes {
         Ok(bytes) => {
             let ictx = IngestContext {

@@ -345,7 +345,7 @@ fn source_name(m: &OwnedMessage) -> String {
 }
 
 fn timestamp_ms(m: &OwnedMessage) -> i64 {
-    m.timestamp().to_millis().unwrap_or_else(crate::actors::writer::now_ms)
+    m.timestamp().to_millis().unwrap_or_else(crate::ports::now_ms)
 }
 
 /// Produces until the broker acknowledges (or shutdown is requested: `false`).

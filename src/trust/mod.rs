@@ -106,10 +106,6 @@ fn reason_of(before: &TenantTrust, after: &TenantTrust) -> &'static str {
     }
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
-
 fn label<T: serde::Serialize>(v: &T) -> String {
     match serde_json::to_value(v) {
         Ok(serde_json::Value::String(s)) => s,
@@ -184,7 +180,7 @@ impl TrustService {
             let audit = TrustAudit {
                 tenant: tenant.to_string(),
                 epoch: after.epoch,
-                at_ms: now_ms(),
+                at_ms: crate::ports::now_ms(),
                 who: who.to_string(),
                 kind: change.kind(),
                 issuer: match change {

@@ -163,10 +163,7 @@ impl EmbeddedStore {
     async fn recompute_all(&self, policy: &dyn Fn(&str) -> Arc<Policy>) -> Result<usize, StoreError> {
         let packages: BTreeSet<(String, String)> =
             self.all_observations().await?.into_iter().map(|o| (o.tenant.to_string(), o.package.to_string())).collect();
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or_default();
+        let now = crate::ports::now_ms();
         let mut n = 0;
         for (tenant, package) in packages {
             let (st, _refused) = PackageState::rebuild(self.observations_for_package(&tenant, &package).await?);
