@@ -175,11 +175,11 @@ async fn connect_store(
     Ok((store, embedded))
 }
 
-/// Brings an embedded store to the current schema version, or refuses to start
-/// (`stores::embedded::upgrade`).
-async fn upgrade_embedded(store: &EmbeddedStore, policies: &crate::trust::Policies) -> anyhow::Result<()> {
-    let r = store.upgrade(&|t| policies.for_tenant(t)).await.context("upgrading the embedded store")?;
-    if r.from != crate::domain::upgrade::STORE_SCHEMA_VERSION {
+/// Brings the store to the current schema version, or refuses to start
+/// (`crate::upgrade`).
+async fn upgrade_store(store: &Stores, policies: &crate::trust::Policies) -> anyhow::Result<()> {
+    let r = crate::upgrade::upgrade(store.into(), &|t| policies.for_tenant(t)).await.context("upgrading the store")?;
+    if r.upgraded() {
         tracing::info!(
             event = "store_upgraded",
             from = r.from,
@@ -187,7 +187,7 @@ async fn upgrade_embedded(store: &EmbeddedStore, policies: &crate::trust::Polici
             rekeyed = r.rekeyed,
             unchanged = r.unchanged,
             records = r.records,
-            "embedded store upgraded"
+            "store upgraded"
         );
     }
     Ok(())
@@ -222,9 +222,7 @@ async fn serve(
     trust.refresh().await.context("reading the tenants' trust settings")?;
     // A store written by an older version is upgraded (or refused) before anything is
     // ingested: its records are recomputed under the policies just installed.
-    if let Some(e) = &embedded {
-        upgrade_embedded(e, &policies).await?;
-    }
+    upgrade_store(&store, &policies).await?;
     // A trust change whose recompute a crash cut short is finished now (beside ingestion).
     tokio::spawn({
         let trust = trust.clone();

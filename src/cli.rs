@@ -43,8 +43,13 @@ pub enum Command {
 #[derive(clap::Args, Debug)]
 pub struct ReindexArgs {
     /// Directory of the embedded store (default: ./data, or [store] data_dir of the config).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "mongo_uri")]
     pub data_dir: Option<PathBuf>,
+    /// Reindex a MongoDB store instead (stop every instance that uses it first).
+    #[arg(long)]
+    pub mongo_uri: Option<String>,
+    #[arg(long, default_value = "vexlens")]
+    pub mongo_db: String,
     /// Configuration file (the consensus policy the records are recomputed with).
     #[arg(long)]
     pub config: Option<PathBuf>,

@@ -28,3 +28,5 @@ pub mod stores;
 pub mod telemetry;
 #[cfg(feature = "service")]
 pub mod trust;
+#[cfg(feature = "service")]
+pub mod upgrade;

@@ -177,6 +177,14 @@ async fn store_contract_suite_passes() {
     common::drop_db(&uri, &db).await;
 }
 
+/// The schema role and the upgrade (src/stores/contract.rs), on a fresh database.
+#[tokio::test]
+async fn schema_contract_passes() {
+    let Some((store, uri, db)) = fresh_store("schema").await else { return };
+    vex_lens::stores::contract::schema_contract(&store).await;
+    common::drop_db(&uri, &db).await;
+}
+
 #[tokio::test]
 async fn verifications_upsert_by_digest() {
     let Some((store, uri, db)) = fresh_store("dsse").await else { return };

@@ -124,16 +124,20 @@ impl Plan {
         self.lossy.is_empty()
     }
 
-    /// The start-up refusal for a lossy plan: how many observations, a sample, and the
-    /// command that resolves it.
+    /// The start-up refusal for a lossy plan ([`refusal`]).
     pub fn refusal(&self, from: u32) -> String {
-        let sample: Vec<&str> = self.lossy.iter().take(3).map(|l| l.why.as_str()).collect();
-        format!(
-            "the store was written by schema version {from} and {} stored observation(s) cannot be re-keyed to version {STORE_SCHEMA_VERSION} without their documents (e.g. {}); run `vex-lens reindex` (drops those observations and their pairs, recomputes the rest; then ingest their documents again)",
-            self.lossy.len(),
-            sample.join("; ")
-        )
+        refusal(from, self.lossy.len(), &self.lossy)
     }
+}
+
+/// The start-up refusal for a store at `from` with `count` lossy observations: how many,
+/// a sample (at most 3 of `sample`), and the command that resolves it.
+pub fn refusal(from: u32, count: usize, sample: &[LossyObservation]) -> String {
+    let sample: Vec<&str> = sample.iter().take(3).map(|l| l.why.as_str()).collect();
+    format!(
+        "the store was written by schema version {from} and {count} stored observation(s) cannot be re-keyed to version {STORE_SCHEMA_VERSION} without their documents (e.g. {}); run `vex-lens reindex` (drops those observations and their pairs, recomputes the rest; then ingest their documents again)",
+        sample.join("; ")
+    )
 }
 
 /// The steps an upgrade from `from` runs.

@@ -20,6 +20,7 @@ mod error;
 mod export_jobs;
 mod observations;
 mod records;
+mod schema;
 mod trust;
 mod verifications;
 
@@ -33,6 +34,7 @@ pub use records::{
     decide_write, history_id, pair_id, timed_record_json, ChangeEvent, RecordQuery, RecordStore, TimedRecord,
     WriteDecision,
 };
+pub use schema::{SchemaStore, StoredObservation};
 pub use trust::{trust_audit_id, TrustAudit, TrustStore};
 pub use verifications::{VerificationRecord, VerificationStore};
 
@@ -45,12 +47,26 @@ use std::sync::Arc;
 /// composition root, the contract suite and tests of a whole store only; everything
 /// else takes the roles it uses.
 pub trait Store:
-    StoreAdmin + ObservationStore + RecordStore + ConflictQueue + TrustStore + ExportJobStore + VerificationStore
+    StoreAdmin
+    + SchemaStore
+    + ObservationStore
+    + RecordStore
+    + ConflictQueue
+    + TrustStore
+    + ExportJobStore
+    + VerificationStore
 {
 }
 
 impl<T> Store for T where
-    T: StoreAdmin + ObservationStore + RecordStore + ConflictQueue + TrustStore + ExportJobStore + VerificationStore
+    T: StoreAdmin
+        + SchemaStore
+        + ObservationStore
+        + RecordStore
+        + ConflictQueue
+        + TrustStore
+        + ExportJobStore
+        + VerificationStore
 {
 }
 
@@ -60,6 +76,7 @@ impl<T> Store for T where
 #[derive(Clone)]
 pub struct Stores {
     pub admin: Arc<dyn StoreAdmin>,
+    pub schema: Arc<dyn SchemaStore>,
     pub observations: Arc<dyn ObservationStore>,
     pub records: Arc<dyn RecordStore>,
     pub conflicts: Arc<dyn ConflictQueue>,
@@ -73,6 +90,7 @@ impl Stores {
     pub fn of<S: Store>(store: Arc<S>) -> Stores {
         Stores {
             admin: store.clone(),
+            schema: store.clone(),
             observations: store.clone(),
             records: store.clone(),
             conflicts: store.clone(),

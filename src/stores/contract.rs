@@ -4,7 +4,8 @@
 //! keep, the change stream and the version fence), [`verification_contract`],
 //! [`export_job_contract`], [`trust_contract`]), and run against every adapter through
 //! [`store_contract_suite`]: the embedded store in `cargo test`, MongoDB in the
-//! integration tests.
+//! integration tests. [`schema_contract`] (the schema role and the upgrade) needs an
+//! empty store and runs on its own.
 //!
 //! Invariants: the suite uses a tenant unique to each run, so it passes on a store that
 //! already holds data (depth checks are relative), and it panics with a message naming
@@ -17,8 +18,8 @@ use crate::domain::timestamp::Timestamp;
 use crate::domain::trust::Policy;
 use crate::domain::version::{RecordVersion, VersionedRecord};
 use crate::ports::{
-    ConflictQueue, ExportJobRecord, ExportJobStore, ObservationStore, RecordQuery, RecordStore, Store, StoreAdmin,
-    TrustAudit, TrustStore, VerificationRecord, VerificationStore,
+    ConflictQueue, ExportJobRecord, ExportJobStore, ObservationStore, RecordQuery, RecordStore, SchemaStore, Store,
+    StoreAdmin, StoredObservation, TrustAudit, TrustStore, VerificationRecord, VerificationStore,
 };
 use std::collections::BTreeSet;
 
@@ -484,4 +485,119 @@ async fn change_stream_clauses<S: RecordStore>(
     assert_eq!(view(&next), vec![(tail + 1, 9_000, again.consensus_digest.clone())], "a new change, once");
     assert_eq!(store.change_tail(other_tenant).await.expect("change_tail"), 0, "positions are per tenant");
     assert!(store.changes_after(other_tenant, 0, 1000).await.expect("other").is_empty(), "the stream is per tenant");
+}
+
+/// A CSAF observation stored the version-2 way: the component's key as artifact, the
+/// platform's key as scope.
+fn v2_relationship_observation(tenant: &str) -> Observation {
+    let mut o = sample_observation(tenant, "distro", "pkg:generic/acme/openssl", "CVE-2024-0001", Status::NotAffected);
+    o.format = SourceFormat::Csaf;
+    o.scope = vec!["cpe:2.3:o:acme:acme_linux:8:*:*:*:*:*:*:*".into()];
+    o.with_id().expect("v2 observation has an id")
+}
+
+/// A `name:` key lower-cased as version 2 stored it (lossy since version 3).
+fn v2_name_observation(tenant: &str) -> Observation {
+    let mut o = sample_observation(tenant, "vendor", "pkg:npm/contract-name", "CVE-2024-0002", Status::Fixed);
+    o.format = SourceFormat::Csaf;
+    o.artifact = "name:acme/widget server@2.4".into();
+    o.package = "name:acme/widget server".into();
+    o.with_id().expect("name observation has an id")
+}
+
+/// Every record of `observations`, as the artifact actor computes them.
+fn all_records(observations: Vec<Observation>) -> Vec<ConsensusRecord> {
+    let (st, _) = PackageState::rebuild(observations);
+    let mut out: Vec<ConsensusRecord> =
+        st.pairs().iter().filter_map(|p| st.evaluate(p, &Policy::default(), false).expect("evaluates")).collect();
+    out.sort_by(|a, b| (&a.artifact, &a.vulnerability).cmp(&(&b.artifact, &b.vulnerability)));
+    out
+}
+
+/// The schema role and the upgrade it serves (`crate::upgrade`), on an EMPTY store (the
+/// upgrade deletes every current record: never run this on a store holding data):
+/// a new store has no version and gets the current one; a version-2 store is re-keyed
+/// where lossless and its records recomputed; a lossy one is refused without a change
+/// until `reindex` drops the lossy observations; a second upgrade changes nothing.
+pub async fn schema_contract<S: SchemaStore + ObservationStore + RecordStore + ConflictQueue>(store: &S) {
+    use crate::domain::upgrade::STORE_SCHEMA_VERSION;
+    use crate::upgrade::{reindex, upgrade, UpgradeError, UpgradeStores};
+    let stores = || UpgradeStores { schema: store, observations: store, records: store };
+    let policy = |_: &str| std::sync::Arc::new(Policy::default());
+    assert_eq!(store.schema_version().await.expect("schema_version"), None, "a new store has no version");
+    let r = upgrade(stores(), &policy).await.expect("upgrade of a new store");
+    assert!(!r.upgraded(), "a new store is not upgraded");
+    assert_eq!(store.schema_version().await.expect("schema_version"), Some(STORE_SCHEMA_VERSION));
+
+    // A version-2 store: a relationship observation (re-keyed) and a purl one (unchanged),
+    // with a stale record and conflict-queue entry.
+    let tenant = "schema";
+    let rel = v2_relationship_observation(tenant);
+    let plain = sample_observation(tenant, "vendor", "pkg:npm/contract-a@1.0.0", "CVE-2024-0001", Status::Affected);
+    let other = sample_observation(tenant, "scanner", "pkg:npm/contract-a@1.0.0", "CVE-2024-0001", Status::NotAffected);
+    store.put_observations(&[rel.clone(), plain.clone(), other.clone()]).await.expect("put");
+    let stale = all_records(vec![rel.clone()]);
+    assert_eq!(stale.len(), 1);
+    let conflicted = all_records(vec![plain.clone(), other.clone()]);
+    let versioned: Vec<VersionedRecord> =
+        stale.iter().chain(&conflicted).cloned().map(VersionedRecord::unversioned).collect();
+    store.put_records(&versioned, 1).await.expect("put records");
+    assert!(store.conflict_queue_depth().await.expect("depth") > 0, "the contradicting pair is queued");
+    store.set_schema_version(2).await.expect("set_schema_version");
+    assert_eq!(store.schema_version().await.expect("schema_version"), Some(2));
+    assert_eq!(
+        store.stored_packages().await.expect("stored_packages"),
+        vec![(tenant.to_string(), rel.package.to_string()), (tenant.to_string(), other.package.to_string())],
+        "stored_packages: every (tenant, package) once, sorted"
+    );
+
+    let r = upgrade(stores(), &policy).await.expect("a lossless upgrade");
+    assert_eq!((r.from, r.rekeyed, r.unchanged, r.dropped), (2, 1, 2, 0), "{r:?}");
+    let upgraded = store.observations_for_package(tenant, &rel.package).await.expect("observations");
+    assert_eq!(upgraded.len(), 1, "the old observation is replaced, not kept beside the new one");
+    assert!(upgraded[0].scope.is_empty() && upgraded[0].artifact.contains("acme_linux"), "{:?}", upgraded[0]);
+    assert_ne!(upgraded[0].id, rel.id, "the re-keyed observation has its new id");
+    assert_eq!(upgraded[0].id.to_string(), upgraded[0].compute_id().expect("id"), "its id is its content's");
+    let mut want = all_records(upgraded.clone());
+    want.extend(all_records(vec![plain.clone(), other.clone()]));
+    want.sort_by(|a, b| (&a.artifact, &a.vulnerability).cmp(&(&b.artifact, &b.vulnerability)));
+    let got = store.list_records(Some(tenant), None).await.expect("list");
+    assert_eq!(got, want, "records are recomputed from the upgraded observations");
+    assert!(!got.iter().any(|r| r.artifact == stale[0].artifact), "the stale record is gone");
+    assert!(store.conflict_queue_depth().await.expect("depth") > 0, "the recompute queues the conflict again");
+    assert_eq!(store.schema_version().await.expect("schema_version"), Some(STORE_SCHEMA_VERSION));
+    let again = upgrade(stores(), &policy).await.expect("upgrade again");
+    assert!(!again.upgraded() && again.rekeyed == 0, "a second upgrade changes nothing: {again:?}");
+    assert_eq!(store.list_records(Some(tenant), None).await.expect("list"), want);
+
+    // A lossy observation: refused, nothing changed; reindex drops it and its records.
+    let name = v2_name_observation(tenant);
+    store.put_observations(std::slice::from_ref(&name)).await.expect("put");
+    let name_records = all_records(vec![name.clone()]);
+    store
+        .put_records(&name_records.iter().cloned().map(VersionedRecord::unversioned).collect::<Vec<_>>(), 2)
+        .await
+        .expect("put records");
+    store.set_schema_version(2).await.expect("set_schema_version");
+    match upgrade(stores(), &policy).await {
+        Err(UpgradeError::Lossy(msg)) => {
+            assert!(msg.contains("vex-lens reindex") && msg.contains("widget server"), "{msg}")
+        }
+        other => panic!("a lossy store must be refused, got {other:?}"),
+    }
+    assert_eq!(store.schema_version().await.expect("schema_version"), Some(2), "a refusal changes nothing");
+    assert_eq!(store.observations_for_package(tenant, &name.package).await.expect("observations").len(), 1);
+    assert!(store.get_record(&name_records[0].pair()).await.expect("get").is_some(), "a refusal changes nothing");
+    let r = reindex(stores(), &policy).await.expect("reindex");
+    assert_eq!((r.from, r.dropped, r.rekeyed), (2, 1, 0), "{r:?}");
+    assert!(store.observations_for_package(tenant, &name.package).await.expect("observations").is_empty());
+    assert!(store.get_record(&name_records[0].pair()).await.expect("get").is_none(), "its record is dropped");
+    assert_eq!(store.list_records(Some(tenant), None).await.expect("list"), want, "the rest is recomputed");
+    assert_eq!(store.schema_version().await.expect("schema_version"), Some(STORE_SCHEMA_VERSION));
+
+    // replace_observations is idempotent (a crash in the middle of an upgrade reruns it).
+    let n = upgraded[0].clone();
+    store.replace_observations(&[StoredObservation::of(&rel)], std::slice::from_ref(&n)).await.expect("replace");
+    store.replace_observations(&[StoredObservation::of(&rel)], std::slice::from_ref(&n)).await.expect("again");
+    assert_eq!(store.observations_for_package(tenant, &rel.package).await.expect("observations"), upgraded);
 }

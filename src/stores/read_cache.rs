@@ -77,6 +77,14 @@ impl ReadCache {
         }
     }
 
+    /// After a durable deletion of every record: forgets every entry, and makes every
+    /// fill that began before it a no-op.
+    pub fn cleared(&self) {
+        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        inner.generation += 1;
+        inner.map.clear();
+    }
+
     /// Pairs cached now.
     pub fn len(&self) -> usize {
         self.inner.read().unwrap_or_else(|e| e.into_inner()).map.len()

@@ -1,7 +1,8 @@
 //! The embedded store: every store role ([`crate::ports::Store`]) on redb under
 //! `--data-dir`, one module per role (`observations`, `records` (current records,
 //! history and the conflict-queue writes), `changes` (the change stream),
-//! `conflicts`, `trust`, `export_jobs`, `verifications`), plus what the embedded
+//! `conflicts`, `trust`, `export_jobs`, `verifications`, `schema` (the schema version and
+//! the upgrade's bulk writes)), plus what the embedded
 //! sources need to remember (`ingest`: processed files, dead letters). This module
 //! holds the database, its tables and the helpers every role uses.
 //!
@@ -18,12 +19,11 @@ mod export_jobs;
 mod ingest;
 mod observations;
 mod records;
+mod schema;
 mod trust;
-mod upgrade;
 mod verifications;
 
 pub use ingest::DeadLetter;
-pub use upgrade::{UpgradeError, UpgradeReport};
 
 use super::read_cache::ReadCache;
 use crate::ports::{StoreAdmin, StoreError};
@@ -203,6 +203,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = EmbeddedStore::open(dir.path()).unwrap();
         crate::stores::contract::store_contract_suite(&store).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn embedded_store_passes_the_schema_contract() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        crate::stores::contract::schema_contract(&store).await;
     }
 
     #[test]

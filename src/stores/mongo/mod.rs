@@ -3,7 +3,8 @@
 //! streams, no client-level `bulkWrite`, which needs 8.0) and tested against SecantusDB
 //! (a MongoDB-wire server). One module per role: `observations`, `records` (current
 //! records, history and the conflict-queue writes), `changes` (the change stream),
-//! `conflicts`, `trust`, `export_jobs`, `verifications`; this module holds the
+//! `conflicts`, `trust`, `export_jobs`, `verifications`, `schema` (the schema version and
+//! the upgrade's bulk writes); this module holds the
 //! connection, the batched write commands and the error mapping they share.
 //!
 //! Invariants:
@@ -25,6 +26,7 @@ mod conflicts;
 mod export_jobs;
 mod observations;
 mod records;
+mod schema;
 mod trust;
 mod verifications;
 
@@ -51,7 +53,8 @@ pub const TRUST_POLICIES: &str = "vex_trust_policies";
 pub const TRUST_AUDIT: &str = "vex_trust_audit";
 /// The change stream: one document per position (`_id` `<tenant>:<position, 20 digits>`).
 pub const CHANGES: &str = "vex_consensus_changes";
-/// One-time migrations done (`_id`: the migration).
+/// One-time migrations done (`_id`: the migration) and the schema version
+/// (`_id` `schema_version`).
 pub const META: &str = "vex_meta";
 
 /// How long the driver waits for a reachable server before an operation fails

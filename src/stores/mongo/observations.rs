@@ -13,7 +13,7 @@ use futures::TryStreamExt;
 use mongodb::bson::{doc, Document};
 
 /// The `vex_observations` document of an observation.
-fn observation_doc(o: &Observation) -> Result<Document, StoreError> {
+pub(super) fn observation_doc(o: &Observation) -> Result<Document, StoreError> {
     let json = crate::domain::canonical::to_string(o).map_err(rejected("encoding observation"))?;
     let mut d = doc! {
         "_id": &*o.id,
