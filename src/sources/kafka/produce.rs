@@ -1,0 +1,45 @@
+//! Producing one message until the broker acknowledges it.
+//!
+//! Invariant: returns `Ok` only once the broker acknowledged the message (idempotent
+//! producer, `acks=all`); a message too large for the broker fails at once, any other
+//! error is retried with backoff until shutdown.
+
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::OwnedHeaders;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Produces until the broker acknowledges (or shutdown is requested: `false`).
+pub(super) async fn produce_acked(
+    producer: &FutureProducer,
+    topic: &str,
+    key: Option<&[u8]>,
+    payload: &[u8],
+    headers: Option<OwnedHeaders>,
+    shutdown: &watch::Receiver<bool>,
+) -> Result<(), KafkaError> {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let mut rec: FutureRecord<[u8], [u8]> = FutureRecord::to(topic).payload(payload);
+        if let Some(k) = key {
+            rec = rec.key(k);
+        }
+        if let Some(h) = &headers {
+            rec = rec.headers(h.clone());
+        }
+        match producer.send(rec, Timeout::After(Duration::from_secs(30))).await {
+            Ok(_) => return Ok(()),
+            Err((e @ KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge), _)) => return Err(e),
+            Err((e, _)) => {
+                crate::warn_event!(crate::telemetry::events::LogEvent::ProduceRetry, topic, error = %e, "produce failed; retrying");
+                if *shutdown.borrow() {
+                    return Err(e);
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
