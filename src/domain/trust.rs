@@ -324,7 +324,7 @@ impl Knobs {
                 return Err(DirectoryError::Invalid(format!("consensus.{k} = {v} must be within [0, 1]")));
             }
         }
-        if !(self.half_life_days > 0.0) || !self.half_life_days.is_finite() {
+        if !(self.half_life_days.is_finite() && self.half_life_days > 0.0) {
             return Err(DirectoryError::Invalid(format!(
                 "consensus.half_life_days = {} must be > 0",
                 self.half_life_days

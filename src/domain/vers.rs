@@ -560,8 +560,7 @@ fn mvn_parse(version: &str) -> MvnItem {
     let parse_item = |is_digit: bool, s: &str| if is_digit { MvnItem::int(s) } else { MvnItem::string(s, false) };
     let mut is_digit = false;
     let mut start = 0usize;
-    for i in 0..chars.len() {
-        let c = chars[i];
+    for (i, &c) in chars.iter().enumerate() {
         let top = stack.len() - 1;
         if c == '.' {
             let item = if i == start { MvnItem::Int(String::new()) } else { parse_item(is_digit, &sub(start, i)) };

@@ -20,7 +20,7 @@ pub fn batch<I: IntoIterator<Item = Observation>>(
     policy: &Policy,
     explain: bool,
 ) -> (Vec<ConsensusRecord>, Vec<ApplyError>) {
-    let (records, errors) = batch_map(observations, policy, explain, |r| Ok::<_, std::convert::Infallible>(r));
+    let (records, errors) = batch_map(observations, policy, explain, Ok::<_, std::convert::Infallible>);
     (records.into_iter().map(|(_, r)| r).collect(), errors)
 }
 
