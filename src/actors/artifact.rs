@@ -68,15 +68,21 @@ impl ArtifactActor {
         }
     }
 
-    /// Counts the conflicts that appeared (the effects say which).
-    fn emit_conflicts(&self, effects: &Effects) {
+    /// Counts the conflicts that appeared (the effects say which), each line with the
+    /// correlation id of an observation of its pair among `applied` (this turn's).
+    fn emit_conflicts(&self, effects: &Effects, applied: &[Observation]) {
         for c in &effects.conflicts_appeared {
             let reasons: Vec<&str> = c.reasons.iter().map(|r| r.as_str()).collect();
+            let correlation_id = applied
+                .iter()
+                .filter(|o| *o.artifact == *c.pair.artifact && *o.vulnerability == *c.pair.vulnerability)
+                .find_map(|o| o.provenance.correlation_id.as_deref());
             ConflictsAppeared {
                 tenant: &c.pair.tenant,
                 artifact: &c.pair.artifact,
                 vulnerability: &c.pair.vulnerability,
                 reasons: &reasons,
+                correlation_id,
             }
             .emit();
         }
@@ -177,7 +183,7 @@ impl ArtifactActor {
         let _entered = span.enter();
         let policy = self.policies.for_tenant(&self.tenant);
         let effects = state.effects(&policy);
-        self.emit_conflicts(&effects);
+        self.emit_conflicts(&effects, &self.pending);
         let records = effects.records;
         span.record("vex.records", records.len());
         span.record("vex.conflicts", records.iter().filter(|r| !r.record.conflicts.is_empty()).count());
@@ -220,7 +226,7 @@ impl ArtifactActor {
         // counts conflicts that statements bring, not a re-evaluation's (the conflict
         // queue and its depth show them).
         let effects = state.recompute(&policy);
-        self.emit_conflicts(&effects);
+        self.emit_conflicts(&effects, &[]);
         let records = effects.records;
         Recomputed {
             reason: msg.reason,

@@ -236,7 +236,18 @@ impl StoreWriter {
             }
             .emit();
             for r in &records {
-                let corr = observations.iter().find_map(|o| o.provenance.correlation_id.as_deref());
+                // The correlation id of an observation of this record's pair in the batch
+                // (else of its vulnerability: a statement about a version-less package
+                // applies to the package's concrete artifacts).
+                let rec = &r.record;
+                let of = |exact: bool| {
+                    observations
+                        .iter()
+                        .filter(|o| *o.tenant == *rec.tenant && *o.vulnerability == *rec.vulnerability)
+                        .filter(|o| !exact || *o.artifact == *rec.artifact)
+                        .find_map(|o| o.provenance.correlation_id.as_deref())
+                };
+                let corr = of(true).or_else(|| of(false));
                 RecordChanged { record: &r.record, correlation_id: corr }.emit();
             }
             for d in done {

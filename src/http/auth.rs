@@ -197,11 +197,24 @@ impl Auth {
 }
 
 /// Middleware of the `/v1` scope: request limits that apply before parsing (query
-/// length), then the caller, stored in the request's extensions.
+/// length), then the caller, stored in the request's extensions. A refusal is rendered as
+/// the response here (not returned as an error), so the outer middleware sees it.
 pub async fn middleware(
     req: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
+    match admit(&req) {
+        Ok(caller) => {
+            tracing::Span::current().record("vex.tenant", crate::telemetry::trace::bounded(&caller.tenant));
+            req.extensions_mut().insert(caller);
+            Ok(next.call(req).await?.map_into_boxed_body())
+        }
+        Err(e) => Ok(req.error_response(e)),
+    }
+}
+
+/// The request's caller, or why it is refused.
+fn admit(req: &ServiceRequest) -> Result<Caller, ApiError> {
     let state = req
         .app_data::<web::Data<State>>()
         .cloned()
@@ -211,21 +224,17 @@ pub async fn middleware(
             StatusCode::URI_TOO_LONG,
             ErrorCode::QueryTooLong,
             format!("query: longer than {} bytes", state.api.max_query_bytes),
-        )
-        .into());
+        ));
     }
     let peer = Peer {
         loopback: req.peer_addr().is_some_and(|a| is_loopback(a.ip())),
         forwarded: req.headers().contains_key("forwarded") || req.headers().contains_key("x-forwarded-for"),
     };
-    let caller = state.auth.authenticate(
+    state.auth.authenticate(
         req.headers().get("authorization").map(|v| v.as_bytes()),
         req.headers().get("x-tenant").map(|v| v.as_bytes()),
         peer,
-    )?;
-    tracing::Span::current().record("vex.tenant", crate::telemetry::trace::bounded(&caller.tenant));
-    req.extensions_mut().insert(caller);
-    next.call(req).await
+    )
 }
 
 /// A scope an endpoint needs (type-level, so the route table shows it).

@@ -138,16 +138,42 @@ fn route_template(path: &str) -> Option<&'static str> {
     })
 }
 
-/// Runs a request inside its `vex.http.request` span, named `<METHOD> <route template>`
-/// (health checks and `/metrics`, polled all the time, are not traced).
+/// A request's correlation id (the `X-Correlation-Id` it sent when usable, else one
+/// minted for it), in the request's extensions and on every response.
+#[derive(Clone, Debug)]
+pub struct CorrelationId(pub String);
+
+/// The correlation id header of requests and responses.
+pub const CORRELATION_HEADER: &str = "x-correlation-id";
+
+/// Gives the request its correlation id ([`CorrelationId`]; echoed on the response, the
+/// auth middleware's refusals included) and runs it inside its `vex.http.request` span, named
+/// `<METHOD> <route template>` (health checks and `/metrics`, polled all the time, are
+/// not traced).
 async fn trace_request(
     req: actix_web::dev::ServiceRequest,
-    next: middleware::Next<impl actix_web::body::MessageBody>,
-) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    next: middleware::Next<impl actix_web::body::MessageBody + 'static>,
+) -> Result<actix_web::dev::ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
+    use actix_web::HttpMessage;
     use tracing::Instrument;
+    let correlation = req
+        .headers()
+        .get(CORRELATION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(crate::telemetry::correlation::accept)
+        .unwrap_or_else(crate::telemetry::correlation::mint);
+    req.extensions_mut().insert(CorrelationId(correlation.clone()));
+    // The auth middleware renders its refusals as responses, so they carry the id too.
+    let with_id = |result: Result<actix_web::dev::ServiceResponse<_>, actix_web::Error>| {
+        let mut resp = result?.map_into_boxed_body();
+        if let Ok(v) = actix_web::http::header::HeaderValue::from_str(&correlation) {
+            resp.headers_mut().insert(actix_web::http::header::HeaderName::from_static(CORRELATION_HEADER), v);
+        }
+        Ok(resp)
+    };
     let path = req.path();
     if path.starts_with("/health/") || path == "/metrics" {
-        return next.call(req).await;
+        return with_id(next.call(req).await);
     }
     // The template, never the raw path: ids stay out of span names.
     let route = route_template(path).unwrap_or("unmatched");
@@ -159,6 +185,7 @@ async fn trace_request(
         http.route = route,
         http.response.status_code = tracing::field::Empty,
         vex.tenant = tracing::field::Empty,
+        vex.correlation_id = crate::telemetry::trace::bounded(&correlation),
         vex.outcome = tracing::field::Empty,
     );
     crate::telemetry::trace::set_remote_parent(&span, req.headers().iter().map(|(k, v)| (k.as_str(), v.as_bytes())));
@@ -171,7 +198,7 @@ async fn trace_request(
         span.record("http.response.status_code", status.as_u16());
         span.record("vex.outcome", if status.is_server_error() { "error" } else { "ok" });
     }
-    result
+    with_id(result)
 }
 
 async fn openapi() -> HttpResponse {

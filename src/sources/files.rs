@@ -71,13 +71,15 @@ async fn process_document(ctx: &Ctx, name: String, bytes: Result<Vec<u8>, (DeadL
     use tracing::Instrument;
     let span = tracing::Span::current();
     let arrived = crate::ports::now_ms();
+    // A file or a stdin line names no correlation id: the service mints one per document.
+    let correlation = crate::telemetry::correlation::mint();
     let outcome = match bytes {
         Ok(bytes) => {
             let ictx = IngestContext {
                 tenant: Some(ctx.settings.tenant.clone()),
                 provenance: Provenance {
                     source: Some(name.clone()),
-                    correlation_id: None,
+                    correlation_id: Some(correlation.clone()),
                     received_at_ms: Some(arrived),
                     sequence: None,
                 },
@@ -97,9 +99,15 @@ async fn process_document(ctx: &Ctx, name: String, bytes: Result<Vec<u8>, (DeadL
         IngestOutcome::DeadLetter { reason, detail } => {
             span.record("vex.outcome", "dead_lettered");
             span.record("vex.reason", reason.as_str());
-            DeadLettered { source: &name, correlation_id: None, reason, detail: &detail }.emit();
+            DeadLettered { source: &name, correlation_id: Some(&correlation), reason, detail: &detail }.emit();
             if let Some(s) = &ctx.seen {
-                let d = DeadLetter { source: name.clone(), reason, detail, at_ms: arrived };
+                let d = DeadLetter {
+                    source: name.clone(),
+                    reason,
+                    detail,
+                    at_ms: arrived,
+                    correlation_id: Some(correlation.clone()),
+                };
                 if let Err(e) = s.put_dead_letter(&d).await {
                     crate::warn_event!(crate::telemetry::events::LogEvent::DeadLetterNotStored, error = %e, "dead letter not stored");
                 }
@@ -113,8 +121,14 @@ async fn process_document(ctx: &Ctx, name: String, bytes: Result<Vec<u8>, (DeadL
             match ctx.pipeline.route_all_durable(observations).instrument(route).await {
                 Ok(true) => {
                     span.record("vex.outcome", "ingested");
-                    DocumentIngested { source: &name, correlation_id: None, format, observations: n, diagnostics }
-                        .emit();
+                    DocumentIngested {
+                        source: &name,
+                        correlation_id: Some(&correlation),
+                        format,
+                        observations: n,
+                        diagnostics,
+                    }
+                    .emit();
                     true
                 }
                 Ok(false) | Err(_) => {

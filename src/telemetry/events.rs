@@ -1,6 +1,13 @@
 //! Telemetry events: each struct writes its log line and updates its metric together, so
 //! the two never drift apart. Correlation fields use the runbook's names
 //! (`correlationId`, `artifactKey`, `advisoryKey`, `issuer`).
+//!
+//! Invariants: every line has an `event`; at the default level (info) each processed
+//! document writes one line with its `correlationId` (`document_ingested`, or the warn
+//! `dead_lettered`), and each record change and each appearance of conflicts one line with
+//! `artifactKey` and `advisoryKey` (`consensus_changed`, `conflicts_appeared`), at most
+//! [`LogBudget`]'s rate per event, the lines held back counted in
+//! `vex_log_lines_dropped_total{event}`.
 
 use super::{metrics, OperationLabel, OutcomeLabel, ReasonLabel, ResultLabel};
 use crate::domain::codes::DeadLetterReason;
@@ -22,7 +29,7 @@ impl DocumentIngested<'_> {
         let m = metrics();
         m.documents_ingested.inc();
         m.documents.get_or_create(&outcome("ingested")).inc();
-        tracing::debug!(
+        tracing::info!(
             event = "document_ingested",
             source = self.source,
             correlationId = self.correlation_id,
@@ -98,8 +105,11 @@ pub struct RecordChanged<'a> {
 
 impl RecordChanged<'_> {
     pub fn emit(&self) {
+        if !CONSENSUS_CHANGED_BUDGET.admit(std::time::Instant::now()) {
+            return;
+        }
         let issuer = self.record.statements.iter().find(|s| s.role == crate::domain::consensus::Role::Counted);
-        tracing::debug!(
+        tracing::info!(
             event = "consensus_changed",
             correlationId = self.correlation_id,
             artifactKey = self.record.artifact.as_str(),
@@ -148,6 +158,8 @@ pub struct ConflictsAppeared<'a> {
     pub artifact: &'a str,
     pub vulnerability: &'a str,
     pub reasons: &'a [&'a str],
+    /// The correlation id of an observation of the pair applied in this turn.
+    pub correlation_id: Option<&'a str>,
 }
 
 impl ConflictsAppeared<'_> {
@@ -156,8 +168,12 @@ impl ConflictsAppeared<'_> {
         for r in self.reasons {
             m.consensus_conflicts.get_or_create(&ReasonLabel { reason: r.to_string() }).inc();
         }
-        tracing::debug!(
+        if !CONFLICTS_APPEARED_BUDGET.admit(std::time::Instant::now()) {
+            return;
+        }
+        tracing::info!(
             event = "conflicts_appeared",
+            correlationId = self.correlation_id,
             tenant = self.tenant,
             artifactKey = self.artifact,
             advisoryKey = self.vulnerability,
@@ -166,6 +182,50 @@ impl ConflictsAppeared<'_> {
         );
     }
 }
+
+/// A per-event budget of info lines (a token bucket): at most `burst` lines at once and
+/// `per_second` on average; a line over the budget is not written and counts in
+/// `vex_log_lines_dropped_total{event}` (the metric and the dashboard see every event;
+/// the log keeps a sample when a bulk ingest changes thousands of records a second).
+pub struct LogBudget {
+    event: &'static str,
+    per_second: f64,
+    burst: f64,
+    /// Tokens left and when they were counted.
+    state: std::sync::Mutex<Option<(f64, std::time::Instant)>>,
+}
+
+impl LogBudget {
+    pub const fn new(event: &'static str, per_second: u32, burst: u32) -> LogBudget {
+        LogBudget { event, per_second: per_second as f64, burst: burst as f64, state: std::sync::Mutex::new(None) }
+    }
+
+    /// Whether a line may be written at `now` (else it is counted as dropped).
+    pub fn admit(&self, now: std::time::Instant) -> bool {
+        let admitted = {
+            let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let (tokens, at) = s.unwrap_or((self.burst, now));
+            let tokens = (tokens + now.saturating_duration_since(at).as_secs_f64() * self.per_second).min(self.burst);
+            let at = at.max(now);
+            if tokens >= 1.0 {
+                *s = Some((tokens - 1.0, at));
+                true
+            } else {
+                *s = Some((tokens, at));
+                false
+            }
+        };
+        if !admitted {
+            metrics().log_lines_dropped.get_or_create(&super::EventLabel { event: self.event.to_string() }).inc();
+        }
+        admitted
+    }
+}
+
+/// `consensus_changed` lines: 50 a second on average, bursts of 500.
+pub static CONSENSUS_CHANGED_BUDGET: LogBudget = LogBudget::new("consensus_changed", 50, 500);
+/// `conflicts_appeared` lines: 50 a second on average, bursts of 500.
+pub static CONFLICTS_APPEARED_BUDGET: LogBudget = LogBudget::new("conflicts_appeared", 50, 500);
 
 /// The conflict queue depth per tenant was read from the store.
 pub struct ConflictQueueDepth<'a> {
@@ -736,5 +796,30 @@ mod tests {
         assert_eq!(limit.admit(t0 + Duration::from_secs(200)), Some(1));
         // A clock that seems to go back (another thread's earlier instant) holds back too.
         assert_eq!(limit.admit(t0), None);
+    }
+
+    #[test]
+    fn the_budget_admits_a_burst_then_its_rate_and_counts_the_drops() {
+        let budget = LogBudget::new("conflicts_appeared", 10, 3);
+        let dropped = || {
+            metrics()
+                .log_lines_dropped
+                .get_or_create(&crate::telemetry::EventLabel { event: "conflicts_appeared".into() })
+                .get()
+        };
+        let before = dropped();
+        let t0 = Instant::now();
+        assert!((0..3).all(|_| budget.admit(t0)), "the burst");
+        assert!(!budget.admit(t0), "over the burst");
+        assert!(!budget.admit(t0 + Duration::from_millis(50)), "half a token");
+        assert!(budget.admit(t0 + Duration::from_millis(100)), "one token a tenth of a second");
+        assert!(!budget.admit(t0 + Duration::from_millis(100)));
+        // Idle for long: back to the burst, no more.
+        let later = t0 + Duration::from_secs(60);
+        assert!((0..3).all(|_| budget.admit(later)));
+        assert!(!budget.admit(later));
+        // An earlier instant (another thread's) adds nothing.
+        assert!(!budget.admit(t0));
+        assert!(dropped() >= before + 5, "every line held back is counted");
     }
 }

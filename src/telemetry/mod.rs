@@ -7,6 +7,7 @@
 //! logs its correlation fields (`correlationId`, `artifactKey`, `advisoryKey`, `issuer`)
 //! when it has them.
 
+pub mod correlation;
 pub mod events;
 pub mod trace;
 
@@ -65,6 +66,9 @@ pub mod names {
     /// Counter: failed OTLP exports of a batch of spans (collector down, refusing, an HTTP
     /// error status, a timeout); stays 0 with export off.
     pub const TRACE_EXPORT_ERRORS_TOTAL: &str = "vex_trace_export_errors_total";
+    /// Counter{event}: info lines not written because their event was over its rate
+    /// (`consensus_changed`, `conflicts_appeared`: see `events::LogBudget`).
+    pub const LOG_LINES_DROPPED_TOTAL: &str = "vex_log_lines_dropped_total";
 
     /// Gauge: start time of the process (Unix seconds): its changes count restarts (the
     /// crash-loop alert). The standard `process_*` name, as every Prometheus client has it.
@@ -78,7 +82,7 @@ pub mod names {
     pub const PROCESS: [&str; 3] = [PROCESS_START_TIME_SECONDS, PROCESS_RESIDENT_MEMORY_BYTES, PROCESS_OPEN_FDS];
 
     /// Every registered `vex_*` metric name (as it appears in `/metrics`, without histogram suffixes).
-    pub const ALL: [&str; 20] = [
+    pub const ALL: [&str; 21] = [
         CONSENSUS_LATENCY_SECONDS,
         CONFLICT_QUEUE_DEPTH,
         RECOMPUTE_DURATION_SECONDS,
@@ -99,6 +103,7 @@ pub mod names {
         ISSUER_TRUST_CHANGES_TOTAL,
         LOG_EVENTS_TOTAL,
         TRACE_EXPORT_ERRORS_TOTAL,
+        LOG_LINES_DROPPED_TOTAL,
     ];
 }
 
@@ -125,6 +130,8 @@ pub mod labels {
     /// Store operations of the store writer.
     pub const STORE_OPERATIONS: [&str; 5] =
         ["put_verification", "put_observations", "put_records", "observations_for_package", "conflict_queue_depth"];
+    /// The info events written at most at their rate (`vex_log_lines_dropped_total{event}`).
+    pub const RATE_LIMITED_EVENTS: [&str; 2] = ["consensus_changed", "conflicts_appeared"];
     /// Recompute reasons.
     pub const RECOMPUTE_REASONS: [&str; 4] = [
         super::RECOMPUTE_INGESTION_DELTA,
@@ -169,6 +176,12 @@ pub struct PartitionLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct LogEventLabel {
     pub level: String,
+    pub event: String,
+}
+
+/// Label set `{event}` (the rate-limited info events).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabel {
     pub event: String,
 }
 
@@ -222,6 +235,7 @@ pub struct Metrics {
     pub issuer_trust_changes: Counter,
     pub log_events: Family<LogEventLabel, Counter>,
     pub trace_export_errors: Counter,
+    pub log_lines_dropped: Family<EventLabel, Counter>,
     pub process_start_time: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub process_resident_memory: Gauge,
     pub process_open_fds: Gauge,
@@ -411,6 +425,13 @@ impl Metrics {
             "Failed OTLP exports of a batch of spans (the spans are lost, the service's work is not)",
             trace_export_errors.clone(),
         );
+        let log_lines_dropped = Family::<EventLabel, Counter>::default();
+        pre_create(&log_lines_dropped, labels::RATE_LIMITED_EVENTS.map(|e| EventLabel { event: e.to_string() }));
+        registry.register(
+            counter_name(names::LOG_LINES_DROPPED_TOTAL),
+            "Info log lines not written because their event was over its rate limit",
+            log_lines_dropped.clone(),
+        );
         let process_start_time = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
         process_start_time.set(read_process_start_time());
         registry.register(
@@ -448,6 +469,7 @@ impl Metrics {
             issuer_trust_changes,
             log_events,
             trace_export_errors,
+            log_lines_dropped,
             process_start_time,
             process_resident_memory,
             process_open_fds,
@@ -497,20 +519,32 @@ pub fn metrics() -> &'static Metrics {
 pub enum LogFormat {
     /// One JSON object per line, event fields flattened (the runbook's field names).
     Json,
-    /// Compact human-readable lines.
+    /// Compact human-readable lines (coloured only on a terminal, see [`use_colour`]).
     Text,
 }
 
 impl LogFormat {
-    /// Text when stdout is a terminal (a person is watching), JSON otherwise.
+    /// Text when stderr (where the lines go) is a terminal (a person is watching), JSON
+    /// otherwise.
     pub fn for_terminal() -> LogFormat {
         use std::io::IsTerminal;
-        if std::io::stdout().is_terminal() {
+        if std::io::stderr().is_terminal() {
             LogFormat::Text
         } else {
             LogFormat::Json
         }
     }
+}
+
+/// Whether text log lines are coloured: only when stderr is a terminal and `NO_COLOR`
+/// is unset or empty (<https://no-color.org>), so a redirected log holds no ANSI escapes.
+pub fn use_colour() -> bool {
+    use std::io::IsTerminal;
+    colour_for(std::io::stderr().is_terminal(), std::env::var_os("NO_COLOR").as_deref())
+}
+
+fn colour_for(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    stderr_is_terminal && no_color.map_or(true, |v| v.is_empty())
 }
 
 /// Installs logs on stderr in `format` (`RUST_LOG` filters; default `info`), without
@@ -546,19 +580,98 @@ pub fn init(
     Ok(Some(trace::TraceExport::new(provider)))
 }
 
-/// The subscriber: log lines (events only: spans are never formatted into log lines) and,
+/// The `event` of a line that names none: a library's line (actix-server's start-up,
+/// librdkafka's, a `log` record) gets the library's crate name, e.g. `actix_server`.
+fn library_event(target: &str) -> &str {
+    let name = target.split("::").next().unwrap_or(target);
+    if !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+        name
+    } else {
+        "library"
+    }
+}
+
+/// The target of an event: a `log` record's own (`log.target`), else the event's.
+struct LogTarget(Option<String>);
+
+impl tracing::field::Visit for LogTarget {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        if field.name() == "log.target" {
+            self.0 = Some(value.to_string());
+        }
+    }
+    fn record_debug(&mut self, _: &tracing::field::Field, _: &dyn std::fmt::Debug) {}
+}
+
+/// A line formatter that gives every line an `event`: lines that carry one are written
+/// as the inner format writes them; the others (libraries' lines) get
+/// `event = <crate name>` ([`library_event`]).
+struct WithEvent<F> {
+    inner: F,
+    json: bool,
+}
+
+impl<S, N, F> tracing_subscriber::fmt::FormatEvent<S, N> for WithEvent<F>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+    F: tracing_subscriber::fmt::FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        if event.metadata().fields().field("event").is_some() {
+            return self.inner.format_event(ctx, writer, event);
+        }
+        let mut target = LogTarget(None);
+        event.record(&mut target);
+        let name = library_event(target.0.as_deref().unwrap_or(event.metadata().target()));
+        let mut line = String::new();
+        self.inner.format_event(ctx, tracing_subscriber::fmt::format::Writer::new(&mut line), event)?;
+        if self.json {
+            match line.strip_prefix('{') {
+                Some(rest) => write!(writer, "{{\"event\":\"{name}\",{rest}"),
+                None => writer.write_str(&line),
+            }
+        } else {
+            let body = line.strip_suffix('\n').unwrap_or(&line);
+            writeln!(writer, "{body} event=\"{name}\"")
+        }
+    }
+}
+
+/// The subscriber: log lines (events only: spans are never formatted into log lines),
+/// each with an `event` ([`WithEvent`]), coloured only as [`use_colour`] says, and,
 /// given a tracer, the OpenTelemetry layer for this crate's spans. `false` when a
 /// subscriber was already installed.
 fn install(format: LogFormat, tracer: Option<opentelemetry_sdk::trace::SdkTracer>) -> bool {
     use tracing_subscriber::filter::{filter_fn, FilterExt, Targets};
+    use tracing_subscriber::fmt::format as fmtf;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::{EnvFilter, Layer};
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rdkafka=warn"));
-    let base = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let logs = match format {
-        LogFormat::Json => base.json().flatten_event(true).with_current_span(false).with_span_list(false).boxed(),
-        LogFormat::Text => base.compact().boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .fmt_fields(fmtf::JsonFields::new())
+            .event_format(WithEvent {
+                inner: fmtf().json().flatten_event(true).with_current_span(false).with_span_list(false),
+                json: true,
+            })
+            .boxed(),
+        LogFormat::Text => {
+            let colour = use_colour();
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(colour)
+                .event_format(WithEvent { inner: fmtf().compact().with_ansi(colour), json: false })
+                .boxed()
+        }
     };
     let logs = logs.with_filter(filter.and(filter_fn(|m| m.is_event())));
     let spans = tracer.map(|t| {
@@ -643,6 +756,9 @@ mod tests {
             want.push(format!("vex_store_errors_total{{operation=\"{o}\"}} 0"));
         }
         want.push("vex_trace_export_errors_total 0".to_string());
+        for e in labels::RATE_LIMITED_EVENTS {
+            want.push(format!("vex_log_lines_dropped_total{{event=\"{e}\"}} 0"));
+        }
         for w in want {
             assert!(text.lines().any(|l| l == w), "{w} missing from:\n{text}");
         }

@@ -10,7 +10,7 @@
 //! a child of the producer's span when its headers carry a valid `traceparent`.
 
 use super::dead_letters::dead_letter;
-use super::message::{header_str, source_name};
+use super::message::{correlation_of, source_name};
 use super::offsets::OffsetTracker;
 use super::KConsumer;
 use crate::domain::codes::DeadLetterReason;
@@ -99,7 +99,7 @@ fn consume_span(m: &OwnedMessage, consumer: &'static str) -> Span {
         messaging.destination.name = m.topic(),
         messaging.destination.partition.id = m.partition(),
         messaging.kafka.offset = m.offset(),
-        vex.correlation_id = header_str(m, "correlation-id").as_deref().map(bounded),
+        vex.correlation_id = bounded(&correlation_of(m)),
         vex.bytes = m.payload().map_or(0, <[u8]>::len),
         vex.tenant = Empty,
         vex.artifact = Empty,

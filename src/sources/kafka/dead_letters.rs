@@ -7,7 +7,7 @@
 //! without it (header `vex-lens-value-truncated`); `true` only once the broker
 //! acknowledged the dead letter.
 
-use super::message::{header_str, source_name};
+use super::message::{correlation_of, source_name};
 use super::produce::produce_acked;
 use crate::domain::codes::DeadLetterReason;
 use crate::telemetry::events::DeadLettered;
@@ -35,7 +35,7 @@ pub(super) async fn dead_letter(
     detail: &str,
     shutdown: &watch::Receiver<bool>,
 ) -> bool {
-    let correlation = header_str(m, "correlation-id");
+    let correlation = correlation_of(m);
     let source = source_name(m);
     let span = tracing::info_span!(
         "vex.dead_letter",
@@ -45,7 +45,7 @@ pub(super) async fn dead_letter(
         vex.reason = reason.as_str(),
     );
     let entered = span.enter();
-    DeadLettered { source: &source, correlation_id: correlation.as_deref(), reason, detail }.emit();
+    DeadLettered { source: &source, correlation_id: Some(&correlation), reason, detail }.emit();
     let detail: String = detail.chars().take(2000).collect();
     // The dead letter continues this service's trace: its own trace context replaces the
     // one it came with (kept as it was when traces are not exported).
@@ -53,11 +53,14 @@ pub(super) async fn dead_letter(
     let mut headers = OwnedHeaders::new();
     if let Some(h) = m.headers() {
         for x in h.iter() {
-            if context.is_empty() || !trace::is_trace_header(x.key) {
+            let kept = context.is_empty() || !trace::is_trace_header(x.key);
+            if kept && !x.key.eq_ignore_ascii_case("correlation-id") {
                 headers = headers.insert(Header { key: x.key, value: x.value });
             }
         }
     }
+    // The id the log lines carry: the producer's, or the one minted for this message.
+    headers = headers.insert(Header { key: "correlation-id", value: Some(correlation.as_str()) });
     for (k, v) in &context {
         headers = headers.insert(Header { key: k, value: Some(v.as_str()) });
     }

@@ -5,6 +5,14 @@
 
 use rdkafka::message::{Headers, Message, OwnedMessage};
 
+/// The message's correlation id: its `correlation-id` header when usable, else one
+/// derived from its position (the same at every retry and on its dead letter).
+pub(super) fn correlation_of(m: &OwnedMessage) -> String {
+    header_str(m, "correlation-id")
+        .and_then(|c| crate::telemetry::correlation::accept(&c))
+        .unwrap_or_else(|| crate::telemetry::correlation::for_position(m.topic(), m.partition(), m.offset()))
+}
+
 pub(super) fn header_str(m: &OwnedMessage, name: &str) -> Option<String> {
     let h = m.headers()?;
     h.iter()

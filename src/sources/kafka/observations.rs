@@ -6,7 +6,7 @@
 //! its stream position (`provenance.sequence`, which orders record writes).
 
 use super::consumer::{HandleError, STORE_REJECTED};
-use super::message::{header_str, source_name, timestamp_ms};
+use super::message::{correlation_of, source_name, timestamp_ms};
 use crate::actors::Pipeline;
 use crate::config::Config;
 use crate::crypto::mac::{ObservationMac, HEADER_MAC};
@@ -64,7 +64,7 @@ pub(super) async fn handle_observation(
         o.provenance.source = Some(source_name(&m));
     }
     if o.provenance.correlation_id.is_none() {
-        o.provenance.correlation_id = header_str(&m, "correlation-id");
+        o.provenance.correlation_id = Some(correlation_of(&m));
     }
     let span = Span::current();
     if !span.is_disabled() {

@@ -13,6 +13,9 @@ pub struct DeadLetter {
     pub reason: crate::domain::codes::DeadLetterReason,
     pub detail: String,
     pub at_ms: i64,
+    /// The document's correlation id (minted by the service for files and stdin).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
 }
 
 impl EmbeddedStore {
@@ -65,6 +68,7 @@ mod tests {
                 reason: crate::domain::codes::DeadLetterReason::InvalidJson,
                 detail: "x".into(),
                 at_ms: 5,
+                correlation_id: Some("c-1".into()),
             };
             store.put_dead_letter(&d).await.unwrap();
         }
