@@ -271,8 +271,21 @@ pub struct ApiConfig {
     pub stream_poll_ms: u64,
     /// Seconds between heartbeats (SSE comment lines) of an idle change stream.
     pub stream_heartbeat_secs: u64,
-    /// Most change streams open at once (more get 503).
+    /// Most change streams open at once on this instance (more get 503).
     pub max_streams: usize,
+    /// Most change streams one tenant may hold open at once (more get 429), so that one
+    /// tenant's clients cannot take every slot of `max_streams` (a value above
+    /// `max_streams` is `max_streams`).
+    pub max_streams_per_tenant: usize,
+    /// Most change streams one API token may hold open at once (more get 429); without
+    /// tokens (loopback only) the tenant and instance caps apply.
+    pub max_streams_per_token: usize,
+    /// A change stream ends after this many seconds (the client resumes with
+    /// `Last-Event-ID`, losing nothing), so no client holds a slot for ever.
+    pub stream_max_age_secs: u64,
+    /// A client that has not taken a written frame for this many seconds (it stopped
+    /// reading) is dropped: its connection is closed and its slot freed.
+    pub stream_stall_secs: u64,
     /// Start even though no token is configured and `http.listen` is not a loopback
     /// address (e.g. `0.0.0.0:8080` so Prometheus can scrape `/metrics` from another
     /// host). `/v1` still answers only to direct loopback clients; without this key such a
@@ -292,6 +305,10 @@ impl Default for ApiConfig {
             stream_poll_ms: 500,
             stream_heartbeat_secs: 15,
             max_streams: 64,
+            max_streams_per_tenant: 16,
+            max_streams_per_token: 8,
+            stream_max_age_secs: 3600,
+            stream_stall_secs: 60,
             allow_unauthenticated_remote: false,
         }
     }
@@ -683,6 +700,21 @@ impl Config {
         }
         if !(1..=3600).contains(&api.stream_heartbeat_secs) {
             return inv("api.stream_heartbeat_secs", "must be in 1..=3600".into());
+        }
+        if api.max_streams == 0 {
+            return inv("api.max_streams", "must be at least 1".into());
+        }
+        if api.max_streams_per_tenant == 0 {
+            return inv("api.max_streams_per_tenant", "must be at least 1".into());
+        }
+        if api.max_streams_per_token == 0 {
+            return inv("api.max_streams_per_token", "must be at least 1".into());
+        }
+        if !(1..=86_400).contains(&api.stream_max_age_secs) {
+            return inv("api.stream_max_age_secs", "must be in 1..=86400".into());
+        }
+        if !(1..=3600).contains(&api.stream_stall_secs) {
+            return inv("api.stream_stall_secs", "must be in 1..=3600".into());
         }
         let mut hashes = std::collections::BTreeSet::new();
         for t in &api.tokens {

@@ -141,3 +141,120 @@ fn the_change_stream_delivers_resumes_filters_and_isolates_tenants() {
     });
     drop((seventh, one, none, globex));
 }
+
+/// An OpenVEX document of `n` statements, one product each (a long history for a stream).
+fn many_statements(n: usize) -> String {
+    let statements: Vec<Value> = (0..n)
+        .map(|i| {
+            serde_json::json!({
+                "vulnerability": { "name": format!("CVE-2024-{:05}", 10_000 + i) },
+                "products": [ { "@id": format!("pkg:npm/bulk-{i}@1.0.{i}") } ],
+                "status": "affected",
+                "action_statement": format!("Upgrade bulk-{i}: {}", "x".repeat(600)),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "@context": "https://openvex.dev/ns/v0.2.0",
+        "@id": "https://acme.example/vex/bulk",
+        "author": "ACME Product Security <psirt@acme.example>",
+        "timestamp": "2024-06-01T09:00:00Z",
+        "version": 1,
+        "statements": statements,
+    })
+    .to_string()
+}
+
+/// Issue 21 item 2: one tenant's streams (clients that never read included) cannot take
+/// every slot: a tenant holding `api.max_streams_per_tenant` gets 429 while another
+/// tenant is served; a stream ends after `api.stream_max_age_secs` and resumes with
+/// `Last-Event-ID`; a client that stops reading is dropped after `api.stream_stall_secs`
+/// and its slot freed.
+#[test]
+fn per_tenant_caps_max_age_and_stalled_clients() {
+    use std::io::{Read, Write};
+    const BULK: usize = 3000;
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, inbox) = (tmp.path().join("data"), tmp.path().join("inbox"));
+    std::fs::create_dir_all(&inbox).unwrap();
+    std::fs::write(inbox.join("bulk.openvex.json"), many_statements(BULK)).unwrap();
+    let cfg = tmp.path().join("config.toml");
+    std::fs::write(
+        &cfg,
+        "[consensus]\nissuers_file = \"config/issuers.toml\"\n[ingest]\npoll_interval_ms = 100\nmax_message_bytes = 16777216\n\
+         [api]\nstream_poll_ms = 100\nstream_heartbeat_secs = 1\nmax_streams = 8\nmax_streams_per_tenant = 2\n\
+         stream_max_age_secs = 6\nstream_stall_secs = 2\n",
+    )
+    .unwrap();
+    let log = tmp.path().join("serve.log");
+    let (_child, port) = common::start_embedded_serve(
+        &[
+            "--config",
+            cfg.to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--ingest-dir",
+            inbox.to_str().unwrap(),
+            "--tenant",
+            "acme",
+            "--log-format",
+            "json",
+        ],
+        &[],
+        &log,
+        Duration::from_secs(60),
+    );
+    let addr = format!("127.0.0.1:{port}");
+    wait_for("the bulk document's records", Duration::from_secs(180), || {
+        let (_, m) = common::get(port, "/metrics")?;
+        (common::metric(&m, "vex_observations_applied_total")? >= BULK as f64).then_some(())
+    });
+
+    // acme holds its cap of 2: a third acme stream is 429 (with Retry-After), globex is served.
+    let started = std::time::Instant::now();
+    let mut first = open(&addr, "acme", "", None);
+    let second = open(&addr, "acme", "", None);
+    let mut third = SseClient::connect(&addr, STREAM, &[("X-Tenant", "acme")]);
+    let body = third.rest();
+    assert_eq!(third.status, 429, "{body}");
+    assert!(body.contains("max_streams_per_tenant"), "{body}");
+    assert!(third.head.to_ascii_lowercase().contains("retry-after:"), "{}", third.head);
+    let mut globex = open(&addr, "globex", "", None);
+    assert!(matches!(globex.next_item(Duration::from_secs(5)), Some(SseItem::Comment(_))), "globex is served");
+
+    // The stream reaches its age: a closing comment, then the end of the body.
+    let rest = first.rest();
+    let age = started.elapsed();
+    assert!(rest.contains("stream_max_age_secs"), "{rest}");
+    assert!(age >= Duration::from_secs(5) && age < Duration::from_secs(15), "ended after {age:?}");
+    drop((second, globex));
+    // Resuming from an id sent before is served (the slot was freed by the end).
+    let mut resumed = open(&addr, "acme", "", Some("0"));
+    assert!(resumed.next_event(Duration::from_secs(10)).is_some_and(|(id, _)| id == 1));
+    drop(resumed);
+
+    // A client that sends its request and never reads: once the server's buffers are
+    // full it takes no frame; after stream_stall_secs it is dropped and its slot freed.
+    let mut stalled = std::net::TcpStream::connect(&addr).unwrap();
+    write!(stalled, "GET {STREAM}?last_event_id=0 HTTP/1.1\r\nHost: {addr}\r\nX-Tenant: acme\r\n\r\n").unwrap();
+    let other = open(&addr, "acme", "", None);
+    // acme's 2 slots: the stalled client's and `other`.
+    wait_for("the stalled client dropped", Duration::from_secs(60), || {
+        let c = SseClient::connect(&addr, STREAM, &[("X-Tenant", "acme")]);
+        (c.status == 200).then_some(c)
+    });
+    let line = wait_for("the stream_client_stalled line", Duration::from_secs(10), || {
+        std::fs::read_to_string(&log).unwrap().lines().find_map(|l| {
+            let v: Value = serde_json::from_str(l).ok()?;
+            (v["event"] == "stream_client_stalled").then_some(v)
+        })
+    });
+    assert_eq!((line["tenant"].as_str(), line["level"].as_str()), (Some("acme"), Some("WARN")), "{line}");
+    // Its connection was shut down: reading it to the end finishes (no hang).
+    stalled.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut sink = Vec::new();
+    let r = stalled.read_to_end(&mut sink);
+    assert!(r.is_ok() || r.as_ref().is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset), "{r:?}");
+    assert!(sink.len() < BULK * 1500, "the connection ended before the whole history ({} bytes)", sink.len());
+    drop(other);
+}

@@ -117,7 +117,7 @@ pub struct State {
     pub trust: Arc<TrustService>,
     pub auth: auth::Auth,
     pub api: ApiConfig,
-    /// Change streams open now (bounded by `api.max_streams`).
+    /// Change streams open now (bounded by `api.max_streams`, per tenant and per token).
     pub streams: stream::OpenStreams,
 }
 
@@ -288,6 +288,7 @@ pub fn serve(listen: &str, deps: ServerDeps) -> std::io::Result<(actix_web::dev:
         streams: stream::OpenStreams::default(),
     });
     let server = HttpServer::new(move || app(state.clone()))
+        .on_connect(stream::on_connect)
         .workers(deps.workers.max(1))
         .disable_signals()
         .shutdown_timeout(2)

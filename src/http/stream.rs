@@ -10,7 +10,12 @@
 //! stream starts after the changes committed before the request; an idle stream sends a
 //! comment line (`: heartbeat`) every `api.stream_heartbeat_secs`; a store failure is
 //! retried at the next poll and never ends or skips anything; at most `api.max_streams`
-//! streams are open at once.
+//! streams are open at once (503 above), at most `api.max_streams_per_tenant` of one
+//! tenant and `api.max_streams_per_token` of one API token (429 above, so one tenant's
+//! clients never take every slot); a stream ends after `api.stream_max_age_secs` (the
+//! client resumes with `Last-Event-ID`); a client that has not taken a written frame for
+//! `api.stream_stall_secs` (it stopped reading) is dropped: its connection is shut down
+//! and its slot freed, whatever the server's write buffers hold.
 //!
 //! [`RecordStore::changes_after`]: crate::ports::RecordStore::changes_after
 
@@ -22,40 +27,166 @@ use crate::ports::{ChangeEvent, RecordStore};
 use actix_web::http::StatusCode;
 use actix_web::web::Bytes;
 use actix_web::{web, HttpRequest, HttpResponse};
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
 
 /// Most changes read from the store per poll.
 const READ_BATCH: usize = 500;
 
-/// The number of open streams (shared by the server's workers).
+/// The open streams, in all and per tenant and per token (shared by the server's workers).
 #[derive(Clone, Default)]
-pub struct OpenStreams(Arc<AtomicUsize>);
+pub struct OpenStreams(Arc<Mutex<Counts>>);
+
+#[derive(Default)]
+struct Counts {
+    total: usize,
+    tenants: HashMap<String, usize>,
+    tokens: HashMap<String, usize>,
+}
+
+/// The caps a stream is opened under (`api.max_streams*`).
+#[derive(Clone, Copy, Debug)]
+pub struct StreamCaps {
+    pub total: usize,
+    pub per_tenant: usize,
+    pub per_token: usize,
+}
+
+/// Which cap refused a stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CapReached {
+    /// `api.max_streams`: the instance is full (503).
+    Total,
+    /// `api.max_streams_per_tenant` (429).
+    Tenant,
+    /// `api.max_streams_per_token` (429).
+    Token,
+}
 
 impl OpenStreams {
-    /// Takes a slot, or `None` when `max` streams are open.
-    fn acquire(&self, max: usize) -> Option<StreamSlot> {
-        self.0
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
-            .ok()
-            .map(|_| StreamSlot(self.0.clone()))
+    fn counts(&self) -> std::sync::MutexGuard<'_, Counts> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes a slot for `tenant` (and `token`, when the caller has one), or says which cap
+    /// is reached.
+    pub fn acquire(&self, tenant: &str, token: Option<&str>, caps: StreamCaps) -> Result<StreamSlot, CapReached> {
+        let mut c = self.counts();
+        if c.total >= caps.total {
+            return Err(CapReached::Total);
+        }
+        if c.tenants.get(tenant).copied().unwrap_or(0) >= caps.per_tenant.min(caps.total) {
+            return Err(CapReached::Tenant);
+        }
+        if let Some(t) = token {
+            if c.tokens.get(t).copied().unwrap_or(0) >= caps.per_token {
+                return Err(CapReached::Token);
+            }
+            *c.tokens.entry(t.to_string()).or_default() += 1;
+        }
+        *c.tenants.entry(tenant.to_string()).or_default() += 1;
+        c.total += 1;
+        Ok(StreamSlot { open: self.clone(), tenant: tenant.to_string(), token: token.map(str::to_string) })
     }
 
     /// Streams open now.
     pub fn count(&self) -> usize {
-        self.0.load(Ordering::Acquire)
+        self.counts().total
+    }
+
+    /// Streams of `tenant` open now.
+    pub fn count_for_tenant(&self, tenant: &str) -> usize {
+        self.counts().tenants.get(tenant).copied().unwrap_or(0)
     }
 }
 
-/// One open stream's slot, released when the stream ends (the client went away).
-struct StreamSlot(Arc<AtomicUsize>);
+/// One open stream's slot, released when the stream ends (the client went away, the
+/// stream reached its age, or the client stalled).
+pub struct StreamSlot {
+    open: OpenStreams,
+    tenant: String,
+    token: Option<String>,
+}
 
 impl Drop for StreamSlot {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        fn release(map: &mut HashMap<String, usize>, key: &str) {
+            if let Some(n) = map.get_mut(key) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    map.remove(key);
+                }
+            }
+        }
+        let mut c = self.open.counts();
+        c.total = c.total.saturating_sub(1);
+        release(&mut c.tenants, &self.tenant);
+        if let Some(t) = &self.token {
+            release(&mut c.tokens, t);
+        }
+    }
+}
+
+/// The connection's socket (a duplicate descriptor of it, taken when the connection was
+/// accepted: `HttpServer::on_connect`), so that a stalled stream can shut the connection
+/// down though the server no longer polls the stream.
+#[derive(Clone)]
+pub struct ConnSocket(pub Arc<std::net::TcpStream>);
+
+/// Registers the connection's socket ([`ConnSocket`]) in its connection data.
+pub fn on_connect(conn: &dyn std::any::Any, ext: &mut actix_web::dev::Extensions) {
+    use std::os::fd::AsFd;
+    if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+        if let Ok(fd) = tcp.as_fd().try_clone_to_owned() {
+            ext.insert(ConnSocket(Arc::new(std::net::TcpStream::from(fd))));
+        }
+    }
+}
+
+/// When the server last took a frame from a stream, and whether it is waiting for it to
+/// take the one handed out (shared with the stream's watchdog).
+#[derive(Default)]
+struct Progress {
+    /// `Some(t)`: a frame was handed out at `t` and the server has not asked for the next.
+    handed_out_at: Option<Instant>,
+    ended: bool,
+}
+
+/// Drops a client that stopped reading: once a frame handed out at `t` is still not taken
+/// at `t + stall`, shuts the connection down (the server's write fails, the stream is
+/// dropped) and frees the slot at once.
+async fn watchdog(
+    progress: Arc<Mutex<Progress>>,
+    slot: Arc<Mutex<Option<StreamSlot>>>,
+    socket: Option<ConnSocket>,
+    stall: Duration,
+    tenant: String,
+) {
+    let tick = (stall / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+    loop {
+        tokio::time::sleep(tick).await;
+        let stalled_for = {
+            let p = progress.lock().unwrap_or_else(|e| e.into_inner());
+            if p.ended {
+                return;
+            }
+            p.handed_out_at.map(|t| t.elapsed())
+        };
+        if stalled_for.is_some_and(|d| d >= stall) {
+            if let Some(s) = &socket {
+                let _ = s.0.shutdown(std::net::Shutdown::Both);
+            }
+            drop(slot.lock().unwrap_or_else(|e| e.into_inner()).take());
+            crate::warn_event!(
+                crate::telemetry::events::LogEvent::StreamClientStalled,
+                tenant = %tenant,
+                stall_secs = stall.as_secs(),
+                "change stream: the client took no frame for api.stream_stall_secs; dropped (it resumes with Last-Event-ID)"
+            );
+            return;
+        }
     }
 }
 
@@ -123,13 +254,45 @@ pub async fn stream(
         Some(n) => n,
         None => tail,
     };
-    let slot = state.streams.acquire(state.api.max_streams).ok_or_else(|| {
-        ApiError::new(
+    let caps = StreamCaps {
+        total: state.api.max_streams,
+        per_tenant: state.api.max_streams_per_tenant,
+        per_token: state.api.max_streams_per_token,
+    };
+    let token = (!state.auth.is_open()).then_some(caller.name.as_str());
+    let slot = state.streams.acquire(&caller.tenant, token, caps).map_err(|cap| match cap {
+        CapReached::Total => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Unavailable,
-            format!("{} change streams are open (api.max_streams): retry later", state.api.max_streams),
-        )
+            format!("{} change streams are open (api.max_streams): retry later", caps.total),
+        ),
+        CapReached::Tenant => ApiError::rate_limited(
+            format!(
+                "tenant {} has {} change streams open (api.max_streams_per_tenant): close one or retry later",
+                caller.tenant,
+                caps.per_tenant.min(caps.total)
+            ),
+            state.api.stream_heartbeat_secs,
+        ),
+        CapReached::Token => ApiError::rate_limited(
+            format!(
+                "token {} has {} change streams open (api.max_streams_per_token): close one or retry later",
+                caller.name, caps.per_token
+            ),
+            state.api.stream_heartbeat_secs,
+        ),
     })?;
+    let slot = Arc::new(Mutex::new(Some(slot)));
+    let progress = Arc::new(Mutex::new(Progress::default()));
+    let socket = req.conn_data::<ConnSocket>().cloned();
+    tokio::spawn(watchdog(
+        progress.clone(),
+        slot.clone(),
+        socket,
+        Duration::from_secs(state.api.stream_stall_secs),
+        caller.tenant.clone(),
+    ));
+    let now = Instant::now();
     let s = Stream {
         store: state.stores.records.clone(),
         tenant: caller.tenant.clone(),
@@ -137,13 +300,16 @@ pub async fn stream(
         cursor,
         poll: Duration::from_millis(state.api.stream_poll_ms),
         heartbeat: Duration::from_secs(state.api.stream_heartbeat_secs),
-        next_poll: Instant::now(),
-        next_heartbeat: Instant::now() + Duration::from_secs(state.api.stream_heartbeat_secs),
+        next_poll: now,
+        next_heartbeat: now + Duration::from_secs(state.api.stream_heartbeat_secs),
+        ends_at: now + Duration::from_secs(state.api.stream_max_age_secs),
+        ended: false,
         out: VecDeque::from([Bytes::from(format!("retry: 2000\n: stream of {} after {cursor}\n\n", caller.tenant))]),
-        _slot: slot,
+        progress,
+        slot,
     };
     let body = futures::stream::unfold(s, |mut s| async move {
-        let chunk = s.next_chunk().await;
+        let chunk = s.next_chunk().await?;
         Some((Ok::<_, std::convert::Infallible>(chunk), s))
     });
     Ok(HttpResponse::Ok()
@@ -164,26 +330,60 @@ struct Stream {
     heartbeat: Duration,
     next_poll: Instant,
     next_heartbeat: Instant,
+    /// `api.stream_max_age_secs` after the start: the stream ends.
+    ends_at: Instant,
+    /// The closing comment was sent: the next call ends the stream.
+    ended: bool,
     out: VecDeque<Bytes>,
-    _slot: StreamSlot,
+    progress: Arc<Mutex<Progress>>,
+    /// Taken (freed) by the watchdog when the client stalls.
+    slot: Arc<Mutex<Option<StreamSlot>>>,
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        self.progress.lock().unwrap_or_else(|e| e.into_inner()).ended = true;
+        drop(self.slot.lock().unwrap_or_else(|e| e.into_inner()).take());
+    }
 }
 
 impl Stream {
-    /// The next bytes to send: a queued frame, else a heartbeat when one is due, else
-    /// whatever the next polls find.
-    async fn next_chunk(&mut self) -> Bytes {
+    /// The next bytes to send ([`Self::next_frame`]), the hand-out noted for the
+    /// watchdog; `None` ends the stream (its age is reached, or the watchdog dropped it).
+    async fn next_chunk(&mut self) -> Option<Bytes> {
+        self.progress.lock().unwrap_or_else(|e| e.into_inner()).handed_out_at = None;
+        if self.slot.lock().unwrap_or_else(|e| e.into_inner()).is_none() {
+            return None;
+        }
+        let chunk = self.next_frame().await?;
+        self.progress.lock().unwrap_or_else(|e| e.into_inner()).handed_out_at = Some(Instant::now());
+        Some(chunk)
+    }
+
+    /// A queued frame, else a heartbeat when one is due, else whatever the next polls
+    /// find; at the stream's age a last comment, then the end.
+    async fn next_frame(&mut self) -> Option<Bytes> {
         loop {
             if let Some(b) = self.out.pop_front() {
                 self.next_heartbeat = Instant::now() + self.heartbeat;
-                return b;
+                return Some(b);
             }
             let now = Instant::now();
+            if now >= self.ends_at {
+                if self.ended {
+                    return None;
+                }
+                self.ended = true;
+                return Some(Bytes::from_static(
+                    b": stream reached api.stream_max_age_secs; reconnect with Last-Event-ID\n\n",
+                ));
+            }
             if now >= self.next_heartbeat {
                 self.next_heartbeat = now + self.heartbeat;
-                return Bytes::from_static(b": heartbeat\n\n");
+                return Some(Bytes::from_static(b": heartbeat\n\n"));
             }
             if now < self.next_poll {
-                tokio::time::sleep_until(self.next_poll.min(self.next_heartbeat)).await;
+                tokio::time::sleep_until(self.next_poll.min(self.next_heartbeat).min(self.ends_at)).await;
                 continue;
             }
             self.read().await;
@@ -267,13 +467,26 @@ mod tests {
     }
 
     #[test]
-    fn open_streams_are_bounded_and_released() {
+    fn open_streams_are_bounded_per_instance_tenant_and_token_and_released() {
         let open = OpenStreams::default();
-        let a = open.acquire(2).unwrap();
-        let _b = open.acquire(2).unwrap();
-        assert!(open.acquire(2).is_none(), "a third stream is refused");
+        let caps = StreamCaps { total: 4, per_tenant: 2, per_token: 1 };
+        let a = open.acquire("acme", None, caps).unwrap();
+        let _b = open.acquire("acme", None, caps).unwrap();
+        assert_eq!(open.acquire("acme", None, caps).err(), Some(CapReached::Tenant), "acme holds its cap");
+        let g = open.acquire("globex", Some("ci"), caps).unwrap();
+        assert_eq!(open.acquire("globex", Some("ci"), caps).err(), Some(CapReached::Token), "the token holds its cap");
+        let _h = open.acquire("globex", Some("other"), caps).unwrap();
+        assert_eq!(open.acquire("initech", None, caps).err(), Some(CapReached::Total), "the instance is full");
+        assert_eq!((open.count(), open.count_for_tenant("acme")), (4, 2));
         drop(a);
-        assert_eq!(open.count(), 1);
-        assert!(open.acquire(2).is_some(), "a closed stream frees its slot");
+        drop(g);
+        assert_eq!((open.count(), open.count_for_tenant("acme")), (2, 1));
+        assert!(open.acquire("acme", None, caps).is_ok(), "a closed stream frees its tenant's slot");
+        assert!(open.acquire("globex", Some("ci"), caps).is_ok(), "and its token's");
+        // A tenant cap above the instance's is the instance's.
+        let open = OpenStreams::default();
+        let caps = StreamCaps { total: 1, per_tenant: 16, per_token: 8 };
+        let _x = open.acquire("acme", None, caps).unwrap();
+        assert_eq!(open.acquire("acme", None, caps).err(), Some(CapReached::Total));
     }
 }

@@ -627,6 +627,7 @@ pub enum LogEvent {
     TrustPollFailed,
     RevokeDrainIncomplete,
     TraceExportFailed,
+    StreamClientStalled,
     // error
     ArtifactActorUnreachable,
     ApplyRejected,
@@ -645,7 +646,7 @@ pub enum LogEvent {
 }
 
 impl LogEvent {
-    pub const ALL: [LogEvent; 38] = [
+    pub const ALL: [LogEvent; 39] = [
         LogEvent::DeadLettered,
         LogEvent::StoreRetry,
         LogEvent::DsseVerificationFailed,
@@ -684,6 +685,7 @@ impl LogEvent {
         LogEvent::TrustRecomputeFailed,
         LogEvent::StreamReadFailed,
         LogEvent::TraceExportFailed,
+        LogEvent::StreamClientStalled,
     ];
 
     /// The `event` field of the log line and the `event` label.
@@ -727,6 +729,7 @@ impl LogEvent {
             LogEvent::TrustRecomputeFailed => "trust_recompute_failed",
             LogEvent::StreamReadFailed => "stream_read_failed",
             LogEvent::TraceExportFailed => "trace_export_failed",
+            LogEvent::StreamClientStalled => "stream_client_stalled",
         }
     }
 
