@@ -162,17 +162,21 @@ doc = {
             "history. Each event: `id` = its position in the tenant's stream (1, 2, 3, ...), `event: consensus`, `data` = "
             "the record with `seq` and `changed_at_ms`. Comment lines (`: heartbeat`) keep an idle stream open. "
             "`Last-Event-ID` resumes with exactly the changes after that id; without it the stream starts with the "
-            "changes committed after the request.",
+            "changes committed after the request. A stream ends after `api.stream_max_age_secs` (reconnect with "
+            "`Last-Event-ID`); a client that stops reading is dropped after `api.stream_stall_secs`.",
             [artifact(False), qp("package", "Package identifier (every artifact of the package)."),
              qp("last_event_id", "Same as the Last-Event-ID header (for clients that cannot set headers).",
                 {"type": "string", "pattern": "^[0-9]{1,19}$"}),
              {"name": "Last-Event-ID", "in": "header", "required": False,
               "description": "The id of the last event received: the stream resumes after it.",
               "schema": {"type": "string", "pattern": "^[0-9]{1,19}$"}}],
-            {"200": {"description": "An event stream (never ends by itself).",
-                     "content": {"text/event-stream": {"schema": {"type": "string"}}}}})},
+            {"200": {"description": "An event stream (ends after api.stream_max_age_secs).",
+                     "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+             "429": err("The tenant (api.max_streams_per_tenant) or the token (api.max_streams_per_token) holds its "
+                        "most change streams; see Retry-After.")})},
         "/v1/vex/conflicts": {"get": v1("listConflicts", "Open conflicts of the tenant.",
-            [qp("reason", "Conflict reason (status_disagreement, scope_mismatch, missing_provenance)."),
+            [qp("reason", "Conflict reason; any other value is 400.",
+               {"type": "string", "enum": ["status_disagreement", "scope_mismatch", "missing_provenance"]}),
              artifact(False), qp("package", "Package identifier.")] + PAGE, {"200": ok(ref("ConflictPage"))})},
         "/v1/vex/export": {"post": v1("runExport", "Run an export job for the caller's tenant.", [],
             {"200": ok(ref("ExportJob")), "413": err("Body too large."),

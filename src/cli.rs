@@ -79,7 +79,7 @@ pub struct InputArgs {
     #[arg(required = true)]
     pub paths: Vec<PathBuf>,
     /// Tenant the statements belong to.
-    #[arg(long, default_value = "default")]
+    #[arg(long, default_value = "default", value_parser = tenant_name)]
     pub tenant: String,
     /// Report unreadable or invalid documents on stderr and process the rest (exit 0).
     #[arg(long)]
@@ -168,7 +168,7 @@ pub struct ExportArgs {
     pub out: Option<PathBuf>,
     /// Only this tenant's records (store sources); the tenant the documents belong to
     /// (--from; default `default`).
-    #[arg(long)]
+    #[arg(long, value_parser = tenant_name)]
     pub tenant: Option<String>,
     /// Only records that changed at or after this time (RFC 3339, or milliseconds since the
     /// epoch). With --from: records whose evaluation time is at or after it.
@@ -275,7 +275,7 @@ pub struct ServeArgs {
     #[arg(long)]
     pub max_message_bytes: Option<usize>,
     /// Tenant of documents without a tenant header (and of embedded inputs).
-    #[arg(long)]
+    #[arg(long, value_parser = tenant_name)]
     pub tenant: Option<String>,
     /// Embedded mode: process the files present (and stdin to EOF), write, exit 0.
     #[arg(long)]
@@ -293,7 +293,7 @@ pub struct RecordsArgs {
     #[arg(long, default_value = "vexlens")]
     pub mongo_db: String,
     /// Only this tenant's records.
-    #[arg(long)]
+    #[arg(long, value_parser = tenant_name)]
     pub tenant: Option<String>,
     /// Only the records of this artifact (any spelling of its key). With --vulnerability,
     /// an artifact no statement names exactly (a scanner's concrete package) gets the
@@ -315,4 +315,14 @@ pub struct RecordsArgs {
     /// Print the export job records of the embedded store instead (NDJSON).
     #[arg(long, conflicts_with_all = ["dead_letters", "verifications"])]
     pub export_jobs: bool,
+}
+
+/// `--tenant`: the API's tenant-name rule (1 to 128 of `A-Z a-z 0-9 . _ -`), so that a
+/// tenant the CLI or the service writes is one the API can name.
+fn tenant_name(s: &str) -> Result<String, String> {
+    if vex_lens::config::valid_tenant(s) {
+        Ok(s.to_string())
+    } else {
+        Err(format!("{s:?} is not a tenant name: 1 to 128 of A-Z a-z 0-9 . _ - (the API's X-Tenant rule)"))
+    }
 }

@@ -679,8 +679,11 @@ impl Config {
         if i.max_in_flight_documents == 0 {
             return inv("ingest.max_in_flight_documents", "must be at least 1".into());
         }
-        if i.tenant.trim().is_empty() {
-            return inv("ingest.tenant", "must not be empty".into());
+        if !valid_tenant(&i.tenant) {
+            return inv(
+                "ingest.tenant",
+                format!("{:?} is not a tenant name: 1 to 128 of A-Z a-z 0-9 . _ - (the API's X-Tenant rule)", i.tenant),
+            );
         }
         let api = &self.api;
         if api.max_page_size == 0 || api.max_page_size > 1000 {
@@ -785,6 +788,30 @@ mod tests {
         c.validate().unwrap();
         assert_eq!(c.kafka.topic, "vex.documents");
         assert_eq!(c.source_mode(), SourceMode::Embedded);
+    }
+
+    /// The API's tenant-name rule for the ingest tenant (`--tenant`, VEXLENS_INGEST__TENANT),
+    /// and the change stream's limits.
+    #[test]
+    fn ingest_tenant_and_stream_limits_are_checked() {
+        for bad in ["", "a/b", "has space", "é", &"x".repeat(129)] {
+            let mut c = Config::default();
+            c.ingest.tenant = bad.to_string();
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains("ingest.tenant") && e.contains("not a tenant name"), "{bad:?}: {e}");
+        }
+        let mut c = Config::default();
+        c.ingest.tenant = "acme.prod-1_x".into();
+        c.validate().unwrap();
+        for (toml, key) in [
+            ("[api]\nmax_streams_per_tenant = 0\n", "api.max_streams_per_tenant"),
+            ("[api]\nmax_streams_per_token = 0\n", "api.max_streams_per_token"),
+            ("[api]\nstream_max_age_secs = 0\n", "api.stream_max_age_secs"),
+            ("[api]\nstream_stall_secs = 0\n", "api.stream_stall_secs"),
+        ] {
+            let e = parse(toml).unwrap().validate().unwrap_err().to_string();
+            assert!(e.contains(key), "{toml}: {e}");
+        }
     }
 
     #[test]

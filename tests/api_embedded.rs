@@ -264,6 +264,21 @@ fn api_serves_each_tenant_its_own_records_with_auth_paging_explain_history_confl
         .as_array()
         .unwrap()
         .is_empty());
+    assert_eq!(
+        get(port, "/v1/vex/conflicts?reason=status_disagreement", Some(READ), None).1["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    // An unknown reason is a 400 naming the parameter and the reasons (it was 200, empty).
+    let r = get(port, "/v1/vex/conflicts?reason=bogus", Some(READ), None);
+    assert_error(&r, 400, "invalid_parameter");
+    let msg = r.1["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.starts_with("reason") && msg.contains("missing_provenance, scope_mismatch, status_disagreement"),
+        "{msg}"
+    );
     let (_, gcf) = get(port, "/v1/vex/conflicts", Some(GLOBEX), None);
     assert!(gcf["items"].as_array().unwrap().iter().all(|x| x["artifact"] != artifact || x["vulnerability"] != vuln));
 

@@ -177,3 +177,20 @@ fn consensus_says_which_configuration_it_used() {
     assert!(!missing.status.success(), "a named configuration file that is missing is an error");
     assert!(String::from_utf8_lossy(&missing.stderr).contains("VEXLENS_CONFIG"));
 }
+
+/// `--tenant` follows the API's tenant-name rule (issue 21 item 4): a tenant the CLI
+/// writes is one `X-Tenant` can name.
+#[test]
+fn tenant_names_follow_the_api_rule() {
+    for bad in ["bad/tenant", "has space", ""] {
+        let o = run(&["consensus", "--tenant", bad, "examples"]);
+        assert_eq!(o.status.code(), Some(2), "{bad:?}: {}", String::from_utf8_lossy(&o.stderr));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("--tenant") && err.contains("not a tenant name"), "{bad:?}: {err}");
+    }
+    let o = run(&["serve", "--once", "--tenant", "a/b", "--ingest-dir", "examples"]);
+    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = run(&["consensus", "--tenant", "acme.prod-1", "examples"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(stdout(&o).contains("\"tenant\":\"acme.prod-1\""), "{}", stdout(&o));
+}

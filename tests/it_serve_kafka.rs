@@ -135,6 +135,9 @@ fn poison_messages_are_dead_lettered_with_reasons() {
             f,
         );
     }
+    // A valid document under a tenant header the API could never name (issue 21 item 4),
+    // without a correlation id: the service mints one and the dead letter carries it.
+    common::kcat_produce_file(b, &setup.topic, "poison-4", &[("tenant", "bad/tenant")], &first[0]);
     common::kcat_produce_files(b, &setup.topic, &[("tenant", "t")], second);
 
     wait_for_records(&setup, &common::cli_consensus(&good, "t"), &mut [&mut serve]);
@@ -143,7 +146,7 @@ fn poison_messages_are_dead_lettered_with_reasons() {
     let mut dlq = String::new();
     let ok = common::wait_until(Duration::from_secs(60), || {
         dlq = common::kcat_consume(b, &setup.dlq_topic, "%k\t%S\t%h\n");
-        dlq.lines().filter(|l| !l.is_empty()).count() >= 4
+        dlq.lines().filter(|l| !l.is_empty()).count() >= 5
     });
     assert!(ok, "DLQ holds:\n{dlq}");
     let mut reasons = std::collections::BTreeMap::new();
@@ -154,11 +157,19 @@ fn poison_messages_are_dead_lettered_with_reasons() {
             |name: &str| headers.split(',').find_map(|h| h.strip_prefix(&format!("{name}="))).map(str::to_string);
         let reason = header("vex-lens-error").unwrap_or_else(|| panic!("{key}: no vex-lens-error header: {headers}"));
         assert!(header("vex-lens-error-detail").is_some_and(|d| !d.is_empty()), "{key}: no detail: {headers}");
-        assert_eq!(header("tenant").as_deref(), Some("t"), "{key}: original headers kept: {headers}");
+        let correlation = header("correlation-id").unwrap_or_else(|| panic!("{key}: no correlation-id: {headers}"));
+        if key == "poison-4" {
+            assert_eq!(header("tenant").as_deref(), Some("bad/tenant"), "{key}: original headers kept: {headers}");
+            assert!(correlation.len() == 32 && correlation.bytes().all(|c| c.is_ascii_hexdigit()), "minted: {headers}");
+        } else {
+            assert_eq!(header("tenant").as_deref(), Some("t"), "{key}: original headers kept: {headers}");
+            assert_eq!(correlation, "c1", "{key}: the producer's id is kept: {headers}");
+        }
         reasons.insert(key.to_string(), (reason, size.parse::<usize>().unwrap_or(0)));
     }
     eprintln!("DLQ: {reasons:?}");
-    assert_eq!(reasons.len(), 4, "{reasons:?}");
+    assert_eq!(reasons.len(), 5, "{reasons:?}");
+    assert_eq!(reasons["poison-4"].0, "invalid_tenant");
     assert_eq!(reasons["poison-0"].0, "invalid_json");
     assert_eq!(reasons["poison-1"].0, "invalid_json");
     assert_eq!(reasons["poison-2"].0, "too_large");

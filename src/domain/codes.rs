@@ -136,6 +136,9 @@ codes! {
         /// A message on the observations topic that is JSON but not a valid observation
         /// (or whose message key is not its `<tenant>/<package>`).
         InvalidObservation => "invalid_observation",
+        /// A `tenant` header (Kafka) that is not a tenant name (1 to 128 of
+        /// `A-Z a-z 0-9 . _ -`, the API's rule).
+        InvalidTenant => "invalid_tenant",
         /// JSON, but no OpenVEX, CSAF or CycloneDX VEX document.
         NotVex => "not_vex",
         /// One of the document's observations is larger than the broker accepts.

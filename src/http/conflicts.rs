@@ -62,7 +62,8 @@ fn sides(r: &ConsensusRecord, statuses: &[Status]) -> Vec<Side> {
         .collect()
 }
 
-/// `GET /v1/vex/conflicts?reason=&artifact=&package=&page_size=&page_token=`.
+/// `GET /v1/vex/conflicts?reason=&artifact=&package=&page_size=&page_token=` (`reason`
+/// one of the conflict reasons, else 400).
 pub async fn list(
     caller: Authorized<Read>,
     state: web::Data<State>,
@@ -75,7 +76,9 @@ pub async fn list(
         artifact: p.artifact("artifact")?,
         package: p.package("package")?,
         conflicted: true,
-        conflict_reason: p.str("reason")?,
+        conflict_reason: p
+            .code::<ConflictReason>("reason", &ConflictReason::ALL.iter().map(|r| r.as_str()).collect::<Vec<_>>())?
+            .map(|r| r.as_str().to_string()),
         after: p.page_token()?,
         limit,
         ..Default::default()

@@ -83,6 +83,16 @@ impl Params {
             .transpose()
     }
 
+    /// A code of a closed set (e.g. a conflict reason): an unknown value is a 400 naming
+    /// the parameter and the values it takes.
+    pub fn code<T: std::str::FromStr>(&self, name: &str, all: &[&str]) -> Result<Option<T>, ApiError> {
+        self.str(name)?
+            .map(|s| {
+                s.parse::<T>().map_err(|_| ApiError::param(name, format!("{s:?} is not one of {}", all.join(", "))))
+            })
+            .transpose()
+    }
+
     /// `page_size` in 1..=max (default `default`).
     pub fn page_size(&self, default: usize, max: usize) -> Result<usize, ApiError> {
         match self.str("page_size")? {

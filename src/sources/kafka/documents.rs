@@ -3,10 +3,12 @@
 //!
 //! Invariants: an observation is produced keyed `<tenant>/<package>` with its HMAC tag
 //! (header `vex-lens-mac`); the handler succeeds only once every observation of the
-//! document is acknowledged by the broker.
+//! document is acknowledged by the broker; a `tenant` header that is not a tenant name
+//! (the API's rule, `config::valid_tenant`) is dead-lettered as `invalid_tenant`; every
+//! document carries a correlation id (the producer's, else one derived from its position).
 
 use super::consumer::{HandleError, STORE_REJECTED};
-use super::message::{header_str, source_name, timestamp_ms};
+use super::message::{correlation_of, header_str, source_name, timestamp_ms};
 use super::produce::produce_acked;
 use crate::actors::messages::IngestOutcome;
 use crate::actors::{Pipeline, PipelineError};
@@ -37,9 +39,20 @@ pub(super) async fn handle_document(
     let Some(payload) = m.payload() else {
         return Err(HandleError::Permanent { reason: DeadLetterReason::InvalidJson, detail: "empty message".into() });
     };
-    let correlation = header_str(&m, "correlation-id");
+    let correlation = Some(correlation_of(&m));
+    let tenant = match header_str(&m, "tenant") {
+        Some(t) if !crate::config::valid_tenant(&t) => {
+            let shown: String = t.chars().take(200).collect();
+            return Err(HandleError::Permanent {
+                reason: DeadLetterReason::InvalidTenant,
+                detail: format!("tenant header {shown:?} is not a tenant name: 1 to 128 of A-Z a-z 0-9 . _ -"),
+            });
+        }
+        Some(t) => t,
+        None => cfg.ingest.tenant.clone(),
+    };
     let ctx = IngestContext {
-        tenant: Some(header_str(&m, "tenant").unwrap_or_else(|| cfg.ingest.tenant.clone())),
+        tenant: Some(tenant),
         issuer_header: header_str(&m, "issuer"),
         provenance: Provenance {
             source: Some(name.clone()),
