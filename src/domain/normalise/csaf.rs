@@ -92,16 +92,8 @@ pub fn normalise(
         Some(_) => return Err(bad("document".into(), "must be an object")),
         None => return Err(bad("document".into(), "is required")),
     };
-    let publisher = match document.get("publisher") {
-        Some(p @ Value::Object(_)) => Some(p),
-        Some(Value::Null) | None => None,
-        Some(_) => return Err(bad("document.publisher".into(), "must be an object")),
-    };
-    let tracking = match document.get("tracking") {
-        Some(t @ Value::Object(_)) => Some(t),
-        Some(Value::Null) | None => None,
-        Some(_) => return Err(bad("document.tracking".into(), "must be an object")),
-    };
+    let publisher = opt_object(document, "publisher", "document.publisher", &bad)?;
+    let tracking = opt_object(document, "tracking", "document.tracking", &bad)?;
     let doc_id = tracking.and_then(|t| str_field(t, "id")).map(str::to_string);
     let doc_version = tracking.and_then(|t| version_string(t.get("version")));
     let doc_ts = match tracking {
@@ -142,26 +134,7 @@ pub fn normalise(
         if !vuln.is_object() {
             return Err(bad(path, "must be an object"));
         }
-        // Vulnerability ids: `cve` plus `ids[].text` (URLs are references, not ids).
-        let mut ids: Vec<String> = Vec::new();
-        match vuln.get("cve") {
-            Some(Value::String(s)) => ids.push(s.clone()),
-            Some(Value::Null) | None => {}
-            Some(_) => return Err(bad(format!("{path}.cve"), "must be a string")),
-        }
-        match vuln.get("ids") {
-            Some(Value::Array(a)) => {
-                for (i, x) in a.iter().enumerate() {
-                    match x.get("text") {
-                        Some(Value::String(s)) => ids.push(s.clone()),
-                        _ => return Err(bad(format!("{path}.ids[{i}].text"), "is required and must be a string")),
-                    }
-                }
-            }
-            Some(Value::Null) | None => {}
-            Some(_) => return Err(bad(format!("{path}.ids"), "must be an array")),
-        }
-        ids.retain(|s| !s.contains("://"));
+        let mut ids = vulnerability_ids(vuln, &path, &bad)?;
         if super::drop_long_ids(&mut ids, &path, &mut diagnostics) {
             continue;
         }
@@ -170,62 +143,10 @@ pub fn normalise(
         // Shared by the observations of every product of the vulnerability.
         let (vulnerability, aliases): (Arc<str>, Vec<Arc<str>>) = (vulnerability.into(), shared_all(aliases));
 
-        // Product-specific details, first one in document order wins per product.
-        let mut justifications: BTreeMap<String, String> = BTreeMap::new();
-        for (i, flag) in array_field(vuln, "flags", &path, &bad)?.iter().enumerate() {
-            let fpath = format!("{path}.flags[{i}]");
-            let Some(label) = opt_str(flag, "label", &fpath, &bad)? else {
-                continue;
-            };
-            if Justification::from_openvex(label).is_none() {
-                diagnostics.push(Diagnostic {
-                    code: DiagnosticCode::UnknownJustification,
-                    message: format!("{fpath}: flag label {label:?} is not a VEX justification; kept as original only"),
-                });
-            }
-            for pid in product_refs(flag, &fpath, &groups, &mut diagnostics, &bad)? {
-                justifications.entry(pid).or_insert_with(|| label.to_string());
-            }
-        }
-        let mut impacts: BTreeMap<String, String> = BTreeMap::new();
-        for (i, threat) in array_field(vuln, "threats", &path, &bad)?.iter().enumerate() {
-            let tpath = format!("{path}.threats[{i}]");
-            if opt_str(threat, "category", &tpath, &bad)? != Some("impact") {
-                continue;
-            }
-            let Some(details) = opt_str(threat, "details", &tpath, &bad)? else {
-                continue;
-            };
-            for pid in product_refs(threat, &tpath, &groups, &mut diagnostics, &bad)? {
-                impacts.entry(pid).or_insert_with(|| details.to_string());
-            }
-        }
-        let mut actions: BTreeMap<String, String> = BTreeMap::new();
-        for (i, rem) in array_field(vuln, "remediations", &path, &bad)?.iter().enumerate() {
-            let rpath = format!("{path}.remediations[{i}]");
-            let action = match (opt_str(rem, "category", &rpath, &bad)?, opt_str(rem, "details", &rpath, &bad)?) {
-                (Some(c), Some(d)) => format!("{c}: {d}"),
-                (Some(c), None) => c.to_string(),
-                (None, Some(d)) => d.to_string(),
-                (None, None) => continue,
-            };
-            for pid in product_refs(rem, &rpath, &groups, &mut diagnostics, &bad)? {
-                actions.entry(pid).or_insert_with(|| action.clone());
-            }
-        }
+        let details = ProductDetails::read(vuln, &path, &groups, &mut diagnostics, &bad)?;
 
-        let (timestamp, timestamp_source) = match doc_ts {
-            Some(t) => (t, TimestampSource::Document),
-            None => {
-                diagnostics.push(Diagnostic {
-                    code: DiagnosticCode::NoTimestamp,
-                    message: format!(
-                        "{path}: no tracking.current_release_date or initial_release_date; the Unix epoch is used"
-                    ),
-                });
-                (Timestamp::EPOCH, TimestampSource::Epoch)
-            }
-        };
+        let stamp = statement_time(doc_ts, &path, &mut diagnostics);
+        let vc = VulnerabilityContext { shared: &shared, ctx, issuer_source, vulnerability, aliases, stamp, details };
 
         let status_obj = match vuln.get("product_status") {
             Some(o @ Value::Object(_)) => Some(o),
@@ -234,21 +155,7 @@ pub fn normalise(
         };
         let mut named = 0usize;
         if let Some(Value::Object(so)) = status_obj {
-            for key in so.keys() {
-                if key == "recommended" {
-                    diagnostics.push(Diagnostic {
-                        code: DiagnosticCode::NotAStatus,
-                        message: format!(
-                            "{path}.product_status.recommended: a recommendation, not a status; not counted"
-                        ),
-                    });
-                } else if !STATUS_LISTS.contains(&key.as_str()) {
-                    diagnostics.push(Diagnostic {
-                        code: DiagnosticCode::UnknownStatus,
-                        message: format!("{path}.product_status.{key}: not a CSAF status list; ignored"),
-                    });
-                }
-            }
+            check_status_lists(so, &path, &mut diagnostics);
             for list in STATUS_LISTS {
                 let lpath = format!("{path}.product_status.{list}");
                 let ids = match so.get(list) {
@@ -277,33 +184,7 @@ pub fn normalise(
                             continue;
                         }
                     };
-                    let justification_original = justifications.get(pid).map(|j| Arc::<str>::from(j.as_str()));
-                    observations.push(Observation {
-                        id: Arc::from(""),
-                        tenant: shared.tenant.clone(),
-                        issuer: shared.issuer.clone(),
-                        issuer_source,
-                        artifact: key.key.into(),
-                        package: key.package.into(),
-                        scope: shared_all(scope),
-                        vulnerability: vulnerability.clone(),
-                        aliases: aliases.clone(),
-                        status,
-                        status_original: status_original.clone(),
-                        justification: justification_original.as_deref().and_then(Justification::from_openvex),
-                        justification_original,
-                        impact_statement: impacts.get(pid).map(|s| Arc::from(s.as_str())),
-                        action_statement: actions.get(pid).map(|s| Arc::from(s.as_str())),
-                        timestamp,
-                        timestamp_source,
-                        document_id: shared.document_id.clone(),
-                        document_version: shared.document_version.clone(),
-                        document_digest: shared.document_digest.clone(),
-                        position,
-                        format: SourceFormat::Csaf,
-                        signature: ctx.signature.clone(),
-                        provenance: ctx.provenance.clone(),
-                    });
+                    observations.push(vc.observation(pid, key, scope, (status, &status_original), position));
                     position = position.saturating_add(1);
                 }
             }
@@ -311,7 +192,10 @@ pub fn normalise(
         if named == 0 {
             diagnostics.push(Diagnostic {
                 code: DiagnosticCode::UnmatchedStatement,
-                message: format!("{path}: product_status for {vulnerability} names no product; it applies to nothing"),
+                message: format!(
+                    "{path}: product_status for {} names no product; it applies to nothing",
+                    vc.vulnerability
+                ),
             });
         }
     }
@@ -322,6 +206,194 @@ pub fn normalise(
         observations,
         diagnostics,
     })
+}
+
+/// A vulnerability's ids: `cve` plus `ids[].text`; URLs are references, not ids.
+fn vulnerability_ids(vuln: &Value, path: &str, bad: &Bad) -> Result<Vec<String>, NormaliseError> {
+    let mut ids: Vec<String> = Vec::new();
+    match vuln.get("cve") {
+        Some(Value::String(s)) => ids.push(s.clone()),
+        Some(Value::Null) | None => {}
+        Some(_) => return Err(bad(format!("{path}.cve"), "must be a string")),
+    }
+    match vuln.get("ids") {
+        Some(Value::Array(a)) => {
+            for (i, x) in a.iter().enumerate() {
+                match x.get("text") {
+                    Some(Value::String(s)) => ids.push(s.clone()),
+                    _ => return Err(bad(format!("{path}.ids[{i}].text"), "is required and must be a string")),
+                }
+            }
+        }
+        Some(Value::Null) | None => {}
+        Some(_) => return Err(bad(format!("{path}.ids"), "must be an array")),
+    }
+    ids.retain(|s| !s.contains("://"));
+    Ok(ids)
+}
+
+/// The product-specific details of one vulnerability: flags (justification), `impact`
+/// threats (impact statement) and remediations (action statement), each keyed by product
+/// id; the first one in document order wins per product.
+#[derive(Default)]
+struct ProductDetails {
+    justifications: BTreeMap<String, String>,
+    impacts: BTreeMap<String, String>,
+    actions: BTreeMap<String, String>,
+}
+
+impl ProductDetails {
+    fn read(
+        vuln: &Value,
+        path: &str,
+        groups: &BTreeMap<String, Vec<String>>,
+        diagnostics: &mut Vec<Diagnostic>,
+        bad: &Bad,
+    ) -> Result<ProductDetails, NormaliseError> {
+        let mut justifications: BTreeMap<String, String> = BTreeMap::new();
+        for (i, flag) in array_field(vuln, "flags", path, bad)?.iter().enumerate() {
+            let fpath = format!("{path}.flags[{i}]");
+            let Some(label) = opt_str(flag, "label", &fpath, bad)? else {
+                continue;
+            };
+            if Justification::from_openvex(label).is_none() {
+                diagnostics.push(Diagnostic {
+                    code: DiagnosticCode::UnknownJustification,
+                    message: format!("{fpath}: flag label {label:?} is not a VEX justification; kept as original only"),
+                });
+            }
+            for pid in product_refs(flag, &fpath, groups, diagnostics, bad)? {
+                justifications.entry(pid).or_insert_with(|| label.to_string());
+            }
+        }
+        let mut impacts: BTreeMap<String, String> = BTreeMap::new();
+        for (i, threat) in array_field(vuln, "threats", path, bad)?.iter().enumerate() {
+            let tpath = format!("{path}.threats[{i}]");
+            if opt_str(threat, "category", &tpath, bad)? != Some("impact") {
+                continue;
+            }
+            let Some(details) = opt_str(threat, "details", &tpath, bad)? else {
+                continue;
+            };
+            for pid in product_refs(threat, &tpath, groups, diagnostics, bad)? {
+                impacts.entry(pid).or_insert_with(|| details.to_string());
+            }
+        }
+        let mut actions: BTreeMap<String, String> = BTreeMap::new();
+        for (i, rem) in array_field(vuln, "remediations", path, bad)?.iter().enumerate() {
+            let rpath = format!("{path}.remediations[{i}]");
+            let action = match (opt_str(rem, "category", &rpath, bad)?, opt_str(rem, "details", &rpath, bad)?) {
+                (Some(c), Some(d)) => format!("{c}: {d}"),
+                (Some(c), None) => c.to_string(),
+                (None, Some(d)) => d.to_string(),
+                (None, None) => continue,
+            };
+            for pid in product_refs(rem, &rpath, groups, diagnostics, bad)? {
+                actions.entry(pid).or_insert_with(|| action.clone());
+            }
+        }
+        Ok(ProductDetails { justifications, impacts, actions })
+    }
+}
+
+/// What every observation of one vulnerability shares.
+struct VulnerabilityContext<'a> {
+    shared: &'a DocStrings,
+    ctx: &'a IngestContext,
+    issuer_source: IssuerSource,
+    vulnerability: Arc<str>,
+    aliases: Vec<Arc<str>>,
+    stamp: (Timestamp, TimestampSource),
+    details: ProductDetails,
+}
+
+impl VulnerabilityContext<'_> {
+    /// The observation of product `pid`, keyed `key`, in status list `status_original`.
+    fn observation(
+        &self,
+        pid: &str,
+        key: ArtifactKey,
+        scope: Vec<String>,
+        (status, status_original): (Status, &Arc<str>),
+        position: u32,
+    ) -> Observation {
+        let (shared, ctx, d) = (self.shared, self.ctx, &self.details);
+        let (timestamp, timestamp_source) = self.stamp;
+
+        let justification_original = d.justifications.get(pid).map(|j| Arc::<str>::from(j.as_str()));
+        Observation {
+            id: Arc::from(""),
+            tenant: shared.tenant.clone(),
+            issuer: shared.issuer.clone(),
+            issuer_source: self.issuer_source,
+            artifact: key.key.into(),
+            package: key.package.into(),
+            scope: shared_all(scope),
+            vulnerability: self.vulnerability.clone(),
+            aliases: self.aliases.clone(),
+            status,
+            status_original: status_original.clone(),
+            justification: justification_original.as_deref().and_then(Justification::from_openvex),
+            justification_original,
+            impact_statement: d.impacts.get(pid).map(|s| Arc::from(s.as_str())),
+            action_statement: d.actions.get(pid).map(|s| Arc::from(s.as_str())),
+            timestamp,
+            timestamp_source,
+            document_id: shared.document_id.clone(),
+            document_version: shared.document_version.clone(),
+            document_digest: shared.document_digest.clone(),
+            position,
+            format: SourceFormat::Csaf,
+            signature: ctx.signature.clone(),
+            provenance: ctx.provenance.clone(),
+        }
+    }
+}
+
+/// Every statement's time: the document's (`doc_ts`), else the Unix epoch (diagnosed).
+fn statement_time(
+    doc_ts: Option<Timestamp>,
+    path: &str,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> (Timestamp, TimestampSource) {
+    match doc_ts {
+        Some(t) => (t, TimestampSource::Document),
+        None => {
+            diagnostics.push(Diagnostic {
+                code: DiagnosticCode::NoTimestamp,
+                message: format!(
+                    "{path}: no tracking.current_release_date or initial_release_date; the Unix epoch is used"
+                ),
+            });
+            (Timestamp::EPOCH, TimestampSource::Epoch)
+        }
+    }
+}
+
+/// `v[key]` when it is an object; `None` when absent or null; an error otherwise.
+fn opt_object<'a>(v: &'a Value, key: &str, path: &str, bad: &Bad) -> Result<Option<&'a Value>, NormaliseError> {
+    match v.get(key) {
+        Some(o @ Value::Object(_)) => Ok(Some(o)),
+        Some(Value::Null) | None => Ok(None),
+        Some(_) => Err(bad(path.into(), "must be an object")),
+    }
+}
+
+/// Diagnostics for the keys of `product_status` that are not status lists.
+fn check_status_lists(so: &serde_json::Map<String, Value>, path: &str, diagnostics: &mut Vec<Diagnostic>) {
+    for key in so.keys() {
+        if key == "recommended" {
+            diagnostics.push(Diagnostic {
+                code: DiagnosticCode::NotAStatus,
+                message: format!("{path}.product_status.recommended: a recommendation, not a status; not counted"),
+            });
+        } else if !STATUS_LISTS.contains(&key.as_str()) {
+            diagnostics.push(Diagnostic {
+                code: DiagnosticCode::UnknownStatus,
+                message: format!("{path}.product_status.{key}: not a CSAF status list; ignored"),
+            });
+        }
+    }
 }
 
 /// The `distro` values the platform table gives to more than one platform of the document
