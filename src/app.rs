@@ -318,7 +318,23 @@ async fn serve(
                     "embedded mode without --ingest-dir or --stdin: serving HTTP only"
                 );
             }
-            sources::run(pipeline.clone(), embedded.clone(), s, shutdown.clone()).await;
+            let intake = sources::Intake {
+                files: embedded.clone().map(|e| Arc::new(e) as Arc<dyn crate::ports::ProcessedFiles>),
+                dead_letters: match &embedded {
+                    Some(e) => Arc::new(e.clone()),
+                    None => Arc::new(crate::ports::EventOnly),
+                },
+            };
+            // The in-process observation bus: the pipeline's own artifact actors.
+            let ingest = crate::ingest::Ingest::new(
+                pipeline.clone(),
+                Arc::new(pipeline.clone()),
+                Arc::new(crate::ports::SystemClock),
+                cfg.ingest.max_message_bytes,
+                crate::ingest::RetryPolicy::once(),
+                shutdown.clone(),
+            );
+            sources::run(ingest, intake, s, shutdown.clone()).await;
             if !opts.once {
                 let mut sd = shutdown.clone();
                 while !*sd.borrow() {

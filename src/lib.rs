@@ -17,6 +17,8 @@ pub mod export;
 #[cfg(feature = "service")]
 pub mod http;
 #[cfg(feature = "service")]
+pub mod ingest;
+#[cfg(feature = "service")]
 pub mod input;
 #[cfg(feature = "service")]
 pub mod ports;

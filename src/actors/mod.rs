@@ -114,6 +114,10 @@ pub enum PipelineError {
     /// The store rejected it for good.
     #[error(transparent)]
     Rejected(#[from] Rejected),
+    /// Not made durable (its batch was rejected because of another input, or the writer
+    /// restarted): retry it.
+    #[error("not made durable")]
+    NotDurable,
 }
 
 /// Sizes of the pipeline.
@@ -222,14 +226,49 @@ impl Pipeline {
     }
 
     /// Routes every observation and waits until all are durable. `Ok(false)` when some
-    /// will never be (the pipeline is shutting down or an actor failed).
+    /// will never be (the pipeline is shutting down or an actor failed); then the
+    /// artifact actors are dropped ([`Pipeline::recover`]).
     pub async fn route_all_durable(&self, observations: Vec<Observation>) -> Result<bool, PipelineError> {
         let receivers = futures::future::join_all(observations.into_iter().map(|o| self.route(o))).await;
         let mut ok = true;
+        let mut unavailable = None;
         for r in receivers {
-            ok &= matches!(r?.await, Ok(Ok(())));
+            match r {
+                Ok(rx) => ok &= matches!(rx.await, Ok(Ok(()))),
+                Err(e) => unavailable = unavailable.or(Some(e)),
+            }
         }
-        Ok(ok)
+        if !ok || unavailable.is_some() {
+            self.recover();
+        }
+        match unavailable {
+            Some(e) => Err(e),
+            None => Ok(ok),
+        }
+    }
+
+    /// Applies one observation and waits until it and its records are durable; on
+    /// failure the pipeline recovers ([`Pipeline::recover`]) before answering.
+    pub async fn apply_durable(&self, observation: Observation) -> Result<(), PipelineError> {
+        let rx = self.route(observation).await?;
+        match rx.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(rejected)) => {
+                self.recover();
+                Err(PipelineError::Rejected(rejected))
+            }
+            Err(_) => {
+                self.recover();
+                Err(PipelineError::NotDurable)
+            }
+        }
+    }
+
+    /// Recovery after a failed write: drops the artifact actors, whose in-memory state
+    /// may hold what the store does not, so that a retry rebuilds the package from the
+    /// store and rewrites its records.
+    fn recover(&self) {
+        self.reset_actors();
     }
 
     /// Writes everything pending (every writer); returns once it is durable.
@@ -247,6 +286,25 @@ impl Pipeline {
 
     pub async fn live_actors(&self) -> Result<usize, PipelineError> {
         Ok(self.registry.send(LiveActors).await?)
+    }
+}
+
+/// The embedded observation bus: observations go straight to the artifact actors (the
+/// registry's mailbox); published once they and their records are durable.
+#[async_trait::async_trait]
+impl crate::ports::ObservationBus for Pipeline {
+    async fn publish(
+        &self,
+        observations: Vec<Observation>,
+        _: &crate::ports::Origin<'_>,
+    ) -> Result<(), crate::ports::PublishError> {
+        use tracing::Instrument;
+        let route = tracing::info_span!("vex.route", vex.observations = observations.len());
+        match self.route_all_durable(observations).instrument(route).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(crate::ports::PublishError::Transient("observations not made durable".into())),
+            Err(e) => Err(crate::ports::PublishError::Transient(format!("observations not routed: {e}"))),
+        }
     }
 }
 

@@ -1,5 +1,7 @@
-//! Ports: the traits the pipeline and the API talk to: the clock ([`Clock`]) and the
-//! store, split by role, one
+//! Ports: the traits the pipeline and the API talk to: what the ingest flow needs from
+//! outside (the observation bus [`ObservationBus`], the dead-letter sink
+//! [`DeadLetterSink`], the watched directory's [`ProcessedFiles`], the clock [`Clock`])
+//! and the store, split by role, one
 //! small trait each ([`StoreAdmin`], [`ObservationStore`], [`RecordStore`] (records,
 //! history and the change stream), [`ConflictQueue`], [`TrustStore`],
 //! [`ExportJobStore`], [`VerificationStore`]); each has a real adapter (MongoDB) and an
@@ -14,22 +16,28 @@
 //! retrying can help ([`StoreError`]).
 
 mod admin;
+mod bus;
 pub mod clock;
 mod conflicts;
+mod dead_letters;
 mod error;
 mod export_jobs;
 mod observations;
+mod processed_files;
 mod records;
 mod schema;
 mod trust;
 mod verifications;
 
 pub use admin::StoreAdmin;
+pub use bus::{ObservationBus, Origin, PublishError};
 pub use clock::{now_ms, Clock, SystemClock};
 pub use conflicts::ConflictQueue;
+pub use dead_letters::{DeadLetter, DeadLetterError, DeadLetterSink, EventOnly};
 pub use error::{StoreError, INTERNAL_ERROR_ATTEMPTS};
 pub use export_jobs::{ExportJobRecord, ExportJobStore, JobResult};
 pub use observations::ObservationStore;
+pub use processed_files::ProcessedFiles;
 pub use records::{
     decide_write, history_id, pair_id, timed_record_json, ChangeEvent, RecordQuery, RecordStore, TimedRecord,
     WriteDecision,

@@ -1,15 +1,16 @@
 //! The embedded sources: a watched directory of `*.json` documents and NDJSON documents
-//! on stdin, fed to the pipeline (the in-process observation channel is the registry's
-//! mailbox: observations go straight from the ingest step to the artifact actors).
-//! Each document is one `vex.document` span (a trace root) from intake until its
-//! observations are durable or it is dead-lettered.
+//! on stdin, each handed to the ingest flow (`crate::ingest`; its observation bus is the
+//! registry's mailbox: observations go straight to the artifact actors). Each document
+//! is one `vex.document` span (a trace root) from intake until it is settled.
+//!
+//! Invariants: a source only reads bytes and names them; a file is remembered as
+//! processed ([`ProcessedFiles`]) only once the flow settled it (durable or
+//! dead-lettered), else it is offered again on the next scan.
 
-use crate::actors::messages::IngestOutcome;
-use crate::actors::Pipeline;
 use crate::domain::codes::DeadLetterReason;
 use crate::domain::model::{IngestContext, Provenance};
-use crate::stores::embedded::{DeadLetter, EmbeddedStore};
-use crate::telemetry::events::{DeadLettered, DocumentIngested};
+use crate::ingest::{Document, Ingest, Unreadable};
+use crate::ports::{DeadLetterSink, ProcessedFiles};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -17,6 +18,14 @@ use std::time::Duration;
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
+
+/// Where the embedded sources keep what they handled: the processed files (none: every
+/// file is read again after a restart) and the dead letters.
+#[derive(Clone)]
+pub struct Intake {
+    pub files: Option<Arc<dyn ProcessedFiles>>,
+    pub dead_letters: Arc<dyn DeadLetterSink>,
+}
 
 /// Settings of the embedded sources.
 #[derive(Clone, Debug)]
@@ -33,8 +42,9 @@ pub struct SourceSettings {
 
 #[derive(Clone)]
 struct Ctx {
-    pipeline: Pipeline,
-    seen: Option<EmbeddedStore>,
+    ingest: Ingest,
+    files: Option<Arc<dyn ProcessedFiles>>,
+    dead_letters: Arc<dyn DeadLetterSink>,
     settings: Arc<SourceSettings>,
 }
 
@@ -49,9 +59,9 @@ fn fingerprint(meta: &std::fs::Metadata) -> String {
     format!("{}:{mtime}", meta.len())
 }
 
-/// Processes one document in its `vex.document` span; `true` when it is fully handled
-/// (durable or dead-lettered).
-async fn process(ctx: &Ctx, name: String, bytes: Result<Vec<u8>, (DeadLetterReason, String)>) -> bool {
+/// Hands one document to the ingest flow in its `vex.document` span; `true` when it is
+/// settled (durable or dead-lettered).
+async fn process(ctx: &Ctx, name: String, bytes: Result<Vec<u8>, Unreadable>) -> bool {
     use tracing::Instrument;
     let span = tracing::info_span!(
         parent: None,
@@ -64,80 +74,13 @@ async fn process(ctx: &Ctx, name: String, bytes: Result<Vec<u8>, (DeadLetterReas
         vex.outcome = tracing::field::Empty,
         vex.reason = tracing::field::Empty,
     );
-    process_document(ctx, name, bytes).instrument(span).await
-}
-
-async fn process_document(ctx: &Ctx, name: String, bytes: Result<Vec<u8>, (DeadLetterReason, String)>) -> bool {
-    use tracing::Instrument;
-    let span = tracing::Span::current();
-    let arrived = crate::ports::now_ms();
-    // A file or a stdin line names no correlation id: the service mints one per document.
-    let correlation = crate::telemetry::correlation::mint();
-    let outcome = match bytes {
-        Ok(bytes) => {
-            let ictx = IngestContext {
-                tenant: Some(ctx.settings.tenant.clone()),
-                provenance: Provenance {
-                    source: Some(name.clone()),
-                    correlation_id: Some(correlation.clone()),
-                    received_at_ms: Some(arrived),
-                    sequence: None,
-                },
-                ..Default::default()
-            };
-            match ctx.pipeline.normalise(name.clone(), bytes, ictx, ctx.settings.max_bytes).await {
-                Ok(o) => o,
-                Err(e) => {
-                    crate::error_event!(crate::telemetry::events::LogEvent::PipelineUnavailable, error = %e, "document not processed");
-                    return false;
-                }
-            }
-        }
-        Err((reason, detail)) => IngestOutcome::DeadLetter { reason, detail },
+    let ictx = IngestContext {
+        tenant: Some(ctx.settings.tenant.clone()),
+        provenance: Provenance { source: Some(name.clone()), ..Default::default() },
+        ..Default::default()
     };
-    match outcome {
-        IngestOutcome::DeadLetter { reason, detail } => {
-            span.record("vex.outcome", "dead_lettered");
-            span.record("vex.reason", reason.as_str());
-            DeadLettered { source: &name, correlation_id: Some(&correlation), reason, detail: &detail }.emit();
-            if let Some(s) = &ctx.seen {
-                let d = DeadLetter {
-                    source: name.clone(),
-                    reason,
-                    detail,
-                    at_ms: arrived,
-                    correlation_id: Some(correlation.clone()),
-                };
-                if let Err(e) = s.put_dead_letter(&d).await {
-                    crate::warn_event!(crate::telemetry::events::LogEvent::DeadLetterNotStored, error = %e, "dead letter not stored");
-                }
-            }
-            true
-        }
-        IngestOutcome::Observations { observations, format, diagnostics, .. } => {
-            let n = observations.len();
-            span.record("vex.observations", n);
-            let route = tracing::info_span!("vex.route", vex.observations = n);
-            match ctx.pipeline.route_all_durable(observations).instrument(route).await {
-                Ok(true) => {
-                    span.record("vex.outcome", "ingested");
-                    DocumentIngested {
-                        source: &name,
-                        correlation_id: Some(&correlation),
-                        format,
-                        observations: n,
-                        diagnostics,
-                    }
-                    .emit();
-                    true
-                }
-                Ok(false) | Err(_) => {
-                    span.record("vex.outcome", "not_durable");
-                    false
-                }
-            }
-        }
-    }
+    let doc = Document { name, bytes, ctx: ictx, trace: Vec::new() };
+    ctx.ingest.document(doc, ctx.dead_letters.as_ref()).instrument(span).await.settled()
 }
 
 fn scan(dir: &std::path::Path) -> Vec<PathBuf> {
@@ -151,13 +94,8 @@ fn scan(dir: &std::path::Path) -> Vec<PathBuf> {
 }
 
 /// Runs the sources until shutdown (or, with `once`, until everything is processed).
-pub async fn run(
-    pipeline: Pipeline,
-    seen: Option<EmbeddedStore>,
-    settings: SourceSettings,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let ctx = Ctx { pipeline, seen, settings: Arc::new(settings) };
+pub async fn run(ingest: Ingest, intake: Intake, settings: SourceSettings, mut shutdown: watch::Receiver<bool>) {
+    let ctx = Ctx { ingest, files: intake.files, dead_letters: intake.dead_letters, settings: Arc::new(settings) };
     let sem = Arc::new(Semaphore::new(ctx.settings.max_in_flight));
     let mut tasks: JoinSet<()> = JoinSet::new();
     if ctx.settings.stdin {
@@ -209,7 +147,7 @@ pub async fn run(
                     continue;
                 }
                 let key = path.display().to_string();
-                if let Some(s) = &ctx.seen {
+                if let Some(s) = &ctx.files {
                     if s.file_seen(&key, &fp).await.unwrap_or(false) {
                         if let Ok(mut m) = submitted.lock() {
                             m.insert(path.clone(), fp);
@@ -229,13 +167,17 @@ pub async fn run(
                     let read = tokio::task::spawn_blocking(move || crate::input::read_limited(&p, limit)).await;
                     let bytes = match read {
                         Ok(r) => r.map_err(|e| match e {
-                            crate::input::InputError::TooLarge { .. } => (DeadLetterReason::TooLarge, e.to_string()),
-                            crate::input::InputError::Io { .. } => (DeadLetterReason::Unreadable, e.to_string()),
+                            crate::input::InputError::TooLarge { .. } => {
+                                Unreadable { reason: DeadLetterReason::TooLarge, detail: e.to_string() }
+                            }
+                            crate::input::InputError::Io { .. } => {
+                                Unreadable { reason: DeadLetterReason::Unreadable, detail: e.to_string() }
+                            }
                         }),
-                        Err(e) => Err((DeadLetterReason::Unreadable, e.to_string())),
+                        Err(e) => Err(Unreadable { reason: DeadLetterReason::Unreadable, detail: e.to_string() }),
                     };
                     if process(&ctx, key.clone(), bytes).await {
-                        if let Some(s) = &ctx.seen {
+                        if let Some(s) = &ctx.files {
                             if let Err(e) = s.mark_file(&key, &fp).await {
                                 crate::warn_event!(crate::telemetry::events::LogEvent::FileNotMarked, error = %e, "processed file not recorded");
                             }

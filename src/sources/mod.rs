@@ -1,5 +1,7 @@
 //! The driving side: sources that feed the pipeline (Kafka topics, a watched directory,
-//! stdin). Each turns input into `Pipeline` calls and acknowledges only what is durable.
+//! stdin). Each is thin: it turns what it reads into a document (bytes and ingest
+//! context) for the ingest flow (`crate::ingest`) and acknowledges only what the flow
+//! says is settled; none imports a store or the actors' writer.
 
 pub mod files;
 pub mod kafka;

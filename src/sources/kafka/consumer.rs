@@ -1,91 +1,47 @@
 //! The consume loop shared by both consumers: in-flight work bounded by messages, bytes
-//! and tracked offsets (pausing the assignment when full), every message handled to the
-//! end (retried with backoff while it fails transiently, dead-lettered when it fails
-//! permanently or runs out of attempts), offsets stored over completed runs, drained and
-//! committed on shutdown.
+//! and tracked offsets (pausing the assignment when full), every message handed to its
+//! handler, which settles it (`crate::ingest::settle`: retried while it fails
+//! transiently, dead-lettered when it fails permanently or runs out of attempts),
+//! offsets stored over settled runs, drained and committed on shutdown.
 //!
 //! Invariants: a bad message never stops a consumer; an offset is stored only once its
 //! message is durable or dead-lettered (never on shutdown: it is replayed); every
 //! consumed message is one span (`vex.document` or `vex.observation`, kind consumer),
 //! a child of the producer's span when its headers carry a valid `traceparent`.
 
-use super::dead_letters::dead_letter;
-use super::message::{correlation_of, source_name};
+use super::message::correlation_of;
 use super::offsets::OffsetTracker;
 use super::KConsumer;
-use crate::domain::codes::DeadLetterReason;
+use crate::ingest::Ack;
 use crate::telemetry::trace::{self as trace, bounded};
 use futures::future::BoxFuture;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Headers, Message, OwnedMessage};
-use rdkafka::producer::FutureProducer;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{watch, Semaphore};
 use tracing::{field::Empty, Instrument, Span};
 
-/// Reason code of a message whose observation (or DSSE verification) the store rejected
-/// permanently.
-pub const STORE_REJECTED: DeadLetterReason = DeadLetterReason::StoreRejected;
-/// Reason code of a message whose handling failed transiently on every attempt.
-pub const RETRIES_EXHAUSTED: DeadLetterReason = DeadLetterReason::RetriesExhausted;
+/// Handles one message to the end: the handler settles it (durable, dead-lettered, or
+/// not done: see [`Ack`]).
+pub(super) type Handle = Arc<dyn Fn(OwnedMessage) -> BoxFuture<'static, Ack> + Send + Sync>;
 
-/// Why a handler did not complete a message.
-#[derive(Debug, thiserror::Error)]
-pub enum HandleError {
-    /// Worth another attempt: the pipeline or the store did not make it durable this time.
-    #[error("{0}")]
-    Transient(String),
-    /// Will never work: dead-letter it with this reason code.
-    #[error("{reason}: {detail}")]
-    Permanent { reason: DeadLetterReason, detail: String },
-}
-
-/// How a consumer retries a message whose handling failed transiently.
-#[derive(Clone, Debug)]
-pub struct RetryPolicy {
-    pub max_attempts: u32,
-    pub initial: Duration,
-    pub max: Duration,
-}
-
-pub(super) type Handle = Arc<dyn Fn(OwnedMessage) -> BoxFuture<'static, Result<(), HandleError>> + Send + Sync>;
-
-/// Handles one message to the end: retried with backoff while it fails transiently (up
-/// to `policy.max_attempts`), dead-lettered with its reason when it fails permanently or
-/// runs out of attempts. `true` when its offset may be stored; `false` only on shutdown
-/// (the message is then replayed after the restart).
-async fn process(
-    m: OwnedMessage,
-    handle: &Handle,
-    policy: &RetryPolicy,
-    producer: &FutureProducer,
-    dlq: &str,
-    shutdown: &watch::Receiver<bool>,
-    consumer: &'static str,
-) -> bool {
+/// Handles one message in its consume span; `true` when its offset may be stored
+/// (`false` only on shutdown: the message is then replayed after the restart).
+async fn process(m: OwnedMessage, handle: &Handle, consumer: &'static str) -> bool {
     let span = consume_span(&m, consumer);
-    let done = handle_to_the_end(m, handle, policy, producer, dlq, shutdown).instrument(span.clone()).await;
+    let ack = handle(m).instrument(span.clone()).await;
     span.record(
         "vex.outcome",
-        match (done, consumer) {
-            (Handled::Done, "documents") => "ingested",
-            (Handled::Done, _) => "applied",
-            (Handled::DeadLettered, _) => "dead_lettered",
-            (Handled::Abandoned, _) => "abandoned",
+        match (ack, consumer) {
+            (Ack::Done, "documents") => "ingested",
+            (Ack::Done, _) => "applied",
+            (Ack::DeadLettered, _) => "dead_lettered",
+            (Ack::NotDone, _) => "abandoned",
         },
     );
-    done != Handled::Abandoned
-}
-
-/// What became of a message.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Handled {
-    Done,
-    DeadLettered,
-    /// Not done (shutdown): replayed after the restart.
-    Abandoned,
+    ack.settled()
 }
 
 /// The span of one consumed message (`vex.document` or `vex.observation`), a child of
@@ -118,49 +74,6 @@ fn consume_span(m: &OwnedMessage, consumer: &'static str) -> Span {
     span
 }
 
-/// Handles one message to the end (see [`process`]).
-async fn handle_to_the_end(
-    m: OwnedMessage,
-    handle: &Handle,
-    policy: &RetryPolicy,
-    producer: &FutureProducer,
-    dlq: &str,
-    shutdown: &watch::Receiver<bool>,
-) -> Handled {
-    let span = Span::current();
-    let dead = |ok: bool| if ok { Handled::DeadLettered } else { Handled::Abandoned };
-    let mut delay = policy.initial;
-    let mut attempt = 1u32;
-    loop {
-        span.record("vex.attempts", attempt);
-        match handle(m.clone()).await {
-            Ok(()) => return Handled::Done,
-            Err(HandleError::Permanent { reason, detail }) => {
-                span.record("vex.reason", reason.as_str());
-                return dead(dead_letter(producer, dlq, &m, reason, &detail, shutdown).await);
-            }
-            Err(HandleError::Transient(detail)) => {
-                if *shutdown.borrow() {
-                    return Handled::Abandoned;
-                }
-                if attempt >= policy.max_attempts {
-                    let detail = format!("{attempt} attempts; last: {detail}");
-                    span.record("vex.reason", RETRIES_EXHAUSTED.as_str());
-                    return dead(dead_letter(producer, dlq, &m, RETRIES_EXHAUSTED, &detail, shutdown).await);
-                }
-                crate::warn_event!(crate::telemetry::events::LogEvent::HandlerRetry, source = %source_name(&m), attempt, error = %detail, delay_ms = delay.as_millis() as u64, "message not handled; retrying");
-                let mut sd = shutdown.clone();
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = sd.changed() => return Handled::Abandoned,
-                }
-                delay = (delay * 2).min(policy.max);
-                attempt += 1;
-            }
-        }
-    }
-}
-
 /// Limits of one consumer's in-flight work.
 #[derive(Clone, Debug)]
 pub(super) struct Limits {
@@ -182,9 +95,6 @@ pub(super) async fn consume_loop(
     consumer: Arc<KConsumer>,
     tracker: Arc<Mutex<OffsetTracker>>,
     limits: Limits,
-    policy: RetryPolicy,
-    producer: FutureProducer,
-    dlq: String,
     drain_timeout: Duration,
     mut shutdown: watch::Receiver<bool>,
     handle: Handle,
@@ -192,7 +102,6 @@ pub(super) async fn consume_loop(
     let sem = Arc::new(Semaphore::new(limits.messages));
     let byte_units = limits.bytes.div_ceil(1024).max(1);
     let bytes = Arc::new(Semaphore::new(byte_units));
-    let (policy, dlq) = (Arc::new(policy), Arc::new(dlq));
     loop {
         // Too many offsets waiting on an unfinished earlier one: stop fetching until
         // that one is done (retries are bounded, so this ends).
@@ -251,9 +160,8 @@ pub(super) async fn consume_loop(
             }
         };
         let (consumer2, tracker2, handle2) = (consumer.clone(), tracker.clone(), handle.clone());
-        let (policy2, dlq2, producer2, shutdown2) = (policy.clone(), dlq.clone(), producer.clone(), shutdown.clone());
         tokio::spawn(async move {
-            let ok = process(m, &handle2, &policy2, &producer2, &dlq2, &shutdown2, name).await;
+            let ok = process(m, &handle2, name).await;
             if ok {
                 // Under the tracker's lock (`rd_kafka_offsets_store` only sets a field).
                 OffsetTracker::complete_and_store(&tracker2, &topic, partition, offset, |o| {

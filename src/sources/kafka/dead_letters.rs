@@ -7,10 +7,10 @@
 //! without it (header `vex-lens-value-truncated`); `true` only once the broker
 //! acknowledged the dead letter.
 
-use super::message::{correlation_of, source_name};
+use super::message::correlation_of;
 use super::produce::produce_acked;
 use crate::domain::codes::DeadLetterReason;
-use crate::telemetry::events::DeadLettered;
+use crate::ports::{DeadLetter, DeadLetterError, DeadLetterSink};
 use crate::telemetry::trace;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
@@ -26,8 +26,28 @@ pub const HEADER_SOURCE_PARTITION: &str = "vex-lens-source-partition";
 pub const HEADER_SOURCE_OFFSET: &str = "vex-lens-source-offset";
 pub const HEADER_VALUE_TRUNCATED: &str = "vex-lens-value-truncated";
 
-/// Sends a message to a dead-letter topic with its original headers plus the reason.
-pub(super) async fn dead_letter(
+/// The dead-letter sink of one consumed message: its topic's dead-letter topic.
+pub(super) struct MessageDeadLetters<'a> {
+    pub producer: &'a FutureProducer,
+    pub dlq: &'a str,
+    pub message: &'a OwnedMessage,
+    pub shutdown: &'a watch::Receiver<bool>,
+}
+
+#[async_trait::async_trait]
+impl DeadLetterSink for MessageDeadLetters<'_> {
+    async fn dead_letter(&self, letter: &DeadLetter) -> Result<(), DeadLetterError> {
+        match dead_letter(self.producer, self.dlq, self.message, letter.reason, &letter.detail, self.shutdown).await {
+            true => Ok(()),
+            false => Err(DeadLetterError::Abandoned),
+        }
+    }
+}
+
+/// Sends a message to a dead-letter topic with its original headers plus the reason
+/// (the flow has counted and logged it); `false` when the broker never acknowledged it
+/// (shutdown).
+async fn dead_letter(
     producer: &FutureProducer,
     dlq: &str,
     m: &OwnedMessage,
@@ -36,7 +56,6 @@ pub(super) async fn dead_letter(
     shutdown: &watch::Receiver<bool>,
 ) -> bool {
     let correlation = correlation_of(m);
-    let source = source_name(m);
     let span = tracing::info_span!(
         "vex.dead_letter",
         otel.kind = "producer",
@@ -45,7 +64,6 @@ pub(super) async fn dead_letter(
         vex.reason = reason.as_str(),
     );
     let entered = span.enter();
-    DeadLettered { source: &source, correlation_id: Some(&correlation), reason, detail }.emit();
     let detail: String = detail.chars().take(2000).collect();
     // The dead letter continues this service's trace: its own trace context replaces the
     // one it came with (kept as it was when traces are not exported).

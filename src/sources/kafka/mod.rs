@@ -2,8 +2,11 @@
 //! `<tenant>/<package>`, dead-letter bad input), the observations consumer (route to the
 //! artifact actors), topic creation, broker readiness. One job per module: [`consumer`]
 //! (the consume loop), [`offsets`] (which offsets may be stored), [`rebalance`]
-//! (revocation drain), [`topics`] (client set-up, readiness, topics), [`dead_letters`],
-//! [`documents`] and [`observations`] (the two handlers), [`message`] and [`produce`].
+//! (revocation drain), [`topics`] (client set-up, readiness, topics), [`dead_letters`]
+//! (the dead-letter sink of a message), [`bus`] (the observation bus), [`documents`]
+//! (a message to the ingest flow, `crate::ingest`) and [`observations`] (a message to
+//! the artifact actors), [`message`] and [`produce`]. The documents consumer is a
+//! thin source: the flow normalises, publishes, retries and dead-letters.
 //!
 //! Invariants: every observation this service produces carries an HMAC tag (header
 //! `vex-lens-mac`, [`crate::crypto::mac`]); an observation consumed without a valid tag
@@ -29,6 +32,7 @@
 //! dead letter all the original headers. A forged `traceparent` can only misplace spans
 //! in a trace.
 
+pub mod bus;
 pub mod consumer;
 pub mod dead_letters;
 mod documents;
@@ -39,7 +43,7 @@ mod produce;
 pub mod rebalance;
 pub mod topics;
 
-pub use consumer::{HandleError, RetryPolicy, RETRIES_EXHAUSTED, STORE_REJECTED};
+pub use bus::KafkaBus;
 pub use dead_letters::{
     HEADER_ERROR, HEADER_ERROR_DETAIL, HEADER_SOURCE_OFFSET, HEADER_SOURCE_PARTITION, HEADER_SOURCE_TOPIC,
     HEADER_VALUE_TRUNCATED,
@@ -51,9 +55,11 @@ pub use topics::{broker_metadata, create_producer, ensure_topics, wait_for_broke
 
 use crate::actors::Pipeline;
 use crate::config::Config;
+use crate::ingest::{Exhausted, Ingest, RetryPolicy};
+use crate::ports::SystemClock;
 use consumer::{consume_loop, Handle, Limits};
 use documents::handle_document;
-use observations::handle_observation;
+use observations::{handle_observation, Observations};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, Producer};
 use std::sync::{Arc, Mutex};
@@ -89,30 +95,61 @@ pub async fn run(
     let (docs, docs_tracker) = mk("vex-lens-documents", &cfg.kafka.topic, None, "documents")?;
     let (obs, obs_tracker) =
         mk("vex-lens-observations", &cfg.kafka.observations_topic, Some(pipeline.clone()), "observations")?;
-    let h_docs: Handle = {
-        let (p, pr, c, k, s) = (pipeline.clone(), producer.clone(), cfg.clone(), mac.clone(), shutdown.clone());
-        Arc::new(move |m| Box::pin(handle_document(m, p.clone(), pr.clone(), c.clone(), k.clone(), s.clone())))
-    };
-    let h_obs: Handle = {
-        let (p, c, k) = (pipeline.clone(), cfg.clone(), mac.clone());
-        Arc::new(move |m| Box::pin(handle_observation(m, p.clone(), c.clone(), k.clone())))
-    };
-    tracing::info!(event = "consuming", topic = %cfg.kafka.topic, observations_topic = %cfg.kafka.observations_topic, group = %cfg.kafka.group_id, "consuming");
     let k = &cfg.kafka;
-    let policy = RetryPolicy {
+    let retry = RetryPolicy {
         max_attempts: k.handler_max_attempts,
         initial: Duration::from_millis(k.handler_retry_initial_ms),
         max: Duration::from_millis(k.handler_retry_max_ms),
+        exhausted: Exhausted::DeadLetter,
     };
+    let bus = KafkaBus {
+        producer: producer.clone(),
+        topic: k.observations_topic.clone(),
+        mac: mac.clone(),
+        shutdown: shutdown.clone(),
+    };
+    let ingest = Ingest::new(
+        pipeline.clone(),
+        Arc::new(bus),
+        Arc::new(SystemClock),
+        cfg.ingest.max_message_bytes,
+        retry.clone(),
+        shutdown.clone(),
+    );
+    let h_docs: Handle = {
+        let (ingest, tenant, producer, dlq, shutdown) =
+            (ingest, cfg.ingest.tenant.clone(), producer.clone(), k.documents_dlq(), shutdown.clone());
+        let docs = Arc::new((ingest, tenant, producer, dlq, shutdown));
+        Arc::new(move |m| {
+            let docs = docs.clone();
+            Box::pin(async move {
+                let (ingest, tenant, producer, dlq, shutdown) = &*docs;
+                handle_document(m, ingest, tenant, producer, dlq, shutdown).await
+            })
+        })
+    };
+    let h_obs: Handle = {
+        let h = Arc::new(Observations {
+            pipeline: pipeline.clone(),
+            mac: mac.clone(),
+            max_bytes: cfg.ingest.max_message_bytes,
+            retry,
+            producer: producer.clone(),
+            dlq: k.observations_dlq(),
+            shutdown: shutdown.clone(),
+        });
+        Arc::new(move |m| {
+            let h = h.clone();
+            Box::pin(async move { handle_observation(m, &h).await })
+        })
+    };
+    tracing::info!(event = "consuming", topic = %cfg.kafka.topic, observations_topic = %cfg.kafka.observations_topic, group = %cfg.kafka.group_id, "consuming");
     let limits = |messages: usize| Limits { messages, bytes: k.max_in_flight_bytes, tracked: messages * 4 };
     let a = consume_loop(
         "documents",
         docs,
         docs_tracker,
         limits(k.max_in_flight_documents),
-        policy.clone(),
-        producer.clone(),
-        k.documents_dlq(),
         drain,
         shutdown.clone(),
         h_docs,
@@ -122,9 +159,6 @@ pub async fn run(
         obs,
         obs_tracker,
         limits(k.max_in_flight_observations),
-        policy,
-        producer.clone(),
-        k.observations_dlq(),
         drain,
         shutdown.clone(),
         h_obs,

@@ -1,39 +1,60 @@
 //! The observations consumer's handler: one message of the observations topic checked
-//! (tag, key, form) and applied by the package's artifact actor until durable.
+//! (tag, key, form) and applied by the package's artifact actor until durable, settled
+//! like a document (`crate::ingest::settle`); recovery after a failed write is the
+//! pipeline's (`Pipeline::apply_durable`).
 //!
 //! Invariants: an observation without a valid tag counts as unsigned whatever its
 //! signature claim; its message key must be its own `<tenant>/<package>`; its offset is
 //! its stream position (`provenance.sequence`, which orders record writes).
 
-use super::consumer::{HandleError, STORE_REJECTED};
+use super::dead_letters::MessageDeadLetters;
 use super::message::{correlation_of, source_name, timestamp_ms};
-use crate::actors::Pipeline;
-use crate::config::Config;
+use crate::actors::{Pipeline, PipelineError};
 use crate::crypto::mac::{ObservationMac, HEADER_MAC};
 use crate::domain::codes::DeadLetterReason;
 use crate::domain::model::Observation;
+use crate::ingest::settle::{self, Ack, Failure, Input, RetryPolicy};
+use crate::ingest::STORE_REJECTED;
 use crate::telemetry::trace::bounded;
 use rdkafka::message::{Headers, Message, OwnedMessage};
+use rdkafka::producer::FutureProducer;
 use std::sync::Arc;
+use tokio::sync::watch;
 use tracing::Span;
 
 /// Reason code of a message on the observations topic that is JSON but not a valid observation.
 pub const INVALID_OBSERVATION: DeadLetterReason = DeadLetterReason::InvalidObservation;
-/// Handles one observations-topic message: durable with its records, or why not.
-pub(super) async fn handle_observation(
-    m: OwnedMessage,
-    pipeline: Pipeline,
-    cfg: Arc<Config>,
-    mac: Arc<ObservationMac>,
-) -> Result<(), HandleError> {
+/// What the observations handler needs.
+pub(super) struct Observations {
+    pub pipeline: Pipeline,
+    pub mac: Arc<ObservationMac>,
+    pub max_bytes: usize,
+    pub retry: RetryPolicy,
+    pub producer: FutureProducer,
+    pub dlq: String,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// Handles one observations-topic message to the end: applied and durable with its
+/// records, or dead-lettered into the observations' dead-letter topic (retried while it
+/// fails transiently).
+pub(super) async fn handle_observation(m: OwnedMessage, h: &Observations) -> Ack {
+    let dead_letters = MessageDeadLetters { producer: &h.producer, dlq: &h.dlq, message: &m, shutdown: &h.shutdown };
+    let (name, correlation) = (source_name(&m), correlation_of(&m));
+    let input = Input { name: &name, correlation_id: Some(&correlation), at_ms: timestamp_ms(&m) };
+    settle::to_the_end(input, &h.retry, &dead_letters, &h.shutdown, || apply(&m, h)).await
+}
+
+/// One attempt: the observation checked and applied until durable, or why not.
+async fn apply(m: &OwnedMessage, h: &Observations) -> Result<(), Failure> {
     let payload = m.payload().unwrap_or_default();
-    if payload.len() > cfg.ingest.max_message_bytes {
-        let detail = format!("{} bytes, over the {}-byte limit", payload.len(), cfg.ingest.max_message_bytes);
-        return Err(HandleError::Permanent { reason: DeadLetterReason::TooLarge, detail });
+    if payload.len() > h.max_bytes {
+        let detail = format!("{} bytes, over the {}-byte limit", payload.len(), h.max_bytes);
+        return Err(Failure::Permanent { reason: DeadLetterReason::TooLarge, detail });
     }
     let tag = m.headers().and_then(|h| h.iter().find(|x| x.key.eq_ignore_ascii_case(HEADER_MAC)).and_then(|x| x.value));
     let authentic = |o: &Observation| match tag {
-        Some(t) => o.content_bytes().is_ok_and(|c| mac.verify(m.key().unwrap_or_default(), &c, t)),
+        Some(t) => o.content_bytes().is_ok_and(|c| h.mac.verify(m.key().unwrap_or_default(), &c, t)),
         None => false,
     };
     let mut o = match crate::actors::parse_observation(payload, authentic) {
@@ -44,7 +65,7 @@ pub(super) async fn handle_observation(
             } else {
                 DeadLetterReason::InvalidJson
             };
-            return Err(HandleError::Permanent { reason, detail });
+            return Err(Failure::Permanent { reason, detail });
         }
     };
     // The key decides the partition, so the instance that owns the package: it must be
@@ -53,18 +74,18 @@ pub(super) async fn handle_observation(
     if m.key() != Some(key.as_bytes()) {
         let got = m.key().map(String::from_utf8_lossy);
         let detail = format!("message key {got:?} is not the observation's {key:?} (<tenant>/<package>)");
-        return Err(HandleError::Permanent { reason: INVALID_OBSERVATION, detail });
+        return Err(Failure::Permanent { reason: INVALID_OBSERVATION, detail });
     }
     // Its position in the stream orders record writes; whatever the message said.
     o.provenance.sequence = Some(m.offset());
     if o.provenance.received_at_ms.is_none() {
-        o.provenance.received_at_ms = Some(timestamp_ms(&m));
+        o.provenance.received_at_ms = Some(timestamp_ms(m));
     }
     if o.provenance.source.is_none() {
-        o.provenance.source = Some(source_name(&m));
+        o.provenance.source = Some(source_name(m));
     }
     if o.provenance.correlation_id.is_none() {
-        o.provenance.correlation_id = Some(correlation_of(&m));
+        o.provenance.correlation_id = Some(correlation_of(m));
     }
     let span = Span::current();
     if !span.is_disabled() {
@@ -77,20 +98,12 @@ pub(super) async fn handle_observation(
         }
         span.record("vex.signature", tracing::field::debug(&o.signature.status));
     }
-    let rx = pipeline.route(o).await.map_err(|e| HandleError::Transient(format!("observation not routed: {e}")))?;
-    match rx.await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(rejected)) => {
-            pipeline.reset_actors();
-            Err(HandleError::Permanent { reason: STORE_REJECTED, detail: rejected.to_string() })
+    match h.pipeline.apply_durable(o).await {
+        Ok(()) => Ok(()),
+        Err(PipelineError::Rejected(rejected)) => {
+            Err(Failure::Permanent { reason: STORE_REJECTED, detail: rejected.to_string() })
         }
-        Err(_) => {
-            // Not durable (its batch was rejected because of another input, or the writer
-            // restarted): drop the actors' in-memory state, which may hold what the store
-            // does not, so that the retry rebuilds the package from the store and
-            // rewrites its records.
-            pipeline.reset_actors();
-            Err(HandleError::Transient("observation not made durable".into()))
-        }
+        Err(PipelineError::Unavailable(e)) => Err(Failure::Transient(format!("observation not routed: {e}"))),
+        Err(PipelineError::NotDurable) => Err(Failure::Transient("observation not made durable".into())),
     }
 }

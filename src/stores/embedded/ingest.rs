@@ -1,26 +1,15 @@
 //! What the embedded sources remember beside the store roles: the files already
-//! processed (by path and fingerprint) and the dead-lettered inputs.
+//! processed (by path and fingerprint, [`ProcessedFiles`]) and the dead-lettered inputs
+//! ([`DeadLetterSink`]).
 
 use super::err;
 use super::{EmbeddedStore, DEAD_LETTERS, FILES};
-use crate::ports::StoreError;
-use serde::{Deserialize, Serialize};
+use crate::ports::{DeadLetter, DeadLetterError, DeadLetterSink, ProcessedFiles, StoreError};
 
-/// One dead-lettered input of the embedded mode.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeadLetter {
-    pub source: String,
-    pub reason: crate::domain::codes::DeadLetterReason,
-    pub detail: String,
-    pub at_ms: i64,
-    /// The document's correlation id (minted by the service for files and stdin).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub correlation_id: Option<String>,
-}
-
-impl EmbeddedStore {
+#[async_trait::async_trait]
+impl ProcessedFiles for EmbeddedStore {
     /// Whether a file (by path, size and modification time) was already fully processed.
-    pub async fn file_seen(&self, path: &str, fingerprint: &str) -> Result<bool, StoreError> {
+    async fn file_seen(&self, path: &str, fingerprint: &str) -> Result<bool, StoreError> {
         let (path, fingerprint) = (path.to_string(), fingerprint.to_string());
         self.blocking(move |db| {
             let tx = db.begin_read().map_err(err)?;
@@ -31,7 +20,7 @@ impl EmbeddedStore {
     }
 
     /// Remembers that a file was fully processed.
-    pub async fn mark_file(&self, path: &str, fingerprint: &str) -> Result<(), StoreError> {
+    async fn mark_file(&self, path: &str, fingerprint: &str) -> Result<(), StoreError> {
         let (path, fingerprint) = (path.to_string(), fingerprint.to_string());
         self.blocking(move |db| {
             let tx = db.begin_write().map_err(err)?;
@@ -40,12 +29,19 @@ impl EmbeddedStore {
         })
         .await
     }
+}
 
-    /// Records a dead-lettered input.
-    pub async fn put_dead_letter(&self, d: &DeadLetter) -> Result<(), StoreError> {
-        self.put_json(DEAD_LETTERS, &format!("{:020}:{}:{}", d.at_ms, d.source, d.reason), d).await
+#[async_trait::async_trait]
+impl DeadLetterSink for EmbeddedStore {
+    /// Records a dead-lettered input (a store failure leaves it counted and logged only).
+    async fn dead_letter(&self, d: &DeadLetter) -> Result<(), DeadLetterError> {
+        self.put_json(DEAD_LETTERS, &format!("{:020}:{}:{}", d.at_ms, d.source, d.reason), d)
+            .await
+            .map_err(|e| DeadLetterError::NotStored(e.to_string()))
     }
+}
 
+impl EmbeddedStore {
     /// Every dead letter, oldest first.
     pub async fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
         self.read_all(DEAD_LETTERS).await
@@ -70,7 +66,7 @@ mod tests {
                 at_ms: 5,
                 correlation_id: Some("c-1".into()),
             };
-            store.put_dead_letter(&d).await.unwrap();
+            store.dead_letter(&d).await.unwrap();
         }
         let store = EmbeddedStore::open(dir.path()).unwrap();
         assert!(store.file_seen("/a.json", "1:2").await.unwrap());

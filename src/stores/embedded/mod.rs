@@ -23,7 +23,7 @@ mod schema;
 mod trust;
 mod verifications;
 
-pub use ingest::DeadLetter;
+pub use crate::ports::DeadLetter;
 
 use super::read_cache::ReadCache;
 use crate::ports::{StoreAdmin, StoreError};
