@@ -266,6 +266,12 @@ pub struct ApiConfig {
     /// Most trust changes (`PUT /v1/vex/trust/...`) per tenant per minute on one
     /// instance; more answer 429 (0: no limit).
     pub admin_changes_per_minute: u32,
+    /// Most export jobs (`POST /v1/vex/export`) per tenant per minute on one instance;
+    /// more answer 429 with `Retry-After` (0: no limit).
+    pub export_jobs_per_minute: u32,
+    /// Most simulations (`POST /v1/vex/simulate`) per tenant per minute on one instance;
+    /// more answer 429 with `Retry-After` (0: no limit).
+    pub simulations_per_minute: u32,
     /// How often an open change stream (`/v1/vex/consensus/stream`) reads the store for
     /// new changes.
     pub stream_poll_ms: u64,
@@ -302,6 +308,8 @@ impl Default for ApiConfig {
             default_page_size: 100,
             max_page_size: 1000,
             admin_changes_per_minute: 10,
+            export_jobs_per_minute: 6,
+            simulations_per_minute: 30,
             stream_poll_ms: 500,
             stream_heartbeat_secs: 15,
             max_streams: 64,
@@ -376,11 +384,18 @@ pub struct ExportConfig {
     /// Private key (PKCS#8 PEM, e.g. from `vex-lens keygen`) that signs every job's
     /// manifest; unsigned bundles when absent.
     pub sign_key: Option<PathBuf>,
+    /// Bundles kept per tenant: after each job the tenant's bundles beyond the newest
+    /// `keep_per_tenant` are deleted (their job records stay, with no files; 0: no count
+    /// limit).
+    pub keep_per_tenant: usize,
+    /// Bundles older than this many seconds are deleted after each job of their tenant
+    /// (0: no age limit).
+    pub max_age_secs: u64,
 }
 
 impl Default for ExportConfig {
     fn default() -> Self {
-        ExportConfig { dir: "./exports".into(), sign_key: None }
+        ExportConfig { dir: "./exports".into(), sign_key: None, keep_per_tenant: 20, max_age_secs: 7 * 86_400 }
     }
 }
 

@@ -98,3 +98,91 @@ fn export_jobs_write_verifiable_bundles_and_are_timed_counted_and_recorded() {
     assert_eq!(results, vec!["failure", "success"]);
     assert!(jobs.iter().any(|j| j["bundle_id"] == job["bundle_id"] && j["manifest"].as_str() == Some(&manifest)));
 }
+
+/// Issue 21 item 4: export bundles are kept per tenant up to `export.keep_per_tenant`
+/// (older ones deleted after each job, their records kept without files); export jobs and
+/// simulations are rate-limited per tenant (429 with `Retry-After`), another tenant unaffected.
+#[test]
+fn export_retention_and_per_tenant_rates() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (inbox, data, exports) = (tmp.path().join("in"), tmp.path().join("data"), tmp.path().join("exports"));
+    std::fs::create_dir_all(&inbox).unwrap();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for f in std::fs::read_dir(repo.join("examples")).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, inbox.join(f.file_name().unwrap())).unwrap();
+    }
+    let port = free_port();
+    let _child = KillOnDrop(
+        Command::new(BIN)
+            .args(["serve", "--ingest-dir", inbox.to_str().unwrap(), "--data-dir", data.to_str().unwrap()])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .env("VEXLENS_EXPORT__DIR", &exports)
+            .env("VEXLENS_EXPORT__KEEP_PER_TENANT", "2")
+            .env("VEXLENS_API__EXPORT_JOBS_PER_MINUTE", "3")
+            .env("VEXLENS_API__SIMULATIONS_PER_MINUTE", "2")
+            .current_dir(repo)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start serve"),
+    );
+    wait_for("the examples to be durable", Duration::from_secs(60), || {
+        let (_, m) = get(port, "/metrics")?;
+        (metric(&m, "vex_observations_applied_total")? >= 7.0).then_some(())
+    });
+    let bundles = || -> usize { std::fs::read_dir(&exports).map_or(0, |d| d.count()) };
+
+    // Three jobs: only the newest two bundles stay; the first job is still listed, without files.
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let (code, job) = post(port, "/v1/vex/export", "default", r#"{"format":"json"}"#);
+        assert_eq!(code, 200, "{job}");
+        ids.push(job["job_id"].as_str().unwrap().to_string());
+    }
+    assert_eq!(bundles(), 2, "keep_per_tenant = 2");
+    assert!(!exports.join(&ids[0]).exists() && exports.join(&ids[2]).exists());
+    let (code, first) = common::http_request(
+        &format!("127.0.0.1:{port}"),
+        "GET",
+        &format!("/v1/vex/exports/{}", ids[0]),
+        &[("X-Tenant", "default")],
+        "",
+    );
+    let first: serde_json::Value = serde_json::from_str(&first).unwrap();
+    assert_eq!((code, &first["files"]), (200, &serde_json::json!([])), "{first}");
+
+    // The fourth job this minute is refused before any work: 429 with Retry-After.
+    let addr = format!("127.0.0.1:{port}");
+    let raw = |path: &str, tenant: &str, body: &str| -> String {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        write!(
+            s,
+            "POST {path} HTTP/1.0\r\nHost: x\r\nX-Tenant: {tenant}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    };
+    let refused = raw("/v1/vex/export", "default", r#"{"format":"json"}"#);
+    assert!(refused.starts_with("HTTP/1.0 429"), "{refused}");
+    assert!(refused.to_ascii_lowercase().contains("retry-after:"), "{refused}");
+    assert!(refused.contains("api.export_jobs_per_minute"), "{refused}");
+    assert_eq!(bundles(), 2, "no job ran");
+    // Another tenant has its own minute (422: it has nothing to export, but it ran).
+    assert_eq!(post(port, "/v1/vex/export", "globex", r#"{"format":"openvex"}"#).0, 422);
+
+    // Simulate: 2 a minute for the tenant; a bad body is 400 and not counted.
+    let change = r#"{"issuer": {"id": "acme", "tier": "untrusted"}}"#;
+    assert!(raw("/v1/vex/simulate", "default", r#"{"issuer": 5}"#).starts_with("HTTP/1.0 400"));
+    for _ in 0..2 {
+        let ok = raw("/v1/vex/simulate", "default", change);
+        assert!(ok.starts_with("HTTP/1.0 200"), "{ok}");
+    }
+    let refused = raw("/v1/vex/simulate", "default", change);
+    assert!(refused.starts_with("HTTP/1.0 429") && refused.contains("api.simulations_per_minute"), "{refused}");
+    assert!(raw("/v1/vex/simulate", "globex", change).starts_with("HTTP/1.0 200"), "another tenant");
+}

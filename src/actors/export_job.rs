@@ -9,6 +9,9 @@
 //! ids are `<start ms>-<16 hex digits from the OS's CSPRNG>`, so instances sharing one
 //! store (and one export directory) never collide (64 random bits per millisecond). Each
 //! job is a `vex.export.job` span under the span of the request that asked for it.
+//! Retention: after each job, the bundles of its tenant beyond the newest
+//! `export.keep_per_tenant` or older than `export.max_age_secs` are deleted (their job
+//! records stay, with no files), so bundles never pile up without bound.
 
 use crate::crypto::SigningKey;
 use crate::domain::timestamp::Timestamp;
@@ -59,6 +62,58 @@ pub struct ExportJobActor {
     signer: Option<Arc<SigningKey>>,
     /// `mongodb` or `embedded` (recorded in the manifest).
     source: String,
+    retention: Retention,
+}
+
+/// How many bundles a tenant keeps and for how long (`export.keep_per_tenant`,
+/// `export.max_age_secs`; 0 turns either off).
+#[derive(Clone, Copy, Debug)]
+pub struct Retention {
+    pub keep_per_tenant: usize,
+    pub max_age_ms: i64,
+}
+
+/// The jobs whose bundles go: `jobs` (id, start ms) of one tenant, the newest
+/// `keep` kept (0: all by count), those started `max_age_ms` or longer before `now_ms`
+/// deleted (0: none by age).
+pub fn bundles_to_prune(jobs: &[(String, i64)], r: Retention, now_ms: i64) -> Vec<String> {
+    let mut by_age: Vec<&(String, i64)> = jobs.iter().collect();
+    by_age.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| b.0.cmp(&a.0)));
+    by_age
+        .into_iter()
+        .enumerate()
+        .filter(|(i, (_, started))| {
+            (r.keep_per_tenant > 0 && *i >= r.keep_per_tenant) || (r.max_age_ms > 0 && now_ms - started >= r.max_age_ms)
+        })
+        .map(|(_, (id, _))| id.clone())
+        .collect()
+}
+
+/// Deletes the bundles of `tenant` that [`bundles_to_prune`] names (a directory already
+/// gone is fine); returns how many directories were removed.
+async fn prune(jobs: &dyn ExportJobStore, dir: &std::path::Path, tenant: &str, r: Retention) -> usize {
+    let Ok(list) = jobs.list_export_jobs(tenant).await else {
+        return 0;
+    };
+    let ids: Vec<(String, i64)> = list.into_iter().map(|j| (j.job_id, j.started_at_ms)).collect();
+    let mut removed = 0;
+    for id in bundles_to_prune(&ids, r, crate::ports::now_ms()) {
+        // Job ids are ours (`<ms>-<hex>`): never a path of more than one component.
+        if id.is_empty() || id.contains(['/', '\\']) || id.starts_with('.') {
+            continue;
+        }
+        match tokio::fs::remove_dir_all(dir.join(&id)).await {
+            Ok(()) => removed += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                crate::warn_event!(crate::telemetry::events::LogEvent::ExportBundleNotDeleted, job = %id, error = %e, "expired export bundle not deleted");
+            }
+        }
+    }
+    if removed > 0 {
+        tracing::info!(event = "export_bundles_pruned", tenant, removed, "expired export bundles deleted");
+    }
+    removed
 }
 
 impl ExportJobActor {
@@ -68,8 +123,9 @@ impl ExportJobActor {
         dir: PathBuf,
         signer: Option<Arc<SigningKey>>,
         source: &str,
+        retention: Retention,
     ) -> Self {
-        ExportJobActor { records, jobs, dir, signer, source: source.to_string() }
+        ExportJobActor { records, jobs, dir, signer, source: source.to_string(), retention }
     }
 }
 
@@ -114,6 +170,7 @@ impl Handler<RunExportJob> for ExportJobActor {
             created_at: None,
         };
         let (store, jobs, signer) = (self.records.clone(), self.jobs.clone(), self.signer.clone());
+        let (dir, retention) = (self.dir.clone(), self.retention);
         let span = tracing::info_span!(
             parent: &msg.span,
             "vex.export.job",
@@ -174,6 +231,9 @@ impl Handler<RunExportJob> for ExportJobActor {
                 if let Err(e) = jobs.put_export_job(&job).await {
                     crate::warn_event!(crate::telemetry::events::LogEvent::ExportJobNotRecorded, job = %job.job_id, error = %e, "export job record not stored");
                 }
+                if let Some(t) = &job.tenant {
+                    prune(jobs.as_ref(), &dir, t, retention).await;
+                }
                 job_span.record("vex.records", job.records);
                 job_span.record("vex.outcome", job.result.as_str());
                 ExportJobOutcome { job, failure }
@@ -197,5 +257,20 @@ mod tests {
             assert_eq!(ms, "1700000000000", "the id starts with the start time");
             assert!(random.len() == 16 && random.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
         }
+    }
+
+    #[test]
+    fn retention_keeps_the_newest_and_the_young() {
+        let day = 86_400_000;
+        let now = 100 * day;
+        let jobs: Vec<(String, i64)> = (0..6).map(|i| (format!("j{i}"), now - i * day)).collect();
+        let r = |keep, max_age_ms| Retention { keep_per_tenant: keep, max_age_ms };
+        assert_eq!(bundles_to_prune(&jobs, r(4, 0), now), ["j4", "j5"], "beyond the newest 4");
+        assert_eq!(bundles_to_prune(&jobs, r(0, 3 * day), now), ["j3", "j4", "j5"], "3 days or older");
+        assert_eq!(bundles_to_prune(&jobs, r(5, 2 * day), now), ["j2", "j3", "j4", "j5"], "either rule");
+        assert!(bundles_to_prune(&jobs, r(0, 0), now).is_empty(), "both off");
+        let mut shuffled = jobs.clone();
+        shuffled.reverse();
+        assert_eq!(bundles_to_prune(&shuffled, r(4, 0), now), ["j4", "j5"], "by start time, not list order");
     }
 }

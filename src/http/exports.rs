@@ -9,6 +9,7 @@
 
 use super::auth::{Authorized, Export};
 use super::error::{ApiError, ErrorCode};
+use super::limits::Operation;
 use super::params::Params;
 use super::State;
 use crate::actors::export_job::{ExportJobOutcome, JobFailure, RunExportJob};
@@ -73,7 +74,8 @@ impl JobView {
     }
 }
 
-/// Runs an export job for the caller's tenant: 200 with the job when it succeeded, 422
+/// Runs an export job for the caller's tenant (at most `api.export_jobs_per_minute` per
+/// tenant, 429 above): 200 with the job when it succeeded, 422
 /// (`nothing_to_export`, the job in `job`) when no record matches a format that cannot be
 /// empty, 500 (`export_failed`, the job in `job`) when it failed otherwise, 503 when no
 /// export actor runs.
@@ -104,6 +106,13 @@ pub async fn run(
         }
     }
     let since = body.since.as_deref().map(Timestamp::parse).transpose().map_err(|e| ApiError::param("since", e))?;
+    let per_minute = state.api.export_jobs_per_minute;
+    state.rates.admit(Operation::ExportJob, &caller.tenant, per_minute, std::time::Instant::now()).map_err(|wait| {
+        ApiError::rate_limited(
+            format!("tenant {} ran {per_minute} export jobs this minute (api.export_jobs_per_minute)", caller.tenant),
+            wait,
+        )
+    })?;
     match addr
         .send(RunExportJob { format, tenant: Some(caller.tenant.clone()), since, span: tracing::Span::current() })
         .await

@@ -16,6 +16,7 @@ pub mod consensus;
 pub mod error;
 pub mod exports;
 pub mod health;
+pub mod limits;
 pub mod params;
 pub mod stream;
 pub mod trust;
@@ -119,6 +120,8 @@ pub struct State {
     pub api: ApiConfig,
     /// Change streams open now (bounded by `api.max_streams`, per tenant and per token).
     pub streams: stream::OpenStreams,
+    /// Per-tenant rates of export jobs and simulate.
+    pub rates: limits::Rates,
 }
 
 impl State {
@@ -286,6 +289,7 @@ pub fn serve(listen: &str, deps: ServerDeps) -> std::io::Result<(actix_web::dev:
         auth,
         api: deps.api,
         streams: stream::OpenStreams::default(),
+        rates: limits::Rates::default(),
     });
     let server = HttpServer::new(move || app(state.clone()))
         .on_connect(stream::on_connect)
@@ -346,6 +350,7 @@ mod tests {
             auth: auth::Auth::new(&ApiConfig::default()),
             api: ApiConfig::default(),
             streams: stream::OpenStreams::default(),
+            rates: limits::Rates::default(),
         });
         let app = actix_web::test::init_service(app(state)).await;
         for (method, path) in ROUTES {
@@ -404,6 +409,7 @@ mod tests {
             auth: auth::Auth::new(&api),
             api,
             streams: stream::OpenStreams::default(),
+            rates: limits::Rates::default(),
         });
         (dir, state)
     }

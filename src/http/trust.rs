@@ -145,7 +145,8 @@ struct Change {
 }
 
 /// `POST /v1/vex/simulate`: the pairs of the caller's tenant whose status or confidence
-/// the change would alter, before and after.
+/// the change would alter, before and after (at most `api.simulations_per_minute` per
+/// tenant, 429 above; a bad body is 400 and not counted).
 pub async fn simulate(
     caller: Authorized<Admin>,
     state: web::Data<State>,
@@ -154,6 +155,14 @@ pub async fn simulate(
     let policies = state.trust.policies();
     let before_policy = policies.for_tenant(&caller.tenant);
     let after_policy = changed_policy(policies.base(), &policies.trust(&caller.tenant), &body.changes()?)?;
+    let per_minute = state.api.simulations_per_minute;
+    let now = std::time::Instant::now();
+    state.rates.admit(super::limits::Operation::Simulate, &caller.tenant, per_minute, now).map_err(|wait| {
+        ApiError::rate_limited(
+            format!("tenant {} ran {per_minute} simulations this minute (api.simulations_per_minute)", caller.tenant),
+            wait,
+        )
+    })?;
     // The tenant's pairs, grouped by package.
     let mut by_package: BTreeMap<String, Vec<PairKey>> = BTreeMap::new();
     let mut after = None;

@@ -628,6 +628,7 @@ pub enum LogEvent {
     RevokeDrainIncomplete,
     TraceExportFailed,
     StreamClientStalled,
+    ExportBundleNotDeleted,
     // error
     ArtifactActorUnreachable,
     ApplyRejected,
@@ -646,7 +647,7 @@ pub enum LogEvent {
 }
 
 impl LogEvent {
-    pub const ALL: [LogEvent; 39] = [
+    pub const ALL: [LogEvent; 40] = [
         LogEvent::DeadLettered,
         LogEvent::StoreRetry,
         LogEvent::DsseVerificationFailed,
@@ -686,6 +687,7 @@ impl LogEvent {
         LogEvent::StreamReadFailed,
         LogEvent::TraceExportFailed,
         LogEvent::StreamClientStalled,
+        LogEvent::ExportBundleNotDeleted,
     ];
 
     /// The `event` field of the log line and the `event` label.
@@ -730,6 +732,7 @@ impl LogEvent {
             LogEvent::StreamReadFailed => "stream_read_failed",
             LogEvent::TraceExportFailed => "trace_export_failed",
             LogEvent::StreamClientStalled => "stream_client_stalled",
+            LogEvent::ExportBundleNotDeleted => "export_bundle_not_deleted",
         }
     }
 
