@@ -23,7 +23,8 @@
 #   VEXLENS_KAFKA_PORT          Kafka PLAINTEXT listener port (default 9092)
 #   VEXLENS_KAFKA_CONTROLLER_PORT  KRaft controller port (default 9093)
 #   VEXLENS_MONGO_PORT          MongoDB-wire listener port (default 27017)
-#   VEXLENS_KAFKA_VERSION       org.apache.kafka:kafka_2.13 version (default 3.9.2)
+#   VEXLENS_KAFKA_VERSION       org.apache.kafka:kafka_2.13 version (default 4.4.0, what CI
+#                               runs; 3.9.2 is still supported: the Kafka 3.x line)
 #   VEXLENS_KAFKA_HEAP          JVM heap for Kafka (default 512m)
 #   VEXLENS_SERVICES_TIMEOUT    seconds to wait for each server to be healthy (default 120)
 #   VEXLENS_PYMONGO_VERSION     pymongo used for the health ping (default 4.20.0)
@@ -41,7 +42,7 @@ SERVICES_DIR="${VEXLENS_SERVICES_DIR:-$REPO_DIR/.services}"
 KAFKA_PORT="${VEXLENS_KAFKA_PORT:-9092}"
 KAFKA_CONTROLLER_PORT="${VEXLENS_KAFKA_CONTROLLER_PORT:-9093}"
 MONGO_PORT="${VEXLENS_MONGO_PORT:-27017}"
-KAFKA_VERSION="${VEXLENS_KAFKA_VERSION:-3.9.2}"
+KAFKA_VERSION="${VEXLENS_KAFKA_VERSION:-4.4.0}"
 KAFKA_HEAP="${VEXLENS_KAFKA_HEAP:-512m}"
 TIMEOUT="${VEXLENS_SERVICES_TIMEOUT:-120}"
 PYMONGO_VERSION="${VEXLENS_PYMONGO_VERSION:-4.20.0}"
