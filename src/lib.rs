@@ -11,6 +11,8 @@ pub mod actors;
 #[cfg(feature = "service")]
 pub mod app;
 #[cfg(feature = "service")]
+pub mod backoff;
+#[cfg(feature = "service")]
 pub mod config;
 #[cfg(feature = "service")]
 pub mod export;

@@ -5,7 +5,7 @@
 //! (`actors::Writers`); the batch's encoding and IO run on tokio's worker threads.
 //!
 //! Invariants: one writer's writes happen in the order its messages arrived; a retriable
-//! store error is retried with exponential backoff forever (never dropped) while the
+//! store error is retried with jittered exponential backoff forever (never dropped) while the
 //! mailbox fills up and back-pressures the pipeline; a permanent one (`!is_retriable()`)
 //! never wedges the writer: the batch is written message by message, the input the store
 //! rejects on its own answers `Rejected` (its source dead-letters it), the rest of a
@@ -316,14 +316,15 @@ pub fn latest_per_pair(records: Vec<VersionedRecord>) -> Vec<VersionedRecord> {
 
 /// Runs `op` until it succeeds or fails permanently (`!is_retriable()`: returned; and
 /// [`crate::ports::INTERNAL_ERROR_ATTEMPTS`] internal errors in a row: returned as
-/// `Rejected`), with exponential backoff between attempts; an attempt that does not answer within
-/// `store_timeout` (doubled per attempt, up to 16x) counts as failed (retriably).
+/// `Rejected`), with jittered exponential backoff between attempts (`crate::backoff`);
+/// an attempt that does not answer within `store_timeout` (doubled per attempt, up to
+/// 16x) counts as failed (retriably).
 pub async fn retry<T, F, Fut>(settings: &WriterSettings, operation: &str, mut op: F) -> Result<T, StoreError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, StoreError>>,
 {
-    let mut delay = settings.retry_initial;
+    let mut delays = crate::backoff::delays(settings.retry_initial, settings.retry_max);
     let mut attempt = 1u32;
     // Internal errors in a row (bounded: see `StoreError::Internal`).
     let mut internal = 0u32;
@@ -345,9 +346,9 @@ where
             }
             Err(e) => {
                 internal = if matches!(e, StoreError::Internal(_)) { internal + 1 } else { 0 };
+                let delay = delays.next().unwrap_or(settings.retry_max);
                 StoreRetry { operation, attempt, error: &e.to_string(), delay }.emit();
                 tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(settings.retry_max);
                 attempt = attempt.saturating_add(1);
             }
         }

@@ -70,7 +70,8 @@ pub enum Exhausted {
 pub struct RetryPolicy {
     /// Attempts in all (at least 1).
     pub max_attempts: u32,
-    /// Delay before the second attempt, doubled per attempt up to `max`.
+    /// Delay before the second attempt, doubled per attempt up to `max`, with jitter
+    /// (`crate::backoff`).
     pub initial: Duration,
     pub max: Duration,
     pub exhausted: Exhausted,
@@ -106,7 +107,7 @@ where
     Fut: Future<Output = Result<(), Failure>>,
 {
     let span = tracing::Span::current();
-    let mut delay = policy.initial;
+    let mut delays = crate::backoff::delays(policy.initial, policy.max);
     let mut n = 1u32;
     loop {
         span.record("vex.attempts", n);
@@ -131,13 +132,13 @@ where
                         }
                     };
                 }
+                let delay = delays.next().unwrap_or(policy.max);
                 crate::warn_event!(crate::telemetry::events::LogEvent::HandlerRetry, source = input.name, attempt = n, error = %detail, delay_ms = delay.as_millis() as u64, "message not handled; retrying");
                 let mut sd = shutdown.clone();
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     _ = sd.changed() => return Ack::NotDone,
                 }
-                delay = (delay * 2).min(policy.max);
                 n += 1;
             }
         }

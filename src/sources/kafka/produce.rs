@@ -20,7 +20,7 @@ pub(super) async fn produce_acked(
     headers: Option<OwnedHeaders>,
     shutdown: &watch::Receiver<bool>,
 ) -> Result<(), KafkaError> {
-    let mut delay = Duration::from_millis(100);
+    let mut delays = crate::backoff::delays(Duration::from_millis(100), Duration::from_secs(5));
     loop {
         let mut rec: FutureRecord<[u8], [u8]> = FutureRecord::to(topic).payload(payload);
         if let Some(k) = key {
@@ -37,8 +37,7 @@ pub(super) async fn produce_acked(
                 if *shutdown.borrow() {
                     return Err(e);
                 }
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
+                tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(5))).await;
             }
         }
     }
