@@ -19,6 +19,8 @@ use crate::domain::timestamp::Timestamp;
 use serde_json::Value;
 use std::sync::Arc;
 
+type Bad<'a> = dyn Fn(String, &str) -> NormaliseError + 'a;
+
 pub fn normalise(
     name: &str,
     v: &Value,
@@ -45,32 +47,7 @@ pub fn normalise(
         if !st.is_object() {
             return Err(bad(path, "must be an object"));
         }
-        // Vulnerability: a string (v0.0.1) or an object with name/@id/aliases (v0.2.0).
-        let mut ids: Vec<String> = Vec::new();
-        match st.get("vulnerability") {
-            Some(Value::String(s)) => ids.push(s.clone()),
-            Some(Value::Object(o)) => {
-                for k in ["name", "@id"] {
-                    if let Some(s) = o.get(k).and_then(Value::as_str) {
-                        ids.push(s.to_string());
-                    }
-                }
-                match o.get("aliases") {
-                    Some(Value::Array(a)) => {
-                        for x in a {
-                            match x.as_str() {
-                                Some(s) => ids.push(s.to_string()),
-                                None => return Err(bad(format!("{path}.vulnerability.aliases"), "must be strings")),
-                            }
-                        }
-                    }
-                    Some(Value::Null) | None => {}
-                    Some(_) => return Err(bad(format!("{path}.vulnerability.aliases"), "must be an array")),
-                }
-            }
-            Some(_) => return Err(bad(format!("{path}.vulnerability"), "must be a string or an object")),
-            None => return Err(bad(format!("{path}.vulnerability"), "is required")),
-        }
+        let mut ids = vulnerability_ids(st, &path, &bad)?;
         // `@id` of a vulnerability is usually an IRI; keep only id-like values as aliases.
         ids.retain(|s| !s.contains("://"));
         if super::drop_long_ids(&mut ids, &path, &mut diagnostics) {
@@ -95,26 +72,10 @@ pub fn normalise(
         let impact_statement = str_field(st, "impact_statement").map(str::to_string);
         let action_statement = str_field(st, "action_statement").map(str::to_string);
         let st_ts = read_ts(st, "last_updated", name, &bad)?.or(read_ts(st, "timestamp", name, &bad)?);
-        let (timestamp, timestamp_source) = match (st_ts, doc_ts) {
-            (Some(t), _) => (t, TimestampSource::Statement),
-            (None, Some(t)) => (t, TimestampSource::Document),
-            (None, None) => {
-                diagnostics.push(Diagnostic {
-                    code: DiagnosticCode::NoTimestamp,
-                    message: format!("{path}: no statement or document timestamp; the Unix epoch is used"),
-                });
-                (Timestamp::EPOCH, TimestampSource::Epoch)
-            }
-        };
+        let (timestamp, timestamp_source) = statement_time(st_ts, doc_ts, &path, &mut diagnostics);
         // Statement-level subcomponents (v0.0.1) apply to every product.
         let mut stmt_scope = Vec::new();
-        if let Some(Value::Array(subs)) = st.get("subcomponents") {
-            for (i, s) in subs.iter().enumerate() {
-                if let Some(k) = product_key(s, &format!("{path}.subcomponents[{i}]"), &mut diagnostics) {
-                    stmt_scope.push(k.key);
-                }
-            }
-        }
+        push_subcomponents(st, &path, &mut stmt_scope, &mut diagnostics);
         let products = match st.get("products") {
             Some(Value::Array(a)) => a.as_slice(),
             Some(Value::Null) | None => &[],
@@ -137,13 +98,7 @@ pub fn normalise(
                 continue;
             };
             let mut scope = stmt_scope.clone();
-            if let Some(Value::Array(subs)) = p.get("subcomponents") {
-                for (i, s) in subs.iter().enumerate() {
-                    if let Some(k) = product_key(s, &format!("{ppath}.subcomponents[{i}]"), &mut diagnostics) {
-                        scope.push(k.key);
-                    }
-                }
-            }
+            push_subcomponents(p, &ppath, &mut scope, &mut diagnostics);
             scope.sort();
             scope.dedup();
             observations.push(Observation {
@@ -182,6 +137,69 @@ pub fn normalise(
         observations,
         diagnostics,
     })
+}
+
+/// A statement's vulnerability ids: a string (v0.0.1) or an object with name/@id/aliases
+/// (v0.2.0).
+fn vulnerability_ids(st: &Value, path: &str, bad: &Bad) -> Result<Vec<String>, NormaliseError> {
+    let mut ids: Vec<String> = Vec::new();
+    match st.get("vulnerability") {
+        Some(Value::String(s)) => ids.push(s.clone()),
+        Some(Value::Object(o)) => {
+            for k in ["name", "@id"] {
+                if let Some(s) = o.get(k).and_then(Value::as_str) {
+                    ids.push(s.to_string());
+                }
+            }
+            match o.get("aliases") {
+                Some(Value::Array(a)) => {
+                    for x in a {
+                        match x.as_str() {
+                            Some(s) => ids.push(s.to_string()),
+                            None => return Err(bad(format!("{path}.vulnerability.aliases"), "must be strings")),
+                        }
+                    }
+                }
+                Some(Value::Null) | None => {}
+                Some(_) => return Err(bad(format!("{path}.vulnerability.aliases"), "must be an array")),
+            }
+        }
+        Some(_) => return Err(bad(format!("{path}.vulnerability"), "must be a string or an object")),
+        None => return Err(bad(format!("{path}.vulnerability"), "is required")),
+    }
+    Ok(ids)
+}
+
+/// A statement's time: its own (`st_ts`), else the document's, else the Unix epoch
+/// (diagnosed).
+fn statement_time(
+    st_ts: Option<Timestamp>,
+    doc_ts: Option<Timestamp>,
+    path: &str,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> (Timestamp, TimestampSource) {
+    match (st_ts, doc_ts) {
+        (Some(t), _) => (t, TimestampSource::Statement),
+        (None, Some(t)) => (t, TimestampSource::Document),
+        (None, None) => {
+            diagnostics.push(Diagnostic {
+                code: DiagnosticCode::NoTimestamp,
+                message: format!("{path}: no statement or document timestamp; the Unix epoch is used"),
+            });
+            (Timestamp::EPOCH, TimestampSource::Epoch)
+        }
+    }
+}
+
+/// Pushes the keys of `v.subcomponents[]` (those that resolve) onto `scope`.
+fn push_subcomponents(v: &Value, path: &str, scope: &mut Vec<String>, diagnostics: &mut Vec<Diagnostic>) {
+    if let Some(Value::Array(subs)) = v.get("subcomponents") {
+        for (i, s) in subs.iter().enumerate() {
+            if let Some(k) = product_key(s, &format!("{path}.subcomponents[{i}]"), diagnostics) {
+                scope.push(k.key);
+            }
+        }
+    }
 }
 
 fn read_ts(
