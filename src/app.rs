@@ -363,3 +363,114 @@ async fn serve(
     server_handle.stop(true).await;
     Ok(())
 }
+
+/// The issuer names (id, display name, aliases) of each selected feed's configured
+/// issuer, which must be an issuer id of the directory.
+fn feed_issuer_names(
+    cfg: &Config,
+    policy: &Policy,
+    feeds: &[crate::config::FeedConfig],
+) -> anyhow::Result<Vec<Vec<String>>> {
+    feeds
+        .iter()
+        .map(|f| {
+            let Some(i) = policy.directory.issuers.iter().find(|i| i.id == f.issuer) else {
+                anyhow::bail!(
+                    "feed {:?}: issuer {:?} is not an issuer id of {}",
+                    f.name,
+                    f.issuer,
+                    cfg.consensus.issuers_file.display()
+                );
+            };
+            let mut names = vec![i.id.clone()];
+            names.extend((!i.display_name.is_empty()).then(|| i.display_name.clone()));
+            names.extend(i.aliases.iter().cloned());
+            Ok(names)
+        })
+        .collect()
+}
+
+/// The feeds `names` names (each must be configured), or every enabled feed when none.
+pub fn select_feeds(cfg: &Config, names: &[String]) -> anyhow::Result<Vec<crate::config::FeedConfig>> {
+    if names.is_empty() {
+        return Ok(cfg.feeds.iter().filter(|f| f.enabled).cloned().collect());
+    }
+    names
+        .iter()
+        .map(|n| {
+            cfg.feeds.iter().find(|f| &f.name == n).cloned().ok_or_else(|| {
+                let known: Vec<&str> = cfg.feeds.iter().map(|f| f.name.as_str()).collect();
+                anyhow::anyhow!("no feed {n:?} is configured (feeds: {known:?})")
+            })
+        })
+        .collect()
+}
+
+/// `vex-lens feed run --once`: checks each selected feed once (every failed document
+/// retried now), emitting into the embedded pipeline (or the MongoDB store) through the
+/// ingest flow, drains, and returns one summary per feed. Blocks the calling thread.
+pub fn run_feeds_once(cfg: Config, names: &[String]) -> anyhow::Result<Vec<crate::sources::feeds::Summary>> {
+    cfg.validate()?;
+    if cfg.source_mode() == SourceMode::Kafka {
+        anyhow::bail!("feed run emits into the embedded pipeline (no kafka.brokers) in this version");
+    }
+    let feeds = select_feeds(&cfg, names)?;
+    let policy = load_policy(&cfg)?;
+    let issuer_names = feed_issuer_names(&cfg, &policy, &feeds)?;
+    let sys = actix::System::with_tokio_rt(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .thread_name("vex-lens-worker")
+            .build()
+            .expect("tokio runtime")
+    });
+    let cfg = Arc::new(cfg);
+    let result = sys.block_on(async move {
+        let shutdown = shutdown_signal()?;
+        let (store, embedded) = connect_store(&cfg, &shutdown).await?;
+        let policies = Arc::new(crate::trust::Policies::new(policy));
+        let pipeline = Pipeline::start_with_policies(&store, policies.clone(), settings(&cfg));
+        let trust = crate::trust::TrustService::new(
+            store.trust.clone(),
+            store.observations.clone(),
+            policies.clone(),
+            Some(Arc::new(pipeline.clone())),
+            cfg.api.admin_changes_per_minute,
+        );
+        trust.refresh().await.context("reading the tenants' trust settings")?;
+        upgrade_store(&store, &policies).await?;
+        let ingest = crate::ingest::Ingest::new(
+            pipeline.clone(),
+            Arc::new(pipeline.clone()),
+            Arc::new(crate::ports::SystemClock),
+            cfg.ingest.max_message_bytes,
+            crate::ingest::RetryPolicy::once(),
+            shutdown.clone(),
+        );
+        let deps = crate::sources::feeds::FeedDeps {
+            state: Arc::new(crate::stores::feed_files::FeedFiles::under(&cfg.store.data_dir)),
+            ingest,
+            dead_letters: match &embedded {
+                Some(e) => Arc::new(e.clone()),
+                None => Arc::new(crate::ports::EventOnly),
+            },
+            clock: Arc::new(crate::ports::SystemClock),
+        };
+        let mut out = Vec::new();
+        for (f, names) in feeds.into_iter().zip(issuer_names) {
+            let tenant = f.tenant_or(&cfg.ingest.tenant).to_string();
+            let max = f.max_bytes(cfg.ingest.max_message_bytes);
+            let name = f.name.clone();
+            let source = crate::sources::feeds::FeedSource::new(f, tenant, names, max, deps.clone())
+                .with_context(|| format!("feed {name:?}"))?;
+            out.push(source.run_once(true).await);
+            if *shutdown.borrow() {
+                break;
+            }
+        }
+        pipeline.drain().await.context("draining the store writer")?;
+        Ok(out)
+    });
+    actix::System::current().stop();
+    result
+}

@@ -31,6 +31,9 @@ pub enum Command {
     /// Run the stream processor: Kafka documents topic (or, by default, a watched
     /// directory / NDJSON on stdin) to consensus records in MongoDB (or the embedded store).
     Serve(ServeArgs),
+    /// Pull VEX from the configured `[[feeds]]` (CSAF providers' distribution directories).
+    #[command(subcommand)]
+    Feed(FeedCommand),
     /// Print the current consensus records of a store (as `consensus` prints them).
     Records(RecordsArgs),
     /// Bring a store written by an older version to this one when start-up refuses to
@@ -38,6 +41,33 @@ pub enum Command {
     /// every record of their pairs), re-keys the rest, recomputes every record. Ingest the
     /// documents of the dropped observations again afterwards.
     Reindex(ReindexArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum FeedCommand {
+    /// Check feeds and emit their new and changed documents. With --once: every selected
+    /// feed once whatever its interval (failed documents retried now), then a JSON summary
+    /// per feed on stdout; exit 1 if any feed failed.
+    Run(FeedRunArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct FeedRunArgs {
+    /// Check each feed once and exit (required in this version; `serve` will run feeds
+    /// at their intervals).
+    #[arg(long)]
+    pub once: bool,
+    /// Feeds to run (default: every enabled feed).
+    pub names: Vec<String>,
+    /// Configuration file (as `serve`).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Directory of the embedded store; feed states are kept in its `feeds/`.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Log format on stderr (as `serve`).
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormatArg>,
 }
 
 #[derive(clap::Args, Debug)]

@@ -478,6 +478,165 @@ impl Default for TelemetryConfig {
     }
 }
 
+/// `kind` of a feed: the only kind so far is a CSAF provider's distribution directory
+/// (OASIS CSAF 2.0 section 7).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FeedKind {
+    Csaf,
+}
+
+/// A TLP label of a CSAF directory or document (`UNLABELED`: none given).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Tlp {
+    #[serde(rename = "CLEAR")]
+    Clear,
+    #[serde(rename = "WHITE")]
+    White,
+    #[serde(rename = "GREEN")]
+    Green,
+    #[serde(rename = "AMBER")]
+    Amber,
+    #[serde(rename = "AMBER+STRICT")]
+    AmberStrict,
+    #[serde(rename = "RED")]
+    Red,
+    #[serde(rename = "UNLABELED")]
+    Unlabeled,
+}
+
+impl Tlp {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tlp::Clear => "CLEAR",
+            Tlp::White => "WHITE",
+            Tlp::Green => "GREEN",
+            Tlp::Amber => "AMBER",
+            Tlp::AmberStrict => "AMBER+STRICT",
+            Tlp::Red => "RED",
+            Tlp::Unlabeled => "UNLABELED",
+        }
+    }
+
+    /// The label a string names (case-insensitive; `AMBER_STRICT`/`amber-strict` too).
+    pub fn from_label(s: &str) -> Option<Tlp> {
+        let u = s.trim().to_ascii_uppercase().replace(['_', '-'], "+");
+        [Tlp::Clear, Tlp::White, Tlp::Green, Tlp::Amber, Tlp::AmberStrict, Tlp::Red, Tlp::Unlabeled]
+            .into_iter()
+            .find(|t| t.as_str() == u)
+    }
+}
+
+fn default_feed_tlp() -> Vec<Tlp> {
+    vec![Tlp::Clear, Tlp::White, Tlp::Unlabeled]
+}
+fn default_feed_interval() -> String {
+    "1h".into()
+}
+fn default_feed_rate() -> f64 {
+    5.0
+}
+fn default_feed_timeout() -> String {
+    "30s".into()
+}
+fn default_true() -> bool {
+    true
+}
+
+/// `[[feeds]]`: one provider whose published VEX the service pulls (`vex-lens feed run`,
+/// docs/feeds.md). There is no switch that turns certificate checks off: a provider with
+/// a private CA is trusted through `ca_file`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeedConfig {
+    /// Names the feed in commands, state (`<data_dir>/feeds/<name>.json`), provenance
+    /// (`feed:<name>`) and metrics: 1 to 64 of `A-Z a-z 0-9 . _ -`.
+    pub name: String,
+    /// `csaf`: a CSAF provider's distribution directory.
+    pub kind: FeedKind,
+    /// The provider: a domain (`example.com`: its
+    /// `https://example.com/.well-known/csaf/provider-metadata.json`) or the `https://` URL
+    /// of its `provider-metadata.json`.
+    pub url: String,
+    /// Tenant the documents belong to (default: `ingest.tenant`).
+    #[serde(default)]
+    pub tenant: Option<String>,
+    /// The issuer id (of the issuer directory) the provider publishes as; its
+    /// `publisher.namespace` must name this issuer, or the feed stops.
+    pub issuer: String,
+    /// TLP labels allowed, of the directory and of each document (a document's own label
+    /// must be allowed too; none given is `UNLABELED`).
+    #[serde(default = "default_feed_tlp")]
+    pub tlp: Vec<Tlp>,
+    /// How often the feed is checked by `serve` (`30s`, `15m`, `6h`, `1d`).
+    #[serde(default = "default_feed_interval")]
+    pub interval: String,
+    /// First sync only: documents listed before this RFC 3339 time are not fetched.
+    #[serde(default)]
+    pub since: Option<String>,
+    /// Most requests per second to the provider.
+    #[serde(default = "default_feed_rate")]
+    pub rate: f64,
+    /// Longest a request may take, body included (`30s`).
+    #[serde(default = "default_feed_timeout")]
+    pub timeout: String,
+    /// Largest document fetched (default and maximum: `ingest.max_message_bytes`); a larger
+    /// one is a permanent `too_large` rejection, counted.
+    #[serde(default)]
+    pub max_document_bytes: Option<usize>,
+    /// PEM file of the CA certificate(s) the provider's certificate must chain to (then
+    /// the only roots trusted for this feed); unset: the platform's roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Run by `serve` and by `feed run` without names.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+}
+
+impl FeedConfig {
+    /// The feed's tenant (its own, else `ingest.tenant`).
+    pub fn tenant_or<'a>(&'a self, ingest_tenant: &'a str) -> &'a str {
+        self.tenant.as_deref().unwrap_or(ingest_tenant)
+    }
+    /// `interval` as a duration (validated at start).
+    pub fn interval_duration(&self) -> std::time::Duration {
+        parse_duration(&self.interval).unwrap_or(std::time::Duration::from_secs(3600))
+    }
+    /// `timeout` as a duration (validated at start).
+    pub fn timeout_duration(&self) -> std::time::Duration {
+        parse_duration(&self.timeout).unwrap_or(std::time::Duration::from_secs(30))
+    }
+    /// The largest document fetched.
+    pub fn max_bytes(&self, ingest_max: usize) -> usize {
+        self.max_document_bytes.unwrap_or(ingest_max)
+    }
+}
+
+/// A duration written `<n><unit>` with unit `ms`, `s`, `m`, `h` or `d` (`90s`, `6h`).
+pub fn parse_duration(s: &str) -> Option<std::time::Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit())?;
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().ok()?;
+    let ms = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return None,
+    };
+    Some(std::time::Duration::from_millis(n.checked_mul(ms)?))
+}
+
+/// Whether `n` is a feed name: 1 to 64 of `A-Z a-z 0-9 . _ -`, not starting with `.`.
+pub fn valid_feed_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 64
+        && !n.starts_with('.')
+        && n.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
 /// How the configuration file was found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -532,6 +691,8 @@ pub struct Config {
     pub export: ExportConfig,
     pub api: ApiConfig,
     pub telemetry: TelemetryConfig,
+    /// `[[feeds]]`: providers pulled by `vex-lens feed run` (and, later, `serve`).
+    pub feeds: Vec<FeedConfig>,
 }
 
 /// Where documents come from and where results go.
@@ -605,6 +766,95 @@ impl Config {
         } else {
             SourceMode::Embedded
         }
+    }
+
+    /// Checks `[[feeds]]`; the error names the key (`feeds.<key>`) and the feed.
+    fn validate_feeds(&self) -> Result<(), ConfigError> {
+        let inv = |key: &'static str, name: &str, reason: String| {
+            Err(ConfigError::Invalid { key, reason: format!("feed {name:?}: {reason}") })
+        };
+        let mut names = std::collections::BTreeSet::new();
+        for f in &self.feeds {
+            let n = f.name.as_str();
+            if !valid_feed_name(n) {
+                return inv(
+                    "feeds.name",
+                    n,
+                    "not a feed name: 1 to 64 of A-Z a-z 0-9 . _ -, not starting with .".into(),
+                );
+            }
+            if !names.insert(n) {
+                return inv("feeds.name", n, "configured twice".into());
+            }
+            let url = f.url.trim();
+            if url.is_empty() {
+                return inv("feeds.url", n, "must not be empty".into());
+            }
+            if url.contains("://") && !url.starts_with("https://") {
+                return inv("feeds.url", n, format!("{url:?}: only https:// (or a bare domain)"));
+            }
+            if !url.contains("://") && (url.contains('/') || url.contains(char::is_whitespace)) {
+                return inv("feeds.url", n, format!("{url:?} is neither a domain nor an https:// URL"));
+            }
+            if let Some(t) = &f.tenant {
+                if !valid_tenant(t) {
+                    return inv(
+                        "feeds.tenant",
+                        n,
+                        format!("{t:?} is not a tenant name: 1 to 128 of A-Z a-z 0-9 . _ -"),
+                    );
+                }
+            }
+            if f.issuer.trim().is_empty() {
+                return inv("feeds.issuer", n, "required: the issuer id of the issuer directory".into());
+            }
+            if f.tlp.is_empty() {
+                return inv("feeds.tlp", n, "must allow at least one label".into());
+            }
+            match parse_duration(&f.interval) {
+                Some(d) if d >= std::time::Duration::from_secs(1) => {}
+                _ => {
+                    return inv(
+                        "feeds.interval",
+                        n,
+                        format!("{:?} is not a duration of at least 1s (30s, 15m, 6h, 1d)", f.interval),
+                    )
+                }
+            }
+            match parse_duration(&f.timeout) {
+                Some(d) if d >= std::time::Duration::from_millis(100) => {}
+                _ => {
+                    return inv(
+                        "feeds.timeout",
+                        n,
+                        format!("{:?} is not a duration of at least 100ms (30s)", f.timeout),
+                    )
+                }
+            }
+            if !(f.rate > 0.0 && f.rate <= 1000.0) {
+                return inv("feeds.rate", n, format!("{} is not in (0, 1000] requests per second", f.rate));
+            }
+            if let Some(since) = &f.since {
+                if crate::domain::timestamp::Timestamp::parse(since).is_err() {
+                    return inv("feeds.since", n, format!("{since:?} is not an RFC 3339 time"));
+                }
+            }
+            if let Some(m) = f.max_document_bytes {
+                if m == 0 || m > self.ingest.max_message_bytes {
+                    return inv(
+                        "feeds.max_document_bytes",
+                        n,
+                        format!("{m} is not in 1..=ingest.max_message_bytes ({})", self.ingest.max_message_bytes),
+                    );
+                }
+            }
+            if let Some(p) = &f.ca_file {
+                if !p.is_file() {
+                    return inv("feeds.ca_file", n, format!("{} is not a file", p.display()));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Checks every value; the error names the key.
@@ -766,6 +1016,7 @@ impl Config {
         if a.retry_max_ms < a.retry_initial_ms {
             return inv("actors.retry_max_ms", "must be at least actors.retry_initial_ms".into());
         }
+        self.validate_feeds()?;
         let t = &self.telemetry;
         match crate::telemetry::trace::traces_url(&t.otlp_endpoint) {
             Err(e) => return inv("telemetry.otlp_endpoint", e.to_string()),
@@ -827,6 +1078,67 @@ mod tests {
             let e = parse(toml).unwrap().validate().unwrap_err().to_string();
             assert!(e.contains(key), "{toml}: {e}");
         }
+    }
+
+    /// `[[feeds]]`: every key parsed, defaults in code, unknown keys refused, each bad
+    /// value an error naming its key and the feed.
+    #[test]
+    fn feeds_are_parsed_and_checked() {
+        let ok = "[[feeds]]\nname = \"ciq\"\nkind = \"csaf\"\nurl = \"ciq.com\"\nissuer = \"ciq\"\n";
+        let c = parse(ok).unwrap();
+        c.validate().unwrap();
+        let f = &c.feeds[0];
+        assert_eq!(
+            (f.kind, f.tlp.clone(), f.enabled),
+            (FeedKind::Csaf, vec![Tlp::Clear, Tlp::White, Tlp::Unlabeled], true)
+        );
+        assert_eq!((f.interval_duration().as_secs(), f.timeout_duration().as_secs(), f.rate), (3600, 30, 5.0));
+        assert_eq!((f.tenant_or("default"), f.max_bytes(7)), ("default", 7));
+        let full = format!(
+            "{ok}tenant = \"acme\"\ntlp = [\"WHITE\", \"GREEN\"]\ninterval = \"15m\"\nsince = \"2024-01-01T00:00:00Z\"\n\
+             rate = 2.5\ntimeout = \"10s\"\nmax_document_bytes = 1000\nenabled = false\n"
+        );
+        let c = parse(&full).unwrap();
+        c.validate().unwrap();
+        assert_eq!(
+            (c.feeds[0].tlp.clone(), c.feeds[0].interval_duration().as_secs()),
+            (vec![Tlp::White, Tlp::Green], 900)
+        );
+        let e = parse(&format!("{ok}insecure = true\n")).unwrap_err().to_string();
+        assert!(e.contains("insecure"), "unknown keys are refused: {e}");
+        let e = parse("[[feeds]]\nname = \"x\"\nkind = \"rolie\"\nurl = \"a.b\"\nissuer = \"i\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("rolie"), "{e}");
+        let e = parse("[[feeds]]\nname = \"x\"\nkind = \"csaf\"\nurl = \"a.b\"\n").unwrap_err().to_string();
+        assert!(e.contains("issuer"), "the issuer is required: {e}");
+        for (extra, key) in [
+            ("url = \"http://ciq.com\"\n", "feeds.url"),
+            ("url = \"ciq.com/x y\"\n", "feeds.url"),
+            ("tenant = \"a/b\"\n", "feeds.tenant"),
+            ("tlp = []\n", "feeds.tlp"),
+            ("interval = \"soon\"\n", "feeds.interval"),
+            ("timeout = \"0s\"\n", "feeds.timeout"),
+            ("rate = 0.0\n", "feeds.rate"),
+            ("since = \"yesterday\"\n", "feeds.since"),
+            ("max_document_bytes = 999999999999\n", "feeds.max_document_bytes"),
+            ("ca_file = \"/nonexistent/ca.pem\"\n", "feeds.ca_file"),
+        ] {
+            let base = if extra.starts_with("url") { ok.replace("url = \"ciq.com\"\n", "") } else { ok.to_string() };
+            let e = parse(&format!("{base}{extra}")).unwrap().validate().unwrap_err().to_string();
+            assert!(e.contains(key) && e.contains("\"ciq\""), "{extra}: {e}");
+        }
+        let e = parse(&format!("{ok}{ok}")).unwrap().validate().unwrap_err().to_string();
+        assert!(e.contains("configured twice"), "{e}");
+        let e = parse(&ok.replace("\"ciq\"\nkind", "\"../x\"\nkind")).unwrap().validate().unwrap_err().to_string();
+        assert!(e.contains("feeds.name"), "{e}");
+        assert_eq!(parse_duration("500ms"), Some(std::time::Duration::from_millis(500)));
+        assert_eq!(parse_duration("2d"), Some(std::time::Duration::from_secs(172_800)));
+        assert_eq!((parse_duration("5"), parse_duration("s"), parse_duration("5w")), (None, None, None));
+        assert_eq!(
+            (Tlp::from_label("white"), Tlp::from_label("amber-strict")),
+            (Some(Tlp::White), Some(Tlp::AmberStrict))
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! One module per CLI command.
 pub mod consensus;
 pub mod export;
+pub mod feed;
 pub mod keygen;
 pub mod reindex;
 pub mod serve;

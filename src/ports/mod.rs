@@ -1,6 +1,7 @@
 //! Ports: the traits the pipeline and the API talk to: what the ingest flow needs from
 //! outside (the observation bus [`ObservationBus`], the dead-letter sink
-//! [`DeadLetterSink`], the watched directory's [`ProcessedFiles`], the clock [`Clock`])
+//! [`DeadLetterSink`], the watched directory's [`ProcessedFiles`], the feeds' [`FeedStateStore`], the clock
+//! [`Clock`])
 //! and the store, split by role, one
 //! small trait each ([`StoreAdmin`], [`ObservationStore`], [`RecordStore`] (records,
 //! history and the change stream), [`ConflictQueue`], [`TrustStore`],
@@ -22,6 +23,7 @@ mod conflicts;
 mod dead_letters;
 mod error;
 mod export_jobs;
+pub mod feed_state;
 mod observations;
 mod processed_files;
 mod records;
@@ -36,6 +38,7 @@ pub use conflicts::ConflictQueue;
 pub use dead_letters::{DeadLetter, DeadLetterError, DeadLetterSink, EventOnly};
 pub use error::{StoreError, INTERNAL_ERROR_ATTEMPTS};
 pub use export_jobs::{ExportJobRecord, ExportJobStore, JobResult};
+pub use feed_state::{FeedState, FeedStateError, FeedStateStore};
 pub use observations::ObservationStore;
 pub use processed_files::ProcessedFiles;
 pub use records::{

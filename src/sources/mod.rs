@@ -3,5 +3,6 @@
 //! context) for the ingest flow (`crate::ingest`) and acknowledges only what the flow
 //! says is settled; none imports a store or the actors' writer.
 
+pub mod feeds;
 pub mod files;
 pub mod kafka;

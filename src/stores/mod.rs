@@ -4,6 +4,7 @@
 
 pub mod contract;
 pub mod embedded;
+pub mod feed_files;
 pub mod mongo;
 pub mod read_cache;
 

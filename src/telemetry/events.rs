@@ -629,6 +629,9 @@ pub enum LogEvent {
     TraceExportFailed,
     StreamClientStalled,
     ExportBundleNotDeleted,
+    FeedRequestRetry,
+    FeedDocumentRejected,
+    FeedFailed,
     // error
     ArtifactActorUnreachable,
     ApplyRejected,
@@ -647,7 +650,7 @@ pub enum LogEvent {
 }
 
 impl LogEvent {
-    pub const ALL: [LogEvent; 40] = [
+    pub const ALL: [LogEvent; 43] = [
         LogEvent::DeadLettered,
         LogEvent::StoreRetry,
         LogEvent::DsseVerificationFailed,
@@ -688,6 +691,9 @@ impl LogEvent {
         LogEvent::TraceExportFailed,
         LogEvent::StreamClientStalled,
         LogEvent::ExportBundleNotDeleted,
+        LogEvent::FeedRequestRetry,
+        LogEvent::FeedDocumentRejected,
+        LogEvent::FeedFailed,
     ];
 
     /// The `event` field of the log line and the `event` label.
@@ -733,6 +739,9 @@ impl LogEvent {
             LogEvent::TraceExportFailed => "trace_export_failed",
             LogEvent::StreamClientStalled => "stream_client_stalled",
             LogEvent::ExportBundleNotDeleted => "export_bundle_not_deleted",
+            LogEvent::FeedRequestRetry => "feed_request_retry",
+            LogEvent::FeedDocumentRejected => "feed_document_rejected",
+            LogEvent::FeedFailed => "feed_failed",
         }
     }
 

@@ -1,0 +1,197 @@
+//! A CSAF provider for the feed tests: a real HTTPS server (hyper 1 over tokio-rustls with
+//! ring, its certificate issued by a test CA made with rcgen) on loopback, serving a
+//! provider directory that the test builds from the shared corpus (files named per the
+//! spec, year folders, `.sha256`/`.sha512`, `index.txt`, `changes.csv`,
+//! `provider-metadata.json`), with conditional answers (ETag, Last-Modified, 304) and
+//! faults a test can inject per path. It records every request it sees.
+//!
+//! Invariants: it binds 127.0.0.1 only; it serves only files under its root (a path with
+//! `..` is 400); every request is recorded with its conditional headers and the status
+//! answered, before the answer is sent.
+#![allow(dead_code)]
+
+use http_body_util::Full;
+use hyper::body::Bytes;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// One request as the server saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Seen {
+    pub path: String,
+    pub if_none_match: Option<String>,
+    pub if_modified_since: Option<String>,
+    pub status: u16,
+}
+
+impl Seen {
+    pub fn conditional(&self) -> bool {
+        self.if_none_match.is_some() || self.if_modified_since.is_some()
+    }
+}
+
+/// A fault served instead of the file, `times` times (then the file again).
+#[derive(Clone, Debug)]
+pub enum Fault {
+    /// This status, empty body.
+    Status(u16),
+    /// 429 with `Retry-After: <secs>`.
+    TooMany(u64),
+    /// A 302 to this location.
+    Redirect(String),
+}
+
+/// The running provider.
+pub struct Provider {
+    pub port: u16,
+    pub root: PathBuf,
+    /// PEM of the CA that issued the server's certificate (`ca_file`).
+    pub ca_pem: String,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    faults: Arc<Mutex<BTreeMap<String, (Fault, usize)>>>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl Provider {
+    /// Starts a provider serving the files under `root` (URL path = path under root).
+    pub fn start(root: &Path) -> Provider {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params.distinguished_name.push(rcgen::DnType::CommonName, "vex-lens test CSAF provider CA");
+        let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+        let leaf_key = rcgen::KeyPair::generate().unwrap();
+        let leaf =
+            rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap().signed_by(&leaf_key, &ca).unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![leaf.der().clone()], key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let faults: Arc<Mutex<BTreeMap<String, (Fault, usize)>>> = Arc::default();
+        let (s, f, r) = (seen.clone(), faults.clone(), root.to_path_buf());
+        runtime.spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else { continue };
+                let (acceptor, s, f, r) = (acceptor.clone(), s.clone(), f.clone(), r.clone());
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else { return };
+                    let service = hyper::service::service_fn(move |req| {
+                        let (s, f, r) = (s.clone(), f.clone(), r.clone());
+                        async move { Ok::<_, std::convert::Infallible>(answer(&req, &r, &s, &f)) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                        .await;
+                });
+            }
+        });
+        Provider { port, root: root.to_path_buf(), ca_pem: ca.pem(), seen, faults, _runtime: runtime }
+    }
+
+    /// `https://localhost:<port>`.
+    pub fn origin(&self) -> String {
+        format!("https://localhost:{}", self.port)
+    }
+
+    /// Every request seen so far, in order.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// Forgets the requests seen.
+    pub fn clear(&self) {
+        self.seen.lock().unwrap().clear();
+    }
+
+    /// Serves `fault` for the URL path `path` the next `times` times.
+    pub fn fault(&self, path: &str, fault: Fault, times: usize) {
+        self.faults.lock().unwrap().insert(path.to_string(), (fault, times));
+    }
+}
+
+/// A strong ETag of a body.
+fn etag(body: &[u8]) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, body);
+    format!("\"{}\"", hex::encode(&d.as_ref()[..12]))
+}
+
+/// The file's modification time as an HTTP date.
+fn http_date(path: &Path) -> Option<String> {
+    let m = std::fs::metadata(path).ok()?.modified().ok()?;
+    let t = time::OffsetDateTime::from(m);
+    let f = time::macros::format_description!(
+        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+    );
+    t.format(&f).ok()
+}
+
+fn answer(
+    req: &hyper::Request<hyper::body::Incoming>,
+    root: &Path,
+    seen: &Mutex<Vec<Seen>>,
+    faults: &Mutex<BTreeMap<String, (Fault, usize)>>,
+) -> hyper::Response<Full<Bytes>> {
+    let path = req.uri().path().to_string();
+    let header = |h: &str| req.headers().get(h).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let (inm, ims) = (header("if-none-match"), header("if-modified-since"));
+    let respond = |status: u16, headers: Vec<(&str, String)>, body: Vec<u8>| {
+        seen.lock().unwrap().push(Seen {
+            path: path.clone(),
+            if_none_match: inm.clone(),
+            if_modified_since: ims.clone(),
+            status,
+        });
+        let mut b = hyper::Response::builder().status(status);
+        for (k, v) in headers {
+            b = b.header(k, v);
+        }
+        b.body(Full::new(Bytes::from(body))).unwrap()
+    };
+    let fault = {
+        let mut f = faults.lock().unwrap();
+        match f.get_mut(&path) {
+            Some((fault, n)) if *n > 0 => {
+                *n -= 1;
+                Some(fault.clone())
+            }
+            _ => None,
+        }
+    };
+    if path.split('/').any(|s| s == "..") {
+        return respond(400, vec![], vec![]);
+    }
+    let file = root.join(path.trim_start_matches('/'));
+    match fault {
+        Some(Fault::Status(s)) => return respond(s, vec![], vec![]),
+        Some(Fault::TooMany(secs)) => return respond(429, vec![("retry-after", secs.to_string())], vec![]),
+        Some(Fault::Redirect(to)) => return respond(302, vec![("location", to)], vec![]),
+        None => {}
+    }
+    let Ok(body) = std::fs::read(&file) else { return respond(404, vec![], vec![]) };
+    let tag = etag(&body);
+    let modified = http_date(&file);
+    let not_modified = match (&inm, &ims) {
+        (Some(i), _) => i.split(',').any(|t| t.trim() == tag),
+        (None, Some(m)) => modified.as_deref() == Some(m.as_str()),
+        (None, None) => false,
+    };
+    let mut headers = vec![("etag", tag)];
+    if let Some(m) = modified {
+        headers.push(("last-modified", m));
+    }
+    if not_modified {
+        return respond(304, headers, vec![]);
+    }
+    respond(200, headers, body)
+}
