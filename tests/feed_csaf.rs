@@ -87,7 +87,7 @@ impl Directory {
 
 /// Builds the provider from the CIQ corpus: returns the directory and the plain copies of
 /// the documents (for `vex-lens consensus`).
-fn build(provider: &Provider, root: &Path, plain: &Path) -> Directory {
+fn build(provider: &Provider, root: &Path, plain: &Path, take: usize) -> Directory {
     let base = root.join(".well-known/csaf");
     let dir = base.join("white");
     std::fs::create_dir_all(&dir).unwrap();
@@ -112,7 +112,7 @@ fn build(provider: &Provider, root: &Path, plain: &Path) -> Directory {
         .filter(|p| p.extension().is_some_and(|e| e == "json"))
         .collect();
     files.sort();
-    for f in files {
+    for f in files.into_iter().take(take) {
         let bytes = std::fs::read(&f).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         let t = &v["document"]["tracking"];
@@ -126,13 +126,14 @@ fn build(provider: &Provider, root: &Path, plain: &Path) -> Directory {
     d
 }
 
-fn write_config(tmp: &Path, provider: &Provider) -> PathBuf {
+fn write_config(tmp: &Path, provider: &Provider, extra: &str) -> PathBuf {
     let ca = tmp.join("ca.pem");
     std::fs::write(&ca, &provider.ca_pem).unwrap();
     let issuers = tmp.join("issuers.toml");
     std::fs::write(
         &issuers,
-        "[[issuers]]\nid = \"ciq\"\ndisplay_name = \"CIQ\"\ntier = \"trusted\"\naliases = [\"https://www.ciq.com\"]\n",
+        "[[issuers]]\nid = \"ciq\"\ndisplay_name = \"CIQ\"\ntier = \"trusted\"\naliases = [\"https://www.ciq.com\"]\n\n\
+         [[issuers]]\nid = \"other\"\ntier = \"known\"\naliases = [\"https://other.example\"]\n",
     )
     .unwrap();
     let cfg = tmp.join("vex-lens.toml");
@@ -141,7 +142,7 @@ fn write_config(tmp: &Path, provider: &Provider) -> PathBuf {
         format!(
             "[consensus]\nissuers_file = {:?}\n\n[store]\ndata_dir = {:?}\n\n[[feeds]]\nname = \"ciq\"\nkind = \"csaf\"\n\
              url = \"{}/.well-known/csaf/provider-metadata.json\"\nissuer = \"ciq\"\nrate = 500.0\ntimeout = \"10s\"\n\
-             ca_file = {:?}\n",
+             ca_file = {:?}\n{extra}",
             issuers.display().to_string(),
             tmp.join("data").display().to_string(),
             provider.origin(),
@@ -152,15 +153,24 @@ fn write_config(tmp: &Path, provider: &Provider) -> PathBuf {
     cfg
 }
 
-/// Runs `feed run --once`; its summary of feed `ciq`.
-fn feed_run(cfg: &Path) -> serde_json::Value {
-    let out = vex_lens(&["feed", "run", "--once", "--log-format", "json", "--config", cfg.to_str().unwrap()]);
+/// Runs `feed run --once` (the feeds named, default every enabled one); the exit code
+/// and the summaries.
+fn feed_run_all(cfg: &Path, names: &[&str]) -> (i32, Vec<serde_json::Value>) {
+    let mut args = vec!["feed", "run", "--once", "--log-format", "json", "--config", cfg.to_str().unwrap()];
+    args.extend_from_slice(names);
+    let out = vex_lens(&args);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "feed run failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    let line = stdout.lines().next().unwrap_or_else(|| panic!("no summary: {}", String::from_utf8_lossy(&out.stderr)));
-    let v: serde_json::Value = serde_json::from_str(line).unwrap();
-    assert_eq!(v["feed"], "ciq");
-    v
+    let summaries: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(!summaries.is_empty(), "no summary: {}", String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), summaries)
+}
+
+/// Runs `feed run --once ciq`, which must succeed; its summary.
+fn feed_run(cfg: &Path) -> serde_json::Value {
+    let (code, mut s) = feed_run_all(cfg, &["ciq"]);
+    assert_eq!(code, 0, "feed run failed: {s:?}");
+    assert_eq!(s[0]["feed"], "ciq");
+    s.remove(0)
 }
 
 fn lines(out: std::process::Output, what: &str) -> Vec<String> {
@@ -197,10 +207,10 @@ fn a_feed_is_pulled_incrementally_and_stores_what_consensus_computes() {
     std::fs::create_dir_all(&root).unwrap();
     let provider = Provider::start(&root);
     let plain = tmp.join("plain");
-    let mut dir = build(&provider, &root, &plain);
+    let mut dir = build(&provider, &root, &plain, usize::MAX);
     let n = dir.rows.len() as u64;
     assert!(n >= 40, "the CIQ corpus has {n} documents");
-    let cfg = write_config(tmp, &provider);
+    let cfg = write_config(tmp, &provider, "");
 
     // First sync: metadata, changes.csv, index.txt, then every document and its hashes.
     let s = feed_run(&cfg);
@@ -289,4 +299,123 @@ fn a_feed_is_pulled_incrementally_and_stores_what_consensus_computes() {
     assert_eq!(records(tmp), consensus(tmp, &cfg, &plain), "equal again");
     // The rejected paths stay rejected: not retried, never requested.
     assert!(provider.seen().iter().all(|r| !r.path.contains("outside") && !r.path.contains("evil")));
+}
+
+/// Each fault with its expected outcome: 404 (rejected `not_found`, retried), 503 twice
+/// then 200 (emitted once), 429 with `Retry-After` (waited, emitted), a redirect (not
+/// followed: rejected `redirect`, retried), a truncated body (retried; still truncated on
+/// every attempt: rejected, retried next run), an AMBER document in the WHITE folder
+/// (skipped `tlp_not_allowed`), another publisher (skipped `publisher_mismatch`), a stale
+/// document (deferred, emitted once fresh), duplicate and malformed rows (counted,
+/// skipped), a rewinding `changes.csv` (reconciled against `index.txt`), and a feed whose
+/// configured issuer the provider's namespace does not name (that feed stops, exit 1, the
+/// other feed goes on).
+#[test]
+fn faults_are_rejected_retried_skipped_or_deferred_as_the_rules_say() {
+    use csaf_provider::Fault;
+    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tmp.path();
+    let root = tmp.join("www");
+    std::fs::create_dir_all(&root).unwrap();
+    let provider = Provider::start(&root);
+    let plain = tmp.join("plain");
+    let mut dir = build(&provider, &root, &plain, 10);
+    let cfg = write_config(
+        tmp,
+        &provider,
+        &format!(
+            "\n[[feeds]]\nname = \"wrong-issuer\"\nkind = \"csaf\"\nurl = \"{}/.well-known/csaf/provider-metadata.json\"\n\
+             issuer = \"other\"\nca_file = {:?}\n",
+            provider.origin(),
+            tmp.join("ca.pem").display().to_string()
+        ),
+    );
+    let rel = |i: usize| dir.rows.iter().map(|r| r.0.clone()).collect::<Vec<_>>()[i].clone();
+    let url = |r: &str| format!("/.well-known/csaf/white/{r}");
+    let (a, b, c, d, e, f, g, h) = (rel(0), rel(1), rel(2), rel(3), rel(4), rel(5), rel(6), rel(7));
+    provider.fault(&url(&a), Fault::Status(404), 1);
+    provider.fault(&url(&b), Fault::Status(503), 2);
+    provider.fault(&url(&c), Fault::TooMany(1), 1);
+    provider.fault(&url(&d), Fault::Redirect(format!("{}/elsewhere/{d}", provider.origin())), 1);
+    provider.fault(&url(&e), Fault::Truncated, 4);
+    let edit = |dir: &Directory, r: &str, change: &dyn Fn(&mut serde_json::Value)| {
+        let p = dir.dir.join(r);
+        let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+        change(&mut v);
+        dir.put(r, &serde_json::to_vec_pretty(&v).unwrap(), None);
+    };
+    edit(&dir, &f, &|v| v["document"]["distribution"]["tlp"]["label"] = "AMBER".into());
+    edit(&dir, &g, &|v| v["document"]["publisher"]["namespace"] = "https://impostor.example".into());
+    // Listed later than the document says it was released: a stale cache.
+    dir.relist(&h, "2026-09-05T00:00:00Z");
+    dir.write_lists(true);
+    let mut changes = std::fs::read_to_string(dir.dir.join("changes.csv")).unwrap();
+    let first_row = changes.lines().next().unwrap().to_string();
+    changes.push_str(&format!("{first_row}\n\"2026/bad.json\"\nnot,a,row\n"));
+    std::fs::write(dir.dir.join("changes.csv"), changes).unwrap();
+
+    let started = std::time::Instant::now();
+    let (code, s) = feed_run_all(&cfg, &[]);
+    assert_eq!(code, 1, "a failed feed makes the run fail: {s:?}");
+    let other = s.iter().find(|x| x["feed"] == "wrong-issuer").unwrap();
+    assert_eq!(
+        (other["ok"].as_bool(), other["error_code"].as_str()),
+        (Some(false), Some("publisher_mismatch")),
+        "{other}"
+    );
+    assert_eq!(other["fetched"].as_u64(), Some(0), "{other}");
+    let s = s.iter().find(|x| x["feed"] == "ciq").unwrap().clone();
+    assert_eq!(s["ok"].as_bool(), Some(true), "the other feed goes on: {s}");
+    assert!(started.elapsed() >= std::time::Duration::from_secs(1), "Retry-After: 1 was waited for");
+    for (k, want) in [("not_found", 1), ("redirect", 1), ("fetch_failed", 1)] {
+        assert_eq!(count(&s, "rejected", k), want, "{k}: {s}");
+    }
+    assert_eq!(count(&s, "skipped", "tlp_not_allowed"), 1, "{s}");
+    assert_eq!(count(&s, "skipped", "publisher_mismatch"), 1, "{s}");
+    assert_eq!(
+        (s["deferred"].as_u64(), s["malformed_rows"].as_u64(), s["duplicate_rows"].as_u64()),
+        (Some(1), Some(2), Some(1)),
+        "{s}"
+    );
+    // 10 documents: a, d, e rejected, f, g skipped, h deferred; b (after two 503s), c
+    // (after a 429) and the other two emitted.
+    assert_eq!(s["emitted"].as_u64(), Some(4), "{s}");
+    assert_eq!(
+        (count(&s, "requests", "503"), count(&s, "requests", "429"), count(&s, "requests", "302")),
+        (2, 1, 1),
+        "{s}"
+    );
+    assert!(provider.seen().iter().all(|r| !r.path.starts_with("/elsewhere")), "the redirect was not followed");
+
+    // The faults are gone and h is fresh: the rejected and the deferred are retried and
+    // emitted once; the skipped ones are settled and not fetched again.
+    edit(&dir, &h, &|v| v["document"]["tracking"]["current_release_date"] = "2026-09-05T00:00:00Z".into());
+    provider.clear();
+    let s = feed_run(&cfg);
+    assert_eq!((s["fetched"].as_u64(), s["emitted"].as_u64()), (Some(4), Some(4)), "{s}");
+    let docs: Vec<String> = provider.seen().iter().map(|r| r.path.clone()).filter(|p| p.ends_with(".json")).collect();
+    for r in [&f, &g] {
+        assert!(!docs.contains(&url(r)), "skipped documents are not fetched again: {docs:?}");
+    }
+    let s = feed_run(&cfg);
+    assert_eq!((s["fetched"].as_u64(), s["emitted"].as_u64()), (Some(0), Some(0)), "{s}");
+
+    // changes.csv rewinds (rows gone, its newest row older than the watermark) while
+    // index.txt gains a document: reconciled, only that document fetched.
+    let extra = "2026/cve-2026-00001.json";
+    let bytes = std::fs::read(dir.dir.join(&a)).unwrap();
+    let mut v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    v["document"]["tracking"]["id"] = "CVE-2026-00001".into();
+    v["document"]["tracking"]["initial_release_date"] = "2026-01-01T00:00:00Z".into();
+    dir.put(extra, &serde_json::to_vec_pretty(&v).unwrap(), None);
+    let mut index = std::fs::read_to_string(dir.dir.join("index.txt")).unwrap();
+    index.push_str(&format!("{extra}\n"));
+    std::fs::write(dir.dir.join("index.txt"), index).unwrap();
+    let rows: Vec<String> = dir.rows.iter().skip(3).map(|(p, _)| format!("{p},2020-01-01T00:00:00Z")).collect();
+    std::fs::write(dir.dir.join("changes.csv"), rows.join("\n") + "\n").unwrap();
+    provider.clear();
+    let s = feed_run(&cfg);
+    assert_eq!(s["rewinds"].as_u64(), Some(1), "{s}");
+    assert_eq!((s["fetched"].as_u64(), s["emitted"].as_u64()), (Some(1), Some(1)), "{s}");
+    assert!(provider.seen().iter().any(|r| r.path.ends_with(extra) && r.status == 200));
 }

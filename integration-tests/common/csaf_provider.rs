@@ -40,6 +40,39 @@ pub enum Fault {
     TooMany(u64),
     /// A 302 to this location.
     Redirect(String),
+    /// A 200 announcing the file's whole length, sending half of it, then breaking the
+    /// connection.
+    Truncated,
+}
+
+type Body = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
+
+fn full(bytes: Vec<u8>) -> Body {
+    use http_body_util::BodyExt;
+    Full::new(Bytes::from(bytes)).map_err(|never| match never {}).boxed()
+}
+
+/// Half a body, then an error: hyper breaks the connection before the announced length.
+struct HalfThenBreak {
+    half: Option<Bytes>,
+    announced: u64,
+}
+
+impl hyper::body::Body for HalfThenBreak {
+    type Data = Bytes;
+    type Error = std::io::Error;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, std::io::Error>>> {
+        std::task::Poll::Ready(Some(match self.half.take() {
+            Some(h) => Ok(hyper::body::Frame::data(h)),
+            None => Err(std::io::Error::other("truncated on purpose")),
+        }))
+    }
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        hyper::body::SizeHint::with_exact(self.announced)
+    }
 }
 
 /// The running provider.
@@ -141,11 +174,11 @@ fn answer(
     root: &Path,
     seen: &Mutex<Vec<Seen>>,
     faults: &Mutex<BTreeMap<String, (Fault, usize)>>,
-) -> hyper::Response<Full<Bytes>> {
+) -> hyper::Response<Body> {
     let path = req.uri().path().to_string();
     let header = |h: &str| req.headers().get(h).and_then(|v| v.to_str().ok()).map(str::to_string);
     let (inm, ims) = (header("if-none-match"), header("if-modified-since"));
-    let respond = |status: u16, headers: Vec<(&str, String)>, body: Vec<u8>| {
+    let respond_with = |status: u16, headers: Vec<(&str, String)>, body: Body| {
         seen.lock().unwrap().push(Seen {
             path: path.clone(),
             if_none_match: inm.clone(),
@@ -156,8 +189,9 @@ fn answer(
         for (k, v) in headers {
             b = b.header(k, v);
         }
-        b.body(Full::new(Bytes::from(body))).unwrap()
+        b.body(body).unwrap()
     };
+    let respond = |status: u16, headers: Vec<(&str, String)>, body: Vec<u8>| respond_with(status, headers, full(body));
     let fault = {
         let mut f = faults.lock().unwrap();
         match f.get_mut(&path) {
@@ -176,6 +210,12 @@ fn answer(
         Some(Fault::Status(s)) => return respond(s, vec![], vec![]),
         Some(Fault::TooMany(secs)) => return respond(429, vec![("retry-after", secs.to_string())], vec![]),
         Some(Fault::Redirect(to)) => return respond(302, vec![("location", to)], vec![]),
+        Some(Fault::Truncated) => {
+            let body = std::fs::read(&file).unwrap_or_default();
+            let half = Bytes::from(body[..body.len() / 2].to_vec());
+            let announced = body.len() as u64;
+            return respond_with(200, vec![], Body::new(HalfThenBreak { half: Some(half), announced }));
+        }
         None => {}
     }
     let Ok(body) = std::fs::read(&file) else { return respond(404, vec![], vec![]) };
