@@ -449,11 +449,13 @@ pub fn run_feeds_once(cfg: Config, names: &[String]) -> anyhow::Result<Vec<crate
         );
         let deps = crate::sources::feeds::FeedDeps {
             state: Arc::new(crate::stores::feed_files::FeedFiles::under(&cfg.store.data_dir)),
-            ingest,
-            dead_letters: match &embedded {
-                Some(e) => Arc::new(e.clone()),
-                None => Arc::new(crate::ports::EventOnly),
-            },
+            emit: Some(crate::sources::feeds::Emitter {
+                ingest,
+                dead_letters: match &embedded {
+                    Some(e) => Arc::new(e.clone()),
+                    None => Arc::new(crate::ports::EventOnly),
+                },
+            }),
             clock: Arc::new(crate::ports::SystemClock),
         };
         let mut out = Vec::new();
@@ -473,4 +475,28 @@ pub fn run_feeds_once(cfg: Config, names: &[String]) -> anyhow::Result<Vec<crate
     });
     actix::System::current().stop();
     result
+}
+
+/// `vex-lens feed check NAME`: a dry run of one feed (configured, enabled or not): reads
+/// its metadata and lists (conditionally, with the state's validators) and reports what
+/// `feed run --once` would fetch now; fetches no document, emits nothing, saves no state.
+pub fn check_feed(cfg: &Config, name: &str) -> anyhow::Result<crate::sources::feeds::Summary> {
+    cfg.validate()?;
+    let feeds = select_feeds(cfg, &[name.to_string()])?;
+    let policy = load_policy(cfg)?;
+    let names = feed_issuer_names(cfg, &policy, &feeds)?.remove(0);
+    let f = feeds.into_iter().next().expect("one feed selected");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        let deps = crate::sources::feeds::FeedDeps {
+            state: Arc::new(crate::stores::feed_files::FeedFiles::under(&cfg.store.data_dir)),
+            emit: None,
+            clock: Arc::new(crate::ports::SystemClock),
+        };
+        let tenant = f.tenant_or(&cfg.ingest.tenant).to_string();
+        let max = f.max_bytes(cfg.ingest.max_message_bytes);
+        let source = crate::sources::feeds::FeedSource::new(f, tenant, names, max, deps)
+            .with_context(|| format!("feed {name:?}"))?;
+        Ok(source.run_once(true).await)
+    })
 }

@@ -49,6 +49,36 @@ pub enum FeedCommand {
     /// feed once whatever its interval (failed documents retried now), then a JSON summary
     /// per feed on stdout; exit 1 if any feed failed.
     Run(FeedRunArgs),
+    /// List the configured feeds with their state (one JSON object per feed).
+    List(FeedStateArgs),
+    /// Print a feed's state (JSON): validators, watermark, every document's outcome.
+    /// Safe while `serve` or `feed run` runs (the state file is replaced atomically).
+    Status(FeedNameArgs),
+    /// A dry run: read the feed's metadata and lists and print what `feed run --once`
+    /// would fetch; no document is fetched or emitted, the state is not changed.
+    Check(FeedNameArgs),
+    /// Forget a feed's state: its next run is a first sync (documents already ingested
+    /// are ingested again, which changes no record). Run it while no `feed run` or
+    /// `serve` runs the feed.
+    Reset(FeedNameArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct FeedStateArgs {
+    /// Configuration file (as `serve`).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Directory of the embedded store; feed states are kept in its `feeds/`.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct FeedNameArgs {
+    /// The feed (its `name`).
+    pub name: String,
+    #[command(flatten)]
+    pub state: FeedStateArgs,
 }
 
 #[derive(clap::Args, Debug)]

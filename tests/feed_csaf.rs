@@ -251,6 +251,19 @@ fn a_feed_is_pulled_incrementally_and_stores_what_consensus_computes() {
     std::fs::write(plain.join(rel.replace('/', "_").replace(".json", ".v2.json")), &changed).unwrap();
     dir.relist(&rel, "2026-09-01T00:00:00Z");
     dir.write_lists(false);
+    // `feed check`: a dry run names the changed document, fetches none, changes no state.
+    let state_file = tmp.join("data/feeds/ciq.json");
+    let state_before = std::fs::read(&state_file).unwrap();
+    provider.clear();
+    let out = vex_lens(&["feed", "check", "ciq", "--config", cfg.to_str().unwrap()]);
+    let check: serde_json::Value = serde_json::from_str(&lines(out, "feed check")[0]).unwrap();
+    let dir_url = format!("{}/.well-known/csaf/white/", provider.origin());
+    assert_eq!(check["would_fetch"], serde_json::json!([format!("{dir_url}{rel}")]), "{check}");
+    assert_eq!(check["emitted"].as_u64(), Some(0));
+    let seen = provider.seen();
+    assert!(seen.iter().all(|r| !r.path.contains("/20")), "no document fetched by a dry run: {seen:?}");
+    assert_eq!(std::fs::read(&state_file).unwrap(), state_before, "a dry run saves no state");
+
     provider.clear();
     let s = feed_run(&cfg);
     assert_eq!((s["fetched"].as_u64(), s["emitted"].as_u64()), (Some(1), Some(1)), "{s}");
@@ -299,6 +312,27 @@ fn a_feed_is_pulled_incrementally_and_stores_what_consensus_computes() {
     assert_eq!(records(tmp), consensus(tmp, &cfg, &plain), "equal again");
     // The rejected paths stay rejected: not retried, never requested.
     assert!(provider.seen().iter().all(|r| !r.path.contains("outside") && !r.path.contains("evil")));
+
+    // `feed list` and `feed status` read the state; `feed reset` forgets it.
+    let c = cfg.to_str().unwrap();
+    let list: serde_json::Value =
+        serde_json::from_str(&lines(vex_lens(&["feed", "list", "--config", c]), "list")[0]).unwrap();
+    assert_eq!(
+        (list["name"].as_str(), list["issuer"].as_str(), list["enabled"].as_bool()),
+        (Some("ciq"), Some("ciq"), Some(true))
+    );
+    assert_eq!(list["documents"]["emitted"].as_u64(), Some(n), "{list}");
+    assert_eq!(list["documents"]["rejected"].as_u64(), Some(3), "the three bad paths: {list}");
+    assert!(list["last_success_ms"].as_i64().is_some(), "{list}");
+    let status: serde_json::Value =
+        serde_json::from_str(&lines(vex_lens(&["feed", "status", "ciq", "--config", c]), "status")[0]).unwrap();
+    assert_eq!(status["directories"][&dir_url]["documents"][&rel2]["outcome"], "emitted", "{status}");
+    lines(vex_lens(&["feed", "reset", "ciq", "--config", c]), "reset");
+    let status: serde_json::Value =
+        serde_json::from_str(&lines(vex_lens(&["feed", "status", "ciq", "--config", c]), "status")[0]).unwrap();
+    assert_eq!(status["never_run"].as_bool(), Some(true), "{status}");
+    let out = vex_lens(&["feed", "status", "nope", "--config", c]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("no feed \"nope\""));
 }
 
 /// Each fault with its expected outcome: 404 (rejected `not_found`, retried), 503 twice

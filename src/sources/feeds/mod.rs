@@ -76,6 +76,10 @@ pub struct Summary {
     /// `changes.csv` rows skipped: malformed, duplicate.
     pub malformed_rows: u64,
     pub duplicate_rows: u64,
+    /// A dry run (`feed check`): the documents a run would fetch now (directory URL and
+    /// path).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub would_fetch: Vec<String>,
 }
 
 impl Summary {
@@ -94,17 +98,24 @@ pub struct FeedSource {
     since_ms: Option<i64>,
     fetcher: Fetcher,
     state: Arc<dyn FeedStateStore>,
-    ingest: Ingest,
-    dead_letters: Arc<dyn DeadLetterSink>,
+    emit: Option<Emitter>,
     clock: Arc<dyn Clock>,
+}
+
+/// Where a feed's documents go: the ingest flow and its dead-letter sink.
+#[derive(Clone)]
+pub struct Emitter {
+    pub ingest: Ingest,
+    pub dead_letters: Arc<dyn DeadLetterSink>,
 }
 
 /// What a feed needs besides its configuration.
 #[derive(Clone)]
 pub struct FeedDeps {
     pub state: Arc<dyn FeedStateStore>,
-    pub ingest: Ingest,
-    pub dead_letters: Arc<dyn DeadLetterSink>,
+    /// `None`: a dry run (`feed check`): the lists are read, the plan is reported, no
+    /// document is fetched or emitted and the state is not saved.
+    pub emit: Option<Emitter>,
     pub clock: Arc<dyn Clock>,
 }
 
@@ -138,8 +149,7 @@ impl FeedSource {
             since_ms,
             fetcher,
             state: deps.state,
-            ingest: deps.ingest,
-            dead_letters: deps.dead_letters,
+            emit: deps.emit,
             clock: deps.clock,
         })
     }
@@ -168,8 +178,10 @@ impl FeedSource {
             Ok(()) => state.last_success_ms = Some(self.clock.now_ms()),
             Err(e) => self.fail(&mut sum, e),
         }
-        if let Err(e) = self.state.save(&state).await {
-            self.fail(&mut sum, FeedError::State(e.to_string()));
+        if self.emit.is_some() {
+            if let Err(e) = self.state.save(&state).await {
+                self.fail(&mut sum, FeedError::State(e.to_string()));
+            }
         }
         sum.requests = self.fetcher.counters.snapshot();
         tracing::info!(
@@ -284,6 +296,10 @@ impl FeedSource {
             let rewound = p.rewound;
             p = plan::plan(changes.as_ref(), index.as_deref(), ds, self.since_ms, now, retry_all);
             p.rewound = rewound;
+        }
+        if self.emit.is_none() {
+            sum.would_fetch.extend(p.fetch.iter().map(|c| format!("{dir}{}", c.path)));
+            return Ok(());
         }
         for (n, cand) in p.fetch.iter().enumerate() {
             let handled = self.document(dir, meta, cand, state, sum).await;
@@ -478,8 +494,9 @@ impl FeedSource {
             vex.outcome = tracing::field::Empty,
             vex.reason = tracing::field::Empty,
         );
+        let Some(e) = &self.emit else { return Ack::NotDone };
         let doc = Document::new(url, bytes, self.context(signature));
-        self.ingest.document(doc, self.dead_letters.as_ref()).instrument(span).await
+        e.ingest.document(doc, e.dead_letters.as_ref()).instrument(span).await
     }
 }
 
