@@ -412,7 +412,7 @@ pub fn select_feeds(cfg: &Config, names: &[String]) -> anyhow::Result<Vec<crate:
 pub fn run_feeds_once(cfg: Config, names: &[String]) -> anyhow::Result<Vec<crate::sources::feeds::Summary>> {
     cfg.validate()?;
     if cfg.source_mode() == SourceMode::Kafka {
-        anyhow::bail!("feed run emits into the embedded pipeline (no kafka.brokers) in this version");
+        return run_feeds_once_kafka(cfg, names);
     }
     let feeds = select_feeds(&cfg, names)?;
     let policy = load_policy(&cfg)?;
@@ -449,7 +449,7 @@ pub fn run_feeds_once(cfg: Config, names: &[String]) -> anyhow::Result<Vec<crate
         );
         let deps = crate::sources::feeds::FeedDeps {
             state: Arc::new(crate::stores::feed_files::FeedFiles::under(&cfg.store.data_dir)),
-            emit: Some(crate::sources::feeds::Emitter {
+            emit: Some(crate::sources::feeds::Emitter::Ingest {
                 ingest,
                 dead_letters: match &embedded {
                     Some(e) => Arc::new(e.clone()),
@@ -498,5 +498,48 @@ pub fn check_feed(cfg: &Config, name: &str) -> anyhow::Result<crate::sources::fe
         let source = crate::sources::feeds::FeedSource::new(f, tenant, names, max, deps)
             .with_context(|| format!("feed {name:?}"))?;
         Ok(source.run_once(true).await)
+    })
+}
+
+/// [`run_feeds_once`] in Kafka mode: the documents go to `kafka.topic`, each acknowledged
+/// by the broker (`acks=all`); the service's consumers ingest them.
+fn run_feeds_once_kafka(cfg: Config, names: &[String]) -> anyhow::Result<Vec<crate::sources::feeds::Summary>> {
+    let feeds = select_feeds(&cfg, names)?;
+    let policy = load_policy(&cfg)?;
+    let issuer_names = feed_issuer_names(&cfg, &policy, &feeds)?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let shutdown = shutdown_signal()?;
+        let producer = kafka::create_producer(&cfg).context("creating the Kafka producer")?;
+        if !kafka::wait_for_broker(&producer, Duration::from_millis(cfg.kafka.connect_retry_ms), &shutdown).await {
+            anyhow::bail!("stopped before the Kafka broker answered");
+        }
+        if let Err(e) = kafka::ensure_topics(&cfg).await {
+            crate::warn_event!(crate::telemetry::events::LogEvent::TopicCreateFailed, error = %e, "topics not created");
+        }
+        let deps = crate::sources::feeds::FeedDeps {
+            state: Arc::new(crate::stores::feed_files::FeedFiles::under(&cfg.store.data_dir)),
+            emit: Some(crate::sources::feeds::Emitter::Kafka {
+                producer: producer.clone(),
+                topic: cfg.kafka.topic.clone(),
+                shutdown: shutdown.clone(),
+            }),
+            clock: Arc::new(crate::ports::SystemClock),
+        };
+        let mut out = Vec::new();
+        for (f, names) in feeds.into_iter().zip(issuer_names) {
+            let tenant = f.tenant_or(&cfg.ingest.tenant).to_string();
+            let max = f.max_bytes(cfg.ingest.max_message_bytes);
+            let name = f.name.clone();
+            let source = crate::sources::feeds::FeedSource::new(f, tenant, names, max, deps.clone())
+                .with_context(|| format!("feed {name:?}"))?;
+            out.push(source.run_once(true).await);
+            if *shutdown.borrow() {
+                break;
+            }
+        }
+        use rdkafka::producer::Producer;
+        let _ = producer.flush(rdkafka::util::Timeout::After(Duration::from_secs(10)));
+        Ok(out)
     })
 }

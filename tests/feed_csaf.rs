@@ -14,7 +14,7 @@
 #[path = "../integration-tests/common/csaf_provider.rs"]
 mod csaf_provider;
 
-use csaf_provider::Provider;
+use csaf_provider::{build, Directory, Provider};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -26,104 +26,6 @@ fn repo() -> PathBuf {
 
 fn vex_lens(args: &[&str]) -> std::process::Output {
     Command::new(BIN).args(args).current_dir(repo()).output().expect("run vex-lens")
-}
-
-/// The spec's file name for a tracking id (section 5.1).
-fn spec_name(id: &str) -> String {
-    let base: String = id
-        .to_lowercase()
-        .chars()
-        .map(|c| if c == '+' || c == '-' || c.is_ascii_lowercase() || c.is_ascii_digit() { c } else { '_' })
-        .collect();
-    format!("{base}.json")
-}
-
-fn sha(alg: &'static ring::digest::Algorithm, b: &[u8]) -> String {
-    hex::encode(ring::digest::digest(alg, b))
-}
-
-/// A provider directory under `root/.well-known/csaf/white/`.
-struct Directory {
-    dir: PathBuf,
-    /// (relative path, listed time), newest first.
-    rows: Vec<(String, String)>,
-}
-
-impl Directory {
-    /// Writes a document with its hash files (`sha512` replaced when given).
-    fn put(&self, rel: &str, bytes: &[u8], sha512: Option<&str>) {
-        let path = self.dir.join(rel);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, bytes).unwrap();
-        let name = rel.rsplit('/').next().unwrap();
-        std::fs::write(
-            format!("{}.sha256", path.display()),
-            format!("{}  {name}\n", sha(&ring::digest::SHA256, bytes)),
-        )
-        .unwrap();
-        let s512 = sha512.map_or_else(|| sha(&ring::digest::SHA512, bytes), str::to_string);
-        std::fs::write(format!("{}.sha512", path.display()), format!("{s512}  {name}\n")).unwrap();
-    }
-
-    /// Writes `index.txt` and `changes.csv` (`quoted`: CSAF 2.0 rows, else 2.1 rows).
-    fn write_lists(&mut self, quoted: bool) {
-        self.rows.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-        let mut index: Vec<&str> = self.rows.iter().map(|r| r.0.as_str()).collect();
-        index.sort();
-        std::fs::write(self.dir.join("index.txt"), index.join("\n") + "\n").unwrap();
-        let rows: Vec<String> = self
-            .rows
-            .iter()
-            .map(|(p, t)| if quoted { format!("\"{p}\",\"{t}\"") } else { format!("{p},{t}") })
-            .collect();
-        std::fs::write(self.dir.join("changes.csv"), rows.join("\n") + "\n").unwrap();
-    }
-
-    fn relist(&mut self, rel: &str, time: &str) {
-        self.rows.retain(|r| r.0 != rel);
-        self.rows.push((rel.to_string(), time.to_string()));
-    }
-}
-
-/// Builds the provider from the CIQ corpus: returns the directory and the plain copies of
-/// the documents (for `vex-lens consensus`).
-fn build(provider: &Provider, root: &Path, plain: &Path, take: usize) -> Directory {
-    let base = root.join(".well-known/csaf");
-    let dir = base.join("white");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::create_dir_all(plain).unwrap();
-    let metadata = serde_json::json!({
-        "canonical_url": format!("{}/.well-known/csaf/provider-metadata.json", provider.origin()),
-        "distributions": [{"directory_url": format!("{}/.well-known/csaf/white/", provider.origin())}],
-        "last_updated": "2026-08-22T08:00:00Z",
-        "list_on_CSAF_aggregators": true,
-        "metadata_version": "2.0",
-        "mirror_on_CSAF_aggregators": true,
-        "public_openpgp_keys": [],
-        "publisher": {"category": "vendor", "name": "CIQ", "namespace": "https://www.ciq.com"},
-        "role": "csaf_trusted_provider"
-    });
-    std::fs::write(base.join("provider-metadata.json"), serde_json::to_vec_pretty(&metadata).unwrap()).unwrap();
-    let mut d = Directory { dir, rows: Vec::new() };
-    let corpus = repo().join("../shared/corpus/csaf-ciq");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&corpus)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "json"))
-        .collect();
-    files.sort();
-    for f in files.into_iter().take(take) {
-        let bytes = std::fs::read(&f).unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-        let t = &v["document"]["tracking"];
-        let year = &t["initial_release_date"].as_str().unwrap()[..4];
-        let rel = format!("{year}/{}", spec_name(t["id"].as_str().unwrap()));
-        d.put(&rel, &bytes, None);
-        std::fs::write(plain.join(rel.replace('/', "_")), &bytes).unwrap();
-        d.rows.push((rel, t["current_release_date"].as_str().unwrap().to_string()));
-    }
-    d.write_lists(true);
-    d
 }
 
 fn write_config(tmp: &Path, provider: &Provider, extra: &str) -> PathBuf {

@@ -102,11 +102,16 @@ pub struct FeedSource {
     clock: Arc<dyn Clock>,
 }
 
-/// Where a feed's documents go: the ingest flow and its dead-letter sink.
+/// Where a feed's documents go.
 #[derive(Clone)]
-pub struct Emitter {
-    pub ingest: Ingest,
-    pub dead_letters: Arc<dyn DeadLetterSink>,
+pub enum Emitter {
+    /// The embedded pipeline: the ingest flow and its dead-letter sink (acknowledged
+    /// when durable or dead-lettered).
+    Ingest { ingest: Ingest, dead_letters: Arc<dyn DeadLetterSink> },
+    /// The documents topic (acknowledged by the broker, `acks=all`), with the headers
+    /// `tenant`, `correlation-id` and `provenance` (`feed:<name>`), keyed by the
+    /// document's URL (its versions stay in order on one partition).
+    Kafka { producer: rdkafka::producer::FutureProducer, topic: String, shutdown: tokio::sync::watch::Receiver<bool> },
 }
 
 /// What a feed needs besides its configuration.
@@ -494,9 +499,40 @@ impl FeedSource {
             vex.outcome = tracing::field::Empty,
             vex.reason = tracing::field::Empty,
         );
-        let Some(e) = &self.emit else { return Ack::NotDone };
-        let doc = Document::new(url, bytes, self.context(signature));
-        e.ingest.document(doc, e.dead_letters.as_ref()).instrument(span).await
+        match &self.emit {
+            None => Ack::NotDone,
+            Some(Emitter::Ingest { ingest, dead_letters }) => {
+                let doc = Document::new(url, bytes, self.context(signature));
+                ingest.document(doc, dead_letters.as_ref()).instrument(span).await
+            }
+            Some(Emitter::Kafka { producer, topic, shutdown }) => {
+                let _ = signature;
+                let correlation = crate::telemetry::correlation::mint();
+                let provenance = format!("feed:{}", self.cfg.name);
+                let headers: [(&str, &[u8]); 3] = [
+                    ("tenant", self.tenant.as_bytes()),
+                    ("correlation-id", correlation.as_bytes()),
+                    ("provenance", provenance.as_bytes()),
+                ];
+                let sent = crate::sources::kafka::produce::produce_document(
+                    producer,
+                    topic,
+                    url.as_bytes(),
+                    &bytes,
+                    &headers,
+                    shutdown,
+                )
+                .instrument(span)
+                .await;
+                match sent {
+                    Ok(()) => Ack::Done,
+                    Err(e) => {
+                        crate::warn_event!(crate::telemetry::events::LogEvent::FeedDocumentRejected, feed = %self.cfg.name, url = %url, error = %e, "feed document not produced");
+                        Ack::NotDone
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -39,7 +39,7 @@ mod documents;
 mod message;
 mod observations;
 pub mod offsets;
-mod produce;
+pub mod produce;
 pub mod rebalance;
 pub mod topics;
 

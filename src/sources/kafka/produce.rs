@@ -42,3 +42,21 @@ pub(super) async fn produce_acked(
         }
     }
 }
+
+/// Produces one document to the documents topic until the broker acknowledges it
+/// (`acks=all`, idempotent producer), with these headers; `Err` when it is too large for
+/// the broker or shutdown was requested before it was acknowledged.
+pub async fn produce_document(
+    producer: &FutureProducer,
+    topic: &str,
+    key: &[u8],
+    payload: &[u8],
+    headers: &[(&str, &[u8])],
+    shutdown: &watch::Receiver<bool>,
+) -> Result<(), KafkaError> {
+    let mut h = OwnedHeaders::new();
+    for (k, v) in headers {
+        h = h.insert(rdkafka::message::Header { key: k, value: Some(*v) });
+    }
+    produce_acked(producer, topic, Some(key), payload, Some(h), shutdown).await
+}

@@ -1,0 +1,110 @@
+//! A CSAF feed in Kafka mode against the real broker and MongoDB-wire server (from
+//! `scripts/services.sh env`): `vex-lens feed run --once` produces each document of a
+//! loopback HTTPS provider (built from `../shared/corpus/csaf-ciq`) to the documents
+//! topic, acknowledged by the broker (`acks=all`), with the headers `tenant`,
+//! `correlation-id` and `provenance`; a second run produces nothing; `vex-lens serve`
+//! then ingests them through `vex.documents` into MongoDB, and the stored records equal
+//! `vex-lens consensus` on the same files.
+
+#[path = "../integration-tests/common/mod.rs"]
+mod common;
+#[path = "../integration-tests/common/csaf_provider.rs"]
+mod csaf_provider;
+
+use common::{Serve, ServeSetup};
+use csaf_provider::{build, Provider};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_vex-lens");
+
+fn feed_run(cfg: &Path) -> serde_json::Value {
+    let out = Command::new(BIN)
+        .args(["feed", "run", "--once", "--log-format", "json", "--config", cfg.to_str().unwrap()])
+        .current_dir(common::repo_dir())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "feed run failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_str(stdout.lines().next().unwrap()).unwrap()
+}
+
+#[test]
+fn feed_documents_reach_mongodb_through_the_documents_topic() {
+    let Some(services) = common::services() else { return };
+    let setup = ServeSetup::fresh(&services, "feed_kafka");
+    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tmp.path();
+    let root = tmp.join("www");
+    std::fs::create_dir_all(&root).unwrap();
+    let provider = Provider::start(&root);
+    let plain = tmp.join("plain");
+    let dir = build(&provider, &root, &plain, usize::MAX);
+    let n = dir.rows.len();
+    std::fs::write(tmp.join("ca.pem"), &provider.ca_pem).unwrap();
+    let issuers = tmp.join("issuers.toml");
+    std::fs::write(&issuers, "[[issuers]]\nid = \"ciq\"\ntier = \"trusted\"\naliases = [\"https://www.ciq.com\"]\n")
+        .unwrap();
+    let cfg = tmp.join("vex-lens.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[consensus]\nissuers_file = {:?}\n\n[store]\ndata_dir = {:?}\n\n[kafka]\nbrokers = {:?}\ntopic = {:?}\n\
+             observations_topic = {:?}\ndlq_topic = {:?}\ngroup_id = {:?}\nobservations_hmac_key = {:?}\n\n\
+             [[feeds]]\nname = \"ciq\"\nkind = \"csaf\"\nurl = \"{}/.well-known/csaf/provider-metadata.json\"\n\
+             issuer = \"ciq\"\nrate = 500.0\nca_file = {:?}\n",
+            issuers.display().to_string(),
+            tmp.join("data").display().to_string(),
+            services.brokers,
+            setup.topic,
+            setup.observations_topic,
+            setup.dlq_topic,
+            setup.group_id,
+            common::TEST_HMAC_KEY,
+            provider.origin(),
+            tmp.join("ca.pem").display().to_string()
+        ),
+    )
+    .unwrap();
+
+    let s = feed_run(&cfg);
+    assert_eq!((s["ok"].as_bool(), s["emitted"].as_u64()), (Some(true), Some(n as u64)), "{s}");
+    let produced = common::kcat_consume(&services.brokers, &setup.topic, "%h|%k\n");
+    let lines: Vec<&str> = produced.lines().filter(|l| !l.is_empty()).collect();
+    assert_eq!(lines.len(), n, "one message per document:\n{produced}");
+    for l in &lines {
+        assert!(
+            l.contains("tenant=default") && l.contains("provenance=feed:ciq") && l.contains("correlation-id="),
+            "{l}"
+        );
+        assert!(l.contains(&format!("|{}/.well-known/csaf/white/", provider.origin())), "keyed by URL: {l}");
+    }
+    let s = feed_run(&cfg);
+    assert_eq!((s["fetched"].as_u64(), s["emitted"].as_u64()), (Some(0), Some(0)), "{s}");
+    assert_eq!(common::kcat_count(&services.brokers, &setup.topic), n, "a second run produces nothing");
+
+    // serve consumes vex.documents into MongoDB: the records equal consensus on the files.
+    let out = Command::new(BIN)
+        .args(["consensus", "--issuers", issuers.to_str().unwrap(), plain.to_str().unwrap()])
+        .current_dir(common::repo_dir())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let want: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let issuers_env = issuers.to_str().unwrap().to_string();
+    let mut serve = Serve::start(&setup, "feed", &[("VEXLENS_CONSENSUS__ISSUERS_FILE", issuers_env.as_str())]);
+    serve.wait_ready(Duration::from_secs(60));
+    let got = common::wait_for_stored_records(&mut serve, &services.mongo_uri, &setup.db, want.len());
+    let digests = |v: &[serde_json::Value]| {
+        let mut d: Vec<String> =
+            v.iter().map(|r| format!("{} {} {}", r["artifact"], r["vulnerability"], r["consensus_digest"])).collect();
+        d.sort();
+        d
+    };
+    assert_eq!(digests(&got), digests(&want), "records through Kafka = consensus on the same files");
+    assert!(serve.terminate(Duration::from_secs(30)));
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    rt.block_on(common::drop_db(&services.mongo_uri, &setup.db));
+}
