@@ -261,7 +261,9 @@ async fn serve(
             .into_iter()
             .collect(),
         config: Some(config_status),
+        feeds: crate::sources::feeds::FeedsHealth::default(),
     };
+    let feeds_health = status.feeds.clone();
     let signer = match &cfg.export.sign_key {
         Some(p) => {
             let pem = zeroize::Zeroizing::new(
@@ -303,7 +305,16 @@ async fn serve(
     match (mode, producer) {
         (SourceMode::Kafka, Some(producer)) => {
             if kafka::wait_for_broker(&producer, Duration::from_millis(cfg.kafka.connect_retry_ms), &shutdown).await {
+                let emit = crate::sources::feeds::Emitter::Kafka {
+                    producer: producer.clone(),
+                    topic: cfg.kafka.topic.clone(),
+                    shutdown: shutdown.clone(),
+                };
+                let feeds = start_feeds(&cfg, &policy, emit, &feeds_health, &shutdown)?;
                 kafka::run(cfg.clone(), pipeline.clone(), producer, shutdown.clone()).await?;
+                for f in feeds {
+                    let _ = f.await;
+                }
             }
         }
         _ => {
@@ -338,6 +349,15 @@ async fn serve(
                 crate::ingest::RetryPolicy::once(),
                 shutdown.clone(),
             );
+            let feeds = if opts.once {
+                Vec::new()
+            } else {
+                let emit = crate::sources::feeds::Emitter::Ingest {
+                    ingest: ingest.clone(),
+                    dead_letters: intake.dead_letters.clone(),
+                };
+                start_feeds(&cfg, &policy, emit, &feeds_health, &shutdown)?
+            };
             sources::run(ingest, intake, s, shutdown.clone()).await;
             if !opts.once {
                 let mut sd = shutdown.clone();
@@ -346,6 +366,10 @@ async fn serve(
                         break;
                     }
                 }
+            }
+            // The feeds stop at shutdown; their last documents settle before the drain.
+            for f in feeds {
+                let _ = f.await;
             }
         }
     }
@@ -542,4 +566,34 @@ fn run_feeds_once_kafka(cfg: Config, names: &[String]) -> anyhow::Result<Vec<cra
         let _ = producer.flush(rdkafka::util::Timeout::After(Duration::from_secs(10)));
         Ok(out)
     })
+}
+
+/// Starts every enabled feed (`serve`, not `--once`), each checked every `interval`,
+/// emitting through `emit`; their health goes to `/status`. A feed whose issuer is not in
+/// the directory, or whose client cannot be built, stops the start-up naming it.
+fn start_feeds(
+    cfg: &Config,
+    policy: &Policy,
+    emit: crate::sources::feeds::Emitter,
+    health: &crate::sources::feeds::FeedsHealth,
+    shutdown: &watch::Receiver<bool>,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    let feeds = select_feeds(cfg, &[])?;
+    let names = feed_issuer_names(cfg, policy, &feeds)?;
+    let deps = crate::sources::feeds::FeedDeps {
+        state: Arc::new(crate::stores::feed_files::FeedFiles::under(&cfg.store.data_dir)),
+        emit: Some(emit),
+        clock: Arc::new(crate::ports::SystemClock),
+    };
+    let mut tasks = Vec::new();
+    for (f, names) in feeds.into_iter().zip(names) {
+        let tenant = f.tenant_or(&cfg.ingest.tenant).to_string();
+        let max = f.max_bytes(cfg.ingest.max_message_bytes);
+        let (name, interval) = (f.name.clone(), f.interval_duration());
+        let source = crate::sources::feeds::FeedSource::new(f, tenant, names, max, deps.clone())
+            .with_context(|| format!("feed {name:?}"))?;
+        tracing::info!(event = "feed_started", feed = %name, interval_ms = interval.as_millis() as u64, "feed started");
+        tasks.push(tokio::spawn(crate::sources::feeds::run_every(source, interval, health.clone(), shutdown.clone())));
+    }
+    Ok(tasks)
 }

@@ -355,3 +355,47 @@ fn faults_are_rejected_retried_skipped_or_deferred_as_the_rules_say() {
     assert_eq!((s["fetched"].as_u64(), s["emitted"].as_u64()), (Some(1), Some(1)), "{s}");
     assert!(provider.seen().iter().any(|r| r.path.ends_with(extra) && r.status == 200));
 }
+
+/// `serve` runs the enabled feeds: the documents become records (equal to `consensus` on
+/// the same files), `/status` names the feed and its health only, `/metrics` counts its
+/// requests, documents and last success; SIGTERM stops it cleanly.
+#[test]
+fn serve_runs_the_enabled_feeds() {
+    #[path = "../integration-tests/common/mod.rs"]
+    #[allow(clippy::duplicate_mod)]
+    mod common;
+    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tmp.path();
+    let root = tmp.join("www");
+    std::fs::create_dir_all(&root).unwrap();
+    let provider = Provider::start(&root);
+    let plain = tmp.join("plain");
+    let dir = build(&provider, &root, &plain, 12);
+    let n = dir.rows.len();
+    let cfg = write_config(tmp, &provider, "");
+    let (mut serve, port) = common::start_embedded_serve(
+        &["--config", cfg.to_str().unwrap()],
+        &[],
+        &tmp.join("serve.log"),
+        std::time::Duration::from_secs(60),
+    );
+    let status = common::wait_for("the feed's first run", std::time::Duration::from_secs(60), || {
+        let (_, body) = common::get(port, "/status")?;
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        (v["feeds"][0]["health"] == "ok").then_some(v)
+    });
+    assert_eq!(status["feeds"], serde_json::json!([{"name": "ciq", "health": "ok"}]), "names and health only");
+    let (_, metrics) = common::get(port, "/metrics").unwrap();
+    let emitted = common::metric(&metrics, "vex_feed_documents_total{feed=\"ciq\",outcome=\"emitted\",reason=\"\"}");
+    assert_eq!(emitted, Some(n as f64), "{metrics}");
+    assert!(
+        common::metric(&metrics, "vex_feed_requests_total{feed=\"ciq\",status=\"200\"}").unwrap() >= 3.0 * n as f64
+    );
+    assert!(common::metric(&metrics, "vex_feed_last_success_timestamp_seconds{feed=\"ciq\"}").unwrap() > 1.7e9);
+    assert!(common::metric_sum(&metrics, "vex_feed_bytes_total").unwrap() > 10_000.0);
+    let pid = serve.0.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let exit = serve.0.wait().unwrap();
+    assert!(exit.success(), "SIGTERM: clean exit ({exit})");
+    assert_eq!(records(tmp), consensus(tmp, &cfg, &plain), "serve's feed records equal consensus");
+}

@@ -73,6 +73,8 @@ pub struct StatusInfo {
     pub feature_flags: std::collections::BTreeMap<&'static str, bool>,
     /// The configuration file and issuer directory this run uses (`None` in tests).
     pub config: Option<ConfigStatus>,
+    /// The feeds this instance runs: names and health only (`[]`: none).
+    pub feeds: crate::sources::feeds::FeedsHealth,
 }
 
 /// Where the configuration came from (`/status`): which file (or the built-in defaults)
@@ -343,6 +345,7 @@ mod tests {
                 store: "embedded",
                 feature_flags: Default::default(),
                 config: None,
+                feeds: Default::default(),
             },
             export: None,
             export_dir: dir.path().join("exports"),
@@ -402,6 +405,7 @@ mod tests {
                 store: "embedded",
                 feature_flags: Default::default(),
                 config: None,
+                feeds: Default::default(),
             },
             export: None,
             export_dir: dir.path().join("exports"),

@@ -69,6 +69,19 @@ pub mod names {
     /// Counter{event}: info lines not written because their event was over its rate
     /// (`consensus_changed`, `conflicts_appeared`: see `events::LogBudget`).
     pub const LOG_LINES_DROPPED_TOTAL: &str = "vex_log_lines_dropped_total";
+    /// Counter{feed,status}: a feed's HTTP requests by response status (`304`: a
+    /// conditional hit; `error`: no response).
+    pub const FEED_REQUESTS_TOTAL: &str = "vex_feed_requests_total";
+    /// Counter{feed,outcome,reason}: a feed's documents by outcome (`fetched`, `emitted`,
+    /// `dead_lettered`, `unchanged`, `deferred`, `rejected`, `skipped`; `reason` set for
+    /// the last two, else empty).
+    pub const FEED_DOCUMENTS_TOTAL: &str = "vex_feed_documents_total";
+    /// Counter{feed}: bytes of bodies a feed received.
+    pub const FEED_BYTES_TOTAL: &str = "vex_feed_bytes_total";
+    /// Counter{feed}: `changes.csv` rewinds reconciled against `index.txt`.
+    pub const FEED_REWINDS_TOTAL: &str = "vex_feed_rewinds_total";
+    /// Gauge{feed}: end of the feed's last run without a feed-level failure (Unix seconds).
+    pub const FEED_LAST_SUCCESS_SECONDS: &str = "vex_feed_last_success_timestamp_seconds";
 
     /// Gauge: start time of the process (Unix seconds): its changes count restarts (the
     /// crash-loop alert). The standard `process_*` name, as every Prometheus client has it.
@@ -82,7 +95,7 @@ pub mod names {
     pub const PROCESS: [&str; 3] = [PROCESS_START_TIME_SECONDS, PROCESS_RESIDENT_MEMORY_BYTES, PROCESS_OPEN_FDS];
 
     /// Every registered `vex_*` metric name (as it appears in `/metrics`, without histogram suffixes).
-    pub const ALL: [&str; 21] = [
+    pub const ALL: [&str; 26] = [
         CONSENSUS_LATENCY_SECONDS,
         CONFLICT_QUEUE_DEPTH,
         RECOMPUTE_DURATION_SECONDS,
@@ -104,6 +117,11 @@ pub mod names {
         LOG_EVENTS_TOTAL,
         TRACE_EXPORT_ERRORS_TOTAL,
         LOG_LINES_DROPPED_TOTAL,
+        FEED_REQUESTS_TOTAL,
+        FEED_DOCUMENTS_TOTAL,
+        FEED_BYTES_TOTAL,
+        FEED_REWINDS_TOTAL,
+        FEED_LAST_SUCCESS_SECONDS,
     ];
 }
 
@@ -185,6 +203,27 @@ pub struct EventLabel {
     pub event: String,
 }
 
+/// Label set `{feed}` (feeds are configured, a small set).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FeedLabel {
+    pub feed: String,
+}
+
+/// Label set `{feed, status}` (HTTP statuses: a small set).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FeedStatusLabel {
+    pub feed: String,
+    pub status: String,
+}
+
+/// Label set `{feed, outcome, reason}` (closed sets of the feed source's codes).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FeedOutcomeLabel {
+    pub feed: String,
+    pub outcome: String,
+    pub reason: String,
+}
+
 /// Label set `{result}` (`success` or `failure`).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
@@ -236,6 +275,11 @@ pub struct Metrics {
     pub log_events: Family<LogEventLabel, Counter>,
     pub trace_export_errors: Counter,
     pub log_lines_dropped: Family<EventLabel, Counter>,
+    pub feed_requests: Family<FeedStatusLabel, Counter>,
+    pub feed_documents: Family<FeedOutcomeLabel, Counter>,
+    pub feed_bytes: Family<FeedLabel, Counter>,
+    pub feed_rewinds: Family<FeedLabel, Counter>,
+    pub feed_last_success: Family<FeedLabel, Gauge>,
     pub process_start_time: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub process_resident_memory: Gauge,
     pub process_open_fds: Gauge,
@@ -432,6 +476,36 @@ impl Metrics {
             "Info log lines not written because their event was over its rate limit",
             log_lines_dropped.clone(),
         );
+        let feed_requests = Family::<FeedStatusLabel, Counter>::default();
+        registry.register(
+            counter_name(names::FEED_REQUESTS_TOTAL),
+            "Feed HTTP requests by feed and response status (304: conditional hit; error: no response)",
+            feed_requests.clone(),
+        );
+        let feed_documents = Family::<FeedOutcomeLabel, Counter>::default();
+        registry.register(
+            counter_name(names::FEED_DOCUMENTS_TOTAL),
+            "Feed documents by feed, outcome and (rejected, skipped) reason",
+            feed_documents.clone(),
+        );
+        let feed_bytes = Family::<FeedLabel, Counter>::default();
+        registry.register(
+            counter_name(names::FEED_BYTES_TOTAL),
+            "Bytes of bodies received by a feed",
+            feed_bytes.clone(),
+        );
+        let feed_rewinds = Family::<FeedLabel, Counter>::default();
+        registry.register(
+            counter_name(names::FEED_REWINDS_TOTAL),
+            "changes.csv rewinds reconciled against index.txt, by feed",
+            feed_rewinds.clone(),
+        );
+        let feed_last_success = Family::<FeedLabel, Gauge>::default();
+        registry.register(
+            names::FEED_LAST_SUCCESS_SECONDS,
+            "End of the feed's last run without a feed-level failure (Unix seconds)",
+            feed_last_success.clone(),
+        );
         let process_start_time = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
         process_start_time.set(read_process_start_time());
         registry.register(
@@ -470,6 +544,11 @@ impl Metrics {
             log_events,
             trace_export_errors,
             log_lines_dropped,
+            feed_requests,
+            feed_documents,
+            feed_bytes,
+            feed_rewinds,
+            feed_last_success,
             process_start_time,
             process_resident_memory,
             process_open_fds,
@@ -693,6 +772,12 @@ mod tests {
         m.dead_letter.get_or_create(&ReasonLabel { reason: "invalid_json".into() }).inc();
         m.consensus_conflicts.get_or_create(&ReasonLabel { reason: "status_disagreement".into() }).inc();
         m.export_jobs.get_or_create(&ResultLabel { result: "success".into() }).inc();
+        let feed = FeedLabel { feed: "f".into() };
+        m.feed_requests.get_or_create(&FeedStatusLabel { feed: "f".into(), status: "200".into() }).inc();
+        let outcome = FeedOutcomeLabel { feed: "f".into(), outcome: "emitted".into(), reason: String::new() };
+        m.feed_documents.get_or_create(&outcome).inc();
+        m.feed_bytes.get_or_create(&feed).inc();
+        m.feed_rewinds.get_or_create(&feed).inc();
         let text = m.encode();
         for n in names::ALL {
             assert!(

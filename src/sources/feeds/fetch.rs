@@ -20,18 +20,28 @@ pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 /// Attempts at one request before its failure is the caller's.
 pub const ATTEMPTS: u32 = 4;
 
-/// What a request counted: responses by status (`200`, `304`, `404`, ..., `error` for no
-/// response), so a test and the metrics see the same numbers.
+/// What the requests of one feed counted: responses by status (`200`, `304`, `404`, ...,
+/// `error` for no response), so the run's summary and the metrics
+/// (`vex_feed_requests_total`, `vex_feed_bytes_total`) see the same numbers.
 #[derive(Clone, Debug, Default)]
-pub struct Counters(Arc<Mutex<BTreeMap<String, u64>>>);
+pub struct Counters {
+    feed: String,
+    by_status: Arc<Mutex<BTreeMap<String, u64>>>,
+}
 
 impl Counters {
     fn add(&self, status: &str) {
-        *self.0.lock().expect("counters").entry(status.to_string()).or_default() += 1;
+        *self.by_status.lock().expect("counters").entry(status.to_string()).or_default() += 1;
+        let label = crate::telemetry::FeedStatusLabel { feed: self.feed.clone(), status: status.to_string() };
+        crate::telemetry::metrics().feed_requests.get_or_create(&label).inc();
     }
-    /// Responses by status so far.
-    pub fn snapshot(&self) -> BTreeMap<String, u64> {
-        self.0.lock().expect("counters").clone()
+    fn bytes(&self, n: usize) {
+        let label = crate::telemetry::FeedLabel { feed: self.feed.clone() };
+        crate::telemetry::metrics().feed_bytes.get_or_create(&label).inc_by(n as u64);
+    }
+    /// Responses by status since the last `take`.
+    pub fn take(&self) -> BTreeMap<String, u64> {
+        std::mem::take(&mut *self.by_status.lock().expect("counters"))
     }
 }
 
@@ -97,7 +107,12 @@ pub enum ClientError {
 impl Fetcher {
     /// A client trusting `ca_file` only when given (else the platform's roots), at most
     /// `rate` requests per second, each within `timeout`.
-    pub fn new(ca_file: Option<&std::path::Path>, rate: f64, timeout: Duration) -> Result<Fetcher, ClientError> {
+    pub fn new(
+        feed: &str,
+        ca_file: Option<&std::path::Path>,
+        rate: f64,
+        timeout: Duration,
+    ) -> Result<Fetcher, ClientError> {
         // rustls' process-wide provider: ring (a provider installed before wins).
         let _ = rustls::crypto::ring::default_provider().install_default();
         let mut builder = reqwest::Client::builder()
@@ -120,7 +135,7 @@ impl Fetcher {
             client,
             interval: Duration::from_secs_f64(1.0 / rate),
             next_slot: Arc::new(tokio::sync::Mutex::new(Instant::now())),
-            counters: Counters::default(),
+            counters: Counters { feed: feed.to_string(), by_status: Arc::default() },
             retry_initial: Duration::from_millis(200),
         })
     }
@@ -218,6 +233,7 @@ impl Fetcher {
                     if bytes.len() + c.len() > limit {
                         return Err(too_large());
                     }
+                    self.counters.bytes(c.len());
                     bytes.extend_from_slice(&c);
                 }
                 Ok(None) => break,

@@ -140,7 +140,7 @@ impl FeedSource {
         max_bytes: usize,
         deps: FeedDeps,
     ) -> Result<FeedSource, fetch::ClientError> {
-        let fetcher = Fetcher::new(cfg.ca_file.as_deref(), cfg.rate, cfg.timeout_duration())?;
+        let fetcher = Fetcher::new(&cfg.name, cfg.ca_file.as_deref(), cfg.rate, cfg.timeout_duration())?;
         let since_ms = cfg
             .since
             .as_deref()
@@ -188,7 +188,10 @@ impl FeedSource {
                 self.fail(&mut sum, FeedError::State(e.to_string()));
             }
         }
-        sum.requests = self.fetcher.counters.snapshot();
+        sum.requests = self.fetcher.counters.take();
+        if self.emit.is_some() {
+            record_metrics(&sum, state.last_success_ms);
+        }
         tracing::info!(
             event = "feed_run",
             feed = %name,
@@ -532,6 +535,88 @@ impl FeedSource {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Counts a run in the feed metrics (`vex_feed_documents_total`, `vex_feed_rewinds_total`,
+/// `vex_feed_last_success_timestamp_seconds`; requests and bytes are counted as they
+/// happen).
+fn record_metrics(sum: &Summary, last_success_ms: Option<i64>) {
+    use crate::telemetry::{metrics, FeedLabel, FeedOutcomeLabel};
+    let m = metrics();
+    let add = |outcome: &str, reason: &str, n: u64| {
+        let l = FeedOutcomeLabel { feed: sum.feed.clone(), outcome: outcome.to_string(), reason: reason.to_string() };
+        m.feed_documents.get_or_create(&l).inc_by(n);
+    };
+    for (outcome, n) in [
+        ("fetched", sum.fetched),
+        ("emitted", sum.emitted),
+        ("dead_lettered", sum.dead_lettered),
+        ("unchanged", sum.unchanged),
+        ("deferred", sum.deferred),
+    ] {
+        add(outcome, "", n);
+    }
+    for (reason, n) in &sum.rejected {
+        add("rejected", reason, *n);
+    }
+    for (reason, n) in &sum.skipped {
+        add("skipped", reason, *n);
+    }
+    let feed = FeedLabel { feed: sum.feed.clone() };
+    m.feed_rewinds.get_or_create(&feed).inc_by(sum.rewinds);
+    if let Some(ms) = last_success_ms {
+        m.feed_last_success.get_or_create(&feed).set(ms / 1000);
+    }
+}
+
+/// The health of the feeds `serve` runs, for `/status` (names and health only; details
+/// are in `feed status`): `pending` (not run yet), `ok` (last run without a feed-level
+/// failure) or `failing`.
+#[derive(Clone, Debug, Default)]
+pub struct FeedsHealth(Arc<std::sync::Mutex<BTreeMap<String, &'static str>>>);
+
+impl FeedsHealth {
+    pub fn set(&self, feed: &str, health: &'static str) {
+        self.0.lock().expect("feeds health").insert(feed.to_string(), health);
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.lock().expect("feeds health").is_empty()
+    }
+}
+
+impl Serialize for FeedsHealth {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let m = self.0.lock().expect("feeds health").clone();
+        let mut seq = s.serialize_seq(Some(m.len()))?;
+        for (name, health) in m {
+            seq.serialize_element(&serde_json::json!({"name": name, "health": health}))?;
+        }
+        seq.end()
+    }
+}
+
+/// Runs a feed every `interval` (the first run at once) until shutdown (`serve`); a run
+/// in progress when shutdown comes ends early (the ingest flow answers not done), and
+/// what it did not settle is retried by the next start.
+pub async fn run_every(
+    source: FeedSource,
+    interval: Duration,
+    health: FeedsHealth,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    health.set(source.name(), "pending");
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        let s = source.run_once(false).await;
+        health.set(source.name(), if s.ok { "ok" } else { "failing" });
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = shutdown.changed() => break,
         }
     }
 }
