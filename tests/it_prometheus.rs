@@ -22,6 +22,9 @@ mod common;
 #[path = "dsse_fixtures/mod.rs"]
 mod dsse_fixtures;
 
+#[path = "../integration-tests/common/csaf_provider.rs"]
+mod csaf_provider;
+
 use common::{free_port, services, wait_for, KillOnDrop, Serve, ServeSetup};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -42,8 +45,10 @@ const ALERTS: [&str; 6] = [
     "VexLensDeadLettering",
     "VexLensDown",
 ];
-/// The alerts left to the promtool unit tests (no target at all; three restarts).
-const PROMTOOL_ONLY: [&str; 2] = ["VexLensAbsent", "VexLensCrashLooping"];
+/// The alerts left to the promtool unit tests (no target at all; three restarts; a feed
+/// with no success in 3 intervals and a 5 minute hold, whose left-hand side this test
+/// still queries on the feed the service runs).
+const PROMTOOL_ONLY: [&str; 3] = ["VexLensAbsent", "VexLensCrashLooping", "VexLensFeedStale"];
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -270,11 +275,34 @@ fn dashboards_and_alerts_against_a_real_prometheus() {
     let sign_key = tmp.path().join("lens.key");
     std::fs::write(&sign_key, vex_lens::crypto::generate_keypair(vex_lens::crypto::KeyAlg::Ed25519).unwrap().0)
         .unwrap();
+    // A CSAF feed the service runs (a loopback HTTPS provider), so the feed panels and the
+    // feed alert's left-hand side have series.
+    let www = tmp.path().join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    let provider = csaf_provider::Provider::start(&www);
+    csaf_provider::build(&provider, &www, &tmp.path().join("plain"), 3);
+    std::fs::write(tmp.path().join("ca.pem"), &provider.ca_pem).unwrap();
+    let mut directory = std::fs::read_to_string(&issuers).unwrap();
+    directory.push_str("\n[[issuers]]\nid = \"ciq\"\ntier = \"trusted\"\naliases = [\"https://www.ciq.com\"]\n");
+    std::fs::write(&issuers, directory).unwrap();
+    let feed_config = tmp.path().join("feeds.toml");
+    std::fs::write(
+        &feed_config,
+        format!(
+            "[[feeds]]\nname = \"ciq\"\nkind = \"csaf\"\nurl = \"{}/.well-known/csaf/provider-metadata.json\"\n\
+             issuer = \"ciq\"\nrate = 500.0\nca_file = {:?}\n\n[store]\ndata_dir = {:?}\n",
+            provider.origin(),
+            tmp.path().join("ca.pem").display().to_string(),
+            tmp.path().join("data").display().to_string()
+        ),
+    )
+    .unwrap();
     let setup = ServeSetup::fresh(&svc, "prometheus");
     let mut serve = Serve::start(
         &setup,
         "serve",
         &[
+            ("VEXLENS_CONFIG", feed_config.to_str().unwrap()),
             ("VEXLENS_CONSENSUS__ISSUERS_FILE", issuers.to_str().unwrap()),
             ("VEXLENS_EXPORT__DIR", tmp.path().join("exports").to_str().unwrap()),
             ("VEXLENS_EXPORT__SIGN_KEY", sign_key.to_str().unwrap()),

@@ -80,8 +80,12 @@ pub mod names {
     pub const FEED_BYTES_TOTAL: &str = "vex_feed_bytes_total";
     /// Counter{feed}: `changes.csv` rewinds reconciled against `index.txt`.
     pub const FEED_REWINDS_TOTAL: &str = "vex_feed_rewinds_total";
-    /// Gauge{feed}: end of the feed's last run without a feed-level failure (Unix seconds).
+    /// Gauge{feed}: end of the feed's last run without a feed-level failure (Unix
+    /// seconds); a feed that never succeeded reads the time `serve` started it, so the
+    /// staleness alert counts from there.
     pub const FEED_LAST_SUCCESS_SECONDS: &str = "vex_feed_last_success_timestamp_seconds";
+    /// Gauge{feed}: the feed's configured interval (seconds), for the staleness alert.
+    pub const FEED_INTERVAL_SECONDS: &str = "vex_feed_interval_seconds";
 
     /// Gauge: start time of the process (Unix seconds): its changes count restarts (the
     /// crash-loop alert). The standard `process_*` name, as every Prometheus client has it.
@@ -95,7 +99,7 @@ pub mod names {
     pub const PROCESS: [&str; 3] = [PROCESS_START_TIME_SECONDS, PROCESS_RESIDENT_MEMORY_BYTES, PROCESS_OPEN_FDS];
 
     /// Every registered `vex_*` metric name (as it appears in `/metrics`, without histogram suffixes).
-    pub const ALL: [&str; 26] = [
+    pub const ALL: [&str; 27] = [
         CONSENSUS_LATENCY_SECONDS,
         CONFLICT_QUEUE_DEPTH,
         RECOMPUTE_DURATION_SECONDS,
@@ -122,6 +126,7 @@ pub mod names {
         FEED_BYTES_TOTAL,
         FEED_REWINDS_TOTAL,
         FEED_LAST_SUCCESS_SECONDS,
+        FEED_INTERVAL_SECONDS,
     ];
 }
 
@@ -280,6 +285,7 @@ pub struct Metrics {
     pub feed_bytes: Family<FeedLabel, Counter>,
     pub feed_rewinds: Family<FeedLabel, Counter>,
     pub feed_last_success: Family<FeedLabel, Gauge>,
+    pub feed_interval: Family<FeedLabel, Gauge>,
     pub process_start_time: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub process_resident_memory: Gauge,
     pub process_open_fds: Gauge,
@@ -506,6 +512,12 @@ impl Metrics {
             "End of the feed's last run without a feed-level failure (Unix seconds)",
             feed_last_success.clone(),
         );
+        let feed_interval = Family::<FeedLabel, Gauge>::default();
+        registry.register(
+            names::FEED_INTERVAL_SECONDS,
+            "The feed's configured check interval (seconds)",
+            feed_interval.clone(),
+        );
         let process_start_time = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
         process_start_time.set(read_process_start_time());
         registry.register(
@@ -549,6 +561,7 @@ impl Metrics {
             feed_bytes,
             feed_rewinds,
             feed_last_success,
+            feed_interval,
             process_start_time,
             process_resident_memory,
             process_open_fds,

@@ -163,6 +163,16 @@ impl FeedSource {
         &self.cfg.name
     }
 
+    /// Sets the feed's interval gauge and its last success: the state's, or now when it
+    /// never succeeded (so the staleness alert counts from the start of the feed).
+    pub async fn prime_metrics(&self, interval: Duration) {
+        let m = crate::telemetry::metrics();
+        let feed = crate::telemetry::FeedLabel { feed: self.cfg.name.clone() };
+        m.feed_interval.get_or_create(&feed).set(interval.as_secs() as i64);
+        let last = self.state.load(&self.cfg.name).await.ok().flatten().and_then(|s| s.last_success_ms);
+        m.feed_last_success.get_or_create(&feed).set(last.unwrap_or_else(|| self.clock.now_ms()) / 1000);
+    }
+
     /// Checks the feed once: metadata, each allowed directory, every document owed; with
     /// `retry_all`, failed documents are retried now whatever their next retry time.
     pub async fn run_once(&self, retry_all: bool) -> Summary {
@@ -608,6 +618,7 @@ pub async fn run_every(
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     health.set(source.name(), "pending");
+    source.prime_metrics(interval).await;
     loop {
         if *shutdown.borrow() {
             break;
