@@ -311,7 +311,7 @@ async fn serve(
                     shutdown: shutdown.clone(),
                 };
                 let feeds = start_feeds(&cfg, &policy, emit, &feeds_health, &shutdown)?;
-                kafka::run(cfg.clone(), pipeline.clone(), producer, shutdown.clone()).await?;
+                kafka::run(cfg.clone(), pipeline.clone(), store.ledger.clone(), producer, shutdown.clone()).await?;
                 for f in feeds {
                     let _ = f.await;
                 }
@@ -344,6 +344,7 @@ async fn serve(
             let ingest = crate::ingest::Ingest::new(
                 pipeline.clone(),
                 Arc::new(pipeline.clone()),
+                store.ledger.clone(),
                 Arc::new(crate::ports::SystemClock),
                 cfg.ingest.max_message_bytes,
                 crate::ingest::RetryPolicy::once(),
@@ -466,6 +467,7 @@ pub fn run_feeds_once(cfg: Config, names: &[String]) -> anyhow::Result<Vec<crate
         let ingest = crate::ingest::Ingest::new(
             pipeline.clone(),
             Arc::new(pipeline.clone()),
+            store.ledger.clone(),
             Arc::new(crate::ports::SystemClock),
             cfg.ingest.max_message_bytes,
             crate::ingest::RetryPolicy::once(),

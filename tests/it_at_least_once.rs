@@ -193,7 +193,13 @@ fn failing_store_calls_and_a_poisoned_message_neither_lose_data_nor_freeze_commi
         let producer = vex_lens::sources::kafka::create_producer(&cfg).unwrap();
         vex_lens::sources::kafka::ensure_topics(&cfg).await.unwrap();
         let (stop, shutdown) = tokio::sync::watch::channel(false);
-        let run = tokio::spawn(vex_lens::sources::kafka::run(cfg.clone(), pipeline.clone(), producer, shutdown));
+        let run = tokio::spawn(vex_lens::sources::kafka::run(
+            cfg.clone(),
+            pipeline.clone(),
+            inner.ledger.clone(),
+            producer,
+            shutdown,
+        ));
         for (key, path) in &files {
             common::kcat_produce_file(
                 &cfg.kafka.brokers.clone().unwrap(),
@@ -316,7 +322,13 @@ fn run_with_byte_bound(
             })
         };
         let (stop, shutdown) = tokio::sync::watch::channel(false);
-        let run = tokio::spawn(vex_lens::sources::kafka::run(cfg.clone(), pipeline.clone(), producer, shutdown));
+        let run = tokio::spawn(vex_lens::sources::kafka::run(
+            cfg.clone(),
+            pipeline.clone(),
+            store.ledger.clone(),
+            producer,
+            shutdown,
+        ));
         let (group, topic) = (cfg.kafka.group_id.clone(), cfg.kafka.observations_topic.clone());
         let mut committed = 0;
         let start = std::time::Instant::now();

@@ -250,8 +250,13 @@ fn a_revoked_instances_late_write_never_replaces_a_newer_record() {
         let pipeline_a = Pipeline::start(stores_a, Arc::new(Policy::default()), pipeline_settings());
         let (stop_a, shutdown_a) = tokio::sync::watch::channel(false);
         let producer_a = vex_lens::sources::kafka::create_producer(&cfg).unwrap();
-        let run_a =
-            tokio::spawn(vex_lens::sources::kafka::run(cfg.clone(), pipeline_a.clone(), producer_a, shutdown_a));
+        let run_a = tokio::spawn(vex_lens::sources::kafka::run(
+            cfg.clone(),
+            pipeline_a.clone(),
+            inner.ledger.clone(),
+            producer_a,
+            shutdown_a,
+        ));
         let partition_of = produce(&brokers, &topic, &observations(1)).await;
         let n = PACKAGES as i64;
         assert_eq!(wait_committed(&cfg, n, Duration::from_secs(120)).await, n, "batch 1 committed");
@@ -271,8 +276,13 @@ fn a_revoked_instances_late_write_never_replaces_a_newer_record() {
         let pipeline_b = Pipeline::start(stores_b, Arc::new(Policy::default()), pipeline_settings());
         let (stop_b, shutdown_b) = tokio::sync::watch::channel(false);
         let producer_b = vex_lens::sources::kafka::create_producer(&cfg).unwrap();
-        let run_b =
-            tokio::spawn(vex_lens::sources::kafka::run(cfg.clone(), pipeline_b.clone(), producer_b, shutdown_b));
+        let run_b = tokio::spawn(vex_lens::sources::kafka::run(
+            cfg.clone(),
+            pipeline_b.clone(),
+            inner.ledger.clone(),
+            producer_b,
+            shutdown_b,
+        ));
         wait_async("the second owner's first write", Duration::from_secs(120), || {
             !store_b.written.lock().unwrap().is_empty()
         })

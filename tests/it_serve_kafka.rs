@@ -255,3 +255,52 @@ fn two_instances_share_partitions_and_take_over() {
     assert!(a.terminate(Duration::from_secs(30)), "SIGTERM: a did not exit 0; log:\n{}", a.log_tail());
     cleanup(&setup);
 }
+
+/// Issue 17 item 4 through Kafka: version 2 of an OpenVEX and of a CSAF document (naming
+/// no product of a package version 1 named) is produced first, version 1 after it: the
+/// ledger (in MongoDB) owes version 2's markers on version 1's arrival, they travel on the
+/// observations topic with the service's tag and are stored beside the package's
+/// observations, and the stored records equal the batch over all four files (the claims
+/// about the dropped packages retracted).
+#[test]
+fn a_version_dropping_a_package_retracts_through_kafka_in_either_order() {
+    let Some((setup, _serial)) = setup("ledger") else { return };
+    let fixtures = common::repo_dir().join("tests/fixtures/retraction");
+    let file = |name: &str| fixtures.join(name);
+    let (v2, v1) = ([file("openvex-v2.json"), file("csaf-v2.json")], [file("openvex-v1.json"), file("csaf-v1.json")]);
+    let all: Vec<PathBuf> = v1.iter().chain(&v2).cloned().collect();
+    let want = common::cli_consensus(&all, "t");
+    let retracted: Vec<&ConsensusRecord> = want
+        .iter()
+        .filter(|r| r.statements.iter().any(|s| s.role == vex_lens::domain::consensus::Role::Retracted))
+        .collect();
+    assert_eq!(retracted.len(), 2, "the batch retracts v1's claims about the two dropped packages: {want:?}");
+    let mut serve = Serve::start(&setup, "a", &[]);
+    serve.wait_ready(READY);
+    let b = &setup.services.brokers;
+    common::kcat_produce_files(b, &setup.topic, &[("tenant", "t")], &v2);
+    wait_for_records(&setup, &common::cli_consensus(&v2, "t"), &mut [&mut serve]);
+    common::kcat_produce_files(b, &setup.topic, &[("tenant", "t")], &v1);
+    wait_for_records(&setup, &want, &mut [&mut serve]);
+    let rt = rt();
+    let (uri, db) = (&setup.services.mongo_uri, &setup.db);
+    assert_eq!(
+        rt.block_on(common::count(uri, db, vex_lens::stores::mongo::DOCUMENT_VERSIONS)),
+        4,
+        "four versions in the ledger"
+    );
+    let markers = rt.block_on(async {
+        use vex_lens::ports::ObservationStore;
+        let store = vex_lens::stores::mongo::MongoStore::connect(uri, db).await.expect("connect");
+        let mut n = 0;
+        for package in ["pkg:npm/b", "pkg:rpm/vendor/beta"] {
+            let stored = store.observations_for_package("t", package).await.expect("observations");
+            n += stored.iter().filter(|o| o.kind == vex_lens::domain::model::EntryKind::VersionMarker).count();
+        }
+        n
+    });
+    assert_eq!(markers, 2, "one version marker stored per dropped package");
+    assert_eq!(common::kcat_count(b, &setup.dlq_topic), 0, "no document is dead-lettered");
+    assert!(serve.terminate(Duration::from_secs(30)), "SIGTERM: serve did not exit 0; log:\n{}", serve.log_tail());
+    cleanup(&setup);
+}

@@ -337,7 +337,18 @@ impl crate::trust::Recompute for Pipeline {
 
 /// Checks an observation received from the observations topic (or stdin) and
 /// recomputes its id: the artifact key must parse and the package must be its package.
+/// A version marker must name its package as artifact and its document.
 pub fn accept_observation(mut o: Observation) -> Result<Observation, String> {
+    if !o.kind.is_statement() {
+        if o.artifact != o.package || o.document_id.as_deref().map_or(true, |d| d.trim().is_empty()) {
+            return Err("a version marker names its package as artifact and its document id".into());
+        }
+        if o.tenant.trim().is_empty() {
+            return Err("tenant is empty".into());
+        }
+        o.id = o.compute_id().map_err(|e| format!("version marker has no canonical form: {e}"))?.into();
+        return Ok(o);
+    }
     let k = parse_key(&o.artifact).map_err(|e| format!("artifact {:?}: {e}", o.artifact))?;
     if *k.package != *o.package {
         return Err(format!(
@@ -376,6 +387,10 @@ pub fn mark_unauthenticated(o: &mut Observation) {
 pub fn parse_observation(bytes: &[u8], authentic: impl FnOnce(&Observation) -> bool) -> Result<Observation, String> {
     let mut o: Observation = serde_json::from_slice(bytes).map_err(|e| format!("not an observation: {e}"))?;
     if !authentic(&o) {
+        // A marker retracts an issuer's statements: only this service's ledger makes one.
+        if !o.kind.is_statement() {
+            return Err("a version marker without this service's tag (vex-lens-mac) is refused".into());
+        }
         mark_unauthenticated(&mut o);
     }
     accept_observation(o)
@@ -402,6 +417,33 @@ mod tests {
         wrong.package = "pkg:npm/b".into();
         assert!(parse_observation(serde_json::to_string(&wrong).unwrap().as_bytes(), |_| true).is_err());
         assert!(parse_observation(b"{\"x\":1}", |_| true).is_err());
+    }
+
+    /// A version marker (issue 17 item 4) retracts an issuer's statements: from the
+    /// observations topic it is accepted only with this service's tag, and only naming its
+    /// package as artifact and its document.
+    #[test]
+    fn a_version_marker_needs_the_tag_and_its_document() {
+        use crate::domain::ledger::{DocumentKey, DocumentVersion};
+        let v = DocumentVersion {
+            key: DocumentKey { tenant: "t".into(), issuer: Some("acme".into()), document_id: "doc".into() },
+            digest: "sha256:02".into(),
+            version: Some("2".into()),
+            format: crate::domain::model::SourceFormat::Openvex,
+            newest: crate::domain::timestamp::Timestamp::parse("2024-01-01T00:00:00Z").unwrap(),
+            packages: Default::default(),
+        };
+        let marker = v.marker("pkg:npm/b");
+        let bytes = serde_json::to_vec(&marker).unwrap();
+        assert_eq!(parse_observation(&bytes, |_| true).unwrap(), marker);
+        let e = parse_observation(&bytes, |_| false).unwrap_err();
+        assert!(e.contains("version marker without this service's tag"), "{e}");
+        let mut elsewhere = marker.clone();
+        elsewhere.artifact = "pkg:npm/b@1".into();
+        assert!(parse_observation(&serde_json::to_vec(&elsewhere).unwrap(), |_| true).is_err());
+        let mut no_document = marker;
+        no_document.document_id = None;
+        assert!(parse_observation(&serde_json::to_vec(&no_document).unwrap(), |_| true).is_err());
     }
 
     #[test]

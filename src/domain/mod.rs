@@ -9,6 +9,7 @@ pub mod consensus;
 pub mod decay;
 pub mod export_format;
 pub mod keys;
+pub mod ledger;
 pub mod model;
 pub mod names;
 pub mod normalise;

@@ -213,6 +213,28 @@ pub struct Provenance {
     pub sequence: Option<i64>,
 }
 
+/// What an entry of the observation stream is (CONSENSUS.md "Which statements count",
+/// retraction; [`crate::domain::ledger`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryKind {
+    /// A statement a document makes (every observation a normaliser gives).
+    #[default]
+    Statement,
+    /// The document ledger's marker: a version of a document (its tenant, issuer,
+    /// `document_id`, `document_version`, `document_digest`, and its newest statement time
+    /// as `timestamp`) names no product of `package`, whose state holds statements of an
+    /// older version. It states nothing: `artifact` is the package key and the statement
+    /// fields are empty; a package state only orders it among the document's versions.
+    VersionMarker,
+}
+
+impl EntryKind {
+    pub fn is_statement(&self) -> bool {
+        *self == EntryKind::Statement
+    }
+}
+
 /// One statement about one (artifact, vulnerability), as normalised from a document.
 /// This is also the documented JSON form producers may publish to the observations topic
 /// (schemas/observation.schema.json). Its strings are shared (`Arc<str>`): the statements
@@ -225,6 +247,9 @@ pub struct Observation {
     /// Deterministic id: see [`Observation::compute_id`]. Recomputed on receipt.
     #[serde(default)]
     pub id: Arc<str>,
+    /// A statement (absent in its JSON form) or a version marker of the document ledger.
+    #[serde(default, skip_serializing_if = "EntryKind::is_statement")]
+    pub kind: EntryKind,
     #[serde(default = "default_tenant")]
     pub tenant: Arc<str>,
     /// The claimed issuer name (signature issuer, header, or document author); `None`

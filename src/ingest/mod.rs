@@ -1,6 +1,9 @@
 //! The ingest flow, written once for every source: a document (its bytes and its
-//! [`IngestContext`]) is verified when it is a DSSE envelope, normalised, and its
-//! observations are published on the observation bus ([`ObservationBus`]); input that
+//! [`IngestContext`]) is verified when it is a DSSE envelope, normalised, its version is
+//! recorded in the document ledger ([`DocumentLedger`]), and its observations, with the
+//! version markers the ledger says it owes ([`crate::domain::ledger::owed_on_arrival`]:
+//! to packages a newer version no longer names, or that this older version names and a
+//! newer one does not), are published on the observation bus ([`ObservationBus`]); input that
 //! will never work is dead-lettered with its reason ([`DeadLetterSink`]). A source only
 //! turns what it reads into a [`Document`] and acknowledges what [`Ingest::document`]
 //! answers ([`Ack`]): the Kafka documents consumer stores the offset, the watched
@@ -12,15 +15,19 @@
 //! [`RetryPolicy`] ([`settle`]); the flow reads the time only from its [`Clock`] (the
 //! arrival time a source did not give) and touches no store or broker except through
 //! the pipeline and its ports. Signatures travel in the context, so every source gets
-//! the same verdict for the same bytes.
+//! the same verdict for the same bytes. The version is recorded in the ledger before the
+//! publication (a retry records it again: idempotent), and the markers are published with
+//! the observations, so a document acknowledged has told every package it retracts.
 
 pub mod settle;
 
 use crate::actors::messages::IngestOutcome;
 use crate::actors::{Pipeline, PipelineError};
 use crate::domain::codes::DeadLetterReason;
+use crate::domain::ledger::{owed_on_arrival, DocumentVersion};
 use crate::domain::model::IngestContext;
-use crate::ports::{Clock, DeadLetterSink, ObservationBus, Origin};
+use crate::domain::model::Observation;
+use crate::ports::{Clock, DeadLetterSink, DocumentLedger, ObservationBus, Origin};
 use crate::telemetry::events::DocumentIngested;
 use crate::telemetry::trace::bounded;
 pub use settle::{Ack, Exhausted, Failure, Input, RetryPolicy, RETRIES_EXHAUSTED};
@@ -67,6 +74,7 @@ impl Document {
 pub struct Ingest {
     pipeline: Pipeline,
     bus: Arc<dyn ObservationBus>,
+    ledger: Arc<dyn DocumentLedger>,
     clock: Arc<dyn Clock>,
     max_bytes: usize,
     retry: RetryPolicy,
@@ -74,17 +82,39 @@ pub struct Ingest {
 }
 
 impl Ingest {
-    /// The flow over `pipeline` (normalisation and verification), publishing on `bus`;
-    /// documents larger than `max_bytes` are dead-lettered (`too_large`).
+    /// The flow over `pipeline` (normalisation and verification), recording document
+    /// versions in `ledger`, publishing on `bus`; documents larger than `max_bytes` are
+    /// dead-lettered (`too_large`).
     pub fn new(
         pipeline: Pipeline,
         bus: Arc<dyn ObservationBus>,
+        ledger: Arc<dyn DocumentLedger>,
         clock: Arc<dyn Clock>,
         max_bytes: usize,
         retry: RetryPolicy,
         shutdown: watch::Receiver<bool>,
     ) -> Ingest {
-        Ingest { pipeline, bus, clock, max_bytes, retry, shutdown }
+        Ingest { pipeline, bus, ledger, clock, max_bytes, retry, shutdown }
+    }
+
+    /// Records the versions `observations` are statements of (one per document with an
+    /// id) and returns the version markers owed on their arrival, with the document's
+    /// provenance.
+    async fn markers_owed(&self, observations: &[Observation]) -> Result<Vec<Observation>, Failure> {
+        let mut markers = Vec::new();
+        for v in DocumentVersion::of(observations) {
+            let known = self.ledger.record_version(&v).await.map_err(|e| match e.is_retriable() {
+                true => Failure::Transient(format!("document version not recorded: {e}")),
+                false => Failure::Permanent { reason: STORE_REJECTED, detail: format!("document version: {e}") },
+            })?;
+            markers.extend(owed_on_arrival(&v, &known));
+        }
+        if let Some(first) = observations.first() {
+            for m in &mut markers {
+                m.provenance = crate::domain::model::Provenance { sequence: None, ..first.provenance.clone() };
+            }
+        }
+        Ok(markers)
     }
 
     /// Takes one document to the end: published, dead-lettered into `dead_letters`, or
@@ -140,8 +170,11 @@ impl Ingest {
                 span.record("vex.issuer", bounded(i));
             }
         }
+        let markers = self.markers_owed(&observations).await?;
+        let mut entries = observations;
+        entries.extend(markers);
         let correlation_id = doc.ctx.provenance.correlation_id.as_deref();
-        self.bus.publish(observations, &Origin { correlation_id, trace: &doc.trace }).await?;
+        self.bus.publish(entries, &Origin { correlation_id, trace: &doc.trace }).await?;
         DocumentIngested { source: &doc.name, correlation_id, format, observations: n, diagnostics }.emit();
         Ok(())
     }
@@ -216,6 +249,7 @@ mod tests {
             let ingest = Ingest::new(
                 p.clone(),
                 Arc::new(p.clone()),
+                store.clone(),
                 Arc::new(FixedClock),
                 1 << 20,
                 RetryPolicy::once(),

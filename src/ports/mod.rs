@@ -3,9 +3,9 @@
 //! [`DeadLetterSink`], the watched directory's [`ProcessedFiles`], the feeds' [`FeedStateStore`], the clock
 //! [`Clock`])
 //! and the store, split by role, one
-//! small trait each ([`StoreAdmin`], [`ObservationStore`], [`RecordStore`] (records,
-//! history and the change stream), [`ConflictQueue`], [`TrustStore`],
-//! [`ExportJobStore`], [`VerificationStore`]); each has a real adapter (MongoDB) and an
+//! small trait each ([`StoreAdmin`], [`ObservationStore`], [`DocumentLedger`],
+//! [`RecordStore`] (records, history and the change stream), [`ConflictQueue`],
+//! [`TrustStore`], [`ExportJobStore`], [`VerificationStore`]); each has a real adapter (MongoDB) and an
 //! embedded one (redb), so the same pipeline runs with no servers. Every caller takes
 //! the roles it needs and nothing more; only the composition root holds the whole
 //! store ([`Store`], [`Stores`]), and a test double implements only the role it fakes.
@@ -24,6 +24,7 @@ mod dead_letters;
 mod error;
 mod export_jobs;
 pub mod feed_state;
+mod ledger;
 mod observations;
 mod processed_files;
 mod records;
@@ -39,6 +40,7 @@ pub use dead_letters::{DeadLetter, DeadLetterError, DeadLetterSink, EventOnly};
 pub use error::{StoreError, INTERNAL_ERROR_ATTEMPTS};
 pub use export_jobs::{ExportJobRecord, ExportJobStore, JobResult};
 pub use feed_state::{FeedState, FeedStateError, FeedStateStore};
+pub use ledger::DocumentLedger;
 pub use observations::ObservationStore;
 pub use processed_files::ProcessedFiles;
 pub use records::{
@@ -61,6 +63,7 @@ pub trait Store:
     StoreAdmin
     + SchemaStore
     + ObservationStore
+    + DocumentLedger
     + RecordStore
     + ConflictQueue
     + TrustStore
@@ -73,6 +76,7 @@ impl<T> Store for T where
     T: StoreAdmin
         + SchemaStore
         + ObservationStore
+        + DocumentLedger
         + RecordStore
         + ConflictQueue
         + TrustStore
@@ -89,6 +93,7 @@ pub struct Stores {
     pub admin: Arc<dyn StoreAdmin>,
     pub schema: Arc<dyn SchemaStore>,
     pub observations: Arc<dyn ObservationStore>,
+    pub ledger: Arc<dyn DocumentLedger>,
     pub records: Arc<dyn RecordStore>,
     pub conflicts: Arc<dyn ConflictQueue>,
     pub trust: Arc<dyn TrustStore>,
@@ -103,6 +108,7 @@ impl Stores {
             admin: store.clone(),
             schema: store.clone(),
             observations: store.clone(),
+            ledger: store.clone(),
             records: store.clone(),
             conflicts: store.clone(),
             trust: store.clone(),

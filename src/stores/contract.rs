@@ -1,6 +1,7 @@
 //! The store contract, written once as generic async functions, one per role of
 //! `crate::ports` (each bounded by that role's trait: [`admin_contract`],
-//! [`observation_contract`], [`record_contract`] (with the conflict queue its writes
+//! [`observation_contract`], [`ledger_contract`] (the document ledger, and version
+//! markers kept as observations), [`record_contract`] (with the conflict queue its writes
 //! keep, the change stream and the version fence), [`verification_contract`],
 //! [`export_job_contract`], [`trust_contract`]), and run against every adapter through
 //! [`store_contract_suite`]: the embedded store in `cargo test`, MongoDB in the
@@ -13,13 +14,15 @@
 
 use crate::domain::consensus::{ConsensusRecord, PackageState, PairKey};
 use crate::domain::keys::parse_key;
-use crate::domain::model::{IssuerSource, Observation, Provenance, Signature, SourceFormat, Status, TimestampSource};
+use crate::domain::model::{
+    EntryKind, IssuerSource, Observation, Provenance, Signature, SourceFormat, Status, TimestampSource,
+};
 use crate::domain::timestamp::Timestamp;
 use crate::domain::trust::Policy;
 use crate::domain::version::{RecordVersion, VersionedRecord};
 use crate::ports::{
-    ConflictQueue, ExportJobRecord, ExportJobStore, ObservationStore, RecordQuery, RecordStore, SchemaStore, Store,
-    StoreAdmin, StoredObservation, TrustAudit, TrustStore, VerificationRecord, VerificationStore,
+    ConflictQueue, DocumentLedger, ExportJobRecord, ExportJobStore, ObservationStore, RecordQuery, RecordStore,
+    SchemaStore, Store, StoreAdmin, StoredObservation, TrustAudit, TrustStore, VerificationRecord, VerificationStore,
 };
 use std::collections::BTreeSet;
 
@@ -28,6 +31,7 @@ pub fn sample_observation(tenant: &str, issuer: &str, artifact: &str, vuln: &str
     let k = parse_key(artifact).expect("sample artifact key parses");
     Observation {
         id: "".into(),
+        kind: EntryKind::Statement,
         tenant: tenant.into(),
         issuer: Some(issuer.into()),
         issuer_source: IssuerSource::Document,
@@ -80,6 +84,7 @@ pub async fn store_contract_suite<S: Store>(store: &S) {
     let other_tenant = format!("{tenant}-other");
     admin_contract(store).await;
     observation_contract(store, &tenant, &other_tenant).await;
+    ledger_contract(store, &tenant, &other_tenant).await;
     record_contract(store, &tenant, &other_tenant).await;
     verification_contract(store, nanos).await;
     export_job_contract(store, &tenant, &other_tenant).await;
@@ -126,6 +131,52 @@ pub async fn observation_contract<S: ObservationStore>(store: &S, tenant: &str, 
 /// Records (current records, history, the read API's queries and one-pair answer, the
 /// change stream, the version fence) and the conflict queue their writes keep. Uses the
 /// pairs of [`observation_contract`]'s fixtures (evaluated here, not read back).
+/// The document ledger: a version is recorded once (a replay returns the same versions),
+/// the answer holds every version of the document recorded so far and nothing of another
+/// document, issuer or tenant; a version marker is stored and read back as an observation
+/// of its package, its kind kept.
+pub async fn ledger_contract<S: DocumentLedger + ObservationStore>(store: &S, tenant: &str, other_tenant: &str) {
+    use crate::domain::ledger::{DocumentKey, DocumentVersion};
+    let version =
+        |tenant: &str, issuer: Option<&str>, doc: &str, digest: &str, v: &str, packages: &[&str]| DocumentVersion {
+            key: DocumentKey { tenant: tenant.into(), issuer: issuer.map(Into::into), document_id: doc.into() },
+            digest: digest.into(),
+            version: Some(v.into()),
+            format: SourceFormat::Openvex,
+            newest: Timestamp::parse("2024-01-01T00:00:00Z").unwrap(),
+            packages: packages.iter().map(|p| p.to_string()).collect(),
+        };
+    let v1 = version(tenant, Some("acme"), "doc", "sha256:01", "1", &["pkg:npm/a", "pkg:npm/b"]);
+    let v2 = version(tenant, Some("acme"), "doc", "sha256:02", "2", &["pkg:npm/a"]);
+    assert_eq!(store.record_version(&v1).await.unwrap(), std::slice::from_ref(&v1), "ledger: first version alone");
+    assert_eq!(store.record_version(&v1).await.unwrap(), std::slice::from_ref(&v1), "ledger: a replay changes nothing");
+    // Other documents, issuers (or none) and tenants are apart.
+    for other in [
+        version(tenant, Some("acme"), "doc-2", "sha256:03", "1", &["pkg:npm/c"]),
+        version(tenant, Some("other"), "doc", "sha256:04", "1", &["pkg:npm/c"]),
+        version(tenant, None, "doc", "sha256:05", "1", &["pkg:npm/c"]),
+        version(other_tenant, Some("acme"), "doc", "sha256:06", "1", &["pkg:npm/c"]),
+    ] {
+        assert_eq!(
+            store.record_version(&other).await.unwrap(),
+            std::slice::from_ref(&other),
+            "ledger: {:?} apart",
+            other.key
+        );
+    }
+    assert_eq!(
+        store.record_version(&v2).await.unwrap(),
+        [v1.clone(), v2.clone()],
+        "ledger: every version of the document"
+    );
+    // The marker v2 owes package b round-trips as an observation of b.
+    let marker = v2.marker("pkg:npm/b");
+    store.put_observations(std::slice::from_ref(&marker)).await.unwrap();
+    let back = store.observations_for_package(tenant, "pkg:npm/b").await.unwrap();
+    let markers: Vec<&Observation> = back.iter().filter(|o| o.kind == EntryKind::VersionMarker).collect();
+    assert_eq!(markers, [&marker], "ledger: a version marker is kept as it was");
+}
+
 pub async fn record_contract<S: RecordStore + ConflictQueue>(store: &S, tenant: &str, other_tenant: &str) {
     let a = sample_observation(tenant, "vendor", "pkg:npm/contract-a@1.0.0", "CVE-2024-0001", Status::Affected);
     let b = sample_observation(tenant, "scanner", "pkg:npm/contract-a@1.0.0", "CVE-2024-0001", Status::NotAffected);

@@ -2,19 +2,25 @@
 //!
 //! Invariants: the result (records in artifact, vulnerability, tenant order, and the
 //! errors) does not depend on the input order or the number of threads; it equals
-//! applying the observations one by one (CONSENSUS.md "Properties").
+//! applying the observations one by one (CONSENSUS.md "Properties"), with the version
+//! markers the document ledger owes for the versions among them
+//! ([`crate::domain::ledger::Ledger`]): the markers the ingest flow publishes for the
+//! same documents, so a batch over files equals the service that ingested them.
 
 use super::record::{ConsensusRecord, PairKey};
 use super::state::{ApplyError, PackageState};
 use crate::domain::canonical::CanonicalError;
+use crate::domain::ledger::Ledger;
 use crate::domain::model::Observation;
 use crate::domain::trust::Policy;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// Groups observations by package and evaluates every pair: the batch computation the CLI
-/// runs on files, and the reference the incremental path must equal. Records are sorted
-/// by artifact, then vulnerability, then tenant.
+/// runs on files, and the reference the incremental path must equal. The version markers
+/// the document versions among `observations` owe are applied too (markers among the
+/// input, e.g. read back from a store, are duplicates of them). Records are sorted by
+/// artifact, then vulnerability, then tenant.
 pub fn batch<I: IntoIterator<Item = Observation>>(
     observations: I,
     policy: &Policy,
@@ -65,8 +71,14 @@ where
     // Grouped by package in input order, then each package's state built on its own
     // (errors reported package by package, in package order).
     let mut by_package: BTreeMap<Arc<str>, Vec<Observation>> = BTreeMap::new();
+    let mut ledger = Ledger::default();
     for o in observations {
+        ledger.note(&o);
         by_package.entry(o.package.clone()).or_default().push(o);
+    }
+    // A marker goes to a package that an older version named: one with observations.
+    for m in ledger.markers() {
+        by_package.entry(m.package.clone()).or_default().push(m);
     }
     let built: Vec<(PackageState, Vec<ApplyError>)> = by_package
         .into_values()

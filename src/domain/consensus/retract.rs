@@ -6,14 +6,17 @@
 //! then by their newest statement time; a statement is retracted only by a strictly newer
 //! version that makes no statement about its (artifact, vulnerability) (one that does
 //! supersedes it instead); excluded statements stay excluded. Which versions a package
-//! sees is what its state holds: a newer version that names no product of the package at
-//! all is not seen by it (docs/consensus.md says so).
+//! sees is what its state holds: the versions of its statements, and the version markers
+//! of the document ledger ([`crate::domain::ledger`]) for newer versions that name no
+//! product of the package at all. A marker whose document version is above every version
+//! of the document's statements the state holds retracts all of them (versions equal to
+//! it do not: markers are ordered by document version only).
 
 use super::record::Role;
 use super::Work;
+use crate::domain::ledger::version_cmp;
 use crate::domain::model::Observation;
 use crate::domain::timestamp::Timestamp;
-use crate::domain::vers::compare_generic as compare_versions;
 use std::cmp::Ordering;
 
 /// One version of a document as a package state sees it.
@@ -26,11 +29,7 @@ pub(super) struct Version<'a> {
 
 /// The order of two versions of one document: document version, then newest statement time.
 pub(super) fn version_order(a: &Version, b: &Version) -> Ordering {
-    match (a.version, b.version) {
-        (Some(x), Some(y)) => compare_versions(x, y),
-        (x, y) => x.is_some().cmp(&y.is_some()),
-    }
-    .then(a.newest.cmp(&b.newest))
+    version_cmp(a.version, b.version).then(a.newest.cmp(&b.newest))
 }
 
 /// Marks the counted statements that `retracted_by` says a newer version retracted.

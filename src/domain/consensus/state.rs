@@ -4,13 +4,17 @@
 //! Invariants: the state is a set of observations keyed by their deterministic id, so
 //! applying a duplicate changes nothing and the order of application does not matter;
 //! every observation belongs to the state's one package; applying one costs in proportion
-//! to the pairs it can change; the state only grows.
+//! to the pairs it can change; the state only grows. A version marker of the document
+//! ledger ([`crate::domain::ledger`]) is held like an observation (same id rule, same
+//! package check) but applies to no pair: it only orders its document's versions for
+//! retraction ([`PackageState::apply`] lists the pairs of that document's statements).
 
 use super::evaluate::evaluate;
 use super::record::{ConsensusRecord, PairKey};
 use super::retract;
 use crate::domain::canonical::CanonicalError;
 use crate::domain::keys::{self, ArtifactKey};
+use crate::domain::ledger::version_cmp;
 use crate::domain::model::Observation;
 use crate::domain::trust::Policy;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -23,6 +27,8 @@ pub enum ApplyError {
     WrongPackage { id: String, got: String, expected: String },
     #[error("observation {id}: artifact key {artifact:?} is invalid: {reason}")]
     BadArtifact { id: String, artifact: String, reason: String },
+    #[error("version marker {id}: names no document")]
+    MarkerWithoutDocument { id: String },
     #[error("observation has no canonical form: {0}")]
     Unidentifiable(CanonicalError),
     #[error("record of {artifact} / {vulnerability} cannot be digested: {source}")]
@@ -180,8 +186,8 @@ pub struct PackageState {
 /// `@id`, CSAF `tracking.id`, CycloneDX `serialNumber`).
 type DocKey = (Arc<str>, Option<Arc<str>>, Arc<str>);
 
-/// The observations of one document held by a state, and the versions (digests) they
-/// come from.
+/// The observations (statements and version markers) of one document held by a state,
+/// and the versions (digests) they come from.
 #[derive(Clone, Debug, Default)]
 struct DocumentVersions {
     ids: BTreeSet<ObsKey>,
@@ -247,6 +253,9 @@ impl PackageState {
         if self.observations.contains_key(&id) {
             return Ok(Vec::new());
         }
+        if !o.kind.is_statement() {
+            return self.add_marker(id, o, list_changed);
+        }
         // An artifact already held was parsed when it first came.
         let key = match self.parsed.get(&*o.artifact) {
             Some(k) => k.clone(),
@@ -287,7 +296,7 @@ impl PackageState {
             // retracted (or no longer be) by this one.
             if let Some(d) = doc_key(&o).and_then(|k| self.documents.get(&k)) {
                 if d.digests.iter().any(|x| *x != o.document_digest) {
-                    for x in d.ids.iter().filter_map(|id| self.observations.get(id)) {
+                    for x in d.ids.iter().filter_map(|id| self.observations.get(id)).filter(|x| x.kind.is_statement()) {
                         if let Some(xk) = self.parsed.get(&x.artifact) {
                             pairs_applying(t, &self.parsed, xk, &x.tenant, &x.vulnerability, &mut affected);
                         }
@@ -334,6 +343,39 @@ impl PackageState {
             d.digests.insert(o.document_digest.clone());
         }
         self.observations.insert(id, Box::new(o));
+        Ok(affected.into_iter().collect())
+    }
+
+    /// Holds a version marker: checked like a statement (its package), indexed only under
+    /// its document. Lists the pairs of the document's statements (each may now be
+    /// retracted).
+    fn add_marker(&mut self, id: ObsKey, mut o: Observation, list_changed: bool) -> Result<Vec<PairKey>, ApplyError> {
+        if let Some(p) = self.package.as_ref().filter(|p| **p != o.package) {
+            return Err(ApplyError::WrongPackage {
+                id: o.id.to_string(),
+                got: o.package.to_string(),
+                expected: p.to_string(),
+            });
+        }
+        let Some(k) = doc_key(&o) else {
+            return Err(ApplyError::MarkerWithoutDocument { id: o.id.to_string() });
+        };
+        self.strings.share_all(&mut o);
+        if self.package.is_none() {
+            self.package = Some(o.package.clone());
+        }
+        let d = self.documents.entry(k).or_default();
+        d.ids.insert(id);
+        d.digests.insert(o.document_digest.clone());
+        self.observations.insert(id, Box::new(o));
+        let mut affected = BTreeSet::new();
+        if list_changed {
+            for x in d.ids.iter().filter_map(|id| self.observations.get(id)).filter(|x| x.kind.is_statement()) {
+                if let (Some(t), Some(xk)) = (self.tenants.get(&x.tenant), self.parsed.get(&x.artifact)) {
+                    pairs_applying(t, &self.parsed, xk, &x.tenant, &x.vulnerability, &mut affected);
+                }
+            }
+        }
         Ok(affected.into_iter().collect())
     }
 
@@ -409,21 +451,36 @@ impl PackageState {
     /// the pair's record (`ports::RecordVersion`). Both only grow as observations apply.
     pub fn pair_extent(&self, pair: &PairKey) -> (i64, u64) {
         let obs = self.applicable(pair);
-        let max = obs.iter().filter_map(|o| o.provenance.sequence).max().unwrap_or(-1);
-        (max, obs.len() as u64)
+        // The version markers of their documents change the record too (retraction).
+        let mut markers: BTreeSet<ObsKey> = BTreeSet::new();
+        for k in obs.iter().filter_map(|o| doc_key(o)) {
+            if let Some(d) = self.documents.get(&k) {
+                markers.extend(
+                    d.ids.iter().filter(|id| self.observations.get(*id).is_some_and(|x| !x.kind.is_statement())),
+                );
+            }
+        }
+        let marker_seqs = markers.iter().filter_map(|id| self.observations.get(id)?.provenance.sequence);
+        let max = obs.iter().filter_map(|o| o.provenance.sequence).chain(marker_seqs).max().unwrap_or(-1);
+        (max, (obs.len() + markers.len()) as u64)
     }
 
     /// Why `o` no longer counts, if a newer version of its document (same tenant, claimed
-    /// issuer and document id) that this state holds no longer makes it: no statement of
-    /// the newest version is about `o`'s (artifact, vulnerability). Versions are ordered
-    /// by [`retract::version_order`]; versions tied at the top retract nothing.
+    /// issuer and document id) that this state holds no longer makes it: a version marker
+    /// of a document version above every version of the document's statements held here
+    /// ([`Self::retracted_by_marker`]), else no statement of the newest version is about
+    /// `o`'s (artifact, vulnerability). Versions are ordered by
+    /// [`retract::version_order`]; versions tied at the top retract nothing.
     fn retracted_by(&self, o: &Observation) -> Option<String> {
         let d = self.documents.get(&doc_key(o)?)?;
         if d.digests.len() < 2 {
             return None;
         }
+        if let Some(reason) = self.retracted_by_marker(o, d) {
+            return Some(reason);
+        }
         let mut versions: BTreeMap<&str, retract::Version> = BTreeMap::new();
-        for x in d.ids.iter().filter_map(|id| self.observations.get(id)) {
+        for x in d.ids.iter().filter_map(|id| self.observations.get(id)).filter(|x| x.kind.is_statement()) {
             let v = versions
                 .entry(&x.document_digest)
                 .or_insert(retract::Version { version: x.document_version.as_deref(), newest: x.timestamp });
@@ -440,7 +497,10 @@ impl PackageState {
             .map(|(digest, _)| *digest)
             .collect();
         let restated = d.ids.iter().filter_map(|id| self.observations.get(id)).any(|x| {
-            top.contains(&*x.document_digest) && x.artifact == o.artifact && x.vulnerability == o.vulnerability
+            x.kind.is_statement()
+                && top.contains(&*x.document_digest)
+                && x.artifact == o.artifact
+                && x.vulnerability == o.vulnerability
         });
         if restated {
             return None;
@@ -451,6 +511,32 @@ impl PackageState {
             newest.version.unwrap_or("-"),
             o.document_id.as_deref().unwrap_or_default(),
             digests.join(", ")
+        ))
+    }
+
+    /// The retraction of `o` by the document's version markers: when the highest document
+    /// version among them is above that of every statement of the document held here, that
+    /// version names no product of this package any more, so no statement of an older one
+    /// counts. The reason names the version and the digests of the markers at it (sorted).
+    fn retracted_by_marker(&self, o: &Observation, d: &DocumentVersions) -> Option<String> {
+        let held = || d.ids.iter().filter_map(|id| self.observations.get(id));
+        let newest_marker = held().filter(|x| !x.kind.is_statement()).max_by(|a, b| {
+            version_cmp(a.document_version.as_deref(), b.document_version.as_deref())
+                .then_with(|| b.document_digest.cmp(&a.document_digest))
+        })?;
+        let mv = newest_marker.document_version.as_deref();
+        if held().any(|x| x.kind.is_statement() && version_cmp(x.document_version.as_deref(), mv).is_ge()) {
+            return None;
+        }
+        let digests: BTreeSet<&str> = held()
+            .filter(|x| !x.kind.is_statement() && version_cmp(x.document_version.as_deref(), mv).is_eq())
+            .map(|x| &*x.document_digest)
+            .collect();
+        Some(format!(
+            "retracted: version {} of document {} ({}) no longer states it",
+            mv.unwrap_or("-"),
+            o.document_id.as_deref().unwrap_or_default(),
+            digests.into_iter().collect::<Vec<_>>().join(", ")
         ))
     }
 

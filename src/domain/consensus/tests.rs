@@ -3,7 +3,7 @@
 use super::*;
 use crate::domain::canonical;
 use crate::domain::keys::parse_key;
-use crate::domain::model::{IssuerSource, Provenance, Signature, SignatureReason, TimestampSource};
+use crate::domain::model::{EntryKind, IssuerSource, Provenance, Signature, SignatureReason, TimestampSource};
 use crate::domain::model::{Justification, SignatureStatus, SourceFormat, Status};
 use crate::domain::timestamp::Timestamp;
 use crate::domain::trust::{Issuer, IssuerDirectory, Knobs, TenantOverride};
@@ -19,6 +19,7 @@ pub(super) fn obs(issuer: Option<&str>, artifact: &str, vuln: &str, status: Stat
     let k = parse_key(artifact).unwrap();
     Observation {
         id: "".into(),
+        kind: EntryKind::Statement,
         tenant: "default".into(),
         issuer: issuer.map(Into::into),
         issuer_source: if issuer.is_some() { IssuerSource::Document } else { IssuerSource::None },
@@ -594,4 +595,158 @@ fn a_concrete_artifact_no_one_stated_gets_every_statement_that_applies() {
     let held = PairKey { artifact: "pkg:rpm/rocky/bind@9.0-1?arch=x86_64".into(), ..pair };
     assert!(st.holds_artifact(&held.artifact));
     assert_eq!(st.evaluate(&held, &p, false).unwrap().unwrap().statements.len(), 2);
+}
+
+/// One version of `doc-1` by `vendor`: a statement about `pkg:npm/<p>@1` for each package
+/// `p` it names.
+fn doc_version(version: &str, packages: &[&str], status: Status, t: &str) -> Vec<Observation> {
+    let digest = format!("sha256:{}", canonical::sha256_hex(format!("{version}{packages:?}{status:?}").as_bytes()));
+    packages
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let mut o = obs(Some("vendor"), &format!("pkg:npm/{p}@1"), "CVE-1", status, t);
+            o.document_id = Some("https://vendor.example/vex/doc-1".into());
+            o.document_version = Some(version.into());
+            o.document_digest = digest.clone().into();
+            o.position = i as u32;
+            o.with_id().unwrap()
+        })
+        .collect()
+}
+
+fn pair_of(artifact: &str) -> PairKey {
+    PairKey { tenant: "default".into(), artifact: artifact.into(), vulnerability: "CVE-1".into() }
+}
+
+/// Issue 17 item 4, the edge case: a newer version that names no product of package `b`
+/// retracts the older version's claim about it (through the ledger's version marker, in
+/// the batch and in a package state), whichever comes first; `a`, still named, is
+/// superseded as before.
+#[test]
+fn a_newer_version_naming_no_product_of_a_package_retracts_its_claims() {
+    let p = policy(Mode::WeightedVote);
+    let v1 = doc_version("1", &["a", "b"], Status::Affected, "2024-01-01T00:00:00Z");
+    let v2 = doc_version("2", &["a"], Status::Fixed, "2024-02-01T00:00:00Z");
+    let all: Vec<Observation> = v1.iter().chain(&v2).cloned().collect();
+    let (records, errors) = batch(all.clone(), &p, true);
+    assert!(errors.is_empty(), "{errors:?}");
+    let b = records.iter().find(|r| r.artifact == "pkg:npm/b@1").unwrap();
+    assert_eq!(b.status, ConsensusStatus::Inconclusive, "v1's claim about b no longer counts");
+    assert_eq!(b.statements.len(), 1);
+    assert_eq!(b.statements[0].role, Role::Retracted);
+    let reason = b.statements[0].reason.as_deref().unwrap();
+    assert!(
+        reason.starts_with("retracted: version 2 of document https://vendor.example/vex/doc-1 (sha256:"),
+        "{reason}"
+    );
+    assert!(b.explain.as_ref().unwrap().iter().any(|l| l.contains("retracted")));
+    let a = records.iter().find(|r| r.artifact == "pkg:npm/a@1").unwrap();
+    assert_eq!(a.status, ConsensusStatus::Fixed);
+
+    // Package b's state: the marker before or after v1's statement gives b's batch record;
+    // applying the marker lists b's pair (its record changes).
+    let marker = crate::domain::ledger::DocumentVersion::of(&v2)[0].marker("pkg:npm/b");
+    let mut after = PackageState::new();
+    after.apply(v1[1].clone()).unwrap();
+    assert_eq!(after.apply(marker.clone()).unwrap(), [pair_of("pkg:npm/b@1")]);
+    let mut before = PackageState::new();
+    assert!(before.apply(marker.clone()).unwrap().is_empty());
+    assert_eq!(before.apply(v1[1].clone()).unwrap(), [pair_of("pkg:npm/b@1")]);
+    let want = b.to_canonical_json().unwrap();
+    for st in [&after, &before] {
+        let r = st.evaluate(&pair_of("pkg:npm/b@1"), &p, true).unwrap().unwrap();
+        assert_eq!(r.to_canonical_json().unwrap(), want);
+    }
+    // The marker grows the pair's record version; a duplicate changes nothing.
+    assert_eq!(after.pair_extent(&pair_of("pkg:npm/b@1")).1, 2);
+    assert!(after.apply(marker.clone()).unwrap().is_empty());
+    // A marker of another package is refused like a statement.
+    assert!(matches!(
+        after.apply(crate::domain::ledger::DocumentVersion::of(&v2)[0].marker("pkg:npm/c")),
+        Err(ApplyError::WrongPackage { .. })
+    ));
+    // Any order of the input gives the same records.
+    let mut reversed = all;
+    reversed.reverse();
+    assert_eq!(canonical(&batch(reversed, &p, true).0), canonical(&records));
+}
+
+/// A version naming the package again (v3) un-retracts nothing it does not restate but
+/// counts itself; a marker of an equal version retracts nothing.
+#[test]
+fn markers_retract_only_versions_below_them() {
+    let p = policy(Mode::WeightedVote);
+    let v1 = doc_version("1", &["a", "b"], Status::Affected, "2024-01-01T00:00:00Z");
+    let v2 = doc_version("2", &["a"], Status::Fixed, "2024-02-01T00:00:00Z");
+    let v3 = doc_version("3", &["b"], Status::NotAffected, "2024-03-01T00:00:00Z");
+    let (records, _) = batch(v1.iter().chain(&v2).chain(&v3).cloned(), &p, false);
+    let b = records.iter().find(|r| r.artifact == "pkg:npm/b@1").unwrap();
+    assert_eq!(b.status, ConsensusStatus::NotAffected);
+    assert_eq!(b.statements.iter().map(|s| s.role).collect::<Vec<_>>(), [Role::Superseded, Role::Counted]);
+    // v2 and v2' (same version number, another digest) name disjoint packages: no marker.
+    let v2b = doc_version("2", &["b"], Status::Affected, "2024-02-01T00:00:00Z");
+    let (records, _) = batch(v2.iter().chain(&v2b).cloned(), &p, false);
+    assert!(records.iter().all(|r| r.statements.iter().all(|s| s.role == Role::Counted)));
+}
+
+/// The ingest flow's view, simulated: each version (in the given order) is recorded in the
+/// ledger, owes the markers [`crate::domain::ledger::owed_on_arrival`] says, and its
+/// observations and markers are applied to their packages' states; the records each apply
+/// reports as changed, kept, are the final records.
+fn incremental(versions: &[Vec<Observation>], p: &Policy) -> Vec<ConsensusRecord> {
+    use crate::domain::ledger::{owed_on_arrival, DocumentVersion};
+    let mut seen: Vec<DocumentVersion> = Vec::new();
+    let mut states: BTreeMap<String, PackageState> = BTreeMap::new();
+    let mut records: BTreeMap<PairKey, ConsensusRecord> = BTreeMap::new();
+    for v in versions {
+        let mut entries = v.clone();
+        for dv in DocumentVersion::of(v) {
+            entries.extend(owed_on_arrival(&dv, &seen));
+            seen.push(dv);
+        }
+        for o in entries {
+            let st = states.entry(o.package.to_string()).or_default();
+            for pair in st.apply(o).unwrap() {
+                records.insert(pair.clone(), st.evaluate(&pair, p, true).unwrap().unwrap());
+            }
+        }
+    }
+    let mut out: Vec<ConsensusRecord> = records.into_values().collect();
+    out.sort_by(|a, b| {
+        a.artifact.cmp(&b.artifact).then(a.vulnerability.cmp(&b.vulnerability)).then(a.tenant.cmp(&b.tenant))
+    });
+    out
+}
+
+fn arb_version() -> impl Strategy<Value = Vec<Observation>> {
+    (0..4usize, 0..8u8, 0..4usize, 0..60i64).prop_map(|(v, mask, s, day)| {
+        let named: Vec<&str> =
+            ["a", "b", "c"].into_iter().enumerate().filter(|(i, _)| mask & (1 << i) != 0).map(|(_, p)| p).collect();
+        let t = Timestamp::from_unix_nanos((1_700_000_000 + day * 86_400) as i128 * 1_000_000_000, 0);
+        doc_version(["1", "2", "3", "10"][v], &named, Status::ALL[s], &t.to_string())
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// Issue 17 item 4: versions of one document naming random subsets of three packages,
+    /// ingested one by one in any order (each owing the ledger's markers on arrival), give
+    /// byte-identical records to the batch over their observations.
+    #[test]
+    fn ledger_incremental_equals_batch_in_any_order(versions in prop::collection::vec(arb_version(), 1..7), seed in any::<u64>()) {
+        let p = policy(Mode::WeightedVote);
+        let all: Vec<Observation> = versions.iter().flatten().cloned().collect();
+        let (want, errors) = batch(all, &p, true);
+        prop_assert!(errors.is_empty());
+        prop_assert_eq!(canonical(&incremental(&versions, &p)), canonical(&want));
+        let mut shuffled = versions.clone();
+        let mut x = seed | 1;
+        for i in (1..shuffled.len()).rev() {
+            x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+            shuffled.swap(i, (x % (i as u64 + 1)) as usize);
+        }
+        prop_assert_eq!(canonical(&incremental(&shuffled, &p)), canonical(&want));
+    }
 }

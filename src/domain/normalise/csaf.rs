@@ -323,6 +323,7 @@ impl VulnerabilityContext<'_> {
         let justification_original = d.justifications.get(pid).map(|j| Arc::<str>::from(j.as_str()));
         Observation {
             id: Arc::from(""),
+            kind: EntryKind::Statement,
             tenant: shared.tenant.clone(),
             issuer: shared.issuer.clone(),
             issuer_source: self.issuer_source,

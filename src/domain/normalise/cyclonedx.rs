@@ -242,6 +242,7 @@ pub fn normalise(
                 let na = status == Status::NotAffected && analysis_status == Status::NotAffected;
                 observations.push(Observation {
                     id: Arc::from(""),
+                    kind: EntryKind::Statement,
                     tenant: shared.tenant.clone(),
                     issuer: shared.issuer.clone(),
                     issuer_source,

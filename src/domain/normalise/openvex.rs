@@ -103,6 +103,7 @@ pub fn normalise(
             scope.dedup();
             observations.push(Observation {
                 id: Arc::from(""),
+                kind: EntryKind::Statement,
                 tenant: shared.tenant.clone(),
                 issuer: shared.issuer.clone(),
                 issuer_source,

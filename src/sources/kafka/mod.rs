@@ -73,6 +73,7 @@ pub(crate) type KConsumer = StreamConsumer<RebalanceContext>;
 pub async fn run(
     cfg: Arc<Config>,
     pipeline: Pipeline,
+    ledger: Arc<dyn crate::ports::DocumentLedger>,
     producer: FutureProducer,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
@@ -111,6 +112,7 @@ pub async fn run(
     let ingest = Ingest::new(
         pipeline.clone(),
         Arc::new(bus),
+        ledger,
         Arc::new(SystemClock),
         cfg.ingest.max_message_bytes,
         retry.clone(),

@@ -1,5 +1,5 @@
 //! The embedded store: every store role ([`crate::ports::Store`]) on redb under
-//! `--data-dir`, one module per role (`observations`, `records` (current records,
+//! `--data-dir`, one module per role (`observations`, `ledger` (document versions), `records` (current records,
 //! history and the conflict-queue writes), `changes` (the change stream),
 //! `conflicts`, `trust`, `export_jobs`, `verifications`, `schema` (the schema version and
 //! the upgrade's bulk writes)), plus what the embedded
@@ -17,6 +17,7 @@ mod changes;
 mod conflicts;
 mod export_jobs;
 mod ingest;
+mod ledger;
 mod observations;
 mod records;
 mod schema;
@@ -32,6 +33,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 const OBSERVATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("vex_observations");
+/// The document ledger: `tenant \0 issuer \0 document id \0 digest` -> version (JSON).
+const DOCUMENT_VERSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("vex_document_versions");
 const CONSENSUS: TableDefinition<&str, &[u8]> = TableDefinition::new("vex_consensus");
 const HISTORY: TableDefinition<&str, &[u8]> = TableDefinition::new("vex_consensus_history");
 const CONFLICTS: TableDefinition<&str, &[u8]> = TableDefinition::new("vex_conflict_queue");
@@ -107,6 +110,7 @@ impl EmbeddedStore {
         let tx = self.db.begin_write().map_err(err)?;
         for t in [
             OBSERVATIONS,
+            DOCUMENT_VERSIONS,
             CONSENSUS,
             HISTORY,
             CONFLICTS,

@@ -1,7 +1,8 @@
 //! MongoDB adapter of every store role ([`crate::ports::Store`]; official `mongodb`
 //! driver v3), written for MongoDB 7+ (a standalone server: no transactions, no change
 //! streams, no client-level `bulkWrite`, which needs 8.0) and tested against SecantusDB
-//! (a MongoDB-wire server). One module per role: `observations`, `records` (current
+//! (a MongoDB-wire server). One module per role: `observations`, `ledger` (document
+//! versions), `records` (current
 //! records, history and the conflict-queue writes), `changes` (the change stream),
 //! `conflicts`, `trust`, `export_jobs`, `verifications`, `schema` (the schema version and
 //! the upgrade's bulk writes); this module holds the
@@ -14,7 +15,8 @@
 //!   (duplicates ignored), upserts and deletes as one `update`/`delete` command of at
 //!   most [`BATCH`] statements and [`BATCH_BYTES`] (unordered), current digests read with
 //!   one `$in` query per batch. Reads use secondary indexes created by `init`
-//!   (`vex_observations` on tenant+package, history on pair+time, conflict queue on
+//!   (`vex_observations` on tenant+package, `vex_document_versions` on
+//!   tenant+issuer+document id, history on pair+time, conflict queue on
 //!   tenant+reason, consensus on tenant+time, tenant+artifact+vulnerability and
 //!   tenant+package+artifact); no document grows without bound.
 //! - Connection failures and timeouts are [`StoreError::Unavailable`] (retriable); the
@@ -24,6 +26,7 @@
 mod changes;
 mod conflicts;
 mod export_jobs;
+mod ledger;
 mod observations;
 mod records;
 mod schema;
@@ -42,6 +45,8 @@ use std::time::Duration;
 
 /// Collection names (also used by the integration tests and operators).
 pub const OBSERVATIONS: &str = "vex_observations";
+/// The document ledger: one document per version seen (`crate::ports::DocumentLedger`).
+pub const DOCUMENT_VERSIONS: &str = "vex_document_versions";
 pub const CONSENSUS: &str = "vex_consensus";
 pub const HISTORY: &str = "vex_consensus_history";
 pub const CONFLICT_QUEUE: &str = "vex_conflict_queue";
@@ -332,6 +337,11 @@ async fn create_indexes(coll: Collection<Document>, specs: Vec<(Document, &str)>
 impl StoreAdmin for MongoStore {
     async fn init(&self) -> Result<(), StoreError> {
         create_indexes(self.coll(OBSERVATIONS), vec![(doc! { "tenant": 1, "package": 1 }, "tenant_package")]).await?;
+        create_indexes(
+            self.coll(DOCUMENT_VERSIONS),
+            vec![(doc! { "tenant": 1, "issuer": 1, "document_id": 1 }, "tenant_issuer_document")],
+        )
+        .await?;
         create_indexes(self.coll(CONSENSUS), vec![(doc! { "tenant": 1, "changed_at_ms": 1 }, "tenant_changed_at")])
             .await?;
         // Every query of records names the tenant (`tenant_artifact_vulnerability` serves
