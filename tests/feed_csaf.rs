@@ -400,3 +400,39 @@ fn serve_runs_the_enabled_feeds() {
     assert!(exit.success(), "SIGTERM: clean exit ({exit})");
     assert_eq!(records(tmp), consensus(tmp, &cfg, &plain), "serve's feed records equal consensus");
 }
+
+/// A crash at a deterministic failpoint between an acknowledged emit and the state save
+/// (`VEXLENS_FEED_FAILPOINT=abort_after_emits:30`; the state is saved every 25
+/// documents): the next run emits again only the documents not in the state, once, and
+/// the records equal `consensus` on the same files, digest for digest.
+#[test]
+fn a_crash_between_emit_and_state_save_re_emits_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tmp.path();
+    let root = tmp.join("www");
+    std::fs::create_dir_all(&root).unwrap();
+    let provider = Provider::start(&root);
+    let plain = tmp.join("plain");
+    let dir = build(&provider, &root, &plain, usize::MAX);
+    let n = dir.rows.len() as u64;
+    assert!(n > 30, "{n} documents");
+    let cfg = write_config(tmp, &provider, "");
+    let out = Command::new(BIN)
+        .args(["feed", "run", "--once", "--config", cfg.to_str().unwrap()])
+        .env("VEXLENS_FEED_FAILPOINT", "abort_after_emits:30")
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    assert!(!out.status.success() && out.stdout.is_empty(), "the run crashed before its summary: {:?}", out.status);
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(tmp.join("data/feeds/ciq.json")).unwrap()).unwrap();
+    let saved = state["directories"][format!("{}/.well-known/csaf/white/", provider.origin())]["documents"]
+        .as_object()
+        .map_or(0, |d| d.values().filter(|d| d["outcome"] == "emitted").count());
+    assert_eq!(saved, 25, "the state holds what was saved before the crash");
+    let s = feed_run(&cfg);
+    assert_eq!(s["emitted"].as_u64(), Some(n - 25), "the 5 unsaved documents again, and the rest: {s}");
+    assert_eq!(records(tmp), consensus(tmp, &cfg, &plain), "re-emitting changed no digest");
+    let s = feed_run(&cfg);
+    assert_eq!(s["emitted"].as_u64(), Some(0), "{s}");
+}

@@ -8,7 +8,9 @@
 //! Invariants: a save replaces the whole state atomically (a reader or a crash sees the
 //! old state or the new one, never a mix); a state that cannot be read is an error, never
 //! silently an empty state (that would fetch and emit the whole provider again); the
-//! watermark only moves past documents that are settled (acknowledged or done).
+//! watermark only moves past documents that are settled (acknowledged or done); the
+//! validators of `index.txt` and `changes.csv` are stored only once every row they listed
+//! was handled, so a crash in between never turns unhandled rows into a `304`.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -103,6 +105,10 @@ pub struct DocState {
 /// One distribution directory (`directory_url`) of the provider.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DirectoryState {
+    /// Whether a run went through the whole directory once (the first sync is over);
+    /// until then, the next run is a first sync again (`index.txt` read, `since` applied).
+    #[serde(default)]
+    pub synced: bool,
     pub index: Validators,
     pub changes: Validators,
     /// Every `changes.csv` row at or before this time (ms since the epoch) is settled.

@@ -42,6 +42,9 @@ pub const SIDE_LIMIT: usize = 64 << 10;
 /// jitter: `crate::backoff`).
 pub const RETRY_INITIAL: Duration = Duration::from_secs(60);
 pub const RETRY_MAX: Duration = Duration::from_secs(6 * 3600);
+/// A deterministic failpoint for crash tests: `abort_after_emits:<n>` aborts the process
+/// right after the n-th acknowledged emit of a run, before the state records it.
+pub const FAILPOINT_ENV: &str = "VEXLENS_FEED_FAILPOINT";
 
 /// What one run of one feed did (printed by `feed run`, one JSON object per feed).
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
@@ -100,6 +103,8 @@ pub struct FeedSource {
     state: Arc<dyn FeedStateStore>,
     emit: Option<Emitter>,
     clock: Arc<dyn Clock>,
+    /// [`FAILPOINT_ENV`]'s `abort_after_emits:<n>`.
+    abort_after_emits: Option<u64>,
 }
 
 /// Where a feed's documents go.
@@ -156,6 +161,9 @@ impl FeedSource {
             state: deps.state,
             emit: deps.emit,
             clock: deps.clock,
+            abort_after_emits: std::env::var(FAILPOINT_ENV)
+                .ok()
+                .and_then(|v| v.strip_prefix("abort_after_emits:").and_then(|n| n.parse().ok())),
         })
     }
 
@@ -277,13 +285,16 @@ impl FeedSource {
     ) -> Result<(), FeedError> {
         let fetch_err = |e: FetchError| FeedError::Fetch(e.to_string());
         let ds = state.directories.entry(dir.to_string()).or_default();
-        let first_sync = ds.documents.is_empty() && ds.watermark_ms.is_none();
+        let first_sync = !ds.synced;
         let conditional = |v: &crate::ports::feed_state::Validators| (!v.is_empty()).then_some(v.clone());
         let changes_validators = conditional(&ds.changes);
+        // New validators are stored only once every row was handled (see the port).
+        let mut new_changes = None;
+        let mut new_index = None;
         let changes =
             match self.fetcher.get(&format!("{dir}changes.csv"), changes_validators.as_ref(), LIST_LIMIT).await {
                 Ok(Got::Body { bytes, validators }) => {
-                    ds.changes = validators;
+                    new_changes = Some(validators);
                     Some(plan::parse_changes(&String::from_utf8_lossy(&bytes)))
                 }
                 Ok(Got::NotModified) => None,
@@ -302,7 +313,7 @@ impl FeedSource {
             let index = match self.fetcher.get(&format!("{dir}index.txt"), index_validators.as_ref(), LIST_LIMIT).await
             {
                 Ok(Got::Body { bytes, validators }) => {
-                    ds.index = validators;
+                    new_index = Some(validators);
                     Some(plan::parse_index(&String::from_utf8_lossy(&bytes)))
                 }
                 Ok(Got::NotModified | Got::NotFound) => None,
@@ -321,6 +332,10 @@ impl FeedSource {
         }
         for (n, cand) in p.fetch.iter().enumerate() {
             let handled = self.document(dir, meta, cand, state, sum).await;
+            if self.abort_after_emits.is_some_and(|n| sum.emitted >= n) {
+                // The failpoint: emitted and acknowledged, not yet in the state.
+                std::process::abort();
+            }
             let ds = state.directories.entry(dir.to_string()).or_default();
             let prev = ds.documents.get(&cand.path);
             let failures = prev.map_or(0, |d| if d.outcome.settled() { 0 } else { d.failures });
@@ -358,6 +373,14 @@ impl FeedSource {
             ds.watermark_ms = plan::watermark(c, ds, from);
             ds.rows_seen = c.rows.len();
         }
+        // Every row listed was handled (settled, or failed with its retry recorded).
+        if let Some(v) = new_changes {
+            ds.changes = v;
+        }
+        if let Some(v) = new_index {
+            ds.index = v;
+        }
+        ds.synced = true;
         Ok(())
     }
 

@@ -541,8 +541,9 @@ fn owed(d: &DocState, row_ms: Option<i64>, now_ms: i64, retry_all: bool) -> bool
 
 /// Plans a directory: `changes` when `changes.csv` was read this run (`None`: not
 /// modified), `index` when `index.txt` was (first sync or reconciliation), the
-/// directory's state, `since` (first sync only), the time and whether every failed
-/// document is retried now (`feed run --once`) rather than when its retry is due.
+/// directory's state (its first sync is over once `synced`), `since` (first sync only),
+/// the time and whether every failed document is retried now (`feed run --once`) rather
+/// than when its retry is due.
 pub fn plan(
     changes: Option<&Changes>,
     index: Option<&[String]>,
@@ -552,7 +553,7 @@ pub fn plan(
     retry_all: bool,
 ) -> Plan {
     let mut out = Plan::default();
-    let first_sync = dir.documents.is_empty() && dir.watermark_ms.is_none();
+    let first_sync = !dir.synced;
     let mut planned = BTreeSet::new();
     let rows = changes.map(|c| c.rows.as_slice()).unwrap_or_default();
     if let Some(c) = changes {
@@ -817,7 +818,7 @@ mod tests {
         assert_eq!(p.before_since, 2);
 
         // Later: only the changed row and the failed one whose retry is due.
-        let mut dir = DirectoryState { rows_seen: 3, ..Default::default() };
+        let mut dir = DirectoryState { rows_seen: 3, synced: true, ..Default::default() };
         dir.documents.insert("2024/a.json".into(), doc("2024-01-01T00:00:00Z", DocOutcome::Emitted, None));
         dir.documents.insert("2024/b.json".into(), doc("2024-01-20T00:00:00Z", DocOutcome::Emitted, None));
         dir.documents.insert("2024/c.json".into(), doc("2024-03-01T00:00:00Z", DocOutcome::Failed, Some(100)));
