@@ -21,10 +21,11 @@
 
 use super::ingest::normalise_envelope;
 use super::messages::IngestOutcome;
+use crate::crypto::openpgp::{Certificate, OpenPgpKeyring};
 use crate::crypto::{verify_envelope, Envelope, PublicKey};
 use crate::domain::canonical::sha256_prefixed;
 use crate::domain::model::{IngestContext, IssuerSource, Signature, SignatureStatus};
-use crate::domain::trust::IssuerDirectory;
+use crate::domain::trust::{IssuerDirectory, IssuerKey};
 use crate::ports::VerificationRecord;
 use crate::telemetry::events::DsseVerificationFailed;
 use actix::{Actor, Handler, Message, SyncContext};
@@ -37,41 +38,61 @@ pub enum KeyDirectoryError {
     #[error("issuer directory: key {key} of issuer {issuer} does not load: {reason}")]
     BadKey {
         issuer: String,
-        /// The key's position in the issuer's `keys` and its configured keyid, if any
-        /// (e.g. `#1 (keyid acme-2024)`).
+        /// The key's position in the issuer's `keys` and its configured keyid or
+        /// fingerprint, if any (e.g. `#1 (keyid acme-2024)`, `#0 (openpgp 83CE...)`).
         key: String,
         reason: String,
     },
     #[error("issuer directory: keyid {keyid} is used by issuer {first} and issuer {second}")]
     DuplicateKeyid { keyid: String, first: String, second: String },
+    #[error("issuer directory: OpenPGP key {fingerprint} is used by issuer {first} and issuer {second}")]
+    DuplicateFingerprint { fingerprint: String, first: String, second: String },
 }
 
-/// Every issuer key of the directory, parsed, by key id.
+/// Every issuer key of the directory, parsed: DSSE keys by key id, OpenPGP certificates in
+/// a keyring looked up by fingerprint.
 #[derive(Clone, Debug, Default)]
 pub struct KeyDirectory {
     /// Lower-case keyid (computed, and the configured one when it differs) -> (issuer id, key).
     by_keyid: BTreeMap<String, (String, PublicKey)>,
     /// Issuer id -> its keys, in directory order.
     by_issuer: BTreeMap<String, Vec<PublicKey>>,
+    /// The OpenPGP certificates (detached signatures: `crypto::openpgp::verify_detached`).
+    openpgp: OpenPgpKeyring,
     directory: IssuerDirectory,
 }
 
 impl KeyDirectory {
-    /// Parses every key of every issuer (`PublicKey::parse`: PEM, securesystemslib JSON or hex).
+    /// Parses every key of every issuer (`PublicKey::parse`: PEM, securesystemslib JSON or
+    /// hex; `Certificate::from_armored` for OpenPGP, checked against its configured
+    /// fingerprint).
     pub fn from_directory(directory: &IssuerDirectory) -> Result<KeyDirectory, KeyDirectoryError> {
         let mut kd = KeyDirectory { directory: directory.clone(), ..Default::default() };
         for issuer in &directory.issuers {
             for (index, k) in issuer.keys.iter().enumerate() {
-                let key = PublicKey::parse(&k.public_key).map_err(|e| KeyDirectoryError::BadKey {
+                let bad = |reason: String| KeyDirectoryError::BadKey {
                     issuer: issuer.id.clone(),
-                    key: match k.keyid.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
-                        Some(id) => format!("#{index} (keyid {id})"),
-                        None => format!("#{index}"),
-                    },
-                    reason: e.to_string(),
-                })?;
+                    key: k.describe(index),
+                    reason,
+                };
+                let (keyid, public_key) = match k {
+                    IssuerKey::Dsse { keyid, public_key } => (keyid, public_key),
+                    IssuerKey::OpenPgp { certificate, fingerprint } => {
+                        let cert = Certificate::from_armored(certificate).map_err(|e| bad(e.to_string()))?;
+                        if let Some(f) = fingerprint.as_deref().filter(|f| !f.trim().is_empty()) {
+                            cert.check_fingerprint(f).map_err(|e| bad(e.to_string()))?;
+                        }
+                        kd.openpgp.insert(&issuer.id, cert).map_err(|e| KeyDirectoryError::DuplicateFingerprint {
+                            fingerprint: e.fingerprint,
+                            first: e.first,
+                            second: e.second,
+                        })?;
+                        continue;
+                    }
+                };
+                let key = PublicKey::parse(public_key).map_err(|e| bad(e.to_string()))?;
                 let mut ids = vec![key.keyid().to_ascii_lowercase()];
-                if let Some(configured) = k.keyid.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+                if let Some(configured) = keyid.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
                     ids.push(configured.to_ascii_lowercase());
                 }
                 ids.dedup();
@@ -91,6 +112,11 @@ impl KeyDirectory {
             }
         }
         Ok(kd)
+    }
+
+    /// The OpenPGP certificates of the directory.
+    pub fn openpgp(&self) -> &OpenPgpKeyring {
+        &self.openpgp
     }
 
     /// Number of distinct keys.
@@ -178,7 +204,7 @@ pub fn verify(
         verified_at_ms: 0,
         source: None,
     };
-    (Signature { status, reason, keyid }, signed_issuer, record)
+    (Signature { kind: None, status, reason, keyid }, signed_issuer, record)
 }
 
 /// The verification of an envelope that does not parse (`failed`/`malformed_envelope`;
@@ -336,7 +362,7 @@ fn claimed_issuer(name: &str, env: &Envelope, ctx: &IngestContext, keys: &KeyDir
 mod tests {
     use super::*;
     use crate::crypto::{generate_keypair, sign_envelope, KeyAlg, SigningKey};
-    use crate::domain::trust::{Issuer, IssuerKey, Tier};
+    use crate::domain::trust::{Issuer, Tier};
 
     fn key(alg: KeyAlg) -> SigningKey {
         SigningKey::from_pem(&generate_keypair(alg).unwrap().0).unwrap()
@@ -349,7 +375,7 @@ mod tests {
             tier: Tier::Trusted,
             weight: None,
             aliases: aliases.iter().map(|s| s.to_string()).collect(),
-            keys: keys.iter().map(|k| IssuerKey { keyid: None, public_key: k.public_key().to_pem() }).collect(),
+            keys: keys.iter().map(|k| IssuerKey::dsse(k.public_key().to_pem())).collect(),
             tenants: Default::default(),
         }
     }
@@ -480,7 +506,8 @@ mod tests {
     fn configured_keyids_are_aliases_and_bad_keys_name_the_issuer() {
         let f = fixture();
         let mut dir = IssuerDirectory { issuers: vec![issuer("acme", &[], &[&f.acme])] };
-        dir.issuers[0].keys[0].keyid = Some("acme-2024".into());
+        dir.issuers[0].keys[0] =
+            IssuerKey::Dsse { keyid: Some("acme-2024".into()), public_key: f.acme.public_key().to_pem() };
         let keys = KeyDirectory::from_directory(&dir).unwrap();
         let mut env = sign_envelope("t", BODY, &f.acme).unwrap();
         env.signatures[0].keyid = "acme-2024".into();
@@ -489,11 +516,33 @@ mod tests {
         assert_eq!((signed.as_deref(), sig.keyid.as_deref()), (Some("acme"), Some(f.acme.keyid())));
 
         dir.issuers.push(issuer("broken", &[], &[]));
-        dir.issuers[1].keys.push(IssuerKey { keyid: None, public_key: "not a key".into() });
+        dir.issuers[1].keys.push(IssuerKey::dsse("not a key"));
         let e = KeyDirectory::from_directory(&dir).unwrap_err().to_string();
         assert!(e.contains("issuer broken"), "{e}");
         let dup = IssuerDirectory { issuers: vec![issuer("a", &[], &[&f.acme]), issuer("b", &[], &[&f.acme])] };
         assert!(KeyDirectory::from_directory(&dup).is_err());
+    }
+
+    #[test]
+    fn openpgp_certificates_join_the_directory() {
+        let cert = include_str!("../../tests/fixtures/openpgp/gpg-cert.asc");
+        let mut dir = IssuerDirectory { issuers: vec![issuer("csaf", &[], &[])] };
+        dir.issuers[0].keys.push(IssuerKey::OpenPgp { certificate: cert.into(), fingerprint: None });
+        let keys = KeyDirectory::from_directory(&dir).unwrap();
+        assert_eq!(keys.openpgp().len(), 1);
+        // The signing subkey is the issuer's too.
+        assert_eq!(keys.openpgp().issuer_of("1CF50DC0DA1FF33563EAA5130B1B63D36A182FDE"), Some("csaf"));
+        // A wrong configured fingerprint names issuer and key.
+        dir.issuers[0].keys[0] = IssuerKey::OpenPgp { certificate: cert.into(), fingerprint: Some("AB".into()) };
+        let e = KeyDirectory::from_directory(&dir).unwrap_err().to_string();
+        assert!(e.contains("issuer csaf") && e.contains("#0 (openpgp AB)"), "{e}");
+        // One certificate for two issuers.
+        let openpgp = IssuerKey::OpenPgp { certificate: cert.into(), fingerprint: None };
+        let mut dup = IssuerDirectory { issuers: vec![issuer("a", &[], &[]), issuer("b", &[], &[])] };
+        dup.issuers[0].keys.push(openpgp.clone());
+        dup.issuers[1].keys.push(openpgp);
+        let e = KeyDirectory::from_directory(&dup).unwrap_err().to_string();
+        assert!(e.contains("used by issuer a and issuer b"), "{e}");
     }
 
     const DOC: &str = r#"{"@context":"https://openvex.dev/ns/v0.2.0","@id":"https://example.com/vex/1","author":"ACME PSIRT","timestamp":"2024-01-01T00:00:00Z","version":1,"statements":[{"vulnerability":{"name":"CVE-2024-1"},"products":[{"@id":"pkg:npm/a@1.0.0"}],"status":"affected","action_statement":"upgrade"}]}"#;

@@ -13,6 +13,7 @@
 pub mod dsse;
 pub mod keys;
 pub mod mac;
+pub mod openpgp;
 pub mod pem;
 pub mod sign;
 pub mod verify;

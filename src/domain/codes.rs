@@ -160,8 +160,17 @@ codes! {
     pub enum SignatureReason ("signature reason") {
         /// A signature names a trusted key but does not verify with it.
         BadSignature => "bad_signature",
+        /// OpenPGP: the key could not sign at the signature's creation time (created later,
+        /// no valid binding, no signing flag).
+        InvalidKey => "invalid_key",
+        /// OpenPGP: the key (or its primary) had expired at the signature's creation time.
+        KeyExpired => "key_expired",
+        /// OpenPGP: the key (or its primary) was revoked at the signature's creation time.
+        KeyRevoked => "key_revoked",
         /// The envelope is not a valid DSSE envelope.
         MalformedEnvelope => "malformed_envelope",
+        /// OpenPGP: the signature text is no readable detached signature.
+        MalformedSignature => "malformed_signature",
         /// The envelope has no signatures.
         NoSignatures => "no_signatures",
         /// Some trusted keys verified, but fewer distinct keys than the threshold.
@@ -171,8 +180,21 @@ codes! {
         UnauthenticatedClaim => "unauthenticated_claim",
         /// No signature names (or could be tried against) a trusted key.
         UnknownKey => "unknown_key",
+        /// OpenPGP: the signature hashes with MD5, SHA-1 or RIPEMD-160.
+        WeakHash => "weak_hash",
         /// A keyless signature verifies with none of the trusted keys.
         WrongKey => "wrong_key",
+    }
+}
+
+codes! {
+    /// What kind of signature an observation's `signature` judged (absent: a DSSE envelope,
+    /// or no signature at all, the form written before OpenPGP signatures were read).
+    pub enum SignatureKind ("signature kind") {
+        /// A DSSE envelope (the metric label of envelope verifications).
+        Dsse => "dsse",
+        /// A detached OpenPGP signature beside the document.
+        Openpgp => "openpgp",
     }
 }
 
@@ -207,6 +229,7 @@ mod tests {
         check(ConflictReason::ALL);
         check(DeadLetterReason::ALL);
         check(SignatureReason::ALL);
+        check(SignatureKind::ALL);
         assert!("nope".parse::<DiagnosticCode>().is_err());
         assert!(serde_json::from_str::<ConflictReason>("\"Status_Disagreement\"").is_err());
     }

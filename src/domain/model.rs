@@ -5,7 +5,7 @@
 //! and which document said it, never of where or when it was received, so replays and
 //! duplicates collapse to one.
 
-pub use super::codes::{DiagnosticCode, SignatureReason};
+pub use super::codes::{DiagnosticCode, SignatureKind, SignatureReason};
 use super::timestamp::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -184,6 +184,10 @@ pub enum TimestampSource {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Signature {
+    /// `openpgp` for a detached OpenPGP signature; absent for a DSSE envelope or no
+    /// signature (so observations written before OpenPGP keep their bytes and ids).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<SignatureKind>,
     pub status: SignatureStatus,
     /// Why it is unsigned/failed (`unknown_key`, `bad_signature`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -40,15 +40,124 @@ impl Tier {
     }
 }
 
-/// A public key of an issuer (used by DSSE verification).
+/// A key of an issuer: a DSSE public key, or an OpenPGP certificate.
+///
+/// In `config/issuers.toml` a DSSE key is `{ public_key = "...", keyid = "<optional>" }`
+/// (the form without `type`) and an OpenPGP key `{ type = "openpgp", certificate =
+/// "<armored>", fingerprint = "<optional check>" }`. Serialised (also into the policy
+/// version) as it is written, so a directory of DSSE keys keeps its policy version.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RawIssuerKey", into = "RawIssuerKey")]
+pub enum IssuerKey {
+    /// A DSSE verification key.
+    Dsse {
+        /// Key id (securesystemslib style); computed from the key when absent.
+        keyid: Option<String>,
+        /// SPKI PEM, securesystemslib key JSON, or hex of a raw Ed25519 / SEC1 P-256 key.
+        public_key: String,
+    },
+    /// An OpenPGP certificate (transferable public key) verifying detached signatures.
+    OpenPgp {
+        /// The armored certificate (`gpg --armor --export FINGERPRINT`).
+        certificate: String,
+        /// The primary key's fingerprint as checked elsewhere; start-up fails when the
+        /// certificate's differs (spaces and case ignored).
+        fingerprint: Option<String>,
+    },
+}
+
+impl IssuerKey {
+    /// A DSSE key without a configured keyid.
+    pub fn dsse(public_key: impl Into<String>) -> IssuerKey {
+        IssuerKey::Dsse { keyid: None, public_key: public_key.into() }
+    }
+
+    /// How start-up errors name the key: its position, and its keyid or fingerprint when
+    /// configured (e.g. `#1 (keyid acme-2024)`, `#0 (openpgp 83CE...)`).
+    pub fn describe(&self, index: usize) -> String {
+        let configured = |s: &Option<String>| s.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_string);
+        match self {
+            IssuerKey::Dsse { keyid, .. } => match configured(keyid) {
+                Some(id) => format!("#{index} (keyid {id})"),
+                None => format!("#{index}"),
+            },
+            IssuerKey::OpenPgp { fingerprint, .. } => match configured(fingerprint) {
+                Some(fp) => format!("#{index} (openpgp {fp})"),
+                None => format!("#{index} (openpgp)"),
+            },
+        }
+    }
+}
+
+/// The key type named by `type` in issuers.toml.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum KeyType {
+    Dsse,
+    Openpgp,
+}
+
+/// The written form of an [`IssuerKey`] (every field optional; checked by `try_from`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct IssuerKey {
-    /// Key id (securesystemslib style); computed from the key when absent.
+struct RawIssuerKey {
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    kind: Option<KeyType>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub keyid: Option<String>,
-    /// SPKI PEM, or hex of a raw Ed25519 / SEC1 P-256 public key.
-    pub public_key: String,
+    keyid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    public_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    certificate: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    fingerprint: Option<String>,
+}
+
+impl TryFrom<RawIssuerKey> for IssuerKey {
+    type Error = String;
+    fn try_from(raw: RawIssuerKey) -> Result<Self, String> {
+        match raw.kind {
+            None | Some(KeyType::Dsse) => {
+                if raw.certificate.is_some() || raw.fingerprint.is_some() {
+                    return Err(
+                        "`certificate` and `fingerprint` belong to an OpenPGP key: add `type = \"openpgp\"`".into()
+                    );
+                }
+                let public_key = raw
+                    .public_key
+                    .ok_or("a DSSE key needs `public_key` (an OpenPGP key: `type = \"openpgp\"`, `certificate`)")?;
+                Ok(IssuerKey::Dsse { keyid: raw.keyid, public_key })
+            }
+            Some(KeyType::Openpgp) => {
+                if raw.public_key.is_some() || raw.keyid.is_some() {
+                    return Err(
+                        "an OpenPGP key takes `certificate` and an optional `fingerprint`, not `public_key`/`keyid`"
+                            .into(),
+                    );
+                }
+                let certificate =
+                    raw.certificate.ok_or("an OpenPGP key needs `certificate` (the armored public key)")?;
+                Ok(IssuerKey::OpenPgp { certificate, fingerprint: raw.fingerprint })
+            }
+        }
+    }
+}
+
+impl From<IssuerKey> for RawIssuerKey {
+    fn from(k: IssuerKey) -> Self {
+        match k {
+            IssuerKey::Dsse { keyid, public_key } => {
+                RawIssuerKey { kind: None, keyid, public_key: Some(public_key), certificate: None, fingerprint: None }
+            }
+            IssuerKey::OpenPgp { certificate, fingerprint } => RawIssuerKey {
+                kind: Some(KeyType::Openpgp),
+                keyid: None,
+                public_key: None,
+                certificate: Some(certificate),
+                fingerprint,
+            },
+        }
+    }
 }
 
 /// A per-tenant override of an issuer's trust.
@@ -141,7 +250,9 @@ impl IssuerDirectory {
     }
 
     /// Ids unique and non-empty, weights in [0, 1], no alias shared by two issuers, every
-    /// key parses (`crypto::PublicKey::parse`) and no keyid belongs to two issuers.
+    /// key parses (`crypto::PublicKey::parse`; an OpenPGP certificate with
+    /// `crypto::openpgp::Certificate::from_armored`, matching its configured fingerprint),
+    /// no keyid and no OpenPGP fingerprint (primary or subkey) belongs to two issuers.
     pub fn validate(&self) -> Result<(), DirectoryError> {
         let mut names: BTreeMap<String, &str> = BTreeMap::new();
         let mut keyids: BTreeMap<String, &str> = BTreeMap::new();
@@ -156,19 +267,33 @@ impl IssuerDirectory {
                 }
             }
             for (index, k) in i.keys.iter().enumerate() {
-                let configured = k.keyid.as_deref().map(str::trim).filter(|s| !s.is_empty());
-                let key = crate::crypto::PublicKey::parse(&k.public_key).map_err(|e| {
-                    let name = match configured {
-                        Some(id) => format!("#{index} (keyid {id})"),
-                        None => format!("#{index}"),
-                    };
-                    DirectoryError::Invalid(format!("issuer {}: key {name} does not load: {e}", i.id))
-                })?;
-                for id in std::iter::once(key.keyid()).chain(configured) {
+                let bad = |e: String| {
+                    DirectoryError::Invalid(format!("issuer {}: key {} does not load: {e}", i.id, k.describe(index)))
+                };
+                let ids: Vec<String> = match k {
+                    IssuerKey::Dsse { keyid, public_key } => {
+                        let configured = keyid.as_deref().map(str::trim).filter(|s| !s.is_empty());
+                        let key = crate::crypto::PublicKey::parse(public_key).map_err(|e| bad(e.to_string()))?;
+                        std::iter::once(key.keyid()).chain(configured).map(str::to_string).collect()
+                    }
+                    IssuerKey::OpenPgp { certificate, fingerprint } => {
+                        let cert = crate::crypto::openpgp::Certificate::from_armored(certificate)
+                            .map_err(|e| bad(e.to_string()))?;
+                        if let Some(f) = fingerprint.as_deref().filter(|f| !f.trim().is_empty()) {
+                            cert.check_fingerprint(f).map_err(|e| bad(e.to_string()))?;
+                        }
+                        cert.keys().iter().map(|c| format!("openpgp:{}", c.fingerprint())).collect()
+                    }
+                };
+                for id in ids {
                     if let Some(other) = keyids.insert(id.to_ascii_lowercase(), &i.id) {
                         if other != i.id {
                             return Err(DirectoryError::Invalid(format!(
-                                "keyid {id} belongs to both issuer {other} and issuer {}",
+                                "{} belongs to both issuer {other} and issuer {}",
+                                match id.strip_prefix("openpgp:") {
+                                    Some(fp) => format!("OpenPGP key {fp}"),
+                                    None => format!("keyid {id}"),
+                                },
                                 i.id
                             )));
                         }
@@ -765,6 +890,78 @@ weight = 0.45
             let e = IssuerDirectory::from_str("issuers.toml", &text).unwrap_err().to_string();
             assert!(e.contains("issuer acme") && e.contains("key #0 (keyid acme-ed)") && e.contains(says), "{e}");
         }
+    }
+
+    const GPG_CERT: &str = include_str!("../../tests/fixtures/openpgp/gpg-cert.asc");
+    const GPG_RSA_CERT: &str = include_str!("../../tests/fixtures/openpgp/gpg-rsa-cert.asc");
+    const GPG_FPR: &str = "83CE4271738064E61937449E1C2DCBED1F913457";
+
+    fn openpgp_toml(keys: &[(&str, &str, Option<&str>)]) -> String {
+        let mut text = String::new();
+        for (id, cert, fp) in keys {
+            let fp = fp.map(|f| format!(", fingerprint = \"{f}\"")).unwrap_or_default();
+            text.push_str(&format!(
+                "[[issuers]]\nid = '{id}'\ntier = 'trusted'\nkeys = [{{ type = \"openpgp\", certificate = \"\"\"\n{cert}\"\"\"{fp} }}]\n"
+            ));
+        }
+        text
+    }
+
+    #[test]
+    fn openpgp_keys_load_and_are_checked() {
+        // The form of issuers.toml, with the fingerprint written as gpg prints it.
+        let spaced = "83CE 4271 7380 64E6 1937  449E 1C2D CBED 1F91 3457";
+        let dir =
+            IssuerDirectory::from_str("issuers.toml", &openpgp_toml(&[("csaf", GPG_CERT, Some(spaced))])).unwrap();
+        assert_eq!(
+            dir.issuers[0].keys,
+            [IssuerKey::OpenPgp { certificate: GPG_CERT.to_string(), fingerprint: Some(spaced.into()) }]
+        );
+        // Serialised as written (type, certificate, fingerprint).
+        let json = serde_json::to_value(&dir.issuers[0].keys[0]).unwrap();
+        assert_eq!(json, serde_json::json!({"type": "openpgp", "certificate": GPG_CERT, "fingerprint": spaced}));
+        // Another fingerprint: start-up stops naming the issuer and the key.
+        let e = IssuerDirectory::from_str(
+            "issuers.toml",
+            &openpgp_toml(&[("csaf", GPG_CERT, Some(&GPG_FPR.replace('8', "9")))]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("issuer csaf") && e.contains("key #0 (openpgp 93CE") && e.contains("does not match"), "{e}");
+        // A certificate that does not load.
+        let broken = GPG_CERT.replace("BAQdA1gh+ly0", "BAQdA2gh+ly0");
+        let e = IssuerDirectory::from_str("issuers.toml", &openpgp_toml(&[("csaf", &broken, None)]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("issuer csaf") && e.contains("key #0 (openpgp)"), "{e}");
+        // One certificate, two issuers.
+        let e =
+            IssuerDirectory::from_str("issuers.toml", &openpgp_toml(&[("a", GPG_CERT, None), ("b", GPG_CERT, None)]))
+                .unwrap_err()
+                .to_string();
+        assert!(e.contains(&format!("OpenPGP key {GPG_FPR} belongs to both issuer a and issuer b")), "{e}");
+        assert!(
+            IssuerDirectory::from_str("x", &openpgp_toml(&[("a", GPG_CERT, None), ("b", GPG_RSA_CERT, None)])).is_ok()
+        );
+        // The two forms do not mix.
+        for bad in [
+            "keys = [{ type = 'openpgp', public_key = 'ab' }]",
+            "keys = [{ type = 'openpgp' }]",
+            "keys = [{ certificate = 'x' }]",
+            "keys = [{ public_key = 'ab', fingerprint = 'AB' }]",
+            "keys = [{ type = 'x509', certificate = 'x' }]",
+        ] {
+            let text = format!("[[issuers]]\nid = 'a'\ntier = 'known'\n{bad}\n");
+            assert!(matches!(IssuerDirectory::from_str("x", &text), Err(DirectoryError::Parse { .. })), "{bad}");
+        }
+    }
+
+    #[test]
+    fn dsse_keys_serialise_as_before() {
+        // The policy version hashes the directory: a DSSE key keeps its written form.
+        let k = IssuerKey::Dsse { keyid: Some("acme-2024".into()), public_key: "ab".into() };
+        assert_eq!(serde_json::to_value(&k).unwrap(), serde_json::json!({"keyid": "acme-2024", "public_key": "ab"}));
+        assert_eq!(serde_json::to_value(IssuerKey::dsse("ab")).unwrap(), serde_json::json!({"public_key": "ab"}));
     }
 
     #[test]

@@ -224,8 +224,12 @@ fn modes_pick_differently() {
 #[test]
 fn failed_signatures_are_excluded_and_missing_provenance_is_reported() {
     let mut forged = obs(Some("vendor"), A, "CVE-1", Status::NotAffected, "2024-03-01T00:00:00Z");
-    forged.signature =
-        Signature { status: SignatureStatus::Failed, reason: Some(SignatureReason::BadSignature), keyid: None };
+    forged.signature = Signature {
+        kind: None,
+        status: SignatureStatus::Failed,
+        reason: Some(SignatureReason::BadSignature),
+        keyid: None,
+    };
     let forged = forged.with_id().unwrap();
     let r = one(
         vec![
