@@ -2,7 +2,8 @@
 //!
 //! Invariants: directories are walked recursively and their `*.json` files are read in
 //! byte order of their paths, so the same tree always yields the same sequence; every
-//! failure names the path.
+//! failure names the path. A `<file>.asc` beside a document is its detached OpenPGP
+//! signature ([`read_signature_beside`]), never a document.
 
 use std::path::{Path, PathBuf};
 
@@ -45,6 +46,27 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), InputError> {
         }
     }
     Ok(())
+}
+
+/// The detached OpenPGP signature beside a document: `<path>.asc` (e.g. `doc.json.asc`),
+/// if there is one. At most `crypto::openpgp::MAX_SIGNATURE_BYTES` + 1 bytes are read (a
+/// longer file is judged `malformed_signature`, not read whole); one that exists but
+/// cannot be read is an empty signature (also `malformed_signature`): the document is
+/// still read, never dead-lettered for its signature.
+pub fn read_signature_beside(path: &Path) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let mut asc = path.as_os_str().to_owned();
+    asc.push(".asc");
+    let asc = PathBuf::from(asc);
+    if !asc.is_file() {
+        return None;
+    }
+    let limit = crate::crypto::openpgp::MAX_SIGNATURE_BYTES as u64 + 1;
+    let mut out = Vec::new();
+    match std::fs::File::open(&asc).and_then(|f| f.take(limit).read_to_end(&mut out)) {
+        Ok(_) => Some(out),
+        Err(_) => Some(Vec::new()),
+    }
 }
 
 /// Reads a file, refusing files over `limit` bytes before reading them.

@@ -190,6 +190,7 @@ async fn verifications_upsert_by_digest() {
     let Some((store, uri, db)) = fresh_store("dsse").await else { return };
     let mut v = VerificationRecord {
         envelope_digest: "sha256:00ff".into(),
+        kind: None,
         issuer: Some("acme".into()),
         keyid: None,
         result: vex_lens::domain::model::SignatureStatus::Failed,

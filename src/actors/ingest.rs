@@ -7,12 +7,13 @@
 //! The actor runs each document inside a `vex.normalise` span under the document's span.
 
 use super::messages::{IngestOutcome, IngestStep, NormaliseDocument};
-use super::verifier::{malformed_envelope, VerifyEnvelope};
+use super::verifier::{malformed_envelope, VerifyDetached, VerifyEnvelope};
 use crate::crypto::{vex_payload, Envelope, VexPayload};
 use crate::domain::canonical::sha256_prefixed;
 use crate::domain::codes::DeadLetterReason;
 use crate::domain::model::{IngestContext, SourceFormat};
 use crate::domain::normalise::{normalise_value, NormaliseError};
+use crate::telemetry::events::OpenPgpSignatureIgnored;
 use actix::{Actor, Handler, SyncContext};
 use serde_json::Value;
 
@@ -42,6 +43,10 @@ impl Handler<NormaliseDocument> for IngestActor {
             IngestStep::Done(outcome) | IngestStep::Malformed { outcome, .. } => record_outcome(&span, outcome),
             IngestStep::Envelope(v) => {
                 span.record("vex.outcome", "envelope");
+                v.span = msg.span.clone();
+            }
+            IngestStep::Detached(v) => {
+                span.record("vex.outcome", "openpgp_signed");
                 v.span = msg.span.clone();
             }
         }
@@ -104,8 +109,11 @@ fn dead(e: NormaliseError) -> IngestOutcome {
 
 /// The pure ingest step: bytes (a VEX document or a DSSE envelope around one) to
 /// observations or a dead-letter reason; an envelope is handed on for verification
-/// ([`IngestStep::Envelope`], see `verifier`).
-pub fn ingest_document(name: &str, bytes: &[u8], ctx: IngestContext, max_bytes: usize) -> IngestStep {
+/// ([`IngestStep::Envelope`], see `verifier`), and so is a document the context carries a
+/// detached OpenPGP signature for ([`IngestStep::Detached`]; beside an envelope the
+/// detached signature is ignored, with a warn line).
+pub fn ingest_document(name: &str, bytes: &[u8], mut ctx: IngestContext, max_bytes: usize) -> IngestStep {
+    let detached = ctx.openpgp_signature.take();
     if bytes.len() > max_bytes {
         return IngestStep::Done(dead(NormaliseError::TooLarge {
             document: name.to_string(),
@@ -123,6 +131,10 @@ pub fn ingest_document(name: &str, bytes: &[u8], ctx: IngestContext, max_bytes: 
         }
     };
     if Envelope::looks_like_envelope(&value) {
+        if detached.is_some() {
+            // The envelope's own signatures decide; a detached one beside it is ignored.
+            OpenPgpSignatureIgnored { source: name, correlation_id: ctx.provenance.correlation_id.as_deref() }.emit();
+        }
         return match Envelope::from_value(&value) {
             Ok(envelope) => IngestStep::Envelope(VerifyEnvelope {
                 name: name.to_string(),
@@ -136,6 +148,16 @@ pub fn ingest_document(name: &str, bytes: &[u8], ctx: IngestContext, max_bytes: 
                 outcome: IngestOutcome::DeadLetter { reason: INVALID_ENVELOPE, detail: format!("{name}: {e}") },
             },
         };
+    }
+    if let Some(signature) = detached {
+        return IngestStep::Detached(VerifyDetached {
+            name: name.to_string(),
+            bytes: bytes.to_vec(),
+            signature,
+            ctx,
+            max_bytes,
+            span: tracing::Span::none(),
+        });
     }
     IngestStep::Done(normalise(name, &value, &sha256_prefixed(bytes), &ctx, false))
 }

@@ -37,6 +37,9 @@ pub struct NormaliseDocument {
 pub enum IngestStep {
     Done(IngestOutcome),
     Envelope(super::verifier::VerifyEnvelope),
+    /// A plain document with a detached OpenPGP signature: the verifier pool judges the
+    /// signature, then normalises the document.
+    Detached(super::verifier::VerifyDetached),
     /// An envelope that does not parse: dead-letter it, and persist its verification
     /// (`failed`/`malformed_envelope`).
     Malformed {

@@ -193,6 +193,11 @@ impl Pipeline {
                 self.persist_verification(record).await?;
                 Ok(outcome)
             }
+            IngestStep::Detached(v) => {
+                let VerifiedDocument { outcome, record } = self.verifier.send(v).await?;
+                self.persist_verification(record).await?;
+                Ok(outcome)
+            }
             IngestStep::Malformed { outcome, record } => {
                 self.persist_verification(record).await?;
                 Ok(outcome)

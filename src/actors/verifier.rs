@@ -13,7 +13,12 @@
 //!   `malformed_envelope` or `threshold_not_met` (the statement is then excluded with
 //!   conflict `missing_provenance`).
 //!
-//! Invariants: [`KeyDirectory`] and [`verify`] are pure; a key of the directory that does
+//! A detached OpenPGP signature carried beside a plain document ([`VerifyDetached`]) is
+//! judged by [`verify_openpgp`] (`crypto::openpgp::verify_detached`, docs/openpgp.md)
+//! with the same three outcomes; the result is `kind: openpgp` on the observations and the
+//! record. A signature is never a reason to dead-letter the document.
+//!
+//! Invariants: [`KeyDirectory`], [`verify`] and [`verify_openpgp`] are pure; a key of the directory that does
 //! not parse is a startup error naming the issuer. [`DsseVerifierActor`] runs as a
 //! `SyncArbiter` pool; actix restarts a sync actor whose handler panics (the message in
 //! flight is lost: its sender gets a mailbox error, so the source never acknowledges the
@@ -21,9 +26,10 @@
 
 use super::ingest::normalise_envelope;
 use super::messages::IngestOutcome;
-use crate::crypto::openpgp::{Certificate, OpenPgpKeyring};
+use crate::crypto::openpgp::{verify_detached, Certificate, OpenPgpKeyring, OpenPgpVerdict};
 use crate::crypto::{verify_envelope, Envelope, PublicKey};
 use crate::domain::canonical::sha256_prefixed;
+use crate::domain::codes::SignatureKind;
 use crate::domain::model::{IngestContext, IssuerSource, Signature, SignatureStatus};
 use crate::domain::trust::{IssuerDirectory, IssuerKey};
 use crate::ports::VerificationRecord;
@@ -197,6 +203,7 @@ pub fn verify(
         .or_else(|| claimed.map(|c| keys.issuer_id(c).unwrap_or(c).to_string()));
     let record = VerificationRecord {
         envelope_digest: sha256_prefixed(env.to_json().as_bytes()),
+        kind: None,
         issuer,
         keyid: keyid.clone(),
         result: status,
@@ -207,11 +214,113 @@ pub fn verify(
     (Signature { kind: None, status, reason, keyid }, signed_issuer, record)
 }
 
+/// The id of an OpenPGP verification record: `sha256:` of the document's SHA-256 (hex) and
+/// the signature's, joined by `:`, so the same signature over the same bytes is one record
+/// and a replay overwrites it.
+pub fn openpgp_record_id(document: &[u8], signature: &[u8]) -> String {
+    let doc = crate::domain::canonical::sha256_hex(document);
+    let sig = crate::domain::canonical::sha256_hex(signature);
+    sha256_prefixed(format!("{doc}:{sig}").as_bytes())
+}
+
+/// Judges a detached OpenPGP signature over a document's exact bytes against the
+/// directory's certificates (`crypto::openpgp::verify_detached`; pure). Returns the
+/// signature to put on its observations (`kind: openpgp`, the signing key's fingerprint as
+/// `keyid`), the signed issuer (when verified) and the record to persist (issuer: the
+/// certificate's owner when the key is known; `verified_at_ms` 0 and `source` empty: the
+/// caller sets them).
+pub fn verify_openpgp(
+    document: &[u8],
+    signature: &[u8],
+    keys: &KeyDirectory,
+) -> (Signature, Option<String>, VerificationRecord) {
+    let verdict = verify_detached(document, signature, keys.openpgp());
+    let status = match verdict {
+        OpenPgpVerdict::Verified { .. } => SignatureStatus::Verified,
+        OpenPgpVerdict::UnknownKey { .. } => SignatureStatus::Unsigned,
+        OpenPgpVerdict::Failed { .. } => SignatureStatus::Failed,
+    };
+    let reason = verdict.reason_code();
+    let keyid = verdict.keyid().map(str::to_string);
+    let record = VerificationRecord {
+        envelope_digest: openpgp_record_id(document, signature),
+        kind: Some(SignatureKind::Openpgp),
+        issuer: verdict.key_owner().map(str::to_string),
+        keyid: keyid.clone(),
+        result: status,
+        reason,
+        verified_at_ms: 0,
+        source: None,
+    };
+    let signature = Signature { kind: Some(SignatureKind::Openpgp), status, reason, keyid };
+    (signature, verdict.signed_issuer().map(str::to_string), record)
+}
+
+/// To the verifier pool: judge a detached OpenPGP signature, then normalise the document.
+#[derive(Debug, Message)]
+#[rtype(result = "VerifiedDocument")]
+pub struct VerifyDetached {
+    /// Names the document (path, or `kafka:topic/partition@offset`).
+    pub name: String,
+    /// The document's bytes as received (what the signature is over).
+    pub bytes: Vec<u8>,
+    /// The signature text as carried (armored, or binary).
+    pub signature: Vec<u8>,
+    pub ctx: IngestContext,
+    pub max_bytes: usize,
+    /// The intake span of the document.
+    pub span: tracing::Span,
+}
+
+/// What the actor does for a detached signature (pure apart from the clock and
+/// telemetry): the verification, then the document normalised with its result.
+pub fn verify_detached_and_normalise(msg: VerifyDetached, keys: &KeyDirectory) -> VerifiedDocument {
+    let VerifyDetached { name, bytes, signature: sig, mut ctx, max_bytes, .. } = msg;
+    let (signature, signed_issuer, mut record) = verify_openpgp(&bytes, &sig, keys);
+    record.verified_at_ms = crate::ports::now_ms();
+    record.source = ctx.provenance.source.clone().or(Some(name.clone()));
+    let correlation_id = ctx.provenance.correlation_id.clone();
+    let failed = signature.status == SignatureStatus::Failed;
+    ctx.signature = signature;
+    ctx.signed_issuer = signed_issuer;
+    ctx.openpgp_signature = None;
+    let outcome = match super::ingest::ingest_document(&name, &bytes, ctx, max_bytes) {
+        super::messages::IngestStep::Done(outcome) => outcome,
+        // Not reached: the document was read as no envelope before it came here.
+        _ => IngestOutcome::DeadLetter {
+            reason: super::ingest::INVALID_ENVELOPE,
+            detail: format!("{name}: an envelope with a detached signature"),
+        },
+    };
+    if record.issuer.is_none() {
+        // The key is nobody's: record the issuer the document claims.
+        if let IngestOutcome::Observations { observations, .. } = &outcome {
+            record.issuer = observations
+                .iter()
+                .find_map(|o| o.issuer.as_deref())
+                .map(|c| keys.issuer_id(c).unwrap_or(c).to_string());
+        }
+    }
+    if failed {
+        DsseVerificationFailed {
+            kind: SignatureKind::Openpgp,
+            source: &name,
+            correlation_id: correlation_id.as_deref(),
+            issuer: record.issuer.as_deref(),
+            keyid: record.keyid.as_deref(),
+            reason: record.reason.map_or("", |r| r.as_str()),
+        }
+        .emit();
+    }
+    VerifiedDocument { outcome, record }
+}
+
 /// The verification of an envelope that does not parse (`failed`/`malformed_envelope`;
 /// the document itself is dead-lettered): counted and logged like every failure.
 pub fn malformed_envelope(name: &str, bytes: &[u8], ctx: &IngestContext) -> VerificationRecord {
     let record = VerificationRecord {
         envelope_digest: sha256_prefixed(bytes),
+        kind: None,
         issuer: ctx.issuer_header.clone(),
         keyid: None,
         result: SignatureStatus::Failed,
@@ -220,6 +329,7 @@ pub fn malformed_envelope(name: &str, bytes: &[u8], ctx: &IngestContext) -> Veri
         source: ctx.provenance.source.clone().or(Some(name.to_string())),
     };
     DsseVerificationFailed {
+        kind: SignatureKind::Dsse,
         source: name,
         correlation_id: ctx.provenance.correlation_id.as_deref(),
         issuer: record.issuer.as_deref(),
@@ -298,6 +408,36 @@ impl Handler<VerifyEnvelope> for DsseVerifierActor {
     }
 }
 
+impl Handler<VerifyDetached> for DsseVerifierActor {
+    type Result = VerifiedDocument;
+
+    fn handle(&mut self, msg: VerifyDetached, _: &mut Self::Context) -> VerifiedDocument {
+        let span = tracing::info_span!(
+            parent: &msg.span,
+            "vex.openpgp.verify",
+            vex.tenant = msg.ctx.tenant.as_deref().map(crate::telemetry::trace::bounded),
+            vex.issuer = tracing::field::Empty,
+            vex.keyid = tracing::field::Empty,
+            vex.outcome = tracing::field::Empty,
+            vex.reason = tracing::field::Empty,
+        );
+        let _entered = span.enter();
+        let verified = verify_detached_and_normalise(msg, &self.keys);
+        let r = &verified.record;
+        span.record("vex.outcome", r.result.as_str());
+        if let Some(i) = &r.issuer {
+            span.record("vex.issuer", crate::telemetry::trace::bounded(i));
+        }
+        if let Some(k) = &r.keyid {
+            span.record("vex.keyid", crate::telemetry::trace::bounded(k));
+        }
+        if let Some(reason) = &r.reason {
+            span.record("vex.reason", reason.as_str());
+        }
+        verified
+    }
+}
+
 /// What the actor does (pure apart from the clock and telemetry).
 pub fn verify_and_normalise(msg: VerifyEnvelope, keys: &KeyDirectory, threshold: usize) -> VerifiedDocument {
     let VerifyEnvelope { name, envelope, envelope_digest, mut ctx, .. } = msg;
@@ -328,6 +468,7 @@ pub fn verify_and_normalise(msg: VerifyEnvelope, keys: &KeyDirectory, threshold:
     }
     if failed {
         DsseVerificationFailed {
+            kind: SignatureKind::Dsse,
             source: &name,
             correlation_id: correlation_id.as_deref(),
             issuer: record.issuer.as_deref(),
@@ -543,6 +684,83 @@ mod tests {
         dup.issuers[1].keys.push(openpgp);
         let e = KeyDirectory::from_directory(&dup).unwrap_err().to_string();
         assert!(e.contains("used by issuer a and issuer b"), "{e}");
+    }
+
+    #[test]
+    fn detached_openpgp_signatures_are_judged_then_the_document_normalised() {
+        let cert = include_str!("../../tests/fixtures/openpgp/gpg-cert.asc");
+        let doc: &[u8] = include_bytes!("../../tests/fixtures/openpgp/csaf-signed.json");
+        let asc: &[u8] = include_bytes!("../../tests/fixtures/openpgp/csaf-signed.json.asc");
+        let mut dir = IssuerDirectory { issuers: vec![issuer("csaf", &["https://psirt.example.com"], &[])] };
+        dir.issuers[0].keys.push(IssuerKey::OpenPgp { certificate: cert.into(), fingerprint: None });
+        let keys = KeyDirectory::from_directory(&dir).unwrap();
+        let run = |bytes: &[u8], sig: &[u8]| {
+            verify_detached_and_normalise(
+                VerifyDetached {
+                    name: "doc".into(),
+                    bytes: bytes.to_vec(),
+                    signature: sig.to_vec(),
+                    ctx: IngestContext { tenant: Some("t".into()), ..Default::default() },
+                    max_bytes: 1 << 24,
+                    span: tracing::Span::none(),
+                },
+                &keys,
+            )
+        };
+        let VerifiedDocument { outcome: IngestOutcome::Observations { observations, .. }, record } = run(doc, asc)
+        else {
+            panic!("expected observations")
+        };
+        assert!(!observations.is_empty());
+        for o in &observations {
+            assert_eq!((o.issuer.as_deref(), o.issuer_source), (Some("csaf"), IssuerSource::Signature));
+            assert_eq!(
+                o.signature,
+                Signature {
+                    kind: Some(SignatureKind::Openpgp),
+                    status: SignatureStatus::Verified,
+                    reason: None,
+                    keyid: Some("1CF50DC0DA1FF33563EAA5130B1B63D36A182FDE".into()),
+                }
+            );
+        }
+        assert_eq!(
+            (record.kind, record.result, record.issuer.as_deref()),
+            (Some(SignatureKind::Openpgp), SignatureStatus::Verified, Some("csaf"))
+        );
+        assert_eq!(record.envelope_digest, openpgp_record_id(doc, asc));
+        assert!(record.verified_at_ms > 0);
+        // Over other bytes: failed, the document's own claim stays its issuer, not dead-lettered.
+        let other = DOC.as_bytes();
+        let VerifiedDocument { outcome: IngestOutcome::Observations { observations, .. }, record } = run(other, asc)
+        else {
+            panic!("expected observations")
+        };
+        assert_eq!(observations[0].signature.status, SignatureStatus::Failed);
+        assert_eq!(observations[0].signature.reason.map(|r| r.as_str()), Some("bad_signature"));
+        assert_eq!(observations[0].issuer.as_deref(), Some("ACME PSIRT"));
+        assert_eq!(record.issuer.as_deref(), Some("csaf"), "the key's owner");
+        // Unreadable: failed/malformed_signature, still normalised.
+        let VerifiedDocument { outcome: IngestOutcome::Observations { observations, .. }, .. } = run(doc, b"garbage")
+        else {
+            panic!("a signature never dead-letters its document")
+        };
+        assert_eq!(observations[0].signature.reason.map(|r| r.as_str()), Some("malformed_signature"));
+        // Not JSON: dead-lettered for the document, as without a signature.
+        assert!(matches!(run(b"not json", asc).outcome, IngestOutcome::DeadLetter { .. }));
+
+        // The ingest step hands a signed document to the verifier; beside a DSSE envelope
+        // the detached signature is dropped (the envelope's signatures decide).
+        let ctx = IngestContext { openpgp_signature: Some(asc.to_vec()), ..Default::default() };
+        assert!(matches!(
+            super::super::ingest::ingest_document("doc", doc, ctx.clone(), 1 << 24),
+            super::super::messages::IngestStep::Detached(_)
+        ));
+        let env = crate::crypto::Envelope::new("application/openvex+json", DOC.as_bytes().to_vec()).to_json();
+        match super::super::ingest::ingest_document("env", env.as_bytes(), ctx, 1 << 24) {
+            super::super::messages::IngestStep::Envelope(v) => assert_eq!(v.ctx.openpgp_signature, None),
+            other => panic!("{other:?}"),
+        }
     }
 
     const DOC: &str = r#"{"@context":"https://openvex.dev/ns/v0.2.0","@id":"https://example.com/vex/1","author":"ACME PSIRT","timestamp":"2024-01-01T00:00:00Z","version":1,"statements":[{"vulnerability":{"name":"CVE-2024-1"},"products":[{"@id":"pkg:npm/a@1.0.0"}],"status":"affected","action_statement":"upgrade"}]}"#;

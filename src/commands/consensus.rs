@@ -14,8 +14,12 @@ use vex_lens::domain::trust::{IssuerDirectory, Knobs, Policy};
 use vex_lens::input;
 
 /// Reads and normalises every input document. Fails on the first bad document unless
-/// `--keep-going`.
-pub fn load_observations(args: &InputArgs) -> anyhow::Result<(Vec<Observation>, usize)> {
+/// `--keep-going`. A `<document>.asc` beside a document is its detached OpenPGP signature,
+/// judged against `directory`'s certificates as the service judges it
+/// (`verifier::verify_openpgp`), so a document gives the same observations here as
+/// through the watched directory or Kafka.
+pub fn load_observations(args: &InputArgs, directory: &IssuerDirectory) -> anyhow::Result<(Vec<Observation>, usize)> {
+    let keys = vex_lens::actors::verifier::KeyDirectory::from_directory(directory)?;
     let files = input::expand(&args.paths)?;
     if files.is_empty() {
         bail!(
@@ -34,11 +38,16 @@ pub fn load_observations(args: &InputArgs) -> anyhow::Result<(Vec<Observation>, 
         .map(|f| {
             let name = f.display().to_string();
             let res = input::read_limited(f, args.max_document_bytes).map_err(anyhow::Error::from).and_then(|bytes| {
-                let ctx = IngestContext {
+                let mut ctx = IngestContext {
                     tenant: Some(args.tenant.clone()),
                     provenance: Provenance { source: Some(name.clone()), ..Default::default() },
                     ..Default::default()
                 };
+                if let Some(asc) = input::read_signature_beside(f) {
+                    let (signature, signed_issuer, _) = vex_lens::actors::verifier::verify_openpgp(&bytes, &asc, &keys);
+                    ctx.signature = signature;
+                    ctx.signed_issuer = signed_issuer;
+                }
                 normalise_bytes(&name, &bytes, &ctx, args.max_document_bytes).map_err(anyhow::Error::from)
             });
             (name, res)
@@ -133,7 +142,7 @@ pub fn run(args: ConsensusArgs) -> anyhow::Result<ExitCode> {
         None => None,
     };
     let policy = cli_policy(args.mode, args.issuers.as_deref(), args.config.as_deref())?.with_as_of(as_of);
-    let (observations, _) = load_observations(&args.input)?;
+    let (observations, _) = load_observations(&args.input, &policy.directory)?;
     let stdout = std::io::stdout();
     // Records are ~4 KiB each: a large buffer writes them in few system calls.
     let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
@@ -226,7 +235,8 @@ pub fn write_records<W: Write>(out: &mut W, records: &[ConsensusRecord], format:
 }
 
 pub fn run_normalise(args: NormaliseArgs) -> anyhow::Result<ExitCode> {
-    let (mut observations, _) = load_observations(&args.input)?;
+    // The issuer directory of ./config/issuers.toml (if any) judges `.asc` signatures.
+    let (mut observations, _) = load_observations(&args.input, &load_directory(None)?)?;
     observations.sort_by(|a, b| a.id.cmp(&b.id));
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());

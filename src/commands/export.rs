@@ -67,7 +67,7 @@ pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
             max_document_bytes: args.max_document_bytes,
             verbose: args.verbose,
         };
-        let (observations, _) = load_observations(&input)?;
+        let (observations, _) = load_observations(&input, &policy.directory)?;
         let (records, errors) = batch(observations, &policy, false);
         for e in &errors {
             eprintln!("warning: {e}");

@@ -367,6 +367,10 @@ pub struct IngestContext {
     pub signed_issuer: Option<String>,
     pub signature: Signature,
     pub provenance: Provenance,
+    /// A detached OpenPGP signature over the document's bytes, as the transport carried
+    /// it (Kafka header `openpgp-signature`, a `<document>.asc` beside a file); the
+    /// verifier judges it and sets `signature` and `signed_issuer`.
+    pub openpgp_signature: Option<Vec<u8>>,
 }
 
 /// Picks the vulnerability key: the first CVE id (smallest CVE in byte order), else the

@@ -1,17 +1,22 @@
-//! The verifications role (`vex_dsse_verifications`): one entry per DSSE envelope seen,
-//! verified or not.
+//! The verifications role (`vex_dsse_verifications`): one entry per DSSE envelope, and
+//! per detached OpenPGP signature (`kind: openpgp`), seen, verified or not.
 //!
-//! Invariant: an entry is keyed by the envelope's digest, so a replay overwrites it with
-//! the same verdict.
+//! Invariant: an entry is keyed by the envelope's digest (OpenPGP: the digest of the
+//! document's and the signature's digests), so a replay overwrites it with the same verdict.
 
 use super::StoreError;
 use serde::{Deserialize, Serialize};
 
-/// One DSSE verification, as persisted (`vex_dsse_verifications`).
+/// One signature verification, as persisted (`vex_dsse_verifications`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VerificationRecord {
-    /// `sha256:<hex>` of the envelope bytes (the record's id).
+    /// The record's id: `sha256:<hex>` of the envelope bytes (DSSE), or of the document's
+    /// and the signature's digests (OpenPGP: `verifier::openpgp_record_id`).
     pub envelope_digest: String,
+    /// `openpgp` for a detached OpenPGP signature; absent for a DSSE envelope (the form
+    /// stored before OpenPGP signatures were read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<crate::domain::codes::SignatureKind>,
     pub issuer: Option<String>,
     pub keyid: Option<String>,
     /// `verified`, `unsigned` or `failed`.

@@ -5,7 +5,10 @@
 //!
 //! Invariants: a source only reads bytes and names them; a file is remembered as
 //! processed ([`ProcessedFiles`]) only once the flow settled it (durable or
-//! dead-lettered), else it is offered again on the next scan.
+//! dead-lettered), else it is offered again on the next scan. A `<document>.asc` beside
+//! a watched file is read with it and travels in the context as its detached OpenPGP
+//! signature (write it before, or with, the document: one that appears later is read
+//! only when the document changes).
 
 use crate::domain::codes::DeadLetterReason;
 use crate::domain::model::{IngestContext, Provenance};
@@ -61,7 +64,12 @@ fn fingerprint(meta: &std::fs::Metadata) -> String {
 
 /// Hands one document to the ingest flow in its `vex.document` span; `true` when it is
 /// settled (durable or dead-lettered).
-async fn process(ctx: &Ctx, name: String, bytes: Result<Vec<u8>, Unreadable>) -> bool {
+async fn process(
+    ctx: &Ctx,
+    name: String,
+    bytes: Result<Vec<u8>, Unreadable>,
+    openpgp_signature: Option<Vec<u8>>,
+) -> bool {
     use tracing::Instrument;
     let span = tracing::info_span!(
         parent: None,
@@ -77,6 +85,7 @@ async fn process(ctx: &Ctx, name: String, bytes: Result<Vec<u8>, Unreadable>) ->
     let ictx = IngestContext {
         tenant: Some(ctx.settings.tenant.clone()),
         provenance: Provenance { source: Some(name.clone()), ..Default::default() },
+        openpgp_signature,
         ..Default::default()
     };
     let doc = Document { name, bytes, ctx: ictx, trace: Vec::new() };
@@ -124,7 +133,7 @@ pub async fn run(ingest: Ingest, intake: Intake, settings: SourceSettings, mut s
                 let permit = sem.clone().acquire_owned().await.expect("semaphore never closed");
                 let ctx = ctx.clone();
                 inner.spawn(async move {
-                    process(&ctx, format!("stdin:{n}"), Ok(line.into_bytes())).await;
+                    process(&ctx, format!("stdin:{n}"), Ok(line.into_bytes()), None).await;
                     drop(permit);
                 });
             }
@@ -164,7 +173,14 @@ pub async fn run(ingest: Ingest, intake: Intake, settings: SourceSettings, mut s
                     let limit = ctx.settings.max_bytes;
                     // A blocking read: on the blocking pool, not the async threads.
                     let p = path.clone();
-                    let read = tokio::task::spawn_blocking(move || crate::input::read_limited(&p, limit)).await;
+                    let read = tokio::task::spawn_blocking(move || {
+                        (crate::input::read_limited(&p, limit), crate::input::read_signature_beside(&p))
+                    })
+                    .await;
+                    let (read, signature) = match read {
+                        Ok((r, s)) => (Ok(r), s),
+                        Err(e) => (Err(e), None),
+                    };
                     let bytes = match read {
                         Ok(r) => r.map_err(|e| match e {
                             crate::input::InputError::TooLarge { .. } => {
@@ -176,7 +192,7 @@ pub async fn run(ingest: Ingest, intake: Intake, settings: SourceSettings, mut s
                         }),
                         Err(e) => Err(Unreadable { reason: DeadLetterReason::Unreadable, detail: e.to_string() }),
                     };
-                    if process(&ctx, key.clone(), bytes).await {
+                    if process(&ctx, key.clone(), bytes, signature).await {
                         if let Some(s) = &ctx.files {
                             if let Err(e) = s.mark_file(&key, &fp).await {
                                 crate::warn_event!(crate::telemetry::events::LogEvent::FileNotMarked, error = %e, "processed file not recorded");

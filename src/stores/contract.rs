@@ -341,6 +341,7 @@ pub async fn record_contract<S: RecordStore + ConflictQueue>(store: &S, tenant: 
 pub async fn verification_contract<S: VerificationStore>(store: &S, nanos: u128) {
     let v = VerificationRecord {
         envelope_digest: format!("sha256:{:064x}", nanos),
+        kind: Some(crate::domain::codes::SignatureKind::Openpgp),
         issuer: Some("vendor".into()),
         keyid: Some("k1".into()),
         result: crate::domain::model::SignatureStatus::Verified,

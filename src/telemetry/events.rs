@@ -445,8 +445,12 @@ impl StoreRejected<'_> {
 }
 
 /// A DSSE envelope failed verification (`bad_signature`, `wrong_key`, `malformed_envelope`,
-/// `threshold_not_met`); unsigned envelopes are not failures.
+/// `threshold_not_met`), or a detached OpenPGP signature did (`kind` openpgp: the
+/// `crypto::openpgp` reasons); unsigned documents are not failures. Counted in
+/// `vex_dsse_verification_failures_total{kind,reason}`; logged as
+/// `dsse_verification_failed` or `openpgp_verification_failed`.
 pub struct DsseVerificationFailed<'a> {
+    pub kind: crate::domain::codes::SignatureKind,
     pub source: &'a str,
     pub correlation_id: Option<&'a str>,
     pub issuer: Option<&'a str>,
@@ -456,16 +460,43 @@ pub struct DsseVerificationFailed<'a> {
 
 impl DsseVerificationFailed<'_> {
     pub fn emit(&self) {
-        metrics().dsse_verification_failures.get_or_create(&ReasonLabel { reason: self.reason.to_string() }).inc();
-        LogEvent::DsseVerificationFailed.count();
+        metrics()
+            .dsse_verification_failures
+            .get_or_create(&super::KindReasonLabel { kind: self.kind.to_string(), reason: self.reason.to_string() })
+            .inc();
+        let event = match self.kind {
+            crate::domain::codes::SignatureKind::Dsse => LogEvent::DsseVerificationFailed,
+            crate::domain::codes::SignatureKind::Openpgp => LogEvent::OpenPgpVerificationFailed,
+        };
+        event.count();
         tracing::warn!(
-            event = "dsse_verification_failed",
+            event = event.as_str(),
+            kind = self.kind.as_str(),
             source = self.source,
             correlationId = self.correlation_id,
             issuer = self.issuer,
             keyid = self.keyid,
             reason = self.reason,
-            "DSSE signature verification failed"
+            "signature verification failed"
+        );
+    }
+}
+
+/// A detached OpenPGP signature came with a DSSE envelope: the envelope's own signatures
+/// decide, the detached one is ignored (and this line says so).
+pub struct OpenPgpSignatureIgnored<'a> {
+    pub source: &'a str,
+    pub correlation_id: Option<&'a str>,
+}
+
+impl OpenPgpSignatureIgnored<'_> {
+    pub fn emit(&self) {
+        LogEvent::OpenPgpSignatureIgnored.count();
+        tracing::warn!(
+            event = LogEvent::OpenPgpSignatureIgnored.as_str(),
+            source = self.source,
+            correlationId = self.correlation_id,
+            "detached OpenPGP signature beside a DSSE envelope ignored: the envelope's signatures decide"
         );
     }
 }
@@ -606,6 +637,8 @@ pub enum LogEvent {
     DeadLettered,
     StoreRetry,
     DsseVerificationFailed,
+    OpenPgpVerificationFailed,
+    OpenPgpSignatureIgnored,
     ExportJobFailed,
     RebuildSkip,
     ExportJobActorRestarting,
@@ -650,10 +683,12 @@ pub enum LogEvent {
 }
 
 impl LogEvent {
-    pub const ALL: [LogEvent; 43] = [
+    pub const ALL: [LogEvent; 45] = [
         LogEvent::DeadLettered,
         LogEvent::StoreRetry,
         LogEvent::DsseVerificationFailed,
+        LogEvent::OpenPgpVerificationFailed,
+        LogEvent::OpenPgpSignatureIgnored,
         LogEvent::ExportJobFailed,
         LogEvent::RebuildSkip,
         LogEvent::ExportJobActorRestarting,
@@ -702,6 +737,8 @@ impl LogEvent {
             LogEvent::DeadLettered => "dead_lettered",
             LogEvent::StoreRetry => "store_retry",
             LogEvent::DsseVerificationFailed => "dsse_verification_failed",
+            LogEvent::OpenPgpVerificationFailed => "openpgp_verification_failed",
+            LogEvent::OpenPgpSignatureIgnored => "openpgp_signature_ignored",
             LogEvent::ExportJobFailed => "export_job_failed",
             LogEvent::RebuildSkip => "rebuild_skip",
             LogEvent::ExportJobActorRestarting => "export_job_actor_restarting",

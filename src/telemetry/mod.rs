@@ -142,6 +142,12 @@ pub mod labels {
     /// DSSE failure reasons (`crypto::verify::FailureReason::as_str`).
     pub const DSSE_FAILURE_REASONS: [&str; 4] =
         ["bad_signature", "malformed_envelope", "wrong_key", "threshold_not_met"];
+    /// OpenPGP failure reasons (`crypto::openpgp::OpenPgpFailure`, as signature reasons).
+    pub const OPENPGP_FAILURE_REASONS: [&str; 6] =
+        ["bad_signature", "invalid_key", "key_expired", "key_revoked", "malformed_signature", "weak_hash"];
+    /// `kind` of `vex_dsse_verification_failures_total` with the reasons of each kind.
+    pub const VERIFICATION_FAILURE_LABELS: [(&str, &[&str]); 2] =
+        [("dsse", &DSSE_FAILURE_REASONS), ("openpgp", &OPENPGP_FAILURE_REASONS)];
     /// Export job results (`result` of `vex_export_jobs_total`): the stored
     /// [`JobResult`](crate::ports::JobResult)s, with a failure that was the request's
     /// fault counted apart as `client_error`.
@@ -162,6 +168,14 @@ pub mod labels {
         super::RECOMPUTE_ISSUER_UPDATE,
         super::RECOMPUTE_POLICY_KNOB,
     ];
+}
+
+/// Label set `{kind, reason}` of signature verification failures (`kind`: `dsse` or
+/// `openpgp`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindReasonLabel {
+    pub kind: String,
+    pub reason: String,
 }
 
 /// Label set `{reason}`.
@@ -264,7 +278,7 @@ pub struct Metrics {
     pub recompute_duration: Family<ReasonLabel, Histogram>,
     pub export_duration: Histogram,
     pub export_jobs: Family<ResultLabel, Counter>,
-    pub dsse_verification_failures: Family<ReasonLabel, Counter>,
+    pub dsse_verification_failures: Family<KindReasonLabel, Counter>,
     pub consensus_conflicts: Family<ReasonLabel, Counter>,
     pub documents_ingested: Counter,
     pub observations_applied: Counter,
@@ -374,11 +388,16 @@ impl Metrics {
             "Export jobs run by the service, by result (success, failure: the service's fault, client_error: the request's)",
             export_jobs.clone(),
         );
-        let dsse_verification_failures = Family::<ReasonLabel, Counter>::default();
-        pre_create(&dsse_verification_failures, labels::DSSE_FAILURE_REASONS.map(reason));
+        let dsse_verification_failures = Family::<KindReasonLabel, Counter>::default();
+        pre_create(
+            &dsse_verification_failures,
+            labels::VERIFICATION_FAILURE_LABELS.iter().flat_map(|(kind, reasons)| {
+                reasons.iter().map(|r| KindReasonLabel { kind: kind.to_string(), reason: r.to_string() })
+            }),
+        );
         registry.register(
             counter_name(names::DSSE_VERIFICATION_FAILURES_TOTAL),
-            "Failed DSSE verifications by reason",
+            "Failed signature verifications (DSSE envelopes, detached OpenPGP signatures) by kind and reason",
             dsse_verification_failures.clone(),
         );
         let consensus_conflicts = Family::<ReasonLabel, Counter>::default();
@@ -838,8 +857,10 @@ mod tests {
         for r in labels::CONFLICT_REASONS.iter().map(|r| r.as_str()) {
             want.push(format!("vex_consensus_conflicts_total{{reason=\"{r}\"}} 0"));
         }
-        for r in labels::DSSE_FAILURE_REASONS {
-            want.push(format!("vex_dsse_verification_failures_total{{reason=\"{r}\"}} 0"));
+        for (kind, reasons) in labels::VERIFICATION_FAILURE_LABELS {
+            for r in reasons {
+                want.push(format!("vex_dsse_verification_failures_total{{kind=\"{kind}\",reason=\"{r}\"}} 0"));
+            }
         }
         for r in labels::EXPORT_RESULTS {
             want.push(format!("vex_export_jobs_total{{result=\"{r}\"}} 0"));
@@ -874,6 +895,18 @@ mod tests {
             FailureReason::ThresholdNotMet,
         ] {
             assert!(labels::DSSE_FAILURE_REASONS.contains(&r.as_str()), "{}", r.as_str());
+        }
+        use crate::crypto::openpgp::OpenPgpFailure;
+        for f in [
+            OpenPgpFailure::BadSignature,
+            OpenPgpFailure::InvalidKey,
+            OpenPgpFailure::KeyExpired,
+            OpenPgpFailure::KeyRevoked,
+            OpenPgpFailure::MalformedSignature,
+            OpenPgpFailure::WeakHash,
+        ] {
+            let r = crate::domain::codes::SignatureReason::from(f);
+            assert!(labels::OPENPGP_FAILURE_REASONS.contains(&r.as_str()), "{}", r.as_str());
         }
     }
 

@@ -34,6 +34,8 @@ pub(super) fn document(m: &OwnedMessage, default_tenant: &str) -> Document {
     let ctx = IngestContext {
         tenant,
         issuer_header: header_str(m, "issuer"),
+        // A detached OpenPGP signature over the payload (the armored text as served).
+        openpgp_signature: header_str(m, "openpgp-signature").map(String::into_bytes),
         provenance: Provenance {
             source: Some(name.clone()),
             correlation_id: Some(correlation_of(m)),
