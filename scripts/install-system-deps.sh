@@ -14,6 +14,8 @@
 #   python3-venv                         - venvs: SecantusDB (the MongoDB-wire test server) and pymongo;
 #                                          schemathesis (scripts/api-fuzz.sh)
 #   wrk                                  - HTTP load for scripts/api-bench.sh
+#   gnupg                                - `gpg`: tests/keys_cli.rs checks `keys show` against
+#                                          GnuPG's own reading of a certificate
 #   docker-compose                       - `docker-compose config` resolves docker-compose.yml
 #                                          without an engine (tests/compose.rs); brings PyYAML
 set -euo pipefail
@@ -34,6 +36,7 @@ PKGS=(
   "python3-venv:-"
   "wrk:wrk"
   "docker-compose:docker-compose"
+  "gnupg:gpg"
 )
 
 missing=()

@@ -21,6 +21,10 @@ pub enum Command {
     /// Generate a signing key pair: writes the private key (PKCS#8 PEM, mode 0600) and
     /// prints the public key (SPKI PEM) and its key id.
     Keygen(KeygenArgs),
+    /// Inspect keys before trusting them: `keys show FILE` prints an OpenPGP certificate's
+    /// fingerprint, user ids, subkeys and expiry, and the issuers.toml entry to paste once
+    /// the fingerprint is checked elsewhere.
+    Keys(KeysArgs),
     /// Export the consensus as a bundle: a snapshot file, manifest.json (SHA-256 and size
     /// of every file) and, with --sign-key, manifest.dsse.json (DSSE over the manifest).
     Export(ExportArgs),
@@ -188,6 +192,26 @@ pub enum KeygenAlg {
     Ed25519,
     /// ECDSA over NIST P-256 with SHA-256 (DER signatures).
     EcdsaP256,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct KeysArgs {
+    #[command(subcommand)]
+    pub command: KeysCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeysCommand {
+    /// Print an armored OpenPGP certificate (e.g. a provider's `.asc` public key; `-` reads
+    /// standard input): primary fingerprint, user ids, every key with its creation, expiry,
+    /// signing capability and revocation, and a TOML snippet for config/issuers.toml.
+    Show {
+        /// The certificate file, or `-` for standard input.
+        path: PathBuf,
+        /// The issuer id to put in the snippet.
+        #[arg(long, default_value = "ISSUER-ID")]
+        issuer: String,
+    },
 }
 
 #[derive(clap::Args, Debug)]

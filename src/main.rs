@@ -13,6 +13,7 @@ fn main() -> std::process::ExitCode {
         cli::Command::Consensus(a) => commands::consensus::run(a),
         cli::Command::Normalise(a) => commands::consensus::run_normalise(a),
         cli::Command::Keygen(a) => commands::keygen::run(a),
+        cli::Command::Keys(a) => commands::keys::run(a),
         cli::Command::Export(a) => commands::export::run(a),
         cli::Command::Verify(a) => Ok(commands::verify::run(a)),
         cli::Command::Serve(a) => commands::serve::run(a),

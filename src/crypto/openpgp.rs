@@ -382,6 +382,13 @@ impl Certificate {
         &self.keys
     }
 
+    /// The certificate as one armored public key block (for a configuration snippet).
+    pub fn to_armored(&self) -> Result<String, CertificateError> {
+        self.cert
+            .to_armored_string(pgp::composed::ArmorOptions::default())
+            .map_err(|e| CertificateError::Unreadable(e.to_string()))
+    }
+
     fn primary(&self) -> &ComponentKey {
         &self.keys[0]
     }
