@@ -13,6 +13,8 @@
 
 #[path = "../integration-tests/common/csaf_provider.rs"]
 mod csaf_provider;
+#[path = "../integration-tests/common/openpgp.rs"]
+mod openpgp;
 
 use csaf_provider::{build, Directory, Provider};
 use std::path::{Path, PathBuf};
@@ -433,6 +435,68 @@ fn a_crash_between_emit_and_state_save_re_emits_once() {
     let s = feed_run(&cfg);
     assert_eq!(s["emitted"].as_u64(), Some(n - 25), "the 5 unsaved documents again, and the rest: {s}");
     assert_eq!(records(tmp), consensus(tmp, &cfg, &plain), "re-emitting changed no digest");
+    let s = feed_run(&cfg);
+    assert_eq!(s["emitted"].as_u64(), Some(0), "{s}");
+}
+
+/// Issue 23 with issue 22: the `.asc` a provider serves beside a document travels with it
+/// and is judged at ingest. A document signed by the issuer's key counts as `verified`,
+/// one whose `.asc` is over other bytes as `failed` (never dead-lettered), one without
+/// `.asc` as `unsigned`; and `records` equals `consensus` on the same files with the same
+/// `.asc` beside them.
+#[test]
+fn signatures_served_beside_documents_are_judged_at_ingest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tmp.path();
+    let root = tmp.join("www");
+    std::fs::create_dir_all(&root).unwrap();
+    let provider = Provider::start(&root);
+    let plain = tmp.join("plain");
+    let dir = build(&provider, &root, &plain, 3);
+    let key = openpgp::keygen("CIQ PSIRT <psirt@ciq.example>");
+    let at = openpgp::T0 + 3600;
+    let signed = [
+        (&dir.rows[0].0, Some(true)),  // signed by the issuer's key
+        (&dir.rows[1].0, Some(false)), // a signature over other bytes
+        (&dir.rows[2].0, None),        // no .asc
+    ];
+    for (rel, good) in &signed {
+        let Some(good) = good else { continue };
+        let bytes = std::fs::read(dir.dir.join(rel)).unwrap();
+        let asc = openpgp::sign(&key, if *good { &bytes } else { b"other bytes" }, at);
+        std::fs::write(format!("{}.asc", dir.dir.join(rel).display()), &asc).unwrap();
+        std::fs::write(plain.join(format!("{}.asc", rel.replace('/', "_"))), &asc).unwrap();
+    }
+    let cfg = write_config(tmp, &provider, "");
+    // The issuer directory gains the key's certificate for `ciq`.
+    std::fs::write(
+        tmp.join("issuers.toml"),
+        format!(
+            "[[issuers]]\nid = \"ciq\"\ndisplay_name = \"CIQ\"\ntier = \"trusted\"\naliases = [\"https://www.ciq.com\"]\n\
+             keys = [{{ type = \"openpgp\", certificate = \"\"\"\n{}\"\"\" }}]\n",
+            openpgp::certificate(&key)
+        ),
+    )
+    .unwrap();
+
+    let s = feed_run(&cfg);
+    assert_eq!((s["ok"].as_bool(), s["emitted"].as_u64()), (Some(true), Some(3)), "{s}");
+    assert_eq!(count(&s, "warnings", "no_signature"), 1, "one document without .asc: {s}");
+    let stored = records(tmp);
+    assert_eq!(stored, consensus(tmp, &cfg, &plain), "records = consensus with the same .asc beside the files");
+    let mut seen = std::collections::BTreeMap::<String, usize>::new();
+    for r in &stored {
+        let r: serde_json::Value = serde_json::from_str(r).unwrap();
+        for st in r["statements"].as_array().unwrap() {
+            *seen.entry(st["signature"].as_str().unwrap().to_string()).or_default() += 1;
+        }
+    }
+    for status in ["verified", "failed", "unsigned"] {
+        assert!(seen.get(status).is_some_and(|n| *n > 0), "no {status} statement: {seen:?}");
+    }
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    // The verifications were persisted with kind openpgp: a second run emits nothing
+    // (same bytes, same signature).
     let s = feed_run(&cfg);
     assert_eq!(s["emitted"].as_u64(), Some(0), "{s}");
 }

@@ -4,12 +4,16 @@
 //! topic, acknowledged by the broker (`acks=all`), with the headers `tenant`,
 //! `correlation-id` and `provenance`; a second run produces nothing; `vex-lens serve`
 //! then ingests them through `vex.documents` into MongoDB, and the stored records equal
-//! `vex-lens consensus` on the same files.
+//! `vex-lens consensus` on the same files. One document is served with an `.asc` by the
+//! issuer's key: it travels in the `openpgp-signature` header and its statements are
+//! `verified` in MongoDB as in `consensus`.
 
 #[path = "../integration-tests/common/mod.rs"]
 mod common;
 #[path = "../integration-tests/common/csaf_provider.rs"]
 mod csaf_provider;
+#[path = "../integration-tests/common/openpgp.rs"]
+mod openpgp;
 
 use common::{Serve, ServeSetup};
 use csaf_provider::{build, Provider};
@@ -43,9 +47,23 @@ fn feed_documents_reach_mongodb_through_the_documents_topic() {
     let dir = build(&provider, &root, &plain, usize::MAX);
     let n = dir.rows.len();
     std::fs::write(tmp.join("ca.pem"), &provider.ca_pem).unwrap();
+    // The first document is signed by the issuer's OpenPGP key (.asc beside it, as
+    // served and as `consensus` reads it).
+    let key = openpgp::keygen("CIQ PSIRT <psirt@ciq.example>");
+    let rel = &dir.rows[0].0;
+    let asc = openpgp::sign(&key, &std::fs::read(dir.dir.join(rel)).unwrap(), openpgp::T0 + 3600);
+    std::fs::write(format!("{}.asc", dir.dir.join(rel).display()), &asc).unwrap();
+    std::fs::write(plain.join(format!("{}.asc", rel.replace('/', "_"))), &asc).unwrap();
     let issuers = tmp.join("issuers.toml");
-    std::fs::write(&issuers, "[[issuers]]\nid = \"ciq\"\ntier = \"trusted\"\naliases = [\"https://www.ciq.com\"]\n")
-        .unwrap();
+    std::fs::write(
+        &issuers,
+        format!(
+            "[[issuers]]\nid = \"ciq\"\ntier = \"trusted\"\naliases = [\"https://www.ciq.com\"]\n\
+             keys = [{{ type = \"openpgp\", certificate = \"\"\"\n{}\"\"\" }}]\n",
+            openpgp::certificate(&key)
+        ),
+    )
+    .unwrap();
     let cfg = tmp.join("vex-lens.toml");
     std::fs::write(
         &cfg,
@@ -70,8 +88,9 @@ fn feed_documents_reach_mongodb_through_the_documents_topic() {
 
     let s = feed_run(&cfg);
     assert_eq!((s["ok"].as_bool(), s["emitted"].as_u64()), (Some(true), Some(n as u64)), "{s}");
-    let produced = common::kcat_consume(&services.brokers, &setup.topic, "%h|%k\n");
-    let lines: Vec<&str> = produced.lines().filter(|l| !l.is_empty()).collect();
+    // One entry per message ("@@" ends it: an armored header value spans lines).
+    let produced = common::kcat_consume(&services.brokers, &setup.topic, "%h|%k@@\n");
+    let lines: Vec<&str> = produced.split("@@\n").filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), n, "one message per document:\n{produced}");
     for l in &lines {
         assert!(
@@ -80,6 +99,8 @@ fn feed_documents_reach_mongodb_through_the_documents_topic() {
         );
         assert!(l.contains(&format!("|{}/.well-known/csaf/white/", provider.origin())), "keyed by URL: {l}");
     }
+    let with_signature = lines.iter().filter(|l| l.contains("openpgp-signature=-----BEGIN PGP SIGNATURE-----")).count();
+    assert_eq!(with_signature, 1, "the one .asc travels in its document's header:\n{produced}");
     let s = feed_run(&cfg);
     assert_eq!((s["fetched"].as_u64(), s["emitted"].as_u64()), (Some(0), Some(0)), "{s}");
     assert_eq!(common::kcat_count(&services.brokers, &setup.topic), n, "a second run produces nothing");
@@ -104,6 +125,9 @@ fn feed_documents_reach_mongodb_through_the_documents_topic() {
         d
     };
     assert_eq!(digests(&got), digests(&want), "records through Kafka = consensus on the same files");
+    let verified =
+        got.iter().flat_map(|r| r["statements"].as_array().unwrap()).filter(|s| s["signature"] == "verified").count();
+    assert!(verified > 0, "the signed document's statements are verified");
     assert!(serve.terminate(Duration::from_secs(30)));
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     rt.block_on(common::drop_db(&services.mongo_uri, &setup.db));

@@ -511,12 +511,13 @@ impl FeedSource {
     /// whose namespace is the provider's, which names the configured issuer; a claim
     /// here would change the observations' claimed issuer and source (and so their ids)
     /// from what `vex-lens consensus` computes on the same files, for the same issuer.
+    /// The ingest context of a document: the feed's tenant, its provenance, and the
+    /// detached `.asc` served beside it (judged by ingest, as for every source).
     fn context(&self, signature: Option<Vec<u8>>) -> IngestContext {
-        // The detached signature (issue 23) joins the context when ingest reads it.
-        let _ = signature;
         IngestContext {
             tenant: Some(self.tenant.clone()),
             provenance: Provenance { source: Some(format!("feed:{}", self.cfg.name)), ..Default::default() },
+            openpgp_signature: signature,
             ..Default::default()
         }
     }
@@ -542,14 +543,17 @@ impl FeedSource {
                 ingest.document(doc, dead_letters.as_ref()).instrument(span).await
             }
             Some(Emitter::Kafka { producer, topic, shutdown }) => {
-                let _ = signature;
                 let correlation = crate::telemetry::correlation::mint();
                 let provenance = format!("feed:{}", self.cfg.name);
-                let headers: [(&str, &[u8]); 3] = [
+                let mut headers: Vec<(&str, &[u8])> = vec![
                     ("tenant", self.tenant.as_bytes()),
                     ("correlation-id", correlation.as_bytes()),
                     ("provenance", provenance.as_bytes()),
                 ];
+                // The `.asc` as served, in the header every producer uses (docs/openpgp.md).
+                if let Some(sig) = &signature {
+                    headers.push(("openpgp-signature", sig));
+                }
                 let sent = crate::sources::kafka::produce::produce_document(
                     producer,
                     topic,
