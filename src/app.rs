@@ -322,6 +322,8 @@ async fn serve(
                 dir: cfg.ingest.dir.clone(),
                 stdin: cfg.ingest.stdin,
                 poll: Duration::from_millis(cfg.ingest.poll_interval_ms),
+                settle: Duration::from_millis(cfg.ingest.settle_ms),
+                follow_symlinks: cfg.ingest.follow_symlinks,
                 tenant: cfg.ingest.tenant.clone(),
                 max_bytes: cfg.ingest.max_message_bytes,
                 max_in_flight: cfg.ingest.max_in_flight_documents,

@@ -335,6 +335,13 @@ pub struct IngestConfig {
     pub dir: Option<PathBuf>,
     /// Poll interval of the directory watcher.
     pub poll_interval_ms: u64,
+    /// A watched file is read once its modification time is this old, or its size and
+    /// modification time stayed the same across scans this long (a file being written
+    /// is not read half-written; writers that write in place must not pause longer).
+    pub settle_ms: u64,
+    /// Follow symlinks in the watched directory to regular files outside it (off: only
+    /// symlinks to regular files inside the directory are read).
+    pub follow_symlinks: bool,
     /// Read NDJSON documents from stdin (embedded mode).
     pub stdin: bool,
     /// Tenant of documents without a `tenant` header (and of every embedded input).
@@ -352,6 +359,8 @@ impl Default for IngestConfig {
         IngestConfig {
             dir: None,
             poll_interval_ms: 500,
+            settle_ms: 1_000,
+            follow_symlinks: false,
             stdin: false,
             tenant: "default".into(),
             max_message_bytes: 8 * 1024 * 1024,
@@ -937,6 +946,9 @@ impl Config {
         }
         if i.poll_interval_ms == 0 {
             return inv("ingest.poll_interval_ms", "must be at least 1".into());
+        }
+        if i.settle_ms > 3_600_000 {
+            return inv("ingest.settle_ms", "must be at most 3600000 (an hour)".into());
         }
         if i.workers == 0 {
             return inv("ingest.workers", "must be at least 1".into());

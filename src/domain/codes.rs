@@ -149,7 +149,8 @@ codes! {
         StoreRejected => "store_rejected",
         /// Over the size limit.
         TooLarge => "too_large",
-        /// A watched file that cannot be read.
+        /// A document that could not be read (a watched file that cannot be opened is
+        /// skipped and retried instead, never dead-lettered).
         Unreadable => "unreadable",
     }
 }

@@ -9,14 +9,22 @@
 //! a watched file is read with it and travels in the context as its detached OpenPGP
 //! signature (write it before, or with, the document: one that appears later is read
 //! only when the document changes).
+//! dead-lettered), else it is offered again on the next scan. What the directory offers
+//! and when a file may be read are the scan's rules (`sources::scan`: regular `*.json`
+//! files only, settled, symlinks kept inside); a file that is skipped, cannot be opened
+//! or changes while read is logged and counted once (`vex_ingest_files_skipped_total`)
+//! and tried again on later scans, never dead-lettered; a file over the size limit (at
+//! most limit + 1 bytes are read) is dead-lettered `too_large`. Nothing here blocks on a
+//! file: FIFOs and devices are never opened for reading, so shutdown is not held up.
 
 use crate::domain::codes::DeadLetterReason;
 use crate::domain::model::{IngestContext, Provenance};
 use crate::ingest::{Document, Ingest, Unreadable};
 use crate::ports::{DeadLetterSink, ProcessedFiles};
-use std::collections::HashMap;
-use std::path::PathBuf;
-use std::sync::Arc;
+use crate::sources::scan::{self, Settling, SkipLog, SkipReason};
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::{watch, Semaphore};
@@ -36,6 +44,10 @@ pub struct SourceSettings {
     pub dir: Option<PathBuf>,
     pub stdin: bool,
     pub poll: Duration,
+    /// How long a watched file must be unchanged before it is read (`scan::Settling`).
+    pub settle: Duration,
+    /// Follow symlinks to regular files outside the directory.
+    pub follow_symlinks: bool,
     pub tenant: String,
     pub max_bytes: usize,
     pub max_in_flight: usize,
@@ -49,17 +61,6 @@ struct Ctx {
     files: Option<Arc<dyn ProcessedFiles>>,
     dead_letters: Arc<dyn DeadLetterSink>,
     settings: Arc<SourceSettings>,
-}
-
-/// `size:mtime_ns` of a file: a changed file is processed again.
-fn fingerprint(meta: &std::fs::Metadata) -> String {
-    let mtime = meta
-        .modified()
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!("{}:{mtime}", meta.len())
 }
 
 /// Hands one document to the ingest flow in its `vex.document` span; `true` when it is
@@ -92,13 +93,20 @@ async fn process(
     ctx.ingest.document(doc, ctx.dead_letters.as_ref()).instrument(span).await.settled()
 }
 
-fn scan(dir: &std::path::Path) -> Vec<PathBuf> {
-    match crate::input::expand(&[dir.to_path_buf()]) {
-        Ok(files) => files,
-        Err(e) => {
-            crate::warn_event!(crate::telemetry::events::LogEvent::IngestDirUnreadable, error = %e, "ingest directory unreadable");
-            Vec::new()
-        }
+/// Logs and counts a skipped watched file once (per path, reason and `key`).
+fn skipped(log: &Mutex<SkipLog>, path: &Path, reason: SkipReason, key: &str, detail: &str) {
+    if log.lock().map(|mut l| l.admit(path, reason, key)).unwrap_or(true) {
+        crate::telemetry::metrics()
+            .ingest_files_skipped
+            .get_or_create(&crate::telemetry::ReasonLabel { reason: reason.as_str().to_string() })
+            .inc();
+        crate::warn_event!(
+            crate::telemetry::events::LogEvent::IngestFileSkipped,
+            path = %path.display(),
+            reason = reason.as_str(),
+            detail,
+            "watched file not read (logged once while it stays so; tried again on later scans)"
+        );
     }
 }
 
@@ -142,17 +150,44 @@ pub async fn run(ingest: Ingest, intake: Intake, settings: SourceSettings, mut s
     }
     if let Some(dir) = ctx.settings.dir.clone() {
         // path -> fingerprint of files submitted in this run.
-        let submitted: Arc<std::sync::Mutex<HashMap<PathBuf, String>>> = Default::default();
+        let submitted: Arc<Mutex<HashMap<PathBuf, String>>> = Default::default();
+        let skips: Arc<Mutex<SkipLog>> = Default::default();
+        let mut settling = Settling::default();
+        let mut dir_unreadable = false;
         loop {
-            let d = dir.clone();
-            let scanned = tokio::task::spawn_blocking(move || {
-                scan(&d).into_iter().filter_map(|p| std::fs::metadata(&p).ok().map(|m| (p, m))).collect::<Vec<_>>()
-            })
-            .await
-            .unwrap_or_default();
-            for (path, meta) in scanned {
-                let fp = fingerprint(&meta);
+            let (d, follow) = (dir.clone(), ctx.settings.follow_symlinks);
+            let scanned = match tokio::task::spawn_blocking(move || scan::scan(&d, follow)).await {
+                Ok(Ok(s)) => {
+                    dir_unreadable = false;
+                    s
+                }
+                Ok(Err(e)) => {
+                    // Logged once until the directory can be read again.
+                    if !std::mem::replace(&mut dir_unreadable, true) {
+                        crate::warn_event!(crate::telemetry::events::LogEvent::IngestDirUnreadable, path = %dir.display(), error = %e, "ingest directory unreadable; tried again on every poll");
+                    }
+                    scan::Scan::default()
+                }
+                Err(_) => scan::Scan::default(),
+            };
+            let present: HashSet<PathBuf> = scanned.files.iter().map(|c| c.path.clone()).collect();
+            settling.retain(&present);
+            let everything: HashSet<PathBuf> =
+                present.iter().cloned().chain(scanned.skipped.iter().map(|k| k.path.clone())).collect();
+            if let Ok(mut l) = skips.lock() {
+                l.retain(&everything);
+            }
+            for k in &scanned.skipped {
+                skipped(&skips, &k.path, k.reason, &k.detail, &k.detail);
+            }
+            let (now, now_sys) = (std::time::Instant::now(), std::time::SystemTime::now());
+            for c in scanned.files {
+                let (path, fp) = (c.path.clone(), c.fingerprint.clone());
                 if submitted.lock().map(|m| m.get(&path) == Some(&fp)).unwrap_or(false) {
+                    continue;
+                }
+                // A file still being written is not read yet.
+                if !settling.settled(&c, ctx.settings.settle, now, now_sys) {
                     continue;
                 }
                 let key = path.display().to_string();
@@ -168,30 +203,45 @@ pub async fn run(ingest: Ingest, intake: Intake, settings: SourceSettings, mut s
                     m.insert(path.clone(), fp.clone());
                 }
                 let permit = sem.clone().acquire_owned().await.expect("semaphore never closed");
-                let (ctx, submitted) = (ctx.clone(), submitted.clone());
+                let (ctx, submitted, skips) = (ctx.clone(), submitted.clone(), skips.clone());
                 tasks.spawn(async move {
                     let limit = ctx.settings.max_bytes;
                     // A blocking read: on the blocking pool, not the async threads.
-                    let p = path.clone();
+                    let (p, beside) = (c.read_path.clone(), path.clone());
                     let read = tokio::task::spawn_blocking(move || {
-                        (crate::input::read_limited(&p, limit), crate::input::read_signature_beside(&p))
+                        (crate::input::read_limited(&p, limit), crate::input::read_signature_beside(&beside))
                     })
                     .await;
                     let (read, signature) = match read {
                         Ok((r, s)) => (Ok(r), s),
                         Err(e) => (Err(e), None),
                     };
+                    use crate::input::InputError;
                     let bytes = match read {
-                        Ok(r) => r.map_err(|e| match e {
-                            crate::input::InputError::TooLarge { .. } => {
-                                Unreadable { reason: DeadLetterReason::TooLarge, detail: e.to_string() }
+                        Ok(Ok(b)) => Ok(b),
+                        Ok(Err(e @ InputError::TooLarge { .. })) => {
+                            Err(Unreadable { reason: DeadLetterReason::TooLarge, detail: e.to_string() })
+                        }
+                        Ok(Err(e)) => {
+                            // Not read (it changed, or cannot be opened): logged once, tried
+                            // again on the next scan, never dead-lettered.
+                            let reason = match e {
+                                InputError::NotRegular { .. } => SkipReason::NotRegular,
+                                InputError::Changed { .. } => SkipReason::Changed,
+                                _ => SkipReason::Unreadable,
+                            };
+                            skipped(&skips, &path, reason, &fp, &e.to_string());
+                            if let Ok(mut m) = submitted.lock() {
+                                m.remove(&path);
                             }
-                            crate::input::InputError::Io { .. } => {
-                                Unreadable { reason: DeadLetterReason::Unreadable, detail: e.to_string() }
-                            }
-                        }),
+                            drop(permit);
+                            return;
+                        }
                         Err(e) => Err(Unreadable { reason: DeadLetterReason::Unreadable, detail: e.to_string() }),
                     };
+                    if let Ok(mut l) = skips.lock() {
+                        l.clear(&path);
+                    }
                     if process(&ctx, key.clone(), bytes, signature).await {
                         if let Some(s) = &ctx.files {
                             if let Err(e) = s.mark_file(&key, &fp).await {
@@ -207,7 +257,9 @@ pub async fn run(ingest: Ingest, intake: Intake, settings: SourceSettings, mut s
             }
             // Reap finished tasks without waiting.
             while tasks.try_join_next().is_some() {}
-            if ctx.settings.once || *shutdown.borrow() {
+            // With `once`, files still settling are waited for (at most the settle time
+            // after their last change).
+            if (ctx.settings.once && !settling.pending()) || *shutdown.borrow() {
                 break;
             }
             tokio::select! {

@@ -6,3 +6,4 @@
 pub mod feeds;
 pub mod files;
 pub mod kafka;
+pub mod scan;

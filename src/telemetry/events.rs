@@ -649,6 +649,7 @@ pub enum LogEvent {
     NoInputs,
     DeadLetterNotStored,
     IngestDirUnreadable,
+    IngestFileSkipped,
     StdinError,
     FileNotMarked,
     RebalanceError,
@@ -683,7 +684,7 @@ pub enum LogEvent {
 }
 
 impl LogEvent {
-    pub const ALL: [LogEvent; 45] = [
+    pub const ALL: [LogEvent; 46] = [
         LogEvent::DeadLettered,
         LogEvent::StoreRetry,
         LogEvent::DsseVerificationFailed,
@@ -699,6 +700,7 @@ impl LogEvent {
         LogEvent::NoInputs,
         LogEvent::DeadLetterNotStored,
         LogEvent::IngestDirUnreadable,
+        LogEvent::IngestFileSkipped,
         LogEvent::StdinError,
         LogEvent::FileNotMarked,
         LogEvent::RebalanceError,
@@ -749,6 +751,7 @@ impl LogEvent {
             LogEvent::NoInputs => "no_inputs",
             LogEvent::DeadLetterNotStored => "dead_letter_not_stored",
             LogEvent::IngestDirUnreadable => "ingest_dir_unreadable",
+            LogEvent::IngestFileSkipped => "ingest_file_skipped",
             LogEvent::StdinError => "stdin_error",
             LogEvent::FileNotMarked => "file_not_marked",
             LogEvent::RebalanceError => "rebalance_error",

@@ -86,6 +86,9 @@ pub mod names {
     pub const FEED_LAST_SUCCESS_SECONDS: &str = "vex_feed_last_success_timestamp_seconds";
     /// Gauge{feed}: the feed's configured interval (seconds), for the staleness alert.
     pub const FEED_INTERVAL_SECONDS: &str = "vex_feed_interval_seconds";
+    /// Counter{reason}: files of the watched directory not read (not_regular,
+    /// symlink_outside, unreadable, changed), each counted once while it stays so.
+    pub const INGEST_FILES_SKIPPED_TOTAL: &str = "vex_ingest_files_skipped_total";
 
     /// Gauge: start time of the process (Unix seconds): its changes count restarts (the
     /// crash-loop alert). The standard `process_*` name, as every Prometheus client has it.
@@ -99,7 +102,7 @@ pub mod names {
     pub const PROCESS: [&str; 3] = [PROCESS_START_TIME_SECONDS, PROCESS_RESIDENT_MEMORY_BYTES, PROCESS_OPEN_FDS];
 
     /// Every registered `vex_*` metric name (as it appears in `/metrics`, without histogram suffixes).
-    pub const ALL: [&str; 27] = [
+    pub const ALL: [&str; 28] = [
         CONSENSUS_LATENCY_SECONDS,
         CONFLICT_QUEUE_DEPTH,
         RECOMPUTE_DURATION_SECONDS,
@@ -127,6 +130,7 @@ pub mod names {
         FEED_REWINDS_TOTAL,
         FEED_LAST_SUCCESS_SECONDS,
         FEED_INTERVAL_SECONDS,
+        INGEST_FILES_SKIPPED_TOTAL,
     ];
 }
 
@@ -159,6 +163,8 @@ pub mod labels {
     /// Store operations of the store writer.
     pub const STORE_OPERATIONS: [&str; 5] =
         ["put_verification", "put_observations", "put_records", "observations_for_package", "conflict_queue_depth"];
+    /// Why a watched file was not read (`sources::scan::SkipReason::as_str`).
+    pub const INGEST_SKIP_REASONS: [&str; 4] = ["not_regular", "symlink_outside", "unreadable", "changed"];
     /// The info events written at most at their rate (`vex_log_lines_dropped_total{event}`).
     pub const RATE_LIMITED_EVENTS: [&str; 2] = ["consensus_changed", "conflicts_appeared"];
     /// Recompute reasons.
@@ -300,6 +306,7 @@ pub struct Metrics {
     pub feed_rewinds: Family<FeedLabel, Counter>,
     pub feed_last_success: Family<FeedLabel, Gauge>,
     pub feed_interval: Family<FeedLabel, Gauge>,
+    pub ingest_files_skipped: Family<ReasonLabel, Counter>,
     pub process_start_time: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub process_resident_memory: Gauge,
     pub process_open_fds: Gauge,
@@ -537,6 +544,13 @@ impl Metrics {
             "The feed's configured check interval (seconds)",
             feed_interval.clone(),
         );
+        let ingest_files_skipped = Family::<ReasonLabel, Counter>::default();
+        pre_create(&ingest_files_skipped, labels::INGEST_SKIP_REASONS.map(reason));
+        registry.register(
+            counter_name(names::INGEST_FILES_SKIPPED_TOTAL),
+            "Files of the watched directory not read, by reason (each counted once while it stays so)",
+            ingest_files_skipped.clone(),
+        );
         let process_start_time = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
         process_start_time.set(read_process_start_time());
         registry.register(
@@ -581,6 +595,7 @@ impl Metrics {
             feed_rewinds,
             feed_last_success,
             feed_interval,
+            ingest_files_skipped,
             process_start_time,
             process_resident_memory,
             process_open_fds,
@@ -877,6 +892,9 @@ mod tests {
         want.push("vex_trace_export_errors_total 0".to_string());
         for e in labels::RATE_LIMITED_EVENTS {
             want.push(format!("vex_log_lines_dropped_total{{event=\"{e}\"}} 0"));
+        }
+        for r in labels::INGEST_SKIP_REASONS {
+            want.push(format!("vex_ingest_files_skipped_total{{reason=\"{r}\"}} 0"));
         }
         for w in want {
             assert!(text.lines().any(|l| l == w), "{w} missing from:\n{text}");
