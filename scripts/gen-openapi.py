@@ -85,10 +85,34 @@ doc = {
                                                "package": {"type": "string"}, "vulnerability": {"type": "string"},
                                                "status": STATUS, "confidence_ppm": {"type": "integer", "minimum": 0, "maximum": 1000000},
                                                "mode": {"type": "string"}, "policy_version": {"type": "string"},
-                                               "statements": {"type": "array", "items": {"type": "object"}},
+                                               "statements": {"type": "array", "items": ref("Statement")},
                                                "conflicts": {"type": "array", "items": {"type": "object"}},
                                                "consensus_digest": {"type": "string"},
                                                "changed_at_ms": {"type": "integer"}}},
+            "Statement": {"type": "object",
+                          "description": "One statement of a record (schema version 5: lean). Its own text (impact_statement, "
+                                         "action_statement, document_id, document_version, document_digest, format, scope, "
+                                         "position, status_original, justification_original, issuer_claimed) moved into the "
+                                         "observation; explain joins it back under `observation`.",
+                          "required": ["observation_id", "artifact", "issuer", "tier", "signature", "status", "timestamp",
+                                       "role", "weight_ppm", "factors"],
+                          "properties": {"observation_id": {"type": "string"}, "artifact": {"type": "string"},
+                                         "issuer": {"type": "string"}, "tier": {"type": "string"},
+                                         "signature": {"type": "string"}, "status": {"type": "string"},
+                                         "justification": {"type": "string"}, "timestamp": {"type": "string"},
+                                         "role": {"type": "string", "enum": ["counted", "superseded", "excluded", "retracted"]},
+                                         "reason": {"type": "object", "required": ["code"],
+                                                    "description": "Why superseded, excluded or retracted: code signature_failed "
+                                                                   "(signature_reason), not_affected_without_justification, "
+                                                                   "superseded or more_conservative (superseded_by: an observation id), "
+                                                                   "retracted (retracted_by: document digests, version).",
+                                                    "properties": {"code": {"type": "string", "enum": [
+                                                        "signature_failed", "not_affected_without_justification",
+                                                        "superseded", "more_conservative", "retracted"]}}},
+                                         "weight_ppm": {"type": "integer", "minimum": 0},
+                                         "factors": {"type": "object"},
+                                         "observation": {"type": "object",
+                                                         "description": "Explain only: the observation's own text (the moved fields, same names)."}}},
             "RecordPage": {"type": "object", "required": ["items"], "properties": {
                 "items": {"type": "array", "items": ref("ConsensusRecord")},
                 "next_page_token": {"type": "string"}}},
@@ -150,7 +174,7 @@ doc = {
                           "request, not stored, marked by the header vexlens-derived: true."),
                      "headers": {"vexlens-derived": {"description": "true when the record was derived on request (not stored).",
                                                       "schema": {"type": "string", "enum": ["true"]}}}}})},
-        "/v1/vex/consensus/explain": {"get": v1("explainConsensus", "The record and its decision trace.",
+        "/v1/vex/consensus/explain": {"get": v1("explainConsensus", "The record (each statement's observation text joined under statements[].observation) and its decision trace.",
             [artifact(True), vuln(True)], {"200": ok(ref("Explained"))})},
         "/v1/vex/consensus/history": {"get": v1("consensusHistory",
             "Every stored version of a pair, oldest first; with as_of, the version current then.",

@@ -276,14 +276,15 @@ async fn serve(
         None => None,
     };
     let export_jobs = {
-        let (records, jobs) = (store.records.clone(), store.export_jobs.clone());
+        let (records, observations, jobs) =
+            (store.records.clone(), store.observations.clone(), store.export_jobs.clone());
         let (dir, source) = (cfg.export.dir.clone(), status.store);
         let retention = crate::actors::export_job::Retention {
             keep_per_tenant: cfg.export.keep_per_tenant,
             max_age_ms: i64::try_from(cfg.export.max_age_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
         };
         actix::Supervisor::start(move |_| {
-            crate::actors::export_job::ExportJobActor::new(records, jobs, dir, signer, source, retention)
+            crate::actors::export_job::ExportJobActor::new(records, observations, jobs, dir, signer, source, retention)
         })
     };
     let deps = crate::http::ServerDeps {

@@ -229,6 +229,15 @@ fn api_serves_each_tenant_its_own_records_with_auth_paging_explain_history_confl
     assert_eq!(ex["trace_matches_record"], true, "{ex}");
     assert!(ex["trace"].as_array().is_some_and(|t| !t.is_empty()));
     assert!(ex["statements"].as_array().unwrap().iter().all(|s| s["factors"].is_object() && s["role"].is_string()));
+    // Each statement's observation joined back (issue 20); removing it gives the stored record.
+    let mut joined = ex.clone();
+    for s in joined["statements"].as_array_mut().unwrap() {
+        let o = s.as_object_mut().unwrap().remove("observation").expect("explain joins the observation");
+        assert!(o["document_digest"].as_str().unwrap().starts_with("sha256:"), "{o}");
+        assert!(o["status_original"].is_string(), "{o}");
+    }
+    assert_eq!(joined["statements"], rec["statements"], "explain = the stored record + observations");
+    assert!(rec["statements"].as_array().unwrap().iter().all(|s| s.get("observation").is_none()));
     assert_eq!(ex["policy_version"], rec["policy_version"]);
     assert_error(
         &get(port, &format!("{c}/explain?artifact={}", enc(artifact)), Some(READ), None),

@@ -7,7 +7,7 @@
 //!   (OpenVEX), and a CycloneDX vulnerability's `published`/`updated` is not the
 //!   analysis time.
 
-use vex_lens::domain::consensus::{batch, ConsensusRecord, ConsensusStatus, Role};
+use vex_lens::domain::consensus::{batch, ConsensusRecord, ConsensusStatus, Reason, Role};
 use vex_lens::domain::model::{IngestContext, Observation, Status, TimestampSource};
 use vex_lens::domain::normalise::{normalise_bytes, DEFAULT_MAX_DOCUMENT_BYTES};
 use vex_lens::domain::trust::{Mode, Policy};
@@ -18,9 +18,10 @@ fn norm(name: &str, json: &str) -> Vec<Observation> {
         .observations
 }
 
+/// The records of `docs`, explained (each statement's observation joined).
 fn records(docs: &[(&str, &str)], mode: Mode) -> Vec<ConsensusRecord> {
     let obs: Vec<Observation> = docs.iter().flat_map(|(n, j)| norm(n, j)).collect();
-    let (r, errors) = batch(obs, &Policy::new(mode, Default::default(), Default::default()), false);
+    let (r, errors) = batch(obs, &Policy::new(mode, Default::default(), Default::default()), true);
     assert!(errors.is_empty(), "{errors:?}");
     r
 }
@@ -100,7 +101,12 @@ fn an_issuer_contradicting_itself_across_documents_counts_the_conservative_statu
         assert_eq!(counted[0].status, Status::Affected);
         let sup = r.statements.iter().find(|s| s.role == Role::Superseded).expect("the other is superseded");
         assert_eq!(sup.status, Status::NotAffected);
-        assert!(sup.reason.as_deref().unwrap().contains("more conservative"), "{:?}", sup.reason);
+        assert_eq!(
+            sup.reason,
+            Some(Reason::MoreConservative { superseded_by: counted[0].observation_id.clone() }),
+            "{:?}",
+            sup.reason
+        );
         let c = r
             .conflicts
             .iter()
@@ -109,7 +115,8 @@ fn an_issuer_contradicting_itself_across_documents_counts_the_conservative_statu
         assert_eq!(c.issuers, ["Acme"]);
         assert_eq!(c.statuses, [Status::Affected, Status::NotAffected]);
         assert!(
-            c.detail.contains(&*counted[0].document_digest) && c.detail.contains(&*sup.document_digest),
+            c.detail.contains(&*counted[0].observation.as_ref().unwrap().document_digest)
+                && c.detail.contains(&*sup.observation.as_ref().unwrap().document_digest),
             "{}",
             c.detail
         );
@@ -145,7 +152,7 @@ fn an_issuer_contradicting_itself_across_documents_counts_the_conservative_statu
     assert!(r[0].conflicts.is_empty(), "{:?}", r[0].conflicts);
     let counted: Vec<_> = r[0].statements.iter().filter(|s| s.role == Role::Counted).collect();
     assert_eq!(counted.len(), 1);
-    assert_eq!(counted[0].position, 1, "the later statement");
+    assert_eq!(counted[0].observation.as_ref().unwrap().position, 1, "the later statement");
 }
 
 #[test]

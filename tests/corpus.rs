@@ -255,5 +255,8 @@ fn the_merge_pair_history_keeps_the_superseded_statement() {
     assert_eq!(r.status, ConsensusStatus::Fixed);
     assert_eq!(r.statements.len(), 2);
     assert_eq!(r.statements.iter().filter(|s| s.status == Status::UnderInvestigation).count(), 1);
-    assert!(r.statements.iter().any(|s| s.reason.as_deref().is_some_and(|x| x.starts_with("superseded by"))));
+    assert!(r
+        .statements
+        .iter()
+        .any(|s| matches!(s.reason, Some(vex_lens::domain::consensus::Reason::Superseded { .. }))));
 }

@@ -48,9 +48,10 @@ fn each_package_on_a_platform_is_its_own_exported_product_with_the_platform_in_i
             normalise_bytes(&name, &bytes, &IngestContext::default(), DEFAULT_MAX_DOCUMENT_BYTES).unwrap().observations,
         );
     }
-    let (records, errors) = batch(obs, &Policy::default(), false);
+    let (records, errors) = batch(obs.clone(), &Policy::default(), false);
     assert!(errors.is_empty(), "{errors:?}");
-    let doc = vex_lens::export::openvex::document(&records, "test").unwrap();
+    let texts = vex_lens::export::texts_of(&records, &obs);
+    let doc = vex_lens::export::openvex::document(&records, &texts, "test").unwrap().unwrap();
     let statements = doc["statements"].as_array().unwrap();
     assert_eq!(statements.len(), records.len());
     let mut ids = Vec::new();

@@ -1,20 +1,49 @@
 //! `vex_lens::export::export_from_store`: the store path of an export (what the export
 //! actor runs), over any `RecordStore`; here an in-memory one, so the tenant and
-//! `since` filters are the store's (`changed_at`), not the evaluation time.
+//! `since` filters are the store's (`changed_at`), not the evaluation time. The OpenVEX
+//! snapshot joins the statement text from the observations (an `ObservationStore`):
+//! without them the export fails, naming the observation.
 
 use std::sync::Mutex;
 use vex_lens::domain::consensus::{batch, ConsensusRecord, PairKey};
-use vex_lens::domain::model::IngestContext;
+use vex_lens::domain::model::{IngestContext, Observation};
 use vex_lens::domain::normalise::{normalise_bytes, DEFAULT_MAX_DOCUMENT_BYTES};
 use vex_lens::domain::timestamp::Timestamp;
 use vex_lens::domain::trust::Policy;
 use vex_lens::export::verify::verify_bundle;
-use vex_lens::export::{export_from_store, ExportFormat, ExportRequest};
-use vex_lens::ports::{ChangeEvent, RecordQuery, RecordStore, StoreError, TimedRecord, VersionedRecord};
+use vex_lens::export::{export_from_store, ExportError, ExportFormat, ExportRequest};
+use vex_lens::ports::{
+    ChangeEvent, ObservationStore, RecordQuery, RecordStore, StoreError, TimedRecord, VersionedRecord,
+};
 
 #[derive(Default)]
 struct MemStore {
     records: Mutex<Vec<(ConsensusRecord, i64)>>,
+    observations: Mutex<Vec<Observation>>,
+}
+
+/// The observations role in memory.
+#[async_trait::async_trait]
+impl ObservationStore for MemStore {
+    async fn put_observations(&self, observations: &[Observation]) -> Result<(), StoreError> {
+        let mut all = self.observations.lock().unwrap();
+        for o in observations {
+            if !all.iter().any(|x| x.id == o.id) {
+                all.push(o.clone());
+            }
+        }
+        Ok(())
+    }
+    async fn observations_for_package(&self, tenant: &str, package: &str) -> Result<Vec<Observation>, StoreError> {
+        let all = self.observations.lock().unwrap();
+        Ok(all.iter().filter(|o| &*o.tenant == tenant && &*o.package == package).cloned().collect())
+    }
+    async fn tenant_packages(&self, tenant: &str) -> Result<Vec<String>, StoreError> {
+        let all = self.observations.lock().unwrap();
+        let p: std::collections::BTreeSet<String> =
+            all.iter().filter(|o| &*o.tenant == tenant).map(|o| o.package.to_string()).collect();
+        Ok(p.into_iter().collect())
+    }
 }
 
 /// The records role in memory (no history, no change stream).
@@ -73,7 +102,7 @@ impl RecordStore for MemStore {
     }
 }
 
-fn corpus_records(tenant: &str) -> Vec<ConsensusRecord> {
+fn corpus_records(tenant: &str) -> (Vec<ConsensusRecord>, Vec<Observation>) {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/openvex");
     let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
     files.sort();
@@ -85,7 +114,7 @@ fn corpus_records(tenant: &str) -> Vec<ConsensusRecord> {
                 .unwrap();
         obs.extend(doc.observations);
     }
-    batch(obs, &Policy::default(), false).0
+    (batch(obs.clone(), &Policy::default(), false).0, obs)
 }
 
 fn unversioned(records: &[ConsensusRecord]) -> Vec<VersionedRecord> {
@@ -95,9 +124,24 @@ fn unversioned(records: &[ConsensusRecord]) -> Vec<VersionedRecord> {
 #[tokio::test]
 async fn export_from_store_filters_by_tenant_and_changed_at() {
     let store = MemStore::default();
-    let a = corpus_records("acme");
-    let b = corpus_records("globex");
+    let (a, a_obs) = corpus_records("acme");
+    let (b, b_obs) = corpus_records("globex");
+    // No observations yet: the OpenVEX snapshot cannot be written without their text.
     store.put_records(&unversioned(&a), 1_000).await.unwrap();
+    let dir0 = tempfile::tempdir().unwrap();
+    let lost = ExportRequest {
+        format: ExportFormat::Openvex,
+        manifest: dir0.path().join("manifest.json"),
+        out_dir: None,
+        tenant: None,
+        since: None,
+        source: "embedded".into(),
+        created_at: None,
+    };
+    let e = export_from_store(&store, &store, &lost, None).await.unwrap_err();
+    assert!(matches!(e, ExportError::MissingObservation { .. }), "{e}");
+    store.put_observations(&a_obs).await.unwrap();
+    store.put_observations(&b_obs).await.unwrap();
     store.put_records(&unversioned(&b[..3]), 5_000).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let req = |name: &str, tenant: Option<&str>, since_ms: Option<i64>| ExportRequest {
@@ -109,17 +153,18 @@ async fn export_from_store_filters_by_tenant_and_changed_at() {
         source: "embedded".into(),
         created_at: None,
     };
-    let all = export_from_store(&store, &req("all", None, None), None).await.unwrap();
+    let all = export_from_store(&store, &store, &req("all", None, None), None).await.unwrap();
     assert_eq!(all.counts.records as usize, a.len() + 3);
-    let acme = export_from_store(&store, &req("acme", Some("acme"), None), None).await.unwrap();
+    let acme = export_from_store(&store, &store, &req("acme", Some("acme"), None), None).await.unwrap();
     assert_eq!(acme.counts.records as usize, a.len());
-    let recent = export_from_store(&store, &req("recent", None, Some(2_000)), None).await.unwrap();
+    let recent = export_from_store(&store, &store, &req("recent", None, Some(2_000)), None).await.unwrap();
     assert_eq!(recent.counts.records, 3);
     // as a trait object too (what an actor holding Arc<dyn RecordStore> passes)
     let dynstore: &dyn RecordStore = &store;
     let (pem, public) = vex_lens::crypto::generate_keypair(vex_lens::crypto::KeyAlg::Ed25519).unwrap();
     let signer = vex_lens::crypto::SigningKey::from_pem(&pem).unwrap();
-    let signed = export_from_store(dynstore, &req("signed", Some("globex"), None), Some(&signer)).await.unwrap();
+    let signed =
+        export_from_store(dynstore, &store, &req("signed", Some("globex"), None), Some(&signer)).await.unwrap();
     assert_eq!(signed.keyid.as_deref(), Some(public.keyid()));
     let report = verify_bundle(&signed.manifest, Some(&public)).unwrap();
     assert_eq!(report.exit_code(), 0, "{report:?}");

@@ -5,7 +5,13 @@
 //! on the same file; (b) a store with a lower-cased `name:` key (CSAF without purls)
 //! makes start-up refuse, naming `vex-lens reindex`; `reindex` drops that observation
 //! and its records, and start-up then works (and re-ingesting the document restores its
-//! record, under the new key).
+//! record, under the new key); (c) a store at version 4 (4085cd2: records copying each
+//! statement's text) is upgraded to the lean records of version 5, and its history still
+//! reads, the version-4 entry beside the new one.
+
+#[path = "../integration-tests/common/mod.rs"]
+#[allow(dead_code)]
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -105,4 +111,41 @@ fn a_store_with_lowercased_name_keys_is_refused_until_reindexed() {
     assert!(out.status.success(), "re-ingest: {}", text(&out));
     let want = run(&["consensus", fixture("name.csaf.json").to_str().unwrap()]);
     assert_eq!(records(data.path()), String::from_utf8(want.stdout).unwrap());
+}
+
+#[test]
+fn a_version_4_store_gets_lean_records_and_keeps_its_history_readable() {
+    let data = store_from("4085cd2-openvex.redb.gz");
+    let before = records(data.path());
+    assert!(before.contains("\"schema_version\":4"), "the fixture is a version-4 store: {before}");
+    let empty = tempfile::tempdir().unwrap();
+    let out = serve_once(data.path(), empty.path());
+    assert!(out.status.success(), "serve: {}", text(&out));
+    let after = records(data.path());
+    let doc = repo().join("examples/acme-vendor.openvex.json");
+    let want = String::from_utf8(run(&["consensus", doc.to_str().unwrap()]).stdout).unwrap();
+    assert_eq!(after, want, "upgraded records equal the consensus of the same file");
+    assert!(after.contains("\"schema_version\":5") && !after.contains("\"document_digest\""), "{after}");
+    // The history holds the version-4 record it had and the lean one; both read.
+    let rec: serde_json::Value = serde_json::from_str(after.lines().next().unwrap()).unwrap();
+    let log = data.path().join("serve.log");
+    let (_child, port) = common::start_embedded_serve(
+        &["--data-dir", data.path().to_str().unwrap()],
+        &[],
+        &log,
+        std::time::Duration::from_secs(60),
+    );
+    let enc = |s: &str| s.replace('%', "%25").replace('/', "%2F").replace(':', "%3A").replace('@', "%40");
+    let path = format!(
+        "/v1/vex/consensus/history?artifact={}&vulnerability={}",
+        enc(rec["artifact"].as_str().unwrap()),
+        enc(rec["vulnerability"].as_str().unwrap())
+    );
+    let (code, body) = common::get(port, &path).expect("history answers");
+    assert_eq!(code, 200, "{body}");
+    let h: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let versions: Vec<u64> =
+        h["items"].as_array().unwrap().iter().map(|v| v["schema_version"].as_u64().unwrap()).collect();
+    assert_eq!(versions, [4, 5], "{h}");
+    assert_eq!(h["items"][1]["consensus_digest"], rec["consensus_digest"]);
 }

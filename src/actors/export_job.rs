@@ -1,5 +1,5 @@
 //! Export jobs run inside the service: a supervised actor that writes an export bundle
-//! from the store (`list_records`, then `export::write_bundle` on the blocking pool), times it into
+//! from the store (`list_records`, the observations an OpenVEX snapshot joins, then `export::write_bundle` on the blocking pool), times it into
 //! `vex_export_duration_seconds`, counts it in `vex_export_jobs_total{result}` and records
 //! the job in the store (`vex_export_jobs`).
 //!
@@ -15,8 +15,8 @@
 
 use crate::crypto::SigningKey;
 use crate::domain::timestamp::Timestamp;
-use crate::export::{write_bundle, ExportError, ExportFormat, ExportRequest};
-use crate::ports::{ExportJobRecord, ExportJobStore, JobResult, RecordStore};
+use crate::export::{texts_from_store, write_bundle, ExportError, ExportFormat, ExportRequest, StatementTexts};
+use crate::ports::{ExportJobRecord, ExportJobStore, JobResult, ObservationStore, RecordStore};
 use crate::telemetry::events::ExportJobFinished;
 use actix::{Actor, Context, Handler, Message, ResponseFuture, Supervised};
 use std::path::PathBuf;
@@ -56,6 +56,8 @@ pub struct ExportJobOutcome {
 pub struct ExportJobActor {
     /// The records exported.
     records: Arc<dyn RecordStore>,
+    /// The observations whose statement text an OpenVEX snapshot joins.
+    observations: Arc<dyn ObservationStore>,
     /// Where each job's record goes.
     jobs: Arc<dyn ExportJobStore>,
     dir: PathBuf,
@@ -119,13 +121,14 @@ async fn prune(jobs: &dyn ExportJobStore, dir: &std::path::Path, tenant: &str, r
 impl ExportJobActor {
     pub fn new(
         records: Arc<dyn RecordStore>,
+        observations: Arc<dyn ObservationStore>,
         jobs: Arc<dyn ExportJobStore>,
         dir: PathBuf,
         signer: Option<Arc<SigningKey>>,
         source: &str,
         retention: Retention,
     ) -> Self {
-        ExportJobActor { records, jobs, dir, signer, source: source.to_string(), retention }
+        ExportJobActor { records, observations, jobs, dir, signer, source: source.to_string(), retention }
     }
 }
 
@@ -169,7 +172,8 @@ impl Handler<RunExportJob> for ExportJobActor {
             source: self.source.clone(),
             created_at: None,
         };
-        let (store, jobs, signer) = (self.records.clone(), self.jobs.clone(), self.signer.clone());
+        let (store, observations, jobs, signer) =
+            (self.records.clone(), self.observations.clone(), self.jobs.clone(), self.signer.clone());
         let (dir, retention) = (self.dir.clone(), self.retention);
         let span = tracing::info_span!(
             parent: &msg.span,
@@ -189,10 +193,21 @@ impl Handler<RunExportJob> for ExportJobActor {
                 let outcome = match store.list_records(req.tenant.as_deref(), req.since.map(|t| t.unix_millis())).await
                 {
                     Ok(records) => {
-                        let r = req.clone();
-                        tokio::task::spawn_blocking(move || write_bundle(&records, &r, signer.as_deref()))
-                            .await
-                            .unwrap_or_else(|e| Err(ExportError::io(&req.manifest, std::io::Error::other(e))))
+                        let texts = match req.format {
+                            ExportFormat::Openvex => texts_from_store(&*observations, &records).await,
+                            ExportFormat::Json | ExportFormat::Ndjson => Ok(StatementTexts::new()),
+                        };
+                        match texts {
+                            Ok(texts) => {
+                                let r = req.clone();
+                                tokio::task::spawn_blocking(move || {
+                                    write_bundle(&records, &texts, &r, signer.as_deref())
+                                })
+                                .await
+                                .unwrap_or_else(|e| Err(ExportError::io(&req.manifest, std::io::Error::other(e))))
+                            }
+                            Err(e) => Err(e.into()),
+                        }
                     }
                     Err(e) => Err(e.into()),
                 };

@@ -6,9 +6,11 @@ use crate::commands::consensus::load_observations;
 use anyhow::{bail, Context};
 use std::process::ExitCode;
 use vex_lens::crypto::SigningKey;
-use vex_lens::domain::consensus::batch;
+use vex_lens::domain::consensus::{batch, StatementText};
 use vex_lens::domain::timestamp::Timestamp;
-use vex_lens::export::{export_from_store, filter_since, write_bundle, ExportFormat, ExportRequest, ExportSummary};
+use vex_lens::export::{
+    export_from_store, filter_since, write_bundle, ExportFormat, ExportRequest, ExportSummary, StatementTexts,
+};
 use vex_lens::stores::embedded::EmbeddedStore;
 use vex_lens::stores::mongo::MongoStore;
 
@@ -68,18 +70,23 @@ pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
             verbose: args.verbose,
         };
         let (observations, _) = load_observations(&input, &policy.directory)?;
+        // The statement text the OpenVEX snapshot joins (the observations go to the batch).
+        let texts: StatementTexts = match format {
+            ExportFormat::Openvex => observations.iter().map(|o| (o.id.clone(), StatementText::from(o))).collect(),
+            ExportFormat::Json | ExportFormat::Ndjson => StatementTexts::new(),
+        };
         let (records, errors) = batch(observations, &policy, false);
         for e in &errors {
             eprintln!("warning: {e}");
         }
         let records = filter_since(records, since.as_ref());
-        write_bundle(&records, &req, signer.as_ref())?
+        write_bundle(&records, &texts, &req, signer.as_ref())?
     } else if let Some(uri) = &args.mongo_uri {
         req.source = "mongodb".into();
         // One runtime for both: the client's background tasks live on it.
         runtime()?.block_on(async {
             let store = MongoStore::connect(uri, &args.mongo_db).await.context("connecting to MongoDB")?;
-            anyhow::Ok(export_from_store(&store, &req, signer.as_ref()).await?)
+            anyhow::Ok(export_from_store(&store, &store, &req, signer.as_ref()).await?)
         })?
     } else if let Some(dir) = &args.data_dir {
         req.source = "embedded".into();
@@ -90,7 +97,7 @@ pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
         let store = EmbeddedStore::open(dir).context(
             "opening the embedded store (a running `vex-lens serve` holds it; stop it or export through the service)",
         )?;
-        runtime()?.block_on(export_from_store(&store, &req, signer.as_ref()))?
+        runtime()?.block_on(export_from_store(&store, &store, &req, signer.as_ref()))?
     } else {
         bail!("no source: give --from PATH... (VEX files), --mongo-uri URI or --data-dir DIR");
     };

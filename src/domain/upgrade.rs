@@ -18,7 +18,7 @@ use super::model::SourceFormat;
 use std::sync::Arc;
 
 /// The schema version this code writes (records' `schema_version`; the store's marker).
-pub const STORE_SCHEMA_VERSION: u32 = 4;
+pub const STORE_SCHEMA_VERSION: u32 = 5;
 
 /// The version of a store that has data but no marker: written by bafbf91 or before.
 pub const UNMARKED_STORE_VERSION: u32 = 2;
@@ -53,6 +53,11 @@ pub const STEPS: &[Step] = &[
         to: 4,
         what: "platform context is identity (issue 17): a CSAF relationship is the component on its platform",
         rekey: rekey_v4,
+    },
+    Step {
+        to: 5,
+        what: "lean records (issue 20): a record names each statement by its observation id; the statement text lives once, in the observation",
+        rekey: rekey_v5,
     },
 ];
 
@@ -96,6 +101,13 @@ fn rekey_v4(o: &Observation) -> Rekey {
         Ok(k) => Rekey::Changed { artifact: k.key, package: o.package.to_string(), scope: Vec::new() },
         Err(e) => Rekey::Lossy(format!("artifact {:?} cannot be put on platform {platform:?}: {e}", o.artifact)),
     }
+}
+
+/// v5: the record's shape changed (lean statements, `reason` an enum), the observations
+/// did not: every observation is the same, and the records, recomputed from them by every
+/// upgrade, take the new shape.
+fn rekey_v5(_: &Observation) -> Rekey {
+    Rekey::Same
 }
 
 /// A stored observation whose new key the store cannot compute.

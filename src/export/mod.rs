@@ -14,20 +14,26 @@
 //!   `bundle_id` is `sha256:` + SHA-256 hex of the canonical JSON of `files`;
 //! * files are written to a temporary name and renamed, data files first, then the
 //!   manifest, then the envelope; a stale envelope from an earlier export is removed when
-//!   the new bundle is not signed.
+//!   the new bundle is not signed;
+//! * `json`/`ndjson` snapshots hold the records as stored (lean: each statement by its
+//!   observation id); the OpenVEX snapshot joins the statement text it writes (impact and
+//!   action statements, subcomponents) from the observations ([`StatementTexts`]) and
+//!   fails, naming the observation, rather than write a statement without it.
 
 pub mod openvex;
 pub mod verify;
 
 use crate::crypto::{sign_envelope, SignError, SigningKey};
 use crate::domain::canonical;
-use crate::domain::consensus::ConsensusRecord;
+use crate::domain::consensus::{ConsensusRecord, StatementText};
+use crate::domain::model::Observation;
 use crate::domain::timestamp::Timestamp;
-use crate::ports::{RecordStore, StoreError};
+use crate::ports::{ObservationStore, RecordStore, StoreError};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 
 /// payloadType of the DSSE envelope over a manifest.
 pub const MANIFEST_PAYLOAD_TYPE: &str = "application/vnd.vex-lens.manifest+json";
@@ -60,6 +66,42 @@ pub enum ExportError {
     Sign(#[from] SignError),
     #[error("serialising: {0}")]
     Json(#[from] serde_json::Error),
+    /// A record names an observation the export was not given (the store lost it, or
+    /// the caller did not join it).
+    #[error("record {record}: observation {observation} is not in the store (its statement text is needed for the OpenVEX export)")]
+    MissingObservation { record: String, observation: String },
+}
+
+/// The statement text of observations, by observation id: what an OpenVEX export joins to
+/// the lean records (their impact and action statements and scope).
+pub type StatementTexts = HashMap<Arc<str>, StatementText>;
+
+/// The texts of `observations` that `records`' OpenVEX statements read.
+pub fn texts_of<'a>(
+    records: &[ConsensusRecord],
+    observations: impl IntoIterator<Item = &'a Observation>,
+) -> StatementTexts {
+    let want: BTreeSet<&str> = records.iter().flat_map(openvex::joined_ids).collect();
+    observations.into_iter().filter(|o| want.contains(&*o.id)).map(|o| (o.id.clone(), StatementText::from(o))).collect()
+}
+
+/// The texts `records`' OpenVEX statements read, from the store (one read per package).
+pub async fn texts_from_store<S: ObservationStore + ?Sized>(
+    store: &S,
+    records: &[ConsensusRecord],
+) -> Result<StatementTexts, StoreError> {
+    let mut packages: BTreeSet<(&str, &str)> = BTreeSet::new();
+    for r in records {
+        if openvex::joined_ids(r).next().is_some() {
+            packages.insert((&r.tenant, &r.package));
+        }
+    }
+    let mut out = StatementTexts::new();
+    for (tenant, package) in packages {
+        let obs = store.observations_for_package(tenant, package).await?;
+        out.extend(texts_of(records, &obs));
+    }
+    Ok(out)
 }
 
 impl ExportError {
@@ -182,7 +224,11 @@ pub fn envelope_path(manifest: &Path) -> PathBuf {
 
 /// Serialises the snapshot file of `records` in `format` ([`ExportError::Empty`] for
 /// OpenVEX with no records).
-pub fn snapshot_bytes(records: &[ConsensusRecord], format: ExportFormat) -> Result<Vec<u8>, ExportError> {
+pub fn snapshot_bytes(
+    records: &[ConsensusRecord],
+    texts: &StatementTexts,
+    format: ExportFormat,
+) -> Result<Vec<u8>, ExportError> {
     let mut out = Vec::new();
     match format {
         ExportFormat::Ndjson => {
@@ -201,7 +247,7 @@ pub fn snapshot_bytes(records: &[ConsensusRecord], format: ExportFormat) -> Resu
         }
         ExportFormat::Openvex => {
             let tooling = format!("vex-lens {TOOL_VERSION}");
-            let doc = openvex::document(records, &tooling).ok_or(ExportError::Empty)?;
+            let doc = openvex::document(records, texts, &tooling)?.ok_or(ExportError::Empty)?;
             out = serde_json::to_vec_pretty(&doc)?;
             out.push(b'\n');
         }
@@ -209,11 +255,11 @@ pub fn snapshot_bytes(records: &[ConsensusRecord], format: ExportFormat) -> Resu
     Ok(out)
 }
 
-/// Canonical JSON of a record without its explain trace.
+/// Canonical JSON of a record as stored (without what explain adds).
 fn record_bytes(r: &ConsensusRecord) -> Result<Vec<u8>, ExportError> {
-    if r.explain.is_some() {
+    if r.is_explained() {
         let mut r = r.clone();
-        r.explain = None;
+        r.strip_explain();
         return Ok(canonical::to_vec(&r)?);
     }
     Ok(canonical::to_vec(r)?)
@@ -271,9 +317,11 @@ fn absolute_dir(dir: &Path) -> Result<PathBuf, ExportError> {
 }
 
 /// Writes the bundle for `records` (already filtered) as `req` says, signing the manifest
-/// with `signer` when given. Blocking file I/O.
+/// with `signer` when given; `texts` holds the statement text an OpenVEX snapshot joins
+/// ([`texts_of`], [`texts_from_store`]). Blocking file I/O.
 pub fn write_bundle(
     records: &[ConsensusRecord],
+    texts: &StatementTexts,
     req: &ExportRequest,
     signer: Option<&SigningKey>,
 ) -> Result<ExportSummary, ExportError> {
@@ -286,7 +334,7 @@ pub fn write_bundle(
         Some(d) => absolute_dir(d)?,
         None => manifest_dir.clone(),
     };
-    let data = snapshot_bytes(records, req.format)?;
+    let data = snapshot_bytes(records, texts, req.format)?;
     let data_path = out_dir.join(req.format.file_name());
     write_atomic(&data_path, &data)?;
     let files = vec![ManifestFile {
@@ -341,16 +389,22 @@ pub fn filter_since(records: Vec<ConsensusRecord>, since: Option<&Timestamp>) ->
 }
 
 /// Exports the current records of a store (`req.tenant`'s, or all; changed at or after
-/// `req.since`, or all): what the export actor runs for a job. The file writes are
+/// `req.since`, or all), an OpenVEX snapshot joining the statement text from
+/// `observations`: what the export actor runs for a job. The file writes are
 /// blocking; run it where blocking is allowed (e.g. a `SyncArbiter`, `spawn_blocking`, or
 /// a current-thread runtime of its own).
-pub async fn export_from_store<S: RecordStore + ?Sized>(
-    store: &S,
+pub async fn export_from_store<R: RecordStore + ?Sized, O: ObservationStore + ?Sized>(
+    store: &R,
+    observations: &O,
     req: &ExportRequest,
     signer: Option<&SigningKey>,
 ) -> Result<ExportSummary, ExportError> {
     let records = store.list_records(req.tenant.as_deref(), req.since.map(|t| t.unix_millis())).await?;
-    write_bundle(&records, req, signer)
+    let texts = match req.format {
+        ExportFormat::Openvex => texts_from_store(observations, &records).await?,
+        ExportFormat::Json | ExportFormat::Ndjson => StatementTexts::new(),
+    };
+    write_bundle(&records, &texts, req, signer)
 }
 
 #[cfg(test)]
@@ -372,8 +426,8 @@ mod tests {
 
     #[test]
     fn empty_snapshots() {
-        assert_eq!(snapshot_bytes(&[], ExportFormat::Json).unwrap(), b"[\n]\n");
-        assert_eq!(snapshot_bytes(&[], ExportFormat::Ndjson).unwrap(), b"");
-        assert!(matches!(snapshot_bytes(&[], ExportFormat::Openvex), Err(ExportError::Empty)));
+        assert_eq!(snapshot_bytes(&[], &StatementTexts::new(), ExportFormat::Json).unwrap(), b"[\n]\n");
+        assert_eq!(snapshot_bytes(&[], &StatementTexts::new(), ExportFormat::Ndjson).unwrap(), b"");
+        assert!(matches!(snapshot_bytes(&[], &StatementTexts::new(), ExportFormat::Openvex), Err(ExportError::Empty)));
     }
 }

@@ -2,7 +2,8 @@
 //! to OpenVEX").
 //!
 //! Invariants: one statement per record, in record order; the output is a pure function
-//! of the records (no clock: the document `timestamp` is the newest evaluation time);
+//! of the records and the text of the observations they name ([`joined_ids`]; no clock:
+//! the document `timestamp` is the newest evaluation time);
 //! every statement satisfies the v0.2.0 schema's conditional rules (`not_affected` carries
 //! a `justification` or an `impact_statement`, `affected` an `action_statement`).
 //!
@@ -24,8 +25,9 @@
 //! * statement `@id`: `urn:vex-lens:consensus:<hex of consensus_digest>`, so a statement
 //!   can be traced back to its record; statement `timestamp`: the record's evaluation time.
 
+use super::{ExportError, StatementTexts};
 use crate::domain::canonical;
-use crate::domain::consensus::{ConsensusRecord, ConsensusStatus, Role, StatementEntry};
+use crate::domain::consensus::{ConsensusRecord, ConsensusStatus, Role, StatementEntry, StatementText};
 use crate::domain::model::Status;
 use crate::domain::timestamp::Timestamp;
 use serde_json::{json, Map, Value};
@@ -52,18 +54,32 @@ pub fn newest_evaluation_time(records: &[ConsensusRecord]) -> Option<Timestamp> 
     records.iter().map(|r| r.evaluation_time).max()
 }
 
+/// The observations whose text the statement of `r` reads: the counted statements of the
+/// leading status (the winning side).
+pub fn joined_ids(r: &ConsensusRecord) -> impl Iterator<Item = &str> {
+    let lead = r.leading_status;
+    r.statements.iter().filter(move |e| e.role == Role::Counted && Some(e.status) == lead).map(|e| &*e.observation_id)
+}
+
 /// The OpenVEX document for `records`; `None` when there are none (OpenVEX requires at
-/// least one statement). `tooling` goes to the document's `tooling`.
-pub fn document(records: &[ConsensusRecord], tooling: &str) -> Option<Value> {
-    let timestamp = newest_evaluation_time(records)?;
+/// least one statement). `texts` holds the text of every observation [`joined_ids`] names
+/// (else [`ExportError::MissingObservation`]); `tooling` goes to the document's `tooling`.
+pub fn document(
+    records: &[ConsensusRecord],
+    texts: &StatementTexts,
+    tooling: &str,
+) -> Result<Option<Value>, ExportError> {
+    let Some(timestamp) = newest_evaluation_time(records) else {
+        return Ok(None);
+    };
     let mut digests = String::new();
     for r in records {
         digests.push_str(&r.consensus_digest);
         digests.push('\n');
     }
     let id = format!("urn:vex-lens:export:sha256:{}", canonical::sha256_hex(digests.as_bytes()));
-    let statements: Vec<Value> = records.iter().map(statement).collect();
-    Some(json!({
+    let statements: Vec<Value> = records.iter().map(|r| statement(r, texts)).collect::<Result<_, _>>()?;
+    Ok(Some(json!({
         "@context": OPENVEX_CONTEXT,
         "@id": id,
         "author": AUTHOR,
@@ -72,13 +88,17 @@ pub fn document(records: &[ConsensusRecord], tooling: &str) -> Option<Value> {
         "version": 1,
         "tooling": tooling,
         "statements": statements,
-    }))
+    })))
 }
 
-/// Counted statements of the leading status, heaviest first (ties: newer, then id).
-fn winning_side(r: &ConsensusRecord) -> Vec<&StatementEntry> {
+/// Counted statements of the leading status, heaviest first (ties: newer, then id), each
+/// with its observation's text.
+fn winning_side<'a>(
+    r: &'a ConsensusRecord,
+    texts: &'a StatementTexts,
+) -> Result<Vec<(&'a StatementEntry, &'a StatementText)>, ExportError> {
     let Some(lead) = r.leading_status else {
-        return Vec::new();
+        return Ok(Vec::new());
     };
     let mut side: Vec<&StatementEntry> =
         r.statements.iter().filter(|e| e.role == Role::Counted && e.status == lead).collect();
@@ -88,7 +108,15 @@ fn winning_side(r: &ConsensusRecord) -> Vec<&StatementEntry> {
             .then(b.timestamp.cmp(&a.timestamp))
             .then(a.observation_id.cmp(&b.observation_id))
     });
-    side
+    side.into_iter()
+        .map(|e| match texts.get(&e.observation_id).or(e.observation.as_ref()) {
+            Some(t) => Ok((e, t)),
+            None => Err(ExportError::MissingObservation {
+                record: r.consensus_digest.clone(),
+                observation: e.observation_id.to_string(),
+            }),
+        })
+        .collect()
 }
 
 fn summary(r: &ConsensusRecord) -> String {
@@ -164,9 +192,9 @@ fn product(artifact: &str) -> Value {
     Value::Object(p)
 }
 
-fn statement(r: &ConsensusRecord) -> Value {
+fn statement(r: &ConsensusRecord, texts: &StatementTexts) -> Result<Value, ExportError> {
     let status = openvex_status(r.status);
-    let side = winning_side(r);
+    let side = winning_side(r, texts)?;
     let mut s = Map::new();
     s.insert("@id".into(), Value::String(format!("urn:vex-lens:consensus:{}", digest_hex(&r.consensus_digest))));
     let mut vuln = Map::new();
@@ -183,8 +211,8 @@ fn statement(r: &ConsensusRecord) -> Value {
     s.insert("vulnerability".into(), Value::Object(vuln));
     let mut prod = product(&r.artifact);
     // Subcomponents when the whole winning side is scoped identically.
-    if let Some(first) = side.first() {
-        if !first.scope.is_empty() && side.iter().all(|e| e.scope == first.scope) {
+    if let Some((_, first)) = side.first() {
+        if !first.scope.is_empty() && side.iter().all(|(_, t)| t.scope == first.scope) {
             let subs: Vec<Value> = first.scope.iter().map(|k| product(k)).collect();
             if let Value::Object(m) = &mut prod {
                 m.insert("subcomponents".into(), Value::Array(subs));
@@ -197,11 +225,11 @@ fn statement(r: &ConsensusRecord) -> Value {
     s.insert("status_notes".into(), Value::String(status_notes(r)));
     match status {
         "not_affected" => {
-            let justification = r.justification.or_else(|| side.iter().find_map(|e| e.justification));
+            let justification = r.justification.or_else(|| side.iter().find_map(|(e, _)| e.justification));
             if let Some(j) = justification {
                 s.insert("justification".into(), serde_json::to_value(j).unwrap_or(Value::Null));
             }
-            let impact = side.iter().find_map(|e| e.impact_statement.clone());
+            let impact = side.iter().find_map(|(_, t)| t.impact_statement.clone());
             match (impact, justification) {
                 (Some(i), _) => {
                     s.insert("impact_statement".into(), Value::String(i.to_string()));
@@ -214,14 +242,14 @@ fn statement(r: &ConsensusRecord) -> Value {
         }
         "affected" => {
             let action =
-                side.iter().find_map(|e| e.action_statement.as_deref().map(str::to_string)).unwrap_or_else(|| {
+                side.iter().find_map(|(_, t)| t.action_statement.as_deref().map(str::to_string)).unwrap_or_else(|| {
                     format!("No action statement was given by the contributing issuers. {}", summary(r))
                 });
             s.insert("action_statement".into(), Value::String(action));
         }
         _ => {}
     }
-    Value::Object(s)
+    Ok(Value::Object(s))
 }
 
 fn digest_hex(d: &str) -> &str {

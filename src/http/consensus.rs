@@ -126,7 +126,8 @@ struct Explained {
 }
 
 /// `GET /v1/vex/consensus/explain?artifact=&vulnerability=`: the record (every statement
-/// with its weight factors, role and reason, the mode and policy version) and the trace.
+/// with its weight factors, role and reason, the mode and policy version; each statement's
+/// observation text joined under `observation`) and the trace.
 pub async fn explain(
     caller: Authorized<Read>,
     state: web::Data<State>,
@@ -134,8 +135,16 @@ pub async fn explain(
 ) -> Result<HttpResponse, ApiError> {
     let p = Params::parse(req.query_string(), &["artifact", "vulnerability"])?;
     let pair = pair_of(&caller.tenant, &p)?;
-    let record = current(&state, &pair).await?;
+    let mut record = current(&state, &pair).await?;
     let observations = state.stores.observations.observations_for_package(&pair.tenant, &record.record.package).await?;
+    // Each statement's observation joined back under `observation` (the stored record is
+    // this without them).
+    let texts: std::collections::HashMap<&str, &crate::domain::model::Observation> =
+        observations.iter().map(|o| (&*o.id, o)).collect();
+    for s in &mut record.record.statements {
+        s.observation = texts.get(&*s.observation_id).map(|o| crate::domain::consensus::StatementText::from(*o));
+    }
+    drop(texts);
     let (st, errors) = PackageState::rebuild(observations);
     if let Some(e) = errors.into_iter().next() {
         return Err(ApiError::from(crate::ports::StoreError::Rejected(e.to_string())));

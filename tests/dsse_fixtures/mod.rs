@@ -164,7 +164,11 @@ pub fn check_records(records: &[Value]) {
         let r = record(pkg);
         let s = &r["statements"][0];
         assert_eq!((s["signature"].as_str(), s["role"].as_str()), (Some("failed"), Some("excluded")), "{pkg}: {r}");
-        assert_eq!(s["reason"], format!("signature_failed: {reason}"), "{pkg}: {r}");
+        assert_eq!(
+            s["reason"],
+            serde_json::json!({"code": "signature_failed", "signature_reason": reason}),
+            "{pkg}: {r}"
+        );
         assert_eq!(s["factors"]["signature_ppm"], 0, "{pkg}: {r}");
         let conflicts: Vec<&str> =
             r["conflicts"].as_array().unwrap().iter().filter_map(|c| c["reason"].as_str()).collect();

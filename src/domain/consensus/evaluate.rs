@@ -4,7 +4,7 @@
 //! Invariants: a record is a pure function of (the observations that apply to its pair,
 //! the policy): no clock, no IO, no dependence on the order of `obs`.
 
-use super::record::{ConsensusRecord, PairKey};
+use super::record::{ConsensusRecord, PairKey, StatementText};
 use super::{conflicts, decide, evaluation_time, exclude, record, retract, supersede, weigh, Trace, Work};
 use crate::domain::canonical::CanonicalError;
 use crate::domain::model::Observation;
@@ -16,7 +16,7 @@ pub fn evaluate(
     pair: &PairKey,
     package: &str,
     obs: &[&Observation],
-    retracted_by: &dyn Fn(&Observation) -> Option<String>,
+    retracted_by: &dyn Fn(&Observation) -> Option<super::record::Reason>,
     policy: &Policy,
     explain: bool,
 ) -> Result<ConsensusRecord, CanonicalError> {
@@ -34,15 +34,16 @@ pub fn evaluate(
     let self_conflicts = supersede::supersede(&mut work);
     let (evaluation_time, evaluation_time_source) = evaluation_time::evaluation_time(&work, policy.as_of);
     trace.add(|| format!("evaluation time {evaluation_time} ({evaluation_time_source})"));
-    let entries = weigh::weigh(&work, &policy.knobs, &evaluation_time);
-    trace.statements(&entries);
+    let (entries, weighed) = weigh::weigh(&work, &policy.knobs, &evaluation_time);
+    trace.statements(&entries, &weighed);
     let outcome = decide::decide(policy, &entries, &mut trace);
-    let mut conflicts = conflicts::conflicts(pair, &entries);
+    let mut conflicts = conflicts::conflicts(pair, &entries, &weighed);
     conflicts.extend(self_conflicts);
     conflicts.sort();
     for c in &conflicts {
         trace.add(|| format!("conflict {}: {}", c.reason, c.detail));
     }
+    let texts: Option<Vec<StatementText>> = explain.then(|| weighed.iter().map(|o| StatementText::from(*o)).collect());
     let mut record = record::assemble(
         pair,
         package,
@@ -50,7 +51,11 @@ pub fn evaluate(
         policy,
         record::Evaluated { evaluation_time, evaluation_time_source, entries, outcome, conflicts },
     )?;
-    if explain {
+    if let Some(texts) = texts {
+        // The observations joined back (after sealing: not digested, not stored).
+        for (e, t) in record.statements.iter_mut().zip(texts) {
+            e.observation = Some(t);
+        }
         trace.add(|| format!("result {} (confidence {} ppm)", record.status.as_str(), record.confidence_ppm));
         record.explain = trace.lines;
     }

@@ -5,7 +5,7 @@
 //! `signature_failed`, with the verifier's reason); a `not_affected` with neither
 //! justification nor impact statement is excluded only when the policy requires one.
 
-use super::record::Role;
+use super::record::{Reason, Role};
 use super::Work;
 use crate::domain::model::{Observation, SignatureStatus, Status};
 use crate::domain::trust::Knobs;
@@ -15,11 +15,10 @@ pub(super) fn exclude(work: &mut [Work], knobs: &Knobs) {
     for w in work {
         if w.o.signature.status == SignatureStatus::Failed {
             w.role = Role::Excluded;
-            w.reason =
-                Some(format!("signature_failed{}", w.o.signature.reason.map(|r| format!(": {r}")).unwrap_or_default()));
+            w.reason = Some(Reason::SignatureFailed { signature_reason: w.o.signature.reason });
         } else if knobs.require_justification_for_not_affected && unjustified(w.o) {
             w.role = Role::Excluded;
-            w.reason = Some("not_affected_without_justification".into());
+            w.reason = Some(Reason::NotAffectedWithoutJustification);
         }
     }
 }
@@ -52,7 +51,10 @@ mod tests {
         let mut w = [work(&o)];
         exclude(&mut w, &Knobs::default());
         assert_eq!(w[0].role, Role::Excluded);
-        assert_eq!(w[0].reason.as_deref(), Some("signature_failed: bad_signature"));
+        assert_eq!(
+            w[0].reason,
+            Some(Reason::SignatureFailed { signature_reason: Some(SignatureReason::BadSignature) })
+        );
     }
 
     #[test]
@@ -65,7 +67,7 @@ mod tests {
         assert_eq!(w[0].role, Role::Counted, "not required by default");
         let knobs = Knobs { require_justification_for_not_affected: true, ..Knobs::default() };
         exclude(&mut w, &knobs);
-        assert_eq!((w[0].role, w[0].reason.as_deref()), (Role::Excluded, Some("not_affected_without_justification")));
+        assert_eq!((w[0].role, w[0].reason.clone()), (Role::Excluded, Some(Reason::NotAffectedWithoutJustification)));
         let mut j = o.clone();
         j.justification = Some(Justification::VulnerableCodeNotPresent);
         let mut i = o.clone();

@@ -32,8 +32,8 @@ pub use batch::{batch, batch_each, batch_map};
 pub use effects::{ConflictsAppeared, Effects, PackageConsensus};
 pub use evaluate::evaluate;
 pub use record::{
-    Conflict, ConflictReason, ConsensusRecord, ConsensusStatus, Factors, PairKey, Role, StatementEntry,
-    RECORD_SCHEMA_VERSION,
+    Conflict, ConflictReason, ConsensusRecord, ConsensusStatus, Factors, PairKey, Reason, Role, StatementEntry,
+    StatementText, RECORD_SCHEMA_VERSION,
 };
 pub use state::{ApplyError, PackageState};
 
@@ -49,7 +49,7 @@ struct Work<'a> {
     tier: Tier,
     issuer_ppm: u64,
     role: Role,
-    reason: Option<String>,
+    reason: Option<Reason>,
 }
 
 /// The explain trace: lines are formatted only when the caller asked for them.
@@ -68,9 +68,14 @@ impl Trace {
         }
     }
 
-    /// One line per statement: its weight, factors, role and reason.
-    fn statements(&mut self, entries: &[StatementEntry]) {
-        for e in entries {
+    /// One line per statement: its weight, factors, role and reason (`obs[i]` is the
+    /// observation of `entries[i]`).
+    fn statements(&mut self, entries: &[StatementEntry], obs: &[&Observation]) {
+        if self.lines.is_none() {
+            return;
+        }
+        let by_id: std::collections::HashMap<&str, &Observation> = obs.iter().map(|o| (&*o.id, *o)).collect();
+        for (e, o) in entries.iter().zip(obs) {
             self.add(|| {
                 format!(
                     "{} {} {} {}: weight {} = issuer {} x signature {} x freshness {} x justification {}{}",
@@ -88,10 +93,40 @@ impl Trace {
                     e.factors.signature_ppm,
                     e.factors.freshness_ppm,
                     e.factors.justification_ppm,
-                    e.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default()
+                    e.reason.as_ref().map(|r| format!(" ({})", describe(r, o, &by_id))).unwrap_or_default()
                 )
             });
         }
+    }
+}
+
+/// The explain trace's words for a reason of the statement `o` (`by_id`: the pair's
+/// observations, for the statement that superseded it).
+fn describe(r: &Reason, o: &Observation, by_id: &std::collections::HashMap<&str, &Observation>) -> String {
+    let by = |id: &str| match by_id.get(id) {
+        Some(b) => format!("superseded by {} ({} at {})", b.id, b.status.as_str(), b.timestamp),
+        None => format!("superseded by {id}"),
+    };
+    match r {
+        Reason::SignatureFailed { signature_reason } => {
+            format!("signature_failed{}", signature_reason.map(|r| format!(": {r}")).unwrap_or_default())
+        }
+        Reason::NotAffectedWithoutJustification => "not_affected_without_justification".into(),
+        Reason::Superseded { superseded_by } => by(superseded_by),
+        Reason::MoreConservative { superseded_by } => {
+            let same = match by_id.get(&**superseded_by) {
+                Some(b) if b.document_digest == o.document_digest => "the same document",
+                _ => "another document",
+            };
+            format!("{}: same issuer and time in {same}; the more conservative status counts", by(superseded_by))
+        }
+        Reason::Retracted { retracted_by, version } => format!(
+            "retracted: version {} of document {} ({}) no longer states it",
+            version.as_deref().unwrap_or("-"),
+            o.document_id.as_deref().unwrap_or_default(),
+            retracted_by.join(", ")
+        ),
+        Reason::Text(t) => t.clone(),
     }
 }
 

@@ -4,12 +4,12 @@
 //! Invariants: a record holds no floating-point number (weights and confidence in ppm);
 //! every struct declares its fields in RFC 8785 key order, so the canonical JSON is written
 //! without sorting (checked in debug builds); `consensus_digest` is the SHA-256 of that
-//! JSON without the digest and without `explain`, and the JSON kept from sealing is used
+//! JSON without the digest and without what explain adds (`explain`, `statements[].observation`), and the JSON kept from sealing is used
 //! only while the digest is still the one it was made with.
 
 use crate::domain::canonical::{self, CanonicalError};
 pub use crate::domain::codes::ConflictReason;
-use crate::domain::model::{Justification, SignatureStatus, SourceFormat, Status};
+use crate::domain::model::{Justification, Observation, SignatureReason, SignatureStatus, SourceFormat, Status};
 use crate::domain::timestamp::Timestamp;
 use crate::domain::trust::{Mode, Tier, PPM};
 use serde::{Deserialize, Serialize};
@@ -85,48 +85,127 @@ pub struct Factors {
     pub signature_ppm: u64,
 }
 
-/// One statement as it contributed to a record.
+/// One statement as it contributed to a record: the observation it is (by id) and what
+/// this pair's evaluation decided about it. The statement's own content is stored once,
+/// in the observation ([`StatementText`]); explain joins it back under `observation`.
 /// Fields in RFC 8785 key order: serialised in declaration order, the canonical JSON is
 /// written without sorting ([`canonical::to_vec_ordered`]; checked in debug builds).
+/// Reading is lenient (a record of an older schema in history keeps the fields it
+/// shares; the moved ones are dropped).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatementEntry {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub action_statement: Option<Arc<str>>,
     /// The statement's own artifact key (broader than the pair's for version-less or
     /// range statements).
     pub artifact: Arc<str>,
+    pub factors: Factors,
+    /// Issuer id after directory resolution (`unknown` when none was named).
+    pub issuer: Arc<str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub justification: Option<Justification>,
+    /// The observation's own content, joined back by explain only: never stored, never
+    /// digested (removing it gives the stored statement).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observation: Option<StatementText>,
+    pub observation_id: Arc<str>,
+    /// Why superseded, excluded or retracted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<Reason>,
+    pub role: Role,
+    pub signature: SignatureStatus,
+    pub status: Status,
+    pub tier: Tier,
+    pub timestamp: Timestamp,
+    pub weight_ppm: u64,
+}
+
+/// The content of a statement that lives once, in its observation (moved out of the
+/// record in schema version 5): what explain shows under `statements[].observation` and
+/// what exports read (impact and action statements, scope).
+/// Fields in RFC 8785 key order: serialised in declaration order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatementText {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action_statement: Option<Arc<str>>,
     pub document_digest: Arc<str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub document_id: Option<Arc<str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub document_version: Option<Arc<str>>,
-    pub factors: Factors,
     pub format: SourceFormat,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub impact_statement: Option<Arc<str>>,
-    /// Issuer id after directory resolution (`unknown` when none was named).
-    pub issuer: Arc<str>,
     /// The name the statement claimed, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub issuer_claimed: Option<Arc<str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub justification: Option<Justification>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub justification_original: Option<Arc<str>>,
-    pub observation_id: Arc<str>,
     pub position: u32,
-    /// Why superseded or excluded.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    pub role: Role,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub scope: Vec<Arc<str>>,
-    pub signature: SignatureStatus,
-    pub status: Status,
     pub status_original: Arc<str>,
-    pub tier: Tier,
-    pub timestamp: Timestamp,
-    pub weight_ppm: u64,
+}
+
+impl From<&Observation> for StatementText {
+    fn from(o: &Observation) -> Self {
+        StatementText {
+            action_statement: o.action_statement.clone(),
+            document_digest: o.document_digest.clone(),
+            document_id: o.document_id.clone(),
+            document_version: o.document_version.clone(),
+            format: o.format,
+            impact_statement: o.impact_statement.clone(),
+            issuer_claimed: o.issuer.clone(),
+            justification_original: o.justification_original.clone(),
+            position: o.position,
+            scope: o.scope.clone(),
+            status_original: o.status_original.clone(),
+        }
+    }
+}
+
+/// Why a statement is superseded, excluded or retracted (`reason.code`; the observation
+/// ids and document digests it names are in the record's own terms, so the record alone
+/// says which statement won).
+/// Variant fields in RFC 8785 key order after the tag `code`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "code", rename_all = "snake_case")]
+pub enum Reason {
+    /// Excluded: the signature does not verify with the issuer's key (the verifier's
+    /// reason, when it gave one).
+    SignatureFailed {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        signature_reason: Option<SignatureReason>,
+    },
+    /// Excluded: `not_affected` with neither justification nor impact statement, under
+    /// `require_justification_for_not_affected`.
+    NotAffectedWithoutJustification,
+    /// Superseded by a later statement of the same issuer.
+    Superseded { superseded_by: Arc<str> },
+    /// Superseded by a statement of the same issuer at the same time with another
+    /// status: the more conservative status counts (the record has a
+    /// `status_disagreement` conflict).
+    MoreConservative { superseded_by: Arc<str> },
+    /// A newer version of its document (digests of that version) no longer states it.
+    Retracted {
+        retracted_by: Vec<Arc<str>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        version: Option<Arc<str>>,
+    },
+    /// The free text of a record written before schema version 5 (read from history
+    /// only; never written).
+    #[serde(untagged)]
+    Text(String),
+}
+
+impl Reason {
+    /// The observation that superseded this statement, if any.
+    pub fn superseded_by(&self) -> Option<&str> {
+        match self {
+            Reason::Superseded { superseded_by } | Reason::MoreConservative { superseded_by } => Some(superseded_by),
+            _ => None,
+        }
+    }
 }
 
 /// A conflict on a record.
@@ -165,7 +244,9 @@ impl PartialOrd for Conflict {
 /// schemas/consensus-record.schema.json). 2: RFC 8785 digest, `confidence_ppm` integer.
 /// 3: keys from names (issue 18; a store at 2 is upgraded by `domain::upgrade`).
 /// 4: platform context is identity (issue 17: the platform is part of the artifact key).
-pub const RECORD_SCHEMA_VERSION: u32 = 4;
+/// 5: lean records (issue 20: a statement is its observation id and what the evaluation
+/// decided; its text lives once, in the observation; `reason` is a [`Reason`]).
+pub const RECORD_SCHEMA_VERSION: u32 = 5;
 
 /// The consensus for one (tenant, artifact, vulnerability). Field docs:
 /// schemas/consensus-record.schema.json. Holds no floating-point number.
@@ -232,15 +313,29 @@ impl ConsensusRecord {
     /// cannot be serialised or holds an integer beyond 2^53 - 1.
     pub fn compute_digest(&self) -> Result<String, CanonicalError> {
         self.check_numbers()?;
-        let bytes = if self.consensus_digest.is_empty() && self.explain.is_none() {
+        let bytes = if self.consensus_digest.is_empty() && !self.is_explained() {
             canonical::to_vec_ordered(self)?
         } else {
             let mut bare = self.clone();
             bare.consensus_digest.clear();
-            bare.explain = None;
+            bare.strip_explain();
             canonical::to_vec_ordered(&bare)?
         };
         Ok(canonical::sha256_prefixed(&bytes))
+    }
+
+    /// Whether the record carries what explain adds (the trace, or observations joined
+    /// under `statements[].observation`): neither is stored nor digested.
+    pub fn is_explained(&self) -> bool {
+        self.explain.is_some() || self.statements.iter().any(|s| s.observation.is_some())
+    }
+
+    /// Removes what explain adds: the stored record remains.
+    pub fn strip_explain(&mut self) {
+        self.explain = None;
+        for s in &mut self.statements {
+            s.observation = None;
+        }
     }
 
     /// Every integer of the record is exactly representable in RFC 8785.
@@ -307,7 +402,7 @@ impl ConsensusRecord {
     /// `explain`, the digest unchanged).
     fn kept_json(&self) -> Option<&std::sync::Arc<String>> {
         match &self.canonical.0 {
-            Some((digest, json)) if self.explain.is_none() && *digest == self.consensus_digest => Some(json),
+            Some((digest, json)) if !self.is_explained() && *digest == self.consensus_digest => Some(json),
             _ => None,
         }
     }
@@ -315,10 +410,10 @@ impl ConsensusRecord {
     /// Sets `consensus_digest` (the record must not have one yet, nor `explain`) and keeps
     /// the canonical JSON made on the way: one serialisation for both.
     fn seal(&mut self) -> Result<(), CanonicalError> {
-        debug_assert!(self.consensus_digest.is_empty() && self.explain.is_none());
+        debug_assert!(self.consensus_digest.is_empty() && !self.is_explained());
         self.check_numbers()?;
-        // ~1.3 KB per statement on vexhub; the member added below fits too.
-        let mut json = canonical::to_vec_ordered_sized(self, 512 + 1536 * self.statements.len())?;
+        // ~0.4 KB per statement on vexhub; the member added below fits too.
+        let mut json = canonical::to_vec_ordered_sized(self, 512 + 512 * self.statements.len())?;
         let digest = canonical::sha256_prefixed(&json);
         canonical::insert_member_in_place(&mut json, "consensus_digest", &canonical::to_vec(&digest)?)
             .ok_or_else(|| CanonicalError::Serialise("a record did not serialise as a JSON object".into()))?;

@@ -12,7 +12,7 @@
 //! of the document's statements the state holds retracts all of them (versions equal to
 //! it do not: markers are ordered by document version only).
 
-use super::record::Role;
+use super::record::{Reason, Role};
 use super::Work;
 use crate::domain::ledger::version_cmp;
 use crate::domain::model::Observation;
@@ -33,7 +33,7 @@ pub(super) fn version_order(a: &Version, b: &Version) -> Ordering {
 }
 
 /// Marks the counted statements that `retracted_by` says a newer version retracted.
-pub(super) fn retract(work: &mut [Work], retracted_by: &dyn Fn(&Observation) -> Option<String>) {
+pub(super) fn retract(work: &mut [Work], retracted_by: &dyn Fn(&Observation) -> Option<Reason>) {
     for w in work.iter_mut().filter(|w| w.role == Role::Counted) {
         if let Some(reason) = retracted_by(w.o) {
             w.role = Role::Retracted;

@@ -10,7 +10,7 @@
 //! retraction ([`PackageState::apply`] lists the pairs of that document's statements).
 
 use super::evaluate::evaluate;
-use super::record::{ConsensusRecord, PairKey};
+use super::record::{ConsensusRecord, PairKey, Reason};
 use super::retract;
 use crate::domain::canonical::CanonicalError;
 use crate::domain::keys::{self, ArtifactKey};
@@ -471,12 +471,12 @@ impl PackageState {
     /// ([`Self::retracted_by_marker`]), else no statement of the newest version is about
     /// `o`'s (artifact, vulnerability). Versions are ordered by
     /// [`retract::version_order`]; versions tied at the top retract nothing.
-    fn retracted_by(&self, o: &Observation) -> Option<String> {
+    fn retracted_by(&self, o: &Observation) -> Option<Reason> {
         let d = self.documents.get(&doc_key(o)?)?;
         if d.digests.len() < 2 {
             return None;
         }
-        if let Some(reason) = self.retracted_by_marker(o, d) {
+        if let Some(reason) = self.retracted_by_marker(d) {
             return Some(reason);
         }
         let mut versions: BTreeMap<&str, retract::Version> = BTreeMap::new();
@@ -505,20 +505,17 @@ impl PackageState {
         if restated {
             return None;
         }
-        let digests: Vec<&str> = top.into_iter().collect();
-        Some(format!(
-            "retracted: version {} of document {} ({}) no longer states it",
-            newest.version.unwrap_or("-"),
-            o.document_id.as_deref().unwrap_or_default(),
-            digests.join(", ")
-        ))
+        Some(Reason::Retracted {
+            retracted_by: top.into_iter().map(Arc::from).collect(),
+            version: newest.version.map(Arc::from),
+        })
     }
 
     /// The retraction of `o` by the document's version markers: when the highest document
     /// version among them is above that of every statement of the document held here, that
     /// version names no product of this package any more, so no statement of an older one
     /// counts. The reason names the version and the digests of the markers at it (sorted).
-    fn retracted_by_marker(&self, o: &Observation, d: &DocumentVersions) -> Option<String> {
+    fn retracted_by_marker(&self, d: &DocumentVersions) -> Option<Reason> {
         let held = || d.ids.iter().filter_map(|id| self.observations.get(id));
         let newest_marker = held().filter(|x| !x.kind.is_statement()).max_by(|a, b| {
             version_cmp(a.document_version.as_deref(), b.document_version.as_deref())
@@ -532,12 +529,7 @@ impl PackageState {
             .filter(|x| !x.kind.is_statement() && version_cmp(x.document_version.as_deref(), mv).is_eq())
             .map(|x| &*x.document_digest)
             .collect();
-        Some(format!(
-            "retracted: version {} of document {} ({}) no longer states it",
-            mv.unwrap_or("-"),
-            o.document_id.as_deref().unwrap_or_default(),
-            digests.into_iter().collect::<Vec<_>>().join(", ")
-        ))
+        Some(Reason::Retracted { retracted_by: digests.into_iter().map(Arc::from).collect(), version: mv.map(Arc::from) })
     }
 
     /// Whether the state holds a statement about exactly this artifact (else a record of

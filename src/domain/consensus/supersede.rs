@@ -6,7 +6,7 @@
 //! excluded statements take no part; an issuer contradicting itself at one time in
 //! different documents yields its most conservative status and a conflict.
 
-use super::record::{Conflict, ConflictReason, Role};
+use super::record::{Conflict, ConflictReason, Reason, Role};
 use super::Work;
 use crate::domain::model::{Observation, Status};
 use crate::domain::vers::compare_generic as compare_versions;
@@ -47,7 +47,7 @@ pub(super) fn supersede(work: &mut [Work]) -> Vec<Conflict> {
         }
     }
     let mut conflicts = Vec::new();
-    let mut marks: Vec<(usize, String)> = Vec::new();
+    let mut marks: Vec<(usize, Reason)> = Vec::new();
     for (issuer, idx) in by_issuer {
         let Some(top) = idx.iter().copied().max_by(|&a, &b| latest_order(work[a].o, work[b].o)) else {
             continue;
@@ -96,20 +96,7 @@ pub(super) fn supersede(work: &mut [Work]) -> Vec<Conflict> {
             });
             for &i in candidates.values() {
                 if i != w {
-                    let same = if work[i].o.document_digest == work[w].o.document_digest {
-                        "the same document"
-                    } else {
-                        "another document"
-                    };
-                    marks.push((
-                        i,
-                        format!(
-                            "superseded by {} ({} at {}): same issuer and time in {same}; the more conservative status counts",
-                            work[w].o.id,
-                            work[w].o.status.as_str(),
-                            work[w].o.timestamp
-                        ),
-                    ));
+                    marks.push((i, Reason::MoreConservative { superseded_by: work[w].o.id.clone() }));
                 }
             }
             w
@@ -121,8 +108,7 @@ pub(super) fn supersede(work: &mut [Work]) -> Vec<Conflict> {
             if statuses.len() > 1 { candidates.values().copied().collect() } else { BTreeSet::new() };
         for &i in &idx {
             if i != winner && !contradicted.contains(&i) {
-                let by = work[winner].o;
-                marks.push((i, format!("superseded by {} ({} at {})", by.id, by.status.as_str(), by.timestamp)));
+                marks.push((i, Reason::Superseded { superseded_by: work[winner].o.id.clone() }));
             }
         }
     }
@@ -158,7 +144,7 @@ mod tests {
         let mut w = [work(&new), work(&old), work(&other)];
         assert!(supersede(&mut w).is_empty());
         assert_eq!(w.iter().map(|w| w.role).collect::<Vec<_>>(), [Role::Counted, Role::Superseded, Role::Counted]);
-        assert!(w[1].reason.as_deref().unwrap().starts_with("superseded by "));
+        assert_eq!(w[1].reason, Some(Reason::Superseded { superseded_by: new.id.clone() }));
     }
 
     #[test]
@@ -213,7 +199,7 @@ mod tests {
         assert!(c[0].detail.contains("within one document"), "{}", c[0].detail);
         assert_eq!(c[0].statuses, [Status::Affected, Status::NotAffected]);
         assert_eq!((w[0].role, w[1].role), (Role::Superseded, Role::Counted));
-        assert!(w[0].reason.as_deref().unwrap().contains("in the same document"));
+        assert_eq!(w[0].reason, Some(Reason::MoreConservative { superseded_by: af.id.clone() }));
         // The same status twice: the later position counts, no conflict.
         let mut again = na.clone();
         again.position = 9;

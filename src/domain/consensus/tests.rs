@@ -459,16 +459,28 @@ fn every_member_of_a_record_is_written_in_rfc8785_order() {
         ],
         &p,
     );
-    for (i, s) in r.statements.iter_mut().enumerate() {
-        s.issuer_claimed = Some(format!("Ïssuer \"{i}\"\n\u{1}\u{1F600}").into());
+    let reasons = [
+        Reason::SignatureFailed { signature_reason: Some(crate::domain::model::SignatureReason::BadSignature) },
+        Reason::Retracted { retracted_by: vec!["sha256:01".into(), "sha256:00".into()], version: Some("2".into()) },
+        Reason::MoreConservative { superseded_by: "0a".into() },
+    ];
+    for ((i, s), reason) in r.statements.iter_mut().enumerate().zip(reasons) {
         s.justification = Some(Justification::ComponentNotPresent);
-        s.justification_original = Some("component_not_present".into());
-        s.impact_statement = Some("tab\there, back\\slash, </script>".into());
-        s.action_statement = Some("\u{2028}upgrade".into());
-        s.document_id = Some("urn:x".into());
-        s.document_version = Some("2".into());
-        s.scope = vec!["pkg:npm/a@1.0.0".into(), "pkg:npm/a@0.9.0".into()];
-        s.reason = Some("superseded by a newer statement".into());
+        s.reason = Some(reason);
+        // What explain joins (not digested).
+        s.observation = Some(StatementText {
+            action_statement: Some("\u{2028}upgrade".into()),
+            document_digest: "sha256:00".into(),
+            document_id: Some("urn:x".into()),
+            document_version: Some("2".into()),
+            format: crate::domain::model::SourceFormat::Csaf,
+            impact_statement: Some("tab\there, back\\slash, </script>".into()),
+            issuer_claimed: Some(format!("Ïssuer \"{i}\"\n\u{1}\u{1F600}").into()),
+            justification_original: Some("component_not_present".into()),
+            position: 3,
+            scope: vec!["pkg:npm/a@1.0.0".into(), "pkg:npm/a@0.9.0".into()],
+            status_original: "known_affected".into(),
+        });
     }
     r.conflicts.push(Conflict {
         reason: crate::domain::codes::ConflictReason::ScopeMismatch,
@@ -483,7 +495,8 @@ fn every_member_of_a_record_is_written_in_rfc8785_order() {
     r.explain = Some(vec!["line \u{7f}".into()]);
     r.consensus_digest = r.compute_digest().unwrap();
     assert_eq!(r.to_canonical_json().unwrap(), canonical::to_string(&r).unwrap());
-    r.explain = None;
+    assert_eq!(canonical::to_vec_ordered(&r).unwrap(), canonical::to_vec(&r).unwrap());
+    r.strip_explain();
     let bare = {
         let mut b = r.clone();
         b.consensus_digest.clear();
@@ -558,9 +571,15 @@ fn a_newer_document_version_retracts_what_it_no_longer_says() {
     let r2 = state.evaluate(&pair("pkg:npm/a@2"), &p, true).unwrap().unwrap();
     assert_eq!(r2.status, ConsensusStatus::Inconclusive);
     assert_eq!(r2.statements[0].role, Role::Retracted);
-    let reason = r2.statements[0].reason.as_deref().unwrap();
-    assert!(reason.starts_with("retracted: version 2 of document https://vendor.example/vex/1"), "{reason}");
-    assert!(r2.explain.unwrap().iter().any(|l| l.contains("retracted")));
+    assert_eq!(
+        r2.statements[0].reason,
+        Some(Reason::Retracted { retracted_by: vec![v2_a.document_digest.clone()], version: Some("2".into()) })
+    );
+    let trace = r2.explain.unwrap();
+    assert!(
+        trace.iter().any(|l| l.contains("(retracted: version 2 of document https://vendor.example/vex/1 (sha256:")),
+        "{trace:?}"
+    );
     let r1 = state.evaluate(&pair("pkg:npm/a@1"), &p, false).unwrap().unwrap();
     assert_eq!(r1.status, ConsensusStatus::Fixed);
     assert_eq!(r1.statements.iter().map(|s| s.role).collect::<Vec<_>>(), [Role::Superseded, Role::Counted]);
@@ -639,11 +658,14 @@ fn a_newer_version_naming_no_product_of_a_package_retracts_its_claims() {
     assert_eq!(b.status, ConsensusStatus::Inconclusive, "v1's claim about b no longer counts");
     assert_eq!(b.statements.len(), 1);
     assert_eq!(b.statements[0].role, Role::Retracted);
-    let reason = b.statements[0].reason.as_deref().unwrap();
-    assert!(
-        reason.starts_with("retracted: version 2 of document https://vendor.example/vex/doc-1 (sha256:"),
-        "{reason}"
-    );
+    match &b.statements[0].reason {
+        Some(Reason::Retracted { retracted_by, version }) => {
+            assert_eq!(version.as_deref(), Some("2"));
+            assert_eq!(retracted_by.len(), 1);
+            assert!(retracted_by[0].starts_with("sha256:"), "{retracted_by:?}");
+        }
+        other => panic!("not retracted: {other:?}"),
+    }
     assert!(b.explain.as_ref().unwrap().iter().any(|l| l.contains("retracted")));
     let a = records.iter().find(|r| r.artifact == "pkg:npm/a@1").unwrap();
     assert_eq!(a.status, ConsensusStatus::Fixed);
@@ -753,4 +775,32 @@ proptest! {
         }
         prop_assert_eq!(canonical(&incremental(&shuffled, &p)), canonical(&want));
     }
+}
+
+/// A record of schema version 4 (as history holds it after an upgrade) still reads: the
+/// text it copied is dropped and its free-text reason kept as text.
+#[test]
+fn a_version_4_record_reads_with_its_reason_as_text() {
+    let p = policy(Mode::WeightedVote);
+    let r = one(
+        vec![
+            obs(Some("vendor"), "pkg:npm/a@1.0.0", "CVE-1", Status::Affected, "2024-01-01T00:00:00Z"),
+            obs(Some("vendor"), "pkg:npm/a@1.0.0", "CVE-1", Status::Fixed, "2024-01-02T00:00:00Z"),
+        ],
+        &p,
+    );
+    let mut v: serde_json::Value = serde_json::from_str(&r.to_canonical_json().unwrap()).unwrap();
+    v["schema_version"] = 4.into();
+    let s = &mut v["statements"][0];
+    assert_eq!(s["reason"]["code"], "superseded", "{s}");
+    s["reason"] = "superseded by x (fixed at 2024-01-02T00:00:00Z)".into();
+    s["document_digest"] = "sha256:00".into();
+    s["impact_statement"] = "copied".into();
+    s["position"] = 3.into();
+    let old: ConsensusRecord = serde_json::from_value(v).unwrap();
+    assert_eq!(old.statements[0].reason, Some(Reason::Text("superseded by x (fixed at 2024-01-02T00:00:00Z)".into())));
+    assert_eq!(old.statements[1], r.statements[1]);
+    let back = serde_json::to_value(&old).unwrap();
+    assert_eq!(back["statements"][0]["reason"], "superseded by x (fixed at 2024-01-02T00:00:00Z)");
+    assert!(back["statements"][0].get("impact_statement").is_none());
 }

@@ -12,16 +12,21 @@ use super::exclude::unjustified;
 use super::record::{Factors, Role, StatementEntry};
 use super::Work;
 use crate::domain::decay;
-use crate::domain::model::SignatureStatus;
+use crate::domain::model::{Observation, SignatureStatus};
 use crate::domain::timestamp::Timestamp;
 use crate::domain::trust::{to_ppm, Knobs, PPM};
 
-/// The record's statement entries for `work`, weighed at `evaluation_time`, sorted.
-pub(super) fn weigh(work: &[Work], knobs: &Knobs, evaluation_time: &Timestamp) -> Vec<StatementEntry> {
+/// The record's statement entries for `work`, weighed at `evaluation_time`, sorted, with
+/// the observation of each entry at the same index.
+pub(super) fn weigh<'a>(
+    work: &[Work<'a>],
+    knobs: &Knobs,
+    evaluation_time: &Timestamp,
+) -> (Vec<StatementEntry>, Vec<&'a Observation>) {
     let signature_unsigned = to_ppm(1.0 - knobs.unsigned_penalty);
     let half_life_seconds = decay::half_life_seconds(knobs.half_life_days);
     let floor_ppm = to_ppm(knobs.freshness_floor);
-    let mut entries: Vec<StatementEntry> = work
+    let mut entries: Vec<(StatementEntry, &'a Observation)> = work
         .iter()
         .map(|w| {
             let signature_ppm = match w.o.signature.status {
@@ -41,42 +46,33 @@ pub(super) fn weigh(work: &[Work], knobs: &Knobs, evaluation_time: &Timestamp) -
             } else {
                 mul_ppm(&[factors.issuer_ppm, factors.signature_ppm, factors.freshness_ppm, factors.justification_ppm])
             };
-            StatementEntry {
+            let entry = StatementEntry {
                 observation_id: w.o.id.clone(),
                 issuer: w.issuer.clone(),
-                issuer_claimed: w.o.issuer.clone(),
                 tier: w.tier,
                 signature: w.o.signature.status,
                 status: w.o.status,
-                status_original: w.o.status_original.clone(),
                 justification: w.o.justification,
-                justification_original: w.o.justification_original.clone(),
-                impact_statement: w.o.impact_statement.clone(),
-                action_statement: w.o.action_statement.clone(),
                 timestamp: w.o.timestamp,
-                document_id: w.o.document_id.clone(),
-                document_version: w.o.document_version.clone(),
-                document_digest: w.o.document_digest.clone(),
-                position: w.o.position,
-                format: w.o.format,
                 artifact: w.o.artifact.clone(),
-                scope: w.o.scope.clone(),
                 role: w.role,
                 reason: w.reason.clone(),
                 weight_ppm,
                 factors,
-            }
+                observation: None,
+            };
+            (entry, w.o)
         })
         .collect();
-    entries.sort_by(|a, b| {
+    entries.sort_by(|(a, x), (b, y)| {
         a.issuer
             .cmp(&b.issuer)
             .then(a.timestamp.cmp(&b.timestamp))
-            .then(a.document_digest.cmp(&b.document_digest))
-            .then(a.position.cmp(&b.position))
+            .then(x.document_digest.cmp(&y.document_digest))
+            .then(x.position.cmp(&y.position))
             .then(a.observation_id.cmp(&b.observation_id))
     });
-    entries
+    entries.into_iter().unzip()
 }
 
 /// `a * b * c * d` for ppm factors, rounded half up to ppm.
@@ -131,7 +127,7 @@ mod tests {
             role,
             reason: None,
         };
-        let e = weigh(&[w(&a, "b", Role::Excluded), w(&b, "a", Role::Counted)], &Knobs::default(), &a.timestamp);
+        let (e, _) = weigh(&[w(&a, "b", Role::Excluded), w(&b, "a", Role::Counted)], &Knobs::default(), &a.timestamp);
         assert_eq!(e.iter().map(|e| &*e.issuer).collect::<Vec<_>>(), ["a", "b"]);
         assert_eq!(e[1].weight_ppm, 0);
         // issuer 0.5 x unsigned 0.7 x fresh 1 x justified 1
