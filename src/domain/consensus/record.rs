@@ -324,6 +324,27 @@ impl ConsensusRecord {
         Ok(canonical::sha256_prefixed(&bytes))
     }
 
+    /// The digest of a stored record's JSON as it was written, whatever its schema
+    /// version: SHA-256 of the RFC 8785 form of the JSON without `consensus_digest` and what
+    /// explain adds. For a record of this schema it equals [`Self::compute_digest`] of the
+    /// decoded record; a record of an older schema (history written before an upgrade)
+    /// decodes without the members it no longer has, so only its JSON can be checked.
+    pub fn digest_of_json(json: &str) -> Result<String, CanonicalError> {
+        let mut v: serde_json::Value =
+            serde_json::from_str(json).map_err(|e| CanonicalError::Serialise(e.to_string()))?;
+        if let Some(o) = v.as_object_mut() {
+            o.remove("consensus_digest");
+            o.remove("explain");
+            if let Some(serde_json::Value::Array(statements)) = o.get_mut("statements") {
+                for st in statements.iter_mut().filter_map(|s| s.as_object_mut()) {
+                    st.remove("observation");
+                }
+            }
+        }
+        let bytes = canonical::to_vec(&v).map_err(|e| CanonicalError::Serialise(e.to_string()))?;
+        Ok(canonical::sha256_prefixed(&bytes))
+    }
+
     /// Whether the record carries what explain adds (the trace, or observations joined
     /// under `statements[].observation`): neither is stored nor digested.
     pub fn is_explained(&self) -> bool {

@@ -789,7 +789,9 @@ fn a_version_4_record_reads_with_its_reason_as_text() {
         ],
         &p,
     );
-    let mut v: serde_json::Value = serde_json::from_str(&r.to_canonical_json().unwrap()).unwrap();
+    let json = r.to_canonical_json().unwrap();
+    assert_eq!(ConsensusRecord::digest_of_json(&json).unwrap(), r.consensus_digest);
+    let mut v: serde_json::Value = serde_json::from_str(&json).unwrap();
     v["schema_version"] = 4.into();
     let s = &mut v["statements"][0];
     assert_eq!(s["reason"]["code"], "superseded", "{s}");
@@ -797,7 +799,18 @@ fn a_version_4_record_reads_with_its_reason_as_text() {
     s["document_digest"] = "sha256:00".into();
     s["impact_statement"] = "copied".into();
     s["position"] = 3.into();
+    // Its digest is checked on its JSON as written (the decoded record lost members).
+    let mut sealed = v.clone();
+    sealed.as_object_mut().unwrap().remove("consensus_digest");
+    sealed.as_object_mut().unwrap().remove("explain");
+    for st in sealed["statements"].as_array_mut().unwrap() {
+        st.as_object_mut().unwrap().remove("observation");
+    }
+    sealed["consensus_digest"] = canonical::sha256_prefixed(&canonical::to_vec(&sealed).unwrap()).into();
+    let written = sealed.to_string();
+    assert_eq!(ConsensusRecord::digest_of_json(&written).unwrap(), sealed["consensus_digest"].as_str().unwrap());
     let old: ConsensusRecord = serde_json::from_value(v).unwrap();
+    assert_ne!(old.compute_digest().unwrap(), sealed["consensus_digest"].as_str().unwrap());
     assert_eq!(old.statements[0].reason, Some(Reason::Text("superseded by x (fixed at 2024-01-02T00:00:00Z)".into())));
     assert_eq!(old.statements[1], r.statements[1]);
     let back = serde_json::to_value(&old).unwrap();

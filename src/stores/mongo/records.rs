@@ -168,11 +168,17 @@ fn versioned_record_doc(id: &str, v: &VersionedRecord, changed_at_ms: i64) -> Re
 }
 
 /// Reads a record back from its `vex_consensus` (or history) document and checks that
-/// its digest recomputes.
+/// its digest recomputes (a record of an older schema: from its JSON as written, see
+/// [`ConsensusRecord::digest_of_json`]).
 pub(super) fn record_from_doc(d: &Document) -> Result<ConsensusRecord, StoreError> {
     let json = d.get_str("record_json").map_err(rejected("stored record"))?;
     let r: ConsensusRecord = serde_json::from_str(json).map_err(rejected("decoding stored record"))?;
-    let digest = r.compute_digest().map_err(rejected("digesting stored record"))?;
+    let digest = if r.schema_version == crate::domain::consensus::RECORD_SCHEMA_VERSION {
+        r.compute_digest()
+    } else {
+        ConsensusRecord::digest_of_json(json)
+    }
+    .map_err(rejected("digesting stored record"))?;
     if digest != r.consensus_digest {
         return Err(StoreError::Rejected(format!(
             "stored record {} does not match its digest ({} != {})",
