@@ -148,7 +148,9 @@ fn many_statements(n: usize) -> String {
         .map(|i| {
             serde_json::json!({
                 "vulnerability": { "name": format!("CVE-2024-{:05}", 10_000 + i) },
-                "products": [ { "@id": format!("pkg:npm/bulk-{i}@1.0.{i}") } ],
+                // Long names: the record (which names the artifact, not the statement's
+                // text) must stay large enough that the stall test fills the socket buffers.
+                "products": [ { "@id": format!("pkg:npm/bulk-{i}-{}@1.0.{i}", "x".repeat(300)) } ],
                 "status": "affected",
                 "action_statement": format!("Upgrade bulk-{i}: {}", "x".repeat(600)),
             })
