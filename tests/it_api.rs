@@ -45,7 +45,10 @@ fn api_reads_kafka_ingested_records_from_mongodb_per_tenant() {
     let items = common::wait_for("acme's four records through the API", Duration::from_secs(180), || {
         let (code, v) = get(&l, c, "acme");
         let items = v["items"].as_array().cloned().unwrap_or_default();
-        (code == 200 && items.len() == 4 && items.iter().all(|r| r["tenant"] == "acme")).then_some(items)
+        // Four pairs exist before the last document's observations reach them: wait for
+        // the pair all three documents dispute, too.
+        let settled = items.iter().any(|r| r["status"] == "disputed");
+        (code == 200 && items.len() == 4 && settled && items.iter().all(|r| r["tenant"] == "acme")).then_some(items)
     });
     let globex = common::wait_for("globex's records", Duration::from_secs(120), || {
         let (_, v) = get(&l, c, "globex");

@@ -216,7 +216,11 @@ fn detached_signatures_beside_watched_files_are_verified_recorded_and_replayed()
         let r = record(pkg);
         let s = &r["statements"][0];
         assert_eq!((s["signature"].as_str(), s["role"].as_str()), (Some("failed"), Some("excluded")), "{pkg}: {r}");
-        assert_eq!(s["reason"], format!("signature_failed: {reason}"), "{pkg}: {r}");
+        assert_eq!(
+            s["reason"],
+            serde_json::json!({"code": "signature_failed", "signature_reason": reason}),
+            "{pkg}: {r}"
+        );
         let conflicts: Vec<&str> =
             r["conflicts"].as_array().unwrap().iter().filter_map(|c| c["reason"].as_str()).collect();
         assert!(conflicts.contains(&"missing_provenance"), "{pkg}: {r}");

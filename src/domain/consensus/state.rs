@@ -529,7 +529,10 @@ impl PackageState {
             .filter(|x| !x.kind.is_statement() && version_cmp(x.document_version.as_deref(), mv).is_eq())
             .map(|x| &*x.document_digest)
             .collect();
-        Some(Reason::Retracted { retracted_by: digests.into_iter().map(Arc::from).collect(), version: mv.map(Arc::from) })
+        Some(Reason::Retracted {
+            retracted_by: digests.into_iter().map(Arc::from).collect(),
+            version: mv.map(Arc::from),
+        })
     }
 
     /// Whether the state holds a statement about exactly this artifact (else a record of
