@@ -10,7 +10,6 @@
 //! reads, the version-4 entry beside the new one.
 
 #[path = "../integration-tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 use std::path::{Path, PathBuf};
