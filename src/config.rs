@@ -452,6 +452,35 @@ impl Default for ActorsConfig {
     }
 }
 
+/// The OTLP traces URL of a configured endpoint: a bare `http://host:port` or
+/// `https://host:port` (or one ending in `/`) gets the standard `/v1/traces` path; a URL
+/// with a path is used as it is. `Err`: why the endpoint cannot be sent to.
+pub fn otlp_traces_url(endpoint: &str) -> Result<String, String> {
+    let e = endpoint.trim();
+    let err = |reason: &str| reason.to_string();
+    let (scheme, rest) = if let Some(rest) = e.strip_prefix("http://") {
+        ("http", rest)
+    } else if let Some(rest) = e.strip_prefix("https://") {
+        ("https", rest)
+    } else {
+        return Err(err("must start with http:// or https:// (OTLP/HTTP)"));
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    if authority.is_empty()
+        || !authority.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+    {
+        return Err(err("needs host:port"));
+    }
+    if path.is_empty() || path == "/" {
+        Ok(format!("{scheme}://{authority}/v1/traces"))
+    } else {
+        Ok(format!("{scheme}://{authority}{path}"))
+    }
+}
+
 /// `[telemetry]`: trace export (the runbook's `Telemetry:ExportEnabled`). Off by default
 /// (air gap): nothing is exported and no exporter is built unless `export_enabled`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -1030,8 +1059,10 @@ impl Config {
         }
         self.validate_feeds()?;
         let t = &self.telemetry;
-        match crate::telemetry::trace::traces_url(&t.otlp_endpoint) {
-            Err(e) => return inv("telemetry.otlp_endpoint", e.to_string()),
+        match otlp_traces_url(&t.otlp_endpoint) {
+            Err(reason) => {
+                return inv("telemetry.otlp_endpoint", format!("OTLP endpoint {:?}: {reason}", t.otlp_endpoint))
+            }
             Ok(url) if t.otlp_ca_file.is_some() && !url.starts_with("https://") => {
                 return inv("telemetry.otlp_ca_file", "only used with an https:// otlp_endpoint".into())
             }

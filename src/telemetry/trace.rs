@@ -52,33 +52,10 @@ pub enum TraceError {
     Exporter(#[from] opentelemetry_otlp::ExporterBuildError),
 }
 
-/// The OTLP traces URL of a configured endpoint: a bare `http://host:port` or
-/// `https://host:port` (or one ending in `/`) gets the standard `/v1/traces` path; a URL
-/// with a path is used as it is.
+/// The OTLP traces URL of a configured endpoint ([`crate::config::otlp_traces_url`]).
 pub fn traces_url(endpoint: &str) -> Result<String, TraceError> {
-    let e = endpoint.trim();
-    let err = |reason: &str| TraceError::Endpoint { endpoint: endpoint.to_string(), reason: reason.to_string() };
-    let (scheme, rest) = if let Some(rest) = e.strip_prefix("http://") {
-        ("http", rest)
-    } else if let Some(rest) = e.strip_prefix("https://") {
-        ("https", rest)
-    } else {
-        return Err(err("must start with http:// or https:// (OTLP/HTTP)"));
-    };
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, ""),
-    };
-    if authority.is_empty()
-        || !authority.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
-    {
-        return Err(err("needs host:port"));
-    }
-    if path.is_empty() || path == "/" {
-        Ok(format!("{scheme}://{authority}/v1/traces"))
-    } else {
-        Ok(format!("{scheme}://{authority}{path}"))
-    }
+    crate::config::otlp_traces_url(endpoint)
+        .map_err(|reason| TraceError::Endpoint { endpoint: endpoint.to_string(), reason })
 }
 
 /// The HTTPS client of an `https://` endpoint: rustls with ring (see [`build`]); the

@@ -5,24 +5,11 @@
 //! the more conservative status; in `highest_weight`/`most_recent` then time/weight, then
 //! observation id), so the decision does not depend on input order.
 
-use super::record::{ConsensusStatus, Role, StatementEntry};
+use super::record::{ConsensusStatus, Outcome, Role, StatementEntry};
 use super::Trace;
 use crate::domain::model::{Justification, Status};
 use crate::domain::trust::{to_ppm, Mode, Policy, Tier, PPM};
 use std::collections::{BTreeMap, BTreeSet};
-
-/// What the vote decided for a pair.
-pub(super) struct Outcome {
-    pub status: ConsensusStatus,
-    /// The leading status (equal to `status` unless disputed or inconclusive).
-    pub leading: Option<Status>,
-    /// Sum of counted weights per status, and their total.
-    pub scores_ppm: BTreeMap<Status, u64>,
-    pub total_weight_ppm: u64,
-    pub confidence_ppm: u64,
-    /// The justification of the winning side, when its statements agree on one.
-    pub justification: Option<Justification>,
-}
 
 /// Scores the counted entries, decides under the policy's mode, and computes the
 /// confidence (the leader's share of the scores the decision was taken on).

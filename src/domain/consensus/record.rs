@@ -447,12 +447,25 @@ impl ConsensusRecord {
     }
 }
 
+/// What the vote decided for a pair.
+pub(super) struct Outcome {
+    pub status: ConsensusStatus,
+    /// The leading status (equal to `status` unless disputed or inconclusive).
+    pub leading: Option<Status>,
+    /// Sum of counted weights per status, and their total.
+    pub scores_ppm: BTreeMap<Status, u64>,
+    pub total_weight_ppm: u64,
+    pub confidence_ppm: u64,
+    /// The justification of the winning side, when its statements agree on one.
+    pub justification: Option<Justification>,
+}
+
 /// What the steps of an evaluation produced, for [`assemble`].
 pub(super) struct Evaluated {
     pub evaluation_time: Timestamp,
     pub evaluation_time_source: &'static str,
     pub entries: Vec<StatementEntry>,
-    pub outcome: super::decide::Outcome,
+    pub outcome: Outcome,
     pub conflicts: Vec<Conflict>,
 }
 

@@ -7,16 +7,12 @@
 //! database is opened (after those already given, oldest first).
 
 use super::records::StoredRecord;
-use super::{err, EmbeddedStore, CHANGES, CHANGE_TAILS, HISTORY, META};
+use super::{change_key, err, EmbeddedStore, CHANGES, CHANGE_TAILS, HISTORY, META};
 use crate::ports::{ChangeEvent, StoreError, TimedRecord};
 use redb::ReadableTable;
 
 /// The [`META`] key of the change stream's backfill of older history.
 const STREAM_BACKFILL: &str = "history_stream_backfill";
-
-pub(super) fn change_key(tenant: &str, seq: u64) -> String {
-    format!("{tenant}\u{0}{seq:020}")
-}
 
 impl EmbeddedStore {
     /// History written before the change stream existed has no position: gives each such

@@ -46,6 +46,12 @@ const TRUST_POLICIES: TableDefinition<&str, &[u8]> = TableDefinition::new("vex_t
 const TRUST_AUDIT: TableDefinition<&str, &[u8]> = TableDefinition::new("vex_trust_audit");
 /// The change stream: `<tenant>\0<position, 20 digits>` -> history entry id.
 const CHANGES: TableDefinition<&str, &str> = TableDefinition::new("vex_consensus_changes");
+
+/// The [`CHANGES`] key of position `seq` of `tenant`'s change stream (positions sort in
+/// order within a tenant).
+fn change_key(tenant: &str, seq: u64) -> String {
+    format!("{tenant}\u{0}{seq:020}")
+}
 /// Per tenant, the policy epoch up to which its trust changes are recomputed.
 const TRUST_RECOMPUTED: TableDefinition<&str, u64> = TableDefinition::new("vex_trust_recomputed");
 /// One-time migrations done (key: the migration).

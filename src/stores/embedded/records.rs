@@ -7,8 +7,7 @@
 //! position and its conflict-queue change, only if it is not older; all of it commits
 //! together, and the read cache learns the new answers only after the commit.
 
-use super::changes::change_key;
-use super::{err, json_err, EmbeddedStore, CHANGES, CHANGE_TAILS, CONFLICTS, CONSENSUS, HISTORY};
+use super::{change_key, err, json_err, EmbeddedStore, CHANGES, CHANGE_TAILS, CONFLICTS, CONSENSUS, HISTORY};
 use crate::domain::consensus::{ConsensusRecord, PairKey};
 use crate::domain::version::{RecordVersion, VersionedRecord};
 use crate::ports::{
