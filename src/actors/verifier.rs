@@ -292,27 +292,7 @@ pub fn verify_detached_and_normalise(msg: VerifyDetached, keys: &KeyDirectory) -
             detail: format!("{name}: an envelope with a detached signature"),
         },
     };
-    if record.issuer.is_none() {
-        // The key is nobody's: record the issuer the document claims.
-        if let IngestOutcome::Observations { observations, .. } = &outcome {
-            record.issuer = observations
-                .iter()
-                .find_map(|o| o.issuer.as_deref())
-                .map(|c| keys.issuer_id(c).unwrap_or(c).to_string());
-        }
-    }
-    if failed {
-        DsseVerificationFailed {
-            kind: SignatureKind::Openpgp,
-            source: &name,
-            correlation_id: correlation_id.as_deref(),
-            issuer: record.issuer.as_deref(),
-            keyid: record.keyid.as_deref(),
-            reason: record.reason.map_or("", |r| r.as_str()),
-        }
-        .emit();
-    }
-    VerifiedDocument { outcome, record }
+    settle(record, outcome, keys, SignatureKind::Openpgp, &name, correlation_id.as_deref(), failed)
 }
 
 /// The verification of an envelope that does not parse (`failed`/`malformed_envelope`;
@@ -393,17 +373,7 @@ impl Handler<VerifyEnvelope> for DsseVerifierActor {
         );
         let _entered = span.enter();
         let verified = verify_and_normalise(msg, &self.keys, self.threshold);
-        let r = &verified.record;
-        span.record("vex.outcome", r.result.as_str());
-        if let Some(i) = &r.issuer {
-            span.record("vex.issuer", crate::telemetry::trace::bounded(i));
-        }
-        if let Some(k) = &r.keyid {
-            span.record("vex.keyid", crate::telemetry::trace::bounded(k));
-        }
-        if let Some(reason) = &r.reason {
-            span.record("vex.reason", reason.as_str());
-        }
+        record_on_span(&span, &verified.record);
         verified
     }
 }
@@ -423,18 +393,22 @@ impl Handler<VerifyDetached> for DsseVerifierActor {
         );
         let _entered = span.enter();
         let verified = verify_detached_and_normalise(msg, &self.keys);
-        let r = &verified.record;
-        span.record("vex.outcome", r.result.as_str());
-        if let Some(i) = &r.issuer {
-            span.record("vex.issuer", crate::telemetry::trace::bounded(i));
-        }
-        if let Some(k) = &r.keyid {
-            span.record("vex.keyid", crate::telemetry::trace::bounded(k));
-        }
-        if let Some(reason) = &r.reason {
-            span.record("vex.reason", reason.as_str());
-        }
+        record_on_span(&span, &verified.record);
         verified
+    }
+}
+
+/// What a verification decided, on its span.
+fn record_on_span(span: &tracing::Span, r: &VerificationRecord) {
+    span.record("vex.outcome", r.result.as_str());
+    if let Some(i) = &r.issuer {
+        span.record("vex.issuer", crate::telemetry::trace::bounded(i));
+    }
+    if let Some(k) = &r.keyid {
+        span.record("vex.keyid", crate::telemetry::trace::bounded(k));
+    }
+    if let Some(reason) = &r.reason {
+        span.record("vex.reason", reason.as_str());
     }
 }
 
@@ -457,8 +431,22 @@ pub fn verify_and_normalise(msg: VerifyEnvelope, keys: &KeyDirectory, threshold:
         super::ingest::record_outcome(&span, &outcome);
         outcome
     };
+    settle(record, outcome, keys, SignatureKind::Dsse, &name, correlation_id.as_deref(), failed)
+}
+
+/// The end of a verification of either kind: a record whose signatures named no issuer
+/// (the key is nobody's) gets the issuer the document claims; a failure is counted and
+/// logged.
+fn settle(
+    mut record: VerificationRecord,
+    outcome: IngestOutcome,
+    keys: &KeyDirectory,
+    kind: SignatureKind,
+    name: &str,
+    correlation_id: Option<&str>,
+    failed: bool,
+) -> VerifiedDocument {
     if record.issuer.is_none() {
-        // Nothing in the signatures named an issuer: record the one the document claims.
         if let IngestOutcome::Observations { observations, .. } = &outcome {
             record.issuer = observations
                 .iter()
@@ -468,9 +456,9 @@ pub fn verify_and_normalise(msg: VerifyEnvelope, keys: &KeyDirectory, threshold:
     }
     if failed {
         DsseVerificationFailed {
-            kind: SignatureKind::Dsse,
-            source: &name,
-            correlation_id: correlation_id.as_deref(),
+            kind,
+            source: name,
+            correlation_id,
             issuer: record.issuer.as_deref(),
             keyid: record.keyid.as_deref(),
             reason: record.reason.map_or("", |r| r.as_str()),
