@@ -487,18 +487,7 @@ pub fn run_feeds_once(cfg: Config, names: &[String]) -> anyhow::Result<Vec<crate
             }),
             clock: Arc::new(crate::ports::SystemClock),
         };
-        let mut out = Vec::new();
-        for (f, names) in feeds.into_iter().zip(issuer_names) {
-            let tenant = f.tenant_or(&cfg.ingest.tenant).to_string();
-            let max = f.max_bytes(cfg.ingest.max_message_bytes);
-            let name = f.name.clone();
-            let source = crate::sources::feeds::FeedSource::new(f, tenant, names, max, deps.clone())
-                .with_context(|| format!("feed {name:?}"))?;
-            out.push(source.run_once(true).await);
-            if *shutdown.borrow() {
-                break;
-            }
-        }
+        let out = check_each_once(&cfg, feeds, issuer_names, &deps, &shutdown).await?;
         pipeline.drain().await.context("draining the store writer")?;
         Ok(out)
     });
@@ -530,6 +519,30 @@ pub fn check_feed(cfg: &Config, name: &str) -> anyhow::Result<crate::sources::fe
     })
 }
 
+/// Checks each feed once, in order, through `deps` (both modes of [`run_feeds_once`]),
+/// until shutdown; a feed that cannot be built stops the run naming it.
+async fn check_each_once(
+    cfg: &Config,
+    feeds: Vec<crate::config::FeedConfig>,
+    issuer_names: Vec<Vec<String>>,
+    deps: &crate::sources::feeds::FeedDeps,
+    shutdown: &watch::Receiver<bool>,
+) -> anyhow::Result<Vec<crate::sources::feeds::Summary>> {
+    let mut out = Vec::new();
+    for (f, names) in feeds.into_iter().zip(issuer_names) {
+        let tenant = f.tenant_or(&cfg.ingest.tenant).to_string();
+        let max = f.max_bytes(cfg.ingest.max_message_bytes);
+        let name = f.name.clone();
+        let source = crate::sources::feeds::FeedSource::new(f, tenant, names, max, deps.clone())
+            .with_context(|| format!("feed {name:?}"))?;
+        out.push(source.run_once(true).await);
+        if *shutdown.borrow() {
+            break;
+        }
+    }
+    Ok(out)
+}
+
 /// [`run_feeds_once`] in Kafka mode: the documents go to `kafka.topic`, each acknowledged
 /// by the broker (`acks=all`); the service's consumers ingest them.
 fn run_feeds_once_kafka(cfg: Config, names: &[String]) -> anyhow::Result<Vec<crate::sources::feeds::Summary>> {
@@ -555,18 +568,7 @@ fn run_feeds_once_kafka(cfg: Config, names: &[String]) -> anyhow::Result<Vec<cra
             }),
             clock: Arc::new(crate::ports::SystemClock),
         };
-        let mut out = Vec::new();
-        for (f, names) in feeds.into_iter().zip(issuer_names) {
-            let tenant = f.tenant_or(&cfg.ingest.tenant).to_string();
-            let max = f.max_bytes(cfg.ingest.max_message_bytes);
-            let name = f.name.clone();
-            let source = crate::sources::feeds::FeedSource::new(f, tenant, names, max, deps.clone())
-                .with_context(|| format!("feed {name:?}"))?;
-            out.push(source.run_once(true).await);
-            if *shutdown.borrow() {
-                break;
-            }
-        }
+        let out = check_each_once(&cfg, feeds, issuer_names, &deps, &shutdown).await?;
         use rdkafka::producer::Producer;
         let _ = producer.flush(rdkafka::util::Timeout::After(Duration::from_secs(10)));
         Ok(out)
