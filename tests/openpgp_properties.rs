@@ -8,21 +8,17 @@
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
-use pgp::composed::{
-    ArmorOptions, DetachedSignature, KeyType, SecretKeyParamsBuilder, SignedSecretKey, SubpacketConfig,
-};
-use pgp::crypto::hash::HashAlgorithm;
-use pgp::packet::{Subpacket, SubpacketData};
-use pgp::types::{KeyDetails, Password, Timestamp};
+#[path = "../integration-tests/common/openpgp.rs"]
+mod openpgp;
+
+use openpgp::{certificate, keygen, sign, T0};
+use pgp::composed::SignedSecretKey;
 use proptest::prelude::*;
 use vex_lens::actors::verifier::{verify_openpgp, KeyDirectory};
 use vex_lens::domain::consensus::{batch, ConsensusRecord, PackageState, PairKey};
 use vex_lens::domain::model::{IngestContext, Observation, SignatureStatus};
 use vex_lens::domain::normalise::normalise_bytes;
 use vex_lens::domain::trust::{IssuerDirectory, Knobs, Mode, Policy};
-
-/// 2024-01-01T00:00:00Z.
-const T0: u32 = 1_704_067_200;
 
 struct Fixture {
     acme: SignedSecretKey,
@@ -31,22 +27,12 @@ struct Fixture {
     directory: IssuerDirectory,
 }
 
-fn keygen(uid: &str) -> SignedSecretKey {
-    let mut b = SecretKeyParamsBuilder::default();
-    b.key_type(KeyType::Ed25519Legacy)
-        .can_certify(true)
-        .can_sign(true)
-        .primary_user_id(uid.into())
-        .created_at(Timestamp::from_secs(T0));
-    b.build().unwrap().generate(rand::thread_rng()).unwrap()
-}
-
 fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
         let acme = keygen("ACME PSIRT <psirt@acme.example>");
         let stranger = keygen("Someone <x@stranger.example>");
-        let cert = acme.to_public_key().to_armored_string(ArmorOptions::default()).unwrap();
+        let cert = certificate(&acme);
         let text = format!(
             "[[issuers]]\nid = \"acme\"\ntier = \"trusted\"\naliases = [\"ACME PSIRT\"]\n\
              keys = [{{ type = \"openpgp\", certificate = \"\"\"\n{cert}\"\"\" }}]\n\n\
@@ -56,26 +42,6 @@ fn fixture() -> &'static Fixture {
         let keys = KeyDirectory::from_directory(&directory).unwrap();
         Fixture { acme, stranger, keys, directory }
     })
-}
-
-fn sign(key: &SignedSecretKey, payload: &[u8], at: u32) -> Vec<u8> {
-    let k = &key.primary_key;
-    let hashed = vec![
-        Subpacket::regular(SubpacketData::SignatureCreationTime(Timestamp::from_secs(at))).unwrap(),
-        Subpacket::regular(SubpacketData::IssuerFingerprint(k.fingerprint())).unwrap(),
-    ];
-    DetachedSignature::sign_binary_data_with_subpackets(
-        rand::thread_rng(),
-        k,
-        &Password::empty(),
-        HashAlgorithm::Sha256,
-        payload,
-        SubpacketConfig::UserDefined { hashed, unhashed: vec![] },
-    )
-    .unwrap()
-    .to_armored_string(ArmorOptions::default())
-    .unwrap()
-    .into_bytes()
 }
 
 /// How a document travels.

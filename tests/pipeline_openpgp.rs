@@ -11,16 +11,14 @@
 
 #[path = "../integration-tests/common/mod.rs"]
 mod common;
+#[path = "../integration-tests/common/openpgp.rs"]
+mod openpgp;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use pgp::composed::{
-    ArmorOptions, DetachedSignature, KeyType, SecretKeyParamsBuilder, SignedPublicKey, SignedSecretKey, SubpacketConfig,
-};
-use pgp::crypto::hash::HashAlgorithm;
-use pgp::packet::{Subpacket, SubpacketData};
-use pgp::types::{KeyDetails, Password, Timestamp};
+use pgp::composed::SignedSecretKey;
+use pgp::types::KeyDetails;
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_vex-lens");
@@ -46,37 +44,14 @@ fn ndjson(out: &std::process::Output) -> Vec<Value> {
         .collect()
 }
 
-/// 2024-01-01T00:00:00Z.
-const T0: u32 = 1_704_067_200;
-
+/// The test's key (made with rpgp, not GnuPG).
 fn keygen() -> SignedSecretKey {
-    let mut b = SecretKeyParamsBuilder::default();
-    b.key_type(KeyType::Ed25519Legacy)
-        .can_certify(true)
-        .can_sign(true)
-        .primary_user_id("ACME PSIRT <psirt@acme.example>".into())
-        .created_at(Timestamp::from_secs(T0));
-    b.build().unwrap().generate(rand::thread_rng()).unwrap()
+    openpgp::keygen("ACME PSIRT <psirt@acme.example>")
 }
 
+/// A detached signature by `key` over `payload`, made an hour after the key.
 fn sign(key: &SignedSecretKey, payload: &[u8]) -> Vec<u8> {
-    let k = &key.primary_key;
-    let hashed = vec![
-        Subpacket::regular(SubpacketData::SignatureCreationTime(Timestamp::from_secs(T0 + 3600))).unwrap(),
-        Subpacket::regular(SubpacketData::IssuerFingerprint(k.fingerprint())).unwrap(),
-    ];
-    DetachedSignature::sign_binary_data_with_subpackets(
-        rand::thread_rng(),
-        k,
-        &Password::empty(),
-        HashAlgorithm::Sha256,
-        payload,
-        SubpacketConfig::UserDefined { hashed, unhashed: vec![] },
-    )
-    .unwrap()
-    .to_armored_string(ArmorOptions::default())
-    .unwrap()
-    .into_bytes()
+    openpgp::sign(key, payload, openpgp::T0 + 3600)
 }
 
 fn openvex(product: &str, status: &str) -> Vec<u8> {
@@ -93,10 +68,6 @@ fn write(dir: &Path, name: &str, doc: &[u8], asc: Option<&[u8]>) {
     }
 }
 
-fn armored(k: &SignedPublicKey) -> String {
-    k.to_armored_string(ArmorOptions::default()).unwrap()
-}
-
 /// The issuer directory: the GnuPG fixture's certificate for `csaf-provider` (checked
 /// by fingerprint), the test key's for `acme`.
 fn write_issuers(path: &Path, acme: &SignedSecretKey) {
@@ -104,7 +75,7 @@ fn write_issuers(path: &Path, acme: &SignedSecretKey) {
     let text = format!(
         "[[issuers]]\nid = \"csaf-provider\"\ntier = \"trusted\"\nkeys = [{{ type = \"openpgp\", fingerprint = \"83CE 4271 7380 64E6 1937  449E 1C2D CBED 1F91 3457\", certificate = \"\"\"\n{gpg}\"\"\" }}]\n\n\
          [[issuers]]\nid = \"acme\"\ntier = \"trusted\"\naliases = [\"ACME PSIRT\"]\nkeys = [{{ type = \"openpgp\", certificate = \"\"\"\n{}\"\"\" }}]\n",
-        armored(&acme.to_public_key())
+        openpgp::certificate(acme)
     );
     std::fs::write(path, text).unwrap();
 }
