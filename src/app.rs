@@ -296,6 +296,10 @@ async fn serve(
         trust,
         api: cfg.api.clone(),
         workers: cfg.http.workers,
+        feeds: crate::http::feeds::FeedsView::new(
+            &cfg,
+            Arc::new(crate::stores::feed_files::FeedFiles::under(&cfg.store.data_dir)),
+        ),
     };
     let (server, addr) =
         crate::http::serve(&cfg.http.listen, deps).with_context(|| format!("binding {}", cfg.http.listen))?;

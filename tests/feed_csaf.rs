@@ -9,7 +9,8 @@
 //! changed document (listed in a CSAF 2.1 unquoted `changes.csv`) is fetched and emitted
 //! exactly once; a wrong `.sha512` beside a right `.sha256` rejects the document
 //! (`hash_mismatch`) and it is retried (emitted once fixed); `../` and foreign-host paths
-//! are rejected and never requested.
+//! are rejected and never requested; a bare domain is discovered through its well-known
+//! URL; `GET /v1/vex/feeds` shows an admin its tenant's feeds and their state.
 
 #[path = "../integration-tests/common/csaf_provider.rs"]
 mod csaf_provider;
@@ -228,6 +229,8 @@ fn a_feed_is_pulled_incrementally_and_stores_what_consensus_computes() {
     assert_eq!(list["documents"]["emitted"].as_u64(), Some(n), "{list}");
     assert_eq!(list["documents"]["rejected"].as_u64(), Some(3), "the three bad paths: {list}");
     assert!(list["last_success_ms"].as_i64().is_some(), "{list}");
+    assert_eq!(list["last_attempt_ms"], list["last_success_ms"], "the last run succeeded: {list}");
+    assert!(list["last_error"].is_null(), "{list}");
     let status: serde_json::Value =
         serde_json::from_str(&lines(vex_lens(&["feed", "status", "ciq", "--config", c]), "status")[0]).unwrap();
     assert_eq!(status["directories"][&dir_url]["documents"][&rel2]["outcome"], "emitted", "{status}");
@@ -499,4 +502,164 @@ fn signatures_served_beside_documents_are_judged_at_ingest() {
     // (same bytes, same signature).
     let s = feed_run(&cfg);
     assert_eq!(s["emitted"].as_u64(), Some(0), "{s}");
+}
+
+/// `GET /v1/vex/feeds` (`vex:admin`) on `serve` after its first run of the feeds: the
+/// feeds of the caller's tenant only, in configuration order (a disabled one included,
+/// never run), each with what its state says: the last run and last success, the
+/// documents tracked by outcome, the one failing (a 404) with its next retry, the
+/// directory's watermark just below that document's listing; a feed stopped by a
+/// publisher mismatch with its last error and no success. Every item matches the `Feed`
+/// schema of docs/openapi.json. No token is 401, a reader's token 403; `/status` still
+/// lists names and health only.
+#[test]
+fn the_feeds_endpoint_shows_an_admin_the_feeds_of_its_tenant() {
+    #[path = "../integration-tests/common/mod.rs"]
+    #[allow(clippy::duplicate_mod)]
+    mod common;
+    use csaf_provider::Fault;
+    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tmp.path();
+    let root = tmp.join("www");
+    std::fs::create_dir_all(&root).unwrap();
+    let provider = Provider::start(&root);
+    let dir = build(&provider, &root, &tmp.join("plain"), 6);
+    let n = dir.rows.len() as u64;
+    let (failing, _) = dir.rows[0].clone();
+    assert!(dir.rows[0].1 > dir.rows[1].1, "the failing document is listed last: {:?}", dir.rows);
+    provider.fault(&format!("/.well-known/csaf/white/{failing}"), Fault::Status(404), 1);
+    let sha = |s: &str| vex_lens::domain::canonical::sha256_hex(s.as_bytes());
+    let ca = tmp.join("ca.pem").display().to_string();
+    let extra = format!(
+        "tenant = \"acme\"\n\n\
+         [[feeds]]\nname = \"wrong-issuer\"\nkind = \"csaf\"\nurl = \"{origin}/.well-known/csaf/provider-metadata.json\"\n\
+         issuer = \"other\"\ntenant = \"acme\"\nca_file = {ca:?}\n\n\
+         [[feeds]]\nname = \"later\"\nkind = \"csaf\"\nurl = \"csaf.example\"\nissuer = \"ciq\"\ntenant = \"acme\"\nenabled = false\n\n\
+         [[feeds]]\nname = \"globex-feed\"\nkind = \"csaf\"\nurl = \"globex.example\"\nissuer = \"ciq\"\ntenant = \"globex\"\nenabled = false\n\n\
+         [[api.tokens]]\nname = \"acme-admin\"\nsha256 = \"{}\"\nscopes = [\"vex:admin\"]\ntenants = [\"acme\"]\n\n\
+         [[api.tokens]]\nname = \"acme-reader\"\nsha256 = \"{}\"\nscopes = [\"vex:read\", \"vex:export\"]\ntenants = [\"acme\"]\n\n\
+         [[api.tokens]]\nname = \"globex-admin\"\nsha256 = \"{}\"\nscopes = [\"vex:admin\"]\ntenants = [\"globex\"]\n",
+        sha("admin-secret"),
+        sha("reader-secret"),
+        sha("globex-secret"),
+        origin = provider.origin(),
+    );
+    let cfg = write_config(tmp, &provider, &extra);
+    let (_serve, port) = common::start_embedded_serve(
+        &["--config", cfg.to_str().unwrap()],
+        &[],
+        &tmp.join("serve.log"),
+        std::time::Duration::from_secs(60),
+    );
+    let status = common::wait_for("both feeds' first run", std::time::Duration::from_secs(60), || {
+        let (_, body) = common::get(port, "/status")?;
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        let feeds = v["feeds"].as_array()?;
+        (feeds.len() == 2 && feeds.iter().all(|f| f["health"] != "pending")).then_some(v)
+    });
+    assert_eq!(
+        status["feeds"],
+        serde_json::json!([{"name": "ciq", "health": "ok"}, {"name": "wrong-issuer", "health": "failing"}]),
+        "/status: the feeds this instance runs, names and health only"
+    );
+    let get = |token: Option<&str>| {
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+        let (code, body) = common::http_request(&format!("127.0.0.1:{port}"), "GET", "/v1/vex/feeds", &headers, "");
+        (code, serde_json::from_str::<serde_json::Value>(&body).unwrap_or(serde_json::Value::Null))
+    };
+    let (code, body) = get(None);
+    assert_eq!((code, body["error"]["code"].as_str()), (401, Some("missing_token")), "{body}");
+    let (code, body) = get(Some("reader-secret"));
+    assert_eq!((code, body["error"]["code"].as_str()), (403, Some("insufficient_scope")), "{body}");
+
+    let (code, body) = get(Some("admin-secret"));
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["tenant"], "acme");
+    let items = body["items"].as_array().unwrap();
+    let names: Vec<&str> = items.iter().map(|f| f["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["ciq", "wrong-issuer", "later"], "the tenant's feeds, in configuration order: {body}");
+    let openapi: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(repo().join("docs/openapi.json")).unwrap()).unwrap();
+    let schema = jsonschema::validator_for(&openapi["components"]["schemas"]["Feed"]).unwrap();
+    for f in items {
+        let errors: Vec<String> = schema.iter_errors(f).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{f} does not match the Feed schema: {errors:?}");
+    }
+
+    let ciq = &items[0];
+    assert_eq!(
+        (ciq["health"].as_str(), ciq["enabled"].as_bool(), ciq["issuer"].as_str()),
+        (Some("ok"), Some(true), Some("ciq"))
+    );
+    let attempt = ciq["last_attempt_ms"].as_i64().expect("ran");
+    assert_eq!(ciq["last_success_ms"].as_i64(), Some(attempt), "its one run succeeded: {ciq}");
+    assert!(ciq["last_error"].is_null(), "{ciq}");
+    assert_eq!((ciq["documents"].as_u64(), ciq["failing"].as_u64()), (Some(n), Some(1)), "{ciq}");
+    assert_eq!(ciq["outcomes"], serde_json::json!({"emitted": n - 1, "failed": 1}), "{ciq}");
+    assert!(ciq["next_retry_ms"].as_i64().expect("a retry is owed") > attempt, "{ciq}");
+    let listed = |t: &str| vex_lens::domain::timestamp::Timestamp::parse(t).unwrap().unix_millis();
+    let dir_url = format!("{}/.well-known/csaf/white/", provider.origin());
+    assert_eq!(
+        ciq["directories"],
+        serde_json::json!([{"url": dir_url, "synced": true, "watermark_ms": listed(&dir.rows[1].1),
+                            "documents": n, "failing": 1, "next_retry_ms": ciq["next_retry_ms"]}]),
+        "the watermark stops below the failing document's listing: {ciq}"
+    );
+    assert_eq!(ciq["watermark_ms"].as_i64(), Some(listed(&dir.rows[1].1)));
+
+    let wrong = &items[1];
+    assert_eq!(wrong["health"], "failing", "{wrong}");
+    assert!(wrong["last_attempt_ms"].as_i64().is_some() && wrong["last_success_ms"].is_null(), "{wrong}");
+    assert_eq!(wrong["last_error"]["code"], "publisher_mismatch", "{wrong}");
+    assert!(wrong["last_error"]["message"].as_str().unwrap().contains("https://www.ciq.com"), "{wrong}");
+    assert_eq!((wrong["documents"].as_u64(), wrong["directories"].as_array().map(Vec::len)), (Some(0), Some(0)));
+
+    let later = &items[2];
+    assert_eq!(
+        (later["enabled"].as_bool(), later["url"].as_str(), later["documents"].as_u64()),
+        (Some(false), Some("csaf.example"), Some(0))
+    );
+    assert!(later["health"].is_null() && later["last_attempt_ms"].is_null(), "never run: {later}");
+
+    let (code, body) = get(Some("globex-secret"));
+    assert_eq!(code, 200, "{body}");
+    let names: Vec<&str> = body["items"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap()).collect();
+    assert_eq!((body["tenant"].as_str(), names), (Some("globex"), vec!["globex-feed"]), "{body}");
+}
+
+/// Discovery from a bare domain (OASIS CSAF 2.0 section 7.3.1, the well-known URL of
+/// requirement 9): `url = "localhost:<port>"` reads
+/// `https://localhost:<port>/.well-known/csaf/provider-metadata.json` first, then its
+/// directory, and pulls every document as the metadata URL form does; the second run asks
+/// the same URL conditionally.
+#[test]
+fn a_bare_domain_is_discovered_through_the_well_known_url() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tmp.path();
+    let root = tmp.join("www");
+    std::fs::create_dir_all(&root).unwrap();
+    let provider = Provider::start(&root);
+    let dir = build(&provider, &root, &tmp.join("plain"), 4);
+    let n = dir.rows.len() as u64;
+    let cfg = write_config(tmp, &provider, "");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let metadata_url = format!("{}/.well-known/csaf/provider-metadata.json", provider.origin());
+    let domain = format!("localhost:{}", provider.port);
+    std::fs::write(&cfg, text.replace(&format!("url = \"{metadata_url}\""), &format!("url = \"{domain}\""))).unwrap();
+    assert!(std::fs::read_to_string(&cfg).unwrap().contains(&format!("url = \"{domain}\"\n")));
+
+    let s = feed_run(&cfg);
+    assert_eq!((s["ok"].as_bool(), s["emitted"].as_u64()), (Some(true), Some(n)), "{s}");
+    let seen = provider.seen();
+    assert_eq!(seen[0].path, "/.well-known/csaf/provider-metadata.json", "discovery asks the well-known URL first");
+    assert_eq!(seen[0].status, 200);
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(tmp.join("data/feeds/ciq.json")).unwrap()).unwrap();
+    assert_eq!(state["metadata"]["url"], metadata_url.as_str(), "{state}");
+    provider.clear();
+    let s = feed_run(&cfg);
+    assert_eq!(s["emitted"].as_u64(), Some(0), "{s}");
+    let seen = provider.seen();
+    assert!(seen[0].path == "/.well-known/csaf/provider-metadata.json" && seen[0].status == 304, "{seen:?}");
 }

@@ -78,6 +78,8 @@ fn list(a: FeedStateArgs) -> anyhow::Result<ExitCode> {
             "enabled": f.enabled,
             "interval": f.interval,
             "last_success_ms": state.as_ref().and_then(|s| s.last_success_ms),
+            "last_attempt_ms": state.as_ref().and_then(|s| s.last_attempt_ms),
+            "last_error": state.as_ref().and_then(|s| s.last_error.as_ref()),
             "documents": documents,
         }));
     }

@@ -1,7 +1,7 @@
 //! HTTP server of `vex-lens serve`: health, status and metrics (open), the OpenAPI
 //! document (`/openapi.json`, open) and the `/v1` API (authenticated, tenant-scoped):
 //! consensus, explain, history, the change stream (SSE), conflicts, exports, trust weights,
-//! trust changes and simulate, one module per resource.
+//! trust changes and simulate, the feeds, one module per resource.
 //!
 //! Invariants: every `/v1` route passes the auth middleware (caller and tenant decided
 //! before any handler) and answers errors as `{"error": {"code", "message"}}`; every
@@ -15,6 +15,7 @@ pub mod conflicts;
 pub mod consensus;
 pub mod error;
 pub mod exports;
+pub mod feeds;
 pub mod health;
 pub mod limits;
 pub mod params;
@@ -59,6 +60,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("put", "/v1/vex/trust/issuers/{id}"),
     ("put", "/v1/vex/trust/policy"),
     ("post", "/v1/vex/simulate"),
+    ("get", "/v1/vex/feeds"),
 ];
 
 /// What `/status` reports.
@@ -108,6 +110,8 @@ pub struct ServerDeps {
     pub api: ApiConfig,
     /// HTTP worker threads (`http.workers`).
     pub workers: usize,
+    /// The configured feeds and their states (`GET /v1/vex/feeds`).
+    pub feeds: feeds::FeedsView,
 }
 
 /// Shared state of the handlers.
@@ -124,6 +128,8 @@ pub struct State {
     pub streams: stream::OpenStreams,
     /// Per-tenant rates of export jobs and simulate.
     pub rates: limits::Rates,
+    /// The configured feeds and their states (`GET /v1/vex/feeds`).
+    pub feeds: feeds::FeedsView,
 }
 
 impl State {
@@ -250,6 +256,7 @@ pub fn app(
                 .service(res("/vex/trust/issuers/{id}").route(web::put().to(trust::put_issuer)))
                 .service(res("/vex/trust/policy").route(web::put().to(trust::put_policy)))
                 .service(res("/vex/simulate").route(web::post().to(trust::simulate)))
+                .service(res("/vex/feeds").route(web::get().to(feeds::list)))
                 .default_service(web::to(error::not_found)),
         )
         .default_service(web::to(error::not_found))
@@ -292,6 +299,7 @@ pub fn serve(listen: &str, deps: ServerDeps) -> std::io::Result<(actix_web::dev:
         api: deps.api,
         streams: stream::OpenStreams::default(),
         rates: limits::Rates::default(),
+        feeds: deps.feeds,
     });
     let server = HttpServer::new(move || app(state.clone()))
         .on_connect(stream::on_connect)
@@ -354,6 +362,7 @@ mod tests {
             api: ApiConfig::default(),
             streams: stream::OpenStreams::default(),
             rates: limits::Rates::default(),
+            feeds: Default::default(),
         });
         let app = actix_web::test::init_service(app(state)).await;
         for (method, path) in ROUTES {
@@ -414,6 +423,7 @@ mod tests {
             api,
             streams: stream::OpenStreams::default(),
             rates: limits::Rates::default(),
+            feeds: Default::default(),
         });
         (dir, state)
     }
@@ -474,6 +484,7 @@ mod tests {
                     trust: s.trust.clone(),
                     api,
                     workers: 1,
+                    feeds: Default::default(),
                 },
             )
         };

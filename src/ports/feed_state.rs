@@ -3,7 +3,8 @@
 //! validators of the metadata, `index.txt` and `changes.csv` (conditional requests), per
 //! distribution directory the watermark and, per document, its relative path, listed
 //! time, the digests of the document, its hash file and its `.asc`, and its failures with
-//! the time of the next retry.
+//! the time of the next retry; and when the last run ended, when the last successful one
+//! did, and the last run's feed-level failure (what `GET /v1/vex/feeds` reports).
 //!
 //! Invariants: a save replaces the whole state atomically (a reader or a crash sees the
 //! old state or the new one, never a mix); a state that cannot be read is an error, never
@@ -122,6 +123,17 @@ pub struct DirectoryState {
     pub documents: BTreeMap<String, DocState>,
 }
 
+/// The feed-level failure of a run (the feed stopped: metadata, publisher, a list).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeedFailure {
+    /// Reason code (`metadata_invalid`, `foreign_directory`, `no_directory`,
+    /// `publisher_mismatch`, `fetch_failed`, `state_failed`).
+    pub code: String,
+    pub message: String,
+    /// When the run that failed ended (ms since the epoch).
+    pub at_ms: i64,
+}
+
 /// Everything one feed remembers.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FeedState {
@@ -136,6 +148,12 @@ pub struct FeedState {
     /// When the last run that reached the end without a feed-level failure ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_success_ms: Option<i64>,
+    /// When the last run ended, whether it succeeded or not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_attempt_ms: Option<i64>,
+    /// The feed-level failure of the last run (`None` once a run succeeds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<FeedFailure>,
 }
 
 impl FeedState {
@@ -148,6 +166,8 @@ impl FeedState {
             metadata: None,
             directories: BTreeMap::new(),
             last_success_ms: None,
+            last_attempt_ms: None,
+            last_error: None,
         }
     }
 }

@@ -21,7 +21,9 @@ pub mod plan;
 use crate::config::FeedConfig;
 use crate::domain::model::{IngestContext, Provenance};
 use crate::ingest::{Ack, Document, Ingest};
-use crate::ports::feed_state::{DirectoryState, DocDigests, DocOutcome, DocState, FeedState, MetadataState};
+use crate::ports::feed_state::{
+    DirectoryState, DocDigests, DocOutcome, DocState, FeedFailure, FeedState, MetadataState,
+};
 use crate::ports::{Clock, DeadLetterSink, FeedStateStore};
 use fetch::{FetchError, Fetcher, Got};
 use plan::{FeedError, HashFiles, Metadata, Role, Verdict, Warning};
@@ -197,9 +199,17 @@ impl FeedSource {
         let mut state =
             loaded.filter(|s| s.tenant == self.tenant).unwrap_or_else(|| FeedState::new(&name, &self.tenant));
         let result = self.sync(&mut state, retry_all, &mut sum).await;
+        let now = self.clock.now_ms();
+        state.last_attempt_ms = Some(now);
         match result {
-            Ok(()) => state.last_success_ms = Some(self.clock.now_ms()),
-            Err(e) => self.fail(&mut sum, e),
+            Ok(()) => {
+                state.last_success_ms = Some(now);
+                state.last_error = None;
+            }
+            Err(e) => {
+                state.last_error = Some(FeedFailure { code: e.code().to_string(), message: e.to_string(), at_ms: now });
+                self.fail(&mut sum, e);
+            }
         }
         if self.emit.is_some() {
             if let Err(e) = self.state.save(&state).await {
@@ -609,7 +619,7 @@ fn record_metrics(sum: &Summary, last_success_ms: Option<i64>) {
 }
 
 /// The health of the feeds `serve` runs, for `/status` (names and health only; details
-/// are in `feed status`): `pending` (not run yet), `ok` (last run without a feed-level
+/// are in `GET /v1/vex/feeds` and `feed status`): `pending` (not run yet), `ok` (last run without a feed-level
 /// failure) or `failing`.
 #[derive(Clone, Debug, Default)]
 pub struct FeedsHealth(Arc<std::sync::Mutex<BTreeMap<String, &'static str>>>);
@@ -620,6 +630,10 @@ impl FeedsHealth {
     }
     pub fn is_empty(&self) -> bool {
         self.0.lock().expect("feeds health").is_empty()
+    }
+    /// The health of `feed`, `None` when this instance does not run it.
+    pub fn get(&self, feed: &str) -> Option<&'static str> {
+        self.0.lock().expect("feeds health").get(feed).copied()
     }
 }
 
