@@ -6,7 +6,9 @@
 //! then ingests them through `vex.documents` into MongoDB, and the stored records equal
 //! `vex-lens consensus` on the same files. One document is served with an `.asc` by the
 //! issuer's key: it travels in the `openpgp-signature` header and its statements are
-//! `verified` in MongoDB as in `consensus`.
+//! `verified` in MongoDB as in `consensus`. And `serve` alone, with the feed in its
+//! configuration, pulls the provider, produces to `vex.documents` and consumes into
+//! MongoDB (records = `consensus`; a disabled feed is not run).
 
 #[path = "../integration-tests/common/mod.rs"]
 mod common;
@@ -130,5 +132,99 @@ fn feed_documents_reach_mongodb_through_the_documents_topic() {
     assert!(verified > 0, "the signed document's statements are verified");
     assert!(serve.terminate(Duration::from_secs(30)));
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    rt.block_on(common::drop_db(&services.mongo_uri, &setup.db));
+}
+
+/// `serve` in Kafka mode runs the enabled feeds itself (no `feed run`): at start it
+/// produces each document of the provider to the documents topic (acknowledged by the
+/// broker, headers `tenant` and `provenance`), its own consumers ingest them, and the
+/// records stored in MongoDB equal `vex-lens consensus` on the same files; `/status` shows
+/// the feed `ok`, its state holds every document emitted, and a disabled feed is not run.
+#[test]
+fn serve_runs_the_enabled_feeds_into_mongodb_through_the_documents_topic() {
+    let Some(services) = common::services() else { return };
+    let setup = ServeSetup::fresh(&services, "feed_serve");
+    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tmp.path();
+    let root = tmp.join("www");
+    std::fs::create_dir_all(&root).unwrap();
+    let provider = Provider::start(&root);
+    let plain = tmp.join("plain");
+    let dir = build(&provider, &root, &plain, 12);
+    let n = dir.rows.len();
+    let ca = tmp.join("ca.pem");
+    std::fs::write(&ca, &provider.ca_pem).unwrap();
+    let issuers = tmp.join("issuers.toml");
+    std::fs::write(&issuers, "[[issuers]]\nid = \"ciq\"\ntier = \"trusted\"\naliases = [\"https://www.ciq.com\"]\n")
+        .unwrap();
+    let cfg = tmp.join("vex-lens.toml");
+    let feed = |name: &str, enabled: bool| {
+        format!(
+            "[[feeds]]\nname = \"{name}\"\nkind = \"csaf\"\nurl = \"{}/.well-known/csaf/provider-metadata.json\"\n\
+             issuer = \"ciq\"\nrate = 500.0\nca_file = {:?}\nenabled = {enabled}\n\n",
+            provider.origin(),
+            ca.display().to_string()
+        )
+    };
+    std::fs::write(
+        &cfg,
+        format!(
+            "[consensus]\nissuers_file = {:?}\n\n[store]\ndata_dir = {:?}\n\n{}{}",
+            issuers.display().to_string(),
+            tmp.join("data").display().to_string(),
+            feed("ciq", true),
+            feed("off", false)
+        ),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["consensus", "--issuers", issuers.to_str().unwrap(), plain.to_str().unwrap()])
+        .current_dir(common::repo_dir())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let want: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(want.len() > n, "{} records from {n} documents", want.len());
+    let digests = |v: &[serde_json::Value]| {
+        let mut d: Vec<String> =
+            v.iter().map(|r| format!("{} {} {}", r["artifact"], r["vulnerability"], r["consensus_digest"])).collect();
+        d.sort();
+        d
+    };
+
+    let mut serve = Serve::start(&setup, "feed-serve", &[("VEXLENS_CONFIG", cfg.to_str().unwrap())]);
+    serve.wait_ready(Duration::from_secs(60));
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let stored = || -> Vec<serde_json::Value> {
+        rt.block_on(common::stored_records(&services.mongo_uri, &setup.db))
+            .iter()
+            .map(|r| serde_json::to_value(r).unwrap())
+            .collect()
+    };
+    let converged = common::wait_until(Duration::from_secs(120), || {
+        assert!(serve.is_running(), "serve exited; log:\n{}", serve.log_tail());
+        digests(&stored()) == digests(&want)
+    });
+    assert!(converged, "records through the feed, Kafka and MongoDB = consensus; log:\n{}", serve.log_tail());
+    let status = common::wait_for("the feed's health", Duration::from_secs(30), || {
+        let (_, body) = serve.get("/status")?;
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        (v["feeds"][0]["health"] != "pending").then_some(v)
+    });
+    assert_eq!(status["mode"], "kafka");
+    assert_eq!(status["feeds"], serde_json::json!([{"name": "ciq", "health": "ok"}]), "the disabled feed is not run");
+    let produced = common::kcat_consume(&services.brokers, &setup.topic, "%h@@\n");
+    let headers: Vec<&str> = produced.split("@@\n").filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(headers.len(), n, "one message per document:\n{produced}");
+    assert!(headers.iter().all(|h| h.contains("tenant=default") && h.contains("provenance=feed:ciq")), "{produced}");
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(tmp.join("data/feeds/ciq.json")).unwrap()).unwrap();
+    let emitted = state["directories"][format!("{}/.well-known/csaf/white/", provider.origin())]["documents"]
+        .as_object()
+        .map_or(0, |d| d.values().filter(|d| d["outcome"] == "emitted").count());
+    assert_eq!(emitted, n, "{state}");
+    assert!(!tmp.join("data/feeds/off.json").exists(), "a disabled feed has no state");
+    assert!(serve.terminate(Duration::from_secs(30)), "SIGTERM: clean exit; log:\n{}", serve.log_tail());
     rt.block_on(common::drop_db(&services.mongo_uri, &setup.db));
 }
