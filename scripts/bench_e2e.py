@@ -12,6 +12,8 @@ figure with what produced it. Measured in the same run, so ratios hold on a nois
                      into a fresh database on the same server (not through our store code)
   (b+)               the same into collections with the service's secondary indexes
   drain              serve (Kafka + MongoDB) from first fetch to the last durable record
+  writes             documents and index entries serve wrote to MongoDB per observation
+                     (vex_store_writes_total / vex_observations_applied_total, after the drain)
   latency            documents of 10 statements about fresh packages at a fixed offered
                      rate; produce -> durable (the record's changed_at_ms) per document,
                      and vex_consensus_latency_seconds from /metrics; measured (and
@@ -172,6 +174,31 @@ def applied(serve):
     return float(m.group(1)) if m else 0.0
 
 
+def store_writes(metrics_text):
+    """vex_store_writes_total of the MongoDB store by (kind, collection), and the
+    observations applied, from one /metrics scrape."""
+    writes = {}
+    for m in re.finditer(r'^vex_store_writes_total\{([^}]*)\} (\S+)$', metrics_text, re.M):
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1)))
+        if labels.get("store") == "mongodb":
+            key = (labels["kind"], labels["collection"])
+            writes[key] = writes.get(key, 0.0) + float(m.group(2))
+    a = re.search(r"^vex_observations_applied_total(?:\{[^}]*\})? (\S+)$", metrics_text, re.M)
+    return writes, float(a.group(1)) if a else 0.0
+
+
+def writes_per_observation(metrics_text):
+    """The line the bench prints: documents and index entries written per observation."""
+    writes, obs = store_writes(metrics_text)
+    if obs <= 0:
+        return "writes per observation: no observation applied"
+    per = lambda kind: sum(v for (k, _), v in writes.items() if k == kind) / obs
+    by = ", ".join(f"{c} {v / obs:.2f}" for (k, c), v in sorted(writes.items()) if k == "document" and v > 0)
+    return (f"MongoDB writes per observation (vex_store_writes_total / vex_observations_applied_total): "
+            f"{per('document'):.2f} documents + {per('index_entry'):.2f} index entries = "
+            f"{per('document') + per('index_entry'):.2f} (documents by collection: {by})")
+
+
 def wait_durable(db, n_obs, n_recs, timeout, serve=None):
     """The time at which all observations and records are durable. With `serve`, polls its
     own count of durable observations (vex_observations_applied_total; an observation is
@@ -323,6 +350,7 @@ def main():
     done = wait_durable(client[run], n_obs, n_recs, args.timeout, serve)
     drain_s = done - ready
     drain_rate = n_obs / drain_s
+    writes_line = writes_per_observation(serve.metrics())
     serve.stop()
 
     # (b) the store limit: the same documents, raw driver, unordered batches of 500.
@@ -377,6 +405,7 @@ def main():
     print(f"drain: vex-lens serve (Kafka + MongoDB), ready -> all durable: {drain_s:.2f} s = "
           f"{drain_rate:,.0f} observations/s")
     print(f"drain / min(a, b) = {drain_rate / limit:.2f} (target >= 0.7)")
+    print(writes_line)
     print(f"drain / min(a, b+) = {drain_rate / min(broker_rate, store_i_rate):.2f} (the bar with the same indexes)")
     drop(client, run + "_raw")
     drop(client, run + "_raw_indexed")

@@ -199,6 +199,7 @@ async fn serve(
     config_status: crate::http::ConfigStatus,
     opts: RunOptions,
 ) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
     let shutdown = shutdown_signal()?;
     let mode = cfg.source_mode();
     let (store, embedded) = connect_store(&cfg, &shutdown).await?;
@@ -357,6 +358,9 @@ async fn serve(
                 crate::ingest::RetryPolicy::once(),
                 shutdown.clone(),
             );
+            // `--once`: a progress bar while the inputs present now are processed (drawn
+            // only on a terminal's stderr).
+            let progress = if opts.once { Some(once_progress(&s).await) } else { None };
             let feeds = if opts.once {
                 Vec::new()
             } else {
@@ -367,6 +371,12 @@ async fn serve(
                 start_feeds(&cfg, &policy, emit, &feeds_health, &shutdown)?
             };
             sources::run(ingest, intake, s, shutdown.clone()).await;
+            if let Some((progress, ticker)) = progress {
+                // The last documents' records are written by the drain below; the summary
+                // counts them.
+                ticker.abort();
+                progress.finish();
+            }
             if !opts.once {
                 let mut sd = shutdown.clone();
                 while !*sd.borrow() {
@@ -385,15 +395,83 @@ async fn serve(
     if let Ok(depths) = store.conflicts.conflict_queue_depths().await {
         crate::telemetry::events::ConflictQueueDepth { depths: &depths }.emit();
     }
-    let m = crate::telemetry::metrics();
+    // The run's summary (`crate::progress::Summary`) is the `stopped` line, in the log
+    // format (a JSON line among JSON lines), its counts also as fields.
+    let summary = run_summary(if opts.once { "serve --once" } else { "serve" }, started.elapsed());
     tracing::info!(
         event = "stopped",
-        documents = m.documents_ingested.get(),
-        observations = m.observations_applied.get(),
-        "drained; exiting"
+        documents = summary.documents.unwrap_or(0),
+        observations = summary.observations.unwrap_or(0),
+        records = summary.records.unwrap_or(0),
+        dead_letters = summary.dead_letters.unwrap_or(0),
+        elapsed_ms = summary.elapsed.as_millis() as u64,
+        "{summary}; drained, exiting"
     );
     server_handle.stop(true).await;
     Ok(())
+}
+
+/// What this process did, from its metrics: documents (ingested and dead-lettered),
+/// observations made durable, current records written, diagnostics by code, dead letters.
+fn run_summary(command: &'static str, elapsed: Duration) -> crate::progress::Summary {
+    let m = crate::telemetry::metrics();
+    let outcome = |o: &str| crate::telemetry::OutcomeLabel { outcome: o.to_string() };
+    let diagnostics = crate::domain::codes::DiagnosticCode::ALL
+        .iter()
+        .map(|c| {
+            let label = crate::telemetry::CodeLabel { code: c.as_str().to_string() };
+            (c.as_str().to_string(), m.diagnostics.get_or_create(&label).get())
+        })
+        .collect();
+    let dead_letters = crate::telemetry::labels::DEAD_LETTER_REASONS
+        .iter()
+        .map(|r| m.dead_letter.get_or_create(&crate::telemetry::ReasonLabel { reason: r.as_str().to_string() }).get())
+        .sum();
+    crate::progress::Summary {
+        command,
+        documents: Some(
+            m.documents.get_or_create(&outcome("ingested")).get()
+                + m.documents.get_or_create(&outcome("dead_lettered")).get(),
+        ),
+        observations: Some(m.observations_applied.get()),
+        records: Some(m.store_writes_of("document", crate::stores::mongo::CONSENSUS)),
+        diagnostics: Some(diagnostics),
+        dead_letters: Some(dead_letters),
+        elapsed,
+    }
+}
+
+/// The progress bar of `serve --once` over the files of the watched directory (counted
+/// once at start: files an earlier run processed are not read again, so the bar may end
+/// short of its length), updated from the metrics every 200 ms; with the task updating it.
+async fn once_progress(s: &SourceSettings) -> (Arc<crate::progress::Progress>, tokio::task::JoinHandle<()>) {
+    let files = match s.dir.clone() {
+        Some(dir) => {
+            let follow = s.follow_symlinks;
+            tokio::task::spawn_blocking(move || {
+                crate::sources::scan::scan(&dir, follow).ok().map(|s| s.files.len() as u64)
+            })
+            .await
+            .ok()
+            .flatten()
+        }
+        None => None,
+    };
+    let progress = Arc::new(crate::progress::Progress::start(files));
+    let p = progress.clone();
+    let ticker = tokio::spawn(async move {
+        if !p.is_drawn() {
+            return;
+        }
+        loop {
+            let now = run_summary("serve --once", Duration::ZERO);
+            p.set_documents(now.documents.unwrap_or(0));
+            p.set_observations(now.observations.unwrap_or(0));
+            p.set_records(now.records.unwrap_or(0));
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    (progress, ticker)
 }
 
 /// The issuer names (id, display name, aliases) of each selected feed's configured

@@ -25,6 +25,8 @@ pub mod input;
 #[cfg(feature = "service")]
 pub mod ports;
 #[cfg(feature = "service")]
+pub mod progress;
+#[cfg(feature = "service")]
 pub mod sources;
 #[cfg(feature = "service")]
 pub mod stores;

@@ -186,7 +186,7 @@ fn normalise(name: &str, value: &Value, digest: &str, ctx: &IngestContext, envel
     match normalise_value(name, value, digest, ctx) {
         Ok(doc) => IngestOutcome::Observations {
             format: format_name(doc.format),
-            diagnostics: doc.diagnostics.len(),
+            diagnostics: doc.diagnostics.iter().map(|d| d.code).collect(),
             observations: doc.observations,
             enveloped,
         },

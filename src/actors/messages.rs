@@ -54,7 +54,8 @@ pub enum IngestOutcome {
     Observations {
         observations: Vec<Observation>,
         format: &'static str,
-        diagnostics: usize,
+        /// The code of each diagnostic of the document.
+        diagnostics: Vec<crate::domain::codes::DiagnosticCode>,
         /// Whether the document came in a DSSE envelope.
         enveloped: bool,
     },

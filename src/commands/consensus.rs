@@ -12,13 +12,42 @@ use vex_lens::domain::normalise::normalise_bytes;
 use vex_lens::domain::timestamp::Timestamp;
 use vex_lens::domain::trust::{IssuerDirectory, Knobs, Policy};
 use vex_lens::input;
+use vex_lens::progress::{self, Progress, Summary};
 
-/// Reads and normalises every input document. Fails on the first bad document unless
-/// `--keep-going`. A `<document>.asc` beside a document is its detached OpenPGP signature,
-/// judged against `directory`'s certificates as the service judges it
-/// (`verifier::verify_openpgp`), so a document gives the same observations here as
-/// through the watched directory or Kafka.
-pub fn load_observations(args: &InputArgs, directory: &IssuerDirectory) -> anyhow::Result<(Vec<Observation>, usize)> {
+/// What [`load_observations`] read.
+pub struct Loaded {
+    pub observations: Vec<Observation>,
+    /// Input documents (those that failed included).
+    pub documents: usize,
+    /// Documents skipped by `--keep-going` (could not be read or normalised).
+    pub failed: usize,
+    /// Diagnostics by code.
+    pub diagnostics: BTreeMap<String, u64>,
+    /// Observations of the documents read (`observations` may be taken by the caller).
+    pub observation_count: u64,
+}
+
+impl Loaded {
+    /// The run's summary with the records it wrote (`None`: it writes no records).
+    pub fn summary(&self, command: &'static str, records: Option<u64>, progress: &Progress) -> Summary {
+        Summary {
+            command,
+            documents: Some(self.documents as u64),
+            observations: Some(self.observation_count),
+            records,
+            diagnostics: Some(self.diagnostics.clone()),
+            dead_letters: Some(self.failed as u64),
+            elapsed: progress.elapsed(),
+        }
+    }
+}
+
+/// Reads and normalises every input document, counting documents and observations on
+/// `progress`. Fails on the first bad document unless `--keep-going`. A `<document>.asc`
+/// beside a document is its detached OpenPGP signature, judged against `directory`'s
+/// certificates as the service judges it (`verifier::verify_openpgp`), so a document
+/// gives the same observations here as through the watched directory or Kafka.
+pub fn load_observations(args: &InputArgs, directory: &IssuerDirectory, progress: &Progress) -> anyhow::Result<Loaded> {
     let keys = vex_lens::actors::verifier::KeyDirectory::from_directory(directory)?;
     let files = input::expand(&args.paths)?;
     if files.is_empty() {
@@ -27,9 +56,10 @@ pub fn load_observations(args: &InputArgs, directory: &IssuerDirectory) -> anyho
             args.paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
         );
     }
+    progress.set_length(files.len() as u64);
     let mut observations = Vec::new();
     let mut failed = 0usize;
-    let mut diag_counts: BTreeMap<DiagnosticCode, usize> = BTreeMap::new();
+    let mut diag_counts: BTreeMap<DiagnosticCode, u64> = BTreeMap::new();
     // Documents are read and normalised on every core, then taken in the order given
     // (the first bad one, in that order, is the one reported).
     use rayon::prelude::*;
@@ -50,6 +80,10 @@ pub fn load_observations(args: &InputArgs, directory: &IssuerDirectory) -> anyho
                 }
                 normalise_bytes(&name, &bytes, &ctx, args.max_document_bytes).map_err(anyhow::Error::from)
             });
+            if let Ok(doc) = &res {
+                progress.observations(doc.observations.len() as u64);
+            }
+            progress.documents_read(1);
             (name, res)
         })
         .collect();
@@ -58,27 +92,30 @@ pub fn load_observations(args: &InputArgs, directory: &IssuerDirectory) -> anyho
             Ok(doc) => {
                 for d in &doc.diagnostics {
                     if args.verbose {
-                        eprintln!("warning: {name}: {}: {}", d.code, d.message);
+                        progress::suspend(|| eprintln!("warning: {name}: {}: {}", d.code, d.message));
                     }
                     *diag_counts.entry(d.code).or_default() += 1;
                 }
                 observations.extend(doc.observations);
             }
             Err(e) if args.keep_going => {
-                eprintln!("error: {e:#} (skipped)");
+                progress::suspend(|| eprintln!("error: {e:#} (skipped)"));
                 failed += 1;
             }
             Err(e) => return Err(e.context("use --keep-going to skip bad documents")),
         }
     }
     if !args.verbose && !diag_counts.is_empty() {
-        let summary: Vec<String> = diag_counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
-        eprintln!("note: diagnostics: {} (use -v to list them)", summary.join(", "));
+        progress::suspend(|| eprintln!("note: -v lists each diagnostic"));
     }
-    if failed > 0 {
-        eprintln!("note: {failed} of {} document(s) skipped", files.len());
-    }
-    Ok((observations, files.len() - failed))
+    let observation_count = observations.len() as u64;
+    Ok(Loaded {
+        observations,
+        documents: files.len(),
+        failed,
+        diagnostics: diag_counts.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+        observation_count,
+    })
 }
 
 /// The policy of a CLI run: the knobs of the configuration file (`--config`, else
@@ -142,14 +179,17 @@ pub fn run(args: ConsensusArgs) -> anyhow::Result<ExitCode> {
         None => None,
     };
     let policy = cli_policy(args.mode, args.issuers.as_deref(), args.config.as_deref())?.with_as_of(as_of);
-    let (observations, _) = load_observations(&args.input, &policy.directory)?;
+    let progress = Progress::start(None);
+    let mut loaded = load_observations(&args.input, &policy.directory, &progress)?;
+    let observations = std::mem::take(&mut loaded.observations);
     let stdout = std::io::stdout();
     // Records are ~4 KiB each: a large buffer writes them in few system calls.
     let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
-    let errors = if args.format == OutputFormat::Ndjson {
+    let (errors, records) = if args.format == OutputFormat::Ndjson {
         // Each record becomes its canonical JSON as soon as it is evaluated and is written
         // out in order: neither the records nor their lines are ever all held at once.
         let mut written = Ok(());
+        let mut records = 0u64;
         let errors = batch_each(
             observations,
             &policy,
@@ -158,20 +198,25 @@ pub fn run(args: ConsensusArgs) -> anyhow::Result<ExitCode> {
             |_, line| {
                 if written.is_ok() {
                     written = out.write_all(line.as_bytes()).and_then(|()| out.write_all(b"\n"));
+                    records += 1;
+                    progress.records(1);
                 }
             },
         );
         written?;
-        errors
+        (errors, records)
     } else {
         let (records, errors) = batch(observations, &policy, args.explain);
+        progress.records(records.len() as u64);
         write_records(&mut out, &records, args.format)?;
-        errors
+        (errors, records.len() as u64)
     };
     for e in &errors {
-        eprintln!("warning: {e}");
+        progress::suspend(|| eprintln!("warning: {e}"));
     }
     out.flush()?;
+    progress.finish();
+    loaded.summary("consensus", Some(records), &progress).print();
     Ok(ExitCode::SUCCESS)
 }
 
@@ -235,8 +280,10 @@ pub fn write_records<W: Write>(out: &mut W, records: &[ConsensusRecord], format:
 }
 
 pub fn run_normalise(args: NormaliseArgs) -> anyhow::Result<ExitCode> {
+    let progress = Progress::start(None);
     // The issuer directory of ./config/issuers.toml (if any) judges `.asc` signatures.
-    let (mut observations, _) = load_observations(&args.input, &load_directory(None)?)?;
+    let mut loaded = load_observations(&args.input, &load_directory(None)?, &progress)?;
+    let mut observations = std::mem::take(&mut loaded.observations);
     observations.sort_by(|a, b| a.id.cmp(&b.id));
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
@@ -246,5 +293,7 @@ pub fn run_normalise(args: NormaliseArgs) -> anyhow::Result<ExitCode> {
         writeln!(out, "{}", vex_lens::domain::canonical::to_string(&o)?)?;
     }
     out.flush()?;
+    progress.finish();
+    loaded.summary("normalise", None, &progress).print();
     Ok(ExitCode::SUCCESS)
 }

@@ -54,6 +54,9 @@ pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
         source: String::new(),
         created_at: None,
     };
+    let progress = vex_lens::progress::Progress::start(None);
+    // What `--from` read (an export from a store reads no document).
+    let mut read = None;
     let summary = if !args.from.is_empty() {
         req.source = "files".into();
         let tenant = args.tenant.clone().unwrap_or_else(|| "default".into());
@@ -69,7 +72,8 @@ pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
             max_document_bytes: args.max_document_bytes,
             verbose: args.verbose,
         };
-        let (observations, _) = load_observations(&input, &policy.directory)?;
+        let mut loaded = load_observations(&input, &policy.directory, &progress)?;
+        let observations = std::mem::take(&mut loaded.observations);
         // The statement text the OpenVEX snapshot joins (the observations go to the batch).
         let texts: StatementTexts = match format {
             ExportFormat::Openvex => observations.iter().map(|o| (o.id.clone(), StatementText::from(o))).collect(),
@@ -77,10 +81,13 @@ pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
         };
         let (records, errors) = batch(observations, &policy, false);
         for e in &errors {
-            eprintln!("warning: {e}");
+            vex_lens::progress::suspend(|| eprintln!("warning: {e}"));
         }
         let records = filter_since(records, since.as_ref());
-        write_bundle(&records, &texts, &req, signer.as_ref())?
+        let bundle = write_bundle(&records, &texts, &req, signer.as_ref())?;
+        progress.records(bundle.counts.records as u64);
+        read = Some(loaded);
+        bundle
     } else if let Some(uri) = &args.mongo_uri {
         req.source = "mongodb".into();
         // One runtime for both: the client's background tasks live on it.
@@ -101,7 +108,19 @@ pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
     } else {
         bail!("no source: give --from PATH... (VEX files), --mongo-uri URI or --data-dir DIR");
     };
+    progress.finish();
     report(&summary);
+    let records = Some(summary.counts.records as u64);
+    match read {
+        Some(loaded) => loaded.summary("export", records, &progress),
+        None => vex_lens::progress::Summary {
+            command: "export",
+            records,
+            elapsed: progress.elapsed(),
+            ..Default::default()
+        },
+    }
+    .print();
     Ok(ExitCode::SUCCESS)
 }
 

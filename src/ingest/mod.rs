@@ -175,7 +175,8 @@ impl Ingest {
         entries.extend(markers);
         let correlation_id = doc.ctx.provenance.correlation_id.as_deref();
         self.bus.publish(entries, &Origin { correlation_id, trace: &doc.trace }).await?;
-        DocumentIngested { source: &doc.name, correlation_id, format, observations: n, diagnostics }.emit();
+        DocumentIngested { source: &doc.name, correlation_id, format, observations: n, diagnostics: &diagnostics }
+            .emit();
         Ok(())
     }
 }

@@ -9,7 +9,7 @@
 //! [`LogBudget`]'s rate per event, the lines held back counted in
 //! `vex_log_lines_dropped_total{event}`.
 
-use super::{metrics, OperationLabel, OutcomeLabel, ReasonLabel, ResultLabel};
+use super::{metrics, CodeLabel, OperationLabel, OutcomeLabel, ReasonLabel, ResultLabel, StoreWriteLabel};
 use crate::domain::codes::DeadLetterReason;
 use crate::domain::consensus::ConsensusRecord;
 use crate::ports::JobResult;
@@ -21,7 +21,8 @@ pub struct DocumentIngested<'a> {
     pub correlation_id: Option<&'a str>,
     pub format: &'a str,
     pub observations: usize,
-    pub diagnostics: usize,
+    /// The code of each diagnostic of the document.
+    pub diagnostics: &'a [crate::domain::codes::DiagnosticCode],
 }
 
 impl DocumentIngested<'_> {
@@ -29,13 +30,16 @@ impl DocumentIngested<'_> {
         let m = metrics();
         m.documents_ingested.inc();
         m.documents.get_or_create(&outcome("ingested")).inc();
+        for code in self.diagnostics {
+            m.diagnostics.get_or_create(&CodeLabel { code: code.as_str().to_string() }).inc();
+        }
         tracing::info!(
             event = "document_ingested",
             source = self.source,
             correlationId = self.correlation_id,
             format = self.format,
             observations = self.observations,
-            diagnostics = self.diagnostics,
+            diagnostics = self.diagnostics.len(),
             "document normalised"
         );
     }
@@ -250,6 +254,33 @@ impl StoreAttempt<'_> {
             .store_operation_duration
             .get_or_create(&OperationLabel { operation: self.operation.to_string() })
             .observe(self.duration.as_secs_f64());
+    }
+}
+
+/// What a store wrote to one collection (table): `documents` documents (rows) inserted,
+/// replaced or deleted, and the `index_entries` maintained for them
+/// (`vex_store_writes_total`).
+pub struct StoreWrites<'a> {
+    /// `embedded` or `mongodb`.
+    pub store: &'static str,
+    pub collection: &'a str,
+    pub documents: u64,
+    pub index_entries: u64,
+}
+
+impl StoreWrites<'_> {
+    pub fn emit(&self) {
+        let m = metrics();
+        for (kind, n) in [("document", self.documents), ("index_entry", self.index_entries)] {
+            if n > 0 {
+                let label = StoreWriteLabel {
+                    store: self.store.to_string(),
+                    kind: kind.to_string(),
+                    collection: self.collection.to_string(),
+                };
+                m.store_writes.get_or_create(&label).inc_by(n);
+            }
+        }
     }
 }
 

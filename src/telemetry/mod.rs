@@ -89,6 +89,14 @@ pub mod names {
     /// Counter{reason}: files of the watched directory not read (not_regular,
     /// symlink_outside, unreadable, changed), each counted once while it stays so.
     pub const INGEST_FILES_SKIPPED_TOTAL: &str = "vex_ingest_files_skipped_total";
+    /// Counter{code}: diagnostics of the documents normalised, by diagnostic code.
+    pub const DIAGNOSTICS_TOTAL: &str = "vex_diagnostics_total";
+    /// Counter{store,kind,collection}: what the store wrote: `kind` `document` (a
+    /// document/row inserted, replaced or deleted) or `index_entry` (an entry of a
+    /// secondary index maintained for it); `store` `embedded` or `mongodb`; `collection`
+    /// the collection (table). Divided by `vex_observations_applied_total`: the writes
+    /// per observation.
+    pub const STORE_WRITES_TOTAL: &str = "vex_store_writes_total";
 
     /// Gauge: start time of the process (Unix seconds): its changes count restarts (the
     /// crash-loop alert). The standard `process_*` name, as every Prometheus client has it.
@@ -102,7 +110,7 @@ pub mod names {
     pub const PROCESS: [&str; 3] = [PROCESS_START_TIME_SECONDS, PROCESS_RESIDENT_MEMORY_BYTES, PROCESS_OPEN_FDS];
 
     /// Every registered `vex_*` metric name (as it appears in `/metrics`, without histogram suffixes).
-    pub const ALL: [&str; 28] = [
+    pub const ALL: [&str; 30] = [
         CONSENSUS_LATENCY_SECONDS,
         CONFLICT_QUEUE_DEPTH,
         RECOMPUTE_DURATION_SECONDS,
@@ -131,6 +139,8 @@ pub mod names {
         FEED_LAST_SUCCESS_SECONDS,
         FEED_INTERVAL_SECONDS,
         INGEST_FILES_SKIPPED_TOTAL,
+        DIAGNOSTICS_TOTAL,
+        STORE_WRITES_TOTAL,
     ];
 }
 
@@ -163,6 +173,34 @@ pub mod labels {
     /// Store operations of the store writer.
     pub const STORE_OPERATIONS: [&str; 5] =
         ["put_verification", "put_observations", "put_records", "observations_for_package", "conflict_queue_depth"];
+    /// `(store, kind, collection)` of `vex_store_writes_total`: the collections (tables)
+    /// of the ingest path, each with the kinds its store writes there (an embedded table
+    /// has no secondary index: the change stream's tables are the index of the history).
+    pub const STORE_WRITES: &[(&str, &str, &str)] = &[
+        ("embedded", "document", "vex_observations"),
+        ("embedded", "document", "vex_document_versions"),
+        ("embedded", "document", "vex_consensus"),
+        ("embedded", "document", "vex_consensus_history"),
+        ("embedded", "document", "vex_conflict_queue"),
+        ("embedded", "document", "vex_dsse_verifications"),
+        ("embedded", "document", "ingested_files"),
+        ("embedded", "document", "dead_letters"),
+        ("embedded", "index_entry", "vex_consensus_changes"),
+        ("embedded", "index_entry", "vex_consensus_change_tails"),
+        ("mongodb", "document", "vex_observations"),
+        ("mongodb", "index_entry", "vex_observations"),
+        ("mongodb", "document", "vex_document_versions"),
+        ("mongodb", "index_entry", "vex_document_versions"),
+        ("mongodb", "document", "vex_consensus"),
+        ("mongodb", "index_entry", "vex_consensus"),
+        ("mongodb", "document", "vex_consensus_history"),
+        ("mongodb", "index_entry", "vex_consensus_history"),
+        ("mongodb", "document", "vex_conflict_queue"),
+        ("mongodb", "index_entry", "vex_conflict_queue"),
+        ("mongodb", "document", "vex_consensus_changes"),
+        ("mongodb", "index_entry", "vex_consensus_changes"),
+        ("mongodb", "document", "vex_dsse_verifications"),
+    ];
     /// Why a watched file was not read (`sources::scan::SkipReason::as_str`).
     pub const INGEST_SKIP_REASONS: [&str; 4] = ["not_regular", "symlink_outside", "unreadable", "changed"];
     /// The info events written at most at their rate (`vex_log_lines_dropped_total{event}`).
@@ -188,6 +226,21 @@ pub struct KindReasonLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
     pub reason: String,
+}
+
+/// Label set `{code}` (diagnostic codes: a closed set).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabel {
+    pub code: String,
+}
+
+/// Label set `{store, kind, collection}` of `vex_store_writes_total` (closed sets: two
+/// stores, two kinds, the collections of the stores).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StoreWriteLabel {
+    pub store: String,
+    pub kind: String,
+    pub collection: String,
 }
 
 /// Label set `{tenant}` (tenants are configured, a small set).
@@ -307,6 +360,8 @@ pub struct Metrics {
     pub feed_last_success: Family<FeedLabel, Gauge>,
     pub feed_interval: Family<FeedLabel, Gauge>,
     pub ingest_files_skipped: Family<ReasonLabel, Counter>,
+    pub diagnostics: Family<CodeLabel, Counter>,
+    pub store_writes: Family<StoreWriteLabel, Counter>,
     pub process_start_time: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub process_resident_memory: Gauge,
     pub process_open_fds: Gauge,
@@ -551,6 +606,30 @@ impl Metrics {
             "Files of the watched directory not read, by reason (each counted once while it stays so)",
             ingest_files_skipped.clone(),
         );
+        let diagnostics = Family::<CodeLabel, Counter>::default();
+        pre_create(
+            &diagnostics,
+            crate::domain::codes::DiagnosticCode::ALL.iter().map(|c| CodeLabel { code: c.as_str().to_string() }),
+        );
+        registry.register(
+            counter_name(names::DIAGNOSTICS_TOTAL),
+            "Diagnostics of the documents normalised, by diagnostic code",
+            diagnostics.clone(),
+        );
+        let store_writes = Family::<StoreWriteLabel, Counter>::default();
+        pre_create(
+            &store_writes,
+            labels::STORE_WRITES.iter().map(|(store, kind, collection)| StoreWriteLabel {
+                store: store.to_string(),
+                kind: kind.to_string(),
+                collection: collection.to_string(),
+            }),
+        );
+        registry.register(
+            counter_name(names::STORE_WRITES_TOTAL),
+            "Documents (rows) and secondary index entries the store wrote, by store, kind and collection",
+            store_writes.clone(),
+        );
         let process_start_time = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
         process_start_time.set(read_process_start_time());
         registry.register(
@@ -596,10 +675,27 @@ impl Metrics {
             feed_last_success,
             feed_interval,
             ingest_files_skipped,
+            diagnostics,
+            store_writes,
             process_start_time,
             process_resident_memory,
             process_open_fds,
         }
+    }
+
+    /// `vex_store_writes_total{kind, collection}` summed over the stores.
+    pub fn store_writes_of(&self, kind: &str, collection: &str) -> u64 {
+        ["embedded", "mongodb"]
+            .iter()
+            .map(|store| {
+                let label = StoreWriteLabel {
+                    store: store.to_string(),
+                    kind: kind.to_string(),
+                    collection: collection.to_string(),
+                };
+                self.store_writes.get_or_create(&label).get()
+            })
+            .sum()
     }
 
     /// Sets the conflict queue depth of every tenant in `depths`, and 0 for every tenant
@@ -782,7 +878,7 @@ fn install(format: LogFormat, tracer: Option<opentelemetry_sdk::trace::SdkTracer
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rdkafka=warn"));
     let logs = match format {
         LogFormat::Json => tracing_subscriber::fmt::layer()
-            .with_writer(std::io::stderr)
+            .with_writer(|| crate::progress::LogWriter)
             .with_ansi(false)
             .fmt_fields(fmtf::JsonFields::new())
             .event_format(WithEvent {
@@ -793,7 +889,7 @@ fn install(format: LogFormat, tracer: Option<opentelemetry_sdk::trace::SdkTracer
         LogFormat::Text => {
             let colour = use_colour();
             tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
+                .with_writer(|| crate::progress::LogWriter)
                 .with_ansi(colour)
                 .event_format(WithEvent { inner: fmtf().compact().with_ansi(colour), json: false })
                 .boxed()
@@ -895,6 +991,11 @@ mod tests {
         }
         for r in labels::INGEST_SKIP_REASONS {
             want.push(format!("vex_ingest_files_skipped_total{{reason=\"{r}\"}} 0"));
+        }
+        for (store, kind, collection) in labels::STORE_WRITES {
+            want.push(format!(
+                "vex_store_writes_total{{store=\"{store}\",kind=\"{kind}\",collection=\"{collection}\"}} 0"
+            ));
         }
         for w in want {
             assert!(text.lines().any(|l| l == w), "{w} missing from:\n{text}");

@@ -13,7 +13,7 @@ impl EmbeddedStore {
 #[async_trait::async_trait]
 impl ExportJobStore for EmbeddedStore {
     async fn put_export_job(&self, job: &ExportJobRecord) -> Result<(), StoreError> {
-        self.put_json(EXPORT_JOBS, &job.job_id, job).await
+        self.put_json(&EXPORT_JOBS, &job.job_id, job).await
     }
 
     async fn list_export_jobs(&self, tenant: &str) -> Result<Vec<ExportJobRecord>, StoreError> {

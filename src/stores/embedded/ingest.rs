@@ -2,7 +2,7 @@
 //! processed (by path and fingerprint, [`ProcessedFiles`]) and the dead-lettered inputs
 //! ([`DeadLetterSink`]).
 
-use super::err;
+use super::{err, Tally};
 use super::{EmbeddedStore, DEAD_LETTERS, FILES};
 use crate::ports::{DeadLetter, DeadLetterError, DeadLetterSink, ProcessedFiles, StoreError};
 
@@ -25,7 +25,11 @@ impl ProcessedFiles for EmbeddedStore {
         self.blocking(move |db| {
             let tx = db.begin_write().map_err(err)?;
             tx.open_table(FILES).map_err(err)?.insert(path.as_str(), fingerprint.as_str()).map_err(err)?;
-            tx.commit().map_err(err)
+            tx.commit().map_err(err)?;
+            let mut tally = Tally::default();
+            tally.rows(&FILES, 1);
+            tally.committed();
+            Ok(())
         })
         .await
     }
@@ -35,7 +39,7 @@ impl ProcessedFiles for EmbeddedStore {
 impl DeadLetterSink for EmbeddedStore {
     /// Records a dead-lettered input (a store failure leaves it counted and logged only).
     async fn dead_letter(&self, d: &DeadLetter) -> Result<(), DeadLetterError> {
-        self.put_json(DEAD_LETTERS, &format!("{:020}:{}:{}", d.at_ms, d.source, d.reason), d)
+        self.put_json(&DEAD_LETTERS, &format!("{:020}:{}:{}", d.at_ms, d.source, d.reason), d)
             .await
             .map_err(|e| DeadLetterError::NotStored(e.to_string()))
     }

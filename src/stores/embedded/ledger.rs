@@ -2,7 +2,7 @@
 //! `tenant \0 issuer \0 document id \0 digest`, so a document's versions are one key-range
 //! scan; a version is inserted once and never overwritten).
 
-use super::{err, json_err, EmbeddedStore, DOCUMENT_VERSIONS};
+use super::{err, json_err, EmbeddedStore, Tally, DOCUMENT_VERSIONS};
 use crate::domain::ledger::{DocumentKey, DocumentVersion};
 use crate::ports::{DocumentLedger, StoreError};
 use redb::ReadableTable;
@@ -24,10 +24,12 @@ impl DocumentLedger for EmbeddedStore {
         self.blocking(move |db| {
             let tx = db.begin_write().map_err(err)?;
             let mut out = Vec::new();
+            let mut tally = Tally::default();
             {
                 let mut t = tx.open_table(DOCUMENT_VERSIONS).map_err(err)?;
                 if t.get(key.as_str()).map_err(err)?.is_none() {
                     t.insert(key.as_str(), value.as_slice()).map_err(err)?;
+                    tally.rows(&DOCUMENT_VERSIONS, 1);
                 }
                 // The range of keys starting with `start` (its last byte is \0).
                 let end = format!("{}\u{1}", &start[..start.len() - 1]);
@@ -37,6 +39,7 @@ impl DocumentLedger for EmbeddedStore {
                 }
             }
             tx.commit().map_err(err)?;
+            tally.committed();
             out.sort_by(|a, b| a.digest.cmp(&b.digest));
             Ok(out)
         })

@@ -78,6 +78,38 @@ fn err<E: Into<redb::Error>>(e: E) -> StoreError {
     }
 }
 
+/// What one write transaction wrote, by table: counted while it runs, reported
+/// (`vex_store_writes_total{store="embedded"}`) only once it committed.
+#[derive(Default)]
+pub(super) struct Tally(std::collections::BTreeMap<&'static str, (u64, u64)>);
+
+impl Tally {
+    /// `n` rows inserted, replaced or removed in `table`.
+    pub(super) fn rows<K: redb::Key, V: redb::Value>(
+        &mut self,
+        table: &'static TableDefinition<'static, K, V>,
+        n: u64,
+    ) {
+        self.0.entry(redb::TableHandle::name(table)).or_default().0 += n;
+    }
+
+    /// `n` entries written in `table`, an index of another table (the change stream).
+    pub(super) fn index<K: redb::Key, V: redb::Value>(
+        &mut self,
+        table: &'static TableDefinition<'static, K, V>,
+        n: u64,
+    ) {
+        self.0.entry(redb::TableHandle::name(table)).or_default().1 += n;
+    }
+
+    /// Reports the counts (call after the commit).
+    pub(super) fn committed(self) {
+        for (collection, (documents, index_entries)) in self.0 {
+            crate::telemetry::events::StoreWrites { store: "embedded", collection, documents, index_entries }.emit();
+        }
+    }
+}
+
 fn json_err(e: serde_json::Error) -> StoreError {
     StoreError::Rejected(format!("json: {e}"))
 }
@@ -149,7 +181,7 @@ impl EmbeddedStore {
     /// Upserts `value` as JSON under `key` in a JSON-valued table.
     async fn put_json<T: serde::Serialize>(
         &self,
-        table: TableDefinition<'static, &'static str, &'static [u8]>,
+        table: &'static TableDefinition<'static, &'static str, &'static [u8]>,
         key: &str,
         value: &T,
     ) -> Result<(), StoreError> {
@@ -157,8 +189,12 @@ impl EmbeddedStore {
         let value = serde_json::to_vec(value).map_err(json_err)?;
         self.blocking(move |db| {
             let tx = db.begin_write().map_err(err)?;
-            tx.open_table(table).map_err(err)?.insert(key.as_str(), value.as_slice()).map_err(err)?;
-            tx.commit().map_err(err)
+            tx.open_table(*table).map_err(err)?.insert(key.as_str(), value.as_slice()).map_err(err)?;
+            tx.commit().map_err(err)?;
+            let mut tally = Tally::default();
+            tally.rows(table, 1);
+            tally.committed();
+            Ok(())
         })
         .await
     }
@@ -187,6 +223,21 @@ impl EmbeddedStore {
             let tx = db.begin_read().map_err(err)?;
             let n = tx.open_table(HISTORY).map_err(err)?.len().map_err(err)?;
             Ok(n)
+        })
+        .await
+    }
+
+    /// Rows of each table, by name (for tests and diagnostics).
+    pub async fn table_lengths(&self) -> Result<std::collections::BTreeMap<String, u64>, StoreError> {
+        self.blocking(|db| {
+            let tx = db.begin_read().map_err(err)?;
+            let mut out = std::collections::BTreeMap::new();
+            for h in tx.list_tables().map_err(err)? {
+                let name = redb::TableHandle::name(&h).to_string();
+                let n = tx.open_untyped_table(h).map_err(err)?.len().map_err(err)?;
+                out.insert(name, n);
+            }
+            Ok(out)
         })
         .await
     }

@@ -1,7 +1,7 @@
 //! The observations role on redb (`vex_observations`, keyed `tenant \0 package \0 id`,
 //! so a package's observations and a tenant's packages are key-range scans).
 
-use super::{err, json_err, EmbeddedStore, OBSERVATIONS};
+use super::{err, json_err, EmbeddedStore, Tally, OBSERVATIONS};
 use crate::domain::model::Observation;
 use crate::ports::{ObservationStore, StoreError};
 use redb::ReadableTable;
@@ -27,16 +27,20 @@ impl ObservationStore for EmbeddedStore {
         }
         self.blocking(move |db| {
             let tx = db.begin_write().map_err(err)?;
+            let mut tally = Tally::default();
             {
                 let mut t = tx.open_table(OBSERVATIONS).map_err(err)?;
                 for (k, v) in &rows {
                     // Keep the first provenance: never overwrite.
                     if t.get(k.as_str()).map_err(err)?.is_none() {
                         t.insert(k.as_str(), v.as_slice()).map_err(err)?;
+                        tally.rows(&OBSERVATIONS, 1);
                     }
                 }
             }
-            tx.commit().map_err(err)
+            tx.commit().map_err(err)?;
+            tally.committed();
+            Ok(())
         })
         .await
     }

@@ -7,7 +7,7 @@
 //! position and its conflict-queue change, only if it is not older; all of it commits
 //! together, and the read cache learns the new answers only after the commit.
 
-use super::{change_key, err, json_err, EmbeddedStore, CHANGES, CHANGE_TAILS, CONFLICTS, CONSENSUS, HISTORY};
+use super::{change_key, err, json_err, EmbeddedStore, Tally, CHANGES, CHANGE_TAILS, CONFLICTS, CONSENSUS, HISTORY};
 use crate::domain::consensus::{ConsensusRecord, PairKey};
 use crate::domain::version::{RecordVersion, VersionedRecord};
 use crate::ports::{
@@ -53,6 +53,7 @@ impl RecordStore for EmbeddedStore {
             let tx = db.begin_write().map_err(err)?;
             // (pair id, index in `records`) of every current record replaced.
             let mut written = Vec::new();
+            let mut tally = Tally::default();
             {
                 let mut cur = tx.open_table(CONSENSUS).map_err(err)?;
                 let mut hist = tx.open_table(HISTORY).map_err(err)?;
@@ -81,30 +82,39 @@ impl RecordStore for EmbeddedStore {
                             s.version = *version;
                             let bytes = serde_json::to_vec(&s).map_err(json_err)?;
                             cur.insert(id.as_str(), bytes.as_slice()).map_err(err)?;
+                            tally.rows(&CONSENSUS, 1);
                         }
                         WriteDecision::Write => {
                             let stored = StoredRecord::new(changed_at_ms, r.clone(), *version);
                             let bytes = serde_json::to_vec(&stored).map_err(json_err)?;
                             cur.insert(id.as_str(), bytes.as_slice()).map_err(err)?;
+                            tally.rows(&CONSENSUS, 1);
                             let hid = crate::ports::history_id(&id, changed_at_ms, &r.consensus_digest);
                             if hist.get(hid.as_str()).map_err(err)?.is_none() {
                                 hist.insert(hid.as_str(), bytes.as_slice()).map_err(err)?;
                                 let seq = tails.get(r.tenant.as_str()).map_err(err)?.map_or(0, |v| v.value()) + 1;
                                 tails.insert(r.tenant.as_str(), seq).map_err(err)?;
                                 changes.insert(change_key(&r.tenant, seq).as_str(), hid.as_str()).map_err(err)?;
+                                tally.rows(&HISTORY, 1);
+                                tally.index(&CHANGE_TAILS, 1);
+                                tally.index(&CHANGES, 1);
                             }
                         }
                     }
                     let unchanged = decision != WriteDecision::Write;
                     if r.conflicts.is_empty() {
-                        conf.remove(id.as_str()).map_err(err)?;
+                        if conf.remove(id.as_str()).map_err(err)?.is_some() {
+                            tally.rows(&CONFLICTS, 1);
+                        }
                     } else if !unchanged || conf.get(id.as_str()).map_err(err)?.is_none() {
                         let bytes = serde_json::to_vec(r).map_err(json_err)?;
                         conf.insert(id.as_str(), bytes.as_slice()).map_err(err)?;
+                        tally.rows(&CONFLICTS, 1);
                     }
                 }
             }
             tx.commit().map_err(err)?;
+            tally.committed();
             reads.committed(&written, |&i| {
                 let json = records[i].record.to_canonical_json().ok()?;
                 crate::ports::timed_record_json(json.as_bytes(), changed_at_ms).ok()

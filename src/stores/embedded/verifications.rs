@@ -13,6 +13,6 @@ impl EmbeddedStore {
 #[async_trait::async_trait]
 impl VerificationStore for EmbeddedStore {
     async fn put_verification(&self, v: &VerificationRecord) -> Result<(), StoreError> {
-        self.put_json(VERIFICATIONS, &v.envelope_digest, v).await
+        self.put_json(&VERIFICATIONS, &v.envelope_digest, v).await
     }
 }

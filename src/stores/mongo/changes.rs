@@ -141,9 +141,18 @@ impl MongoStore {
                 .map(|(hid, n)| doc! { "_id": change_id(tenant, n), "tenant": tenant, "seq": n as i64, "history_id": hid })
                 .collect();
             match self.coll(CHANGES).insert_many(changes).ordered(true).await {
-                Ok(_) => {}
-                // Another reader took a position or an entry: what went in before stays.
-                Err(e) if only_duplicate_keys(&e) => {}
+                Ok(r) => super::count_writes(CHANGES, r.inserted_ids.len() as u64, 0, 0),
+                // Another reader took a position or an entry: what went in before stays
+                // (ordered: the documents before the first error).
+                Err(e) if only_duplicate_keys(&e) => {
+                    let first = match e.kind.as_ref() {
+                        mongodb::error::ErrorKind::InsertMany(m) => {
+                            m.write_errors.as_ref().and_then(|w| w.iter().map(|we| we.index).min()).unwrap_or(0)
+                        }
+                        _ => 0,
+                    };
+                    super::count_writes(CHANGES, first as u64, 0, 0);
+                }
                 Err(e) => return Err(map_err(e)),
             }
             let mut cursor = self
@@ -165,6 +174,9 @@ impl MongoStore {
                     .run_command(doc! { "update": HISTORY, "updates": batch, "ordered": false })
                     .await
                     .map_err(map_err)?;
+                // `stream_seq` is a key of `tenant_stream_pending`.
+                let (_, modified) = super::reply_counts("update", &reply);
+                super::count_writes(HISTORY, 0, modified, 1);
                 check_write_reply(HISTORY, &reply)?;
             }
         }

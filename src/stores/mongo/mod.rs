@@ -62,6 +62,50 @@ pub const CHANGES: &str = "vex_consensus_changes";
 /// (`_id` `schema_version`).
 pub const META: &str = "vex_meta";
 
+/// The secondary indexes `init` creates on each collection (the `_id` index is the
+/// document's own key and not counted): a document inserted or deleted writes (removes)
+/// one entry in each (`vex_store_writes_total{store="mongodb",kind="index_entry"}`).
+/// `tests/it_store_writes.rs` checks this list against the server's `listIndexes`.
+pub const SECONDARY_INDEXES: &[(&str, &[&str])] = &[
+    (OBSERVATIONS, &["tenant_package"]),
+    (DOCUMENT_VERSIONS, &["tenant_issuer_document"]),
+    (CONSENSUS, &["tenant_changed_at", "tenant_artifact_vulnerability", "tenant_package_artifact"]),
+    (HISTORY, &["pair_changed_at", "tenant_stream_pending"]),
+    (CHANGES, &["history_id_unique", "tenant_seq"]),
+    (CONFLICT_QUEUE, &["tenant_reason"]),
+    (EXPORT_JOBS, &["tenant_started_at"]),
+    (TRUST_AUDIT, &["tenant_epoch"]),
+];
+
+/// The number of secondary indexes of `collection` ([`SECONDARY_INDEXES`]).
+fn secondary_indexes(collection: &str) -> u64 {
+    SECONDARY_INDEXES.iter().find(|(c, _)| *c == collection).map_or(0, |(_, i)| i.len() as u64)
+}
+
+/// Counts what one write wrote to `collection`: `whole` documents inserted or deleted
+/// (each with an entry in every secondary index) and `modified` documents changed in
+/// place, each changing `touched` index entries (the indexes whose keys the update can
+/// change).
+fn count_writes(collection: &str, whole: u64, modified: u64, touched: u64) {
+    crate::telemetry::events::StoreWrites {
+        store: "mongodb",
+        collection,
+        documents: whole + modified,
+        index_entries: whole * secondary_indexes(collection) + modified * touched,
+    }
+    .emit();
+}
+
+/// What the reply of an `insert`, `update` or `delete` command says was written:
+/// (documents inserted, upserted or deleted; documents modified in place).
+fn reply_counts(command: &str, reply: &Document) -> (u64, u64) {
+    let n = |k: &str| int_field(reply, k).max(0) as u64;
+    match command {
+        "update" => (reply.get_array("upserted").map_or(0, |u| u.len() as u64), n("nModified")),
+        _ => (n("n"), 0),
+    }
+}
+
 /// How long the driver waits for a reachable server before an operation fails
 /// (short, so a stopped server is noticed quickly and retried by the caller).
 pub const SERVER_SELECTION_TIMEOUT: Duration = Duration::from_secs(5);
@@ -119,19 +163,22 @@ impl MongoStore {
     /// commands of at most [`BATCH`] statements and [`BATCH_BYTES`]; returns the indexes
     /// of the statements that lost to a newer stored document (a duplicate key: the
     /// filter did not match the stored document, so the upsert tried to insert its `_id`).
+    /// `touched`: the secondary indexes whose keys an update of a stored document can
+    /// change (counted per document modified).
     async fn conditional_update(
         &self,
         name: &str,
         statements: Vec<(Document, usize)>,
+        touched: u64,
     ) -> Result<HashSet<usize>, StoreError> {
-        self.run_batched(name, "update", "updates", statements).await
+        self.run_batched(name, "update", "updates", statements, touched).await
     }
 
     /// Inserts documents (each `(document, estimated bytes)`) as unordered `insert`
     /// commands of at most [`BATCH`] documents and [`BATCH_BYTES`]; returns the indexes of
     /// the documents whose `_id` already existed (duplicate key: nothing was written).
     async fn insert_new(&self, name: &str, documents: Vec<(Document, usize)>) -> Result<HashSet<usize>, StoreError> {
-        self.run_batched(name, "insert", "documents", documents).await
+        self.run_batched(name, "insert", "documents", documents, 0).await
     }
 
     /// Runs the write command `command` on `name` with `items` (each `(item, estimated
@@ -143,6 +190,7 @@ impl MongoStore {
         command: &str,
         field: &str,
         items: Vec<(Document, usize)>,
+        touched: u64,
     ) -> Result<HashSet<usize>, StoreError> {
         let mut duplicates = HashSet::new();
         let mut base = 0usize;
@@ -152,6 +200,8 @@ impl MongoStore {
             cmd.insert(field, batch);
             cmd.insert("ordered", false);
             let reply = self.db.run_command(cmd).await.map_err(map_err)?;
+            let (whole, modified) = reply_counts(command, &reply);
+            count_writes(name, whole, modified, touched);
             for i in check_conditional_reply(name, &reply)? {
                 duplicates.insert(base + i);
             }
@@ -167,9 +217,16 @@ impl MongoStore {
             return Ok(());
         }
         // The driver splits the documents into messages the server accepts.
+        let n = docs.len() as u64;
         match self.coll(name).insert_many(docs).ordered(false).await {
-            Ok(_) => Ok(()),
-            Err(e) if only_duplicate_keys(&e) => Ok(()),
+            Ok(r) => {
+                count_writes(name, r.inserted_ids.len() as u64, 0, 0);
+                Ok(())
+            }
+            Err(e) if only_duplicate_keys(&e) => {
+                count_writes(name, n.saturating_sub(write_error_count(&e)), 0, 0);
+                Ok(())
+            }
             Err(e) => Err(map_err(e)),
         }
     }
@@ -184,7 +241,8 @@ impl MongoStore {
     ) -> Result<(), StoreError> {
         let mut d = mongodb::bson::to_document(value).map_err(rejected(what))?;
         d.insert("_id", id);
-        self.coll(collection).replace_one(doc! { "_id": id }, d).upsert(true).await.map_err(map_err)?;
+        let r = self.coll(collection).replace_one(doc! { "_id": id }, d).upsert(true).await.map_err(map_err)?;
+        count_writes(collection, u64::from(r.upserted_id.is_some()), r.modified_count, secondary_indexes(collection));
         Ok(())
     }
 }
@@ -219,6 +277,15 @@ fn check_conditional_reply(collection: &str, reply: &Document) -> Result<Vec<usi
     rest.insert("writeErrors", others);
     check_write_reply(collection, &rest)?;
     Ok(lost)
+}
+
+/// The documents an `insert_many` did not insert (its write errors).
+fn write_error_count(e: &MongoError) -> u64 {
+    match e.kind.as_ref() {
+        ErrorKind::InsertMany(m) => m.write_errors.as_ref().map_or(0, |w| w.len() as u64),
+        ErrorKind::Write(WriteFailure::WriteError(_)) => 1,
+        _ => 0,
+    }
 }
 
 /// Whether an insert failed only because some documents already existed.

@@ -92,6 +92,8 @@ impl MongoStore {
                 .run_command(doc! { "delete": name, "deletes": deletes, "ordered": false })
                 .await
                 .map_err(map_err)?;
+            let (deleted, _) = super::reply_counts("delete", &reply);
+            super::count_writes(name, deleted, 0, 0);
             check_write_reply(name, &reply)?;
         }
         Ok(())
@@ -272,7 +274,8 @@ impl RecordStore for MongoStore {
                     }
                     docs.push((doc! { "q": filter, "u": d, "upsert": true }, bytes));
                 }
-                let lost = self.conditional_update(CONSENSUS, docs).await?;
+                // A replaced record changes only `changed_at_ms` of the indexed fields.
+                let lost = self.conditional_update(CONSENSUS, docs, 1).await?;
                 for (i, id) in known.into_iter().enumerate() {
                     if lost.contains(&i) {
                         lost_ids.push(id);
@@ -303,7 +306,7 @@ impl RecordStore for MongoStore {
                     (doc! { "q": version_filter(id, *v, *versioned), "u": { "$set": set }, "upsert": false }, 256)
                 })
                 .collect();
-            self.conditional_update(CONSENSUS, statements).await?;
+            self.conditional_update(CONSENSUS, statements, 0).await?;
         }
         if won.is_empty() {
             return Ok(());
@@ -366,10 +369,10 @@ impl RecordStore for MongoStore {
             let existed = self.insert_new(CONFLICT_QUEUE, fresh.iter().map(|e| (e.2.clone(), e.3)).collect()).await?;
             all.extend(fresh.iter().enumerate().filter(|(i, _)| existed.contains(i)).map(|(_, e)| *e));
         }
-        let lost = self.conditional_update(CONFLICT_QUEUE, statements(true, &all)).await?;
+        let lost = self.conditional_update(CONFLICT_QUEUE, statements(true, &all), 1).await?;
         let retry: Vec<_> = all.iter().enumerate().filter(|(i, _)| lost.contains(i)).map(|(_, e)| *e).collect();
         if !retry.is_empty() {
-            self.conditional_update(CONFLICT_QUEUE, statements(false, &retry)).await?;
+            self.conditional_update(CONFLICT_QUEUE, statements(false, &retry), 1).await?;
         }
         Ok(())
     }
