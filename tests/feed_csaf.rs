@@ -245,7 +245,8 @@ fn a_feed_is_pulled_incrementally_and_stores_what_consensus_computes() {
 /// Each fault with its expected outcome: 404 (rejected `not_found`, retried), 503 twice
 /// then 200 (emitted once), 429 with `Retry-After` (waited, emitted), a redirect (not
 /// followed: rejected `redirect`, retried), a truncated body (retried; still truncated on
-/// every attempt: rejected, retried next run), an AMBER document in the WHITE folder
+/// every attempt: rejected, retried next run), a garbage `.sha256` (rejected
+/// `hash_malformed`, retried, emitted once fixed), an AMBER document in the WHITE folder
 /// (skipped `tlp_not_allowed`), another publisher (skipped `publisher_mismatch`), a stale
 /// document (deferred, emitted once fresh), duplicate and malformed rows (counted,
 /// skipped), a rewinding `changes.csv` (reconciled against `index.txt`), and a feed whose
@@ -274,6 +275,10 @@ fn faults_are_rejected_retried_skipped_or_deferred_as_the_rules_say() {
     let rel = |i: usize| dir.rows.iter().map(|r| r.0.clone()).collect::<Vec<_>>()[i].clone();
     let url = |r: &str| format!("/.well-known/csaf/white/{r}");
     let (a, b, c, d, e, f, g, h) = (rel(0), rel(1), rel(2), rel(3), rel(4), rel(5), rel(6), rel(7));
+    let i = rel(8);
+    let i_sha256 = dir.dir.join(format!("{i}.sha256"));
+    let right_sha256 = std::fs::read(&i_sha256).unwrap();
+    std::fs::write(&i_sha256, "not a hash at all\n").unwrap();
     provider.fault(&url(&a), Fault::Status(404), 1);
     provider.fault(&url(&b), Fault::Status(503), 2);
     provider.fault(&url(&c), Fault::TooMany(1), 1);
@@ -308,7 +313,7 @@ fn faults_are_rejected_retried_skipped_or_deferred_as_the_rules_say() {
     let s = s.iter().find(|x| x["feed"] == "ciq").unwrap().clone();
     assert_eq!(s["ok"].as_bool(), Some(true), "the other feed goes on: {s}");
     assert!(started.elapsed() >= std::time::Duration::from_secs(1), "Retry-After: 1 was waited for");
-    for (k, want) in [("not_found", 1), ("redirect", 1), ("fetch_failed", 1)] {
+    for (k, want) in [("not_found", 1), ("redirect", 1), ("fetch_failed", 1), ("hash_malformed", 1)] {
         assert_eq!(count(&s, "rejected", k), want, "{k}: {s}");
     }
     assert_eq!(count(&s, "skipped", "tlp_not_allowed"), 1, "{s}");
@@ -318,9 +323,9 @@ fn faults_are_rejected_retried_skipped_or_deferred_as_the_rules_say() {
         (Some(1), Some(2), Some(1)),
         "{s}"
     );
-    // 10 documents: a, d, e rejected, f, g skipped, h deferred; b (after two 503s), c
-    // (after a 429) and the other two emitted.
-    assert_eq!(s["emitted"].as_u64(), Some(4), "{s}");
+    // 10 documents: a, d, e, i rejected, f, g skipped, h deferred; b (after two 503s), c
+    // (after a 429) and the other one emitted.
+    assert_eq!(s["emitted"].as_u64(), Some(3), "{s}");
     assert_eq!(
         (count(&s, "requests", "503"), count(&s, "requests", "429"), count(&s, "requests", "302")),
         (2, 1, 1),
@@ -328,12 +333,14 @@ fn faults_are_rejected_retried_skipped_or_deferred_as_the_rules_say() {
     );
     assert!(provider.seen().iter().all(|r| !r.path.starts_with("/elsewhere")), "the redirect was not followed");
 
-    // The faults are gone and h is fresh: the rejected and the deferred are retried and
-    // emitted once; the skipped ones are settled and not fetched again.
+    // The faults are gone, i's hash file is right and h is fresh: the rejected and the
+    // deferred are retried and emitted once; the skipped ones are settled and not fetched
+    // again.
     edit(&dir, &h, &|v| v["document"]["tracking"]["current_release_date"] = "2026-09-05T00:00:00Z".into());
+    std::fs::write(&i_sha256, right_sha256).unwrap();
     provider.clear();
     let s = feed_run(&cfg);
-    assert_eq!((s["fetched"].as_u64(), s["emitted"].as_u64()), (Some(4), Some(4)), "{s}");
+    assert_eq!((s["fetched"].as_u64(), s["emitted"].as_u64()), (Some(5), Some(5)), "{s}");
     let docs: Vec<String> = provider.seen().iter().map(|r| r.path.clone()).filter(|p| p.ends_with(".json")).collect();
     for r in [&f, &g] {
         assert!(!docs.contains(&url(r)), "skipped documents are not fetched again: {docs:?}");

@@ -209,11 +209,8 @@ impl Fetcher {
                 return Err(Attempt::Final(FetchError::Redirect { url: url.to_string(), location }));
             }
             429 => {
-                let retry_after = header(&resp, reqwest::header::RETRY_AFTER)
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                    .map(Duration::from_secs)
-                    .or(Some(self.retry_initial));
-                return Err(Attempt::Retry { detail: "HTTP 429".into(), retry_after });
+                let wait = retry_after(header(&resp, reqwest::header::RETRY_AFTER).as_deref(), self.retry_initial);
+                return Err(Attempt::Retry { detail: "HTTP 429".into(), retry_after: Some(wait) });
             }
             500..=599 => return Err(Attempt::Retry { detail: format!("HTTP {}", status.as_u16()), retry_after: None }),
             s => return Err(Attempt::Final(FetchError::Status { url: url.to_string(), status: s })),
@@ -247,6 +244,15 @@ impl Fetcher {
     }
 }
 
+/// The wait a 429 asks for: its `Retry-After` in seconds, at most [`MAX_RETRY_AFTER`];
+/// `fallback` when the header is absent or not a number of seconds (an HTTP date is not
+/// read).
+fn retry_after(header: Option<&str>, fallback: Duration) -> Duration {
+    header
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map_or(fallback, |secs| Duration::from_secs(secs).min(MAX_RETRY_AFTER))
+}
+
 enum Attempt {
     Retry { detail: String, retry_after: Option<Duration> },
     Final(FetchError),
@@ -262,4 +268,24 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         src = c.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 429's `Retry-After` is waited for, capped at [`MAX_RETRY_AFTER`] (a provider asking
+    /// for an hour does not stall the feed); without a usable value, the fallback.
+    #[test]
+    fn retry_after_is_honoured_up_to_the_cap() {
+        let fallback = Duration::from_millis(250);
+        assert_eq!(retry_after(Some("1"), fallback), Duration::from_secs(1));
+        assert_eq!(retry_after(Some(" 7 "), fallback), Duration::from_secs(7));
+        assert_eq!(retry_after(Some("60"), fallback), MAX_RETRY_AFTER);
+        assert_eq!(retry_after(Some("3600"), fallback), MAX_RETRY_AFTER);
+        assert_eq!(retry_after(Some("18446744073709551615"), fallback), MAX_RETRY_AFTER);
+        assert_eq!(retry_after(None, fallback), fallback);
+        assert_eq!(retry_after(Some("Wed, 21 Oct 2015 07:28:00 GMT"), fallback), fallback);
+        assert_eq!(retry_after(Some("-5"), fallback), fallback);
+    }
 }
