@@ -37,7 +37,10 @@ pub fn load_policy_found(cfg: &Config) -> anyhow::Result<(Policy, bool)> {
     let path = &cfg.consensus.issuers_file;
     let (directory, found) = if path.exists() {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        (IssuerDirectory::from_str(&path.display().to_string(), &text)?, true)
+        let directory = IssuerDirectory::from_str(&path.display().to_string(), &text)?;
+        // Every key parses, and no key belongs to two issuers (or start-up stops here).
+        crate::crypto::KeyDirectory::from_directory(&directory)?;
+        (directory, true)
     } else {
         (IssuerDirectory::default(), false)
     };

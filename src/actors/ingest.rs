@@ -1,28 +1,47 @@
 //! Ingest workers: a pool of sync actors (one thread each) that turn document bytes into
-//! observations with the pure normalisers; DSSE envelopes are parsed here and handed to
-//! the verifier pool (`verifier`), which verifies them and normalises their payload.
+//! observations with the pure normalisers. The flow of a document lives here and in the
+//! pipeline that drives it: bytes -> ([`IngestStep`]) -> for a signed document, the
+//! verifier pool's judgement (`verifier`, which only verifies) -> normalised here with the
+//! verification's result ([`Verified`]) -> observations to publish.
 //!
 //! Invariants: never panics on any input; every failure becomes a dead-letter outcome
 //! with a stable reason code (`NormaliseError::code`, or `invalid_envelope`); no I/O.
-//! The actor runs each document inside a `vex.normalise` span under the document's span.
+//! The actor runs each document inside a `vex.normalise` span under the document's span
+//! (an envelope's payload under its verification's span).
 
-use super::messages::{IngestOutcome, IngestStep, NormaliseDocument};
-use super::verifier::{malformed_envelope, VerifyDetached, VerifyEnvelope};
+use super::messages::{
+    IngestOutcome, IngestStep, NormaliseDocument, SignedDocument, Verified, VerifiedDocument, VerifyDetached,
+    VerifyEnvelope,
+};
+use super::verifier::malformed_envelope;
+use crate::crypto::KeyDirectory;
 use crate::crypto::{vex_payload, Envelope, VexPayload};
 use crate::domain::canonical::sha256_prefixed;
-use crate::domain::codes::DeadLetterReason;
-use crate::domain::model::{IngestContext, SourceFormat};
+use crate::domain::codes::{DeadLetterReason, SignatureKind};
+use crate::domain::model::{IngestContext, IssuerSource, Signature, SignatureStatus, SourceFormat};
 use crate::domain::normalise::{normalise_value, NormaliseError};
-use crate::telemetry::events::OpenPgpSignatureIgnored;
+use crate::ports::VerificationRecord;
+use crate::telemetry::events::{DsseVerificationFailed, OpenPgpSignatureIgnored};
 use actix::{Actor, Handler, SyncContext};
 use serde_json::Value;
+use std::sync::Arc;
 
 /// Reason code of an envelope whose payload cannot be read.
 pub const INVALID_ENVELOPE: DeadLetterReason = DeadLetterReason::InvalidEnvelope;
 
-/// Normalisation worker (run N of them with `SyncArbiter::start`).
+/// Normalisation worker (run N of them with `SyncArbiter::start`). It holds the issuer
+/// directory's keys to name whose keys a keyless signature is tried against, and to put
+/// the directory's issuer id on a verification no key named.
 #[derive(Default)]
-pub struct IngestActor;
+pub struct IngestActor {
+    keys: Arc<KeyDirectory>,
+}
+
+impl IngestActor {
+    pub fn new(keys: Arc<KeyDirectory>) -> Self {
+        IngestActor { keys }
+    }
+}
 
 impl Actor for IngestActor {
     type Context = SyncContext<Self>;
@@ -44,6 +63,7 @@ impl Handler<NormaliseDocument> for IngestActor {
             IngestStep::Envelope(v) => {
                 span.record("vex.outcome", "envelope");
                 v.span = msg.span.clone();
+                v.claimed_issuer = claimed_issuer(v, &self.keys);
             }
             IngestStep::Detached(v) => {
                 span.record("vex.outcome", "openpgp_signed");
@@ -51,6 +71,97 @@ impl Handler<NormaliseDocument> for IngestActor {
             }
         }
         step
+    }
+}
+
+impl Handler<Verified> for IngestActor {
+    type Result = VerifiedDocument;
+
+    fn handle(&mut self, msg: Verified, _: &mut Self::Context) -> VerifiedDocument {
+        normalise_verified(msg, &self.keys)
+    }
+}
+
+/// Normalises a document the verifier has judged, with the verification's signature and
+/// signed issuer (pure apart from telemetry): an envelope's payload inside a
+/// `vex.normalise` span under the verification's span; then [`settle`].
+pub fn normalise_verified(msg: Verified, keys: &KeyDirectory) -> VerifiedDocument {
+    let Verified { name, document, ctx, record, span } = msg;
+    let _verification = span.enter();
+    let kind = ctx.signature.kind.unwrap_or(SignatureKind::Dsse);
+    let failed = ctx.signature.status == SignatureStatus::Failed;
+    let correlation_id = ctx.provenance.correlation_id.clone();
+    let outcome = match document {
+        SignedDocument::Envelope(envelope) => {
+            let span = normalise_span(&span, &ctx, true);
+            let _entered = span.enter();
+            let outcome = normalise_envelope(&name, &envelope, ctx);
+            record_outcome(&span, &outcome);
+            outcome
+        }
+        SignedDocument::Detached { bytes, max_bytes } => match ingest_document(&name, &bytes, ctx, max_bytes) {
+            IngestStep::Done(outcome) => outcome,
+            // Not reached: the document was read as no envelope before it was verified.
+            _ => IngestOutcome::DeadLetter {
+                reason: INVALID_ENVELOPE,
+                detail: format!("{name}: an envelope with a detached signature"),
+            },
+        },
+    };
+    settle(record, outcome, keys, kind, &name, correlation_id.as_deref(), failed)
+}
+
+/// The end of a verification of either kind: a record whose signatures named no issuer
+/// (the key is nobody's) gets the issuer the document claims; a failure is counted and
+/// logged.
+fn settle(
+    mut record: VerificationRecord,
+    outcome: IngestOutcome,
+    keys: &KeyDirectory,
+    kind: SignatureKind,
+    name: &str,
+    correlation_id: Option<&str>,
+    failed: bool,
+) -> VerifiedDocument {
+    if record.issuer.is_none() {
+        if let IngestOutcome::Observations { observations, .. } = &outcome {
+            record.issuer = observations
+                .iter()
+                .find_map(|o| o.issuer.as_deref())
+                .map(|c| keys.issuer_id(c).unwrap_or(c).to_string());
+        }
+    }
+    if failed {
+        DsseVerificationFailed {
+            kind,
+            source: name,
+            correlation_id,
+            issuer: record.issuer.as_deref(),
+            keyid: record.keyid.as_deref(),
+            reason: record.reason.map_or("", |r| r.as_str()),
+        }
+        .emit();
+    }
+    VerifiedDocument { outcome, record }
+}
+
+/// Whose keys a keyless signature of `v` is tried against: the `issuer` header, else
+/// (only when a signature is keyless and the directory has keys) the payload's own author
+/// as the normaliser reads it.
+pub fn claimed_issuer(v: &VerifyEnvelope, keys: &KeyDirectory) -> Option<String> {
+    if let Some(h) = v.ctx.issuer_header.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        return Some(h.to_string());
+    }
+    if keys.is_empty() || !v.envelope.signatures.iter().any(|s| s.keyid.trim().is_empty()) {
+        return None;
+    }
+    let probe = IngestContext { signature: Signature::default(), signed_issuer: None, ..v.ctx.clone() };
+    match normalise_envelope(&v.name, &v.envelope, probe) {
+        IngestOutcome::Observations { observations, .. } => observations
+            .into_iter()
+            .find(|o| o.issuer_source == IssuerSource::Document)
+            .and_then(|o| o.issuer.map(|i| i.to_string())),
+        IngestOutcome::DeadLetter { .. } => None,
     }
 }
 
@@ -140,6 +251,7 @@ pub fn ingest_document(name: &str, bytes: &[u8], mut ctx: IngestContext, max_byt
                 name: name.to_string(),
                 envelope,
                 envelope_digest: sha256_prefixed(bytes),
+                claimed_issuer: None,
                 ctx,
                 span: tracing::Span::none(),
             }),

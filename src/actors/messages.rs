@@ -31,21 +31,89 @@ pub struct NormaliseDocument {
     pub span: tracing::Span,
 }
 
-/// What the ingest workers made of a document: its outcome, or an envelope the verifier
-/// pool must check (and whose payload it then normalises).
+/// What the ingest workers made of a document: its outcome, or a signed document the
+/// verifier pool must judge before the ingest workers normalise it ([`Verified`]).
 #[derive(Debug, actix::MessageResponse)]
 pub enum IngestStep {
     Done(IngestOutcome),
-    Envelope(super::verifier::VerifyEnvelope),
+    Envelope(VerifyEnvelope),
     /// A plain document with a detached OpenPGP signature: the verifier pool judges the
-    /// signature, then normalises the document.
-    Detached(super::verifier::VerifyDetached),
+    /// signature, then the ingest workers normalise the document.
+    Detached(VerifyDetached),
     /// An envelope that does not parse: dead-letter it, and persist its verification
     /// (`failed`/`malformed_envelope`).
     Malformed {
         outcome: IngestOutcome,
         record: crate::ports::VerificationRecord,
     },
+}
+
+/// To the verifier pool: judge a DSSE envelope's signatures (nothing else).
+#[derive(Debug, Message)]
+#[rtype(result = "Verified")]
+pub struct VerifyEnvelope {
+    /// Names the document (path, or `kafka:topic/partition@offset`).
+    pub name: String,
+    pub envelope: crate::crypto::Envelope,
+    /// `sha256:<hex>` of the envelope bytes as received.
+    pub envelope_digest: String,
+    /// Whose keys a keyless signature is tried against: the `issuer` header, else the
+    /// payload's author (set by the ingest worker; `None` when no signature is keyless).
+    pub claimed_issuer: Option<String>,
+    pub ctx: IngestContext,
+    /// The intake span of the document (the verification's span hangs under it).
+    pub span: tracing::Span,
+}
+
+/// To the verifier pool: judge a detached OpenPGP signature over a document's bytes.
+#[derive(Debug, Message)]
+#[rtype(result = "Verified")]
+pub struct VerifyDetached {
+    /// Names the document (path, or `kafka:topic/partition@offset`).
+    pub name: String,
+    /// The document's bytes as received (what the signature is over).
+    pub bytes: Vec<u8>,
+    /// The signature text as carried (armored, or binary).
+    pub signature: Vec<u8>,
+    pub ctx: IngestContext,
+    pub max_bytes: usize,
+    /// The intake span of the document.
+    pub span: tracing::Span,
+}
+
+/// The document a verification was about, handed back for normalisation.
+#[derive(Debug)]
+pub enum SignedDocument {
+    /// A DSSE envelope: its payload is the document.
+    Envelope(crate::crypto::Envelope),
+    /// A plain document whose detached signature was judged.
+    Detached { bytes: Vec<u8>, max_bytes: usize },
+}
+
+/// The verifier's answer, and (as a message) the ingest workers' next job: normalise the
+/// document with the verification's result on its context (`signature`, `signed_issuer`),
+/// then settle the record to persist.
+#[derive(Debug, actix::MessageResponse)]
+pub struct Verified {
+    pub name: String,
+    pub document: SignedDocument,
+    /// The document's context with the verification's signature and signed issuer.
+    pub ctx: IngestContext,
+    /// The verification to persist (`verified_at_ms` and `source` set).
+    pub record: crate::ports::VerificationRecord,
+    /// The verification's span (the normalisation's span hangs under it).
+    pub span: tracing::Span,
+}
+
+impl Message for Verified {
+    type Result = VerifiedDocument;
+}
+
+/// The payload's observations (signature applied) and the verification to persist.
+#[derive(Debug, actix::MessageResponse)]
+pub struct VerifiedDocument {
+    pub outcome: IngestOutcome,
+    pub record: crate::ports::VerificationRecord,
 }
 
 /// What became of a document.

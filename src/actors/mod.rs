@@ -23,6 +23,7 @@ pub mod registry;
 pub mod verifier;
 pub mod writer;
 
+use crate::crypto::KeyDirectory;
 use crate::domain::keys::parse_key;
 use crate::domain::model::{IngestContext, Observation, SignatureReason, SignatureStatus};
 use crate::domain::trust::Policy;
@@ -32,19 +33,19 @@ use actix::prelude::*;
 use ingest::IngestActor;
 use messages::{
     Drain, IngestOutcome, IngestStep, LiveActors, LivePackages, NormaliseDocument, PersistVerification,
-    RecomputePackage, Rejected, ResetActors, Route,
+    RecomputePackage, Rejected, ResetActors, Route, Verified, VerifiedDocument,
 };
 use registry::{ArtifactRegistry, RegistrySettings};
 use std::sync::Arc;
 use tokio::sync::oneshot;
-use verifier::{DsseVerifierActor, KeyDirectory, VerifiedDocument};
+use verifier::VerifierActor;
 use writer::{StoreWriter, WriterSettings, WriterStores};
 
 /// Handle to the running actors (cheap to clone, usable from any tokio task).
 #[derive(Clone)]
 pub struct Pipeline {
     ingest: Addr<IngestActor>,
-    verifier: Addr<DsseVerifierActor>,
+    verifier: Addr<VerifierActor>,
     registry: Addr<ArtifactRegistry>,
     writers: Writers,
     arrivals: Arc<ArrivalSequence>,
@@ -167,15 +168,19 @@ impl Pipeline {
         };
         let arbiters = (0..threads).map(|_| Arbiter::new().handle()).collect();
         let registry = ArtifactRegistry::new(policies, writers.clone(), arbiters, settings.registry.clone()).start();
-        let ingest = SyncArbiter::start(settings.workers.max(1), IngestActor::default);
+        let ingest = {
+            let keys = keys.clone();
+            SyncArbiter::start(settings.workers.max(1), move || IngestActor::new(keys.clone()))
+        };
         let verifier = SyncArbiter::start(settings.workers.max(1), move || {
-            DsseVerifierActor::new(keys.clone(), crate::crypto::DEFAULT_THRESHOLD)
+            VerifierActor::new(keys.clone(), crate::crypto::DEFAULT_THRESHOLD)
         });
         Pipeline { ingest, verifier, registry, writers, arrivals: Arc::new(ArrivalSequence::default()) }
     }
 
-    /// Normalises a document on a worker thread. A DSSE envelope is verified on the
-    /// verifier pool, which then normalises its payload; its verification is durable
+    /// Normalises a document on a worker thread. A signed document (DSSE envelope, or a
+    /// detached OpenPGP signature) is judged on the verifier pool, then normalised on a
+    /// worker with the verification's result; its verification is durable
     /// (`put_verification`) before this returns, so before the source can acknowledge the
     /// document (store its offset, remember the file).
     pub async fn normalise(
@@ -189,20 +194,26 @@ impl Pipeline {
         match self.ingest.send(NormaliseDocument { name, bytes, ctx, max_bytes, span }).await? {
             IngestStep::Done(outcome) => Ok(outcome),
             IngestStep::Envelope(v) => {
-                let VerifiedDocument { outcome, record } = self.verifier.send(v).await?;
-                self.persist_verification(record).await?;
-                Ok(outcome)
+                let verified = self.verifier.send(v).await?;
+                self.normalise_verified(verified).await
             }
             IngestStep::Detached(v) => {
-                let VerifiedDocument { outcome, record } = self.verifier.send(v).await?;
-                self.persist_verification(record).await?;
-                Ok(outcome)
+                let verified = self.verifier.send(v).await?;
+                self.normalise_verified(verified).await
             }
             IngestStep::Malformed { outcome, record } => {
                 self.persist_verification(record).await?;
                 Ok(outcome)
             }
         }
+    }
+
+    /// Normalises a document the verifier judged (on an ingest worker) and persists its
+    /// verification.
+    async fn normalise_verified(&self, verified: Verified) -> Result<IngestOutcome, PipelineError> {
+        let VerifiedDocument { outcome, record } = self.ingest.send(verified).await?;
+        self.persist_verification(record).await?;
+        Ok(outcome)
     }
 
     /// Hands a verification to the store writer; returns once it is durable.

@@ -48,7 +48,7 @@ impl Loaded {
 /// certificates as the service judges it (`verifier::verify_openpgp`), so a document
 /// gives the same observations here as through the watched directory or Kafka.
 pub fn load_observations(args: &InputArgs, directory: &IssuerDirectory, progress: &Progress) -> anyhow::Result<Loaded> {
-    let keys = vex_lens::actors::verifier::KeyDirectory::from_directory(directory)?;
+    let keys = vex_lens::crypto::KeyDirectory::from_directory(directory)?;
     let files = input::expand(&args.paths)?;
     if files.is_empty() {
         bail!(

@@ -10,6 +10,7 @@
 //! snake_case strings (`no_signatures`, `unknown_key`, `bad_signature`,
 //! `malformed_envelope`, `wrong_key`, `threshold_not_met`).
 
+pub mod directory;
 pub mod dsse;
 pub mod keys;
 pub mod mac;
@@ -18,6 +19,7 @@ pub mod pem;
 pub mod sign;
 pub mod verify;
 
+pub use directory::{KeyDirectory, KeyDirectoryError};
 pub use dsse::{
     decode_base64, encode_base64, openvex_statement, pae, vex_payload, DsseError, Envelope, EnvelopeSignature, Subject,
     VexPayload, IN_TOTO_PAYLOAD_TYPE, OPENVEX_PREDICATE_TYPE,
