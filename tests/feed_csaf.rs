@@ -10,7 +10,9 @@
 //! exactly once; a wrong `.sha512` beside a right `.sha256` rejects the document
 //! (`hash_mismatch`) and it is retried (emitted once fixed); `../` and foreign-host paths
 //! are rejected and never requested; a bare domain is discovered through its well-known
-//! URL; `GET /v1/vex/feeds` shows an admin its tenant's feeds and their state.
+//! URL; `GET /v1/vex/feeds` shows an admin its tenant's feeds and their state; `serve`'s
+//! `/metrics` counts each rewind of `changes.csv` once, and its per-feed requests by
+//! status, bytes and documents equal what the provider answered.
 
 #[path = "../integration-tests/common/csaf_provider.rs"]
 mod csaf_provider;
@@ -411,6 +413,181 @@ fn serve_runs_the_enabled_feeds() {
     let exit = serve.0.wait().unwrap();
     assert!(exit.success(), "SIGTERM: clean exit ({exit})");
     assert_eq!(records(tmp), consensus(tmp, &cfg, &plain), "serve's feed records equal consensus");
+}
+
+/// `serve` (embedded, the feed polled every second) counts a rewinding `changes.csv` in its
+/// own `/metrics`. Before the first run ends (its metadata request held by a 429 with
+/// `Retry-After: 2`) the feed's counter series already exist at 0, so that `increase()`
+/// counts a first event after a restart. After the first sync and one not-modified poll:
+/// `vex_feed_rewinds_total{feed="ciq"}` is 0, documents fetched and emitted are the
+/// provider's count, requests by status (the 304s are the conditional hits) and bytes are
+/// what the provider answered. Then `changes.csv` rewinds twice: first its newest row is
+/// older than the watermark (all rows back in 2020) while `index.txt` gains a document
+/// (reconciled: only that document fetched and emitted; rewinds 1; last success after
+/// the rewind), then rows are gone (rewinds 2, nothing fetched); a later not-modified
+/// poll counts no further rewind.
+#[test]
+fn serve_counts_a_rewinding_changes_csv_in_its_metrics() {
+    #[path = "../integration-tests/common/mod.rs"]
+    #[allow(clippy::duplicate_mod)]
+    mod common;
+    use csaf_provider::{Fault, Seen};
+    use std::collections::BTreeMap;
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tmp.path();
+    let root = tmp.join("www");
+    std::fs::create_dir_all(&root).unwrap();
+    let provider = Provider::start(&root);
+    let dir = build(&provider, &root, &tmp.join("plain"), 6);
+    let n = dir.rows.len() as f64;
+    let cfg = write_config(tmp, &provider, "interval = \"1s\"\n");
+    let white = "/.well-known/csaf/white/";
+    provider.fault("/.well-known/csaf/provider-metadata.json", Fault::TooMany(2), 1);
+    let (mut serve, port) = common::start_embedded_serve(
+        &["--config", cfg.to_str().unwrap()],
+        &[],
+        &tmp.join("serve.log"),
+        Duration::from_secs(60),
+    );
+    let log = || std::fs::read_to_string(tmp.join("serve.log")).unwrap_or_default();
+    let scrape = || common::get(port, "/metrics").expect("GET /metrics").1;
+    let value = |m: &str, sample: &str| common::metric(m, &format!("vex_feed_{sample}"));
+    let docs = |m: &str, outcome: &str| {
+        value(m, &format!("documents_total{{feed=\"ciq\",outcome=\"{outcome}\",reason=\"\"}}"))
+    };
+    let rewinds = |m: &str| value(m, "rewinds_total{feed=\"ciq\"}");
+    let now_s = || SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64();
+    let by_status = |m: &str| -> BTreeMap<String, f64> {
+        let prefix = "vex_feed_requests_total{feed=\"ciq\",status=\"";
+        m.lines()
+            .filter_map(|l| l.strip_prefix(prefix))
+            .map(|l| {
+                let (status, v) = l.split_once("\"} ").unwrap();
+                (status.to_string(), v.parse().unwrap())
+            })
+            .filter(|(_, v)| *v > 0.0)
+            .collect()
+    };
+    let served = |seen: &[Seen]| -> BTreeMap<String, f64> {
+        let mut m = BTreeMap::new();
+        for r in seen {
+            *m.entry(r.status.to_string()).or_default() += 1.0;
+        }
+        m
+    };
+    // Body bytes of the 200s in `seen`, at the files' current sizes (a list is rewritten
+    // only between two checkpoints, where the feed's polls are answered 304).
+    let body_bytes = |seen: &[Seen]| -> f64 {
+        seen.iter()
+            .filter(|r| r.status == 200)
+            .map(|r| std::fs::metadata(root.join(r.path.trim_start_matches('/'))).unwrap().len() as f64)
+            .sum()
+    };
+    // A scrape between two polls: the requests the provider answered are all counted and
+    // none is under way (the provider records a request before answering it).
+    let settled = || -> (String, Vec<Seen>) {
+        let mut last = String::new();
+        for _ in 0..300 {
+            let before = provider.seen();
+            let m = scrape();
+            let total: f64 = by_status(&m).values().sum();
+            if provider.seen() == before && total == before.len() as f64 {
+                return (m, before);
+            }
+            last = m;
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("metrics never settled on the provider's {} requests:\n{last}", provider.seen().len());
+    };
+    let wait_metrics = |what: &str, cond: &dyn Fn(&str) -> bool| -> String {
+        let mut last = String::new();
+        let ok = common::wait_until(Duration::from_secs(30), || {
+            last = scrape();
+            cond(&last)
+        });
+        assert!(ok, "timed out waiting for {what}; metrics:\n{last}\nlog:\n{}", log());
+        last
+    };
+
+    // Primed before the first run ends (it waits out the 429's Retry-After).
+    common::wait_for("the 429 on the metadata", Duration::from_secs(30), || {
+        provider.seen().iter().any(|r| r.status == 429).then_some(())
+    });
+    let m = scrape();
+    assert_eq!(rewinds(&m), Some(0.0), "the rewinds series exists at 0 before the first run:\n{m}");
+    assert_eq!((docs(&m, "fetched"), docs(&m, "emitted")), (Some(0.0), Some(0.0)), "{m}");
+    assert_eq!(value(&m, "bytes_total{feed=\"ciq\"}"), Some(0.0), "{m}");
+    assert_eq!(value(&m, "requests_total{feed=\"ciq\",status=\"304\"}"), Some(0.0), "{m}");
+
+    // The first sync, then a poll that finds the lists not modified.
+    wait_metrics("the first sync's documents", &|m| docs(m, "emitted") == Some(n));
+    let changes = format!("{white}changes.csv");
+    common::wait_for("a not-modified poll after the first sync", Duration::from_secs(30), || {
+        provider.seen().iter().any(|r| r.path == changes && r.status == 304).then_some(())
+    });
+    let (m, seen_a) = settled();
+    assert_eq!(rewinds(&m), Some(0.0), "{m}");
+    assert_eq!((docs(&m, "fetched"), docs(&m, "emitted")), (Some(n), Some(n)), "{m}");
+    assert_eq!(by_status(&m), served(&seen_a), "requests by status = what the provider answered:\n{m}");
+    assert_eq!(served(&seen_a)["429"], 1.0);
+    assert!(served(&seen_a)["304"] >= 2.0, "metadata and changes.csv, conditional: {seen_a:?}");
+    assert!(seen_a.iter().filter(|r| r.status == 304).all(Seen::conditional), "{seen_a:?}");
+    let bytes_a = body_bytes(&seen_a);
+    assert_eq!(value(&m, "bytes_total{feed=\"ciq\"}"), Some(bytes_a), "{m}");
+    let first_success = value(&m, "last_success_timestamp_seconds{feed=\"ciq\"}").unwrap();
+    assert!(first_success > 1.7e9 && first_success <= now_s(), "{m}");
+
+    // Rewind 1: every row back in 2020 (the newest older than the watermark), the same
+    // rows; index.txt gains a document no row lists. Lists replaced atomically.
+    let replace = |name: &str, text: String| {
+        let tmp_file = dir.dir.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp_file, text).unwrap();
+        std::fs::rename(&tmp_file, dir.dir.join(name)).unwrap();
+    };
+    let extra = "2026/cve-2026-00001.json";
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.dir.join(&dir.rows[0].0)).unwrap()).unwrap();
+    v["document"]["tracking"]["id"] = "CVE-2026-00001".into();
+    v["document"]["tracking"]["initial_release_date"] = "2026-01-01T00:00:00Z".into();
+    dir.put(extra, &serde_json::to_vec_pretty(&v).unwrap(), None);
+    let index = std::fs::read_to_string(dir.dir.join("index.txt")).unwrap();
+    replace("index.txt", format!("{index}{extra}\n"));
+    let rows: Vec<String> =
+        dir.rows.iter().enumerate().map(|(i, (p, _))| format!("{p},2020-01-{:02}T00:00:00Z", 20 - i)).collect();
+    let rewound_at = now_s().floor();
+    replace("changes.csv", rows.join("\n") + "\n");
+    wait_metrics("the rewind's reconciliation", &|m| docs(m, "emitted") == Some(n + 1.0));
+    let (m, seen_b) = settled();
+    assert_eq!(rewinds(&m), Some(1.0), "the rewind is counted in serve:\n{m}");
+    assert_eq!((docs(&m, "fetched"), docs(&m, "emitted")), (Some(n + 1.0), Some(n + 1.0)), "{m}");
+    let after: Vec<&Seen> = seen_b[seen_a.len()..].iter().filter(|r| r.status == 200).collect();
+    let fetched: Vec<&str> = after.iter().map(|r| r.path.as_str()).filter(|p| p.ends_with(".json")).collect();
+    assert_eq!(fetched, [format!("{white}{extra}")], "reconciled: only the new document: {after:?}");
+    assert!(after.iter().any(|r| r.path == format!("{white}index.txt")), "index.txt read: {after:?}");
+    assert_eq!(by_status(&m), served(&seen_b), "{m}");
+    let bytes_b = bytes_a + body_bytes(&seen_b[seen_a.len()..]);
+    assert_eq!(value(&m, "bytes_total{feed=\"ciq\"}"), Some(bytes_b), "{m}");
+    let success = value(&m, "last_success_timestamp_seconds{feed=\"ciq\"}").unwrap();
+    assert!(success >= rewound_at && success <= now_s(), "last success {success}, rewound at {rewound_at}");
+
+    // Rewind 2: rows gone (the two oldest), the dates as they were.
+    replace("changes.csv", rows[..rows.len() - 2].join("\n") + "\n");
+    let m = wait_metrics("the second rewind", &|m| rewinds(m) == Some(2.0));
+    assert_eq!(docs(&m, "fetched"), Some(n + 1.0), "nothing new to fetch:\n{m}");
+    // A later poll finds changes.csv not modified: no further rewind.
+    let seen_c = provider.seen().len();
+    common::wait_for("a not-modified poll after the second rewind", Duration::from_secs(30), || {
+        provider.seen()[seen_c..].iter().any(|r| r.path == changes && r.status == 304).then_some(())
+    });
+    let (m, seen_d) = settled();
+    assert_eq!(rewinds(&m), Some(2.0), "{m}");
+    assert_eq!(by_status(&m), served(&seen_d), "{m}");
+    assert_eq!(value(&m, "bytes_total{feed=\"ciq\"}"), Some(bytes_b + body_bytes(&seen_d[seen_b.len()..])), "{m}");
+    let pid = serve.0.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let exit = serve.0.wait().unwrap();
+    assert!(exit.success(), "SIGTERM: clean exit ({exit}); log:\n{}", log());
 }
 
 /// A crash at a deterministic failpoint between an acknowledged emit and the state save

@@ -174,10 +174,27 @@ impl FeedSource {
     }
 
     /// Sets the feed's interval gauge and its last success: the state's, or now when it
-    /// never succeeded (so the staleness alert counts from the start of the feed).
+    /// never succeeded (so the staleness alert counts from the start of the feed); and
+    /// creates the feed's counter series at 0 (rewinds, bytes, documents by unreasoned
+    /// outcome, `200` and `304` requests) before its first run, because `increase()` never
+    /// counts a series' first sample: after a restart the first run can already rewind.
     pub async fn prime_metrics(&self, interval: Duration) {
         let m = crate::telemetry::metrics();
         let feed = crate::telemetry::FeedLabel { feed: self.cfg.name.clone() };
+        let _ = m.feed_rewinds.get_or_create(&feed);
+        let _ = m.feed_bytes.get_or_create(&feed);
+        for outcome in PRIMED_OUTCOMES {
+            let l = crate::telemetry::FeedOutcomeLabel {
+                feed: self.cfg.name.clone(),
+                outcome: outcome.to_string(),
+                reason: String::new(),
+            };
+            let _ = m.feed_documents.get_or_create(&l);
+        }
+        for status in ["200", "304"] {
+            let l = crate::telemetry::FeedStatusLabel { feed: self.cfg.name.clone(), status: status.to_string() };
+            let _ = m.feed_requests.get_or_create(&l);
+        }
         m.feed_interval.get_or_create(&feed).set(interval.as_secs() as i64);
         let last = self.state.load(&self.cfg.name).await.ok().flatten().and_then(|s| s.last_success_ms);
         m.feed_last_success.get_or_create(&feed).set(last.unwrap_or_else(|| self.clock.now_ms()) / 1000);
@@ -586,6 +603,10 @@ impl FeedSource {
     }
 }
 
+/// The document outcomes without a reason (`vex_feed_documents_total`), in the order of
+/// [`record_metrics`]' counts.
+const PRIMED_OUTCOMES: [&str; 5] = ["fetched", "emitted", "dead_lettered", "unchanged", "deferred"];
+
 /// Counts a run in the feed metrics (`vex_feed_documents_total`, `vex_feed_rewinds_total`,
 /// `vex_feed_last_success_timestamp_seconds`; requests and bytes are counted as they
 /// happen).
@@ -596,13 +617,8 @@ fn record_metrics(sum: &Summary, last_success_ms: Option<i64>) {
         let l = FeedOutcomeLabel { feed: sum.feed.clone(), outcome: outcome.to_string(), reason: reason.to_string() };
         m.feed_documents.get_or_create(&l).inc_by(n);
     };
-    for (outcome, n) in [
-        ("fetched", sum.fetched),
-        ("emitted", sum.emitted),
-        ("dead_lettered", sum.dead_lettered),
-        ("unchanged", sum.unchanged),
-        ("deferred", sum.deferred),
-    ] {
+    let counts = [sum.fetched, sum.emitted, sum.dead_lettered, sum.unchanged, sum.deferred];
+    for (outcome, n) in PRIMED_OUTCOMES.into_iter().zip(counts) {
         add(outcome, "", n);
     }
     for (reason, n) in &sum.rejected {
