@@ -229,7 +229,10 @@ fn serve_reads_ndjson_documents_from_stdin() {
     child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(stopped_counts(&out.stderr).0, 2);
+    // Three documents read (the summary's `documents`), the third dead-lettered (not VEX).
+    assert_eq!(stopped_counts(&out.stderr).0, 3);
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("\"dead_letters\":1"), "{text}");
     let expected = consensus(&docs_dir);
     assert_eq!(records(&data), expected);
 }
