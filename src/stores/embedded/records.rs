@@ -60,6 +60,9 @@ impl RecordStore for EmbeddedStore {
                 let mut conf = tx.open_table(CONFLICTS).map_err(err)?;
                 let mut changes = tx.open_table(CHANGES).map_err(err)?;
                 let mut tails = tx.open_table(CHANGE_TAILS).map_err(err)?;
+                // Each tenant's last position, written once after the loop (not once per
+                // history entry).
+                let mut tail_of: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
                 for (written_index, VersionedRecord { record: r, version }) in records.iter().enumerate() {
                     let id = pair_id(&r.pair());
                     let stored = match cur.get(id.as_str()).map_err(err)? {
@@ -92,11 +95,13 @@ impl RecordStore for EmbeddedStore {
                             let hid = crate::ports::history_id(&id, changed_at_ms, &r.consensus_digest);
                             if hist.get(hid.as_str()).map_err(err)?.is_none() {
                                 hist.insert(hid.as_str(), bytes.as_slice()).map_err(err)?;
-                                let seq = tails.get(r.tenant.as_str()).map_err(err)?.map_or(0, |v| v.value()) + 1;
-                                tails.insert(r.tenant.as_str(), seq).map_err(err)?;
+                                let seq = match tail_of.get(r.tenant.as_str()) {
+                                    Some(s) => *s,
+                                    None => tails.get(r.tenant.as_str()).map_err(err)?.map_or(0, |v| v.value()),
+                                } + 1;
+                                tail_of.insert(r.tenant.as_str(), seq);
                                 changes.insert(change_key(&r.tenant, seq).as_str(), hid.as_str()).map_err(err)?;
                                 tally.rows(&HISTORY, 1);
-                                tally.index(&CHANGE_TAILS, 1);
                                 tally.index(&CHANGES, 1);
                             }
                         }
@@ -111,6 +116,10 @@ impl RecordStore for EmbeddedStore {
                         conf.insert(id.as_str(), bytes.as_slice()).map_err(err)?;
                         tally.rows(&CONFLICTS, 1);
                     }
+                }
+                for (tenant, seq) in tail_of {
+                    tails.insert(tenant, seq).map_err(err)?;
+                    tally.index(&CHANGE_TAILS, 1);
                 }
             }
             tx.commit().map_err(err)?;
