@@ -22,6 +22,23 @@ TENANT = {"name": "X-Tenant", "in": "header", "required": False,
 STATUS = {"type": "string", "enum": ["affected", "not_affected", "fixed", "under_investigation", "disputed", "inconclusive"]}
 PAGE = [qp("page_size", "Page size (1..=1000).", {"type": "integer", "minimum": 1, "maximum": 1000}),
         qp("page_token", "Opaque cursor from the previous page's next_page_token.")]
+TIER = {"type": "string", "enum": ["authoritative", "trusted", "known", "unknown", "untrusted"]}
+MODE = {"type": "string", "enum": ["weighted_vote", "lattice", "highest_weight", "authoritative_first", "most_recent"]}
+# The knobs a change may name (the handler refuses any other, and values out of range).
+KNOBS = {"type": "object", "additionalProperties": False, "properties": {
+    "unsigned_penalty": {"type": "number", "minimum": 0, "maximum": 1},
+    "half_life_days": {"type": "number", "exclusiveMinimum": 0},
+    "freshness_floor": {"type": "number", "minimum": 0, "maximum": 1},
+    "unjustified_not_affected_factor": {"type": "number", "minimum": 0, "maximum": 1},
+    "require_justification_for_not_affected": {"type": "boolean"},
+    "minimum_weight": {"type": "number", "minimum": 0, "maximum": 1},
+    "conflict_threshold": {"type": "number", "minimum": 0, "maximum": 1}}}
+# An issuer id: 1 to 256 characters, not only whitespace (the handler trims it).
+ISSUER_ID = {"type": "string", "minLength": 1, "maxLength": 256, "pattern": "\\S"}
+# A change names what it changes: an issuer change a tier or a weight, a policy change a
+# mode or at least one knob (else 400).
+ISSUER_NAMES = [{"required": ["tier"]}, {"required": ["weight"]}]
+POLICY_NAMES = [{"required": ["mode"]}, {"required": ["knobs"], "properties": {"knobs": {"minProperties": 1}}}]
 AUTHERR = {"400": err("A parameter is invalid (the message names it)."),
            "401": err("Missing or unknown bearer token."),
            "403": err("Token lacks the scope or tenant; or no tokens configured and the caller is not on loopback."),
@@ -273,29 +290,24 @@ doc = {
             "Change an issuer's tier and/or weight for the caller's tenant (replaces its override): persisted, "
             "audited (who, when, before, after), and every pair of the tenant recomputed before the answer.",
             [{"name": "id", "in": "path", "required": True, "description": "Issuer id, display name or alias (a name the directory does not know adds that issuer).",
-              "schema": {"type": "string", "minLength": 1, "maxLength": 256}}],
+              "schema": ISSUER_ID}],
             {"200": ok(ref("TrustChangeApplied")), **TRUST_ERRORS},
             scope="vex:admin",
             body={"required": True, "content": {"application/json": {"schema": {"type": "object", "additionalProperties": False,
-                "properties": {"tier": {"type": "string", "enum": ["authoritative", "trusted", "known", "unknown", "untrusted"]},
+                "anyOf": ISSUER_NAMES,
+                "properties": {"tier": TIER,
                                "weight": {"type": "number", "minimum": 0, "maximum": 1},
-                               "reason": {"type": "string", "maxLength": 1024}}}}}})},
+                               "reason": {"type": "string", "maxLength": 1024}},
+                "example": {"tier": "known", "reason": "vetted"}}}}})},
         "/v1/vex/trust/policy": {"put": v1("putTrustPolicy",
             "Change the consensus mode and/or knobs for the caller's tenant (named knobs replace their values): "
             "persisted, audited, and every pair of the tenant recomputed before the answer.", [],
             {"200": ok(ref("TrustChangeApplied")), **TRUST_ERRORS},
             scope="vex:admin",
             body={"required": True, "content": {"application/json": {"schema": {"type": "object", "additionalProperties": False,
-                "properties": {"mode": {"type": "string", "enum": ["weighted_vote", "lattice", "highest_weight", "authoritative_first", "most_recent"]},
-                               "knobs": {"type": "object", "additionalProperties": False, "properties": {
-                                   "unsigned_penalty": {"type": "number", "minimum": 0, "maximum": 1},
-                                   "half_life_days": {"type": "number", "exclusiveMinimum": 0},
-                                   "freshness_floor": {"type": "number", "minimum": 0, "maximum": 1},
-                                   "unjustified_not_affected_factor": {"type": "number", "minimum": 0, "maximum": 1},
-                                   "require_justification_for_not_affected": {"type": "boolean"},
-                                   "minimum_weight": {"type": "number", "minimum": 0, "maximum": 1},
-                                   "conflict_threshold": {"type": "number", "minimum": 0, "maximum": 1}}},
-                               "reason": {"type": "string", "maxLength": 1024}}}}}})},
+                "anyOf": POLICY_NAMES,
+                "properties": {"mode": MODE, "knobs": KNOBS, "reason": {"type": "string", "maxLength": 1024}},
+                "example": {"knobs": {"conflict_threshold": 0.4}, "reason": "drill"}}}}})},
         "/v1/vex/feeds": {"get": v1("listFeeds",
             "The CSAF feeds configured for the caller's tenant (disabled ones too), each with its settings, its health "
             "on this instance, its last run, last success and last failure, watermark, documents tracked, failing and "
@@ -314,14 +326,17 @@ doc = {
              "429": err("The tenant ran api.simulations_per_minute simulations this minute; see Retry-After.")},
             scope="vex:admin",
             body={"required": True, "content": {"application/json": {"schema": {"type": "object", "additionalProperties": False,
+                # At least one of the two (minProperties, not an anyOf of requireds: schemathesis'
+                # coverage phase crashes on anyOf nested in anyOf); an issuer change names a
+                # tier or a weight besides its id.
+                "minProperties": 1,
                 "properties": {
-                    "issuer": {"type": "object", "additionalProperties": False, "required": ["id"],
-                               "properties": {"id": {"type": "string", "minLength": 1, "maxLength": 256},
-                                              "tier": {"type": "string", "enum": ["authoritative", "trusted", "known", "unknown", "untrusted"]},
+                    "issuer": {"type": "object", "additionalProperties": False, "required": ["id"], "minProperties": 2,
+                               "properties": {"id": ISSUER_ID, "tier": TIER,
                                               "weight": {"type": "number", "minimum": 0, "maximum": 1}}},
-                    "policy": {"type": "object", "additionalProperties": False,
-                               "properties": {"mode": {"type": "string", "enum": ["weighted_vote", "lattice", "highest_weight", "authoritative_first", "most_recent"]},
-                                              "knobs": {"type": "object"}}}}}}}})},
+                    "policy": {"type": "object", "additionalProperties": False, "anyOf": POLICY_NAMES,
+                               "properties": {"mode": MODE, "knobs": KNOBS}}},
+                "example": {"issuer": {"id": "acme", "tier": "untrusted"}}}}}})},
     },
 }
 out = pathlib.Path(__file__).resolve().parent.parent / "docs" / "openapi.json"
