@@ -589,7 +589,9 @@ fn trust_changes_are_admin_only_simulated_exactly_applied_audited_and_per_tenant
     let (code, sim) =
         send(port, "POST", "/v1/vex/simulate", Some(ADMIN), None, r#"{"issuer": {"id": "acme", "tier": "untrusted"}}"#);
     assert_eq!(code, 200, "{sim}");
-    let (code, applied) = send(port, "PUT", put, Some(ADMIN), None, change);
+    let auth = format!("Bearer {ADMIN}");
+    let headers = [("Authorization", auth.as_str()), ("X-Correlation-Id", "trust-drill-1")];
+    let (code, applied, _) = request(port, "PUT", put, &headers, change);
     assert_eq!(code, 200, "{applied}");
     assert_eq!((applied["applied"].as_bool(), applied["epoch"].as_u64()), (Some(true), Some(1)), "{applied}");
     assert_eq!(applied["issuer"]["tier"], "untrusted");
@@ -678,6 +680,7 @@ fn trust_changes_are_admin_only_simulated_exactly_applied_audited_and_per_tenant
         "{line}"
     );
     assert_eq!(line["justification"], "drill");
+    assert_eq!(line["correlationId"], "trust-drill-1", "the request's correlation id: {line}");
 
     // A policy knob, then the rate limit (3 changes per minute per tenant).
     let (code, p) =
@@ -691,6 +694,14 @@ fn trust_changes_are_admin_only_simulated_exactly_applied_audited_and_per_tenant
     assert!(
         common::metric(&metrics, "vex_recompute_duration_seconds_count{reason=\"policy_knob\"}").unwrap_or(0.0) >= 1.0
     );
+    let line = common::wait_for("the trust_policy_changed log line", Duration::from_secs(10), || {
+        std::fs::read_to_string(&log).unwrap().lines().find_map(|l| {
+            let v: Value = serde_json::from_str(l).ok()?;
+            (v["event"] == "trust_policy_changed").then_some(v)
+        })
+    });
+    let minted = line["correlationId"].as_str().unwrap_or_default();
+    assert!(minted.len() == 32 && minted.bytes().all(|b| b.is_ascii_hexdigit()), "a minted correlation id: {line}");
     let (code, third) =
         send(port, "PUT", "/v1/vex/trust/issuers/example-scanner", Some(ADMIN), None, r#"{"weight": 0.35}"#);
     assert_eq!((code, third["epoch"].as_u64()), (200, Some(3)), "{third}");

@@ -97,6 +97,15 @@ fn corpus_via_kcat_equals_cli_consensus() {
     eprintln!("{} documents -> {} records in {:?} (produce + consensus)", files.len(), want.len(), t0.elapsed());
     let _ = took;
     assert_observations(&setup, &files, "acme");
+    // The bus names each observation's tenant in a `tenant` header (the observations
+    // consumer dead-letters one whose header and body disagree).
+    let headers = common::kcat_consume(&setup.services.brokers, &setup.observations_topic, "%h\n");
+    let headers: Vec<&str> = headers.lines().filter(|l| !l.is_empty()).collect();
+    assert!(!headers.is_empty(), "no observation read back from {}", setup.observations_topic);
+    for h in &headers {
+        let tenants: Vec<&str> = h.split(',').filter_map(|kv| kv.strip_prefix("tenant=")).collect();
+        assert_eq!(tenants, ["acme"], "one tenant header, the observation's: {h}");
+    }
     assert_eq!(common::kcat_count(&setup.services.brokers, &setup.dlq_topic), 0, "no document is dead-lettered");
     let metrics = serve.get("/metrics").expect("metrics").1;
     assert!(metrics.contains("vex_consensus_latency_seconds"), "metrics:\n{metrics}");

@@ -147,6 +147,9 @@ codes! {
         RetriesExhausted => "retries_exhausted",
         /// The store rejected the message's observation or verification for good.
         StoreRejected => "store_rejected",
+        /// A message on the observations topic whose `tenant` header names another
+        /// tenant than its observation (and its message key).
+        TenantMismatch => "tenant_mismatch",
         /// Over the size limit.
         TooLarge => "too_large",
         /// A document that could not be read (a watched file that cannot be opened is

@@ -268,12 +268,16 @@ impl From<TrustError> for ApiError {
 }
 
 async fn apply(
+    req: &actix_web::HttpRequest,
     caller: &Authorized<Admin>,
     state: &State,
     change: TrustChange,
     reason: Option<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let applied = state.trust.apply(&caller.name, &caller.tenant, &change, reason.as_deref()).await?;
+    use actix_web::HttpMessage;
+    let correlation = req.extensions().get::<super::CorrelationId>().map(|c| c.0.clone());
+    let applied =
+        state.trust.apply(&caller.name, &caller.tenant, &change, reason.as_deref(), correlation.as_deref()).await?;
     let p = state.policy_for(&caller.tenant);
     let mut out = serde_json::json!({
         "tenant": caller.tenant,
@@ -298,6 +302,7 @@ async fn apply(
 /// `PUT /v1/vex/trust/issuers/{id}` (`vex:admin`): `{"tier"?, "weight"?, "reason"?}`
 /// replaces the issuer's override for the caller's tenant.
 pub async fn put_issuer(
+    req: actix_web::HttpRequest,
     caller: Authorized<Admin>,
     state: web::Data<State>,
     id: web::Path<String>,
@@ -307,12 +312,13 @@ pub async fn put_issuer(
     let tier: Option<Tier> = field(&obj, "tier")?;
     let weight: Option<f64> = field(&obj, "weight")?;
     let reason = reason(&obj)?;
-    apply(&caller, &state, TrustChange::Issuer { id: id.into_inner(), tier, weight }, reason).await
+    apply(&req, &caller, &state, TrustChange::Issuer { id: id.into_inner(), tier, weight }, reason).await
 }
 
 /// `PUT /v1/vex/trust/policy` (`vex:admin`): `{"mode"?, "knobs"?: {...}, "reason"?}` for
 /// the caller's tenant (named knobs replace their values, the others keep theirs).
 pub async fn put_policy(
+    req: actix_web::HttpRequest,
     caller: Authorized<Admin>,
     state: web::Data<State>,
     body: web::Json<serde_json::Value>,
@@ -321,7 +327,7 @@ pub async fn put_policy(
     let mode: Option<Mode> = field(&obj, "mode")?;
     let knobs: Option<serde_json::Map<String, serde_json::Value>> = field(&obj, "knobs")?;
     let reason = reason(&obj)?;
-    apply(&caller, &state, TrustChange::Policy { mode, knobs: knobs.unwrap_or_default() }, reason).await
+    apply(&req, &caller, &state, TrustChange::Policy { mode, knobs: knobs.unwrap_or_default() }, reason).await
 }
 
 #[cfg(test)]

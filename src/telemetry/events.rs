@@ -347,6 +347,8 @@ impl IssuerTrustChanged<'_> {
 
 /// A tenant's consensus mode or knobs changed (`PUT /v1/vex/trust/policy`).
 pub struct TrustPolicyChanged<'a> {
+    /// The request's correlation id.
+    pub correlation_id: Option<&'a str>,
     pub tenant: &'a str,
     pub who: &'a str,
     pub mode_before: &'a str,
@@ -362,6 +364,7 @@ impl TrustPolicyChanged<'_> {
     pub fn emit(&self) {
         tracing::info!(
             event = "trust_policy_changed",
+            correlationId = self.correlation_id,
             tenant = self.tenant,
             who = self.who,
             modeBefore = self.mode_before,

@@ -161,13 +161,15 @@ impl TrustService {
 
     /// Applies `change` for `tenant` on behalf of `who`: persisted (compare-and-set on the
     /// epoch) with its audit entry, installed, logged, and every pair of the tenant
-    /// recomputed; returns once the recomputed records are durable.
+    /// recomputed; returns once the recomputed records are durable. `correlation_id` (the
+    /// request's) is on the change's log line.
     pub async fn apply(
         &self,
         who: &str,
         tenant: &str,
         change: &TrustChange,
         reason: Option<&str>,
+        correlation_id: Option<&str>,
     ) -> Result<Applied, TrustError> {
         // An invalid change is refused before it counts against the limit.
         self.policies.trust(tenant).changed(self.policies.base(), change)?;
@@ -217,7 +219,7 @@ impl TrustService {
                     let b = policy_before.directory.resolve(Some(issuer), tenant);
                     let a = policy_after.directory.resolve(Some(issuer), tenant);
                     IssuerTrustChanged {
-                        correlation_id: None,
+                        correlation_id,
                         tenant,
                         who,
                         issuer: &a.id,
@@ -230,6 +232,7 @@ impl TrustService {
                     .emit();
                 }
                 TrustChange::Policy { .. } => TrustPolicyChanged {
+                    correlation_id,
                     tenant,
                     who,
                     mode_before: policy_before.mode.as_str(),
@@ -439,15 +442,15 @@ mod tests {
         let a = TrustService::new(store.clone(), store.clone(), Arc::new(Policies::new(Policy::default())), None, 2);
         let b = TrustService::new(store.clone(), store.clone(), Arc::new(Policies::new(Policy::default())), None, 2);
         let bad = TrustChange::Issuer { id: "vendor".into(), tier: None, weight: Some(3.0) };
-        assert!(matches!(a.apply("alice", "t", &bad, None).await, Err(TrustError::Invalid(_))));
-        let applied = a.apply("alice", "t", &issuer(Tier::Trusted), Some("vetted")).await.unwrap();
+        assert!(matches!(a.apply("alice", "t", &bad, None, None).await, Err(TrustError::Invalid(_))));
+        let applied = a.apply("alice", "t", &issuer(Tier::Trusted), Some("vetted"), None).await.unwrap();
         assert_eq!((applied.before.epoch, applied.after.epoch), (0, 1));
         assert_ne!(applied.policy_version, applied.policy_version_before);
         // b has not seen it; its change from the stale epoch loses the compare-and-set,
         // takes a's settings and is re-applied on top of them.
         assert_eq!(b.policies().for_tenant("t").epoch(), 0);
         let k = serde_json::json!({"conflict_threshold": 0.4}).as_object().cloned().unwrap();
-        let on_b = b.apply("bob", "t", &TrustChange::Policy { mode: None, knobs: k }, None).await.unwrap();
+        let on_b = b.apply("bob", "t", &TrustChange::Policy { mode: None, knobs: k }, None, None).await.unwrap();
         assert_eq!(on_b.after.epoch, 2);
         assert!(on_b.after.issuers.contains_key("vendor"), "a's change is kept: {:?}", on_b.after);
         // a converges on b's.
@@ -462,12 +465,12 @@ mod tests {
         assert_eq!(audit[0].reason.as_deref(), Some("vetted"));
         assert_eq!(audit[1].before, audit[0].after);
         // Rate limit: a allows 2 per minute per tenant (the invalid change did not count).
-        a.apply("alice", "t", &issuer(Tier::Known), None).await.unwrap();
+        a.apply("alice", "t", &issuer(Tier::Known), None, None).await.unwrap();
         assert!(matches!(
-            a.apply("alice", "t", &issuer(Tier::Untrusted), None).await,
+            a.apply("alice", "t", &issuer(Tier::Untrusted), None, None).await,
             Err(TrustError::RateLimited { limit: 2, .. })
         ));
-        a.apply("alice", "u", &issuer(Tier::Untrusted), None).await.expect("the limit is per tenant");
+        a.apply("alice", "u", &issuer(Tier::Untrusted), None, None).await.expect("the limit is per tenant");
     }
 
     /// Recomputes packages (recording which), failing every package after the first
@@ -525,7 +528,10 @@ mod tests {
         let crashing = Arc::new(Recorder { done: Mutex::new(Vec::new()), crash_after: Some(2) });
         let policies = || Arc::new(Policies::new(Policy::default()));
         let a = TrustService::new(store.clone(), store.clone(), policies(), Some(crashing.clone()), 0);
-        assert!(matches!(a.apply("alice", "t", &issuer(Tier::Trusted), None).await, Err(TrustError::Recompute(_))));
+        assert!(matches!(
+            a.apply("alice", "t", &issuer(Tier::Trusted), None, None).await,
+            Err(TrustError::Recompute(_))
+        ));
         assert_eq!(crashing.done.lock().unwrap().len(), 2);
         assert_eq!(a.owed().await.unwrap().get("t"), Some(&1), "the change is durable, its recompute owed");
 
@@ -541,7 +547,7 @@ mod tests {
         assert!(b.owed().await.unwrap().is_empty(), "nothing owed once finished");
         assert_eq!(b.finish_pending(None).await.unwrap(), 0, "finished once");
         // A change that completes is marked at once: nothing owed.
-        b.apply("alice", "t", &issuer(Tier::Known), None).await.unwrap();
+        b.apply("alice", "t", &issuer(Tier::Known), None, None).await.unwrap();
         assert!(b.owed().await.unwrap().is_empty());
         assert_eq!(store.trust_recomputed().await.unwrap(), vec![("t".to_string(), 2)]);
     }
@@ -581,7 +587,7 @@ mod tests {
         let inner = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
         let store = Arc::new(FailsAfterWriting(inner.clone()));
         let s = TrustService::new(store, inner, Arc::new(Policies::new(Policy::default())), None, 0);
-        let applied = s.apply("alice", "t", &issuer(Tier::Trusted), None).await.expect("in force");
+        let applied = s.apply("alice", "t", &issuer(Tier::Trusted), None, None).await.expect("in force");
         assert_eq!(applied.after.epoch, 1);
         assert_eq!(s.policies().for_tenant("t").epoch(), 1);
         assert_ne!(applied.policy_version, applied.policy_version_before);

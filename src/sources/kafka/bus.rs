@@ -7,7 +7,8 @@
 //! every one (idempotent producer, `acks=all`); the messages carry this service's trace
 //! context (the `vex.route` span), or the document's own when no spans are exported; an
 //! observation without a canonical or JSON form, or too large for the broker, fails the
-//! document permanently.
+//! document permanently. Each message names its tenant in a `tenant` header (the
+//! observations consumer refuses one whose header and body disagree).
 
 use super::produce::produce_acked;
 use crate::crypto::mac::{ObservationMac, HEADER_MAC};
@@ -71,8 +72,11 @@ impl ObservationBus for KafkaBus {
             let tag = self.mac.tag(key.as_bytes(), &content);
             messages.push((key, value, tag));
         }
-        let sends = messages.iter().map(|(key, value, tag)| {
-            let headers = headers.clone().insert(Header { key: HEADER_MAC, value: Some(tag.as_str()) });
+        let sends = messages.iter().zip(&observations).map(|((key, value, tag), o)| {
+            let headers = headers
+                .clone()
+                .insert(Header { key: "tenant", value: Some(&*o.tenant) })
+                .insert(Header { key: HEADER_MAC, value: Some(tag.as_str()) });
             produce_acked(&self.producer, topic, Some(key.as_bytes()), value, Some(headers), &self.shutdown)
         });
         let results = futures::future::join_all(sends).instrument(route).await;

@@ -5,7 +5,10 @@
 //!
 //! Invariants: an observation without a valid tag counts as unsigned whatever its
 //! signature claim; its message key must be its own `<tenant>/<package>`; its offset is
-//! its stream position (`provenance.sequence`, which orders record writes).
+//! its stream position (`provenance.sequence`, which orders record writes); its tenant
+//! is a tenant name (else `invalid_tenant`) and the one its `tenant` header claims, when
+//! it has one (the bus sets it on every observation; else `tenant_mismatch`): neither a
+//! producer's header nor a forged body moves an observation into another tenant.
 
 use super::dead_letters::MessageDeadLetters;
 use super::message::{correlation_of, source_name, timestamp_ms};
@@ -75,6 +78,21 @@ async fn apply(m: &OwnedMessage, h: &Observations) -> Result<(), Failure> {
         let got = m.key().map(String::from_utf8_lossy);
         let detail = format!("message key {got:?} is not the observation's {key:?} (<tenant>/<package>)");
         return Err(Failure::Permanent { reason: INVALID_OBSERVATION, detail });
+    }
+    // The tenant: a tenant name, and the one the message's header claims.
+    if !crate::config::valid_tenant(&o.tenant) {
+        let shown: String = o.tenant.chars().take(64).collect();
+        let detail = format!("observation tenant {shown:?} is not a tenant name: 1 to 128 of A-Z a-z 0-9 . _ -");
+        return Err(Failure::Permanent { reason: DeadLetterReason::InvalidTenant, detail });
+    }
+    // Byte for byte: a header that is no UTF-8 (or padded) claims another tenant too.
+    let claimed = m.headers().and_then(|h| h.iter().find(|x| x.key.eq_ignore_ascii_case("tenant")).map(|x| x.value));
+    if let Some(claimed) = claimed {
+        if claimed != Some(o.tenant.as_bytes()) {
+            let shown: String = String::from_utf8_lossy(claimed.unwrap_or_default()).chars().take(64).collect();
+            let detail = format!("tenant header {shown:?} is not the observation's tenant {:?}", o.tenant);
+            return Err(Failure::Permanent { reason: DeadLetterReason::TenantMismatch, detail });
+        }
     }
     // Its position in the stream orders record writes; whatever the message said.
     o.provenance.sequence = Some(m.offset());
