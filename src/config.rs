@@ -895,19 +895,58 @@ impl Config {
         Ok(())
     }
 
-    /// Checks every value; the error names the key.
+    /// Checks every value, section by section; the error names the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.consensus.validate()?;
+        self.http.validate()?;
+        self.kafka.validate()?;
+        if self.source_mode() == SourceMode::Kafka {
+            self.kafka.observations_mac()?;
+        }
+        self.mongo.validate()?;
+        self.ingest.validate()?;
+        self.api.validate()?;
+        self.actors.validate()?;
+        self.validate_feeds()?;
+        self.telemetry.validate()
+    }
+}
+
+impl ConsensusConfig {
+    /// `[consensus]`: the knobs, the trust poll interval.
+    fn validate(&self) -> Result<(), ConfigError> {
         let inv = |key: &'static str, reason: String| Err(ConfigError::Invalid { key, reason });
-        if let Err(e) = self.consensus.knobs.validate() {
+        if let Err(e) = self.knobs.validate() {
             return inv("consensus.knobs", e.to_string());
         }
-        if !(1..=64).contains(&self.http.workers) {
-            return inv("http.workers", format!("{} is not in 1..=64", self.http.workers));
-        }
-        if self.consensus.trust_poll_interval_ms < 100 {
+        if self.trust_poll_interval_ms < 100 {
             return inv("consensus.trust_poll_interval_ms", "must be at least 100".into());
         }
-        let k = &self.kafka;
+        Ok(())
+    }
+}
+
+impl HttpConfig {
+    /// `[http]`: workers, the listen address.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let inv = |key: &'static str, reason: String| Err(ConfigError::Invalid { key, reason });
+        if !(1..=64).contains(&self.workers) {
+            return inv("http.workers", format!("{} is not in 1..=64", self.workers));
+        }
+        if self.listen.parse::<std::net::SocketAddr>().is_err()
+            && !self.listen.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        {
+            return inv("http.listen", format!("{:?} is not host:port", self.listen));
+        }
+        Ok(())
+    }
+}
+
+impl KafkaConfig {
+    /// `[kafka]`: topics, timeouts, in-flight bounds, retries (the observations MAC is checked by [`Config::validate`] in Kafka mode).
+    fn validate(&self) -> Result<(), ConfigError> {
+        let inv = |key: &'static str, reason: String| Err(ConfigError::Invalid { key, reason });
+        let k = self;
         for (key, v) in [
             ("kafka.topic", &k.topic),
             ("kafka.observations_topic", &k.observations_topic),
@@ -938,9 +977,6 @@ impl Config {
         if k.max_in_flight_observations == 0 {
             return inv("kafka.max_in_flight_observations", "must be at least 1".into());
         }
-        if self.source_mode() == SourceMode::Kafka {
-            self.kafka.observations_mac()?;
-        }
         if k.max_in_flight_bytes == 0 {
             return inv("kafka.max_in_flight_bytes", "must be at least 1".into());
         }
@@ -956,20 +992,31 @@ impl Config {
         if k.create_partitions < 0 {
             return inv("kafka.create_partitions", "must not be negative".into());
         }
-        if let Some(u) = &self.mongo.uri {
+        Ok(())
+    }
+}
+
+impl MongoConfig {
+    /// `[mongo]`: the URI's scheme, the database name.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let inv = |key: &'static str, reason: String| Err(ConfigError::Invalid { key, reason });
+        if let Some(u) = &self.uri {
             if !(u.starts_with("mongodb://") || u.starts_with("mongodb+srv://")) {
                 return inv("mongo.uri", format!("{u:?} is not a mongodb:// URI"));
             }
         }
-        if self.mongo.db.trim().is_empty() {
+        if self.db.trim().is_empty() {
             return inv("mongo.db", "must not be empty".into());
         }
-        if self.http.listen.parse::<std::net::SocketAddr>().is_err()
-            && !self.http.listen.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-        {
-            return inv("http.listen", format!("{:?} is not host:port", self.http.listen));
-        }
-        let i = &self.ingest;
+        Ok(())
+    }
+}
+
+impl IngestConfig {
+    /// `[ingest]`: sizes, intervals, workers, the tenant name.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let inv = |key: &'static str, reason: String| Err(ConfigError::Invalid { key, reason });
+        let i = self;
         if i.max_message_bytes == 0 {
             return inv("ingest.max_message_bytes", "must be at least 1".into());
         }
@@ -991,7 +1038,15 @@ impl Config {
                 format!("{:?} is not a tenant name: 1 to 128 of A-Z a-z 0-9 . _ - (the API's X-Tenant rule)", i.tenant),
             );
         }
-        let api = &self.api;
+        Ok(())
+    }
+}
+
+impl ApiConfig {
+    /// `[api]`: pages, bodies, streams, tokens.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let inv = |key: &'static str, reason: String| Err(ConfigError::Invalid { key, reason });
+        let api = self;
         if api.max_page_size == 0 || api.max_page_size > 1000 {
             return inv("api.max_page_size", format!("{} is not in 1..=1000", api.max_page_size));
         }
@@ -1040,7 +1095,15 @@ impl Config {
                 return inv("api.tokens.tenants", format!("token {:?}: needs valid tenant names", t.name));
             }
         }
-        let a = &self.actors;
+        Ok(())
+    }
+}
+
+impl ActorsConfig {
+    /// `[actors]`: mailbox, live actors, writers, retries.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let inv = |key: &'static str, reason: String| Err(ConfigError::Invalid { key, reason });
+        let a = self;
         for (key, v) in [
             ("actors.mailbox_capacity", a.mailbox_capacity as u64),
             ("actors.max_live_actors", a.max_live_actors as u64),
@@ -1057,8 +1120,15 @@ impl Config {
         if a.retry_max_ms < a.retry_initial_ms {
             return inv("actors.retry_max_ms", "must be at least actors.retry_initial_ms".into());
         }
-        self.validate_feeds()?;
-        let t = &self.telemetry;
+        Ok(())
+    }
+}
+
+impl TelemetryConfig {
+    /// `[telemetry]`: the OTLP endpoint and CA file, sampling, names, timeouts.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let inv = |key: &'static str, reason: String| Err(ConfigError::Invalid { key, reason });
+        let t = self;
         match otlp_traces_url(&t.otlp_endpoint) {
             Err(reason) => {
                 return inv("telemetry.otlp_endpoint", format!("OTLP endpoint {:?}: {reason}", t.otlp_endpoint))
