@@ -253,44 +253,9 @@ async fn serve(
         });
         check
     });
-    let status = StatusInfo {
-        version: env!("CARGO_PKG_VERSION"),
-        commit: option_env!("VEXLENS_GIT_COMMIT"),
-        mode: match mode {
-            SourceMode::Kafka => "kafka",
-            SourceMode::Embedded => "embedded",
-        },
-        store: if embedded.is_some() { "embedded" } else { "mongodb" },
-        feature_flags: [("dsse_verification", true), ("kafka", mode == SourceMode::Kafka), ("once", opts.once)]
-            .into_iter()
-            .collect(),
-        config: Some(config_status),
-        feeds: crate::sources::feeds::FeedsHealth::default(),
-    };
+    let status = status_info(mode, embedded.is_some(), opts.once, config_status);
     let feeds_health = status.feeds.clone();
-    let signer = match &cfg.export.sign_key {
-        Some(p) => {
-            let pem = zeroize::Zeroizing::new(
-                std::fs::read_to_string(p).with_context(|| format!("export.sign_key: reading {}", p.display()))?,
-            );
-            let key = crate::crypto::SigningKey::from_pem(&pem)
-                .map_err(|e| anyhow::anyhow!("export.sign_key: {}: {e}", p.display()))?;
-            Some(Arc::new(key))
-        }
-        None => None,
-    };
-    let export_jobs = {
-        let (records, observations, jobs) =
-            (store.records.clone(), store.observations.clone(), store.export_jobs.clone());
-        let (dir, source) = (cfg.export.dir.clone(), status.store);
-        let retention = crate::actors::export_job::Retention {
-            keep_per_tenant: cfg.export.keep_per_tenant,
-            max_age_ms: i64::try_from(cfg.export.max_age_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
-        };
-        actix::Supervisor::start(move |_| {
-            crate::actors::export_job::ExportJobActor::new(records, observations, jobs, dir, signer, source, retention)
-        })
-    };
+    let export_jobs = start_export_jobs(&cfg, &store, status.store)?;
     let deps = crate::http::ServerDeps {
         stores: store.clone(),
         broker,
@@ -327,71 +292,8 @@ async fn serve(
             }
         }
         _ => {
-            let s = SourceSettings {
-                dir: cfg.ingest.dir.clone(),
-                stdin: cfg.ingest.stdin,
-                poll: Duration::from_millis(cfg.ingest.poll_interval_ms),
-                settle: Duration::from_millis(cfg.ingest.settle_ms),
-                follow_symlinks: cfg.ingest.follow_symlinks,
-                tenant: cfg.ingest.tenant.clone(),
-                max_bytes: cfg.ingest.max_message_bytes,
-                max_in_flight: cfg.ingest.max_in_flight_documents,
-                once: opts.once,
-            };
-            if s.dir.is_none() && !s.stdin {
-                crate::warn_event!(
-                    crate::telemetry::events::LogEvent::NoInputs,
-                    "embedded mode without --ingest-dir or --stdin: serving HTTP only"
-                );
-            }
-            let intake = sources::Intake {
-                files: embedded.clone().map(|e| Arc::new(e) as Arc<dyn crate::ports::ProcessedFiles>),
-                dead_letters: match &embedded {
-                    Some(e) => Arc::new(e.clone()),
-                    None => Arc::new(crate::ports::EventOnly),
-                },
-            };
-            // The in-process observation bus: the pipeline's own artifact actors.
-            let ingest = crate::ingest::Ingest::new(
-                pipeline.clone(),
-                Arc::new(pipeline.clone()),
-                store.ledger.clone(),
-                Arc::new(crate::ports::SystemClock),
-                cfg.ingest.max_message_bytes,
-                crate::ingest::RetryPolicy::once(),
-                shutdown.clone(),
-            );
-            // `--once`: a progress bar while the inputs present now are processed (drawn
-            // only on a terminal's stderr).
-            let progress = if opts.once { Some(once_progress(&s).await) } else { None };
-            let feeds = if opts.once {
-                Vec::new()
-            } else {
-                let emit = crate::sources::feeds::Emitter::Ingest {
-                    ingest: ingest.clone(),
-                    dead_letters: intake.dead_letters.clone(),
-                };
-                start_feeds(&cfg, &policy, emit, &feeds_health, &shutdown)?
-            };
-            sources::run(ingest, intake, s, shutdown.clone()).await;
-            if let Some((progress, ticker)) = progress {
-                // The last documents' records are written by the drain below; the summary
-                // counts them.
-                ticker.abort();
-                progress.finish();
-            }
-            if !opts.once {
-                let mut sd = shutdown.clone();
-                while !*sd.borrow() {
-                    if sd.changed().await.is_err() {
-                        break;
-                    }
-                }
-            }
-            // The feeds stop at shutdown; their last documents settle before the drain.
-            for f in feeds {
-                let _ = f.await;
-            }
+            let feeds = |emit| start_feeds(&cfg, &policy, emit, &feeds_health, &shutdown);
+            run_embedded(&cfg, &pipeline, store.ledger.clone(), embedded, opts.once, &shutdown, feeds).await?
         }
     }
     pipeline.drain().await.context("draining the store writer")?;
@@ -411,6 +313,136 @@ async fn serve(
         "{summary}; drained, exiting"
     );
     server_handle.stop(true).await;
+    Ok(())
+}
+
+/// What `/status` reports about this process (the feeds' health filled in as they run).
+fn status_info(mode: SourceMode, embedded: bool, once: bool, config_status: crate::http::ConfigStatus) -> StatusInfo {
+    StatusInfo {
+        version: env!("CARGO_PKG_VERSION"),
+        commit: option_env!("VEXLENS_GIT_COMMIT"),
+        mode: match mode {
+            SourceMode::Kafka => "kafka",
+            SourceMode::Embedded => "embedded",
+        },
+        store: if embedded { "embedded" } else { "mongodb" },
+        feature_flags: [("dsse_verification", true), ("kafka", mode == SourceMode::Kafka), ("once", once)]
+            .into_iter()
+            .collect(),
+        config: Some(config_status),
+        feeds: crate::sources::feeds::FeedsHealth::default(),
+    }
+}
+
+/// The export job actor, with the bundle signing key of `export.sign_key` (read once).
+fn start_export_jobs(
+    cfg: &Config,
+    store: &Stores,
+    source: &'static str,
+) -> anyhow::Result<actix::Addr<crate::actors::export_job::ExportJobActor>> {
+    let signer = match &cfg.export.sign_key {
+        Some(p) => {
+            let pem = zeroize::Zeroizing::new(
+                std::fs::read_to_string(p).with_context(|| format!("export.sign_key: reading {}", p.display()))?,
+            );
+            let key = crate::crypto::SigningKey::from_pem(&pem)
+                .map_err(|e| anyhow::anyhow!("export.sign_key: {}: {e}", p.display()))?;
+            Some(Arc::new(key))
+        }
+        None => None,
+    };
+    let jobs = {
+        let (records, observations, jobs) =
+            (store.records.clone(), store.observations.clone(), store.export_jobs.clone());
+        let dir = cfg.export.dir.clone();
+        let retention = crate::actors::export_job::Retention {
+            keep_per_tenant: cfg.export.keep_per_tenant,
+            max_age_ms: i64::try_from(cfg.export.max_age_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
+        };
+        actix::Supervisor::start(move |_| {
+            crate::actors::export_job::ExportJobActor::new(records, observations, jobs, dir, signer, source, retention)
+        })
+    };
+    Ok(jobs)
+}
+
+/// The embedded mode's intake: the watched directory (or stdin) through the in-process
+/// ingest flow, and the enabled feeds (not with `--once`); returns at shutdown, or once
+/// the inputs present at start are processed with `--once`.
+async fn run_embedded(
+    cfg: &Config,
+    pipeline: &Pipeline,
+    ledger: Arc<dyn crate::ports::DocumentLedger>,
+    embedded: Option<EmbeddedStore>,
+    once: bool,
+    shutdown: &watch::Receiver<bool>,
+    start_feeds: impl FnOnce(crate::sources::feeds::Emitter) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>>,
+) -> anyhow::Result<()> {
+    let s = SourceSettings {
+        dir: cfg.ingest.dir.clone(),
+        stdin: cfg.ingest.stdin,
+        poll: Duration::from_millis(cfg.ingest.poll_interval_ms),
+        settle: Duration::from_millis(cfg.ingest.settle_ms),
+        follow_symlinks: cfg.ingest.follow_symlinks,
+        tenant: cfg.ingest.tenant.clone(),
+        max_bytes: cfg.ingest.max_message_bytes,
+        max_in_flight: cfg.ingest.max_in_flight_documents,
+        once,
+    };
+    if s.dir.is_none() && !s.stdin {
+        crate::warn_event!(
+            crate::telemetry::events::LogEvent::NoInputs,
+            "embedded mode without --ingest-dir or --stdin: serving HTTP only"
+        );
+    }
+    let intake = sources::Intake {
+        files: embedded.clone().map(|e| Arc::new(e) as Arc<dyn crate::ports::ProcessedFiles>),
+        dead_letters: match &embedded {
+            Some(e) => Arc::new(e.clone()),
+            None => Arc::new(crate::ports::EventOnly),
+        },
+    };
+    // The in-process observation bus: the pipeline's own artifact actors.
+    let ingest = crate::ingest::Ingest::new(
+        pipeline.clone(),
+        Arc::new(pipeline.clone()),
+        ledger,
+        Arc::new(crate::ports::SystemClock),
+        cfg.ingest.max_message_bytes,
+        crate::ingest::RetryPolicy::once(),
+        shutdown.clone(),
+    );
+    // `--once`: a progress bar while the inputs present now are processed (drawn
+    // only on a terminal's stderr).
+    let progress = if once { Some(once_progress(&s).await) } else { None };
+    let feeds = if once {
+        Vec::new()
+    } else {
+        let emit = crate::sources::feeds::Emitter::Ingest {
+            ingest: ingest.clone(),
+            dead_letters: intake.dead_letters.clone(),
+        };
+        start_feeds(emit)?
+    };
+    sources::run(ingest, intake, s, shutdown.clone()).await;
+    if let Some((progress, ticker)) = progress {
+        // The last documents' records are written by the drain below; the summary
+        // counts them.
+        ticker.abort();
+        progress.finish();
+    }
+    if !once {
+        let mut sd = shutdown.clone();
+        while !*sd.borrow() {
+            if sd.changed().await.is_err() {
+                break;
+            }
+        }
+    }
+    // The feeds stop at shutdown; their last documents settle before the drain.
+    for f in feeds {
+        let _ = f.await;
+    }
     Ok(())
 }
 
