@@ -110,43 +110,106 @@ fn skipped(log: &Mutex<SkipLog>, path: &Path, reason: SkipReason, key: &str, det
     }
 }
 
+/// Reads stdin line by line (one document per line) into the ingest flow until EOF or
+/// shutdown; returns once every line read is processed.
+async fn read_stdin(ctx: Ctx, sem: Arc<Semaphore>, mut shutdown: watch::Receiver<bool>) {
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let mut inner: JoinSet<()> = JoinSet::new();
+    let mut n = 0u64;
+    loop {
+        let line = tokio::select! {
+            _ = shutdown.changed() => break,
+            l = lines.next_line() => l,
+        };
+        let line = match line {
+            Ok(Some(l)) => l,
+            Ok(None) => break,
+            Err(e) => {
+                crate::warn_event!(crate::telemetry::events::LogEvent::StdinError, error = %e, "stdin read failed");
+                break;
+            }
+        };
+        n += 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let permit = sem.clone().acquire_owned().await.expect("semaphore never closed");
+        let ctx = ctx.clone();
+        inner.spawn(async move {
+            process(&ctx, format!("stdin:{n}"), Ok(line.into_bytes()), None).await;
+            drop(permit);
+        });
+    }
+    while inner.join_next().await.is_some() {}
+}
+
+/// Reads one settled file (bounded, with its `.asc` beside it) and runs it through the
+/// ingest flow; a file not read (changed, not regular, unreadable) is logged once and
+/// left for the next scan, and so is one whose processing did not complete.
+async fn ingest_file(
+    ctx: &Ctx,
+    c: &scan::Candidate,
+    key: String,
+    fp: String,
+    submitted: &Mutex<HashMap<PathBuf, String>>,
+    skips: &Mutex<SkipLog>,
+) {
+    let path = c.path.clone();
+    let limit = ctx.settings.max_bytes;
+    // A blocking read: on the blocking pool, not the async threads.
+    let (p, beside) = (c.read_path.clone(), path.clone());
+    let read = tokio::task::spawn_blocking(move || {
+        (crate::input::read_limited(&p, limit), crate::input::read_signature_beside(&beside))
+    })
+    .await;
+    let (read, signature) = match read {
+        Ok((r, s)) => (Ok(r), s),
+        Err(e) => (Err(e), None),
+    };
+    use crate::input::InputError;
+    let bytes = match read {
+        Ok(Ok(b)) => Ok(b),
+        Ok(Err(e @ InputError::TooLarge { .. })) => {
+            Err(Unreadable { reason: DeadLetterReason::TooLarge, detail: e.to_string() })
+        }
+        Ok(Err(e)) => {
+            // Not read (it changed, or cannot be opened): logged once, tried
+            // again on the next scan, never dead-lettered.
+            let reason = match e {
+                InputError::NotRegular { .. } => SkipReason::NotRegular,
+                InputError::Changed { .. } => SkipReason::Changed,
+                _ => SkipReason::Unreadable,
+            };
+            skipped(skips, &path, reason, &fp, &e.to_string());
+            if let Ok(mut m) = submitted.lock() {
+                m.remove(&path);
+            }
+            return;
+        }
+        Err(e) => Err(Unreadable { reason: DeadLetterReason::Unreadable, detail: e.to_string() }),
+    };
+    if let Ok(mut l) = skips.lock() {
+        l.clear(&path);
+    }
+    if process(ctx, key.clone(), bytes, signature).await {
+        if let Some(s) = &ctx.files {
+            if let Err(e) = s.mark_file(&key, &fp).await {
+                crate::warn_event!(crate::telemetry::events::LogEvent::FileNotMarked, error = %e, "processed file not recorded");
+            }
+        }
+    } else if let Ok(mut m) = submitted.lock() {
+        // Not done: try again on the next scan.
+        m.remove(&path);
+    }
+}
+
 /// Runs the sources until shutdown (or, with `once`, until everything is processed).
 pub async fn run(ingest: Ingest, intake: Intake, settings: SourceSettings, mut shutdown: watch::Receiver<bool>) {
     let ctx = Ctx { ingest, files: intake.files, dead_letters: intake.dead_letters, settings: Arc::new(settings) };
     let sem = Arc::new(Semaphore::new(ctx.settings.max_in_flight));
     let mut tasks: JoinSet<()> = JoinSet::new();
     if ctx.settings.stdin {
-        let (ctx, sem, mut shutdown) = (ctx.clone(), sem.clone(), shutdown.clone());
-        tasks.spawn(async move {
-            let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-            let mut inner: JoinSet<()> = JoinSet::new();
-            let mut n = 0u64;
-            loop {
-                let line = tokio::select! {
-                    _ = shutdown.changed() => break,
-                    l = lines.next_line() => l,
-                };
-                let line = match line {
-                    Ok(Some(l)) => l,
-                    Ok(None) => break,
-                    Err(e) => {
-                        crate::warn_event!(crate::telemetry::events::LogEvent::StdinError, error = %e, "stdin read failed");
-                        break;
-                    }
-                };
-                n += 1;
-                if line.trim().is_empty() {
-                    continue;
-                }
-                let permit = sem.clone().acquire_owned().await.expect("semaphore never closed");
-                let ctx = ctx.clone();
-                inner.spawn(async move {
-                    process(&ctx, format!("stdin:{n}"), Ok(line.into_bytes()), None).await;
-                    drop(permit);
-                });
-            }
-            while inner.join_next().await.is_some() {}
-        });
+        tasks.spawn(read_stdin(ctx.clone(), sem.clone(), shutdown.clone()));
     }
     if let Some(dir) = ctx.settings.dir.clone() {
         // path -> fingerprint of files submitted in this run.
@@ -205,53 +268,7 @@ pub async fn run(ingest: Ingest, intake: Intake, settings: SourceSettings, mut s
                 let permit = sem.clone().acquire_owned().await.expect("semaphore never closed");
                 let (ctx, submitted, skips) = (ctx.clone(), submitted.clone(), skips.clone());
                 tasks.spawn(async move {
-                    let limit = ctx.settings.max_bytes;
-                    // A blocking read: on the blocking pool, not the async threads.
-                    let (p, beside) = (c.read_path.clone(), path.clone());
-                    let read = tokio::task::spawn_blocking(move || {
-                        (crate::input::read_limited(&p, limit), crate::input::read_signature_beside(&beside))
-                    })
-                    .await;
-                    let (read, signature) = match read {
-                        Ok((r, s)) => (Ok(r), s),
-                        Err(e) => (Err(e), None),
-                    };
-                    use crate::input::InputError;
-                    let bytes = match read {
-                        Ok(Ok(b)) => Ok(b),
-                        Ok(Err(e @ InputError::TooLarge { .. })) => {
-                            Err(Unreadable { reason: DeadLetterReason::TooLarge, detail: e.to_string() })
-                        }
-                        Ok(Err(e)) => {
-                            // Not read (it changed, or cannot be opened): logged once, tried
-                            // again on the next scan, never dead-lettered.
-                            let reason = match e {
-                                InputError::NotRegular { .. } => SkipReason::NotRegular,
-                                InputError::Changed { .. } => SkipReason::Changed,
-                                _ => SkipReason::Unreadable,
-                            };
-                            skipped(&skips, &path, reason, &fp, &e.to_string());
-                            if let Ok(mut m) = submitted.lock() {
-                                m.remove(&path);
-                            }
-                            drop(permit);
-                            return;
-                        }
-                        Err(e) => Err(Unreadable { reason: DeadLetterReason::Unreadable, detail: e.to_string() }),
-                    };
-                    if let Ok(mut l) = skips.lock() {
-                        l.clear(&path);
-                    }
-                    if process(&ctx, key.clone(), bytes, signature).await {
-                        if let Some(s) = &ctx.files {
-                            if let Err(e) = s.mark_file(&key, &fp).await {
-                                crate::warn_event!(crate::telemetry::events::LogEvent::FileNotMarked, error = %e, "processed file not recorded");
-                            }
-                        }
-                    } else if let Ok(mut m) = submitted.lock() {
-                        // Not done: try again on the next scan.
-                        m.remove(&path);
-                    }
+                    ingest_file(&ctx, &c, key, fp, &submitted, &skips).await;
                     drop(permit);
                 });
             }
