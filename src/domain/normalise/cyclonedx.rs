@@ -49,58 +49,18 @@ pub fn normalise(
     let serial = opt_str(v, "serialNumber", "", &bad)?;
     let doc_id = serial.map(str::to_string);
     let doc_version = version_string(v.get("version"));
-    let metadata = match v.get("metadata") {
-        Some(m @ Value::Object(_)) => Some(m),
-        Some(Value::Null) | None => None,
-        Some(_) => return Err(bad("metadata".into(), "must be an object")),
-    };
-    let doc_ts = match metadata {
-        Some(m) => read_ts(m, "timestamp", "metadata", &bad)?,
-        None => None,
-    };
+    let (metadata, doc_ts) = read_metadata(v, &bad)?;
     let author = metadata.and_then(document_author);
     let (issuer, issuer_source) = resolve_issuer(ctx, author);
     let tenant = tenant_of(ctx);
     let shared = DocStrings::new(&tenant, issuer.as_deref(), doc_id.as_deref(), doc_version.as_deref(), digest);
 
     // bom-ref -> (component or service, its path).
-    let mut index: BTreeMap<&str, (&Value, String)> = BTreeMap::new();
-    if let Some(m) = metadata {
-        match m.get("component") {
-            Some(c @ Value::Object(_)) => index_items(
-                std::slice::from_ref(c),
-                "metadata.component",
-                "components",
-                0,
-                &mut index,
-                &mut diagnostics,
-                &bad,
-            )?,
-            Some(Value::Null) | None => {}
-            Some(_) => return Err(bad("metadata.component".into(), "must be an object")),
-        }
-    }
-    index_items(
-        array_field(v, "components", "", &bad)?,
-        "components",
-        "components",
-        0,
-        &mut index,
-        &mut diagnostics,
-        &bad,
-    )?;
-    index_items(array_field(v, "services", "", &bad)?, "services", "services", 0, &mut index, &mut diagnostics, &bad)?;
-    let own_serial = serial.map(|s| {
-        let s = s.to_ascii_lowercase();
-        s.strip_prefix("urn:uuid:").unwrap_or(&s).to_string()
-    });
+    let index = index_document(v, metadata, &mut diagnostics, &bad)?;
+    let own_serial = serial.map(bare_serial);
     let resolver = Resolver { index: &index, own_serial: own_serial.as_deref(), author: author.unwrap_or("") };
 
-    let vulnerabilities = match v.get("vulnerabilities") {
-        Some(Value::Array(a)) => a,
-        Some(_) => return Err(bad("vulnerabilities".into(), "must be an array")),
-        None => return Err(bad("vulnerabilities".into(), "is required")),
-    };
+    let vulnerabilities = required_vulnerabilities(v, &bad)?;
     let mut observations = Vec::new();
     let mut position: u32 = 0;
     for (vi, vuln) in vulnerabilities.iter().enumerate() {
@@ -108,16 +68,7 @@ pub fn normalise(
         if !vuln.is_object() {
             return Err(bad(path, "must be an object"));
         }
-        let mut ids: Vec<String> = opt_str(vuln, "id", &path, &bad)?.into_iter().map(str::to_string).collect();
-        for (i, r) in array_field(vuln, "references", &path, &bad)?.iter().enumerate() {
-            let rpath = format!("{path}.references[{i}]");
-            if !r.is_object() {
-                return Err(bad(rpath, "must be an object"));
-            }
-            if let Some(id) = opt_str(r, "id", &rpath, &bad)? {
-                ids.push(id.to_string());
-            }
-        }
+        let mut ids = vulnerability_ids(vuln, &path, &bad)?;
         ids.retain(|s| !s.contains("://"));
         if super::drop_long_ids(&mut ids, &path, &mut diagnostics) {
             continue;
@@ -125,58 +76,20 @@ pub fn normalise(
         let (vulnerability, aliases) =
             vulnerability_key(ids).ok_or_else(|| bad(format!("{path}.id"), "names no vulnerability id"))?;
 
-        let apath = format!("{path}.analysis");
-        let analysis = match vuln.get("analysis") {
-            Some(a @ Value::Object(_)) => Some(a),
-            Some(Value::Null) | None => None,
-            Some(_) => return Err(bad(apath, "must be an object")),
-        };
-        let Some(state) = analysis.map(|a| opt_str(a, "state", &apath, &bad)).transpose()?.flatten() else {
-            diagnostics.push(Diagnostic {
-                code: DiagnosticCode::NoAnalysisState,
-                message: format!("{path}: {vulnerability} has no analysis.state; not a VEX statement, skipped"),
-            });
+        let Some(an) = read_analysis(vuln, &path, &vulnerability, doc_ts, &mut diagnostics, &bad)? else {
             continue;
         };
-        let analysis = analysis.unwrap_or(&Value::Null);
-        let analysis_status = Status::from_cyclonedx(state)
-            .ok_or_else(|| bad(format!("{apath}.state"), &format!("unknown analysis state {state:?}")))?;
-        let justification_original = opt_str(analysis, "justification", &apath, &bad)?.map(str::to_string);
-        let justification = justification_original.as_deref().and_then(Justification::from_cyclonedx);
-        if let (Some(j), None) = (&justification_original, justification) {
-            diagnostics.push(Diagnostic {
-                code: DiagnosticCode::UnknownJustification,
-                message: format!(
-                    "{apath}.justification: {j:?} is not in the CycloneDX vocabulary; kept as original only"
-                ),
-            });
-        }
-        let responses = string_list(analysis, "response", &apath, &bad)?;
-        let detail = opt_str(analysis, "detail", &apath, &bad)?;
-        let responses = (!responses.is_empty()).then(|| responses.join(", "));
-        let other_action = match (&responses, detail) {
-            (Some(r), Some(d)) => Some(format!("{r}: {d}")),
-            (Some(r), None) => Some(r.clone()),
-            (None, Some(d)) => Some(d.to_string()),
-            (None, None) => None,
-        };
-
-        let st_ts = match read_ts(analysis, "lastUpdated", &apath, &bad)? {
-            Some(t) => Some(t),
-            None => read_ts(analysis, "firstIssued", &apath, &bad)?,
-        };
-        let (timestamp, timestamp_source) = match (st_ts, doc_ts) {
-            (Some(t), _) => (t, TimestampSource::Statement),
-            (None, Some(t)) => (t, TimestampSource::Document),
-            (None, None) => {
-                diagnostics.push(Diagnostic {
-                    code: DiagnosticCode::NoTimestamp,
-                    message: format!("{path}: no analysis or metadata timestamp; the Unix epoch is used"),
-                });
-                (Timestamp::EPOCH, TimestampSource::Epoch)
-            }
-        };
-
+        let Analysis {
+            state,
+            status: analysis_status,
+            justification,
+            justification_original,
+            responses,
+            detail,
+            other_action,
+            timestamp,
+            timestamp_source,
+        } = an;
         // Shared by the observations of every affected artifact.
         let (vulnerability, aliases): (Arc<str>, Vec<Arc<str>>) = (vulnerability.into(), shared_all(aliases));
         let [justification_original, responses, other_action] =
@@ -197,25 +110,7 @@ pub fn normalise(
             let r = opt_str(af, "ref", &afpath, &bad)?.ok_or_else(|| bad(format!("{afpath}.ref"), "is required"))?;
             // Entries are validated before the ref is resolved, so a broken document
             // fails the same way whether or not its refs resolve.
-            let mut entries: Vec<(Option<&str>, Option<&str>)> = Vec::new();
-            for (ei, e) in array_field(af, "versions", &afpath, &bad)?.iter().enumerate() {
-                let epath = format!("{afpath}.versions[{ei}]");
-                if !e.is_object() {
-                    return Err(bad(epath, "must be an object"));
-                }
-                let ver = opt_str(e, "version", &epath, &bad)?;
-                let range = opt_str(e, "range", &epath, &bad)?;
-                let Some(ver) = ver.or(range) else {
-                    return Err(bad(epath, "needs a version or a range"));
-                };
-                let est = opt_str(e, "status", &epath, &bad)?;
-                if let Some(s) = est {
-                    if !matches!(s, "affected" | "unaffected" | "unknown") {
-                        return Err(bad(format!("{epath}.status"), &format!("unknown version status {s:?}")));
-                    }
-                }
-                entries.push((Some(ver), est));
-            }
+            let mut entries = version_entries(af, &afpath, &bad)?;
             let Some(key) = resolver.resolve(r, &afpath, &mut diagnostics) else {
                 continue;
             };
@@ -230,15 +125,7 @@ pub fn normalise(
                     },
                     None => key.clone(),
                 };
-                let status = match est {
-                    Some("affected") => Status::Affected,
-                    Some("unaffected") if matches!(analysis_status, Status::NotAffected | Status::Fixed) => {
-                        analysis_status
-                    }
-                    Some("unaffected") => Status::NotAffected,
-                    Some(_) => Status::UnderInvestigation,
-                    None => analysis_status,
-                };
+                let status = version_status(est, analysis_status);
                 let na = status == Status::NotAffected && analysis_status == Status::NotAffected;
                 observations.push(Observation {
                     id: Arc::from(""),
@@ -281,6 +168,207 @@ pub fn normalise(
         observations,
         diagnostics,
     })
+}
+
+/// What a vulnerability's `analysis` says (the statement's status and texts, and its
+/// time: lastUpdated > firstIssued > the document's > the epoch, with a diagnostic).
+struct Analysis<'a> {
+    state: &'a str,
+    status: Status,
+    justification: Option<Justification>,
+    justification_original: Option<String>,
+    responses: Option<String>,
+    detail: Option<&'a str>,
+    other_action: Option<String>,
+    timestamp: Timestamp,
+    timestamp_source: TimestampSource,
+}
+
+/// Reads `vuln.analysis`; `None` (with a diagnostic) when it has no state: not a VEX
+/// statement.
+fn read_analysis<'a>(
+    vuln: &'a Value,
+    path: &str,
+    vulnerability: &str,
+    doc_ts: Option<Timestamp>,
+    diagnostics: &mut Vec<Diagnostic>,
+    bad: &Bad,
+) -> Result<Option<Analysis<'a>>, NormaliseError> {
+    let apath = format!("{path}.analysis");
+    let analysis = match vuln.get("analysis") {
+        Some(a @ Value::Object(_)) => Some(a),
+        Some(Value::Null) | None => None,
+        Some(_) => return Err(bad(apath, "must be an object")),
+    };
+    let Some(state) = analysis.map(|a| opt_str(a, "state", &apath, bad)).transpose()?.flatten() else {
+        diagnostics.push(Diagnostic {
+            code: DiagnosticCode::NoAnalysisState,
+            message: format!("{path}: {vulnerability} has no analysis.state; not a VEX statement, skipped"),
+        });
+        return Ok(None);
+    };
+    let analysis = analysis.unwrap_or(&Value::Null);
+    let analysis_status = Status::from_cyclonedx(state)
+        .ok_or_else(|| bad(format!("{apath}.state"), &format!("unknown analysis state {state:?}")))?;
+    let justification_original = opt_str(analysis, "justification", &apath, bad)?.map(str::to_string);
+    let justification = justification_original.as_deref().and_then(Justification::from_cyclonedx);
+    if let (Some(j), None) = (&justification_original, justification) {
+        diagnostics.push(Diagnostic {
+            code: DiagnosticCode::UnknownJustification,
+            message: format!("{apath}.justification: {j:?} is not in the CycloneDX vocabulary; kept as original only"),
+        });
+    }
+    let responses = string_list(analysis, "response", &apath, bad)?;
+    let detail = opt_str(analysis, "detail", &apath, bad)?;
+    let responses = (!responses.is_empty()).then(|| responses.join(", "));
+    let other_action = match (&responses, detail) {
+        (Some(r), Some(d)) => Some(format!("{r}: {d}")),
+        (Some(r), None) => Some(r.clone()),
+        (None, Some(d)) => Some(d.to_string()),
+        (None, None) => None,
+    };
+
+    let st_ts = match read_ts(analysis, "lastUpdated", &apath, bad)? {
+        Some(t) => Some(t),
+        None => read_ts(analysis, "firstIssued", &apath, bad)?,
+    };
+    let (timestamp, timestamp_source) = match (st_ts, doc_ts) {
+        (Some(t), _) => (t, TimestampSource::Statement),
+        (None, Some(t)) => (t, TimestampSource::Document),
+        (None, None) => {
+            diagnostics.push(Diagnostic {
+                code: DiagnosticCode::NoTimestamp,
+                message: format!("{path}: no analysis or metadata timestamp; the Unix epoch is used"),
+            });
+            (Timestamp::EPOCH, TimestampSource::Epoch)
+        }
+    };
+
+    Ok(Some(Analysis {
+        state,
+        status: analysis_status,
+        justification,
+        justification_original,
+        responses,
+        detail,
+        other_action,
+        timestamp,
+        timestamp_source,
+    }))
+}
+
+/// A version (or range) of an `affects[]` entry and its own status.
+type VersionEntry<'a> = (Option<&'a str>, Option<&'a str>);
+
+/// An `affects[]` entry's `versions[]`: (version or range, its status), each checked.
+fn version_entries<'a>(af: &'a Value, afpath: &str, bad: &Bad) -> Result<Vec<VersionEntry<'a>>, NormaliseError> {
+    let mut entries: Vec<VersionEntry> = Vec::new();
+    for (ei, e) in array_field(af, "versions", afpath, bad)?.iter().enumerate() {
+        let epath = format!("{afpath}.versions[{ei}]");
+        if !e.is_object() {
+            return Err(bad(epath, "must be an object"));
+        }
+        let ver = opt_str(e, "version", &epath, bad)?;
+        let range = opt_str(e, "range", &epath, bad)?;
+        let Some(ver) = ver.or(range) else {
+            return Err(bad(epath, "needs a version or a range"));
+        };
+        let est = opt_str(e, "status", &epath, bad)?;
+        if let Some(s) = est {
+            if !matches!(s, "affected" | "unaffected" | "unknown") {
+                return Err(bad(format!("{epath}.status"), &format!("unknown version status {s:?}")));
+            }
+        }
+        entries.push((Some(ver), est));
+    }
+    Ok(entries)
+}
+
+/// Every component and service of the document (metadata.component, components[],
+/// services[], nested ones included) by bom-ref, with its path.
+fn index_document<'a>(
+    v: &'a Value,
+    metadata: Option<&'a Value>,
+    diagnostics: &mut Vec<Diagnostic>,
+    bad: &Bad,
+) -> Result<BTreeMap<&'a str, (&'a Value, String)>, NormaliseError> {
+    let mut index: BTreeMap<&str, (&Value, String)> = BTreeMap::new();
+    if let Some(m) = metadata {
+        match m.get("component") {
+            Some(c @ Value::Object(_)) => index_items(
+                std::slice::from_ref(c),
+                "metadata.component",
+                "components",
+                0,
+                &mut index,
+                diagnostics,
+                bad,
+            )?,
+            Some(Value::Null) | None => {}
+            Some(_) => return Err(bad("metadata.component".into(), "must be an object")),
+        }
+    }
+    index_items(array_field(v, "components", "", bad)?, "components", "components", 0, &mut index, diagnostics, bad)?;
+    index_items(array_field(v, "services", "", bad)?, "services", "services", 0, &mut index, diagnostics, bad)?;
+    Ok(index)
+}
+
+/// A vulnerability's `id` and its `references[].id`, in that order.
+fn vulnerability_ids(vuln: &Value, path: &str, bad: &Bad) -> Result<Vec<String>, NormaliseError> {
+    let mut ids: Vec<String> = opt_str(vuln, "id", path, bad)?.into_iter().map(str::to_string).collect();
+    for (i, r) in array_field(vuln, "references", path, bad)?.iter().enumerate() {
+        let rpath = format!("{path}.references[{i}]");
+        if !r.is_object() {
+            return Err(bad(rpath, "must be an object"));
+        }
+        if let Some(id) = opt_str(r, "id", &rpath, bad)? {
+            ids.push(id.to_string());
+        }
+    }
+    Ok(ids)
+}
+
+/// The BOM's serial number as other BOMs' `urn:cdx:` links name it (lower case, without
+/// `urn:uuid:`).
+fn bare_serial(serial: &str) -> String {
+    let s = serial.to_ascii_lowercase();
+    s.strip_prefix("urn:uuid:").unwrap_or(&s).to_string()
+}
+
+/// `vulnerabilities`: required, an array.
+fn required_vulnerabilities<'a>(v: &'a Value, bad: &Bad) -> Result<&'a Vec<Value>, NormaliseError> {
+    match v.get("vulnerabilities") {
+        Some(Value::Array(a)) => Ok(a),
+        Some(_) => Err(bad("vulnerabilities".into(), "must be an array")),
+        None => Err(bad("vulnerabilities".into(), "is required")),
+    }
+}
+
+/// `metadata` (an object, or absent) and its timestamp.
+fn read_metadata<'a>(v: &'a Value, bad: &Bad) -> Result<(Option<&'a Value>, Option<Timestamp>), NormaliseError> {
+    let metadata = match v.get("metadata") {
+        Some(m @ Value::Object(_)) => Some(m),
+        Some(Value::Null) | None => None,
+        Some(_) => return Err(bad("metadata".into(), "must be an object")),
+    };
+    let doc_ts = match metadata {
+        Some(m) => read_ts(m, "timestamp", "metadata", bad)?,
+        None => None,
+    };
+    Ok((metadata, doc_ts))
+}
+
+/// The status of one version of an affected component: its own `status` refines the
+/// analysis state (`unaffected` keeps a not_affected/fixed analysis, else not_affected;
+/// `unknown` is under investigation); none: the analysis state.
+fn version_status(est: Option<&str>, analysis_status: Status) -> Status {
+    match est {
+        Some("affected") => Status::Affected,
+        Some("unaffected") if matches!(analysis_status, Status::NotAffected | Status::Fixed) => analysis_status,
+        Some("unaffected") => Status::NotAffected,
+        Some(_) => Status::UnderInvestigation,
+        None => analysis_status,
+    }
 }
 
 /// The document's own author: metadata.supplier > manufacturer (1.6) / manufacture
