@@ -86,8 +86,7 @@ fn export_jobs_write_verifiable_bundles_and_are_timed_counted_and_recorded() {
     assert_eq!(metric(&m, "vex_export_duration_seconds_count"), Some(2.0), "{m}");
 
     // Stop serve (SIGTERM drains and exits 0), then read the job records back.
-    Command::new("kill").args(["-TERM", &child.0.id().to_string()]).status().unwrap();
-    let status = child.0.wait().unwrap();
+    let status = child.terminate(Duration::from_secs(30));
     assert!(status.success(), "serve exited with {status}");
     let out = vex_lens(&["records", "--export-jobs", "--data-dir", data.to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -408,9 +408,7 @@ fn serve_runs_the_enabled_feeds() {
     assert!(common::metric(&metrics, "vex_feed_last_success_timestamp_seconds{feed=\"ciq\"}").unwrap() > 1.7e9);
     assert!(common::metric_sum(&metrics, "vex_feed_bytes_total").unwrap() > 10_000.0);
     assert_eq!(common::metric(&metrics, "vex_feed_interval_seconds{feed=\"ciq\"}"), Some(3600.0), "for the alert");
-    let pid = serve.0.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let exit = serve.0.wait().unwrap();
+    let exit = serve.terminate(std::time::Duration::from_secs(30));
     assert!(exit.success(), "SIGTERM: clean exit ({exit})");
     assert_eq!(records(tmp), consensus(tmp, &cfg, &plain), "serve's feed records equal consensus");
 }

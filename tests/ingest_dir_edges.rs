@@ -42,19 +42,6 @@ fn mkfifo(p: &Path) {
     assert!(Command::new("mkfifo").arg(p).status().unwrap().success());
 }
 
-/// SIGTERM, then the exit status within `within`.
-fn terminate(server: &mut KillOnDrop, within: Duration) -> std::process::ExitStatus {
-    assert!(Command::new("kill").args(["-TERM", &server.0.id().to_string()]).status().unwrap().success());
-    let start = Instant::now();
-    loop {
-        if let Some(s) = server.0.try_wait().unwrap() {
-            return s;
-        }
-        assert!(start.elapsed() < within, "serve did not stop within {within:?} of SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn hostile_entries_are_skipped_once_counted_and_never_block() {
     let tmp = tempfile::tempdir().unwrap();
@@ -123,7 +110,7 @@ fn hostile_entries_are_skipped_once_counted_and_never_block() {
     wait_for("the later document", Duration::from_secs(30), || {
         metric(&metrics(port), "vex_documents_ingested_total").filter(|n| *n >= 3.0)
     });
-    let status = terminate(&mut server, Duration::from_secs(10));
+    let status = server.terminate(Duration::from_secs(10));
     assert!(status.success(), "exit {status:?}:\n{}", std::fs::read_to_string(&log).unwrap());
 }
 
@@ -194,7 +181,7 @@ fn unreadable_files_and_subdirectories_are_skipped_and_read_once_readable() {
         metric(&metrics(port), "vex_documents_ingested_total").filter(|n| *n >= 3.0)
     });
     assert_eq!(metric(&metrics(port), "vex_dead_letter_total{reason=\"invalid_json\"}"), Some(0.0));
-    assert!(terminate(&mut server, Duration::from_secs(10)).success());
+    assert!(server.terminate(Duration::from_secs(10)).success());
 }
 
 #[test]
@@ -238,7 +225,7 @@ fn a_file_being_written_is_read_once_settled_and_never_dead_lettered() {
     });
     let m = metrics(port);
     assert_eq!(metric(&m, "vex_documents_total{outcome=\"dead_lettered\"}"), Some(0.0), "{m}");
-    assert!(terminate(&mut server, Duration::from_secs(10)).success());
+    assert!(server.terminate(Duration::from_secs(10)).success());
 }
 
 #[test]

@@ -13,28 +13,7 @@ mod dsse_fixtures;
 
 use common::{metric_sum, Serve, ServeSetup};
 use dsse_fixtures::{check_records, check_verifications, write_envelopes, Keys};
-use serde_json::Value;
 use std::time::Duration;
-
-async fn stored_verifications(uri: &str, db: &str) -> Vec<Value> {
-    use futures::TryStreamExt;
-    let docs: Vec<mongodb::bson::Document> = common::mongo_client(uri)
-        .await
-        .database(db)
-        .collection::<mongodb::bson::Document>(vex_lens::stores::mongo::DSSE_VERIFICATIONS)
-        .find(mongodb::bson::doc! {})
-        .await
-        .expect("find verifications")
-        .try_collect()
-        .await
-        .expect("read verifications");
-    docs.into_iter()
-        .map(|d| {
-            let r: vex_lens::ports::VerificationRecord = mongodb::bson::from_document(d).expect("a VerificationRecord");
-            serde_json::to_value(r).unwrap()
-        })
-        .collect()
-}
 
 #[test]
 fn envelopes_over_kafka_are_verified_persisted_and_counted() {
@@ -58,7 +37,7 @@ fn envelopes_over_kafka_are_verified_persisted_and_counted() {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     check_records(&records);
     // Verifications are durable before the document's observations are produced.
-    let verifications = rt.block_on(stored_verifications(&services.mongo_uri, &setup.db));
+    let verifications = rt.block_on(common::stored_verifications(&services.mongo_uri, &setup.db));
     check_verifications(&verifications, &keys, &files);
     assert!(
         verifications.iter().all(|v| v["source"].as_str().is_some_and(|s| s.starts_with("kafka:"))),

@@ -26,26 +26,6 @@ fn fixture(f: &str) -> Vec<u8> {
     std::fs::read(repo().join("tests/fixtures/openpgp").join(f)).unwrap()
 }
 
-async fn stored_verifications(uri: &str, db: &str) -> Vec<Value> {
-    use futures::TryStreamExt;
-    let docs: Vec<mongodb::bson::Document> = common::mongo_client(uri)
-        .await
-        .database(db)
-        .collection::<mongodb::bson::Document>(vex_lens::stores::mongo::DSSE_VERIFICATIONS)
-        .find(mongodb::bson::doc! {})
-        .await
-        .expect("find verifications")
-        .try_collect()
-        .await
-        .expect("read verifications");
-    docs.into_iter()
-        .map(|d| {
-            let r: vex_lens::ports::VerificationRecord = mongodb::bson::from_document(d).expect("a VerificationRecord");
-            serde_json::to_value(r).unwrap()
-        })
-        .collect()
-}
-
 fn write_issuers(path: &Path) {
     let gpg = String::from_utf8(fixture("gpg-cert.asc")).unwrap();
     std::fs::write(
@@ -119,7 +99,7 @@ fn openpgp_signatures_in_a_kafka_header_are_verified_like_files() {
     assert_eq!(digests(&records), digests(&embedded), "Kafka and the watched directory give the same records");
 
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    let verifications = rt.block_on(stored_verifications(&services.mongo_uri, &setup.db));
+    let verifications = rt.block_on(common::stored_verifications(&services.mongo_uri, &setup.db));
     let mut seen: Vec<(String, String, String)> = verifications
         .iter()
         .map(|v| {

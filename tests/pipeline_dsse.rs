@@ -12,11 +12,11 @@ mod dsse_fixtures;
 #[path = "../integration-tests/common/mod.rs"]
 mod common;
 
-use common::{free_port, get, metric, metric_sum, wait_for, KillOnDrop};
+use common::{free_port, get, metric, metric_sum, ndjson, vex_lens, wait_for, KillOnDrop};
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use dsse_fixtures::{check_records, check_verifications, write_envelopes, Keys};
 use serde_json::Value;
@@ -25,19 +25,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_vex-lens");
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn vex_lens(args: &[&str]) -> std::process::Output {
-    Command::new(BIN).args(args).current_dir(repo()).output().expect("run vex-lens")
-}
-
-fn ndjson(out: &std::process::Output) -> Vec<Value> {
-    assert!(out.status.success(), "vex-lens failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).expect("NDJSON line"))
-        .collect()
 }
 
 #[test]
@@ -68,16 +55,7 @@ fn each_envelope_is_verified_persisted_counted_and_weighted() {
     });
     assert_eq!(metric_sum(&docs, "vex_dsse_verification_failures_total"), Some(3.0), "three failures counted:\n{docs}");
 
-    let pid = server.0.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = server.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(start.elapsed() < Duration::from_secs(30), "serve did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = server.terminate(Duration::from_secs(30));
     let mut stderr = String::new();
     server.0.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
     assert!(status.success(), "exit status {status:?}; log:\n{stderr}");

@@ -11,7 +11,7 @@ use common::{free_port, get, metric, wait_for, KillOnDrop};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_vex-lens");
 
@@ -179,16 +179,7 @@ fn serving_answers_health_metrics_status_and_picks_up_new_files() {
     assert_eq!(code, 200, "still alive after bad input");
 
     // SIGTERM: drain and exit 0.
-    let pid = server.0.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = server.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(start.elapsed() < Duration::from_secs(30), "serve did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = server.terminate(Duration::from_secs(30));
     let mut stderr = String::new();
     server.0.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
     assert!(status.success(), "exit status {status:?}; log:\n{stderr}");
@@ -268,14 +259,6 @@ fn sigterm_exits_zero_also_without_inputs() {
         .unwrap();
     let mut server = KillOnDrop(child);
     wait_for("liveness", Duration::from_secs(30), || get(port, "/health/liveness").filter(|(c, _)| *c == 200));
-    assert!(Command::new("kill").args(["-TERM", &server.0.id().to_string()]).status().unwrap().success());
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = server.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(start.elapsed() < Duration::from_secs(30), "serve did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = server.terminate(Duration::from_secs(30));
     assert!(status.success(), "exit status {status:?}");
 }

@@ -14,6 +14,8 @@ mod common;
 #[path = "../integration-tests/common/openpgp.rs"]
 mod openpgp;
 
+use common::{ndjson, vex_lens};
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -29,19 +31,6 @@ fn repo() -> PathBuf {
 
 fn fixture(f: &str) -> Vec<u8> {
     std::fs::read(repo().join("tests/fixtures/openpgp").join(f)).unwrap()
-}
-
-fn vex_lens(args: &[&str]) -> std::process::Output {
-    Command::new(BIN).args(args).current_dir(repo()).output().expect("run vex-lens")
-}
-
-fn ndjson(out: &std::process::Output) -> Vec<Value> {
-    assert!(out.status.success(), "vex-lens failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).expect("NDJSON line"))
-        .collect()
 }
 
 /// The test's key (made with rpgp, not GnuPG).

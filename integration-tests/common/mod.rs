@@ -401,15 +401,72 @@ pub fn metric_sum(text: &str, name: &str) -> Option<f64> {
     (!values.is_empty()).then(|| values.iter().sum())
 }
 
+/// Runs `vex-lens args` from the repo dir and returns its output.
+pub fn vex_lens(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_vex-lens")).args(args).current_dir(repo_dir()).output().expect("run vex-lens")
+}
+
+/// The NDJSON lines of a successful run's stdout (panics with its stderr otherwise).
+pub fn ndjson(out: &std::process::Output) -> Vec<serde_json::Value> {
+    assert!(out.status.success(), "vex-lens failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).expect("NDJSON line"))
+        .collect()
+}
+
+/// Every signature verification stored in MongoDB database `db`, as JSON.
+pub async fn stored_verifications(uri: &str, db: &str) -> Vec<serde_json::Value> {
+    use futures::TryStreamExt;
+    let docs: Vec<mongodb::bson::Document> = mongo_client(uri)
+        .await
+        .database(db)
+        .collection::<mongodb::bson::Document>(vex_lens::stores::mongo::DSSE_VERIFICATIONS)
+        .find(mongodb::bson::doc! {})
+        .await
+        .expect("find verifications")
+        .try_collect()
+        .await
+        .expect("read verifications");
+    docs.into_iter()
+        .map(|d| {
+            let r: vex_lens::ports::VerificationRecord = mongodb::bson::from_document(d).expect("a VerificationRecord");
+            serde_json::to_value(r).unwrap()
+        })
+        .collect()
+}
+
 /// A child process (e.g. `vex-lens serve`) killed when dropped, so a failing test leaves
 /// nothing running.
 pub struct KillOnDrop(pub Child);
+
+impl KillOnDrop {
+    /// SIGTERM, then the exit status; panics if the process has not exited `within`.
+    pub fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
+        sigterm(&self.0);
+        let start = Instant::now();
+        loop {
+            if let Some(s) = self.0.try_wait().expect("try_wait") {
+                return s;
+            }
+            assert!(start.elapsed() < within, "serve did not stop within {within:?} of SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// Sends SIGTERM to `child` (the `kill` command; asserts it succeeded).
+pub fn sigterm(child: &Child) {
+    let pid = child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("run kill").success(), "kill -TERM {pid}");
 }
 
 /// Starts an embedded `vex-lens serve` (no Kafka, no MongoDB) from the repo dir on a free
