@@ -1,5 +1,5 @@
-//! The stable codes the core reports (diagnostics of a document, reasons of a conflict),
-//! as enums instead of free strings.
+//! The stable codes the core reports (diagnostics of a document, reasons of a conflict,
+//! the source of an evaluation time), as enums instead of free strings.
 //!
 //! Invariants:
 //! * every variant serialises (serde) to exactly its [`as_str`](DiagnosticCode::as_str)
@@ -202,6 +202,21 @@ codes! {
     }
 }
 
+codes! {
+    /// Where a record's `evaluation_time` came from (CONSENSUS.md "Weight of a statement";
+    /// the record's `evaluation_time_source`, `schemas/consensus-record.schema.json`).
+    pub enum EvaluationTimeSource ("evaluation time source") {
+        /// The policy's explicit `as_of`.
+        AsOf => "as_of",
+        /// The newest counted statement of an issuer of tier `known` or above.
+        NewestKnownIssuer => "newest_known_issuer",
+        /// The newest counted statement (no counted statement of a known issuer).
+        NewestStatement => "newest_statement",
+        /// Nothing counted: the newest statement, or the epoch.
+        None => "none",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,6 +249,7 @@ mod tests {
         check(DeadLetterReason::ALL);
         check(SignatureReason::ALL);
         check(SignatureKind::ALL);
+        check(EvaluationTimeSource::ALL);
         assert!("nope".parse::<DiagnosticCode>().is_err());
         assert!(serde_json::from_str::<ConflictReason>("\"Status_Disagreement\"").is_err());
     }
@@ -286,6 +302,17 @@ mod tests {
             .filter_map(|v| v.as_str())
             .collect();
         assert_eq!(allowed, SignatureReason::ALL.iter().map(|r| r.as_str()).collect::<Vec<_>>());
+        // ...and the record schema exactly the evaluation time sources.
+        let schema: serde_json::Value =
+            serde_json::from_str(include_str!("../../schemas/consensus-record.schema.json")).unwrap();
+        let allowed: Vec<&str> = schema
+            .pointer("/properties/evaluation_time_source/enum")
+            .and_then(|v| v.as_array())
+            .expect("evaluation_time_source is an enum in schemas/consensus-record.schema.json")
+            .iter()
+            .filter_map(|v| v.as_str())
+            .collect();
+        assert_eq!(allowed, EvaluationTimeSource::ALL.iter().map(|r| r.as_str()).collect::<Vec<_>>());
         let conflicts = doc_section("## 6. Conflicts");
         for c in ConflictReason::ALL {
             assert!(conflicts.contains(&format!("- `{c}`:")), "conflict reason {c} is not in docs/consensus.md");

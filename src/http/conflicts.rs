@@ -77,8 +77,7 @@ pub async fn list(
         package: p.package("package")?,
         conflicted: true,
         conflict_reason: p
-            .code::<ConflictReason>("reason", &ConflictReason::ALL.iter().map(|r| r.as_str()).collect::<Vec<_>>())?
-            .map(|r| r.as_str().to_string()),
+            .code::<ConflictReason>("reason", &ConflictReason::ALL.iter().map(|r| r.as_str()).collect::<Vec<_>>())?,
         after: p.page_token()?,
         limit,
         ..Default::default()

@@ -9,6 +9,7 @@
 //! by the same write.
 
 use super::StoreError;
+use crate::domain::codes::ConflictReason;
 use crate::domain::consensus::{ConsensusRecord, ConsensusStatus, PairKey};
 use crate::domain::version::{RecordVersion, VersionedRecord};
 use serde::Serialize;
@@ -112,7 +113,7 @@ pub struct RecordQuery {
     /// Only records with at least one conflict...
     pub conflicted: bool,
     /// ...and, when set, one with this reason.
-    pub conflict_reason: Option<String>,
+    pub conflict_reason: Option<ConflictReason>,
     /// Exclusive lower bound (artifact, vulnerability): the cursor of the previous page.
     pub after: Option<(String, String)>,
     /// Most records returned.
@@ -134,7 +135,7 @@ impl RecordQuery {
     /// The filters that need the decoded record (not indexed fields).
     pub fn matches_decoded(&self, r: &ConsensusRecord) -> bool {
         self.issuer.as_ref().map_or(true, |i| r.statements.iter().any(|s| *s.issuer == **i))
-            && self.conflict_reason.as_ref().map_or(true, |c| r.conflicts.iter().any(|x| x.reason.as_str() == c))
+            && self.conflict_reason.map_or(true, |c| r.conflicts.iter().any(|x| x.reason == c))
     }
 
     /// Every filter, for stores that scan.

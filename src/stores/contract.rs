@@ -12,6 +12,7 @@
 //! already holds data (depth checks are relative), and it panics with a message naming
 //! the broken clause.
 
+use crate::domain::codes::ConflictReason;
 use crate::domain::consensus::{ConsensusRecord, PackageState, PairKey};
 use crate::domain::keys::parse_key;
 use crate::domain::model::{
@@ -322,10 +323,14 @@ pub async fn record_contract<S: RecordStore + ConflictQueue>(store: &S, tenant: 
     let answer = answer_of(pair.clone()).await.expect("a stored pair has an answer");
     assert_eq!(&answer[..], &canonical_of(&disputed, 7_000)[..], "current_record_json shows a returned write at once");
     assert_eq!(by(RecordQuery { conflicted: true, ..q.clone() }).await, vec![a.artifact.to_string()], "conflicted");
-    let reason = disputed.conflicts[0].reason.as_str().to_string();
+    let reason = disputed.conflicts[0].reason;
     let with_reason = RecordQuery { conflicted: true, conflict_reason: Some(reason), ..q.clone() };
     assert_eq!(by(with_reason).await, vec![a.artifact.to_string()], "conflict reason filter");
-    let no_reason = RecordQuery { conflicted: true, conflict_reason: Some("no_such_reason".into()), ..q.clone() };
+    let absent = *ConflictReason::ALL
+        .iter()
+        .find(|c| disputed.conflicts.iter().all(|x| x.reason != **c))
+        .expect("a conflict reason the disputed record lacks");
+    let no_reason = RecordQuery { conflicted: true, conflict_reason: Some(absent), ..q.clone() };
     assert!(by(no_reason).await.is_empty(), "conflict reason filter");
     assert!(
         by(RecordQuery { tenant: other_tenant.to_string(), ..q.clone() }).await.is_empty(),

@@ -8,7 +8,7 @@
 //! only while the digest is still the one it was made with.
 
 use crate::domain::canonical::{self, CanonicalError};
-pub use crate::domain::codes::ConflictReason;
+pub use crate::domain::codes::{ConflictReason, EvaluationTimeSource};
 use crate::domain::model::{Justification, Observation, SignatureReason, SignatureStatus, SourceFormat, Status};
 use crate::domain::timestamp::Timestamp;
 use crate::domain::trust::{Mode, Tier, PPM};
@@ -266,7 +266,7 @@ pub struct ConsensusRecord {
     pub consensus_digest: String,
     pub evaluation_time: Timestamp,
     /// `as_of`, `newest_known_issuer`, `newest_statement` or `none`.
-    pub evaluation_time_source: String,
+    pub evaluation_time_source: EvaluationTimeSource,
     /// Human-readable trace of the decision (only with `--explain`; not digested).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub explain: Option<Vec<String>>,
@@ -463,7 +463,7 @@ pub(super) struct Outcome {
 /// What the steps of an evaluation produced, for [`assemble`].
 pub(super) struct Evaluated {
     pub evaluation_time: Timestamp,
-    pub evaluation_time_source: &'static str,
+    pub evaluation_time_source: EvaluationTimeSource,
     pub entries: Vec<StatementEntry>,
     pub outcome: Outcome,
     pub conflicts: Vec<Conflict>,
@@ -495,7 +495,7 @@ pub(super) fn assemble(
         mode: policy.mode,
         policy_version: policy.version().to_string(),
         evaluation_time: e.evaluation_time,
-        evaluation_time_source: e.evaluation_time_source.to_string(),
+        evaluation_time_source: e.evaluation_time_source,
         scores_ppm: e.outcome.scores_ppm,
         total_weight_ppm: e.outcome.total_weight_ppm,
         statements: e.entries,

@@ -429,8 +429,8 @@ impl RecordStore for MongoStore {
         if q.conflicted {
             filter.insert("conflicts", doc! { "$gt": 0_i64 });
         }
-        if let Some(reason) = &q.conflict_reason {
-            filter.insert("conflict_reasons", reason);
+        if let Some(reason) = q.conflict_reason {
+            filter.insert("conflict_reasons", reason.as_str());
         }
         if let Some((a, v)) = &q.after {
             filter.insert(
