@@ -166,20 +166,9 @@ mod tests {
         assert!(e.contains("belongs to both issuer a and issuer b"), "{e}");
     }
 
-    const GPG_CERT: &str = include_str!("../../tests/fixtures/openpgp/gpg-cert.asc");
+    use crate::domain::trust::tests::{openpgp_toml, GPG_CERT};
     const GPG_RSA_CERT: &str = include_str!("../../tests/fixtures/openpgp/gpg-rsa-cert.asc");
     const GPG_FPR: &str = "83CE4271738064E61937449E1C2DCBED1F913457";
-
-    fn openpgp_toml(keys: &[(&str, &str, Option<&str>)]) -> String {
-        let mut text = String::new();
-        for (id, cert, fp) in keys {
-            let fp = fp.map(|f| format!(", fingerprint = \"{f}\"")).unwrap_or_default();
-            text.push_str(&format!(
-                "[[issuers]]\nid = '{id}'\ntier = 'trusted'\nkeys = [{{ type = \"openpgp\", certificate = \"\"\"\n{cert}\"\"\"{fp} }}]\n"
-            ));
-        }
-        text
-    }
 
     #[test]
     fn openpgp_keys_load_and_are_checked() {

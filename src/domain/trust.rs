@@ -732,7 +732,7 @@ impl TenantTrust {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn dir() -> IssuerDirectory {
@@ -833,9 +833,10 @@ weight = 0.45
         .is_err());
     }
 
-    const GPG_CERT: &str = include_str!("../../tests/fixtures/openpgp/gpg-cert.asc");
+    pub(crate) const GPG_CERT: &str = include_str!("../../tests/fixtures/openpgp/gpg-cert.asc");
 
-    fn openpgp_toml(keys: &[(&str, &str, Option<&str>)]) -> String {
+    /// An `issuers.toml` of issuers with one OpenPGP key each: (id, certificate, fingerprint).
+    pub(crate) fn openpgp_toml(keys: &[(&str, &str, Option<&str>)]) -> String {
         let mut text = String::new();
         for (id, cert, fp) in keys {
             let fp = fp.map(|f| format!(", fingerprint = \"{f}\"")).unwrap_or_default();
