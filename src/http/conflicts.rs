@@ -8,13 +8,13 @@
 use super::auth::{Authorized, Read};
 use super::consensus::Page;
 use super::error::ApiError;
-use super::params::{encode_cursor, Params};
+use super::params::{self, encode_cursor, PageSize};
 use super::State;
 use crate::domain::consensus::{ConflictReason, ConsensusRecord, Role};
 use crate::domain::model::Status;
 use crate::ports::RecordQuery;
-use actix_web::{web, HttpRequest, HttpResponse};
-use serde::Serialize;
+use actix_web::{web, HttpResponse};
+use serde::{Deserialize, Serialize};
 
 #[derive(Serialize)]
 struct Side {
@@ -62,23 +62,38 @@ fn sides(r: &ConsensusRecord, statuses: &[Status]) -> Vec<Side> {
         .collect()
 }
 
+/// The parameters of `GET /v1/vex/conflicts`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConflictsQuery {
+    #[serde(default, deserialize_with = "params::reason")]
+    reason: Option<ConflictReason>,
+    #[serde(default, deserialize_with = "params::artifact")]
+    artifact: Option<String>,
+    #[serde(default, deserialize_with = "params::package")]
+    package: Option<String>,
+    #[serde(default, deserialize_with = "params::page_size")]
+    page_size: Option<PageSize>,
+    #[serde(default, deserialize_with = "params::page_token")]
+    page_token: Option<(String, String)>,
+}
+
 /// `GET /v1/vex/conflicts?reason=&artifact=&package=&page_size=&page_token=` (`reason`
 /// one of the conflict reasons, else 400).
 pub async fn list(
     caller: Authorized<Read>,
     state: web::Data<State>,
-    req: HttpRequest,
+    query: web::Query<ConflictsQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let p = Params::parse(req.query_string(), &["reason", "artifact", "package", "page_size", "page_token"])?;
-    let limit = p.page_size(state.api.default_page_size, state.api.max_page_size)?;
+    let ConflictsQuery { reason, artifact, package, page_size, page_token } = query.into_inner();
+    let limit = PageSize::limit(page_size, state.api.default_page_size, state.api.max_page_size)?;
     let q = RecordQuery {
         tenant: caller.tenant.clone(),
-        artifact: p.artifact("artifact")?,
-        package: p.package("package")?,
+        artifact,
+        package,
         conflicted: true,
-        conflict_reason: p
-            .code::<ConflictReason>("reason", &ConflictReason::ALL.iter().map(|r| r.as_str()).collect::<Vec<_>>())?,
-        after: p.page_token()?,
+        conflict_reason: reason,
+        after: page_token,
         limit,
         ..Default::default()
     };

@@ -11,13 +11,13 @@
 
 use super::auth::{Authorized, Read};
 use super::error::ApiError;
-use super::params::{encode_cursor, Params};
+use super::params::{self, encode_cursor, PageSize};
 use super::State;
-use crate::domain::consensus::{PackageState, PairKey};
+use crate::domain::consensus::{ConsensusStatus, PackageState, PairKey};
 use crate::ports::{RecordQuery, TimedRecord};
 use actix_web::http::header::ContentType;
-use actix_web::{web, HttpRequest, HttpResponse};
-use serde::Serialize;
+use actix_web::{web, HttpResponse};
+use serde::{Deserialize, Serialize};
 
 /// A page of records.
 #[derive(Serialize)]
@@ -36,11 +36,70 @@ pub fn page_of(items: Vec<TimedRecord>, limit: usize) -> Page<TimedRecord> {
     Page { items, next_page_token }
 }
 
-fn pair_of(caller_tenant: &str, p: &Params) -> Result<PairKey, ApiError> {
+/// The parameters of `GET /v1/vex/consensus`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsensusQuery {
+    #[serde(default, deserialize_with = "params::artifact")]
+    artifact: Option<String>,
+    #[serde(default, deserialize_with = "params::vulnerability")]
+    vulnerability: Option<String>,
+    #[serde(default, deserialize_with = "params::package")]
+    package: Option<String>,
+    #[serde(default, deserialize_with = "params::status")]
+    status: Option<ConsensusStatus>,
+    #[serde(default, deserialize_with = "params::issuer")]
+    issuer: Option<String>,
+    #[serde(default, deserialize_with = "params::since")]
+    since: Option<i64>,
+    #[serde(default, deserialize_with = "params::page_size")]
+    page_size: Option<PageSize>,
+    #[serde(default, deserialize_with = "params::page_token")]
+    page_token: Option<(String, String)>,
+}
+
+impl ConsensusQuery {
+    /// `artifact` and `vulnerability` and nothing else: one pair's record, not a page.
+    fn names_one_pair(&self) -> bool {
+        self.artifact.is_some()
+            && self.vulnerability.is_some()
+            && self.package.is_none()
+            && self.status.is_none()
+            && self.issuer.is_none()
+            && self.since.is_none()
+            && self.page_size.is_none()
+            && self.page_token.is_none()
+    }
+}
+
+/// The parameters of `GET /v1/vex/consensus/explain`: one pair.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PairQuery {
+    #[serde(default, deserialize_with = "params::artifact")]
+    artifact: Option<String>,
+    #[serde(default, deserialize_with = "params::vulnerability")]
+    vulnerability: Option<String>,
+}
+
+/// The parameters of `GET /v1/vex/consensus/history`: one pair, and a time.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    #[serde(default, deserialize_with = "params::artifact")]
+    artifact: Option<String>,
+    #[serde(default, deserialize_with = "params::vulnerability")]
+    vulnerability: Option<String>,
+    #[serde(default, deserialize_with = "params::as_of")]
+    as_of: Option<i64>,
+}
+
+/// The pair `artifact` and `vulnerability` name (both required).
+fn pair_of(caller_tenant: &str, artifact: Option<String>, vulnerability: Option<String>) -> Result<PairKey, ApiError> {
     Ok(PairKey {
         tenant: caller_tenant.to_string(),
-        artifact: p.artifact("artifact")?.ok_or_else(|| ApiError::param("artifact", "required"))?,
-        vulnerability: p.required("vulnerability")?,
+        artifact: artifact.ok_or_else(|| ApiError::param("artifact", "required"))?,
+        vulnerability: vulnerability.ok_or_else(|| ApiError::param("vulnerability", "required"))?,
     })
 }
 
@@ -59,36 +118,31 @@ fn no_record(pair: &PairKey) -> ApiError {
 pub async fn get(
     caller: Authorized<Read>,
     state: web::Data<State>,
-    req: HttpRequest,
+    query: web::Query<ConsensusQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    const LIST: [&str; 6] = ["package", "status", "issuer", "since", "page_size", "page_token"];
-    let allowed = [&["artifact", "vulnerability"][..], &LIST[..]].concat();
-    let p = Params::parse(req.query_string(), &allowed)?;
-    let single = p.str("artifact")?.is_some()
-        && p.str("vulnerability")?.is_some()
-        && LIST.iter().all(|n| p.str(n).ok().flatten().is_none());
-    if single {
+    let q = query.into_inner();
+    if q.names_one_pair() {
         // The stored canonical JSON as it is (no decode and re-encode on this path).
-        let pair = pair_of(&caller.tenant, &p)?;
+        let pair = pair_of(&caller.tenant, q.artifact, q.vulnerability)?;
         if let Some(json) = state.stores.records.current_record_json(&pair).await? {
             return Ok(HttpResponse::Ok().content_type(ContentType::json()).body(web::Bytes::from_owner(json)));
         }
         return derived(&state, &pair).await;
     }
-    let limit = p.page_size(state.api.default_page_size, state.api.max_page_size)?;
-    let q = RecordQuery {
+    let limit = PageSize::limit(q.page_size, state.api.default_page_size, state.api.max_page_size)?;
+    let rq = RecordQuery {
         tenant: caller.tenant.clone(),
-        artifact: p.artifact("artifact")?,
-        package: p.package("package")?,
-        vulnerability: p.str("vulnerability")?,
-        status: p.status("status")?,
-        issuer: p.str("issuer")?,
-        since_ms: p.time_ms("since")?,
-        after: p.page_token()?,
+        artifact: q.artifact,
+        package: q.package,
+        vulnerability: q.vulnerability,
+        status: q.status,
+        issuer: q.issuer,
+        since_ms: q.since,
+        after: q.page_token,
         limit,
         ..Default::default()
     };
-    let items = state.stores.records.query_records(&q).await?;
+    let items = state.stores.records.query_records(&rq).await?;
     Ok(HttpResponse::Ok().json(page_of(items, limit)))
 }
 
@@ -131,10 +185,10 @@ struct Explained {
 pub async fn explain(
     caller: Authorized<Read>,
     state: web::Data<State>,
-    req: HttpRequest,
+    query: web::Query<PairQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let p = Params::parse(req.query_string(), &["artifact", "vulnerability"])?;
-    let pair = pair_of(&caller.tenant, &p)?;
+    let PairQuery { artifact, vulnerability } = query.into_inner();
+    let pair = pair_of(&caller.tenant, artifact, vulnerability)?;
     let mut record = current(&state, &pair).await?;
     let observations = state.stores.observations.observations_for_package(&pair.tenant, &record.record.package).await?;
     // Each statement's observation joined back under `observation` (the stored record is
@@ -163,11 +217,10 @@ pub async fn explain(
 pub async fn history(
     caller: Authorized<Read>,
     state: web::Data<State>,
-    req: HttpRequest,
+    query: web::Query<HistoryQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let p = Params::parse(req.query_string(), &["artifact", "vulnerability", "as_of"])?;
-    let pair = pair_of(&caller.tenant, &p)?;
-    let as_of = p.time_ms("as_of")?;
+    let HistoryQuery { artifact, vulnerability, as_of } = query.into_inner();
+    let pair = pair_of(&caller.tenant, artifact, vulnerability)?;
     let versions = state.stores.records.record_history(&pair).await?;
     match as_of {
         None if versions.is_empty() => {

@@ -10,14 +10,14 @@
 use super::auth::{Authorized, Export};
 use super::error::{ApiError, ErrorCode};
 use super::limits::Operation;
-use super::params::Params;
+use super::params::{self, PageSize};
 use super::State;
 use crate::actors::export_job::{ExportJobOutcome, JobFailure, RunExportJob};
 use crate::domain::timestamp::Timestamp;
 use crate::export::ExportFormat;
 use crate::ports::ExportJobRecord;
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 use serde::Serialize;
 use std::path::PathBuf;
 
@@ -134,14 +134,21 @@ pub async fn run(
     }
 }
 
+/// The parameters of `GET /v1/vex/exports`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    #[serde(default, deserialize_with = "params::page_size")]
+    page_size: Option<PageSize>,
+}
+
 /// `GET /v1/vex/exports?page_size=`: the tenant's jobs, newest first.
 pub async fn list(
     caller: Authorized<Export>,
     state: web::Data<State>,
-    req: HttpRequest,
+    query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let p = Params::parse(req.query_string(), &["page_size"])?;
-    let limit = p.page_size(state.api.default_page_size, state.api.max_page_size)?;
+    let limit = PageSize::limit(query.into_inner().page_size, state.api.default_page_size, state.api.max_page_size)?;
     let mut jobs = state.stores.export_jobs.list_export_jobs(&caller.tenant).await?;
     jobs.truncate(limit);
     let items: Vec<JobView> = jobs.into_iter().map(JobView::of).collect();

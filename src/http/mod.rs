@@ -235,6 +235,7 @@ pub fn app(
         .app_data(state)
         .app_data(web::JsonConfig::default().limit(max_body).error_handler(error::json_error))
         .app_data(web::PathConfig::default().error_handler(error::path_error))
+        .app_data(web::QueryConfig::default().error_handler(params::query_error))
         .service(res("/health/liveness").route(web::get().to(health::liveness)))
         .service(res("/health/readiness").route(web::get().to(health::readiness)))
         .service(res("/metrics").route(web::get().to(health::metrics_text)))

@@ -21,7 +21,7 @@
 
 use super::auth::{Authorized, Read};
 use super::error::{ApiError, ErrorCode};
-use super::params::Params;
+use super::params;
 use super::State;
 use crate::ports::{ChangeEvent, RecordStore};
 use actix_web::http::StatusCode;
@@ -214,20 +214,38 @@ pub fn frame(e: &ChangeEvent) -> Result<Bytes, serde_json::Error> {
     Ok(Bytes::from(format!("id: {}\nevent: consensus\ndata: {data}\n\n", e.seq)))
 }
 
+/// The parameters of `GET /v1/vex/consensus/stream`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamQuery {
+    #[serde(default, deserialize_with = "params::artifact")]
+    artifact: Option<String>,
+    #[serde(default, deserialize_with = "params::package")]
+    package: Option<String>,
+    #[serde(default, deserialize_with = "last_event_id_param")]
+    last_event_id: Option<u64>,
+}
+
+/// An event id, as `Last-Event-ID` or `last_event_id` gives it.
+fn event_id(v: &str) -> Result<u64, &'static str> {
+    v.trim().parse::<u64>().map_err(|_| "must be an event id this stream sent (an integer)")
+}
+
+/// `last_event_id`: see [`event_id`].
+fn last_event_id_param<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    params::read(d, "last_event_id", event_id)
+}
+
 /// The position to resume after: `Last-Event-ID` (header) or `last_event_id` (query),
 /// not both unless equal.
-fn last_event_id(req: &HttpRequest, p: &Params) -> Result<Option<u64>, ApiError> {
-    let parse = |name: &str, v: &str| {
-        v.trim().parse::<u64>().map_err(|_| ApiError::param(name, "must be an event id this stream sent (an integer)"))
-    };
+fn last_event_id(req: &HttpRequest, query: Option<u64>) -> Result<Option<u64>, ApiError> {
     let header = match req.headers().get("last-event-id") {
         None => None,
         Some(v) => {
             let v = v.to_str().map_err(|_| ApiError::param("Last-Event-ID", "must be visible ASCII"))?;
-            Some(parse("Last-Event-ID", v)?)
+            Some(event_id(v).map_err(|e| ApiError::param("Last-Event-ID", e))?)
         }
     };
-    let query = p.str("last_event_id")?.map(|v| parse("last_event_id", &v)).transpose()?;
     match (header, query) {
         (Some(h), Some(q)) if h != q => Err(ApiError::param("last_event_id", "differs from the Last-Event-ID header")),
         (h, q) => Ok(h.or(q)),
@@ -239,10 +257,11 @@ pub async fn stream(
     caller: Authorized<Read>,
     state: web::Data<State>,
     req: HttpRequest,
+    query: web::Query<StreamQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let p = Params::parse(req.query_string(), &["artifact", "package", "last_event_id"])?;
-    let filter = Filter { artifact: p.artifact("artifact")?, package: p.package("package")? };
-    let resume = last_event_id(&req, &p)?;
+    let StreamQuery { artifact, package, last_event_id: resume } = query.into_inner();
+    let filter = Filter { artifact, package };
+    let resume = last_event_id(&req, resume)?;
     let tail = state.stores.records.change_tail(&caller.tenant).await?;
     let cursor = match resume {
         Some(n) if n > tail => {
