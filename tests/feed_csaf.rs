@@ -14,28 +14,22 @@
 //! `/metrics` counts each rewind of `changes.csv` once, and its per-feed requests by
 //! status, bytes and documents equal what the provider answered.
 
+#[path = "../integration-tests/common/mod.rs"]
+mod common;
 #[path = "../integration-tests/common/csaf_provider.rs"]
 mod csaf_provider;
 #[path = "../integration-tests/common/openpgp.rs"]
 mod openpgp;
 
-use csaf_provider::{build, Directory, Provider};
+use common::{repo_dir, vex_lens};
+use csaf_provider::{feed_state, Directory, Fixture, Provider};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_vex-lens");
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn vex_lens(args: &[&str]) -> std::process::Output {
-    Command::new(BIN).args(args).current_dir(repo()).output().expect("run vex-lens")
-}
-
 fn write_config(tmp: &Path, provider: &Provider, extra: &str) -> PathBuf {
-    let ca = tmp.join("ca.pem");
-    std::fs::write(&ca, &provider.ca_pem).unwrap();
+    let ca = csaf_provider::write_ca(tmp, provider);
     let issuers = tmp.join("issuers.toml");
     std::fs::write(
         &issuers,
@@ -48,11 +42,11 @@ fn write_config(tmp: &Path, provider: &Provider, extra: &str) -> PathBuf {
         &cfg,
         format!(
             "[consensus]\nissuers_file = {:?}\n\n[store]\ndata_dir = {:?}\n\n[[feeds]]\nname = \"ciq\"\nkind = \"csaf\"\n\
-             url = \"{}/.well-known/csaf/provider-metadata.json\"\nissuer = \"ciq\"\nrate = 500.0\ntimeout = \"10s\"\n\
+             url = \"{}\"\nissuer = \"ciq\"\nrate = 500.0\ntimeout = \"10s\"\n\
              ca_file = {:?}\n{extra}",
             issuers.display().to_string(),
             tmp.join("data").display().to_string(),
-            provider.origin(),
+            provider.metadata_url(),
             ca.display().to_string()
         ),
     )
@@ -108,13 +102,8 @@ fn count(v: &serde_json::Value, map: &str, key: &str) -> u64 {
 
 #[test]
 fn a_feed_is_pulled_incrementally_and_stores_what_consensus_computes() {
-    let tmp = tempfile::tempdir().unwrap();
+    let Fixture { tmp, root, plain, provider, mut dir } = Fixture::start(usize::MAX);
     let tmp = tmp.path();
-    let root = tmp.join("www");
-    std::fs::create_dir_all(&root).unwrap();
-    let provider = Provider::start(&root);
-    let plain = tmp.join("plain");
-    let mut dir = build(&provider, &root, &plain, usize::MAX);
     let n = dir.rows.len() as u64;
     assert!(n >= 40, "the CIQ corpus has {n} documents");
     let cfg = write_config(tmp, &provider, "");
@@ -164,7 +153,7 @@ fn a_feed_is_pulled_incrementally_and_stores_what_consensus_computes() {
     provider.clear();
     let out = vex_lens(&["feed", "check", "ciq", "--config", cfg.to_str().unwrap()]);
     let check: serde_json::Value = serde_json::from_str(&lines(out, "feed check")[0]).unwrap();
-    let dir_url = format!("{}/.well-known/csaf/white/", provider.origin());
+    let dir_url = provider.white_url();
     assert_eq!(check["would_fetch"], serde_json::json!([format!("{dir_url}{rel}")]), "{check}");
     assert_eq!(check["emitted"].as_u64(), Some(0));
     let seen = provider.seen();
@@ -205,9 +194,8 @@ fn a_feed_is_pulled_incrementally_and_stores_what_consensus_computes() {
     let seen = provider.seen();
     assert!(seen.iter().all(|r| !r.path.contains("outside") && !r.path.contains("evil")), "{seen:?}");
     assert_eq!(records(tmp), before, "a rejected document changes nothing");
-    let state: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(tmp.join("data/feeds/ciq.json")).unwrap()).unwrap();
-    let doc = &state["directories"][format!("{}/.well-known/csaf/white/", provider.origin())]["documents"][&rel2];
+    let state: serde_json::Value = feed_state(&tmp.join("data"), "ciq");
+    let doc = &state["directories"][provider.white_url()]["documents"][&rel2];
     assert_eq!((doc["outcome"].as_str(), doc["reason"].as_str()), (Some("failed"), Some("hash_mismatch")), "{doc}");
     assert!(doc["next_retry_ms"].as_i64().is_some(), "{doc}");
 
@@ -257,13 +245,8 @@ fn a_feed_is_pulled_incrementally_and_stores_what_consensus_computes() {
 #[test]
 fn faults_are_rejected_retried_skipped_or_deferred_as_the_rules_say() {
     use csaf_provider::Fault;
-    let tmp = tempfile::tempdir().unwrap();
+    let Fixture { tmp, provider, mut dir, .. } = Fixture::start(10);
     let tmp = tmp.path();
-    let root = tmp.join("www");
-    std::fs::create_dir_all(&root).unwrap();
-    let provider = Provider::start(&root);
-    let plain = tmp.join("plain");
-    let mut dir = build(&provider, &root, &plain, 10);
     let cfg = write_config(
         tmp,
         &provider,
@@ -375,16 +358,8 @@ fn faults_are_rejected_retried_skipped_or_deferred_as_the_rules_say() {
 /// requests, documents and last success; SIGTERM stops it cleanly.
 #[test]
 fn serve_runs_the_enabled_feeds() {
-    #[path = "../integration-tests/common/mod.rs"]
-    #[allow(clippy::duplicate_mod)]
-    mod common;
-    let tmp = tempfile::tempdir().unwrap();
+    let Fixture { tmp, plain, provider, dir, .. } = Fixture::start(12);
     let tmp = tmp.path();
-    let root = tmp.join("www");
-    std::fs::create_dir_all(&root).unwrap();
-    let provider = Provider::start(&root);
-    let plain = tmp.join("plain");
-    let dir = build(&provider, &root, &plain, 12);
     let n = dir.rows.len();
     let cfg = write_config(tmp, &provider, "");
     let (mut serve, port) = common::start_embedded_serve(
@@ -426,18 +401,11 @@ fn serve_runs_the_enabled_feeds() {
 /// poll counts no further rewind.
 #[test]
 fn serve_counts_a_rewinding_changes_csv_in_its_metrics() {
-    #[path = "../integration-tests/common/mod.rs"]
-    #[allow(clippy::duplicate_mod)]
-    mod common;
     use csaf_provider::{Fault, Seen};
     use std::collections::BTreeMap;
     use std::time::{Duration, SystemTime, UNIX_EPOCH};
-    let tmp = tempfile::tempdir().unwrap();
+    let Fixture { tmp, root, provider, dir, .. } = Fixture::start(6);
     let tmp = tmp.path();
-    let root = tmp.join("www");
-    std::fs::create_dir_all(&root).unwrap();
-    let provider = Provider::start(&root);
-    let dir = build(&provider, &root, &tmp.join("plain"), 6);
     let n = dir.rows.len() as f64;
     let cfg = write_config(tmp, &provider, "interval = \"1s\"\n");
     let white = "/.well-known/csaf/white/";
@@ -594,28 +562,20 @@ fn serve_counts_a_rewinding_changes_csv_in_its_metrics() {
 /// the records equal `consensus` on the same files, digest for digest.
 #[test]
 fn a_crash_between_emit_and_state_save_re_emits_once() {
-    let tmp = tempfile::tempdir().unwrap();
+    let Fixture { tmp, plain, provider, dir, .. } = Fixture::start(usize::MAX);
     let tmp = tmp.path();
-    let root = tmp.join("www");
-    std::fs::create_dir_all(&root).unwrap();
-    let provider = Provider::start(&root);
-    let plain = tmp.join("plain");
-    let dir = build(&provider, &root, &plain, usize::MAX);
     let n = dir.rows.len() as u64;
     assert!(n > 30, "{n} documents");
     let cfg = write_config(tmp, &provider, "");
     let out = Command::new(BIN)
         .args(["feed", "run", "--once", "--config", cfg.to_str().unwrap()])
         .env("VEXLENS_FEED_FAILPOINT", "abort_after_emits:30")
-        .current_dir(repo())
+        .current_dir(repo_dir())
         .output()
         .unwrap();
     assert!(!out.status.success() && out.stdout.is_empty(), "the run crashed before its summary: {:?}", out.status);
-    let state: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(tmp.join("data/feeds/ciq.json")).unwrap()).unwrap();
-    let saved = state["directories"][format!("{}/.well-known/csaf/white/", provider.origin())]["documents"]
-        .as_object()
-        .map_or(0, |d| d.values().filter(|d| d["outcome"] == "emitted").count());
+    let state: serde_json::Value = feed_state(&tmp.join("data"), "ciq");
+    let saved = provider.emitted_in(&state);
     assert_eq!(saved, 25, "the state holds what was saved before the crash");
     let s = feed_run(&cfg);
     assert_eq!(s["emitted"].as_u64(), Some(n - 25), "the 5 unsaved documents again, and the rest: {s}");
@@ -631,13 +591,8 @@ fn a_crash_between_emit_and_state_save_re_emits_once() {
 /// `.asc` beside them.
 #[test]
 fn signatures_served_beside_documents_are_judged_at_ingest() {
-    let tmp = tempfile::tempdir().unwrap();
+    let Fixture { tmp, plain, provider, dir, .. } = Fixture::start(3);
     let tmp = tmp.path();
-    let root = tmp.join("www");
-    std::fs::create_dir_all(&root).unwrap();
-    let provider = Provider::start(&root);
-    let plain = tmp.join("plain");
-    let dir = build(&provider, &root, &plain, 3);
     let key = openpgp::keygen("CIQ PSIRT <psirt@ciq.example>");
     let at = openpgp::T0 + 3600;
     let signed = [
@@ -649,8 +604,7 @@ fn signatures_served_beside_documents_are_judged_at_ingest() {
         let Some(good) = good else { continue };
         let bytes = std::fs::read(dir.dir.join(rel)).unwrap();
         let asc = openpgp::sign(&key, if *good { &bytes } else { b"other bytes" }, at);
-        std::fs::write(format!("{}.asc", dir.dir.join(rel).display()), &asc).unwrap();
-        std::fs::write(plain.join(format!("{}.asc", rel.replace('/', "_"))), &asc).unwrap();
+        csaf_provider::put_asc(&dir, &plain, rel, &asc);
     }
     let cfg = write_config(tmp, &provider, "");
     // The issuer directory gains the key's certificate for `ciq`.
@@ -696,16 +650,9 @@ fn signatures_served_beside_documents_are_judged_at_ingest() {
 /// lists names and health only.
 #[test]
 fn the_feeds_endpoint_shows_an_admin_the_feeds_of_its_tenant() {
-    #[path = "../integration-tests/common/mod.rs"]
-    #[allow(clippy::duplicate_mod)]
-    mod common;
     use csaf_provider::Fault;
-    let tmp = tempfile::tempdir().unwrap();
+    let Fixture { tmp, provider, dir, .. } = Fixture::start(6);
     let tmp = tmp.path();
-    let root = tmp.join("www");
-    std::fs::create_dir_all(&root).unwrap();
-    let provider = Provider::start(&root);
-    let dir = build(&provider, &root, &tmp.join("plain"), 6);
     let n = dir.rows.len() as u64;
     let (failing, _) = dir.rows[0].clone();
     assert!(dir.rows[0].1 > dir.rows[1].1, "the failing document is listed last: {:?}", dir.rows);
@@ -762,7 +709,7 @@ fn the_feeds_endpoint_shows_an_admin_the_feeds_of_its_tenant() {
     let names: Vec<&str> = items.iter().map(|f| f["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["ciq", "wrong-issuer", "later"], "the tenant's feeds, in configuration order: {body}");
     let openapi: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(repo().join("docs/openapi.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(repo_dir().join("docs/openapi.json")).unwrap()).unwrap();
     let schema = jsonschema::validator_for(&openapi["components"]["schemas"]["Feed"]).unwrap();
     for f in items {
         let errors: Vec<String> = schema.iter_errors(f).map(|e| e.to_string()).collect();
@@ -781,7 +728,7 @@ fn the_feeds_endpoint_shows_an_admin_the_feeds_of_its_tenant() {
     assert_eq!(ciq["outcomes"], serde_json::json!({"emitted": n - 1, "failed": 1}), "{ciq}");
     assert!(ciq["next_retry_ms"].as_i64().expect("a retry is owed") > attempt, "{ciq}");
     let listed = |t: &str| vex_lens::domain::timestamp::Timestamp::parse(t).unwrap().unix_millis();
-    let dir_url = format!("{}/.well-known/csaf/white/", provider.origin());
+    let dir_url = provider.white_url();
     assert_eq!(
         ciq["directories"],
         serde_json::json!([{"url": dir_url, "synced": true, "watermark_ms": listed(&dir.rows[1].1),
@@ -817,16 +764,12 @@ fn the_feeds_endpoint_shows_an_admin_the_feeds_of_its_tenant() {
 /// the same URL conditionally.
 #[test]
 fn a_bare_domain_is_discovered_through_the_well_known_url() {
-    let tmp = tempfile::tempdir().unwrap();
+    let Fixture { tmp, provider, dir, .. } = Fixture::start(4);
     let tmp = tmp.path();
-    let root = tmp.join("www");
-    std::fs::create_dir_all(&root).unwrap();
-    let provider = Provider::start(&root);
-    let dir = build(&provider, &root, &tmp.join("plain"), 4);
     let n = dir.rows.len() as u64;
     let cfg = write_config(tmp, &provider, "");
     let text = std::fs::read_to_string(&cfg).unwrap();
-    let metadata_url = format!("{}/.well-known/csaf/provider-metadata.json", provider.origin());
+    let metadata_url = provider.metadata_url();
     let domain = format!("localhost:{}", provider.port);
     std::fs::write(&cfg, text.replace(&format!("url = \"{metadata_url}\""), &format!("url = \"{domain}\""))).unwrap();
     assert!(std::fs::read_to_string(&cfg).unwrap().contains(&format!("url = \"{domain}\"\n")));
@@ -836,8 +779,7 @@ fn a_bare_domain_is_discovered_through_the_well_known_url() {
     let seen = provider.seen();
     assert_eq!(seen[0].path, "/.well-known/csaf/provider-metadata.json", "discovery asks the well-known URL first");
     assert_eq!(seen[0].status, 200);
-    let state: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(tmp.join("data/feeds/ciq.json")).unwrap()).unwrap();
+    let state: serde_json::Value = feed_state(&tmp.join("data"), "ciq");
     assert_eq!(state["metadata"]["url"], metadata_url.as_str(), "{state}");
     provider.clear();
     let s = feed_run(&cfg);

@@ -18,7 +18,7 @@ mod csaf_provider;
 mod openpgp;
 
 use common::{Serve, ServeSetup};
-use csaf_provider::{build, Provider};
+use csaf_provider::Fixture;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -36,26 +36,39 @@ fn feed_run(cfg: &Path) -> serde_json::Value {
     serde_json::from_str(stdout.lines().next().unwrap()).unwrap()
 }
 
+/// The records `vex-lens consensus --issuers ISSUERS PLAIN` prints, as JSON.
+fn consensus(issuers: &Path, plain: &Path) -> Vec<serde_json::Value> {
+    let out = Command::new(BIN)
+        .args(["consensus", "--issuers", issuers.to_str().unwrap(), plain.to_str().unwrap()])
+        .current_dir(common::repo_dir())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// "artifact vulnerability digest" of each record, sorted.
+fn digests(v: &[serde_json::Value]) -> Vec<String> {
+    let mut d: Vec<String> =
+        v.iter().map(|r| format!("{} {} {}", r["artifact"], r["vulnerability"], r["consensus_digest"])).collect();
+    d.sort();
+    d
+}
+
 #[test]
 fn feed_documents_reach_mongodb_through_the_documents_topic() {
     let Some(services) = common::services() else { return };
     let setup = ServeSetup::fresh(&services, "feed_kafka");
-    let tmp = tempfile::tempdir().unwrap();
+    let Fixture { tmp, plain, provider, dir, .. } = Fixture::start(usize::MAX);
     let tmp = tmp.path();
-    let root = tmp.join("www");
-    std::fs::create_dir_all(&root).unwrap();
-    let provider = Provider::start(&root);
-    let plain = tmp.join("plain");
-    let dir = build(&provider, &root, &plain, usize::MAX);
     let n = dir.rows.len();
-    std::fs::write(tmp.join("ca.pem"), &provider.ca_pem).unwrap();
+    let ca = csaf_provider::write_ca(tmp, &provider);
     // The first document is signed by the issuer's OpenPGP key (.asc beside it, as
     // served and as `consensus` reads it).
     let key = openpgp::keygen("CIQ PSIRT <psirt@ciq.example>");
     let rel = &dir.rows[0].0;
     let asc = openpgp::sign(&key, &std::fs::read(dir.dir.join(rel)).unwrap(), openpgp::T0 + 3600);
-    std::fs::write(format!("{}.asc", dir.dir.join(rel).display()), &asc).unwrap();
-    std::fs::write(plain.join(format!("{}.asc", rel.replace('/', "_"))), &asc).unwrap();
+    csaf_provider::put_asc(&dir, &plain, rel, &asc);
     let issuers = tmp.join("issuers.toml");
     std::fs::write(
         &issuers,
@@ -72,7 +85,7 @@ fn feed_documents_reach_mongodb_through_the_documents_topic() {
         format!(
             "[consensus]\nissuers_file = {:?}\n\n[store]\ndata_dir = {:?}\n\n[kafka]\nbrokers = {:?}\ntopic = {:?}\n\
              observations_topic = {:?}\ndlq_topic = {:?}\ngroup_id = {:?}\nobservations_hmac_key = {:?}\n\n\
-             [[feeds]]\nname = \"ciq\"\nkind = \"csaf\"\nurl = \"{}/.well-known/csaf/provider-metadata.json\"\n\
+             [[feeds]]\nname = \"ciq\"\nkind = \"csaf\"\nurl = \"{}\"\n\
              issuer = \"ciq\"\nrate = 500.0\nca_file = {:?}\n",
             issuers.display().to_string(),
             tmp.join("data").display().to_string(),
@@ -82,8 +95,8 @@ fn feed_documents_reach_mongodb_through_the_documents_topic() {
             setup.dlq_topic,
             setup.group_id,
             common::TEST_HMAC_KEY,
-            provider.origin(),
-            tmp.join("ca.pem").display().to_string()
+            provider.metadata_url(),
+            ca.display().to_string()
         ),
     )
     .unwrap();
@@ -108,24 +121,11 @@ fn feed_documents_reach_mongodb_through_the_documents_topic() {
     assert_eq!(common::kcat_count(&services.brokers, &setup.topic), n, "a second run produces nothing");
 
     // serve consumes vex.documents into MongoDB: the records equal consensus on the files.
-    let out = Command::new(BIN)
-        .args(["consensus", "--issuers", issuers.to_str().unwrap(), plain.to_str().unwrap()])
-        .current_dir(common::repo_dir())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let want: Vec<serde_json::Value> =
-        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let want = consensus(&issuers, &plain);
     let issuers_env = issuers.to_str().unwrap().to_string();
     let mut serve = Serve::start(&setup, "feed", &[("VEXLENS_CONSENSUS__ISSUERS_FILE", issuers_env.as_str())]);
     serve.wait_ready(Duration::from_secs(60));
     let got = common::wait_for_stored_records(&mut serve, &services.mongo_uri, &setup.db, want.len());
-    let digests = |v: &[serde_json::Value]| {
-        let mut d: Vec<String> =
-            v.iter().map(|r| format!("{} {} {}", r["artifact"], r["vulnerability"], r["consensus_digest"])).collect();
-        d.sort();
-        d
-    };
     assert_eq!(digests(&got), digests(&want), "records through Kafka = consensus on the same files");
     let verified =
         got.iter().flat_map(|r| r["statements"].as_array().unwrap()).filter(|s| s["signature"] == "verified").count();
@@ -144,25 +144,19 @@ fn feed_documents_reach_mongodb_through_the_documents_topic() {
 fn serve_runs_the_enabled_feeds_into_mongodb_through_the_documents_topic() {
     let Some(services) = common::services() else { return };
     let setup = ServeSetup::fresh(&services, "feed_serve");
-    let tmp = tempfile::tempdir().unwrap();
+    let Fixture { tmp, plain, provider, dir, .. } = Fixture::start(12);
     let tmp = tmp.path();
-    let root = tmp.join("www");
-    std::fs::create_dir_all(&root).unwrap();
-    let provider = Provider::start(&root);
-    let plain = tmp.join("plain");
-    let dir = build(&provider, &root, &plain, 12);
     let n = dir.rows.len();
-    let ca = tmp.join("ca.pem");
-    std::fs::write(&ca, &provider.ca_pem).unwrap();
+    let ca = csaf_provider::write_ca(tmp, &provider);
     let issuers = tmp.join("issuers.toml");
     std::fs::write(&issuers, "[[issuers]]\nid = \"ciq\"\ntier = \"trusted\"\naliases = [\"https://www.ciq.com\"]\n")
         .unwrap();
     let cfg = tmp.join("vex-lens.toml");
     let feed = |name: &str, enabled: bool| {
         format!(
-            "[[feeds]]\nname = \"{name}\"\nkind = \"csaf\"\nurl = \"{}/.well-known/csaf/provider-metadata.json\"\n\
+            "[[feeds]]\nname = \"{name}\"\nkind = \"csaf\"\nurl = \"{}\"\n\
              issuer = \"ciq\"\nrate = 500.0\nca_file = {:?}\nenabled = {enabled}\n\n",
-            provider.origin(),
+            provider.metadata_url(),
             ca.display().to_string()
         )
     };
@@ -177,21 +171,8 @@ fn serve_runs_the_enabled_feeds_into_mongodb_through_the_documents_topic() {
         ),
     )
     .unwrap();
-    let out = Command::new(BIN)
-        .args(["consensus", "--issuers", issuers.to_str().unwrap(), plain.to_str().unwrap()])
-        .current_dir(common::repo_dir())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let want: Vec<serde_json::Value> =
-        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let want = consensus(&issuers, &plain);
     assert!(want.len() > n, "{} records from {n} documents", want.len());
-    let digests = |v: &[serde_json::Value]| {
-        let mut d: Vec<String> =
-            v.iter().map(|r| format!("{} {} {}", r["artifact"], r["vulnerability"], r["consensus_digest"])).collect();
-        d.sort();
-        d
-    };
 
     let mut serve = Serve::start(&setup, "feed-serve", &[("VEXLENS_CONFIG", cfg.to_str().unwrap())]);
     serve.wait_ready(Duration::from_secs(60));
@@ -218,11 +199,8 @@ fn serve_runs_the_enabled_feeds_into_mongodb_through_the_documents_topic() {
     let headers: Vec<&str> = produced.split("@@\n").filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(headers.len(), n, "one message per document:\n{produced}");
     assert!(headers.iter().all(|h| h.contains("tenant=default") && h.contains("provenance=feed:ciq")), "{produced}");
-    let state: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(tmp.join("data/feeds/ciq.json")).unwrap()).unwrap();
-    let emitted = state["directories"][format!("{}/.well-known/csaf/white/", provider.origin())]["documents"]
-        .as_object()
-        .map_or(0, |d| d.values().filter(|d| d["outcome"] == "emitted").count());
+    let state = csaf_provider::feed_state(&tmp.join("data"), "ciq");
+    let emitted = provider.emitted_in(&state);
     assert_eq!(emitted, n, "{state}");
     assert!(!tmp.join("data/feeds/off.json").exists(), "a disabled feed has no state");
     assert!(serve.terminate(Duration::from_secs(30)), "SIGTERM: clean exit; log:\n{}", serve.log_tail());

@@ -4,7 +4,8 @@
 //! spec, year folders, `.sha256`/`.sha512`, `index.txt`, `changes.csv`,
 //! `provider-metadata.json`), with conditional answers (ETag, Last-Modified, 304) and
 //! faults a test can inject per path. It records every request it sees. [`build`] lays
-//! out such a directory from the CIQ corpus.
+//! out such a directory from the CIQ corpus; [`Fixture`] does all of it in a fresh
+//! temporary directory (the set-up every feed test starts with).
 //!
 //! Invariants: it binds 127.0.0.1 only; it serves only files under its root (a path with
 //! `..` is 400); every request is recorded with its conditional headers and the status
@@ -136,6 +137,24 @@ impl Provider {
     /// `https://localhost:<port>`.
     pub fn origin(&self) -> String {
         format!("https://localhost:{}", self.port)
+    }
+
+    /// The URL of its `provider-metadata.json`.
+    pub fn metadata_url(&self) -> String {
+        format!("{}/.well-known/csaf/provider-metadata.json", self.origin())
+    }
+
+    /// The URL of its WHITE directory (ends with `/`), as a feed's state names it.
+    pub fn white_url(&self) -> String {
+        format!("{}/.well-known/csaf/white/", self.origin())
+    }
+
+    /// How many documents of its WHITE directory a feed's state (`data/feeds/<feed>.json`,
+    /// parsed) holds as `emitted`.
+    pub fn emitted_in(&self, state: &serde_json::Value) -> usize {
+        state["directories"][self.white_url()]["documents"]
+            .as_object()
+            .map_or(0, |d| d.values().filter(|d| d["outcome"] == "emitted").count())
     }
 
     /// Every request seen so far, in order.
@@ -335,4 +354,47 @@ pub fn build(provider: &Provider, root: &Path, plain: &Path, take: usize) -> Dir
     }
     d.write_lists(true);
     d
+}
+
+/// A running provider over a fresh temporary directory `tmp`: `tmp/www` is served, its
+/// directory built by [`build`] from the first `take` CIQ documents, their plain copies in
+/// `tmp/plain`. Destructure it and keep `tmp` and `provider` bound for the whole test
+/// (dropping `tmp` deletes the files, dropping `provider` stops the server).
+pub struct Fixture {
+    pub tmp: tempfile::TempDir,
+    pub root: PathBuf,
+    pub plain: PathBuf,
+    pub provider: Provider,
+    pub dir: Directory,
+}
+
+impl Fixture {
+    pub fn start(take: usize) -> Fixture {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("www");
+        std::fs::create_dir_all(&root).unwrap();
+        let provider = Provider::start(&root);
+        let plain = tmp.path().join("plain");
+        let dir = build(&provider, &root, &plain, take);
+        Fixture { tmp, root, plain, provider, dir }
+    }
+}
+
+/// Puts the detached signature `asc` beside the served document `rel` of `dir` and beside
+/// its plain copy in `plain` (as `consensus` reads it).
+pub fn put_asc(dir: &Directory, plain: &Path, rel: &str, asc: &[u8]) {
+    std::fs::write(format!("{}.asc", dir.dir.join(rel).display()), asc).unwrap();
+    std::fs::write(plain.join(format!("{}.asc", rel.replace('/', "_"))), asc).unwrap();
+}
+
+/// Writes the provider's CA certificate to `tmp/ca.pem` (a feed's `ca_file`); its path.
+pub fn write_ca(tmp: &Path, provider: &Provider) -> PathBuf {
+    let ca = tmp.join("ca.pem");
+    std::fs::write(&ca, &provider.ca_pem).unwrap();
+    ca
+}
+
+/// Parses a feed's state file `data_dir/feeds/<feed>.json`.
+pub fn feed_state(data_dir: &Path, feed: &str) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(data_dir.join(format!("feeds/{feed}.json"))).unwrap()).unwrap()
 }
