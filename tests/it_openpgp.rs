@@ -10,20 +10,13 @@
 #[path = "../integration-tests/common/mod.rs"]
 mod common;
 
-use common::{metric, Serve, ServeSetup};
+use common::{metric, repo_dir, Serve, ServeSetup};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_vex-lens");
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 fn fixture(f: &str) -> Vec<u8> {
-    std::fs::read(repo().join("tests/fixtures/openpgp").join(f)).unwrap()
+    std::fs::read(repo_dir().join("tests/fixtures/openpgp").join(f)).unwrap()
 }
 
 fn write_issuers(path: &Path) {
@@ -60,16 +53,12 @@ fn openpgp_signatures_in_a_kafka_header_are_verified_like_files() {
 
     // The embedded pipeline over the files, for comparison.
     let data = tmp.path().join("data");
-    let out = Command::new(BIN)
-        .args(["serve", "--once", "--listen", "127.0.0.1:0"])
-        .args(["--ingest-dir", input.to_str().unwrap(), "--data-dir", data.to_str().unwrap()])
-        .env("VEXLENS_CONSENSUS__ISSUERS_FILE", &issuers)
-        .current_dir(repo())
-        .output()
-        .unwrap();
+    let out = common::serve_once(
+        &["--ingest-dir", input.to_str().unwrap(), "--data-dir", data.to_str().unwrap()],
+        &[("VEXLENS_CONSENSUS__ISSUERS_FILE", issuers.to_str().unwrap())],
+    );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let out =
-        Command::new(BIN).args(["records", "--data-dir", data.to_str().unwrap()]).current_dir(repo()).output().unwrap();
+    let out = common::vex_lens(&["records", "--data-dir", data.to_str().unwrap()]);
     assert!(out.status.success());
     let embedded: Vec<Value> =
         String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();

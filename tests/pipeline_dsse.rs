@@ -12,9 +12,8 @@ mod dsse_fixtures;
 #[path = "../integration-tests/common/mod.rs"]
 mod common;
 
-use common::{free_port, get, metric, metric_sum, ndjson, vex_lens, wait_for, KillOnDrop};
+use common::{free_port, get, metric, metric_sum, ndjson, repo_dir, vex_lens, wait_for, KillOnDrop};
 use std::io::Read;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -22,10 +21,6 @@ use dsse_fixtures::{check_records, check_verifications, write_envelopes, Keys};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_vex-lens");
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 #[test]
 fn each_envelope_is_verified_persisted_counted_and_weighted() {
@@ -43,7 +38,7 @@ fn each_envelope_is_verified_persisted_counted_and_weighted() {
         .args(["serve", "--ingest-dir", input.to_str().unwrap(), "--data-dir", data.to_str().unwrap()])
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .env("VEXLENS_CONSENSUS__ISSUERS_FILE", &issuers)
-        .current_dir(repo())
+        .current_dir(repo_dir())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -89,16 +84,7 @@ fn a_malformed_envelope_is_dead_lettered_and_recorded_as_failed() {
     let data = tmp.path().join("data");
     let bad = br#"{"payload":"%%% not base64","payloadType":"application/openvex+json","signatures":[]}"#;
     std::fs::write(input.join("bad.dsse.json"), bad).unwrap();
-    let out = vex_lens(&[
-        "serve",
-        "--once",
-        "--ingest-dir",
-        input.to_str().unwrap(),
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--listen",
-        "127.0.0.1:0",
-    ]);
+    let out = common::serve_once(&["--ingest-dir", input.to_str().unwrap(), "--data-dir", data.to_str().unwrap()], &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(
@@ -129,12 +115,8 @@ fn an_unparseable_issuer_key_is_a_startup_error_naming_the_issuer() {
         "[[issuers]]\nid = \"broken\"\ntier = \"known\"\nkeys = [{ public_key = \"zz not a key\" }]\n",
     )
     .unwrap();
-    let out = Command::new(BIN)
-        .args(["serve", "--once", "--listen", "127.0.0.1:0", "--data-dir", tmp.path().join("d").to_str().unwrap()])
-        .env("VEXLENS_CONSENSUS__ISSUERS_FILE", &issuers)
-        .current_dir(repo())
-        .output()
-        .unwrap();
+    let issuers_env = [("VEXLENS_CONSENSUS__ISSUERS_FILE", issuers.to_str().unwrap())];
+    let out = common::serve_once(&["--data-dir", tmp.path().join("d").to_str().unwrap()], &issuers_env);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("issuer broken") && err.contains("key #0"), "{err}");
@@ -160,12 +142,7 @@ fn an_unparseable_issuer_key_is_a_startup_error_naming_the_issuer() {
         )
         .unwrap();
         let data_dir = tmp.path().join(format!("d{}", n + 2));
-        let out = Command::new(BIN)
-            .args(["serve", "--once", "--listen", "127.0.0.1:0", "--data-dir", data_dir.to_str().unwrap()])
-            .env("VEXLENS_CONSENSUS__ISSUERS_FILE", &issuers)
-            .current_dir(repo())
-            .output()
-            .unwrap();
+        let out = common::serve_once(&["--data-dir", data_dir.to_str().unwrap()], &issuers_env);
         assert!(!out.status.success(), "{key} was accepted");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(

@@ -7,21 +7,13 @@
 #[path = "../integration-tests/common/mod.rs"]
 mod common;
 
-use common::{free_port, get, metric, wait_for, KillOnDrop};
+use common::{corpus_dir, free_port, get, metric, repo_dir, vex_lens, wait_for, KillOnDrop};
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_vex-lens");
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn corpus() -> PathBuf {
-    repo().join("../shared/corpus")
-}
 
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
@@ -34,10 +26,6 @@ fn copy_dir(from: &Path, to: &Path) {
             std::fs::copy(&p, to.join(e.file_name())).unwrap();
         }
     }
-}
-
-fn vex_lens(args: &[&str]) -> std::process::Output {
-    Command::new(BIN).args(args).current_dir(repo()).output().expect("run vex-lens")
 }
 
 fn digests(ndjson: &[u8]) -> Vec<String> {
@@ -86,20 +74,11 @@ fn serve_once_stores_exactly_what_consensus_computes() {
     let tmp = tempfile::tempdir().unwrap();
     let input = tmp.path().join("in");
     for sub in ["openvex", "csaf", "cyclonedx"] {
-        copy_dir(&corpus().join(sub), &input.join(sub));
+        copy_dir(&corpus_dir().join(sub), &input.join(sub));
     }
     let data = tmp.path().join("data");
-    let args = [
-        "serve",
-        "--once",
-        "--ingest-dir",
-        input.to_str().unwrap(),
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--listen",
-        "127.0.0.1:0",
-    ];
-    let out = vex_lens(&args);
+    let args = ["--ingest-dir", input.to_str().unwrap(), "--data-dir", data.to_str().unwrap()];
+    let out = common::serve_once(&args, &[]);
     assert!(out.status.success(), "serve --once failed: {}", String::from_utf8_lossy(&out.stderr));
     let (docs, observations) = stopped_counts(&out.stderr);
     assert!(docs > 40 && observations > 1000, "processed {docs} documents, {observations} observations");
@@ -111,7 +90,7 @@ fn serve_once_stores_exactly_what_consensus_computes() {
     assert_eq!(got, expected, "the stored records equal `vex-lens consensus`, digest for digest");
 
     // A restart remembers the processed files: nothing is ingested again, records unchanged.
-    let out = vex_lens(&args);
+    let out = common::serve_once(&args, &[]);
     assert!(out.status.success(), "second serve --once failed: {}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(stopped_counts(&out.stderr), (0, 0), "a restart does not reprocess remembered files");
     assert_eq!(records(&data), expected);
@@ -122,14 +101,14 @@ fn serving_answers_health_metrics_status_and_picks_up_new_files() {
     let tmp = tempfile::tempdir().unwrap();
     let input = tmp.path().join("in");
     std::fs::create_dir_all(&input).unwrap();
-    let first = repo().join("examples/acme-vendor.openvex.json");
+    let first = repo_dir().join("examples/acme-vendor.openvex.json");
     std::fs::copy(&first, input.join("a.json")).unwrap();
     let data = tmp.path().join("data");
     let port = free_port();
     let child = Command::new(BIN)
         .args(["serve", "--ingest-dir", input.to_str().unwrap(), "--data-dir", data.to_str().unwrap()])
         .args(["--listen", &format!("127.0.0.1:{port}")])
-        .current_dir(repo())
+        .current_dir(repo_dir())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -167,7 +146,7 @@ fn serving_answers_health_metrics_status_and_picks_up_new_files() {
     }
 
     // A new file and a bad file dropped in while serving.
-    std::fs::copy(repo().join("examples/distro.csaf.json"), input.join("b.json")).unwrap();
+    std::fs::copy(repo_dir().join("examples/distro.csaf.json"), input.join("b.json")).unwrap();
     std::fs::write(input.join("garbage.json"), b"\x00\x01 not json").unwrap();
     wait_for("the new document", Duration::from_secs(30), || docs(port).filter(|n| *n >= 2.0));
     let dead = wait_for("the dead letter", Duration::from_secs(30), || {
@@ -202,7 +181,7 @@ fn serve_reads_ndjson_documents_from_stdin() {
     let mut input = String::new();
     for f in ["acme-vendor.openvex.json", "scanner.cdx.json"] {
         let v: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(repo().join("examples").join(f)).unwrap()).unwrap();
+            serde_json::from_slice(&std::fs::read(repo_dir().join("examples").join(f)).unwrap()).unwrap();
         let line = serde_json::to_string(&v).unwrap();
         std::fs::write(docs_dir.join(f), &line).unwrap();
         input.push_str(&line);
@@ -211,7 +190,7 @@ fn serve_reads_ndjson_documents_from_stdin() {
     input.push_str("{\"not\":\"vex\"}\n");
     let mut child = Command::new(BIN)
         .args(["serve", "--once", "--stdin", "--data-dir", data.to_str().unwrap(), "--listen", "127.0.0.1:0"])
-        .current_dir(repo())
+        .current_dir(repo_dir())
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -239,7 +218,7 @@ fn malformed_configuration_is_a_startup_error_naming_the_key() {
     let out = Command::new(BIN)
         .args(["serve", "--once", "--listen", "127.0.0.1:0", "--data-dir", tmp.path().join("d").to_str().unwrap()])
         .env("VEXLENS_ACTORS__WRITER_BATCH_MAX", "0")
-        .current_dir(repo())
+        .current_dir(repo_dir())
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -252,7 +231,7 @@ fn sigterm_exits_zero_also_without_inputs() {
     let port = free_port();
     let child = Command::new(BIN)
         .args(["serve", "--data-dir", tmp.path().join("d").to_str().unwrap(), "--listen", &format!("127.0.0.1:{port}")])
-        .current_dir(repo())
+        .current_dir(repo_dir())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

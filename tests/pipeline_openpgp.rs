@@ -14,23 +14,16 @@ mod common;
 #[path = "../integration-tests/common/openpgp.rs"]
 mod openpgp;
 
-use common::{ndjson, vex_lens};
+use common::{ndjson, repo_dir, vex_lens};
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use pgp::composed::SignedSecretKey;
 use pgp::types::KeyDetails;
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_vex-lens");
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 fn fixture(f: &str) -> Vec<u8> {
-    std::fs::read(repo().join("tests/fixtures/openpgp").join(f)).unwrap()
+    std::fs::read(repo_dir().join("tests/fixtures/openpgp").join(f)).unwrap()
 }
 
 /// The test's key (made with rpgp, not GnuPG).
@@ -70,13 +63,10 @@ fn write_issuers(path: &Path, acme: &SignedSecretKey) {
 }
 
 fn serve_once(input: &Path, data: &Path, issuers: &Path) -> String {
-    let out = Command::new(BIN)
-        .args(["serve", "--once", "--listen", "127.0.0.1:0"])
-        .args(["--ingest-dir", input.to_str().unwrap(), "--data-dir", data.to_str().unwrap()])
-        .env("VEXLENS_CONSENSUS__ISSUERS_FILE", issuers)
-        .current_dir(repo())
-        .output()
-        .expect("run serve");
+    let out = common::serve_once(
+        &["--ingest-dir", input.to_str().unwrap(), "--data-dir", data.to_str().unwrap()],
+        &[("VEXLENS_CONSENSUS__ISSUERS_FILE", issuers.to_str().unwrap())],
+    );
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "{stderr}");
     stderr
@@ -160,12 +150,7 @@ fn detached_signatures_beside_watched_files_are_verified_recorded_and_replayed()
     // The consensus records: verified statements count fully for the certificate's
     // issuer; failed ones are excluded with missing_provenance; unknown keys count unsigned.
     let records = ndjson(&vex_lens(&["records", "--data-dir", data.to_str().unwrap()]));
-    let record = |pkg: &str| -> &Value {
-        records
-            .iter()
-            .find(|r| r["artifact"] == format!("pkg:npm/{pkg}@1.0.0"))
-            .unwrap_or_else(|| panic!("no record for {pkg}: {records:?}"))
-    };
+    let record = |pkg: &str| common::npm_record(&records, pkg);
     let s = &record("good")["statements"][0];
     assert_eq!(
         (s["issuer"].as_str(), s["signature"].as_str(), s["role"].as_str()),
@@ -173,17 +158,7 @@ fn detached_signatures_beside_watched_files_are_verified_recorded_and_replayed()
     );
     assert_eq!(s["factors"]["signature_ppm"], 1_000_000);
     for (pkg, reason) in [("tampered", "bad_signature"), ("truncated", "malformed_signature")] {
-        let r = record(pkg);
-        let s = &r["statements"][0];
-        assert_eq!((s["signature"].as_str(), s["role"].as_str()), (Some("failed"), Some("excluded")), "{pkg}: {r}");
-        assert_eq!(
-            s["reason"],
-            serde_json::json!({"code": "signature_failed", "signature_reason": reason}),
-            "{pkg}: {r}"
-        );
-        let conflicts: Vec<&str> =
-            r["conflicts"].as_array().unwrap().iter().filter_map(|c| c["reason"].as_str()).collect();
-        assert!(conflicts.contains(&"missing_provenance"), "{pkg}: {r}");
+        common::assert_signature_failed(record(pkg), pkg, reason);
     }
     let s = &record("stranger")["statements"][0];
     assert_eq!(
@@ -235,12 +210,10 @@ fn a_certificate_with_another_fingerprint_stops_the_start() {
         format!("[[issuers]]\nid = \"csaf-provider\"\ntier = \"trusted\"\nkeys = [{{ type = \"openpgp\", fingerprint = \"0000\", certificate = \"\"\"\n{gpg}\"\"\" }}]\n"),
     )
     .unwrap();
-    let out = Command::new(BIN)
-        .args(["serve", "--once", "--listen", "127.0.0.1:0", "--data-dir", tmp.path().join("d").to_str().unwrap()])
-        .env("VEXLENS_CONSENSUS__ISSUERS_FILE", &issuers)
-        .current_dir(repo())
-        .output()
-        .unwrap();
+    let out = common::serve_once(
+        &["--data-dir", tmp.path().join("d").to_str().unwrap()],
+        &[("VEXLENS_CONSENSUS__ISSUERS_FILE", issuers.to_str().unwrap())],
+    );
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -5,14 +5,11 @@
 //! with the versions arriving in either order and a restart between them (the ledger and
 //! the markers are in the store), stores exactly the batch's records.
 
+#[path = "../integration-tests/common/mod.rs"]
+mod common;
+
+use common::vex_lens;
 use std::path::Path;
-use std::process::Command;
-
-const BIN: &str = env!("CARGO_BIN_EXE_vex-lens");
-
-fn vex_lens(args: &[&str]) -> std::process::Output {
-    Command::new(BIN).args(args).current_dir(env!("CARGO_MANIFEST_DIR")).output().expect("run vex-lens")
-}
 
 /// The fixtures (tests/fixtures/retraction/): OpenVEX `@id` .../doc-1, version 1 names
 /// `pkg:npm/a@1` and `pkg:npm/b@1` (affected), version 2 only `a` (fixed); CSAF
@@ -45,16 +42,7 @@ fn digests(records: &[serde_json::Value]) -> Vec<String> {
 }
 
 fn serve_once(input: &Path, data: &Path) {
-    let out = vex_lens(&[
-        "serve",
-        "--once",
-        "--ingest-dir",
-        input.to_str().unwrap(),
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--listen",
-        "127.0.0.1:0",
-    ]);
+    let out = common::serve_once(&["--ingest-dir", input.to_str().unwrap(), "--data-dir", data.to_str().unwrap()], &[]);
     assert!(out.status.success(), "serve --once failed: {}", String::from_utf8_lossy(&out.stderr));
 }
 

@@ -12,17 +12,13 @@
 #[path = "../integration-tests/common/mod.rs"]
 mod common;
 
+use common::{repo_dir, vex_lens};
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-const BIN: &str = env!("CARGO_BIN_EXE_vex-lens");
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 fn fixture(name: &str) -> PathBuf {
-    repo().join("tests/fixtures/upgrade").join(name)
+    repo_dir().join("tests/fixtures/upgrade").join(name)
 }
 
 /// A data directory holding the gzipped store `name` (gzip(1) decompresses it).
@@ -34,25 +30,12 @@ fn store_from(name: &str) -> tempfile::TempDir {
     dir
 }
 
-fn run(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).current_dir(repo()).output().expect("run vex-lens")
-}
-
 fn serve_once(data: &Path, ingest: &Path) -> Output {
-    run(&[
-        "serve",
-        "--once",
-        "--ingest-dir",
-        ingest.to_str().unwrap(),
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--listen",
-        "127.0.0.1:0",
-    ])
+    common::serve_once(&["--ingest-dir", ingest.to_str().unwrap(), "--data-dir", data.to_str().unwrap()], &[])
 }
 
 fn records(data: &Path) -> String {
-    let out = run(&["records", "--data-dir", data.to_str().unwrap()]);
+    let out = vex_lens(&["records", "--data-dir", data.to_str().unwrap()]);
     assert!(out.status.success(), "records: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
 }
@@ -70,8 +53,8 @@ fn a_purl_keyed_store_is_upgraded_at_start_up_to_what_consensus_computes() {
     let out = serve_once(data.path(), empty.path());
     assert!(out.status.success(), "serve: {}", text(&out));
     let after = records(data.path());
-    let doc = repo().join("examples/acme-vendor.openvex.json");
-    let want = run(&["consensus", doc.to_str().unwrap()]);
+    let doc = repo_dir().join("examples/acme-vendor.openvex.json");
+    let want = vex_lens(&["consensus", doc.to_str().unwrap()]);
     assert!(want.status.success(), "consensus: {}", text(&want));
     let want = String::from_utf8(want.stdout).unwrap();
     assert!(!want.is_empty());
@@ -94,7 +77,7 @@ fn a_store_with_lowercased_name_keys_is_refused_until_reindexed() {
     assert!(msg.contains("name:acme/widget server@2.4"), "the refusal names the key: {msg}");
     assert!(records(data.path()).contains("name:acme/widget server@2.4"), "a refusal changes nothing");
 
-    let out = run(&["reindex", "--data-dir", data.path().to_str().unwrap()]);
+    let out = vex_lens(&["reindex", "--data-dir", data.path().to_str().unwrap()]);
     assert!(out.status.success(), "reindex: {}", text(&out));
     let msg = String::from_utf8_lossy(&out.stderr);
     assert!(msg.contains("1 dropped"), "{msg}");
@@ -108,7 +91,7 @@ fn a_store_with_lowercased_name_keys_is_refused_until_reindexed() {
     std::fs::copy(fixture("name.csaf.json"), again.path().join("name.csaf.json")).unwrap();
     let out = serve_once(data.path(), again.path());
     assert!(out.status.success(), "re-ingest: {}", text(&out));
-    let want = run(&["consensus", fixture("name.csaf.json").to_str().unwrap()]);
+    let want = vex_lens(&["consensus", fixture("name.csaf.json").to_str().unwrap()]);
     assert_eq!(records(data.path()), String::from_utf8(want.stdout).unwrap());
 }
 
@@ -121,8 +104,8 @@ fn a_version_4_store_gets_lean_records_and_keeps_its_history_readable() {
     let out = serve_once(data.path(), empty.path());
     assert!(out.status.success(), "serve: {}", text(&out));
     let after = records(data.path());
-    let doc = repo().join("examples/acme-vendor.openvex.json");
-    let want = String::from_utf8(run(&["consensus", doc.to_str().unwrap()]).stdout).unwrap();
+    let doc = repo_dir().join("examples/acme-vendor.openvex.json");
+    let want = String::from_utf8(vex_lens(&["consensus", doc.to_str().unwrap()]).stdout).unwrap();
     assert_eq!(after, want, "upgraded records equal the consensus of the same file");
     assert!(after.contains("\"schema_version\":5") && !after.contains("\"document_digest\""), "{after}");
     // The history holds the version-4 record it had and the lean one; both read.

@@ -1,6 +1,7 @@
 //! Shared helpers for the integration tests against the real services (Kafka, the
 //! MongoDB-wire server): service discovery from the environment, fresh names, corpus
-//! loading, `kcat`, and the `vex-lens serve` child process.
+//! loading, `kcat`, and the `vex-lens serve` child process; also what the embedded tests
+//! share (`vex-lens` and `serve --once` runs, an embedded `serve`, record checks).
 //!
 //! Invariants: when `VEXLENS_KAFKA_BROKERS`/`VEXLENS_MONGODB_URI` are unset a test is
 //! skipped (prints "skipped: run scripts/test.sh"), unless `VEXLENS_REQUIRE_SERVICES=1`,
@@ -404,6 +405,36 @@ pub fn metric_sum(text: &str, name: &str) -> Option<f64> {
 /// Runs `vex-lens args` from the repo dir and returns its output.
 pub fn vex_lens(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_vex-lens")).args(args).current_dir(repo_dir()).output().expect("run vex-lens")
+}
+
+/// Runs `vex-lens serve --once --listen 127.0.0.1:0 ARGS` (embedded) from the repo dir with
+/// `env` added, and returns its output.
+pub fn serve_once(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_vex-lens"))
+        .args(["serve", "--once", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .envs(env.iter().copied())
+        .current_dir(repo_dir())
+        .output()
+        .expect("run vex-lens serve --once")
+}
+
+/// The record of `pkg:npm/<pkg>@1.0.0` among `records` (panics naming `pkg` if none).
+pub fn npm_record<'a>(records: &'a [serde_json::Value], pkg: &str) -> &'a serde_json::Value {
+    records
+        .iter()
+        .find(|r| r["artifact"] == format!("pkg:npm/{pkg}@1.0.0"))
+        .unwrap_or_else(|| panic!("no record for {pkg}: {records:?}"))
+}
+
+/// Asserts that the first statement of record `r` (of package `pkg`) failed its signature
+/// check for `reason` and is excluded, and that `r` has conflict `missing_provenance`.
+pub fn assert_signature_failed(r: &serde_json::Value, pkg: &str, reason: &str) {
+    let s = &r["statements"][0];
+    assert_eq!((s["signature"].as_str(), s["role"].as_str()), (Some("failed"), Some("excluded")), "{pkg}: {r}");
+    assert_eq!(s["reason"], serde_json::json!({"code": "signature_failed", "signature_reason": reason}), "{pkg}: {r}");
+    let conflicts: Vec<&str> = r["conflicts"].as_array().unwrap().iter().filter_map(|c| c["reason"].as_str()).collect();
+    assert!(conflicts.contains(&"missing_provenance"), "{pkg}: {r}");
 }
 
 /// The NDJSON lines of a successful run's stdout (panics with its stderr otherwise).

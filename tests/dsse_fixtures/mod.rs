@@ -1,6 +1,8 @@
 //! Shared by tests/pipeline_dsse.rs (embedded) and tests/it_dsse.rs (Kafka + MongoDB-wire):
 //! an issuer directory with two issuers' keys and five envelopes, one per verification
-//! outcome, plus the checks of what the pipeline must have stored for them.
+//! outcome, plus the checks of what the pipeline must have stored for them. A test that
+//! includes it also includes `integration-tests/common` as `mod common` (its record
+//! helpers).
 
 #![allow(dead_code)]
 
@@ -144,12 +146,7 @@ pub fn check_verifications(verifications: &[Value], k: &Keys, files: &[(&str, Pa
 /// issuer; failed statements are excluded with conflict `missing_provenance`; a key the
 /// directory does not know counts as unsigned (factor 0.7).
 pub fn check_records(records: &[Value]) {
-    let record = |pkg: &str| -> &Value {
-        records
-            .iter()
-            .find(|r| r["artifact"] == format!("pkg:npm/{pkg}@1.0.0"))
-            .unwrap_or_else(|| panic!("no record for {pkg}: {records:?}"))
-    };
+    let record = |pkg: &str| crate::common::npm_record(records, pkg);
     let r = record("good");
     let s = &r["statements"][0];
     assert_eq!(
@@ -162,17 +159,8 @@ pub fn check_records(records: &[Value]) {
     assert!(r["conflicts"].as_array().unwrap().is_empty(), "{r}");
     for (pkg, reason) in [("tampered", "bad_signature"), ("wrongkey", "wrong_key"), ("truncated", "bad_signature")] {
         let r = record(pkg);
-        let s = &r["statements"][0];
-        assert_eq!((s["signature"].as_str(), s["role"].as_str()), (Some("failed"), Some("excluded")), "{pkg}: {r}");
-        assert_eq!(
-            s["reason"],
-            serde_json::json!({"code": "signature_failed", "signature_reason": reason}),
-            "{pkg}: {r}"
-        );
-        assert_eq!(s["factors"]["signature_ppm"], 0, "{pkg}: {r}");
-        let conflicts: Vec<&str> =
-            r["conflicts"].as_array().unwrap().iter().filter_map(|c| c["reason"].as_str()).collect();
-        assert!(conflicts.contains(&"missing_provenance"), "{pkg}: {r}");
+        crate::common::assert_signature_failed(r, pkg, reason);
+        assert_eq!(r["statements"][0]["factors"]["signature_ppm"], 0, "{pkg}: {r}");
     }
     let r = record("unknownkey");
     let s = &r["statements"][0];
