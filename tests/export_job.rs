@@ -7,7 +7,7 @@
 #[path = "../integration-tests/common/mod.rs"]
 mod common;
 
-use common::{free_port, get, metric, wait_for, KillOnDrop};
+use common::{free_port, get, metric, vex_lens, wait_for, KillOnDrop};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -17,10 +17,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_vex-lens");
 fn post(port: u16, path: &str, tenant: &str, body: &str) -> (u16, serde_json::Value) {
     let (code, body) = common::http_request(&format!("127.0.0.1:{port}"), "POST", path, &[("X-Tenant", tenant)], body);
     (code, serde_json::from_str(&body).unwrap_or(serde_json::Value::Null))
-}
-
-fn vex_lens(args: &[&str]) -> std::process::Output {
-    Command::new(BIN).args(args).current_dir(env!("CARGO_MANIFEST_DIR")).output().expect("run vex-lens")
 }
 
 #[test]

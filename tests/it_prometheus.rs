@@ -25,7 +25,7 @@ mod dsse_fixtures;
 #[path = "../integration-tests/common/csaf_provider.rs"]
 mod csaf_provider;
 
-use common::{free_port, services, wait_for, KillOnDrop, Serve, ServeSetup};
+use common::{free_port, repo_dir, services, wait_for, KillOnDrop, Serve, ServeSetup};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
@@ -49,10 +49,6 @@ const ALERTS: [&str; 6] = [
 /// with no success in 3 intervals and a 5 minute hold, whose left-hand side this test
 /// still queries on the feed the service runs).
 const PROMTOOL_ONLY: [&str; 3] = ["VexLensAbsent", "VexLensCrashLooping", "VexLensFeedStale"];
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 /// URL-encodes a query parameter.
 fn enc(s: &str) -> String {
@@ -80,7 +76,7 @@ fn active_alerts(port: u16) -> BTreeSet<String> {
 
 /// The rules with `for: 10m` on every rule (a holding condition shows as pending).
 fn test_rules(dir: &Path) -> PathBuf {
-    let text = std::fs::read_to_string(repo().join("dashboards/alerts.yml")).unwrap();
+    let text = std::fs::read_to_string(repo_dir().join("dashboards/alerts.yml")).unwrap();
     let mut out = String::new();
     for line in text.lines() {
         if line.trim_start().starts_with("for:") {
@@ -192,7 +188,7 @@ fn post(listen: &str, path: &str, tenant: &str, body: &str) -> u16 {
 /// side (the expression without its final threshold comparison).
 fn queries() -> Vec<(String, String)> {
     let mut out = Vec::new();
-    for entry in std::fs::read_dir(repo().join("dashboards")).unwrap() {
+    for entry in std::fs::read_dir(repo_dir().join("dashboards")).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "json") {
             let v: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
@@ -210,7 +206,7 @@ fn queries() -> Vec<(String, String)> {
             }
         }
     }
-    let rules = std::fs::read_to_string(repo().join("dashboards/alerts.yml")).unwrap();
+    let rules = std::fs::read_to_string(repo_dir().join("dashboards/alerts.yml")).unwrap();
     let names: BTreeSet<&str> =
         rules.lines().filter_map(|l| l.trim().strip_prefix("- alert:")).map(str::trim).collect();
     assert_eq!(

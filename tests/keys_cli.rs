@@ -1,20 +1,16 @@
 //! `vex-lens keys show`: what it prints agrees with GnuPG's own reading of the certificate,
 //! and the issuers.toml entry it prints, pasted as is, verifies that key's signatures.
 
+#[path = "../integration-tests/common/mod.rs"]
+mod common;
+
+use common::{repo_dir, vex_lens};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 fn fixture(f: &str) -> PathBuf {
-    repo().join("tests/fixtures/openpgp").join(f)
-}
-
-fn vex_lens(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_vex-lens")).args(args).output().unwrap()
+    repo_dir().join("tests/fixtures/openpgp").join(f)
 }
 
 /// Fingerprints GnuPG reads from a certificate (primary first), with `--show-keys`
