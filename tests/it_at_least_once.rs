@@ -14,16 +14,12 @@
 #[path = "../integration-tests/common/mod.rs"]
 mod common;
 
-use common::{ServeSetup, TEST_HMAC_KEY};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use common::{consumer_config, consumer_pipeline_settings, spawn_consumer, wait_committed, ServeSetup};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use vex_lens::actors::registry::RegistrySettings;
 use vex_lens::actors::writer::WriterSettings;
 use vex_lens::actors::{Pipeline, PipelineSettings};
-use vex_lens::config::{Config, Secret};
 use vex_lens::domain::consensus::{batch, ConsensusRecord, PairKey};
 use vex_lens::domain::model::{Observation, Status};
 use vex_lens::domain::trust::Policy;
@@ -104,47 +100,16 @@ fn good_observations() -> Vec<Observation> {
     v
 }
 
-/// Sum over the partitions of `topic` of the group's committed offset.
-fn committed_total(brokers: &str, group: &str, topic: &str, partitions: i32) -> i64 {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition(topic, p);
-    }
-    let got = c.committed_offsets(tpl, Duration::from_secs(10)).expect("committed offsets");
-    got.elements()
-        .iter()
-        .map(|e| match e.offset() {
-            Offset::Offset(o) => o,
-            _ => 0,
-        })
-        .sum()
-}
-
 #[test]
 fn failing_store_calls_and_a_poisoned_message_neither_lose_data_nor_freeze_commits() {
     let Some(services) = common::services() else { return };
     assert!(common::kcat_available(), "kcat not found: run scripts/install-system-deps.sh");
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let setup = ServeSetup::fresh(&services, "alo");
-    let mut cfg = Config::default();
-    cfg.kafka.brokers = Some(services.brokers.clone());
-    cfg.kafka.topic = setup.topic.clone();
-    cfg.kafka.observations_topic = setup.observations_topic.clone();
-    cfg.kafka.dlq_topic = Some(setup.dlq_topic.clone());
-    cfg.kafka.group_id = setup.group_id.clone();
-    cfg.kafka.create_partitions = 3;
-    cfg.kafka.session_timeout_ms = 6_000;
-    cfg.kafka.drain_timeout_ms = 3_000;
+    let mut cfg = consumer_config(&setup, 3, 3_000);
     cfg.kafka.handler_max_attempts = 3;
     cfg.kafka.handler_retry_initial_ms = 50;
     cfg.kafka.handler_retry_max_ms = 200;
-    cfg.kafka.observations_hmac_key = Some(Secret(TEST_HMAC_KEY.into()));
     cfg.validate().unwrap();
     let obs_dlq = cfg.kafka.observations_dlq();
     let good = good_observations();
@@ -175,31 +140,9 @@ fn failing_store_calls_and_a_poisoned_message_neither_lose_data_nor_freeze_commi
         inner.admin.init().await.expect("init");
         let store = Arc::new(FaultStore { inner: inner.clone(), record_failures: 4.into(), rejected: 0.into() });
         let stores = Stores { observations: store.clone(), records: store.clone(), ..inner.clone() };
-        let settings = PipelineSettings {
-            workers: 2,
-            writers: 2,
-            artifact_threads: 2,
-            writer: WriterSettings {
-                batch_max: 64,
-                flush_after: Duration::from_millis(20),
-                retry_initial: Duration::from_millis(20),
-                retry_max: Duration::from_millis(100),
-                store_timeout: Duration::from_secs(20),
-                mailbox_capacity: 64,
-            },
-            registry: RegistrySettings { max_live: 100, idle_evict: Duration::from_secs(60), mailbox_capacity: 64 },
-        };
-        let pipeline = Pipeline::start(stores, Arc::new(Policy::default()), settings);
-        let producer = vex_lens::sources::kafka::create_producer(&cfg).unwrap();
+        let pipeline = Pipeline::start(stores, Arc::new(Policy::default()), consumer_pipeline_settings());
         vex_lens::sources::kafka::ensure_topics(&cfg).await.unwrap();
-        let (stop, shutdown) = tokio::sync::watch::channel(false);
-        let run = tokio::spawn(vex_lens::sources::kafka::run(
-            cfg.clone(),
-            pipeline.clone(),
-            inner.ledger.clone(),
-            producer,
-            shutdown,
-        ));
+        let (stop, run) = spawn_consumer(&cfg, &pipeline, inner.ledger.clone());
         for (key, path) in &files {
             common::kcat_produce_file(
                 &cfg.kafka.brokers.clone().unwrap(),
@@ -209,17 +152,7 @@ fn failing_store_calls_and_a_poisoned_message_neither_lose_data_nor_freeze_commi
                 path,
             );
         }
-        let (brokers, group, topic) =
-            (cfg.kafka.brokers.clone().unwrap(), cfg.kafka.group_id.clone(), cfg.kafka.observations_topic.clone());
-        let mut committed = 0;
-        for _ in 0..240 {
-            let (b, g, t) = (brokers.clone(), group.clone(), topic.clone());
-            committed = tokio::task::spawn_blocking(move || committed_total(&b, &g, &t, 3)).await.unwrap();
-            if committed >= produced {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
+        let committed = wait_committed(&cfg, 3, produced, Duration::from_secs(120)).await;
         assert_eq!(committed, produced, "the group's commits reach the end of the topic");
         let _ = stop.send(true);
         tokio::time::timeout(Duration::from_secs(30), run).await.expect("consumer stops").unwrap().unwrap();
@@ -254,17 +187,8 @@ fn run_with_byte_bound(
     bound: usize,
 ) -> (Vec<ConsensusRecord>, i64) {
     let setup = ServeSetup::fresh(services, test);
-    let mut cfg = Config::default();
-    cfg.kafka.brokers = Some(services.brokers.clone());
-    cfg.kafka.topic = setup.topic.clone();
-    cfg.kafka.observations_topic = setup.observations_topic.clone();
-    cfg.kafka.dlq_topic = Some(setup.dlq_topic.clone());
-    cfg.kafka.group_id = setup.group_id.clone();
-    cfg.kafka.create_partitions = 3;
-    cfg.kafka.session_timeout_ms = 6_000;
-    cfg.kafka.drain_timeout_ms = 3_000;
+    let mut cfg = consumer_config(&setup, 3, 3_000);
     cfg.kafka.max_in_flight_bytes = bound;
-    cfg.kafka.observations_hmac_key = Some(Secret(TEST_HMAC_KEY.into()));
     cfg.validate().unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let files: Vec<(String, std::path::PathBuf)> = obs
@@ -285,22 +209,10 @@ fn run_with_byte_bound(
     let out = sys.block_on(async move {
         let store = vex_lens::stores::connect_mongo(&mongo_uri, &db).await.expect("connect");
         store.admin.init().await.expect("init");
-        let settings = PipelineSettings {
-            workers: 2,
-            writers: 2,
-            artifact_threads: 2,
-            writer: WriterSettings {
-                batch_max: 64,
-                flush_after: Duration::from_millis(50),
-                retry_initial: Duration::from_millis(20),
-                retry_max: Duration::from_millis(100),
-                store_timeout: Duration::from_secs(20),
-                mailbox_capacity: 64,
-            },
-            registry: RegistrySettings { max_live: 100, idle_evict: Duration::from_secs(60), mailbox_capacity: 64 },
-        };
+        let defaults = consumer_pipeline_settings();
+        let writer = WriterSettings { flush_after: Duration::from_millis(50), ..defaults.writer };
+        let settings = PipelineSettings { writer, ..defaults };
         let pipeline = Pipeline::start(store.clone(), Arc::new(Policy::default()), settings);
-        let producer = vex_lens::sources::kafka::create_producer(&cfg).unwrap();
         vex_lens::sources::kafka::ensure_topics(&cfg).await.unwrap();
         let brokers = cfg.kafka.brokers.clone().unwrap();
         // Everything is on the topic before the consumer starts: it could fetch it all.
@@ -321,22 +233,8 @@ fn run_with_byte_bound(
                 }
             })
         };
-        let (stop, shutdown) = tokio::sync::watch::channel(false);
-        let run = tokio::spawn(vex_lens::sources::kafka::run(
-            cfg.clone(),
-            pipeline.clone(),
-            store.ledger.clone(),
-            producer,
-            shutdown,
-        ));
-        let (group, topic) = (cfg.kafka.group_id.clone(), cfg.kafka.observations_topic.clone());
-        let mut committed = 0;
-        let start = std::time::Instant::now();
-        while committed < n && start.elapsed() < Duration::from_secs(120) {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            let (b, g, t) = (brokers.clone(), group.clone(), topic.clone());
-            committed = tokio::task::spawn_blocking(move || committed_total(&b, &g, &t, 3)).await.unwrap();
-        }
+        let (stop, run) = spawn_consumer(&cfg, &pipeline, store.ledger.clone());
+        let committed = wait_committed(&cfg, 3, n, Duration::from_secs(120)).await;
         sampling.store(false, Ordering::SeqCst);
         sampler.join().unwrap();
         let max = max.load(Ordering::SeqCst);

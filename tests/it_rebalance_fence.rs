@@ -17,18 +17,15 @@
 #[path = "../integration-tests/common/mod.rs"]
 mod common;
 
-use common::{Serve, ServeSetup, TEST_HMAC_KEY};
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use common::{consumer_config, consumer_pipeline_settings, spawn_consumer, wait_committed, Serve, ServeSetup};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::ClientConfig;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use vex_lens::actors::registry::RegistrySettings;
 use vex_lens::actors::writer::WriterSettings;
 use vex_lens::actors::{Pipeline, PipelineSettings};
-use vex_lens::config::{Config, Secret};
 use vex_lens::domain::consensus::{batch, ConsensusRecord, PairKey};
 use vex_lens::domain::model::{Observation, Status};
 use vex_lens::domain::trust::Policy;
@@ -148,42 +145,6 @@ async fn produce(brokers: &str, topic: &str, obs: &[Observation]) -> BTreeMap<St
     partitions
 }
 
-/// Sum over the partitions of `topic` of the group's committed offset.
-fn committed_total(brokers: &str, group: &str, topic: &str) -> i64 {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
-        tpl.add_partition(topic, p);
-    }
-    let got = c.committed_offsets(tpl, Duration::from_secs(10)).expect("committed offsets");
-    got.elements()
-        .iter()
-        .map(|e| match e.offset() {
-            Offset::Offset(o) => o,
-            _ => 0,
-        })
-        .sum()
-}
-
-async fn wait_committed(cfg: &Config, n: i64, timeout: Duration) -> i64 {
-    let (b, g, t) =
-        (cfg.kafka.brokers.clone().unwrap(), cfg.kafka.group_id.clone(), cfg.kafka.observations_topic.clone());
-    let start = Instant::now();
-    loop {
-        let (b, g, t) = (b.clone(), g.clone(), t.clone());
-        let c = tokio::task::spawn_blocking(move || committed_total(&b, &g, &t)).await.unwrap();
-        if c >= n || start.elapsed() > timeout {
-            return c;
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-}
-
 async fn wait_async(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     let start = Instant::now();
     while !f() {
@@ -192,22 +153,17 @@ async fn wait_async(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) 
     }
 }
 
+/// One writer, batches of 256, retries up to 200 ms.
 fn pipeline_settings() -> PipelineSettings {
-    PipelineSettings {
-        workers: 2,
-        writers: 1,
-        artifact_threads: 2,
-        writer: WriterSettings {
-            batch_max: 256,
-            flush_after: Duration::from_millis(20),
-            retry_initial: Duration::from_millis(20),
-            retry_max: Duration::from_millis(200),
-            // Longer than the hold: a held call must not be abandoned and retried.
-            store_timeout: Duration::from_secs(600),
-            mailbox_capacity: 64,
-        },
-        registry: RegistrySettings { max_live: 100, idle_evict: Duration::from_secs(60), mailbox_capacity: 64 },
-    }
+    let defaults = consumer_pipeline_settings();
+    let writer = WriterSettings {
+        batch_max: 256,
+        retry_max: Duration::from_millis(200),
+        // Longer than the hold: a held call must not be abandoned and retried.
+        store_timeout: Duration::from_secs(600),
+        ..defaults.writer
+    };
+    PipelineSettings { writers: 1, writer, ..defaults }
 }
 
 #[test]
@@ -215,17 +171,9 @@ fn a_revoked_instances_late_write_never_replaces_a_newer_record() {
     let Some(services) = common::services() else { return };
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let setup = ServeSetup::fresh(&services, "fence_late");
-    let mut cfg = Config::default();
-    cfg.kafka.brokers = Some(services.brokers.clone());
-    cfg.kafka.topic = setup.topic.clone();
-    cfg.kafka.observations_topic = setup.observations_topic.clone();
-    cfg.kafka.dlq_topic = Some(setup.dlq_topic.clone());
-    cfg.kafka.group_id = setup.group_id.clone();
-    cfg.kafka.create_partitions = PARTITIONS;
-    cfg.kafka.session_timeout_ms = 6_000;
-    // The revocation waits this long for the held write, then hands the partitions over.
-    cfg.kafka.drain_timeout_ms = 1_000;
-    cfg.kafka.observations_hmac_key = Some(Secret(TEST_HMAC_KEY.into()));
+    // The revocation waits 1 s (the drain timeout) for the held write, then hands the
+    // partitions over.
+    let cfg = consumer_config(&setup, PARTITIONS, 1_000);
     cfg.validate().unwrap();
     let cfg = Arc::new(cfg);
     let all: Vec<Observation> = (1..=3).flat_map(observations).collect();
@@ -248,18 +196,10 @@ fn a_revoked_instances_late_write_never_replaces_a_newer_record() {
         let store_a = Arc::new(HookStore::new(inner.records.clone(), hold_rx));
         let stores_a = Stores { records: store_a.clone(), ..inner.clone() };
         let pipeline_a = Pipeline::start(stores_a, Arc::new(Policy::default()), pipeline_settings());
-        let (stop_a, shutdown_a) = tokio::sync::watch::channel(false);
-        let producer_a = vex_lens::sources::kafka::create_producer(&cfg).unwrap();
-        let run_a = tokio::spawn(vex_lens::sources::kafka::run(
-            cfg.clone(),
-            pipeline_a.clone(),
-            inner.ledger.clone(),
-            producer_a,
-            shutdown_a,
-        ));
+        let (stop_a, run_a) = spawn_consumer(&cfg, &pipeline_a, inner.ledger.clone());
         let partition_of = produce(&brokers, &topic, &observations(1)).await;
         let n = PACKAGES as i64;
-        assert_eq!(wait_committed(&cfg, n, Duration::from_secs(120)).await, n, "batch 1 committed");
+        assert_eq!(wait_committed(&cfg, PARTITIONS, n, Duration::from_secs(120)).await, n, "batch 1 committed");
 
         // Batch 2: applied by the first owner, whose write is held.
         let _ = hold_a.send(true);
@@ -274,15 +214,7 @@ fn a_revoked_instances_late_write_never_replaces_a_newer_record() {
         let store_b = Arc::new(HookStore::new(inner.records.clone(), hold_rx_b));
         let stores_b = Stores { records: store_b.clone(), ..inner.clone() };
         let pipeline_b = Pipeline::start(stores_b, Arc::new(Policy::default()), pipeline_settings());
-        let (stop_b, shutdown_b) = tokio::sync::watch::channel(false);
-        let producer_b = vex_lens::sources::kafka::create_producer(&cfg).unwrap();
-        let run_b = tokio::spawn(vex_lens::sources::kafka::run(
-            cfg.clone(),
-            pipeline_b.clone(),
-            inner.ledger.clone(),
-            producer_b,
-            shutdown_b,
-        ));
+        let (stop_b, run_b) = spawn_consumer(&cfg, &pipeline_b, inner.ledger.clone());
         wait_async("the second owner's first write", Duration::from_secs(120), || {
             !store_b.written.lock().unwrap().is_empty()
         })
@@ -315,7 +247,11 @@ fn a_revoked_instances_late_write_never_replaces_a_newer_record() {
             .filter(|r| b_partitions.contains(&partition_of[&r.package]))
             .count();
         let total = 3 * n;
-        assert_eq!(wait_committed(&cfg, total, Duration::from_secs(180)).await, total, "every batch committed");
+        assert_eq!(
+            wait_committed(&cfg, PARTITIONS, total, Duration::from_secs(180)).await,
+            total,
+            "every batch committed"
+        );
         let _ = stop_a.send(true);
         let _ = stop_b.send(true);
         for run in [run_a, run_b] {
@@ -370,13 +306,7 @@ fn a_rebalance_mid_burst_equals_a_clean_run() {
     // Mid-burst: a second instance joins (a rebalance) ...
     let mut b = Serve::start(&setup, "b", env);
     b.wait_ready(Duration::from_secs(90));
-    let assigned = |s: &Serve| {
-        std::fs::read_to_string(&s.log)
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| l.contains("partitions assigned") && !l.contains("partitions=[]") && !l.contains("\"[]\""))
-            .count()
-    };
+    let assigned = Serve::partitions_assigned;
     assert!(common::wait_until(Duration::from_secs(60), || assigned(&b) > 0), "b got no partition:\n{}", b.log_tail());
     let at_join = stored();
     let applied = |s: &Serve| {

@@ -243,13 +243,7 @@ fn two_instances_share_partitions_and_take_over() {
     let mut b = Serve::start(&setup, "b", SHORT_SESSION);
     a.wait_ready(READY);
     b.wait_ready(READY);
-    let assigned = |s: &Serve| {
-        std::fs::read_to_string(&s.log)
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| l.contains("partitions assigned") && !l.contains("partitions=[]") && !l.contains("\"[]\""))
-            .count()
-    };
+    let assigned = Serve::partitions_assigned;
     let both = common::wait_until(Duration::from_secs(60), || assigned(&a) > 0 && assigned(&b) > 0);
     assert!(both, "both instances must get partitions; logs:\n{}\n----\n{}", a.log_tail(), b.log_tail());
     common::kcat_produce_files(&setup.services.brokers, &setup.topic, &[], first);

@@ -1,7 +1,8 @@
 //! Shared helpers for the integration tests against the real services (Kafka, the
 //! MongoDB-wire server): service discovery from the environment, fresh names, corpus
-//! loading, `kcat`, and the `vex-lens serve` child process; also what the embedded tests
-//! share (`vex-lens` and `serve --once` runs, an embedded `serve`, record checks).
+//! loading, `kcat`, the `vex-lens serve` child process and the observations consumer run
+//! in-process; also what the embedded tests share (`vex-lens` and `serve --once` runs, an
+//! embedded `serve`, record checks).
 //!
 //! Invariants: when `VEXLENS_KAFKA_BROKERS`/`VEXLENS_MONGODB_URI` are unset a test is
 //! skipped (prints "skipped: run scripts/test.sh"), unless `VEXLENS_REQUIRE_SERVICES=1`,
@@ -317,6 +318,15 @@ impl Serve {
         matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// How many non-empty partition assignments its log shows so far.
+    pub fn partitions_assigned(&self) -> usize {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("partitions assigned") && !l.contains("partitions=[]") && !l.contains("\"[]\""))
+            .count()
+    }
+
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
@@ -526,6 +536,102 @@ pub fn start_embedded_serve(args: &[&str], env: &[(&str, &str)], log: &Path, rea
 /// [`http_get`] on a loopback port.
 pub fn get(port: u16, path: &str) -> Option<(u16, String)> {
     http_get(&format!("127.0.0.1:{port}"), path)
+}
+
+// --- the observations consumer in-process ---------------------------------------------------
+
+/// The configuration an in-process consumer test starts from: the setup's brokers, topics
+/// and group, `partitions` partitions per topic created, a 6 s session, `drain_timeout_ms`
+/// and the test HMAC key. The caller sets the rest, then validates.
+pub fn consumer_config(setup: &ServeSetup, partitions: i32, drain_timeout_ms: u64) -> vex_lens::config::Config {
+    let mut cfg = vex_lens::config::Config::default();
+    cfg.kafka.brokers = Some(setup.services.brokers.clone());
+    cfg.kafka.topic = setup.topic.clone();
+    cfg.kafka.observations_topic = setup.observations_topic.clone();
+    cfg.kafka.dlq_topic = Some(setup.dlq_topic.clone());
+    cfg.kafka.group_id = setup.group_id.clone();
+    cfg.kafka.create_partitions = partitions;
+    cfg.kafka.session_timeout_ms = 6_000;
+    cfg.kafka.drain_timeout_ms = drain_timeout_ms;
+    cfg.kafka.observations_hmac_key = Some(vex_lens::config::Secret(TEST_HMAC_KEY.into()));
+    cfg
+}
+
+/// Pipeline settings for the in-process consumer tests: 2 workers, 2 writers, 2 artifact
+/// threads, writer batches of 64 flushed after 20 ms, retries from 20 to 100 ms, a 20 s
+/// store timeout (a test changes what it needs with `..`).
+pub fn consumer_pipeline_settings() -> vex_lens::actors::PipelineSettings {
+    vex_lens::actors::PipelineSettings {
+        workers: 2,
+        writers: 2,
+        artifact_threads: 2,
+        writer: vex_lens::actors::writer::WriterSettings {
+            batch_max: 64,
+            flush_after: Duration::from_millis(20),
+            retry_initial: Duration::from_millis(20),
+            retry_max: Duration::from_millis(100),
+            store_timeout: Duration::from_secs(20),
+            mailbox_capacity: 64,
+        },
+        registry: vex_lens::actors::registry::RegistrySettings {
+            max_live: 100,
+            idle_evict: Duration::from_secs(60),
+            mailbox_capacity: 64,
+        },
+    }
+}
+
+/// Starts the observations and documents consumers (`sources::kafka::run`, what `serve`
+/// runs) for `pipeline` on the current tokio runtime: the sender that stops them, and
+/// their task.
+pub fn spawn_consumer(
+    cfg: &std::sync::Arc<vex_lens::config::Config>,
+    pipeline: &vex_lens::actors::Pipeline,
+    ledger: std::sync::Arc<dyn vex_lens::ports::DocumentLedger>,
+) -> (tokio::sync::watch::Sender<bool>, tokio::task::JoinHandle<anyhow::Result<()>>) {
+    let producer = vex_lens::sources::kafka::create_producer(cfg).unwrap();
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let run = tokio::spawn(vex_lens::sources::kafka::run(cfg.clone(), pipeline.clone(), ledger, producer, shutdown));
+    (stop, run)
+}
+
+/// Sum over partitions `0..partitions` of `topic` of the group's committed offset.
+pub fn committed_total(brokers: &str, group: &str, topic: &str, partitions: i32) -> i64 {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let c: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let got = c.committed_offsets(tpl, Duration::from_secs(10)).expect("committed offsets");
+    got.elements()
+        .iter()
+        .map(|e| match e.offset() {
+            rdkafka::Offset::Offset(o) => o,
+            _ => 0,
+        })
+        .sum()
+}
+
+/// Polls (every 300 ms) the group's committed offsets on the observations topic of `cfg`
+/// (`partitions` partitions) until their sum reaches `n` or `timeout` passes; the last sum.
+pub async fn wait_committed(cfg: &vex_lens::config::Config, partitions: i32, n: i64, timeout: Duration) -> i64 {
+    let (b, g, t) =
+        (cfg.kafka.brokers.clone().unwrap(), cfg.kafka.group_id.clone(), cfg.kafka.observations_topic.clone());
+    let start = Instant::now();
+    loop {
+        let (b, g, t) = (b.clone(), g.clone(), t.clone());
+        let c = tokio::task::spawn_blocking(move || committed_total(&b, &g, &t, partitions)).await.unwrap();
+        if c >= n || start.elapsed() > timeout {
+            return c;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 }
 
 // --- MongoDB ------------------------------------------------------------------------------
