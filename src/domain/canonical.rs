@@ -5,9 +5,10 @@
 //! no insignificant whitespace, ECMAScript number form, minimal string escaping), so any
 //! JCS implementation recomputes them: made by the maintained `serde_json_canonicalizer`
 //! crate, or, for types that declare their members in RFC 8785 order and hold no float
-//! (the consensus records), by serde_json's compact writer ([`to_vec_ordered`]), whose
-//! bytes debug builds check against the crate's; a value that cannot be serialised is an
-//! error, never the digest of an empty string.
+//! (the consensus records, an observation's content), by serde_json's compact writer
+//! ([`to_vec_ordered`]), whose bytes debug builds check against the crate's (or, on the
+//! hot path of [`write_ordered`], the type's own tests do); a value that cannot be
+//! serialised is an error, never the digest of an empty string.
 
 use ring::digest;
 use serde::Serialize;
@@ -61,8 +62,7 @@ pub fn to_vec_ordered<T: Serialize>(value: &T) -> Result<Vec<u8>, serde_json::Er
 /// [`to_vec_ordered`] into a buffer of `capacity` bytes (an estimate of the size spares
 /// the buffer's regrowths: on the vexhub records they cost ~8 % of the evaluation).
 pub fn to_vec_ordered_sized<T: Serialize>(value: &T, capacity: usize) -> Result<Vec<u8>, serde_json::Error> {
-    let mut out = Vec::with_capacity(capacity);
-    value.serialize(&mut serde_json::Serializer::with_formatter(&mut out, NoFloats))?;
+    let out = write_ordered(Vec::with_capacity(capacity), value)?;
     #[cfg(debug_assertions)]
     {
         let want = serde_json_canonicalizer::to_vec(value)?;
@@ -74,6 +74,19 @@ pub fn to_vec_ordered_sized<T: Serialize>(value: &T, capacity: usize) -> Result<
         );
     }
     Ok(out)
+}
+
+/// [`to_vec_ordered`]'s bytes written to `out` (returned), without the debug builds'
+/// check against `serde_json_canonicalizer`: for a hot path whose type's tests make that
+/// check instead (`Observation`'s content, written once per observation).
+pub fn write_ordered<W: std::io::Write, T: Serialize>(mut out: W, value: &T) -> Result<W, serde_json::Error> {
+    value.serialize(&mut serde_json::Serializer::with_formatter(&mut out, NoFloats))?;
+    Ok(out)
+}
+
+/// Lower-case hex SHA-256 of [`write_ordered`]'s bytes of `value`.
+pub fn sha256_hex_ordered<T: Serialize>(value: &T) -> Result<String, serde_json::Error> {
+    Ok(sha256_hex(&write_ordered(Vec::with_capacity(512), value)?))
 }
 
 /// serde_json's compact formatter, refusing floats (their ECMAScript form is not

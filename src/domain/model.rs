@@ -316,24 +316,131 @@ impl Observation {
     /// repeat of a statement from the same document is a duplicate. An observation that
     /// cannot be serialised is an error (never the hash of an empty string).
     pub fn compute_id(&self) -> Result<String, super::canonical::CanonicalError> {
-        Ok(super::canonical::sha256_hex(&self.content_bytes()?))
+        Ok(super::canonical::sha256_hex_ordered(&Content::of(self))?)
     }
 
     /// The RFC 8785 canonical JSON of everything the observation says (all fields but
     /// `id` and `provenance`): the input of its id and of the internal hop's HMAC tag.
     pub fn content_bytes(&self) -> Result<Vec<u8>, super::canonical::CanonicalError> {
-        let mut v = serde_json::to_value(self)?;
-        if let Some(o) = v.as_object_mut() {
-            o.remove("id");
-            o.remove("provenance");
-        }
-        Ok(super::canonical::to_vec(&v)?)
+        Ok(super::canonical::write_ordered(Vec::with_capacity(512), &Content::of(self))?)
     }
 
     /// Sets `id` from the content.
     pub fn with_id(mut self) -> Result<Self, super::canonical::CanonicalError> {
         self.id = self.compute_id()?.into();
         Ok(self)
+    }
+}
+
+/// What an observation says (all its fields but `id` and `provenance`), borrowed, with
+/// its members declared in RFC 8785 key order and the same names and omissions as
+/// `Observation`'s serde form: serde_json's compact writer gives its canonical bytes
+/// directly (no `serde_json::Value` in between, no sorting). The tests check the bytes
+/// against the RFC 8785 form of the `Observation` itself on generated observations.
+#[derive(Serialize)]
+struct Content<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    action_statement: &'a Option<Arc<str>>,
+    aliases: &'a [Arc<str>],
+    artifact: &'a str,
+    document_digest: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    document_id: &'a Option<Arc<str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    document_version: &'a Option<Arc<str>>,
+    format: SourceFormat,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    impact_statement: &'a Option<Arc<str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    issuer: &'a Option<Arc<str>>,
+    issuer_source: IssuerSource,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    justification: Option<Justification>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    justification_original: &'a Option<Arc<str>>,
+    #[serde(skip_serializing_if = "EntryKind::is_statement")]
+    kind: EntryKind,
+    package: &'a str,
+    position: u32,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    scope: &'a [Arc<str>],
+    signature: SignatureContent<'a>,
+    status: Status,
+    status_original: &'a str,
+    tenant: &'a str,
+    timestamp: &'a Timestamp,
+    timestamp_source: TimestampSource,
+    vulnerability: &'a str,
+}
+
+/// `Signature`'s serde form with its members in RFC 8785 key order.
+#[derive(Serialize)]
+struct SignatureContent<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    keyid: &'a Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kind: Option<SignatureKind>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<SignatureReason>,
+    status: SignatureStatus,
+}
+
+impl<'a> Content<'a> {
+    fn of(o: &'a Observation) -> Self {
+        // Destructured, so that a field added to `Observation` fails to compile here
+        // until it is placed in the content (or, like `id` and `provenance`, left out).
+        let Observation {
+            id: _,
+            kind,
+            tenant,
+            issuer,
+            issuer_source,
+            artifact,
+            package,
+            scope,
+            vulnerability,
+            aliases,
+            status,
+            status_original,
+            justification,
+            justification_original,
+            impact_statement,
+            action_statement,
+            timestamp,
+            timestamp_source,
+            document_id,
+            document_version,
+            document_digest,
+            position,
+            format,
+            signature: Signature { kind: signature_kind, status: signature_status, reason, keyid },
+            provenance: _,
+        } = o;
+        Content {
+            action_statement,
+            aliases,
+            artifact,
+            document_digest,
+            document_id,
+            document_version,
+            format: *format,
+            impact_statement,
+            issuer,
+            issuer_source: *issuer_source,
+            justification: *justification,
+            justification_original,
+            kind: *kind,
+            package,
+            position: *position,
+            scope,
+            signature: SignatureContent { keyid, kind: *signature_kind, reason: *reason, status: *signature_status },
+            status: *status,
+            status_original,
+            tenant,
+            timestamp,
+            timestamp_source: *timestamp_source,
+            vulnerability,
+        }
     }
 }
 
@@ -396,6 +503,173 @@ mod tests {
         let (k, _) = vulnerability_key(["GO-2".into(), "GHSA-1".into()]).unwrap();
         assert_eq!(k, "GHSA-1");
         assert!(vulnerability_key(Vec::<String>::new()).is_none());
+    }
+
+    /// The content bytes as they were made before `Content`: the observation through a
+    /// `serde_json::Value`, `id` and `provenance` removed, written by the RFC 8785 crate.
+    fn content_bytes_via_value(o: &Observation) -> Vec<u8> {
+        let mut v = serde_json::to_value(o).unwrap();
+        let m = v.as_object_mut().unwrap();
+        m.remove("id");
+        m.remove("provenance");
+        crate::domain::canonical::to_vec(&v).unwrap()
+    }
+
+    /// Text with what JSON escapes (quotes, backslashes, control characters), what it
+    /// does not (DEL, U+2028, non-BMP characters) and plain ASCII.
+    fn text() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let unit = prop_oneof![
+            "[a-zA-Z0-9:/@.%+-]{1,8}",
+            Just("\"".to_string()),
+            Just("\\".to_string()),
+            Just("\u{7f}\u{2028}\u{2029}".to_string()),
+            Just("😀𝄞é中".to_string()),
+            proptest::char::range('\u{0}', '\u{1f}').prop_map(String::from),
+            any::<char>().prop_map(String::from),
+        ];
+        proptest::collection::vec(unit, 0..6).prop_map(|v| v.concat())
+    }
+
+    fn observation() -> impl proptest::strategy::Strategy<Value = Observation> {
+        use proptest::prelude::*;
+        let arc = || text().prop_map(Arc::<str>::from);
+        let opt = move || proptest::option::of(arc());
+        let list = move || proptest::collection::vec(arc(), 0..3);
+        let timestamp = (0u32..3000, 1u32..13, 1u32..29, 0u32..24, 0usize..10, 0u64..1_000_000_000, -12i32..13)
+            .prop_map(|(y, mo, d, h, digits, frac, off)| {
+                let frac = if digits == 0 { String::new() } else { format!(".{:0>9}", frac)[..digits + 1].to_string() };
+                let off = if off == 0 { "Z".to_string() } else { format!("{:+03}:30", off) };
+                Timestamp::parse(&format!("{y:04}-{mo:02}-{d:02}T{h:02}:07:59{frac}{off}")).unwrap()
+            });
+        let signature = (
+            proptest::option::of(proptest::sample::select(SignatureKind::ALL)),
+            proptest::sample::select(vec![
+                SignatureStatus::Verified,
+                SignatureStatus::Unsigned,
+                SignatureStatus::Failed,
+            ]),
+            proptest::option::of(proptest::sample::select(SignatureReason::ALL)),
+            proptest::option::of(text()),
+        )
+            .prop_map(|(kind, status, reason, keyid)| Signature { kind, status, reason, keyid });
+        let justification = proptest::sample::select(vec![
+            Justification::ComponentNotPresent,
+            Justification::VulnerableCodeNotPresent,
+            Justification::VulnerableCodeNotInExecutePath,
+            Justification::VulnerableCodeCannotBeControlledByAdversary,
+            Justification::InlineMitigationsAlreadyExist,
+        ]);
+        let source = proptest::sample::select(vec![
+            IssuerSource::Signature,
+            IssuerSource::Header,
+            IssuerSource::Document,
+            IssuerSource::None,
+        ]);
+        let stamp_source = proptest::sample::select(vec![
+            TimestampSource::Statement,
+            TimestampSource::Document,
+            TimestampSource::Epoch,
+        ]);
+        let format = proptest::sample::select(vec![SourceFormat::Openvex, SourceFormat::Csaf, SourceFormat::Cyclonedx]);
+        let kind = proptest::sample::select(vec![EntryKind::Statement, EntryKind::VersionMarker]);
+        (
+            (arc(), kind, arc(), opt(), source, arc(), arc(), list()),
+            (arc(), list(), proptest::sample::select(Status::ALL.to_vec()), arc(), proptest::option::of(justification)),
+            (opt(), opt(), opt(), timestamp, stamp_source, opt(), opt(), arc()),
+            (any::<u32>(), format, signature, opt()),
+        )
+            .prop_map(|(a, b, c, d)| {
+                let (id, kind, tenant, issuer, issuer_source, artifact, package, scope) = a;
+                let (vulnerability, aliases, status, status_original, justification) = b;
+                let (justification_original, impact_statement, action_statement, timestamp, timestamp_source) =
+                    (c.0, c.1, c.2, c.3, c.4);
+                let (document_id, document_version, document_digest) = (c.5, c.6, c.7);
+                let (position, format, signature, source) = d;
+                Observation {
+                    id,
+                    kind,
+                    tenant,
+                    issuer,
+                    issuer_source,
+                    artifact,
+                    package,
+                    scope,
+                    vulnerability,
+                    aliases,
+                    status,
+                    status_original,
+                    justification,
+                    justification_original,
+                    impact_statement,
+                    action_statement,
+                    timestamp,
+                    timestamp_source,
+                    document_id,
+                    document_version,
+                    document_digest,
+                    position,
+                    format,
+                    signature,
+                    provenance: Provenance {
+                        source: source.map(|s| s.to_string()),
+                        correlation_id: Some("c".into()),
+                        received_at_ms: Some(1),
+                        sequence: None,
+                    },
+                }
+            })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+        /// `Content` (declared in RFC 8785 order, written without sorting) gives exactly
+        /// the bytes, and so the ids, of the observation's RFC 8785 form.
+        #[test]
+        fn content_bytes_are_the_rfc8785_form(o in observation()) {
+            let want = content_bytes_via_value(&o);
+            proptest::prop_assert_eq!(String::from_utf8(o.content_bytes().unwrap()).unwrap(), String::from_utf8(want.clone()).unwrap());
+            proptest::prop_assert_eq!(o.compute_id().unwrap(), crate::domain::canonical::sha256_hex(&want));
+        }
+    }
+
+    /// A known observation's content bytes, spelled out (ids are stored and compared
+    /// across versions, so these bytes never change).
+    #[test]
+    fn content_bytes_of_a_known_observation() {
+        let o = Observation {
+            id: Arc::from(""),
+            kind: EntryKind::Statement,
+            tenant: "default".into(),
+            issuer: Some("Ex \"Corp\"\n".into()),
+            issuer_source: IssuerSource::Document,
+            artifact: "pkg:npm/a@1".into(),
+            package: "pkg:npm/a".into(),
+            scope: vec![],
+            vulnerability: "CVE-2024-1".into(),
+            aliases: vec!["CVE-2024-1".into(), "GHSA-é😀".into()],
+            status: Status::NotAffected,
+            status_original: "not_affected".into(),
+            justification: Some(Justification::ComponentNotPresent),
+            justification_original: Some("component_not_present".into()),
+            impact_statement: None,
+            action_statement: Some("\u{1}\u{7f}\u{2028}".into()),
+            timestamp: Timestamp::parse("2024-01-02T03:04:05.120Z").unwrap(),
+            timestamp_source: TimestampSource::Statement,
+            document_id: Some("doc".into()),
+            document_version: None,
+            document_digest: "sha256:00".into(),
+            position: 7,
+            format: SourceFormat::Openvex,
+            signature: Signature::default(),
+            provenance: Provenance::default(),
+        };
+        let bytes = o.content_bytes().unwrap();
+        assert_eq!(bytes, content_bytes_via_value(&o));
+        assert_eq!(
+            String::from_utf8(bytes).unwrap(),
+            "{\"action_statement\":\"\\u0001\u{7f}\u{2028}\",\"aliases\":[\"CVE-2024-1\",\"GHSA-é😀\"],\"artifact\":\"pkg:npm/a@1\",\"document_digest\":\"sha256:00\",\"document_id\":\"doc\",\"format\":\"openvex\",\"issuer\":\"Ex \\\"Corp\\\"\\n\",\"issuer_source\":\"document\",\"justification\":\"component_not_present\",\"justification_original\":\"component_not_present\",\"package\":\"pkg:npm/a\",\"position\":7,\"signature\":{\"status\":\"unsigned\"},\"status\":\"not_affected\",\"status_original\":\"not_affected\",\"tenant\":\"default\",\"timestamp\":\"2024-01-02T03:04:05.120Z\",\"timestamp_source\":\"statement\",\"vulnerability\":\"CVE-2024-1\"}"
+        );
     }
 
     #[test]
