@@ -25,7 +25,11 @@
 //! remediations the action statement (`<category>: <details>`) of the products (and
 //! product groups) they name; the first one in document order wins per product.
 
-use super::{resolve_issuer, shared_all, str_field, tenant_of, version_string, DocStrings, NormaliseError};
+use super::fields::{
+    array_field, opt_object, opt_str, opt_timestamp, raw_str, required_array, required_object, required_str, str_field,
+    string_list, version_string, Bad,
+};
+use super::{shared_all, Claim, DocumentFacts, NormaliseError, Subject};
 use crate::domain::keys::{self, ArtifactKey, PlatformTag};
 use crate::domain::model::*;
 use crate::domain::names::{self, NamedPackage};
@@ -49,8 +53,6 @@ const STATUS_LISTS: [&str; 7] = [
 
 /// Deepest branch nesting walked (serde_json already stops at 128 levels of JSON).
 const MAX_BRANCH_DEPTH: usize = 64;
-
-type Bad<'a> = dyn Fn(String, &str) -> NormaliseError + 'a;
 
 /// A product id as defined in the product tree.
 enum Product {
@@ -87,17 +89,13 @@ pub fn normalise(
 ) -> Result<NormalisedDocument, NormaliseError> {
     let bad = super::field_error(name, SourceFormat::Csaf);
     let mut diagnostics = Vec::new();
-    let document = match v.get("document") {
-        Some(d @ Value::Object(_)) => d,
-        Some(_) => return Err(bad("document".into(), "must be an object")),
-        None => return Err(bad("document".into(), "is required")),
-    };
-    let publisher = opt_object(document, "publisher", "document.publisher", &bad)?;
-    let tracking = opt_object(document, "tracking", "document.tracking", &bad)?;
-    let doc_id = tracking.and_then(|t| str_field(t, "id")).map(str::to_string);
+    let document = required_object(v, "document", "", &bad)?;
+    let publisher = opt_object(document, "publisher", "document", &bad)?;
+    let tracking = opt_object(document, "tracking", "document", &bad)?;
+    let doc_id = tracking.and_then(|t| str_field(t, "id"));
     let doc_version = tracking.and_then(|t| version_string(t.get("version")));
     let doc_ts = match tracking {
-        Some(t) => read_ts(t, "current_release_date", "document.tracking", &bad)?.or(read_ts(
+        Some(t) => opt_timestamp(t, "current_release_date", "document.tracking", &bad)?.or(opt_timestamp(
             t,
             "initial_release_date",
             "document.tracking",
@@ -105,28 +103,19 @@ pub fn normalise(
         )?),
         None => None,
     };
-    let (issuer, issuer_source) = resolve_issuer(ctx, publisher.and_then(|p| str_field(p, "namespace")));
+    let author = publisher.and_then(|p| str_field(p, "namespace"));
+    let facts = DocumentFacts::new(ctx, SourceFormat::Csaf, author, doc_id, doc_version.as_deref(), digest);
     let publisher_name = publisher.and_then(|p| str_field(p, "name")).unwrap_or("");
-    let tenant = tenant_of(ctx);
-    let shared = DocStrings::new(&tenant, issuer.as_deref(), doc_id.as_deref(), doc_version.as_deref(), digest);
 
     // Product tree: product id -> definition; group id -> product ids.
     let mut products: BTreeMap<String, Product> = BTreeMap::new();
     let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    match v.get("product_tree") {
-        Some(Value::Null) | None => {}
-        Some(pt @ Value::Object(_)) => {
-            read_product_tree(pt, publisher_name, &mut products, &mut groups, &mut diagnostics, &bad)?;
-        }
-        Some(_) => return Err(bad("product_tree".into(), "must be an object")),
+    if let Some(pt) = opt_object(v, "product_tree", "", &bad)? {
+        read_product_tree(pt, publisher_name, &mut products, &mut groups, &mut diagnostics, &bad)?;
     }
     let shared_distros = shared_distros(&products, &mut diagnostics);
 
-    let vulnerabilities = match v.get("vulnerabilities") {
-        Some(Value::Array(a)) => a,
-        Some(_) => return Err(bad("vulnerabilities".into(), "must be an array")),
-        None => return Err(bad("vulnerabilities".into(), "is required")),
-    };
+    let vulnerabilities = required_array(v, "vulnerabilities", "", &bad)?;
     let mut observations = Vec::new();
     let mut position: u32 = 0;
     for (vi, vuln) in vulnerabilities.iter().enumerate() {
@@ -140,29 +129,20 @@ pub fn normalise(
         }
         let (vulnerability, aliases) =
             vulnerability_key(ids).ok_or_else(|| bad(path.clone(), "names no vulnerability id (cve or ids[].text)"))?;
-        // Shared by the observations of every product of the vulnerability.
-        let (vulnerability, aliases): (Arc<str>, Vec<Arc<str>>) = (vulnerability.into(), shared_all(aliases));
-
         let details = ProductDetails::read(vuln, &path, &groups, &mut diagnostics, &bad)?;
 
-        let stamp = statement_time(doc_ts, &path, &mut diagnostics);
-        let vc = VulnerabilityContext { shared: &shared, ctx, issuer_source, vulnerability, aliases, stamp, details };
+        let (timestamp, timestamp_source) = statement_time(doc_ts, &path, &mut diagnostics);
+        // Shared by the observations of every product of the vulnerability.
+        let subject =
+            Subject { vulnerability: vulnerability.into(), aliases: shared_all(aliases), timestamp, timestamp_source };
 
-        let status_obj = match vuln.get("product_status") {
-            Some(o @ Value::Object(_)) => Some(o),
-            Some(Value::Null) | None => None,
-            Some(_) => return Err(bad(format!("{path}.product_status"), "must be an object")),
-        };
         let mut named = 0usize;
-        if let Some(Value::Object(so)) = status_obj {
+        if let Some(statuses @ Value::Object(so)) = opt_object(vuln, "product_status", &path, &bad)? {
             check_status_lists(so, &path, &mut diagnostics);
+            let spath = format!("{path}.product_status");
             for list in STATUS_LISTS {
-                let lpath = format!("{path}.product_status.{list}");
-                let ids = match so.get(list) {
-                    Some(Value::Array(a)) => a.as_slice(),
-                    Some(Value::Null) | None => &[],
-                    Some(_) => return Err(bad(lpath, "must be an array")),
-                };
+                let lpath = format!("{spath}.{list}");
+                let ids = array_field(statuses, list, &spath, &bad)?;
                 let Some(status) = Status::from_csaf(list) else {
                     continue;
                 };
@@ -184,7 +164,13 @@ pub fn normalise(
                             continue;
                         }
                     };
-                    observations.push(vc.observation(pid, key, scope, (status, &status_original), position));
+                    observations.push(facts.observation(
+                        &subject,
+                        key,
+                        scope,
+                        details.claim(pid, status, &status_original),
+                        position,
+                    ));
                     position = position.saturating_add(1);
                 }
             }
@@ -194,18 +180,12 @@ pub fn normalise(
                 code: DiagnosticCode::UnmatchedStatement,
                 message: format!(
                     "{path}: product_status for {} names no product; it applies to nothing",
-                    vc.vulnerability
+                    subject.vulnerability
                 ),
             });
         }
     }
-    Ok(NormalisedDocument {
-        format: SourceFormat::Csaf,
-        document_id: doc_id,
-        document_digest: digest.to_string(),
-        observations,
-        diagnostics,
-    })
+    Ok(facts.document(observations, diagnostics))
 }
 
 /// A vulnerability's ids: `cve` plus `ids[].text`; URLs are references, not ids.
@@ -216,17 +196,8 @@ fn vulnerability_ids(vuln: &Value, path: &str, bad: &Bad) -> Result<Vec<String>,
         Some(Value::Null) | None => {}
         Some(_) => return Err(bad(format!("{path}.cve"), "must be a string")),
     }
-    match vuln.get("ids") {
-        Some(Value::Array(a)) => {
-            for (i, x) in a.iter().enumerate() {
-                match x.get("text") {
-                    Some(Value::String(s)) => ids.push(s.clone()),
-                    _ => return Err(bad(format!("{path}.ids[{i}].text"), "is required and must be a string")),
-                }
-            }
-        }
-        Some(Value::Null) | None => {}
-        Some(_) => return Err(bad(format!("{path}.ids"), "must be an array")),
+    for (i, x) in array_field(vuln, "ids", path, bad)?.iter().enumerate() {
+        ids.push(raw_str(x, "text", &format!("{path}.ids[{i}]"), bad)?.to_string());
     }
     ids.retain(|s| !s.contains("://"));
     Ok(ids)
@@ -296,57 +267,17 @@ impl ProductDetails {
     }
 }
 
-/// What every observation of one vulnerability shares.
-struct VulnerabilityContext<'a> {
-    shared: &'a DocStrings,
-    ctx: &'a IngestContext,
-    issuer_source: IssuerSource,
-    vulnerability: Arc<str>,
-    aliases: Vec<Arc<str>>,
-    stamp: (Timestamp, TimestampSource),
-    details: ProductDetails,
-}
-
-impl VulnerabilityContext<'_> {
-    /// The observation of product `pid`, keyed `key`, in status list `status_original`.
-    fn observation(
-        &self,
-        pid: &str,
-        key: ArtifactKey,
-        scope: Vec<String>,
-        (status, status_original): (Status, &Arc<str>),
-        position: u32,
-    ) -> Observation {
-        let (shared, ctx, d) = (self.shared, self.ctx, &self.details);
-        let (timestamp, timestamp_source) = self.stamp;
-
-        let justification_original = d.justifications.get(pid).map(|j| Arc::<str>::from(j.as_str()));
-        Observation {
-            id: Arc::from(""),
-            kind: EntryKind::Statement,
-            tenant: shared.tenant.clone(),
-            issuer: shared.issuer.clone(),
-            issuer_source: self.issuer_source,
-            artifact: key.key.into(),
-            package: key.package.into(),
-            scope: shared_all(scope),
-            vulnerability: self.vulnerability.clone(),
-            aliases: self.aliases.clone(),
+impl ProductDetails {
+    /// What the vulnerability claims of product `pid` in status list `status_original`.
+    fn claim(&self, pid: &str, status: Status, status_original: &Arc<str>) -> Claim {
+        let justification_original = self.justifications.get(pid).map(|j| Arc::<str>::from(j.as_str()));
+        Claim {
             status,
             status_original: status_original.clone(),
             justification: justification_original.as_deref().and_then(Justification::from_openvex),
             justification_original,
-            impact_statement: d.impacts.get(pid).map(|s| Arc::from(s.as_str())),
-            action_statement: d.actions.get(pid).map(|s| Arc::from(s.as_str())),
-            timestamp,
-            timestamp_source,
-            document_id: shared.document_id.clone(),
-            document_version: shared.document_version.clone(),
-            document_digest: shared.document_digest.clone(),
-            position,
-            format: SourceFormat::Csaf,
-            signature: ctx.signature.clone(),
-            provenance: ctx.provenance.clone(),
+            impact_statement: self.impacts.get(pid).map(|s| Arc::from(s.as_str())),
+            action_statement: self.actions.get(pid).map(|s| Arc::from(s.as_str())),
         }
     }
 }
@@ -368,15 +299,6 @@ fn statement_time(
             });
             (Timestamp::EPOCH, TimestampSource::Epoch)
         }
-    }
-}
-
-/// `v[key]` when it is an object; `None` when absent or null; an error otherwise.
-fn opt_object<'a>(v: &'a Value, key: &str, path: &str, bad: &Bad) -> Result<Option<&'a Value>, NormaliseError> {
-    match v.get(key) {
-        Some(o @ Value::Object(_)) => Ok(Some(o)),
-        Some(Value::Null) | None => Ok(None),
-        Some(_) => Err(bad(path.into(), "must be an object")),
     }
 }
 
@@ -515,8 +437,7 @@ fn read_product_tree(
             _ => return Err(bad(format!("{path}.full_product_name"), "is required and must be an object")),
         };
         let fpath = format!("{path}.full_product_name");
-        let pid = opt_str(fpn, "product_id", &fpath, bad)?
-            .ok_or_else(|| bad(format!("{fpath}.product_id"), "is required"))?;
+        let pid = required_str(fpn, "product_id", &fpath, bad)?;
         let own = helper_key(fpn, &fpath, diagnostics, bad)?;
         let component = opt_str(rel, "product_reference", &path, bad)?;
         let container = opt_str(rel, "relates_to_product_reference", &path, bad)?;
@@ -535,7 +456,7 @@ fn read_product_tree(
     }
     for (i, g) in array_field(pt, "product_groups", "product_tree", bad)?.iter().enumerate() {
         let path = format!("product_tree.product_groups[{i}]");
-        let gid = opt_str(g, "group_id", &path, bad)?.ok_or_else(|| bad(format!("{path}.group_id"), "is required"))?;
+        let gid = required_str(g, "group_id", &path, bad)?;
         let ids = string_list(g, "product_ids", &path, bad)?;
         groups.entry(gid.to_string()).or_default().extend(ids.into_iter().map(str::to_string));
     }
@@ -582,12 +503,8 @@ fn walk_branches<'a>(
             }
             _ => {}
         }
-        match b.get("product") {
-            Some(Value::Null) | None => {}
-            Some(p @ Value::Object(_)) => {
-                define_product(p, &format!("{bpath}.product"), here, publisher_name, products, diagnostics, bad)?;
-            }
-            Some(_) => return Err(bad(format!("{bpath}.product"), "must be an object")),
+        if let Some(p) = opt_object(b, "product", &bpath, bad)? {
+            define_product(p, &format!("{bpath}.product"), here, publisher_name, products, diagnostics, bad)?;
         }
         let children = array_field(b, "branches", &bpath, bad)?;
         walk_branches(
@@ -617,7 +534,7 @@ fn define_product(
     if !p.is_object() {
         return Err(bad(path.to_string(), "must be an object"));
     }
-    let pid = opt_str(p, "product_id", path, bad)?.ok_or_else(|| bad(format!("{path}.product_id"), "is required"))?;
+    let pid = required_str(p, "product_id", path, bad)?;
     let own_name = opt_str(p, "name", path, bad)?;
     let helper = helper_key(p, path, diagnostics, bad)?;
     if helper.is_none() {
@@ -743,10 +660,8 @@ fn helper_key(
     bad: &Bad,
 ) -> Result<Option<ArtifactKey>, NormaliseError> {
     let hpath = format!("{path}.product_identification_helper");
-    let h = match p.get("product_identification_helper") {
-        Some(h @ Value::Object(_)) => h,
-        Some(Value::Null) | None => return Ok(None),
-        Some(_) => return Err(bad(hpath, "must be an object")),
+    let Some(h) = opt_object(p, "product_identification_helper", path, bad)? else {
+        return Ok(None);
     };
     let mut invalid = |what: String, e: String| {
         diagnostics.push(Diagnostic {
@@ -813,40 +728,6 @@ fn product_refs(
         }
     }
     Ok(ids)
-}
-
-/// An optional array field (absent or null: empty).
-fn array_field<'a>(v: &'a Value, key: &str, path: &str, bad: &Bad) -> Result<&'a [Value], NormaliseError> {
-    match v.get(key) {
-        Some(Value::Array(a)) => Ok(a.as_slice()),
-        Some(Value::Null) | None => Ok(&[]),
-        Some(_) => Err(bad(format!("{path}.{key}"), "must be an array")),
-    }
-}
-
-/// An optional array of strings.
-fn string_list<'a>(v: &'a Value, key: &str, path: &str, bad: &Bad) -> Result<Vec<&'a str>, NormaliseError> {
-    array_field(v, key, path, bad)?
-        .iter()
-        .enumerate()
-        .map(|(i, x)| x.as_str().ok_or_else(|| bad(format!("{path}.{key}[{i}]"), "must be a string")))
-        .collect()
-}
-
-/// An optional string field: absent, null or blank is `None`, another type an error.
-fn opt_str<'a>(v: &'a Value, key: &str, path: &str, bad: &Bad) -> Result<Option<&'a str>, NormaliseError> {
-    match v.get(key) {
-        Some(Value::String(s)) => Ok(Some(s.trim()).filter(|s| !s.is_empty())),
-        Some(Value::Null) | None => Ok(None),
-        Some(_) => Err(bad(format!("{path}.{key}"), "must be a string")),
-    }
-}
-
-fn read_ts(v: &Value, key: &str, path: &str, bad: &Bad) -> Result<Option<Timestamp>, NormaliseError> {
-    match opt_str(v, key, path, bad)? {
-        None => Ok(None),
-        Some(s) => Timestamp::parse(s).map(Some).map_err(|e| bad(format!("{path}.{key}"), &e.to_string())),
-    }
 }
 
 #[cfg(test)]

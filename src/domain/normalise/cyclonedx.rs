@@ -25,7 +25,11 @@
 //! metadata.timestamp (document) > epoch. The vulnerability's `published`/`updated` date
 //! the vulnerability record, not the analysis, and are not a statement's time.
 
-use super::{resolve_issuer, shared_all, str_field, tenant_of, version_string, DocStrings, NormaliseError};
+use super::fields::{
+    array_field, opt_object, opt_str, opt_timestamp, required_array, required_str, str_field, string_list,
+    version_string, Bad,
+};
+use super::{shared_all, Claim, DocumentFacts, NormaliseError, Subject};
 use crate::domain::keys::{self, ArtifactKey, KeyKind};
 use crate::domain::model::*;
 use crate::domain::timestamp::Timestamp;
@@ -36,8 +40,6 @@ use std::sync::Arc;
 /// Deepest component/service nesting walked (serde_json already stops at 128 levels).
 const MAX_COMPONENT_DEPTH: usize = 64;
 
-type Bad<'a> = dyn Fn(String, &str) -> NormaliseError + 'a;
-
 pub fn normalise(
     name: &str,
     v: &Value,
@@ -47,20 +49,17 @@ pub fn normalise(
     let bad = super::field_error(name, SourceFormat::Cyclonedx);
     let mut diagnostics = Vec::new();
     let serial = opt_str(v, "serialNumber", "", &bad)?;
-    let doc_id = serial.map(str::to_string);
     let doc_version = version_string(v.get("version"));
     let (metadata, doc_ts) = read_metadata(v, &bad)?;
     let author = metadata.and_then(document_author);
-    let (issuer, issuer_source) = resolve_issuer(ctx, author);
-    let tenant = tenant_of(ctx);
-    let shared = DocStrings::new(&tenant, issuer.as_deref(), doc_id.as_deref(), doc_version.as_deref(), digest);
+    let facts = DocumentFacts::new(ctx, SourceFormat::Cyclonedx, author, serial, doc_version.as_deref(), digest);
 
     // bom-ref -> (component or service, its path).
     let index = index_document(v, metadata, &mut diagnostics, &bad)?;
     let own_serial = serial.map(bare_serial);
     let resolver = Resolver { index: &index, own_serial: own_serial.as_deref(), author: author.unwrap_or("") };
 
-    let vulnerabilities = required_vulnerabilities(v, &bad)?;
+    let vulnerabilities = required_array(v, "vulnerabilities", "", &bad)?;
     let mut observations = Vec::new();
     let mut position: u32 = 0;
     for (vi, vuln) in vulnerabilities.iter().enumerate() {
@@ -91,7 +90,8 @@ pub fn normalise(
             timestamp_source,
         } = an;
         // Shared by the observations of every affected artifact.
-        let (vulnerability, aliases): (Arc<str>, Vec<Arc<str>>) = (vulnerability.into(), shared_all(aliases));
+        let subject =
+            Subject { vulnerability: vulnerability.into(), aliases: shared_all(aliases), timestamp, timestamp_source };
         let [justification_original, responses, other_action] =
             [justification_original, responses, other_action].map(|s| s.map(Arc::from));
         let detail: Option<Arc<str>> = detail.map(Arc::from);
@@ -99,7 +99,7 @@ pub fn normalise(
         if affects.is_empty() {
             diagnostics.push(Diagnostic {
                 code: DiagnosticCode::UnmatchedStatement,
-                message: format!("{path}: statement for {vulnerability} affects nothing (no affects[])"),
+                message: format!("{path}: statement for {} affects nothing (no affects[])", subject.vulnerability),
             });
         }
         for (ai, af) in affects.iter().enumerate() {
@@ -107,7 +107,7 @@ pub fn normalise(
             if !af.is_object() {
                 return Err(bad(afpath, "must be an object"));
             }
-            let r = opt_str(af, "ref", &afpath, &bad)?.ok_or_else(|| bad(format!("{afpath}.ref"), "is required"))?;
+            let r = required_str(af, "ref", &afpath, &bad)?;
             // Entries are validated before the ref is resolved, so a broken document
             // fails the same way whether or not its refs resolve.
             let mut entries = version_entries(af, &afpath, &bad)?;
@@ -127,17 +127,7 @@ pub fn normalise(
                 };
                 let status = version_status(est, analysis_status);
                 let na = status == Status::NotAffected && analysis_status == Status::NotAffected;
-                observations.push(Observation {
-                    id: Arc::from(""),
-                    kind: EntryKind::Statement,
-                    tenant: shared.tenant.clone(),
-                    issuer: shared.issuer.clone(),
-                    issuer_source,
-                    artifact: artifact.key.into(),
-                    package: artifact.package.into(),
-                    scope: Vec::new(),
-                    vulnerability: vulnerability.clone(),
-                    aliases: aliases.clone(),
+                let claim = Claim {
                     status,
                     status_original: match est {
                         Some(e) => format!("{state}/{e}").into(),
@@ -147,27 +137,13 @@ pub fn normalise(
                     justification_original: if na { justification_original.clone() } else { None },
                     impact_statement: if na { detail.clone() } else { None },
                     action_statement: if na { responses.clone() } else { other_action.clone() },
-                    timestamp,
-                    timestamp_source,
-                    document_id: shared.document_id.clone(),
-                    document_version: shared.document_version.clone(),
-                    document_digest: shared.document_digest.clone(),
-                    position,
-                    format: SourceFormat::Cyclonedx,
-                    signature: ctx.signature.clone(),
-                    provenance: ctx.provenance.clone(),
-                });
+                };
+                observations.push(facts.observation(&subject, artifact, Vec::new(), claim, position));
                 position = position.saturating_add(1);
             }
         }
     }
-    Ok(NormalisedDocument {
-        format: SourceFormat::Cyclonedx,
-        document_id: doc_id,
-        document_digest: digest.to_string(),
-        observations,
-        diagnostics,
-    })
+    Ok(facts.document(observations, diagnostics))
 }
 
 /// What a vulnerability's `analysis` says (the statement's status and texts, and its
@@ -195,11 +171,7 @@ fn read_analysis<'a>(
     bad: &Bad,
 ) -> Result<Option<Analysis<'a>>, NormaliseError> {
     let apath = format!("{path}.analysis");
-    let analysis = match vuln.get("analysis") {
-        Some(a @ Value::Object(_)) => Some(a),
-        Some(Value::Null) | None => None,
-        Some(_) => return Err(bad(apath, "must be an object")),
-    };
+    let analysis = opt_object(vuln, "analysis", path, bad)?;
     let Some(state) = analysis.map(|a| opt_str(a, "state", &apath, bad)).transpose()?.flatten() else {
         diagnostics.push(Diagnostic {
             code: DiagnosticCode::NoAnalysisState,
@@ -228,9 +200,9 @@ fn read_analysis<'a>(
         (None, None) => None,
     };
 
-    let st_ts = match read_ts(analysis, "lastUpdated", &apath, bad)? {
+    let st_ts = match opt_timestamp(analysis, "lastUpdated", &apath, bad)? {
         Some(t) => Some(t),
-        None => read_ts(analysis, "firstIssued", &apath, bad)?,
+        None => opt_timestamp(analysis, "firstIssued", &apath, bad)?,
     };
     let (timestamp, timestamp_source) = match (st_ts, doc_ts) {
         (Some(t), _) => (t, TimestampSource::Statement),
@@ -294,18 +266,9 @@ fn index_document<'a>(
 ) -> Result<BTreeMap<&'a str, (&'a Value, String)>, NormaliseError> {
     let mut index: BTreeMap<&str, (&Value, String)> = BTreeMap::new();
     if let Some(m) = metadata {
-        match m.get("component") {
-            Some(c @ Value::Object(_)) => index_items(
-                std::slice::from_ref(c),
-                "metadata.component",
-                "components",
-                0,
-                &mut index,
-                diagnostics,
-                bad,
-            )?,
-            Some(Value::Null) | None => {}
-            Some(_) => return Err(bad("metadata.component".into(), "must be an object")),
+        if let Some(c) = opt_object(m, "component", "metadata", bad)? {
+            let component = std::slice::from_ref(c);
+            index_items(component, "metadata.component", "components", 0, &mut index, diagnostics, bad)?;
         }
     }
     index_items(array_field(v, "components", "", bad)?, "components", "components", 0, &mut index, diagnostics, bad)?;
@@ -335,24 +298,11 @@ fn bare_serial(serial: &str) -> String {
     s.strip_prefix("urn:uuid:").unwrap_or(&s).to_string()
 }
 
-/// `vulnerabilities`: required, an array.
-fn required_vulnerabilities<'a>(v: &'a Value, bad: &Bad) -> Result<&'a Vec<Value>, NormaliseError> {
-    match v.get("vulnerabilities") {
-        Some(Value::Array(a)) => Ok(a),
-        Some(_) => Err(bad("vulnerabilities".into(), "must be an array")),
-        None => Err(bad("vulnerabilities".into(), "is required")),
-    }
-}
-
 /// `metadata` (an object, or absent) and its timestamp.
 fn read_metadata<'a>(v: &'a Value, bad: &Bad) -> Result<(Option<&'a Value>, Option<Timestamp>), NormaliseError> {
-    let metadata = match v.get("metadata") {
-        Some(m @ Value::Object(_)) => Some(m),
-        Some(Value::Null) | None => None,
-        Some(_) => return Err(bad("metadata".into(), "must be an object")),
-    };
+    let metadata = opt_object(v, "metadata", "", bad)?;
     let doc_ts = match metadata {
-        Some(m) => read_ts(m, "timestamp", "metadata", bad)?,
+        Some(m) => opt_timestamp(m, "timestamp", "metadata", bad)?,
         None => None,
     };
     Ok((metadata, doc_ts))
@@ -594,48 +544,6 @@ fn with_version(
 /// The purl `key` (qualifiers and subpath kept) with `version` in place of its own.
 fn purl_with_version(key: &ArtifactKey, version: &str) -> Result<ArtifactKey, String> {
     key.with_version(version).map_err(|e| e.to_string())
-}
-
-/// An optional array field (absent or null: empty).
-fn array_field<'a>(v: &'a Value, key: &str, path: &str, bad: &Bad) -> Result<&'a [Value], NormaliseError> {
-    match v.get(key) {
-        Some(Value::Array(a)) => Ok(a.as_slice()),
-        Some(Value::Null) | None => Ok(&[]),
-        Some(_) => Err(bad(join(path, key), "must be an array")),
-    }
-}
-
-/// An optional array of strings.
-fn string_list<'a>(v: &'a Value, key: &str, path: &str, bad: &Bad) -> Result<Vec<&'a str>, NormaliseError> {
-    array_field(v, key, path, bad)?
-        .iter()
-        .enumerate()
-        .map(|(i, x)| x.as_str().ok_or_else(|| bad(format!("{}[{i}]", join(path, key)), "must be a string")))
-        .collect()
-}
-
-/// An optional string field: absent, null or blank is `None`, another type an error.
-fn opt_str<'a>(v: &'a Value, key: &str, path: &str, bad: &Bad) -> Result<Option<&'a str>, NormaliseError> {
-    match v.get(key) {
-        Some(Value::String(s)) => Ok(Some(s.trim()).filter(|s| !s.is_empty())),
-        Some(Value::Null) | None => Ok(None),
-        Some(_) => Err(bad(join(path, key), "must be a string")),
-    }
-}
-
-fn read_ts(v: &Value, key: &str, path: &str, bad: &Bad) -> Result<Option<Timestamp>, NormaliseError> {
-    match opt_str(v, key, path, bad)? {
-        None => Ok(None),
-        Some(s) => Timestamp::parse(s).map(Some).map_err(|e| bad(join(path, key), &e.to_string())),
-    }
-}
-
-fn join(path: &str, key: &str) -> String {
-    if path.is_empty() {
-        key.to_string()
-    } else {
-        format!("{path}.{key}")
-    }
 }
 
 #[cfg(test)]

@@ -8,12 +8,19 @@
 
 pub mod csaf;
 pub mod cyclonedx;
+mod fields;
 pub mod openvex;
 
 use super::canonical::sha256_prefixed;
 use super::codes::DeadLetterReason;
+use super::keys::ArtifactKey;
 use super::keys::MAX_KEY_BYTES;
-use super::model::{Diagnostic, DiagnosticCode, IngestContext, IssuerSource, NormalisedDocument, SourceFormat};
+use super::model::{
+    Diagnostic, DiagnosticCode, EntryKind, IngestContext, IssuerSource, Justification, NormalisedDocument, Observation,
+    SourceFormat, Status, TimestampSource,
+};
+use super::timestamp::Timestamp;
+pub use fields::{str_field, version_string};
 use serde_json::Value;
 use std::sync::Arc;
 
@@ -225,30 +232,123 @@ pub fn tenant_of(ctx: &IngestContext) -> String {
         .unwrap_or_else(|| super::model::default_tenant().to_string())
 }
 
-/// The strings every statement of a document repeats, made once per document so that its
-/// observations share them instead of each holding a copy.
-pub struct DocStrings {
+/// What every observation of one document repeats (its tenant, claimed issuer, id,
+/// version, digest, format, signature and provenance), made once per document so that its
+/// observations share the strings instead of each holding a copy. [`Self::observation`]
+/// is the one place a normaliser makes an observation.
+pub struct DocumentFacts<'c> {
     pub tenant: Arc<str>,
     pub issuer: Option<Arc<str>>,
+    pub issuer_source: IssuerSource,
     pub document_id: Option<Arc<str>>,
     pub document_version: Option<Arc<str>>,
     pub document_digest: Arc<str>,
+    pub format: SourceFormat,
+    ctx: &'c IngestContext,
 }
 
-impl DocStrings {
+/// What a statement says of its vulnerability and when, the same for every artifact it
+/// names.
+pub struct Subject {
+    pub vulnerability: Arc<str>,
+    /// Every id given for it (sorted, unique, the key included).
+    pub aliases: Vec<Arc<str>>,
+    pub timestamp: Timestamp,
+    pub timestamp_source: TimestampSource,
+}
+
+/// What a statement claims of one artifact: its status and the texts that go with it.
+#[derive(Clone)]
+pub struct Claim {
+    pub status: Status,
+    /// The source's own status token.
+    pub status_original: Arc<str>,
+    pub justification: Option<Justification>,
+    pub justification_original: Option<Arc<str>>,
+    pub impact_statement: Option<Arc<str>>,
+    pub action_statement: Option<Arc<str>>,
+}
+
+impl<'c> DocumentFacts<'c> {
+    /// The facts of a document of `format` with these id, version and digest, and the
+    /// claimed issuer [`resolve_issuer`] gives for `author` (the document's own author).
     pub fn new(
-        tenant: &str,
-        issuer: Option<&str>,
+        ctx: &'c IngestContext,
+        format: SourceFormat,
+        author: Option<&str>,
         document_id: Option<&str>,
         document_version: Option<&str>,
         digest: &str,
     ) -> Self {
-        DocStrings {
-            tenant: tenant.into(),
+        let (issuer, issuer_source) = resolve_issuer(ctx, author);
+        DocumentFacts {
+            tenant: tenant_of(ctx).into(),
             issuer: issuer.map(Arc::from),
+            issuer_source,
             document_id: document_id.map(Arc::from),
             document_version: document_version.map(Arc::from),
             document_digest: digest.into(),
+            format,
+            ctx,
+        }
+    }
+
+    /// The observation (without its id, set by [`normalise_value`]) of what `subject` and
+    /// `claim` say of the artifact `key` narrowed to `scope`, at `position` in the
+    /// document.
+    pub fn observation(
+        &self,
+        subject: &Subject,
+        key: ArtifactKey,
+        scope: Vec<String>,
+        claim: Claim,
+        position: u32,
+    ) -> Observation {
+        let Claim {
+            status,
+            status_original,
+            justification,
+            justification_original,
+            impact_statement,
+            action_statement,
+        } = claim;
+        Observation {
+            id: Arc::from(""),
+            kind: EntryKind::Statement,
+            tenant: self.tenant.clone(),
+            issuer: self.issuer.clone(),
+            issuer_source: self.issuer_source,
+            artifact: key.key.into(),
+            package: key.package.into(),
+            scope: shared_all(scope),
+            vulnerability: subject.vulnerability.clone(),
+            aliases: subject.aliases.clone(),
+            status,
+            status_original,
+            justification,
+            justification_original,
+            impact_statement,
+            action_statement,
+            timestamp: subject.timestamp,
+            timestamp_source: subject.timestamp_source,
+            document_id: self.document_id.clone(),
+            document_version: self.document_version.clone(),
+            document_digest: self.document_digest.clone(),
+            position,
+            format: self.format,
+            signature: self.ctx.signature.clone(),
+            provenance: self.ctx.provenance.clone(),
+        }
+    }
+
+    /// The normalised document of these observations and diagnostics.
+    pub fn document(&self, observations: Vec<Observation>, diagnostics: Vec<Diagnostic>) -> NormalisedDocument {
+        NormalisedDocument {
+            format: self.format,
+            document_id: self.document_id.as_deref().map(str::to_string),
+            document_digest: self.document_digest.to_string(),
+            observations,
+            diagnostics,
         }
     }
 }
@@ -256,18 +356,4 @@ impl DocStrings {
 /// Each string of a list as a shared string.
 pub fn shared_all(v: Vec<String>) -> Vec<Arc<str>> {
     v.into_iter().map(Arc::from).collect()
-}
-
-/// A document version as a string (numbers and strings both occur).
-pub fn version_string(v: Option<&Value>) -> Option<String> {
-    match v? {
-        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
-
-/// A non-empty trimmed string field.
-pub fn str_field<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
-    v.get(key).and_then(Value::as_str).map(str::trim).filter(|s| !s.is_empty())
 }

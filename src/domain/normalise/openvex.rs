@@ -11,15 +11,14 @@
 //! `opaque_key`); products with no identifier at all are reported; no id over the length
 //! limit is a key.
 
-use super::{resolve_issuer, shared_all, str_field, tenant_of, version_string, DocStrings, NormaliseError};
+use super::fields::{array_field, raw_str, required_array, str_field, version_string, Bad};
+use super::{shared_all, Claim, DocumentFacts, NormaliseError, Subject};
 use crate::domain::keys::{self, ArtifactKey};
 use crate::domain::model::*;
 use crate::domain::names;
 use crate::domain::timestamp::Timestamp;
 use serde_json::Value;
 use std::sync::Arc;
-
-type Bad<'a> = dyn Fn(String, &str) -> NormaliseError + 'a;
 
 pub fn normalise(
     name: &str,
@@ -29,17 +28,12 @@ pub fn normalise(
 ) -> Result<NormalisedDocument, NormaliseError> {
     let bad = super::field_error(name, SourceFormat::Openvex);
     let mut diagnostics = Vec::new();
-    let doc_id = str_field(v, "@id").map(str::to_string);
+    let doc_id = str_field(v, "@id");
     let doc_version = version_string(v.get("version"));
-    let doc_ts = read_ts(v, "timestamp", name, &bad)?.or(read_ts(v, "last_updated", name, &bad)?);
-    let (issuer, issuer_source) = resolve_issuer(ctx, str_field(v, "author"));
-    let tenant = tenant_of(ctx);
-    let shared = DocStrings::new(&tenant, issuer.as_deref(), doc_id.as_deref(), doc_version.as_deref(), digest);
-    let statements = match v.get("statements") {
-        Some(Value::Array(a)) => a,
-        Some(_) => return Err(bad("statements".into(), "must be an array")),
-        None => return Err(bad("statements".into(), "is required")),
-    };
+    let doc_ts = read_ts(v, "timestamp", &bad)?.or(read_ts(v, "last_updated", &bad)?);
+    let facts =
+        DocumentFacts::new(ctx, SourceFormat::Openvex, str_field(v, "author"), doc_id, doc_version.as_deref(), digest);
+    let statements = required_array(v, "statements", "", &bad)?;
     let mut observations = Vec::new();
     let mut position: u32 = 0;
     for (si, st) in statements.iter().enumerate() {
@@ -55,32 +49,23 @@ pub fn normalise(
         }
         let (vulnerability, aliases) =
             vulnerability_key(ids).ok_or_else(|| bad(format!("{path}.vulnerability"), "names no vulnerability id"))?;
-        let status_token = st
-            .get("status")
-            .and_then(Value::as_str)
-            .ok_or_else(|| bad(format!("{path}.status"), "is required and must be a string"))?;
+        let status_token = raw_str(st, "status", &path, &bad)?;
         let status = Status::from_openvex(status_token)
             .ok_or_else(|| bad(format!("{path}.status"), &format!("unknown status {status_token:?}")))?;
-        let justification_original = str_field(st, "justification").map(str::to_string);
-        let justification = justification_original.as_deref().and_then(Justification::from_openvex);
-        if let (Some(j), None) = (&justification_original, justification) {
+        let justification_original = str_field(st, "justification");
+        let justification = justification_original.and_then(Justification::from_openvex);
+        if let (Some(j), None) = (justification_original, justification) {
             diagnostics.push(Diagnostic {
                 code: DiagnosticCode::UnknownJustification,
                 message: format!("{path}: justification {j:?} is not in the OpenVEX vocabulary; kept as original only"),
             });
         }
-        let impact_statement = str_field(st, "impact_statement").map(str::to_string);
-        let action_statement = str_field(st, "action_statement").map(str::to_string);
-        let st_ts = read_ts(st, "last_updated", name, &bad)?.or(read_ts(st, "timestamp", name, &bad)?);
+        let st_ts = read_ts(st, "last_updated", &bad)?.or(read_ts(st, "timestamp", &bad)?);
         let (timestamp, timestamp_source) = statement_time(st_ts, doc_ts, &path, &mut diagnostics);
         // Statement-level subcomponents (v0.0.1) apply to every product.
         let mut stmt_scope = Vec::new();
         push_subcomponents(st, &path, &mut stmt_scope, &mut diagnostics);
-        let products = match st.get("products") {
-            Some(Value::Array(a)) => a.as_slice(),
-            Some(Value::Null) | None => &[],
-            Some(_) => return Err(bad(format!("{path}.products"), "must be an array")),
-        };
+        let products = array_field(st, "products", &path, &bad)?;
         if products.is_empty() {
             diagnostics.push(Diagnostic {
                 code: DiagnosticCode::UnmatchedStatement,
@@ -88,10 +73,16 @@ pub fn normalise(
             });
         }
         // Shared by the observations of every product of the statement.
-        let (vulnerability, aliases): (Arc<str>, Vec<Arc<str>>) = (vulnerability.into(), shared_all(aliases));
-        let status_original: Arc<str> = status_token.into();
-        let [justification_original, impact_statement, action_statement] =
-            [justification_original, impact_statement, action_statement].map(|s| s.map(Arc::from));
+        let subject =
+            Subject { vulnerability: vulnerability.into(), aliases: shared_all(aliases), timestamp, timestamp_source };
+        let claim = Claim {
+            status,
+            status_original: status_token.into(),
+            justification,
+            justification_original: justification_original.map(Arc::from),
+            impact_statement: str_field(st, "impact_statement").map(Arc::from),
+            action_statement: str_field(st, "action_statement").map(Arc::from),
+        };
         for (pi, p) in products.iter().enumerate() {
             let ppath = format!("{path}.products[{pi}]");
             let Some(key) = product_key(p, &ppath, &mut diagnostics) else {
@@ -101,43 +92,11 @@ pub fn normalise(
             push_subcomponents(p, &ppath, &mut scope, &mut diagnostics);
             scope.sort();
             scope.dedup();
-            observations.push(Observation {
-                id: Arc::from(""),
-                kind: EntryKind::Statement,
-                tenant: shared.tenant.clone(),
-                issuer: shared.issuer.clone(),
-                issuer_source,
-                artifact: key.key.into(),
-                package: key.package.into(),
-                scope: shared_all(scope),
-                vulnerability: vulnerability.clone(),
-                aliases: aliases.clone(),
-                status,
-                status_original: status_original.clone(),
-                justification,
-                justification_original: justification_original.clone(),
-                impact_statement: impact_statement.clone(),
-                action_statement: action_statement.clone(),
-                timestamp,
-                timestamp_source,
-                document_id: shared.document_id.clone(),
-                document_version: shared.document_version.clone(),
-                document_digest: shared.document_digest.clone(),
-                position,
-                format: SourceFormat::Openvex,
-                signature: ctx.signature.clone(),
-                provenance: ctx.provenance.clone(),
-            });
+            observations.push(facts.observation(&subject, key, scope, claim.clone(), position));
             position += 1;
         }
     }
-    Ok(NormalisedDocument {
-        format: SourceFormat::Openvex,
-        document_id: doc_id,
-        document_digest: digest.to_string(),
-        observations,
-        diagnostics,
-    })
+    Ok(facts.document(observations, diagnostics))
 }
 
 /// A statement's vulnerability ids: a string (v0.0.1) or an object with name/@id/aliases
@@ -146,23 +105,17 @@ fn vulnerability_ids(st: &Value, path: &str, bad: &Bad) -> Result<Vec<String>, N
     let mut ids: Vec<String> = Vec::new();
     match st.get("vulnerability") {
         Some(Value::String(s)) => ids.push(s.clone()),
-        Some(Value::Object(o)) => {
+        Some(vv @ Value::Object(o)) => {
             for k in ["name", "@id"] {
                 if let Some(s) = o.get(k).and_then(Value::as_str) {
                     ids.push(s.to_string());
                 }
             }
-            match o.get("aliases") {
-                Some(Value::Array(a)) => {
-                    for x in a {
-                        match x.as_str() {
-                            Some(s) => ids.push(s.to_string()),
-                            None => return Err(bad(format!("{path}.vulnerability.aliases"), "must be strings")),
-                        }
-                    }
+            for x in array_field(vv, "aliases", &format!("{path}.vulnerability"), bad)? {
+                match x.as_str() {
+                    Some(s) => ids.push(s.to_string()),
+                    None => return Err(bad(format!("{path}.vulnerability.aliases"), "must be strings")),
                 }
-                Some(Value::Null) | None => {}
-                Some(_) => return Err(bad(format!("{path}.vulnerability.aliases"), "must be an array")),
             }
         }
         Some(_) => return Err(bad(format!("{path}.vulnerability"), "must be a string or an object")),
@@ -203,12 +156,9 @@ fn push_subcomponents(v: &Value, path: &str, scope: &mut Vec<String>, diagnostic
     }
 }
 
-fn read_ts(
-    v: &Value,
-    key: &str,
-    _name: &str,
-    bad: &dyn Fn(String, &str) -> NormaliseError,
-) -> Result<Option<Timestamp>, NormaliseError> {
+/// A timestamp field of the document or of a statement, named in errors by its key
+/// alone; blank is `None`, another type than a string "must be an RFC 3339 string".
+fn read_ts(v: &Value, key: &str, bad: &Bad) -> Result<Option<Timestamp>, NormaliseError> {
     match v.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
