@@ -191,6 +191,9 @@ type DocKey = (Arc<str>, Option<Arc<str>>, Arc<str>);
 #[derive(Clone, Debug, Default)]
 struct DocumentVersions {
     ids: BTreeSet<ObsKey>,
+    /// The version markers among `ids` (what [`PackageState::pair_extent`] counts, without
+    /// walking every statement of a large document for each pair).
+    markers: BTreeSet<ObsKey>,
     digests: BTreeSet<Arc<str>>,
 }
 
@@ -366,6 +369,7 @@ impl PackageState {
         }
         let d = self.documents.entry(k).or_default();
         d.ids.insert(id);
+        d.markers.insert(id);
         d.digests.insert(o.document_digest.clone());
         self.observations.insert(id, Box::new(o));
         let mut affected = BTreeSet::new();
@@ -452,13 +456,10 @@ impl PackageState {
     pub fn pair_extent(&self, pair: &PairKey) -> (i64, u64) {
         let obs = self.applicable(pair);
         // The version markers of their documents change the record too (retraction).
+        let docs: BTreeSet<DocKey> = obs.iter().filter_map(|o| doc_key(o)).collect();
         let mut markers: BTreeSet<ObsKey> = BTreeSet::new();
-        for k in obs.iter().filter_map(|o| doc_key(o)) {
-            if let Some(d) = self.documents.get(&k) {
-                markers.extend(
-                    d.ids.iter().filter(|id| self.observations.get(*id).is_some_and(|x| !x.kind.is_statement())),
-                );
-            }
+        for d in docs.iter().filter_map(|k| self.documents.get(k)) {
+            markers.extend(d.markers.iter().copied());
         }
         let marker_seqs = markers.iter().filter_map(|id| self.observations.get(id)?.provenance.sequence);
         let max = obs.iter().filter_map(|o| o.provenance.sequence).chain(marker_seqs).max().unwrap_or(-1);
