@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# The benchmark of issue 7, from one command. Prints every figure with the command that
-# produced it; ratios are measured in the same run (the machine is shared and noisy).
+# The benchmark of issues 7 and 20, from one command. Prints every figure with the command
+# that produced it; ratios are measured in the same run (the machine is shared and noisy).
 #   scripts/bench.sh           full: release build; core figures (consensus vs normalise
 #                              on vexhub, cargo bench --bench consensus and --bench
-#                              incremental at >= 1 M observations), end to end on real
+#                              incremental at >= 1 M observations), the store path
+#                              (serve --once on the embedded store / consensus on vexhub,
+#                              7 copies of it and >= 50 MB of csaf-ciq copies; consensus
+#                              against $VEXLENS_BASELINE_BIN when set), end to end on real
 #                              Kafka + MongoDB-wire server (7 renamed copies of vexhub,
 #                              >= 100k observations), latency at 500 observations/s for 60 s
 #   scripts/bench.sh --quick   the same steps, small: the test-profile binary (no release
-#                              build), 1 copy of 6 vexhub documents, 10 s of latency, a
-#                              small incremental run (cargo bench --profile dev); CI runs
+#                              build), 1 copy of 6 vexhub documents, 10 s of latency,
+#                              3 MB of csaf-ciq copies for the store path, a small incremental run (cargo bench --profile dev); CI runs
 #                              it (asserting nothing; < 2 minutes)
 # Starts the services (scripts/services.sh) when they are not running and stops what it
 # started. Figures go to stdout; docs/performance.md records a full run.
@@ -62,6 +65,64 @@ else
   echo "== core: cargo bench --profile dev --bench incremental -- --copies 10 --docs 3 (small; figures of the test profile)"
   cargo bench --locked --profile dev --bench incremental -- --copies 10 --docs 3
 fi
+
+# The store path (issue 20): what README command 1 runs (serve --once, embedded redb store)
+# against the core (consensus, no store), wall and peak RSS, on vexhub (a renamed copy,
+# written compact), on K renamed copies of it and on a CSAF corpus of renamed csaf-ciq
+# copies (scripts/corpus_copies.py); the store's file size per record.
+echo "== store path: serve --once (embedded) / consensus"
+work="$(mktemp -d)"
+ciq="${VEXLENS_CORPUS:-../shared/corpus}/csaf-ciq"
+if [[ $quick == 1 ]]; then
+  # small, for CI: 6 vexhub documents, 3 MB of CSAF
+  ciq_bytes=3000000 big_copies=2 docs=(--docs 6)
+else
+  ciq_bytes=50000000 big_copies=7 docs=()
+fi
+python3 scripts/corpus_copies.py "$ciq" "$work/ciq" --min-bytes "$ciq_bytes" >&2
+python3 scripts/corpus_copies.py "$corpus" "$work/vexhub" --copies 1 "${docs[@]}" >&2
+python3 scripts/corpus_copies.py "$corpus" "$work/vexhub-x$big_copies" --copies "$big_copies" "${docs[@]}" >&2
+# best wall (and its peak RSS) of $runs runs, the two commands alternating
+store_path() {
+  local name="$1" dir="$2" cs="" cm="" ss="" sm="" out s m records size
+  for ((i = 0; i < runs; i++)); do
+    out="$(measure "$bin" consensus "$dir")"
+    s="${out% *}" m="${out#* }"
+    if [[ -z "$cs" ]] || awk "BEGIN{exit !($s < $cs)}"; then cs=$s cm=$m; fi
+    rm -rf "$work/data"
+    out="$(measure "$bin" serve --once --ingest-dir "$dir" --data-dir "$work/data" --listen 127.0.0.1:0)"
+    s="${out% *}" m="${out#* }"
+    if [[ -z "$ss" ]] || awk "BEGIN{exit !($s < $ss)}"; then ss=$s sm=$m; fi
+  done
+  records="$("$bin" consensus "$dir" 2>/dev/null | wc -l)"
+  size="$(stat -c %s "$work/data/vex-lens.redb")"
+  echo "$name: consensus ${cs} s ${cm} KiB; serve --once ${ss} s ${sm} KiB; $records records" \
+    "($(du -sb "$dir" | cut -f1) bytes of input; best of $runs)"
+  awk "BEGIN{printf \"$name: serve --once / consensus: wall %.2f, peak RSS %.2f (targets <= 3, <= 3)\n\", $ss / $cs, $sm / $cm}"
+  awk "BEGIN{printf \"$name: redb file %d bytes, %.0f bytes per record (not compacted; target <= 2048 after compact())\n\", $size, $size / $records}"
+  last_rss=$sm
+}
+store_path vexhub "$work/vexhub"
+one_rss=$last_rss
+store_path "vexhub-x$big_copies" "$work/vexhub-x$big_copies"
+awk "BEGIN{printf \"serve --once peak RSS, vexhub x$big_copies / vexhub x1: %.2f (target <= 1.3)\n\", $last_rss / $one_rss}"
+store_path csaf-ciq-copies "$work/ciq"
+awk "BEGIN{printf \"mean record size (consensus NDJSON line, vexhub): %.0f bytes (target <= 1536)\n\", $("$bin" consensus "$corpus" 2>/dev/null | wc -c) / $("$bin" consensus "$corpus" 2>/dev/null | wc -l)}"
+# The core must not have become slower: this binary against a baseline's, same run
+# (VEXLENS_BASELINE_BIN, e.g. a release build of bafbf91; skipped, and said, without one).
+if [[ -n "${VEXLENS_BASELINE_BIN:-}" ]]; then
+  bs="" ns=""
+  for ((i = 0; i < runs; i++)); do
+    out="$(measure "$VEXLENS_BASELINE_BIN" consensus "$corpus")"
+    if [[ -z "$bs" ]] || awk "BEGIN{exit !(${out% *} < $bs)}"; then bs=${out% *}; fi
+    out="$(measure "$bin" consensus "$corpus")"
+    if [[ -z "$ns" ]] || awk "BEGIN{exit !(${out% *} < $ns)}"; then ns=${out% *}; fi
+  done
+  awk "BEGIN{printf \"consensus vexhub, this binary / $VEXLENS_BASELINE_BIN: %.2f (%s s / %s s; target <= 1.05)\n\", $ns / $bs, $ns, $bs}"
+else
+  echo "consensus vs a baseline binary: not measured (set VEXLENS_BASELINE_BIN)"
+fi
+rm -rf "$work"
 
 # The services start only now: the core figures above are taken on a machine that is not
 # also starting a broker and a database server.
