@@ -26,8 +26,8 @@
 //! product groups) they name; the first one in document order wins per product.
 
 use super::fields::{
-    array_field, opt_object, opt_str, opt_timestamp, raw_str, required_array, required_object, required_str, str_field,
-    string_list, version_string, Bad,
+    array_field, objects, opt_object, opt_str, opt_timestamp, raw_str, required_array, required_object, required_str,
+    str_field, string_list, version_string, Bad,
 };
 use super::{shared_all, Claim, DocumentFacts, NormaliseError, Subject};
 use crate::domain::keys::{self, ArtifactKey, PlatformTag};
@@ -118,17 +118,14 @@ pub fn normalise(
     let vulnerabilities = required_array(v, "vulnerabilities", "", &bad)?;
     let mut observations = Vec::new();
     let mut position: u32 = 0;
-    for (vi, vuln) in vulnerabilities.iter().enumerate() {
-        let path = format!("vulnerabilities[{vi}]");
-        if !vuln.is_object() {
-            return Err(bad(path, "must be an object"));
-        }
-        let mut ids = vulnerability_ids(vuln, &path, &bad)?;
-        if super::drop_long_ids(&mut ids, &path, &mut diagnostics) {
+    for item in objects(vulnerabilities, "vulnerabilities", &bad) {
+        let (path, vuln) = item?;
+        let ids = vulnerability_ids(vuln, &path, &bad)?;
+        let missing = || bad(path.clone(), "names no vulnerability id (cve or ids[].text)");
+        let Some((vulnerability, aliases)) = super::statement_vulnerability(ids, &path, &mut diagnostics, missing)?
+        else {
             continue;
-        }
-        let (vulnerability, aliases) =
-            vulnerability_key(ids).ok_or_else(|| bad(path.clone(), "names no vulnerability id (cve or ids[].text)"))?;
+        };
         let details = ProductDetails::read(vuln, &path, &groups, &mut diagnostics, &bad)?;
 
         let (timestamp, timestamp_source) = statement_time(doc_ts, &path, &mut diagnostics);
@@ -427,11 +424,8 @@ fn read_product_tree(
         let path = format!("product_tree.full_product_names[{i}]");
         define_product(fpn, &path, BranchPath::default(), publisher_name, products, diagnostics, bad)?;
     }
-    for (i, rel) in array_field(pt, "relationships", "product_tree", bad)?.iter().enumerate() {
-        let path = format!("product_tree.relationships[{i}]");
-        if !rel.is_object() {
-            return Err(bad(path, "must be an object"));
-        }
+    for item in objects(array_field(pt, "relationships", "product_tree", bad)?, "product_tree.relationships", bad) {
+        let (path, rel) = item?;
         let fpn = match rel.get("full_product_name") {
             Some(f @ Value::Object(_)) => f,
             _ => return Err(bad(format!("{path}.full_product_name"), "is required and must be an object")),
@@ -477,11 +471,8 @@ fn walk_branches<'a>(
     if depth >= MAX_BRANCH_DEPTH && !branches.is_empty() {
         return Err(bad(path.to_string(), &format!("branches nested deeper than {MAX_BRANCH_DEPTH} levels")));
     }
-    for (i, b) in branches.iter().enumerate() {
-        let bpath = format!("{path}[{i}]");
-        if !b.is_object() {
-            return Err(bad(bpath, "must be an object"));
-        }
+    for item in objects(branches, path, bad) {
+        let (bpath, b) = item?;
         let category = opt_str(b, "category", &bpath, bad)?.unwrap_or("");
         let bname = opt_str(b, "name", &bpath, bad)?;
         let mut here = parent;

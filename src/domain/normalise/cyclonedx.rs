@@ -26,7 +26,7 @@
 //! the vulnerability record, not the analysis, and are not a statement's time.
 
 use super::fields::{
-    array_field, opt_object, opt_str, opt_timestamp, required_array, required_str, str_field, string_list,
+    array_field, objects, opt_object, opt_str, opt_timestamp, required_array, required_str, str_field, string_list,
     version_string, Bad,
 };
 use super::{shared_all, Claim, DocumentFacts, NormaliseError, Subject};
@@ -62,18 +62,15 @@ pub fn normalise(
     let vulnerabilities = required_array(v, "vulnerabilities", "", &bad)?;
     let mut observations = Vec::new();
     let mut position: u32 = 0;
-    for (vi, vuln) in vulnerabilities.iter().enumerate() {
-        let path = format!("vulnerabilities[{vi}]");
-        if !vuln.is_object() {
-            return Err(bad(path, "must be an object"));
-        }
+    for item in objects(vulnerabilities, "vulnerabilities", &bad) {
+        let (path, vuln) = item?;
         let mut ids = vulnerability_ids(vuln, &path, &bad)?;
         ids.retain(|s| !s.contains("://"));
-        if super::drop_long_ids(&mut ids, &path, &mut diagnostics) {
+        let missing = || bad(format!("{path}.id"), "names no vulnerability id");
+        let Some((vulnerability, aliases)) = super::statement_vulnerability(ids, &path, &mut diagnostics, missing)?
+        else {
             continue;
-        }
-        let (vulnerability, aliases) =
-            vulnerability_key(ids).ok_or_else(|| bad(format!("{path}.id"), "names no vulnerability id"))?;
+        };
 
         let Some(an) = read_analysis(vuln, &path, &vulnerability, doc_ts, &mut diagnostics, &bad)? else {
             continue;
@@ -102,11 +99,8 @@ pub fn normalise(
                 message: format!("{path}: statement for {} affects nothing (no affects[])", subject.vulnerability),
             });
         }
-        for (ai, af) in affects.iter().enumerate() {
-            let afpath = format!("{path}.affects[{ai}]");
-            if !af.is_object() {
-                return Err(bad(afpath, "must be an object"));
-            }
+        for item in objects(affects, &format!("{path}.affects"), &bad) {
+            let (afpath, af) = item?;
             let r = required_str(af, "ref", &afpath, &bad)?;
             // Entries are validated before the ref is resolved, so a broken document
             // fails the same way whether or not its refs resolve.
@@ -235,11 +229,8 @@ type VersionEntry<'a> = (Option<&'a str>, Option<&'a str>);
 /// An `affects[]` entry's `versions[]`: (version or range, its status), each checked.
 fn version_entries<'a>(af: &'a Value, afpath: &str, bad: &Bad) -> Result<Vec<VersionEntry<'a>>, NormaliseError> {
     let mut entries: Vec<VersionEntry> = Vec::new();
-    for (ei, e) in array_field(af, "versions", afpath, bad)?.iter().enumerate() {
-        let epath = format!("{afpath}.versions[{ei}]");
-        if !e.is_object() {
-            return Err(bad(epath, "must be an object"));
-        }
+    for item in objects(array_field(af, "versions", afpath, bad)?, &format!("{afpath}.versions"), bad) {
+        let (epath, e) = item?;
         let ver = opt_str(e, "version", &epath, bad)?;
         let range = opt_str(e, "range", &epath, bad)?;
         let Some(ver) = ver.or(range) else {
@@ -279,11 +270,8 @@ fn index_document<'a>(
 /// A vulnerability's `id` and its `references[].id`, in that order.
 fn vulnerability_ids(vuln: &Value, path: &str, bad: &Bad) -> Result<Vec<String>, NormaliseError> {
     let mut ids: Vec<String> = opt_str(vuln, "id", path, bad)?.into_iter().map(str::to_string).collect();
-    for (i, r) in array_field(vuln, "references", path, bad)?.iter().enumerate() {
-        let rpath = format!("{path}.references[{i}]");
-        if !r.is_object() {
-            return Err(bad(rpath, "must be an object"));
-        }
+    for item in objects(array_field(vuln, "references", path, bad)?, &format!("{path}.references"), bad) {
+        let (rpath, r) = item?;
         if let Some(id) = opt_str(r, "id", &rpath, bad)? {
             ids.push(id.to_string());
         }

@@ -49,6 +49,27 @@ pub(crate) fn required_array<'a>(
     }
 }
 
+/// The elements of the array `items` found at `path`, each with its own path
+/// (`<path>[i]`); an element that is not an object "must be an object", reported when
+/// the iteration reaches it (so the elements before it are read first).
+pub(crate) fn objects<'a, 'b>(
+    items: &'a [Value],
+    path: &'b str,
+    bad: &'b Bad,
+) -> impl Iterator<Item = Result<(String, &'a Value), NormaliseError>> + 'b
+where
+    'a: 'b,
+{
+    items.iter().enumerate().map(move |(i, item)| {
+        let ipath = format!("{path}[{i}]");
+        if item.is_object() {
+            Ok((ipath, item))
+        } else {
+            Err(bad(ipath, "must be an object"))
+        }
+    })
+}
+
 /// An optional object field (absent or null: `None`).
 pub(crate) fn opt_object<'a>(
     v: &'a Value,

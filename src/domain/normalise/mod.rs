@@ -16,8 +16,8 @@ use super::codes::DeadLetterReason;
 use super::keys::ArtifactKey;
 use super::keys::MAX_KEY_BYTES;
 use super::model::{
-    Diagnostic, DiagnosticCode, EntryKind, IngestContext, IssuerSource, Justification, NormalisedDocument, Observation,
-    SourceFormat, Status, TimestampSource,
+    vulnerability_key, Diagnostic, DiagnosticCode, EntryKind, IngestContext, IssuerSource, Justification,
+    NormalisedDocument, Observation, SourceFormat, Status, TimestampSource,
 };
 use super::timestamp::Timestamp;
 pub use fields::{str_field, version_string};
@@ -195,12 +195,22 @@ pub(crate) fn too_long(what: &str, path: &str, s: &str, diagnostics: &mut Vec<Di
     long
 }
 
-/// Drops the vulnerability ids of a statement at `path` that are over the length limit,
-/// reporting each; true when ids were given but none is left (the statement is skipped).
-pub(crate) fn drop_long_ids(ids: &mut Vec<String>, path: &str, diagnostics: &mut Vec<Diagnostic>) -> bool {
+/// The vulnerability key and aliases ([`vulnerability_key`]) of the statement at `path`
+/// from its `ids`. Ids over the length limit are dropped, each reported: `Ok(None)` when
+/// ids were given but none is left (the statement is skipped); `missing()` when no id
+/// names a vulnerability.
+pub(crate) fn statement_vulnerability(
+    mut ids: Vec<String>,
+    path: &str,
+    diagnostics: &mut Vec<Diagnostic>,
+    missing: impl FnOnce() -> NormaliseError,
+) -> Result<Option<(String, Vec<String>)>, NormaliseError> {
     let before = ids.len();
     ids.retain(|id| !too_long("vulnerability id", path, id, diagnostics));
-    before > 0 && ids.is_empty()
+    if before > 0 && ids.is_empty() {
+        return Ok(None);
+    }
+    vulnerability_key(ids).ok_or_else(missing).map(Some)
 }
 
 /// Resolves the claimed issuer (CONSENSUS.md "Issuer identity"): signature, else header,
@@ -304,14 +314,6 @@ impl<'c> DocumentFacts<'c> {
         claim: Claim,
         position: u32,
     ) -> Observation {
-        let Claim {
-            status,
-            status_original,
-            justification,
-            justification_original,
-            impact_statement,
-            action_statement,
-        } = claim;
         Observation {
             id: Arc::from(""),
             kind: EntryKind::Statement,
@@ -323,12 +325,12 @@ impl<'c> DocumentFacts<'c> {
             scope: shared_all(scope),
             vulnerability: subject.vulnerability.clone(),
             aliases: subject.aliases.clone(),
-            status,
-            status_original,
-            justification,
-            justification_original,
-            impact_statement,
-            action_statement,
+            status: claim.status,
+            status_original: claim.status_original,
+            justification: claim.justification,
+            justification_original: claim.justification_original,
+            impact_statement: claim.impact_statement,
+            action_statement: claim.action_statement,
             timestamp: subject.timestamp,
             timestamp_source: subject.timestamp_source,
             document_id: self.document_id.clone(),

@@ -11,7 +11,7 @@
 //! `opaque_key`); products with no identifier at all are reported; no id over the length
 //! limit is a key.
 
-use super::fields::{array_field, raw_str, required_array, str_field, version_string, Bad};
+use super::fields::{array_field, objects, raw_str, required_array, str_field, version_string, Bad};
 use super::{shared_all, Claim, DocumentFacts, NormaliseError, Subject};
 use crate::domain::keys::{self, ArtifactKey};
 use crate::domain::model::*;
@@ -36,19 +36,16 @@ pub fn normalise(
     let statements = required_array(v, "statements", "", &bad)?;
     let mut observations = Vec::new();
     let mut position: u32 = 0;
-    for (si, st) in statements.iter().enumerate() {
-        let path = format!("statements[{si}]");
-        if !st.is_object() {
-            return Err(bad(path, "must be an object"));
-        }
+    for item in objects(statements, "statements", &bad) {
+        let (path, st) = item?;
         let mut ids = vulnerability_ids(st, &path, &bad)?;
         // `@id` of a vulnerability is usually an IRI; keep only id-like values as aliases.
         ids.retain(|s| !s.contains("://"));
-        if super::drop_long_ids(&mut ids, &path, &mut diagnostics) {
+        let missing = || bad(format!("{path}.vulnerability"), "names no vulnerability id");
+        let Some((vulnerability, aliases)) = super::statement_vulnerability(ids, &path, &mut diagnostics, missing)?
+        else {
             continue;
-        }
-        let (vulnerability, aliases) =
-            vulnerability_key(ids).ok_or_else(|| bad(format!("{path}.vulnerability"), "names no vulnerability id"))?;
+        };
         let status_token = raw_str(st, "status", &path, &bad)?;
         let status = Status::from_openvex(status_token)
             .ok_or_else(|| bad(format!("{path}.status"), &format!("unknown status {status_token:?}")))?;
