@@ -359,3 +359,46 @@ impl<'c> DocumentFacts<'c> {
 pub fn shared_all(v: Vec<String>) -> Vec<Arc<str>> {
     v.into_iter().map(Arc::from).collect()
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// Normalises `base` with each node (object member or array element, at any depth)
+    /// whose path `keep` accepts replaced, one at a time, by each of `hostile`: the
+    /// normaliser must answer (a document or a typed error), never panic. A path is the
+    /// keys (strings) and indexes (numbers) from the root.
+    pub(crate) fn normalise_each_node_replaced(base: &Value, hostile: &[Value], keep: impl Fn(&[Value]) -> bool) {
+        fn paths(v: &Value, cur: Vec<Value>, out: &mut Vec<Vec<Value>>) {
+            out.push(cur.clone());
+            match v {
+                Value::Object(o) => o.iter().for_each(|(k, x)| {
+                    let mut p = cur.clone();
+                    p.push(Value::String(k.clone()));
+                    paths(x, p, out)
+                }),
+                Value::Array(a) => a.iter().enumerate().for_each(|(i, x)| {
+                    let mut p = cur.clone();
+                    p.push(Value::from(i));
+                    paths(x, p, out)
+                }),
+                _ => {}
+            }
+        }
+        fn at<'a>(v: &'a mut Value, path: &[Value]) -> &'a mut Value {
+            path.iter().fold(v, |v, k| match k {
+                Value::String(s) => &mut v[s.as_str()],
+                _ => &mut v[k.as_u64().unwrap_or(0) as usize],
+            })
+        }
+        let mut all = Vec::new();
+        paths(base, Vec::new(), &mut all);
+        for p in all.iter().filter(|p| keep(p)) {
+            for h in hostile {
+                let mut doc = base.clone();
+                *at(&mut doc, p) = h.clone();
+                let _ = normalise_value("t.json", &doc, "sha256:00", &IngestContext::default());
+            }
+        }
+    }
+}
