@@ -420,267 +420,297 @@ fn pre_create<L: Clone + std::hash::Hash + Eq, M: prometheus_client::metrics::Ty
 }
 
 impl Metrics {
+    /// Every metric registered, family by family, in the order of [`names::ALL`] then
+    /// [`names::PROCESS`] (the order of the exposition), labelled counters pre-created at 0.
     fn new() -> Metrics {
-        let mut registry = Registry::default();
-        let consensus_latency = Histogram::new(CONSENSUS_LATENCY_BUCKETS.iter().copied());
-        registry.register(
+        let mut m = Metrics::unregistered();
+        m.register_consensus();
+        m.register_export();
+        m.register_ingest_outcomes();
+        m.register_store_operations();
+        m.register_pipeline();
+        m.register_telemetry();
+        m.register_feeds();
+        m.register_inputs();
+        m.register_store_writes();
+        m.register_process();
+        m
+    }
+
+    /// The metrics, not yet in the (empty) registry.
+    fn unregistered() -> Metrics {
+        Metrics {
+            registry: Registry::default(),
+            consensus_latency: Histogram::new(CONSENSUS_LATENCY_BUCKETS.iter().copied()),
+            conflict_queue_depth: Family::default(),
+            recompute_duration: Family::new_with_constructor(latency_histogram as fn() -> _),
+            export_duration: latency_histogram(),
+            export_jobs: Family::default(),
+            dsse_verification_failures: Family::default(),
+            consensus_conflicts: Family::default(),
+            documents_ingested: Counter::default(),
+            observations_applied: Counter::default(),
+            dead_letter: Family::default(),
+            documents: Family::default(),
+            observations: Family::default(),
+            store_operation_duration: Family::new_with_constructor(latency_histogram as fn() -> _),
+            store_errors: Family::default(),
+            artifact_actors: Gauge::default(),
+            observations_in_flight: Gauge::default(),
+            consumer_lag: Family::default(),
+            issuer_trust_changes: Counter::default(),
+            log_events: Family::default(),
+            trace_export_errors: Counter::default(),
+            log_lines_dropped: Family::default(),
+            feed_requests: Family::default(),
+            feed_documents: Family::default(),
+            feed_bytes: Family::default(),
+            feed_rewinds: Family::default(),
+            feed_last_success: Family::default(),
+            feed_interval: Family::default(),
+            ingest_files_skipped: Family::default(),
+            diagnostics: Family::default(),
+            store_writes: Family::default(),
+            process_start_time: Gauge::default(),
+            process_resident_memory: Gauge::default(),
+            process_open_fds: Gauge::default(),
+        }
+    }
+
+    /// Consensus: arrival to durable write, the conflict queue, recomputation time.
+    fn register_consensus(&mut self) {
+        self.registry.register(
             names::CONSENSUS_LATENCY_SECONDS,
             "Time from a document's arrival (Kafka timestamp or embedded arrival) to the durable consensus write",
-            consensus_latency.clone(),
+            self.consensus_latency.clone(),
         );
-        let conflict_queue_depth = Family::<TenantLabel, Gauge>::default();
-        registry.register(
+        self.registry.register(
             names::CONFLICT_QUEUE_DEPTH,
             "Open conflicts in the conflict queue, per tenant",
-            conflict_queue_depth.clone(),
+            self.conflict_queue_depth.clone(),
         );
-        let recompute_duration = Family::<ReasonLabel, Histogram>::new_with_constructor(latency_histogram as fn() -> _);
-        pre_create(&recompute_duration, labels::RECOMPUTE_REASONS.map(reason));
-        registry.register(
+        pre_create(&self.recompute_duration, labels::RECOMPUTE_REASONS.map(reason));
+        self.registry.register(
             names::RECOMPUTE_DURATION_SECONDS,
             "Consensus recomputation time by trigger (ingestion_delta, rebuild)",
-            recompute_duration.clone(),
+            self.recompute_duration.clone(),
         );
-        let export_duration = latency_histogram();
-        registry.register(names::EXPORT_DURATION_SECONDS, "Export job runtime", export_duration.clone());
-        let export_jobs = Family::<ResultLabel, Counter>::default();
-        pre_create(&export_jobs, labels::EXPORT_RESULTS.map(|r| ResultLabel { result: r.to_string() }));
-        registry.register(
+    }
+
+    /// Export jobs run by the service: runtime and result.
+    fn register_export(&mut self) {
+        self.registry.register(names::EXPORT_DURATION_SECONDS, "Export job runtime", self.export_duration.clone());
+        pre_create(&self.export_jobs, labels::EXPORT_RESULTS.map(|r| ResultLabel { result: r.to_string() }));
+        self.registry.register(
             counter_name(names::EXPORT_JOBS_TOTAL),
             "Export jobs run by the service, by result (success, failure: the service's fault, client_error: the request's)",
-            export_jobs.clone(),
+            self.export_jobs.clone(),
         );
-        let dsse_verification_failures = Family::<KindReasonLabel, Counter>::default();
+    }
+
+    /// What became of the inputs: failed signature verifications, conflicts that appeared,
+    /// documents and observations by outcome, dead letters.
+    fn register_ingest_outcomes(&mut self) {
         pre_create(
-            &dsse_verification_failures,
+            &self.dsse_verification_failures,
             labels::VERIFICATION_FAILURE_LABELS.iter().flat_map(|(kind, reasons)| {
                 reasons.iter().map(|r| KindReasonLabel { kind: kind.to_string(), reason: r.to_string() })
             }),
         );
-        registry.register(
+        self.registry.register(
             counter_name(names::DSSE_VERIFICATION_FAILURES_TOTAL),
             "Failed signature verifications (DSSE envelopes, detached OpenPGP signatures) by kind and reason",
-            dsse_verification_failures.clone(),
+            self.dsse_verification_failures.clone(),
         );
-        let consensus_conflicts = Family::<ReasonLabel, Counter>::default();
-        pre_create(&consensus_conflicts, labels::CONFLICT_REASONS.iter().map(|r| reason(r.as_str())));
-        registry.register(
+        pre_create(&self.consensus_conflicts, labels::CONFLICT_REASONS.iter().map(|r| reason(r.as_str())));
+        self.registry.register(
             counter_name(names::CONSENSUS_CONFLICTS_TOTAL),
             "Conflicts that appeared on consensus records, by reason",
-            consensus_conflicts.clone(),
+            self.consensus_conflicts.clone(),
         );
-        let documents_ingested = Counter::default();
-        registry.register(
+        self.registry.register(
             counter_name(names::DOCUMENTS_INGESTED_TOTAL),
             "VEX documents normalised",
-            documents_ingested.clone(),
+            self.documents_ingested.clone(),
         );
-        let observations_applied = Counter::default();
-        registry.register(
+        self.registry.register(
             counter_name(names::OBSERVATIONS_APPLIED_TOTAL),
             "Observations made durable with their consensus records",
-            observations_applied.clone(),
+            self.observations_applied.clone(),
         );
-        let dead_letter = Family::<ReasonLabel, Counter>::default();
-        pre_create(&dead_letter, labels::DEAD_LETTER_REASONS.iter().map(|r| reason(r.as_str())));
-        registry.register(
+        pre_create(&self.dead_letter, labels::DEAD_LETTER_REASONS.iter().map(|r| reason(r.as_str())));
+        self.registry.register(
             counter_name(names::DEAD_LETTER_TOTAL),
             "Dead-lettered inputs by reason",
-            dead_letter.clone(),
+            self.dead_letter.clone(),
         );
         let outcome = |o: &str| OutcomeLabel { outcome: o.to_string() };
-        let documents = Family::<OutcomeLabel, Counter>::default();
-        pre_create(&documents, labels::DOCUMENT_OUTCOMES.map(outcome));
-        registry.register(
+        pre_create(&self.documents, labels::DOCUMENT_OUTCOMES.map(outcome));
+        self.registry.register(
             counter_name(names::DOCUMENTS_TOTAL),
             "Input documents by outcome (ingested, dead_lettered)",
-            documents.clone(),
+            self.documents.clone(),
         );
-        let observations = Family::<OutcomeLabel, Counter>::default();
-        pre_create(&observations, labels::OBSERVATION_OUTCOMES.map(outcome));
-        registry.register(
+        pre_create(&self.observations, labels::OBSERVATION_OUTCOMES.map(outcome));
+        self.registry.register(
             counter_name(names::OBSERVATIONS_TOTAL),
             "Observations by outcome (applied, dead_lettered, rejected)",
-            observations.clone(),
+            self.observations.clone(),
         );
+    }
+
+    /// The store writer's operations: time of one attempt, failures.
+    fn register_store_operations(&mut self) {
         let operation = |o: &str| OperationLabel { operation: o.to_string() };
-        let store_operation_duration =
-            Family::<OperationLabel, Histogram>::new_with_constructor(latency_histogram as fn() -> _);
-        pre_create(&store_operation_duration, labels::STORE_OPERATIONS.map(operation));
-        registry.register(
+        pre_create(&self.store_operation_duration, labels::STORE_OPERATIONS.map(operation));
+        self.registry.register(
             names::STORE_OPERATION_DURATION_SECONDS,
             "Store operation time (one attempt) by operation",
-            store_operation_duration.clone(),
+            self.store_operation_duration.clone(),
         );
-        let store_errors = Family::<OperationLabel, Counter>::default();
-        pre_create(&store_errors, labels::STORE_OPERATIONS.map(operation));
-        registry.register(
+        pre_create(&self.store_errors, labels::STORE_OPERATIONS.map(operation));
+        self.registry.register(
             counter_name(names::STORE_ERRORS_TOTAL),
             "Failed store operations by operation (each failure is retried)",
-            store_errors.clone(),
+            self.store_errors.clone(),
         );
-        let artifact_actors = Gauge::default();
-        registry.register(names::ARTIFACT_ACTORS, "Live artifact actors", artifact_actors.clone());
-        let observations_in_flight = Gauge::default();
-        registry.register(
+    }
+
+    /// The pipeline's state: artifact actors, observations in flight, consumer lag; and
+    /// the issuer trust changes it applied.
+    fn register_pipeline(&mut self) {
+        self.registry.register(names::ARTIFACT_ACTORS, "Live artifact actors", self.artifact_actors.clone());
+        self.registry.register(
             names::OBSERVATIONS_IN_FLIGHT,
             "Observations routed to artifact actors and not yet durable",
-            observations_in_flight.clone(),
+            self.observations_in_flight.clone(),
         );
-        let consumer_lag = Family::<PartitionLabel, Gauge>::default();
-        registry.register(
+        self.registry.register(
             names::CONSUMER_LAG,
             "Kafka consumer lag (high watermark minus position) per assigned partition",
-            consumer_lag.clone(),
+            self.consumer_lag.clone(),
         );
-        let issuer_trust_changes = Counter::default();
-        registry.register(
+        self.registry.register(
             counter_name(names::ISSUER_TRUST_CHANGES_TOTAL),
             "Issuer trust changes (tier or weight) applied",
-            issuer_trust_changes.clone(),
+            self.issuer_trust_changes.clone(),
         );
-        let log_events = Family::<LogEventLabel, Counter>::default();
+    }
+
+    /// Telemetry's own: warn and error events, failed trace exports, rate-limited lines.
+    fn register_telemetry(&mut self) {
         pre_create(
-            &log_events,
+            &self.log_events,
             events::LogEvent::ALL
                 .map(|e| LogEventLabel { level: e.level().to_string(), event: e.as_str().to_string() }),
         );
-        registry.register(
+        self.registry.register(
             counter_name(names::LOG_EVENTS_TOTAL),
             "Warn and error log events by level and event code",
-            log_events.clone(),
+            self.log_events.clone(),
         );
-        let trace_export_errors = Counter::default();
-        registry.register(
+        self.registry.register(
             counter_name(names::TRACE_EXPORT_ERRORS_TOTAL),
             "Failed OTLP exports of a batch of spans (the spans are lost, the service's work is not)",
-            trace_export_errors.clone(),
+            self.trace_export_errors.clone(),
         );
-        let log_lines_dropped = Family::<EventLabel, Counter>::default();
-        pre_create(&log_lines_dropped, labels::RATE_LIMITED_EVENTS.map(|e| EventLabel { event: e.to_string() }));
-        registry.register(
+        pre_create(&self.log_lines_dropped, labels::RATE_LIMITED_EVENTS.map(|e| EventLabel { event: e.to_string() }));
+        self.registry.register(
             counter_name(names::LOG_LINES_DROPPED_TOTAL),
             "Info log lines not written because their event was over its rate limit",
-            log_lines_dropped.clone(),
+            self.log_lines_dropped.clone(),
         );
-        let feed_requests = Family::<FeedStatusLabel, Counter>::default();
-        registry.register(
+    }
+
+    /// The feeds (labelled by configured feed: nothing to pre-create).
+    fn register_feeds(&mut self) {
+        self.registry.register(
             counter_name(names::FEED_REQUESTS_TOTAL),
             "Feed HTTP requests by feed and response status (304: conditional hit; error: no response)",
-            feed_requests.clone(),
+            self.feed_requests.clone(),
         );
-        let feed_documents = Family::<FeedOutcomeLabel, Counter>::default();
-        registry.register(
+        self.registry.register(
             counter_name(names::FEED_DOCUMENTS_TOTAL),
             "Feed documents by feed, outcome and (rejected, skipped) reason",
-            feed_documents.clone(),
+            self.feed_documents.clone(),
         );
-        let feed_bytes = Family::<FeedLabel, Counter>::default();
-        registry.register(
+        self.registry.register(
             counter_name(names::FEED_BYTES_TOTAL),
             "Bytes of bodies received by a feed",
-            feed_bytes.clone(),
+            self.feed_bytes.clone(),
         );
-        let feed_rewinds = Family::<FeedLabel, Counter>::default();
-        registry.register(
+        self.registry.register(
             counter_name(names::FEED_REWINDS_TOTAL),
             "changes.csv rewinds reconciled against index.txt, by feed",
-            feed_rewinds.clone(),
+            self.feed_rewinds.clone(),
         );
-        let feed_last_success = Family::<FeedLabel, Gauge>::default();
-        registry.register(
+        self.registry.register(
             names::FEED_LAST_SUCCESS_SECONDS,
             "End of the feed's last run without a feed-level failure (Unix seconds)",
-            feed_last_success.clone(),
+            self.feed_last_success.clone(),
         );
-        let feed_interval = Family::<FeedLabel, Gauge>::default();
-        registry.register(
+        self.registry.register(
             names::FEED_INTERVAL_SECONDS,
             "The feed's configured check interval (seconds)",
-            feed_interval.clone(),
+            self.feed_interval.clone(),
         );
-        let ingest_files_skipped = Family::<ReasonLabel, Counter>::default();
-        pre_create(&ingest_files_skipped, labels::INGEST_SKIP_REASONS.map(reason));
-        registry.register(
+    }
+
+    /// Inputs: files the watched directory's source did not read, diagnostics of the
+    /// documents normalised.
+    fn register_inputs(&mut self) {
+        pre_create(&self.ingest_files_skipped, labels::INGEST_SKIP_REASONS.map(reason));
+        self.registry.register(
             counter_name(names::INGEST_FILES_SKIPPED_TOTAL),
             "Files of the watched directory not read, by reason (each counted once while it stays so)",
-            ingest_files_skipped.clone(),
+            self.ingest_files_skipped.clone(),
         );
-        let diagnostics = Family::<CodeLabel, Counter>::default();
         pre_create(
-            &diagnostics,
+            &self.diagnostics,
             crate::domain::codes::DiagnosticCode::ALL.iter().map(|c| CodeLabel { code: c.as_str().to_string() }),
         );
-        registry.register(
+        self.registry.register(
             counter_name(names::DIAGNOSTICS_TOTAL),
             "Diagnostics of the documents normalised, by diagnostic code",
-            diagnostics.clone(),
+            self.diagnostics.clone(),
         );
-        let store_writes = Family::<StoreWriteLabel, Counter>::default();
+    }
+
+    /// What the stores wrote, by store, kind and collection.
+    fn register_store_writes(&mut self) {
         pre_create(
-            &store_writes,
+            &self.store_writes,
             labels::STORE_WRITES.iter().map(|(store, kind, collection)| StoreWriteLabel {
                 store: store.to_string(),
                 kind: kind.to_string(),
                 collection: collection.to_string(),
             }),
         );
-        registry.register(
+        self.registry.register(
             counter_name(names::STORE_WRITES_TOTAL),
             "Documents (rows) and secondary index entries the store wrote, by store, kind and collection",
-            store_writes.clone(),
+            self.store_writes.clone(),
         );
-        let process_start_time = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
-        process_start_time.set(read_process_start_time());
-        registry.register(
+    }
+
+    /// The standard process metrics (the start time read now, the others at scrape time).
+    fn register_process(&mut self) {
+        self.process_start_time.set(read_process_start_time());
+        self.registry.register(
             names::PROCESS_START_TIME_SECONDS,
             "Start time of the process since the Unix epoch in seconds",
-            process_start_time.clone(),
+            self.process_start_time.clone(),
         );
-        let process_resident_memory = Gauge::default();
-        registry.register(
+        self.registry.register(
             names::PROCESS_RESIDENT_MEMORY_BYTES,
             "Resident memory size in bytes",
-            process_resident_memory.clone(),
+            self.process_resident_memory.clone(),
         );
-        let process_open_fds = Gauge::default();
-        registry.register(names::PROCESS_OPEN_FDS, "Number of open file descriptors", process_open_fds.clone());
-        Metrics {
-            registry,
-            consensus_latency,
-            conflict_queue_depth,
-            recompute_duration,
-            export_duration,
-            export_jobs,
-            dsse_verification_failures,
-            consensus_conflicts,
-            documents_ingested,
-            observations_applied,
-            dead_letter,
-            documents,
-            observations,
-            store_operation_duration,
-            store_errors,
-            artifact_actors,
-            observations_in_flight,
-            consumer_lag,
-            issuer_trust_changes,
-            log_events,
-            trace_export_errors,
-            log_lines_dropped,
-            feed_requests,
-            feed_documents,
-            feed_bytes,
-            feed_rewinds,
-            feed_last_success,
-            feed_interval,
-            ingest_files_skipped,
-            diagnostics,
-            store_writes,
-            process_start_time,
-            process_resident_memory,
-            process_open_fds,
-        }
+        self.registry.register(
+            names::PROCESS_OPEN_FDS,
+            "Number of open file descriptors",
+            self.process_open_fds.clone(),
+        );
     }
 
     /// `vex_store_writes_total{kind, collection}` summed over the stores.
