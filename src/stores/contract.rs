@@ -129,9 +129,6 @@ pub async fn observation_contract<S: ObservationStore>(store: &S, tenant: &str, 
     assert!(store.tenant_packages(&format!("{tenant}-none")).await.expect("tenant_packages").is_empty());
 }
 
-/// Records (current records, history, the read API's queries and one-pair answer, the
-/// change stream, the version fence) and the conflict queue their writes keep. Uses the
-/// pairs of [`observation_contract`]'s fixtures (evaluated here, not read back).
 /// The document ledger: a version is recorded once (a replay returns the same versions),
 /// the answer holds every version of the document recorded so far and nothing of another
 /// document, issuer or tenant; a version marker is stored and read back as an observation
@@ -178,33 +175,76 @@ pub async fn ledger_contract<S: DocumentLedger + ObservationStore>(store: &S, te
     assert_eq!(markers, [&marker], "ledger: a version marker is kept as it was");
 }
 
+/// Records (current records, history, the read API's queries and one-pair answer, the
+/// change stream, the version fence) and the conflict queue their writes keep. Uses the
+/// pairs of [`observation_contract`]'s fixtures (evaluated here, not read back). The
+/// clauses run in this order, each on the writes of the ones before it.
 pub async fn record_contract<S: RecordStore + ConflictQueue>(store: &S, tenant: &str, other_tenant: &str) {
-    let a = sample_observation(tenant, "vendor", "pkg:npm/contract-a@1.0.0", "CVE-2024-0001", Status::Affected);
-    let b = sample_observation(tenant, "scanner", "pkg:npm/contract-a@1.0.0", "CVE-2024-0001", Status::NotAffected);
-    let c = sample_observation(tenant, "vendor", "pkg:npm/contract-b@2.0.0", "CVE-2024-0001", Status::Fixed);
+    let f = RecordFixtures::new(tenant);
+    let depth0 = put_clauses(store, &f, tenant, other_tenant).await;
+    list_clauses(store, &f, tenant, other_tenant).await;
+    resolve_clauses(store, &f, tenant, depth0).await;
+    history_clauses(store, &f, other_tenant).await;
+    query_clauses(store, &f, tenant, other_tenant).await;
+    answer_clauses(store, &f, other_tenant).await;
+    conflict_filter_clauses(store, &f, tenant, other_tenant).await;
+    let written =
+        [(1_000, &f.agreed), (2_000, &f.disputed), (4_000, &f.rec_c), (5_000, &f.agreed), (7_000, &f.disputed)];
+    change_stream_clauses(store, tenant, other_tenant, &written, &f.agreed).await;
+    fence_clauses(store, tenant).await;
+}
 
-    // Records: upsert by pair, changed_at only moves when the digest changes, conflict queue.
-    let pair = PairKey {
-        tenant: tenant.to_string(),
-        artifact: a.artifact.to_string(),
-        vulnerability: a.vulnerability.to_string(),
-    };
-    let agreed = records_of(std::slice::from_ref(&a), &pair);
-    let disputed = records_of(&[a.clone(), b.clone()], &pair);
-    assert!(agreed.conflicts.is_empty() && !disputed.conflicts.is_empty(), "fixture: one clean, one conflicted");
-    let pair_c = PairKey {
-        tenant: tenant.to_string(),
-        artifact: c.artifact.to_string(),
-        vulnerability: c.vulnerability.to_string(),
-    };
-    let rec_c = records_of(std::slice::from_ref(&c), &pair_c);
+/// The records [`record_contract`] writes: `pair` agreed (one issuer) then disputed (two
+/// issuers disagree), and the record of another pair (`rec_c`).
+struct RecordFixtures {
+    a: Observation,
+    c: Observation,
+    pair: PairKey,
+    agreed: ConsensusRecord,
+    disputed: ConsensusRecord,
+    rec_c: ConsensusRecord,
+}
 
-    assert_eq!(store.get_record(&pair).await.expect("get_record"), None, "no record before the first write");
+impl RecordFixtures {
+    fn new(tenant: &str) -> RecordFixtures {
+        let a = sample_observation(tenant, "vendor", "pkg:npm/contract-a@1.0.0", "CVE-2024-0001", Status::Affected);
+        let b = sample_observation(tenant, "scanner", "pkg:npm/contract-a@1.0.0", "CVE-2024-0001", Status::NotAffected);
+        let c = sample_observation(tenant, "vendor", "pkg:npm/contract-b@2.0.0", "CVE-2024-0001", Status::Fixed);
+        let pair = PairKey {
+            tenant: tenant.to_string(),
+            artifact: a.artifact.to_string(),
+            vulnerability: a.vulnerability.to_string(),
+        };
+        let agreed = records_of(std::slice::from_ref(&a), &pair);
+        let disputed = records_of(&[a.clone(), b.clone()], &pair);
+        assert!(agreed.conflicts.is_empty() && !disputed.conflicts.is_empty(), "fixture: one clean, one conflicted");
+        let pair_c = PairKey {
+            tenant: tenant.to_string(),
+            artifact: c.artifact.to_string(),
+            vulnerability: c.vulnerability.to_string(),
+        };
+        let rec_c = records_of(std::slice::from_ref(&c), &pair_c);
+        RecordFixtures { a, c, pair, agreed, disputed, rec_c }
+    }
+}
+
+/// Records: upsert by pair, a record round-trips, the conflict queue counts the
+/// conflicted ones per tenant, queueing is idempotent. Writes at 1 000 (agreed), 2 000
+/// and 3 000 (disputed, then its replay) and 4 000 (`rec_c`); returns the queue depth
+/// before them.
+async fn put_clauses<S: RecordStore + ConflictQueue>(
+    store: &S,
+    f: &RecordFixtures,
+    tenant: &str,
+    other_tenant: &str,
+) -> u64 {
+    let (pair, agreed, disputed) = (&f.pair, &f.agreed, &f.disputed);
+    assert_eq!(store.get_record(pair).await.expect("get_record"), None, "no record before the first write");
     let depth0 = store.conflict_queue_depth().await.expect("depth");
     store.put_records(&[VersionedRecord::unversioned(agreed.clone())], 1_000).await.expect("put_records");
-    let got = store.get_record(&pair).await.expect("get_record").expect("record stored");
+    let got = store.get_record(pair).await.expect("get_record").expect("record stored");
     assert_eq!(got.consensus_digest, agreed.consensus_digest, "get_record returns the written record");
-    assert_eq!(got, agreed, "a record round-trips unchanged");
+    assert_eq!(&got, agreed, "a record round-trips unchanged");
     assert_eq!(got.compute_digest().unwrap(), got.consensus_digest, "a stored record re-digests to its digest");
     assert_eq!(store.conflict_queue_depth().await.expect("depth"), depth0, "a clean record opens no conflict");
 
@@ -218,16 +258,21 @@ pub async fn record_contract<S: RecordStore + ConflictQueue>(store: &S, tenant: 
     );
     store.put_records(&[VersionedRecord::unversioned(disputed.clone())], 3_000).await.expect("put_records replay");
     assert_eq!(store.conflict_queue_depth().await.expect("depth"), depth0 + 1, "queueing is idempotent");
-    store.put_records(&[VersionedRecord::unversioned(rec_c.clone())], 4_000).await.expect("put_records other pair");
+    store.put_records(&[VersionedRecord::unversioned(f.rec_c.clone())], 4_000).await.expect("put_records other pair");
+    depth0
+}
 
+/// `list_records`: one current record per pair, sorted by artifact, the latest write
+/// current; `changed_at` moves only when the digest changes; per tenant.
+async fn list_clauses<S: RecordStore>(store: &S, f: &RecordFixtures, tenant: &str, other_tenant: &str) {
     let all = store.list_records(Some(tenant), None).await.expect("list_records");
     assert_eq!(all.len(), 2, "one current record per pair");
-    assert_eq!(*all[0].artifact, *a.artifact, "sorted by artifact");
-    assert_eq!(all[0].consensus_digest, disputed.consensus_digest, "the latest write is current");
+    assert_eq!(*all[0].artifact, *f.a.artifact, "sorted by artifact");
+    assert_eq!(all[0].consensus_digest, f.disputed.consensus_digest, "the latest write is current");
     let since = store.list_records(Some(tenant), Some(2_500)).await.expect("list_records since");
     assert_eq!(
         since.iter().map(|r| r.artifact.clone()).collect::<Vec<_>>(),
-        vec![c.artifact.to_string()],
+        vec![f.c.artifact.to_string()],
         "a replay with an unchanged digest does not move changed_at"
     );
     let since = store.list_records(Some(tenant), Some(1_500)).await.expect("list_records since");
@@ -238,46 +283,71 @@ pub async fn record_contract<S: RecordStore + ConflictQueue>(store: &S, tenant: 
         store.list_records(Some(other_tenant), None).await.expect("other tenant").is_empty(),
         "records are per tenant"
     );
+}
 
-    store.put_records(&[VersionedRecord::unversioned(agreed.clone())], 5_000).await.expect("put_records resolves");
+/// A write that resolves the conflict (at 5 000) takes the pair off the queue, and the
+/// tenant whose queue emptied off the per-tenant depths; an empty write (at 6 000) is
+/// accepted.
+async fn resolve_clauses<S: RecordStore + ConflictQueue>(store: &S, f: &RecordFixtures, tenant: &str, depth0: u64) {
+    store.put_records(&[VersionedRecord::unversioned(f.agreed.clone())], 5_000).await.expect("put_records resolves");
     assert_eq!(store.conflict_queue_depth().await.expect("depth"), depth0, "a resolved conflict leaves the queue");
     assert!(
         !store.conflict_queue_depths().await.expect("depths").iter().any(|(t, _)| *t == tenant),
         "a tenant whose queue emptied is left out"
     );
     assert_eq!(
-        store.get_record(&pair).await.expect("get_record").map(|r| r.consensus_digest),
-        Some(agreed.consensus_digest.clone())
+        store.get_record(&f.pair).await.expect("get_record").map(|r| r.consensus_digest),
+        Some(f.agreed.consensus_digest.clone())
     );
     store.put_records(&[], 6_000).await.expect("empty put_records");
+}
 
-    // Reads of the HTTP API: history, paged and filtered queries.
-    let history = store.record_history(&pair).await.expect("record_history");
+/// Reads of the HTTP API: a pair's history, per tenant.
+async fn history_clauses<S: RecordStore>(store: &S, f: &RecordFixtures, other_tenant: &str) {
+    let history = store.record_history(&f.pair).await.expect("record_history");
     assert_eq!(
         history.iter().map(|h| (h.changed_at_ms, h.record.consensus_digest.clone())).collect::<Vec<_>>(),
         vec![
-            (1_000, agreed.consensus_digest.clone()),
-            (2_000, disputed.consensus_digest.clone()),
-            (5_000, agreed.consensus_digest.clone())
+            (1_000, f.agreed.consensus_digest.clone()),
+            (2_000, f.disputed.consensus_digest.clone()),
+            (5_000, f.agreed.consensus_digest.clone())
         ],
         "history holds every change once (a replay adds nothing, a return to an earlier version does), oldest first"
     );
-    assert_eq!(history[1].record, disputed, "a history entry round-trips unchanged");
-    let other_pair = PairKey { tenant: other_tenant.to_string(), ..pair.clone() };
+    assert_eq!(history[1].record, f.disputed, "a history entry round-trips unchanged");
+    let other_pair = PairKey { tenant: other_tenant.to_string(), ..f.pair.clone() };
     assert!(store.record_history(&other_pair).await.expect("history").is_empty(), "history is per tenant");
+}
 
-    let q = RecordQuery { tenant: tenant.to_string(), limit: 1000, ..Default::default() };
-    let keys = |v: &[crate::ports::TimedRecord]| v.iter().map(|t| t.record.artifact.clone()).collect::<Vec<_>>();
+/// The artifacts of `query_records`' answer, in its order.
+fn keys(v: &[crate::ports::TimedRecord]) -> Vec<String> {
+    v.iter().map(|t| t.record.artifact.clone()).collect::<Vec<_>>()
+}
+
+/// The artifacts `query_records` answers `q` with.
+async fn query_keys<S: RecordStore>(store: &S, q: RecordQuery) -> Vec<String> {
+    keys(&store.query_records(&q).await.expect("filtered query"))
+}
+
+/// All of a tenant's records, the page the read API asks for.
+fn tenant_query(tenant: &str) -> RecordQuery {
+    RecordQuery { tenant: tenant.to_string(), limit: 1000, ..Default::default() }
+}
+
+/// Reads of the HTTP API: paged and filtered queries (before the pair is disputed again).
+async fn query_clauses<S: RecordStore>(store: &S, f: &RecordFixtures, tenant: &str, other_tenant: &str) {
+    let (a, c, agreed, rec_c) = (&f.a, &f.c, &f.agreed, &f.rec_c);
+    let q = tenant_query(tenant);
     let all = store.query_records(&q).await.expect("query_records");
     assert_eq!(keys(&all), vec![a.artifact.to_string(), c.artifact.to_string()], "query_records in artifact order");
     assert_eq!(all[0].changed_at_ms, 5_000, "query_records carries changed_at");
-    assert_eq!(all[0].record, agreed, "query_records returns the current record");
+    assert_eq!(&all[0].record, agreed, "query_records returns the current record");
     let first = store.query_records(&RecordQuery { limit: 1, ..q.clone() }).await.expect("page 1");
     assert_eq!(keys(&first), vec![a.artifact.to_string()], "limit bounds a page");
     let after = Some((first[0].record.artifact.clone(), first[0].record.vulnerability.clone()));
     let second = store.query_records(&RecordQuery { limit: 1, after, ..q.clone() }).await.expect("page 2");
     assert_eq!(keys(&second), vec![c.artifact.to_string()], "the cursor resumes after the last key");
-    let by = |f: RecordQuery| async move { keys(&store.query_records(&f).await.expect("filtered query")) };
+    let by = |filter: RecordQuery| query_keys(store, filter);
     assert_eq!(by(RecordQuery { status: Some(rec_c.status), ..q.clone() }).await, vec![c.artifact.to_string()]);
     assert_eq!(
         by(RecordQuery { package: Some(a.package.to_string()), ..q.clone() }).await,
@@ -303,25 +373,42 @@ pub async fn record_contract<S: RecordStore + ConflictQueue>(store: &S, tenant: 
     assert!(by(RecordQuery { vulnerability: Some("CVE-1999-0001".into()), ..q.clone() }).await.is_empty());
     assert_eq!(by(RecordQuery { since_ms: Some(4_500), ..q.clone() }).await, vec![a.artifact.to_string()], "since");
     assert!(by(RecordQuery { conflicted: true, ..q.clone() }).await.is_empty(), "no open conflict");
-    // The read API's one-pair answer: the RFC 8785 JSON of the current record with its
-    // changed_at_ms (the members query_records gives), per tenant, and never older than a
-    // write that returned (a store may cache it).
+}
+
+/// The read API's one-pair answer: the RFC 8785 JSON of the current record with its
+/// changed_at_ms (the members query_records gives), per tenant, and never older than a
+/// write that returned (a store may cache it). Disputes the pair again (at 7 000).
+async fn answer_clauses<S: RecordStore>(store: &S, f: &RecordFixtures, other_tenant: &str) {
+    let pair = &f.pair;
+    let other_pair = PairKey { tenant: other_tenant.to_string(), ..pair.clone() };
     let answer_of = |p: PairKey| async move { store.current_record_json(&p).await.expect("current_record_json") };
     let canonical_of = |record: &ConsensusRecord, changed_at_ms| {
         crate::domain::canonical::to_vec(&crate::ports::TimedRecord { record: record.clone(), changed_at_ms })
             .expect("canonical JSON")
     };
     let answer = answer_of(pair.clone()).await.expect("a stored pair has an answer");
-    assert_eq!(&answer[..], &canonical_of(&agreed, 5_000)[..], "current_record_json: the canonical timed record");
+    assert_eq!(&answer[..], &canonical_of(&f.agreed, 5_000)[..], "current_record_json: the canonical timed record");
     assert!(answer_of(other_pair.clone()).await.is_none(), "current_record_json is per tenant");
     let unknown = PairKey { vulnerability: "CVE-1999-0001".into(), ..pair.clone() };
     assert!(answer_of(unknown).await.is_none(), "no answer for a pair without a record");
     store
-        .put_records(&[VersionedRecord::unversioned(disputed.clone())], 7_000)
+        .put_records(&[VersionedRecord::unversioned(f.disputed.clone())], 7_000)
         .await
         .expect("put_records disputes again");
     let answer = answer_of(pair.clone()).await.expect("a stored pair has an answer");
-    assert_eq!(&answer[..], &canonical_of(&disputed, 7_000)[..], "current_record_json shows a returned write at once");
+    assert_eq!(
+        &answer[..],
+        &canonical_of(&f.disputed, 7_000)[..],
+        "current_record_json shows a returned write at once"
+    );
+}
+
+/// Reads of the HTTP API once the pair is disputed again: the conflicted and conflict
+/// reason filters, per tenant.
+async fn conflict_filter_clauses<S: RecordStore>(store: &S, f: &RecordFixtures, tenant: &str, other_tenant: &str) {
+    let (a, disputed) = (&f.a, &f.disputed);
+    let q = tenant_query(tenant);
+    let by = |filter: RecordQuery| query_keys(store, filter);
     assert_eq!(by(RecordQuery { conflicted: true, ..q.clone() }).await, vec![a.artifact.to_string()], "conflicted");
     let reason = disputed.conflicts[0].reason;
     let with_reason = RecordQuery { conflicted: true, conflict_reason: Some(reason), ..q.clone() };
@@ -336,10 +423,6 @@ pub async fn record_contract<S: RecordStore + ConflictQueue>(store: &S, tenant: 
         by(RecordQuery { tenant: other_tenant.to_string(), ..q.clone() }).await.is_empty(),
         "query_records is per tenant"
     );
-
-    let written = [(1_000, &agreed), (2_000, &disputed), (4_000, &rec_c), (5_000, &agreed), (7_000, &disputed)];
-    change_stream_clauses(store, tenant, other_tenant, &written, &agreed).await;
-    fence_clauses(store, tenant).await;
 }
 
 /// Verifications: upsert by envelope digest (`nanos` makes the digest unique to the run).
