@@ -192,54 +192,97 @@ pub(super) fn record_from_doc(d: &Document) -> Result<ConsensusRecord, StoreErro
     Ok(r)
 }
 
-#[async_trait::async_trait]
-impl RecordStore for MongoStore {
-    /// Conditional writes ([`decide_write`] on the stored version and digest, read with
-    /// one `$in` query per batch; the `update` filters re-check it on the server, so a
-    /// write that raced a newer one loses there): the current records first, then, for
-    /// the writes that won, their history entries and conflict-queue changes. A replay
-    /// of the stored version re-inserts its history entry and re-applies its queue entry
-    /// (idempotent), which repairs a crash between these steps.
-    async fn put_records(&self, records: &[VersionedRecord], changed_at_ms: i64) -> Result<(), StoreError> {
-        if records.is_empty() {
-            return Ok(());
+/// A write that won (or a replay of the stored version): pair id, record, and the
+/// `changed_at_ms` of its history and queue entries.
+type Won<'a> = (String, &'a VersionedRecord, i64);
+
+/// The records of a batch by pair id, and the ids in first-seen order; the last record of
+/// a pair wins if a batch names a pair twice.
+fn by_pair_id(records: &[VersionedRecord]) -> (HashMap<String, &VersionedRecord>, Vec<String>) {
+    let mut by_id: HashMap<String, &VersionedRecord> = HashMap::with_capacity(records.len());
+    let mut order = Vec::with_capacity(records.len());
+    for r in records {
+        let id = pair_id(&r.record.pair());
+        if by_id.insert(id.clone(), r).is_none() {
+            order.push(id);
         }
-        // The last record of a pair wins if a batch names a pair twice.
-        let mut by_id: HashMap<String, &VersionedRecord> = HashMap::with_capacity(records.len());
-        let mut order = Vec::with_capacity(records.len());
-        for r in records {
-            let id = pair_id(&r.record.pair());
-            if by_id.insert(id.clone(), r).is_none() {
-                order.push(id);
+    }
+    (by_id, order)
+}
+
+/// What `put_records` does with each pair, by [`decide_write`] on the stored version.
+struct WritePlan<'a> {
+    /// Replays of the stored version (their entries are re-applied).
+    won: Vec<Won<'a>>,
+    /// Pairs to write.
+    pending: Vec<String>,
+    /// The same record at a newer version: (id, version, whether the stored one has a version).
+    raise: Vec<(String, RecordVersion, bool)>,
+}
+
+fn plan_writes<'a>(
+    by_id: &HashMap<String, &'a VersionedRecord>,
+    order: Vec<String>,
+    stored: &HashMap<String, StoredVersion>,
+    changed_at_ms: i64,
+) -> WritePlan<'a> {
+    let mut plan = WritePlan { won: Vec::new(), pending: Vec::new(), raise: Vec::new() };
+    for id in order {
+        let v = by_id[&id];
+        let s = stored.get(&id);
+        match decide_write(s.map(|s| (s.version, s.digest.as_str())), v.version, &v.record.consensus_digest) {
+            WriteDecision::Write => plan.pending.push(id),
+            WriteDecision::RaiseVersion => plan.raise.push((id, v.version, s.is_some_and(|s| s.versioned))),
+            WriteDecision::Unchanged => {
+                let at = s.map_or(changed_at_ms, |s| s.changed_at_ms);
+                plan.won.push((id, v, at));
             }
+            WriteDecision::Stale => {}
         }
-        let mut stored = self.stored_versions(&order).await?;
-        // (id, record, version, changed_at of the entry): written, or replayed as stored.
-        let mut won: Vec<(String, &VersionedRecord, i64)> = Vec::new();
-        let mut pending: Vec<String> = Vec::new();
-        let mut raise: Vec<(String, RecordVersion, bool)> = Vec::new();
-        for id in order {
-            let v = by_id[&id];
-            let s = stored.get(&id);
-            match decide_write(s.map(|s| (s.version, s.digest.as_str())), v.version, &v.record.consensus_digest) {
-                WriteDecision::Write => pending.push(id),
-                WriteDecision::RaiseVersion => raise.push((id, v.version, s.is_some_and(|s| s.versioned))),
-                WriteDecision::Unchanged => {
-                    let at = s.map_or(changed_at_ms, |s| s.changed_at_ms);
-                    won.push((id, v, at));
-                }
-                WriteDecision::Stale => {}
-            }
-        }
-        // 1. the current records, each only over an older version (the commit marker). A
-        //    pair with no stored record is inserted (an insert is several times cheaper
-        //    than an upsert on SecantusDB and no dearer on MongoDB); one stored meanwhile
-        //    (duplicate key) goes the conditional way like the rest. A statement that
-        //    loses on the server (a newer or identical record is stored: duplicate key) is
-        //    re-read and retried only if it would still win (a race between two writers of
-        //    one pair).
-        // Pairs whose record this call inserted: no conflict-queue entry can exist for
-        // them (an entry is written only after its record), so none is deleted.
+    }
+    plan
+}
+
+/// The conflict-queue entry of a conflicted record, and its estimated size in a command.
+fn conflict_queue_doc(id: &str, v: &VersionedRecord, at: i64) -> Result<(Document, usize), StoreError> {
+    let r = &v.record;
+    let conflicts = mongodb::bson::to_bson(&r.conflicts).map_err(rejected("encoding conflicts"))?;
+    let reasons: std::collections::BTreeSet<&str> = r.conflicts.iter().map(|c| c.reason.as_str()).collect();
+    let mut d = doc! {
+        "_id": id,
+        "tenant": &r.tenant,
+        "artifact": &r.artifact,
+        "package": &r.package,
+        "vulnerability": &r.vulnerability,
+        "status": r.status.as_str(),
+        "reasons": reasons.into_iter().collect::<Vec<_>>(),
+        "conflicts": conflicts,
+        "consensus_digest": &r.consensus_digest,
+        "changed_at_ms": at,
+    };
+    set_version(&mut d, v.version);
+    let bytes = r.conflicts.iter().map(|c| c.detail.len() + 256).sum::<usize>() + 512;
+    Ok((d, bytes))
+}
+
+/// The steps of `put_records`.
+impl MongoStore {
+    /// Step 1: the current records, each only over an older version (the commit marker).
+    /// A pair with no stored record is inserted (an insert is several times cheaper than
+    /// an upsert on SecantusDB and no dearer on MongoDB); one stored meanwhile (duplicate
+    /// key) goes the conditional way like the rest. A statement that loses on the server
+    /// (a newer or identical record is stored: duplicate key) is re-read and retried only
+    /// if it would still win (a race between two writers of one pair). Returns the pairs
+    /// whose record this call inserted: no conflict-queue entry can exist for them (an
+    /// entry is written only after its record), so none is deleted.
+    async fn write_current<'a>(
+        &self,
+        by_id: &HashMap<String, &'a VersionedRecord>,
+        mut pending: Vec<String>,
+        stored: &mut HashMap<String, StoredVersion>,
+        changed_at_ms: i64,
+        won: &mut Vec<Won<'a>>,
+    ) -> Result<HashSet<String>, StoreError> {
         let mut inserted: HashSet<String> = HashSet::new();
         for _ in 0..3 {
             if pending.is_empty() {
@@ -248,41 +291,10 @@ impl RecordStore for MongoStore {
             let (fresh, known): (Vec<String>, Vec<String>) = pending.drain(..).partition(|id| !stored.contains_key(id));
             let mut lost_ids = Vec::new();
             if !fresh.is_empty() {
-                let docs = fresh
-                    .iter()
-                    .map(|id| versioned_record_doc(id, by_id[id], changed_at_ms))
-                    .collect::<Result<_, _>>()?;
-                let existed = self.insert_new(CONSENSUS, docs).await?;
-                for (i, id) in fresh.into_iter().enumerate() {
-                    if existed.contains(&i) {
-                        lost_ids.push(id);
-                    } else {
-                        won.push((id.clone(), by_id[&id], changed_at_ms));
-                        inserted.insert(id);
-                    }
-                }
+                lost_ids.extend(self.insert_fresh(by_id, fresh, changed_at_ms, won, &mut inserted).await?);
             }
             if !known.is_empty() {
-                let mut docs = Vec::with_capacity(known.len());
-                for id in &known {
-                    let v = by_id[id];
-                    let (d, bytes) = versioned_record_doc(id, v, changed_at_ms)?;
-                    let versioned = stored.get(id).is_some_and(|s| s.versioned);
-                    let mut filter = version_filter(id, v.version, versioned);
-                    if versioned {
-                        filter.insert("consensus_digest", doc! { "$ne": &v.record.consensus_digest });
-                    }
-                    docs.push((doc! { "q": filter, "u": d, "upsert": true }, bytes));
-                }
-                // A replaced record changes only `changed_at_ms` of the indexed fields.
-                let lost = self.conditional_update(CONSENSUS, docs, 1).await?;
-                for (i, id) in known.into_iter().enumerate() {
-                    if lost.contains(&i) {
-                        lost_ids.push(id);
-                    } else {
-                        won.push((id.clone(), by_id[&id], changed_at_ms));
-                    }
-                }
+                lost_ids.extend(self.update_known(by_id, known, stored, changed_at_ms, won).await?);
             }
             if lost_ids.is_empty() {
                 break;
@@ -296,35 +308,101 @@ impl RecordStore for MongoStore {
                 }
             }
         }
-        // 2. the same record at a newer version: only the version moves.
-        if !raise.is_empty() {
-            let statements = raise
-                .iter()
-                .map(|(id, v, versioned)| {
-                    let mut set = Document::new();
-                    set_version(&mut set, *v);
-                    (doc! { "q": version_filter(id, *v, *versioned), "u": { "$set": set }, "upsert": false }, 256)
-                })
-                .collect();
-            self.conditional_update(CONSENSUS, statements, 0).await?;
+        Ok(inserted)
+    }
+
+    /// Inserts the records of pairs with no stored record; returns the ids stored
+    /// meanwhile (duplicate key: lost).
+    async fn insert_fresh<'a>(
+        &self,
+        by_id: &HashMap<String, &'a VersionedRecord>,
+        fresh: Vec<String>,
+        changed_at_ms: i64,
+        won: &mut Vec<Won<'a>>,
+        inserted: &mut HashSet<String>,
+    ) -> Result<Vec<String>, StoreError> {
+        let docs =
+            fresh.iter().map(|id| versioned_record_doc(id, by_id[id], changed_at_ms)).collect::<Result<_, _>>()?;
+        let existed = self.insert_new(CONSENSUS, docs).await?;
+        let mut lost_ids = Vec::new();
+        for (i, id) in fresh.into_iter().enumerate() {
+            if existed.contains(&i) {
+                lost_ids.push(id);
+            } else {
+                won.push((id.clone(), by_id[&id], changed_at_ms));
+                inserted.insert(id);
+            }
         }
-        if won.is_empty() {
+        Ok(lost_ids)
+    }
+
+    /// Replaces the records of pairs with a stored record, each only over an older
+    /// version; returns the ids that lost on the server.
+    async fn update_known<'a>(
+        &self,
+        by_id: &HashMap<String, &'a VersionedRecord>,
+        known: Vec<String>,
+        stored: &HashMap<String, StoredVersion>,
+        changed_at_ms: i64,
+        won: &mut Vec<Won<'a>>,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut docs = Vec::with_capacity(known.len());
+        for id in &known {
+            let v = by_id[id];
+            let (d, bytes) = versioned_record_doc(id, v, changed_at_ms)?;
+            let versioned = stored.get(id).is_some_and(|s| s.versioned);
+            let mut filter = version_filter(id, v.version, versioned);
+            if versioned {
+                filter.insert("consensus_digest", doc! { "$ne": &v.record.consensus_digest });
+            }
+            docs.push((doc! { "q": filter, "u": d, "upsert": true }, bytes));
+        }
+        // A replaced record changes only `changed_at_ms` of the indexed fields.
+        let lost = self.conditional_update(CONSENSUS, docs, 1).await?;
+        let mut lost_ids = Vec::new();
+        for (i, id) in known.into_iter().enumerate() {
+            if lost.contains(&i) {
+                lost_ids.push(id);
+            } else {
+                won.push((id.clone(), by_id[&id], changed_at_ms));
+            }
+        }
+        Ok(lost_ids)
+    }
+
+    /// Step 2: the same record at a newer version: only the version moves.
+    async fn raise_versions(&self, raise: &[(String, RecordVersion, bool)]) -> Result<(), StoreError> {
+        if raise.is_empty() {
             return Ok(());
         }
+        let statements = raise
+            .iter()
+            .map(|(id, v, versioned)| {
+                let mut set = Document::new();
+                set_version(&mut set, *v);
+                (doc! { "q": version_filter(id, *v, *versioned), "u": { "$set": set }, "upsert": false }, 256)
+            })
+            .collect();
+        self.conditional_update(CONSENSUS, statements, 0).await?;
+        Ok(())
+    }
 
-        // 3. history (insert-only, idempotent by `<pair_id>:<changed_at_ms>:<digest>`)
+    /// Step 3: history (insert-only, idempotent by `<pair_id>:<changed_at_ms>:<digest>`).
+    async fn write_history(&self, won: &[Won<'_>]) -> Result<(), StoreError> {
         let mut history = Vec::with_capacity(won.len());
-        for (id, v, at) in &won {
+        for (id, v, at) in won {
             let mut h = record_doc(id, &v.record, *at)?;
             h.insert("_id", crate::ports::history_id(id, *at, &v.record.consensus_digest));
             h.insert("pair_id", id.as_str());
             h.insert("stream_seq", 0_i64);
             history.push(h);
         }
-        self.insert_ignoring_duplicates(HISTORY, history).await?;
+        self.insert_ignoring_duplicates(HISTORY, history).await
+    }
 
-        // 4. conflict queue: open conflicts upserted, resolved ones deleted, each only
-        //    over an older (or equal) version
+    /// Step 4: the conflict queue: open conflicts upserted, resolved ones deleted, each
+    /// only over an older (or equal) version.
+    async fn write_conflict_queue(&self, won: &[Won<'_>], inserted: &HashSet<String>) -> Result<(), StoreError> {
         let resolved: Vec<(String, RecordVersion)> = won
             .iter()
             .filter(|(id, v, _)| v.record.conflicts.is_empty() && !inserted.contains(id))
@@ -333,23 +411,7 @@ impl RecordStore for MongoStore {
         self.delete_unless_newer(CONFLICT_QUEUE, &resolved).await?;
         let mut open = Vec::new();
         for (id, v, at) in won.iter().filter(|(_, v, _)| !v.record.conflicts.is_empty()) {
-            let r = &v.record;
-            let conflicts = mongodb::bson::to_bson(&r.conflicts).map_err(rejected("encoding conflicts"))?;
-            let reasons: std::collections::BTreeSet<&str> = r.conflicts.iter().map(|c| c.reason.as_str()).collect();
-            let mut d = doc! {
-                "_id": id.as_str(),
-                "tenant": &r.tenant,
-                "artifact": &r.artifact,
-                "package": &r.package,
-                "vulnerability": &r.vulnerability,
-                "status": r.status.as_str(),
-                "reasons": reasons.into_iter().collect::<Vec<_>>(),
-                "conflicts": conflicts,
-                "consensus_digest": &r.consensus_digest,
-                "changed_at_ms": *at,
-            };
-            set_version(&mut d, v.version);
-            let bytes = r.conflicts.iter().map(|c| c.detail.len() + 256).sum::<usize>() + 512;
+            let (d, bytes) = conflict_queue_doc(id, v, *at)?;
             open.push((id.as_str(), v.version, d, bytes));
         }
         // Over an older versioned entry; what lost is tried over an unversioned one (an
@@ -375,6 +437,31 @@ impl RecordStore for MongoStore {
             self.conditional_update(CONFLICT_QUEUE, statements(false, &retry), 1).await?;
         }
         Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl RecordStore for MongoStore {
+    /// Conditional writes ([`decide_write`] on the stored version and digest, read with
+    /// one `$in` query per batch; the `update` filters re-check it on the server, so a
+    /// write that raced a newer one loses there): the current records first, then, for
+    /// the writes that won, their history entries and conflict-queue changes. A replay
+    /// of the stored version re-inserts its history entry and re-applies its queue entry
+    /// (idempotent), which repairs a crash between these steps.
+    async fn put_records(&self, records: &[VersionedRecord], changed_at_ms: i64) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let (by_id, order) = by_pair_id(records);
+        let mut stored = self.stored_versions(&order).await?;
+        let WritePlan { mut won, pending, raise } = plan_writes(&by_id, order, &stored, changed_at_ms);
+        let inserted = self.write_current(&by_id, pending, &mut stored, changed_at_ms, &mut won).await?;
+        self.raise_versions(&raise).await?;
+        if won.is_empty() {
+            return Ok(());
+        }
+        self.write_history(&won).await?;
+        self.write_conflict_queue(&won, &inserted).await
     }
 
     async fn get_record(&self, pair: &PairKey) -> Result<Option<ConsensusRecord>, StoreError> {
