@@ -129,7 +129,18 @@ fn api_serves_each_tenant_its_own_records_with_auth_paging_explain_history_confl
     let logs = std::fs::read_to_string(&log).unwrap();
     assert!(logs.contains("api_tokens"), "start-up says tokens are configured: {logs}");
 
-    // --- auth: 401 / 403, JSON errors; health stays open ---------------------------
+    check_auth(port);
+    let items = check_listing(port);
+    let (artifact, vuln, rec) = check_one_pair(port, &items);
+    check_filters(port);
+    check_explain_and_history(port, &artifact, &vuln, &rec);
+    check_conflicts(port, &artifact, &vuln);
+    check_exports(port, tmp.path());
+    check_openapi(port);
+}
+
+/// Auth: 401 / 403, JSON errors; health stays open.
+fn check_auth(port: u16) {
     assert_eq!(common::get(port, "/health/liveness").map(|r| r.0), Some(200), "health needs no token");
     assert_eq!(common::get(port, "/metrics").map(|r| r.0), Some(200), "metrics need no token");
     let c = "/v1/vex/consensus";
@@ -142,8 +153,11 @@ fn api_serves_each_tenant_its_own_records_with_auth_paging_explain_history_confl
     assert_error(&get(port, "/v1/vex/nothing-here", Some(READ), None), 404, "not_found");
     let r = request(port, "DELETE", c, &[("Authorization", &format!("Bearer {READ}"))], "");
     assert_error(&(r.0, r.1), 405, "method_not_allowed");
+}
 
-    // --- consensus: list, tenancy, paging ------------------------------------------
+/// Consensus: list, tenancy, paging; returns acme's records.
+fn check_listing(port: u16) -> Vec<Value> {
+    let c = "/v1/vex/consensus";
     let (code, all) = get(port, c, Some(READ), None);
     assert_eq!(code, 200, "{all}");
     let items = all["items"].as_array().unwrap().clone();
@@ -172,8 +186,13 @@ fn api_serves_each_tenant_its_own_records_with_auth_paging_explain_history_confl
         }
     }
     assert_eq!(paged, items, "paging one by one walks the same records in the same order");
+    items
+}
 
-    // --- one pair: any purl spelling; other tenant cannot see it ---------------------
+/// One pair: any purl spelling; other tenant cannot see it. Returns the disputed pair's
+/// artifact and vulnerability, and its record.
+fn check_one_pair(port: u16, items: &[Value]) -> (String, String, Value) {
+    let c = "/v1/vex/consensus";
     let disputed = items.iter().find(|r| r["status"] == "disputed").expect("a disputed pair").clone();
     let (artifact, vuln) = (disputed["artifact"].as_str().unwrap(), disputed["vulnerability"].as_str().unwrap());
     assert_eq!(artifact, "pkg:npm/acme-widget@2.4.1");
@@ -195,8 +214,12 @@ fn api_serves_each_tenant_its_own_records_with_auth_paging_explain_history_confl
         400,
         "invalid_parameter",
     );
+    (artifact.to_string(), vuln.to_string(), rec)
+}
 
-    // --- filters and bad parameters (400 naming the parameter) -----------------------
+/// Filters and bad parameters (400 naming the parameter).
+fn check_filters(port: u16) {
+    let c = "/v1/vex/consensus";
     let (_, f) = get(port, &format!("{c}?status=disputed"), Some(READ), None);
     assert_eq!(f["items"].as_array().unwrap().len(), 1);
     let (_, f) = get(port, &format!("{c}?vulnerability=CVE-2024-21626"), Some(READ), None);
@@ -221,8 +244,11 @@ fn api_serves_each_tenant_its_own_records_with_auth_paging_explain_history_confl
     }
     let long = format!("{c}?issuer={}", "x".repeat(5000));
     assert_error(&get(port, &long, Some(READ), None), 414, "query_too_long");
+}
 
-    // --- explain, history, as_of -----------------------------------------------------
+/// Explain, history, as_of of the pair whose record is `rec`.
+fn check_explain_and_history(port: u16, artifact: &str, vuln: &str, rec: &Value) {
+    let c = "/v1/vex/consensus";
     let pair = format!("artifact={}&vulnerability={vuln}", enc(artifact));
     let (code, ex) = get(port, &format!("{c}/explain?{pair}"), Some(READ), None);
     assert_eq!(code, 200, "{ex}");
@@ -258,8 +284,10 @@ fn api_serves_each_tenant_its_own_records_with_auth_paging_explain_history_confl
     );
     let (_, gh) = get(port, &format!("{c}/history?{pair}"), Some(GLOBEX), None);
     assert!(gh["items"].as_array().unwrap().iter().all(|v| v["tenant"] == "globex"), "{gh}");
+}
 
-    // --- conflicts ------------------------------------------------------------------
+/// Conflicts: the open one is the pair of `artifact` and `vuln`.
+fn check_conflicts(port: u16, artifact: &str, vuln: &str) {
     let (code, cf) = get(port, "/v1/vex/conflicts", Some(READ), None);
     assert_eq!(code, 200, "{cf}");
     let open = cf["items"].as_array().unwrap();
@@ -290,8 +318,10 @@ fn api_serves_each_tenant_its_own_records_with_auth_paging_explain_history_confl
     );
     let (_, gcf) = get(port, "/v1/vex/conflicts", Some(GLOBEX), None);
     assert!(gcf["items"].as_array().unwrap().iter().all(|x| x["artifact"] != artifact || x["vulnerability"] != vuln));
+}
 
-    // --- exports: run, list, get, download; other tenant sees nothing -------------------
+/// Exports: run, list, get, download; other tenant sees nothing (`tmp`: serve's directory).
+fn check_exports(port: u16, tmp: &Path) {
     let bearer = format!("Bearer {EXPORT}");
     let h = [("Authorization", bearer.as_str())];
     let r = request(port, "POST", "/v1/vex/export", &h, r#"{"format":"json","tenant":"globex"}"#);
@@ -317,7 +347,7 @@ fn api_serves_each_tenant_its_own_records_with_auth_paging_explain_history_confl
     assert!(files.contains(&"manifest.json".to_string()), "{files:?}");
     let (code, _, body) = request(port, "GET", &format!("/v1/vex/exports/{id}/files/manifest.json"), &h, "");
     assert_eq!(code, 200);
-    let on_disk = std::fs::read_to_string(tmp.path().join("exports").join(id).join("manifest.json")).unwrap();
+    let on_disk = std::fs::read_to_string(tmp.join("exports").join(id).join("manifest.json")).unwrap();
     assert_eq!(body, on_disk, "the download is the file");
     assert!(get(port, "/v1/vex/exports", Some(GLOBEX), None).1["items"]
         .as_array()
@@ -335,8 +365,10 @@ fn api_serves_each_tenant_its_own_records_with_auth_paging_explain_history_confl
         assert!(r.0 == 404 || r.0 == 400, "{bad}: {:?}", r);
         assert!(r.1["error"]["code"].is_string(), "{bad}: {:?}", r);
     }
+}
 
-    // --- the OpenAPI document names every route this test called ----------------------
+/// The OpenAPI document names every route the test called.
+fn check_openapi(port: u16) {
     let (code, doc) = common::get(port, "/openapi.json").unwrap();
     assert_eq!(code, 200);
     let doc: Value = serde_json::from_str(&doc).unwrap();
@@ -557,88 +589,8 @@ fn trust_changes_are_admin_only_simulated_exactly_applied_audited_and_per_tenant
     let put = "/v1/vex/trust/issuers/acme";
     let change = r#"{"tier": "untrusted", "reason": "drill"}"#;
 
-    // Auth: admin scope, own tenant.
-    assert_error(&send(port, "PUT", put, None, None, change), 401, "missing_token");
-    assert_error(&send(port, "PUT", put, Some("wrong"), None, change), 401, "invalid_token");
-    assert_error(&send(port, "PUT", put, Some(READ), None, change), 403, "insufficient_scope");
-    assert_error(
-        &send(port, "PUT", "/v1/vex/trust/policy", Some(READ), None, r#"{"mode":"lattice"}"#),
-        403,
-        "insufficient_scope",
-    );
-    assert_error(&send(port, "PUT", put, Some(ADMIN), Some("globex"), change), 403, "tenant_forbidden");
-    // Bad bodies: 400 naming the field (and not counted against the rate limit).
-    for (path, body, name) in [
-        (put, r#"{"tier": "godlike"}"#, "tier"),
-        (put, r#"{"weight": 1.5}"#, "issuer.weight"),
-        (put, r#"{"weight": "heavy"}"#, "weight"),
-        (put, r#"{}"#, "issuer"),
-        (put, r#"{"colour": "red"}"#, "colour"),
-        ("/v1/vex/trust/policy", r#"{"knobs": {"nope": 1}}"#, "policy.knobs.nope"),
-        ("/v1/vex/trust/policy", r#"{"knobs": {"freshness_floor": 2}}"#, "policy.knobs"),
-        ("/v1/vex/trust/policy", r#"{"mode": "dictator"}"#, "mode"),
-    ] {
-        let r = send(port, "PUT", path, Some(ADMIN), None, body);
-        assert_error(&r, 400, "invalid_parameter");
-        assert!(r.1["error"]["message"].as_str().unwrap().starts_with(name), "{body}: {:?}", r.1);
-    }
-    let r = send(port, "PUT", put, Some(ADMIN), None, "{not json");
-    assert_error(&r, 400, "invalid_body");
-
-    // Simulate, then apply the same change.
-    let (code, sim) =
-        send(port, "POST", "/v1/vex/simulate", Some(ADMIN), None, r#"{"issuer": {"id": "acme", "tier": "untrusted"}}"#);
-    assert_eq!(code, 200, "{sim}");
-    let auth = format!("Bearer {ADMIN}");
-    let headers = [("Authorization", auth.as_str()), ("X-Correlation-Id", "trust-drill-1")];
-    let (code, applied, _) = request(port, "PUT", put, &headers, change);
-    assert_eq!(code, 200, "{applied}");
-    assert_eq!((applied["applied"].as_bool(), applied["epoch"].as_u64()), (Some(true), Some(1)), "{applied}");
-    assert_eq!(applied["issuer"]["tier"], "untrusted");
-    assert_eq!(applied["issuer"]["weight_ppm"], 100_000);
-    assert_eq!(applied["recomputed"]["pairs"], 4, "every pair of the tenant: {applied}");
-    assert_eq!(applied["policy_version"], sim["policy_version_after"], "the simulated policy is the applied one");
-    let after = by_pair(&get(port, c, Some(READ), None).1);
-    let changed: std::collections::BTreeMap<Pair, &Value> = sim["changed"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| ((x["artifact"].as_str().unwrap().into(), x["vulnerability"].as_str().unwrap().into()), x))
-        .collect();
-    assert!(!changed.is_empty(), "{sim}");
-    let mut flipped = 0;
-    for (pair, now) in &after {
-        let was = &before[pair];
-        assert_eq!(now["policy_version"], applied["policy_version"], "{pair:?}: recomputed under the new policy");
-        let differs = was["status"] != now["status"] || was["confidence_ppm"] != now["confidence_ppm"];
-        match changed.get(pair) {
-            Some(s) => {
-                assert!(differs, "{pair:?}: simulated as changing, but applying did not change it");
-                assert_eq!(s["before"]["consensus_digest"], was["consensus_digest"], "{pair:?}");
-                assert_eq!(s["after"]["consensus_digest"], now["consensus_digest"], "{pair:?}: the same record");
-            }
-            None => assert!(!differs, "{pair:?}: changed when applied, not simulated"),
-        }
-        for s in now["statements"].as_array().unwrap().iter().filter(|s| s["issuer"] == "acme") {
-            assert_eq!((s["tier"].as_str(), s["factors"]["issuer_ppm"].as_u64()), (Some("untrusted"), Some(100_000)));
-        }
-        if was["status"] != now["status"] {
-            flipped += 1;
-            assert_eq!(now["status"].as_str().unwrap(), weighted_vote(now), "{pair:?}: as the weights say: {now}");
-        }
-    }
-    assert!(flipped > 0, "demoting the vendor flips at least one status: {sim}");
-    let (_, w) = get(port, "/v1/vex/trust/weights", Some(READ), None);
-    let acme = w["issuers"].as_array().unwrap().iter().find(|i| i["id"] == "acme").unwrap().clone();
-    assert_eq!(
-        (acme["tier"].as_str(), acme["weight_ppm"].as_u64(), acme["tenant_override"].as_bool()),
-        (Some("untrusted"), Some(100_000), Some(true))
-    );
-    assert_eq!((w["epoch"].as_u64(), &w["policy_version"]), (Some(1), &applied["policy_version"]));
-    let pair = changed.keys().next().unwrap();
-    let (_, ex) =
-        get(port, &format!("{c}/explain?artifact={}&vulnerability={}", enc(&pair.0), pair.1), Some(READ), None);
-    assert_eq!(ex["trace_matches_record"], true, "explain recomputes with the tenant's policy: {ex}");
+    check_trust_auth_and_bodies(port, put, change);
+    check_apply_equals_simulation(port, &before, put, change);
 
     // The other tenant: same pairs, untouched records and weights.
     assert_eq!(by_pair(&get(port, c, Some(GLOBEX), None).1), globex_before, "globex's records are unchanged");
@@ -646,41 +598,7 @@ fn trust_changes_are_admin_only_simulated_exactly_applied_audited_and_per_tenant
     let gacme = gw["issuers"].as_array().unwrap().iter().find(|i| i["id"] == "acme").unwrap().clone();
     assert_eq!((gacme["tier"].as_str(), gw["epoch"].as_u64()), (Some("authoritative"), Some(0)));
 
-    // The metric and the log line.
-    let (_, metrics) = common::get(port, "/metrics").unwrap();
-    let count = |reason: &str| {
-        common::metric(&metrics, &format!("vex_recompute_duration_seconds_count{{reason=\"{reason}\"}}")).unwrap_or(0.0)
-    };
-    assert!(count("issuer_update") >= 1.0, "{metrics}");
-    assert_eq!(count("policy_knob"), 0.0, "pre-created at 0");
-    assert_eq!(common::metric(&metrics, "vex_issuer_trust_changes_total"), Some(1.0));
-    let line = common::wait_for("the issuer_trust_changed log line", Duration::from_secs(10), || {
-        std::fs::read_to_string(&log).unwrap().lines().find_map(|l| {
-            let v: Value = serde_json::from_str(l).ok()?;
-            (v["event"] == "issuer_trust_changed").then_some(v)
-        })
-    });
-    assert_eq!(
-        (
-            &line["issuer"],
-            &line["trustTier"],
-            &line["weightBefore"],
-            &line["weightAfter"],
-            &line["tenant"],
-            &line["who"]
-        ),
-        (
-            &Value::from("acme"),
-            &Value::from("untrusted"),
-            &Value::from(1.0),
-            &Value::from(0.1),
-            &Value::from("acme"),
-            &Value::from("acme-admin")
-        ),
-        "{line}"
-    );
-    assert_eq!(line["justification"], "drill");
-    assert_eq!(line["correlationId"], "trust-drill-1", "the request's correlation id: {line}");
+    check_issuer_change_metric_and_log(port, &log);
 
     // A policy knob, then the rate limit (3 changes per minute per tenant).
     let (code, p) =
@@ -734,6 +652,134 @@ fn trust_changes_are_admin_only_simulated_exactly_applied_audited_and_per_tenant
     assert_eq!(audit[2].issuer.as_deref(), Some("example-scanner"));
     assert_eq!(audit[1].after, audit[2].before, "each entry starts where the previous ended");
     assert!(audit.windows(2).all(|w| w[0].at_ms <= w[1].at_ms));
+}
+
+/// Trust changes: admin scope, own tenant; bad bodies are a 400 naming the field.
+fn check_trust_auth_and_bodies(port: u16, put: &str, change: &str) {
+    assert_error(&send(port, "PUT", put, None, None, change), 401, "missing_token");
+    assert_error(&send(port, "PUT", put, Some("wrong"), None, change), 401, "invalid_token");
+    assert_error(&send(port, "PUT", put, Some(READ), None, change), 403, "insufficient_scope");
+    assert_error(
+        &send(port, "PUT", "/v1/vex/trust/policy", Some(READ), None, r#"{"mode":"lattice"}"#),
+        403,
+        "insufficient_scope",
+    );
+    assert_error(&send(port, "PUT", put, Some(ADMIN), Some("globex"), change), 403, "tenant_forbidden");
+    // Bad bodies: 400 naming the field (and not counted against the rate limit).
+    for (path, body, name) in [
+        (put, r#"{"tier": "godlike"}"#, "tier"),
+        (put, r#"{"weight": 1.5}"#, "issuer.weight"),
+        (put, r#"{"weight": "heavy"}"#, "weight"),
+        (put, r#"{}"#, "issuer"),
+        (put, r#"{"colour": "red"}"#, "colour"),
+        ("/v1/vex/trust/policy", r#"{"knobs": {"nope": 1}}"#, "policy.knobs.nope"),
+        ("/v1/vex/trust/policy", r#"{"knobs": {"freshness_floor": 2}}"#, "policy.knobs"),
+        ("/v1/vex/trust/policy", r#"{"mode": "dictator"}"#, "mode"),
+    ] {
+        let r = send(port, "PUT", path, Some(ADMIN), None, body);
+        assert_error(&r, 400, "invalid_parameter");
+        assert!(r.1["error"]["message"].as_str().unwrap().starts_with(name), "{body}: {:?}", r.1);
+    }
+    let r = send(port, "PUT", put, Some(ADMIN), None, "{not json");
+    assert_error(&r, 400, "invalid_body");
+}
+
+/// Simulates `change` (acme's vendor untrusted), then applies it through `put`: the records
+/// recomputed are the simulated ones (`before`: acme's records before), the weights and explain
+/// follow the tenant's new policy.
+fn check_apply_equals_simulation(port: u16, before: &std::collections::BTreeMap<Pair, Value>, put: &str, change: &str) {
+    let c = "/v1/vex/consensus";
+    let (code, sim) =
+        send(port, "POST", "/v1/vex/simulate", Some(ADMIN), None, r#"{"issuer": {"id": "acme", "tier": "untrusted"}}"#);
+    assert_eq!(code, 200, "{sim}");
+    let auth = format!("Bearer {ADMIN}");
+    let headers = [("Authorization", auth.as_str()), ("X-Correlation-Id", "trust-drill-1")];
+    let (code, applied, _) = request(port, "PUT", put, &headers, change);
+    assert_eq!(code, 200, "{applied}");
+    assert_eq!((applied["applied"].as_bool(), applied["epoch"].as_u64()), (Some(true), Some(1)), "{applied}");
+    assert_eq!(applied["issuer"]["tier"], "untrusted");
+    assert_eq!(applied["issuer"]["weight_ppm"], 100_000);
+    assert_eq!(applied["recomputed"]["pairs"], 4, "every pair of the tenant: {applied}");
+    assert_eq!(applied["policy_version"], sim["policy_version_after"], "the simulated policy is the applied one");
+    let after = by_pair(&get(port, c, Some(READ), None).1);
+    let changed: std::collections::BTreeMap<Pair, &Value> = sim["changed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| ((x["artifact"].as_str().unwrap().into(), x["vulnerability"].as_str().unwrap().into()), x))
+        .collect();
+    assert!(!changed.is_empty(), "{sim}");
+    let mut flipped = 0;
+    for (pair, now) in &after {
+        let was = &before[pair];
+        assert_eq!(now["policy_version"], applied["policy_version"], "{pair:?}: recomputed under the new policy");
+        let differs = was["status"] != now["status"] || was["confidence_ppm"] != now["confidence_ppm"];
+        match changed.get(pair) {
+            Some(s) => {
+                assert!(differs, "{pair:?}: simulated as changing, but applying did not change it");
+                assert_eq!(s["before"]["consensus_digest"], was["consensus_digest"], "{pair:?}");
+                assert_eq!(s["after"]["consensus_digest"], now["consensus_digest"], "{pair:?}: the same record");
+            }
+            None => assert!(!differs, "{pair:?}: changed when applied, not simulated"),
+        }
+        for s in now["statements"].as_array().unwrap().iter().filter(|s| s["issuer"] == "acme") {
+            assert_eq!((s["tier"].as_str(), s["factors"]["issuer_ppm"].as_u64()), (Some("untrusted"), Some(100_000)));
+        }
+        if was["status"] != now["status"] {
+            flipped += 1;
+            assert_eq!(now["status"].as_str().unwrap(), weighted_vote(now), "{pair:?}: as the weights say: {now}");
+        }
+    }
+    assert!(flipped > 0, "demoting the vendor flips at least one status: {sim}");
+    let (_, w) = get(port, "/v1/vex/trust/weights", Some(READ), None);
+    let acme = w["issuers"].as_array().unwrap().iter().find(|i| i["id"] == "acme").unwrap().clone();
+    assert_eq!(
+        (acme["tier"].as_str(), acme["weight_ppm"].as_u64(), acme["tenant_override"].as_bool()),
+        (Some("untrusted"), Some(100_000), Some(true))
+    );
+    assert_eq!((w["epoch"].as_u64(), &w["policy_version"]), (Some(1), &applied["policy_version"]));
+    let pair = changed.keys().next().unwrap();
+    let (_, ex) =
+        get(port, &format!("{c}/explain?artifact={}&vulnerability={}", enc(&pair.0), pair.1), Some(READ), None);
+    assert_eq!(ex["trace_matches_record"], true, "explain recomputes with the tenant's policy: {ex}");
+}
+
+/// The recompute metric and the `issuer_trust_changed` log line of the applied change.
+fn check_issuer_change_metric_and_log(port: u16, log: &Path) {
+    let (_, metrics) = common::get(port, "/metrics").unwrap();
+    let count = |reason: &str| {
+        common::metric(&metrics, &format!("vex_recompute_duration_seconds_count{{reason=\"{reason}\"}}")).unwrap_or(0.0)
+    };
+    assert!(count("issuer_update") >= 1.0, "{metrics}");
+    assert_eq!(count("policy_knob"), 0.0, "pre-created at 0");
+    assert_eq!(common::metric(&metrics, "vex_issuer_trust_changes_total"), Some(1.0));
+    let line = common::wait_for("the issuer_trust_changed log line", Duration::from_secs(10), || {
+        std::fs::read_to_string(log).unwrap().lines().find_map(|l| {
+            let v: Value = serde_json::from_str(l).ok()?;
+            (v["event"] == "issuer_trust_changed").then_some(v)
+        })
+    });
+    assert_eq!(
+        (
+            &line["issuer"],
+            &line["trustTier"],
+            &line["weightBefore"],
+            &line["weightAfter"],
+            &line["tenant"],
+            &line["who"]
+        ),
+        (
+            &Value::from("acme"),
+            &Value::from("untrusted"),
+            &Value::from(1.0),
+            &Value::from(0.1),
+            &Value::from("acme"),
+            &Value::from("acme-admin")
+        ),
+        "{line}"
+    );
+    assert_eq!(line["justification"], "drill");
+    assert_eq!(line["correlationId"], "trust-drill-1", "the request's correlation id: {line}");
 }
 
 /// A raw GET: (status, headers lower-cased, body).
