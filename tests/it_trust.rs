@@ -43,6 +43,24 @@ fn metric(serve: &Serve, sample: &str) -> f64 {
     common::metric(&text, sample).unwrap_or(0.0)
 }
 
+/// The tenant's records read through `listen` once every one of `files` has applied: the
+/// snapshot is taken when the records are the ones `vex-lens consensus` computes from the
+/// three files (four records, digest for digest), not merely four records, which the
+/// first two documents already make.
+fn settled_records(listen: &str, files: &[std::path::PathBuf], tenant: &str) -> BTreeMap<(String, String), Value> {
+    let want: BTreeMap<(String, String), String> = common::cli_consensus(files, tenant)
+        .into_iter()
+        .map(|r| ((r.artifact, r.vulnerability), r.consensus_digest))
+        .collect();
+    assert_eq!(want.len(), 4, "the three examples make four records");
+    common::wait_for(&format!("{tenant}'s records of all three documents"), Duration::from_secs(180), || {
+        let r = records(listen, tenant);
+        let digests: BTreeMap<(String, String), String> =
+            r.iter().map(|(k, v)| (k.clone(), v["consensus_digest"].as_str().unwrap_or_default().into())).collect();
+        (digests == want).then_some(r)
+    })
+}
+
 const LATE_DOC: &str = r#"{
   "@context": "https://openvex.dev/ns/v0.2.0",
   "@id": "https://acme.example/vex/late-1",
@@ -71,22 +89,7 @@ fn a_trust_change_recomputes_audits_and_two_instances_converge() {
     common::kcat_produce_files(&services.brokers, &setup.topic, &[("tenant", "acme")], &files);
     common::kcat_produce_files(&services.brokers, &setup.topic, &[("tenant", "globex")], &files);
     let (la, lb) = (a.listen.clone(), b.listen.clone());
-    // The snapshot is taken once every document has applied: the records are the ones
-    // `vex-lens consensus` computes from the three files (four records, digest for
-    // digest), not merely four records, which the first two documents already make.
-    let settled = |tenant: &str| {
-        let want: BTreeMap<(String, String), String> = common::cli_consensus(&files, tenant)
-            .into_iter()
-            .map(|r| ((r.artifact, r.vulnerability), r.consensus_digest))
-            .collect();
-        assert_eq!(want.len(), 4, "the three examples make four records");
-        common::wait_for(&format!("{tenant}'s records of all three documents"), Duration::from_secs(180), || {
-            let r = records(&la, tenant);
-            let digests: BTreeMap<(String, String), String> =
-                r.iter().map(|(k, v)| (k.clone(), v["consensus_digest"].as_str().unwrap_or_default().into())).collect();
-            (digests == want).then_some(r)
-        })
-    };
+    let settled = |tenant: &str| settled_records(&la, &files, tenant);
     let before = settled("acme");
     let globex = settled("globex");
     let w0 = weights(&lb, "acme");
