@@ -261,6 +261,33 @@ fn alert_left_hand_sides() {
     assert_eq!(left_hand_sides("changes(p[15m]) > 2"), ["changes(p[15m])"]);
 }
 
+/// A CSAF feed the service runs (a loopback HTTPS provider, returned: it serves while it
+/// lives), so the feed panels and the feed alert's left-hand side have series: the
+/// provider's issuer added to `issuers`, and the config file of the feed.
+fn feed_config(tmp: &Path, issuers: &Path) -> (csaf_provider::Provider, PathBuf) {
+    let www = tmp.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    let provider = csaf_provider::Provider::start(&www);
+    csaf_provider::build(&provider, &www, &tmp.join("plain"), 3);
+    std::fs::write(tmp.join("ca.pem"), &provider.ca_pem).unwrap();
+    let mut directory = std::fs::read_to_string(issuers).unwrap();
+    directory.push_str("\n[[issuers]]\nid = \"ciq\"\ntier = \"trusted\"\naliases = [\"https://www.ciq.com\"]\n");
+    std::fs::write(issuers, directory).unwrap();
+    let feed_config = tmp.join("feeds.toml");
+    std::fs::write(
+        &feed_config,
+        format!(
+            "[[feeds]]\nname = \"ciq\"\nkind = \"csaf\"\nurl = \"{}/.well-known/csaf/provider-metadata.json\"\n\
+             issuer = \"ciq\"\nrate = 500.0\nca_file = {:?}\n\n[store]\ndata_dir = {:?}\n",
+            provider.origin(),
+            tmp.join("ca.pem").display().to_string(),
+            tmp.join("data").display().to_string()
+        ),
+    )
+    .unwrap();
+    (provider, feed_config)
+}
+
 #[test]
 fn dashboards_and_alerts_against_a_real_prometheus() {
     let Some(svc) = services() else { return };
@@ -271,28 +298,7 @@ fn dashboards_and_alerts_against_a_real_prometheus() {
     let sign_key = tmp.path().join("lens.key");
     std::fs::write(&sign_key, vex_lens::crypto::generate_keypair(vex_lens::crypto::KeyAlg::Ed25519).unwrap().0)
         .unwrap();
-    // A CSAF feed the service runs (a loopback HTTPS provider), so the feed panels and the
-    // feed alert's left-hand side have series.
-    let www = tmp.path().join("www");
-    std::fs::create_dir_all(&www).unwrap();
-    let provider = csaf_provider::Provider::start(&www);
-    csaf_provider::build(&provider, &www, &tmp.path().join("plain"), 3);
-    std::fs::write(tmp.path().join("ca.pem"), &provider.ca_pem).unwrap();
-    let mut directory = std::fs::read_to_string(&issuers).unwrap();
-    directory.push_str("\n[[issuers]]\nid = \"ciq\"\ntier = \"trusted\"\naliases = [\"https://www.ciq.com\"]\n");
-    std::fs::write(&issuers, directory).unwrap();
-    let feed_config = tmp.path().join("feeds.toml");
-    std::fs::write(
-        &feed_config,
-        format!(
-            "[[feeds]]\nname = \"ciq\"\nkind = \"csaf\"\nurl = \"{}/.well-known/csaf/provider-metadata.json\"\n\
-             issuer = \"ciq\"\nrate = 500.0\nca_file = {:?}\n\n[store]\ndata_dir = {:?}\n",
-            provider.origin(),
-            tmp.path().join("ca.pem").display().to_string(),
-            tmp.path().join("data").display().to_string()
-        ),
-    )
-    .unwrap();
+    let (_provider, feed_config) = feed_config(tmp.path(), &issuers);
     let setup = ServeSetup::fresh(&svc, "prometheus");
     let mut serve = Serve::start(
         &setup,
