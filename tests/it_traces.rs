@@ -322,75 +322,9 @@ fn a_document_is_one_trace_from_its_producer_to_the_consensus_write() {
         ],
     );
     assert!(spans.iter().all(|s| s.service == service_name), "every span from the service: {spans:?}");
+    let digest = check_document_spans(&spans, &a_parent, &setup, &doc, &envelope);
     let document = one(&spans, "vex.document");
-    assert_eq!(document.parent.as_deref(), Some(a_parent.as_str()), "the document's span is the producer's child");
-    assert_eq!(document.tag("span.kind").as_deref(), Some("consumer"));
-    assert_eq!(document.tag("vex.tenant").as_deref(), Some("acme"));
-    assert_eq!(document.tag("vex.correlation_id").as_deref(), Some("corr-trace-a"));
-    assert_eq!(document.tag("vex.outcome").as_deref(), Some("ingested"));
-    assert_eq!(document.tag("vex.observations").as_deref(), Some("2"));
-    assert_eq!(document.tag("messaging.destination.name").as_deref(), Some(setup.topic.as_str()));
-    let digest = vex_lens::domain::canonical::sha256_prefixed(&doc);
-    assert_eq!(document.tag("vex.document_digest"), Some(digest.clone()), "the payload's digest");
-    assert_eq!(document.tag("vex.issuer").as_deref(), Some("distro"), "the signer");
-
-    let verify = one(&spans, "vex.dsse.verify");
-    assert_eq!(parent_name(&spans, verify), "vex.document");
-    assert_eq!(verify.tag("vex.outcome").as_deref(), Some("verified"));
-    assert_eq!(verify.tag("vex.issuer").as_deref(), Some("distro"));
-    let envelope_digest = vex_lens::domain::canonical::sha256_prefixed(envelope.to_json().as_bytes());
-    assert_eq!(verify.tag("vex.envelope_digest"), Some(envelope_digest));
-    let normalised: Vec<&JSpan> = spans.iter().filter(|s| s.name == "vex.normalise").collect();
-    let payload = normalised.iter().find(|s| s.tag("vex.enveloped").as_deref() == Some("true")).expect("payload");
-    assert_eq!(parent_name(&spans, payload), "vex.dsse.verify");
-    assert_eq!(payload.tag("vex.outcome").as_deref(), Some("normalised"));
-    assert_eq!(payload.tag("vex.format").as_deref(), Some("openvex"));
-    assert_eq!(payload.tag("vex.document_digest"), Some(digest.clone()));
-    let outer = normalised.iter().find(|s| s.tag("vex.enveloped").as_deref() == Some("false")).expect("envelope");
-    assert_eq!(parent_name(&spans, outer), "vex.document");
-    assert_eq!(outer.tag("vex.outcome").as_deref(), Some("envelope"));
-
-    let route = one(&spans, "vex.route");
-    assert_eq!(parent_name(&spans, route), "vex.document");
-    assert_eq!(route.tag("span.kind").as_deref(), Some("producer"));
-    assert_eq!(route.tag("messaging.destination.name").as_deref(), Some(setup.observations_topic.as_str()));
-    // The produced observations carry the routing span's trace context.
-    assert_eq!(observation_headers.len(), 2, "{observation_headers:?}");
-    for h in &observation_headers {
-        assert_eq!(h.get("traceparent"), Some(&format!("00-{a_trace}-{}-01", route.id)), "{h:?}");
-    }
-
-    let mut artifacts = Vec::new();
-    for o in spans.iter().filter(|s| s.name == "vex.observation") {
-        assert_eq!(o.parent.as_deref(), Some(route.id.as_str()), "an observation continues the routing span");
-        assert_eq!(o.tag("span.kind").as_deref(), Some("consumer"));
-        assert_eq!(o.tag("vex.outcome").as_deref(), Some("applied"));
-        assert_eq!(o.tag("vex.tenant").as_deref(), Some("acme"));
-        assert_eq!(o.tag("vex.vulnerability"), Some(cve.clone()));
-        assert_eq!(o.tag("vex.issuer").as_deref(), Some("distro"));
-        assert_eq!(o.tag("vex.document_digest"), Some(digest.clone()));
-        assert_eq!(o.tag("vex.signature").as_deref(), Some("Verified"), "the tag verified on the internal hop");
-        artifacts.push(o.tag("vex.artifact").expect("artifact"));
-        let children: Vec<&str> =
-            spans.iter().filter(|s| s.parent.as_deref() == Some(o.id.as_str())).map(|s| s.name.as_str()).collect();
-        assert!(children.contains(&"vex.artifact.apply"), "{children:?}");
-        assert!(children.contains(&"vex.store.write"), "the consensus write ends the observation: {children:?}");
-    }
-    artifacts.sort();
-    assert_eq!(artifacts, ["pkg:npm/trace-a@1.0.0", "pkg:npm/trace-b@2.0.0"]);
-    for a in spans.iter().filter(|s| s.name == "vex.artifact.apply") {
-        assert_eq!(parent_name(&spans, a), "vex.observation");
-        assert_eq!(a.tag("vex.outcome").as_deref(), Some("applied"));
-        assert_eq!(a.tag("vex.vulnerability"), Some(cve.clone()));
-    }
-    for e in spans.iter().filter(|s| s.name == "vex.artifact.evaluate") {
-        assert_eq!(parent_name(&spans, e), "vex.observation");
-        assert!(e.tag("vex.records").is_some_and(|n| n != "0"), "{e:?}");
-    }
-    for w in spans.iter().filter(|s| s.name == "vex.store.write") {
-        assert_eq!(w.tag("vex.outcome").as_deref(), Some("durable"), "{w:?}");
-        assert_eq!(w.links.len(), 1, "linked to its batch: {w:?}");
-    }
+    check_observation_spans(&spans, &a_trace, &setup, &observation_headers, &cve, &digest);
     // The verification's write hangs under the document, the observations' under theirs.
     assert!(spans.iter().filter(|s| s.name == "vex.store.write").any(|w| w.parent.as_deref() == Some(&document.id)));
     // The batch spans the writes link to are in Jaeger, in their own traces.
@@ -402,21 +336,7 @@ fn a_document_is_one_trace_from_its_producer_to_the_consensus_write() {
     assert_eq!(batch.tag("vex.outcome").as_deref(), Some("durable"));
 
     // --- B: the dead letter continues its document's trace -----------------------------
-    let (b_spans, raw_b) = wait_for_trace(&j, &b_trace, &[("vex.document", 1), ("vex.dead_letter", 1)]);
-    let b_doc = one(&b_spans, "vex.document");
-    assert_eq!(b_doc.parent.as_deref(), Some(b_parent.as_str()));
-    assert_eq!(b_doc.tag("vex.outcome").as_deref(), Some("dead_lettered"));
-    assert_eq!(b_doc.tag("vex.reason").as_deref(), Some("invalid_json"));
-    let dl = one(&b_spans, "vex.dead_letter");
-    assert_eq!(dl.parent.as_deref(), Some(b_doc.id.as_str()));
-    assert_eq!(dl.tag("vex.reason").as_deref(), Some("invalid_json"));
-    assert_eq!(dlq_headers.len(), 1, "{dlq_headers:?}");
-    assert_eq!(
-        dlq_headers[0].get("traceparent"),
-        Some(&format!("00-{b_trace}-{}-01", dl.id)),
-        "the dead letter carries the service's span, not the producer's: {:?}",
-        dlq_headers[0]
-    );
+    let raw_b = check_dead_letter_trace(&j, &b_trace, &b_parent, &dlq_headers);
 
     // --- C, D: HTTP requests and the export job ---------------------------------------
     let (c_spans, raw_c) = wait_for_trace(&j, &c_trace, &[("POST /v1/vex/export", 1), ("vex.export.job", 1)]);
@@ -446,6 +366,123 @@ fn a_document_is_one_trace_from_its_producer_to_the_consensus_write() {
 
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     rt.block_on(common::drop_db(&services.mongo_uri, &setup.db));
+}
+
+/// A's document span (the producer's child), the verification's and the two normalise
+/// spans (the envelope's and the payload's); returns the payload's digest.
+fn check_document_spans(
+    spans: &[JSpan],
+    a_parent: &str,
+    setup: &ServeSetup,
+    doc: &[u8],
+    envelope: &vex_lens::crypto::Envelope,
+) -> String {
+    let document = one(spans, "vex.document");
+    assert_eq!(document.parent.as_deref(), Some(a_parent), "the document's span is the producer's child");
+    assert_eq!(document.tag("span.kind").as_deref(), Some("consumer"));
+    assert_eq!(document.tag("vex.tenant").as_deref(), Some("acme"));
+    assert_eq!(document.tag("vex.correlation_id").as_deref(), Some("corr-trace-a"));
+    assert_eq!(document.tag("vex.outcome").as_deref(), Some("ingested"));
+    assert_eq!(document.tag("vex.observations").as_deref(), Some("2"));
+    assert_eq!(document.tag("messaging.destination.name").as_deref(), Some(setup.topic.as_str()));
+    let digest = vex_lens::domain::canonical::sha256_prefixed(doc);
+    assert_eq!(document.tag("vex.document_digest"), Some(digest.clone()), "the payload's digest");
+    assert_eq!(document.tag("vex.issuer").as_deref(), Some("distro"), "the signer");
+
+    let verify = one(spans, "vex.dsse.verify");
+    assert_eq!(parent_name(spans, verify), "vex.document");
+    assert_eq!(verify.tag("vex.outcome").as_deref(), Some("verified"));
+    assert_eq!(verify.tag("vex.issuer").as_deref(), Some("distro"));
+    let envelope_digest = vex_lens::domain::canonical::sha256_prefixed(envelope.to_json().as_bytes());
+    assert_eq!(verify.tag("vex.envelope_digest"), Some(envelope_digest));
+    let normalised: Vec<&JSpan> = spans.iter().filter(|s| s.name == "vex.normalise").collect();
+    let payload = normalised.iter().find(|s| s.tag("vex.enveloped").as_deref() == Some("true")).expect("payload");
+    assert_eq!(parent_name(spans, payload), "vex.dsse.verify");
+    assert_eq!(payload.tag("vex.outcome").as_deref(), Some("normalised"));
+    assert_eq!(payload.tag("vex.format").as_deref(), Some("openvex"));
+    assert_eq!(payload.tag("vex.document_digest"), Some(digest.clone()));
+    let outer = normalised.iter().find(|s| s.tag("vex.enveloped").as_deref() == Some("false")).expect("envelope");
+    assert_eq!(parent_name(spans, outer), "vex.document");
+    assert_eq!(outer.tag("vex.outcome").as_deref(), Some("envelope"));
+    digest
+}
+
+/// The routing span of A (its trace context carried by the observations produced), each
+/// observation's span continuing it, and the apply, evaluate and write spans under them.
+fn check_observation_spans(
+    spans: &[JSpan],
+    a_trace: &str,
+    setup: &ServeSetup,
+    observation_headers: &[BTreeMap<String, String>],
+    cve: &str,
+    digest: &str,
+) {
+    let route = one(spans, "vex.route");
+    assert_eq!(parent_name(spans, route), "vex.document");
+    assert_eq!(route.tag("span.kind").as_deref(), Some("producer"));
+    assert_eq!(route.tag("messaging.destination.name").as_deref(), Some(setup.observations_topic.as_str()));
+    // The produced observations carry the routing span's trace context.
+    assert_eq!(observation_headers.len(), 2, "{observation_headers:?}");
+    for h in observation_headers {
+        assert_eq!(h.get("traceparent"), Some(&format!("00-{a_trace}-{}-01", route.id)), "{h:?}");
+    }
+
+    let mut artifacts = Vec::new();
+    for o in spans.iter().filter(|s| s.name == "vex.observation") {
+        assert_eq!(o.parent.as_deref(), Some(route.id.as_str()), "an observation continues the routing span");
+        assert_eq!(o.tag("span.kind").as_deref(), Some("consumer"));
+        assert_eq!(o.tag("vex.outcome").as_deref(), Some("applied"));
+        assert_eq!(o.tag("vex.tenant").as_deref(), Some("acme"));
+        assert_eq!(o.tag("vex.vulnerability"), Some(cve.to_string()));
+        assert_eq!(o.tag("vex.issuer").as_deref(), Some("distro"));
+        assert_eq!(o.tag("vex.document_digest"), Some(digest.to_string()));
+        assert_eq!(o.tag("vex.signature").as_deref(), Some("Verified"), "the tag verified on the internal hop");
+        artifacts.push(o.tag("vex.artifact").expect("artifact"));
+        let children: Vec<&str> =
+            spans.iter().filter(|s| s.parent.as_deref() == Some(o.id.as_str())).map(|s| s.name.as_str()).collect();
+        assert!(children.contains(&"vex.artifact.apply"), "{children:?}");
+        assert!(children.contains(&"vex.store.write"), "the consensus write ends the observation: {children:?}");
+    }
+    artifacts.sort();
+    assert_eq!(artifacts, ["pkg:npm/trace-a@1.0.0", "pkg:npm/trace-b@2.0.0"]);
+    for a in spans.iter().filter(|s| s.name == "vex.artifact.apply") {
+        assert_eq!(parent_name(spans, a), "vex.observation");
+        assert_eq!(a.tag("vex.outcome").as_deref(), Some("applied"));
+        assert_eq!(a.tag("vex.vulnerability"), Some(cve.to_string()));
+    }
+    for e in spans.iter().filter(|s| s.name == "vex.artifact.evaluate") {
+        assert_eq!(parent_name(spans, e), "vex.observation");
+        assert!(e.tag("vex.records").is_some_and(|n| n != "0"), "{e:?}");
+    }
+    for w in spans.iter().filter(|s| s.name == "vex.store.write") {
+        assert_eq!(w.tag("vex.outcome").as_deref(), Some("durable"), "{w:?}");
+        assert_eq!(w.links.len(), 1, "linked to its batch: {w:?}");
+    }
+}
+
+/// B: the dead letter continues its document's trace; returns the trace's raw JSON.
+fn check_dead_letter_trace(
+    j: &Jaeger,
+    b_trace: &str,
+    b_parent: &str,
+    dlq_headers: &[BTreeMap<String, String>],
+) -> String {
+    let (b_spans, raw_b) = wait_for_trace(j, b_trace, &[("vex.document", 1), ("vex.dead_letter", 1)]);
+    let b_doc = one(&b_spans, "vex.document");
+    assert_eq!(b_doc.parent.as_deref(), Some(b_parent));
+    assert_eq!(b_doc.tag("vex.outcome").as_deref(), Some("dead_lettered"));
+    assert_eq!(b_doc.tag("vex.reason").as_deref(), Some("invalid_json"));
+    let dl = one(&b_spans, "vex.dead_letter");
+    assert_eq!(dl.parent.as_deref(), Some(b_doc.id.as_str()));
+    assert_eq!(dl.tag("vex.reason").as_deref(), Some("invalid_json"));
+    assert_eq!(dlq_headers.len(), 1, "{dlq_headers:?}");
+    assert_eq!(
+        dlq_headers[0].get("traceparent"),
+        Some(&format!("00-{b_trace}-{}-01", dl.id)),
+        "the dead letter carries the service's span, not the producer's: {:?}",
+        dlq_headers[0]
+    );
+    raw_b
 }
 
 /// A loopback listener standing in for an OTLP collector: counts connections, keeps
