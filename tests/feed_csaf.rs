@@ -388,6 +388,95 @@ fn serve_runs_the_enabled_feeds() {
     assert_eq!(records(tmp), consensus(tmp, &cfg, &plain), "serve's feed records equal consensus");
 }
 
+/// The feed `ciq`'s series in `serve`'s `/metrics` (a scrape `m`), and what the provider
+/// answered, for [`serve_counts_a_rewinding_changes_csv_in_its_metrics`].
+mod ciq_metrics {
+    use super::common;
+    use super::csaf_provider::{Provider, Seen};
+    use std::collections::BTreeMap;
+    use std::path::Path;
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    pub fn scrape(port: u16) -> String {
+        common::get(port, "/metrics").expect("GET /metrics").1
+    }
+
+    pub fn value(m: &str, sample: &str) -> Option<f64> {
+        common::metric(m, &format!("vex_feed_{sample}"))
+    }
+
+    pub fn docs(m: &str, outcome: &str) -> Option<f64> {
+        value(m, &format!("documents_total{{feed=\"ciq\",outcome=\"{outcome}\",reason=\"\"}}"))
+    }
+
+    pub fn rewinds(m: &str) -> Option<f64> {
+        value(m, "rewinds_total{feed=\"ciq\"}")
+    }
+
+    pub fn now_s() -> f64 {
+        SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
+    }
+
+    /// The feed's requests by status (the non-zero series).
+    pub fn by_status(m: &str) -> BTreeMap<String, f64> {
+        let prefix = "vex_feed_requests_total{feed=\"ciq\",status=\"";
+        m.lines()
+            .filter_map(|l| l.strip_prefix(prefix))
+            .map(|l| {
+                let (status, v) = l.split_once("\"} ").unwrap();
+                (status.to_string(), v.parse().unwrap())
+            })
+            .filter(|(_, v)| *v > 0.0)
+            .collect()
+    }
+
+    /// The requests the provider answered, by status.
+    pub fn served(seen: &[Seen]) -> BTreeMap<String, f64> {
+        let mut m = BTreeMap::new();
+        for r in seen {
+            *m.entry(r.status.to_string()).or_default() += 1.0;
+        }
+        m
+    }
+
+    /// Body bytes of the 200s in `seen`, at the files' current sizes under `root` (a list
+    /// is rewritten only between two checkpoints, where the feed's polls are answered 304).
+    pub fn body_bytes(root: &Path, seen: &[Seen]) -> f64 {
+        seen.iter()
+            .filter(|r| r.status == 200)
+            .map(|r| std::fs::metadata(root.join(r.path.trim_start_matches('/'))).unwrap().len() as f64)
+            .sum()
+    }
+
+    /// A scrape between two polls: the requests the provider answered are all counted and
+    /// none is under way (the provider records a request before answering it).
+    pub fn settled(provider: &Provider, port: u16) -> (String, Vec<Seen>) {
+        let mut last = String::new();
+        for _ in 0..300 {
+            let before = provider.seen();
+            let m = scrape(port);
+            let total: f64 = by_status(&m).values().sum();
+            if provider.seen() == before && total == before.len() as f64 {
+                return (m, before);
+            }
+            last = m;
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("metrics never settled on the provider's {} requests:\n{last}", provider.seen().len());
+    }
+
+    /// The first scrape that meets `cond` (30 s at most; `log`: serve's log, shown if none does).
+    pub fn wait_for(port: u16, log: &dyn Fn() -> String, what: &str, cond: &dyn Fn(&str) -> bool) -> String {
+        let mut last = String::new();
+        let ok = common::wait_until(Duration::from_secs(30), || {
+            last = scrape(port);
+            cond(&last)
+        });
+        assert!(ok, "timed out waiting for {what}; metrics:\n{last}\nlog:\n{}", log());
+        last
+    }
+}
+
 /// `serve` (embedded, the feed polled every second) counts a rewinding `changes.csv` in its
 /// own `/metrics`. Before the first run ends (its metadata request held by a 429 with
 /// `Retry-After: 2`) the feed's counter series already exist at 0, so that `increase()`
@@ -402,8 +491,7 @@ fn serve_runs_the_enabled_feeds() {
 #[test]
 fn serve_counts_a_rewinding_changes_csv_in_its_metrics() {
     use csaf_provider::{Fault, Seen};
-    use std::collections::BTreeMap;
-    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+    use std::time::Duration;
     let Fixture { tmp, root, provider, dir, .. } = Fixture::start(6);
     let tmp = tmp.path();
     let n = dir.rows.len() as f64;
@@ -416,65 +504,12 @@ fn serve_counts_a_rewinding_changes_csv_in_its_metrics() {
         &tmp.join("serve.log"),
         Duration::from_secs(60),
     );
+    use ciq_metrics::{by_status, docs, now_s, rewinds, served, value};
     let log = || std::fs::read_to_string(tmp.join("serve.log")).unwrap_or_default();
-    let scrape = || common::get(port, "/metrics").expect("GET /metrics").1;
-    let value = |m: &str, sample: &str| common::metric(m, &format!("vex_feed_{sample}"));
-    let docs = |m: &str, outcome: &str| {
-        value(m, &format!("documents_total{{feed=\"ciq\",outcome=\"{outcome}\",reason=\"\"}}"))
-    };
-    let rewinds = |m: &str| value(m, "rewinds_total{feed=\"ciq\"}");
-    let now_s = || SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64();
-    let by_status = |m: &str| -> BTreeMap<String, f64> {
-        let prefix = "vex_feed_requests_total{feed=\"ciq\",status=\"";
-        m.lines()
-            .filter_map(|l| l.strip_prefix(prefix))
-            .map(|l| {
-                let (status, v) = l.split_once("\"} ").unwrap();
-                (status.to_string(), v.parse().unwrap())
-            })
-            .filter(|(_, v)| *v > 0.0)
-            .collect()
-    };
-    let served = |seen: &[Seen]| -> BTreeMap<String, f64> {
-        let mut m = BTreeMap::new();
-        for r in seen {
-            *m.entry(r.status.to_string()).or_default() += 1.0;
-        }
-        m
-    };
-    // Body bytes of the 200s in `seen`, at the files' current sizes (a list is rewritten
-    // only between two checkpoints, where the feed's polls are answered 304).
-    let body_bytes = |seen: &[Seen]| -> f64 {
-        seen.iter()
-            .filter(|r| r.status == 200)
-            .map(|r| std::fs::metadata(root.join(r.path.trim_start_matches('/'))).unwrap().len() as f64)
-            .sum()
-    };
-    // A scrape between two polls: the requests the provider answered are all counted and
-    // none is under way (the provider records a request before answering it).
-    let settled = || -> (String, Vec<Seen>) {
-        let mut last = String::new();
-        for _ in 0..300 {
-            let before = provider.seen();
-            let m = scrape();
-            let total: f64 = by_status(&m).values().sum();
-            if provider.seen() == before && total == before.len() as f64 {
-                return (m, before);
-            }
-            last = m;
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("metrics never settled on the provider's {} requests:\n{last}", provider.seen().len());
-    };
-    let wait_metrics = |what: &str, cond: &dyn Fn(&str) -> bool| -> String {
-        let mut last = String::new();
-        let ok = common::wait_until(Duration::from_secs(30), || {
-            last = scrape();
-            cond(&last)
-        });
-        assert!(ok, "timed out waiting for {what}; metrics:\n{last}\nlog:\n{}", log());
-        last
-    };
+    let scrape = || ciq_metrics::scrape(port);
+    let body_bytes = |seen: &[Seen]| ciq_metrics::body_bytes(&root, seen);
+    let settled = || ciq_metrics::settled(&provider, port);
+    let wait_metrics = |what: &str, cond: &dyn Fn(&str) -> bool| ciq_metrics::wait_for(port, &log, what, cond);
 
     // Primed before the first run ends (it waits out the 429's Retry-After).
     common::wait_for("the 429 on the metadata", Duration::from_secs(30), || {
