@@ -7,7 +7,7 @@
 #[path = "../integration-tests/common/mod.rs"]
 mod common;
 
-use common::{free_port, get, metric, vex_lens, wait_for, KillOnDrop};
+use common::{free_port, get, metric, repo_dir, vex_lens, wait_for, KillOnDrop};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -19,40 +19,40 @@ fn post(port: u16, path: &str, tenant: &str, body: &str) -> (u16, serde_json::Va
     (code, serde_json::from_str(&body).unwrap_or(serde_json::Value::Null))
 }
 
-#[test]
-fn export_jobs_write_verifiable_bundles_and_are_timed_counted_and_recorded() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (inbox, data, exports) = (tmp.path().join("in"), tmp.path().join("data"), tmp.path().join("exports"));
-    std::fs::create_dir_all(&inbox).unwrap();
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    for f in std::fs::read_dir(repo.join("examples")).unwrap() {
-        let f = f.unwrap().path();
-        std::fs::copy(&f, inbox.join(f.file_name().unwrap())).unwrap();
-    }
-    let key = tmp.path().join("lens.key");
-    let public = tmp.path().join("lens.pub");
-    let out = vex_lens(&["keygen", "--out", key.to_str().unwrap(), "--public-out", public.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-
+/// `serve` over `inbox` (the three examples) into `data` with `env`, on a free port, once
+/// the examples' 7 observations are durable.
+fn serve_examples(inbox: &Path, data: &Path, env: &[(&str, &str)]) -> (KillOnDrop, u16) {
     let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let mut child = KillOnDrop(
+    let child = KillOnDrop(
         Command::new(BIN)
             .args(["serve", "--ingest-dir", inbox.to_str().unwrap(), "--data-dir", data.to_str().unwrap()])
-            .args(["--listen", &listen])
-            .env("VEXLENS_EXPORT__DIR", &exports)
-            .env("VEXLENS_EXPORT__SIGN_KEY", &key)
-            .current_dir(repo)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .envs(env.iter().copied())
+            .current_dir(repo_dir())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("start serve"),
     );
-    // The three example documents give 7 observations.
     wait_for("the examples to be durable", Duration::from_secs(60), || {
         let (_, m) = get(port, "/metrics")?;
         (metric(&m, "vex_observations_applied_total")? >= 7.0).then_some(())
     });
+    (child, port)
+}
+
+#[test]
+fn export_jobs_write_verifiable_bundles_and_are_timed_counted_and_recorded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (inbox, data, exports) = (tmp.path().join("in"), tmp.path().join("data"), tmp.path().join("exports"));
+    common::copy_dir(&repo_dir().join("examples"), &inbox);
+    let key = tmp.path().join("lens.key");
+    let public = tmp.path().join("lens.pub");
+    let out = vex_lens(&["keygen", "--out", key.to_str().unwrap(), "--public-out", public.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let env = [("VEXLENS_EXPORT__DIR", exports.to_str().unwrap()), ("VEXLENS_EXPORT__SIGN_KEY", key.to_str().unwrap())];
+    let (mut child, port) = serve_examples(&inbox, &data, &env);
 
     let (code, job) = post(port, "/v1/vex/export", "default", r#"{"format":"openvex"}"#);
     assert_eq!(code, 200, "{job}");
@@ -101,31 +101,14 @@ fn export_jobs_write_verifiable_bundles_and_are_timed_counted_and_recorded() {
 fn export_retention_and_per_tenant_rates() {
     let tmp = tempfile::tempdir().unwrap();
     let (inbox, data, exports) = (tmp.path().join("in"), tmp.path().join("data"), tmp.path().join("exports"));
-    std::fs::create_dir_all(&inbox).unwrap();
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    for f in std::fs::read_dir(repo.join("examples")).unwrap() {
-        let f = f.unwrap().path();
-        std::fs::copy(&f, inbox.join(f.file_name().unwrap())).unwrap();
-    }
-    let port = free_port();
-    let _child = KillOnDrop(
-        Command::new(BIN)
-            .args(["serve", "--ingest-dir", inbox.to_str().unwrap(), "--data-dir", data.to_str().unwrap()])
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .env("VEXLENS_EXPORT__DIR", &exports)
-            .env("VEXLENS_EXPORT__KEEP_PER_TENANT", "2")
-            .env("VEXLENS_API__EXPORT_JOBS_PER_MINUTE", "3")
-            .env("VEXLENS_API__SIMULATIONS_PER_MINUTE", "2")
-            .current_dir(repo)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start serve"),
-    );
-    wait_for("the examples to be durable", Duration::from_secs(60), || {
-        let (_, m) = get(port, "/metrics")?;
-        (metric(&m, "vex_observations_applied_total")? >= 7.0).then_some(())
-    });
+    common::copy_dir(&repo_dir().join("examples"), &inbox);
+    let env = [
+        ("VEXLENS_EXPORT__DIR", exports.to_str().unwrap()),
+        ("VEXLENS_EXPORT__KEEP_PER_TENANT", "2"),
+        ("VEXLENS_API__EXPORT_JOBS_PER_MINUTE", "3"),
+        ("VEXLENS_API__SIMULATIONS_PER_MINUTE", "2"),
+    ];
+    let (_child, port) = serve_examples(&inbox, &data, &env);
     let bundles = || -> usize { std::fs::read_dir(&exports).map_or(0, |d| d.count()) };
 
     // Three jobs: only the newest two bundles stay; the first job is still listed, without files.

@@ -4,6 +4,9 @@
 //! snapshot joins the statement text from the observations (an `ObservationStore`):
 //! without them the export fails, naming the observation.
 
+#[path = "../integration-tests/common/mod.rs"]
+mod common;
+
 use std::sync::Mutex;
 use vex_lens::domain::consensus::{batch, ConsensusRecord, PairKey};
 use vex_lens::domain::model::{IngestContext, Observation};
@@ -184,12 +187,7 @@ fn export_from_embedded_store_equals_export_from_files() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     let input = root.join("in");
-    std::fs::create_dir_all(&input).unwrap();
-    let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/openvex");
-    for e in std::fs::read_dir(&corpus).unwrap() {
-        let p = e.unwrap().path();
-        std::fs::copy(&p, input.join(p.file_name().unwrap())).unwrap();
-    }
+    common::copy_dir(&common::corpus_dir().join("openvex"), &input);
     let run = |args: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_vex-lens"))
             .current_dir(root)
@@ -270,12 +268,7 @@ fn export_from_mongodb_equals_export_from_files() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     let input = root.join("in");
-    std::fs::create_dir_all(&input).unwrap();
-    let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/openvex");
-    for e in std::fs::read_dir(&corpus).unwrap() {
-        let p = e.unwrap().path();
-        std::fs::copy(&p, input.join(p.file_name().unwrap())).unwrap();
-    }
+    common::copy_dir(&common::corpus_dir().join("openvex"), &input);
     let db = format!("vexlens_export_test_{}_{}", std::process::id(), root.file_name().unwrap().to_string_lossy());
     let db: String = db.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect();
     let run = |args: &[&str]| {

@@ -12,15 +12,11 @@ mod dsse_fixtures;
 #[path = "../integration-tests/common/mod.rs"]
 mod common;
 
-use common::{free_port, get, metric, metric_sum, ndjson, repo_dir, vex_lens, wait_for, KillOnDrop};
-use std::io::Read;
-use std::process::{Command, Stdio};
+use common::{get, metric, metric_sum, ndjson, vex_lens, wait_for};
 use std::time::Duration;
 
 use dsse_fixtures::{check_records, check_verifications, write_envelopes, Keys};
 use serde_json::Value;
-
-const BIN: &str = env!("CARGO_BIN_EXE_vex-lens");
 
 #[test]
 fn each_envelope_is_verified_persisted_counted_and_weighted() {
@@ -33,17 +29,8 @@ fn each_envelope_is_verified_persisted_counted_and_weighted() {
     keys.write_issuers(&issuers);
     let files = write_envelopes(&keys, &input);
 
-    let port = free_port();
-    let child = Command::new(BIN)
-        .args(["serve", "--ingest-dir", input.to_str().unwrap(), "--data-dir", data.to_str().unwrap()])
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .env("VEXLENS_CONSENSUS__ISSUERS_FILE", &issuers)
-        .current_dir(repo_dir())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn serve");
-    let mut server = KillOnDrop(child);
+    let (mut server, port) =
+        common::spawn_serve(&input, &data, &[("VEXLENS_CONSENSUS__ISSUERS_FILE", issuers.to_str().unwrap())]);
     let docs = wait_for("the five documents", Duration::from_secs(60), || {
         let (_, m) = get(port, "/metrics")?;
         metric(&m, "vex_documents_ingested_total").filter(|n| *n >= 5.0).map(|_| m)
@@ -51,8 +38,7 @@ fn each_envelope_is_verified_persisted_counted_and_weighted() {
     assert_eq!(metric_sum(&docs, "vex_dsse_verification_failures_total"), Some(3.0), "three failures counted:\n{docs}");
 
     let status = server.terminate(Duration::from_secs(30));
-    let mut stderr = String::new();
-    server.0.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    let stderr = server.stderr();
     assert!(status.success(), "exit status {status:?}; log:\n{stderr}");
     // One log line per failure, naming issuer, keyid and reason.
     let failures: Vec<Value> = stderr

@@ -7,26 +7,13 @@
 #[path = "../integration-tests/common/mod.rs"]
 mod common;
 
-use common::{corpus_dir, free_port, get, metric, repo_dir, vex_lens, wait_for, KillOnDrop};
-use std::io::{Read, Write};
+use common::{copy_dir, corpus_dir, free_port, get, metric, repo_dir, vex_lens, wait_for, KillOnDrop};
+use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_vex-lens");
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let p = e.path();
-        if p.is_dir() {
-            copy_dir(&p, &to.join(e.file_name()));
-        } else {
-            std::fs::copy(&p, to.join(e.file_name())).unwrap();
-        }
-    }
-}
 
 fn digests(ndjson: &[u8]) -> Vec<String> {
     String::from_utf8_lossy(ndjson)
@@ -104,16 +91,7 @@ fn serving_answers_health_metrics_status_and_picks_up_new_files() {
     let first = repo_dir().join("examples/acme-vendor.openvex.json");
     std::fs::copy(&first, input.join("a.json")).unwrap();
     let data = tmp.path().join("data");
-    let port = free_port();
-    let child = Command::new(BIN)
-        .args(["serve", "--ingest-dir", input.to_str().unwrap(), "--data-dir", data.to_str().unwrap()])
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .current_dir(repo_dir())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn serve");
-    let mut server = KillOnDrop(child);
+    let (mut server, port) = common::spawn_serve(&input, &data, &[]);
 
     let (code, _) = wait_for("liveness", Duration::from_secs(30), || get(port, "/health/liveness"));
     assert_eq!(code, 200);
@@ -159,8 +137,7 @@ fn serving_answers_health_metrics_status_and_picks_up_new_files() {
 
     // SIGTERM: drain and exit 0.
     let status = server.terminate(Duration::from_secs(30));
-    let mut stderr = String::new();
-    server.0.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    let stderr = server.stderr();
     assert!(status.success(), "exit status {status:?}; log:\n{stderr}");
 
     // What was served equals the batch consensus of the two good documents.

@@ -84,6 +84,20 @@ fn collect_json(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
+/// Copies the files under `from` into `to` (created), sub-directories included.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let p = e.path();
+        if p.is_dir() {
+            copy_dir(&p, &to.join(e.file_name()));
+        } else {
+            std::fs::copy(&p, to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
 /// Normalises files in-process (tenant `tenant`) and returns the observations.
 pub fn observations_of(files: &[PathBuf], tenant: &str) -> Vec<Observation> {
     let mut out = Vec::new();
@@ -497,11 +511,38 @@ impl KillOnDrop {
     }
 }
 
+impl KillOnDrop {
+    /// The rest of its piped stderr (after it has exited).
+    pub fn stderr(&mut self) -> String {
+        use std::io::Read;
+        let mut stderr = String::new();
+        self.0.stderr.take().expect("stderr piped").read_to_string(&mut stderr).unwrap();
+        stderr
+    }
+}
+
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// Starts `vex-lens serve --ingest-dir INGEST --data-dir DATA` (embedded) from the repo dir
+/// on a free loopback port, `env` added, stdout discarded and stderr piped (read it after
+/// [`KillOnDrop::terminate`] with [`KillOnDrop::stderr`]). Killed when dropped.
+pub fn spawn_serve(ingest: &Path, data: &Path, env: &[(&str, &str)]) -> (KillOnDrop, u16) {
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_vex-lens"))
+        .args(["serve", "--ingest-dir", ingest.to_str().unwrap(), "--data-dir", data.to_str().unwrap()])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .envs(env.iter().copied())
+        .current_dir(repo_dir())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn serve");
+    (KillOnDrop(child), port)
 }
 
 /// Sends SIGTERM to `child` (the `kill` command; asserts it succeeded).
