@@ -36,24 +36,7 @@ import urllib.request
 import pymongo
 import pymongo.errors
 
-PURL = re.compile(r'^(pkg:[^@?#]+)(.*)$')
-
-
-def log(msg):
-    print(f"[bench] {msg}", file=sys.stderr, flush=True)
-
-
-def rename_purls(value, suffix):
-    """Every purl string in a JSON value gets `suffix` appended to its name."""
-    if isinstance(value, dict):
-        return {k: rename_purls(v, suffix) for k, v in value.items()}
-    if isinstance(value, list):
-        return [rename_purls(v, suffix) for v in value]
-    if isinstance(value, str):
-        m = PURL.match(value)
-        if m:
-            return m.group(1) + suffix + m.group(2)
-    return value
+from corpus_copies import rename_purls  # scripts/, beside this file
 
 
 def load_vexhub(corpus, limit):
