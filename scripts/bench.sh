@@ -107,7 +107,8 @@ one_rss=$last_rss
 store_path "vexhub-x$big_copies" "$work/vexhub-x$big_copies"
 awk "BEGIN{printf \"serve --once peak RSS, vexhub x$big_copies / vexhub x1: %.2f (target <= 1.3)\n\", $last_rss / $one_rss}"
 store_path csaf-ciq-copies "$work/ciq"
-awk "BEGIN{printf \"mean record size (consensus NDJSON line, vexhub): %.0f bytes (target <= 1536)\n\", $("$bin" consensus "$corpus" 2>/dev/null | wc -c) / $("$bin" consensus "$corpus" 2>/dev/null | wc -l)}"
+read -r lines bytes < <("$bin" consensus "$corpus" 2>/dev/null | wc -lc)
+awk "BEGIN{printf \"mean record size (consensus NDJSON line, vexhub): %.0f bytes (target <= 1536)\n\", $bytes / $lines}"
 # The core must not have become slower: this binary against a baseline's, same run
 # (VEXLENS_BASELINE_BIN, e.g. a release build of bafbf91; skipped, and said, without one).
 if [[ -n "${VEXLENS_BASELINE_BIN:-}" ]]; then
