@@ -79,17 +79,16 @@ def rename_names(node, pattern, new):
 
 def copy_csaf(doc, k):
     suffix = f"-s{k}"
-    c = dict(doc)
-    c["document"] = json.loads(json.dumps(doc["document"]))
-    c["document"]["tracking"]["id"] = doc["document"]["tracking"]["id"] + suffix
+    c = rename_purls(doc, suffix)  # a new tree: the edits below leave `doc` as it was
+    c["document"]["tracking"]["id"] += suffix
     tree = doc.get("product_tree")
     names = component_names(tree, set())
     if tree is not None and names:
         # Longest first, whole words only, so "bind" does not rename inside "bind-utils".
         alt = "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
         pattern = re.compile(r'(?<![\w.-])(?:' + alt + r')(?![\w.-])')
-        c["product_tree"] = rename_names(tree, pattern, {n: renamed(n, suffix) for n in names})
-    return rename_purls(c, suffix)
+        c["product_tree"] = rename_names(c["product_tree"], pattern, {n: renamed(n, suffix) for n in names})
+    return c
 
 
 def copy_doc(doc, k):
