@@ -39,6 +39,10 @@ import pymongo.errors
 from corpus_copies import rename_purls  # scripts/, beside this file
 
 
+def log(msg):
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
 def load_vexhub(corpus, limit):
     files = sorted(f for f in os.listdir(corpus) if f.endswith('.json'))[:limit]
     return [json.load(open(os.path.join(corpus, f))) for f in files]
