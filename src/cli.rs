@@ -45,6 +45,9 @@ pub enum Command {
     /// every record of their pairs), re-keys the rest, recomputes every record. Ingest the
     /// documents of the dropped observations again afterwards.
     Reindex(ReindexArgs),
+    /// Shorten the embedded store's file to the pages it uses (stop `serve` first) and
+    /// print each table's rows and bytes (JSON on stdout).
+    Compact(CompactArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -115,6 +118,16 @@ pub struct ReindexArgs {
     #[arg(long, default_value = "vexlens")]
     pub mongo_db: String,
     /// Configuration file (the consensus policy the records are recomputed with).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct CompactArgs {
+    /// Directory of the embedded store (default: ./data, or [store] data_dir of the config).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Configuration file (for [store] data_dir).
     #[arg(long)]
     pub config: Option<PathBuf>,
 }

@@ -19,6 +19,7 @@ fn main() -> std::process::ExitCode {
         cli::Command::Serve(a) => commands::serve::run(a),
         cli::Command::Records(a) => commands::serve::run_records(a),
         cli::Command::Reindex(a) => commands::reindex::run(a),
+        cli::Command::Compact(a) => commands::compact::run(a),
         cli::Command::Feed(c) => commands::feed::run(c),
     };
     match result {

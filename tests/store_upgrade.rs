@@ -7,7 +7,9 @@
 //! and its records, and start-up then works (and re-ingesting the document restores its
 //! record, under the new key); (c) a store at version 4 (4085cd2: records copying each
 //! statement's text) is upgraded to the lean records of version 5, and its history still
-//! reads, the version-4 entry beside the new one.
+//! reads, the version-4 entry beside the new one; (d) a store whose current rows copy
+//! their record (ce1e05b) names the history entry instead once opened, and reads the same;
+//! (e) `vex-lens compact` keeps every record and is refused while `serve` holds the store.
 
 #[path = "../integration-tests/common/mod.rs"]
 mod common;
@@ -130,4 +132,76 @@ fn a_version_4_store_gets_lean_records_and_keeps_its_history_readable() {
         h["items"].as_array().unwrap().iter().map(|v| v["schema_version"].as_u64().unwrap()).collect();
     assert_eq!(versions, [4, 5], "{h}");
     assert_eq!(h["items"][1]["consensus_digest"], rec["consensus_digest"]);
+}
+
+/// The sizes of a store's tables, by name (the library's view of the file).
+fn table_sizes(data: &Path) -> std::collections::BTreeMap<String, vex_lens::stores::embedded::TableSize> {
+    let store = vex_lens::stores::embedded::EmbeddedStore::open(data).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(store.table_sizes()).unwrap().into_iter().map(|t| (t.table.clone(), t)).collect()
+}
+
+#[test]
+fn a_store_whose_current_rows_copy_their_record_stores_each_record_once_after_opening() {
+    // ce1e05b (version 5, lean records) kept a copy of each current record beside its
+    // history entry; opening the store rewrites the current rows to name that entry.
+    let data = store_from("ce1e05b-openvex.redb.gz");
+    let doc = repo_dir().join("examples/acme-vendor.openvex.json");
+    let want = String::from_utf8(vex_lens(&["consensus", doc.to_str().unwrap()]).stdout).unwrap();
+    assert!(!want.is_empty());
+    assert_eq!(records(data.path()), want, "the records read the same after the rewrite");
+    let sizes = table_sizes(data.path());
+    let (cur, hist) = (&sizes["vex_consensus"], &sizes["vex_consensus_history"]);
+    assert_eq!(cur.rows, want.lines().count() as u64);
+    assert_eq!(hist.rows, cur.rows, "one history entry per record, none added: {sizes:?}");
+    let mean_record = want.len() as u64 / cur.rows;
+    assert!(
+        cur.stored_bytes / cur.rows < 300 && mean_record > 1000,
+        "a current row names its history entry instead of copying the record ({} bytes per row, records of {mean_record} bytes)",
+        cur.stored_bytes / cur.rows
+    );
+    // The history answers through the API: one entry per pair, the current record.
+    let rec: serde_json::Value = serde_json::from_str(want.lines().next().unwrap()).unwrap();
+    let log = data.path().join("serve.log");
+    let (_child, port) = common::start_embedded_serve(
+        &["--data-dir", data.path().to_str().unwrap()],
+        &[],
+        &log,
+        std::time::Duration::from_secs(60),
+    );
+    let enc = |s: &str| s.replace('%', "%25").replace('/', "%2F").replace(':', "%3A").replace('@', "%40");
+    let q = format!(
+        "artifact={}&vulnerability={}",
+        enc(rec["artifact"].as_str().unwrap()),
+        enc(rec["vulnerability"].as_str().unwrap())
+    );
+    let (code, body) = common::get(port, &format!("/v1/vex/consensus/history?{q}")).expect("history answers");
+    assert_eq!(code, 200, "{body}");
+    let h: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(h["items"].as_array().map(Vec::len), Some(1), "{h}");
+    assert_eq!(h["items"][0]["consensus_digest"], rec["consensus_digest"]);
+}
+
+#[test]
+fn compact_keeps_every_record_and_is_refused_while_the_store_is_in_use() {
+    let data = store_from("ce1e05b-openvex.redb.gz");
+    let before = records(data.path());
+    let dir = data.path().to_str().unwrap();
+    let out = vex_lens(&["compact", "--data-dir", dir]);
+    assert!(out.status.success(), "compact: {}", text(&out));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let file_len = std::fs::metadata(data.path().join("vex-lens.redb")).unwrap().len();
+    assert_eq!(summary["bytes_after"].as_u64(), Some(file_len), "{summary}");
+    assert!(summary["bytes_after"].as_u64() <= summary["bytes_before"].as_u64(), "{summary}");
+    assert_eq!(summary["records"].as_u64(), Some(before.lines().count() as u64), "{summary}");
+    assert_eq!(records(data.path()), before, "compaction changes no record");
+
+    let log = data.path().join("serve.log");
+    let (_child, _port) =
+        common::start_embedded_serve(&["--data-dir", dir], &[], &log, std::time::Duration::from_secs(60));
+    let out = vex_lens(&["compact", "--data-dir", dir]);
+    assert!(!out.status.success(), "compact while serve holds the store must fail");
+    assert!(text(&out).contains("in use"), "{}", text(&out));
+    let out = vex_lens(&["compact", "--data-dir", data.path().join("nothing").to_str().unwrap()]);
+    assert!(text(&out).contains("no embedded store"), "{}", text(&out));
 }

@@ -1,4 +1,5 @@
 //! One module per CLI command.
+pub mod compact;
 pub mod consensus;
 pub mod export;
 pub mod feed;

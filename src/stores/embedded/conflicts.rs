@@ -1,8 +1,8 @@
 //! The conflict-queue role on redb (`vex_conflict_queue`): reads of the queue that
 //! `put_records` (`records`) keeps.
 
+use super::records::ConflictRow;
 use super::{err, json_err, EmbeddedStore, CONFLICTS};
-use crate::domain::consensus::ConsensusRecord;
 use crate::ports::{ConflictQueue, StoreError};
 use redb::{ReadableTable, ReadableTableMetadata};
 
@@ -24,7 +24,7 @@ impl ConflictQueue for EmbeddedStore {
             let mut by_tenant = std::collections::BTreeMap::<String, u64>::new();
             for entry in t.iter().map_err(err)? {
                 let (_, v) = entry.map_err(err)?;
-                let r: ConsensusRecord = serde_json::from_slice(v.value()).map_err(json_err)?;
+                let r: ConflictRow = serde_json::from_slice(v.value()).map_err(json_err)?;
                 *by_tenant.entry(r.tenant).or_default() += 1;
             }
             Ok(by_tenant.into_iter().collect())

@@ -6,8 +6,9 @@
 //! sources need to remember (`ingest`: processed files, dead letters). This module
 //! holds the database, its tables and the helpers every role uses.
 //!
-//! Invariants: every write is one redb write transaction committed with immediate
-//! durability, so a returned `Ok` means on disk; writes are idempotent upserts keyed
+//! Invariants: a record's bytes are stored once, in its history entry (`records`);
+//! every write is one redb write transaction committed with immediate durability, so a
+//! returned `Ok` means on disk; writes are idempotent upserts keyed
 //! by deterministic ids; redb is blocking, so every call runs on tokio's blocking pool.
 //! A new history entry gets its tenant's next change-stream position in the same write
 //! transaction (redb serialises write transactions), so positions are dense and
@@ -164,6 +165,7 @@ impl EmbeddedStore {
         tx.open_table(CHANGES).map_err(err)?;
         tx.open_table(CHANGE_TAILS).map_err(err)?;
         tx.open_table(TRUST_RECOMPUTED).map_err(err)?;
+        Self::point_current_rows_to_history(&tx)?;
         Self::backfill_stream(&tx)?;
         tx.commit().map_err(err)
     }
@@ -240,6 +242,53 @@ impl EmbeddedStore {
             Ok(out)
         })
         .await
+    }
+}
+
+/// What one table holds ([`EmbeddedStore::table_sizes`]): rows, the bytes of their keys
+/// and values, and the bytes of the table's pages beyond them (branch keys and metadata;
+/// unused space in its pages).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct TableSize {
+    pub table: String,
+    pub rows: u64,
+    pub stored_bytes: u64,
+    pub metadata_bytes: u64,
+    pub fragmented_bytes: u64,
+}
+
+impl EmbeddedStore {
+    /// Every table's [`TableSize`], by name.
+    pub async fn table_sizes(&self) -> Result<Vec<TableSize>, StoreError> {
+        self.blocking(|db| {
+            let tx = db.begin_read().map_err(err)?;
+            let mut out = Vec::new();
+            for h in tx.list_tables().map_err(err)? {
+                let table = redb::TableHandle::name(&h).to_string();
+                let t = tx.open_untyped_table(h).map_err(err)?;
+                let stats = t.stats().map_err(err)?;
+                out.push(TableSize {
+                    table,
+                    rows: t.len().map_err(err)?,
+                    stored_bytes: stats.stored_bytes(),
+                    metadata_bytes: stats.metadata_bytes(),
+                    fragmented_bytes: stats.fragmented_bytes(),
+                });
+            }
+            out.sort_by(|a, b| a.table.cmp(&b.table));
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Compacts the database file (redb's `compact`: live pages move to the front of the
+    /// file and the file is shortened). Needs the only handle on the database: refused
+    /// while a clone of this store is alive (a server using it). Returns whether anything
+    /// moved.
+    pub fn compact(self) -> Result<bool, StoreError> {
+        let mut db = Arc::try_unwrap(self.db)
+            .map_err(|_| StoreError::Unavailable("the store is in use; stop the server first".into()))?;
+        db.compact().map_err(|e| StoreError::Rejected(format!("compacting {}: {e}", self.path.display())))
     }
 }
 

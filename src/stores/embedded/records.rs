@@ -2,16 +2,24 @@
 //! write transaction the conflict queue and the change-stream positions; reads of the
 //! stream are `changes`).
 //!
-//! Invariant: `put_records` is one write transaction: each record is compared with the
-//! stored one ([`decide_write`]) and written, with its history entry, its stream
-//! position and its conflict-queue change, only if it is not older; all of it commits
-//! together, and the read cache learns the new answers only after the commit.
+//! Invariants:
+//! - `put_records` is one write transaction: each record is compared with the stored one
+//!   ([`decide_write`]) and written, with its history entry, its stream position and its
+//!   conflict-queue change, only if it is not older; all of it commits together, and the
+//!   read cache learns the new answers only after the commit.
+//! - A record's bytes are stored once, in its history entry: the current row of a pair
+//!   ([`CurrentRow`]) holds what `decide_write` compares and the key of that entry, and a
+//!   conflict-queue row only the tenant ([`ConflictRow`]). Stores whose current rows
+//!   copied the record (before this layout) are rewritten once when opened
+//!   ([`EmbeddedStore::point_current_rows_to_history`]).
 
-use super::{change_key, err, json_err, EmbeddedStore, Tally, CHANGES, CHANGE_TAILS, CONFLICTS, CONSENSUS, HISTORY};
+use super::{
+    change_key, err, json_err, EmbeddedStore, Tally, CHANGES, CHANGE_TAILS, CONFLICTS, CONSENSUS, HISTORY, META,
+};
 use crate::domain::consensus::{ConsensusRecord, PairKey};
 use crate::domain::version::{RecordVersion, VersionedRecord};
 use crate::ports::{
-    decide_write, pair_id, ChangeEvent, RecordQuery, RecordStore, StoreError, TimedRecord, WriteDecision,
+    decide_write, history_id, pair_id, ChangeEvent, RecordQuery, RecordStore, StoreError, TimedRecord, WriteDecision,
 };
 use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
@@ -35,6 +43,125 @@ impl StoredRecord {
 
     pub(super) fn decode(bytes: &[u8]) -> Result<StoredRecord, StoreError> {
         serde_json::from_slice(bytes).map_err(json_err)
+    }
+}
+
+/// The current row of a pair (`vex_consensus`, keyed by pair id): what [`decide_write`]
+/// compares, the tenant (for scans by tenant) and the time and digest that name the
+/// record's history entry (`history_id(pair id, changed_at_ms, digest)`), which holds the
+/// record itself.
+#[derive(Serialize, Deserialize)]
+pub(super) struct CurrentRow {
+    changed_at_ms: i64,
+    digest: String,
+    version: RecordVersion,
+    tenant: String,
+}
+
+impl CurrentRow {
+    fn decode(bytes: &[u8]) -> Result<CurrentRow, StoreError> {
+        serde_json::from_slice(bytes).map_err(json_err)
+    }
+
+    fn encode(&self) -> Result<Vec<u8>, StoreError> {
+        serde_json::to_vec(self).map_err(json_err)
+    }
+
+    /// The key of the history entry holding this row's record.
+    fn history_key(&self, pair_id: &str) -> String {
+        history_id(pair_id, self.changed_at_ms, &self.digest)
+    }
+
+    /// The record this row names, read from `hist`, with the time it last changed.
+    fn load(
+        &self,
+        pair_id: &str,
+        hist: &impl ReadableTable<&'static str, &'static [u8]>,
+    ) -> Result<TimedRecord, StoreError> {
+        let key = self.history_key(pair_id);
+        let Some(v) = hist.get(key.as_str()).map_err(err)? else {
+            return Err(StoreError::Rejected(format!(
+                "the current record of pair {pair_id} names history entry {key}, which is missing"
+            )));
+        };
+        let s = StoredRecord::decode(v.value())?;
+        Ok(TimedRecord { record: s.record, changed_at_ms: self.changed_at_ms })
+    }
+}
+
+/// A conflict-queue row (`vex_conflict_queue`, keyed by pair id): the pair is in the
+/// queue; its record is the current one. (Rows that copied the whole record, before this
+/// layout, decode as well: a record has a top-level `tenant`.)
+#[derive(Serialize, Deserialize)]
+pub(super) struct ConflictRow {
+    pub(super) tenant: String,
+}
+
+/// The [`META`] key of the one-time rewrite of current rows that copied their record.
+const CURRENT_ROWS_IN_HISTORY: &str = "current_rows_point_to_history";
+
+impl EmbeddedStore {
+    /// Rewrites a store whose current rows and conflict-queue rows copied the record
+    /// (every store before this layout) to [`CurrentRow`]s and [`ConflictRow`]s, once per
+    /// database ([`META`]), in the opening write transaction. A current record with no
+    /// history entry (none is expected: both were always written together) gets one, with
+    /// the next position of its tenant's change stream, so nothing is lost.
+    pub(super) fn point_current_rows_to_history(tx: &redb::WriteTransaction) -> Result<(), StoreError> {
+        let mut meta = tx.open_table(META).map_err(err)?;
+        if meta.get(CURRENT_ROWS_IN_HISTORY).map_err(err)?.is_some() {
+            return Ok(());
+        }
+        let mut cur = tx.open_table(CONSENSUS).map_err(err)?;
+        let mut hist = tx.open_table(HISTORY).map_err(err)?;
+        let mut conf = tx.open_table(CONFLICTS).map_err(err)?;
+        let mut changes = tx.open_table(CHANGES).map_err(err)?;
+        let mut tails = tx.open_table(CHANGE_TAILS).map_err(err)?;
+        let mut old = Vec::new();
+        for r in cur.iter().map_err(err)? {
+            let (k, v) = r.map_err(err)?;
+            if CurrentRow::decode(v.value()).is_err() {
+                old.push((k.value().to_string(), v.value().to_vec()));
+            }
+        }
+        let (mut rewritten, mut restored) = (0usize, 0usize);
+        for (id, bytes) in &old {
+            let s = StoredRecord::decode(bytes)?;
+            let row = CurrentRow {
+                changed_at_ms: s.changed_at_ms,
+                digest: s.record.consensus_digest.clone(),
+                version: s.version,
+                tenant: s.record.tenant.clone(),
+            };
+            let hid = row.history_key(id);
+            if hist.get(hid.as_str()).map_err(err)?.is_none() {
+                hist.insert(hid.as_str(), bytes.as_slice()).map_err(err)?;
+                let seq = tails.get(row.tenant.as_str()).map_err(err)?.map_or(0, |v| v.value()) + 1;
+                tails.insert(row.tenant.as_str(), seq).map_err(err)?;
+                changes.insert(change_key(&row.tenant, seq).as_str(), hid.as_str()).map_err(err)?;
+                restored += 1;
+            }
+            cur.insert(id.as_str(), row.encode()?.as_slice()).map_err(err)?;
+            rewritten += 1;
+        }
+        let mut queued = Vec::new();
+        for r in conf.iter().map_err(err)? {
+            let (k, v) = r.map_err(err)?;
+            let row: ConflictRow = serde_json::from_slice(v.value()).map_err(json_err)?;
+            queued.push((k.value().to_string(), serde_json::to_vec(&row).map_err(json_err)?));
+        }
+        for (id, bytes) in &queued {
+            conf.insert(id.as_str(), bytes.as_slice()).map_err(err)?;
+        }
+        if rewritten > 0 {
+            tracing::info!(
+                event = "current_rows_point_to_history",
+                rows = rewritten,
+                history_entries_restored = restored,
+                "current records are now stored once, in the history"
+            );
+        }
+        meta.insert(CURRENT_ROWS_IN_HISTORY, 1).map_err(err)?;
+        Ok(())
     }
 }
 
@@ -66,11 +193,11 @@ impl RecordStore for EmbeddedStore {
                 for (written_index, VersionedRecord { record: r, version }) in records.iter().enumerate() {
                     let id = pair_id(&r.pair());
                     let stored = match cur.get(id.as_str()).map_err(err)? {
-                        Some(v) => Some(StoredRecord::decode(v.value())?),
+                        Some(v) => Some(CurrentRow::decode(v.value())?),
                         None => None,
                     };
                     let decision = decide_write(
-                        stored.as_ref().map(|s| (s.version, s.record.consensus_digest.as_str())),
+                        stored.as_ref().map(|s| (s.version, s.digest.as_str())),
                         *version,
                         &r.consensus_digest,
                     );
@@ -81,19 +208,22 @@ impl RecordStore for EmbeddedStore {
                         WriteDecision::Stale => continue,
                         WriteDecision::Unchanged => {}
                         WriteDecision::RaiseVersion => {
-                            let Some(mut s) = stored else { continue };
-                            s.version = *version;
-                            let bytes = serde_json::to_vec(&s).map_err(json_err)?;
-                            cur.insert(id.as_str(), bytes.as_slice()).map_err(err)?;
+                            let Some(mut row) = stored else { continue };
+                            row.version = *version;
+                            cur.insert(id.as_str(), row.encode()?.as_slice()).map_err(err)?;
                             tally.rows(&CONSENSUS, 1);
                         }
                         WriteDecision::Write => {
-                            let stored = StoredRecord::new(changed_at_ms, r.clone(), *version);
-                            let bytes = serde_json::to_vec(&stored).map_err(json_err)?;
-                            cur.insert(id.as_str(), bytes.as_slice()).map_err(err)?;
-                            tally.rows(&CONSENSUS, 1);
-                            let hid = crate::ports::history_id(&id, changed_at_ms, &r.consensus_digest);
+                            let row = CurrentRow {
+                                changed_at_ms,
+                                digest: r.consensus_digest.clone(),
+                                version: *version,
+                                tenant: r.tenant.clone(),
+                            };
+                            let hid = row.history_key(&id);
                             if hist.get(hid.as_str()).map_err(err)?.is_none() {
+                                let stored = StoredRecord::new(changed_at_ms, r.clone(), *version);
+                                let bytes = serde_json::to_vec(&stored).map_err(json_err)?;
                                 hist.insert(hid.as_str(), bytes.as_slice()).map_err(err)?;
                                 let seq = match tail_of.get(r.tenant.as_str()) {
                                     Some(s) => *s,
@@ -104,6 +234,8 @@ impl RecordStore for EmbeddedStore {
                                 tally.rows(&HISTORY, 1);
                                 tally.index(&CHANGES, 1);
                             }
+                            cur.insert(id.as_str(), row.encode()?.as_slice()).map_err(err)?;
+                            tally.rows(&CONSENSUS, 1);
                         }
                     }
                     let unchanged = decision != WriteDecision::Write;
@@ -112,7 +244,7 @@ impl RecordStore for EmbeddedStore {
                             tally.rows(&CONFLICTS, 1);
                         }
                     } else if !unchanged || conf.get(id.as_str()).map_err(err)?.is_none() {
-                        let bytes = serde_json::to_vec(r).map_err(json_err)?;
+                        let bytes = serde_json::to_vec(&ConflictRow { tenant: r.tenant.clone() }).map_err(json_err)?;
                         conf.insert(id.as_str(), bytes.as_slice()).map_err(err)?;
                         tally.rows(&CONFLICTS, 1);
                     }
@@ -138,8 +270,9 @@ impl RecordStore for EmbeddedStore {
         self.blocking(move |db| {
             let tx = db.begin_read().map_err(err)?;
             let t = tx.open_table(CONSENSUS).map_err(err)?;
+            let hist = tx.open_table(HISTORY).map_err(err)?;
             match t.get(id.as_str()).map_err(err)? {
-                Some(v) => Ok(Some(StoredRecord::decode(v.value())?.record)),
+                Some(v) => Ok(Some(CurrentRow::decode(v.value())?.load(&id, &hist)?.record)),
                 None => Ok(None),
             }
         })
@@ -156,17 +289,18 @@ impl RecordStore for EmbeddedStore {
             .blocking(move |db| {
                 let tx = db.begin_read().map_err(err)?;
                 let t = tx.open_table(CONSENSUS).map_err(err)?;
+                let hist = tx.open_table(HISTORY).map_err(err)?;
                 let mut out = Vec::new();
                 for r in t.iter().map_err(err)? {
-                    let (_, v) = r.map_err(err)?;
-                    let s = StoredRecord::decode(v.value())?;
-                    if tenant.as_deref().is_some_and(|t| t != s.record.tenant) {
+                    let (k, v) = r.map_err(err)?;
+                    let row = CurrentRow::decode(v.value())?;
+                    if tenant.as_deref().is_some_and(|t| t != row.tenant) {
                         continue;
                     }
-                    if since_ms.is_some_and(|m| s.changed_at_ms < m) {
+                    if since_ms.is_some_and(|m| row.changed_at_ms < m) {
                         continue;
                     }
-                    out.push(s.record);
+                    out.push(row.load(k.value(), &hist)?.record);
                 }
                 Ok(out)
             })
@@ -190,9 +324,9 @@ impl RecordStore for EmbeddedStore {
                 .blocking(move |db| {
                     let tx = db.begin_read().map_err(err)?;
                     let t = tx.open_table(CONSENSUS).map_err(err)?;
+                    let hist = tx.open_table(HISTORY).map_err(err)?;
                     let Some(v) = t.get(id.as_str()).map_err(err)? else { return Ok(Vec::new()) };
-                    let s = StoredRecord::decode(v.value())?;
-                    let timed = TimedRecord { record: s.record, changed_at_ms: s.changed_at_ms };
+                    let timed = CurrentRow::decode(v.value())?.load(&id, &hist)?;
                     Ok(if q.limit > 0 && q.matches(&timed) { vec![timed] } else { Vec::new() })
                 })
                 .await;
@@ -200,11 +334,15 @@ impl RecordStore for EmbeddedStore {
         self.blocking(move |db| {
             let tx = db.begin_read().map_err(err)?;
             let t = tx.open_table(CONSENSUS).map_err(err)?;
+            let hist = tx.open_table(HISTORY).map_err(err)?;
             let mut out = Vec::new();
             for r in t.iter().map_err(err)? {
-                let (_, v) = r.map_err(err)?;
-                let s = StoredRecord::decode(v.value())?;
-                let timed = TimedRecord { record: s.record, changed_at_ms: s.changed_at_ms };
+                let (k, v) = r.map_err(err)?;
+                let row = CurrentRow::decode(v.value())?;
+                if q.tenant != row.tenant {
+                    continue;
+                }
+                let timed = row.load(k.value(), &hist)?;
                 if q.matches(&timed) {
                     out.push(timed);
                 }
@@ -229,10 +367,9 @@ impl RecordStore for EmbeddedStore {
             let generation = reads.generation();
             let tx = db.begin_read().map_err(err)?;
             let t = tx.open_table(CONSENSUS).map_err(err)?;
+            let hist = tx.open_table(HISTORY).map_err(err)?;
             let Some(v) = t.get(id.as_str()).map_err(err)? else { return Ok(None) };
-            let s = StoredRecord::decode(v.value())?;
-            let json: Arc<[u8]> =
-                TimedRecord { record: s.record, changed_at_ms: s.changed_at_ms }.canonical_json()?.into();
+            let json: Arc<[u8]> = CurrentRow::decode(v.value())?.load(&id, &hist)?.canonical_json()?.into();
             reads.fill(generation, &id, json.clone());
             Ok(Some(json))
         })
