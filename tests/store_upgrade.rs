@@ -205,3 +205,28 @@ fn compact_keeps_every_record_and_is_refused_while_the_store_is_in_use() {
     let out = vex_lens(&["compact", "--data-dir", data.path().join("nothing").to_str().unwrap()]);
     assert!(text(&out).contains("no embedded store"), "{}", text(&out));
 }
+
+#[test]
+fn a_new_store_holds_its_history_entries_and_observations_compressed() {
+    let data = tempfile::tempdir().unwrap();
+    let input = tempfile::tempdir().unwrap();
+    let doc = repo_dir().join("examples/acme-vendor.openvex.json");
+    std::fs::copy(&doc, input.path().join("acme.json")).unwrap();
+    let out = serve_once(data.path(), input.path());
+    assert!(out.status.success(), "serve: {}", text(&out));
+    let want = records(data.path());
+    let sizes = table_sizes(data.path());
+    let hist = &sizes["vex_consensus_history"];
+    assert_eq!(hist.rows, want.lines().count() as u64);
+    // A history entry is the record's JSON (plus its time and version), compressed; its
+    // key is ~160 bytes.
+    assert!(
+        hist.stored_bytes < want.len() as u64,
+        "history entries take {} bytes for {} bytes of records",
+        hist.stored_bytes,
+        want.len()
+    );
+    let obs = &sizes["vex_observations"];
+    assert!(obs.rows > 0 && obs.stored_bytes / obs.rows < 700, "{obs:?}");
+    assert_eq!(records(data.path()), want);
+}

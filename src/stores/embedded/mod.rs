@@ -15,6 +15,7 @@
 //! committed in order.
 
 mod changes;
+mod compressed;
 mod conflicts;
 mod export_jobs;
 mod ingest;

@@ -1,7 +1,8 @@
 //! The observations role on redb (`vex_observations`, keyed `tenant \0 package \0 id`,
-//! so a package's observations and a tenant's packages are key-range scans).
+//! so a package's observations and a tenant's packages are key-range scans; values
+//! compressed, `compressed`).
 
-use super::{err, json_err, EmbeddedStore, Tally, OBSERVATIONS};
+use super::{err, EmbeddedStore, Tally, OBSERVATIONS};
 use crate::domain::model::Observation;
 use crate::ports::{ObservationStore, StoreError};
 use redb::ReadableTable;
@@ -23,7 +24,7 @@ impl ObservationStore for EmbeddedStore {
                 o.id =
                     o.compute_id().map_err(|e| StoreError::Rejected(format!("observation without an id: {e}")))?.into();
             }
-            rows.push((obs_key(&o.tenant, &o.package, &o.id), serde_json::to_vec(&o).map_err(json_err)?));
+            rows.push((obs_key(&o.tenant, &o.package, &o.id), super::compressed::encode(&o)?));
         }
         self.blocking(move |db| {
             let tx = db.begin_write().map_err(err)?;
@@ -54,7 +55,7 @@ impl ObservationStore for EmbeddedStore {
             let mut out = Vec::new();
             for r in t.range(start.as_str()..end.as_str()).map_err(err)? {
                 let (_, v) = r.map_err(err)?;
-                out.push(serde_json::from_slice(v.value()).map_err(json_err)?);
+                out.push(super::compressed::decode(v.value())?);
             }
             Ok(out)
         })

@@ -41,8 +41,15 @@ impl StoredRecord {
         StoredRecord { changed_at_ms, record, version }
     }
 
+    /// A history entry's value (compressed, or plain JSON as stores before compression and
+    /// current rows before [`CurrentRow`] held it).
     pub(super) fn decode(bytes: &[u8]) -> Result<StoredRecord, StoreError> {
-        serde_json::from_slice(bytes).map_err(json_err)
+        super::compressed::decode(bytes)
+    }
+
+    /// The history entry's value.
+    fn encode(&self) -> Result<Vec<u8>, StoreError> {
+        super::compressed::encode(self)
     }
 }
 
@@ -222,8 +229,7 @@ impl RecordStore for EmbeddedStore {
                             };
                             let hid = row.history_key(&id);
                             if hist.get(hid.as_str()).map_err(err)?.is_none() {
-                                let stored = StoredRecord::new(changed_at_ms, r.clone(), *version);
-                                let bytes = serde_json::to_vec(&stored).map_err(json_err)?;
+                                let bytes = StoredRecord::new(changed_at_ms, r.clone(), *version).encode()?;
                                 hist.insert(hid.as_str(), bytes.as_slice()).map_err(err)?;
                                 let seq = match tail_of.get(r.tenant.as_str()) {
                                     Some(s) => *s,

@@ -4,7 +4,7 @@
 //! marker and data (observations or records) was written by bafbf91 or before
 //! ([`UNMARKED_STORE_VERSION`]); each operation is one write transaction.
 
-use super::{err, json_err, EmbeddedStore, CONFLICTS, CONSENSUS, META, OBSERVATIONS};
+use super::{err, EmbeddedStore, CONFLICTS, CONSENSUS, META, OBSERVATIONS};
 use crate::domain::model::Observation;
 use crate::domain::upgrade::UNMARKED_STORE_VERSION;
 use crate::ports::{SchemaStore, StoreError, StoredObservation};
@@ -65,7 +65,7 @@ impl SchemaStore for EmbeddedStore {
         let remove: Vec<String> = remove.iter().map(|r| key(&r.tenant, &r.package, &r.id)).collect();
         let add = add
             .iter()
-            .map(|o| Ok((key(&o.tenant, &o.package, &o.id), serde_json::to_vec(o).map_err(json_err)?)))
+            .map(|o| Ok((key(&o.tenant, &o.package, &o.id), super::compressed::encode(o)?)))
             .collect::<Result<Vec<_>, StoreError>>()?;
         self.blocking(move |db| {
             let tx = db.begin_write().map_err(err)?;
