@@ -69,7 +69,8 @@ fi
 # The store path (issue 20): what README command 1 runs (serve --once, embedded redb store)
 # against the core (consensus, no store), wall and peak RSS, on vexhub (a renamed copy,
 # written compact), on K renamed copies of it and on a CSAF corpus of renamed csaf-ciq
-# copies (scripts/corpus_copies.py); the store's file size per record.
+# copies (scripts/corpus_copies.py); the store's file size per record, before and after
+# `vex-lens compact`, and the tables' bytes.
 echo "== store path: serve --once (embedded) / consensus"
 work="$(mktemp -d)"
 ciq="${VEXLENS_CORPUS:-../shared/corpus}/csaf-ciq"
@@ -99,7 +100,18 @@ store_path() {
   echo "$name: consensus ${cs} s ${cm} KiB; serve --once ${ss} s ${sm} KiB; $records records" \
     "($(du -sb "$dir" | cut -f1) bytes of input; best of $runs)"
   awk "BEGIN{printf \"$name: serve --once / consensus: wall %.2f, peak RSS %.2f (targets <= 3, <= 3)\n\", $ss / $cs, $sm / $cm}"
-  awk "BEGIN{printf \"$name: redb file %d bytes, %.0f bytes per record (not compacted; target <= 2048 after compact())\n\", $size, $size / $records}"
+  awk "BEGIN{printf \"$name: redb file %d bytes, %.0f bytes per record before compaction\n\", $size, $size / $records}"
+  # vex-lens compact: the file shortened to the pages in use, with each table's bytes
+  "$bin" compact --data-dir "$work/data" 2>/dev/null | python3 -c '
+import json, sys
+name, records = sys.argv[1], int(sys.argv[2])
+c = json.load(sys.stdin)
+after = c["bytes_after"]
+print(f"{name}: redb file after compact {after} bytes, {after / records:.0f} bytes per record (target <= 2048)")
+big = [t for t in c["tables"] if t["stored_bytes"] * 100 >= after]
+parts = ", ".join(t["table"] + " " + str(round(t["stored_bytes"] / records)) for t in big)
+print(f"{name}: stored key+value bytes per record, by table: {parts}")
+' "$name" "$records"
   last_rss=$sm
 }
 store_path vexhub "$work/vexhub"
