@@ -57,12 +57,20 @@ impl StoredRecord {
 /// compares, the tenant (for scans by tenant) and the time and digest that name the
 /// record's history entry (`history_id(pair id, changed_at_ms, digest)`), which holds the
 /// record itself.
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub(super) struct CurrentRow {
     changed_at_ms: i64,
     digest: String,
     version: RecordVersion,
     tenant: String,
+    /// Whether the record has conflicts (then the pair has a conflict-queue row); rows
+    /// without the field (none is expected) count as conflicted.
+    #[serde(default = "conflicted_unknown")]
+    conflicted: bool,
+}
+
+fn conflicted_unknown() -> bool {
+    true
 }
 
 impl CurrentRow {
@@ -138,6 +146,7 @@ impl EmbeddedStore {
                 digest: s.record.consensus_digest.clone(),
                 version: s.version,
                 tenant: s.record.tenant.clone(),
+                conflicted: !s.record.conflicts.is_empty(),
             };
             let hid = row.history_key(id);
             if hist.get(hid.as_str()).map_err(err)?.is_none() {
@@ -172,103 +181,138 @@ impl EmbeddedStore {
     }
 }
 
+/// One record's rows, encoded before the write transaction (on the writer's thread: the
+/// transaction holds redb's one write lock, so only redb's own work runs under it, while
+/// other writers encode their batches).
+struct Prepared {
+    id: String,
+    row: CurrentRow,
+    row_bytes: Vec<u8>,
+    history_key: String,
+    history_bytes: Vec<u8>,
+    conflict_bytes: Option<Vec<u8>>,
+}
+
+impl Prepared {
+    fn new(v: &VersionedRecord, changed_at_ms: i64) -> Result<Prepared, StoreError> {
+        let r = &v.record;
+        let id = pair_id(&r.pair());
+        let row = CurrentRow {
+            changed_at_ms,
+            digest: r.consensus_digest.clone(),
+            version: v.version,
+            tenant: r.tenant.clone(),
+            conflicted: !r.conflicts.is_empty(),
+        };
+        let conflict_bytes = if r.conflicts.is_empty() {
+            None
+        } else {
+            Some(serde_json::to_vec(&ConflictRow { tenant: r.tenant.clone() }).map_err(json_err)?)
+        };
+        Ok(Prepared {
+            row_bytes: row.encode()?,
+            history_key: row.history_key(&id),
+            history_bytes: StoredRecord::new(changed_at_ms, r.clone(), v.version).encode()?,
+            row,
+            id,
+            conflict_bytes,
+        })
+    }
+}
+
+/// `put_records`' write transaction; returns which records replaced the current one (their
+/// index), for the read cache.
+fn write_prepared(db: &redb::Database, prepared: &[Prepared]) -> Result<Vec<(String, usize)>, StoreError> {
+    let tx = db.begin_write().map_err(err)?;
+    let mut written = Vec::new();
+    let mut tally = Tally::default();
+    {
+        let mut cur = tx.open_table(CONSENSUS).map_err(err)?;
+        let mut hist = tx.open_table(HISTORY).map_err(err)?;
+        let mut conf = tx.open_table(CONFLICTS).map_err(err)?;
+        let mut changes = tx.open_table(CHANGES).map_err(err)?;
+        let mut tails = tx.open_table(CHANGE_TAILS).map_err(err)?;
+        // Each tenant's last position, written once after the loop (not once per entry).
+        let mut tail_of: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
+        for (index, p) in prepared.iter().enumerate() {
+            let stored = match cur.get(p.id.as_str()).map_err(err)? {
+                Some(v) => Some(CurrentRow::decode(v.value())?),
+                None => None,
+            };
+            let decision =
+                decide_write(stored.as_ref().map(|s| (s.version, s.digest.as_str())), p.row.version, &p.row.digest);
+            match decision {
+                WriteDecision::Stale => continue,
+                WriteDecision::Unchanged => {}
+                WriteDecision::RaiseVersion => {
+                    let Some(s) = &stored else { continue };
+                    let row = CurrentRow { version: p.row.version, ..s.clone() };
+                    cur.insert(p.id.as_str(), row.encode()?.as_slice()).map_err(err)?;
+                    tally.rows(&CONSENSUS, 1);
+                }
+                WriteDecision::Write => {
+                    written.push((p.id.clone(), index));
+                    // Insert first: an entry that was there (a replay) holds the same record.
+                    let existed =
+                        hist.insert(p.history_key.as_str(), p.history_bytes.as_slice()).map_err(err)?.is_some();
+                    if !existed {
+                        let tenant = p.row.tenant.as_str();
+                        let seq = match tail_of.get(tenant) {
+                            Some(s) => *s,
+                            None => tails.get(tenant).map_err(err)?.map_or(0, |v| v.value()),
+                        } + 1;
+                        tail_of.insert(tenant, seq);
+                        changes.insert(change_key(tenant, seq).as_str(), p.history_key.as_str()).map_err(err)?;
+                        tally.rows(&HISTORY, 1);
+                        tally.index(&CHANGES, 1);
+                    }
+                    cur.insert(p.id.as_str(), p.row_bytes.as_slice()).map_err(err)?;
+                    tally.rows(&CONSENSUS, 1);
+                }
+            }
+            let unchanged = decision != WriteDecision::Write;
+            match &p.conflict_bytes {
+                // Only a pair whose stored row was conflicted can have a queue entry.
+                None if stored.as_ref().is_some_and(|s| s.conflicted)
+                    && conf.remove(p.id.as_str()).map_err(err)?.is_some() =>
+                {
+                    tally.rows(&CONFLICTS, 1);
+                }
+                Some(bytes) if !unchanged || conf.get(p.id.as_str()).map_err(err)?.is_none() => {
+                    conf.insert(p.id.as_str(), bytes.as_slice()).map_err(err)?;
+                    tally.rows(&CONFLICTS, 1);
+                }
+                _ => {}
+            }
+        }
+        for (tenant, seq) in tail_of {
+            tails.insert(tenant, seq).map_err(err)?;
+            tally.index(&CHANGE_TAILS, 1);
+        }
+    }
+    tx.commit().map_err(err)?;
+    tally.committed();
+    Ok(written)
+}
+
 #[async_trait::async_trait]
 impl RecordStore for EmbeddedStore {
     /// One write transaction: each record is compared with the stored one
     /// ([`decide_write`]) and written, with its history entry and conflict-queue change,
-    /// only if it is not older; all of it commits together.
+    /// only if it is not older; all of it commits together. The rows are encoded first
+    /// ([`Prepared`]), outside the transaction.
     async fn put_records(&self, records: &[VersionedRecord], changed_at_ms: i64) -> Result<(), StoreError> {
         if records.is_empty() {
             return Ok(());
         }
-        let records = records.to_vec();
-        let reads = self.reads.clone();
-        self.blocking(move |db| {
-            let tx = db.begin_write().map_err(err)?;
-            // (pair id, index in `records`) of every current record replaced.
-            let mut written = Vec::new();
-            let mut tally = Tally::default();
-            {
-                let mut cur = tx.open_table(CONSENSUS).map_err(err)?;
-                let mut hist = tx.open_table(HISTORY).map_err(err)?;
-                let mut conf = tx.open_table(CONFLICTS).map_err(err)?;
-                let mut changes = tx.open_table(CHANGES).map_err(err)?;
-                let mut tails = tx.open_table(CHANGE_TAILS).map_err(err)?;
-                // Each tenant's last position, written once after the loop (not once per
-                // history entry).
-                let mut tail_of: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
-                for (written_index, VersionedRecord { record: r, version }) in records.iter().enumerate() {
-                    let id = pair_id(&r.pair());
-                    let stored = match cur.get(id.as_str()).map_err(err)? {
-                        Some(v) => Some(CurrentRow::decode(v.value())?),
-                        None => None,
-                    };
-                    let decision = decide_write(
-                        stored.as_ref().map(|s| (s.version, s.digest.as_str())),
-                        *version,
-                        &r.consensus_digest,
-                    );
-                    if decision == WriteDecision::Write {
-                        written.push((id.clone(), written_index));
-                    }
-                    match decision {
-                        WriteDecision::Stale => continue,
-                        WriteDecision::Unchanged => {}
-                        WriteDecision::RaiseVersion => {
-                            let Some(mut row) = stored else { continue };
-                            row.version = *version;
-                            cur.insert(id.as_str(), row.encode()?.as_slice()).map_err(err)?;
-                            tally.rows(&CONSENSUS, 1);
-                        }
-                        WriteDecision::Write => {
-                            let row = CurrentRow {
-                                changed_at_ms,
-                                digest: r.consensus_digest.clone(),
-                                version: *version,
-                                tenant: r.tenant.clone(),
-                            };
-                            let hid = row.history_key(&id);
-                            if hist.get(hid.as_str()).map_err(err)?.is_none() {
-                                let bytes = StoredRecord::new(changed_at_ms, r.clone(), *version).encode()?;
-                                hist.insert(hid.as_str(), bytes.as_slice()).map_err(err)?;
-                                let seq = match tail_of.get(r.tenant.as_str()) {
-                                    Some(s) => *s,
-                                    None => tails.get(r.tenant.as_str()).map_err(err)?.map_or(0, |v| v.value()),
-                                } + 1;
-                                tail_of.insert(r.tenant.as_str(), seq);
-                                changes.insert(change_key(&r.tenant, seq).as_str(), hid.as_str()).map_err(err)?;
-                                tally.rows(&HISTORY, 1);
-                                tally.index(&CHANGES, 1);
-                            }
-                            cur.insert(id.as_str(), row.encode()?.as_slice()).map_err(err)?;
-                            tally.rows(&CONSENSUS, 1);
-                        }
-                    }
-                    let unchanged = decision != WriteDecision::Write;
-                    if r.conflicts.is_empty() {
-                        if conf.remove(id.as_str()).map_err(err)?.is_some() {
-                            tally.rows(&CONFLICTS, 1);
-                        }
-                    } else if !unchanged || conf.get(id.as_str()).map_err(err)?.is_none() {
-                        let bytes = serde_json::to_vec(&ConflictRow { tenant: r.tenant.clone() }).map_err(json_err)?;
-                        conf.insert(id.as_str(), bytes.as_slice()).map_err(err)?;
-                        tally.rows(&CONFLICTS, 1);
-                    }
-                }
-                for (tenant, seq) in tail_of {
-                    tails.insert(tenant, seq).map_err(err)?;
-                    tally.index(&CHANGE_TAILS, 1);
-                }
-            }
-            tx.commit().map_err(err)?;
-            tally.committed();
-            reads.committed(&written, |&i| {
-                let json = records[i].record.to_canonical_json().ok()?;
-                crate::ports::timed_record_json(json.as_bytes(), changed_at_ms).ok()
-            });
-            Ok(())
-        })
-        .await
+        let prepared =
+            records.iter().map(|v| Prepared::new(v, changed_at_ms)).collect::<Result<Vec<_>, StoreError>>()?;
+        let written = self.blocking(move |db| write_prepared(db, &prepared)).await?;
+        self.reads.committed(&written, |&i| {
+            let json = records[i].record.to_canonical_json().ok()?;
+            crate::ports::timed_record_json(json.as_bytes(), changed_at_ms).ok()
+        });
+        Ok(())
     }
 
     async fn get_record(&self, pair: &PairKey) -> Result<Option<ConsensusRecord>, StoreError> {
