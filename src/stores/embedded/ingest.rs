@@ -2,7 +2,7 @@
 //! processed (by path and fingerprint, [`ProcessedFiles`]) and the dead-lettered inputs
 //! ([`DeadLetterSink`]).
 
-use super::{err, Tally};
+use super::err;
 use super::{EmbeddedStore, DEAD_LETTERS, FILES};
 use crate::ports::{DeadLetter, DeadLetterError, DeadLetterSink, ProcessedFiles, StoreError};
 
@@ -22,13 +22,9 @@ impl ProcessedFiles for EmbeddedStore {
     /// Remembers that a file was fully processed.
     async fn mark_file(&self, path: &str, fingerprint: &str) -> Result<(), StoreError> {
         let (path, fingerprint) = (path.to_string(), fingerprint.to_string());
-        self.blocking(move |db| {
-            let tx = db.begin_write().map_err(err)?;
+        self.write(move |tx, tally| {
             tx.open_table(FILES).map_err(err)?.insert(path.as_str(), fingerprint.as_str()).map_err(err)?;
-            tx.commit().map_err(err)?;
-            let mut tally = Tally::default();
             tally.rows(&FILES, 1);
-            tally.committed();
             Ok(())
         })
         .await

@@ -2,7 +2,7 @@
 //! `tenant \0 issuer \0 document id \0 digest`, so a document's versions are one key-range
 //! scan; a version is inserted once and never overwritten).
 
-use super::{err, json_err, EmbeddedStore, Tally, DOCUMENT_VERSIONS};
+use super::{err, json_err, EmbeddedStore, DOCUMENT_VERSIONS};
 use crate::domain::ledger::{DocumentKey, DocumentVersion};
 use crate::ports::{DocumentLedger, StoreError};
 use redb::ReadableTable;
@@ -16,16 +16,14 @@ fn prefix(k: &DocumentKey) -> String {
 
 #[async_trait::async_trait]
 impl DocumentLedger for EmbeddedStore {
-    /// One write transaction: insert if absent, then read the document's range.
+    /// One write (shared transaction): insert if absent, then read the document's range.
     async fn record_version(&self, version: &DocumentVersion) -> Result<Vec<DocumentVersion>, StoreError> {
         let start = prefix(&version.key);
         let key = format!("{start}{}", version.digest);
         let value = serde_json::to_vec(version).map_err(json_err)?;
-        self.blocking(move |db| {
-            let tx = db.begin_write().map_err(err)?;
-            let mut out = Vec::new();
-            let mut tally = Tally::default();
-            {
+        let mut out = self
+            .write(move |tx, tally| {
+                let mut out = Vec::new();
                 let mut t = tx.open_table(DOCUMENT_VERSIONS).map_err(err)?;
                 if t.get(key.as_str()).map_err(err)?.is_none() {
                     t.insert(key.as_str(), value.as_slice()).map_err(err)?;
@@ -37,12 +35,10 @@ impl DocumentLedger for EmbeddedStore {
                     let (_, v) = r.map_err(err)?;
                     out.push(serde_json::from_slice::<DocumentVersion>(v.value()).map_err(json_err)?);
                 }
-            }
-            tx.commit().map_err(err)?;
-            tally.committed();
-            out.sort_by(|a, b| a.digest.cmp(&b.digest));
-            Ok(out)
-        })
-        .await
+                Ok(out)
+            })
+            .await?;
+        out.sort_by(|a, b| a.digest.cmp(&b.digest));
+        Ok(out)
     }
 }

@@ -7,9 +7,10 @@
 //! holds the database, its tables and the helpers every role uses.
 //!
 //! Invariants: a record's bytes are stored once, in its history entry (`records`);
-//! every write is one redb write transaction committed with immediate durability, so a
-//! returned `Ok` means on disk; writes are idempotent upserts keyed
-//! by deterministic ids; redb is blocking, so every call runs on tokio's blocking pool.
+//! every write is in a redb write transaction committed with immediate durability before
+//! it returns `Ok` (the hot writes share transactions: `group_commit`); writes are
+//! idempotent upserts keyed by deterministic ids; redb is blocking, so every call runs on
+//! tokio's blocking pool or the commit thread.
 //! A new history entry gets its tenant's next change-stream position in the same write
 //! transaction (redb serialises write transactions), so positions are dense and
 //! committed in order.
@@ -18,6 +19,7 @@ mod changes;
 mod compressed;
 mod conflicts;
 mod export_jobs;
+mod group_commit;
 mod ingest;
 mod ledger;
 mod observations;
@@ -120,6 +122,8 @@ fn json_err(e: serde_json::Error) -> StoreError {
 #[derive(Clone)]
 pub struct EmbeddedStore {
     db: Arc<Database>,
+    /// The hot writes' shared transactions (`group_commit`).
+    commits: group_commit::GroupCommit,
     path: PathBuf,
     /// The read API's one-pair answers, updated after each commit of `put_records`.
     reads: Arc<ReadCache>,
@@ -137,7 +141,9 @@ impl EmbeddedStore {
             }
             e => StoreError::Unavailable(format!("{}: {e}", path.display())),
         })?;
-        let store = EmbeddedStore { db: Arc::new(db), path, reads: Arc::new(ReadCache::new(READ_CACHE_PAIRS)) };
+        let db = Arc::new(db);
+        let commits = group_commit::GroupCommit::start(&db)?;
+        let store = EmbeddedStore { db, commits, path, reads: Arc::new(ReadCache::new(READ_CACHE_PAIRS)) };
         store.create_tables()?;
         Ok(store)
     }
@@ -181,6 +187,15 @@ impl EmbeddedStore {
             .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?
     }
 
+    /// Runs `work` in a write transaction shared with the other writes submitted meanwhile
+    /// (`group_commit`); returns once it committed.
+    async fn write<T: Send + 'static>(
+        &self,
+        work: impl Fn(&redb::WriteTransaction, &mut Tally) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.commits.write(work).await
+    }
+
     /// Upserts `value` as JSON under `key` in a JSON-valued table.
     async fn put_json<T: serde::Serialize>(
         &self,
@@ -190,13 +205,9 @@ impl EmbeddedStore {
     ) -> Result<(), StoreError> {
         let key = key.to_string();
         let value = serde_json::to_vec(value).map_err(json_err)?;
-        self.blocking(move |db| {
-            let tx = db.begin_write().map_err(err)?;
+        self.write(move |tx, tally| {
             tx.open_table(*table).map_err(err)?.insert(key.as_str(), value.as_slice()).map_err(err)?;
-            tx.commit().map_err(err)?;
-            let mut tally = Tally::default();
             tally.rows(table, 1);
-            tally.committed();
             Ok(())
         })
         .await
@@ -287,6 +298,7 @@ impl EmbeddedStore {
     /// while a clone of this store is alive (a server using it). Returns whether anything
     /// moved.
     pub fn compact(self) -> Result<bool, StoreError> {
+        drop(self.commits);
         let mut db = Arc::try_unwrap(self.db)
             .map_err(|_| StoreError::Unavailable("the store is in use; stop the server first".into()))?;
         db.compact().map_err(|e| StoreError::Rejected(format!("compacting {}: {e}", self.path.display())))

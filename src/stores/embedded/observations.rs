@@ -2,7 +2,7 @@
 //! so a package's observations and a tenant's packages are key-range scans; values
 //! compressed, `compressed`).
 
-use super::{err, EmbeddedStore, Tally, OBSERVATIONS};
+use super::{err, EmbeddedStore, OBSERVATIONS};
 use crate::domain::model::Observation;
 use crate::ports::{ObservationStore, StoreError};
 use redb::ReadableTable;
@@ -26,21 +26,15 @@ impl ObservationStore for EmbeddedStore {
             }
             rows.push((obs_key(&o.tenant, &o.package, &o.id), super::compressed::encode(&o)?));
         }
-        self.blocking(move |db| {
-            let tx = db.begin_write().map_err(err)?;
-            let mut tally = Tally::default();
-            {
-                let mut t = tx.open_table(OBSERVATIONS).map_err(err)?;
-                for (k, v) in &rows {
-                    // Keep the first provenance: never overwrite.
-                    if t.get(k.as_str()).map_err(err)?.is_none() {
-                        t.insert(k.as_str(), v.as_slice()).map_err(err)?;
-                        tally.rows(&OBSERVATIONS, 1);
-                    }
+        self.write(move |tx, tally| {
+            let mut t = tx.open_table(OBSERVATIONS).map_err(err)?;
+            for (k, v) in &rows {
+                // Keep the first provenance: never overwrite.
+                if t.get(k.as_str()).map_err(err)?.is_none() {
+                    t.insert(k.as_str(), v.as_slice()).map_err(err)?;
+                    tally.rows(&OBSERVATIONS, 1);
                 }
             }
-            tx.commit().map_err(err)?;
-            tally.committed();
             Ok(())
         })
         .await

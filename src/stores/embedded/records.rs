@@ -220,12 +220,14 @@ impl Prepared {
     }
 }
 
-/// `put_records`' write transaction; returns which records replaced the current one (their
+/// `put_records`' writes, in `tx`; returns which records replaced the current one (their
 /// index), for the read cache.
-fn write_prepared(db: &redb::Database, prepared: &[Prepared]) -> Result<Vec<(String, usize)>, StoreError> {
-    let tx = db.begin_write().map_err(err)?;
+fn write_prepared(
+    tx: &redb::WriteTransaction,
+    prepared: &[Prepared],
+    tally: &mut Tally,
+) -> Result<Vec<(String, usize)>, StoreError> {
     let mut written = Vec::new();
-    let mut tally = Tally::default();
     {
         let mut cur = tx.open_table(CONSENSUS).map_err(err)?;
         let mut hist = tx.open_table(HISTORY).map_err(err)?;
@@ -290,8 +292,6 @@ fn write_prepared(db: &redb::Database, prepared: &[Prepared]) -> Result<Vec<(Str
             tally.index(&CHANGE_TAILS, 1);
         }
     }
-    tx.commit().map_err(err)?;
-    tally.committed();
     Ok(written)
 }
 
@@ -307,7 +307,7 @@ impl RecordStore for EmbeddedStore {
         }
         let prepared =
             records.iter().map(|v| Prepared::new(v, changed_at_ms)).collect::<Result<Vec<_>, StoreError>>()?;
-        let written = self.blocking(move |db| write_prepared(db, &prepared)).await?;
+        let written = self.write(move |tx, tally| write_prepared(tx, &prepared, tally)).await?;
         self.reads.committed(&written, |&i| {
             let json = records[i].record.to_canonical_json().ok()?;
             crate::ports::timed_record_json(json.as_bytes(), changed_at_ms).ok()
