@@ -67,11 +67,12 @@ async fn embedded_store_counts_the_rows_it_writes() {
     let rows = store.table_lengths().await.unwrap();
     let grown = |t: &str| rows[t] - rows_before.get(t).copied().unwrap_or(0);
     let mut want = BTreeMap::new();
-    for t in ["vex_observations", "vex_consensus", "vex_consensus_history", "vex_conflict_queue"] {
+    for t in ["vex_observations", "vex_consensus", "vex_consensus_history_log", "vex_conflict_queue"] {
         want.insert(key("document", t), grown(t));
     }
-    // One position per history entry; the tenant's tail written once per call.
-    want.insert(key("index_entry", "vex_consensus_changes"), grown("vex_consensus_changes"));
+    // One index entry (history id -> position) per history entry; the tenant's tail
+    // written once per call.
+    want.insert(key("index_entry", "vex_consensus_history_index"), grown("vex_consensus_history_index"));
     want.insert(key("index_entry", "vex_consensus_change_tails"), 1);
     assert_eq!(grown("vex_consensus"), records.len() as u64);
     assert!(grown("vex_conflict_queue") > 0);
@@ -86,8 +87,8 @@ async fn embedded_store_counts_the_rows_it_writes() {
     store.put_records(std::slice::from_ref(&changed), 3_000).await.unwrap();
     let mut want = BTreeMap::from([
         (key("document", "vex_consensus"), 1),
-        (key("document", "vex_consensus_history"), 1),
-        (key("index_entry", "vex_consensus_changes"), 1),
+        (key("document", "vex_consensus_history_log"), 1),
+        (key("index_entry", "vex_consensus_history_index"), 1),
         (key("index_entry", "vex_consensus_change_tails"), 1),
     ]);
     if !changed.record.conflicts.is_empty() {

@@ -151,7 +151,7 @@ fn a_store_whose_current_rows_copy_their_record_stores_each_record_once_after_op
     assert!(!want.is_empty());
     assert_eq!(records(data.path()), want, "the records read the same after the rewrite");
     let sizes = table_sizes(data.path());
-    let (cur, hist) = (&sizes["vex_consensus"], &sizes["vex_consensus_history"]);
+    let (cur, hist) = (&sizes["vex_consensus"], &sizes["vex_consensus_history_log"]);
     assert_eq!(cur.rows, want.lines().count() as u64);
     assert_eq!(hist.rows, cur.rows, "one history entry per record, none added: {sizes:?}");
     let mean_record = want.len() as u64 / cur.rows;
@@ -216,7 +216,7 @@ fn a_new_store_holds_its_history_entries_and_observations_compressed() {
     assert!(out.status.success(), "serve: {}", text(&out));
     let want = records(data.path());
     let sizes = table_sizes(data.path());
-    let hist = &sizes["vex_consensus_history"];
+    let hist = &sizes["vex_consensus_history_log"];
     assert_eq!(hist.rows, want.lines().count() as u64);
     // A history entry is the record's JSON (plus its time and version), compressed; its
     // key is ~160 bytes.

@@ -175,17 +175,18 @@ pub mod labels {
         ["put_verification", "put_observations", "put_records", "observations_for_package", "conflict_queue_depth"];
     /// `(store, kind, collection)` of `vex_store_writes_total`: the collections (tables)
     /// of the ingest path, each with the kinds its store writes there (an embedded table
-    /// has no secondary index: the change stream's tables are the index of the history).
+    /// has no secondary index: the history log's index and the stream tails are counted as
+    /// its index entries).
     pub const STORE_WRITES: &[(&str, &str, &str)] = &[
         ("embedded", "document", "vex_observations"),
         ("embedded", "document", "vex_document_versions"),
         ("embedded", "document", "vex_consensus"),
-        ("embedded", "document", "vex_consensus_history"),
+        ("embedded", "document", "vex_consensus_history_log"),
         ("embedded", "document", "vex_conflict_queue"),
         ("embedded", "document", "vex_dsse_verifications"),
         ("embedded", "document", "ingested_files"),
         ("embedded", "document", "dead_letters"),
-        ("embedded", "index_entry", "vex_consensus_changes"),
+        ("embedded", "index_entry", "vex_consensus_history_index"),
         ("embedded", "index_entry", "vex_consensus_change_tails"),
         ("mongodb", "document", "vex_observations"),
         ("mongodb", "index_entry", "vex_observations"),

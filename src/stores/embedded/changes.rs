@@ -1,13 +1,14 @@
-//! The change stream on redb (`vex_consensus_changes`: `<tenant>\0<position, 20
-//! digits>` -> history entry id; `vex_consensus_change_tails`: each tenant's last
-//! position), read through [`crate::ports::RecordStore::changes_after`] and
+//! The change stream on redb: the history log itself (`vex_consensus_history_log`:
+//! `<tenant>\0<position, 20 digits>` -> history entry; `vex_consensus_change_tails`: each
+//! tenant's last position), read through [`crate::ports::RecordStore::changes_after`] and
 //! `change_tail`; `put_records` gives each new history entry its position.
 //!
 //! Invariant: history written before the stream existed gets positions once, when the
-//! database is opened (after those already given, oldest first).
+//! database is opened (after those already given, oldest first), before `records` moves
+//! the history into the log.
 
 use super::records::StoredRecord;
-use super::{change_key, err, EmbeddedStore, CHANGES, CHANGE_TAILS, HISTORY, META};
+use super::{change_key, err, EmbeddedStore, CHANGES, CHANGE_TAILS, HISTORY, HISTORY_LOG, META};
 use crate::ports::{ChangeEvent, StoreError, TimedRecord};
 use redb::ReadableTable;
 
@@ -68,17 +69,13 @@ impl EmbeddedStore {
         let end = format!("{tenant}\u{1}");
         self.blocking(move |db| {
             let tx = db.begin_read().map_err(err)?;
-            let changes = tx.open_table(CHANGES).map_err(err)?;
-            let hist = tx.open_table(HISTORY).map_err(err)?;
+            let log = tx.open_table(HISTORY_LOG).map_err(err)?;
             let mut out = Vec::new();
-            for r in changes.range(start.as_str()..end.as_str()).map_err(err)?.take(limit) {
-                let (k, hid) = r.map_err(err)?;
+            for r in log.range(start.as_str()..end.as_str()).map_err(err)?.take(limit) {
+                let (k, v) = r.map_err(err)?;
                 let seq = k.value().rsplit('\u{0}').next().and_then(|s| s.parse().ok()).ok_or_else(|| {
                     StoreError::Rejected(format!("change stream key {:?} has no position", k.value()))
                 })?;
-                let Some(v) = hist.get(hid.value()).map_err(err)? else {
-                    return Err(StoreError::Rejected(format!("change {seq} names a missing history entry")));
-                };
                 let s = StoredRecord::decode(v.value())?;
                 out.push(ChangeEvent { seq, entry: TimedRecord { record: s.record, changed_at_ms: s.changed_at_ms } });
             }
@@ -122,17 +119,19 @@ mod tests {
             st.apply(o).unwrap();
             st.evaluate(&pair, &crate::domain::trust::Policy::default(), false).unwrap().unwrap()
         };
-        let store = EmbeddedStore::open(dir.path()).unwrap();
-        let old = [VersionedRecord::unversioned(record("pkg:npm/old@1.0.0", "CVE-2024-0001"))];
-        store.put_records(&old, 1_000).await.unwrap();
-        drop(store);
+        // The layout such a build wrote: the record as the current row and as a history
+        // entry keyed by its history id; no stream, no markers.
+        let old = record("pkg:npm/old@1.0.0", "CVE-2024-0001");
         {
-            let db = Database::open(dir.path().join(DB_FILE)).unwrap();
+            let db = Database::create(dir.path().join(DB_FILE)).unwrap();
             let tx = db.begin_write().unwrap();
-            for t in [CHANGE_TAILS, META] {
-                tx.delete_table(t).unwrap();
+            {
+                let id = crate::ports::pair_id(&old.pair());
+                let hid = crate::ports::history_id(&id, 1_000, &old.consensus_digest);
+                let bytes = serde_json::to_vec(&StoredRecord::new(1_000, old, Default::default())).unwrap();
+                tx.open_table(HISTORY).unwrap().insert(hid.as_str(), bytes.as_slice()).unwrap();
+                tx.open_table(super::super::CONSENSUS).unwrap().insert(id.as_str(), bytes.as_slice()).unwrap();
             }
-            tx.delete_table(CHANGES).unwrap();
             tx.commit().unwrap();
         }
         let store = EmbeddedStore::open(dir.path()).unwrap();
@@ -143,5 +142,16 @@ mod tests {
         drop(store);
         let store = EmbeddedStore::open(dir.path()).unwrap();
         assert_eq!(seen(store.changes_after("t", 0, 100).await.unwrap()), vec![(1, 1_000), (2, 2_000)], "once");
+        let pair =
+            PairKey { tenant: "t".into(), artifact: "pkg:npm/old@1.0.0".into(), vulnerability: "CVE-2024-0001".into() };
+        let h = store.record_history(&pair).await.unwrap();
+        assert_eq!(h.iter().map(|e| e.changed_at_ms).collect::<Vec<_>>(), vec![1_000]);
+        assert!(store.get_record(&pair).await.unwrap().is_some(), "the current row names the moved entry");
+        let tables = store.table_lengths().await.unwrap();
+        assert!(
+            !tables.contains_key("vex_consensus_history") && !tables.contains_key("vex_consensus_changes"),
+            "{tables:?}"
+        );
+        assert_eq!(tables["vex_consensus_history_log"], 2);
     }
 }

@@ -40,7 +40,14 @@ const OBSERVATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("vex_obs
 /// The document ledger: `tenant \0 issuer \0 document id \0 digest` -> version (JSON).
 const DOCUMENT_VERSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("vex_document_versions");
 const CONSENSUS: TableDefinition<&str, &[u8]> = TableDefinition::new("vex_consensus");
+/// The history as stores before the position-keyed log kept it (`<history id>` -> record);
+/// read only by the one-time rewrites of `records` and `changes`, then deleted.
 const HISTORY: TableDefinition<&str, &[u8]> = TableDefinition::new("vex_consensus_history");
+/// The history and change stream in one: `<tenant>\0<position, 20 digits>` -> the history
+/// entry (compressed), so a commit appends to it.
+const HISTORY_LOG: TableDefinition<&str, &[u8]> = TableDefinition::new("vex_consensus_history_log");
+/// A pair's history entries: `<history id>` (`<pair id>:<time>:<digest>`) -> position.
+const HISTORY_INDEX: TableDefinition<&str, u64> = TableDefinition::new("vex_consensus_history_index");
 const CONFLICTS: TableDefinition<&str, &[u8]> = TableDefinition::new("vex_conflict_queue");
 const VERIFICATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("vex_dsse_verifications");
 const FILES: TableDefinition<&str, &str> = TableDefinition::new("ingested_files");
@@ -48,11 +55,13 @@ const DEAD_LETTERS: TableDefinition<&str, &[u8]> = TableDefinition::new("dead_le
 const EXPORT_JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("vex_export_jobs");
 const TRUST_POLICIES: TableDefinition<&str, &[u8]> = TableDefinition::new("vex_trust_policies");
 const TRUST_AUDIT: TableDefinition<&str, &[u8]> = TableDefinition::new("vex_trust_audit");
-/// The change stream: `<tenant>\0<position, 20 digits>` -> history entry id.
+/// The change stream as stores before the position-keyed log kept it
+/// (`<tenant>\0<position, 20 digits>` -> history entry id); read only by the one-time
+/// rewrites, then deleted.
 const CHANGES: TableDefinition<&str, &str> = TableDefinition::new("vex_consensus_changes");
 
-/// The [`CHANGES`] key of position `seq` of `tenant`'s change stream (positions sort in
-/// order within a tenant).
+/// The [`HISTORY_LOG`] key of position `seq` of `tenant`'s change stream (positions sort
+/// in order within a tenant).
 fn change_key(tenant: &str, seq: u64) -> String {
     format!("{tenant}\u{0}{seq:020}")
 }
@@ -158,7 +167,7 @@ impl EmbeddedStore {
             OBSERVATIONS,
             DOCUMENT_VERSIONS,
             CONSENSUS,
-            HISTORY,
+            HISTORY_LOG,
             CONFLICTS,
             VERIFICATIONS,
             DEAD_LETTERS,
@@ -169,11 +178,13 @@ impl EmbeddedStore {
             tx.open_table(t).map_err(err)?;
         }
         tx.open_table(FILES).map_err(err)?;
-        tx.open_table(CHANGES).map_err(err)?;
+        tx.open_table(HISTORY_INDEX).map_err(err)?;
         tx.open_table(CHANGE_TAILS).map_err(err)?;
         tx.open_table(TRUST_RECOMPUTED).map_err(err)?;
+        // Older layouts, in order (each once; all three are no-ops once the last ran).
         Self::point_current_rows_to_history(&tx)?;
         Self::backfill_stream(&tx)?;
+        Self::key_history_by_position(&tx)?;
         tx.commit().map_err(err)
     }
 
@@ -235,7 +246,7 @@ impl EmbeddedStore {
     pub async fn history_len(&self) -> Result<u64, StoreError> {
         self.blocking(|db| {
             let tx = db.begin_read().map_err(err)?;
-            let n = tx.open_table(HISTORY).map_err(err)?.len().map_err(err)?;
+            let n = tx.open_table(HISTORY_LOG).map_err(err)?.len().map_err(err)?;
             Ok(n)
         })
         .await

@@ -1,20 +1,26 @@
-//! The records role on redb (`vex_consensus`, `vex_consensus_history`, and in the same
-//! write transaction the conflict queue and the change-stream positions; reads of the
-//! stream are `changes`).
+//! The records role on redb (`vex_consensus`: current rows; `vex_consensus_history_log`:
+//! the history, keyed by change-stream position, with `vex_consensus_history_index`
+//! naming a pair's entries; in the same write transaction the conflict queue and the
+//! stream tails; reads of the stream are `changes`).
 //!
 //! Invariants:
-//! - `put_records` is one write transaction: each record is compared with the stored one
-//!   ([`decide_write`]) and written, with its history entry, its stream position and its
-//!   conflict-queue change, only if it is not older; all of it commits together, and the
-//!   read cache learns the new answers only after the commit.
+//! - `put_records` is one write (in a transaction shared with other writes,
+//!   `group_commit`): each record is compared with the stored one ([`decide_write`]) and
+//!   written, with its history entry, its stream position and its conflict-queue change,
+//!   only if it is not older; all of it commits together, and the read cache learns the
+//!   new answers only after the commit.
 //! - A record's bytes are stored once, in its history entry: the current row of a pair
-//!   ([`CurrentRow`]) holds what `decide_write` compares and the key of that entry, and a
-//!   conflict-queue row only the tenant ([`ConflictRow`]). Stores whose current rows
-//!   copied the record (before this layout) are rewritten once when opened
-//!   ([`EmbeddedStore::point_current_rows_to_history`]).
+//!   ([`CurrentRow`]) holds what `decide_write` compares and the entry's position, and a
+//!   conflict-queue row only the tenant ([`ConflictRow`]).
+//! - History entries get increasing positions, so a commit appends to the log; only the
+//!   small index rows are keyed by hash.
+//! - Older layouts are rewritten once when opened: current rows that copied the record
+//!   ([`EmbeddedStore::point_current_rows_to_history`]), then the history keyed by history
+//!   id ([`EmbeddedStore::key_history_by_position`]).
 
 use super::{
-    change_key, err, json_err, EmbeddedStore, Tally, CHANGES, CHANGE_TAILS, CONFLICTS, CONSENSUS, HISTORY, META,
+    change_key, err, json_err, EmbeddedStore, Tally, CHANGES, CHANGE_TAILS, CONFLICTS, CONSENSUS, HISTORY,
+    HISTORY_INDEX, HISTORY_LOG, META,
 };
 use crate::domain::consensus::{ConsensusRecord, PairKey};
 use crate::domain::version::{RecordVersion, VersionedRecord};
@@ -37,7 +43,7 @@ pub(super) struct StoredRecord {
 }
 
 impl StoredRecord {
-    fn new(changed_at_ms: i64, record: ConsensusRecord, version: RecordVersion) -> Self {
+    pub(super) fn new(changed_at_ms: i64, record: ConsensusRecord, version: RecordVersion) -> Self {
         StoredRecord { changed_at_ms, record, version }
     }
 
@@ -54,9 +60,9 @@ impl StoredRecord {
 }
 
 /// The current row of a pair (`vex_consensus`, keyed by pair id): what [`decide_write`]
-/// compares, the tenant (for scans by tenant) and the time and digest that name the
-/// record's history entry (`history_id(pair id, changed_at_ms, digest)`), which holds the
-/// record itself.
+/// compares, the tenant (for scans by tenant), the time and digest that name the record's
+/// history entry (`history_id(pair id, changed_at_ms, digest)`) and that entry's position
+/// in the tenant's history log, which holds the record itself.
 #[derive(Clone, Serialize, Deserialize)]
 pub(super) struct CurrentRow {
     changed_at_ms: i64,
@@ -67,6 +73,10 @@ pub(super) struct CurrentRow {
     /// without the field (none is expected) count as conflicted.
     #[serde(default = "conflicted_unknown")]
     conflicted: bool,
+    /// The history entry's position (absent only between the one-time rewrites of an
+    /// older store; `key_history_by_position` fills it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    seq: Option<u64>,
 }
 
 fn conflicted_unknown() -> bool {
@@ -87,18 +97,20 @@ impl CurrentRow {
         history_id(pair_id, self.changed_at_ms, &self.digest)
     }
 
-    /// The record this row names, read from `hist`, with the time it last changed.
+    /// The record this row names, read from the history log, with the time it last changed.
     fn load(
         &self,
         pair_id: &str,
-        hist: &impl ReadableTable<&'static str, &'static [u8]>,
+        log: &impl ReadableTable<&'static str, &'static [u8]>,
     ) -> Result<TimedRecord, StoreError> {
-        let key = self.history_key(pair_id);
-        let Some(v) = hist.get(key.as_str()).map_err(err)? else {
-            return Err(StoreError::Rejected(format!(
-                "the current record of pair {pair_id} names history entry {key}, which is missing"
-            )));
+        let missing = || {
+            StoreError::Rejected(format!(
+                "the current record of pair {pair_id} names history position {:?}, which is missing",
+                self.seq
+            ))
         };
+        let seq = self.seq.ok_or_else(missing)?;
+        let v = log.get(change_key(&self.tenant, seq).as_str()).map_err(err)?.ok_or_else(missing)?;
         let s = StoredRecord::decode(v.value())?;
         Ok(TimedRecord { record: s.record, changed_at_ms: self.changed_at_ms })
     }
@@ -147,6 +159,7 @@ impl EmbeddedStore {
                 version: s.version,
                 tenant: s.record.tenant.clone(),
                 conflicted: !s.record.conflicts.is_empty(),
+                seq: None,
             };
             let hid = row.history_key(id);
             if hist.get(hid.as_str()).map_err(err)?.is_none() {
@@ -181,13 +194,84 @@ impl EmbeddedStore {
     }
 }
 
+/// The [`META`] key of the one-time move of the history into the position-keyed log.
+const HISTORY_BY_POSITION: &str = "history_keyed_by_position";
+
+impl EmbeddedStore {
+    /// Moves a store's history (`<history id>` -> record, with the change stream's
+    /// `<tenant>\0<position>` -> history id beside it) into the position-keyed log and its
+    /// index, gives every current row its entry's position, and deletes the old tables;
+    /// once per database ([`META`]), in the opening write transaction, after
+    /// [`Self::backfill_stream`] gave every entry a position.
+    pub(super) fn key_history_by_position(tx: &redb::WriteTransaction) -> Result<(), StoreError> {
+        let mut meta = tx.open_table(META).map_err(err)?;
+        if meta.get(HISTORY_BY_POSITION).map_err(err)?.is_some() {
+            return Ok(());
+        }
+        let moved = Self::move_history_into_log(tx)?;
+        tx.delete_table(HISTORY).map_err(err)?;
+        tx.delete_table(CHANGES).map_err(err)?;
+        if moved > 0 {
+            tracing::info!(
+                event = "history_keyed_by_position",
+                entries = moved,
+                "the history is now one log keyed by change-stream position"
+            );
+        }
+        meta.insert(HISTORY_BY_POSITION, 1).map_err(err)?;
+        Ok(())
+    }
+
+    /// [`Self::key_history_by_position`]'s copy: every positioned entry into the log and
+    /// the index, then each current row's position. Returns the entries moved.
+    fn move_history_into_log(tx: &redb::WriteTransaction) -> Result<usize, StoreError> {
+        let hist = tx.open_table(HISTORY).map_err(err)?;
+        let changes = tx.open_table(CHANGES).map_err(err)?;
+        let mut log = tx.open_table(HISTORY_LOG).map_err(err)?;
+        let mut index = tx.open_table(HISTORY_INDEX).map_err(err)?;
+        let mut moved = 0usize;
+        for r in changes.iter().map_err(err)? {
+            let (k, hid) = r.map_err(err)?;
+            let seq: u64 =
+                k.value().rsplit('\u{0}').next().and_then(|s| s.parse().ok()).ok_or_else(|| {
+                    StoreError::Rejected(format!("change stream key {:?} has no position", k.value()))
+                })?;
+            let Some(v) = hist.get(hid.value()).map_err(err)? else {
+                return Err(StoreError::Rejected(format!("change {seq} names a missing history entry")));
+            };
+            log.insert(k.value(), v.value()).map_err(err)?;
+            index.insert(hid.value(), seq).map_err(err)?;
+            moved += 1;
+        }
+        let mut cur = tx.open_table(CONSENSUS).map_err(err)?;
+        let mut rows = Vec::new();
+        for r in cur.iter().map_err(err)? {
+            let (id, v) = r.map_err(err)?;
+            let mut row = CurrentRow::decode(v.value())?;
+            let hid = row.history_key(id.value());
+            let Some(seq) = index.get(hid.as_str()).map_err(err)? else {
+                return Err(StoreError::Rejected(format!(
+                    "the current record of pair {} has no history entry",
+                    id.value()
+                )));
+            };
+            row.seq = Some(seq.value());
+            rows.push((id.value().to_string(), row.encode()?));
+        }
+        for (id, bytes) in &rows {
+            cur.insert(id.as_str(), bytes.as_slice()).map_err(err)?;
+        }
+        Ok(moved)
+    }
+}
+
 /// One record's rows, encoded before the write transaction (on the writer's thread: the
 /// transaction holds redb's one write lock, so only redb's own work runs under it, while
 /// other writers encode their batches).
 struct Prepared {
     id: String,
+    /// The new current row, its position not yet known.
     row: CurrentRow,
-    row_bytes: Vec<u8>,
     history_key: String,
     history_bytes: Vec<u8>,
     conflict_bytes: Option<Vec<u8>>,
@@ -203,6 +287,7 @@ impl Prepared {
             version: v.version,
             tenant: r.tenant.clone(),
             conflicted: !r.conflicts.is_empty(),
+            seq: None,
         };
         let conflict_bytes = if r.conflicts.is_empty() {
             None
@@ -210,7 +295,6 @@ impl Prepared {
             Some(serde_json::to_vec(&ConflictRow { tenant: r.tenant.clone() }).map_err(json_err)?)
         };
         Ok(Prepared {
-            row_bytes: row.encode()?,
             history_key: row.history_key(&id),
             history_bytes: StoredRecord::new(changed_at_ms, r.clone(), v.version).encode()?,
             row,
@@ -230,9 +314,9 @@ fn write_prepared(
     let mut written = Vec::new();
     {
         let mut cur = tx.open_table(CONSENSUS).map_err(err)?;
-        let mut hist = tx.open_table(HISTORY).map_err(err)?;
+        let mut log = tx.open_table(HISTORY_LOG).map_err(err)?;
+        let mut index_of = tx.open_table(HISTORY_INDEX).map_err(err)?;
         let mut conf = tx.open_table(CONFLICTS).map_err(err)?;
-        let mut changes = tx.open_table(CHANGES).map_err(err)?;
         let mut tails = tx.open_table(CHANGE_TAILS).map_err(err)?;
         // Each tenant's last position, written once after the loop (not once per entry).
         let mut tail_of: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
@@ -254,21 +338,26 @@ fn write_prepared(
                 }
                 WriteDecision::Write => {
                     written.push((p.id.clone(), index));
-                    // Insert first: an entry that was there (a replay) holds the same record.
-                    let existed =
-                        hist.insert(p.history_key.as_str(), p.history_bytes.as_slice()).map_err(err)?.is_some();
-                    if !existed {
-                        let tenant = p.row.tenant.as_str();
-                        let seq = match tail_of.get(tenant) {
-                            Some(s) => *s,
-                            None => tails.get(tenant).map_err(err)?.map_or(0, |v| v.value()),
-                        } + 1;
-                        tail_of.insert(tenant, seq);
-                        changes.insert(change_key(tenant, seq).as_str(), p.history_key.as_str()).map_err(err)?;
-                        tally.rows(&HISTORY, 1);
-                        tally.index(&CHANGES, 1);
-                    }
-                    cur.insert(p.id.as_str(), p.row_bytes.as_slice()).map_err(err)?;
+                    // A replay of an entry already in the history keeps its position.
+                    let known = index_of.get(p.history_key.as_str()).map_err(err)?.map(|v| v.value());
+                    let seq = match known {
+                        Some(seq) => seq,
+                        None => {
+                            let tenant = p.row.tenant.as_str();
+                            let seq = match tail_of.get(tenant) {
+                                Some(s) => *s,
+                                None => tails.get(tenant).map_err(err)?.map_or(0, |v| v.value()),
+                            } + 1;
+                            tail_of.insert(tenant, seq);
+                            log.insert(change_key(tenant, seq).as_str(), p.history_bytes.as_slice()).map_err(err)?;
+                            index_of.insert(p.history_key.as_str(), seq).map_err(err)?;
+                            tally.rows(&HISTORY_LOG, 1);
+                            tally.index(&HISTORY_INDEX, 1);
+                            seq
+                        }
+                    };
+                    let row = CurrentRow { seq: Some(seq), ..p.row.clone() };
+                    cur.insert(p.id.as_str(), row.encode()?.as_slice()).map_err(err)?;
                     tally.rows(&CONSENSUS, 1);
                 }
             }
@@ -320,7 +409,7 @@ impl RecordStore for EmbeddedStore {
         self.blocking(move |db| {
             let tx = db.begin_read().map_err(err)?;
             let t = tx.open_table(CONSENSUS).map_err(err)?;
-            let hist = tx.open_table(HISTORY).map_err(err)?;
+            let hist = tx.open_table(HISTORY_LOG).map_err(err)?;
             match t.get(id.as_str()).map_err(err)? {
                 Some(v) => Ok(Some(CurrentRow::decode(v.value())?.load(&id, &hist)?.record)),
                 None => Ok(None),
@@ -339,7 +428,7 @@ impl RecordStore for EmbeddedStore {
             .blocking(move |db| {
                 let tx = db.begin_read().map_err(err)?;
                 let t = tx.open_table(CONSENSUS).map_err(err)?;
-                let hist = tx.open_table(HISTORY).map_err(err)?;
+                let hist = tx.open_table(HISTORY_LOG).map_err(err)?;
                 let mut out = Vec::new();
                 for r in t.iter().map_err(err)? {
                     let (k, v) = r.map_err(err)?;
@@ -374,7 +463,7 @@ impl RecordStore for EmbeddedStore {
                 .blocking(move |db| {
                     let tx = db.begin_read().map_err(err)?;
                     let t = tx.open_table(CONSENSUS).map_err(err)?;
-                    let hist = tx.open_table(HISTORY).map_err(err)?;
+                    let hist = tx.open_table(HISTORY_LOG).map_err(err)?;
                     let Some(v) = t.get(id.as_str()).map_err(err)? else { return Ok(Vec::new()) };
                     let timed = CurrentRow::decode(v.value())?.load(&id, &hist)?;
                     Ok(if q.limit > 0 && q.matches(&timed) { vec![timed] } else { Vec::new() })
@@ -384,7 +473,7 @@ impl RecordStore for EmbeddedStore {
         self.blocking(move |db| {
             let tx = db.begin_read().map_err(err)?;
             let t = tx.open_table(CONSENSUS).map_err(err)?;
-            let hist = tx.open_table(HISTORY).map_err(err)?;
+            let hist = tx.open_table(HISTORY_LOG).map_err(err)?;
             let mut out = Vec::new();
             for r in t.iter().map_err(err)? {
                 let (k, v) = r.map_err(err)?;
@@ -417,7 +506,7 @@ impl RecordStore for EmbeddedStore {
             let generation = reads.generation();
             let tx = db.begin_read().map_err(err)?;
             let t = tx.open_table(CONSENSUS).map_err(err)?;
-            let hist = tx.open_table(HISTORY).map_err(err)?;
+            let hist = tx.open_table(HISTORY_LOG).map_err(err)?;
             let Some(v) = t.get(id.as_str()).map_err(err)? else { return Ok(None) };
             let json: Arc<[u8]> = CurrentRow::decode(v.value())?.load(&id, &hist)?.canonical_json()?.into();
             reads.fill(generation, &id, json.clone());
@@ -429,12 +518,17 @@ impl RecordStore for EmbeddedStore {
     async fn record_history(&self, pair: &PairKey) -> Result<Vec<TimedRecord>, StoreError> {
         let start = format!("{}:", pair_id(pair));
         let end = format!("{};", pair_id(pair));
+        let tenant = pair.tenant.clone();
         self.blocking(move |db| {
             let tx = db.begin_read().map_err(err)?;
-            let t = tx.open_table(HISTORY).map_err(err)?;
+            let index = tx.open_table(HISTORY_INDEX).map_err(err)?;
+            let log = tx.open_table(HISTORY_LOG).map_err(err)?;
             let mut out = Vec::new();
-            for r in t.range(start.as_str()..end.as_str()).map_err(err)? {
-                let (_, v) = r.map_err(err)?;
+            for r in index.range(start.as_str()..end.as_str()).map_err(err)? {
+                let (hid, seq) = r.map_err(err)?;
+                let Some(v) = log.get(change_key(&tenant, seq.value()).as_str()).map_err(err)? else {
+                    return Err(StoreError::Rejected(format!("history entry {} is missing", hid.value())));
+                };
                 let s = StoredRecord::decode(v.value())?;
                 out.push(TimedRecord { record: s.record, changed_at_ms: s.changed_at_ms });
             }
