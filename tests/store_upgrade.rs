@@ -112,26 +112,31 @@ fn a_version_4_store_gets_lean_records_and_keeps_its_history_readable() {
     assert!(after.contains("\"schema_version\":5") && !after.contains("\"document_digest\""), "{after}");
     // The history holds the version-4 record it had and the lean one; both read.
     let rec: serde_json::Value = serde_json::from_str(after.lines().next().unwrap()).unwrap();
-    let log = data.path().join("serve.log");
-    let (_child, port) = common::start_embedded_serve(
-        &["--data-dir", data.path().to_str().unwrap()],
-        &[],
-        &log,
-        std::time::Duration::from_secs(60),
-    );
-    let enc = |s: &str| s.replace('%', "%25").replace('/', "%2F").replace(':', "%3A").replace('@', "%40");
-    let path = format!(
-        "/v1/vex/consensus/history?artifact={}&vulnerability={}",
-        enc(rec["artifact"].as_str().unwrap()),
-        enc(rec["vulnerability"].as_str().unwrap())
-    );
-    let (code, body) = common::get(port, &path).expect("history answers");
-    assert_eq!(code, 200, "{body}");
-    let h: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let h = history_via_api(data.path(), &rec);
     let versions: Vec<u64> =
         h["items"].as_array().unwrap().iter().map(|v| v["schema_version"].as_u64().unwrap()).collect();
     assert_eq!(versions, [4, 5], "{h}");
     assert_eq!(h["items"][1]["consensus_digest"], rec["consensus_digest"]);
+}
+
+/// The history of `rec`'s pair as the API answers it, from a `serve` started on the store
+/// `data` (stopped on return).
+fn history_via_api(data: &Path, rec: &serde_json::Value) -> serde_json::Value {
+    let log = data.join("serve.log");
+    let (_child, port) = common::start_embedded_serve(
+        &["--data-dir", data.to_str().unwrap()],
+        &[],
+        &log,
+        std::time::Duration::from_secs(60),
+    );
+    let path = format!(
+        "/v1/vex/consensus/history?artifact={}&vulnerability={}",
+        common::enc(rec["artifact"].as_str().unwrap()),
+        common::enc(rec["vulnerability"].as_str().unwrap())
+    );
+    let (code, body) = common::get(port, &path).expect("history answers");
+    assert_eq!(code, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
 }
 
 /// The sizes of a store's tables, by name (the library's view of the file).
@@ -162,22 +167,7 @@ fn a_store_whose_current_rows_copy_their_record_stores_each_record_once_after_op
     );
     // The history answers through the API: one entry per pair, the current record.
     let rec: serde_json::Value = serde_json::from_str(want.lines().next().unwrap()).unwrap();
-    let log = data.path().join("serve.log");
-    let (_child, port) = common::start_embedded_serve(
-        &["--data-dir", data.path().to_str().unwrap()],
-        &[],
-        &log,
-        std::time::Duration::from_secs(60),
-    );
-    let enc = |s: &str| s.replace('%', "%25").replace('/', "%2F").replace(':', "%3A").replace('@', "%40");
-    let q = format!(
-        "artifact={}&vulnerability={}",
-        enc(rec["artifact"].as_str().unwrap()),
-        enc(rec["vulnerability"].as_str().unwrap())
-    );
-    let (code, body) = common::get(port, &format!("/v1/vex/consensus/history?{q}")).expect("history answers");
-    assert_eq!(code, 200, "{body}");
-    let h: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let h = history_via_api(data.path(), &rec);
     assert_eq!(h["items"].as_array().map(Vec::len), Some(1), "{h}");
     assert_eq!(h["items"][0]["consensus_digest"], rec["consensus_digest"]);
 }
