@@ -8,23 +8,19 @@
 //! the history into the log.
 
 use super::records::StoredRecord;
-use super::{change_key, err, EmbeddedStore, CHANGES, CHANGE_TAILS, HISTORY, HISTORY_LOG, META};
+use super::{change_key, err, EmbeddedStore, CHANGES, CHANGE_TAILS, HISTORY, HISTORY_LOG};
 use crate::ports::{ChangeEvent, StoreError, TimedRecord};
 use redb::ReadableTable;
 
-/// The [`META`] key of the change stream's backfill of older history.
-const STREAM_BACKFILL: &str = "history_stream_backfill";
+/// The `vex_meta` key of the change stream's backfill of older history.
+pub(super) const STREAM_BACKFILL: &str = "history_stream_backfill";
 
 impl EmbeddedStore {
     /// History written before the change stream existed has no position: gives each such
     /// entry its tenant's next positions (after those already given, oldest first), so a
     /// consumer that starts from 0 gets every change the store holds. Once per database
-    /// ([`META`]).
+    /// (`vex_meta`).
     pub(super) fn backfill_stream(tx: &redb::WriteTransaction) -> Result<(), StoreError> {
-        let mut meta = tx.open_table(META).map_err(err)?;
-        if meta.get(STREAM_BACKFILL).map_err(err)?.is_some() {
-            return Ok(());
-        }
         let mut changes = tx.open_table(CHANGES).map_err(err)?;
         let mut tails = tx.open_table(CHANGE_TAILS).map_err(err)?;
         let hist = tx.open_table(HISTORY).map_err(err)?;
@@ -54,7 +50,6 @@ impl EmbeddedStore {
                 "history written before the change stream existed is now in the stream"
             );
         }
-        meta.insert(STREAM_BACKFILL, 1).map_err(err)?;
         Ok(())
     }
 

@@ -123,6 +123,21 @@ impl Tally {
     }
 }
 
+/// Runs the one-time rewrite `rewrite` in `tx` unless [`META`]'s marker `key` says it ran,
+/// then sets the marker (in the same transaction: both commit, or neither).
+fn once(
+    tx: &redb::WriteTransaction,
+    key: &str,
+    rewrite: impl FnOnce(&redb::WriteTransaction) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    if tx.open_table(META).map_err(err)?.get(key).map_err(err)?.is_some() {
+        return Ok(());
+    }
+    rewrite(tx)?;
+    tx.open_table(META).map_err(err)?.insert(key, 1).map_err(err)?;
+    Ok(())
+}
+
 fn json_err(e: serde_json::Error) -> StoreError {
     StoreError::Rejected(format!("json: {e}"))
 }
@@ -181,10 +196,10 @@ impl EmbeddedStore {
         tx.open_table(HISTORY_INDEX).map_err(err)?;
         tx.open_table(CHANGE_TAILS).map_err(err)?;
         tx.open_table(TRUST_RECOMPUTED).map_err(err)?;
-        // Older layouts, in order (each once; all three are no-ops once the last ran).
-        Self::point_current_rows_to_history(&tx)?;
-        Self::backfill_stream(&tx)?;
-        Self::key_history_by_position(&tx)?;
+        // Older layouts, in order, each once per database.
+        once(&tx, records::CURRENT_ROWS_IN_HISTORY, Self::point_current_rows_to_history)?;
+        once(&tx, changes::STREAM_BACKFILL, Self::backfill_stream)?;
+        once(&tx, records::HISTORY_BY_POSITION, Self::key_history_by_position)?;
         tx.commit().map_err(err)
     }
 

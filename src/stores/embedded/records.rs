@@ -20,7 +20,7 @@
 
 use super::{
     change_key, err, json_err, EmbeddedStore, Tally, CHANGES, CHANGE_TAILS, CONFLICTS, CONSENSUS, HISTORY,
-    HISTORY_INDEX, HISTORY_LOG, META,
+    HISTORY_INDEX, HISTORY_LOG,
 };
 use crate::domain::consensus::{ConsensusRecord, PairKey};
 use crate::domain::version::{RecordVersion, VersionedRecord};
@@ -124,20 +124,17 @@ pub(super) struct ConflictRow {
     pub(super) tenant: String,
 }
 
-/// The [`META`] key of the one-time rewrite of current rows that copied their record.
-const CURRENT_ROWS_IN_HISTORY: &str = "current_rows_point_to_history";
+/// The `vex_meta` key of the one-time rewrite of current rows that copied their record.
+pub(super) const CURRENT_ROWS_IN_HISTORY: &str = "current_rows_point_to_history";
 
 impl EmbeddedStore {
     /// Rewrites a store whose current rows and conflict-queue rows copied the record
     /// (every store before this layout) to [`CurrentRow`]s and [`ConflictRow`]s, once per
-    /// database ([`META`]), in the opening write transaction. A current record with no
+    /// database (`once`, with marker [`CURRENT_ROWS_IN_HISTORY`]), in the opening write
+    /// transaction. A current record with no
     /// history entry (none is expected: both were always written together) gets one, with
     /// the next position of its tenant's change stream, so nothing is lost.
     pub(super) fn point_current_rows_to_history(tx: &redb::WriteTransaction) -> Result<(), StoreError> {
-        let mut meta = tx.open_table(META).map_err(err)?;
-        if meta.get(CURRENT_ROWS_IN_HISTORY).map_err(err)?.is_some() {
-            return Ok(());
-        }
         let mut cur = tx.open_table(CONSENSUS).map_err(err)?;
         let mut hist = tx.open_table(HISTORY).map_err(err)?;
         let mut conf = tx.open_table(CONFLICTS).map_err(err)?;
@@ -189,25 +186,21 @@ impl EmbeddedStore {
                 "current records are now stored once, in the history"
             );
         }
-        meta.insert(CURRENT_ROWS_IN_HISTORY, 1).map_err(err)?;
         Ok(())
     }
 }
 
-/// The [`META`] key of the one-time move of the history into the position-keyed log.
-const HISTORY_BY_POSITION: &str = "history_keyed_by_position";
+/// The `vex_meta` key of the one-time move of the history into the position-keyed log.
+pub(super) const HISTORY_BY_POSITION: &str = "history_keyed_by_position";
 
 impl EmbeddedStore {
     /// Moves a store's history (`<history id>` -> record, with the change stream's
     /// `<tenant>\0<position>` -> history id beside it) into the position-keyed log and its
     /// index, gives every current row its entry's position, and deletes the old tables;
-    /// once per database ([`META`]), in the opening write transaction, after
+    /// once per database (`once`, marker [`HISTORY_BY_POSITION`]), in the opening write
+    /// transaction, after
     /// [`Self::backfill_stream`] gave every entry a position.
     pub(super) fn key_history_by_position(tx: &redb::WriteTransaction) -> Result<(), StoreError> {
-        let mut meta = tx.open_table(META).map_err(err)?;
-        if meta.get(HISTORY_BY_POSITION).map_err(err)?.is_some() {
-            return Ok(());
-        }
         let moved = Self::move_history_into_log(tx)?;
         tx.delete_table(HISTORY).map_err(err)?;
         tx.delete_table(CHANGES).map_err(err)?;
@@ -218,7 +211,6 @@ impl EmbeddedStore {
                 "the history is now one log keyed by change-stream position"
             );
         }
-        meta.insert(HISTORY_BY_POSITION, 1).map_err(err)?;
         Ok(())
     }
 
