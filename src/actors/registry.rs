@@ -65,16 +65,26 @@ impl ArtifactRegistry {
             .retain(|_, e| e.in_flight > 0 || (e.generation == gen && now.duration_since(e.last_used) < older_than));
     }
 
-    /// Evicts least recently used idle actors until there is room for one more.
+    /// Evicts least recently used idle actors until there is room for one more. At the bound
+    /// it evicts an eighth of it at once (at least what the bound needs), so a stream of new
+    /// packages costs one scan of the live actors per `max_live / 8` actors created, not one
+    /// scan and sort per actor (quadratic: 49% of `serve --once` on 50 MB of CSAF copies).
     fn make_room(&mut self) {
         if self.actors.len() < self.settings.max_live {
             return;
         }
-        let mut idle: Vec<(Instant, (String, String))> =
-            self.actors.iter().filter(|(_, e)| e.in_flight == 0).map(|(k, e)| (e.last_used, k.clone())).collect();
-        idle.sort();
-        let excess = self.actors.len() + 1 - self.settings.max_live;
-        for (_, k) in idle.into_iter().take(excess) {
+        let needed = self.actors.len() + 1 - self.settings.max_live;
+        let mut idle: Vec<(Instant, &(String, String))> =
+            self.actors.iter().filter(|(_, e)| e.in_flight == 0).map(|(k, e)| (e.last_used, k)).collect();
+        let evict = needed.max(self.settings.max_live / 8).min(idle.len());
+        if evict == 0 {
+            return;
+        }
+        if evict < idle.len() {
+            idle.select_nth_unstable_by_key(evict - 1, |(t, _)| *t);
+        }
+        let keys: Vec<(String, String)> = idle[..evict].iter().map(|(_, k)| (*k).clone()).collect();
+        for k in keys {
             self.actors.remove(&k);
         }
     }
