@@ -1,14 +1,23 @@
 //! The values of the embedded store's large tables (history entries, observations) as
-//! zstd frames of their JSON: the record and observation JSON repeats its field names
-//! and ids, and compresses about 3x (MongoDB's WiredTiger compresses its blocks the same
-//! way by default).
+//! zstd frames of their JSON, compressed with a dictionary of what such values share
+//! (field names, enum values, id prefixes: a value is one record or one observation, too
+//! small for zstd to learn them from the value alone). MongoDB's WiredTiger compresses
+//! its blocks the same way by default.
 //!
-//! Invariant: a stored value is either a zstd frame (it starts with zstd's magic number,
-//! which no JSON text starts with) or, written before this module, plain JSON; [`decode`]
-//! reads both, so older stores need no rewrite.
+//! Invariants:
+//! - A stored value is a zstd frame (it starts with zstd's magic number, which no JSON
+//!   text starts with) or, written before compression, plain JSON; a frame names the
+//!   dictionary it needs by id, or none (written before the dictionaries). [`decode`]
+//!   reads all of them, so older stores need no rewrite.
+//! - A shipped dictionary never changes (`dictionaries/<kind>-<id>.zdict`, made by
+//!   `scripts/zstd_dictionaries.py`): a new one gets a new id, and the old one stays
+//!   here for reading. A frame naming a dictionary this binary lacks is an error that
+//!   says so, never a wrong value.
 
 use super::json_err;
 use crate::ports::StoreError;
+use std::sync::OnceLock;
+use zstd::dict::{DecoderDictionary, EncoderDictionary};
 
 /// zstd's fastest level: the values are small and written on the ingest path.
 const LEVEL: i32 = 1;
@@ -20,40 +29,89 @@ const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
 /// or one observation, far below this).
 const MAX_VALUE_BYTES: usize = 256 * 1024 * 1024;
 
+/// What a value is, and so which dictionary compresses it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Kind {
+    /// A history entry (`StoredRecord`).
+    Record = 0,
+    /// An observation.
+    Observation = 1,
+}
+
+/// The dictionaries: (id, bytes), indexed by [`Kind`]. Ids are in the range zstd leaves
+/// to private use (above 32767, below 2^31).
+const DICTIONARIES: [(u32, &[u8]); 2] = [
+    (1_447_382_017, include_bytes!("dictionaries/records-1447382017.zdict")),
+    (1_447_382_018, include_bytes!("dictionaries/observations-1447382018.zdict")),
+];
+
+/// Each dictionary prepared once for compression at [`LEVEL`] and for decompression.
+fn encoder(kind: Kind) -> &'static EncoderDictionary<'static> {
+    static ENCODERS: [OnceLock<EncoderDictionary<'static>>; 2] = [OnceLock::new(), OnceLock::new()];
+    ENCODERS[kind as usize].get_or_init(|| EncoderDictionary::copy(DICTIONARIES[kind as usize].1, LEVEL))
+}
+
+fn decoder(slot: usize) -> &'static DecoderDictionary<'static> {
+    static DECODERS: [OnceLock<DecoderDictionary<'static>>; 2] = [OnceLock::new(), OnceLock::new()];
+    DECODERS[slot].get_or_init(|| DecoderDictionary::copy(DICTIONARIES[slot].1))
+}
+
 thread_local! {
-    // One context per thread, reused: creating a zstd context per value was 9% of a
-    // `serve --once` profile (ZSTD_createCCtx).
-    static COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
-        const { std::cell::RefCell::new(None) };
-    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
-        const { std::cell::RefCell::new(None) };
+    // One context per thread and dictionary, reused: creating a zstd context per value
+    // was 9% of a `serve --once` profile (ZSTD_createCCtx).
+    static COMPRESSORS: std::cell::RefCell<[Option<zstd::bulk::Compressor<'static>>; 2]> =
+        const { std::cell::RefCell::new([None, None]) };
+    // Slot 0: frames without a dictionary; slot 1 + i: dictionary i.
+    static DECOMPRESSORS: std::cell::RefCell<[Option<zstd::bulk::Decompressor<'static>>; 3]> =
+        const { std::cell::RefCell::new([None, None, None]) };
 }
 
 fn zstd_err(what: &str) -> impl Fn(std::io::Error) -> StoreError + '_ {
     move |e| StoreError::Rejected(format!("{what}: {e}"))
 }
 
-/// `value`'s JSON, compressed.
-pub(super) fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+/// `value`'s JSON, compressed with `kind`'s dictionary.
+pub(super) fn encode<T: serde::Serialize>(kind: Kind, value: &T) -> Result<Vec<u8>, StoreError> {
     let json = serde_json::to_vec(value).map_err(json_err)?;
-    COMPRESSOR.with_borrow_mut(|c| {
-        let c = match c {
+    COMPRESSORS.with_borrow_mut(|cs| {
+        let c = match &mut cs[kind as usize] {
             Some(c) => c,
-            None => c.insert(zstd::bulk::Compressor::new(LEVEL).map_err(zstd_err("creating a zstd context"))?),
+            slot @ None => slot.insert(
+                zstd::bulk::Compressor::with_prepared_dictionary(encoder(kind))
+                    .map_err(zstd_err("creating a zstd context"))?,
+            ),
         };
         c.compress(&json).map_err(zstd_err("compressing a value"))
     })
 }
 
-/// The value `bytes` holds (a zstd frame of JSON, or JSON).
+/// The value `bytes` holds (a zstd frame of JSON, with or without a dictionary, or JSON).
 pub(super) fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
     if !bytes.starts_with(&ZSTD_MAGIC) {
         return serde_json::from_slice(bytes).map_err(json_err);
     }
-    let json = DECOMPRESSOR.with_borrow_mut(|d| {
-        let d = match d {
+    let slot = match zstd::zstd_safe::get_dict_id_from_frame(bytes) {
+        None => 0,
+        Some(id) => match DICTIONARIES.iter().position(|(d, _)| *d == id.get()) {
+            Some(i) => i + 1,
+            None => {
+                return Err(StoreError::Rejected(format!(
+                    "a stored value was compressed with zstd dictionary {id}, which this vex-lens does not have \
+                     (written by a newer version?)"
+                )))
+            }
+        },
+    };
+    let json = DECOMPRESSORS.with_borrow_mut(|ds| {
+        let d = match &mut ds[slot] {
             Some(d) => d,
-            None => d.insert(zstd::bulk::Decompressor::new().map_err(zstd_err("creating a zstd context"))?),
+            free @ None => free.insert(
+                match slot {
+                    0 => zstd::bulk::Decompressor::new(),
+                    i => zstd::bulk::Decompressor::with_prepared_dictionary(decoder(i - 1)),
+                }
+                .map_err(zstd_err("creating a zstd context"))?,
+            ),
         };
         d.decompress(bytes, MAX_VALUE_BYTES).map_err(zstd_err("decompressing a stored value"))
     })?;
@@ -64,15 +122,60 @@ pub(super) fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, 
 mod tests {
     use super::*;
 
+    fn sample() -> serde_json::Value {
+        serde_json::json!({"id": "a".repeat(64), "statements": vec![serde_json::json!({"status": "fixed"}); 8]})
+    }
+
     #[test]
     fn values_round_trip_and_plain_json_still_reads() {
-        let v =
-            serde_json::json!({"id": "a".repeat(64), "statements": vec![serde_json::json!({"status": "fixed"}); 8]});
-        let bytes = encode(&v).unwrap();
-        assert!(bytes.starts_with(&ZSTD_MAGIC) && bytes.len() < serde_json::to_vec(&v).unwrap().len());
-        assert_eq!(decode::<serde_json::Value>(&bytes).unwrap(), v);
+        let v = sample();
+        for kind in [Kind::Record, Kind::Observation] {
+            let bytes = encode(kind, &v).unwrap();
+            assert!(bytes.starts_with(&ZSTD_MAGIC) && bytes.len() < serde_json::to_vec(&v).unwrap().len());
+            let id = zstd::zstd_safe::get_dict_id_from_frame(&bytes).map(std::num::NonZeroU32::get);
+            assert_eq!(id, Some(DICTIONARIES[kind as usize].0), "the frame names its dictionary");
+            assert_eq!(decode::<serde_json::Value>(&bytes).unwrap(), v);
+            let truncated = &bytes[..bytes.len() - 3];
+            assert!(matches!(decode::<serde_json::Value>(truncated), Err(StoreError::Rejected(_))));
+        }
         assert_eq!(decode::<serde_json::Value>(&serde_json::to_vec(&v).unwrap()).unwrap(), v);
-        let truncated = &bytes[..bytes.len() - 3];
-        assert!(matches!(decode::<serde_json::Value>(truncated), Err(StoreError::Rejected(_))));
+    }
+
+    /// Frames written before the dictionaries (no dictionary id) still read.
+    #[test]
+    fn frames_without_a_dictionary_still_read() {
+        let v = sample();
+        let old = zstd::bulk::compress(&serde_json::to_vec(&v).unwrap(), LEVEL).unwrap();
+        assert_eq!(zstd::zstd_safe::get_dict_id_from_frame(&old), None);
+        assert_eq!(decode::<serde_json::Value>(&old).unwrap(), v);
+    }
+
+    /// A frame naming a dictionary this binary lacks is a clear error, not a wrong value.
+    #[test]
+    fn an_unknown_dictionary_is_named() {
+        // The records dictionary under another id (a dictionary's id is bytes 4..8).
+        let mut other = DICTIONARIES[0].1.to_vec();
+        other[4..8].copy_from_slice(&7_777_777u32.to_le_bytes());
+        let mut c = zstd::bulk::Compressor::with_dictionary(LEVEL, &other).unwrap();
+        let frame = c.compress(&serde_json::to_vec(&sample()).unwrap()).unwrap();
+        let e = decode::<serde_json::Value>(&frame).unwrap_err().to_string();
+        assert!(e.contains("dictionary 7777777") && e.contains("does not have"), "{e}");
+    }
+
+    /// The dictionaries are what makes small values small: a record-like value compresses
+    /// to well under what zstd makes of it alone.
+    #[test]
+    fn the_dictionary_shrinks_a_record() {
+        let record = serde_json::json!({"changed_at_ms": 1765000000000i64, "record": {
+            "aliases": [], "artifact": "pkg:npm/left-pad@1.3.0", "confidence_ppm": 1000000, "conflicts": [],
+            "consensus_digest": format!("sha256:{}", "0".repeat(64)), "leading_status": "not_affected",
+            "mode": "weighted", "package": "pkg:npm/left-pad", "status": "not_affected", "tenant": "default",
+            "statements": [{"issuer": "vendor", "justification": "vulnerable_code_not_present",
+                "observation_id": format!("sha256:{}", "1".repeat(64)), "role": "contributing",
+                "signature": "unsigned", "status": "not_affected", "tier": "vendor", "weight_ppm": 1000000}],
+            "vulnerability": "CVE-2024-12345"}, "version": {"epoch": 0, "offset": -1, "observations": 1}});
+        let plain = zstd::bulk::compress(&serde_json::to_vec(&record).unwrap(), LEVEL).unwrap().len();
+        let with = encode(Kind::Record, &record).unwrap().len();
+        assert!(with * 10 < plain * 8, "with the dictionary {with} B, without {plain} B");
     }
 }

@@ -24,7 +24,7 @@ impl ObservationStore for EmbeddedStore {
                 o.id =
                     o.compute_id().map_err(|e| StoreError::Rejected(format!("observation without an id: {e}")))?.into();
             }
-            rows.push((obs_key(&o.tenant, &o.package, &o.id), super::compressed::encode(&o)?));
+            rows.push((obs_key(&o.tenant, &o.package, &o.id), super::compressed::encode(super::compressed::Kind::Observation, &o)?));
         }
         self.write(move |tx, tally| {
             let mut t = tx.open_table(OBSERVATIONS).map_err(err)?;

@@ -55,7 +55,7 @@ impl StoredRecord {
 
     /// The history entry's value.
     fn encode(&self) -> Result<Vec<u8>, StoreError> {
-        super::compressed::encode(self)
+        super::compressed::encode(super::compressed::Kind::Record, self)
     }
 }
 

@@ -65,7 +65,7 @@ impl SchemaStore for EmbeddedStore {
         let remove: Vec<String> = remove.iter().map(|r| key(&r.tenant, &r.package, &r.id)).collect();
         let add = add
             .iter()
-            .map(|o| Ok((key(&o.tenant, &o.package, &o.id), super::compressed::encode(o)?)))
+            .map(|o| Ok((key(&o.tenant, &o.package, &o.id), super::compressed::encode(super::compressed::Kind::Observation, o)?)))
             .collect::<Result<Vec<_>, StoreError>>()?;
         self.blocking(move |db| {
             let tx = db.begin_write().map_err(err)?;
