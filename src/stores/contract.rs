@@ -704,6 +704,12 @@ pub async fn schema_contract<S: SchemaStore + ObservationStore + RecordStore + C
     let got = store.list_records(Some(tenant), None).await.expect("list");
     assert_eq!(got, want, "records are recomputed from the upgraded observations");
     assert!(!got.iter().any(|r| r.artifact == stale[0].artifact), "the stale record is gone");
+    // The recompute replaced the current records, not the history: each pair keeps the
+    // entry written before the upgrade.
+    let kept = store.record_history(&stale[0].pair()).await.expect("history");
+    assert_eq!(kept.iter().map(|h| (h.changed_at_ms, &h.record)).collect::<Vec<_>>(), vec![(1, &stale[0])]);
+    let kept = store.record_history(&conflicted[0].pair()).await.expect("history");
+    assert!(kept.iter().any(|h| h.changed_at_ms == 1 && h.record == conflicted[0]), "{kept:?}");
     assert!(store.conflict_queue_depth().await.expect("depth") > 0, "the recompute queues the conflict again");
     assert_eq!(store.schema_version().await.expect("schema_version"), Some(STORE_SCHEMA_VERSION));
     let again = upgrade(stores(), &policy).await.expect("upgrade again");

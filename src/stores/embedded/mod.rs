@@ -46,7 +46,8 @@ const HISTORY: TableDefinition<&str, &[u8]> = TableDefinition::new("vex_consensu
 /// The history and change stream in one: `<tenant>\0<position, 20 digits>` -> the history
 /// entry (compressed), so a commit appends to it.
 const HISTORY_LOG: TableDefinition<&str, &[u8]> = TableDefinition::new("vex_consensus_history_log");
-/// A pair's history entries: `<history id>` (`<pair id>:<time>:<digest>`) -> position.
+/// A pair's earlier history entries (those a later write replaced; the current one is the
+/// current row's): `<history id>` (`<pair id>:<time>:<digest>`) -> position.
 const HISTORY_INDEX: TableDefinition<&str, u64> = TableDefinition::new("vex_consensus_history_index");
 const CONFLICTS: TableDefinition<&str, &[u8]> = TableDefinition::new("vex_conflict_queue");
 const VERIFICATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("vex_dsse_verifications");

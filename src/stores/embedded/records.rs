@@ -12,8 +12,10 @@
 //! - A record's bytes are stored once, in its history entry: the current row of a pair
 //!   ([`CurrentRow`]) holds what `decide_write` compares and the entry's position, and a
 //!   conflict-queue row only the tenant ([`ConflictRow`]).
-//! - History entries get increasing positions, so a commit appends to the log; only the
-//!   small index rows are keyed by hash.
+//! - History entries get increasing positions, so a commit appends to the log. A pair's
+//!   current entry is named by its current row; the index (keyed by history id, a hash)
+//!   names only the entries a later write replaced (and, in stores written before this
+//!   layout, every entry), so a pair's first record costs no index row.
 //! - Older layouts are rewritten once when opened: current rows that copied the record
 //!   ([`EmbeddedStore::point_current_rows_to_history`]), then the history keyed by history
 //!   id ([`EmbeddedStore::key_history_by_position`]).
@@ -296,6 +298,21 @@ impl Prepared {
     }
 }
 
+/// Names every current row's entry in the index (before the current rows are cleared, so
+/// that each pair's history keeps its entries).
+pub(super) fn index_current_entries(tx: &redb::WriteTransaction) -> Result<(), StoreError> {
+    let cur = tx.open_table(CONSENSUS).map_err(err)?;
+    let mut index = tx.open_table(HISTORY_INDEX).map_err(err)?;
+    for r in cur.iter().map_err(err)? {
+        let (id, v) = r.map_err(err)?;
+        let row = CurrentRow::decode(v.value())?;
+        if let Some(seq) = row.seq {
+            index.insert(row.history_key(id.value()).as_str(), seq).map_err(err)?;
+        }
+    }
+    Ok(())
+}
+
 /// `put_records`' writes, in `tx`; returns which records replaced the current one (their
 /// index), for the read cache.
 fn write_prepared(
@@ -342,12 +359,18 @@ fn write_prepared(
                             } + 1;
                             tail_of.insert(tenant, seq);
                             log.insert(change_key(tenant, seq).as_str(), p.history_bytes.as_slice()).map_err(err)?;
-                            index_of.insert(p.history_key.as_str(), seq).map_err(err)?;
                             tally.rows(&HISTORY_LOG, 1);
-                            tally.index(&HISTORY_INDEX, 1);
                             seq
                         }
                     };
+                    // The entry this write replaces is no longer the current row's: from
+                    // now on the index names it (a new pair's first entry costs no index row).
+                    if let Some((old_key, old_seq)) =
+                        stored.as_ref().and_then(|s| Some((s.history_key(&p.id), s.seq?))).filter(|(_, o)| *o != seq)
+                    {
+                        index_of.insert(old_key.as_str(), old_seq).map_err(err)?;
+                        tally.index(&HISTORY_INDEX, 1);
+                    }
                     let row = CurrentRow { seq: Some(seq), ..p.row.clone() };
                     cur.insert(p.id.as_str(), row.encode()?.as_slice()).map_err(err)?;
                     tally.rows(&CONSENSUS, 1);
@@ -511,15 +534,26 @@ impl RecordStore for EmbeddedStore {
         let start = format!("{}:", pair_id(pair));
         let end = format!("{};", pair_id(pair));
         let tenant = pair.tenant.clone();
+        let id = pair_id(pair);
         self.blocking(move |db| {
             let tx = db.begin_read().map_err(err)?;
             let index = tx.open_table(HISTORY_INDEX).map_err(err)?;
             let log = tx.open_table(HISTORY_LOG).map_err(err)?;
-            let mut out = Vec::new();
+            // The earlier entries (the index), and the current one (the current row); an
+            // index written before this layout also names the current one.
+            let mut positions = Vec::new();
             for r in index.range(start.as_str()..end.as_str()).map_err(err)? {
-                let (hid, seq) = r.map_err(err)?;
-                let Some(v) = log.get(change_key(&tenant, seq.value()).as_str()).map_err(err)? else {
-                    return Err(StoreError::Rejected(format!("history entry {} is missing", hid.value())));
+                positions.push(r.map_err(err)?.1.value());
+            }
+            if let Some(v) = tx.open_table(CONSENSUS).map_err(err)?.get(id.as_str()).map_err(err)? {
+                positions.extend(CurrentRow::decode(v.value())?.seq);
+            }
+            positions.sort_unstable();
+            positions.dedup();
+            let mut out = Vec::new();
+            for seq in positions {
+                let Some(v) = log.get(change_key(&tenant, seq).as_str()).map_err(err)? else {
+                    return Err(StoreError::Rejected(format!("history entry at position {seq} of pair {id} is missing")));
                 };
                 let s = StoredRecord::decode(v.value())?;
                 out.push(TimedRecord { record: s.record, changed_at_ms: s.changed_at_ms });

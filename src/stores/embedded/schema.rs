@@ -88,6 +88,8 @@ impl SchemaStore for EmbeddedStore {
     async fn clear_current_records(&self) -> Result<(), StoreError> {
         self.blocking(|db| {
             let tx = db.begin_write().map_err(err)?;
+            // The current entries stay in each pair's history: the index names them now.
+            super::records::index_current_entries(&tx)?;
             tx.open_table(CONSENSUS).map_err(err)?.retain(|_, _| false).map_err(err)?;
             tx.open_table(CONFLICTS).map_err(err)?.retain(|_, _| false).map_err(err)?;
             tx.commit().map_err(err)
