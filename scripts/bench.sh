@@ -8,7 +8,9 @@
 #                              7 copies of it and >= 50 MB of csaf-ciq copies; consensus
 #                              against $VEXLENS_BASELINE_BIN when set), end to end on real
 #                              Kafka + MongoDB-wire server (7 renamed copies of vexhub,
-#                              >= 100k observations), latency at 500 observations/s for 60 s
+#                              >= 100k observations), latency at 500 observations/s for 60 s;
+#                              with VEXLENS_BASELINE_BIN also the baseline's drain, latency
+#                              and writes per observation in the same run, and the ratios
 #   scripts/bench.sh --quick   the same steps, small: the test-profile binary (no release
 #                              build), 1 copy of 6 vexhub documents, 10 s of latency,
 #                              3 MB of csaf-ciq copies for the store path, a small incremental run (cargo bench --profile dev); CI runs
@@ -146,6 +148,22 @@ rm -rf "$work"
 # shellcheck source=scripts/with-services.sh
 source scripts/with-services.sh
 
+# With VEXLENS_BASELINE_BIN the baseline's latency, drain and counted writes too, in the
+# same run on the same services, and the ratios new / baseline. An older binary refuses
+# this tree's config/default.toml for the keys added since: its own commit's file goes
+# to it (VEXLENS_BASELINE_CONFIG, a file, or VEXLENS_BASELINE_COMMIT, e.g. bafbf91, whose
+# config/default.toml is used).
+if [[ -n "${VEXLENS_BASELINE_BIN:-}" ]]; then
+  e2e_args+=(--baseline-binary "$VEXLENS_BASELINE_BIN")
+  if [[ -n "${VEXLENS_BASELINE_CONFIG:-}" ]]; then
+    e2e_args+=(--baseline-config "$VEXLENS_BASELINE_CONFIG")
+  elif [[ -n "${VEXLENS_BASELINE_COMMIT:-}" ]]; then
+    base_config="$(mktemp --suffix=.toml)"
+    git show "$VEXLENS_BASELINE_COMMIT:config/default.toml" >"$base_config"
+    e2e_args+=(--baseline-config "$base_config")
+  fi
+fi
 echo "== end to end: scripts/bench_e2e.py ${e2e_args[*]}"
 "$py" scripts/bench_e2e.py --binary "$bin" --corpus "$corpus" --brokers "$VEXLENS_KAFKA_BROKERS" \
   --mongo-uri "$VEXLENS_MONGODB_URI" "${e2e_args[@]}"
+if [[ -n "${base_config:-}" ]]; then rm -f "$base_config"; fi

@@ -19,6 +19,20 @@ figure with what produced it. Measured in the same run, so ratios hold on a nois
                      and vex_consensus_latency_seconds from /metrics; measured (and
                      printed) first, on a server busy with nothing else
 
+With --baseline-binary B (issue 20), the latency and the drain are measured for B and for
+--binary in the same run on the same services, alternating (baseline first unless
+--new-first; fresh database, topic and group names per binary, the same workload lines;
+every database is dropped only at the end, so neither binary meets the other's reclaim),
+each binary's figures printed labelled, then the ratios new / baseline of the drain's
+observations/s and of the latency p99 (bench clock). The baseline (bafbf91) has no
+vex_store_writes_total, and SecantusDB's serverStatus has no document counters, so the
+writes of both binaries are also counted by a proxy on loopback between serve and the
+server (WriteCounter: it forwards every byte and reads the replies of the write
+commands, as the new binary's metric does) in one more drain of --writes-copies copies
+per binary; the new binary's own metric from that drain is printed beside it as a check.
+Counting what each collection holds after the drain would not be writes (a document
+replaced ten times is there once).
+
 Nothing is asserted: the figures are for docs/performance.md and the issue note.
 """
 import argparse
@@ -27,12 +41,16 @@ import os
 import re
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.parse
 import urllib.request
 
+import bson
 import pymongo
 import pymongo.errors
 
@@ -116,7 +134,7 @@ def free_port():
 
 
 class Serve:
-    def __init__(self, binary, brokers, mongo_uri, db, topic, group, tmp):
+    def __init__(self, binary, brokers, mongo_uri, db, topic, group, tmp, config=None):
         self.port = free_port()
         self.logf = open(os.path.join(tmp, f"serve-{db}.log"), "w")
         env = dict(os.environ)
@@ -126,7 +144,8 @@ class Serve:
         self.proc = subprocess.Popen(
             [binary, "serve", "--kafka-brokers", brokers, "--mongo-uri", mongo_uri, "--mongo-db", db,
              "--topic", topic, "--observations-topic", topic + ".obs", "--group-id", group,
-             "--listen", f"127.0.0.1:{self.port}", "--data-dir", os.path.join(tmp, db)],
+             "--listen", f"127.0.0.1:{self.port}", "--data-dir", os.path.join(tmp, db)]
+            + (["--config", config] if config else []),
             stdout=self.logf, stderr=subprocess.STDOUT, env=env)
         deadline = time.time() + 120
         while time.time() < deadline:
@@ -157,8 +176,7 @@ def counted(db):
 
 
 def applied(serve):
-    m = re.search(r"^vex_observations_applied_total(?:\{[^}]*\})? (\S+)$", serve.metrics(), re.M)
-    return float(m.group(1)) if m else 0.0
+    return applied_from(serve.metrics())
 
 
 def store_writes(metrics_text):
@@ -241,21 +259,22 @@ def drop(client, name):
         log(f"warning: database {name} not dropped: {e}")
 
 
-def measure_latency(args, client, docs, run, tmp):
-    """Latency at a fixed offered rate, on a server busy with nothing else (run first:
-    after the drain the server is still reclaiming the dropped databases, which shows as
-    stalls in the tail). Returns the lines to print."""
+def measure_latency(args, client, docs, run, tmp, binary, drop_db=True, config=None):
+    """Latency of `binary` at a fixed offered rate, on a server busy with nothing else (run
+    first: after the drain the server is still reclaiming the dropped databases, which
+    shows as stalls in the tail). Returns the lines to print and the p99 (ms, bench
+    clock); with drop_db=False the caller drops database `run + "lat"`."""
     per_doc = 10
     docs_per_s = max(1, args.rate // per_doc)
     count = docs_per_s * args.latency_seconds
     lat_lines = small_docs(docs, per_doc, count)
-    lat_obs, lat_recs = expected(args.binary, lat_lines, tmp)
+    lat_obs, lat_recs = expected(binary, lat_lines, tmp)
     lat_run = run + "lat"
-    serve = Serve(args.binary, args.brokers, args.mongo_uri, lat_run, lat_run + ".documents", lat_run, tmp)
+    serve = Serve(binary, args.brokers, args.mongo_uri, lat_run, lat_run + ".documents", lat_run, tmp, config)
     # Warm up: one document through the whole path, so the consumer group has its
     # partitions before the clock starts.
     warm = small_docs(docs, per_doc, count + 1)[count:]
-    warm_obs, warm_recs = expected(args.binary, warm, tmp)
+    warm_obs, warm_recs = expected(binary, warm, tmp)
     produce(args.brokers, lat_run + ".documents", warm)
     wait_durable(client[lat_run], warm_obs, warm_recs, args.timeout, serve)
     p = subprocess.Popen(["kcat", "-P", "-b", args.brokers, "-t", lat_run + ".documents", "-T"],
@@ -283,22 +302,228 @@ def measure_latency(args, client, docs, run, tmp):
     lat = [durable[i] - sent[i] for i in sent if i in durable]
     hist = histogram_quantiles(serve.metrics(), "vex_consensus_latency_seconds")
     serve.stop()
-    drop(client, lat_run)
+    if drop_db:
+        drop(client, lat_run)
     out = []
     out.append(f"latency: {len(lat)} documents of {per_doc} statements at {offered:,.0f} observations/s offered "
           f"({lat_obs} observations, {lat_recs} records)")
+    p99 = quantile(lat, 0.99)
     out.append(f"latency (bench clock, produce -> durable record): p50 {quantile(lat, 0.5):.0f} ms, "
-          f"p95 {quantile(lat, 0.95):.0f} ms, p99 {quantile(lat, 0.99):.0f} ms (target p99 < 100 ms)")
+          f"p95 {quantile(lat, 0.95):.0f} ms, p99 {p99:.0f} ms (target p99 < 100 ms)")
     if hist:
         q, n = hist
         out.append(f"latency (vex_consensus_latency_seconds, bucket upper bounds, {n} observations): "
                       f"p50 <= {q[0.5]} s, p95 <= {q[0.95]} s, p99 <= {q[0.99]} s")
-    return out
+    return out, p99
+
+
+def drain(args, client, binary, run, topic, n_obs, n_recs, tmp, mongo_uri=None, config=None):
+    """serve `binary` on `topic` (already produced) from ready to the last durable record.
+    Returns (seconds, observations/s, the /metrics text after the drain)."""
+    serve = Serve(binary, args.brokers, mongo_uri or args.mongo_uri, run, topic, run, tmp, config)
+    ready = time.time()
+    done = wait_durable(client[run], n_obs, n_recs, args.timeout, serve)
+    drain_s = done - ready
+    metrics_text = serve.metrics()
+    serve.stop()
+    return drain_s, n_obs / drain_s, metrics_text
+
+
+def recv_exact(sock, n):
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            raise EOFError
+        buf += chunk
+    return bytes(buf)
+
+
+def op_msg_sections(body):
+    """(the kind-0 body document, {identifier: [documents]} of the kind-1 sections) of an
+    OP_MSG message after its 16-byte header."""
+    flags = struct.unpack_from("<I", body, 0)[0]
+    end = len(body) - (4 if flags & 1 else 0)  # checksumPresent
+    pos, main, seqs = 4, None, {}
+    while pos < end:
+        kind = body[pos]
+        pos += 1
+        size = struct.unpack_from("<i", body, pos)[0]
+        if kind == 0:
+            main = bson.decode(body[pos:pos + size])
+        else:
+            nul = body.index(b"\0", pos + 4)
+            ident = body[pos + 4:nul].decode()
+            seqs[ident] = bson.decode_all(body[nul + 1:pos + size])
+        pos += size
+    return main, seqs
+
+
+WRITE_COMMANDS = ("insert", "update", "delete", "findandmodify")
+
+
+class WriteCounter:
+    """A counting proxy on 127.0.0.1 in front of the MongoDB-wire server: forwards every
+    message unchanged and, for each acknowledged write command (insert, update, delete,
+    findAndModify), keeps what its reply says was written, by the rule of the new binary's
+    vex_store_writes_total (src/stores/mongo: documents inserted, upserted or deleted
+    count whole, each with one entry in every secondary index; documents modified in
+    place count with the secondary indexes the update's fields can change: every one for
+    a replacement or pipeline, those whose key fields a `$` operator names otherwise).
+    A replacement is thus an upper bound: the new binary knows a replaced vex_consensus
+    record changes only `changed_at_ms` of the indexed fields and counts 1 index, the
+    proxy, not seeing the stored document, all 3 (on vexhub ~0.1 index entries per
+    observation more than the new binary's own metric; the same rule for both binaries).
+    The drivers here send OP_MSG without compression (none is asked for in the URI)."""
+
+    def __init__(self, upstream_uri):
+        u = urllib.parse.urlsplit(upstream_uri)
+        self.upstream = (u.hostname, u.port or 27017)
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(64)
+        port = self.listener.getsockname()[1]
+        self.uri = urllib.parse.urlunsplit(u._replace(netloc=f"127.0.0.1:{port}"))
+        self.lock = threading.Lock()
+        self.writes = []  # (db, command, collection, [fields or None per update], reply)
+        self.socks = []
+        self.unparsed = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.listener.accept()
+            except OSError:
+                return
+            up = socket.create_connection(self.upstream)
+            for s in (c, up):
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            with self.lock:
+                self.socks += [c, up]
+            pending = {}
+            threading.Thread(target=self._pump, args=(c, up, pending, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(up, c, pending, False), daemon=True).start()
+
+    @staticmethod
+    def _update_fields(update):
+        """The top-level paths an update statement can change; None: any (replacement)."""
+        u = update.get("u")
+        if not isinstance(u, dict) or not u or not next(iter(u)).startswith("$"):
+            return None
+        return {f for op, spec in u.items() if op != "$setOnInsert" and isinstance(spec, dict) for f in spec}
+
+    def _pump(self, src, dst, pending, request):
+        try:
+            while True:
+                hdr = recv_exact(src, 16)
+                length, req_id, resp_to, opcode = struct.unpack("<iiii", hdr)
+                body = recv_exact(src, length - 16)
+                if opcode == 2013:  # OP_MSG; parsed before forwarding, so the reply finds it
+                    try:
+                        main, seqs = op_msg_sections(body)
+                    except Exception as e:  # counted as unparsed; the bytes still go through
+                        with self.lock:
+                            self.unparsed.append(repr(e))
+                        main, seqs = None, {}
+                    if request and main:
+                        cmd = next(iter(main))
+                        if cmd.lower() in WRITE_COMMANDS:
+                            ups = seqs.get("updates", main.get("updates", [])) if cmd == "update" else []
+                            pending[req_id] = (main.get("$db"), cmd.lower(), main[cmd],
+                                               [self._update_fields(x) for x in ups])
+                    elif not request and resp_to in pending and main is not None:
+                        db, cmd, coll, fields = pending.pop(resp_to)
+                        with self.lock:
+                            self.writes.append((db, cmd, coll, fields, main))
+                dst.sendall(hdr + body)
+        except (OSError, EOFError):
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self):
+        self.listener.close()
+        with self.lock:
+            for s in self.socks:
+                try:
+                    s.close()
+                except OSError:
+                    pass
+
+    def count(self, client, db):
+        """{collection: [documents, index entries]} written to database `db`, the
+        secondary indexes read from the server (listIndexes) after the drain."""
+        indexes = {}
+        for c in client[db].list_collection_names():
+            indexes[c] = [[k for k, _ in info["key"]] for name, info in client[db][c].index_information().items()
+                          if name != "_id_"]
+        def touched(coll, fields):
+            idx = indexes.get(coll, [])
+            if fields is None:
+                return len(idx)
+            hit = lambda key, f: key == f or key.startswith(f + ".") or f.startswith(key + ".")
+            return sum(1 for keys in idx if any(hit(k, f) for k in keys for f in fields))
+        out = {}
+        with self.lock:
+            writes = [w for w in self.writes if w[0] == db]
+        for _, cmd, coll, fields, reply in writes:
+            n_idx = len(indexes.get(coll, []))
+            lem = reply.get("lastErrorObject", {})
+            if cmd == "update":
+                whole, modified = len(reply.get("upserted", [])), int(reply.get("nModified", 0))
+                t = max([touched(coll, f) for f in fields], default=0)
+            elif cmd == "findandmodify":  # one document; in place unless upserted
+                up = "upserted" in lem
+                whole, modified = int(up), int(bool(lem.get("updatedExisting")) and not up)
+                t = n_idx
+            else:
+                whole, modified, t = int(reply.get("n", 0)), 0, 0
+            acc = out.setdefault(coll, [0, 0])
+            acc[0] += whole + modified
+            acc[1] += whole * n_idx + modified * t
+        return out
+
+
+def proxy_writes(args, client, binary, run, topic, n_obs, n_recs, tmp, config=None):
+    """One drain of `binary` through a WriteCounter: (documents, index entries) per
+    observation applied, the by-collection documents, and the /metrics text."""
+    proxy = WriteCounter(args.mongo_uri)
+    try:
+        _, _, metrics_text = drain(args, client, binary, run, topic, n_obs, n_recs, tmp, mongo_uri=proxy.uri,
+                                   config=config)
+        time.sleep(0.5)  # the replies of the last writes, forwarded before serve stopped
+        by = proxy.count(client, run)
+    finally:
+        proxy.close()
+    if proxy.unparsed:
+        log(f"warning: {len(proxy.unparsed)} OP_MSG messages not parsed (not counted): {proxy.unparsed[:3]}")
+    obs = applied_from(metrics_text)
+    docs_w = sum(v[0] for v in by.values())
+    idx_w = sum(v[1] for v in by.values())
+    return docs_w / obs, idx_w / obs, {c: v[0] / obs for c, v in by.items()}, metrics_text, obs
+
+
+def applied_from(metrics_text):
+    a = re.search(r"^vex_observations_applied_total(?:\{[^}]*\})? (\S+)$", metrics_text, re.M)
+    return float(a.group(1)) if a else 0.0
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--binary", required=True)
+    ap.add_argument("--baseline-binary", help="also measure this binary (latency, drain, writes) in the same run "
+                    "and print new / baseline ratios")
+    ap.add_argument("--baseline-config", help="with --baseline-binary: the configuration file its serve gets "
+                    "(--config), e.g. `git show bafbf91:config/default.toml`: an older binary refuses this "
+                    "tree's config/default.toml for the keys added since")
+    ap.add_argument("--new-first", action="store_true", help="with --baseline-binary: --binary's runs first")
+    ap.add_argument("--writes-copies", type=int, default=1,
+                    help="with --baseline-binary: copies of the drain counted through the write-counting proxy")
     ap.add_argument("--corpus", required=True)
     ap.add_argument("--brokers", required=True)
     ap.add_argument("--mongo-uri", required=True)
@@ -317,29 +542,33 @@ def main():
     n_obs, n_recs = expected(args.binary, lines, tmp)
     log(f"workload: {len(lines)} documents ({args.copies} renamed copies of {len(docs)} vexhub documents), "
         f"{n_obs} observations, {n_recs} records")
-    for line in measure_latency(args, client, docs, run, tmp):
+    if args.baseline_binary:
+        return compare(args, client, docs, lines, run, tmp, n_obs, n_recs)
+    for line in measure_latency(args, client, docs, run, tmp, args.binary)[0]:
         print(line, flush=True)
 
     topic = f"{run}.documents"
     produce(args.brokers, topic, lines)
+    broker_s, broker_rate = broker_limit(args, topic, n_obs)
 
-    # (a) the broker limit: read the whole topic to /dev/null.
+    # drain: serve from start to the last durable record.
+    drain_s, drain_rate, metrics_text = drain(args, client, args.binary, run, topic, n_obs, n_recs, tmp)
+    writes_line = writes_per_observation(metrics_text)
+    store_limit(args, client, run, lines, n_obs, n_recs, broker_s, broker_rate, drain_s, drain_rate, writes_line)
+    drop(client, run)
+
+
+def broker_limit(args, topic, n_obs):
+    """(a) the broker limit: read the whole topic to /dev/null."""
     t0 = time.time()
     subprocess.run(["kcat", "-C", "-b", args.brokers, "-t", topic, "-o", "beginning", "-e", "-q",
                     "-X", "fetch.message.max.bytes=16000000", "-f", "%s\n"], stdout=subprocess.DEVNULL, check=True)
     broker_s = time.time() - t0
-    broker_rate = n_obs / broker_s
+    return broker_s, n_obs / broker_s
 
-    # drain: serve from start to the last durable record.
-    t0 = time.time()
-    serve = Serve(args.binary, args.brokers, args.mongo_uri, run, topic, run, tmp)
-    ready = time.time()
-    done = wait_durable(client[run], n_obs, n_recs, args.timeout, serve)
-    drain_s = done - ready
-    drain_rate = n_obs / drain_s
-    writes_line = writes_per_observation(serve.metrics())
-    serve.stop()
 
+def store_limit(args, client, run, lines, n_obs, n_recs, broker_s, broker_rate, drain_s, drain_rate, writes_line):
+    """(b) the store limit on what `run`'s drain wrote, and the lines of the drain's figures."""
     # (b) the store limit: the same documents, raw driver, unordered batches of 500.
     src, dst = client[run], client[run + "_raw"]
     collections = ["vex_observations", "vex_consensus_history", "vex_conflict_queue", "vex_consensus"]
@@ -397,7 +626,90 @@ def main():
     drop(client, run + "_raw")
     drop(client, run + "_raw_indexed")
     drop(client, run + "_raw_upsert")
-    drop(client, run)
+
+
+def compare(args, client, docs, lines, run, tmp, n_obs, n_recs):
+    """--baseline-binary: latency, drain and counted writes of both binaries in the same
+    run on the same services, alternating, each under its own database, topic and group
+    names (`<run>n...` new, `<run>b...` baseline); then (a)/(b) on the new binary's drain.
+    The baseline (bafbf91) takes the same `serve` flags and environment as the new binary
+    (`serve --help` is identical but for the program name), but not this tree's
+    config/default.toml (it stops at the keys added since, e.g. api.export_jobs_per_minute):
+    it gets --config --baseline-config, its own commit's file (the keys both know have the
+    same values at bafbf91 and 032db2d)."""
+    base_obs, base_recs = expected(args.baseline_binary, lines, tmp)
+    if (base_obs, base_recs) != (n_obs, n_recs):
+        log(f"note: the baseline computes {base_obs} observations, {base_recs} records from the same workload")
+    bins = {"new": (args.binary, run + "n", n_obs, n_recs),
+            "baseline": (args.baseline_binary, run + "b", base_obs, base_recs)}
+    config = {"new": None, "baseline": args.baseline_config}
+    order = ["new", "baseline"] if args.new_first else ["baseline", "new"]
+    label = lambda who: f"[{who} {os.path.basename(bins[who][0])}]"
+    to_drop = []
+
+    p99 = {}
+    for who in order:
+        binary, r, _, _ = bins[who]
+        log(f"latency: {who} {binary}")
+        out, p99[who] = measure_latency(args, client, docs, r, tmp, binary, drop_db=False, config=config[who])
+        to_drop.append(r + "lat")
+        for line in out:
+            print(f"{label(who)} {line}", flush=True)
+
+    for who in order:
+        produce(args.brokers, bins[who][1] + ".documents", lines)
+    rate, metrics = {}, {}
+    for who in order:
+        binary, r, o, n = bins[who]
+        log(f"drain: {who} {binary}")
+        drain_s, rate[who], metrics[who] = drain(args, client, binary, r, r + ".documents", o, n, tmp,
+                                                 config=config[who])
+        to_drop.append(r)
+        print(f"{label(who)} drain: vex-lens serve (Kafka + MongoDB), ready -> all durable: {drain_s:.2f} s = "
+              f"{rate[who]:,.0f} observations/s ({len(lines)} documents, {o} observations, {n} records)", flush=True)
+    print(f"{label('new')} {writes_per_observation(metrics['new'])}")
+    print(f"{label('baseline')} vex_store_writes_total: not in this binary")
+
+    # Writes, counted by the proxy for both (same instrument), on a drain of
+    # --writes-copies copies (a smaller one: the proxy costs CPU, so it is not on the timed
+    # drain; the copies are renamed, so each is the same work on new packages).
+    wlines = workload(docs, args.writes_copies)
+    wexp = {"new": expected(args.binary, wlines, tmp), "baseline": (base_obs, base_recs) if args.writes_copies ==
+            args.copies else expected(args.baseline_binary, wlines, tmp)}
+    per = {}
+    for who in order:
+        produce(args.brokers, bins[who][1] + "w.documents", wlines)
+    for who in order:
+        binary, r, _, _ = bins[who]
+        log(f"writes through the counting proxy: {who} {binary}")
+        d, i, by, mtext, obs = proxy_writes(args, client, binary, r + "w", r + "w.documents", *wexp[who], tmp,
+                                            config=config[who])
+        to_drop.append(r + "w")
+        per[who] = d + i
+        cols = ", ".join(f"{c} {v:.2f}" for c, v in sorted(by.items()) if v > 0)
+        print(f"{label(who)} MongoDB writes per observation, counted by a proxy on loopback "
+              f"({args.writes_copies} copies, {obs:.0f} observations applied): {d:.2f} documents + "
+              f"{i:.2f} index entries = {d + i:.2f} (documents by collection: {cols})", flush=True)
+        if who == "new":
+            print(f"{label(who)} the same drain's own metric: {writes_per_observation(mtext)}", flush=True)
+
+    print(f"drain obs/s new / baseline = {rate['new'] / rate['baseline']:.3f} "
+          f"({rate['new']:,.1f} / {rate['baseline']:,.1f}; target >= 1.5)")
+    print(f"latency p99 new / baseline = {p99['new'] / p99['baseline']:.3f} "
+          f"({p99['new']:.1f} ms / {p99['baseline']:.1f} ms, bench clock; target <= 1.1)")
+    print(f"MongoDB documents + index entries written per observation new / baseline = "
+          f"{per['new'] / per['baseline']:.3f} ({per['new']:.3f} / {per['baseline']:.3f}, counted by the proxy; "
+          f"target <= 0.5)", flush=True)
+
+    # (a)/(b) on the new binary's drain, as in the single-binary run.
+    print(f"{label('new')} (a)/(b) on this binary's drain, as in a single-binary run:")
+    binary, r, o, n = bins["new"]
+    broker_s, broker_rate = broker_limit(args, r + ".documents", o)
+    drain_s = o / rate["new"]
+    store_limit(args, client, r, lines, o, n, broker_s, broker_rate, drain_s, rate["new"],
+                writes_per_observation(metrics["new"]))
+    for name in to_drop:
+        drop(client, name)
 
 
 if __name__ == "__main__":
