@@ -387,6 +387,7 @@ async fn run_embedded(
         tenant: cfg.ingest.tenant.clone(),
         max_bytes: cfg.ingest.max_message_bytes,
         max_in_flight: cfg.ingest.max_in_flight_documents,
+        max_in_flight_bytes: cfg.ingest.max_in_flight_bytes,
         once,
     };
     if s.dir.is_none() && !s.stdin {

@@ -352,6 +352,11 @@ pub struct IngestConfig {
     pub workers: usize,
     /// Documents in flight at once in the embedded mode.
     pub max_in_flight_documents: usize,
+    /// Bytes of watched files in flight at once in the embedded mode (a larger file still
+    /// passes, alone): a document's parse, observations and records take tens of times its
+    /// size, so a few large documents bound the memory, while many small ones still run
+    /// `max_in_flight_documents` at once.
+    pub max_in_flight_bytes: usize,
 }
 
 impl Default for IngestConfig {
@@ -366,6 +371,7 @@ impl Default for IngestConfig {
             max_message_bytes: 8 * 1024 * 1024,
             workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(1, 8),
             max_in_flight_documents: 64,
+            max_in_flight_bytes: 2 * 1024 * 1024,
         }
     }
 }
@@ -1031,6 +1037,9 @@ impl IngestConfig {
         }
         if i.max_in_flight_documents == 0 {
             return inv("ingest.max_in_flight_documents", "must be at least 1".into());
+        }
+        if i.max_in_flight_bytes < 1024 {
+            return inv("ingest.max_in_flight_bytes", "must be at least 1024".into());
         }
         if !valid_tenant(&i.tenant) {
             return inv(

@@ -275,3 +275,50 @@ fn the_cli_refuses_a_fifo_without_blocking() {
     assert!(!status.success());
     assert!(err.contains("pipe.json") && err.contains("not a regular file (fifo)"), "{err}");
 }
+
+/// `ingest.max_in_flight_bytes` bounds the watched files in flight, and a file larger than
+/// the whole budget still runs (alone): with a 1 KiB budget, every corpus file is larger,
+/// and `serve --once` still ingests them all, to the records `consensus` makes of them.
+#[test]
+fn files_over_the_byte_budget_run_alone_and_all_are_ingested() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    let mut files = common::corpus_files(&["openvex", "cyclonedx"]);
+    files.retain(|f| std::fs::metadata(f).unwrap().len() > 1024);
+    assert!(files.len() > 3, "{files:?}");
+    for f in &files {
+        std::fs::copy(f, input.join(f.file_name().unwrap())).unwrap();
+    }
+    let data = tmp.path().join("data");
+    let mut child = KillOnDrop(
+        Command::new(BIN)
+            .args(["serve", "--once", "--ingest-dir", input.to_str().unwrap(), "--listen", "127.0.0.1:0"])
+            .args(["--data-dir", data.to_str().unwrap()])
+            .env("VEXLENS_INGEST__MAX_IN_FLIGHT_BYTES", "1024")
+            .env("VEXLENS_INGEST__SETTLE_MS", "0")
+            .current_dir(common::repo_dir())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(s) = child.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "serve --once did not finish: a file over the budget waits forever");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success());
+    let run = |args: &[&str]| {
+        let o = Command::new(BIN).args(args).current_dir(common::repo_dir()).output().unwrap();
+        assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        o.stdout
+    };
+    let stored = run(&["records", "--data-dir", data.to_str().unwrap(), "--format", "ndjson"]);
+    let want = run(&["consensus", input.to_str().unwrap(), "--format", "ndjson"]);
+    assert!(!want.is_empty());
+    assert_eq!(String::from_utf8(stored).unwrap(), String::from_utf8(want).unwrap());
+}

@@ -51,6 +51,8 @@ pub struct SourceSettings {
     pub tenant: String,
     pub max_bytes: usize,
     pub max_in_flight: usize,
+    /// Bytes of watched files in flight at once (a larger file passes alone).
+    pub max_in_flight_bytes: usize,
     /// Process what is there (and stdin to EOF), then return.
     pub once: bool,
 }
@@ -207,6 +209,10 @@ async fn ingest_file(
 pub async fn run(ingest: Ingest, intake: Intake, settings: SourceSettings, mut shutdown: watch::Receiver<bool>) {
     let ctx = Ctx { ingest, files: intake.files, dead_letters: intake.dead_letters, settings: Arc::new(settings) };
     let sem = Arc::new(Semaphore::new(ctx.settings.max_in_flight));
+    // The byte budget of watched files, in KiB permits; a file takes its size (at least
+    // one, at most the whole budget: a larger file passes alone).
+    let budget_kib = u32::try_from(ctx.settings.max_in_flight_bytes / 1024).unwrap_or(u32::MAX).max(1);
+    let bytes = Arc::new(Semaphore::new(budget_kib as usize));
     let mut tasks: JoinSet<()> = JoinSet::new();
     if ctx.settings.stdin {
         tasks.spawn(read_stdin(ctx.clone(), sem.clone(), shutdown.clone()));
@@ -266,10 +272,12 @@ pub async fn run(ingest: Ingest, intake: Intake, settings: SourceSettings, mut s
                     m.insert(path.clone(), fp.clone());
                 }
                 let permit = sem.clone().acquire_owned().await.expect("semaphore never closed");
+                let kib = u32::try_from(c.size.div_ceil(1024)).unwrap_or(u32::MAX).clamp(1, budget_kib);
+                let size_permit = bytes.clone().acquire_many_owned(kib).await.expect("semaphore never closed");
                 let (ctx, submitted, skips) = (ctx.clone(), submitted.clone(), skips.clone());
                 tasks.spawn(async move {
                     ingest_file(&ctx, &c, key, fp, &submitted, &skips).await;
-                    drop(permit);
+                    drop((permit, size_permit));
                 });
             }
             // Reap finished tasks without waiting.

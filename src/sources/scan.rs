@@ -61,6 +61,8 @@ pub struct Candidate {
     pub fingerprint: String,
     /// Modification time of the file read.
     pub modified: Option<SystemTime>,
+    /// Size of the file read, in bytes, when scanned.
+    pub size: u64,
 }
 
 /// An entry that is not read, with what is known about it.
@@ -185,7 +187,13 @@ fn walk(dir: &Path, entries: std::fs::ReadDir, root: &Path, follow: bool, out: &
             });
             continue;
         }
-        out.files.push(Candidate { fingerprint: fingerprint(&meta), modified: meta.modified().ok(), path, read_path });
+        out.files.push(Candidate {
+            fingerprint: fingerprint(&meta),
+            modified: meta.modified().ok(),
+            size: meta.len(),
+            path,
+            read_path,
+        });
     }
 }
 
@@ -282,6 +290,7 @@ mod tests {
             read_path: "d/a.json".into(),
             fingerprint: fp.into(),
             modified: Some(modified),
+            size: 0,
         }
     }
 
