@@ -531,10 +531,9 @@ impl RecordStore for EmbeddedStore {
     }
 
     async fn record_history(&self, pair: &PairKey) -> Result<Vec<TimedRecord>, StoreError> {
-        let start = format!("{}:", pair_id(pair));
-        let end = format!("{};", pair_id(pair));
-        let tenant = pair.tenant.clone();
         let id = pair_id(pair);
+        let (start, end) = (format!("{id}:"), format!("{id};"));
+        let tenant = pair.tenant.clone();
         self.blocking(move |db| {
             let tx = db.begin_read().map_err(err)?;
             let index = tx.open_table(HISTORY_INDEX).map_err(err)?;
