@@ -7,8 +7,14 @@ use crate::domain::model::Observation;
 use crate::ports::{ObservationStore, StoreError};
 use redb::ReadableTable;
 
-fn obs_key(tenant: &str, package: &str, id: &str) -> String {
+/// The `vex_observations` key of an observation.
+pub(super) fn obs_key(tenant: &str, package: &str, id: &str) -> String {
     format!("{tenant}\u{0}{package}\u{0}{id}")
+}
+
+/// An observation's `vex_observations` row: its key and its compressed value.
+pub(super) fn stored_row(o: &Observation) -> Result<(String, Vec<u8>), StoreError> {
+    Ok((obs_key(&o.tenant, &o.package, &o.id), super::compressed::encode(super::compressed::Kind::Observation, o)?))
 }
 
 #[async_trait::async_trait]
@@ -24,7 +30,7 @@ impl ObservationStore for EmbeddedStore {
                 o.id =
                     o.compute_id().map_err(|e| StoreError::Rejected(format!("observation without an id: {e}")))?.into();
             }
-            rows.push((obs_key(&o.tenant, &o.package, &o.id), super::compressed::encode(super::compressed::Kind::Observation, &o)?));
+            rows.push(stored_row(&o)?);
         }
         self.write(move |tx, tally| {
             let mut t = tx.open_table(OBSERVATIONS).map_err(err)?;

@@ -4,6 +4,7 @@
 //! marker and data (observations or records) was written by bafbf91 or before
 //! ([`UNMARKED_STORE_VERSION`]); each operation is one write transaction.
 
+use super::observations::{obs_key, stored_row};
 use super::{err, EmbeddedStore, CONFLICTS, CONSENSUS, META, OBSERVATIONS};
 use crate::domain::model::Observation;
 use crate::domain::upgrade::UNMARKED_STORE_VERSION;
@@ -12,11 +13,6 @@ use redb::{ReadableTable, ReadableTableMetadata};
 
 /// The [`META`] key of the store's schema version.
 const SCHEMA_VERSION: &str = "schema_version";
-
-/// The `vex_observations` key of an observation.
-fn key(tenant: &str, package: &str, id: &str) -> String {
-    format!("{tenant}\u{0}{package}\u{0}{id}")
-}
 
 #[async_trait::async_trait]
 impl SchemaStore for EmbeddedStore {
@@ -62,11 +58,8 @@ impl SchemaStore for EmbeddedStore {
     }
 
     async fn replace_observations(&self, remove: &[StoredObservation], add: &[Observation]) -> Result<(), StoreError> {
-        let remove: Vec<String> = remove.iter().map(|r| key(&r.tenant, &r.package, &r.id)).collect();
-        let add = add
-            .iter()
-            .map(|o| Ok((key(&o.tenant, &o.package, &o.id), super::compressed::encode(super::compressed::Kind::Observation, o)?)))
-            .collect::<Result<Vec<_>, StoreError>>()?;
+        let remove: Vec<String> = remove.iter().map(|r| obs_key(&r.tenant, &r.package, &r.id)).collect();
+        let add = add.iter().map(stored_row).collect::<Result<Vec<_>, StoreError>>()?;
         self.blocking(move |db| {
             let tx = db.begin_write().map_err(err)?;
             {
