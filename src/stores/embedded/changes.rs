@@ -8,7 +8,7 @@
 //! the history into the log.
 
 use super::records::StoredRecord;
-use super::{change_key, err, EmbeddedStore, CHANGES, CHANGE_TAILS, HISTORY, HISTORY_LOG};
+use super::{change_key, err, position_of, EmbeddedStore, CHANGES, CHANGE_TAILS, HISTORY, HISTORY_LOG};
 use crate::ports::{ChangeEvent, StoreError, TimedRecord};
 use redb::ReadableTable;
 
@@ -68,9 +68,7 @@ impl EmbeddedStore {
             let mut out = Vec::new();
             for r in log.range(start.as_str()..end.as_str()).map_err(err)?.take(limit) {
                 let (k, v) = r.map_err(err)?;
-                let seq = k.value().rsplit('\u{0}').next().and_then(|s| s.parse().ok()).ok_or_else(|| {
-                    StoreError::Rejected(format!("change stream key {:?} has no position", k.value()))
-                })?;
+                let seq = position_of(k.value())?;
                 let s = StoredRecord::decode(v.value())?;
                 out.push(ChangeEvent { seq, entry: TimedRecord { record: s.record, changed_at_ms: s.changed_at_ms } });
             }

@@ -66,6 +66,14 @@ const CHANGES: TableDefinition<&str, &str> = TableDefinition::new("vex_consensus
 fn change_key(tenant: &str, seq: u64) -> String {
     format!("{tenant}\u{0}{seq:020}")
 }
+
+/// The position a [`change_key`] names.
+fn position_of(key: &str) -> Result<u64, StoreError> {
+    key.rsplit('\u{0}')
+        .next()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| StoreError::Rejected(format!("change stream key {key:?} has no position")))
+}
 /// Per tenant, the policy epoch up to which its trust changes are recomputed.
 const TRUST_RECOMPUTED: TableDefinition<&str, u64> = TableDefinition::new("vex_trust_recomputed");
 /// One-time migrations done (key: the migration).

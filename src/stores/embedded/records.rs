@@ -21,7 +21,7 @@
 //!   id ([`EmbeddedStore::key_history_by_position`]).
 
 use super::{
-    change_key, err, json_err, EmbeddedStore, Tally, CHANGES, CHANGE_TAILS, CONFLICTS, CONSENSUS, HISTORY,
+    change_key, err, json_err, position_of, EmbeddedStore, Tally, CHANGES, CHANGE_TAILS, CONFLICTS, CONSENSUS, HISTORY,
     HISTORY_INDEX, HISTORY_LOG,
 };
 use crate::domain::consensus::{ConsensusRecord, PairKey};
@@ -226,10 +226,7 @@ impl EmbeddedStore {
         let mut moved = 0usize;
         for r in changes.iter().map_err(err)? {
             let (k, hid) = r.map_err(err)?;
-            let seq: u64 =
-                k.value().rsplit('\u{0}').next().and_then(|s| s.parse().ok()).ok_or_else(|| {
-                    StoreError::Rejected(format!("change stream key {:?} has no position", k.value()))
-                })?;
+            let seq = position_of(k.value())?;
             let Some(v) = hist.get(hid.value()).map_err(err)? else {
                 return Err(StoreError::Rejected(format!("change {seq} names a missing history entry")));
             };
@@ -552,7 +549,9 @@ impl RecordStore for EmbeddedStore {
             let mut out = Vec::new();
             for seq in positions {
                 let Some(v) = log.get(change_key(&tenant, seq).as_str()).map_err(err)? else {
-                    return Err(StoreError::Rejected(format!("history entry at position {seq} of pair {id} is missing")));
+                    return Err(StoreError::Rejected(format!(
+                        "history entry at position {seq} of pair {id} is missing"
+                    )));
                 };
                 let s = StoredRecord::decode(v.value())?;
                 out.push(TimedRecord { record: s.record, changed_at_ms: s.changed_at_ms });
