@@ -105,6 +105,7 @@ fn settings(cfg: &Config) -> PipelineSettings {
         },
         registry: RegistrySettings {
             max_live: a.max_live_actors,
+            max_observations: a.max_live_observations,
             idle_evict: Duration::from_secs(a.idle_evict_secs),
             mailbox_capacity: a.mailbox_capacity,
         },

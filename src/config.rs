@@ -422,6 +422,10 @@ pub struct ActorsConfig {
     pub mailbox_capacity: usize,
     /// Most artifact actors alive at once; the least recently used idle ones are evicted.
     pub max_live_actors: usize,
+    /// Most observations the live artifact actors' states hold together (a state takes
+    /// about 1 KiB per observation); beyond it the least recently used idle actors are
+    /// evicted (rebuilt from the store when their package comes back).
+    pub max_live_observations: usize,
     /// Artifact actors idle this long are evicted (rebuilt from the store on demand).
     pub idle_evict_secs: u64,
     /// Store writers: each package's writes go through one of them, in order; different
@@ -446,6 +450,7 @@ impl Default for ActorsConfig {
         ActorsConfig {
             mailbox_capacity: 256,
             max_live_actors: 10_000,
+            max_live_observations: 50_000,
             idle_evict_secs: 300,
             writers: 4,
             artifact_threads: 0,
@@ -1116,6 +1121,7 @@ impl ActorsConfig {
         for (key, v) in [
             ("actors.mailbox_capacity", a.mailbox_capacity as u64),
             ("actors.max_live_actors", a.max_live_actors as u64),
+            ("actors.max_live_observations", a.max_live_observations as u64),
             ("actors.idle_evict_secs", a.idle_evict_secs),
             ("actors.writers", a.writers as u64),
             ("actors.writer_batch_max", a.writer_batch_max as u64),

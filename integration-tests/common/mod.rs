@@ -616,6 +616,7 @@ pub fn consumer_pipeline_settings() -> vex_lens::actors::PipelineSettings {
         },
         registry: vex_lens::actors::registry::RegistrySettings {
             max_live: 100,
+            max_observations: 50_000,
             idle_evict: Duration::from_secs(60),
             mailbox_capacity: 64,
         },

@@ -25,6 +25,7 @@ use crate::telemetry::events::{ConflictsAppeared, Recomputed};
 use crate::telemetry::{RECOMPUTE_INGESTION_DELTA, RECOMPUTE_REBUILD};
 use crate::trust::Policies;
 use actix::prelude::*;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -41,6 +42,9 @@ pub struct ArtifactActor {
     /// The span of each pending observation.
     pending_spans: Vec<tracing::Span>,
     flush_scheduled: bool,
+    /// The observations the state holds, for the registry's bound on them
+    /// (`actors.max_live_observations`): set whenever the state changes.
+    held: Arc<AtomicUsize>,
 }
 
 /// Most observations applied before their records are handed over regardless.
@@ -53,6 +57,7 @@ impl ArtifactActor {
         policies: Arc<Policies>,
         writer: Addr<StoreWriter>,
         mailbox_capacity: usize,
+        held: Arc<AtomicUsize>,
     ) -> Self {
         ArtifactActor {
             tenant,
@@ -65,7 +70,14 @@ impl ArtifactActor {
             pending_done: Vec::new(),
             pending_spans: Vec::new(),
             flush_scheduled: false,
+            held,
         }
+    }
+
+    /// Publishes how many observations the state holds (none without a state).
+    fn publish_held(&self) {
+        let n = self.state.as_ref().map_or(0, |s| s.state().len());
+        self.held.store(n, Ordering::Relaxed);
     }
 
     /// Counts the conflicts that appeared (the effects say which), each line with the
@@ -113,6 +125,7 @@ impl ArtifactActor {
         }
         .emit();
         self.state = Some(consensus);
+        self.publish_held();
     }
 
     /// Applies one observation to the state; its records are evaluated and handed over
@@ -183,6 +196,7 @@ impl ArtifactActor {
         let _entered = span.enter();
         let policy = self.policies.for_tenant(&self.tenant);
         let effects = state.effects(&policy);
+        self.publish_held();
         self.emit_conflicts(&effects, &self.pending);
         let records = effects.records;
         span.record("vex.records", records.len());
@@ -341,6 +355,7 @@ impl Handler<Recompute> for ArtifactActor {
     fn handle(&mut self, msg: Recompute, ctx: &mut Context<Self>) {
         self.flush(ctx);
         self.state = None;
+        self.publish_held();
         self.with_state(ctx, false, &tracing::Span::none(), move |act, ctx| act.recompute(msg, ctx));
     }
 }

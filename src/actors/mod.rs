@@ -511,6 +511,7 @@ mod tests {
             },
             registry: RegistrySettings {
                 max_live,
+                max_observations: 50_000,
                 idle_evict: std::time::Duration::from_secs(60),
                 mailbox_capacity: 4,
             },
@@ -529,18 +530,18 @@ mod tests {
         v
     }
 
-    /// The actors' records equal the batch computation, also when actors are evicted
-    /// (max_live 1) and rebuilt from the store, and when everything is replayed.
-    #[test]
-    fn pipeline_equals_batch_with_eviction_and_replay() {
+    /// Routes every observation one at a time (packages in turn), then everything again
+    /// in reverse: the stored records, the batch computation's and the live actors
+    /// after the first pass.
+    fn route_and_replay(settings: PipelineSettings) -> (Vec<ConsensusRecord>, Vec<ConsensusRecord>, usize) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().to_path_buf();
         let sys = actix::System::with_tokio_rt(|| {
             tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
         });
-        let (records, expected, live) = sys.block_on(async move {
+        sys.block_on(async move {
             let store = Arc::new(EmbeddedStore::open(&path).unwrap());
-            let p = Pipeline::start(Stores::of(store.clone()), Arc::new(Policy::default()), settings(1));
+            let p = Pipeline::start(Stores::of(store.clone()), Arc::new(Policy::default()), settings);
             let obs = observations();
             // One at a time, interleaving packages: actors are evicted and rebuilt.
             for o in &obs {
@@ -553,11 +554,36 @@ mod tests {
             p.drain().await.unwrap();
             let (expected, _) = batch(obs, &Policy::default(), false);
             (store.list_records(None, None).await.unwrap(), expected, live)
-        });
+        })
+    }
+
+    fn digests(records: &[ConsensusRecord]) -> Vec<&str> {
+        records.iter().map(|r| r.consensus_digest.as_str()).collect()
+    }
+
+    /// The actors' records equal the batch computation, also when actors are evicted
+    /// (max_live 1) and rebuilt from the store, and when everything is replayed.
+    #[test]
+    fn pipeline_equals_batch_with_eviction_and_replay() {
+        let (records, expected, live) = route_and_replay(settings(1));
         assert!(live <= 1, "live actors bounded, got {live}");
-        let got: Vec<&str> = records.iter().map(|r| r.consensus_digest.as_str()).collect();
-        let want: Vec<&str> = expected.iter().map(|r| r.consensus_digest.as_str()).collect();
-        assert_eq!(got, want);
+        assert_eq!(digests(&records), digests(&expected));
+    }
+
+    /// Beyond `max_observations` held by the live states, idle actors are evicted (each
+    /// package here has 6 observations: a bound of 4 leaves at most the one in use) and
+    /// rebuilt from the store when their package comes back, with the batch's records;
+    /// under a bound they fit in, all 4 stay.
+    #[test]
+    fn actors_beyond_the_observation_bound_are_evicted_and_rebuilt() {
+        let mut bounded = settings(100);
+        bounded.registry.max_observations = 4;
+        let (records, expected, live) = route_and_replay(bounded);
+        assert!(live <= 1, "the states' observations are not bounded: {live} live actors");
+        assert_eq!(digests(&records), digests(&expected));
+        let (records, expected, live) = route_and_replay(settings(100));
+        assert_eq!(live, 4, "actors evicted under a bound they fit in");
+        assert_eq!(digests(&records), digests(&expected));
     }
 
     /// A trust change installed in the live policies, then a recompute of every package

@@ -4,8 +4,10 @@
 //! Invariants: an actor with observations in flight is never evicted (its successor
 //! would rebuild without them); after `ResetActors` (partition revocation) no actor from
 //! before the reset receives new work once idle, so states are rebuilt from the store;
-//! the number of live actors stays at `max_live` plus those busy at the moment; an
-//! actor runs on the arbiter thread and writes through the store writer of its
+//! the number of live actors stays at `max_live` plus those busy at the moment, and the
+//! observations their states hold at `max_observations` plus those of busy actors (as
+//! last published by each actor after a hand-over: checked whenever an actor settles);
+//! an actor runs on the arbiter thread and writes through the store writer of its
 //! package's shard, so one package is always handled by one thread and one writer.
 
 use super::artifact::ArtifactActor;
@@ -15,6 +17,7 @@ use crate::telemetry::events::{InFlight, RegistryLoad};
 use crate::trust::Policies;
 use actix::prelude::*;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,6 +25,10 @@ use std::time::{Duration, Instant};
 #[derive(Clone, Debug)]
 pub struct RegistrySettings {
     pub max_live: usize,
+    /// Most observations the live actors' states hold together; the least recently used
+    /// idle actors are evicted beyond it (a package's state grows with its observations:
+    /// without this bound an idle package is held until `idle_evict`).
+    pub max_observations: usize,
     pub idle_evict: Duration,
     pub mailbox_capacity: usize,
 }
@@ -31,6 +38,10 @@ struct Entry {
     last_used: Instant,
     in_flight: usize,
     generation: u64,
+    /// The observations the actor's state holds, as the actor publishes them.
+    held: Arc<AtomicUsize>,
+    /// `held` when the registry last counted it (in `ArtifactRegistry::held`).
+    counted: usize,
 }
 
 pub struct ArtifactRegistry {
@@ -40,6 +51,8 @@ pub struct ArtifactRegistry {
     settings: RegistrySettings,
     actors: HashMap<(String, String), Entry>,
     generation: u64,
+    /// The sum of the live entries' `counted`.
+    held: usize,
 }
 
 impl ArtifactRegistry {
@@ -51,7 +64,7 @@ impl ArtifactRegistry {
         settings: RegistrySettings,
     ) -> Self {
         assert!(!arbiters.is_empty(), "the artifact actors need at least one arbiter");
-        ArtifactRegistry { policies, writers, arbiters, settings, actors: HashMap::new(), generation: 0 }
+        ArtifactRegistry { policies, writers, arbiters, settings, actors: HashMap::new(), generation: 0, held: 0 }
     }
 
     fn report_load(&self) {
@@ -61,8 +74,49 @@ impl ArtifactRegistry {
     fn evict_idle(&mut self, older_than: Duration) {
         let now = Instant::now();
         let gen = self.generation;
-        self.actors
-            .retain(|_, e| e.in_flight > 0 || (e.generation == gen && now.duration_since(e.last_used) < older_than));
+        let mut released = 0;
+        self.actors.retain(|_, e| {
+            let keep = e.in_flight > 0 || (e.generation == gen && now.duration_since(e.last_used) < older_than);
+            if !keep {
+                released += e.counted;
+            }
+            keep
+        });
+        self.held -= released;
+    }
+
+    fn remove(&mut self, key: &(String, String)) {
+        if let Some(e) = self.actors.remove(key) {
+            self.held -= e.counted;
+        }
+    }
+
+    /// Counts what the actor of `key` now publishes; beyond `max_observations`, evicts
+    /// the least recently used idle actors until their states hold an eighth less than
+    /// the bound (so the scan and sort are paid once per eighth, not per settle).
+    fn count_held(&mut self, key: &(String, String)) {
+        if let Some(e) = self.actors.get_mut(key) {
+            let now = e.held.load(Ordering::Relaxed);
+            self.held = self.held - e.counted + now;
+            e.counted = now;
+        }
+        if self.held <= self.settings.max_observations {
+            return;
+        }
+        let target = self.settings.max_observations - self.settings.max_observations / 8;
+        let mut idle: Vec<(Instant, (String, String))> = self
+            .actors
+            .iter()
+            .filter(|(_, e)| e.in_flight == 0 && e.counted > 0)
+            .map(|(k, e)| (e.last_used, k.clone()))
+            .collect();
+        idle.sort_unstable_by_key(|(t, _)| *t);
+        for (_, k) in idle {
+            if self.held <= target {
+                break;
+            }
+            self.remove(&k);
+        }
     }
 
     /// Evicts least recently used idle actors until there is room for one more. At the bound
@@ -85,27 +139,30 @@ impl ArtifactRegistry {
         }
         let keys: Vec<(String, String)> = idle[..evict].iter().map(|(_, k)| (*k).clone()).collect();
         for k in keys {
-            self.actors.remove(&k);
+            self.remove(&k);
         }
     }
 
     fn actor_for(&mut self, key: &(String, String)) -> Addr<ArtifactActor> {
         let stale = self.actors.get(key).is_some_and(|e| e.generation != self.generation && e.in_flight == 0);
         if stale {
-            self.actors.remove(key);
+            self.remove(key);
         }
         if !self.actors.contains_key(key) {
             self.make_room();
+            let held = Arc::new(AtomicUsize::new(0));
             let actor = ArtifactActor::new(
                 key.0.clone(),
                 key.1.clone(),
                 self.policies.clone(),
                 self.writers.for_package(&key.0, &key.1).clone(),
                 self.settings.mailbox_capacity,
+                held.clone(),
             );
             let arbiter = &self.arbiters[shard_of(&key.0, &key.1, self.arbiters.len())];
             let addr = ArtifactActor::start_in_arbiter(arbiter, move |_| actor);
-            let entry = Entry { addr, last_used: Instant::now(), in_flight: 0, generation: self.generation };
+            let entry =
+                Entry { addr, last_used: Instant::now(), in_flight: 0, generation: self.generation, held, counted: 0 };
             self.actors.insert(key.clone(), entry);
         }
         let e = self.actors.get_mut(key).expect("inserted above");
@@ -160,6 +217,7 @@ impl Handler<Route> for ArtifactRegistry {
                     if e.addr == addr {
                         e.in_flight = e.in_flight.saturating_sub(1);
                         e.last_used = Instant::now();
+                        act.count_held(&key);
                     }
                 }
                 InFlight::settled();
@@ -202,7 +260,9 @@ impl Handler<RecomputePackage> for ArtifactRegistry {
                         e.in_flight = e.in_flight.saturating_sub(1);
                         e.last_used = Instant::now();
                         if !existed && e.in_flight == 0 {
-                            act.actors.remove(&key);
+                            act.remove(&key);
+                        } else {
+                            act.count_held(&key);
                         }
                     }
                 }

@@ -225,7 +225,12 @@ mod tests {
                 store_timeout: Duration::from_secs(10),
                 mailbox_capacity: 4,
             },
-            registry: RegistrySettings { max_live: 8, idle_evict: Duration::from_secs(60), mailbox_capacity: 4 },
+            registry: RegistrySettings {
+                max_live: 8,
+                max_observations: 50_000,
+                idle_evict: Duration::from_secs(60),
+                mailbox_capacity: 4,
+            },
         }
     }
 
