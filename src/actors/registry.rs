@@ -53,6 +53,9 @@ pub struct ArtifactRegistry {
     generation: u64,
     /// The sum of the live entries' `counted`.
     held: usize,
+    /// Above the bound, `held` at which the next scan for idle actors runs (0: at the
+    /// bound).
+    rescan_above: usize,
 }
 
 impl ArtifactRegistry {
@@ -64,7 +67,16 @@ impl ArtifactRegistry {
         settings: RegistrySettings,
     ) -> Self {
         assert!(!arbiters.is_empty(), "the artifact actors need at least one arbiter");
-        ArtifactRegistry { policies, writers, arbiters, settings, actors: HashMap::new(), generation: 0, held: 0 }
+        ArtifactRegistry {
+            policies,
+            writers,
+            arbiters,
+            settings,
+            actors: HashMap::new(),
+            generation: 0,
+            held: 0,
+            rescan_above: 0,
+        }
     }
 
     fn report_load(&self) {
@@ -91,19 +103,28 @@ impl ArtifactRegistry {
         }
     }
 
-    /// Counts what the actor of `key` now publishes; beyond `max_observations`, evicts
-    /// the least recently used idle actors until their states hold an eighth less than
-    /// the bound (so the scan and sort are paid once per eighth, not per settle).
+    /// Counts what the actor of `key` now publishes, then keeps the bound
+    /// ([`Self::bound_held`]).
     fn count_held(&mut self, key: &(String, String)) {
         if let Some(e) = self.actors.get_mut(key) {
             let now = e.held.load(Ordering::Relaxed);
             self.held = self.held - e.counted + now;
             e.counted = now;
         }
-        if self.held <= self.settings.max_observations {
+        self.bound_held();
+    }
+
+    /// Beyond `max_observations`, evicts the least recently used idle actors until their
+    /// states hold an eighth less than the bound, so the scan and sort are paid once per
+    /// eighth, not per settle. When busy actors hold too much for that, the next scan
+    /// waits until the states hold another eighth more (or the periodic check): a busy
+    /// package larger than the bound does not make every settle scan every actor.
+    fn bound_held(&mut self) {
+        let max = self.settings.max_observations;
+        if self.held <= max.max(self.rescan_above) {
             return;
         }
-        let target = self.settings.max_observations - self.settings.max_observations / 8;
+        let target = max - max / 8;
         let mut idle: Vec<(Instant, (String, String))> = self
             .actors
             .iter()
@@ -117,6 +138,7 @@ impl ArtifactRegistry {
             }
             self.remove(&k);
         }
+        self.rescan_above = if self.held > target { self.held + max / 8 } else { 0 };
     }
 
     /// Evicts least recently used idle actors until there is room for one more. At the bound
@@ -181,6 +203,8 @@ impl Actor for ArtifactRegistry {
         ctx.run_interval(every, |act, _| {
             let idle = act.settings.idle_evict;
             act.evict_idle(idle);
+            act.rescan_above = 0;
+            act.bound_held();
             act.report_load();
         });
     }
