@@ -1,12 +1,14 @@
 //! ArtifactRegistry: owns the artifact actors, one per (tenant, package), created on
-//! demand and evicted when idle or when the live bound is reached.
+//! demand and evicted when idle or when the live or the observation bound is reached.
 //!
 //! Invariants: an actor with observations in flight is never evicted (its successor
 //! would rebuild without them); after `ResetActors` (partition revocation) no actor from
 //! before the reset receives new work once idle, so states are rebuilt from the store;
 //! the number of live actors stays at `max_live` plus those busy at the moment, and the
 //! observations their states hold at `max_observations` plus those of busy actors (as
-//! last published by each actor after a hand-over: checked whenever an actor settles);
+//! last published by each actor after a hand-over: checked whenever an actor settles;
+//! after a check that busy actors kept above it, the next waits until the states hold
+//! another eighth of it more, or for the periodic check);
 //! an actor runs on the arbiter thread and writes through the store writer of its
 //! package's shard, so one package is always handled by one thread and one writer.
 
