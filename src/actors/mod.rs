@@ -630,9 +630,6 @@ mod tests {
                 other_expected,
             )
         });
-        let digests = |v: &[crate::domain::consensus::ConsensusRecord]| {
-            v.iter().map(|r| r.consensus_digest.clone()).collect::<Vec<_>>()
-        };
         assert_ne!(digests(&expected), digests(&other_expected), "fixture: the change changes the records");
         assert_eq!(digests(&records), digests(&expected));
         assert_eq!(digests(&other), digests(&other_expected), "the other tenant keeps its records");
@@ -736,9 +733,7 @@ mod tests {
             let (expected, _) = batch(obs, &Policy::default(), false);
             (inner.list_records(None, None).await.unwrap(), expected)
         });
-        let got: Vec<&str> = records.iter().map(|r| r.consensus_digest.as_str()).collect();
-        let want: Vec<&str> = expected.iter().map(|r| r.consensus_digest.as_str()).collect();
-        assert_eq!(got, want);
+        assert_eq!(digests(&records), digests(&expected));
     }
 
     /// After a restart (state in the store), a burst of replayed and new observations for
@@ -778,8 +773,6 @@ mod tests {
             let (expected, _) = batch(obs, &Policy::default(), false);
             (store.list_records(None, None).await.unwrap(), expected)
         });
-        let got: Vec<&str> = records.iter().map(|r| r.consensus_digest.as_str()).collect();
-        let want: Vec<&str> = expected.iter().map(|r| r.consensus_digest.as_str()).collect();
-        assert_eq!(got, want);
+        assert_eq!(digests(&records), digests(&expected));
     }
 }
