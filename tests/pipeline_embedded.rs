@@ -122,6 +122,13 @@ fn serving_answers_health_metrics_status_and_picks_up_new_files() {
     for name in ["vex_conflict_queue_depth", "vex_observations_applied_total", "vex_dsse_verification_failures_total"] {
         assert!(m.contains(name), "{name} exposed");
     }
+    // The live actors' states hold every observation applied so far (none is idle long
+    // enough to be evicted): the gauge follows once the actors settle.
+    wait_for("the held observations", Duration::from_secs(30), || {
+        let (_, m) = get(port, "/metrics")?;
+        let applied = metric(&m, "vex_observations_applied_total")?;
+        (applied >= 1.0 && metric(&m, "vex_artifact_observations")? == applied).then_some(())
+    });
 
     // A new file and a bad file dropped in while serving.
     std::fs::copy(repo_dir().join("examples/distro.csaf.json"), input.join("b.json")).unwrap();

@@ -82,7 +82,7 @@ impl ArtifactRegistry {
     }
 
     fn report_load(&self) {
-        RegistryLoad { live_actors: self.actors.len() }.emit();
+        RegistryLoad { live_actors: self.actors.len(), observations: self.held }.emit();
     }
 
     fn evict_idle(&mut self, older_than: Duration) {

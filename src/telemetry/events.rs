@@ -284,14 +284,17 @@ impl StoreWrites<'_> {
     }
 }
 
-/// The artifact registry's live actors.
+/// The artifact registry's live actors and the observations their states hold.
 pub struct RegistryLoad {
     pub live_actors: usize,
+    pub observations: usize,
 }
 
 impl RegistryLoad {
     pub fn emit(&self) {
-        metrics().artifact_actors.set(self.live_actors as i64);
+        let m = metrics();
+        m.artifact_actors.set(self.live_actors as i64);
+        m.artifact_observations.set(self.observations as i64);
     }
 }
 

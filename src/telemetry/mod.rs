@@ -55,6 +55,9 @@ pub mod names {
     pub const STORE_ERRORS_TOTAL: &str = "vex_store_errors_total";
     /// Gauge: live artifact actors.
     pub const ARTIFACT_ACTORS: &str = "vex_artifact_actors";
+    /// Gauge: observations the live artifact actors' states hold together (bounded by
+    /// `actors.max_live_observations` plus what busy actors hold beyond it).
+    pub const ARTIFACT_OBSERVATIONS: &str = "vex_artifact_observations";
     /// Gauge: observations routed to artifact actors and not yet durable (mailbox/in flight).
     pub const OBSERVATIONS_IN_FLIGHT: &str = "vex_observations_in_flight";
     /// Gauge{topic,partition}: consumer lag (high watermark minus position) per partition.
@@ -110,7 +113,7 @@ pub mod names {
     pub const PROCESS: [&str; 3] = [PROCESS_START_TIME_SECONDS, PROCESS_RESIDENT_MEMORY_BYTES, PROCESS_OPEN_FDS];
 
     /// Every registered `vex_*` metric name (as it appears in `/metrics`, without histogram suffixes).
-    pub const ALL: [&str; 30] = [
+    pub const ALL: [&str; 31] = [
         CONSENSUS_LATENCY_SECONDS,
         CONFLICT_QUEUE_DEPTH,
         RECOMPUTE_DURATION_SECONDS,
@@ -126,6 +129,7 @@ pub mod names {
         STORE_OPERATION_DURATION_SECONDS,
         STORE_ERRORS_TOTAL,
         ARTIFACT_ACTORS,
+        ARTIFACT_OBSERVATIONS,
         OBSERVATIONS_IN_FLIGHT,
         CONSUMER_LAG,
         ISSUER_TRUST_CHANGES_TOTAL,
@@ -348,6 +352,7 @@ pub struct Metrics {
     pub store_operation_duration: Family<OperationLabel, Histogram>,
     pub store_errors: Family<OperationLabel, Counter>,
     pub artifact_actors: Gauge,
+    pub artifact_observations: Gauge,
     pub observations_in_flight: Gauge,
     pub consumer_lag: Family<PartitionLabel, Gauge>,
     pub issuer_trust_changes: Counter,
@@ -457,6 +462,7 @@ impl Metrics {
             store_operation_duration: Family::new_with_constructor(latency_histogram as fn() -> _),
             store_errors: Family::default(),
             artifact_actors: Gauge::default(),
+            artifact_observations: Gauge::default(),
             observations_in_flight: Gauge::default(),
             consumer_lag: Family::default(),
             issuer_trust_changes: Counter::default(),
@@ -581,6 +587,11 @@ impl Metrics {
     /// the issuer trust changes it applied.
     fn register_pipeline(&mut self) {
         self.registry.register(names::ARTIFACT_ACTORS, "Live artifact actors", self.artifact_actors.clone());
+        self.registry.register(
+            names::ARTIFACT_OBSERVATIONS,
+            "Observations the live artifact actors' states hold",
+            self.artifact_observations.clone(),
+        );
         self.registry.register(
             names::OBSERVATIONS_IN_FLIGHT,
             "Observations routed to artifact actors and not yet durable",
