@@ -7,6 +7,13 @@ mod commands;
 
 use clap::Parser;
 
+/// jemalloc as the allocator: the service allocates and frees many small values per
+/// observation (records, statements, encoded rows) on several threads, where glibc's
+/// malloc spent about a fifth of the CPU (docs/performance.md, session 15).
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
     let result = match cli.command {
