@@ -198,13 +198,14 @@ impl StoreWriter {
         }
         let fut = async move {
             let Batch { observations, records: all_records, verifications, done, units, .. } = batch;
-            let records = latest_per_pair(all_records.clone());
+            let mut split = LatestSplit::new(all_records);
             let now = crate::ports::now_ms();
             let done_total = done.len();
             let mut done: Vec<Option<Done>> = done.into_iter().map(Some).collect();
-            if let Err(e) = write_batch(&store, &settings, &verifications, &observations, &records, now).await {
+            if let Err(e) = write_batch(&store, &settings, &verifications, &observations, &split.latest, now).await {
                 // Retrying the batch will not help: write it message by message, in order.
                 crate::warn_event!(crate::telemetry::events::LogEvent::StoreBatchRejected, error = %e, messages = units.len(), "writing the batch message by message");
+                let all_records = split.rejoin();
                 for u in &units {
                     let recs = latest_per_pair(all_records[u.records.clone()].to_vec());
                     let (obs, vers) = (&observations[u.observations.clone()], &verifications[u.verifications.clone()]);
@@ -219,7 +220,9 @@ impl StoreWriter {
                         reject_unit(&store, &settings, obs, vers, &mut done[u.done.clone()], &e).await;
                     }
                 }
+                split = LatestSplit::new(all_records);
             }
+            let records = split.latest;
             let done: Vec<Done> = done.into_iter().flatten().collect();
             let outcome = if done.len() == done_total { "durable" } else { "partly_rejected" };
             for s in writes.iter().chain(std::iter::once(&tracing::Span::current())) {
@@ -247,8 +250,7 @@ impl StoreWriter {
                         .filter(|o| !exact || *o.artifact == *rec.artifact)
                         .find_map(|o| o.provenance.correlation_id.as_deref())
                 };
-                let corr = of(true).or_else(|| of(false));
-                RecordChanged { record: &r.record, correlation_id: corr }.emit();
+                RecordChanged { record: &r.record, correlation_id: &|| of(true).or_else(|| of(false)) }.emit();
             }
             for d in done {
                 let _ = d.send(Ok(()));
@@ -307,11 +309,49 @@ fn batch_spans(batch: &Batch, spans: Vec<tracing::Span>) -> (tracing::Span, Vec<
 /// Keeps the last record of each pair (the batch's earlier ones were never durable, so
 /// they are not changes anyone could observe), in order of last occurrence.
 pub fn latest_per_pair(records: Vec<VersionedRecord>) -> Vec<VersionedRecord> {
-    let mut last: std::collections::HashMap<crate::domain::consensus::PairKey, usize> = Default::default();
-    for (i, r) in records.iter().enumerate() {
-        last.insert(r.record.pair(), i);
+    LatestSplit::new(records).latest
+}
+
+/// A batch's records split, without copying them, into the last record of each pair
+/// (`latest`: what the batch writes, in order of last occurrence) and the earlier ones,
+/// each with its position in the batch, so that the batch can be put back in order (to be
+/// written message by message after the store rejected it whole).
+struct LatestSplit {
+    latest: Vec<VersionedRecord>,
+    latest_at: Vec<usize>,
+    earlier: Vec<(usize, VersionedRecord)>,
+}
+
+impl LatestSplit {
+    fn new(records: Vec<VersionedRecord>) -> Self {
+        let mut last: std::collections::HashMap<crate::domain::consensus::PairKey, usize> =
+            std::collections::HashMap::with_capacity(records.len());
+        for (i, r) in records.iter().enumerate() {
+            last.insert(r.record.pair(), i);
+        }
+        let mut split = LatestSplit {
+            latest: Vec::with_capacity(last.len()),
+            latest_at: Vec::with_capacity(last.len()),
+            earlier: Vec::new(),
+        };
+        for (i, r) in records.into_iter().enumerate() {
+            if last.get(&r.record.pair()) == Some(&i) {
+                split.latest.push(r);
+                split.latest_at.push(i);
+            } else {
+                split.earlier.push((i, r));
+            }
+        }
+        split
     }
-    records.into_iter().enumerate().filter(|(i, r)| last.get(&r.record.pair()) == Some(i)).map(|(_, r)| r).collect()
+
+    /// The batch's records in their first order.
+    fn rejoin(self) -> Vec<VersionedRecord> {
+        let mut all: Vec<(usize, VersionedRecord)> =
+            self.latest_at.into_iter().zip(self.latest).chain(self.earlier).collect();
+        all.sort_unstable_by_key(|(i, _)| *i);
+        all.into_iter().map(|(_, r)| r).collect()
+    }
 }
 
 /// Runs `op` until it succeeds or fails permanently (`!is_retriable()`: returned; and
@@ -497,7 +537,34 @@ impl Handler<Drain> for StoreWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::consensus::PackageState;
+    use crate::domain::model::Status;
+    use crate::domain::trust::Policy;
+    use crate::domain::version::RecordVersion;
+    use crate::stores::contract::sample_observation;
     use std::sync::atomic::{AtomicU32, Ordering};
+
+    /// A batch naming pairs a, b, a, c, b (in that order) keeps the last record of each
+    /// (c's, a's second, b's second: in order of last occurrence), and the split puts the
+    /// five back in their order.
+    #[test]
+    fn the_latest_split_keeps_each_pairs_last_record_and_rejoins_in_order() {
+        let mut state = PackageState::new();
+        let artifacts = ["pkg:npm/left@1.0.0", "pkg:npm/left@2.0.0", "pkg:npm/left@3.0.0"];
+        for a in artifacts {
+            state.apply(sample_observation("t", "vendor", a, "CVE-2024-1", Status::Affected)).unwrap();
+        }
+        let record = |a: usize, offset: i64| {
+            let pair = state.pairs().into_iter().find(|p| p.artifact == artifacts[a]).expect("pair of the artifact");
+            let r = state.evaluate(&pair, &Policy::default(), false).unwrap().unwrap();
+            VersionedRecord::new(r, RecordVersion { epoch: 0, offset, observations: 1 })
+        };
+        let batch = vec![record(0, 1), record(1, 2), record(0, 3), record(2, 4), record(1, 5)];
+        let offsets = |v: &[VersionedRecord]| v.iter().map(|r| r.version.offset).collect::<Vec<_>>();
+        let split = LatestSplit::new(batch);
+        assert_eq!(offsets(&split.latest), [3, 4, 5]);
+        assert_eq!(offsets(&split.rejoin()), [1, 2, 3, 4, 5]);
+    }
 
     fn settings() -> WriterSettings {
         WriterSettings {

@@ -104,7 +104,9 @@ impl ObservationsDurable<'_> {
 /// A consensus record changed (written as a new current record).
 pub struct RecordChanged<'a> {
     pub record: &'a ConsensusRecord,
-    pub correlation_id: Option<&'a str>,
+    /// Finds the correlation id; called only for a line the rate limit admits (finding it
+    /// scans the batch's observations, and most lines of a large batch are not logged).
+    pub correlation_id: &'a dyn Fn() -> Option<&'a str>,
 }
 
 impl RecordChanged<'_> {
@@ -113,9 +115,10 @@ impl RecordChanged<'_> {
             return;
         }
         let issuer = self.record.statements.iter().find(|s| s.role == crate::domain::consensus::Role::Counted);
+        let correlation_id = (self.correlation_id)();
         tracing::info!(
             event = "consensus_changed",
-            correlationId = self.correlation_id,
+            correlationId = correlation_id,
             artifactKey = self.record.artifact.as_str(),
             advisoryKey = self.record.vulnerability.as_str(),
             issuer = issuer.map(|s| &*s.issuer),
