@@ -25,12 +25,14 @@ impl ObservationStore for EmbeddedStore {
         }
         let mut rows = Vec::with_capacity(observations.len());
         for o in observations {
-            let mut o = o.clone();
             if o.id.is_empty() {
+                let mut o = o.clone();
                 o.id =
                     o.compute_id().map_err(|e| StoreError::Rejected(format!("observation without an id: {e}")))?.into();
+                rows.push(stored_row(&o)?);
+            } else {
+                rows.push(stored_row(o)?);
             }
-            rows.push(stored_row(&o)?);
         }
         self.write(move |tx, tally| {
             let mut t = tx.open_table(OBSERVATIONS).map_err(err)?;

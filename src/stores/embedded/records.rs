@@ -45,6 +45,7 @@ pub(super) struct StoredRecord {
 }
 
 impl StoredRecord {
+    #[cfg(test)]
     pub(super) fn new(changed_at_ms: i64, record: ConsensusRecord, version: RecordVersion) -> Self {
         StoredRecord { changed_at_ms, record, version }
     }
@@ -55,10 +56,20 @@ impl StoredRecord {
         super::compressed::decode(bytes)
     }
 
-    /// The history entry's value.
-    fn encode(&self) -> Result<Vec<u8>, StoreError> {
-        super::compressed::encode(super::compressed::Kind::Record, self)
+    /// The history entry's value of `record`: the bytes of a [`StoredRecord`] holding it,
+    /// written from a borrow ([`StoredRecordRef`]), so the record is not copied.
+    fn encode(changed_at_ms: i64, record: &ConsensusRecord, version: RecordVersion) -> Result<Vec<u8>, StoreError> {
+        super::compressed::encode(super::compressed::Kind::Record, &StoredRecordRef { changed_at_ms, record, version })
     }
+}
+
+/// [`StoredRecord`] borrowing its record, for writing: the same fields in the same order,
+/// so the same JSON.
+#[derive(Serialize)]
+struct StoredRecordRef<'a> {
+    changed_at_ms: i64,
+    record: &'a ConsensusRecord,
+    version: RecordVersion,
 }
 
 /// The current row of a pair (`vex_consensus`, keyed by pair id): what [`decide_write`]
@@ -287,7 +298,7 @@ impl Prepared {
         };
         Ok(Prepared {
             history_key: row.history_key(&id),
-            history_bytes: StoredRecord::new(changed_at_ms, r.clone(), v.version).encode()?,
+            history_bytes: StoredRecord::encode(changed_at_ms, r, v.version)?,
             row,
             id,
             conflict_bytes,
@@ -570,5 +581,31 @@ impl RecordStore for EmbeddedStore {
 
     async fn change_tail(&self, tenant: &str) -> Result<u64, StoreError> {
         self.stream_tail(tenant).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::consensus::PackageState;
+    use crate::domain::model::Status;
+    use crate::stores::contract::sample_observation;
+
+    /// A history entry written from a borrow has the bytes of a [`StoredRecord`] holding
+    /// the record, and decodes to it.
+    #[test]
+    fn the_borrowed_history_entry_is_the_stored_record_byte_for_byte() {
+        let o = sample_observation("t", "vendor", "pkg:npm/left@1.0.0", "CVE-2024-1", Status::NotAffected);
+        let pair = PairKey { tenant: "t".into(), artifact: o.artifact.to_string(), vulnerability: "CVE-2024-1".into() };
+        let mut st = PackageState::new();
+        st.apply(o).unwrap();
+        let record = st.evaluate(&pair, &crate::domain::trust::Policy::default(), false).unwrap().unwrap();
+        let version = RecordVersion { epoch: 2, offset: -3, observations: 4 };
+        let borrowed = serde_json::to_vec(&StoredRecordRef { changed_at_ms: 7, record: &record, version }).unwrap();
+        let owned = serde_json::to_vec(&StoredRecord::new(7, record.clone(), version)).unwrap();
+        assert_eq!(String::from_utf8(borrowed).unwrap(), String::from_utf8(owned).unwrap());
+        let back = StoredRecord::decode(&StoredRecord::encode(7, &record, version).unwrap()).unwrap();
+        assert_eq!((back.changed_at_ms, back.version), (7, version));
+        assert_eq!(back.record.to_canonical_json().unwrap(), record.to_canonical_json().unwrap());
     }
 }
