@@ -324,18 +324,19 @@ struct LatestSplit {
 
 impl LatestSplit {
     fn new(records: Vec<VersionedRecord>) -> Self {
-        let mut last: std::collections::HashMap<crate::domain::consensus::PairKey, usize> =
+        let pairs: Vec<crate::domain::consensus::PairKey> = records.iter().map(|r| r.record.pair()).collect();
+        let mut last: std::collections::HashMap<&crate::domain::consensus::PairKey, usize> =
             std::collections::HashMap::with_capacity(records.len());
-        for (i, r) in records.iter().enumerate() {
-            last.insert(r.record.pair(), i);
+        for (i, p) in pairs.iter().enumerate() {
+            last.insert(p, i);
         }
         let mut split = LatestSplit {
             latest: Vec::with_capacity(last.len()),
             latest_at: Vec::with_capacity(last.len()),
             earlier: Vec::new(),
         };
-        for (i, r) in records.into_iter().enumerate() {
-            if last.get(&r.record.pair()) == Some(&i) {
+        for ((i, r), p) in records.into_iter().enumerate().zip(&pairs) {
+            if last.get(p) == Some(&i) {
                 split.latest.push(r);
                 split.latest_at.push(i);
             } else {
