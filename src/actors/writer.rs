@@ -538,11 +538,10 @@ impl Handler<Drain> for StoreWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::consensus::PackageState;
+    use crate::domain::consensus::PairKey;
     use crate::domain::model::Status;
-    use crate::domain::trust::Policy;
     use crate::domain::version::RecordVersion;
-    use crate::stores::contract::sample_observation;
+    use crate::stores::contract::{records_of, sample_observation};
     use std::sync::atomic::{AtomicU32, Ordering};
 
     /// A batch naming pairs a, b, a, c, b (in that order) keeps the last record of each
@@ -550,15 +549,12 @@ mod tests {
     /// five back in their order.
     #[test]
     fn the_latest_split_keeps_each_pairs_last_record_and_rejoins_in_order() {
-        let mut state = PackageState::new();
         let artifacts = ["pkg:npm/left@1.0.0", "pkg:npm/left@2.0.0", "pkg:npm/left@3.0.0"];
-        for a in artifacts {
-            state.apply(sample_observation("t", "vendor", a, "CVE-2024-1", Status::Affected)).unwrap();
-        }
         let record = |a: usize, offset: i64| {
-            let pair = state.pairs().into_iter().find(|p| p.artifact == artifacts[a]).expect("pair of the artifact");
-            let r = state.evaluate(&pair, &Policy::default(), false).unwrap().unwrap();
-            VersionedRecord::new(r, RecordVersion { epoch: 0, offset, observations: 1 })
+            let o = sample_observation("t", "vendor", artifacts[a], "CVE-2024-1", Status::Affected);
+            let pair =
+                PairKey { tenant: "t".into(), artifact: o.artifact.to_string(), vulnerability: "CVE-2024-1".into() };
+            VersionedRecord::new(records_of(&[o], &pair), RecordVersion { epoch: 0, offset, observations: 1 })
         };
         let batch = vec![record(0, 1), record(1, 2), record(0, 3), record(2, 4), record(1, 5)];
         let offsets = |v: &[VersionedRecord]| v.iter().map(|r| r.version.offset).collect::<Vec<_>>();

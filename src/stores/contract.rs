@@ -65,7 +65,8 @@ pub fn sample_observation(tenant: &str, issuer: &str, artifact: &str, vuln: &str
     .expect("sample observation has an id")
 }
 
-fn records_of(obs: &[Observation], pair: &PairKey) -> ConsensusRecord {
+/// The record of `pair` that the test observations `obs` give under the default policy.
+pub fn records_of(obs: &[Observation], pair: &PairKey) -> ConsensusRecord {
     let mut st = PackageState::new();
     for o in obs {
         st.apply(o.clone()).expect("sample observation applies");

@@ -587,9 +587,8 @@ impl RecordStore for EmbeddedStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::consensus::PackageState;
     use crate::domain::model::Status;
-    use crate::stores::contract::sample_observation;
+    use crate::stores::contract::{records_of, sample_observation};
 
     /// A history entry written from a borrow has the bytes of a [`StoredRecord`] holding
     /// the record, and decodes to it.
@@ -597,9 +596,7 @@ mod tests {
     fn the_borrowed_history_entry_is_the_stored_record_byte_for_byte() {
         let o = sample_observation("t", "vendor", "pkg:npm/left@1.0.0", "CVE-2024-1", Status::NotAffected);
         let pair = PairKey { tenant: "t".into(), artifact: o.artifact.to_string(), vulnerability: "CVE-2024-1".into() };
-        let mut st = PackageState::new();
-        st.apply(o).unwrap();
-        let record = st.evaluate(&pair, &crate::domain::trust::Policy::default(), false).unwrap().unwrap();
+        let record = records_of(&[o], &pair);
         let version = RecordVersion { epoch: 2, offset: -3, observations: 4 };
         let borrowed = serde_json::to_vec(&StoredRecordRef { changed_at_ms: 7, record: &record, version }).unwrap();
         let owned = serde_json::to_vec(&StoredRecord::new(7, record.clone(), version)).unwrap();
