@@ -9,7 +9,9 @@
 //! statement's text) is upgraded to the lean records of version 5, and its history still
 //! reads, the version-4 entry beside the new one; (d) a store whose current rows copy
 //! their record (ce1e05b) names the history entry instead once opened, and reads the same;
-//! (e) `vex-lens compact` keeps every record and is refused while `serve` holds the store.
+//! (e) `vex-lens compact` keeps every record and is refused while `serve` holds the store;
+//! (f) a store whose current rows and conflict queue are keyed by pair id (4984aba) is
+//! keyed by pair once opened, reads the same and takes the same documents again unchanged.
 
 #[path = "../integration-tests/common/mod.rs"]
 mod common;
@@ -219,4 +221,41 @@ fn a_new_store_holds_its_history_entries_and_observations_compressed() {
     let obs = &sizes["vex_observations"];
     assert!(obs.rows > 0 && obs.stored_bytes / obs.rows < 700, "{obs:?}");
     assert_eq!(records(data.path()), want);
+}
+
+#[test]
+fn a_store_keyed_by_pair_id_is_keyed_by_pair_after_opening_and_reads_the_same() {
+    // 4984aba keyed current rows and the conflict queue by pair id (a hash); opening the
+    // store rewrites both to rows keyed by the pair (tenant, artifact, vulnerability).
+    let data = store_from("4984aba-examples.redb.gz");
+    let examples = repo_dir().join("examples");
+    let want = String::from_utf8(vex_lens(&["consensus", examples.to_str().unwrap()]).stdout).unwrap();
+    let recs: Vec<serde_json::Value> = want.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let conflicted: Vec<&serde_json::Value> =
+        recs.iter().filter(|r| r["conflicts"].as_array().is_some_and(|c| !c.is_empty())).collect();
+    assert!(recs.len() > 1 && conflicted.len() == 1, "the fixture's input has one conflicted pair of several");
+    assert_eq!(records(data.path()), want, "the records read the same after the rewrite");
+    let sizes = table_sizes(data.path());
+    assert_eq!(sizes["vex_consensus"].rows, recs.len() as u64, "{sizes:?}");
+    assert_eq!(sizes["vex_conflict_queue"].rows, 1, "the conflicted pair stays queued: {sizes:?}");
+    assert!(!sizes.keys().any(|t| t.ends_with("_by_pair_id")), "the old tables are gone: {sizes:?}");
+    // The conflict queue is counted per tenant from the new keys.
+    let store = vex_lens::stores::embedded::EmbeddedStore::open(data.path()).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let depths = rt.block_on(vex_lens::ports::ConflictQueue::conflict_queue_depths(&store)).unwrap();
+    assert_eq!(depths, vec![(conflicted[0]["tenant"].as_str().unwrap().to_string(), 1)]);
+    drop(store);
+    // Writing the same documents again finds every pair under its new key: nothing is
+    // added, nothing changes.
+    let out = serve_once(data.path(), &examples);
+    assert!(out.status.success(), "serve: {}", text(&out));
+    assert_eq!(records(data.path()), want);
+    let again = table_sizes(data.path());
+    assert_eq!(again["vex_consensus"].rows, recs.len() as u64);
+    assert_eq!(again["vex_conflict_queue"].rows, 1);
+    assert_eq!(again["vex_consensus_history_log"].rows, sizes["vex_consensus_history_log"].rows, "no new entry");
+    // The conflicted pair's history answers through the API, from the new key.
+    let h = history_via_api(data.path(), conflicted[0]);
+    assert_eq!(h["items"].as_array().map(Vec::len), Some(1), "{h}");
+    assert_eq!(h["items"][0]["consensus_digest"], conflicted[0]["consensus_digest"]);
 }

@@ -123,7 +123,7 @@ mod tests {
                 let hid = crate::ports::history_id(&id, 1_000, &old.consensus_digest);
                 let bytes = serde_json::to_vec(&StoredRecord::new(1_000, old, Default::default())).unwrap();
                 tx.open_table(HISTORY).unwrap().insert(hid.as_str(), bytes.as_slice()).unwrap();
-                tx.open_table(super::super::CONSENSUS).unwrap().insert(id.as_str(), bytes.as_slice()).unwrap();
+                tx.open_table(super::super::CONSENSUS_BY_ID).unwrap().insert(id.as_str(), bytes.as_slice()).unwrap();
             }
             tx.commit().unwrap();
         }

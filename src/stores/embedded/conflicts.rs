@@ -1,8 +1,7 @@
-//! The conflict-queue role on redb (`vex_conflict_queue`): reads of the queue that
-//! `put_records` (`records`) keeps.
+//! The conflict-queue role on redb (`vex_conflict_queue`, keyed by pair: tenant, artifact,
+//! vulnerability): reads of the queue that `put_records` (`records`) keeps.
 
-use super::records::ConflictRow;
-use super::{err, json_err, EmbeddedStore, CONFLICTS};
+use super::{err, EmbeddedStore, CONFLICTS};
 use crate::ports::{ConflictQueue, StoreError};
 use redb::{ReadableTable, ReadableTableMetadata};
 
@@ -23,9 +22,14 @@ impl ConflictQueue for EmbeddedStore {
             let t = tx.open_table(CONFLICTS).map_err(err)?;
             let mut by_tenant = std::collections::BTreeMap::<String, u64>::new();
             for entry in t.iter().map_err(err)? {
-                let (_, v) = entry.map_err(err)?;
-                let r: ConflictRow = serde_json::from_slice(v.value()).map_err(json_err)?;
-                *by_tenant.entry(r.tenant).or_default() += 1;
+                let (k, _) = entry.map_err(err)?;
+                let tenant = k.value().0;
+                match by_tenant.get_mut(tenant) {
+                    Some(n) => *n += 1,
+                    None => {
+                        by_tenant.insert(tenant.to_string(), 1);
+                    }
+                }
             }
             Ok(by_tenant.into_iter().collect())
         })

@@ -39,7 +39,13 @@ use std::sync::Arc;
 const OBSERVATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("vex_observations");
 /// The document ledger: `tenant \0 issuer \0 document id \0 digest` -> version (JSON).
 const DOCUMENT_VERSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("vex_document_versions");
-const CONSENSUS: TableDefinition<&str, &[u8]> = TableDefinition::new("vex_consensus");
+/// The current row of each pair (`records::CurrentRow`), keyed by the pair itself
+/// (tenant, artifact, vulnerability): a package's pairs are neighbours, so a batch of a
+/// package's records touches a few pages of the table rather than one page per record.
+const CONSENSUS: TableDefinition<(&str, &str, &str), &[u8]> = TableDefinition::new("vex_consensus");
+/// [`CONSENSUS`] as stores before it was keyed by pair kept it: keyed by pair id (a hash);
+/// read only by the one-time rewrites of `records`.
+const CONSENSUS_BY_ID: TableDefinition<&str, &[u8]> = TableDefinition::new("vex_consensus");
 /// The history as stores before the position-keyed log kept it (`<history id>` -> record);
 /// read only by the one-time rewrites of `records` and `changes`, then deleted.
 const HISTORY: TableDefinition<&str, &[u8]> = TableDefinition::new("vex_consensus_history");
@@ -49,7 +55,11 @@ const HISTORY_LOG: TableDefinition<&str, &[u8]> = TableDefinition::new("vex_cons
 /// A pair's earlier history entries (those a later write replaced; the current one is the
 /// current row's): `<history id>` (`<pair id>:<time>:<digest>`) -> position.
 const HISTORY_INDEX: TableDefinition<&str, u64> = TableDefinition::new("vex_consensus_history_index");
-const CONFLICTS: TableDefinition<&str, &[u8]> = TableDefinition::new("vex_conflict_queue");
+/// The conflict queue: the pairs whose current record has conflicts, keyed as [`CONSENSUS`].
+const CONFLICTS: TableDefinition<(&str, &str, &str), ()> = TableDefinition::new("vex_conflict_queue");
+/// [`CONFLICTS`] as stores before it was keyed by pair kept it: pair id -> tenant (JSON);
+/// read only by the one-time rewrites of `records`.
+const CONFLICTS_BY_ID: TableDefinition<&str, &[u8]> = TableDefinition::new("vex_conflict_queue");
 const VERIFICATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("vex_dsse_verifications");
 const FILES: TableDefinition<&str, &str> = TableDefinition::new("ingested_files");
 const DEAD_LETTERS: TableDefinition<&str, &[u8]> = TableDefinition::new("dead_letters");
@@ -190,9 +200,7 @@ impl EmbeddedStore {
         for t in [
             OBSERVATIONS,
             DOCUMENT_VERSIONS,
-            CONSENSUS,
             HISTORY_LOG,
-            CONFLICTS,
             VERIFICATIONS,
             DEAD_LETTERS,
             EXPORT_JOBS,
@@ -209,6 +217,9 @@ impl EmbeddedStore {
         once(&tx, records::CURRENT_ROWS_IN_HISTORY, Self::point_current_rows_to_history)?;
         once(&tx, changes::STREAM_BACKFILL, Self::backfill_stream)?;
         once(&tx, records::HISTORY_BY_POSITION, Self::key_history_by_position)?;
+        once(&tx, records::CURRENT_ROWS_BY_PAIR, Self::key_current_rows_by_pair)?;
+        tx.open_table(CONSENSUS).map_err(err)?;
+        tx.open_table(CONFLICTS).map_err(err)?;
         tx.commit().map_err(err)
     }
 

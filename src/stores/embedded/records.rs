@@ -1,4 +1,4 @@
-//! The records role on redb (`vex_consensus`: current rows; `vex_consensus_history_log`:
+//! The records role on redb (`vex_consensus`: current rows, keyed by pair; `vex_consensus_history_log`:
 //! the history, keyed by change-stream position, with `vex_consensus_history_index`
 //! naming a pair's entries; in the same write transaction the conflict queue and the
 //! stream tails; reads of the stream are `changes`).
@@ -16,13 +16,18 @@
 //!   current entry is named by its current row; the index (keyed by history id, a hash)
 //!   names only the entries a later write replaced (and, in stores written before this
 //!   layout, every entry), so a pair's first record costs no index row.
+//! - Current rows and conflict-queue rows are keyed by the pair itself (tenant, artifact,
+//!   vulnerability; [`RowKey`]), so a package's pairs are neighbours in the table: a batch
+//!   of one package's records touches a few pages, not one page per record as keys by
+//!   pair id (a hash) did; and a tenant's rows are one range.
 //! - Older layouts are rewritten once when opened: current rows that copied the record
 //!   ([`EmbeddedStore::point_current_rows_to_history`]), then the history keyed by history
-//!   id ([`EmbeddedStore::key_history_by_position`]).
+//!   id ([`EmbeddedStore::key_history_by_position`]), then current rows and the conflict
+//!   queue keyed by pair id ([`EmbeddedStore::key_current_rows_by_pair`]).
 
 use super::{
-    change_key, err, json_err, position_of, EmbeddedStore, Tally, CHANGES, CHANGE_TAILS, CONFLICTS, CONSENSUS, HISTORY,
-    HISTORY_INDEX, HISTORY_LOG,
+    change_key, err, json_err, position_of, EmbeddedStore, Tally, CHANGES, CHANGE_TAILS, CONFLICTS, CONFLICTS_BY_ID,
+    CONSENSUS, CONSENSUS_BY_ID, HISTORY, HISTORY_INDEX, HISTORY_LOG,
 };
 use crate::domain::consensus::{ConsensusRecord, PairKey};
 use crate::domain::version::{RecordVersion, VersionedRecord};
@@ -72,7 +77,7 @@ struct StoredRecordRef<'a> {
     version: RecordVersion,
 }
 
-/// The current row of a pair (`vex_consensus`, keyed by pair id): what [`decide_write`]
+/// The current row of a pair (`vex_consensus`, keyed by [`RowKey`]): what [`decide_write`]
 /// compares, the tenant (for scans by tenant), the time and digest that name the record's
 /// history entry (`history_id(pair id, changed_at_ms, digest)`) and that entry's position
 /// in the tenant's history log, which holds the record itself.
@@ -110,15 +115,16 @@ impl CurrentRow {
         history_id(pair_id, self.changed_at_ms, &self.digest)
     }
 
-    /// The record this row names, read from the history log, with the time it last changed.
+    /// The record this row names, read from the history log, with the time it last changed
+    /// (`pair` names the pair in errors).
     fn load(
         &self,
-        pair_id: &str,
+        pair: &dyn std::fmt::Debug,
         log: &impl ReadableTable<&'static str, &'static [u8]>,
     ) -> Result<TimedRecord, StoreError> {
         let missing = || {
             StoreError::Rejected(format!(
-                "the current record of pair {pair_id} names history position {:?}, which is missing",
+                "the current record of pair {pair:?} names history position {:?}, which is missing",
                 self.seq
             ))
         };
@@ -129,9 +135,32 @@ impl CurrentRow {
     }
 }
 
-/// A conflict-queue row (`vex_conflict_queue`, keyed by pair id): the pair is in the
-/// queue; its record is the current one. (Rows that copied the whole record, before this
-/// layout, decode as well: a record has a top-level `tenant`.)
+/// The key of a pair's current row and conflict-queue row: (tenant, artifact,
+/// vulnerability), owned.
+pub(super) type RowKey = (String, String, String);
+
+/// The key type of the tables keyed by pair (tenant, artifact, vulnerability).
+type PairColumns = (&'static str, &'static str, &'static str);
+
+/// [`RowKey`] borrowed, as the tables take it.
+fn row_key(k: &RowKey) -> (&str, &str, &str) {
+    (k.0.as_str(), k.1.as_str(), k.2.as_str())
+}
+
+/// The [`RowKey`] of `pair`.
+fn key_of(pair: &PairKey) -> RowKey {
+    (pair.tenant.clone(), pair.artifact.clone(), pair.vulnerability.clone())
+}
+
+/// The pair id of a current row's key (what history ids and the read cache use).
+fn pair_id_of(key: (&str, &str, &str)) -> String {
+    pair_id(&PairKey { tenant: key.0.into(), artifact: key.1.into(), vulnerability: key.2.into() })
+}
+
+/// A conflict-queue row of the layout keyed by pair id (`vex_conflict_queue` before
+/// [`EmbeddedStore::key_current_rows_by_pair`]): the pair is in the queue; its record is
+/// the current one. (Rows that copied the whole record, before that, decode as well: a
+/// record has a top-level `tenant`.) Read and written only by the one-time rewrites.
 #[derive(Serialize, Deserialize)]
 pub(super) struct ConflictRow {
     pub(super) tenant: String,
@@ -148,9 +177,9 @@ impl EmbeddedStore {
     /// history entry (none is expected: both were always written together) gets one, with
     /// the next position of its tenant's change stream, so nothing is lost.
     pub(super) fn point_current_rows_to_history(tx: &redb::WriteTransaction) -> Result<(), StoreError> {
-        let mut cur = tx.open_table(CONSENSUS).map_err(err)?;
+        let mut cur = tx.open_table(CONSENSUS_BY_ID).map_err(err)?;
         let mut hist = tx.open_table(HISTORY).map_err(err)?;
-        let mut conf = tx.open_table(CONFLICTS).map_err(err)?;
+        let mut conf = tx.open_table(CONFLICTS_BY_ID).map_err(err)?;
         let mut changes = tx.open_table(CHANGES).map_err(err)?;
         let mut tails = tx.open_table(CHANGE_TAILS).map_err(err)?;
         let mut old = Vec::new();
@@ -245,7 +274,7 @@ impl EmbeddedStore {
             index.insert(hid.value(), seq).map_err(err)?;
             moved += 1;
         }
-        let mut cur = tx.open_table(CONSENSUS).map_err(err)?;
+        let mut cur = tx.open_table(CONSENSUS_BY_ID).map_err(err)?;
         let mut rows = Vec::new();
         for r in cur.iter().map_err(err)? {
             let (id, v) = r.map_err(err)?;
@@ -267,22 +296,92 @@ impl EmbeddedStore {
     }
 }
 
+/// The `vex_meta` key of the one-time rewrite of current rows and conflict-queue rows
+/// keyed by pair id.
+pub(super) const CURRENT_ROWS_BY_PAIR: &str = "current_rows_keyed_by_pair";
+
+impl EmbeddedStore {
+    /// Rewrites the current rows and the conflict queue of a store that keyed them by pair
+    /// id (every store before this layout) to rows keyed by the pair ([`RowKey`]), once
+    /// per database (`once`, marker [`CURRENT_ROWS_BY_PAIR`]), in the opening write
+    /// transaction, after [`Self::key_history_by_position`]: the old tables are renamed
+    /// aside, each row is copied under its pair (read from the record its row names; the
+    /// row's bytes are unchanged), and the old tables are deleted. A queue row whose pair
+    /// has no conflicted current row (none is expected: an entry exists only with its
+    /// record) is dropped, and counted in the log line.
+    pub(super) fn key_current_rows_by_pair(tx: &redb::WriteTransaction) -> Result<(), StoreError> {
+        const ROWS_BY_ID: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("vex_consensus_by_pair_id");
+        const QUEUE_BY_ID: redb::TableDefinition<&str, &[u8]> =
+            redb::TableDefinition::new("vex_conflict_queue_by_pair_id");
+        // Opened first so that both exist (a new database has them empty).
+        tx.open_table(CONSENSUS_BY_ID).map_err(err)?;
+        tx.open_table(CONFLICTS_BY_ID).map_err(err)?;
+        tx.rename_table(CONSENSUS_BY_ID, ROWS_BY_ID).map_err(err)?;
+        tx.rename_table(CONFLICTS_BY_ID, QUEUE_BY_ID).map_err(err)?;
+        let (mut rows, mut queued, mut dropped) = (0usize, 0usize, 0usize);
+        {
+            let old = tx.open_table(ROWS_BY_ID).map_err(err)?;
+            let log = tx.open_table(HISTORY_LOG).map_err(err)?;
+            let mut cur = tx.open_table(CONSENSUS).map_err(err)?;
+            // The conflicted pairs' keys, by pair id (the old queue's key).
+            let mut conflicted = std::collections::HashMap::new();
+            for r in old.iter().map_err(err)? {
+                let (id, v) = r.map_err(err)?;
+                let row = CurrentRow::decode(v.value())?;
+                let record = row.load(&id.value(), &log)?.record;
+                let key: RowKey = (record.tenant, record.artifact, record.vulnerability);
+                cur.insert(row_key(&key), v.value()).map_err(err)?;
+                rows += 1;
+                if row.conflicted {
+                    conflicted.insert(id.value().to_string(), key);
+                }
+            }
+            let old_queue = tx.open_table(QUEUE_BY_ID).map_err(err)?;
+            let mut queue = tx.open_table(CONFLICTS).map_err(err)?;
+            for r in old_queue.iter().map_err(err)? {
+                let (id, _) = r.map_err(err)?;
+                match conflicted.get(id.value()) {
+                    Some(key) => {
+                        queue.insert(row_key(key), ()).map_err(err)?;
+                        queued += 1;
+                    }
+                    None => dropped += 1,
+                }
+            }
+        }
+        tx.delete_table(ROWS_BY_ID).map_err(err)?;
+        tx.delete_table(QUEUE_BY_ID).map_err(err)?;
+        if rows > 0 || dropped > 0 {
+            tracing::info!(
+                event = "current_rows_keyed_by_pair",
+                rows,
+                conflict_queue_rows = queued,
+                conflict_queue_rows_dropped = dropped,
+                "current rows and the conflict queue are now keyed by pair"
+            );
+        }
+        Ok(())
+    }
+}
+
 /// One record's rows, encoded before the write transaction (on the writer's thread: the
 /// transaction holds redb's one write lock, so only redb's own work runs under it, while
 /// other writers encode their batches).
 struct Prepared {
+    /// The pair id (history ids and the read cache use it).
     id: String,
+    key: RowKey,
     /// The new current row, its position not yet known.
     row: CurrentRow,
     history_key: String,
     history_bytes: Vec<u8>,
-    conflict_bytes: Option<Vec<u8>>,
 }
 
 impl Prepared {
     fn new(v: &VersionedRecord, changed_at_ms: i64) -> Result<Prepared, StoreError> {
         let r = &v.record;
-        let id = pair_id(&r.pair());
+        let pair = r.pair();
+        let id = pair_id(&pair);
         let row = CurrentRow {
             changed_at_ms,
             digest: r.consensus_digest.clone(),
@@ -291,17 +390,12 @@ impl Prepared {
             conflicted: !r.conflicts.is_empty(),
             seq: None,
         };
-        let conflict_bytes = if r.conflicts.is_empty() {
-            None
-        } else {
-            Some(serde_json::to_vec(&ConflictRow { tenant: r.tenant.clone() }).map_err(json_err)?)
-        };
         Ok(Prepared {
             history_key: row.history_key(&id),
             history_bytes: StoredRecord::encode(changed_at_ms, r, v.version)?,
             row,
             id,
-            conflict_bytes,
+            key: (pair.tenant, pair.artifact, pair.vulnerability),
         })
     }
 }
@@ -312,10 +406,10 @@ pub(super) fn index_current_entries(tx: &redb::WriteTransaction) -> Result<(), S
     let cur = tx.open_table(CONSENSUS).map_err(err)?;
     let mut index = tx.open_table(HISTORY_INDEX).map_err(err)?;
     for r in cur.iter().map_err(err)? {
-        let (id, v) = r.map_err(err)?;
+        let (key, v) = r.map_err(err)?;
         let row = CurrentRow::decode(v.value())?;
         if let Some(seq) = row.seq {
-            index.insert(row.history_key(id.value()).as_str(), seq).map_err(err)?;
+            index.insert(row.history_key(&pair_id_of(key.value())).as_str(), seq).map_err(err)?;
         }
     }
     Ok(())
@@ -338,7 +432,8 @@ fn write_prepared(
         // Each tenant's last position, written once after the loop (not once per entry).
         let mut tail_of: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
         for (index, p) in prepared.iter().enumerate() {
-            let stored = match cur.get(p.id.as_str()).map_err(err)? {
+            let key = row_key(&p.key);
+            let stored = match cur.get(key).map_err(err)? {
                 Some(v) => Some(CurrentRow::decode(v.value())?),
                 None => None,
             };
@@ -350,7 +445,7 @@ fn write_prepared(
                 WriteDecision::RaiseVersion => {
                     let Some(s) = &stored else { continue };
                     let row = CurrentRow { version: p.row.version, ..s.clone() };
-                    cur.insert(p.id.as_str(), row.encode()?.as_slice()).map_err(err)?;
+                    cur.insert(key, row.encode()?.as_slice()).map_err(err)?;
                     tally.rows(&CONSENSUS, 1);
                 }
                 WriteDecision::Write => {
@@ -380,23 +475,19 @@ fn write_prepared(
                         tally.index(&HISTORY_INDEX, 1);
                     }
                     let row = CurrentRow { seq: Some(seq), ..p.row.clone() };
-                    cur.insert(p.id.as_str(), row.encode()?.as_slice()).map_err(err)?;
+                    cur.insert(key, row.encode()?.as_slice()).map_err(err)?;
                     tally.rows(&CONSENSUS, 1);
                 }
             }
             let unchanged = decision != WriteDecision::Write;
-            match &p.conflict_bytes {
+            if !p.row.conflicted {
                 // Only a pair whose stored row was conflicted can have a queue entry.
-                None if stored.as_ref().is_some_and(|s| s.conflicted)
-                    && conf.remove(p.id.as_str()).map_err(err)?.is_some() =>
-                {
+                if stored.as_ref().is_some_and(|s| s.conflicted) && conf.remove(key).map_err(err)?.is_some() {
                     tally.rows(&CONFLICTS, 1);
                 }
-                Some(bytes) if !unchanged || conf.get(p.id.as_str()).map_err(err)?.is_none() => {
-                    conf.insert(p.id.as_str(), bytes.as_slice()).map_err(err)?;
-                    tally.rows(&CONFLICTS, 1);
-                }
-                _ => {}
+            } else if !unchanged || conf.get(key).map_err(err)?.is_none() {
+                conf.insert(key, ()).map_err(err)?;
+                tally.rows(&CONFLICTS, 1);
             }
         }
         for (tenant, seq) in tail_of {
@@ -405,6 +496,15 @@ fn write_prepared(
         }
     }
     Ok(written)
+}
+
+/// The current rows from `tenant`'s first on, in (artifact, vulnerability) order (the
+/// caller stops at the first row of another tenant).
+fn tenant_rows<'t>(
+    t: &'t redb::ReadOnlyTable<PairColumns, &'static [u8]>,
+    tenant: &str,
+) -> Result<redb::Range<'t, PairColumns, &'static [u8]>, StoreError> {
+    t.range((tenant, "", "")..).map_err(err)
 }
 
 #[async_trait::async_trait]
@@ -428,13 +528,13 @@ impl RecordStore for EmbeddedStore {
     }
 
     async fn get_record(&self, pair: &PairKey) -> Result<Option<ConsensusRecord>, StoreError> {
-        let id = pair_id(pair);
+        let key = key_of(pair);
         self.blocking(move |db| {
             let tx = db.begin_read().map_err(err)?;
             let t = tx.open_table(CONSENSUS).map_err(err)?;
             let hist = tx.open_table(HISTORY_LOG).map_err(err)?;
-            match t.get(id.as_str()).map_err(err)? {
-                Some(v) => Ok(Some(CurrentRow::decode(v.value())?.load(&id, &hist)?.record)),
+            match t.get(row_key(&key)).map_err(err)? {
+                Some(v) => Ok(Some(CurrentRow::decode(v.value())?.load(&key, &hist)?.record)),
                 None => Ok(None),
             }
         })
@@ -450,19 +550,24 @@ impl RecordStore for EmbeddedStore {
         let mut records = self
             .blocking(move |db| {
                 let tx = db.begin_read().map_err(err)?;
-                let t = tx.open_table(CONSENSUS).map_err(err)?;
+                let table = tx.open_table(CONSENSUS).map_err(err)?;
                 let hist = tx.open_table(HISTORY_LOG).map_err(err)?;
                 let mut out = Vec::new();
-                for r in t.iter().map_err(err)? {
+                // One tenant's rows are one range of the table.
+                let rows = match tenant.as_deref() {
+                    Some(t) => tenant_rows(&table, t)?,
+                    None => table.iter().map_err(err)?,
+                };
+                for r in rows {
                     let (k, v) = r.map_err(err)?;
-                    let row = CurrentRow::decode(v.value())?;
-                    if tenant.as_deref().is_some_and(|t| t != row.tenant) {
-                        continue;
+                    if tenant.as_deref().is_some_and(|t| t != k.value().0) {
+                        break;
                     }
+                    let row = CurrentRow::decode(v.value())?;
                     if since_ms.is_some_and(|m| row.changed_at_ms < m) {
                         continue;
                     }
-                    out.push(row.load(k.value(), &hist)?.record);
+                    out.push(row.load(&k.value(), &hist)?.record);
                 }
                 Ok(out)
             })
@@ -477,18 +582,14 @@ impl RecordStore for EmbeddedStore {
         let q = q.clone();
         // One pair: a key lookup, not a scan.
         if let (Some(artifact), Some(vulnerability)) = (&q.artifact, &q.vulnerability) {
-            let id = pair_id(&PairKey {
-                tenant: q.tenant.clone(),
-                artifact: artifact.clone(),
-                vulnerability: vulnerability.clone(),
-            });
+            let key: RowKey = (q.tenant.clone(), artifact.clone(), vulnerability.clone());
             return self
                 .blocking(move |db| {
                     let tx = db.begin_read().map_err(err)?;
                     let t = tx.open_table(CONSENSUS).map_err(err)?;
                     let hist = tx.open_table(HISTORY_LOG).map_err(err)?;
-                    let Some(v) = t.get(id.as_str()).map_err(err)? else { return Ok(Vec::new()) };
-                    let timed = CurrentRow::decode(v.value())?.load(&id, &hist)?;
+                    let Some(v) = t.get(row_key(&key)).map_err(err)? else { return Ok(Vec::new()) };
+                    let timed = CurrentRow::decode(v.value())?.load(&key, &hist)?;
                     Ok(if q.limit > 0 && q.matches(&timed) { vec![timed] } else { Vec::new() })
                 })
                 .await;
@@ -498,15 +599,18 @@ impl RecordStore for EmbeddedStore {
             let t = tx.open_table(CONSENSUS).map_err(err)?;
             let hist = tx.open_table(HISTORY_LOG).map_err(err)?;
             let mut out = Vec::new();
-            for r in t.iter().map_err(err)? {
+            for r in tenant_rows(&t, &q.tenant)? {
                 let (k, v) = r.map_err(err)?;
-                let row = CurrentRow::decode(v.value())?;
-                if q.tenant != row.tenant {
-                    continue;
+                if q.tenant != k.value().0 {
+                    break;
                 }
-                let timed = row.load(k.value(), &hist)?;
+                let timed = CurrentRow::decode(v.value())?.load(&k.value(), &hist)?;
                 if q.matches(&timed) {
                     out.push(timed);
+                    // The rows come in the answer's order: the first `limit` matches are it.
+                    if out.len() >= q.limit {
+                        break;
+                    }
                 }
             }
             out.sort_by(|a, b| {
@@ -524,14 +628,15 @@ impl RecordStore for EmbeddedStore {
         if let Some(hit) = self.reads.get(&id) {
             return Ok(Some(hit));
         }
+        let key = key_of(pair);
         let reads = self.reads.clone();
         self.blocking(move |db| {
             let generation = reads.generation();
             let tx = db.begin_read().map_err(err)?;
             let t = tx.open_table(CONSENSUS).map_err(err)?;
             let hist = tx.open_table(HISTORY_LOG).map_err(err)?;
-            let Some(v) = t.get(id.as_str()).map_err(err)? else { return Ok(None) };
-            let json: Arc<[u8]> = CurrentRow::decode(v.value())?.load(&id, &hist)?.canonical_json()?.into();
+            let Some(v) = t.get(row_key(&key)).map_err(err)? else { return Ok(None) };
+            let json: Arc<[u8]> = CurrentRow::decode(v.value())?.load(&key, &hist)?.canonical_json()?.into();
             reads.fill(generation, &id, json.clone());
             Ok(Some(json))
         })
@@ -542,6 +647,7 @@ impl RecordStore for EmbeddedStore {
         let id = pair_id(pair);
         let (start, end) = (format!("{id}:"), format!("{id};"));
         let tenant = pair.tenant.clone();
+        let key = key_of(pair);
         self.blocking(move |db| {
             let tx = db.begin_read().map_err(err)?;
             let index = tx.open_table(HISTORY_INDEX).map_err(err)?;
@@ -552,7 +658,7 @@ impl RecordStore for EmbeddedStore {
             for r in index.range(start.as_str()..end.as_str()).map_err(err)? {
                 positions.push(r.map_err(err)?.1.value());
             }
-            if let Some(v) = tx.open_table(CONSENSUS).map_err(err)?.get(id.as_str()).map_err(err)? {
+            if let Some(v) = tx.open_table(CONSENSUS).map_err(err)?.get(row_key(&key)).map_err(err)? {
                 positions.extend(CurrentRow::decode(v.value())?.seq);
             }
             positions.sort_unstable();
