@@ -23,13 +23,7 @@ impl ConflictQueue for EmbeddedStore {
             let mut by_tenant = std::collections::BTreeMap::<String, u64>::new();
             for entry in t.iter().map_err(err)? {
                 let (k, _) = entry.map_err(err)?;
-                let tenant = k.value().0;
-                match by_tenant.get_mut(tenant) {
-                    Some(n) => *n += 1,
-                    None => {
-                        by_tenant.insert(tenant.to_string(), 1);
-                    }
-                }
+                *by_tenant.entry(k.value().0.to_string()).or_default() += 1;
             }
             Ok(by_tenant.into_iter().collect())
         })

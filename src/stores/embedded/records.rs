@@ -11,7 +11,7 @@
 //!   new answers only after the commit.
 //! - A record's bytes are stored once, in its history entry: the current row of a pair
 //!   ([`CurrentRow`]) holds what `decide_write` compares and the entry's position, and a
-//!   conflict-queue row only the tenant ([`ConflictRow`]).
+//!   conflict-queue row nothing but its key.
 //! - History entries get increasing positions, so a commit appends to the log. A pair's
 //!   current entry is named by its current row; the index (keyed by history id, a hash)
 //!   names only the entries a later write replaced (and, in stores written before this
@@ -162,8 +162,8 @@ fn pair_id_of(key: (&str, &str, &str)) -> String {
 /// the current one. (Rows that copied the whole record, before that, decode as well: a
 /// record has a top-level `tenant`.) Read and written only by the one-time rewrites.
 #[derive(Serialize, Deserialize)]
-pub(super) struct ConflictRow {
-    pub(super) tenant: String,
+struct ConflictRow {
+    tenant: String,
 }
 
 /// The `vex_meta` key of the one-time rewrite of current rows that copied their record.
