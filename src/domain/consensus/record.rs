@@ -419,6 +419,13 @@ impl ConsensusRecord {
         Ok(std::sync::Arc::try_unwrap(json).unwrap_or_else(|shared| shared.as_ref().clone()))
     }
 
+    /// The canonical JSON kept from computing the digest (what [`Self::to_canonical_json`]
+    /// returns), borrowed, while it is still this record's; `None` when it would have to be
+    /// made afresh.
+    pub fn kept_canonical_json(&self) -> Option<&str> {
+        self.kept_json().map(|json| json.as_str())
+    }
+
     /// The JSON kept from computing the digest, while it is still this record's (no
     /// `explain`, the digest unchanged).
     fn kept_json(&self) -> Option<&std::sync::Arc<String>> {

@@ -72,7 +72,11 @@ fn zstd_err(what: &str) -> impl Fn(std::io::Error) -> StoreError + '_ {
 
 /// `value`'s JSON, compressed with `kind`'s dictionary.
 pub(super) fn encode<T: serde::Serialize>(kind: Kind, value: &T) -> Result<Vec<u8>, StoreError> {
-    let json = serde_json::to_vec(value).map_err(json_err)?;
+    compress(kind, &serde_json::to_vec(value).map_err(json_err)?)
+}
+
+/// `json` (a value's JSON, already written), compressed with `kind`'s dictionary.
+pub(super) fn compress(kind: Kind, json: &[u8]) -> Result<Vec<u8>, StoreError> {
     COMPRESSORS.with_borrow_mut(|cs| {
         let c = match &mut cs[kind as usize] {
             Some(c) => c,
@@ -81,7 +85,7 @@ pub(super) fn encode<T: serde::Serialize>(kind: Kind, value: &T) -> Result<Vec<u
                     .map_err(zstd_err("creating a zstd context"))?,
             ),
         };
-        c.compress(&json).map_err(zstd_err("compressing a value"))
+        c.compress(json).map_err(zstd_err("compressing a value"))
     })
 }
 
