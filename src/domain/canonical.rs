@@ -134,16 +134,18 @@ where
 /// without characters JSON escapes (then byte order is UTF-16 order) and absent from
 /// `object`; `value` must be canonical JSON. `None` when `object` is not a JSON object.
 pub fn insert_member(object: &[u8], key: &str, value: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(object.len() + key.len() + value.len() + 4);
-    out.extend_from_slice(object);
-    insert_member_in_place(&mut out, key, value)?;
+    let (at, member) = member_at(object, key, value)?;
+    // The exact size, each byte copied once.
+    let mut out = Vec::with_capacity(object.len() + member.len());
+    out.extend_from_slice(&object[..at]);
+    out.extend_from_slice(&member);
+    out.extend_from_slice(&object[at..]);
     Some(out)
 }
 
-/// [`insert_member`] into `object` itself (no copy of the object: its tail moves once;
-/// no allocation when its capacity has room). `None`, and `object` unchanged, when it is
-/// not a JSON object.
-pub fn insert_member_in_place(object: &mut Vec<u8>, key: &str, value: &[u8]) -> Option<()> {
+/// Where in `object` the member `"key":value` goes, and its bytes (with the comma it
+/// needs); `None` when `object` is not a JSON object.
+fn member_at(object: &[u8], key: &str, value: &[u8]) -> Option<(usize, Vec<u8>)> {
     debug_assert!(key.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\'));
     if object.first() != Some(&b'{') {
         return None;
@@ -201,8 +203,7 @@ pub fn insert_member_in_place(object: &mut Vec<u8>, key: &str, value: &[u8]) -> 
     if comma_after {
         member.push(b',');
     }
-    object.splice(at..at, member);
-    Some(())
+    Some((at, member))
 }
 
 /// Checks that an integer going into a digest is exactly representable in RFC 8785.

@@ -441,12 +441,12 @@ impl ConsensusRecord {
         debug_assert!(self.consensus_digest.is_empty() && !self.is_explained());
         self.check_numbers()?;
         // ~0.4 KB per statement on vexhub; the member added below fits too.
-        let mut json = canonical::to_vec_ordered_sized(self, 512 + 512 * self.statements.len())?;
-        let digest = canonical::sha256_prefixed(&json);
-        canonical::insert_member_in_place(&mut json, "consensus_digest", &canonical::to_vec(&digest)?)
+        let bare = canonical::to_vec_ordered_sized(self, 512 + 512 * self.statements.len())?;
+        let digest = canonical::sha256_prefixed(&bare);
+        // Kept with the record (and, by `vex-lens consensus`, until every record is out):
+        // `insert_member` makes it in a buffer of its exact size.
+        let json = canonical::insert_member(&bare, "consensus_digest", &canonical::to_vec(&digest)?)
             .ok_or_else(|| CanonicalError::Serialise("a record did not serialise as a JSON object".into()))?;
-        // Kept with the record (and, by `vex-lens consensus`, until every record is out).
-        json.shrink_to_fit();
         let json = String::from_utf8(json).map_err(|e| CanonicalError::Serialise(e.to_string()))?;
         self.canonical = CanonicalCache(Some((digest.clone(), std::sync::Arc::new(json))));
         self.consensus_digest = digest;
