@@ -537,7 +537,16 @@ impl RecordStore for EmbeddedStore {
             records.iter().map(|v| Prepared::new(v, changed_at_ms)).collect::<Result<Vec<_>, StoreError>>()?;
         let written = self.write(move |tx, tally| write_prepared(tx, &prepared, tally)).await?;
         self.reads.committed(&written, |&i| {
-            let json = records[i].record.to_canonical_json().ok()?;
+            let record = &records[i].record;
+            // The JSON the core kept, borrowed (copied once, into the cached answer).
+            let made;
+            let json = match record.kept_canonical_json() {
+                Some(json) => json,
+                None => {
+                    made = record.to_canonical_json().ok()?;
+                    made.as_str()
+                }
+            };
             crate::ports::timed_record_json(json.as_bytes(), changed_at_ms).ok()
         });
         Ok(())
