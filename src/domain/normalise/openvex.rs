@@ -329,6 +329,44 @@ mod tests {
         assert_eq!(codes, vec![DiagnosticCode::OpaqueKey, DiagnosticCode::UnmatchedProduct]);
     }
 
+    /// A product id resolved once per document answers every later occurrence as the first:
+    /// the same keys and the same diagnostics, whether it names a product or a
+    /// subcomponent, as documents naming each id once give.
+    #[test]
+    fn a_product_id_repeated_in_a_document_resolves_and_reports_as_often_as_it_occurs() {
+        let statement = |v: &str| {
+            format!(
+                r#"{{"vulnerability":{{"name":"{v}"}},"products":[{{"@id":"pkg:npm/a@1.0.0","subcomponents":[{{"@id":"pkg:npm/b@2"}}]}},{{"@id":"https://example.com/thing"}},{{"identifiers":{{"purl":"pkg:"}}}},{{"@id":"pkg:npm/b@2"}}],"status":"fixed"}}"#
+            )
+        };
+        let doc = |statements: &[String]| {
+            format!(
+                r#"{{"@context":"https://openvex.dev/ns/v0.2.0","timestamp":"2023-01-01T00:00:00Z","statements":[{}]}}"#,
+                statements.join(",")
+            )
+        };
+        let once = norm(&doc(&[statement("CVE-1")])).unwrap();
+        let twice = norm(&doc(&[statement("CVE-1"), statement("CVE-2")])).unwrap();
+        let keys = |d: &NormalisedDocument, v: &str| -> Vec<(String, Vec<String>)> {
+            d.observations
+                .iter()
+                .filter(|o| &*o.vulnerability == v)
+                .map(|o| (o.artifact.to_string(), o.scope.iter().map(|s| s.to_string()).collect()))
+                .collect()
+        };
+        let want = keys(&once, "CVE-1");
+        assert_eq!(want.len(), 3, "{want:?}");
+        assert_eq!(keys(&twice, "CVE-1"), want);
+        assert_eq!(keys(&twice, "CVE-2"), want);
+        let messages = |d: &NormalisedDocument| -> Vec<String> {
+            d.diagnostics.iter().map(|x| format!("{:?} {}", x.code, x.message)).collect()
+        };
+        let first = messages(&once);
+        assert_eq!(first.len(), 2, "{first:?}");
+        let again: Vec<String> = first.iter().map(|m| m.replace("statements[0]", "statements[1]")).collect();
+        assert_eq!(messages(&twice), [first, again].concat());
+    }
+
     /// vexctl's image-reference example (its test data names images by reference and
     /// one by a plain name): one `pkg:oci` artifact per image, `id:nginx` for the name.
     #[test]
