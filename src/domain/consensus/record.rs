@@ -440,7 +440,7 @@ impl ConsensusRecord {
     fn seal(&mut self) -> Result<(), CanonicalError> {
         debug_assert!(self.consensus_digest.is_empty() && !self.is_explained());
         self.check_numbers()?;
-        // ~0.4 KB per statement on vexhub; the member added below fits too.
+        // ~0.5 KB per statement on vexhub (an estimate: the buffer only spares regrowths).
         let bare = canonical::to_vec_ordered_sized(self, 512 + 512 * self.statements.len())?;
         let digest = canonical::sha256_prefixed(&bare);
         // Kept with the record (and, by `vex-lens consensus`, until every record is out):
