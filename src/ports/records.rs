@@ -71,8 +71,7 @@ impl TimedRecord {
     /// `changed_at_ms` inserted as a member (so itself canonical). The same members as
     /// serialising `self`; spliced into the record's bytes, never decoded and re-encoded.
     pub fn canonical_json(&self) -> Result<Vec<u8>, StoreError> {
-        let record =
-            self.record.to_canonical_json().map_err(|e| StoreError::Rejected(format!("encoding record: {e}")))?;
+        let record = self.record.canonical_json().map_err(|e| StoreError::Rejected(format!("encoding record: {e}")))?;
         timed_record_json(record.as_bytes(), self.changed_at_ms)
     }
 }

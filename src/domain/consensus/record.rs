@@ -401,13 +401,21 @@ impl ConsensusRecord {
         }
     }
 
-    /// Canonical JSON of the record (what is digested, plus the digest and explain).
-    pub fn to_canonical_json(&self) -> Result<String, CanonicalError> {
+    /// Canonical JSON of the record (what is digested, plus the digest and explain): the
+    /// JSON kept from computing the digest, borrowed, while it is still this record's;
+    /// otherwise made afresh.
+    pub fn canonical_json(&self) -> Result<std::borrow::Cow<'_, str>, CanonicalError> {
         match self.kept_json() {
-            Some(json) => Ok(json.to_string()),
+            Some(json) => Ok(std::borrow::Cow::Borrowed(json.as_str())),
             None => String::from_utf8(canonical::to_vec_ordered(self)?)
+                .map(std::borrow::Cow::Owned)
                 .map_err(|e| CanonicalError::Serialise(e.to_string())),
         }
+    }
+
+    /// [`Self::canonical_json`], owned.
+    pub fn to_canonical_json(&self) -> Result<String, CanonicalError> {
+        self.canonical_json().map(std::borrow::Cow::into_owned)
     }
 
     /// [`Self::to_canonical_json`], taking the JSON kept from the digest instead of copying it.
@@ -417,13 +425,6 @@ impl ConsensusRecord {
         }
         let json = self.canonical.0.take().expect("kept above").1;
         Ok(std::sync::Arc::try_unwrap(json).unwrap_or_else(|shared| shared.as_ref().clone()))
-    }
-
-    /// The canonical JSON kept from computing the digest (what [`Self::to_canonical_json`]
-    /// returns), borrowed, while it is still this record's; `None` when it would have to be
-    /// made afresh.
-    pub fn kept_canonical_json(&self) -> Option<&str> {
-        self.kept_json().map(|json| json.as_str())
     }
 
     /// The JSON kept from computing the digest, while it is still this record's (no

@@ -62,16 +62,12 @@ impl StoredRecord {
     }
 
     /// The history entry's value of `record`: the bytes of a [`StoredRecord`] holding it.
-    /// A record's fields are declared in RFC 8785 order, so its JSON is the canonical JSON
-    /// the core made for its digest: when the record still holds that JSON it is copied in
-    /// (not written again, which was about 8 % of `serve --once`'s CPU on vexhub);
-    /// otherwise the record is written from a borrow ([`StoredRecordRef`]). Both give the
-    /// same bytes (tested).
+    /// A record's fields are declared in RFC 8785 order, so its serde JSON is its canonical
+    /// JSON, which the core made for its digest and keeps with it: copied in, not written
+    /// again (writing it again was about 8 % of `serve --once`'s CPU on vexhub). Tested
+    /// against serialising a [`StoredRecord`].
     fn encode(changed_at_ms: i64, record: &ConsensusRecord, version: RecordVersion) -> Result<Vec<u8>, StoreError> {
-        let kind = super::compressed::Kind::Record;
-        let Some(json) = record.kept_canonical_json() else {
-            return super::compressed::encode(kind, &StoredRecordRef { changed_at_ms, record, version });
-        };
+        let json = record.canonical_json().map_err(|e| StoreError::Rejected(format!("encoding record: {e}")))?;
         let mut entry = Vec::with_capacity(json.len() + 128);
         entry.extend_from_slice(b"{\"changed_at_ms\":");
         serde_json::to_writer(&mut entry, &changed_at_ms).map_err(json_err)?;
@@ -80,17 +76,8 @@ impl StoredRecord {
         entry.extend_from_slice(b",\"version\":");
         serde_json::to_writer(&mut entry, &version).map_err(json_err)?;
         entry.push(b'}');
-        super::compressed::compress(kind, &entry)
+        super::compressed::compress(super::compressed::Kind::Record, &entry)
     }
-}
-
-/// [`StoredRecord`] borrowing its record, for writing: the same fields in the same order,
-/// so the same JSON.
-#[derive(Serialize)]
-struct StoredRecordRef<'a> {
-    changed_at_ms: i64,
-    record: &'a ConsensusRecord,
-    version: RecordVersion,
 }
 
 /// The current row of a pair (`vex_consensus`, keyed by [`RowKey`]): what [`decide_write`]
@@ -537,16 +524,8 @@ impl RecordStore for EmbeddedStore {
             records.iter().map(|v| Prepared::new(v, changed_at_ms)).collect::<Result<Vec<_>, StoreError>>()?;
         let written = self.write(move |tx, tally| write_prepared(tx, &prepared, tally)).await?;
         self.reads.committed(&written, |&i| {
-            let record = &records[i].record;
             // The JSON the core kept, borrowed (copied once, into the cached answer).
-            let made;
-            let json = match record.kept_canonical_json() {
-                Some(json) => json,
-                None => {
-                    made = record.to_canonical_json().ok()?;
-                    made.as_str()
-                }
-            };
+            let json = records[i].record.canonical_json().ok()?;
             crate::ports::timed_record_json(json.as_bytes(), changed_at_ms).ok()
         });
         Ok(())
@@ -721,39 +700,38 @@ mod tests {
     use crate::domain::model::Status;
     use crate::stores::contract::{records_of, sample_observation};
 
-    /// A history entry written from a borrow has the bytes of a [`StoredRecord`] holding
-    /// the record, and decodes to it.
+    /// A history entry decodes to the record it was written from.
     #[test]
-    fn the_borrowed_history_entry_is_the_stored_record_byte_for_byte() {
+    fn the_history_entry_decodes_to_its_record() {
         let o = sample_observation("t", "vendor", "pkg:npm/left@1.0.0", "CVE-2024-1", Status::NotAffected);
         let pair = PairKey { tenant: "t".into(), artifact: o.artifact.to_string(), vulnerability: "CVE-2024-1".into() };
         let record = records_of(&[o], &pair);
         let version = RecordVersion { epoch: 2, offset: -3, observations: 4 };
-        let borrowed = serde_json::to_vec(&StoredRecordRef { changed_at_ms: 7, record: &record, version }).unwrap();
-        let owned = serde_json::to_vec(&StoredRecord::new(7, record.clone(), version)).unwrap();
-        assert_eq!(String::from_utf8(borrowed).unwrap(), String::from_utf8(owned).unwrap());
         let back = StoredRecord::decode(&StoredRecord::encode(7, &record, version).unwrap()).unwrap();
         assert_eq!((back.changed_at_ms, back.version), (7, version));
         assert_eq!(back.record.to_canonical_json().unwrap(), record.to_canonical_json().unwrap());
     }
 
-    /// A history entry made from the canonical JSON the core kept has the bytes of one
-    /// written from the record (the same frame, so stores written either way read alike),
-    /// and one made from a record without kept JSON (decoded, so the cache is empty) too.
+    /// A history entry made from the canonical JSON the core kept has the bytes of a
+    /// [`StoredRecord`] holding the record, serialised (the same frame, so stores written
+    /// either way read alike), and one made from a record without kept JSON (decoded, so
+    /// the JSON is made afresh) too.
     #[test]
-    fn the_history_entry_from_the_kept_json_is_the_entry_written_from_the_record() {
+    fn the_history_entry_from_the_kept_json_is_the_stored_record_byte_for_byte() {
         // An issuer with what JSON escapes, and text beyond ASCII.
         let issuer = "vendor \" \\ \t \u{1} é \u{1F600} <&>";
         let o = sample_observation("t", issuer, "pkg:npm/left@1.0.0", "CVE-2024-1", Status::NotAffected);
         let pair = PairKey { tenant: "t".into(), artifact: o.artifact.to_string(), vulnerability: "CVE-2024-1".into() };
         let record = records_of(&[o], &pair);
-        assert!(record.kept_canonical_json().is_some(), "a record fresh from the core keeps its JSON");
+        let kept = matches!(record.canonical_json().unwrap(), std::borrow::Cow::Borrowed(_));
+        assert!(kept, "a record fresh from the core keeps its JSON");
         let version = RecordVersion { epoch: 2, offset: -3, observations: 4 };
-        let written = serde_json::to_vec(&StoredRecordRef { changed_at_ms: -7, record: &record, version }).unwrap();
+        let written = serde_json::to_vec(&StoredRecord::new(-7, record.clone(), version)).unwrap();
         let want = super::super::compressed::compress(super::super::compressed::Kind::Record, &written).unwrap();
         assert_eq!(StoredRecord::encode(-7, &record, version).unwrap(), want);
         let decoded = StoredRecord::decode(&want).unwrap().record;
-        assert!(decoded.kept_canonical_json().is_none(), "a decoded record keeps no JSON");
+        let made = matches!(decoded.canonical_json().unwrap(), std::borrow::Cow::Owned(_));
+        assert!(made, "a decoded record keeps no JSON");
         assert_eq!(StoredRecord::encode(-7, &decoded, version).unwrap(), want);
     }
 }
