@@ -159,7 +159,8 @@ async fn connect_store(
             }
         }
         None => {
-            let s = EmbeddedStore::open(&cfg.store.data_dir).context("opening the embedded store")?;
+            let s = EmbeddedStore::open_with_cache(&cfg.store.data_dir, cfg.store.cache_bytes())
+                .context("opening the embedded store")?;
             tracing::info!(event = "store_opened", path = %s.path().display(), "embedded store opened");
             (Stores::of(Arc::new(s.clone())), Some(s))
         }

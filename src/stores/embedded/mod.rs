@@ -91,8 +91,9 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("vex_meta");
 /// The last change-stream position of each tenant.
 const CHANGE_TAILS: TableDefinition<&str, u64> = TableDefinition::new("vex_consensus_change_tails");
 
-/// Page cache of the embedded database (redb's default is 1 GiB).
-const CACHE_BYTES: usize = 64 * 1024 * 1024;
+/// Page cache of the embedded database when the caller names none (redb's default is
+/// 1 GiB; `serve` takes `store.cache_mib`, whose default is the same).
+const CACHE_BYTES: usize = 32 * 1024 * 1024;
 
 /// Pairs whose read-API answer is kept in memory ([`ReadCache`]: a hit reads no page).
 const READ_CACHE_PAIRS: usize = 4096;
@@ -173,12 +174,17 @@ pub struct EmbeddedStore {
 }
 
 impl EmbeddedStore {
-    /// Opens (creating) `<data_dir>/vex-lens.redb`.
+    /// Opens (creating) `<data_dir>/vex-lens.redb`, with the default page cache.
     pub fn open(data_dir: &Path) -> Result<EmbeddedStore, StoreError> {
+        Self::open_with_cache(data_dir, CACHE_BYTES)
+    }
+
+    /// Opens (creating) `<data_dir>/vex-lens.redb` with a page cache of `cache_bytes`.
+    pub fn open_with_cache(data_dir: &Path, cache_bytes: usize) -> Result<EmbeddedStore, StoreError> {
         std::fs::create_dir_all(data_dir)
             .map_err(|e| StoreError::Unavailable(format!("creating {}: {e}", data_dir.display())))?;
         let path = data_dir.join(DB_FILE);
-        let db = Database::builder().set_cache_size(CACHE_BYTES).create(&path).map_err(|e| match e {
+        let db = Database::builder().set_cache_size(cache_bytes).create(&path).map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => {
                 StoreError::Unavailable(format!("{} is in use by another process", path.display()))
             }
