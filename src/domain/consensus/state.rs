@@ -8,6 +8,8 @@
 //! ledger ([`crate::domain::ledger`]) is held like an observation (same id rule, same
 //! package check) but applies to no pair: it only orders its document's versions for
 //! retraction ([`PackageState::apply`] lists the pairs of that document's statements).
+//! Of an observation's provenance the state holds only its stream position (what a
+//! record's version reads); the rest of the observation is held as applied.
 
 use super::evaluate::evaluate;
 use super::record::{ConsensusRecord, PairKey, Reason};
@@ -15,7 +17,7 @@ use super::retract;
 use crate::domain::canonical::CanonicalError;
 use crate::domain::keys::{self, ArtifactKey};
 use crate::domain::ledger::version_cmp;
-use crate::domain::model::Observation;
+use crate::domain::model::{Observation, Provenance};
 use crate::domain::trust::Policy;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -232,6 +234,7 @@ impl PackageState {
         self.package.as_deref()
     }
 
+    /// The observations held (their provenance reduced to its `sequence`).
     pub fn observations(&self) -> impl Iterator<Item = &Observation> {
         self.observations.values().map(|o| &**o)
     }
@@ -256,6 +259,10 @@ impl PackageState {
         if self.observations.contains_key(&id) {
             return Ok(Vec::new());
         }
+        // Of its provenance a state reads only the stream position (a record's version,
+        // `pair_extent`): where it came from and its correlation id stay with the copy
+        // that is stored and logged, not with each held observation.
+        o.provenance = Provenance { sequence: o.provenance.sequence, ..Provenance::default() };
         if !o.kind.is_statement() {
             return self.add_marker(id, o, list_changed);
         }

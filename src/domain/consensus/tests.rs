@@ -817,3 +817,32 @@ fn a_version_4_record_reads_with_its_reason_as_text() {
     assert_eq!(back["statements"][0]["reason"], "superseded by x (fixed at 2024-01-02T00:00:00Z)");
     assert!(back["statements"][0].get("impact_statement").is_none());
 }
+
+/// A state holds of an observation's provenance only its stream position: the record's
+/// version still sees the sequence, the record is the same as from the observation with
+/// all of its provenance, and where it came from is not kept.
+#[test]
+fn a_state_keeps_only_the_sequence_of_provenance() {
+    let plain = obs(Some("vendor"), "pkg:npm/a@1", "CVE-1", Status::Fixed, "2024-01-01T00:00:00Z");
+    let mut full = plain.clone();
+    full.provenance = Provenance {
+        source: Some("/feeds/vendor/advisory-1.json".into()),
+        correlation_id: Some("0123456789abcdef0123456789abcdef".into()),
+        received_at_ms: Some(1_765_000_000_000),
+        sequence: Some(41),
+    };
+    let mut st = PackageState::new();
+    assert_eq!(st.apply(full.clone()).unwrap(), [pair_of("pkg:npm/a@1")]);
+    let held: Vec<&Observation> = st.observations().collect();
+    assert_eq!(held.len(), 1);
+    assert_eq!(held[0].provenance, Provenance { sequence: Some(41), ..Provenance::default() });
+    assert_eq!(Observation { provenance: full.provenance.clone(), ..held[0].clone() }, full);
+    assert_eq!(st.pair_extent(&pair_of("pkg:npm/a@1")), (41, 1));
+    let p = Policy::default();
+    let mut other = PackageState::new();
+    other
+        .apply(Observation { provenance: Provenance { sequence: Some(41), ..Provenance::default() }, ..plain })
+        .unwrap();
+    let r = |s: &PackageState| s.evaluate(&pair_of("pkg:npm/a@1"), &p, true).unwrap().unwrap().to_canonical_json();
+    assert_eq!(r(&st).unwrap(), r(&other).unwrap());
+}
