@@ -5,7 +5,7 @@
 //! actor has an equal or higher [`RecordVersion`]; a store replaces a pair's record only
 //! with an equal or higher version (`ports::RecordStore::put_records`).
 
-use crate::domain::consensus::{ConsensusRecord, PackageState, PairKey};
+use crate::domain::consensus::{ConsensusRecord, PairExtent};
 use serde::{Deserialize, Serialize};
 
 /// The version of a pair's record, compared field by field in this order: the tenant's
@@ -39,9 +39,9 @@ impl RecordVersion {
     /// Below every version a record can have (a record stored before versions existed).
     pub const LOWEST: RecordVersion = RecordVersion { epoch: 0, offset: i64::MIN, observations: 0 };
 
-    /// The version of `pair`'s record evaluated from `state` under policy epoch `epoch`.
-    pub fn of(epoch: u64, state: &PackageState, pair: &PairKey) -> RecordVersion {
-        let (offset, observations) = state.pair_extent(pair);
+    /// The version of a record evaluated under policy epoch `epoch` from a state in which
+    /// its pair has `extent` ([`crate::domain::consensus::PackageState::pair_extent`]).
+    pub fn from_extent(epoch: u64, (offset, observations): PairExtent) -> RecordVersion {
         RecordVersion { epoch, offset, observations }
     }
 }

@@ -116,14 +116,13 @@ impl PackageConsensus {
         let mut effects = Effects::default();
         let epoch = policy.epoch();
         for p in pairs {
-            match self.state.evaluate(&p, policy, false) {
-                Ok(Some(r)) => {
+            match self.state.evaluate_with_extent(&p, policy) {
+                Ok(Some((r, extent))) => {
                     let appeared = self.note_conflicts(&r);
                     if count && !appeared.is_empty() {
                         effects.conflicts_appeared.push(ConflictsAppeared { pair: p.clone(), reasons: appeared });
                     }
-                    let version = RecordVersion::of(epoch, &self.state, &p);
-                    effects.records.push(VersionedRecord::new(r, version));
+                    effects.records.push(VersionedRecord::new(r, RecordVersion::from_extent(epoch, extent)));
                 }
                 Ok(None) => {}
                 Err(e) => effects.undigestible.push(e),

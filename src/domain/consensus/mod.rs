@@ -35,7 +35,7 @@ pub use record::{
     Conflict, ConflictReason, ConsensusRecord, ConsensusStatus, Factors, PairKey, Reason, Role, StatementEntry,
     StatementText, RECORD_SCHEMA_VERSION,
 };
-pub use state::{ApplyError, PackageState};
+pub use state::{ApplyError, PackageState, PairExtent};
 
 use crate::domain::model::Observation;
 use crate::domain::trust::Tier;

@@ -166,6 +166,10 @@ fn pairs_applying(
     }
 }
 
+/// What [`PackageState::pair_extent`] tells of a pair: the highest `provenance.sequence`
+/// among the observations that apply to it (-1 when none has one) and how many apply.
+pub type PairExtent = (i64, u64);
+
 /// The in-memory consensus state of one package (what an `ArtifactActor` holds).
 ///
 /// Indexed so that applying an observation costs in proportion to the pairs it can
@@ -460,8 +464,12 @@ impl PackageState {
     /// The highest `provenance.sequence` among the observations that apply to a pair
     /// (-1 when none has one) and how many apply: with the policy epoch, the version of
     /// the pair's record (`ports::RecordVersion`). Both only grow as observations apply.
-    pub fn pair_extent(&self, pair: &PairKey) -> (i64, u64) {
-        let obs = self.applicable(pair);
+    pub fn pair_extent(&self, pair: &PairKey) -> PairExtent {
+        self.extent_of(&self.applicable(pair))
+    }
+
+    /// [`Self::pair_extent`] of the pair `obs` apply to (its [`Self::applicable`]).
+    fn extent_of(&self, obs: &[&Observation]) -> PairExtent {
         // The version markers of their documents change the record too (retraction).
         let docs: BTreeSet<DocKey> = obs.iter().filter_map(|o| doc_key(o)).collect();
         let mut markers: BTreeSet<ObsKey> = BTreeSet::new();
@@ -557,12 +565,32 @@ impl PackageState {
         policy: &Policy,
         explain: bool,
     ) -> Result<Option<ConsensusRecord>, ApplyError> {
+        self.evaluate_applicable(pair, &self.applicable(pair), policy, explain)
+    }
+
+    /// [`Self::evaluate`] with the pair's [`Self::pair_extent`], from one look-up of the
+    /// statements that apply to it.
+    pub fn evaluate_with_extent(
+        &self,
+        pair: &PairKey,
+        policy: &Policy,
+    ) -> Result<Option<(ConsensusRecord, PairExtent)>, ApplyError> {
         let obs = self.applicable(pair);
+        Ok(self.evaluate_applicable(pair, &obs, policy, false)?.map(|r| (r, self.extent_of(&obs))))
+    }
+
+    fn evaluate_applicable(
+        &self,
+        pair: &PairKey,
+        obs: &[&Observation],
+        policy: &Policy,
+        explain: bool,
+    ) -> Result<Option<ConsensusRecord>, ApplyError> {
         if obs.is_empty() {
             return Ok(None);
         }
         let package = self.package.as_deref().unwrap_or_default();
-        evaluate(pair, package, &obs, &|o| self.retracted_by(o), policy, explain).map(Some).map_err(|source| {
+        evaluate(pair, package, obs, &|o| self.retracted_by(o), policy, explain).map(Some).map_err(|source| {
             ApplyError::Undigestible {
                 artifact: pair.artifact.clone(),
                 vulnerability: pair.vulnerability.clone(),

@@ -846,3 +846,29 @@ fn a_state_keeps_only_the_sequence_of_provenance() {
     let r = |s: &PackageState| s.evaluate(&pair_of("pkg:npm/a@1"), &p, true).unwrap().unwrap().to_canonical_json();
     assert_eq!(r(&st).unwrap(), r(&other).unwrap());
 }
+
+/// One look-up of a pair's statements gives the same record and extent as evaluating the
+/// pair and asking its extent apart: for a version's pair (its own statement and the
+/// version-less one) and for an artifact no statement names exactly.
+#[test]
+fn evaluate_with_extent_is_evaluate_and_pair_extent() {
+    let p = Policy::default();
+    let mut st = PackageState::new();
+    for (i, (artifact, status)) in
+        [("pkg:npm/a@1", Status::Fixed), ("pkg:npm/a@2", Status::Affected), ("pkg:npm/a", Status::NotAffected)]
+            .into_iter()
+            .enumerate()
+    {
+        let mut o = obs(Some("vendor"), artifact, "CVE-1", status, "2024-01-01T00:00:00Z");
+        o.provenance.sequence = Some(10 + i as i64);
+        st.apply(o).unwrap();
+    }
+    for artifact in ["pkg:npm/a@1", "pkg:npm/a@2", "pkg:npm/a@3"] {
+        let pair = pair_of(artifact);
+        let (record, extent) = st.evaluate_with_extent(&pair, &p).unwrap().unwrap();
+        assert_eq!(record, st.evaluate(&pair, &p, false).unwrap().unwrap(), "{artifact}");
+        assert_eq!(extent, st.pair_extent(&pair), "{artifact}");
+    }
+    assert_eq!(st.pair_extent(&pair_of("pkg:npm/a@2")), (12, 2));
+    assert!(st.evaluate_with_extent(&pair_of("pkg:npm/b@1"), &p).unwrap().is_none());
+}
