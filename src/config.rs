@@ -383,15 +383,15 @@ pub struct StoreConfig {
     /// Directory of the embedded (redb) store.
     pub data_dir: PathBuf,
     /// Memory for the embedded store's page cache, in MiB (a tenth of it buffers the
-    /// pages a commit writes). A bound, filled as a load touches pages: on vexhub x 7 a
-    /// 64 MiB cache was 45 MB more resident memory than 32 and no faster
-    /// (docs/performance.md, session 18).
+    /// pages a commit writes). A bound, filled as a load touches pages: 32 instead of 64
+    /// held 15-40 MB less resident memory on large loads and made `serve --once` 3-7 %
+    /// slower on CSAF copies (docs/performance.md, session 18).
     pub cache_mib: u32,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig { data_dir: "./data".into(), cache_mib: 32 }
+        StoreConfig { data_dir: "./data".into(), cache_mib: 64 }
     }
 }
 

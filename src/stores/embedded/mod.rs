@@ -93,7 +93,7 @@ const CHANGE_TAILS: TableDefinition<&str, u64> = TableDefinition::new("vex_conse
 
 /// Page cache of the embedded database when the caller names none (redb's default is
 /// 1 GiB; `serve` takes `store.cache_mib`, whose default is the same).
-const CACHE_BYTES: usize = 32 * 1024 * 1024;
+const CACHE_BYTES: usize = 64 * 1024 * 1024;
 
 /// Pairs whose read-API answer is kept in memory ([`ReadCache`]: a hit reads no page).
 const READ_CACHE_PAIRS: usize = 4096;
