@@ -382,8 +382,9 @@ impl Default for IngestConfig {
 pub struct StoreConfig {
     /// Directory of the embedded (redb) store.
     pub data_dir: PathBuf,
-    /// Memory for the embedded store's page cache, in MiB (a tenth of it buffers the
-    /// pages a commit writes). A bound, filled as a load touches pages: 32 instead of 64
+    /// Memory for the embedded store's page cache in `serve`, in MiB (a tenth of it
+    /// buffers the pages a commit writes; one-shot commands such as `records`, `export`
+    /// and `compact` use the default). A bound, filled as a load touches pages: 32 instead of 64
     /// held 15-40 MB less resident memory on large loads and made `serve --once` 3-7 %
     /// slower on CSAF copies (docs/performance.md, session 18).
     pub cache_mib: u32,

@@ -64,7 +64,7 @@ thread_local! {
     // The frame is written here first (room for zstd's bound on the output), then copied
     // out at its exact size: a value compresses to a fraction of its JSON, and the rows of
     // a batch wait in memory until their commit (zstd's own `compress` keeps the bound's
-    // capacity in every value: about a seventh of a `serve --once` heap peak).
+    // capacity in every value: 6-11 % of a `serve --once` heap peak).
     static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     // Slot 0: frames without a dictionary; slot 1 + i: dictionary i.
     static DECOMPRESSORS: std::cell::RefCell<[Option<zstd::bulk::Decompressor<'static>>; 3]> =
