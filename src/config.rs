@@ -397,9 +397,10 @@ impl Default for StoreConfig {
 }
 
 impl StoreConfig {
-    /// The page cache in bytes.
+    /// The page cache in bytes (saturating where `usize` is 32 bits: a shift would wrap
+    /// 4 GiB and more to a tiny cache).
     pub fn cache_bytes(&self) -> usize {
-        (self.cache_mib as usize) << 20
+        usize::try_from(self.cache_mib).unwrap_or(usize::MAX).saturating_mul(1 << 20)
     }
 
     /// `[store]`: the cache size.
