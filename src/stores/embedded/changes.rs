@@ -66,7 +66,7 @@ impl EmbeddedStore {
             let tx = db.begin_read().map_err(err)?;
             let log = tx.open_table(HISTORY_LOG).map_err(err)?;
             let mut out = Vec::new();
-            for r in log.range(start.as_str()..end.as_str()).map_err(err)?.take(limit) {
+            for r in log.range(start.as_bytes()..end.as_bytes()).map_err(err)?.take(limit) {
                 let (k, v) = r.map_err(err)?;
                 let seq = position_of(k.value())?;
                 let s = StoredRecord::decode(v.value())?;

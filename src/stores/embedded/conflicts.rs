@@ -20,12 +20,12 @@ impl ConflictQueue for EmbeddedStore {
         self.blocking(|db| {
             let tx = db.begin_read().map_err(err)?;
             let t = tx.open_table(CONFLICTS).map_err(err)?;
-            let mut by_tenant = std::collections::BTreeMap::<String, u64>::new();
+            let mut by_tenant = std::collections::BTreeMap::<Vec<u8>, u64>::new();
             for entry in t.iter().map_err(err)? {
                 let (k, _) = entry.map_err(err)?;
-                *by_tenant.entry(k.value().0.to_string()).or_default() += 1;
+                *by_tenant.entry(k.value().0.to_vec()).or_default() += 1;
             }
-            Ok(by_tenant.into_iter().collect())
+            Ok(by_tenant.into_iter().map(|(t, n)| (String::from_utf8_lossy(&t).into_owned(), n)).collect())
         })
         .await
     }

@@ -15,6 +15,7 @@
 //! transaction (redb serialises write transactions), so positions are dense and
 //! committed in order.
 
+mod byte_keys;
 mod changes;
 mod compressed;
 mod conflicts;
@@ -36,13 +37,18 @@ use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-const OBSERVATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("vex_observations");
+/// Observations: `tenant \0 package \0 id` (bytes of UTF-8 text) -> compressed observation.
+/// The hot tables' keys are byte strings, compared as bytes (the same order as the text
+/// they hold): a `&str` key is checked as UTF-8 at every comparison of every B-tree search.
+const OBSERVATIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("vex_observations");
 /// The document ledger: `tenant \0 issuer \0 document id \0 digest` -> version (JSON).
 const DOCUMENT_VERSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("vex_document_versions");
 /// The current row of each pair (`records::CurrentRow`), keyed by the pair itself
 /// (tenant, artifact, vulnerability): a package's pairs are neighbours, so a batch of a
 /// package's records touches a few pages of the table rather than one page per record.
-const CONSENSUS: TableDefinition<(&str, &str, &str), &[u8]> = TableDefinition::new("vex_consensus");
+const CONSENSUS: TableDefinition<PairColumns, &[u8]> = TableDefinition::new("vex_consensus");
+/// The key of the tables keyed by pair: (tenant, artifact, vulnerability), the bytes of each.
+type PairColumns = (&'static [u8], &'static [u8], &'static [u8]);
 /// [`CONSENSUS`] as stores before it was keyed by pair kept it: keyed by pair id (a hash);
 /// read only by the one-time rewrites of `records`.
 const CONSENSUS_BY_ID: TableDefinition<&str, &[u8]> = TableDefinition::new("vex_consensus");
@@ -51,12 +57,12 @@ const CONSENSUS_BY_ID: TableDefinition<&str, &[u8]> = TableDefinition::new("vex_
 const HISTORY: TableDefinition<&str, &[u8]> = TableDefinition::new("vex_consensus_history");
 /// The history and change stream in one: `<tenant>\0<position, 20 digits>` -> the history
 /// entry (compressed), so a commit appends to it.
-const HISTORY_LOG: TableDefinition<&str, &[u8]> = TableDefinition::new("vex_consensus_history_log");
+const HISTORY_LOG: TableDefinition<&[u8], &[u8]> = TableDefinition::new("vex_consensus_history_log");
 /// A pair's earlier history entries (those a later write replaced; the current one is the
 /// current row's): `<history id>` (`<pair id>:<time>:<digest>`) -> position.
-const HISTORY_INDEX: TableDefinition<&str, u64> = TableDefinition::new("vex_consensus_history_index");
+const HISTORY_INDEX: TableDefinition<&[u8], u64> = TableDefinition::new("vex_consensus_history_index");
 /// The conflict queue: the pairs whose current record has conflicts, keyed as [`CONSENSUS`].
-const CONFLICTS: TableDefinition<(&str, &str, &str), ()> = TableDefinition::new("vex_conflict_queue");
+const CONFLICTS: TableDefinition<PairColumns, ()> = TableDefinition::new("vex_conflict_queue");
 /// [`CONFLICTS`] as stores before it was keyed by pair kept it: pair id -> tenant (JSON);
 /// read only by the one-time rewrites of `records`.
 const CONFLICTS_BY_ID: TableDefinition<&str, &[u8]> = TableDefinition::new("vex_conflict_queue");
@@ -66,6 +72,14 @@ const DEAD_LETTERS: TableDefinition<&str, &[u8]> = TableDefinition::new("dead_le
 const EXPORT_JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("vex_export_jobs");
 const TRUST_POLICIES: TableDefinition<&str, &[u8]> = TableDefinition::new("vex_trust_policies");
 const TRUST_AUDIT: TableDefinition<&str, &[u8]> = TableDefinition::new("vex_trust_audit");
+/// The hot tables as stores before byte keys kept them (the same names, the same key
+/// bytes, typed as text); read only by the one-time rewrites, the last of which
+/// (`byte_keys`) moves their rows to the tables above.
+const OBSERVATIONS_TEXT: TableDefinition<&str, &[u8]> = TableDefinition::new("vex_observations");
+const CONSENSUS_TEXT: TableDefinition<(&str, &str, &str), &[u8]> = TableDefinition::new("vex_consensus");
+const HISTORY_LOG_TEXT: TableDefinition<&str, &[u8]> = TableDefinition::new("vex_consensus_history_log");
+const HISTORY_INDEX_TEXT: TableDefinition<&str, u64> = TableDefinition::new("vex_consensus_history_index");
+const CONFLICTS_TEXT: TableDefinition<(&str, &str, &str), ()> = TableDefinition::new("vex_conflict_queue");
 /// The change stream as stores before the position-keyed log kept it
 /// (`<tenant>\0<position, 20 digits>` -> history entry id); read only by the one-time
 /// rewrites, then deleted.
@@ -78,11 +92,10 @@ fn change_key(tenant: &str, seq: u64) -> String {
 }
 
 /// The position a [`change_key`] names.
-fn position_of(key: &str) -> Result<u64, StoreError> {
-    key.rsplit('\u{0}')
-        .next()
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| StoreError::Rejected(format!("change stream key {key:?} has no position")))
+fn position_of(key: &[u8]) -> Result<u64, StoreError> {
+    key.rsplit(|b| *b == 0).next().and_then(|digits| std::str::from_utf8(digits).ok()?.parse().ok()).ok_or_else(|| {
+        StoreError::Rejected(format!("change stream key {:?} has no position", String::from_utf8_lossy(key)))
+    })
 }
 /// Per tenant, the policy epoch up to which its trust changes are recomputed.
 const TRUST_RECOMPUTED: TableDefinition<&str, u64> = TableDefinition::new("vex_trust_recomputed");
@@ -203,20 +216,10 @@ impl EmbeddedStore {
 
     fn create_tables(&self) -> Result<(), StoreError> {
         let tx = self.db.begin_write().map_err(err)?;
-        for t in [
-            OBSERVATIONS,
-            DOCUMENT_VERSIONS,
-            HISTORY_LOG,
-            VERIFICATIONS,
-            DEAD_LETTERS,
-            EXPORT_JOBS,
-            TRUST_POLICIES,
-            TRUST_AUDIT,
-        ] {
+        for t in [DOCUMENT_VERSIONS, VERIFICATIONS, DEAD_LETTERS, EXPORT_JOBS, TRUST_POLICIES, TRUST_AUDIT] {
             tx.open_table(t).map_err(err)?;
         }
         tx.open_table(FILES).map_err(err)?;
-        tx.open_table(HISTORY_INDEX).map_err(err)?;
         tx.open_table(CHANGE_TAILS).map_err(err)?;
         tx.open_table(TRUST_RECOMPUTED).map_err(err)?;
         // Older layouts, in order, each once per database.
@@ -224,6 +227,11 @@ impl EmbeddedStore {
         once(&tx, changes::STREAM_BACKFILL, Self::backfill_stream)?;
         once(&tx, records::HISTORY_BY_POSITION, Self::key_history_by_position)?;
         once(&tx, records::CURRENT_ROWS_BY_PAIR, Self::key_current_rows_by_pair)?;
+        once(&tx, byte_keys::BYTE_KEYS, byte_keys::key_tables_by_bytes)?;
+        // The byte-keyed tables, opened (made, in a new database) after the rewrites.
+        tx.open_table(OBSERVATIONS).map_err(err)?;
+        tx.open_table(HISTORY_LOG).map_err(err)?;
+        tx.open_table(HISTORY_INDEX).map_err(err)?;
         tx.open_table(CONSENSUS).map_err(err)?;
         tx.open_table(CONFLICTS).map_err(err)?;
         tx.commit().map_err(err)

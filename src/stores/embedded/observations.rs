@@ -38,8 +38,8 @@ impl ObservationStore for EmbeddedStore {
             let mut t = tx.open_table(OBSERVATIONS).map_err(err)?;
             for (k, v) in &rows {
                 // Keep the first provenance: never overwrite.
-                if t.get(k.as_str()).map_err(err)?.is_none() {
-                    t.insert(k.as_str(), v.as_slice()).map_err(err)?;
+                if t.get(k.as_bytes()).map_err(err)?.is_none() {
+                    t.insert(k.as_bytes(), v.as_slice()).map_err(err)?;
                     tally.rows(&OBSERVATIONS, 1);
                 }
             }
@@ -55,7 +55,7 @@ impl ObservationStore for EmbeddedStore {
             let tx = db.begin_read().map_err(err)?;
             let t = tx.open_table(OBSERVATIONS).map_err(err)?;
             let mut out = Vec::new();
-            for r in t.range(start.as_str()..end.as_str()).map_err(err)? {
+            for r in t.range(start.as_bytes()..end.as_bytes()).map_err(err)? {
                 let (_, v) = r.map_err(err)?;
                 out.push(super::compressed::decode(v.value())?);
             }
@@ -72,11 +72,11 @@ impl ObservationStore for EmbeddedStore {
             let tx = db.begin_read().map_err(err)?;
             let t = tx.open_table(OBSERVATIONS).map_err(err)?;
             let mut out: Vec<String> = Vec::new();
-            for r in t.range(start.as_str()..end.as_str()).map_err(err)? {
+            for r in t.range(start.as_bytes()..end.as_bytes()).map_err(err)? {
                 let (k, _) = r.map_err(err)?;
-                let package = k.value()[start.len()..].split('\u{0}').next().unwrap_or_default();
-                if out.last().map(String::as_str) != Some(package) {
-                    out.push(package.to_string());
+                let package = k.value()[start.len()..].split(|b| *b == 0).next().unwrap_or_default();
+                if out.last().map(String::as_bytes) != Some(package) {
+                    out.push(String::from_utf8_lossy(package).into_owned());
                 }
             }
             Ok(out)

@@ -26,8 +26,9 @@
 //!   queue keyed by pair id ([`EmbeddedStore::key_current_rows_by_pair`]).
 
 use super::{
-    change_key, err, json_err, position_of, EmbeddedStore, Tally, CHANGES, CHANGE_TAILS, CONFLICTS, CONFLICTS_BY_ID,
-    CONSENSUS, CONSENSUS_BY_ID, HISTORY, HISTORY_INDEX, HISTORY_LOG,
+    change_key, err, json_err, position_of, EmbeddedStore, PairColumns, Tally, CHANGES, CHANGE_TAILS, CONFLICTS,
+    CONFLICTS_BY_ID, CONFLICTS_TEXT, CONSENSUS, CONSENSUS_BY_ID, CONSENSUS_TEXT, HISTORY, HISTORY_INDEX,
+    HISTORY_INDEX_TEXT, HISTORY_LOG, HISTORY_LOG_TEXT,
 };
 use crate::domain::consensus::{ConsensusRecord, PairKey};
 use crate::domain::version::{RecordVersion, VersionedRecord};
@@ -123,18 +124,23 @@ impl CurrentRow {
     fn load(
         &self,
         pair: &dyn std::fmt::Debug,
-        log: &impl ReadableTable<&'static str, &'static [u8]>,
+        log: &impl ReadableTable<&'static [u8], &'static [u8]>,
     ) -> Result<TimedRecord, StoreError> {
-        let missing = || {
-            StoreError::Rejected(format!(
-                "the current record of pair {pair:?} names history position {:?}, which is missing",
-                self.seq
-            ))
-        };
-        let seq = self.seq.ok_or_else(missing)?;
-        let v = log.get(change_key(&self.tenant, seq).as_str()).map_err(err)?.ok_or_else(missing)?;
+        let v = log.get(self.entry_key(pair)?.as_bytes()).map_err(err)?.ok_or_else(|| self.missing(pair))?;
         let s = StoredRecord::decode(v.value())?;
         Ok(TimedRecord { record: s.record, changed_at_ms: self.changed_at_ms })
+    }
+
+    /// The history log key of the entry this row names.
+    fn entry_key(&self, pair: &dyn std::fmt::Debug) -> Result<String, StoreError> {
+        Ok(change_key(&self.tenant, self.seq.ok_or_else(|| self.missing(pair))?))
+    }
+
+    fn missing(&self, pair: &dyn std::fmt::Debug) -> StoreError {
+        StoreError::Rejected(format!(
+            "the current record of pair {pair:?} names history position {:?}, which is missing",
+            self.seq
+        ))
     }
 }
 
@@ -142,12 +148,19 @@ impl CurrentRow {
 /// vulnerability), owned.
 pub(super) type RowKey = (String, String, String);
 
-/// The key type of the tables keyed by pair (tenant, artifact, vulnerability).
-type PairColumns = (&'static str, &'static str, &'static str);
-
 /// [`RowKey`] borrowed, as the tables take it.
-fn row_key(k: &RowKey) -> (&str, &str, &str) {
-    (k.0.as_str(), k.1.as_str(), k.2.as_str())
+fn row_key(k: &RowKey) -> (&[u8], &[u8], &[u8]) {
+    (k.0.as_bytes(), k.1.as_bytes(), k.2.as_bytes())
+}
+
+/// A table's pair key, shown as text (in errors).
+struct Shown<'a>((&'a [u8], &'a [u8], &'a [u8]));
+
+impl std::fmt::Debug for Shown<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        f.debug_tuple("").field(&text(self.0 .0)).field(&text(self.0 .1)).field(&text(self.0 .2)).finish()
+    }
 }
 
 /// The [`RowKey`] of `pair`.
@@ -156,8 +169,9 @@ fn key_of(pair: &PairKey) -> RowKey {
 }
 
 /// The pair id of a current row's key (what history ids and the read cache use).
-fn pair_id_of(key: (&str, &str, &str)) -> String {
-    pair_id(&PairKey { tenant: key.0.into(), artifact: key.1.into(), vulnerability: key.2.into() })
+fn pair_id_of(key: (&[u8], &[u8], &[u8])) -> String {
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    pair_id(&PairKey { tenant: text(key.0), artifact: text(key.1), vulnerability: text(key.2) })
 }
 
 /// A conflict-queue row of the layout keyed by pair id (`vex_conflict_queue` before
@@ -264,12 +278,12 @@ impl EmbeddedStore {
     fn move_history_into_log(tx: &redb::WriteTransaction) -> Result<usize, StoreError> {
         let hist = tx.open_table(HISTORY).map_err(err)?;
         let changes = tx.open_table(CHANGES).map_err(err)?;
-        let mut log = tx.open_table(HISTORY_LOG).map_err(err)?;
-        let mut index = tx.open_table(HISTORY_INDEX).map_err(err)?;
+        let mut log = tx.open_table(HISTORY_LOG_TEXT).map_err(err)?;
+        let mut index = tx.open_table(HISTORY_INDEX_TEXT).map_err(err)?;
         let mut moved = 0usize;
         for r in changes.iter().map_err(err)? {
             let (k, hid) = r.map_err(err)?;
-            let seq = position_of(k.value())?;
+            let seq = position_of(k.value().as_bytes())?;
             let Some(v) = hist.get(hid.value()).map_err(err)? else {
                 return Err(StoreError::Rejected(format!("change {seq} names a missing history entry")));
             };
@@ -324,28 +338,29 @@ impl EmbeddedStore {
         let (mut rows, mut queued, mut dropped) = (0usize, 0usize, 0usize);
         {
             let old = tx.open_table(ROWS_BY_ID).map_err(err)?;
-            let log = tx.open_table(HISTORY_LOG).map_err(err)?;
-            let mut cur = tx.open_table(CONSENSUS).map_err(err)?;
+            let log = tx.open_table(HISTORY_LOG_TEXT).map_err(err)?;
+            let mut cur = tx.open_table(CONSENSUS_TEXT).map_err(err)?;
             // The conflicted pairs' keys, by pair id (the old queue's key).
             let mut conflicted = std::collections::HashMap::new();
             for r in old.iter().map_err(err)? {
                 let (id, v) = r.map_err(err)?;
                 let row = CurrentRow::decode(v.value())?;
-                let record = row.load(&id.value(), &log)?.record;
+                let entry = log.get(row.entry_key(&id.value())?.as_str()).map_err(err)?;
+                let record = StoredRecord::decode(entry.ok_or_else(|| row.missing(&id.value()))?.value())?.record;
                 let key: RowKey = (record.tenant, record.artifact, record.vulnerability);
-                cur.insert(row_key(&key), v.value()).map_err(err)?;
+                cur.insert((key.0.as_str(), key.1.as_str(), key.2.as_str()), v.value()).map_err(err)?;
                 rows += 1;
                 if row.conflicted {
                     conflicted.insert(id.value().to_string(), key);
                 }
             }
             let old_queue = tx.open_table(QUEUE_BY_ID).map_err(err)?;
-            let mut queue = tx.open_table(CONFLICTS).map_err(err)?;
+            let mut queue = tx.open_table(CONFLICTS_TEXT).map_err(err)?;
             for r in old_queue.iter().map_err(err)? {
                 let (id, _) = r.map_err(err)?;
                 match conflicted.get(id.value()) {
                     Some(key) => {
-                        queue.insert(row_key(key), ()).map_err(err)?;
+                        queue.insert((key.0.as_str(), key.1.as_str(), key.2.as_str()), ()).map_err(err)?;
                         queued += 1;
                     }
                     None => dropped += 1,
@@ -412,7 +427,7 @@ pub(super) fn index_current_entries(tx: &redb::WriteTransaction) -> Result<(), S
         let (key, v) = r.map_err(err)?;
         let row = CurrentRow::decode(v.value())?;
         if let Some(seq) = row.seq {
-            index.insert(row.history_key(&pair_id_of(key.value())).as_str(), seq).map_err(err)?;
+            index.insert(row.history_key(&pair_id_of(key.value())).as_bytes(), seq).map_err(err)?;
         }
     }
     Ok(())
@@ -454,7 +469,7 @@ fn write_prepared(
                 WriteDecision::Write => {
                     written.push((p.id.clone(), index));
                     // A replay of an entry already in the history keeps its position.
-                    let known = index_of.get(p.history_key.as_str()).map_err(err)?.map(|v| v.value());
+                    let known = index_of.get(p.history_key.as_bytes()).map_err(err)?.map(|v| v.value());
                     let seq = match known {
                         Some(seq) => seq,
                         None => {
@@ -464,7 +479,7 @@ fn write_prepared(
                                 None => tails.get(tenant).map_err(err)?.map_or(0, |v| v.value()),
                             } + 1;
                             tail_of.insert(tenant, seq);
-                            log.insert(change_key(tenant, seq).as_str(), p.history_bytes.as_slice()).map_err(err)?;
+                            log.insert(change_key(tenant, seq).as_bytes(), p.history_bytes.as_slice()).map_err(err)?;
                             tally.rows(&HISTORY_LOG, 1);
                             seq
                         }
@@ -474,7 +489,7 @@ fn write_prepared(
                     if let Some((old_key, old_seq)) =
                         stored.as_ref().and_then(|s| Some((s.history_key(&p.id), s.seq?))).filter(|(_, o)| *o != seq)
                     {
-                        index_of.insert(old_key.as_str(), old_seq).map_err(err)?;
+                        index_of.insert(old_key.as_bytes(), old_seq).map_err(err)?;
                         tally.index(&HISTORY_INDEX, 1);
                     }
                     let row = CurrentRow { seq: Some(seq), ..p.row.clone() };
@@ -507,7 +522,7 @@ fn tenant_rows<'t>(
     t: &'t redb::ReadOnlyTable<PairColumns, &'static [u8]>,
     tenant: &str,
 ) -> Result<redb::Range<'t, PairColumns, &'static [u8]>, StoreError> {
-    t.range((tenant, "", "")..).map_err(err)
+    t.range((tenant.as_bytes(), &b""[..], &b""[..])..).map_err(err)
 }
 
 #[async_trait::async_trait]
@@ -564,14 +579,14 @@ impl RecordStore for EmbeddedStore {
                 };
                 for r in rows {
                     let (k, v) = r.map_err(err)?;
-                    if tenant.as_deref().is_some_and(|t| t != k.value().0) {
+                    if tenant.as_deref().is_some_and(|t| t.as_bytes() != k.value().0) {
                         break;
                     }
                     let row = CurrentRow::decode(v.value())?;
                     if since_ms.is_some_and(|m| row.changed_at_ms < m) {
                         continue;
                     }
-                    out.push(row.load(&k.value(), &hist)?.record);
+                    out.push(row.load(&Shown(k.value()), &hist)?.record);
                 }
                 Ok(out)
             })
@@ -605,10 +620,10 @@ impl RecordStore for EmbeddedStore {
             let mut out = Vec::new();
             for r in tenant_rows(&t, &q.tenant)? {
                 let (k, v) = r.map_err(err)?;
-                if q.tenant != k.value().0 {
+                if q.tenant.as_bytes() != k.value().0 {
                     break;
                 }
-                let timed = CurrentRow::decode(v.value())?.load(&k.value(), &hist)?;
+                let timed = CurrentRow::decode(v.value())?.load(&Shown(k.value()), &hist)?;
                 if q.matches(&timed) {
                     out.push(timed);
                     // The rows come in the answer's order: the first `limit` matches are it.
@@ -659,7 +674,7 @@ impl RecordStore for EmbeddedStore {
             // The earlier entries (the index), and the current one (the current row); an
             // index written before this layout also names the current one.
             let mut positions = Vec::new();
-            for r in index.range(start.as_str()..end.as_str()).map_err(err)? {
+            for r in index.range(start.as_bytes()..end.as_bytes()).map_err(err)? {
                 positions.push(r.map_err(err)?.1.value());
             }
             if let Some(v) = tx.open_table(CONSENSUS).map_err(err)?.get(row_key(&key)).map_err(err)? {
@@ -669,7 +684,7 @@ impl RecordStore for EmbeddedStore {
             positions.dedup();
             let mut out = Vec::new();
             for seq in positions {
-                let Some(v) = log.get(change_key(&tenant, seq).as_str()).map_err(err)? else {
+                let Some(v) = log.get(change_key(&tenant, seq).as_bytes()).map_err(err)? else {
                     return Err(StoreError::Rejected(format!(
                         "history entry at position {seq} of pair {id} is missing"
                     )));

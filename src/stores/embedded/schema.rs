@@ -46,10 +46,11 @@ impl SchemaStore for EmbeddedStore {
             let mut out: Vec<(String, String)> = Vec::new();
             for r in tx.open_table(OBSERVATIONS).map_err(err)?.iter().map_err(err)? {
                 let (k, _) = r.map_err(err)?;
-                let mut parts = k.value().split('\u{0}');
+                let mut parts = k.value().split(|b| *b == 0);
                 let (tenant, package) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
-                if !out.last().is_some_and(|(t, p)| t == tenant && p == package) {
-                    out.push((tenant.to_string(), package.to_string()));
+                if !out.last().is_some_and(|(t, p)| t.as_bytes() == tenant && p.as_bytes() == package) {
+                    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+                    out.push((text(tenant), text(package)));
                 }
             }
             Ok(out)
@@ -65,12 +66,12 @@ impl SchemaStore for EmbeddedStore {
             {
                 let mut t = tx.open_table(OBSERVATIONS).map_err(err)?;
                 for (k, v) in &add {
-                    if t.get(k.as_str()).map_err(err)?.is_none() {
-                        t.insert(k.as_str(), v.as_slice()).map_err(err)?;
+                    if t.get(k.as_bytes()).map_err(err)?.is_none() {
+                        t.insert(k.as_bytes(), v.as_slice()).map_err(err)?;
                     }
                 }
                 for k in &remove {
-                    t.remove(k.as_str()).map_err(err)?;
+                    t.remove(k.as_bytes()).map_err(err)?;
                 }
             }
             tx.commit().map_err(err)
