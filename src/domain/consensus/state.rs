@@ -19,7 +19,12 @@ use crate::domain::keys::{self, ArtifactKey};
 use crate::domain::ledger::version_cmp;
 use crate::domain::model::{Observation, Provenance};
 use crate::domain::trust::Policy;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The hash maps of a package state: foldhash (randomly seeded per process, as std's is)
+/// instead of std's SipHash, which took about 1 % of `serve --once` hashing the state's
+/// strings; nothing reads these maps in their iteration order.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 use std::sync::Arc;
 
 /// Why an observation was not accepted by a package state.
@@ -87,7 +92,7 @@ struct TenantIndex {
 /// so every observation applied has its strings replaced by the state's copies and the
 /// indexes key on the same `Arc`s. Only grows, as the state does.
 #[derive(Clone, Debug, Default)]
-struct Strings(std::collections::HashSet<Arc<str>>);
+struct Strings(std::collections::HashSet<Arc<str>, foldhash::fast::RandomState>);
 
 impl Strings {
     /// The state's copy of `s` (stored first if new).
