@@ -23,7 +23,9 @@
 //! - Older layouts are rewritten once when opened: current rows that copied the record
 //!   ([`EmbeddedStore::point_current_rows_to_history`]), then the history keyed by history
 //!   id ([`EmbeddedStore::key_history_by_position`]), then current rows and the conflict
-//!   queue keyed by pair id ([`EmbeddedStore::key_current_rows_by_pair`]).
+//!   queue keyed by pair id ([`EmbeddedStore::key_current_rows_by_pair`]); these read and
+//!   write the tables as text-keyed (`*_TEXT`), and last `byte_keys` moves them to byte
+//!   keys (the same bytes), which every other function here reads and writes.
 
 use super::{
     change_key, err, json_err, position_of, EmbeddedStore, PairColumns, Tally, CHANGES, CHANGE_TAILS, CONFLICTS,
