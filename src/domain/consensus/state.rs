@@ -20,12 +20,12 @@ use crate::domain::ledger::version_cmp;
 use crate::domain::model::{Observation, Provenance};
 use crate::domain::trust::Policy;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 /// The hash maps of a package state: foldhash (randomly seeded per process, as std's is)
 /// instead of std's SipHash, which took about 1 % of `serve --once` hashing the state's
 /// strings; nothing reads these maps in their iteration order.
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
-use std::sync::Arc;
 
 /// Why an observation was not accepted by a package state.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
