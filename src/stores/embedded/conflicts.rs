@@ -1,7 +1,7 @@
 //! The conflict-queue role on redb (`vex_conflict_queue`, keyed by pair: tenant, artifact,
 //! vulnerability): reads of the queue that `put_records` (`records`) keeps.
 
-use super::{err, EmbeddedStore, CONFLICTS};
+use super::{err, key_text, EmbeddedStore, CONFLICTS};
 use crate::ports::{ConflictQueue, StoreError};
 use redb::{ReadableTable, ReadableTableMetadata};
 
@@ -25,7 +25,7 @@ impl ConflictQueue for EmbeddedStore {
                 let (k, _) = entry.map_err(err)?;
                 *by_tenant.entry(k.value().0.to_vec()).or_default() += 1;
             }
-            Ok(by_tenant.into_iter().map(|(t, n)| (String::from_utf8_lossy(&t).into_owned(), n)).collect())
+            Ok(by_tenant.into_iter().map(|(t, n)| (key_text(&t), n)).collect())
         })
         .await
     }

@@ -91,6 +91,12 @@ fn change_key(tenant: &str, seq: u64) -> String {
     format!("{tenant}\u{0}{seq:020}")
 }
 
+/// A byte key's text: every key is written from `&str` (its UTF-8), so the lossy
+/// conversion never replaces anything; it only spares a check that cannot fail.
+fn key_text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
 /// The position a [`change_key`] names.
 fn position_of(key: &[u8]) -> Result<u64, StoreError> {
     key.rsplit(|b| *b == 0).next().and_then(|digits| std::str::from_utf8(digits).ok()?.parse().ok()).ok_or_else(|| {

@@ -2,7 +2,7 @@
 //! so a package's observations and a tenant's packages are key-range scans; values
 //! compressed, `compressed`).
 
-use super::{err, EmbeddedStore, OBSERVATIONS};
+use super::{err, key_text, EmbeddedStore, OBSERVATIONS};
 use crate::domain::model::Observation;
 use crate::ports::{ObservationStore, StoreError};
 use redb::ReadableTable;
@@ -10,6 +10,12 @@ use redb::ReadableTable;
 /// The `vex_observations` key of an observation.
 pub(super) fn obs_key(tenant: &str, package: &str, id: &str) -> String {
     format!("{tenant}\u{0}{package}\u{0}{id}")
+}
+
+/// The tenant and package an [`obs_key`] names.
+pub(super) fn tenant_and_package(key: &[u8]) -> (&[u8], &[u8]) {
+    let mut parts = key.split(|b| *b == 0);
+    (parts.next().unwrap_or_default(), parts.next().unwrap_or_default())
 }
 
 /// An observation's `vex_observations` row: its key and its compressed value.
@@ -74,9 +80,9 @@ impl ObservationStore for EmbeddedStore {
             let mut out: Vec<String> = Vec::new();
             for r in t.range(start.as_bytes()..end.as_bytes()).map_err(err)? {
                 let (k, _) = r.map_err(err)?;
-                let package = k.value()[start.len()..].split(|b| *b == 0).next().unwrap_or_default();
+                let (_, package) = tenant_and_package(k.value());
                 if out.last().map(String::as_bytes) != Some(package) {
-                    out.push(String::from_utf8_lossy(package).into_owned());
+                    out.push(key_text(package));
                 }
             }
             Ok(out)

@@ -28,8 +28,8 @@
 //!   keys (the same bytes), which every other function here reads and writes.
 
 use super::{
-    change_key, err, json_err, position_of, EmbeddedStore, PairColumns, Tally, CHANGES, CHANGE_TAILS, CONFLICTS,
-    CONFLICTS_BY_ID, CONFLICTS_TEXT, CONSENSUS, CONSENSUS_BY_ID, CONSENSUS_TEXT, HISTORY, HISTORY_INDEX,
+    change_key, err, json_err, key_text, position_of, EmbeddedStore, PairColumns, Tally, CHANGES, CHANGE_TAILS,
+    CONFLICTS, CONFLICTS_BY_ID, CONFLICTS_TEXT, CONSENSUS, CONSENSUS_BY_ID, CONSENSUS_TEXT, HISTORY, HISTORY_INDEX,
     HISTORY_INDEX_TEXT, HISTORY_LOG, HISTORY_LOG_TEXT,
 };
 use crate::domain::consensus::{ConsensusRecord, PairKey};
@@ -160,8 +160,7 @@ struct Shown<'a>((&'a [u8], &'a [u8], &'a [u8]));
 
 impl std::fmt::Debug for Shown<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-        f.debug_tuple("").field(&text(self.0 .0)).field(&text(self.0 .1)).field(&text(self.0 .2)).finish()
+        f.debug_tuple("").field(&key_text(self.0 .0)).field(&key_text(self.0 .1)).field(&key_text(self.0 .2)).finish()
     }
 }
 
@@ -172,8 +171,7 @@ fn key_of(pair: &PairKey) -> RowKey {
 
 /// The pair id of a current row's key (what history ids and the read cache use).
 fn pair_id_of(key: (&[u8], &[u8], &[u8])) -> String {
-    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    pair_id(&PairKey { tenant: text(key.0), artifact: text(key.1), vulnerability: text(key.2) })
+    pair_id(&PairKey { tenant: key_text(key.0), artifact: key_text(key.1), vulnerability: key_text(key.2) })
 }
 
 /// A conflict-queue row of the layout keyed by pair id (`vex_conflict_queue` before

@@ -4,8 +4,8 @@
 //! marker and data (observations or records) was written by bafbf91 or before
 //! ([`UNMARKED_STORE_VERSION`]); each operation is one write transaction.
 
-use super::observations::{obs_key, stored_row};
-use super::{err, EmbeddedStore, CONFLICTS, CONSENSUS, META, OBSERVATIONS};
+use super::observations::{obs_key, stored_row, tenant_and_package};
+use super::{err, key_text, EmbeddedStore, CONFLICTS, CONSENSUS, META, OBSERVATIONS};
 use crate::domain::model::Observation;
 use crate::domain::upgrade::UNMARKED_STORE_VERSION;
 use crate::ports::{SchemaStore, StoreError, StoredObservation};
@@ -46,11 +46,9 @@ impl SchemaStore for EmbeddedStore {
             let mut out: Vec<(String, String)> = Vec::new();
             for r in tx.open_table(OBSERVATIONS).map_err(err)?.iter().map_err(err)? {
                 let (k, _) = r.map_err(err)?;
-                let mut parts = k.value().split(|b| *b == 0);
-                let (tenant, package) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
+                let (tenant, package) = tenant_and_package(k.value());
                 if !out.last().is_some_and(|(t, p)| t.as_bytes() == tenant && p.as_bytes() == package) {
-                    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-                    out.push((text(tenant), text(package)));
+                    out.push((key_text(tenant), key_text(package)));
                 }
             }
             Ok(out)
