@@ -212,10 +212,50 @@ impl Actor for ArtifactRegistry {
     }
 }
 
-impl Handler<Route> for ArtifactRegistry {
-    type Result = ResponseActFuture<Self, ()>;
+/// To the registry, from the task of a routed observation (or a recompute): its actor
+/// handed it over and it is durable (or failed), so the actor is no longer busy with it.
+/// A message rather than a future in the registry's context: actix polls every future
+/// its context holds whenever the context wakes, so one future per observation in flight
+/// (thousands while a CSAF document's are written) made each wake cost as many polls.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Settled {
+    key: (String, String),
+    addr: Addr<ArtifactActor>,
+    /// The actor was created for this recompute alone: dropped once idle.
+    drop_if_idle: bool,
+    /// An observation (counted by [`InFlight`]), not a recompute.
+    observation: bool,
+}
 
-    fn handle(&mut self, msg: Route, _: &mut Context<Self>) -> Self::Result {
+impl Handler<Settled> for ArtifactRegistry {
+    type Result = ();
+
+    fn handle(&mut self, s: Settled, _: &mut Context<Self>) {
+        if let Some(e) = self.actors.get_mut(&s.key) {
+            if e.addr == s.addr {
+                e.in_flight = e.in_flight.saturating_sub(1);
+                e.last_used = Instant::now();
+                if s.drop_if_idle && e.in_flight == 0 {
+                    self.remove(&s.key);
+                } else {
+                    self.count_held(&s.key);
+                }
+            }
+        }
+        if s.observation {
+            InFlight::settled();
+        }
+        self.report_load();
+    }
+}
+
+impl Handler<Route> for ArtifactRegistry {
+    type Result = ResponseFuture<()>;
+
+    /// Answers once the observation is durable (or failed); meanwhile its task, not the
+    /// registry, waits ([`Settled`]).
+    fn handle(&mut self, msg: Route, ctx: &mut Context<Self>) -> Self::Result {
         let key = (msg.observation.tenant.to_string(), msg.observation.package.to_string());
         let addr = self.actor_for(&key);
         InFlight::routed();
@@ -223,78 +263,51 @@ impl Handler<Route> for ArtifactRegistry {
         // is never evicted with work it has not handed over.
         let (tx, rx) = tokio::sync::oneshot::channel();
         let sent = addr.send(Apply { observation: msg.observation, done: tx, span: msg.span });
-        let done = msg.done;
-        Box::pin(
-            async move {
-                match sent.await {
-                    Ok(()) => {
-                        if let Ok(result) = rx.await {
-                            let _ = done.send(result);
-                        }
-                    }
-                    Err(e) => {
-                        crate::error_event!(crate::telemetry::events::LogEvent::ArtifactActorUnreachable, error = %e, "observation not applied")
-                    }
+        let (done, registry) = (msg.done, ctx.address());
+        Box::pin(async move {
+            let result = match sent.await {
+                Ok(()) => rx.await.ok(),
+                Err(e) => {
+                    crate::error_event!(crate::telemetry::events::LogEvent::ArtifactActorUnreachable, error = %e, "observation not applied");
+                    None
                 }
+            };
+            // Sent before the answer: whatever the caller sends the registry next finds
+            // the actor settled.
+            registry.do_send(Settled { key, addr, drop_if_idle: false, observation: true });
+            if let Some(result) = result {
+                let _ = done.send(result);
             }
-            .into_actor(self)
-            .map(move |_, act, _| {
-                if let Some(e) = act.actors.get_mut(&key) {
-                    if e.addr == addr {
-                        e.in_flight = e.in_flight.saturating_sub(1);
-                        e.last_used = Instant::now();
-                        act.count_held(&key);
-                    }
-                }
-                InFlight::settled();
-                act.report_load();
-            }),
-        )
+        })
     }
 }
 
 impl Handler<RecomputePackage> for ArtifactRegistry {
-    type Result = ResponseActFuture<Self, ()>;
+    type Result = ResponseFuture<()>;
 
     /// Like [`Route`]: the actor counts as busy (never evicted) until its records are durable.
     /// An actor created for the recompute alone is dropped once idle (this instance may
     /// not own the package: its state would not follow new observations).
-    fn handle(&mut self, msg: RecomputePackage, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: RecomputePackage, ctx: &mut Context<Self>) -> Self::Result {
         let key = (msg.tenant, msg.package);
         let existed = self.actors.get(&key).is_some_and(|e| e.generation == self.generation || e.in_flight > 0);
         let addr = self.actor_for(&key);
         let (tx, rx) = tokio::sync::oneshot::channel();
         let sent = addr.send(Recompute { reason: msg.reason, done: tx });
-        let done = msg.done;
-        Box::pin(
-            async move {
-                match sent.await {
-                    Ok(()) => {
-                        if let Ok(result) = rx.await {
-                            let _ = done.send(result);
-                        }
-                    }
-                    Err(e) => {
-                        crate::error_event!(crate::telemetry::events::LogEvent::ArtifactActorUnreachable, error = %e, "package not recomputed")
-                    }
+        let (done, registry) = (msg.done, ctx.address());
+        Box::pin(async move {
+            let result = match sent.await {
+                Ok(()) => rx.await.ok(),
+                Err(e) => {
+                    crate::error_event!(crate::telemetry::events::LogEvent::ArtifactActorUnreachable, error = %e, "package not recomputed");
+                    None
                 }
+            };
+            registry.do_send(Settled { key, addr, drop_if_idle: !existed, observation: false });
+            if let Some(result) = result {
+                let _ = done.send(result);
             }
-            .into_actor(self)
-            .map(move |_, act, _| {
-                if let Some(e) = act.actors.get_mut(&key) {
-                    if e.addr == addr {
-                        e.in_flight = e.in_flight.saturating_sub(1);
-                        e.last_used = Instant::now();
-                        if !existed && e.in_flight == 0 {
-                            act.remove(&key);
-                        } else {
-                            act.count_held(&key);
-                        }
-                    }
-                }
-                act.report_load();
-            }),
-        )
+        })
     }
 }
 
