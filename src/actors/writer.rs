@@ -10,7 +10,8 @@
 //! never wedges the writer: the batch is written message by message, the input the store
 //! rejects on its own answers `Rejected` (its source dead-letters it), the rest of a
 //! rejected message is given back unanswered (its source retries it); a `LoadPackage` is answered only after every earlier
-//! `Persist` of its package is durable, a `Drain` after every earlier `Persist`. Runs under an actix `Supervisor`: on restart the
+//! `Persist` of its package is durable (the loads that arrive together are read in one
+//! store call), a `Drain` after every earlier `Persist`. Runs under an actix `Supervisor`: on restart the
 //! pending batch (kept in the actor) is flushed again.
 //!
 //! Traces: each batch is one `vex.store.batch` span (a root: it serves many traces); under
@@ -166,6 +167,8 @@ pub struct StoreWriter {
     /// pipeline does: reading the depth is a query over the whole queue).
     reads_depth: bool,
     last_depth: Option<Instant>,
+    /// Loads waiting for [`ReadLoads`].
+    loads: Vec<Load>,
 }
 
 impl StoreWriter {
@@ -179,13 +182,24 @@ impl StoreWriter {
             flush_scheduled: false,
             reads_depth,
             last_depth: None,
+            loads: Vec::new(),
         }
     }
 
     /// Writes the pending batch; blocks the mailbox until it is durable.
     fn flush(&mut self, ctx: &mut Context<Self>) {
+        if let Some(written) = self.start_flush() {
+            ctx.wait(written.into_actor(self));
+        }
+    }
+
+    /// Starts writing the pending batch (if any) on the runtime's worker threads; the
+    /// future returned ends when the write did. A caller that has more to do after the
+    /// write awaits it in the same `ctx.wait` future: actix runs the most recent wait
+    /// first, so a second wait would not run after the first.
+    fn start_flush(&mut self) -> Option<impl Future<Output = ()>> {
         if self.pending.is_empty() {
-            return;
+            return None;
         }
         let mut batch = std::mem::take(&mut self.pending);
         let spans = std::mem::take(&mut batch.spans);
@@ -264,14 +278,11 @@ impl StoreWriter {
         // Encode and write on the runtime's worker threads, not on this actor's thread;
         // the mailbox still waits for the batch (order, back-pressure).
         let spawned = tokio::spawn(tracing::Instrument::instrument(fut, batch_span));
-        ctx.wait(
-            async move {
-                if let Err(e) = spawned.await {
-                    crate::error_event!(crate::telemetry::events::LogEvent::StoreWriteTaskFailed, error = %e, "store write task failed");
-                }
+        Some(async move {
+            if let Err(e) = spawned.await {
+                crate::error_event!(crate::telemetry::events::LogEvent::StoreWriteTaskFailed, error = %e, "store write task failed");
             }
-            .into_actor(self),
-        );
+        })
     }
 }
 
@@ -433,7 +444,13 @@ impl Supervised for StoreWriter {
         );
         self.flush_scheduled = false;
         let delay = self.settings.retry_initial;
-        ctx.run_later(delay, |act, ctx| act.flush(ctx));
+        ctx.run_later(delay, |act, ctx| {
+            act.flush(ctx);
+            // Loads queued before the restart (their `ReadLoads` went with the old context).
+            if !act.loads.is_empty() {
+                ctx.notify(ReadLoads);
+            }
+        });
     }
 }
 
@@ -493,45 +510,98 @@ impl Handler<PersistVerification> for StoreWriter {
     }
 }
 
+/// A [`LoadPackage`] waiting to be read with the others that arrived with it.
+struct Load {
+    key: (String, String),
+    answer: tokio::sync::oneshot::Sender<Option<Vec<Observation>>>,
+}
+
+/// To the writer itself: read the waiting loads (after the messages already in the
+/// mailbox, so that loads arriving together are read together).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct ReadLoads;
+
 impl Handler<LoadPackage> for StoreWriter {
     type Result = ResponseFuture<Option<Vec<Observation>>>;
 
-    /// Loads without blocking the writer, unless the package has unwritten observations:
-    /// then the pending batch is written first and the load runs right after it (both
-    /// blocking the mailbox, so nothing overtakes them).
+    /// Queues the load; the loads that arrive together are read in one store call
+    /// ([`ReadLoads`]): a document naming many packages starts as many actors at once.
     fn handle(&mut self, msg: LoadPackage, ctx: &mut Context<Self>) -> Self::Result {
+        let (answer, loaded) = tokio::sync::oneshot::channel();
+        if self.loads.is_empty() {
+            ctx.notify(ReadLoads);
+        }
+        self.loads.push(Load { key: (msg.tenant, msg.package), answer });
+        Box::pin(async move { loaded.await.ok().flatten() })
+    }
+}
+
+impl Handler<ReadLoads> for StoreWriter {
+    type Result = ();
+
+    /// Reads the waiting loads without blocking the writer, unless one of their packages
+    /// has unwritten observations: then the pending batch is written first and the loads
+    /// are read right after it (both blocking the mailbox, so nothing overtakes them).
+    fn handle(&mut self, _: ReadLoads, ctx: &mut Context<Self>) {
+        let loads = std::mem::take(&mut self.loads);
+        if loads.is_empty() {
+            return;
+        }
+        let must_flush = loads.iter().any(|l| self.pending.packages.contains(&l.key));
         let store = self.store.observations.clone();
         let settings = self.settings.clone();
-        let must_flush = self.pending.packages.contains(&(msg.tenant.clone(), msg.package.clone()));
-        let load = async move {
-            retry(&settings, "observations_for_package", || store.observations_for_package(&msg.tenant, &msg.package))
+        let read = async move {
+            let keys: Vec<(String, String)> = loads.iter().map(|l| l.key.clone()).collect();
+            let loaded = retry(&settings, "observations_for_packages", || store.observations_for_packages(&keys))
                 .await
-                .map_err(|e| crate::error_event!(crate::telemetry::events::LogEvent::LoadRejected, error = %e, "package not loaded"))
-                .ok()
-        };
-        if !must_flush {
-            return Box::pin(load);
-        }
-        self.flush(ctx);
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        ctx.wait(
-            async move {
-                if let Some(loaded) = load.await {
-                    let _ = tx.send(loaded);
+                .map_err(|e| crate::error_event!(crate::telemetry::events::LogEvent::LoadRejected, error = %e, packages = keys.len(), "packages not loaded"))
+                .ok();
+            match loaded {
+                Some(each) if each.len() == loads.len() => {
+                    for (l, observations) in loads.into_iter().zip(each) {
+                        let _ = l.answer.send(Some(observations));
+                    }
+                }
+                _ => {
+                    for l in loads {
+                        let _ = l.answer.send(None);
+                    }
                 }
             }
-            .into_actor(self),
-        );
-        Box::pin(async move { rx.await.ok() })
+        };
+        if must_flush {
+            let written = self.start_flush();
+            ctx.wait(
+                async move {
+                    if let Some(written) = written {
+                        written.await;
+                    }
+                    read.await;
+                }
+                .into_actor(self),
+            );
+        } else {
+            actix::spawn(read);
+        }
     }
 }
 
 impl Handler<Drain> for StoreWriter {
     type Result = AtomicResponse<Self, ()>;
 
-    fn handle(&mut self, _: Drain, ctx: &mut Context<Self>) -> Self::Result {
-        self.flush(ctx);
-        AtomicResponse::new(Box::pin(actix::fut::ready(())))
+    /// Answers when the pending batch is durable: the answer waits in the same future
+    /// as the write (a second `ctx.wait` would run first, see [`StoreWriter::start_flush`]).
+    fn handle(&mut self, _: Drain, _: &mut Context<Self>) -> Self::Result {
+        let written = self.start_flush();
+        AtomicResponse::new(Box::pin(
+            async move {
+                if let Some(written) = written {
+                    written.await;
+                }
+            }
+            .into_actor(self),
+        ))
     }
 }
 
@@ -610,5 +680,100 @@ mod tests {
         })
         .await;
         assert!(r.is_ok(), "{r:?}");
+    }
+
+    /// Counts the loads an observation store is asked for, and how many packages each
+    /// names (the rest goes to the embedded store).
+    struct CountingLoads {
+        inner: Arc<crate::stores::embedded::EmbeddedStore>,
+        loads: std::sync::Mutex<Vec<usize>>,
+    }
+
+    #[async_trait::async_trait]
+    impl ObservationStore for CountingLoads {
+        async fn put_observations(&self, observations: &[Observation]) -> Result<(), StoreError> {
+            self.inner.put_observations(observations).await
+        }
+        async fn observations_for_package(&self, tenant: &str, package: &str) -> Result<Vec<Observation>, StoreError> {
+            self.loads.lock().unwrap().push(1);
+            self.inner.observations_for_package(tenant, package).await
+        }
+        async fn observations_for_packages(
+            &self,
+            packages: &[(String, String)],
+        ) -> Result<Vec<Vec<Observation>>, StoreError> {
+            self.loads.lock().unwrap().push(packages.len());
+            self.inner.observations_for_packages(packages).await
+        }
+        async fn tenant_packages(&self, tenant: &str) -> Result<Vec<String>, StoreError> {
+            self.inner.tenant_packages(tenant).await
+        }
+    }
+
+    /// Loads that arrive together are read in one store call, each answered with its own
+    /// package's observations; one of a package whose observations still wait in the
+    /// writer's batch is answered after they are durable, and sees them.
+    #[test]
+    fn loads_arriving_together_are_read_together_after_their_packages_pending_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        actix::System::new().block_on(async move {
+            let inner = Arc::new(crate::stores::embedded::EmbeddedStore::open(&path).unwrap());
+            let stored = sample_observation("t", "vendor", "pkg:npm/stored@1.0.0", "CVE-2024-1", Status::Affected);
+            inner.put_observations(std::slice::from_ref(&stored)).await.unwrap();
+            let counting = Arc::new(CountingLoads { inner: inner.clone(), loads: Default::default() });
+            let stores = WriterStores { observations: counting.clone(), ..WriterStores::from(Stores::of(inner)) };
+            // Nothing is flushed on its own within the test: only a load can force it.
+            let s = WriterSettings {
+                batch_max: 1000,
+                flush_after: Duration::from_secs(600),
+                mailbox_capacity: 16,
+                ..settings()
+            };
+            let writer = StoreWriter::new(stores, s, false).start();
+            let pending = sample_observation("t", "vendor", "pkg:npm/pending@1.0.0", "CVE-2024-1", Status::Fixed);
+            let (done, mut durable) = tokio::sync::oneshot::channel();
+            let spans = vec![tracing::Span::none()];
+            writer.do_send(Persist {
+                observations: vec![pending.clone()],
+                records: Vec::new(),
+                done: vec![done],
+                spans,
+            });
+            let load = |package: &str| writer.send(LoadPackage { tenant: "t".into(), package: package.into() });
+            let (a, b, none) = tokio::join!(load(&stored.package), load(&pending.package), load("pkg:npm/none"));
+            let ids = |r: Result<Option<Vec<Observation>>, MailboxError>| {
+                r.unwrap().expect("loaded").iter().map(|o| o.id.to_string()).collect::<Vec<_>>()
+            };
+            assert_eq!(ids(a), [stored.id.to_string()]);
+            assert_eq!(ids(b), [pending.id.to_string()], "the pending observation was written before the load");
+            assert!(ids(none).is_empty());
+            assert!(matches!(durable.try_recv(), Ok(Ok(()))), "durable before the load was answered");
+            assert_eq!(*counting.loads.lock().unwrap(), [3], "one read for the three loads");
+        });
+    }
+
+    /// `Drain` answers once everything pending is durable.
+    #[test]
+    fn a_drain_answers_after_the_pending_batch_is_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        actix::System::new().block_on(async move {
+            let store = Arc::new(crate::stores::embedded::EmbeddedStore::open(&path).unwrap());
+            let s = WriterSettings {
+                batch_max: 1000,
+                flush_after: Duration::from_secs(600),
+                mailbox_capacity: 16,
+                ..settings()
+            };
+            let writer = StoreWriter::new(WriterStores::from(Stores::of(store.clone())), s, false).start();
+            let o = sample_observation("t", "vendor", "pkg:npm/drained@1.0.0", "CVE-2024-1", Status::Fixed);
+            let (done, mut durable) = tokio::sync::oneshot::channel();
+            let spans = vec![tracing::Span::none()];
+            writer.do_send(Persist { observations: vec![o.clone()], records: Vec::new(), done: vec![done], spans });
+            writer.send(Drain).await.unwrap();
+            assert!(matches!(durable.try_recv(), Ok(Ok(()))), "durable when the drain answered");
+            assert_eq!(store.observations_for_package("t", &o.package).await.unwrap().len(), 1);
+        });
     }
 }

@@ -14,6 +14,19 @@ pub trait ObservationStore: Send + Sync + 'static {
     async fn put_observations(&self, observations: &[Observation]) -> Result<(), StoreError>;
     /// Every stored observation of (tenant, package), to rebuild an actor's state.
     async fn observations_for_package(&self, tenant: &str, package: &str) -> Result<Vec<Observation>, StoreError>;
+    /// What [`Self::observations_for_package`] returns for each (tenant, package), in the
+    /// order asked; a store that can reads them together (many actors start at once when
+    /// a document names many packages).
+    async fn observations_for_packages(
+        &self,
+        packages: &[(String, String)],
+    ) -> Result<Vec<Vec<Observation>>, StoreError> {
+        let mut each = Vec::with_capacity(packages.len());
+        for (tenant, package) in packages {
+            each.push(self.observations_for_package(tenant, package).await?);
+        }
+        Ok(each)
+    }
     /// Every package of `tenant` with stored observations, each once, sorted; a trust
     /// change recomputes them all.
     async fn tenant_packages(&self, tenant: &str) -> Result<Vec<String>, StoreError>;

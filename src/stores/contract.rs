@@ -121,6 +121,16 @@ pub async fn observation_contract<S: ObservationStore>(store: &S, tenant: &str, 
     assert_eq!(ids(&other), ids(std::slice::from_ref(&d)), "observations are per tenant");
     let none = store.observations_for_package(tenant, "pkg:npm/contract-none").await.expect("unknown package");
     assert!(none.is_empty(), "an unknown package has no observations");
+    // Read together: each package's own, in the order asked (an unknown one empty).
+    let key = |t: &str, o: &Observation| (t.to_string(), o.package.to_string());
+    let asked =
+        [key(tenant, &c), (tenant.to_string(), "pkg:npm/contract-none".into()), key(other_tenant, &d), key(tenant, &a)];
+    let each = store.observations_for_packages(&asked).await.expect("observations_for_packages");
+    let each: Vec<BTreeSet<String>> = each.iter().map(|os| ids(os)).collect();
+    let expected =
+        [ids(std::slice::from_ref(&c)), BTreeSet::new(), ids(std::slice::from_ref(&d)), ids(&[a.clone(), b.clone()])];
+    assert_eq!(each, expected, "observations_for_packages: each package's own, in the order asked");
+    assert!(store.observations_for_packages(&[]).await.expect("no packages").is_empty());
     assert_eq!(
         store.tenant_packages(tenant).await.expect("tenant_packages"),
         vec![a.package.to_string(), c.package.to_string()],

@@ -55,19 +55,17 @@ impl ObservationStore for EmbeddedStore {
     }
 
     async fn observations_for_package(&self, tenant: &str, package: &str) -> Result<Vec<Observation>, StoreError> {
-        let start = format!("{tenant}\u{0}{package}\u{0}");
-        let end = format!("{tenant}\u{0}{package}\u{1}");
-        self.blocking(move |db| {
-            let tx = db.begin_read().map_err(err)?;
-            let t = tx.open_table(OBSERVATIONS).map_err(err)?;
-            let mut out = Vec::new();
-            for r in t.range(start.as_bytes()..end.as_bytes()).map_err(err)? {
-                let (_, v) = r.map_err(err)?;
-                out.push(super::compressed::decode(v.value())?);
-            }
-            Ok(out)
-        })
-        .await
+        let key = [(tenant.to_string(), package.to_string())];
+        self.blocking(move |db| read_packages(db, &key)).await.map(|mut each| each.pop().unwrap_or_default())
+    }
+
+    /// One read transaction (and one blocking task) for them all.
+    async fn observations_for_packages(
+        &self,
+        packages: &[(String, String)],
+    ) -> Result<Vec<Vec<Observation>>, StoreError> {
+        let packages = packages.to_vec();
+        self.blocking(move |db| read_packages(db, &packages)).await
     }
 
     /// A scan of the tenant's observation keys (`tenant \0 package \0 id`): no value decoded.
@@ -89,4 +87,23 @@ impl ObservationStore for EmbeddedStore {
         })
         .await
     }
+}
+
+/// The stored observations of each (tenant, package) (the range `tenant \0 package \0`),
+/// in one read transaction.
+fn read_packages(db: &redb::Database, packages: &[(String, String)]) -> Result<Vec<Vec<Observation>>, StoreError> {
+    let tx = db.begin_read().map_err(err)?;
+    let t = tx.open_table(OBSERVATIONS).map_err(err)?;
+    let mut each = Vec::with_capacity(packages.len());
+    for (tenant, package) in packages {
+        let start = format!("{tenant}\u{0}{package}\u{0}");
+        let end = format!("{tenant}\u{0}{package}\u{1}");
+        let mut out = Vec::new();
+        for r in t.range(start.as_bytes()..end.as_bytes()).map_err(err)? {
+            let (_, v) = r.map_err(err)?;
+            out.push(super::compressed::decode(v.value())?);
+        }
+        each.push(out);
+    }
+    Ok(each)
 }
