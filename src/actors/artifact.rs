@@ -167,12 +167,19 @@ impl ArtifactActor {
     /// records and completion signals to the store writer (blocking this actor's mailbox
     /// until the store writer accepts them: back-pressure).
     fn flush(&mut self, ctx: &mut Context<Self>) {
-        if self.pending.is_empty() {
-            return;
+        if let Some(handed_over) = self.hand_over() {
+            ctx.wait(handed_over.into_actor(self));
         }
-        let Some(state) = self.state.as_mut() else {
-            return;
-        };
+    }
+
+    /// [`Self::flush`]'s work: the future returned ends when the store writer accepted
+    /// the hand-over. Whatever must follow it waits in the same future: actix runs the
+    /// most recent `ctx.wait` first, so a later wait would run before it.
+    fn hand_over(&mut self) -> Option<impl std::future::Future<Output = ()> + 'static> {
+        if self.pending.is_empty() {
+            return None;
+        }
+        let state = self.state.as_mut()?;
         let t0 = Instant::now();
         let heal = state.heals_next();
         let span = match self.pending_spans.first() {
@@ -216,14 +223,11 @@ impl ArtifactActor {
             spans: std::mem::take(&mut self.pending_spans),
         };
         let writer = self.writer.clone();
-        ctx.wait(
-            async move {
-                if let Err(e) = writer.send(persist).await {
-                    crate::error_event!(crate::telemetry::events::LogEvent::StoreWriterUnreachable, error = %e, "store writer unreachable");
-                }
+        Some(async move {
+            if let Err(e) = writer.send(persist).await {
+                crate::error_event!(crate::telemetry::events::LogEvent::StoreWriterUnreachable, error = %e, "store writer unreachable");
             }
-            .into_actor(self),
-        );
+        })
     }
 }
 
@@ -289,8 +293,9 @@ impl ArtifactActor {
             vex.package = crate::telemetry::trace::bounded(&self.package),
             vex.observations = tracing::field::Empty,
         );
-        // Sent when this wait runs (after earlier waits, e.g. a hand-over of pending
-        // observations), so the load sees them.
+        // Sent when this wait runs. Actix runs the most recent wait first: a caller with
+        // a hand-over of pending observations calls this once the writer has it
+        // (`Recompute`), so the load sees them.
         let (writer, load) =
             (self.writer.clone(), LoadPackage { tenant: self.tenant.clone(), package: self.package.clone() });
         ctx.wait(async move { writer.send(load).await }.into_actor(self).map(move |loaded, act, ctx| match loaded {
@@ -353,9 +358,64 @@ impl Handler<Recompute> for ArtifactActor {
     /// re-evaluating: an actor of a package this instance does not own (created by an
     /// earlier recompute) may hold a state older than the store's.
     fn handle(&mut self, msg: Recompute, ctx: &mut Context<Self>) {
-        self.flush(ctx);
+        let handed_over = self.hand_over();
         self.state = None;
         self.publish_held();
-        self.with_state(ctx, false, &tracing::Span::none(), move |act, ctx| act.recompute(msg, ctx));
+        // The rebuild's load is sent only once the writer has the hand-over (its own
+        // wait would run first), so the load reads after it.
+        ctx.wait(
+            async move {
+                if let Some(handed_over) = handed_over {
+                    handed_over.await;
+                }
+            }
+            .into_actor(self)
+            .map(move |(), act, ctx| {
+                act.with_state(ctx, false, &tracing::Span::none(), move |act, ctx| act.recompute(msg, ctx));
+            }),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actors::writer::{WriterSettings, WriterStores};
+    use crate::domain::model::Status;
+    use crate::domain::trust::Policy;
+    use crate::ports::Stores;
+    use crate::stores::contract::sample_observation;
+
+    /// A trust change (`Recompute`) that arrives while an applied observation still waits
+    /// for its hand-over to the writer: the rebuilt state holds the observation (the load
+    /// is sent after the hand-over), and the recompute evaluates its pair.
+    #[test]
+    fn a_recompute_right_after_an_apply_rebuilds_with_the_applied_observation() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        actix::System::new().block_on(async move {
+            let store = Arc::new(crate::stores::embedded::EmbeddedStore::open(&path).unwrap());
+            let settings = WriterSettings {
+                batch_max: 1000,
+                flush_after: Duration::from_millis(1),
+                retry_initial: Duration::from_millis(1),
+                retry_max: Duration::from_millis(2),
+                store_timeout: Duration::from_secs(5),
+                mailbox_capacity: 16,
+            };
+            let writer = StoreWriter::new(WriterStores::from(Stores::of(store)), settings, false).start();
+            let o = sample_observation("t", "vendor", "pkg:npm/recomputed@1.0.0", "CVE-2024-1", Status::Affected);
+            let held = Arc::new(AtomicUsize::new(0));
+            let policies = Arc::new(Policies::new(Policy::default()));
+            let actor = ArtifactActor::new("t".into(), o.package.to_string(), policies, writer, 16, held.clone());
+            let actor = actor.start();
+            let (done, durable) = tokio::sync::oneshot::channel();
+            actor.do_send(Apply { observation: o, done, span: tracing::Span::none() });
+            let (recomputed, pairs) = tokio::sync::oneshot::channel();
+            actor.do_send(Recompute { reason: crate::telemetry::RECOMPUTE_ISSUER_UPDATE, done: recomputed });
+            assert!(matches!(durable.await, Ok(Ok(()))));
+            assert_eq!(pairs.await.unwrap().unwrap(), 1, "the recompute evaluated the applied observation's pair");
+            assert_eq!(held.load(Ordering::Relaxed), 1, "the rebuilt state holds the applied observation");
+        });
     }
 }
