@@ -16,16 +16,13 @@ pub trait ObservationStore: Send + Sync + 'static {
     async fn observations_for_package(&self, tenant: &str, package: &str) -> Result<Vec<Observation>, StoreError>;
     /// What [`Self::observations_for_package`] returns for each (tenant, package), in the
     /// order asked; a store that can reads them together (many actors start at once when
-    /// a document names many packages).
+    /// a document names many packages). By default the reads run concurrently (one
+    /// after another, a networked store would make the last wait for every round trip).
     async fn observations_for_packages(
         &self,
         packages: &[(String, String)],
     ) -> Result<Vec<Vec<Observation>>, StoreError> {
-        let mut each = Vec::with_capacity(packages.len());
-        for (tenant, package) in packages {
-            each.push(self.observations_for_package(tenant, package).await?);
-        }
-        Ok(each)
+        futures::future::try_join_all(packages.iter().map(|(t, p)| self.observations_for_package(t, p))).await
     }
     /// Every package of `tenant` with stored observations, each once, sorted; a trust
     /// change recomputes them all.
