@@ -250,6 +250,31 @@ impl Handler<Settled> for ArtifactRegistry {
     }
 }
 
+/// The task of one routed observation (or recompute): waits until the actor took it
+/// (`sent`) and answered (`answered`: durable or failed), tells the registry it settled,
+/// then passes the answer on. `Settled` goes before the answer: whatever the caller sends
+/// the registry next finds the actor settled.
+async fn settle_then_answer<T>(
+    sent: impl std::future::Future<Output = Result<(), MailboxError>>,
+    answered: tokio::sync::oneshot::Receiver<T>,
+    answer: tokio::sync::oneshot::Sender<T>,
+    registry: Addr<ArtifactRegistry>,
+    settled: Settled,
+    unreachable: &'static str,
+) {
+    let result = match sent.await {
+        Ok(()) => answered.await.ok(),
+        Err(e) => {
+            crate::error_event!(crate::telemetry::events::LogEvent::ArtifactActorUnreachable, error = %e, "{unreachable}");
+            None
+        }
+    };
+    registry.do_send(settled);
+    if let Some(result) = result {
+        let _ = answer.send(result);
+    }
+}
+
 impl Handler<Route> for ArtifactRegistry {
     type Result = ResponseFuture<()>;
 
@@ -263,22 +288,8 @@ impl Handler<Route> for ArtifactRegistry {
         // is never evicted with work it has not handed over.
         let (tx, rx) = tokio::sync::oneshot::channel();
         let sent = addr.send(Apply { observation: msg.observation, done: tx, span: msg.span });
-        let (done, registry) = (msg.done, ctx.address());
-        Box::pin(async move {
-            let result = match sent.await {
-                Ok(()) => rx.await.ok(),
-                Err(e) => {
-                    crate::error_event!(crate::telemetry::events::LogEvent::ArtifactActorUnreachable, error = %e, "observation not applied");
-                    None
-                }
-            };
-            // Sent before the answer: whatever the caller sends the registry next finds
-            // the actor settled.
-            registry.do_send(Settled { key, addr, drop_if_idle: false, observation: true });
-            if let Some(result) = result {
-                let _ = done.send(result);
-            }
-        })
+        let settled = Settled { key, addr, drop_if_idle: false, observation: true };
+        Box::pin(settle_then_answer(sent, rx, msg.done, ctx.address(), settled, "observation not applied"))
     }
 }
 
@@ -294,20 +305,8 @@ impl Handler<RecomputePackage> for ArtifactRegistry {
         let addr = self.actor_for(&key);
         let (tx, rx) = tokio::sync::oneshot::channel();
         let sent = addr.send(Recompute { reason: msg.reason, done: tx });
-        let (done, registry) = (msg.done, ctx.address());
-        Box::pin(async move {
-            let result = match sent.await {
-                Ok(()) => rx.await.ok(),
-                Err(e) => {
-                    crate::error_event!(crate::telemetry::events::LogEvent::ArtifactActorUnreachable, error = %e, "package not recomputed");
-                    None
-                }
-            };
-            registry.do_send(Settled { key, addr, drop_if_idle: !existed, observation: false });
-            if let Some(result) = result {
-                let _ = done.send(result);
-            }
-        })
+        let settled = Settled { key, addr, drop_if_idle: !existed, observation: false };
+        Box::pin(settle_then_answer(sent, rx, msg.done, ctx.address(), settled, "package not recomputed"))
     }
 }
 
