@@ -36,6 +36,7 @@ replaced ten times is there once).
 Nothing is asserted: the figures are for docs/performance.md and the issue note.
 """
 import argparse
+import atexit
 import json
 import os
 import re
@@ -133,6 +134,22 @@ def free_port():
     return port
 
 
+# Every `serve` this bench started and has not stopped: stopped when the bench exits for any
+# reason (an exception, Ctrl-C, SIGTERM), so a failed run leaves no service behind to
+# compete with the next run for the machine and the database server.
+_RUNNING = []
+
+
+def _stop_running():
+    for s in list(_RUNNING):
+        s.stop()
+
+
+atexit.register(_stop_running)
+# SIGTERM ends the bench through SystemExit, so the atexit handler runs.
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+
 class Serve:
     def __init__(self, binary, brokers, mongo_uri, db, topic, group, tmp, config=None):
         self.port = free_port()
@@ -147,6 +164,7 @@ class Serve:
              "--listen", f"127.0.0.1:{self.port}", "--data-dir", os.path.join(tmp, db)]
             + (["--config", config] if config else []),
             stdout=self.logf, stderr=subprocess.STDOUT, env=env)
+        _RUNNING.append(self)
         deadline = time.time() + 120
         while time.time() < deadline:
             try:
@@ -163,6 +181,10 @@ class Serve:
         return urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5).read().decode()
 
     def stop(self):
+        if self in _RUNNING:
+            _RUNNING.remove(self)
+        if self.proc.poll() is not None:
+            return
         self.proc.send_signal(signal.SIGTERM)
         try:
             self.proc.wait(60)
@@ -286,8 +308,11 @@ def measure_latency(args, client, docs, run, tmp, binary, drop_db=True, config=N
         now = time.time()
         if due > now:
             time.sleep(due - now)
-        p.stdin.write(l + "\n")
-        p.stdin.flush()
+        try:
+            p.stdin.write(l + "\n")
+            p.stdin.flush()
+        except BrokenPipeError:
+            raise SystemExit(f"kcat (the latency run's producer) exited with {p.wait()} after {i} documents")
         sent[i] = time.time() * 1000.0
     p.stdin.close()
     p.wait()
