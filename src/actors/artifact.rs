@@ -25,6 +25,7 @@ use crate::telemetry::events::{ConflictsAppeared, Recomputed};
 use crate::telemetry::{RECOMPUTE_INGESTION_DELTA, RECOMPUTE_REBUILD};
 use crate::trust::Policies;
 use actix::prelude::*;
+use futures::future::OptionFuture;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -363,17 +364,9 @@ impl Handler<Recompute> for ArtifactActor {
         self.publish_held();
         // The rebuild's load is sent only once the writer has the hand-over (its own
         // wait would run first), so the load reads after it.
-        ctx.wait(
-            async move {
-                if let Some(handed_over) = handed_over {
-                    handed_over.await;
-                }
-            }
-            .into_actor(self)
-            .map(move |(), act, ctx| {
-                act.with_state(ctx, false, &tracing::Span::none(), move |act, ctx| act.recompute(msg, ctx));
-            }),
-        );
+        ctx.wait(OptionFuture::from(handed_over).into_actor(self).map(move |_, act, ctx| {
+            act.with_state(ctx, false, &tracing::Span::none(), move |act, ctx| act.recompute(msg, ctx));
+        }));
     }
 }
 

@@ -30,6 +30,7 @@ use crate::telemetry::events::{
     ConflictQueueDepth, ObservationsDurable, RecordChanged, StoreAttempt, StoreRejected, StoreRetry,
 };
 use actix::prelude::*;
+use futures::future::OptionFuture;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -571,12 +572,10 @@ impl Handler<ReadLoads> for StoreWriter {
             }
         };
         if must_flush {
-            let written = self.start_flush();
+            let written = OptionFuture::from(self.start_flush());
             ctx.wait(
                 async move {
-                    if let Some(written) = written {
-                        written.await;
-                    }
+                    written.await;
                     read.await;
                 }
                 .into_actor(self),
@@ -593,15 +592,8 @@ impl Handler<Drain> for StoreWriter {
     /// Answers when the pending batch is durable: the answer waits in the same future
     /// as the write (a second `ctx.wait` would run first, see [`StoreWriter::start_flush`]).
     fn handle(&mut self, _: Drain, _: &mut Context<Self>) -> Self::Result {
-        let written = self.start_flush();
-        AtomicResponse::new(Box::pin(
-            async move {
-                if let Some(written) = written {
-                    written.await;
-                }
-            }
-            .into_actor(self),
-        ))
+        let written = OptionFuture::from(self.start_flush());
+        AtomicResponse::new(Box::pin(written.into_actor(self).map(|_, _, _| ())))
     }
 }
 
@@ -642,6 +634,12 @@ mod tests {
             store_timeout: Duration::from_secs(5),
             mailbox_capacity: 1,
         }
+    }
+
+    /// A writer that never flushes on its own within a test: only a load or a drain can
+    /// make it write.
+    fn settings_holding_the_batch() -> WriterSettings {
+        WriterSettings { batch_max: 1000, flush_after: Duration::from_secs(600), mailbox_capacity: 16, ..settings() }
     }
 
     /// An internal error is retried, a few times only: then it counts as rejected (a
@@ -724,12 +722,7 @@ mod tests {
             let counting = Arc::new(CountingLoads { inner: inner.clone(), loads: Default::default() });
             let stores = WriterStores { observations: counting.clone(), ..WriterStores::from(Stores::of(inner)) };
             // Nothing is flushed on its own within the test: only a load can force it.
-            let s = WriterSettings {
-                batch_max: 1000,
-                flush_after: Duration::from_secs(600),
-                mailbox_capacity: 16,
-                ..settings()
-            };
+            let s = settings_holding_the_batch();
             let writer = StoreWriter::new(stores, s, false).start();
             let pending = sample_observation("t", "vendor", "pkg:npm/pending@1.0.0", "CVE-2024-1", Status::Fixed);
             let (done, mut durable) = tokio::sync::oneshot::channel();
@@ -760,12 +753,7 @@ mod tests {
         let path = dir.path().to_path_buf();
         actix::System::new().block_on(async move {
             let store = Arc::new(crate::stores::embedded::EmbeddedStore::open(&path).unwrap());
-            let s = WriterSettings {
-                batch_max: 1000,
-                flush_after: Duration::from_secs(600),
-                mailbox_capacity: 16,
-                ..settings()
-            };
+            let s = settings_holding_the_batch();
             let writer = StoreWriter::new(WriterStores::from(Stores::of(store.clone())), s, false).start();
             let o = sample_observation("t", "vendor", "pkg:npm/drained@1.0.0", "CVE-2024-1", Status::Fixed);
             let (done, mut durable) = tokio::sync::oneshot::channel();
