@@ -108,6 +108,7 @@ fn settings(cfg: &Config) -> PipelineSettings {
             max_observations: a.max_live_observations,
             idle_evict: Duration::from_secs(a.idle_evict_secs),
             mailbox_capacity: a.mailbox_capacity,
+            max_records_in_flight: a.max_records_in_flight,
         },
     }
 }

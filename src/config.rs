@@ -384,15 +384,17 @@ pub struct StoreConfig {
     pub data_dir: PathBuf,
     /// Memory for the embedded store's page cache in `serve`, in MiB (a tenth of it
     /// buffers the pages a commit writes; one-shot commands such as `records`, `export`
-    /// and `compact` use the default). A bound, filled as a load touches pages: 32 instead of 64
+    /// and `compact` use 64). A bound, filled as a load touches pages: 32 instead of 64
     /// held 15-40 MB less resident memory on large loads and made `serve --once` 3-7 %
-    /// slower on CSAF copies (docs/performance.md, session 18).
+    /// slower on CSAF copies (docs/performance.md, session 18); 24, the default since
+    /// session 22, was as fast as 64 on csaf-ciq copies once the records in flight were
+    /// bounded (`actors.max_records_in_flight`).
     pub cache_mib: u32,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig { data_dir: "./data".into(), cache_mib: 64 }
+        StoreConfig { data_dir: "./data".into(), cache_mib: 24 }
     }
 }
 
@@ -452,11 +454,15 @@ pub struct ActorsConfig {
     /// Most artifact actors alive at once; the least recently used idle ones are evicted.
     pub max_live_actors: usize,
     /// Most observations the live artifact actors' states hold together (a state takes
-    /// about 1 KiB per observation); beyond it the least recently used idle actors are
+    /// 1-1.5 KiB per observation); beyond it the least recently used idle actors are
     /// evicted (rebuilt from the store when their package comes back).
     pub max_live_observations: usize,
     /// Artifact actors idle this long are evicted (rebuilt from the store on demand).
     pub idle_evict_secs: u64,
+    /// Most consensus records evaluated and not yet written, across the artifact actors
+    /// (a record takes about 2-3 KiB until it is written): an actor waits for room before
+    /// it evaluates; one evaluation larger than this goes alone.
+    pub max_records_in_flight: usize,
     /// Store writers: each package's writes go through one of them, in order; different
     /// packages' writes proceed in parallel.
     pub writers: usize,
@@ -479,8 +485,9 @@ impl Default for ActorsConfig {
         ActorsConfig {
             mailbox_capacity: 256,
             max_live_actors: 10_000,
-            max_live_observations: 50_000,
+            max_live_observations: 20_000,
             idle_evict_secs: 300,
+            max_records_in_flight: 6_144,
             writers: 4,
             artifact_threads: 0,
             writer_batch_max: 2_000,
@@ -1153,6 +1160,7 @@ impl ActorsConfig {
             ("actors.max_live_actors", a.max_live_actors as u64),
             ("actors.max_live_observations", a.max_live_observations as u64),
             ("actors.idle_evict_secs", a.idle_evict_secs),
+            ("actors.max_records_in_flight", a.max_records_in_flight as u64),
             ("actors.writers", a.writers as u64),
             ("actors.writer_batch_max", a.writer_batch_max as u64),
             ("actors.retry_initial_ms", a.retry_initial_ms),

@@ -619,6 +619,7 @@ pub fn consumer_pipeline_settings() -> vex_lens::actors::PipelineSettings {
             max_observations: 50_000,
             idle_evict: Duration::from_secs(60),
             mailbox_capacity: 64,
+            max_records_in_flight: 8_192,
         },
     }
 }

@@ -4,7 +4,8 @@
 //! acknowledged observation is included) BEFORE the first new observation applies; the
 //! observations applied in one turn are handed to the store writer together with the
 //! records they changed (each changed pair evaluated once) and their completion
-//! signals, each record with its version (the policy epoch, then the highest stream
+//! signals, evaluated only once the pipeline's [`RecordBudget`] gave a share for them
+//! (the share goes with the records and comes back when they are written), each record with its version (the policy epoch, then the highest stream
 //! position and the number of the observations applying to the pair: see
 //! `ports::RecordVersion`), so the store never lets an older state replace a newer one;
 //! after a rebuild that found stored observations the first
@@ -17,6 +18,7 @@
 //! the observation that triggered it, one `vex.artifact.evaluate` per hand-over under the
 //! first observation's span, linked to the other traces it evaluated for (bounded).
 
+use super::budget::{RecordBudget, RecordShare};
 use super::messages::{Apply, Done, LoadPackage, Persist, Recompute};
 use super::writer::StoreWriter;
 use crate::domain::consensus::{Effects, PackageConsensus};
@@ -46,6 +48,8 @@ pub struct ArtifactActor {
     /// The observations the state holds, for the registry's bound on them
     /// (`actors.max_live_observations`): set whenever the state changes.
     held: Arc<AtomicUsize>,
+    /// The records in flight to the store writers, shared by the pipeline's actors.
+    budget: RecordBudget,
 }
 
 /// Most observations applied before their records are handed over regardless.
@@ -59,6 +63,7 @@ impl ArtifactActor {
         writer: Addr<StoreWriter>,
         mailbox_capacity: usize,
         held: Arc<AtomicUsize>,
+        budget: RecordBudget,
     ) -> Self {
         ArtifactActor {
             tenant,
@@ -72,6 +77,7 @@ impl ArtifactActor {
             pending_spans: Vec::new(),
             flush_scheduled: false,
             held,
+            budget,
         }
     }
 
@@ -166,17 +172,35 @@ impl ArtifactActor {
 
     /// Evaluates every pair changed since the last flush once and hands observations,
     /// records and completion signals to the store writer (blocking this actor's mailbox
-    /// until the store writer accepts them: back-pressure).
+    /// until the budget gives a share for the records and the store writer accepts them:
+    /// back-pressure).
     fn flush(&mut self, ctx: &mut Context<Self>) {
-        if let Some(handed_over) = self.hand_over() {
-            ctx.wait(handed_over.into_actor(self));
+        if !self.pending.is_empty() {
+            ctx.wait(self.share_then_hand_over());
         }
     }
 
-    /// [`Self::flush`]'s work: the future returned ends when the store writer accepted
-    /// the hand-over. Whatever must follow it waits in the same future: actix runs the
-    /// most recent `ctx.wait` first, so a later wait would run before it.
-    fn hand_over(&mut self) -> Option<impl std::future::Future<Output = ()> + 'static> {
+    /// Waits for the budget's share of the pairs the pending observations changed (the
+    /// mailbox waits too, so nothing is staged meanwhile), then hands them over
+    /// ([`Self::hand_over`]); ends when the store writer accepted them. Whatever must
+    /// follow it waits in the same future: actix runs the most recent `ctx.wait` first, so
+    /// a later wait would run before it.
+    fn share_then_hand_over(&mut self) -> impl ActorFuture<Self, Output = ()> + 'static {
+        let pairs = match self.state.as_mut() {
+            Some(state) if !self.pending.is_empty() => state.pairs_to_evaluate(),
+            _ => 0,
+        };
+        let budget = self.budget.clone();
+        async move { budget.take(pairs).await }
+            .into_actor(self)
+            .then(|share, act, _| OptionFuture::from(act.hand_over(share)).into_actor(act))
+            .map(|_, _, _| ())
+    }
+
+    /// Evaluates the pending observations' pairs and hands everything to the store
+    /// writer, with the budget's `share` of the records; the future returned ends when
+    /// the store writer accepted the hand-over.
+    fn hand_over(&mut self, share: RecordShare) -> Option<impl std::future::Future<Output = ()> + 'static> {
         if self.pending.is_empty() {
             return None;
         }
@@ -222,6 +246,7 @@ impl ArtifactActor {
             records,
             done: std::mem::take(&mut self.pending_done),
             spans: std::mem::take(&mut self.pending_spans),
+            share,
         };
         let writer = self.writer.clone();
         Some(async move {
@@ -234,8 +259,21 @@ impl ArtifactActor {
 
 impl ArtifactActor {
     /// Re-evaluates every pair with the tenant's installed policy and hands the records to
-    /// the store writer (after the pending observations): a trust change.
+    /// the store writer (after the pending observations): a trust change. Waits for the
+    /// budget's share of every pair first (the mailbox waits too).
     fn recompute(&mut self, msg: Recompute, ctx: &mut Context<Self>) {
+        let Some(state) = self.state.as_ref() else {
+            return;
+        };
+        let (budget, pairs) = (self.budget.clone(), state.pair_count());
+        ctx.wait(
+            async move { budget.take(pairs).await }
+                .into_actor(self)
+                .map(move |share, act, ctx| act.recompute_with(msg, share, ctx)),
+        );
+    }
+
+    fn recompute_with(&mut self, msg: Recompute, share: RecordShare, ctx: &mut Context<Self>) {
         let Some(state) = self.state.as_mut() else {
             return;
         };
@@ -262,7 +300,7 @@ impl ArtifactActor {
                 let _ = reply.send(result.map(|()| n));
             }
         });
-        let persist = Persist { observations: Vec::new(), records, done: vec![written.0], spans: Vec::new() };
+        let persist = Persist { observations: Vec::new(), records, done: vec![written.0], spans: Vec::new(), share };
         let writer = self.writer.clone();
         ctx.wait(
             async move {
@@ -359,12 +397,11 @@ impl Handler<Recompute> for ArtifactActor {
     /// re-evaluating: an actor of a package this instance does not own (created by an
     /// earlier recompute) may hold a state older than the store's.
     fn handle(&mut self, msg: Recompute, ctx: &mut Context<Self>) {
-        let handed_over = self.hand_over();
-        self.state = None;
-        self.publish_held();
         // The rebuild's load is sent only once the writer has the hand-over (its own
         // wait would run first), so the load reads after it.
-        ctx.wait(OptionFuture::from(handed_over).into_actor(self).map(move |_, act, ctx| {
+        ctx.wait(self.share_then_hand_over().map(move |(), act, ctx| {
+            act.state = None;
+            act.publish_held();
             act.with_state(ctx, false, &tracing::Span::none(), move |act, ctx| act.recompute(msg, ctx));
         }));
     }
@@ -379,6 +416,28 @@ mod tests {
     use crate::ports::Stores;
     use crate::stores::contract::sample_observation;
 
+    /// An embedded store, a writer on it, and an actor of `o`'s package sharing `budget`.
+    fn actor_on_a_store(
+        path: &std::path::Path,
+        o: &Observation,
+        budget: RecordBudget,
+    ) -> (Arc<crate::stores::embedded::EmbeddedStore>, Addr<ArtifactActor>, Arc<AtomicUsize>) {
+        let store = Arc::new(crate::stores::embedded::EmbeddedStore::open(path).unwrap());
+        let settings = WriterSettings {
+            batch_max: 1000,
+            flush_after: Duration::from_millis(1),
+            retry_initial: Duration::from_millis(1),
+            retry_max: Duration::from_millis(2),
+            store_timeout: Duration::from_secs(5),
+            mailbox_capacity: 16,
+        };
+        let writer = StoreWriter::new(WriterStores::from(Stores::of(store.clone())), settings, false).start();
+        let held = Arc::new(AtomicUsize::new(0));
+        let policies = Arc::new(Policies::new(Policy::default()));
+        let actor = ArtifactActor::new("t".into(), o.package.to_string(), policies, writer, 16, held.clone(), budget);
+        (store, actor.start(), held)
+    }
+
     /// A trust change (`Recompute`) that arrives while an applied observation still waits
     /// for its hand-over to the writer: the rebuilt state holds the observation (the load
     /// is sent after the hand-over), and the recompute evaluates its pair.
@@ -387,21 +446,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().to_path_buf();
         actix::System::new().block_on(async move {
-            let store = Arc::new(crate::stores::embedded::EmbeddedStore::open(&path).unwrap());
-            let settings = WriterSettings {
-                batch_max: 1000,
-                flush_after: Duration::from_millis(1),
-                retry_initial: Duration::from_millis(1),
-                retry_max: Duration::from_millis(2),
-                store_timeout: Duration::from_secs(5),
-                mailbox_capacity: 16,
-            };
-            let writer = StoreWriter::new(WriterStores::from(Stores::of(store)), settings, false).start();
             let o = sample_observation("t", "vendor", "pkg:npm/recomputed@1.0.0", "CVE-2024-1", Status::Affected);
-            let held = Arc::new(AtomicUsize::new(0));
-            let policies = Arc::new(Policies::new(Policy::default()));
-            let actor = ArtifactActor::new("t".into(), o.package.to_string(), policies, writer, 16, held.clone());
-            let actor = actor.start();
+            let (_store, actor, held) = actor_on_a_store(&path, &o, RecordBudget::new(1));
             let (done, durable) = tokio::sync::oneshot::channel();
             actor.do_send(Apply { observation: o, done, span: tracing::Span::none() });
             let (recomputed, pairs) = tokio::sync::oneshot::channel();
@@ -409,6 +455,31 @@ mod tests {
             assert!(matches!(durable.await, Ok(Ok(()))));
             assert_eq!(pairs.await.unwrap().unwrap(), 1, "the recompute evaluated the applied observation's pair");
             assert_eq!(held.load(Ordering::Relaxed), 1, "the rebuilt state holds the applied observation");
+        });
+    }
+
+    /// With the budget of records in flight taken, an applied observation's record is not
+    /// evaluated nor handed over (nothing is written); once the budget is back it is, and
+    /// its share returns when the writer has written it.
+    #[test]
+    fn the_hand_over_waits_for_the_budget_and_returns_its_share_once_written() {
+        use crate::ports::RecordStore;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        actix::System::new().block_on(async move {
+            let o = sample_observation("t", "vendor", "pkg:npm/budgeted@1.0.0", "CVE-2024-2", Status::Affected);
+            let budget = RecordBudget::new(4);
+            let (store, actor, _) = actor_on_a_store(&path, &o, budget.clone());
+            let all = budget.take(4).await;
+            let (done, mut durable) = tokio::sync::oneshot::channel();
+            actor.do_send(Apply { observation: o.clone(), done, span: tracing::Span::none() });
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            assert!(durable.try_recv().is_err(), "handed over without a share of the budget");
+            assert!(store.list_records(Some("t"), None).await.unwrap().is_empty(), "a record was written");
+            drop(all);
+            assert!(matches!(durable.await, Ok(Ok(()))));
+            assert_eq!(store.list_records(Some("t"), None).await.unwrap().len(), 1);
+            assert_eq!(budget.available(), 4, "the written record's share came back");
         });
     }
 }

@@ -204,6 +204,9 @@ pub struct Persist {
     pub done: Vec<Done>,
     /// The span of each observation (aligned with `observations`).
     pub spans: Vec<tracing::Span>,
+    /// The records' share of the pipeline's budget of records in flight, returned (dropped)
+    /// once the batch holding them is written.
+    pub share: super::budget::RecordShare,
 }
 
 /// To the store writer: persist a DSSE verification (`put_verification`, retried like

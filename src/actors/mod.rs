@@ -16,6 +16,7 @@
 //! Must be started inside an actix `System` running on a multi-thread tokio runtime.
 
 pub mod artifact;
+pub mod budget;
 pub mod export_job;
 pub mod ingest;
 pub mod messages;
@@ -514,6 +515,7 @@ mod tests {
                 max_observations: 50_000,
                 idle_evict: std::time::Duration::from_secs(60),
                 mailbox_capacity: 4,
+                max_records_in_flight: 3,
             },
         }
     }

@@ -13,6 +13,7 @@
 //! package's shard, so one package is always handled by one thread and one writer.
 
 use super::artifact::ArtifactActor;
+use super::budget::RecordBudget;
 use super::messages::{Apply, LiveActors, LivePackages, Recompute, RecomputePackage, ResetActors, Route};
 use super::{shard_of, Writers};
 use crate::telemetry::events::{InFlight, RegistryLoad};
@@ -33,6 +34,9 @@ pub struct RegistrySettings {
     pub max_observations: usize,
     pub idle_evict: Duration,
     pub mailbox_capacity: usize,
+    /// Most consensus records evaluated and not yet written, across the actors
+    /// ([`RecordBudget`]).
+    pub max_records_in_flight: usize,
 }
 
 struct Entry {
@@ -58,6 +62,8 @@ pub struct ArtifactRegistry {
     /// Above the bound, `held` at which the next scan for idle actors runs (0: at the
     /// bound).
     rescan_above: usize,
+    /// The records in flight to the writers, shared by every actor this registry makes.
+    budget: RecordBudget,
 }
 
 impl ArtifactRegistry {
@@ -73,6 +79,7 @@ impl ArtifactRegistry {
             policies,
             writers,
             arbiters,
+            budget: RecordBudget::new(settings.max_records_in_flight),
             settings,
             actors: HashMap::new(),
             generation: 0,
@@ -182,6 +189,7 @@ impl ArtifactRegistry {
                 self.writers.for_package(&key.0, &key.1).clone(),
                 self.settings.mailbox_capacity,
                 held.clone(),
+                self.budget.clone(),
             );
             let arbiter = &self.arbiters[shard_of(&key.0, &key.1, self.arbiters.len())];
             let addr = ArtifactActor::start_in_arbiter(arbiter, move |_| actor);

@@ -20,6 +20,7 @@
 //! per batch (the batch span counts the inputs and the traced ones), so a trace ends with
 //! its consensus write and a batch of thousands does not make thousands of spans.
 
+use super::budget::RecordShare;
 use super::messages::{Done, Drain, LoadPackage, Persist, PersistVerification, Rejected};
 use crate::domain::model::Observation;
 use crate::domain::version::VersionedRecord;
@@ -88,6 +89,9 @@ struct Batch {
     units: Vec<Unit>,
     /// The span of each input (observation or verification).
     spans: Vec<tracing::Span>,
+    /// The records' shares of the budget of records in flight, returned once the batch is
+    /// written.
+    shares: Vec<RecordShare>,
 }
 
 /// One `Persist` or `PersistVerification`: index ranges into its batch.
@@ -212,7 +216,7 @@ impl StoreWriter {
             self.last_depth = Some(Instant::now());
         }
         let fut = async move {
-            let Batch { observations, records: all_records, verifications, done, units, .. } = batch;
+            let Batch { observations, records: all_records, verifications, done, units, shares, .. } = batch;
             let mut split = LatestSplit::new(all_records);
             let now = crate::ports::now_ms();
             let done_total = done.len();
@@ -267,6 +271,8 @@ impl StoreWriter {
                 };
                 RecordChanged { record: &r.record, correlation_id: &|| of(true).or_else(|| of(false)) }.emit();
             }
+            // Written: the records' shares of the budget go back before anyone hears of it.
+            drop(shares);
             for d in done {
                 let _ = d.send(Ok(()));
             }
@@ -474,6 +480,7 @@ impl Handler<Persist> for StoreWriter {
         self.pending.records.extend(msg.records);
         self.pending.done.extend(msg.done);
         self.pending.spans.extend(msg.spans);
+        self.pending.shares.push(msg.share);
         if self.pending.observations.len() + self.pending.records.len() >= self.settings.batch_max {
             self.flush(ctx);
         } else if !self.flush_scheduled {
@@ -732,6 +739,7 @@ mod tests {
                 records: Vec::new(),
                 done: vec![done],
                 spans,
+                share: RecordShare::default(),
             });
             let load = |package: &str| writer.send(LoadPackage { tenant: "t".into(), package: package.into() });
             let (a, b, none) = tokio::join!(load(&stored.package), load(&pending.package), load("pkg:npm/none"));
@@ -758,7 +766,13 @@ mod tests {
             let o = sample_observation("t", "vendor", "pkg:npm/drained@1.0.0", "CVE-2024-1", Status::Fixed);
             let (done, mut durable) = tokio::sync::oneshot::channel();
             let spans = vec![tracing::Span::none()];
-            writer.do_send(Persist { observations: vec![o.clone()], records: Vec::new(), done: vec![done], spans });
+            writer.do_send(Persist {
+                observations: vec![o.clone()],
+                records: Vec::new(),
+                done: vec![done],
+                spans,
+                share: RecordShare::default(),
+            });
             writer.send(Drain).await.unwrap();
             assert!(matches!(durable.try_recv(), Ok(Ok(()))), "durable when the drain answered");
             assert_eq!(store.observations_for_package("t", &o.package).await.unwrap().len(), 1);

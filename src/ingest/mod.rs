@@ -230,6 +230,7 @@ mod tests {
                 max_observations: 50_000,
                 idle_evict: Duration::from_secs(60),
                 mailbox_capacity: 4,
+                max_records_in_flight: 8_192,
             },
         }
     }

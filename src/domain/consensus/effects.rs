@@ -44,6 +44,8 @@ pub struct PackageConsensus {
     state: PackageState,
     changed: BTreeSet<PairKey>,
     heal: bool,
+    /// Every pair was moved into `changed` by [`Self::pairs_to_evaluate`] for a heal.
+    healing: bool,
     conflict_reasons: HashMap<PairKey, BTreeSet<ConflictReason>>,
 }
 
@@ -55,7 +57,13 @@ impl PackageConsensus {
     pub fn rebuild(stored: Vec<Observation>, baseline: Option<&Policy>) -> (Self, Vec<ApplyError>) {
         let heal = !stored.is_empty();
         let (state, errors) = PackageState::rebuild(stored);
-        let mut c = PackageConsensus { state, changed: BTreeSet::new(), heal, conflict_reasons: HashMap::new() };
+        let mut c = PackageConsensus {
+            state,
+            changed: BTreeSet::new(),
+            heal,
+            healing: false,
+            conflict_reasons: HashMap::new(),
+        };
         if let Some(policy) = baseline {
             for p in c.state.pairs() {
                 if let Ok(Some(r)) = c.state.evaluate(&p, policy, false) {
@@ -73,7 +81,24 @@ impl PackageConsensus {
     /// Whether the next effects re-evaluate every pair (after a rebuild that found stored
     /// observations).
     pub fn heals_next(&self) -> bool {
-        self.heal
+        self.heal || self.healing
+    }
+
+    /// How many pairs the next [`Self::effects`] evaluates if nothing more is staged
+    /// (every pair after a rebuild that found stored observations: listed once, here).
+    pub fn pairs_to_evaluate(&mut self) -> usize {
+        if self.heal {
+            let all = self.state.pairs();
+            self.changed.extend(all);
+            self.heal = false;
+            self.healing = true;
+        }
+        self.changed.len()
+    }
+
+    /// How many pairs [`Self::recompute`] evaluates.
+    pub fn pair_count(&self) -> usize {
+        self.state.pairs().len()
     }
 
     /// Stages one observation: applied to the state, its changed pairs kept for the next
@@ -91,6 +116,7 @@ impl PackageConsensus {
         let pairs: Vec<PairKey> =
             if self.heal { self.state.pairs() } else { std::mem::take(&mut self.changed).into_iter().collect() };
         self.heal = false;
+        self.healing = false;
         self.changed.clear();
         self.evaluate(pairs, policy, true)
     }
@@ -106,6 +132,7 @@ impl PackageConsensus {
     /// conflicts, none counted as appearing.
     pub fn recompute(&mut self, policy: &Policy) -> Effects {
         self.heal = false;
+        self.healing = false;
         self.changed.clear();
         self.conflict_reasons.clear();
         let pairs = self.state.pairs();
@@ -200,5 +227,31 @@ mod tests {
         assert!(c.effects(&p).records.is_empty());
         let r = c.recompute(&p);
         assert_eq!((r.records.len(), r.conflicts_appeared.len()), (2, 0));
+    }
+
+    #[test]
+    fn pairs_to_evaluate_counts_what_the_next_effects_evaluate() {
+        let p = policy();
+        let stored = vec![
+            obs(Some("a"), "pkg:npm/x@1", "CVE-1", Status::Affected, "2024-01-01T00:00:00Z"),
+            obs(Some("b"), "pkg:npm/x@1", "CVE-1", Status::Fixed, "2024-01-01T00:00:00Z"),
+            obs(Some("a"), "pkg:npm/x@2", "CVE-2", Status::Affected, "2024-01-01T00:00:00Z"),
+        ];
+        let (mut counted, _) = PackageConsensus::rebuild(stored.clone(), None);
+        let (mut plain, _) = PackageConsensus::rebuild(stored, None);
+        assert_eq!(counted.pairs_to_evaluate(), 2, "after a rebuild: every pair");
+        assert!(counted.heals_next(), "still a heal");
+        assert_eq!(counted.pairs_to_evaluate(), 2, "counting twice lists nothing twice");
+        let new = obs(Some("c"), "pkg:npm/x@3", "CVE-3", Status::Fixed, "2024-01-02T00:00:00Z");
+        counted.stage(new.clone()).unwrap();
+        plain.stage(new).unwrap();
+        assert_eq!(counted.pairs_to_evaluate(), 3);
+        let digests = |e: Effects| e.records.into_iter().map(|r| r.record.consensus_digest).collect::<Vec<_>>();
+        let (a, b) = (digests(counted.effects(&p)), digests(plain.effects(&p)));
+        assert_eq!(a.len(), 3);
+        assert_eq!(a, b, "the same records as a heal that was not counted");
+        assert_eq!(counted.pairs_to_evaluate(), 0);
+        assert!(!counted.heals_next());
+        assert_eq!(counted.pair_count(), 3);
     }
 }

@@ -111,7 +111,7 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("vex_meta");
 const CHANGE_TAILS: TableDefinition<&str, u64> = TableDefinition::new("vex_consensus_change_tails");
 
 /// Page cache of the embedded database when the caller names none (redb's default is
-/// 1 GiB; `serve` takes `store.cache_mib`, whose default is the same).
+/// 1 GiB; `serve` takes `store.cache_mib`, 24 MiB by default).
 const CACHE_BYTES: usize = 64 * 1024 * 1024;
 
 /// Pairs whose read-API answer is kept in memory ([`ReadCache`]: a hit reads no page).
