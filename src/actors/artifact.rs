@@ -5,15 +5,15 @@
 //! observations applied in one turn are handed to the store writer together with the
 //! records they changed (each changed pair evaluated once) and their completion
 //! signals, evaluated only once the pipeline's [`RecordBudget`] gave a share for them
-//! (the share goes with the records and comes back when they are written), each record with its version (the policy epoch, then the highest stream
-//! position and the number of the observations applying to the pair: see
-//! `ports::RecordVersion`), so the store never lets an older state replace a newer one;
-//! after a rebuild that found stored observations the first
-//! write re-evaluates every pair (heals a crash between the observation and record
-//! writes); every evaluation uses the tenant's policy installed at that moment
-//! ([`Policies`]), and a `Recompute` (trust change) hands over the pending observations
-//! first, rebuilds the state from the store, then re-evaluates every pair. No business
-//! rule lives here: `PackageState` decides.
+//! (the share goes with the records and comes back when they are written), each record
+//! with its version (the policy epoch, then the highest stream position and the number
+//! of the observations applying to the pair: see `ports::RecordVersion`), so the store
+//! never lets an older state replace a newer one; after a rebuild that found stored
+//! observations the first write re-evaluates every pair (heals a crash between the
+//! observation and record writes); every evaluation uses the tenant's policy installed at
+//! that moment ([`Policies`]), and a `Recompute` (trust change) hands over the pending
+//! observations first, rebuilds the state from the store, then re-evaluates every pair.
+//! No business rule lives here: `PackageState` decides.
 //! Spans: `vex.artifact.apply` under each observation's span, `vex.artifact.rebuild` under
 //! the observation that triggered it, one `vex.artifact.evaluate` per hand-over under the
 //! first observation's span, linked to the other traces it evaluated for (bounded).
