@@ -211,14 +211,19 @@ mod tests {
         assert!(e.conflicts_appeared.is_empty(), "the conflict was there before");
     }
 
-    #[test]
-    fn a_rebuild_is_a_baseline_and_heals_every_pair_at_the_first_effects() {
-        let p = policy();
-        let stored = vec![
+    /// Three stored observations over two pairs, one of them in conflict.
+    fn stored_two_pairs() -> Vec<Observation> {
+        vec![
             obs(Some("a"), "pkg:npm/x@1", "CVE-1", Status::Affected, "2024-01-01T00:00:00Z"),
             obs(Some("b"), "pkg:npm/x@1", "CVE-1", Status::Fixed, "2024-01-01T00:00:00Z"),
             obs(Some("a"), "pkg:npm/x@2", "CVE-2", Status::Affected, "2024-01-01T00:00:00Z"),
-        ];
+        ]
+    }
+
+    #[test]
+    fn a_rebuild_is_a_baseline_and_heals_every_pair_at_the_first_effects() {
+        let p = policy();
+        let stored = stored_two_pairs();
         let (mut c, errors) = PackageConsensus::rebuild(stored, Some(&p));
         assert!(errors.is_empty());
         let e = c.effects(&p);
@@ -232,11 +237,7 @@ mod tests {
     #[test]
     fn pairs_to_evaluate_counts_what_the_next_effects_evaluate() {
         let p = policy();
-        let stored = vec![
-            obs(Some("a"), "pkg:npm/x@1", "CVE-1", Status::Affected, "2024-01-01T00:00:00Z"),
-            obs(Some("b"), "pkg:npm/x@1", "CVE-1", Status::Fixed, "2024-01-01T00:00:00Z"),
-            obs(Some("a"), "pkg:npm/x@2", "CVE-2", Status::Affected, "2024-01-01T00:00:00Z"),
-        ];
+        let stored = stored_two_pairs();
         let (mut counted, _) = PackageConsensus::rebuild(stored.clone(), None);
         let (mut plain, _) = PackageConsensus::rebuild(stored, None);
         assert_eq!(counted.pairs_to_evaluate(), 2, "after a rebuild: every pair");
