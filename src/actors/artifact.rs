@@ -190,8 +190,8 @@ impl ArtifactActor {
             Some(state) if !self.pending.is_empty() => state.pairs_to_evaluate(),
             _ => 0,
         };
-        let budget = self.budget.clone();
-        async move { budget.take(pairs).await }
+        self.budget
+            .take(pairs)
             .into_actor(self)
             .then(|share, act, _| OptionFuture::from(act.hand_over(share)).into_actor(act))
             .map(|_, _, _| ())
@@ -265,12 +265,8 @@ impl ArtifactActor {
         let Some(state) = self.state.as_ref() else {
             return;
         };
-        let (budget, pairs) = (self.budget.clone(), state.pair_count());
-        ctx.wait(
-            async move { budget.take(pairs).await }
-                .into_actor(self)
-                .map(move |share, act, ctx| act.recompute_with(msg, share, ctx)),
-        );
+        let share = self.budget.take(state.pair_count());
+        ctx.wait(share.into_actor(self).map(move |share, act, ctx| act.recompute_with(msg, share, ctx)));
     }
 
     fn recompute_with(&mut self, msg: Recompute, share: RecordShare, ctx: &mut Context<Self>) {

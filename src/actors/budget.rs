@@ -42,14 +42,18 @@ impl RecordBudget {
         RecordBudget { permits: Arc::new(Semaphore::new(total as usize)), total }
     }
 
-    /// Waits for a share of `records` units (at most the whole budget; none for 0).
-    pub async fn take(&self, records: usize) -> RecordShare {
+    /// Waits for a share of `records` units (at most the whole budget; none for 0). The
+    /// future holds the budget, not `self`, so an actor can wait on it in its context.
+    pub fn take(&self, records: usize) -> impl std::future::Future<Output = RecordShare> + 'static {
         let n = u32::try_from(records).unwrap_or(u32::MAX).min(self.total);
-        if n == 0 {
-            return RecordShare(None);
+        let permits = self.permits.clone();
+        async move {
+            if n == 0 {
+                return RecordShare(None);
+            }
+            // The semaphore is never closed.
+            RecordShare(permits.acquire_many_owned(n).await.ok())
         }
-        // The semaphore is never closed.
-        RecordShare(self.permits.clone().acquire_many_owned(n).await.ok())
     }
 
     /// Units not taken now.
@@ -70,20 +74,14 @@ mod tests {
             let a = budget.take(6).await;
             assert_eq!((a.units(), budget.available()), (6, 4));
             // 6 more must wait for `a`.
-            let waiting = tokio::spawn({
-                let budget = budget.clone();
-                async move { budget.take(6).await }
-            });
+            let waiting = tokio::spawn(budget.take(6));
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
             assert!(!waiting.is_finished(), "a share larger than what is left waits");
             drop(a);
             let b = waiting.await.unwrap();
             assert_eq!((b.units(), budget.available()), (6, 4));
             // Larger than the whole budget: takes all of it once the rest is back.
-            let big = tokio::spawn({
-                let budget = budget.clone();
-                async move { budget.take(1_000).await }
-            });
+            let big = tokio::spawn(budget.take(1_000));
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
             assert!(!big.is_finished());
             drop(b);
