@@ -45,9 +45,11 @@ fn api_reads_kafka_ingested_records_from_mongodb_per_tenant() {
     let items = common::wait_for("acme's four records through the API", Duration::from_secs(180), || {
         let (code, v) = get(&l, c, "acme");
         let items = v["items"].as_array().cloned().unwrap_or_default();
-        // Four pairs exist before the last document's observations reach them: wait for
-        // the pair all three documents dispute, too.
-        let settled = items.iter().any(|r| r["status"] == "disputed");
+        // Four pairs exist before the last document's observations reach them, and the
+        // disputed pair is disputed by two documents before the third reaches it: wait
+        // for the pair all three documents dispute.
+        let settled =
+            items.iter().any(|r| r["status"] == "disputed" && r["statements"].as_array().is_some_and(|s| s.len() == 3));
         (code == 200 && items.len() == 4 && settled && items.iter().all(|r| r["tenant"] == "acme")).then_some(items)
     });
     let globex = common::wait_for("globex's records", Duration::from_secs(120), || {
