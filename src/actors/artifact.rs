@@ -21,7 +21,7 @@
 use super::budget::{RecordBudget, RecordShare};
 use super::messages::{Apply, Done, LoadPackage, Persist, Recompute};
 use super::writer::StoreWriter;
-use crate::domain::consensus::{Effects, PackageConsensus};
+use crate::domain::consensus::{Effects, PackageConsensus, Rebuild};
 use crate::domain::model::Observation;
 use crate::telemetry::events::{ConflictsAppeared, Recomputed};
 use crate::telemetry::{RECOMPUTE_INGESTION_DELTA, RECOMPUTE_REBUILD};
@@ -110,16 +110,16 @@ impl ArtifactActor {
         }
     }
 
-    /// Installs the state rebuilt from `stored`; with `baseline`, evaluates every pair to
-    /// record the conflicts the stored records already carry (a caller that re-evaluates
-    /// every pair right away records them itself).
+    /// Installs the state rebuilt from `stored`; with `baseline`, the conflicts the stored
+    /// records already carry are the baseline (a caller that re-evaluates every pair right
+    /// away records them itself).
     fn install(&mut self, stored: Vec<Observation>, baseline: bool) {
         let t0 = Instant::now();
         let n = stored.len();
-        let policy = self.policies.for_tenant(&self.tenant);
         // The stored records already carry the conflicts of the stored observations: a
         // rebuild is the baseline, not new conflicts.
-        let (consensus, errors) = PackageConsensus::rebuild(stored, baseline.then_some(&*policy));
+        let how = Rebuild { heal: true, baseline: baseline.then(|| self.policies.for_tenant(&self.tenant)) };
+        let (consensus, errors) = PackageConsensus::rebuild(stored, how);
         for e in errors {
             crate::warn_event!(crate::telemetry::events::LogEvent::RebuildSkip, tenant = %self.tenant, package = %self.package, error = %e, "stored observation skipped");
         }

@@ -17,7 +17,9 @@ use super::state::{ApplyError, PackageState};
 use crate::domain::model::Observation;
 use crate::domain::trust::Policy;
 use crate::domain::version::{RecordVersion, VersionedRecord};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::hash::BuildHasher;
+use std::sync::Arc;
 
 /// Conflict reasons a pair gained at this evaluation.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,40 +39,55 @@ pub struct Effects {
     pub undigestible: Vec<ApplyError>,
 }
 
+/// How [`PackageConsensus::rebuild`] treats the stored observations.
+#[derive(Clone, Debug, Default)]
+pub struct Rebuild {
+    /// Re-evaluate every pair at the first effects: heals a crash between the observation
+    /// and record writes. Only a caller that knows the stored records follow from the
+    /// stored observations (it wrote both and every write succeeded) leaves it off.
+    pub heal: bool,
+    /// The policy of the conflict baseline: the conflicts a pair had before the new
+    /// observations (what its stored record carries) do not count as appearing. Each pair
+    /// is evaluated for it when the first new observation that may change it is staged,
+    /// before that observation applies; the heal records the others'. `None`: every
+    /// conflict a pair's first evaluation finds counts as appearing.
+    pub baseline: Option<Arc<Policy>>,
+}
+
 /// A package's consensus state as its actor holds it: the observations, the pairs changed
 /// since the last effects, and each pair's conflict reasons at its last evaluation.
 #[derive(Debug, Default)]
 pub struct PackageConsensus {
     state: PackageState,
+    /// The pairs staged observations changed since the last effects.
     changed: BTreeSet<PairKey>,
+    /// The next effects evaluate every pair (a heal after a rebuild).
     heal: bool,
-    /// Every pair was moved into `changed` by [`Self::pairs_to_evaluate`] for a heal.
-    healing: bool,
+    /// The heal's pairs, once [`Self::pairs_to_evaluate`] listed them (the heal is still
+    /// to come).
+    heal_pairs: Option<BTreeSet<PairKey>>,
+    /// While some pair of the rebuilt state may lack its conflict baseline: the policy
+    /// to evaluate it under ([`Rebuild::baseline`]).
+    baseline: Option<Arc<Policy>>,
+    /// The pairs with a recorded baseline or evaluated since the rebuild (their hashes),
+    /// while `baseline` is set.
+    baselined: HashSet<u64, foldhash::fast::RandomState>,
     conflict_reasons: HashMap<PairKey, BTreeSet<ConflictReason>>,
 }
 
 impl PackageConsensus {
     /// The consensus rebuilt from stored observations (those the state refuses are
-    /// returned). With `baseline`, every pair is evaluated to record the conflicts the
-    /// stored records already carry (a caller that re-evaluates every pair right away
-    /// records them itself).
-    pub fn rebuild(stored: Vec<Observation>, baseline: Option<&Policy>) -> (Self, Vec<ApplyError>) {
-        let heal = !stored.is_empty();
+    /// returned), healed and baselined as `how` says (only when observations were
+    /// stored).
+    pub fn rebuild(stored: Vec<Observation>, how: Rebuild) -> (Self, Vec<ApplyError>) {
+        let found = !stored.is_empty();
         let (state, errors) = PackageState::rebuild(stored);
-        let mut c = PackageConsensus {
+        let c = PackageConsensus {
             state,
-            changed: BTreeSet::new(),
-            heal,
-            healing: false,
-            conflict_reasons: HashMap::new(),
+            heal: how.heal && found,
+            baseline: how.baseline.filter(|_| found),
+            ..PackageConsensus::default()
         };
-        if let Some(policy) = baseline {
-            for p in c.state.pairs() {
-                if let Ok(Some(r)) = c.state.evaluate(&p, policy, false) {
-                    c.note_conflicts(&r);
-                }
-            }
-        }
         (c, errors)
     }
 
@@ -79,21 +96,22 @@ impl PackageConsensus {
     }
 
     /// Whether the next effects re-evaluate every pair (after a rebuild that found stored
-    /// observations).
+    /// observations and heals).
     pub fn heals_next(&self) -> bool {
-        self.heal || self.healing
+        self.heal || self.heal_pairs.is_some()
     }
 
     /// How many pairs the next [`Self::effects`] evaluates if nothing more is staged
-    /// (every pair after a rebuild that found stored observations: listed once, here).
+    /// (every pair before a heal: listed once, here).
     pub fn pairs_to_evaluate(&mut self) -> usize {
         if self.heal {
-            let all = self.state.pairs();
-            self.changed.extend(all);
+            self.heal_pairs = Some(self.state.pairs().into_iter().collect());
             self.heal = false;
-            self.healing = true;
         }
-        self.changed.len()
+        match &self.heal_pairs {
+            Some(all) => all.len() + self.changed.iter().filter(|p| !all.contains(*p)).count(),
+            None => self.changed.len(),
+        }
     }
 
     /// How many pairs [`Self::recompute`] evaluates.
@@ -102,23 +120,48 @@ impl PackageConsensus {
     }
 
     /// Stages one observation: applied to the state, its changed pairs kept for the next
-    /// [`Self::effects`]. Returns how many pairs it changed (0 for a duplicate).
+    /// [`Self::effects`]. Returns how many pairs it changed (0 for a duplicate). A held
+    /// pair it may change that has no conflict baseline yet is evaluated for it first.
     pub fn stage(&mut self, o: Observation) -> Result<usize, ApplyError> {
+        if let Some(policy) = self.baseline.clone() {
+            for p in self.state.pairs_changed_by(&o) {
+                if !self.changed.contains(&p) && self.baselined.insert(self.baselined.hasher().hash_one(&p)) {
+                    if let Ok(Some(r)) = self.state.evaluate(&p, &policy, false) {
+                        self.note_conflicts(&r);
+                    }
+                }
+            }
+        }
         let changed = self.state.apply(o)?;
         let n = changed.len();
         self.changed.extend(changed);
         Ok(n)
     }
 
-    /// The effects of everything staged since the last effects (every pair after a
-    /// rebuild that found stored observations), under `policy`.
+    /// The effects of everything staged since the last effects (every pair at a heal),
+    /// under `policy`.
     pub fn effects(&mut self, policy: &Policy) -> Effects {
-        let pairs: Vec<PairKey> =
-            if self.heal { self.state.pairs() } else { std::mem::take(&mut self.changed).into_iter().collect() };
+        let staged = std::mem::take(&mut self.changed);
+        if !self.heals_next() {
+            let effects = self.evaluate(staged.iter(), policy, |_| true);
+            if self.baseline.is_some() {
+                for p in &staged {
+                    self.baselined.insert(self.baselined.hasher().hash_one(p));
+                }
+            }
+            return effects;
+        }
+        let mut pairs = match self.heal_pairs.take() {
+            Some(all) => all,
+            None => self.state.pairs().into_iter().collect(),
+        };
         self.heal = false;
-        self.healing = false;
-        self.changed.clear();
-        self.evaluate(pairs, policy, true)
+        pairs.extend(staged.iter().cloned());
+        // A pair no staged observation changed is evaluated as it was stored: its
+        // conflicts are the baseline (the staged ones were baselined as they came).
+        let baselined = self.baseline.take().is_some();
+        self.baselined.clear();
+        self.evaluate(pairs.iter(), policy, |p| !baselined || staged.contains(p))
     }
 
     /// Applies one observation and returns its effects ([`Self::stage`] then
@@ -132,21 +175,29 @@ impl PackageConsensus {
     /// conflicts, none counted as appearing.
     pub fn recompute(&mut self, policy: &Policy) -> Effects {
         self.heal = false;
-        self.healing = false;
+        self.heal_pairs = None;
+        self.baseline = None;
+        self.baselined.clear();
         self.changed.clear();
         self.conflict_reasons.clear();
         let pairs = self.state.pairs();
-        self.evaluate(pairs, policy, false)
+        self.evaluate(pairs.iter(), policy, |_| false)
     }
 
-    fn evaluate(&mut self, pairs: Vec<PairKey>, policy: &Policy, count: bool) -> Effects {
+    /// Evaluates `pairs`; the conflicts that appear on a pair count when `count` says so.
+    fn evaluate<'a>(
+        &mut self,
+        pairs: impl Iterator<Item = &'a PairKey>,
+        policy: &Policy,
+        count: impl Fn(&PairKey) -> bool,
+    ) -> Effects {
         let mut effects = Effects::default();
         let epoch = policy.epoch();
         for p in pairs {
-            match self.state.evaluate_with_extent(&p, policy) {
+            match self.state.evaluate_with_extent(p, policy) {
                 Ok(Some((r, extent))) => {
                     let appeared = self.note_conflicts(&r);
-                    if count && !appeared.is_empty() {
+                    if !appeared.is_empty() && count(p) {
                         effects.conflicts_appeared.push(ConflictsAppeared { pair: p.clone(), reasons: appeared });
                     }
                     effects.records.push(VersionedRecord::new(r, RecordVersion::from_extent(epoch, extent)));
@@ -224,7 +275,8 @@ mod tests {
     fn a_rebuild_is_a_baseline_and_heals_every_pair_at_the_first_effects() {
         let p = policy();
         let stored = stored_two_pairs();
-        let (mut c, errors) = PackageConsensus::rebuild(stored, Some(&p));
+        let (mut c, errors) =
+            PackageConsensus::rebuild(stored, Rebuild { heal: true, baseline: Some(Arc::new(p.clone())) });
         assert!(errors.is_empty());
         let e = c.effects(&p);
         assert_eq!(e.records.len(), 2, "every pair after a rebuild");
@@ -234,12 +286,100 @@ mod tests {
         assert_eq!((r.records.len(), r.conflicts_appeared.len()), (2, 0));
     }
 
+    /// The observations after `stored_two_pairs()`: one on the pair already in conflict
+    /// (nothing appears), a version-less one disputing `x@2` / CVE-2 (appears) and making
+    /// a new pair `x@1` / CVE-2, and a newer version of a stored document that no longer
+    /// names `x@4` / CVE-4 (its old statement is retracted: the pair changes), and two
+    /// statements on a new artifact, `x@5` / CVE-2, in conflict with the version-less one
+    /// as soon as the first comes (appears: a pair made in the same turn has no baseline).
+    fn stored_then_new() -> (Vec<Observation>, Vec<Observation>) {
+        let versioned = |o: Observation, version: &str| Observation {
+            document_id: Some("doc-a".into()),
+            document_version: Some(version.into()),
+            ..o
+        };
+        let mut stored = stored_two_pairs();
+        let old = obs(Some("a"), "pkg:npm/x@4", "CVE-4", Status::Affected, "2024-01-01T00:00:00Z");
+        stored.push(versioned(old, "1"));
+        let new = vec![
+            obs(Some("c"), "pkg:npm/x@1", "CVE-1", Status::Fixed, "2024-01-02T00:00:00Z"),
+            obs(Some("b"), "pkg:npm/x", "CVE-2", Status::Fixed, "2024-01-02T00:00:00Z"),
+            versioned(obs(Some("a"), "pkg:npm/x@3", "CVE-3", Status::Affected, "2024-01-03T00:00:00Z"), "2"),
+            obs(Some("a"), "pkg:npm/x@5", "CVE-2", Status::Affected, "2024-01-02T00:00:00Z"),
+            obs(Some("c"), "pkg:npm/x@5", "CVE-2", Status::Fixed, "2024-01-02T00:00:00Z"),
+        ];
+        (stored, new)
+    }
+
+    /// A rebuilt consensus, healed or not, reports the same conflicts as appearing as a
+    /// consensus that applied the stored observations itself and never stopped: each
+    /// pair's baseline is evaluated before the first new observation that may change it.
+    #[test]
+    fn a_lazy_baseline_counts_what_a_consensus_that_never_stopped_counts() {
+        let p = policy();
+        let (stored, new) = stored_then_new();
+        let appeared = |e: &Effects| e.conflicts_appeared.clone();
+        let digests = |e: &Effects| e.records.iter().map(|r| r.record.consensus_digest.clone()).collect::<Vec<_>>();
+        for heal in [true, false] {
+            let mut live = PackageConsensus::default();
+            for o in stored.clone() {
+                live.apply(o, &p).unwrap();
+            }
+            for o in &new {
+                live.stage(o.clone()).unwrap();
+            }
+            let want = live.effects(&p);
+            let pairs: Vec<&str> = want.conflicts_appeared.iter().map(|c| c.pair.artifact.as_str()).collect();
+            assert_eq!(pairs, ["pkg:npm/x@2", "pkg:npm/x@5"]);
+            let how = Rebuild { heal, baseline: Some(Arc::new(p.clone())) };
+            let (mut rebuilt, errors) = PackageConsensus::rebuild(stored.clone(), how);
+            assert!(errors.is_empty());
+            for o in &new {
+                rebuilt.stage(o.clone()).unwrap();
+            }
+            let got = rebuilt.effects(&p);
+            assert_eq!(appeared(&got), appeared(&want), "heal {heal}");
+            if heal {
+                assert_eq!(got.records.len(), rebuilt.pair_count(), "a heal evaluates every pair");
+            } else {
+                assert_eq!(digests(&got), digests(&want), "without a heal: the changed pairs only");
+            }
+            // Later effects count like the live consensus's too.
+            let later = obs(Some("d"), "pkg:npm/x@1", "CVE-2", Status::Affected, "2024-01-04T00:00:00Z");
+            let (a, b) = (rebuilt.apply(later.clone(), &p).unwrap(), live.apply(later, &p).unwrap());
+            assert_eq!(appeared(&a), appeared(&b), "heal {heal}");
+            assert_eq!(appeared(&a).len(), 1);
+        }
+        // Without a baseline every conflict the heal finds counts.
+        let (mut unbased, _) = PackageConsensus::rebuild(stored, Rebuild { heal: true, baseline: None });
+        for o in new {
+            unbased.stage(o).unwrap();
+        }
+        assert_eq!(unbased.effects(&p).conflicts_appeared.len(), 3);
+    }
+
+    /// What a pre-apply baseline relies on: every held pair that applying an observation
+    /// lists as changed is among those `pairs_changed_by` lists before it applies.
+    #[test]
+    fn pairs_changed_by_lists_every_held_pair_an_observation_changes() {
+        let (stored, new) = stored_then_new();
+        let (mut state, _) = PackageState::rebuild(stored);
+        for o in new {
+            let held: BTreeSet<PairKey> = state.pairs().into_iter().collect();
+            let before: BTreeSet<PairKey> = state.pairs_changed_by(&o).into_iter().collect();
+            let changed: BTreeSet<PairKey> = state.apply(o).unwrap().into_iter().collect();
+            let missing: Vec<_> = changed.intersection(&held).filter(|p| !before.contains(*p)).collect();
+            assert!(missing.is_empty(), "{missing:?}");
+            assert!(!changed.is_empty());
+        }
+    }
+
     #[test]
     fn pairs_to_evaluate_counts_what_the_next_effects_evaluate() {
         let p = policy();
         let stored = stored_two_pairs();
-        let (mut counted, _) = PackageConsensus::rebuild(stored.clone(), None);
-        let (mut plain, _) = PackageConsensus::rebuild(stored, None);
+        let (mut counted, _) = PackageConsensus::rebuild(stored.clone(), Rebuild { heal: true, baseline: None });
+        let (mut plain, _) = PackageConsensus::rebuild(stored, Rebuild { heal: true, baseline: None });
         assert_eq!(counted.pairs_to_evaluate(), 2, "after a rebuild: every pair");
         assert!(counted.heals_next(), "still a heal");
         assert_eq!(counted.pairs_to_evaluate(), 2, "counting twice lists nothing twice");

@@ -29,7 +29,7 @@ mod supersede;
 mod weigh;
 
 pub use batch::{batch, batch_each, batch_map};
-pub use effects::{ConflictsAppeared, Effects, PackageConsensus};
+pub use effects::{ConflictsAppeared, Effects, PackageConsensus, Rebuild};
 pub use evaluate::evaluate;
 pub use record::{
     Conflict, ConflictReason, ConsensusRecord, ConsensusStatus, Factors, PairKey, Reason, Role, StatementEntry,

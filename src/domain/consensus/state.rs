@@ -171,6 +171,22 @@ fn pairs_applying(
     }
 }
 
+/// Every pair (of known artifacts) the statements of document `d` apply to (`t`: the
+/// document's tenant).
+fn document_pairs(
+    t: &TenantIndex,
+    parsed: &HashMap<Arc<str>, ArtifactKey>,
+    observations: &BTreeMap<ObsKey, Box<Observation>>,
+    d: &DocumentVersions,
+    out: &mut BTreeSet<PairKey>,
+) {
+    for x in d.ids.iter().filter_map(|id| observations.get(id)).filter(|x| x.kind.is_statement()) {
+        if let Some(xk) = parsed.get(&x.artifact) {
+            pairs_applying(t, parsed, xk, &x.tenant, &x.vulnerability, out);
+        }
+    }
+}
+
 /// What [`PackageState::pair_extent`] tells of a pair: the highest `provenance.sequence`
 /// among the observations that apply to it (-1 when none has one) and how many apply.
 pub type PairExtent = (i64, u64);
@@ -315,11 +331,7 @@ impl PackageState {
             // retracted (or no longer be) by this one.
             if let Some(d) = doc_key(&o).and_then(|k| self.documents.get(&k)) {
                 if d.digests.iter().any(|x| *x != o.document_digest) {
-                    for x in d.ids.iter().filter_map(|id| self.observations.get(id)).filter(|x| x.kind.is_statement()) {
-                        if let Some(xk) = self.parsed.get(&x.artifact) {
-                            pairs_applying(t, &self.parsed, xk, &x.tenant, &x.vulnerability, &mut affected);
-                        }
-                    }
+                    document_pairs(t, &self.parsed, &self.observations, d, &mut affected);
                 }
             }
             // A new artifact gains pairs for every vulnerability with a statement applying to
@@ -383,20 +395,49 @@ impl PackageState {
         if self.package.is_none() {
             self.package = Some(o.package.clone());
         }
+        let tenant = o.tenant.clone();
         let d = self.documents.entry(k).or_default();
         d.ids.insert(id);
         d.markers.insert(id);
         d.digests.insert(o.document_digest.clone());
         self.observations.insert(id, Box::new(o));
         let mut affected = BTreeSet::new();
-        if list_changed {
-            for x in d.ids.iter().filter_map(|id| self.observations.get(id)).filter(|x| x.kind.is_statement()) {
-                if let (Some(t), Some(xk)) = (self.tenants.get(&x.tenant), self.parsed.get(&x.artifact)) {
-                    pairs_applying(t, &self.parsed, xk, &x.tenant, &x.vulnerability, &mut affected);
-                }
-            }
+        if let Some(t) = self.tenants.get(&tenant).filter(|_| list_changed) {
+            document_pairs(t, &self.parsed, &self.observations, d, &mut affected);
         }
         Ok(affected.into_iter().collect())
+    }
+
+    /// The pairs the state holds now that applying `o` may change (a superset: every
+    /// held pair [`Self::apply`] would list for it; the pairs it would create are not
+    /// held yet). Changes nothing: what a caller evaluates before applying `o` to know a
+    /// pair's state without it. Empty for an observation the state holds or refuses.
+    pub fn pairs_changed_by(&self, o: &Observation) -> Vec<PairKey> {
+        if !o.id.is_empty() && self.observations.contains_key(&ObsKey::of(&o.id)) {
+            return Vec::new();
+        }
+        let Some(t) = self.tenants.get(&*o.tenant) else {
+            return Vec::new();
+        };
+        let mut out = BTreeSet::new();
+        if o.kind.is_statement() {
+            let parsed_here;
+            let key = match self.parsed.get(&*o.artifact) {
+                Some(k) => k,
+                None => match keys::parse_key(&o.artifact) {
+                    Ok(k) => {
+                        parsed_here = k;
+                        &parsed_here
+                    }
+                    Err(_) => return Vec::new(),
+                },
+            };
+            pairs_applying(t, &self.parsed, key, &o.tenant, &o.vulnerability, &mut out);
+        }
+        if let Some(d) = doc_key(o).and_then(|k| self.documents.get(&k)) {
+            document_pairs(t, &self.parsed, &self.observations, d, &mut out);
+        }
+        out.into_iter().collect()
     }
 
     fn key_of(&self, id: &ObsKey) -> Option<&ArtifactKey> {
