@@ -10,7 +10,9 @@
 //! of the observations applying to the pair: see `ports::RecordVersion`), so the store
 //! never lets an older state replace a newer one; after a rebuild that found stored
 //! observations the first write re-evaluates every pair (heals a crash between the
-//! observation and record writes); every evaluation uses the tenant's policy installed at
+//! observation and record writes), unless the registry knows the package's stored
+//! records follow from its stored observations (its previous actor in this process and
+//! generation left with every write durable); every evaluation uses the tenant's policy installed at
 //! that moment ([`Policies`]), and a `Recompute` (trust change) hands over the pending
 //! observations first, rebuilds the state from the store, then re-evaluates every pair.
 //! No business rule lives here: `PackageState` decides.
@@ -50,20 +52,24 @@ pub struct ArtifactActor {
     held: Arc<AtomicUsize>,
     /// The records in flight to the store writers, shared by the pipeline's actors.
     budget: RecordBudget,
+    /// The package's stored records follow from its stored observations (its previous
+    /// actor in this process left with every write durable): the rebuild needs no heal.
+    consistent: bool,
 }
 
 /// Most observations applied before their records are handed over regardless.
 const MAX_PENDING: usize = 512;
 
 impl ArtifactActor {
+    /// The actor of `(tenant, package)`.
     pub fn new(
-        tenant: String,
-        package: String,
+        (tenant, package): (String, String),
         policies: Arc<Policies>,
         writer: Addr<StoreWriter>,
         mailbox_capacity: usize,
         held: Arc<AtomicUsize>,
         budget: RecordBudget,
+        consistent: bool,
     ) -> Self {
         ArtifactActor {
             tenant,
@@ -78,6 +84,7 @@ impl ArtifactActor {
             flush_scheduled: false,
             held,
             budget,
+            consistent,
         }
     }
 
@@ -118,7 +125,8 @@ impl ArtifactActor {
         let n = stored.len();
         // The stored records already carry the conflicts of the stored observations: a
         // rebuild is the baseline, not new conflicts.
-        let how = Rebuild { heal: true, baseline: baseline.then(|| self.policies.for_tenant(&self.tenant)) };
+        let how =
+            Rebuild { heal: !self.consistent, baseline: baseline.then(|| self.policies.for_tenant(&self.tenant)) };
         let (consensus, errors) = PackageConsensus::rebuild(stored, how);
         for e in errors {
             crate::warn_event!(crate::telemetry::events::LogEvent::RebuildSkip, tenant = %self.tenant, package = %self.package, error = %e, "stored observation skipped");
@@ -430,7 +438,8 @@ mod tests {
         let writer = StoreWriter::new(WriterStores::from(Stores::of(store.clone())), settings, false).start();
         let held = Arc::new(AtomicUsize::new(0));
         let policies = Arc::new(Policies::new(Policy::default()));
-        let actor = ArtifactActor::new("t".into(), o.package.to_string(), policies, writer, 16, held.clone(), budget);
+        let actor =
+            ArtifactActor::new(("t".into(), o.package.to_string()), policies, writer, 16, held.clone(), budget, false);
         (store, actor.start(), held)
     }
 

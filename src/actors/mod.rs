@@ -588,6 +588,42 @@ mod tests {
         assert_eq!(digests(&records), digests(&expected));
     }
 
+    /// A package whose actor left with every write durable is rebuilt without a heal: an
+    /// observation stored behind the pipeline's back (what a crash between an observation's
+    /// write and its records' leaves) gets no record from the next actor. After a reset
+    /// (partition revocation, failed write) the package heals: the record is written.
+    #[test]
+    fn a_package_left_clean_is_rebuilt_without_a_heal_and_one_after_a_reset_heals() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        let sys = actix::System::with_tokio_rt(|| {
+            tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+        });
+        sys.block_on(async move {
+            let store = Arc::new(EmbeddedStore::open(&path).unwrap());
+            let p = Pipeline::start(Stores::of(store.clone()), Arc::new(Policy::default()), settings(1));
+            let a =
+                |issuer: &str, vuln: &str| sample_observation("t", issuer, "pkg:npm/a@1.0.0", vuln, Status::Affected);
+            let other = |issuer: &str| sample_observation("t", issuer, "pkg:npm/b@1.0.0", "CVE-2024-1", Status::Fixed);
+            let orphan = a("vendor", "CVE-2024-2").with_id().unwrap();
+            let orphan_pair = PairKey {
+                tenant: "t".into(),
+                artifact: orphan.artifact.to_string(),
+                vulnerability: "CVE-2024-2".into(),
+            };
+            // Package a, then b: a's actor is evicted (one live actor), its writes durable.
+            assert!(p.route_all_durable(vec![a("vendor", "CVE-2024-1")]).await.unwrap());
+            assert!(p.route_all_durable(vec![other("vendor")]).await.unwrap());
+            store.put_observations(std::slice::from_ref(&orphan)).await.unwrap();
+            assert!(p.route_all_durable(vec![a("scanner", "CVE-2024-1")]).await.unwrap());
+            assert!(store.get_record(&orphan_pair).await.unwrap().is_none(), "rebuilt with a heal");
+            assert!(p.route_all_durable(vec![other("scanner")]).await.unwrap());
+            p.reset_actors();
+            assert!(p.route_all_durable(vec![a("distro", "CVE-2024-1")]).await.unwrap());
+            assert!(store.get_record(&orphan_pair).await.unwrap().is_some(), "not healed after a reset");
+        });
+    }
+
     /// A trust change installed in the live policies, then a recompute of every package
     /// (live or rebuilt from the store): the stored records equal the batch computation
     /// under the changed policy, and another tenant's records are untouched.

@@ -9,6 +9,10 @@
 //! last published by each actor after a hand-over: checked whenever an actor settles;
 //! after a check that busy actors kept above it, the next waits until the states hold
 //! another eighth of it more, or for the periodic check);
+//! a package is rebuilt without a heal only when its previous actor, of the current
+//! generation and following the package's stream, left with every observation and
+//! recompute it was given answered durable (a reset forgets every package: another
+//! instance may own it, or a write failed);
 //! an actor runs on the arbiter thread and writes through the store writer of its
 //! package's shard, so one package is always handled by one thread and one writer.
 
@@ -19,7 +23,8 @@ use super::{shard_of, Writers};
 use crate::telemetry::events::{InFlight, RegistryLoad};
 use crate::trust::Policies;
 use actix::prelude::*;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -48,6 +53,9 @@ struct Entry {
     held: Arc<AtomicUsize>,
     /// `held` when the registry last counted it (in `ArtifactRegistry::held`).
     counted: usize,
+    /// Every observation and recompute it was given was answered durable, and it follows
+    /// the package's stream (not made for one recompute).
+    clean: bool,
 }
 
 pub struct ArtifactRegistry {
@@ -64,7 +72,15 @@ pub struct ArtifactRegistry {
     rescan_above: usize,
     /// The records in flight to the writers, shared by every actor this registry makes.
     budget: RecordBudget,
+    /// The packages (hashed) whose stored records follow from their stored observations
+    /// as far as this registry knows: their last actor, of the current generation, left
+    /// with every write it was given durable. Their next actor rebuilds without a heal.
+    consistent: HashSet<u64, foldhash::fast::RandomState>,
 }
+
+/// Most packages [`ArtifactRegistry`] remembers as consistent (about 2.5 MB); beyond
+/// it the set starts again (those packages heal once more when rebuilt).
+const MAX_CONSISTENT: usize = 1 << 18;
 
 impl ArtifactRegistry {
     /// `arbiters` must not be empty.
@@ -85,6 +101,7 @@ impl ArtifactRegistry {
             generation: 0,
             held: 0,
             rescan_above: 0,
+            consistent: HashSet::default(),
         }
     }
 
@@ -95,20 +112,28 @@ impl ArtifactRegistry {
     fn evict_idle(&mut self, older_than: Duration) {
         let now = Instant::now();
         let gen = self.generation;
-        let mut released = 0;
-        self.actors.retain(|_, e| {
-            let keep = e.in_flight > 0 || (e.generation == gen && now.duration_since(e.last_used) < older_than);
-            if !keep {
-                released += e.counted;
-            }
-            keep
-        });
-        self.held -= released;
+        let idle: Vec<(String, String)> = self
+            .actors
+            .iter()
+            .filter(|(_, e)| e.in_flight == 0 && (e.generation != gen || now.duration_since(e.last_used) >= older_than))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in idle {
+            self.remove(&k);
+        }
     }
 
+    /// Drops the actor of `key`; a clean one of the current generation leaves its package
+    /// consistent ([`Self::consistent`]).
     fn remove(&mut self, key: &(String, String)) {
         if let Some(e) = self.actors.remove(key) {
             self.held -= e.counted;
+            if e.clean && e.in_flight == 0 && e.generation == self.generation {
+                if self.consistent.len() >= MAX_CONSISTENT {
+                    self.consistent.clear();
+                }
+                self.consistent.insert(self.consistent.hasher().hash_one(key));
+            }
         }
     }
 
@@ -182,19 +207,27 @@ impl ArtifactRegistry {
         if !self.actors.contains_key(key) {
             self.make_room();
             let held = Arc::new(AtomicUsize::new(0));
+            let consistent = self.consistent.remove(&self.consistent.hasher().hash_one(key));
             let actor = ArtifactActor::new(
-                key.0.clone(),
-                key.1.clone(),
+                key.clone(),
                 self.policies.clone(),
                 self.writers.for_package(&key.0, &key.1).clone(),
                 self.settings.mailbox_capacity,
                 held.clone(),
                 self.budget.clone(),
+                consistent,
             );
             let arbiter = &self.arbiters[shard_of(&key.0, &key.1, self.arbiters.len())];
             let addr = ArtifactActor::start_in_arbiter(arbiter, move |_| actor);
-            let entry =
-                Entry { addr, last_used: Instant::now(), in_flight: 0, generation: self.generation, held, counted: 0 };
+            let entry = Entry {
+                addr,
+                last_used: Instant::now(),
+                in_flight: 0,
+                generation: self.generation,
+                held,
+                counted: 0,
+                clean: true,
+            };
             self.actors.insert(key.clone(), entry);
         }
         let e = self.actors.get_mut(key).expect("inserted above");
@@ -234,6 +267,8 @@ struct Settled {
     drop_if_idle: bool,
     /// An observation (counted by [`InFlight`]), not a recompute.
     observation: bool,
+    /// Answered durable (not failed, not unanswered).
+    durable: bool,
 }
 
 impl Handler<Settled> for ArtifactRegistry {
@@ -244,6 +279,9 @@ impl Handler<Settled> for ArtifactRegistry {
             if e.addr == s.addr {
                 e.in_flight = e.in_flight.saturating_sub(1);
                 e.last_used = Instant::now();
+                // Made for a recompute of a package this instance may not own: another
+                // instance may write it meanwhile.
+                e.clean &= s.durable && !s.drop_if_idle;
                 if s.drop_if_idle && e.in_flight == 0 {
                     self.remove(&s.key);
                 } else {
@@ -262,12 +300,12 @@ impl Handler<Settled> for ArtifactRegistry {
 /// (`sent`) and answered (`answered`: durable or failed), tells the registry it settled,
 /// then passes the answer on. `Settled` goes before the answer: whatever the caller sends
 /// the registry next finds the actor settled.
-async fn settle_then_answer<T>(
+async fn settle_then_answer<T, E>(
     sent: impl std::future::Future<Output = Result<(), MailboxError>>,
-    answered: tokio::sync::oneshot::Receiver<T>,
-    answer: tokio::sync::oneshot::Sender<T>,
+    answered: tokio::sync::oneshot::Receiver<Result<T, E>>,
+    answer: tokio::sync::oneshot::Sender<Result<T, E>>,
     registry: Addr<ArtifactRegistry>,
-    settled: Settled,
+    mut settled: Settled,
     unreachable: &'static str,
 ) {
     let result = match sent.await {
@@ -277,6 +315,7 @@ async fn settle_then_answer<T>(
             None
         }
     };
+    settled.durable = matches!(result, Some(Ok(_)));
     registry.do_send(settled);
     if let Some(result) = result {
         let _ = answer.send(result);
@@ -296,7 +335,7 @@ impl Handler<Route> for ArtifactRegistry {
         // is never evicted with work it has not handed over.
         let (tx, rx) = tokio::sync::oneshot::channel();
         let sent = addr.send(Apply { observation: msg.observation, done: tx, span: msg.span });
-        let settled = Settled { key, addr, drop_if_idle: false, observation: true };
+        let settled = Settled { key, addr, drop_if_idle: false, observation: true, durable: false };
         Box::pin(settle_then_answer(sent, rx, msg.done, ctx.address(), settled, "observation not applied"))
     }
 }
@@ -313,7 +352,7 @@ impl Handler<RecomputePackage> for ArtifactRegistry {
         let addr = self.actor_for(&key);
         let (tx, rx) = tokio::sync::oneshot::channel();
         let sent = addr.send(Recompute { reason: msg.reason, done: tx });
-        let settled = Settled { key, addr, drop_if_idle: !existed, observation: false };
+        let settled = Settled { key, addr, drop_if_idle: !existed, observation: false, durable: false };
         Box::pin(settle_then_answer(sent, rx, msg.done, ctx.address(), settled, "package not recomputed"))
     }
 }
@@ -333,6 +372,8 @@ impl Handler<ResetActors> for ArtifactRegistry {
 
     fn handle(&mut self, _: ResetActors, _: &mut Context<Self>) {
         self.generation += 1;
+        // Another instance may own these packages now, or a write failed.
+        self.consistent.clear();
         self.evict_idle(Duration::ZERO);
         tracing::info!(event = "artifact_actors_reset", busy = self.actors.len(), "artifact actors dropped");
     }
