@@ -485,7 +485,7 @@ impl Default for ActorsConfig {
         ActorsConfig {
             mailbox_capacity: 256,
             max_live_actors: 10_000,
-            max_live_observations: 20_000,
+            max_live_observations: 15_000,
             idle_evict_secs: 300,
             max_records_in_flight: 6_144,
             writers: 4,

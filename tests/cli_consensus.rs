@@ -195,3 +195,15 @@ fn tenant_names_follow_the_api_rule() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(stdout(&o).contains("\"tenant\":\"acme.prod-1\""), "{}", stdout(&o));
 }
+
+/// The binary's jemalloc starts with the options compiled in through `.cargo/config.toml`
+/// (freed pages go back to the system after 1 s unused, not 10 s): jemalloc's own
+/// `confirm_conf` lists them on stderr.
+#[cfg(not(target_env = "msvc"))]
+#[test]
+fn the_allocator_returns_freed_pages_after_one_second() {
+    let o = bin().arg("--version").env("_RJEM_MALLOC_CONF", "confirm_conf:true").output().expect("run vex-lens");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success());
+    assert!(err.contains("--with-malloc-conf): \"dirty_decay_ms:1000\""), "{err}");
+}
