@@ -8,9 +8,10 @@
 //! then the highest stream position and the number of the observations that apply: see
 //! [`RecordVersion`]), so a store never lets an older state replace a newer one; a
 //! conflict reason counts as appearing only when the pair did not have it at its previous
-//! evaluation (the rebuild and a recompute are baselines, not new conflicts); after a
-//! rebuild that found stored observations the first effects re-evaluate every pair (heals
-//! a crash between the observation and record writes).
+//! evaluation (the stored state and a recompute are baselines, not new conflicts: a
+//! rebuilt pair's baseline is evaluated before the first new observation that may change
+//! it applies); after a rebuild that found stored observations and heals, the first
+//! effects re-evaluate every pair (a crash between the observation and record writes).
 
 use super::record::{ConflictReason, ConsensusRecord, PairKey};
 use super::state::{ApplyError, PackageState};
