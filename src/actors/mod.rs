@@ -538,9 +538,7 @@ mod tests {
     fn route_and_replay(settings: PipelineSettings) -> (Vec<ConsensusRecord>, Vec<ConsensusRecord>, usize) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().to_path_buf();
-        let sys = actix::System::with_tokio_rt(|| {
-            tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
-        });
+        let sys = two_threads();
         sys.block_on(async move {
             let store = Arc::new(EmbeddedStore::open(&path).unwrap());
             let p = Pipeline::start(Stores::of(store.clone()), Arc::new(Policy::default()), settings);
@@ -556,6 +554,13 @@ mod tests {
             p.drain().await.unwrap();
             let (expected, _) = batch(obs, &Policy::default(), false);
             (store.list_records(None, None).await.unwrap(), expected, live)
+        })
+    }
+
+    /// An actix system on a tokio runtime of two worker threads.
+    fn two_threads() -> actix::SystemRunner {
+        actix::System::with_tokio_rt(|| {
+            tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
         })
     }
 
@@ -596,9 +601,7 @@ mod tests {
     fn a_package_left_clean_is_rebuilt_without_a_heal_and_one_after_a_reset_heals() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().to_path_buf();
-        let sys = actix::System::with_tokio_rt(|| {
-            tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
-        });
+        let sys = two_threads();
         sys.block_on(async move {
             let store = Arc::new(EmbeddedStore::open(&path).unwrap());
             let p = Pipeline::start(Stores::of(store.clone()), Arc::new(Policy::default()), settings(1));
@@ -633,9 +636,7 @@ mod tests {
         use crate::trust::Recompute;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().to_path_buf();
-        let sys = actix::System::with_tokio_rt(|| {
-            tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
-        });
+        let sys = two_threads();
         let (records, expected, other, other_expected) = sys.block_on(async move {
             let store = Arc::new(EmbeddedStore::open(&path).unwrap());
             let policies = Arc::new(Policies::new(Policy::default()));
@@ -754,9 +755,7 @@ mod tests {
     fn retried_until_durable(failures: u32, hang: bool) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().to_path_buf();
-        let sys = actix::System::with_tokio_rt(|| {
-            tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
-        });
+        let sys = two_threads();
         let (records, expected) = sys.block_on(async move {
             let inner = EmbeddedStore::open(&path).unwrap();
             let flaky =
@@ -780,9 +779,7 @@ mod tests {
     fn restart_with_a_concurrent_burst_completes() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().to_path_buf();
-        let sys = actix::System::with_tokio_rt(|| {
-            tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
-        });
+        let sys = two_threads();
         let (records, expected) = sys.block_on(async move {
             let store = Arc::new(EmbeddedStore::open(&path).unwrap());
             let mut obs = Vec::new();
