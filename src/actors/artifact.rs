@@ -12,9 +12,10 @@
 //! observations the first write re-evaluates every pair (heals a crash between the
 //! observation and record writes), unless the registry knows the package's stored
 //! records follow from its stored observations (its previous actor in this process and
-//! generation left with every write durable); every evaluation uses the tenant's policy installed at
-//! that moment ([`Policies`]), and a `Recompute` (trust change) hands over the pending
-//! observations first, rebuilds the state from the store, then re-evaluates every pair.
+//! generation left with every write durable); every evaluation uses the tenant's policy
+//! installed at that moment ([`Policies`]), and a `Recompute` (trust change) hands over the
+//! pending observations first, rebuilds the state from the store, then re-evaluates every
+//! pair.
 //! No business rule lives here: `PackageState` decides.
 //! Spans: `vex.artifact.apply` under each observation's span, `vex.artifact.rebuild` under
 //! the observation that triggered it, one `vex.artifact.evaluate` per hand-over under the
