@@ -8,7 +8,7 @@
 //! the history into the log.
 
 use super::records::StoredRecord;
-use super::{change_key, err, position_of, EmbeddedStore, CHANGES, CHANGE_TAILS, HISTORY, HISTORY_LOG};
+use super::{change_key, err, EmbeddedStore, CHANGES, CHANGE_TAILS, HISTORY, HISTORY_LOG};
 use crate::ports::{ChangeEvent, StoreError, TimedRecord};
 use redb::ReadableTable;
 
@@ -60,19 +60,18 @@ impl EmbeddedStore {
         after: u64,
         limit: usize,
     ) -> Result<Vec<ChangeEvent>, StoreError> {
-        let start = change_key(tenant, after.saturating_add(1));
-        let end = format!("{tenant}\u{1}");
+        let tenant = tenant.to_string();
         self.blocking(move |db| {
             let tx = db.begin_read().map_err(err)?;
             let log = tx.open_table(HISTORY_LOG).map_err(err)?;
-            let mut out = Vec::new();
-            for r in log.range(start.as_bytes()..end.as_bytes()).map_err(err)?.take(limit) {
-                let (k, v) = r.map_err(err)?;
-                let seq = position_of(k.value())?;
-                let s = StoredRecord::decode(v.value())?;
-                out.push(ChangeEvent { seq, entry: TimedRecord { record: s.record, changed_at_ms: s.changed_at_ms } });
-            }
-            Ok(out)
+            let entries = super::log_rows::entries_from(&log, &tenant, after.saturating_add(1), limit)?;
+            Ok(entries
+                .into_iter()
+                .map(|(seq, s)| ChangeEvent {
+                    seq,
+                    entry: TimedRecord { record: s.record, changed_at_ms: s.changed_at_ms },
+                })
+                .collect())
         })
         .await
     }
@@ -145,6 +144,6 @@ mod tests {
             !tables.contains_key("vex_consensus_history") && !tables.contains_key("vex_consensus_changes"),
             "{tables:?}"
         );
-        assert_eq!(tables["vex_consensus_history_log"], 2);
+        assert_eq!(store.history_len().await.unwrap(), 2);
     }
 }

@@ -23,6 +23,7 @@ mod export_jobs;
 mod group_commit;
 mod ingest;
 mod ledger;
+mod log_rows;
 mod observations;
 mod records;
 mod schema;
@@ -56,7 +57,8 @@ const CONSENSUS_BY_ID: TableDefinition<&str, &[u8]> = TableDefinition::new("vex_
 /// read only by the one-time rewrites of `records` and `changes`, then deleted.
 const HISTORY: TableDefinition<&str, &[u8]> = TableDefinition::new("vex_consensus_history");
 /// The history and change stream in one: `<tenant>\0<position, 20 digits>` -> the history
-/// entry (compressed), so a commit appends to it.
+/// entries (compressed) of that position and the next ones, packed into rows of about a
+/// page (`log_rows`), so a commit appends to it.
 const HISTORY_LOG: TableDefinition<&[u8], &[u8]> = TableDefinition::new("vex_consensus_history_log");
 /// A pair's earlier history entries (those a later write replaced; the current one is the
 /// current row's): `<history id>` (`<pair id>:<time>:<digest>`) -> position.
@@ -301,8 +303,7 @@ impl EmbeddedStore {
     pub async fn history_len(&self) -> Result<u64, StoreError> {
         self.blocking(|db| {
             let tx = db.begin_read().map_err(err)?;
-            let n = tx.open_table(HISTORY_LOG).map_err(err)?.len().map_err(err)?;
-            Ok(n)
+            log_rows::count(&tx.open_table(HISTORY_LOG).map_err(err)?)
         })
         .await
     }
