@@ -68,19 +68,21 @@ fn push(row: &mut Vec<u8>, entry: &[u8]) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// The row holding `tenant`'s position `seq` (or the last row before it): its first
-/// position and its bytes.
-fn row_at(
-    log: &impl ReadableTable<&'static [u8], &'static [u8]>,
+/// A row of the log: its first position and its bytes, read in place.
+type Row<'a> = (u64, redb::AccessGuard<'a, &'static [u8]>);
+
+/// The row holding `tenant`'s position `seq` (or the last row before it).
+fn row_at<'a>(
+    log: &'a impl ReadableTable<&'static [u8], &'static [u8]>,
     tenant: &str,
     seq: u64,
-) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+) -> Result<Option<Row<'a>>, StoreError> {
     let (low, high) = (change_key(tenant, 0), change_key(tenant, seq));
     let Some(r) = log.range(low.as_bytes()..=high.as_bytes()).map_err(err)?.next_back() else {
         return Ok(None);
     };
     let (k, v) = r.map_err(err)?;
-    Ok(Some((position_of(k.value())?, v.value().to_vec())))
+    Ok(Some((position_of(k.value())?, v)))
 }
 
 /// The history entry at `tenant`'s position `seq`, if the log holds it.
@@ -91,7 +93,7 @@ pub(super) fn entry_at(
 ) -> Result<Option<StoredRecord>, StoreError> {
     let Some((first, row)) = row_at(log, tenant, seq)? else { return Ok(None) };
     let offset = usize::try_from(seq - first).map_err(|_| truncated())?;
-    entries(&row)?.get(offset).map(|e| StoredRecord::decode(e)).transpose()
+    entries(row.value())?.get(offset).map(|e| StoredRecord::decode(e)).transpose()
 }
 
 /// `tenant`'s history entries from position `from` on (at most `limit`), with their
@@ -145,13 +147,14 @@ pub(super) fn append(
     // The row being filled: its key, its bytes and whether they changed.
     let mut open: Option<(String, Vec<u8>, bool)> = None;
     if let Some((start, row)) = row_at(log, tenant, first.saturating_sub(1))? {
-        let held = entries(&row)?.len() as u64;
+        let row = row.value();
+        let held = entries(row)?.len() as u64;
         if start + held == first {
             let packed = if row.starts_with(&PACKED) {
-                row
+                row.to_vec()
             } else {
                 let mut packed = PACKED.to_vec();
-                push(&mut packed, &row)?;
+                push(&mut packed, row)?;
                 packed
             };
             open = Some((change_key(tenant, start), packed, false));
@@ -248,10 +251,10 @@ mod tests {
         for (i, w) in want.iter().enumerate() {
             let seq = i as u64 + 1;
             let (first, row) = row_at(&log, "t", seq).unwrap().unwrap();
-            assert_eq!(entries(&row).unwrap()[(seq - first) as usize], w.as_slice(), "position {seq}");
+            assert_eq!(entries(row.value()).unwrap()[(seq - first) as usize], w.as_slice(), "position {seq}");
         }
         let (first, row) = row_at(&log, "s", 40).unwrap().unwrap();
-        assert_eq!(entries(&row).unwrap().len() as u64, 40 - first + 1, "the other tenant's rows hold its own");
+        assert_eq!(entries(row.value()).unwrap().len() as u64, 40 - first + 1, "the other tenant's rows hold its own");
     }
 
     /// A packed row cut short is an error that says so, never fewer entries.
