@@ -33,9 +33,10 @@ const PAGE_BYTES: usize = 4096;
 /// and the row's key and value end offsets (4 bytes each), with room to spare.
 const LEAF_OVERHEAD: usize = 32;
 
-/// The largest packed row under `key` that still fits in one page.
+/// The largest packed row under `key` that still fits in one page (0 for a key of a page
+/// or more: each entry then gets a row of its own).
 fn row_limit(key: &[u8]) -> usize {
-    PAGE_BYTES - LEAF_OVERHEAD - key.len()
+    PAGE_BYTES.saturating_sub(LEAF_OVERHEAD + key.len())
 }
 
 /// The entries a row holds, in position order.
@@ -255,6 +256,25 @@ mod tests {
         }
         let (first, row) = row_at(&log, "s", 40).unwrap().unwrap();
         assert_eq!(entries(row.value()).unwrap().len() as u64, 40 - first + 1, "the other tenant's rows hold its own");
+    }
+
+    /// A tenant whose key takes a page gets one row per entry, read back in order.
+    #[test]
+    fn a_tenant_key_longer_than_a_page_gets_a_row_per_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path().join("log.redb")).unwrap();
+        let tenant = "t".repeat(PAGE_BYTES);
+        let new = [entry(40, b'a'), entry(50, b'b'), entry(60, b'c')];
+        let tx = db.begin_write().unwrap();
+        let refs: Vec<&[u8]> = new.iter().map(Vec::as_slice).collect();
+        assert_eq!(append(&mut tx.open_table(LOG).unwrap(), &tenant, 1, &refs).unwrap(), 3);
+        tx.commit().unwrap();
+        let tx = db.begin_read().unwrap();
+        let log = tx.open_table(LOG).unwrap();
+        for (i, want) in new.iter().enumerate() {
+            let (first, row) = row_at(&log, &tenant, i as u64 + 1).unwrap().unwrap();
+            assert_eq!((first, entries(row.value()).unwrap()), (i as u64 + 1, vec![want.as_slice()]));
+        }
     }
 
     /// A packed row cut short is an error that says so, never fewer entries.
