@@ -1,6 +1,13 @@
 //! The observations role on redb (`vex_observations`, keyed `tenant \0 package \0 id`,
 //! so a package's observations and a tenant's packages are key-range scans; values
 //! compressed, `compressed`).
+//!
+//! Invariant: a value is [`KEYLESS`] and then the compressed observation with its key's
+//! three strings left empty (the id, a hash, is what compresses least: ~20 % of a
+//! compressed observation); reading it gives them back from the key. A value without
+//! [`KEYLESS`] (written before) holds them, and reads as it is. [`KEYLESS`] starts with a
+//! NUL byte, so a version of vex-lens from before refuses such a value (a JSON error)
+//! rather than reading empty strings.
 
 use super::{err, key_text, EmbeddedStore, OBSERVATIONS};
 use crate::domain::model::Observation;
@@ -18,9 +25,28 @@ pub(super) fn tenant_and_package(key: &[u8]) -> (&[u8], &[u8]) {
     (parts.next().unwrap_or_default(), parts.next().unwrap_or_default())
 }
 
-/// An observation's `vex_observations` row: its key and its compressed value.
+/// The first bytes of a value that leaves its key's strings to the key.
+const KEYLESS: [u8; 4] = [0, b'V', b'L', b'O'];
+
+/// An observation's `vex_observations` row: its key and its value ([`KEYLESS`], then the
+/// observation compressed without what the key holds).
 pub(super) fn stored_row(o: &Observation) -> Result<(String, Vec<u8>), StoreError> {
-    Ok((obs_key(&o.tenant, &o.package, &o.id), super::compressed::encode(super::compressed::Kind::Observation, o)?))
+    let empty: std::sync::Arc<str> = std::sync::Arc::from("");
+    let keyless = Observation { id: empty.clone(), tenant: empty.clone(), package: empty, ..o.clone() };
+    let mut value = KEYLESS.to_vec();
+    value.extend_from_slice(&super::compressed::encode(super::compressed::Kind::Observation, &keyless)?);
+    Ok((obs_key(&o.tenant, &o.package, &o.id), value))
+}
+
+/// The observation a `vex_observations` row holds.
+fn read_row(key: &[u8], value: &[u8]) -> Result<Observation, StoreError> {
+    let Some(keyless) = value.strip_prefix(&KEYLESS[..]) else { return super::compressed::decode(value) };
+    let mut o: Observation = super::compressed::decode(keyless)?;
+    let mut parts = key.splitn(3, |b| *b == 0);
+    o.tenant = key_text(parts.next().unwrap_or_default()).into();
+    o.package = key_text(parts.next().unwrap_or_default()).into();
+    o.id = key_text(parts.next().unwrap_or_default()).into();
+    Ok(o)
 }
 
 #[async_trait::async_trait]
@@ -100,10 +126,38 @@ fn read_packages(db: &redb::Database, packages: &[(String, String)]) -> Result<V
         let end = format!("{tenant}\u{0}{package}\u{1}");
         let mut out = Vec::new();
         for r in t.range(start.as_bytes()..end.as_bytes()).map_err(err)? {
-            let (_, v) = r.map_err(err)?;
-            out.push(super::compressed::decode(v.value())?);
+            let (k, v) = r.map_err(err)?;
+            out.push(read_row(k.value(), v.value())?);
         }
         each.push(out);
     }
     Ok(each)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::model::Status;
+    use crate::stores::contract::sample_observation;
+
+    /// A row's value leaves out its key's strings (the id's text is not in it), is refused
+    /// by a reader that does not know [`KEYLESS`], and reads back as the observation; a
+    /// value that holds them (written before) reads as it is.
+    #[test]
+    fn a_row_reads_back_the_observation_its_value_leaves_to_the_key() {
+        let mut o = sample_observation("tenant-a", "vendor", "pkg:npm/left@1.0.0", "CVE-2024-1", Status::NotAffected);
+        o.id = o.compute_id().unwrap().into();
+        let (key, value) = stored_row(&o).unwrap();
+        let e = super::super::compressed::decode::<Observation>(&value).unwrap_err();
+        assert!(e.to_string().contains("json"), "a reader without KEYLESS refuses the value: {e}");
+        let json: serde_json::Value = super::super::compressed::decode(&value[KEYLESS.len()..]).unwrap();
+        assert_eq!(
+            (json["id"].as_str(), json["tenant"].as_str(), json["package"].as_str()),
+            (Some(""), Some(""), Some(""))
+        );
+        assert_eq!(read_row(key.as_bytes(), &value).unwrap(), o);
+        let older = super::super::compressed::encode(super::super::compressed::Kind::Observation, &o).unwrap();
+        assert_eq!(read_row(key.as_bytes(), &older).unwrap(), o);
+        assert!(value.len() < older.len(), "{} bytes, {} with the key's strings", value.len(), older.len());
+    }
 }
