@@ -19,10 +19,16 @@ pub(super) fn obs_key(tenant: &str, package: &str, id: &str) -> String {
     format!("{tenant}\u{0}{package}\u{0}{id}")
 }
 
+/// The tenant, package and id an [`obs_key`] names.
+fn key_parts(key: &[u8]) -> (&[u8], &[u8], &[u8]) {
+    let mut parts = key.splitn(3, |b| *b == 0);
+    (parts.next().unwrap_or_default(), parts.next().unwrap_or_default(), parts.next().unwrap_or_default())
+}
+
 /// The tenant and package an [`obs_key`] names.
 pub(super) fn tenant_and_package(key: &[u8]) -> (&[u8], &[u8]) {
-    let mut parts = key.split(|b| *b == 0);
-    (parts.next().unwrap_or_default(), parts.next().unwrap_or_default())
+    let (tenant, package, _) = key_parts(key);
+    (tenant, package)
 }
 
 /// The first bytes of a value that leaves its key's strings to the key.
@@ -42,10 +48,8 @@ pub(super) fn stored_row(o: &Observation) -> Result<(String, Vec<u8>), StoreErro
 fn read_row(key: &[u8], value: &[u8]) -> Result<Observation, StoreError> {
     let Some(keyless) = value.strip_prefix(&KEYLESS[..]) else { return super::compressed::decode(value) };
     let mut o: Observation = super::compressed::decode(keyless)?;
-    let mut parts = key.splitn(3, |b| *b == 0);
-    o.tenant = key_text(parts.next().unwrap_or_default()).into();
-    o.package = key_text(parts.next().unwrap_or_default()).into();
-    o.id = key_text(parts.next().unwrap_or_default()).into();
+    let (tenant, package, id) = key_parts(key);
+    (o.tenant, o.package, o.id) = (key_text(tenant).into(), key_text(package).into(), key_text(id).into());
     Ok(o)
 }
 
