@@ -454,3 +454,108 @@ async fn history_written_before_the_change_stream_is_streamed() {
     assert_eq!(store.changes_after("old", 0, 100).await.expect("changes").len(), 3, "queued once");
     common::drop_db(&uri, &db).await;
 }
+
+/// A version of document `doc` of issuer `issuer` (tenant `t`) naming `packages`.
+fn doc_version(
+    issuer: Option<&str>,
+    doc: &str,
+    n: u32,
+    packages: &[&str],
+) -> vex_lens::domain::ledger::DocumentVersion {
+    use vex_lens::domain::ledger::{DocumentKey, DocumentVersion};
+    DocumentVersion {
+        key: DocumentKey { tenant: "t".into(), issuer: issuer.map(Into::into), document_id: doc.into() },
+        digest: format!("sha256:{}", vex_lens::domain::canonical::sha256_hex(format!("{doc}{n}").as_bytes())),
+        version: Some(n.to_string()),
+        format: vex_lens::domain::model::SourceFormat::Openvex,
+        newest: vex_lens::domain::timestamp::Timestamp::parse("2024-01-01T00:00:00Z").unwrap(),
+        packages: packages.iter().map(|p| p.to_string()).collect(),
+    }
+}
+
+/// A store written with the ledger's earlier layout (one MongoDB document per version in
+/// `vex_document_versions`, as 93ac526 to ec7798d wrote it) has its versions moved into
+/// one ledger entry per document by `init`, which then drops the old collection; the
+/// next version recorded sees them, and a second `init` changes nothing.
+#[tokio::test]
+async fn document_versions_of_the_earlier_layout_are_moved_into_the_ledger() {
+    use mongodb::bson::{doc, Bson, Document};
+    use vex_lens::ports::DocumentLedger;
+    use vex_lens::stores::mongo::{DOCUMENT_LEDGER, LEGACY_DOCUMENT_VERSIONS};
+    let Some((store, uri, db)) = fresh_store("ledger_move").await else { return };
+    let old = [
+        doc_version(Some("acme"), "a", 1, &["pkg:npm/x", "pkg:npm/y"]),
+        doc_version(Some("acme"), "a", 2, &["pkg:npm/x"]),
+        doc_version(None, "b", 1, &["pkg:npm/z"]),
+    ];
+    // The earlier layout, field for field.
+    let legacy: Vec<Document> = old
+        .iter()
+        .map(|v| {
+            let id_input = serde_json::to_vec(&(&v.key, &v.digest)).unwrap();
+            let issuer = v.key.issuer.as_deref().map_or(Bson::Null, |i| Bson::String(i.to_string()));
+            doc! {
+                "_id": vex_lens::domain::canonical::sha256_hex(&id_input),
+                "tenant": &v.key.tenant, "issuer": issuer, "document_id": &v.key.document_id,
+                "digest": &v.digest, "version_json": serde_json::to_string(v).unwrap(),
+            }
+        })
+        .collect();
+    let database = store.database();
+    database.collection::<Document>(LEGACY_DOCUMENT_VERSIONS).insert_many(legacy).await.expect("insert legacy");
+    store.init().await.expect("init moves the versions");
+    let names = database.list_collection_names().await.expect("collections");
+    assert!(!names.iter().any(|n| n == LEGACY_DOCUMENT_VERSIONS), "the old collection is dropped: {names:?}");
+    assert_eq!(database.collection::<Document>(DOCUMENT_LEDGER).count_documents(doc! {}).await.unwrap(), 2);
+    let v3 = doc_version(Some("acme"), "a", 3, &["pkg:npm/y"]);
+    let mut want = vec![old[0].clone(), old[1].clone(), v3.clone()];
+    want.sort_by(|a, b| a.digest.cmp(&b.digest));
+    assert_eq!(store.record_version(&v3).await.expect("record"), want, "the moved versions are seen");
+    assert_eq!(store.record_version(&old[2]).await.expect("record"), [old[2].clone()], "an issuer-less document");
+    store.init().await.expect("init again");
+    assert_eq!(store.record_version(&v3).await.expect("record"), want, "a second init changes nothing");
+    common::drop_db(&uri, &db).await;
+}
+
+/// Versions of one new document recorded at the same time by two instances (two
+/// connections, 8 at once, 20 documents): every answer holds its own version, of any two
+/// versions at least one answer holds the other (so the markers owed add up,
+/// CONSENSUS.md), and each document is one ledger entry holding all of them. (SecantusDB
+/// answers the losers of such a race with no document: `ledger.rs` asks again.)
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_versions_of_one_document_see_each_other() {
+    use vex_lens::ports::DocumentLedger;
+    let Some((store, uri, db)) = fresh_store("ledger_race").await else { return };
+    let other = MongoStore::connect(&uri, &db).await.expect("connect");
+    for d in 0..20 {
+        let doc = format!("race-{d}");
+        let versions: Vec<_> = (1..=8).map(|n| doc_version(Some("acme"), &doc, n, &["pkg:npm/x"])).collect();
+        let tasks: Vec<_> = versions
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let (s, v) = (if i % 2 == 0 { store.clone() } else { other.clone() }, v.clone());
+                tokio::spawn(async move { s.record_version(&v).await.expect("record") })
+            })
+            .collect();
+        let mut answers = Vec::new();
+        for t in tasks {
+            answers.push(t.await.expect("join"));
+        }
+        for (i, a) in answers.iter().enumerate() {
+            assert!(a.contains(&versions[i]), "{doc}: answer {i} holds its own version");
+            for j in 0..i {
+                assert!(a.contains(&versions[j]) || answers[j].contains(&versions[i]), "{doc}: {i} and {j}");
+            }
+        }
+        assert_eq!(store.record_version(&versions[0]).await.expect("record").len(), 8, "{doc}: every version, once");
+    }
+    let entries = store
+        .database()
+        .collection::<mongodb::bson::Document>(vex_lens::stores::mongo::DOCUMENT_LEDGER)
+        .count_documents(mongodb::bson::doc! {})
+        .await
+        .unwrap();
+    assert_eq!(entries, 20, "one entry per document");
+    common::drop_db(&uri, &db).await;
+}

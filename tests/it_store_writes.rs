@@ -156,5 +156,16 @@ async fn mongodb_store_counts_the_documents_and_index_entries_it_writes() {
     }
     assert_eq!(rise("mongodb", &before), want, "one changed record");
     assert_eq!(common::count(&services.mongo_uri, &db, "vex_consensus_history").await, records.len() as u64 + 1);
+
+    // The document ledger: a version is one document written (its document's entry, no
+    // secondary index), the first version of a document included.
+    use vex_lens::ports::DocumentLedger;
+    let versions = vex_lens::domain::ledger::DocumentVersion::of(&observations);
+    assert!(versions.len() >= 3, "{} document versions", versions.len());
+    for version in &versions[..3] {
+        let before = counters("mongodb");
+        store.record_version(version).await.unwrap();
+        assert_eq!(rise("mongodb", &before), BTreeMap::from([(key("document", "vex_document_ledger"), 1)]));
+    }
     common::drop_db(&services.mongo_uri, &db).await;
 }

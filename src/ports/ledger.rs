@@ -1,14 +1,15 @@
-//! The document ledger role (`vex_document_versions`): every version of every document
+//! The document ledger role (MongoDB `vex_document_ledger`, redb `vex_document_versions`): every version of every document
 //! the ingest flow has seen, with the packages it named ([`DocumentVersion`]), so that a
 //! newer version that names no product of a package is told to that package
 //! ([`crate::domain::ledger`]: the version markers it owes).
 //!
 //! Invariants: a version is stored once per (tenant, issuer, document id, digest): a
-//! replay changes nothing; [`DocumentLedger::record_version`] stores the version before it
-//! reads the document's versions, and the read sees every version stored before it
-//! (single-document upserts then a read of the majority), so of two versions of one
-//! document recorded at the same time at least one sees the other: the markers owed on
-//! each arrival add up to what the whole set owes, even across instances. A store written
+//! replay changes nothing; [`DocumentLedger::record_version`] stores the version and reads
+//! the document's versions in one atomic step (MongoDB: one `findAndModify` of the
+//! document's entry; redb: one write transaction), so the read sees every version stored
+//! before it and of two versions of one document recorded at the same time at least one
+//! sees the other: the markers owed on each arrival add up to what the whole set owes,
+//! even across instances. A store written
 //! before this role existed has no entries: versions ingested before then are unknown to
 //! the ledger (their packages hear of a newer version only if it names them).
 

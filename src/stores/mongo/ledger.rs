@@ -1,45 +1,175 @@
-//! The document ledger role on MongoDB (`vex_document_versions`).
+//! The document ledger role on MongoDB (`vex_document_ledger`).
 //!
-//! Invariants: a version is one document, `_id` = SHA-256 of its (tenant, issuer,
-//! document id, digest), inserted once (a duplicate `_id` is ignored); it is stored as its
-//! JSON (`version_json`) beside the fields the read uses (tenant, issuer, document_id,
-//! index `tenant_issuer_document`); the read after the insert is a separate query, so a
-//! version stored by another instance before it is seen.
+//! Invariants: a document (tenant, issuer, document id) is one MongoDB document, `_id` =
+//! SHA-256 of its key, holding its versions under `versions.<SHA-256 of the version's
+//! digest>` as their JSON (beside the key's fields, set on insert). Recording a version is
+//! one `findAndModify` (`$set` of the version, upsert, the new document returned): a
+//! single-document write, atomic on its own, so the answer holds every version recorded
+//! before it, by any instance, and a replay sets the same value again (changes nothing).
+//! One command per document version, where the layout of one document per version took an
+//! insert and a query (issue 20: that second command was the latency at 500
+//! observations/s). A document's versions are bounded by MongoDB's 16 MiB per document: a
+//! version that does not fit is refused with a message naming the document (dead-lettered
+//! `store_rejected`, nothing lost); e.g. 100 versions each naming 1,000 packages of 100
+//! bytes take ~10 MB. Stores written before this layout kept one document per version in
+//! `vex_document_versions`: [`MongoStore::migrate_document_versions`] (run by `init`) moves
+//! them here and drops that collection.
 
-use super::{map_err, rejected, MongoStore, DOCUMENT_VERSIONS};
+use super::{map_err, only_duplicate_keys, rejected, MongoStore, DOCUMENT_LEDGER, LEGACY_DOCUMENT_VERSIONS};
+use crate::domain::canonical::sha256_hex;
 use crate::domain::ledger::{DocumentKey, DocumentVersion};
 use crate::ports::{DocumentLedger, StoreError};
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Bson, Document};
+use mongodb::error::ErrorKind;
 
-/// The filter of a document's versions (a missing issuer is `null`).
-fn key_filter(k: &DocumentKey) -> Document {
+/// How many times a version is recorded before the ledger gives up (retriable).
+const ASKS: usize = 4;
+
+/// MongoDB's codes for a document that would exceed 16 MiB.
+const TOO_LARGE: &[i32] = &[10334, 17419, 17420];
+
+/// The `_id` of a document's ledger entry.
+fn ledger_id(k: &DocumentKey) -> Result<String, StoreError> {
+    let input = serde_json::to_vec(k).map_err(rejected("document ledger id"))?;
+    Ok(sha256_hex(&input))
+}
+
+/// The field of one version: `versions.<SHA-256 of its digest>` (a digest is not trusted
+/// to be a valid field name).
+fn version_field(digest: &str) -> String {
+    format!("versions.{}", sha256_hex(digest.as_bytes()))
+}
+
+/// The key's fields, written when the entry is created (operators read them).
+fn key_fields(k: &DocumentKey) -> Document {
     let issuer = k.issuer.as_deref().map_or(Bson::Null, |i| Bson::String(i.to_string()));
     doc! { "tenant": &k.tenant, "issuer": issuer, "document_id": &k.document_id }
+}
+
+/// The update statement recording `version` (with its encoded size).
+fn record_update(version: &DocumentVersion) -> Result<(Document, usize), StoreError> {
+    let json = serde_json::to_string(version).map_err(rejected("encoding document version"))?;
+    let bytes = json.len() + 256;
+    let mut set = Document::new();
+    set.insert(version_field(&version.digest), json);
+    Ok((doc! { "$set": set, "$setOnInsert": key_fields(&version.key) }, bytes))
+}
+
+/// The versions held by a ledger entry, sorted by digest.
+fn versions_of(entry: &Document) -> Result<Vec<DocumentVersion>, StoreError> {
+    let versions = entry.get_document("versions").map_err(rejected("stored document ledger entry"))?;
+    let mut out = Vec::with_capacity(versions.len());
+    for (_, v) in versions {
+        let json = v.as_str().ok_or_else(|| StoreError::Rejected("stored document version is not a string".into()))?;
+        out.push(serde_json::from_str::<DocumentVersion>(json).map_err(rejected("decoding document version"))?);
+    }
+    out.sort_by(|a, b| a.digest.cmp(&b.digest));
+    Ok(out)
 }
 
 #[async_trait::async_trait]
 impl DocumentLedger for MongoStore {
     async fn record_version(&self, version: &DocumentVersion) -> Result<Vec<DocumentVersion>, StoreError> {
-        let json = serde_json::to_string(version).map_err(rejected("encoding document version"))?;
-        let id_input = serde_json::to_vec(&(&version.key, &version.digest)).map_err(rejected("document version id"))?;
-        let mut d = key_filter(&version.key);
-        d.insert("_id", crate::domain::canonical::sha256_hex(&id_input));
-        d.insert("digest", &version.digest);
-        d.insert("version_json", json);
-        self.insert_ignoring_duplicates(DOCUMENT_VERSIONS, vec![d]).await?;
-        let mut cursor = self
-            .coll(DOCUMENT_VERSIONS)
-            .find(key_filter(&version.key))
-            .projection(doc! { "version_json": 1 })
-            .await
-            .map_err(map_err)?;
-        let mut out = Vec::new();
+        let id = ledger_id(&version.key)?;
+        let (update, _) = record_update(version)?;
+        let command = doc! {
+            "findAndModify": DOCUMENT_LEDGER,
+            "query": { "_id": &id },
+            "update": update,
+            "upsert": true,
+            "new": true,
+            "fields": { "versions": 1 },
+        };
+        // Two upserts of a new entry at once: the loser's insert meets the winner's `_id`
+        // (MongoDB retries that itself for an `_id` equality; here for servers that do
+        // not), or SecantusDB 0.7 answers the loser with no document (`value: null`,
+        // its version written). Both are asked again: the entry exists then, and setting
+        // the version again changes nothing.
+        let mut counted = false;
+        for _ in 0..ASKS {
+            let reply = match self.db.run_command(command.clone()).await {
+                Ok(r) => r,
+                Err(e) if only_duplicate_keys(&e) => continue,
+                Err(e) if matches!(e.kind.as_ref(), ErrorKind::Command(c) if TOO_LARGE.contains(&c.code)) => {
+                    return Err(StoreError::Rejected(format!(
+                        "document ledger: the versions of document {:?} (issuer {:?}) no longer fit in one MongoDB \
+                         document (16 MiB): {e}",
+                        version.key.document_id, version.key.issuer
+                    )))
+                }
+                Err(e) => return Err(map_err(e)),
+            };
+            if !std::mem::replace(&mut counted, true) {
+                // The first reply that wrote (asking again writes the same value).
+                let upserted = reply.get_document("lastErrorObject").is_ok_and(|l| l.get("upserted").is_some());
+                super::count_writes(DOCUMENT_LEDGER, u64::from(upserted), u64::from(!upserted), 0);
+            }
+            if let Ok(entry) = reply.get_document("value") {
+                return versions_of(entry);
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "document ledger: no entry returned for document {:?} after {ASKS} attempts",
+            version.key.document_id
+        )))
+    }
+}
+
+impl MongoStore {
+    /// Moves the versions of the earlier layout (`vex_document_versions`, one MongoDB
+    /// document per version) into the ledger, then drops that collection. Idempotent (a
+    /// version set twice is the same value) and crash-safe: the old collection is dropped
+    /// only after every version was written, so an interrupted move runs again whole.
+    /// Memory: one batch of versions.
+    pub(super) async fn migrate_document_versions(&self) -> Result<(), StoreError> {
+        let old = self.coll(LEGACY_DOCUMENT_VERSIONS);
+        if old.find_one(doc! {}).await.map_err(map_err)?.is_none() {
+            return drop_collection(old).await;
+        }
+        let mut cursor = old.find(doc! {}).projection(doc! { "version_json": 1 }).await.map_err(map_err)?;
+        let (mut batch, mut moved) = (Vec::new(), 0usize);
         while let Some(d) = cursor.try_next().await.map_err(map_err)? {
             let json = d.get_str("version_json").map_err(rejected("stored document version"))?;
-            out.push(serde_json::from_str::<DocumentVersion>(json).map_err(rejected("decoding document version"))?);
+            let version: DocumentVersion =
+                serde_json::from_str(json).map_err(rejected("decoding stored document version"))?;
+            let (update, bytes) = record_update(&version)?;
+            batch.push((doc! { "q": { "_id": ledger_id(&version.key)? }, "u": update, "upsert": true }, bytes));
+            if batch.len() == super::BATCH {
+                moved += batch.len();
+                self.move_batch(std::mem::take(&mut batch)).await?;
+            }
         }
-        out.sort_by(|a, b| a.digest.cmp(&b.digest));
-        Ok(out)
+        moved += batch.len();
+        self.move_batch(batch).await?;
+        tracing::info!(
+            event = "document_ledger_migrated",
+            versions = moved,
+            "document versions moved to one ledger entry per document ({LEGACY_DOCUMENT_VERSIONS} -> {DOCUMENT_LEDGER})"
+        );
+        drop_collection(old).await
+    }
+
+    /// One batch of the move: an update command of upserts (a duplicate key, two upserts
+    /// of one new entry in one command, is run again: the entry exists then).
+    async fn move_batch(&self, batch: Vec<(Document, usize)>) -> Result<(), StoreError> {
+        let lost = self.conditional_update(DOCUMENT_LEDGER, batch.clone(), 0).await?;
+        if !lost.is_empty() {
+            let again = batch.into_iter().enumerate().filter(|(i, _)| lost.contains(i)).map(|(_, s)| s).collect();
+            let lost = self.conditional_update(DOCUMENT_LEDGER, again, 0).await?;
+            if !lost.is_empty() {
+                return Err(StoreError::Unavailable(format!("{DOCUMENT_LEDGER}: {} upserts lost twice", lost.len())));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Drops `coll` (a missing collection is not an error).
+async fn drop_collection(coll: mongodb::Collection<Document>) -> Result<(), StoreError> {
+    match coll.drop().await {
+        Ok(()) => Ok(()),
+        Err(e) if matches!(e.kind.as_ref(), ErrorKind::Command(c) if c.code == 26) => Ok(()),
+        Err(e) => Err(map_err(e)),
     }
 }

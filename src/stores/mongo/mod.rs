@@ -15,10 +15,10 @@
 //!   (duplicates ignored), upserts and deletes as one `update`/`delete` command of at
 //!   most [`BATCH`] statements and [`BATCH_BYTES`] (unordered), current digests read with
 //!   one `$in` query per batch. Reads use secondary indexes created by `init`
-//!   (`vex_observations` on tenant+package, `vex_document_versions` on
-//!   tenant+issuer+document id, history on pair+time, conflict queue on
+//!   (`vex_observations` on tenant+package, history on pair+time, conflict queue on
 //!   tenant+reason, consensus on tenant+time, tenant+artifact+vulnerability and
-//!   tenant+package+artifact); no document grows without bound.
+//!   tenant+package+artifact); no document grows without bound but a document's ledger
+//!   entry (one per VEX document, its versions; 16 MiB at most, see `ledger`).
 //! - Connection failures and timeouts are [`StoreError::Unavailable`] (retriable); the
 //!   server's `InternalError` (code 1) is [`StoreError::Internal`] (retried a few times);
 //!   everything else is [`StoreError::Rejected`].
@@ -45,8 +45,12 @@ use std::time::Duration;
 
 /// Collection names (also used by the integration tests and operators).
 pub const OBSERVATIONS: &str = "vex_observations";
-/// The document ledger: one document per version seen (`crate::ports::DocumentLedger`).
-pub const DOCUMENT_VERSIONS: &str = "vex_document_versions";
+/// The document ledger: one document per VEX document, its versions inside
+/// (`crate::ports::DocumentLedger`).
+pub const DOCUMENT_LEDGER: &str = "vex_document_ledger";
+/// The ledger's earlier layout, one document per version: moved into
+/// [`DOCUMENT_LEDGER`] and dropped by `init`.
+pub const LEGACY_DOCUMENT_VERSIONS: &str = "vex_document_versions";
 pub const CONSENSUS: &str = "vex_consensus";
 pub const HISTORY: &str = "vex_consensus_history";
 pub const CONFLICT_QUEUE: &str = "vex_conflict_queue";
@@ -68,7 +72,6 @@ pub const META: &str = "vex_meta";
 /// `tests/it_store_writes.rs` checks this list against the server's `listIndexes`.
 pub const SECONDARY_INDEXES: &[(&str, &[&str])] = &[
     (OBSERVATIONS, &["tenant_package"]),
-    (DOCUMENT_VERSIONS, &["tenant_issuer_document"]),
     (CONSENSUS, &["tenant_changed_at", "tenant_artifact_vulnerability", "tenant_package_artifact"]),
     (HISTORY, &["pair_changed_at", "tenant_stream_pending"]),
     (CHANGES, &["history_id_unique", "tenant_seq"]),
@@ -404,11 +407,6 @@ async fn create_indexes(coll: Collection<Document>, specs: Vec<(Document, &str)>
 impl StoreAdmin for MongoStore {
     async fn init(&self) -> Result<(), StoreError> {
         create_indexes(self.coll(OBSERVATIONS), vec![(doc! { "tenant": 1, "package": 1 }, "tenant_package")]).await?;
-        create_indexes(
-            self.coll(DOCUMENT_VERSIONS),
-            vec![(doc! { "tenant": 1, "issuer": 1, "document_id": 1 }, "tenant_issuer_document")],
-        )
-        .await?;
         create_indexes(self.coll(CONSENSUS), vec![(doc! { "tenant": 1, "changed_at_ms": 1 }, "tenant_changed_at")])
             .await?;
         // Every query of records names the tenant (`tenant_artifact_vulnerability` serves
@@ -429,13 +427,14 @@ impl StoreAdmin for MongoStore {
         // Make sure the remaining collections exist (creating an existing one is an error
         // we ignore: code 48 NamespaceExists).
         create_indexes(self.coll(TRUST_AUDIT), vec![(doc! { "tenant": 1, "epoch": 1 }, "tenant_epoch")]).await?;
-        for name in [DSSE_VERIFICATIONS, EXPORT_JOBS, TRUST_POLICIES, META] {
+        for name in [DOCUMENT_LEDGER, DSSE_VERIFICATIONS, EXPORT_JOBS, TRUST_POLICIES, META] {
             match self.db.create_collection(name).await {
                 Ok(()) => {}
                 Err(e) if matches!(e.kind.as_ref(), ErrorKind::Command(c) if c.code == 48) => {}
                 Err(e) => return Err(map_err(e)),
             }
         }
+        self.migrate_document_versions().await?;
         self.backfill_stream().await
     }
 
