@@ -15,9 +15,14 @@
 //! [`RetryPolicy`] ([`settle`]); the flow reads the time only from its [`Clock`] (the
 //! arrival time a source did not give) and touches no store or broker except through
 //! the pipeline and its ports. Signatures travel in the context, so every source gets
-//! the same verdict for the same bytes. The version is recorded in the ledger before the
-//! publication (a retry records it again: idempotent), and the markers are published with
-//! the observations, so a document acknowledged has told every package it retracts.
+//! the same verdict for the same bytes. The observations are published first, then the
+//! version is recorded in the ledger and the markers it owes are published (a retry does
+//! both again: idempotent), so the ledger's round trip is not on the way of a document's
+//! own records (issue 20: it was the latency at 500 observations/s), and a document
+//! acknowledged has told every package it retracts. Markers arriving after the
+//! observations are one more order of arrival (incremental = batch in any order). A
+//! document the ledger refuses for good (`store_rejected`) may have had its observations
+//! published: its dead letter replays them as duplicates.
 
 pub mod settle;
 
@@ -25,8 +30,7 @@ use crate::actors::messages::IngestOutcome;
 use crate::actors::{Pipeline, PipelineError};
 use crate::domain::codes::DeadLetterReason;
 use crate::domain::ledger::{owed_on_arrival, DocumentVersion};
-use crate::domain::model::IngestContext;
-use crate::domain::model::Observation;
+use crate::domain::model::{IngestContext, Observation, Provenance};
 use crate::ports::{Clock, DeadLetterSink, DocumentLedger, ObservationBus, Origin};
 use crate::telemetry::events::DocumentIngested;
 use crate::telemetry::trace::bounded;
@@ -97,21 +101,24 @@ impl Ingest {
         Ingest { pipeline, bus, ledger, clock, max_bytes, retry, shutdown }
     }
 
-    /// Records the versions `observations` are statements of (one per document with an
-    /// id) and returns the version markers owed on their arrival, with the document's
-    /// provenance.
-    async fn markers_owed(&self, observations: &[Observation]) -> Result<Vec<Observation>, Failure> {
+    /// Records `versions` (those of one document's observations) and returns the version
+    /// markers owed on their arrival, with the document's `provenance`.
+    async fn markers_owed(
+        &self,
+        versions: &[DocumentVersion],
+        provenance: Option<&Provenance>,
+    ) -> Result<Vec<Observation>, Failure> {
         let mut markers = Vec::new();
-        for v in DocumentVersion::of(observations) {
-            let known = self.ledger.record_version(&v).await.map_err(|e| match e.is_retriable() {
+        for v in versions {
+            let known = self.ledger.record_version(v).await.map_err(|e| match e.is_retriable() {
                 true => Failure::Transient(format!("document version not recorded: {e}")),
                 false => Failure::Permanent { reason: STORE_REJECTED, detail: format!("document version: {e}") },
             })?;
-            markers.extend(owed_on_arrival(&v, &known));
+            markers.extend(owed_on_arrival(v, &known));
         }
-        if let Some(first) = observations.first() {
+        if let Some(p) = provenance {
             for m in &mut markers {
-                m.provenance = crate::domain::model::Provenance { sequence: None, ..first.provenance.clone() };
+                m.provenance = Provenance { sequence: None, ..p.clone() };
             }
         }
         Ok(markers)
@@ -170,11 +177,15 @@ impl Ingest {
                 span.record("vex.issuer", bounded(i));
             }
         }
-        let markers = self.markers_owed(&observations).await?;
-        let mut entries = observations;
-        entries.extend(markers);
+        let versions = DocumentVersion::of(&observations);
+        let provenance = observations.first().map(|o| o.provenance.clone());
         let correlation_id = doc.ctx.provenance.correlation_id.as_deref();
-        self.bus.publish(entries, &Origin { correlation_id, trace: &doc.trace }).await?;
+        let origin = Origin { correlation_id, trace: &doc.trace };
+        self.bus.publish(observations, &origin).await?;
+        let markers = self.markers_owed(&versions, provenance.as_ref()).await?;
+        if !markers.is_empty() {
+            self.bus.publish(markers, &origin).await?;
+        }
         DocumentIngested { source: &doc.name, correlation_id, format, observations: n, diagnostics: &diagnostics }
             .emit();
         Ok(())

@@ -1,7 +1,7 @@
-//! The document ledger role (MongoDB `vex_document_ledger`, redb `vex_document_versions`): every version of every document
-//! the ingest flow has seen, with the packages it named ([`DocumentVersion`]), so that a
-//! newer version that names no product of a package is told to that package
-//! ([`crate::domain::ledger`]: the version markers it owes).
+//! The document ledger role (MongoDB `vex_document_ledger`, redb `vex_document_versions`):
+//! every version of every document the ingest flow has seen, with the packages it named
+//! ([`DocumentVersion`]), so that a newer version that names no product of a package is
+//! told to that package ([`crate::domain::ledger`]: the version markers it owes).
 //!
 //! Invariants: a version is stored once per (tenant, issuer, document id, digest): a
 //! replay changes nothing; [`DocumentLedger::record_version`] stores the version and reads
