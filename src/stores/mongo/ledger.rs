@@ -11,7 +11,9 @@
 //! observations/s). A document's versions are bounded by MongoDB's 16 MiB per document: a
 //! version that does not fit is refused with a message naming the document (dead-lettered
 //! `store_rejected`, nothing lost); e.g. 100 versions each naming 1,000 packages of 100
-//! bytes take ~10 MB. Stores written before this layout kept one document per version in
+//! bytes take ~10 MB. (SecantusDB 0.7 answers such a write with `InternalError`, code 1,
+//! measured: retried as any internal error, then dead-lettered `retries_exhausted` on the
+//! Kafka stream.) Stores written before this layout kept one document per version in
 //! `vex_document_versions`: [`MongoStore::migrate_document_versions`] (run by `init`) moves
 //! them here and drops that collection.
 
