@@ -12,12 +12,12 @@
 //! existed (no `stream_seq`) is made pending once by `init` (marker in `vex_meta`).
 
 use super::records::record_from_doc;
-use super::{batches, check_write_reply, create_indexes, map_err, only_duplicate_keys, rejected, MongoStore};
+use super::MongoStore;
+use super::{batches, check_write_reply, create_indexes, map_err, namespace_not_found, only_duplicate_keys, rejected};
 use super::{CHANGES, HISTORY, META};
 use crate::ports::{ChangeEvent, StoreError, TimedRecord};
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Document};
-use mongodb::error::ErrorKind;
 use mongodb::options::IndexOptions;
 use mongodb::IndexModel;
 use std::collections::HashMap;
@@ -80,7 +80,7 @@ impl MongoStore {
         let coll = self.coll(CHANGES);
         let existing = match coll.list_index_names().await {
             Ok(names) => names,
-            Err(e) if matches!(e.kind.as_ref(), ErrorKind::Command(c) if c.code == 26) => Vec::new(),
+            Err(e) if namespace_not_found(&e) => Vec::new(),
             Err(e) => return Err(map_err(e)),
         };
         if !existing.iter().any(|n| n == "history_id_unique") {

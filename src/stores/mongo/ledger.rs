@@ -17,7 +17,8 @@
 //! `vex_document_versions`: [`MongoStore::migrate_document_versions`] (run by `init`) moves
 //! them here and drops that collection.
 
-use super::{map_err, only_duplicate_keys, rejected, MongoStore, DOCUMENT_LEDGER, LEGACY_DOCUMENT_VERSIONS};
+use super::{map_err, namespace_not_found, only_duplicate_keys, rejected, MongoStore};
+use super::{DOCUMENT_LEDGER, LEGACY_DOCUMENT_VERSIONS};
 use crate::domain::canonical::sha256_hex;
 use crate::domain::ledger::{DocumentKey, DocumentVersion};
 use crate::ports::{DocumentLedger, StoreError};
@@ -171,7 +172,7 @@ impl MongoStore {
 async fn drop_collection(coll: mongodb::Collection<Document>) -> Result<(), StoreError> {
     match coll.drop().await {
         Ok(()) => Ok(()),
-        Err(e) if matches!(e.kind.as_ref(), ErrorKind::Command(c) if c.code == 26) => Ok(()),
+        Err(e) if namespace_not_found(&e) => Ok(()),
         Err(e) => Err(map_err(e)),
     }
 }

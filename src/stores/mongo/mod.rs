@@ -122,6 +122,7 @@ pub const BATCH_BYTES: usize = 8 << 20;
 /// MongoDB error codes that mean "the server is going away or busy": retriable.
 const RETRIABLE_CODES: &[i32] = &[6, 7, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436];
 const DUPLICATE_KEY: i32 = 11000;
+const NAMESPACE_NOT_FOUND: i32 = 26;
 /// MongoDB's `InternalError`: retried a few times ([`StoreError::Internal`]).
 const INTERNAL_ERROR: i32 = 1;
 
@@ -291,6 +292,11 @@ fn write_error_count(e: &MongoError) -> u64 {
     }
 }
 
+/// Whether a command failed because its collection does not exist (`NamespaceNotFound`).
+fn namespace_not_found(e: &MongoError) -> bool {
+    matches!(e.kind.as_ref(), ErrorKind::Command(c) if c.code == NAMESPACE_NOT_FOUND)
+}
+
 /// Whether an insert failed only because some documents already existed.
 fn only_duplicate_keys(e: &MongoError) -> bool {
     match e.kind.as_ref() {
@@ -379,7 +385,7 @@ async fn drop_index_if_present(coll: Collection<Document>, name: &str) -> Result
     match coll.list_index_names().await {
         Ok(names) if names.iter().any(|n| n == name) => coll.drop_index(name).await.map_err(map_err),
         Ok(_) => Ok(()),
-        Err(e) if matches!(e.kind.as_ref(), ErrorKind::Command(c) if c.code == 26) => Ok(()),
+        Err(e) if namespace_not_found(&e) => Ok(()),
         Err(e) => Err(map_err(e)),
     }
 }
@@ -389,7 +395,7 @@ async fn drop_index_if_present(coll: Collection<Document>, name: &str) -> Result
 async fn create_indexes(coll: Collection<Document>, specs: Vec<(Document, &str)>) -> Result<(), StoreError> {
     let existing = match coll.list_index_names().await {
         Ok(names) => names,
-        Err(e) if matches!(e.kind.as_ref(), ErrorKind::Command(c) if c.code == 26) => Vec::new(),
+        Err(e) if namespace_not_found(&e) => Vec::new(),
         Err(e) => return Err(map_err(e)),
     };
     for (keys, name) in specs {
