@@ -127,9 +127,6 @@ impl MongoStore {
     /// Memory: one batch of versions.
     pub(super) async fn migrate_document_versions(&self) -> Result<(), StoreError> {
         let old = self.coll(LEGACY_DOCUMENT_VERSIONS);
-        if old.find_one(doc! {}).await.map_err(map_err)?.is_none() {
-            return drop_collection(old).await;
-        }
         let mut cursor = old.find(doc! {}).projection(doc! { "version_json": 1 }).await.map_err(map_err)?;
         let (mut batch, mut moved) = (Vec::new(), 0usize);
         while let Some(d) = cursor.try_next().await.map_err(map_err)? {
@@ -145,11 +142,13 @@ impl MongoStore {
         }
         moved += batch.len();
         self.move_batch(batch).await?;
-        tracing::info!(
-            event = "document_ledger_migrated",
-            versions = moved,
-            "document versions moved to one ledger entry per document ({LEGACY_DOCUMENT_VERSIONS} -> {DOCUMENT_LEDGER})"
-        );
+        if moved > 0 {
+            tracing::info!(
+                event = "document_ledger_migrated",
+                versions = moved,
+                "document versions moved to one ledger entry per document ({LEGACY_DOCUMENT_VERSIONS} -> {DOCUMENT_LEDGER})"
+            );
+        }
         drop_collection(old).await
     }
 
