@@ -10,6 +10,7 @@
 #                              Kafka + MongoDB-wire server (7 renamed copies of vexhub,
 #                              >= 100k observations), latency at 500 observations/s for 60 s;
 #                              with VEXLENS_BASELINE_BIN also the baseline's drain, latency
+#                              (VEXLENS_LATENCY_ROUNDS alternating runs each, default 3)
 #                              and writes per observation in the same run, and the ratios
 #   scripts/bench.sh --quick   the same steps, small: the test-profile binary (no release
 #                              build), 1 copy of 6 vexhub documents, 10 s of latency,
@@ -156,8 +157,11 @@ source scripts/with-services.sh
 # this tree's config/default.toml for the keys added since: its own commit's file goes
 # to it (VEXLENS_BASELINE_CONFIG, a file, or VEXLENS_BASELINE_COMMIT, e.g. bafbf91, whose
 # config/default.toml is used).
+# The latency runs alternate VEXLENS_LATENCY_ROUNDS times (3 in a full run, 1 with --quick)
+# and the ratio is of the medians: one run's p99 is one server queue.
 if [[ -n "${VEXLENS_BASELINE_BIN:-}" ]]; then
   e2e_args+=(--baseline-binary "$VEXLENS_BASELINE_BIN")
+  e2e_args+=(--latency-rounds "${VEXLENS_LATENCY_ROUNDS:-$((quick == 1 ? 1 : 3))}")
   if [[ -n "${VEXLENS_BASELINE_CONFIG:-}" ]]; then
     e2e_args+=(--baseline-config "$VEXLENS_BASELINE_CONFIG")
   elif [[ -n "${VEXLENS_BASELINE_COMMIT:-}" ]]; then

@@ -17,14 +17,16 @@ figure with what produced it. Measured in the same run, so ratios hold on a nois
   latency            documents of 10 statements about fresh packages at a fixed offered
                      rate; produce -> durable (the record's changed_at_ms) per document,
                      and vex_consensus_latency_seconds from /metrics; measured (and
-                     printed) first, on a server busy with nothing else
+                     printed) first, on a server busy with nothing else; with the CPU
+                     seconds serve and (when it runs here) the server used meanwhile
 
 With --baseline-binary B (issue 20), the latency and the drain are measured for B and for
 --binary in the same run on the same services, alternating (baseline first unless
 --new-first; fresh database, topic and group names per binary, the same workload lines;
 every database is dropped only at the end, so neither binary meets the other's reclaim),
 each binary's figures printed labelled, then the ratios new / baseline of the drain's
-observations/s and of the latency p99 (bench clock). The baseline (bafbf91) has no
+observations/s and of the latency p99 (bench clock; the median of --latency-rounds runs
+per binary, alternating, and the medians of their CPU seconds). The baseline (bafbf91) has no
 vex_store_writes_total, and SecantusDB's serverStatus has no document counters, so the
 writes of both binaries are also counted by a proxy on loopback between serve and the
 server (WriteCounter: it forwards every byte and reads the replies of the write
@@ -42,6 +44,7 @@ import os
 import re
 import signal
 import socket
+import statistics
 import struct
 import subprocess
 import sys
@@ -281,11 +284,38 @@ def drop(client, name):
         log(f"warning: database {name} not dropped: {e}")
 
 
+def process_cpu_seconds(pid):
+    """User + system CPU seconds of a process on this machine, or None (not here, gone)."""
+    try:
+        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def server_pid(client):
+    """The MongoDB-wire server's process id when it runs on this machine (serverStatus
+    names it and the address is loopback), else None: its CPU is then not measured."""
+    host = (client.address or ("", 0))[0]
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        return None
+    try:
+        pid = client.admin.command("serverStatus").get("pid")
+    except pymongo.errors.PyMongoError:
+        return None
+    return pid if isinstance(pid, int) and process_cpu_seconds(pid) is not None else None
+
+
 def measure_latency(args, client, docs, run, tmp, binary, drop_db=True, config=None):
     """Latency of `binary` at a fixed offered rate, on a server busy with nothing else (run
     first: after the drain the server is still reclaiming the dropped databases, which
-    shows as stalls in the tail). Returns the lines to print and the p99 (ms, bench
-    clock); with drop_db=False the caller drops database `run + "lat"`."""
+    shows as stalls in the tail). Returns the lines to print, the p99 (ms, bench clock)
+    and the CPU seconds of serve and of the server in the timed window (from the first
+    document produced to the last record durable; the server's None when it is not on
+    this machine); with drop_db=False the caller drops database `run + "lat"`. On a
+    server that is near one core's worth of work at this rate (SecantusDB is one Python
+    process) p99 is the server's queue, and it moves with the server's CPU per run, which
+    moves with the machine: the CPU line says which case a run was."""
     per_doc = 10
     docs_per_s = max(1, args.rate // per_doc)
     count = docs_per_s * args.latency_seconds
@@ -302,6 +332,8 @@ def measure_latency(args, client, docs, run, tmp, binary, drop_db=True, config=N
     p = subprocess.Popen(["kcat", "-P", "-b", args.brokers, "-t", lat_run + ".documents", "-T"],
                          stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, bufsize=1)
     sent = {}
+    spid = server_pid(client)
+    cpu0 = (process_cpu_seconds(serve.proc.pid), process_cpu_seconds(spid) if spid else None)
     start = time.time()
     for i, l in enumerate(lat_lines):
         due = start + i / docs_per_s
@@ -318,6 +350,10 @@ def measure_latency(args, client, docs, run, tmp, binary, drop_db=True, config=N
     p.wait()
     offered = lat_obs / (time.time() - start)
     wait_durable(client[lat_run], lat_obs + warm_obs, lat_recs + warm_recs, args.timeout, serve)
+    window = time.time() - start
+    cpu1 = (process_cpu_seconds(serve.proc.pid), process_cpu_seconds(spid) if spid else None)
+    cpu = {who: (b - a if a is not None and b is not None else None)
+           for who, a, b in (("serve", cpu0[0], cpu1[0]), ("server", cpu0[1], cpu1[1]))}
     durable = {}
     for d in client[lat_run].vex_consensus.find({}, {"package": 1, "changed_at_ms": 1}):
         m = re.search(r"-l(\d+)$", d["package"])
@@ -339,7 +375,11 @@ def measure_latency(args, client, docs, run, tmp, binary, drop_db=True, config=N
         q, n = hist
         out.append(f"latency (vex_consensus_latency_seconds, bucket upper bounds, {n} observations): "
                       f"p50 <= {q[0.5]} s, p95 <= {q[0.95]} s, p99 <= {q[0.99]} s")
-    return out, p99
+    server = (f"MongoDB server {cpu['server']:.1f} s ({cpu['server'] / window:.0%} of one core)"
+              if cpu["server"] is not None else "MongoDB server not on this machine")
+    serve_cpu = f"{cpu['serve']:.1f} s" if cpu["serve"] is not None else "?"
+    out.append(f"latency CPU in the timed window ({window:.0f} s): serve {serve_cpu}, {server}")
+    return out, p99, cpu
 
 
 def drain(args, client, binary, run, topic, n_obs, n_recs, tmp, mongo_uri=None, config=None):
@@ -556,6 +596,9 @@ def main():
     ap.add_argument("--docs", type=int, default=1000, help="vexhub documents per copy")
     ap.add_argument("--rate", type=int, default=500, help="offered observations/s for the latency run")
     ap.add_argument("--latency-seconds", type=int, default=60)
+    ap.add_argument("--latency-rounds", type=int, default=1,
+                    help="with --baseline-binary: latency runs per binary, alternating (the ratio is of the "
+                    "medians); one run is 1-2 minutes")
     ap.add_argument("--timeout", type=int, default=1800)
     args = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="vexlens-bench-")
@@ -672,14 +715,21 @@ def compare(args, client, docs, lines, run, tmp, n_obs, n_recs):
     label = lambda who: f"[{who} {os.path.basename(bins[who][0])}]"
     to_drop = []
 
-    p99 = {}
-    for who in order:
-        binary, r, _, _ = bins[who]
-        log(f"latency: {who} {binary}")
-        out, p99[who] = measure_latency(args, client, docs, r, tmp, binary, drop_db=False, config=config[who])
-        to_drop.append(r + "lat")
-        for line in out:
-            print(f"{label(who)} {line}", flush=True)
+    # Latency: --latency-rounds rounds, the order reversed every other round; the ratio
+    # is of the medians (one run's p99 is one queue on a server near its capacity).
+    p99 = {who: [] for who in order}
+    cpu = {who: [] for who in order}
+    for k in range(args.latency_rounds):
+        for who in (order if k % 2 == 0 else order[::-1]):
+            binary, r, _, _ = bins[who]
+            log(f"latency: {who} {binary} (round {k + 1} of {args.latency_rounds})")
+            lr = r if k == 0 else f"{r}r{k}"
+            out, p, c = measure_latency(args, client, docs, lr, tmp, binary, drop_db=False, config=config[who])
+            p99[who].append(p)
+            cpu[who].append(c)
+            to_drop.append(lr + "lat")
+            for line in out:
+                print(f"{label(who)} {line}", flush=True)
 
     for who in order:
         produce(args.brokers, bins[who][1] + ".documents", lines)
@@ -720,8 +770,17 @@ def compare(args, client, docs, lines, run, tmp, n_obs, n_recs):
 
     print(f"drain obs/s new / baseline = {rate['new'] / rate['baseline']:.3f} "
           f"({rate['new']:,.1f} / {rate['baseline']:,.1f}; target >= 1.5)")
-    print(f"latency p99 new / baseline = {p99['new'] / p99['baseline']:.3f} "
-          f"({p99['new']:.1f} ms / {p99['baseline']:.1f} ms, bench clock; target <= 1.1)")
+    med = {who: statistics.median(p99[who]) for who in order}
+    runs = lambda who: ", ".join(f"{p:.0f}" for p in p99[who])
+    print(f"latency p99 new / baseline = {med['new'] / med['baseline']:.3f} "
+          f"({med['new']:.1f} ms / {med['baseline']:.1f} ms, bench clock, median of {args.latency_rounds} "
+          f"run(s) each: new {runs('new')}, baseline {runs('baseline')}; target <= 1.1)")
+    for what in ("serve", "server"):
+        got = {who: [c[what] for c in cpu[who] if c[what] is not None] for who in order}
+        if all(got.values()):
+            new, base = statistics.median(got["new"]), statistics.median(got["baseline"])
+            print(f"latency CPU of {'serve' if what == 'serve' else 'the MongoDB server'} in the timed window, "
+                  f"new / baseline = {new / base:.3f} ({new:.1f} s / {base:.1f} s, medians)")
     print(f"MongoDB documents + index entries written per observation new / baseline = "
           f"{per['new'] / per['baseline']:.3f} ({per['new']:.3f} / {per['baseline']:.3f}, counted by the proxy; "
           f"target <= 0.5)", flush=True)
