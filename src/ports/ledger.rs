@@ -5,8 +5,8 @@
 //!
 //! Invariants: a version is stored once per (tenant, issuer, document id, digest): a
 //! replay changes nothing; [`DocumentLedger::record_version`] stores the version and reads
-//! the document's versions in one atomic step (MongoDB: one `findAndModify` of the
-//! document's entry; redb: one write transaction), so the read sees every version stored
+//! the document's versions in one atomic step (MongoDB: the `insert` of a new document's
+//! entry, or one `findAndModify` of an existing one; redb: one write transaction), so the read sees every version stored
 //! before it and of two versions of one document recorded at the same time at least one
 //! sees the other: the markers owed on each arrival add up to what the whole set owes,
 //! even across instances. A store written

@@ -3,12 +3,15 @@
 //! Invariants: a document (tenant, issuer, document id) is one MongoDB document, `_id` =
 //! SHA-256 of its key, holding its versions under `versions.<SHA-256 of the version's
 //! digest>` as their JSON (beside the key's fields, set on insert). Recording a version is
-//! one `findAndModify` (`$set` of the version, upsert, the new document returned): a
-//! single-document write, atomic on its own, so the answer holds every version recorded
-//! before it, by any instance, and a replay sets the same value again (changes nothing).
-//! One command per document version, where the layout of one document per version took an
-//! insert and a query (issue 20: that second command was the latency at 500
-//! observations/s). A document's versions are bounded by MongoDB's 16 MiB per document: a
+//! an `insert` of the entry holding only it when the document is new (most are: the insert
+//! succeeds only if no version of it was recorded, by any instance, so the answer is that
+//! version alone), else one `findAndModify` (`$set` of the version, upsert, the new
+//! document returned): a single-document write, atomic on its own, so the answer holds
+//! every version recorded before it, by any instance, and a replay sets the same value
+//! again (changes nothing). One command per new document (an insert: SecantusDB's upsert
+//! costs more server time, and the server is the latency's bottleneck at 500
+//! observations/s, issue 20), two for a document seen before; the layout of one document
+//! per version took an insert and a query for every version. A document's versions are bounded by MongoDB's 16 MiB per document: a
 //! version that does not fit is refused with a message naming the document (dead-lettered
 //! `store_rejected`, nothing lost); e.g. 100 versions each naming 1,000 packages of 100
 //! bytes take ~10 MB. (SecantusDB 0.7 answers such a write with `InternalError`, code 1,
@@ -38,10 +41,15 @@ fn ledger_id(k: &DocumentKey) -> Result<String, StoreError> {
     Ok(sha256_hex(&input))
 }
 
-/// The field of one version: `versions.<SHA-256 of its digest>` (a digest is not trusted
-/// to be a valid field name).
+/// The name of one version under `versions`: the SHA-256 of its digest (a digest is not
+/// trusted to be a valid field name).
+fn version_name(digest: &str) -> String {
+    sha256_hex(digest.as_bytes())
+}
+
+/// The field of one version: `versions.<version_name>`.
 fn version_field(digest: &str) -> String {
-    format!("versions.{}", sha256_hex(digest.as_bytes()))
+    format!("versions.{}", version_name(digest))
 }
 
 /// The key's fields, written when the entry is created (operators read them).
@@ -57,6 +65,16 @@ fn record_update(version: &DocumentVersion) -> Result<(Document, usize), StoreEr
     let mut set = Document::new();
     set.insert(version_field(&version.digest), json);
     Ok((doc! { "$set": set, "$setOnInsert": key_fields(&version.key) }, bytes))
+}
+
+/// A new ledger entry holding only `version` (what `record_update`'s upsert creates).
+fn new_entry(id: &str, version: &DocumentVersion) -> Result<(Document, usize), StoreError> {
+    let json = serde_json::to_string(version).map_err(rejected("encoding document version"))?;
+    let bytes = json.len() + 256;
+    let mut entry = doc! { "_id": id };
+    entry.extend(key_fields(&version.key));
+    entry.insert("versions", doc! { version_name(&version.digest): json });
+    Ok((entry, bytes))
 }
 
 /// The versions held by a ledger entry, sorted by digest.
@@ -75,6 +93,15 @@ fn versions_of(entry: &Document) -> Result<Vec<DocumentVersion>, StoreError> {
 impl DocumentLedger for MongoStore {
     async fn record_version(&self, version: &DocumentVersion) -> Result<Vec<DocumentVersion>, StoreError> {
         let id = ledger_id(&version.key)?;
+        // A document seen for the first time: its entry inserted, its versions this one.
+        // An entry already there (duplicate key) goes the findAndModify way; so does any
+        // other failure of the insert, whose answer (applied or not, the server down, a
+        // version too large) the findAndModify gives.
+        if let Ok(existed) = self.insert_new(DOCUMENT_LEDGER, vec![new_entry(&id, version)?]).await {
+            if existed.is_empty() {
+                return Ok(vec![version.clone()]);
+            }
+        }
         let (update, _) = record_update(version)?;
         let command = doc! {
             "findAndModify": DOCUMENT_LEDGER,
