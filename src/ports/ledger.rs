@@ -6,10 +6,10 @@
 //! Invariants: a version is stored once per (tenant, issuer, document id, digest): a
 //! replay changes nothing; [`DocumentLedger::record_version`] stores the version and reads
 //! the document's versions in one atomic step (MongoDB: the `insert` of a new document's
-//! entry, or one `findAndModify` of an existing one; redb: one write transaction), so the read sees every version stored
-//! before it and of two versions of one document recorded at the same time at least one
-//! sees the other: the markers owed on each arrival add up to what the whole set owes,
-//! even across instances. A store written
+//! entry, or one `findAndModify` of an existing one; redb: one write transaction), so the
+//! read sees every version stored before it and of two versions of one document recorded
+//! at the same time at least one sees the other: the markers owed on each arrival add up
+//! to what the whole set owes, even across instances. A store written
 //! before this role existed has no entries: versions ingested before then are unknown to
 //! the ledger (their packages hear of a newer version only if it names them).
 

@@ -11,14 +11,15 @@
 //! again (changes nothing). One command per new document (an insert: SecantusDB's upsert
 //! costs more server time, and the server is the latency's bottleneck at 500
 //! observations/s, issue 20), two for a document seen before; the layout of one document
-//! per version took an insert and a query for every version. A document's versions are bounded by MongoDB's 16 MiB per document: a
-//! version that does not fit is refused with a message naming the document (dead-lettered
-//! `store_rejected`, nothing lost); e.g. 100 versions each naming 1,000 packages of 100
-//! bytes take ~10 MB. (SecantusDB 0.7 answers such a write with `InternalError`, code 1,
-//! measured: retried as any internal error, then dead-lettered `retries_exhausted` on the
-//! Kafka stream.) Stores written before this layout kept one document per version in
-//! `vex_document_versions`: [`MongoStore::migrate_document_versions`] (run by `init`) moves
-//! them here and drops that collection.
+//! per version took an insert and a query for every version. A document's versions are
+//! bounded by MongoDB's 16 MiB per document: a version that does not fit is refused with
+//! a message naming the document (dead-lettered `store_rejected`, nothing lost); e.g. 100
+//! versions each naming 1,000 packages of 100 bytes take ~10 MB. (SecantusDB 0.7 answers
+//! such a write with `InternalError`, code 1, measured: retried as any internal error, then
+//! dead-lettered `retries_exhausted` on the Kafka stream.) Stores written before this
+//! layout kept one document per version in `vex_document_versions`:
+//! [`MongoStore::migrate_document_versions`] (run by `init`) moves them here and drops
+//! that collection.
 
 use super::{map_err, namespace_not_found, only_duplicate_keys, rejected, MongoStore};
 use super::{DOCUMENT_LEDGER, LEGACY_DOCUMENT_VERSIONS};
@@ -58,23 +59,27 @@ fn key_fields(k: &DocumentKey) -> Document {
     doc! { "tenant": &k.tenant, "issuer": issuer, "document_id": &k.document_id }
 }
 
-/// The update statement recording `version` (with its encoded size).
-fn record_update(version: &DocumentVersion) -> Result<(Document, usize), StoreError> {
-    let json = serde_json::to_string(version).map_err(rejected("encoding document version"))?;
+/// A version as the ledger stores it: its JSON.
+fn version_json(version: &DocumentVersion) -> Result<String, StoreError> {
+    serde_json::to_string(version).map_err(rejected("encoding document version"))
+}
+
+/// The update statement recording `version`, given as its JSON (with its encoded size).
+fn record_update(version: &DocumentVersion, json: String) -> (Document, usize) {
     let bytes = json.len() + 256;
     let mut set = Document::new();
     set.insert(version_field(&version.digest), json);
-    Ok((doc! { "$set": set, "$setOnInsert": key_fields(&version.key) }, bytes))
+    (doc! { "$set": set, "$setOnInsert": key_fields(&version.key) }, bytes)
 }
 
-/// A new ledger entry holding only `version` (what `record_update`'s upsert creates).
-fn new_entry(id: &str, version: &DocumentVersion) -> Result<(Document, usize), StoreError> {
-    let json = serde_json::to_string(version).map_err(rejected("encoding document version"))?;
+/// A new ledger entry holding only `version`, given as its JSON (what `record_update`'s
+/// upsert creates), with its encoded size.
+fn new_entry(id: &str, version: &DocumentVersion, json: String) -> (Document, usize) {
     let bytes = json.len() + 256;
     let mut entry = doc! { "_id": id };
     entry.extend(key_fields(&version.key));
     entry.insert("versions", doc! { version_name(&version.digest): json });
-    Ok((entry, bytes))
+    (entry, bytes)
 }
 
 /// The versions held by a ledger entry, sorted by digest.
@@ -93,16 +98,17 @@ fn versions_of(entry: &Document) -> Result<Vec<DocumentVersion>, StoreError> {
 impl DocumentLedger for MongoStore {
     async fn record_version(&self, version: &DocumentVersion) -> Result<Vec<DocumentVersion>, StoreError> {
         let id = ledger_id(&version.key)?;
+        let json = version_json(version)?;
         // A document seen for the first time: its entry inserted, its versions this one.
         // An entry already there (duplicate key) goes the findAndModify way; so does any
         // other failure of the insert, whose answer (applied or not, the server down, a
         // version too large) the findAndModify gives.
-        if let Ok(existed) = self.insert_new(DOCUMENT_LEDGER, vec![new_entry(&id, version)?]).await {
+        if let Ok(existed) = self.insert_new(DOCUMENT_LEDGER, vec![new_entry(&id, version, json.clone())]).await {
             if existed.is_empty() {
                 return Ok(vec![version.clone()]);
             }
         }
-        let (update, _) = record_update(version)?;
+        let (update, _) = record_update(version, json);
         let command = doc! {
             "findAndModify": DOCUMENT_LEDGER,
             "query": { "_id": &id },
@@ -160,7 +166,7 @@ impl MongoStore {
             let json = d.get_str("version_json").map_err(rejected("stored document version"))?;
             let version: DocumentVersion =
                 serde_json::from_str(json).map_err(rejected("decoding stored document version"))?;
-            let (update, bytes) = record_update(&version)?;
+            let (update, bytes) = record_update(&version, version_json(&version)?);
             batch.push((doc! { "q": { "_id": ledger_id(&version.key)? }, "u": update, "upsert": true }, bytes));
             if batch.len() == super::BATCH {
                 moved += batch.len();
