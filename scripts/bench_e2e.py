@@ -26,8 +26,8 @@ With --baseline-binary B (issue 20), the latency and the drain are measured for 
 every database is dropped only at the end, so neither binary meets the other's reclaim),
 each binary's figures printed labelled, then the ratios new / baseline of the drain's
 observations/s and of the latency p99 (bench clock; the median of --latency-rounds runs
-per binary, alternating, and the medians of their CPU seconds). The baseline (bafbf91) has no
-vex_store_writes_total, and SecantusDB's serverStatus has no document counters, so the
+per binary, alternating, and the medians of their CPU seconds). The baseline (bafbf91) has
+no vex_store_writes_total, and SecantusDB's serverStatus has no document counters, so the
 writes of both binaries are also counted by a proxy on loopback between serve and the
 server (WriteCounter: it forwards every byte and reads the replies of the write
 commands, as the new binary's metric does) in one more drain of --writes-copies copies
@@ -601,6 +601,8 @@ def main():
                     "medians); one run is 1-2 minutes")
     ap.add_argument("--timeout", type=int, default=1800)
     args = ap.parse_args()
+    if args.latency_rounds < 1:
+        ap.error("--latency-rounds must be at least 1")
     tmp = tempfile.mkdtemp(prefix="vexlens-bench-")
     run = f"bench{int(time.time())}"
     client = pymongo.MongoClient(args.mongo_uri)
