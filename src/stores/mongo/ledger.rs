@@ -100,13 +100,15 @@ impl DocumentLedger for MongoStore {
         let id = ledger_id(&version.key)?;
         let json = version_json(version)?;
         // A document seen for the first time: its entry inserted, its versions this one.
-        // An entry already there (duplicate key) goes the findAndModify way; so does any
-        // other failure of the insert, whose answer (applied or not, the server down, a
-        // version too large) the findAndModify gives.
-        if let Ok(existed) = self.insert_new(DOCUMENT_LEDGER, vec![new_entry(&id, version, json.clone())]).await {
-            if existed.is_empty() {
-                return Ok(vec![version.clone()]);
-            }
+        // An entry already there (duplicate key) goes the findAndModify way; so does a
+        // refused insert (e.g. a version too large), whose answer the findAndModify gives.
+        // A server away or busy is answered as such (the caller retries; the insert may
+        // have applied, and the retry's duplicate key then reads it): asking it again at
+        // once would only wait out a second server selection.
+        match self.insert_new(DOCUMENT_LEDGER, vec![new_entry(&id, version, json.clone())]).await {
+            Ok(existed) if existed.is_empty() => return Ok(vec![version.clone()]),
+            Err(e @ StoreError::Unavailable(_)) => return Err(e),
+            Ok(_) | Err(_) => {}
         }
         let (update, _) = record_update(version, json);
         let command = doc! {
