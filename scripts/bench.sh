@@ -18,6 +18,10 @@
 #                              it (asserting nothing; < 2 minutes)
 # Starts the services (scripts/services.sh) when they are not running and stops what it
 # started. Figures go to stdout; docs/performance.md records a full run.
+# VEXLENS_BENCH_MONGO=rust: the end-to-end part (latency, drain, writes) runs on SecantusDB's
+# Rust server (scripts/services.sh start-mongo-rs; built on first use, ~5 min) instead of
+# the Python one the tests use: a server whose request path is not one busy core, so the
+# latency is the service's rather than the server's queue (docs/performance.md, session 28).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 quick=0
@@ -170,7 +174,26 @@ if [[ -n "${VEXLENS_BASELINE_BIN:-}" ]]; then
     e2e_args+=(--baseline-config "$base_config")
   fi
 fi
-echo "== end to end: scripts/bench_e2e.py ${e2e_args[*]}"
+mongo_uri="$VEXLENS_MONGODB_URI"
+case "${VEXLENS_BENCH_MONGO:-python}" in
+  python) ;;
+  rust)
+    rs_started=0
+    if ! scripts/services.sh env | grep -q VEXLENS_MONGODB_RS_URI; then
+      scripts/services.sh start-mongo-rs >&2
+      rs_started=1
+    fi
+    bench_rs_cleanup() {
+      if [[ $rs_started == 1 ]]; then scripts/services.sh stop-mongo-rs >&2 || true; fi
+      vexlens_services_cleanup
+    }
+    trap bench_rs_cleanup EXIT
+    eval "$(scripts/services.sh env)"
+    mongo_uri="$VEXLENS_MONGODB_RS_URI"
+    ;;
+  *) echo "bench: VEXLENS_BENCH_MONGO must be python or rust, not ${VEXLENS_BENCH_MONGO}" >&2; exit 2 ;;
+esac
+echo "== end to end: scripts/bench_e2e.py ${e2e_args[*]} (MongoDB-wire server: $mongo_uri)"
 "$py" scripts/bench_e2e.py --binary "$bin" --corpus "$corpus" --brokers "$VEXLENS_KAFKA_BROKERS" \
-  --mongo-uri "$VEXLENS_MONGODB_URI" "${e2e_args[@]}"
+  --mongo-uri "$mongo_uri" "${e2e_args[@]}"
 if [[ -n "${base_config:-}" ]]; then rm -f "$base_config"; fi

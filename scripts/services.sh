@@ -3,11 +3,14 @@
 #   * Apache Kafka (KRaft, one node that is broker + controller), from Maven Central jars
 #   * SecantusDB (a MongoDB-wire server on WiredTiger, from PyPI, in a venv), run as a
 #     standalone server like the compose stack's mongo:7
+#   * SecantusDB's Rust server (secantusd-rs, multi-threaded; built from the PyPI sdist by
+#     scripts/build-secantus-rs.sh, cached outside the clone), only with `start-mongo-rs`:
+#     for the benchmarks (scripts/bench.sh, VEXLENS_BENCH_MONGO=rust), on its own port
 #   * Jaeger v2 (OTLP trace backend; built from the Go module proxy by
 #     scripts/build-jaeger.sh, cached outside the clone), only with `start-jaeger` or
 #     VEXLENS_JAEGER=1: every port on 127.0.0.1 (config written to the data dir)
 #
-# Usage: scripts/services.sh up|down|status|env|start-kafka|stop-kafka|start-mongo|stop-mongo|start-jaeger|stop-jaeger|reset
+# Usage: scripts/services.sh up|down|status|env|start-kafka|stop-kafka|start-mongo|stop-mongo|start-mongo-rs|stop-mongo-rs|start-jaeger|stop-jaeger|reset
 #   up           install/build what is missing, start what is not running, wait until healthy
 #   down         stop the servers this script started (only the PIDs in its pid files); keeps data
 #   status       print up/down for each server; exit 0 only if all are up
@@ -15,6 +18,8 @@
 #   start-mongo  start (and wait for) only the MongoDB-wire server, same data
 #   stop-mongo   stop only the MongoDB-wire server, keeps its data
 #   start-kafka / stop-kafka   the same for Kafka
+#   start-mongo-rs / stop-mongo-rs  the Rust MongoDB-wire server (builds it first if it is
+#                not cached; ~5 min cold), standalone, with its own data dir and port
 #   start-jaeger / stop-jaeger Jaeger (builds it first if it is not cached; ~7-20 min cold)
 #   reset        down, then delete data, logs and pid files; keeps downloads and the venv
 #
@@ -23,6 +28,7 @@
 #   VEXLENS_KAFKA_PORT          Kafka PLAINTEXT listener port (default 9092)
 #   VEXLENS_KAFKA_CONTROLLER_PORT  KRaft controller port (default 9093)
 #   VEXLENS_MONGO_PORT          MongoDB-wire listener port (default 27017)
+#   VEXLENS_MONGO_RS_PORT       the Rust server's port (default 27018)
 #   VEXLENS_KAFKA_VERSION       org.apache.kafka:kafka_2.13 version (default 4.4.0, what CI
 #                               runs; 3.9.2 is still supported: the Kafka 3.x line)
 #   VEXLENS_KAFKA_HEAP          JVM heap for Kafka (default 512m)
@@ -42,6 +48,7 @@ SERVICES_DIR="${VEXLENS_SERVICES_DIR:-$REPO_DIR/.services}"
 KAFKA_PORT="${VEXLENS_KAFKA_PORT:-9092}"
 KAFKA_CONTROLLER_PORT="${VEXLENS_KAFKA_CONTROLLER_PORT:-9093}"
 MONGO_PORT="${VEXLENS_MONGO_PORT:-27017}"
+MONGO_RS_PORT="${VEXLENS_MONGO_RS_PORT:-27018}"
 KAFKA_VERSION="${VEXLENS_KAFKA_VERSION:-4.4.0}"
 KAFKA_HEAP="${VEXLENS_KAFKA_HEAP:-512m}"
 TIMEOUT="${VEXLENS_SERVICES_TIMEOUT:-120}"
@@ -63,6 +70,7 @@ LOG_DIR="$SERVICES_DIR/logs"
 KAFKA_DATA="$SERVICES_DIR/data/kafka"
 KAFKA_CONF_DIR="$SERVICES_DIR/data/kafka-config"
 MONGO_DATA="$SERVICES_DIR/data/secantusdb"
+MONGO_RS_DATA="$SERVICES_DIR/data/secantusd-rs"
 JAEGER_CONF="$SERVICES_DIR/data/jaeger/config.yaml"
 
 log() { printf '[services] %s\n' "$*" >&2; }
@@ -81,6 +89,7 @@ marker_for() {
   case "$1" in
     kafka) echo "$KAFKA_CONF_DIR/server.properties" ;;
     mongo) echo "$MONGO_DATA" ;;
+    mongo-rs) echo "$MONGO_RS_DATA" ;;
     jaeger) echo "$JAEGER_CONF" ;;
   esac
 }
@@ -388,8 +397,8 @@ ensure_venv() {
   fi
 }
 
-mongo_ping() {
-  "$VENV/bin/python" - "$HOST" "$MONGO_PORT" <<'EOF' >/dev/null 2>&1
+mongo_ping() { # [port]
+  "$VENV/bin/python" - "$HOST" "${1:-$MONGO_PORT}" <<'EOF' >/dev/null 2>&1
 import sys, pymongo
 c = pymongo.MongoClient(host=sys.argv[1], port=int(sys.argv[2]), serverSelectionTimeoutMS=2000,
                         connectTimeoutMS=2000, directConnection=True)
@@ -422,6 +431,35 @@ start_mongo() {
     "$MONGO_BIN" --host "$HOST" --port "$MONGO_PORT" --storage-path "$MONGO_DATA" --standalone --log-level WARNING
   wait_healthy mongo mongo_healthy "$LOG_DIR/secantusdb.log"
   log "secantusdb: up (pid $(recorded_pid mongo))"
+}
+
+# The Rust server: the same wire protocol and WiredTiger, its request path off Python's GIL
+# (SecantusDB's docs: 92 % of pymongo's suite against the Python server's 99.2 %). The
+# benchmarks use it to measure the service against a server that is not one busy core.
+mongo_rs_healthy() {
+  port_open "$MONGO_RS_PORT" || return 1
+  mongo_ping "$MONGO_RS_PORT"
+}
+
+start_mongo_rs() {
+  local pid bin
+  ensure_venv
+  bin="$("$SCRIPT_DIR/build-secantus-rs.sh")"
+  if pid="$(running_pid mongo-rs)"; then
+    log "secantusd-rs: already running (pid $pid)"
+    wait_healthy mongo-rs mongo_rs_healthy "$LOG_DIR/secantusd-rs.log"
+    return 0
+  fi
+  if port_open "$MONGO_RS_PORT"; then
+    die "secantusd-rs: port $MONGO_RS_PORT on $HOST is already in use by a process this script did not start"
+  fi
+  mkdir -p "$MONGO_RS_DATA" "$LOG_DIR" "$RUN_DIR"
+  log "secantusd-rs: starting $bin on $HOST:$MONGO_RS_PORT (data $MONGO_RS_DATA)"
+  # From its data dir: it reads a secantusd.toml in its working directory.
+  (cd "$MONGO_RS_DATA" && start_detached mongo-rs "$LOG_DIR/secantusd-rs.log" \
+    "$bin" --host "$HOST" --port "$MONGO_RS_PORT" --storage-path "$MONGO_RS_DATA" --standalone --log-level WARNING)
+  wait_healthy mongo-rs mongo_rs_healthy "$LOG_DIR/secantusd-rs.log"
+  log "secantusd-rs: up (pid $(recorded_pid mongo-rs))"
 }
 
 # --- Jaeger (OTLP trace backend) ---------------------------------------------------------------
@@ -507,6 +545,9 @@ export VEXLENS_KAFKA_BROKERS=$HOST:$KAFKA_PORT
 export VEXLENS_MONGODB_URI="mongodb://$HOST:$MONGO_PORT/?directConnection=true"
 export VEXLENS_SERVICES_DIR=$SERVICES_DIR
 EOF
+  if running_pid mongo-rs >/dev/null 2>&1; then
+    echo "export VEXLENS_MONGODB_RS_URI=\"mongodb://$HOST:$MONGO_RS_PORT/?directConnection=true\""
+  fi
   if [[ "$JAEGER" == 1 ]] || running_pid jaeger >/dev/null 2>&1; then
     echo "export VEXLENS_JAEGER_OTLP_ENDPOINT=http://$HOST:$JAEGER_OTLP_PORT"
     echo "export VEXLENS_JAEGER_QUERY_URL=http://$HOST:$JAEGER_QUERY_PORT"
@@ -537,6 +578,9 @@ cmd_status() {
     echo "mongo:    down"
     ok=1
   fi
+  if pid="$(running_pid mongo-rs)"; then
+    echo "mongo-rs: up    pid $pid  mongodb://$HOST:$MONGO_RS_PORT/ (secantusd-rs, standalone)"
+  fi
   if pid="$(running_pid jaeger)"; then
     echo "jaeger:   up    pid $pid  OTLP http://$HOST:$JAEGER_OTLP_PORT, query http://$HOST:$JAEGER_QUERY_PORT"
   elif [[ "$JAEGER" == 1 ]]; then
@@ -560,6 +604,7 @@ cmd_up() {
 
 cmd_down() {
   stop_service jaeger
+  stop_service mongo-rs
   stop_service mongo
   stop_service kafka
 }
@@ -567,7 +612,8 @@ cmd_down() {
 cmd_reset() {
   cmd_down
   # make sure nothing of ours still runs before deleting its data
-  if running_pid kafka >/dev/null || running_pid mongo >/dev/null || running_pid jaeger >/dev/null; then
+  if running_pid kafka >/dev/null || running_pid mongo >/dev/null || running_pid mongo-rs >/dev/null \
+    || running_pid jaeger >/dev/null; then
     die "a server is still running; not deleting data"
   fi
   log "reset: deleting $SERVICES_DIR/{data,logs,run} (keeping downloads and the venv)"
@@ -575,7 +621,7 @@ cmd_reset() {
 }
 
 usage() {
-  sed -n '2,30p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+  sed -n '2,41p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
 # Serialise concurrent invocations (e.g. two test processes calling `up` at once).
@@ -591,7 +637,7 @@ take_lock() {
 main() {
   local cmd="${1:-}"
   case "$cmd" in
-    up | down | start-mongo | stop-mongo | start-kafka | stop-kafka | start-jaeger | stop-jaeger | reset) take_lock ;;
+    up | down | start-mongo | stop-mongo | start-mongo-rs | stop-mongo-rs | start-kafka | stop-kafka | start-jaeger | stop-jaeger | reset) take_lock ;;
   esac
   case "$cmd" in
     up) cmd_up ;;
@@ -600,6 +646,8 @@ main() {
     env) print_env ;;
     start-mongo) start_mongo ;;
     stop-mongo) stop_service mongo ;;
+    start-mongo-rs) start_mongo_rs ;;
+    stop-mongo-rs) stop_service mongo-rs ;;
     start-kafka) start_kafka ;;
     stop-kafka) stop_service kafka ;;
     start-jaeger) start_jaeger ;;
