@@ -455,7 +455,8 @@ start_mongo_rs() {
   fi
   mkdir -p "$MONGO_RS_DATA" "$LOG_DIR" "$RUN_DIR"
   log "secantusd-rs: starting $bin on $HOST:$MONGO_RS_PORT (data $MONGO_RS_DATA)"
-  # From its data dir: it reads a secantusd.toml in its working directory.
+  # From its data dir: it reads a secantusd.toml found in its working directory, so one in
+  # the caller's directory must not be.
   (cd "$MONGO_RS_DATA" && start_detached mongo-rs "$LOG_DIR/secantusd-rs.log" \
     "$bin" --host "$HOST" --port "$MONGO_RS_PORT" --storage-path "$MONGO_RS_DATA" --standalone --log-level WARNING)
   wait_healthy mongo-rs mongo_rs_healthy "$LOG_DIR/secantusd-rs.log"
