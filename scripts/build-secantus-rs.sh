@@ -4,7 +4,7 @@
 # the clone, by version:
 #   ${VEXLENS_CACHE_DIR:-$HOME/.cache/vex-lens}/secantusd-rs-<version>/secantusd-rs
 # Prints the binary's path on stdout. Does nothing when the binary is already cached.
-# Used only by the benchmarks (scripts/bench.sh, VEXLENS_LATENCY_SERVER=rust): the tests
+# Used only by the benchmarks (scripts/bench.sh, VEXLENS_BENCH_MONGO=rust): the tests
 # and CI run the Python server (scripts/services.sh), the conformance leader.
 #
 # The sdist as published needs two things done by hand (measured on 0.7.0b3):
